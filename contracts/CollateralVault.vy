@@ -1,0 +1,449 @@
+# pragma version 0.4.3
+# pragma nonreentrancy off
+"""
+@title Collateral vault: custody, cash ledger and insurance fund
+@notice Holds every token of the protocol. Each account has
+        - `cash`: a signed WAD USD balance in the settlement asset (USDC). Deposits and
+          withdrawals of the settlement token move it; realized PnL, funding and liquidation
+          penalties move it between accounts. Negative cash is a debt backed by the account's
+          other collateral.
+        - collateral balances of listed assets (WETH, WBTC, ...), in each token's own decimals,
+          valued at the index price times a haircut.
+        The insurance fund is WAD USD of settlement cash; it covers accounts left with negative
+        cash and nothing else, and what it cannot cover is recorded as bad debt.
+@dev Token amounts are converted to WAD exactly once, here. Credit equals what actually
+     arrived (balance difference), so fee-on-transfer tokens are credited correctly; transfers
+     accept tokens that return no data. A withdrawal asks the margin engine to confirm initial
+     margin after the debit and before the transfer (checks, effects, interaction).
+"""
+
+from ethereum.ercs import IERC20
+import lib.roles as roles
+
+initializes: roles
+
+exports: (
+    roles.admin,
+    roles.pending_admin,
+    roles.risk_admin,
+    roles.propose_admin,
+    roles.accept_admin,
+    roles.set_risk_admin,
+)
+
+
+interface IOracle:
+    def index_price(price_id: uint256) -> uint256: view
+    def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]: view
+
+
+interface IMarginEngine:
+    def meets_initial_margin(account: address) -> bool: view
+
+
+WAD: constant(uint256) = 10**18
+MAX_ASSETS: constant(uint256) = 8
+MAX_PRICE_IDS: constant(uint256) = 8
+# @dev Haircut bounds: a listed asset counts for at most 100% and at least 0% of its value.
+MAX_HAIRCUT: constant(uint256) = 10**18
+
+
+struct Asset:
+    token: address
+    decimals: uint256
+    price_id: uint256
+    haircut: uint256
+    deposit_cap: uint256
+    total: uint256
+
+
+SETTLEMENT_TOKEN: public(immutable(address))
+# @dev 10**(18 - settlement decimals): one token unit in WAD.
+SETTLEMENT_SCALE: public(immutable(uint256))
+ORACLE: public(immutable(address))
+
+engine: public(address)
+asset_count: public(uint256)
+assets: public(HashMap[uint256, Asset])
+# @dev token -> asset id + 1 (0 = not listed).
+_asset_slot: HashMap[address, uint256]
+cash: public(HashMap[address, int256])
+balances: public(HashMap[address, HashMap[uint256, uint256]])
+# @dev Settlement token units held for cash (accounts' deposits less withdrawals + fund).
+settlement_total: public(uint256)
+insurance_fund: public(uint256)
+bad_debt: public(uint256)
+
+
+event Deposit:
+    account: indexed(address)
+    sender: indexed(address)
+    token: indexed(address)
+    amount: uint256
+    credited_wad: uint256
+
+
+event Withdraw:
+    account: indexed(address)
+    receiver: indexed(address)
+    token: indexed(address)
+    amount: uint256
+
+
+event AssetListed:
+    asset_id: indexed(uint256)
+    token: indexed(address)
+    price_id: uint256
+    haircut: uint256
+    deposit_cap: uint256
+
+
+event AssetParamsSet:
+    asset_id: indexed(uint256)
+    haircut: uint256
+    deposit_cap: uint256
+
+
+event EngineSet:
+    engine: indexed(address)
+
+
+event CashSettled:
+    account: indexed(address)
+    delta: int256
+
+
+event CollateralTransferred:
+    asset_id: indexed(uint256)
+    sender: indexed(address)
+    receiver: indexed(address)
+    amount: uint256
+
+
+event InsuranceFunded:
+    sender: indexed(address)
+    amount: uint256
+
+
+event DeficitCovered:
+    account: indexed(address)
+    from_insurance: uint256
+    bad_debt: uint256
+
+
+@deploy
+def __init__(admin_: address, settlement_token: address, oracle: address):
+    roles.__init__(admin_)
+    decimals: uint256 = convert(staticcall IERC20Decimals(settlement_token).decimals(), uint256)
+    assert decimals <= 18, "vault: decimals above 18"
+    SETTLEMENT_TOKEN = settlement_token
+    SETTLEMENT_SCALE = 10 ** (18 - decimals)
+    ORACLE = oracle
+
+
+interface IERC20Decimals:
+    def decimals() -> uint8: view
+
+
+# ---------------------------------------------------------------- governance
+
+
+@external
+def set_engine(engine_: address):
+    """
+    @notice Wire the margin engine, once (admin).
+    @param engine_ The MarginEngine; the only caller allowed to move cash and collateral.
+    """
+    roles._check_admin()
+    assert self.engine == empty(address), "vault: engine already set"
+    assert engine_ != empty(address), "vault: zero engine"
+    self.engine = engine_
+    log EngineSet(engine=engine_)
+
+
+@external
+def list_asset(token: address, price_id: uint256, haircut: uint256, deposit_cap: uint256) -> uint256:
+    """
+    @notice List a collateral asset (admin).
+    @param token ERC20 with 0 to 18 decimals; not the settlement token; not already listed.
+    @param price_id Oracle price id of the token (must price now).
+    @param haircut WAD fraction of value counted as margin, <= 1e18.
+    @param deposit_cap Maximum total deposits, in token units.
+    @return The asset id.
+    """
+    roles._check_admin()
+    assert token != SETTLEMENT_TOKEN, "vault: settlement token is cash"
+    assert self._asset_slot[token] == 0, "vault: asset already listed"
+    asset_id: uint256 = self.asset_count
+    assert asset_id < MAX_ASSETS, "vault: too many assets"
+    assert haircut <= MAX_HAIRCUT, "vault: haircut out of bounds"
+    decimals: uint256 = convert(staticcall IERC20Decimals(token).decimals(), uint256)
+    assert decimals <= 18, "vault: decimals above 18"
+    assert staticcall IOracle(ORACLE).index_price(price_id) > 0, "vault: no price"
+    self.assets[asset_id] = Asset(
+        token=token, decimals=decimals, price_id=price_id, haircut=haircut, deposit_cap=deposit_cap, total=0
+    )
+    self._asset_slot[token] = asset_id + 1
+    self.asset_count = asset_id + 1
+    log AssetListed(asset_id=asset_id, token=token, price_id=price_id, haircut=haircut, deposit_cap=deposit_cap)
+    return asset_id
+
+
+@external
+def set_asset_params(asset_id: uint256, haircut: uint256, deposit_cap: uint256):
+    """
+    @notice Change an asset's haircut and deposit cap (risk admin), within bounds.
+    @param asset_id A listed asset.
+    @param haircut WAD, <= 1e18.
+    @param deposit_cap Token units; lowering it below current deposits only stops new ones.
+    """
+    roles._check_risk_admin()
+    assert asset_id < self.asset_count, "vault: unknown asset"
+    assert haircut <= MAX_HAIRCUT, "vault: haircut out of bounds"
+    self.assets[asset_id].haircut = haircut
+    self.assets[asset_id].deposit_cap = deposit_cap
+    log AssetParamsSet(asset_id=asset_id, haircut=haircut, deposit_cap=deposit_cap)
+
+
+# ---------------------------------------------------------------- users
+
+
+@internal
+def _pull(token: address, amount: uint256) -> uint256:
+    """
+    @dev Transfer in and return what actually arrived (fee-on-transfer safe).
+    """
+    before: uint256 = staticcall IERC20(token).balanceOf(self)
+    assert extcall IERC20(token).transferFrom(msg.sender, self, amount, default_return_value=True), "vault: transferFrom failed"
+    return staticcall IERC20(token).balanceOf(self) - before
+
+
+@external
+@nonreentrant
+def deposit(token: address, amount: uint256, account: address = msg.sender):
+    """
+    @notice Deposit `amount` of `token` from the caller into `account` (default: the caller).
+    @dev The settlement token credits cash (WAD); a listed asset credits its balance. The credit
+         is what arrived. Reverts "vault: unknown asset", "vault: zero amount",
+         "vault: deposit cap exceeded".
+    @param token The settlement token or a listed asset.
+    @param amount Token units to pull from the caller (needs allowance).
+    @param account The account credited.
+    """
+    assert amount > 0, "vault: zero amount"
+    assert account != empty(address), "vault: zero account"
+    if token == SETTLEMENT_TOKEN:
+        received: uint256 = self._pull(token, amount)
+        credit: uint256 = received * SETTLEMENT_SCALE
+        self.settlement_total += received
+        self.cash[account] += convert(credit, int256)
+        log Deposit(account=account, sender=msg.sender, token=token, amount=received, credited_wad=credit)
+        return
+    slot: uint256 = self._asset_slot[token]
+    assert slot != 0, "vault: unknown asset"
+    asset_id: uint256 = slot - 1
+    received: uint256 = self._pull(token, amount)
+    total: uint256 = self.assets[asset_id].total + received
+    assert total <= self.assets[asset_id].deposit_cap, "vault: deposit cap exceeded"
+    self.assets[asset_id].total = total
+    self.balances[account][asset_id] += received
+    log Deposit(account=account, sender=msg.sender, token=token, amount=received, credited_wad=0)
+
+
+@external
+@nonreentrant
+def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
+    """
+    @notice Withdraw `amount` of `token` from the caller's account.
+    @dev The settlement token debits cash and may not make it negative (unrealized profit and
+         collateral are not withdrawable as cash). The account must meet initial margin after the
+         debit, or the call reverts "vault: below initial margin".
+    @param token The settlement token or a listed asset.
+    @param amount Token units.
+    @param receiver Where the tokens go.
+    """
+    assert amount > 0, "vault: zero amount"
+    if token == SETTLEMENT_TOKEN:
+        debit: int256 = convert(amount * SETTLEMENT_SCALE, int256)
+        assert self.cash[msg.sender] >= debit, "vault: insufficient cash"
+        self.cash[msg.sender] -= debit
+        self.settlement_total -= amount
+    else:
+        slot: uint256 = self._asset_slot[token]
+        assert slot != 0, "vault: unknown asset"
+        asset_id: uint256 = slot - 1
+        assert self.balances[msg.sender][asset_id] >= amount, "vault: insufficient collateral"
+        self.balances[msg.sender][asset_id] -= amount
+        self.assets[asset_id].total -= amount
+    assert staticcall IMarginEngine(self.engine).meets_initial_margin(msg.sender), "vault: below initial margin"
+    assert extcall IERC20(token).transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
+    log Withdraw(account=msg.sender, receiver=receiver, token=token, amount=amount)
+
+
+@external
+@nonreentrant
+def fund_insurance(amount: uint256):
+    """
+    @notice Add settlement tokens to the insurance fund.
+    @param amount Token units pulled from the caller.
+    """
+    assert amount > 0, "vault: zero amount"
+    received: uint256 = self._pull(SETTLEMENT_TOKEN, amount)
+    self.settlement_total += received
+    self.insurance_fund += received * SETTLEMENT_SCALE
+    log InsuranceFunded(sender=msg.sender, amount=received * SETTLEMENT_SCALE)
+
+
+# ---------------------------------------------------------------- engine only
+
+
+@internal
+@view
+def _check_engine():
+    assert msg.sender == self.engine, "vault: not engine"
+
+
+@external
+@nonreentrant
+def settle_cash(account: address, delta: int256):
+    """
+    @notice Move realized PnL or funding into an account's cash (engine only).
+    @param delta WAD USD, signed.
+    """
+    self._check_engine()
+    self.cash[account] += delta
+    log CashSettled(account=account, delta=delta)
+
+
+@external
+@nonreentrant
+def charge_penalty(account: address, liquidator: address, penalty: uint256, liquidator_share: uint256):
+    """
+    @notice Take a liquidation penalty from `account`'s cash: `liquidator_share` to the
+            liquidator, the rest to the insurance fund (engine only).
+    @param penalty WAD USD.
+    @param liquidator_share WAD USD, <= penalty.
+    """
+    self._check_engine()
+    assert liquidator_share <= penalty, "vault: share above penalty"
+    self.cash[account] -= convert(penalty, int256)
+    self.cash[liquidator] += convert(liquidator_share, int256)
+    self.insurance_fund += penalty - liquidator_share
+    log CashSettled(account=account, delta=-convert(penalty, int256))
+    log CashSettled(account=liquidator, delta=convert(liquidator_share, int256))
+
+
+@external
+@nonreentrant
+def sell_collateral(account: address, liquidator: address, asset_id: uint256, amount: uint256, payment: uint256):
+    """
+    @notice Liquidation sale of collateral: `amount` of asset moves from `account` to
+            `liquidator`, who pays `payment` WAD of cash to `account` (engine only).
+    """
+    self._check_engine()
+    assert self.balances[account][asset_id] >= amount, "vault: insufficient collateral"
+    self.balances[account][asset_id] -= amount
+    self.balances[liquidator][asset_id] += amount
+    self.cash[liquidator] -= convert(payment, int256)
+    self.cash[account] += convert(payment, int256)
+    log CollateralTransferred(asset_id=asset_id, sender=account, receiver=liquidator, amount=amount)
+    log CashSettled(account=liquidator, delta=-convert(payment, int256))
+    log CashSettled(account=account, delta=convert(payment, int256))
+
+
+@external
+@nonreentrant
+def cover_deficit(account: address) -> (uint256, uint256):
+    """
+    @notice Waterfall for an account left with negative cash and nothing else (engine only):
+            the insurance fund pays first; what it cannot pay is recorded as bad debt. The
+            account's cash becomes zero. The fund never goes negative.
+    @return (WAD paid by the insurance fund, WAD recorded as bad debt).
+    """
+    self._check_engine()
+    balance: int256 = self.cash[account]
+    if balance >= 0:
+        return 0, 0
+    deficit: uint256 = convert(-balance, uint256)
+    covered: uint256 = min(deficit, self.insurance_fund)
+    uncovered: uint256 = deficit - covered
+    self.insurance_fund -= covered
+    self.bad_debt += uncovered
+    self.cash[account] = 0
+    log CashSettled(account=account, delta=-balance)
+    log DeficitCovered(account=account, from_insurance=covered, bad_debt=uncovered)
+    return covered, uncovered
+
+
+# ---------------------------------------------------------------- views
+
+
+@internal
+@view
+def _collateral_value(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> uint256:
+    """
+    @dev sum over assets of floor(balance * price * haircut / (10**decimals * 1e18)), WAD USD.
+    """
+    value: uint256 = 0
+    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+        amount: uint256 = self.balances[account][asset_id]
+        if amount == 0:
+            continue
+        asset: Asset = self.assets[asset_id]
+        value += amount * prices[asset.price_id] * asset.haircut // (10 ** asset.decimals * WAD)
+    return value
+
+
+@external
+@view
+def margin_inputs(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int256, uint256):
+    """
+    @notice Cash and haircut collateral value of an account at the given index prices.
+    @param prices WAD index prices indexed by price id (as `OracleRouter.index_prices`).
+    @return (cash WAD, haircut collateral value WAD rounded down).
+    """
+    return self.cash[account], self._collateral_value(account, prices)
+
+
+@external
+@view
+def collateral_value(account: address) -> uint256:
+    """
+    @notice Haircut value of an account's collateral at current index prices (WAD, rounded down).
+    """
+    return self._collateral_value(account, staticcall IOracle(ORACLE).index_prices())
+
+
+@external
+@view
+def collateral_balances(account: address) -> DynArray[uint256, MAX_ASSETS]:
+    """
+    @notice An account's balance of every listed asset, in asset id order, token units.
+    """
+    out: DynArray[uint256, MAX_ASSETS] = []
+    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+        out.append(self.balances[account][asset_id])
+    return out
+
+
+@external
+@view
+def has_collateral(account: address) -> bool:
+    """
+    @notice Whether an account holds any listed asset.
+    """
+    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+        if self.balances[account][asset_id] != 0:
+            return True
+    return False
+
+
+@external
+@view
+def asset_id_of(token: address) -> uint256:
+    """
+    @notice The asset id of a listed token; reverts "vault: unknown asset" otherwise.
+    """
+    slot: uint256 = self._asset_slot[token]
+    assert slot != 0, "vault: unknown asset"
+    return slot - 1

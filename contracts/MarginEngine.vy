@@ -1,0 +1,1091 @@
+# pragma version 0.4.3
+# pragma optimize codesize
+# pragma nonreentrancy off
+"""
+@title Margin engine: markets, positions, cross-margin requirements, trading and liquidation
+@notice One account margins all its positions together against its vault balances.
+        - Equity = cash + haircut collateral value + unrealized PnL at mark - accrued funding.
+          Mark price = index price for these linear products; a settled future is marked at its
+          settlement price.
+        - Requirements per underlying on the NET position: for an underlying with long size L
+          and short size S across its markets (perpetual and futures), at index price P,
+              IM_u = ceil(|L - S| * P * im_rate) + ceil(min(L, S) * P * spread_im_rate)
+              MM_u = ceil(|L - S| * P * mm_rate) + ceil(min(L, S) * P * spread_mm_rate)
+          (a long perpetual against a short future nets; what is offset pays the spread
+          charge). IM and MM are the sums over underlyings. Rounding favours the protocol:
+          requirements up, equity down. Sources: CME SPAN inter-month spread charge; Derive
+          (Lyra v2) standard manager per-market rates.
+        - Health factor = equity / MM (WAD); liquidatable when equity < MM.
+        - Funding (perpetuals): each perpetual trade at price T with index I moves the funding
+          rate towards its premium (T - I) / I by `funding_smoothing` (an EMA over trades),
+          clamped to +-`max_funding_rate`; the rate is a fraction of the index price per 8 hours
+          and accrues continuously into a cumulative funding index. Longs pay shorts when the
+          rate is positive (dYdX / Binance premium-index convention).
+        - Trades settle two EIP-712 signed orders (nonces, deadlines) matched by any sender, at
+          the maker's price, within `max_price_deviation` of the index.
+        - Liquidation is permissionless and partial: underlyings are closed in order of their
+          maintenance margin, each by the smallest fraction that brings health to
+          `liquidation_target`; the liquidator takes the positions at mark and receives
+          `liquidator_share` of a penalty, the rest goes to the insurance fund. An account left
+          without positions and with debt has its collateral sold to the liquidator at a
+          discount; an account left with nothing but debt goes to the vault's waterfall.
+@dev Sizes are WAD units of the underlying; prices and USD amounts are WAD.
+"""
+
+import lib.roles as roles
+import lib.wad as wad
+
+initializes: roles
+
+exports: (
+    roles.admin,
+    roles.pending_admin,
+    roles.risk_admin,
+    roles.propose_admin,
+    roles.accept_admin,
+    roles.set_risk_admin,
+)
+
+
+interface IOracle:
+    def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]: view
+    def index_price_with_time(price_id: uint256) -> (uint256, uint256): view
+    def price_id_count() -> uint256: view
+
+
+interface IVault:
+    def margin_inputs(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int256, uint256): view
+    def cash(account: address) -> int256: view
+    def collateral_balances(account: address) -> DynArray[uint256, MAX_ASSETS]: view
+    def has_collateral(account: address) -> bool: view
+    def assets(asset_id: uint256) -> VaultAsset: view
+    def asset_count() -> uint256: view
+    def settle_cash(account: address, delta: int256): nonpayable
+    def charge_penalty(account: address, liquidator: address, penalty: uint256, liquidator_share: uint256): nonpayable
+    def sell_collateral(account: address, liquidator: address, asset_id: uint256, amount: uint256, payment: uint256): nonpayable
+    def cover_deficit(account: address) -> (uint256, uint256): nonpayable
+
+
+WAD: constant(uint256) = 10**18
+IWAD: constant(int256) = 10**18
+MAX_UNDERLYINGS: constant(uint256) = 4
+MAX_MARKETS: constant(uint256) = 16
+MAX_ACCOUNT_MARKETS: constant(uint256) = 8
+MAX_PRICE_IDS: constant(uint256) = 8
+MAX_ASSETS: constant(uint256) = 8
+MAX_BATCH: constant(uint256) = 500
+FUNDING_PERIOD: constant(uint256) = 8 * 3600
+# @dev secp256k1n / 2: larger s values are the malleable twin of a valid signature (EIP-2).
+SECP256K1N_HALF: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
+ORDER_TYPEHASH: constant(bytes32) = keccak256(
+    "Order(address account,uint256 market,int256 size,uint256 limit_price,uint256 nonce,uint256 deadline)"
+)
+DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
+    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+DOMAIN_NAME_HASH: constant(bytes32) = keccak256("CrossMargin")
+DOMAIN_VERSION_HASH: constant(bytes32) = keccak256("1")
+
+# @dev On-chain bounds of every risk parameter (WAD fractions).
+MIN_IM_RATE: constant(uint256) = 10**16
+MAX_IM_RATE: constant(uint256) = 10**18
+MIN_MM_RATE: constant(uint256) = 5 * 10**15
+MIN_PENALTY: constant(uint256) = 10**15
+MAX_PENALTY: constant(uint256) = 10**17
+MIN_TARGET: constant(uint256) = 10**18
+MAX_TARGET: constant(uint256) = 2 * 10**18
+MIN_PRICE_DEVIATION: constant(uint256) = 10**15
+MAX_PRICE_DEVIATION: constant(uint256) = 2 * 10**17
+MAX_FUNDING_RATE_BOUND: constant(uint256) = 10**16
+
+
+struct VaultAsset:
+    token: address
+    decimals: uint256
+    price_id: uint256
+    haircut: uint256
+    deposit_cap: uint256
+    total: uint256
+
+
+struct Underlying:
+    price_id: uint256
+    im_rate: uint256
+    mm_rate: uint256
+    spread_im_rate: uint256
+    spread_mm_rate: uint256
+
+
+struct Market:
+    underlying: uint256
+    is_perpetual: bool
+    expiry: uint256
+    settlement_price: uint256
+    funding_rate: int256
+    funding_index: int256
+    funding_time: uint256
+
+
+struct Position:
+    size: int256
+    entry_price: uint256
+    funding_index: int256
+
+
+struct Order:
+    account: address
+    market: uint256
+    size: int256
+    limit_price: uint256
+    nonce: uint256
+    deadline: uint256
+
+
+struct MarginSummary:
+    equity: int256
+    initial_margin: uint256
+    maintenance_margin: uint256
+    health_factor: uint256
+
+
+struct PositionState:
+    market: uint256
+    size: int256
+    entry_price: uint256
+    funding_index: int256
+
+
+struct AccountState:
+    cash: int256
+    collateral: DynArray[uint256, MAX_ASSETS]
+    positions: DynArray[PositionState, MAX_ACCOUNT_MARKETS]
+
+
+struct MarketState:
+    underlying: uint256
+    is_perpetual: bool
+    expiry: uint256
+    settlement_price: uint256
+    funding_rate: int256
+    funding_index: int256
+
+
+VAULT: public(immutable(address))
+ORACLE: public(immutable(address))
+
+underlying_count: public(uint256)
+underlyings: public(HashMap[uint256, Underlying])
+market_count: public(uint256)
+markets: public(HashMap[uint256, Market])
+positions: public(HashMap[address, HashMap[uint256, Position]])
+_account_markets: HashMap[address, DynArray[uint256, MAX_ACCOUNT_MARKETS]]
+nonce_used: public(HashMap[address, HashMap[uint256, bool]])
+
+liquidation_penalty: public(uint256)
+liquidator_share: public(uint256)
+liquidation_target: public(uint256)
+max_price_deviation: public(uint256)
+max_funding_rate: public(uint256)
+funding_smoothing: public(uint256)
+
+
+event UnderlyingAdded:
+    underlying: indexed(uint256)
+    price_id: uint256
+
+
+event UnderlyingParamsSet:
+    underlying: indexed(uint256)
+    im_rate: uint256
+    mm_rate: uint256
+    spread_im_rate: uint256
+    spread_mm_rate: uint256
+
+
+event MarketListed:
+    market: indexed(uint256)
+    underlying: indexed(uint256)
+    is_perpetual: bool
+    expiry: uint256
+
+
+event LiquidationParamsSet:
+    liquidation_penalty: uint256
+    liquidator_share: uint256
+    liquidation_target: uint256
+
+
+event TradeParamsSet:
+    max_price_deviation: uint256
+    max_funding_rate: uint256
+    funding_smoothing: uint256
+
+
+event OrderFilled:
+    account: indexed(address)
+    nonce: indexed(uint256)
+    market: indexed(uint256)
+    size: int256
+    price: uint256
+
+
+event OrderCancelled:
+    account: indexed(address)
+    nonce: indexed(uint256)
+
+
+event Trade:
+    market: indexed(uint256)
+    buyer: indexed(address)
+    seller: indexed(address)
+    size: uint256
+    price: uint256
+
+
+event PositionChanged:
+    account: indexed(address)
+    market: indexed(uint256)
+    size: int256
+    entry_price: uint256
+    realized_pnl: int256
+
+
+event FundingUpdated:
+    market: indexed(uint256)
+    funding_index: int256
+    funding_rate: int256
+
+
+event MarketSettled:
+    market: indexed(uint256)
+    settlement_price: uint256
+
+
+event PositionLiquidated:
+    account: indexed(address)
+    liquidator: indexed(address)
+    market: indexed(uint256)
+    size: int256
+    price: uint256
+
+
+event CollateralLiquidated:
+    account: indexed(address)
+    liquidator: indexed(address)
+    asset_id: indexed(uint256)
+    amount: uint256
+    payment: uint256
+
+
+event Liquidation:
+    account: indexed(address)
+    liquidator: indexed(address)
+    notional: uint256
+    penalty: uint256
+    health_before: uint256
+    health_after: uint256
+
+
+@deploy
+def __init__(admin_: address, vault: address, oracle: address):
+    roles.__init__(admin_)
+    VAULT = vault
+    ORACLE = oracle
+    self.liquidation_penalty = 2 * 10**16
+    self.liquidator_share = 5 * 10**17
+    self.liquidation_target = 125 * 10**16
+    self.max_price_deviation = 5 * 10**16
+    self.max_funding_rate = 5 * 10**15
+    self.funding_smoothing = 10**17
+    log LiquidationParamsSet(liquidation_penalty=2 * 10**16, liquidator_share=5 * 10**17, liquidation_target=125 * 10**16)
+    log TradeParamsSet(max_price_deviation=5 * 10**16, max_funding_rate=5 * 10**15, funding_smoothing=10**17)
+
+
+# ---------------------------------------------------------------- governance
+
+
+@internal
+@view
+def _check_underlying_params(im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256):
+    assert im_rate >= MIN_IM_RATE and im_rate <= MAX_IM_RATE, "engine: im_rate out of bounds"
+    assert mm_rate >= MIN_MM_RATE and mm_rate <= im_rate, "engine: mm_rate out of bounds"
+    # a partial liquidation must be able to restore health: penalty <= mm_rate / 2
+    assert mm_rate >= 2 * self.liquidation_penalty, "engine: mm_rate below twice the penalty"
+    assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
+    assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
+
+
+@external
+def add_underlying(price_id: uint256, im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256) -> uint256:
+    """
+    @notice Add an underlying with its margin rates (admin).
+    @param price_id Its oracle price id.
+    @param im_rate Initial margin rate on the net notional, WAD, in [1%, 100%].
+    @param mm_rate Maintenance margin rate, WAD, in [0.5%, im_rate] and >= 2 x penalty.
+    @param spread_im_rate IM charge on offset notional (spreads), WAD, <= im_rate.
+    @param spread_mm_rate MM charge on offset notional, WAD, <= spread_im_rate and mm_rate.
+    @return The underlying id.
+    """
+    roles._check_admin()
+    u: uint256 = self.underlying_count
+    assert u < MAX_UNDERLYINGS, "engine: too many underlyings"
+    assert price_id < staticcall IOracle(ORACLE).price_id_count(), "engine: unknown price id"
+    self._check_underlying_params(im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+    self.underlyings[u] = Underlying(
+        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
+    )
+    self.underlying_count = u + 1
+    log UnderlyingAdded(underlying=u, price_id=price_id)
+    log UnderlyingParamsSet(underlying=u, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+    return u
+
+
+@external
+def set_underlying_params(underlying: uint256, im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256):
+    """
+    @notice Change an underlying's margin rates (risk admin), within the bounds of `add_underlying`.
+    """
+    roles._check_risk_admin()
+    assert underlying < self.underlying_count, "engine: unknown underlying"
+    self._check_underlying_params(im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+    price_id: uint256 = self.underlyings[underlying].price_id
+    self.underlyings[underlying] = Underlying(
+        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
+    )
+    log UnderlyingParamsSet(underlying=underlying, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+
+
+@external
+def list_market(underlying: uint256, expiry: uint256) -> uint256:
+    """
+    @notice List a market (admin): a perpetual when `expiry` is 0, else a dated future that
+            settles against the index at `expiry`.
+    @param underlying An existing underlying.
+    @param expiry 0, or a unix time in the future.
+    @return The market id.
+    """
+    roles._check_admin()
+    assert underlying < self.underlying_count, "engine: unknown underlying"
+    assert expiry == 0 or expiry > block.timestamp, "engine: expiry in the past"
+    market_id: uint256 = self.market_count
+    assert market_id < MAX_MARKETS, "engine: too many markets"
+    self.markets[market_id] = Market(
+        underlying=underlying,
+        is_perpetual=expiry == 0,
+        expiry=expiry,
+        settlement_price=0,
+        funding_rate=0,
+        funding_index=0,
+        funding_time=block.timestamp,
+    )
+    self.market_count = market_id + 1
+    log MarketListed(market=market_id, underlying=underlying, is_perpetual=expiry == 0, expiry=expiry)
+    return market_id
+
+
+@external
+def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: uint256):
+    """
+    @notice Change liquidation parameters (risk admin).
+    @param penalty WAD fraction of closed notional, in [0.1%, 10%] and <= half of every mm_rate.
+    @param liquidator_share WAD fraction of the penalty paid to the liquidator, <= 100%.
+    @param target Health factor a partial liquidation restores, WAD, in [1.0, 2.0].
+    """
+    roles._check_risk_admin()
+    assert penalty >= MIN_PENALTY and penalty <= MAX_PENALTY, "engine: penalty out of bounds"
+    assert liquidator_share <= WAD, "engine: liquidator_share out of bounds"
+    assert target >= MIN_TARGET and target <= MAX_TARGET, "engine: target out of bounds"
+    for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
+        assert self.underlyings[u].mm_rate >= 2 * penalty, "engine: mm_rate below twice the penalty"
+    self.liquidation_penalty = penalty
+    self.liquidator_share = liquidator_share
+    self.liquidation_target = target
+    log LiquidationParamsSet(liquidation_penalty=penalty, liquidator_share=liquidator_share, liquidation_target=target)
+
+
+@external
+def set_trade_params(max_price_deviation: uint256, max_funding_rate: uint256, funding_smoothing: uint256):
+    """
+    @notice Change trading parameters (risk admin).
+    @param max_price_deviation Largest |trade price / index - 1|, WAD, in [0.1%, 20%].
+    @param max_funding_rate Cap on |funding rate| per 8 hours, WAD, <= 1%.
+    @param funding_smoothing Weight of a trade's premium in the funding EMA, WAD, in (0, 1].
+    """
+    roles._check_risk_admin()
+    assert max_price_deviation >= MIN_PRICE_DEVIATION and max_price_deviation <= MAX_PRICE_DEVIATION, "engine: max_price_deviation out of bounds"
+    assert max_funding_rate <= MAX_FUNDING_RATE_BOUND, "engine: max_funding_rate out of bounds"
+    assert funding_smoothing > 0 and funding_smoothing <= WAD, "engine: funding_smoothing out of bounds"
+    self.max_price_deviation = max_price_deviation
+    self.max_funding_rate = max_funding_rate
+    self.funding_smoothing = funding_smoothing
+    log TradeParamsSet(max_price_deviation=max_price_deviation, max_funding_rate=max_funding_rate, funding_smoothing=funding_smoothing)
+
+
+# ---------------------------------------------------------------- valuation
+
+
+@internal
+@view
+def _funding_index_now(market: Market, price: uint256) -> int256:
+    """
+    @dev Cumulative funding (WAD USD per unit of size) including accrual since the last update:
+         rate * price * elapsed / 8h, truncated towards zero.
+    """
+    if not market.is_perpetual or block.timestamp <= market.funding_time:
+        return market.funding_index
+    elapsed: int256 = convert(block.timestamp - market.funding_time, int256)
+    return market.funding_index + market.funding_rate * convert(price, int256) // IWAD * elapsed // convert(FUNDING_PERIOD, int256)
+
+
+@internal
+@pure
+def _position_value(position: Position, mark: uint256, funding_index: int256) -> int256:
+    """
+    @dev floor(size * (mark - entry) / 1e18) - ceil(size * (funding_index - entry index) / 1e18):
+         unrealized PnL rounded down, funding owed rounded up.
+    """
+    pnl: int256 = wad._floor_div(position.size * (convert(mark, int256) - convert(position.entry_price, int256)), IWAD)
+    owed: int256 = wad._ceil_div(position.size * (funding_index - position.funding_index), IWAD)
+    return pnl - owed
+
+
+@internal
+@pure
+def _charge(amount: uint256, price: uint256, rate: uint256) -> uint256:
+    """
+    @dev ceil(amount * price * rate / 1e36): a margin charge in WAD USD, rounded up.
+    """
+    return wad._mul_div_up(amount * price, rate, WAD * WAD)
+
+
+@internal
+@view
+def _margin(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int256, uint256, uint256):
+    """
+    @dev (equity, IM, MM) of an account at the given index prices; see the contract notice.
+    """
+    cash: int256 = 0
+    collateral: uint256 = 0
+    cash, collateral = staticcall IVault(VAULT).margin_inputs(account, prices)
+    equity: int256 = cash + convert(collateral, int256)
+    longs: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    shorts: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    for market_id: uint256 in self._account_markets[account]:
+        position: Position = self.positions[account][market_id]
+        market: Market = self.markets[market_id]
+        mark: uint256 = market.settlement_price
+        if mark == 0:
+            mark = prices[self.underlyings[market.underlying].price_id]
+            if position.size > 0:
+                longs[market.underlying] += convert(position.size, uint256)
+            else:
+                shorts[market.underlying] += convert(-position.size, uint256)
+        equity += self._position_value(position, mark, self._funding_index_now(market, mark))
+    im: uint256 = 0
+    mm: uint256 = 0
+    for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
+        if longs[u] == 0 and shorts[u] == 0:
+            continue
+        params: Underlying = self.underlyings[u]
+        price: uint256 = prices[params.price_id]
+        net: uint256 = max(longs[u], shorts[u]) - min(longs[u], shorts[u])
+        offset: uint256 = min(longs[u], shorts[u])
+        im += self._charge(net, price, params.im_rate) + self._charge(offset, price, params.spread_im_rate)
+        mm += self._charge(net, price, params.mm_rate) + self._charge(offset, price, params.spread_mm_rate)
+    return equity, im, mm
+
+
+@internal
+@pure
+def _health(equity: int256, mm: uint256) -> uint256:
+    """
+    @dev equity / MM in WAD, rounded down; 0 when equity <= 0; max uint256 when MM is 0 and
+         equity >= 0 (nothing to maintain).
+    """
+    if equity <= 0:
+        if mm == 0 and equity == 0:
+            return max_value(uint256)
+        return 0
+    if mm == 0:
+        return max_value(uint256)
+    return convert(equity, uint256) * WAD // mm
+
+
+@internal
+@view
+def _prices() -> DynArray[uint256, MAX_PRICE_IDS]:
+    return staticcall IOracle(ORACLE).index_prices()
+
+
+@internal
+@view
+def _summary(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> MarginSummary:
+    equity: int256 = 0
+    im: uint256 = 0
+    mm: uint256 = 0
+    equity, im, mm = self._margin(account, prices)
+    return MarginSummary(equity=equity, initial_margin=im, maintenance_margin=mm, health_factor=self._health(equity, mm))
+
+
+# ---------------------------------------------------------------- positions
+
+
+@internal
+def _accrue_funding(market_id: uint256, price: uint256) -> int256:
+    """
+    @dev Bring a perpetual's funding index up to now; returns the index.
+    """
+    market: Market = self.markets[market_id]
+    if not market.is_perpetual:
+        return market.funding_index
+    index: int256 = self._funding_index_now(market, price)
+    if market.funding_time != block.timestamp:
+        self.markets[market_id].funding_index = index
+        self.markets[market_id].funding_time = block.timestamp
+        log FundingUpdated(market=market_id, funding_index=index, funding_rate=market.funding_rate)
+    return index
+
+
+@internal
+def _remove_market(account: address, market_id: uint256):
+    markets: DynArray[uint256, MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    n: uint256 = len(markets)
+    for i: uint256 in range(n, bound=MAX_ACCOUNT_MARKETS):
+        if markets[i] == market_id:
+            markets[i] = markets[n - 1]
+            markets.pop()
+            break
+    self._account_markets[account] = markets
+
+
+@internal
+def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint256, funding_index: int256):
+    """
+    @dev Realize the position's PnL at `price` and its funding into cash, then set the new size
+         with entry `price`. Realizing at every fill keeps PnL accounting exact and zero-sum.
+    """
+    position: Position = self.positions[account][market_id]
+    realized: int256 = 0
+    if position.size != 0:
+        realized = self._position_value(position, price, funding_index)
+    else:
+        assert len(self._account_markets[account]) < MAX_ACCOUNT_MARKETS, "engine: too many positions"
+        self._account_markets[account].append(market_id)
+    new_size: int256 = position.size + delta
+    if new_size == 0:
+        self.positions[account][market_id] = empty(Position)
+        self._remove_market(account, market_id)
+    else:
+        self.positions[account][market_id] = Position(size=new_size, entry_price=price, funding_index=funding_index)
+    if realized != 0:
+        extcall IVault(VAULT).settle_cash(account, realized)
+    log PositionChanged(account=account, market=market_id, size=new_size, entry_price=price, realized_pnl=realized)
+
+
+@internal
+def _settle_expired(account: address):
+    """
+    @dev Realize every position of `account` in a settled market.
+    """
+    open_markets: DynArray[uint256, MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    for market_id: uint256 in open_markets:
+        price: uint256 = self.markets[market_id].settlement_price
+        if price != 0:
+            size: int256 = self.positions[account][market_id].size
+            self._apply_fill(account, market_id, -size, price, self.markets[market_id].funding_index)
+
+
+@external
+@nonreentrant
+def settle_market(market_id: uint256):
+    """
+    @notice Fix a dated future's settlement price at the index, once expiry has passed.
+            Permissionless; a second call is a no-op.
+    @dev Reverts "engine: not expired", "engine: price before expiry" (every feed that formed the
+         index must have updated at or after expiry), or an oracle error (stale price).
+    """
+    assert market_id < self.market_count, "engine: unknown market"
+    market: Market = self.markets[market_id]
+    assert not market.is_perpetual, "engine: perpetual never settles"
+    assert block.timestamp >= market.expiry, "engine: not expired"
+    if market.settlement_price != 0:
+        return
+    price: uint256 = 0
+    updated_at: uint256 = 0
+    price, updated_at = staticcall IOracle(ORACLE).index_price_with_time(self.underlyings[market.underlying].price_id)
+    assert updated_at >= market.expiry, "engine: price before expiry"
+    self.markets[market_id].settlement_price = price
+    log MarketSettled(market=market_id, settlement_price=price)
+
+
+@external
+@nonreentrant
+def settle_positions(account: address):
+    """
+    @notice Realize an account's positions in settled futures into cash. Permissionless.
+    """
+    self._settle_expired(account)
+
+
+# ---------------------------------------------------------------- trading
+
+
+@internal
+@view
+def _domain_separator() -> bytes32:
+    # computed per call so that a chain fork gets its own domain (chain id)
+    return keccak256(abi_encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, chain.id, self))
+
+
+@internal
+@view
+def _order_digest(order: Order) -> bytes32:
+    struct_hash: bytes32 = keccak256(
+        abi_encode(ORDER_TYPEHASH, order.account, order.market, order.size, order.limit_price, order.nonce, order.deadline)
+    )
+    return keccak256(concat(b"\x19\x01", self._domain_separator(), struct_hash))
+
+
+@internal
+def _authorise(order: Order, signature: Bytes[65]):
+    """
+    @dev Checks deadline, nonce and signature (or that the account itself sent the call), and
+         consumes the nonce.
+    """
+    assert order.deadline >= block.timestamp, "engine: order expired"
+    assert not self.nonce_used[order.account][order.nonce], "engine: nonce used"
+    self.nonce_used[order.account][order.nonce] = True
+    if msg.sender == order.account:
+        return
+    assert len(signature) == 65, "engine: bad signature length"
+    r: uint256 = extract32(signature, 0, output_type=uint256)
+    s: uint256 = extract32(signature, 32, output_type=uint256)
+    v: uint256 = convert(slice(signature, 64, 1), uint256)
+    assert s <= SECP256K1N_HALF, "engine: malleable signature"
+    assert v == 27 or v == 28, "engine: bad signature v"
+    signer: address = ecrecover(self._order_digest(order), v, r, s)
+    assert signer != empty(address) and signer == order.account, "engine: invalid signature"
+
+
+@internal
+@view
+def _trade_allowed(old_size: int256, new_size: int256, before: MarginSummary, after: MarginSummary) -> bool:
+    """
+    @dev After a trade an account must meet IM, unless the trade only reduces its position
+         (no flip) and neither raises its IM nor grows its shortfall below IM.
+    """
+    if after.equity >= convert(after.initial_margin, int256):
+        return True
+    reducing: bool = (old_size > 0 and new_size >= 0 and new_size < old_size) or (old_size < 0 and new_size <= 0 and new_size > old_size)
+    if not reducing or after.initial_margin > before.initial_margin:
+        return False
+    return after.equity - convert(after.initial_margin, int256) >= before.equity - convert(before.initial_margin, int256)
+
+
+@external
+@nonreentrant
+def match_orders(maker: Order, maker_signature: Bytes[65], taker: Order, taker_signature: Bytes[65]):
+    """
+    @notice Settle two signed orders against each other, in full, at the maker's limit price.
+            Any sender may submit; an order sent by its own account needs no signature.
+    @dev Reverts: "engine: sizes do not match" (sizes must be exact opposites), "engine: self
+         trade", "engine: unknown market", "engine: market expired", "engine: order expired",
+         "engine: nonce used", "engine: invalid signature" (and malleable / length / v),
+         "engine: price worse than limit", "engine: price too far from index",
+         "engine: below initial margin" (for either side, unless its trade only reduces risk).
+    @param maker The resting order; its limit price is the execution price.
+    @param maker_signature 65-byte (r, s, v) EIP-712 signature of `maker` by `maker.account`.
+    @param taker The opposite order.
+    @param taker_signature Likewise for `taker`.
+    """
+    assert maker.market == taker.market, "engine: markets differ"
+    assert maker.size != 0 and maker.size == -taker.size, "engine: sizes do not match"
+    assert maker.account != taker.account, "engine: self trade"
+    market_id: uint256 = maker.market
+    assert market_id < self.market_count, "engine: unknown market"
+    market: Market = self.markets[market_id]
+    assert market.settlement_price == 0 and (market.is_perpetual or block.timestamp < market.expiry), "engine: market expired"
+    self._authorise(maker, maker_signature)
+    self._authorise(taker, taker_signature)
+    price: uint256 = maker.limit_price
+    if taker.size > 0:
+        assert taker.limit_price >= price, "engine: price worse than limit"
+    else:
+        assert taker.limit_price <= price, "engine: price worse than limit"
+
+    prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
+    index: uint256 = prices[self.underlyings[market.underlying].price_id]
+    gap: uint256 = max(price, index) - min(price, index)
+    assert gap * WAD <= index * self.max_price_deviation, "engine: price too far from index"
+
+    funding_index: int256 = self._accrue_funding(market_id, index)
+    maker_before: MarginSummary = self._summary(maker.account, prices)
+    taker_before: MarginSummary = self._summary(taker.account, prices)
+    maker_old: int256 = self.positions[maker.account][market_id].size
+    taker_old: int256 = self.positions[taker.account][market_id].size
+    self._apply_fill(maker.account, market_id, maker.size, price, funding_index)
+    self._apply_fill(taker.account, market_id, taker.size, price, funding_index)
+    assert self._trade_allowed(maker_old, maker_old + maker.size, maker_before, self._summary(maker.account, prices)), "engine: below initial margin"
+    assert self._trade_allowed(taker_old, taker_old + taker.size, taker_before, self._summary(taker.account, prices)), "engine: below initial margin"
+
+    if market.is_perpetual:
+        premium: int256 = (convert(price, int256) - convert(index, int256)) * IWAD // convert(index, int256)
+        rate: int256 = market.funding_rate + (premium - market.funding_rate) * convert(self.funding_smoothing, int256) // IWAD
+        cap: int256 = convert(self.max_funding_rate, int256)
+        rate = max(-cap, min(cap, rate))
+        self.markets[market_id].funding_rate = rate
+        log FundingUpdated(market=market_id, funding_index=funding_index, funding_rate=rate)
+
+    log OrderFilled(account=maker.account, nonce=maker.nonce, market=market_id, size=maker.size, price=price)
+    log OrderFilled(account=taker.account, nonce=taker.nonce, market=market_id, size=taker.size, price=price)
+    buyer: address = maker.account
+    seller: address = taker.account
+    if maker.size < 0:
+        buyer = taker.account
+        seller = maker.account
+    log Trade(market=market_id, buyer=buyer, seller=seller, size=convert(abs(maker.size), uint256), price=price)
+
+
+@external
+def cancel_nonce(nonce: uint256):
+    """
+    @notice Invalidate one of the caller's order nonces.
+    """
+    assert not self.nonce_used[msg.sender][nonce], "engine: nonce used"
+    self.nonce_used[msg.sender][nonce] = True
+    log OrderCancelled(account=msg.sender, nonce=nonce)
+
+
+# ---------------------------------------------------------------- liquidation
+
+
+@internal
+def _close_underlying(account: address, liquidator: address, u: uint256, fraction: uint256, price: uint256) -> uint256:
+    """
+    @dev Move ceil(fraction * |size|) of every position of `account` on underlying `u` to the
+         liquidator at mark; returns the closed notional (WAD USD, rounded up).
+    """
+    notional: uint256 = 0
+    open_markets: DynArray[uint256, MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    for market_id: uint256 in open_markets:
+        market: Market = self.markets[market_id]
+        if market.underlying != u or market.settlement_price != 0:
+            continue
+        size: int256 = self.positions[account][market_id].size
+        amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, WAD), convert(abs(size), uint256))
+        if amount == 0:
+            continue
+        moved: int256 = convert(amount, int256)
+        if size < 0:
+            moved = -moved
+        funding_index: int256 = self._accrue_funding(market_id, price)
+        self._apply_fill(account, market_id, -moved, price, funding_index)
+        self._apply_fill(liquidator, market_id, moved, price, funding_index)
+        notional += wad._mul_div_up(amount, price, WAD)
+        log PositionLiquidated(account=account, liquidator=liquidator, market=market_id, size=moved, price=price)
+    return notional
+
+
+@internal
+@view
+def _underlying_mm(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (uint256[MAX_UNDERLYINGS], uint256[MAX_UNDERLYINGS]):
+    """
+    @dev Per underlying: its maintenance margin and its gross notional (WAD USD).
+    """
+    longs: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    shorts: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    for market_id: uint256 in self._account_markets[account]:
+        market: Market = self.markets[market_id]
+        if market.settlement_price != 0:
+            continue
+        size: int256 = self.positions[account][market_id].size
+        if size > 0:
+            longs[market.underlying] += convert(size, uint256)
+        else:
+            shorts[market.underlying] += convert(-size, uint256)
+    mms: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    gross: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
+        params: Underlying = self.underlyings[u]
+        price: uint256 = prices[params.price_id]
+        net: uint256 = max(longs[u], shorts[u]) - min(longs[u], shorts[u])
+        offset: uint256 = min(longs[u], shorts[u])
+        mms[u] = self._charge(net, price, params.mm_rate) + self._charge(offset, price, params.spread_mm_rate)
+        gross[u] = (longs[u] + shorts[u]) * price // WAD
+    return mms, gross
+
+
+@internal
+def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], full: bool) -> uint256:
+    """
+    @dev Close underlyings in decreasing order of maintenance margin. For underlying u with
+         maintenance margin M_u and gross notional G_u, closing a fraction f of it lowers MM by
+         f*M_u and equity by penalty*f*G_u, so health reaches target t when
+             f >= (t*MM - equity) / (t*M_u - penalty*G_u);
+         f = 1 when the denominator is not positive or when `full`. Returns closed notional.
+    """
+    penalty_rate: uint256 = self.liquidation_penalty
+    target: uint256 = self.liquidation_target
+    mms: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    gross: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    mms, gross = self._underlying_mm(account, prices)
+    done: bool[MAX_UNDERLYINGS] = empty(bool[MAX_UNDERLYINGS])
+    notional: uint256 = 0
+    for step: uint256 in range(MAX_UNDERLYINGS):
+        u: uint256 = MAX_UNDERLYINGS
+        for k: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
+            if not done[k] and gross[k] > 0 and (u == MAX_UNDERLYINGS or mms[k] > mms[u]):
+                u = k
+        if u == MAX_UNDERLYINGS:
+            break
+        done[u] = True
+        summary: MarginSummary = self._summary(account, prices)
+        if not full and summary.equity * IWAD >= convert(summary.maintenance_margin * target, int256):
+            break
+        fraction: uint256 = WAD
+        denominator: int256 = convert(mms[u] * target // WAD, int256) - convert(gross[u] * penalty_rate // WAD, int256)
+        if not full and denominator > 0:
+            deficit: int256 = convert(wad._mul_div_up(summary.maintenance_margin, target, WAD), int256) - summary.equity
+            fraction = min(WAD, wad._mul_div_up(convert(deficit, uint256), WAD, convert(denominator, uint256)))
+        closed: uint256 = self._close_underlying(account, liquidator, u, fraction, prices[self.underlyings[u].price_id])
+        if closed == 0:
+            continue
+        penalty: uint256 = wad._mul_div_up(closed, penalty_rate, WAD)
+        extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, penalty * self.liquidator_share // WAD)
+        notional += closed
+    return notional
+
+
+@internal
+@view
+def _has_open_positions(account: address) -> bool:
+    for market_id: uint256 in self._account_markets[account]:
+        if self.markets[market_id].settlement_price == 0:
+            return True
+    return False
+
+
+@internal
+def _sell_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS]):
+    """
+    @dev Sell collateral to the liquidator at a discount until the account's cash is no longer
+         negative or its collateral is gone. Discount = min(penalty, (1 - haircut) / 2), so each
+         sale raises equity (the haircut keeps more than the discount).
+    """
+    cash: int256 = staticcall IVault(VAULT).cash(account)
+    balances: DynArray[uint256, MAX_ASSETS] = staticcall IVault(VAULT).collateral_balances(account)
+    for asset_id: uint256 in range(len(balances), bound=MAX_ASSETS):
+        if cash >= 0:
+            break
+        if balances[asset_id] == 0:
+            continue
+        asset: VaultAsset = staticcall IVault(VAULT).assets(asset_id)
+        discount: uint256 = min(self.liquidation_penalty, (WAD - asset.haircut) // 2)
+        unit: uint256 = 10 ** asset.decimals
+        # payment per whole token after discount, WAD USD
+        price: uint256 = prices[asset.price_id] * (WAD - discount) // WAD
+        if price == 0:
+            continue
+        amount: uint256 = min(balances[asset_id], wad._mul_div_up(convert(-cash, uint256), unit, price))
+        payment: uint256 = amount * price // unit
+        extcall IVault(VAULT).sell_collateral(account, liquidator, asset_id, amount, payment)
+        cash += convert(payment, int256)
+        log CollateralLiquidated(account=account, liquidator=liquidator, asset_id=asset_id, amount=amount, payment=payment)
+
+
+@external
+@nonreentrant
+def liquidate(account: address) -> uint256:
+    """
+    @notice Liquidate an account whose equity is below its maintenance margin. Permissionless;
+            the caller takes over the closed positions at mark, buys any collateral sold, and
+            must meet its own initial margin afterwards.
+    @dev Reverts "engine: account not liquidatable", "engine: self liquidation",
+         "engine: liquidator below initial margin", or an oracle error. Never lowers the
+         account's health factor unless it closes the account's positions completely.
+    @param account The account to liquidate.
+    @return The notional closed, WAD USD.
+    """
+    assert account != msg.sender, "engine: self liquidation"
+    prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
+    self._settle_expired(account)
+    before: MarginSummary = self._summary(account, prices)
+    assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
+
+    notional: uint256 = self._liquidate_positions(account, msg.sender, prices, False)
+    after: MarginSummary = self._summary(account, prices)
+    if self._has_open_positions(account) and after.health_factor < before.health_factor:
+        # too deep for a partial close to help: close everything
+        notional += self._liquidate_positions(account, msg.sender, prices, True)
+        after = self._summary(account, prices)
+    if not self._has_open_positions(account) and after.equity < 0:
+        self._sell_collateral(account, msg.sender, prices)
+        if not staticcall IVault(VAULT).has_collateral(account):
+            extcall IVault(VAULT).cover_deficit(account)
+        after = self._summary(account, prices)
+
+    liquidator: MarginSummary = self._summary(msg.sender, prices)
+    assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below initial margin"
+    penalty: uint256 = wad._mul_div_up(notional, self.liquidation_penalty, WAD)
+    log Liquidation(
+        account=account,
+        liquidator=msg.sender,
+        notional=notional,
+        penalty=penalty,
+        health_before=before.health_factor,
+        health_after=after.health_factor,
+    )
+    return notional
+
+
+# ---------------------------------------------------------------- views
+
+
+@external
+@view
+def margin_summary(account: address) -> MarginSummary:
+    """
+    @notice Equity (WAD, may be negative), IM, MM (WAD) and health factor (WAD) of an account at
+            current index prices.
+    """
+    return self._summary(account, self._prices())
+
+
+@external
+@view
+def margin_summaries(accounts: DynArray[address, MAX_BATCH]) -> DynArray[MarginSummary, MAX_BATCH]:
+    """
+    @notice `margin_summary` for up to 500 accounts at one set of prices (keepers).
+    """
+    prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
+    out: DynArray[MarginSummary, MAX_BATCH] = []
+    for account: address in accounts:
+        out.append(self._summary(account, prices))
+    return out
+
+
+@external
+@view
+def equity(account: address) -> int256:
+    """
+    @notice Equity of an account, WAD USD, rounded down.
+    """
+    return self._summary(account, self._prices()).equity
+
+
+@external
+@view
+def initial_margin(account: address) -> uint256:
+    """
+    @notice Initial margin requirement of an account, WAD USD, rounded up.
+    """
+    return self._summary(account, self._prices()).initial_margin
+
+
+@external
+@view
+def maintenance_margin(account: address) -> uint256:
+    """
+    @notice Maintenance margin requirement of an account, WAD USD, rounded up.
+    """
+    return self._summary(account, self._prices()).maintenance_margin
+
+
+@external
+@view
+def health_factor(account: address) -> uint256:
+    """
+    @notice Equity / maintenance margin, WAD (max uint256 with nothing to maintain).
+    """
+    return self._summary(account, self._prices()).health_factor
+
+
+@external
+@view
+def is_liquidatable(account: address) -> bool:
+    """
+    @notice Whether equity < maintenance margin at current prices.
+    """
+    summary: MarginSummary = self._summary(account, self._prices())
+    return summary.equity < convert(summary.maintenance_margin, int256)
+
+
+@external
+@view
+def meets_initial_margin(account: address) -> bool:
+    """
+    @notice Whether equity >= initial margin at current prices (the vault's withdrawal check).
+    """
+    summary: MarginSummary = self._summary(account, self._prices())
+    return summary.equity >= convert(summary.initial_margin, int256)
+
+
+@external
+@view
+def open_markets(account: address) -> DynArray[uint256, MAX_ACCOUNT_MARKETS]:
+    """
+    @notice Market ids in which the account has a position.
+    """
+    return self._account_markets[account]
+
+
+@external
+@view
+def account_states(accounts: DynArray[address, MAX_BATCH]) -> DynArray[AccountState, MAX_BATCH]:
+    """
+    @notice Raw margin inputs of up to 500 accounts (cash WAD, collateral balances in token
+            units by asset id, positions): what the keeper's risk engine values off-chain.
+    """
+    out: DynArray[AccountState, MAX_BATCH] = []
+    for account: address in accounts:
+        state: AccountState = empty(AccountState)
+        state.cash = staticcall IVault(VAULT).cash(account)
+        state.collateral = staticcall IVault(VAULT).collateral_balances(account)
+        for market_id: uint256 in self._account_markets[account]:
+            position: Position = self.positions[account][market_id]
+            state.positions.append(
+                PositionState(market=market_id, size=position.size, entry_price=position.entry_price, funding_index=position.funding_index)
+            )
+        out.append(state)
+    return out
+
+
+@external
+@view
+def market_states() -> DynArray[MarketState, MAX_MARKETS]:
+    """
+    @notice Every market with its funding index accrued to now (at the current index price).
+    """
+    prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
+    out: DynArray[MarketState, MAX_MARKETS] = []
+    for market_id: uint256 in range(self.market_count, bound=MAX_MARKETS):
+        market: Market = self.markets[market_id]
+        out.append(
+            MarketState(
+                underlying=market.underlying,
+                is_perpetual=market.is_perpetual,
+                expiry=market.expiry,
+                settlement_price=market.settlement_price,
+                funding_rate=market.funding_rate,
+                funding_index=self._funding_index_now(market, prices[self.underlyings[market.underlying].price_id]),
+            )
+        )
+    return out
+
+
+@external
+@view
+def domain_separator() -> bytes32:
+    """
+    @notice EIP-712 domain separator (name "CrossMargin", version "1", this chain, this contract).
+    """
+    return self._domain_separator()
+
+
+@external
+@view
+def order_digest(order: Order) -> bytes32:
+    """
+    @notice The EIP-712 digest an order's account signs.
+    """
+    return self._order_digest(order)

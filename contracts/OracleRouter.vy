@@ -1,0 +1,225 @@
+# pragma version 0.4.3
+# pragma nonreentrancy off
+"""
+@title Oracle router: index prices from Chainlink-compatible feeds
+@notice Each price id (an underlying such as ETH or BTC) has one to three AggregatorV3 feeds,
+        each with its own staleness bound (heartbeat). The index price is the median of the
+        feeds whose latest answer is valid; a feed that reverts, answers zero or a negative
+        number, has a zero round id, a zero or future `updatedAt`, or is older than its
+        heartbeat is ignored. With no valid feed the price reverts. Prices are WAD (1e18 = 1 USD
+        per whole unit of the underlying).
+@dev Validity rules follow Chainlink's `latestRoundData` guidance (staleness from `updatedAt`,
+     reject non-positive answers). Median of an even count is the floor of the mean of the two
+     middle values.
+"""
+
+import lib.roles as roles
+
+initializes: roles
+
+exports: (
+    roles.admin,
+    roles.pending_admin,
+    roles.risk_admin,
+    roles.propose_admin,
+    roles.accept_admin,
+    roles.set_risk_admin,
+)
+
+MAX_FEEDS: constant(uint256) = 3
+MAX_PRICE_IDS: constant(uint256) = 8
+# @dev Bounds on a feed's heartbeat (staleness limit), seconds.
+MIN_HEARTBEAT: constant(uint256) = 60
+MAX_HEARTBEAT: constant(uint256) = 2 * 86400
+
+
+struct Feed:
+    aggregator: address
+    scale: uint256
+    heartbeat: uint256
+
+
+price_id_count: public(uint256)
+price_id_name: public(HashMap[uint256, String[16]])
+_feeds: HashMap[uint256, DynArray[Feed, MAX_FEEDS]]
+
+
+event PriceIdAdded:
+    price_id: indexed(uint256)
+    name: String[16]
+
+
+event FeedsSet:
+    price_id: indexed(uint256)
+    aggregators: DynArray[address, MAX_FEEDS]
+    heartbeats: DynArray[uint256, MAX_FEEDS]
+
+
+@deploy
+def __init__(admin_: address):
+    roles.__init__(admin_)
+
+
+@external
+def add_price_id(name: String[16]) -> uint256:
+    """
+    @notice Register a new underlying to be priced (admin).
+    @param name Its symbol, e.g. "ETH".
+    @return The new price id (0-based, sequential).
+    """
+    roles._check_admin()
+    price_id: uint256 = self.price_id_count
+    assert price_id < MAX_PRICE_IDS, "oracle: too many price ids"
+    self.price_id_count = price_id + 1
+    self.price_id_name[price_id] = name
+    log PriceIdAdded(price_id=price_id, name=name)
+    return price_id
+
+
+@external
+def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], heartbeats: DynArray[uint256, MAX_FEEDS]):
+    """
+    @notice Replace the feeds of a price id (risk admin). Every feed must answer validly now.
+    @param price_id An existing price id.
+    @param aggregators One to three AggregatorV3 feeds, each with at most 18 decimals.
+    @param heartbeats Staleness bound of each feed, seconds, within [60 s, 2 days].
+    """
+    roles._check_risk_admin()
+    assert price_id < self.price_id_count, "oracle: unknown price id"
+    assert len(aggregators) > 0, "oracle: no feed"
+    assert len(aggregators) == len(heartbeats), "oracle: length mismatch"
+    feeds: DynArray[Feed, MAX_FEEDS] = []
+    for i: uint256 in range(len(aggregators), bound=MAX_FEEDS):
+        assert heartbeats[i] >= MIN_HEARTBEAT and heartbeats[i] <= MAX_HEARTBEAT, "oracle: heartbeat out of bounds"
+        decimals: uint256 = convert(staticcall AggregatorV3(aggregators[i]).decimals(), uint256)
+        assert decimals <= 18, "oracle: feed decimals above 18"
+        feed: Feed = Feed(aggregator=aggregators[i], scale=10 ** (18 - decimals), heartbeat=heartbeats[i])
+        ok: bool = False
+        price: uint256 = 0
+        updated_at: uint256 = 0
+        ok, price, updated_at = self._read(feed)
+        assert ok, "oracle: feed answer invalid"
+        feeds.append(feed)
+    self._feeds[price_id] = feeds
+    log FeedsSet(price_id=price_id, aggregators=aggregators, heartbeats=heartbeats)
+
+
+interface AggregatorV3:
+    def decimals() -> uint8: view
+    def latestRoundData() -> (uint80, int256, uint256, uint256, uint80): view
+
+
+@internal
+@view
+def _read(feed: Feed) -> (bool, uint256, uint256):
+    """
+    @dev One feed's answer as (valid, WAD price, updatedAt). A reverting or malformed feed is
+         invalid rather than fatal, so one broken feed cannot block the others.
+    """
+    success: bool = False
+    response: Bytes[160] = b""
+    success, response = raw_call(
+        feed.aggregator,
+        method_id("latestRoundData()"),
+        max_outsize=160,
+        is_static_call=True,
+        revert_on_failure=False,
+    )
+    if not success or len(response) != 160:
+        return False, 0, 0
+    round_id: uint80 = 0
+    answer: int256 = 0
+    started_at: uint256 = 0
+    updated_at: uint256 = 0
+    answered_in: uint80 = 0
+    round_id, answer, started_at, updated_at, answered_in = abi_decode(
+        response, (uint80, int256, uint256, uint256, uint80)
+    )
+    if round_id == 0 or answer <= 0 or updated_at == 0 or updated_at > block.timestamp:
+        return False, 0, 0
+    if block.timestamp - updated_at > feed.heartbeat:
+        return False, 0, 0
+    return True, convert(answer, uint256) * feed.scale, updated_at
+
+
+@internal
+@view
+def _index_price(price_id: uint256) -> (uint256, uint256):
+    """
+    @dev Median of valid feeds and the oldest `updatedAt` among them; reverts if none valid.
+    """
+    assert price_id < self.price_id_count, "oracle: unknown price id"
+    prices: DynArray[uint256, MAX_FEEDS] = []
+    oldest: uint256 = max_value(uint256)
+    for feed: Feed in self._feeds[price_id]:
+        ok: bool = False
+        price: uint256 = 0
+        updated_at: uint256 = 0
+        ok, price, updated_at = self._read(feed)
+        if ok:
+            # insertion sort: at most three elements
+            prices.append(price)
+            j: uint256 = len(prices) - 1
+            for k: uint256 in range(MAX_FEEDS):
+                if j == 0 or prices[j - 1] <= prices[j]:
+                    break
+                tmp: uint256 = prices[j - 1]
+                prices[j - 1] = prices[j]
+                prices[j] = tmp
+                j -= 1
+            oldest = min(oldest, updated_at)
+    n: uint256 = len(prices)
+    assert n > 0, "oracle: no valid price"
+    if n % 2 == 1:
+        return prices[n // 2], oldest
+    return (prices[n // 2 - 1] + prices[n // 2]) // 2, oldest
+
+
+@external
+@view
+def index_price(price_id: uint256) -> uint256:
+    """
+    @notice Index price of an underlying: median of its valid feeds.
+    @param price_id The underlying's price id.
+    @return WAD USD per whole unit. Reverts "oracle: no valid price" when no feed is valid.
+    """
+    price: uint256 = 0
+    updated_at: uint256 = 0
+    price, updated_at = self._index_price(price_id)
+    return price
+
+
+@external
+@view
+def index_price_with_time(price_id: uint256) -> (uint256, uint256):
+    """
+    @notice Index price and the oldest `updatedAt` of the feeds that formed it.
+    @dev Used by expiry settlement to refuse a price published before expiry.
+    @return (WAD price, unix seconds).
+    """
+    return self._index_price(price_id)
+
+
+@external
+@view
+def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]:
+    """
+    @notice Index prices of every price id, in id order; reverts if any is unavailable.
+    @return WAD prices, one per price id.
+    """
+    out: DynArray[uint256, MAX_PRICE_IDS] = []
+    for price_id: uint256 in range(self.price_id_count, bound=MAX_PRICE_IDS):
+        price: uint256 = 0
+        updated_at: uint256 = 0
+        price, updated_at = self._index_price(price_id)
+        out.append(price)
+    return out
+
+
+@external
+@view
+def feeds(price_id: uint256) -> DynArray[Feed, MAX_FEEDS]:
+    """
+    @notice The configured feeds of a price id (aggregator, 10**(18 - decimals), heartbeat).
+    """
+    return self._feeds[price_id]
