@@ -1,0 +1,1 @@
+"""Chain I/O: compiled artifacts, deployment, the deployment manifest, batched reads, orders."""

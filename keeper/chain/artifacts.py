@@ -1,0 +1,69 @@
+"""Compiled contract artifacts (ABI + bytecode), compiled from `contracts/` with the pinned Vyper.
+
+Artifacts are cached under `build/keeper/` keyed by a hash of every contract source, so a
+changed contract is recompiled and nothing stale is ever deployed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS = ROOT / "contracts"
+CACHE = ROOT / "build" / "keeper"
+EVM_VERSION = "cancun"
+
+NAMES = {
+    "OracleRouter": "OracleRouter.vy",
+    "CollateralVault": "CollateralVault.vy",
+    "MarginEngine": "MarginEngine.vy",
+    "MockERC20": "mocks/MockERC20.vy",
+    "MockAggregator": "mocks/MockAggregator.vy",
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    abi: list
+    bytecode: str  # 0x-prefixed creation code
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted(CONTRACTS.rglob("*.vy")):
+        h.update(str(path.relative_to(CONTRACTS)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_artifact(name: str) -> Artifact:
+    """ABI and bytecode of a protocol contract by name (see NAMES).
+
+    Raises KeyError for an unknown name and vyper's exception if a source does not compile.
+    """
+    source = NAMES[name]
+    cache_file = CACHE / f"{name}-{_sources_digest()}.json"
+    if cache_file.exists():
+        data = json.loads(cache_file.read_text())
+        return Artifact(name, data["abi"], data["bytecode"])
+    from vyper.cli.vyper_compile import compile_files
+    from vyper.compiler.settings import Settings
+
+    path = CONTRACTS / source
+    out = compile_files(
+        [str(path)], ("abi", "bytecode"), paths=[str(CONTRACTS)], settings=Settings(evm_version=EVM_VERSION)
+    )
+    data = next(iter(out.values()))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps({"abi": data["abi"], "bytecode": data["bytecode"]}))
+    return Artifact(name, data["abi"], data["bytecode"])
+
+
+def compiler_version() -> str:
+    import vyper
+
+    return vyper.__version__

@@ -1,0 +1,1 @@
+"""Pure risk maths: no I/O. Every formula mirrors the contracts' view functions exactly."""

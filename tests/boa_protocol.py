@@ -1,0 +1,111 @@
+"""The protocol deployed on titanoboa, with helpers to fund accounts, trade and move prices."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import boa
+from eth_account import Account
+
+from keeper.chain.artifacts import CONTRACTS, NAMES
+from keeper.chain.deploy import Deployment, deploy_protocol
+from keeper.chain.orders import Order, sign_order
+from keeper.config import ProtocolConfig, load_config
+
+WAD = 10**18
+
+
+@functools.lru_cache(maxsize=None)
+def deployer(name: str):
+    """Compiled once per test session."""
+    return boa.load_partial(str(CONTRACTS / NAMES[name]))
+
+
+class BoaBackend:
+    def deploy(self, name: str, *args):
+        return deployer(name).deploy(*args)
+
+    def transact(self, contract, fn: str, *args):
+        return getattr(contract, fn)(*args)
+
+    def timestamp(self) -> int:
+        return boa.env.evm.patch.timestamp
+
+
+@dataclass
+class User:
+    address: str
+    key: bytes
+
+
+@dataclass
+class BoaProtocol:
+    config: ProtocolConfig
+    deployment: Deployment
+    admin: str
+    oracle: object
+    vault: object
+    engine: object
+    usdc: object
+    tokens: dict
+    feeds: dict
+    _nonce: int = 0
+    users: list = field(default_factory=list)
+
+    @classmethod
+    def deploy(cls, config: ProtocolConfig | None = None) -> "BoaProtocol":
+        config = config or load_config()
+        admin = boa.env.generate_address("admin")
+        boa.env.eoa = admin
+        dep = deploy_protocol(BoaBackend(), config, admin, boa.env.evm.patch.chain_id)
+        at = lambda name, addr: deployer(name).at(addr)  # noqa: E731
+        return cls(
+            config=config,
+            deployment=dep,
+            admin=admin,
+            oracle=at("OracleRouter", dep.oracle),
+            vault=at("CollateralVault", dep.vault),
+            engine=at("MarginEngine", dep.engine),
+            usdc=at("MockERC20", dep.settlement_token),
+            tokens={s: at("MockERC20", a) for s, a in dep.tokens.items()},
+            feeds={s: at("MockAggregator", a) for s, a in dep.feeds.items()},
+        )
+
+    def new_user(self) -> User:
+        acct = Account.create()
+        user = User(acct.address, bytes(acct.key))
+        self.users.append(user)
+        return user
+
+    def token(self, symbol: str):
+        return self.usdc if symbol == self.config.settlement_symbol else self.tokens[symbol]
+
+    def deposit(self, user: User, symbol: str, amount: int) -> None:
+        """Mint `amount` token units to `user` and deposit them from the user."""
+        token = self.token(symbol)
+        token.mint(user.address, amount)
+        with boa.env.prank(user.address):
+            token.approve(self.vault.address, amount)
+            self.vault.deposit(token.address, amount)
+
+    def deposit_usd(self, user: User, dollars: int) -> None:
+        self.deposit(user, self.config.settlement_symbol, dollars * 10**self.config.settlement_decimals)
+
+    def set_price(self, symbol: str, usd: float | int) -> None:
+        """Publish a new answer on the price id's mock feed, stamped now."""
+        decimals = self.deployment.feed_decimals[symbol]
+        self.feeds[symbol].set_answer(int(round(usd * 10**decimals)))
+
+    def order(self, user: User, market: str | int, size: int, price: int, deadline: int | None = None) -> tuple:
+        self._nonce += 1
+        market_id = self.deployment.markets[market] if isinstance(market, str) else market
+        order = Order(user.address, market_id, size, price, self._nonce, deadline or boa.env.evm.patch.timestamp + 3600)
+        sig = sign_order(order, user.key, boa.env.evm.patch.chain_id, self.engine.address)
+        return order.as_tuple(), sig
+
+    def trade(self, buyer: User, seller: User, market: str | int, size: int, price: int) -> None:
+        """`buyer` buys `size` (WAD units) from `seller` at `price` (WAD USD); buyer is the maker."""
+        maker, maker_sig = self.order(buyer, market, size, price)
+        taker, taker_sig = self.order(seller, market, -size, price)
+        self.engine.match_orders(maker, maker_sig, taker, taker_sig)
