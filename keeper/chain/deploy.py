@@ -122,3 +122,37 @@ def deploy_protocol(backend: Backend, config: ProtocolConfig, admin: str, chain_
         market_expiries=expiries,
         admin=admin,
     )
+
+
+class DeployError(RuntimeError):
+    """A deployment transaction reverted or could not be sent."""
+
+
+class Web3Backend:
+    """Deploys through web3.py from an account the node can sign for (e.g. Anvil's dev accounts)."""
+
+    def __init__(self, w3, sender: str):
+        from keeper.chain.artifacts import load_artifact
+
+        self.w3 = w3
+        self.sender = sender
+        self._load = load_artifact
+
+    def _wait(self, tx_hash, what: str):
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+        if receipt["status"] != 1:
+            raise DeployError(f"{what} reverted (tx {tx_hash.hex()})")
+        return receipt
+
+    def deploy(self, name: str, *args):
+        art = self._load(name)
+        factory = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        receipt = self._wait(factory.constructor(*args).transact({"from": self.sender}), f"deploying {name}")
+        return self.w3.eth.contract(address=receipt["contractAddress"], abi=art.abi)
+
+    def transact(self, contract, fn: str, *args):
+        tx_hash = getattr(contract.functions, fn)(*args).transact({"from": self.sender})
+        self._wait(tx_hash, fn)
+
+    def timestamp(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]

@@ -1,0 +1,223 @@
+"""`keeper` command line: run the liquidator, inspect an account, replay a crash.
+
+Every expected failure (bad input, unreachable RPC, wrong manifest, missing data) is one line
+on stderr and exit code 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from keeper.chain.anvil import AnvilError
+from keeper.chain.client import ChainError, ProtocolClient, connect
+from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
+from keeper.replay.prices import PriceDataError, align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
+
+console = Console(stderr=True)
+EXPECTED = (PriceDataError, ConfigError, ManifestError, ChainError, AnvilError)
+WAD = 10**18
+
+
+def _setup_logging(level: str) -> None:
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(console=console, show_path=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler])
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def cli(log_level: str) -> None:
+    """Cross-margin protocol keeper: liquidator bot, account inspector, crash replay."""
+    _setup_logging(log_level)
+
+
+@cli.command()
+@click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")
+@click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST", help="Deployment manifest JSON.")
+@click.option("--private-key-env", default="KEEPER_PRIVATE_KEY", show_default=True, help="Environment variable holding the liquidator's key.")
+@click.option("--from-block", type=click.IntRange(min=0), default=None, help="First block to scan for accounts (default: the manifest's deploy block).")
+@click.option("--poll", type=click.FloatRange(min=0.01), default=0.5, show_default=True, help="Seconds between head checks.")
+@click.option("--status-file", type=click.Path(path_type=Path), default=None, help="Write the keeper's counters here after every block.")
+@click.option("--max-blocks", type=click.IntRange(min=1), default=None, help="Stop after this many blocks (default: run forever).")
+def run(rpc, manifest, private_key_env, from_block, poll, status_file, max_blocks) -> None:
+    """Run the liquidator bot against RPC for the deployment in MANIFEST."""
+    from keeper.bot import Liquidator
+    from keeper.txmanager import TxManager
+
+    key = os.environ.get(private_key_env)
+    if not key:
+        raise click.ClickException(f"no private key: set the environment variable {private_key_env}")
+    deployment = load_manifest(manifest)
+    w3 = connect(rpc)
+    client = ProtocolClient(w3, deployment)
+    client.check_chain()
+    try:
+        tx = TxManager(w3, key)
+    except ValueError:
+        raise click.ClickException(f"{private_key_env} does not hold a valid private key") from None
+    bot = Liquidator(client, tx, start_block=deployment.deploy_block if from_block is None else from_block, status_file=status_file)
+    logging.getLogger("keeper").info("liquidator %s following %s (engine %s)", tx.address, rpc, deployment.engine)
+    try:
+        bot.run(poll_interval=poll, max_blocks=max_blocks)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.argument("address")
+@click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")
+@click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST", help="Deployment manifest JSON.")
+def account(address, rpc, manifest) -> None:
+    """Positions, collateral, equity, IM, MM and health of ADDRESS."""
+    from eth_utils import is_address, to_checksum_address
+
+    from keeper.risk.margin import margin
+
+    if not is_address(address):
+        raise click.ClickException(f"not an address: {address!r}")
+    address = to_checksum_address(address)
+    deployment = load_manifest(manifest)
+    client = ProtocolClient(connect(rpc), deployment)
+    client.check_chain()
+    block = client.w3.eth.block_number
+    snap = client.snapshot([address], block)
+    params = client.risk_params(block)
+    result = margin(snap.book, snap.markets, params, snap.prices)
+    onchain = client.margin_summaries([address], block)[0]
+    out = Console()
+
+    assets = Table(title=f"Collateral of {address} at block {block}")
+    for col in ("asset", "balance", "index price", "haircut", "margin value (USD)"):
+        assets.add_column(col, justify="right" if col != "asset" else "left")
+    assets.add_row("cash (" + "USDC" + ")", f"{snap.book.cash[0] / WAD:,.2f}", "1", "1", f"{snap.book.cash[0] / WAD:,.2f}")
+    for symbol, asset_id in deployment.asset_ids.items():
+        bal = snap.book.collateral[0, asset_id]
+        if bal:
+            price = snap.prices[params.asset_price_id[asset_id]]
+            dec = deployment.asset_decimals[symbol]
+            hc = params.asset_haircut[asset_id]
+            value = bal * price * hc // (10**dec * WAD)
+            assets.add_row(symbol, f"{bal / 10**dec:,.6f}", f"{price / WAD:,.2f}", f"{hc / WAD:.2f}", f"{value / WAD:,.2f}")
+    out.print(assets)
+
+    names = {v: k for k, v in deployment.markets.items()}
+    positions = Table(title="Positions")
+    for col in ("market", "size", "entry", "mark", "unrealized PnL (USD)"):
+        positions.add_column(col, justify="right" if col != "market" else "left")
+    for m in range(snap.book.size.shape[1]):
+        size = snap.book.size[0, m]
+        if size:
+            settled = snap.markets.settlement_price[m]
+            mark = settled or snap.prices[params.price_id[snap.markets.underlying[m]]]
+            pnl = size * (mark - snap.book.entry_price[0, m]) // WAD
+            positions.add_row(names.get(m, str(m)), f"{size / WAD:,.6f}", f"{snap.book.entry_price[0, m] / WAD:,.2f}", f"{mark / WAD:,.2f}", f"{pnl / WAD:,.2f}")
+    out.print(positions)
+
+    summary = Table(title="Margin (keeper = contract)" if tuple(onchain) == (result.equity[0], result.initial_margin[0], result.maintenance_margin[0], result.health_factor[0]) else "Margin (KEEPER DIFFERS FROM CONTRACT)")
+    for col in ("equity (USD)", "initial margin", "maintenance margin", "health factor", "liquidatable"):
+        summary.add_column(col, justify="right")
+    hf = onchain[3]
+    summary.add_row(
+        f"{onchain[0] / WAD:,.2f}", f"{onchain[1] / WAD:,.2f}", f"{onchain[2] / WAD:,.2f}",
+        "inf" if hf == 2**256 - 1 else f"{hf / WAD:.4f}", "yes" if onchain[0] < onchain[2] else "no",
+    )  # fmt: skip
+    out.print(summary)
+
+
+@cli.command()
+@click.option("--prices", "price_args", multiple=True, metavar="SYMBOL=CSV", help="Price CSV per asset (timestamp,open,high,low,close,volume); repeat for ETH and BTC. Default: a seeded synthetic crash.")
+@click.option("--start", default=None, help="Window start, ISO-8601 UTC (e.g. 2020-03-11T00:00:00Z).")
+@click.option("--end", default=None, help="Window end (exclusive), ISO-8601 UTC.")
+@click.option("--accounts", type=click.IntRange(1, 5000), default=100, show_default=True, help="Accounts to open.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the population and synthetic path.")
+@click.option("--steps", type=click.IntRange(2, 100_000), default=300, show_default=True, help="Steps of the synthetic path.")
+@click.option("--block-seconds", type=click.IntRange(1, 86_400), default=12, show_default=True, help="Chain time between replay blocks.")
+@click.option("--rpc", default=None, help="Use this RPC endpoint instead of starting Anvil.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG, show_default=True, help="Protocol listing YAML.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("reports/replay.json"), show_default=True, help="Where to write the JSON report.")
+@click.option("--keeper-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to wait for the keeper per block.")
+def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, config_path, report_path, keeper_timeout) -> None:
+    """Replay a price path block by block on a local chain with the keeper running."""
+    from keeper.replay.driver import Replay, ReplayError, ReplayOptions
+
+    if price_args:
+        series = {}
+        for arg in price_args:
+            symbol, csv = parse_price_arg(arg)
+            series[symbol] = load_price_csv(csv, symbol)
+        missing = {"ETH", "BTC"} - set(series)
+        if missing:
+            raise click.ClickException(f"--prices needs a file for each of ETH and BTC (missing {', '.join(sorted(missing))})")
+        path = align(series, parse_utc(start) if start else None, parse_utc(end) if end else None)
+    else:
+        if start or end:
+            raise click.ClickException("--start/--end apply to --prices files only")
+        path = synthetic_path(steps=steps, seed=seed)
+    opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
+                         keeper_timeout=keeper_timeout, config=load_config(config_path))  # fmt: skip
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done)
+
+        try:
+            report = Replay(opts, update).run()
+        except ReplayError as e:
+            raise click.ClickException(str(e)) from None
+    written = report.write(report_path)
+    _print_report(report.data)
+    Console().print(f"report written to {written}")
+
+
+def _print_report(d: dict) -> None:
+    t = Table(title=f"Replay {d['price_path']['start']} -> {d['price_path']['end']} ({d['price_path']['steps']} steps)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [
+        ("accounts", f"{d['accounts']}"),
+        ("blocks", f"{d['blocks']}"),
+        ("liquidations", f"{d['liquidations']} ({d['liquidated_accounts']} accounts)"),
+        ("liquidated notional", f"${d['liquidated_notional_usd']:,.0f}"),
+        ("bad debt", f"${d['bad_debt_usd']:,.2f}"),
+        ("insurance fund (end)", f"${d['insurance_fund_usd']:,.2f}"),
+        ("max blocks to liquidate", f"{d['max_blocks_to_liquidate']}"),
+        ("missed liquidations", f"{d['missed_liquidations']}"),
+        ("initial margin, cross", f"${d['cross_margin_usd']:,.0f}"),
+        ("initial margin, isolated", f"${d['isolated_margin_usd']:,.0f}"),
+        ("vault balances reconcile", "yes" if d["vault_balances_reconcile"] else "NO"),
+        ("keeper processing / block", f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        console.print(f"error: {e.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code or 1)
+    except EXPECTED as e:
+        console.print(f"error: {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)

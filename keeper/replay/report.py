@@ -1,0 +1,133 @@
+"""The replay report: liquidations, their latency in blocks, bad debt, the insurance fund,
+cross vs isolated margin, and a reconciliation of the vault's token balances."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+WAD = 10**18
+
+
+@dataclass
+class ReplayReport:
+    data: dict
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, sort_keys=False)
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+
+def latency_episodes(
+    liquidatable_at: list[tuple[int, set[str]]], liquidations: list[dict]
+) -> tuple[list[int], set[str]]:
+    """Blocks from an account first becoming liquidatable to its liquidation, per episode.
+
+    `liquidatable_at` lists, block by block (ascending), the accounts liquidatable at the end of
+    that block; `liquidations` are Liquidation events with their block. An episode opens at the
+    first block an account is liquidatable and closes at its next liquidation (latency recorded)
+    or when it is no longer liquidatable (recovered by price). Returns (latencies, accounts
+    still in an open episode at the end = missed liquidations).
+    """
+    by_block: dict[int, set[str]] = {}
+    for ev in liquidations:
+        by_block.setdefault(ev["block"], set()).add(ev["account"])
+    open_since: dict[str, int] = {}
+    latencies: list[int] = []
+    for block, liquidatable in liquidatable_at:
+        for account in by_block.get(block, ()):
+            if account in open_since:
+                latencies.append(block - open_since.pop(account))
+        for account in list(open_since):
+            if account not in liquidatable:
+                del open_since[account]
+        for account in liquidatable:
+            open_since.setdefault(account, block)
+    return latencies, set(open_since)
+
+
+def build_report(*, client, users, tokens, settlement_symbol, start_block, end_block, liquidatable_at,
+                 cross_margin, isolated_margin, keeper_stats, processing_ms, path, workdir) -> ReplayReport:  # fmt: skip
+    """Assemble the report from chain state at `end_block` and what the driver observed."""
+    liquidations = client.liquidations(start_block + 1, end_block)
+    latencies, missed = latency_episodes(liquidatable_at, liquidations)
+    vault = client.vault.functions
+    kinds = {u.address: u.spec.kind for u in users}
+    dep = client.deployment
+
+    # Reconciliation: every token the vault holds is owed to an account or the insurance fund.
+    holders = sorted(client.discover_accounts(0, end_block))
+    reconcile: dict[str, dict] = {}
+    for symbol, asset_id in dep.asset_ids.items():
+        held = tokens[symbol].functions.balanceOf(dep.vault).call(block_identifier=end_block)
+        credited = sum(vault.balances(a, asset_id).call(block_identifier=end_block) for a in holders)
+        reconcile[symbol] = {"vault_balance": held, "credited": credited, "equal": held == credited}
+    scale = 10 ** (18 - dep.settlement_decimals)
+    usdc_wad = tokens[settlement_symbol].functions.balanceOf(dep.vault).call(block_identifier=end_block) * scale
+    summaries = client.margin_summaries(holders, end_block)
+    cash = sum(vault.cash(a).call(block_identifier=end_block) for a in holders)
+    collateral = sum(vault.collateral_value(a).call(block_identifier=end_block) for a in holders)
+    equity = sum(s[0] for s in summaries)
+    unrealized = equity - cash - collateral
+    insurance = vault.insurance_fund().call(block_identifier=end_block)
+    bad_debt = vault.bad_debt().call(block_identifier=end_block)
+    # cash + insurance + unrealized PnL - bad debt is what the settlement tokens back; the gap is
+    # rounding dust kept by the protocol (never negative)
+    gap = usdc_wad - (cash + insurance + unrealized - bad_debt)
+    reconcile[settlement_symbol] = {
+        "vault_balance_wad": usdc_wad,
+        "cash_plus_insurance_plus_unrealized_minus_bad_debt_wad": cash + insurance + unrealized - bad_debt,
+        "rounding_dust_wad": gap,
+        "equal": 0 <= gap <= 10**12,
+    }
+    ts = path.timestamps
+    data = {
+        "accounts": len(users),
+        "blocks": len(liquidatable_at),
+        "liquidations": len(liquidations),
+        "liquidated_accounts": len({ev["account"] for ev in liquidations}),
+        "liquidated_notional_usd": sum(ev["notional"] for ev in liquidations) / WAD,
+        "penalties_usd": sum(ev["penalty"] for ev in liquidations) / WAD,
+        "bad_debt_usd": bad_debt / WAD,
+        "insurance_fund_usd": insurance / WAD,
+        "max_blocks_to_liquidate": max(latencies, default=0),
+        "mean_blocks_to_liquidate": float(np.mean(latencies)) if latencies else 0.0,
+        "missed_liquidations": len(missed),
+        "cross_margin_usd": cross_margin / WAD,
+        "isolated_margin_usd": isolated_margin / WAD,
+        "liquidations_by_kind": dict(Counter(kinds.get(ev["account"], "other") for ev in liquidations)),
+        "accounts_by_kind": dict(Counter(kinds.values())),
+        "vault_balances_reconcile": all(r["equal"] for r in reconcile.values()),
+        "reconciliation": reconcile,
+        "keeper": {
+            "sent": keeper_stats.get("sent", 0),
+            "succeeded": keeper_stats.get("succeeded", 0),
+            "failed": keeper_stats.get("failed", 0),
+            "rpc_errors": keeper_stats.get("rpc_errors", 0),
+            "processing_ms_median": float(np.median(processing_ms)) if processing_ms else None,
+            "processing_ms_max": float(np.max(processing_ms)) if processing_ms else None,
+        },
+        "price_path": {
+            "symbols": list(path.symbols),
+            "steps": path.steps,
+            "start": _iso(ts[0]),
+            "end": _iso(ts[-1]),
+            "max_drawdown": {k: round(v, 4) for k, v in path.max_drawdown().items()},
+        },
+        "workdir": str(workdir),
+    }
+    return ReplayReport(data)
+
+
+def _iso(t: int) -> str:
+    return datetime.fromtimestamp(int(t), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
