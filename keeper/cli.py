@@ -24,6 +24,8 @@ from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
 from keeper.replay.prices import PriceDataError, align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
 
 console = Console(stderr=True)
+# tables keep their full width when piped to a file or another program
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 EXPECTED = (PriceDataError, ConfigError, ManifestError, ChainError, AnvilError)
 WAD = 10**18
 
@@ -99,7 +101,7 @@ def account(address, rpc, manifest) -> None:
     params = client.risk_params(block)
     result = margin(snap.book, snap.markets, params, snap.prices)
     onchain = client.margin_summaries([address], block)[0]
-    out = Console()
+    out = stdout
 
     assets = Table(title=f"Collateral of {address} at block {block}")
     for col in ("asset", "balance", "index price", "haircut", "margin value (USD)"):
@@ -184,7 +186,7 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
             raise click.ClickException(str(e)) from None
     written = report.write(report_path)
     _print_report(report.data)
-    Console().print(f"report written to {written}")
+    stdout.print(f"report written to {written}")
 
 
 def _print_report(d: dict) -> None:
@@ -207,7 +209,7 @@ def _print_report(d: dict) -> None:
     ]
     for k, v in rows:
         t.add_row(k, v)
-    Console().print(t)
+    stdout.print(t)
 
 
 def main() -> None:

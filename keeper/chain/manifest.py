@@ -38,13 +38,14 @@ def load_manifest(path: str | Path) -> Deployment:
     if not isinstance(raw, dict):
         raise ManifestError(f"deployment manifest {path} must hold a JSON object")
     known = {f.name for f in fields(Deployment)}
-    missing = [k for k in ("chain_id", *ADDRESS_FIELDS) if k not in raw]
+    missing = [k for k in ("chain_id", "settlement_decimals", *ADDRESS_FIELDS) if k not in raw]
     if missing:
         raise ManifestError(f"deployment manifest {path} lacks {', '.join(missing)}")
     for key in ADDRESS_FIELDS:
         if not isinstance(raw[key], str) or not is_address(raw[key]):
             raise ManifestError(f"deployment manifest {path}: {key} is not an address: {raw[key]!r}")
         raw[key] = to_checksum_address(raw[key])
-    if not isinstance(raw["chain_id"], int) or raw["chain_id"] <= 0:
-        raise ManifestError(f"deployment manifest {path}: chain_id must be a positive integer")
+    for key in ("chain_id", "settlement_decimals"):
+        if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0:
+            raise ManifestError(f"deployment manifest {path}: {key} must be a non-negative integer")
     return Deployment(**{k: v for k, v in raw.items() if k in known})

@@ -13,6 +13,8 @@ from typing import TypeVar
 import numpy as np
 
 WAD = 10**18
+# Vyper's max_value(uint256): what the engine's health factor returns with nothing to maintain.
+MAX_UINT256 = 2**256 - 1
 
 T = TypeVar("T", int, np.ndarray)
 
@@ -25,6 +27,11 @@ def floor_div(a: T, d: int) -> T:
 def ceil_div(a: T, d: int) -> T:
     """ceil(a / d) for d > 0 (`wad._ceil_div`, `wad._mul_div_up`)."""
     return -((-a) // d)
+
+
+def mul_div_up(a: T, b: T | int, d: int) -> T:
+    """ceil(a * b / d) for a, b >= 0 and d > 0 (`wad._mul_div_up`), exact for any size."""
+    return -((a * -b) // d)
 
 
 def trunc_div(a: T, d: int) -> T:

@@ -1,0 +1,592 @@
+"""Standard cross-margin of every account at once: the keeper's mirror of `MarginEngine.margin_summary`.
+
+Formulas (the `MarginEngine` contract notice, `_margin`, `_position_value`, `_charge`, `_health`,
+and `CollateralVault._collateral_value`), all amounts WAD (1e18) USD unless stated:
+
+- collateral value = sum over assets a of floor(balance_a * price_a * haircut_a / (10**decimals_a * 1e18))
+- position value   = floor(size * (mark - entry) / 1e18) - ceil(size * (F - F_entry) / 1e18), with
+  mark = the settlement price of a settled future, else the index price of its underlying, and F the
+  market's funding index accrued to now (as `MarginEngine.market_states()` returns it)
+- equity           = cash + collateral value + sum of position values (may be negative)
+- per underlying u, over its live (unsettled) positions: L = sum of long sizes, S = sum of short sizes,
+      IM_u = ceil(|L - S| * P * im_rate / 1e36) + ceil(min(L, S) * P * spread_im_rate / 1e36)
+      MM_u = ceil(|L - S| * P * mm_rate / 1e36) + ceil(min(L, S) * P * spread_mm_rate / 1e36)
+  (net notional at the underlying's rate: Derive / Lyra v2 standard manager per-market rates; offset
+  notional at a spread rate: CME SPAN inter-month spread charge). IM and MM sum over underlyings.
+- health factor    = floor(equity * 1e18 / MM); 0 when equity <= 0; max uint256 when MM == 0 and
+  equity >= 0 (nothing to maintain). Liquidatable when equity < MM.
+
+Rounding favours the protocol (requirements up, equity down), exactly as on chain, so `margin`
+equals the contract to the wei. It works on numpy object arrays of Python ints (arbitrary precision,
+no overflow) and is vectorized over accounts: the only Python loops run over underlyings and assets
+(a handful), never over accounts. `margin_float` is the same in float64 for fast screening (not
+exact); `margin_loop` is the naive per-account, per-position loop (benchmark baseline and a second
+implementation for tests); `isolated_initial_margin` margins every position alone (cross vs
+isolated capital efficiency).
+
+Positions are a dense (accounts x markets) matrix with 0 for "no position": an account holds at most
+8 of at most 16 markets on chain, so dense is small and keeps every step a plain array operation.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from keeper.config import ProtocolConfig
+from keeper.risk.fixed import MAX_UINT256, WAD, mul_div_up
+
+WAD2 = WAD * WAD
+
+__all__ = [
+    "AccountBook",
+    "FloatMarginResult",
+    "MarginResult",
+    "MarketTable",
+    "RiskParams",
+    "as_prices",
+    "isolated_initial_margin",
+    "margin",
+    "margin_float",
+    "margin_loop",
+]
+
+
+# ---------------------------------------------------------------- coercion
+
+
+def _exact(x: Any, name: str, ndim: int) -> np.ndarray:
+    """A read-only object array of Python ints with `ndim` dimensions.
+
+    Raises TypeError for non-integer elements (floats would silently lose wei) and ValueError for a
+    wrong number of dimensions. numpy integers become Python ints: an int64 times a WAD overflows.
+    """
+    arr = np.array(x, dtype=object)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {arr.shape}")
+    types = set(map(type, arr.flat))
+    if types - {int}:
+        if not all(issubclass(t, (int, np.integer)) and t is not bool for t in types):
+            bad = sorted(t.__name__ for t in types if not issubclass(t, (int, np.integer)) or t is bool)
+            raise TypeError(f"{name}: elements must be integers, got {', '.join(bad)}")
+        arr = np.frompyfunc(int, 1, 1)(arr).astype(object).reshape(arr.shape)
+    arr.flags.writeable = False
+    return arr
+
+
+def _index(x: Any, name: str) -> np.ndarray:
+    """A read-only int64 (K,) array of ids."""
+    arr = np.asarray(x)
+    if arr.size == 0:
+        arr = arr.astype(np.int64).reshape(-1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected 1 dimension, got shape {arr.shape}")
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr.tolist()):
+            raise TypeError(f"{name}: elements must be integers")
+    arr = arr.astype(np.int64)
+    if (arr < 0).any():
+        raise ValueError(f"{name}: negative id")
+    arr.flags.writeable = False
+    return arr
+
+
+def _check_nonnegative(arr: np.ndarray, name: str) -> None:
+    if arr.size and (arr < 0).any():
+        raise ValueError(f"{name}: negative value (a uint256 on chain)")
+
+
+def as_prices(prices: Any) -> np.ndarray:
+    """Index prices as a read-only object (P,) array of Python ints (WAD USD per whole unit), by
+    price id, as `OracleRouter.index_prices()` returns them. Raises TypeError / ValueError."""
+    arr = _exact(prices, "prices", 1)
+    _check_nonnegative(arr, "prices")
+    return arr
+
+
+# ---------------------------------------------------------------- data model
+
+
+@dataclass(frozen=True)
+class RiskParams:
+    """Margin parameters of U underlyings and A collateral assets (the engine's `underlyings(u)` and
+    the vault's `assets(a)`).
+
+    Per underlying (shape (U,)): `price_id` int64, the oracle price id of its index; `im_rate`,
+    `mm_rate` (rates on net notional), `spread_im_rate`, `spread_mm_rate` (rates on offset notional)
+    object arrays of Python ints, WAD fractions.
+    Per asset (shape (A,), asset id order): `asset_price_id` int64, `asset_decimals` int64 (token
+    decimals, 0..18), `asset_haircut` object, WAD fraction of value counted as margin.
+
+    Arrays are copied and made read-only. Raises TypeError (non-integers) or ValueError (shapes,
+    negative values, decimals outside 0..18).
+    """
+
+    price_id: np.ndarray
+    im_rate: np.ndarray
+    mm_rate: np.ndarray
+    spread_im_rate: np.ndarray
+    spread_mm_rate: np.ndarray
+    asset_price_id: np.ndarray
+    asset_decimals: np.ndarray
+    asset_haircut: np.ndarray
+
+    def __post_init__(self) -> None:
+        set_ = functools.partial(object.__setattr__, self)
+        set_("price_id", _index(self.price_id, "price_id"))
+        for name in ("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate", "asset_haircut"):
+            arr = _exact(getattr(self, name), name, 1)
+            _check_nonnegative(arr, name)
+            set_(name, arr)
+        set_("asset_price_id", _index(self.asset_price_id, "asset_price_id"))
+        set_("asset_decimals", _index(self.asset_decimals, "asset_decimals"))
+        u, a = self.price_id.shape, self.asset_price_id.shape
+        for name in ("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"):
+            if getattr(self, name).shape != u:
+                raise ValueError(f"{name}: shape {getattr(self, name).shape}, expected {u} like price_id")
+        for name in ("asset_decimals", "asset_haircut"):
+            if getattr(self, name).shape != a:
+                raise ValueError(f"{name}: shape {getattr(self, name).shape}, expected {a} like asset_price_id")
+        if (self.asset_decimals > 18).any():
+            raise ValueError("asset_decimals: above 18 (the vault lists 0..18)")
+
+    @property
+    def n_underlyings(self) -> int:
+        return len(self.price_id)
+
+    @property
+    def n_assets(self) -> int:
+        return len(self.asset_price_id)
+
+    @classmethod
+    def from_config(cls, config: ProtocolConfig) -> "RiskParams":
+        """The parameters a deployment of `config` lists (`keeper.chain.deploy.deploy_protocol`
+        lists underlyings and assets in config order, so ids are config indices)."""
+        us, assets = config.underlyings, config.assets
+        return cls(
+            price_id=[u.price_id for u in us],
+            im_rate=[u.im_rate for u in us],
+            mm_rate=[u.mm_rate for u in us],
+            spread_im_rate=[u.spread_im_rate for u in us],
+            spread_mm_rate=[u.spread_mm_rate for u in us],
+            asset_price_id=[a.price_id for a in assets],
+            asset_decimals=[a.decimals for a in assets],
+            asset_haircut=[a.haircut for a in assets],
+        )
+
+
+@dataclass(frozen=True)
+class MarketTable:
+    """M markets by market id (shape (M,)).
+
+    `underlying` int64: the market's underlying id. `settlement_price` object: WAD settlement price
+    of a settled future, 0 while the market is live. `funding_index` object: the cumulative funding
+    index accrued to NOW (WAD USD per unit of size), as `MarginEngine.market_states()` returns it; 0
+    for futures. Arrays are copied and made read-only; raises TypeError / ValueError.
+    """
+
+    underlying: np.ndarray
+    settlement_price: np.ndarray
+    funding_index: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "underlying", _index(self.underlying, "underlying"))
+        object.__setattr__(self, "settlement_price", _exact(self.settlement_price, "settlement_price", 1))
+        object.__setattr__(self, "funding_index", _exact(self.funding_index, "funding_index", 1))
+        _check_nonnegative(self.settlement_price, "settlement_price")
+        m = self.underlying.shape
+        if self.settlement_price.shape != m or self.funding_index.shape != m:
+            raise ValueError(
+                f"markets: shapes {m}, {self.settlement_price.shape}, {self.funding_index.shape} differ"
+            )
+
+    @property
+    def n_markets(self) -> int:
+        return len(self.underlying)
+
+    @property
+    def live(self) -> np.ndarray:
+        """bool (M,): not settled (its positions count towards margin requirements)."""
+        return self.settlement_price == 0
+
+    @classmethod
+    def from_states(cls, states: Sequence[Sequence[Any]]) -> "MarketTable":
+        """From `MarginEngine.market_states()`: a sequence of (underlying, is_perpetual, expiry,
+        settlement_price, funding_rate, funding_index), read by position so titanoboa structs and
+        web3 tuples both work."""
+        return cls(
+            underlying=[s[0] for s in states],
+            settlement_price=[s[3] for s in states],
+            funding_index=[s[5] for s in states],
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class AccountBook:
+    """N accounts' margin inputs.
+
+    `cash` object (N,): WAD USD, signed (negative = debt). `collateral` object (N, A): balances in
+    token units (each asset's own decimals), asset id order. `size` object (N, M): signed WAD units of
+    the underlying per market, 0 = no position. `entry_price` object (N, M): WAD. `funding_index`
+    object (N, M): the funding index at which each position last settled funding.
+
+    Arrays are copied and made read-only (the float view is cached). Raises TypeError / ValueError
+    for non-integers, inconsistent shapes, or negative balances / entry prices.
+    """
+
+    cash: np.ndarray
+    collateral: np.ndarray
+    size: np.ndarray
+    entry_price: np.ndarray
+    funding_index: np.ndarray
+
+    def __post_init__(self) -> None:
+        set_ = functools.partial(object.__setattr__, self)
+        set_("cash", _exact(self.cash, "cash", 1))
+        for name in ("collateral", "size", "entry_price", "funding_index"):
+            set_(name, _exact(getattr(self, name), name, 2))
+        n = len(self.cash)
+        if self.collateral.shape[0] != n:
+            raise ValueError(f"collateral: {self.collateral.shape[0]} rows for {n} accounts")
+        for name in ("size", "entry_price", "funding_index"):
+            if getattr(self, name).shape[0] != n:
+                raise ValueError(f"{name}: {getattr(self, name).shape[0]} rows for {n} accounts")
+        if self.entry_price.shape != self.size.shape or self.funding_index.shape != self.size.shape:
+            raise ValueError("size, entry_price and funding_index must have the same (N, M) shape")
+        _check_nonnegative(self.collateral, "collateral")
+        _check_nonnegative(self.entry_price, "entry_price")
+
+    @property
+    def n_accounts(self) -> int:
+        return len(self.cash)
+
+    @functools.cached_property
+    def _floats(self) -> tuple[np.ndarray, ...]:
+        # converted once per book: screening re-prices the same book every block
+        return tuple(
+            getattr(self, n).astype(np.float64) for n in ("cash", "collateral", "size", "entry_price", "funding_index")
+        )
+
+    @classmethod
+    def from_states(cls, states: Iterable[Sequence[Any]], n_assets: int, n_markets: int) -> "AccountBook":
+        """From `MarginEngine.account_states(accounts)`: per account (cash, collateral balances,
+        positions), each position (market, size, entry_price, funding_index). Read by position so
+        titanoboa structs and web3 tuples both work.
+
+        Raises ValueError if an account has other than `n_assets` balances, a market id outside
+        [0, n_markets), or the same market twice.
+        """
+        cash: list[int] = []
+        collateral: list[Sequence[int]] = []
+        rows: list[int] = []
+        cols: list[int] = []
+        sizes: list[int] = []
+        entries: list[int] = []
+        indices: list[int] = []
+        for i, state in enumerate(states):
+            cash.append(state[0])
+            balances = list(state[1])
+            if len(balances) != n_assets:
+                raise ValueError(f"account {i}: {len(balances)} collateral balances, expected {n_assets}")
+            collateral.append(balances)
+            seen: set[int] = set()
+            for position in state[2]:
+                market = position[0]
+                if not 0 <= market < n_markets:
+                    raise ValueError(f"account {i}: market id {market} outside [0, {n_markets})")
+                if market in seen:
+                    raise ValueError(f"account {i}: market {market} listed twice")
+                seen.add(market)
+                rows.append(i)
+                cols.append(market)
+                sizes.append(position[1])
+                entries.append(position[2])
+                indices.append(position[3])
+        n = len(cash)
+
+        def matrix(values: list[int]) -> np.ndarray:
+            out = np.zeros((n, n_markets), dtype=object)
+            if values:
+                column = np.empty(len(values), dtype=object)
+                column[:] = values
+                out[rows, cols] = column
+            return out
+
+        coll = np.zeros((n, n_assets), dtype=object)
+        if n and n_assets:
+            coll[:] = collateral
+        return cls(
+            cash=np.array(cash, dtype=object).reshape(n),
+            collateral=coll,
+            size=matrix(sizes),
+            entry_price=matrix(entries),
+            funding_index=matrix(indices),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class MarginResult:
+    """Exact margin of N accounts, each field as `MarginEngine.margin_summary` returns it.
+
+    `equity` object (N,): WAD USD, signed, rounded down. `initial_margin`, `maintenance_margin`
+    object (N,): WAD USD, rounded up. `health_factor` object (N,): WAD (max uint256 with nothing to
+    maintain). `liquidatable` bool (N,): equity < maintenance margin (`is_liquidatable`).
+    """
+
+    equity: np.ndarray
+    initial_margin: np.ndarray
+    maintenance_margin: np.ndarray
+    health_factor: np.ndarray
+    liquidatable: np.ndarray
+
+    @property
+    def meets_initial_margin(self) -> np.ndarray:
+        """bool (N,): equity >= initial margin (`meets_initial_margin`, the withdrawal check)."""
+        return np.asarray(self.equity >= self.initial_margin, dtype=bool)
+
+
+@dataclass(frozen=True, eq=False)
+class FloatMarginResult:
+    """`MarginResult` in float64, same fields and units (WAD-scaled floats); `health_factor` is inf
+    where the contract returns max uint256. Relative error ~1e-15 of the account's gross amounts;
+    near the liquidation boundary confirm with `margin`."""
+
+    equity: np.ndarray
+    initial_margin: np.ndarray
+    maintenance_margin: np.ndarray
+    health_factor: np.ndarray
+    liquidatable: np.ndarray
+
+
+# ---------------------------------------------------------------- exact, vectorized
+
+
+def _check_inputs(book: AccountBook, markets: MarketTable, params: RiskParams, prices: np.ndarray) -> None:
+    if book.collateral.shape[1] != params.n_assets:
+        raise ValueError(f"book has {book.collateral.shape[1]} collateral assets, params {params.n_assets}")
+    if book.size.shape[1] != markets.n_markets:
+        raise ValueError(f"book has {book.size.shape[1]} markets, market table {markets.n_markets}")
+    if markets.n_markets and markets.underlying.max() >= params.n_underlyings:
+        raise ValueError(f"market underlying id {markets.underlying.max()} >= {params.n_underlyings} underlyings")
+    used = np.concatenate([params.price_id, params.asset_price_id])
+    if used.size and used.max() >= len(prices):
+        raise ValueError(f"price id {used.max()} but only {len(prices)} prices")
+
+
+def _market_index_prices(markets: MarketTable, params: RiskParams, prices: np.ndarray) -> np.ndarray:
+    """object (M,): index price of each market's underlying."""
+    return prices[params.price_id[markets.underlying]]
+
+
+def _marks(markets: MarketTable, params: RiskParams, prices: np.ndarray) -> np.ndarray:
+    """object (M,): settlement price of a settled future, else the index price."""
+    return np.where(markets.live, _market_index_prices(markets, params, prices), markets.settlement_price)
+
+
+def _sum_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
+    # column adds of (N,) views: cheaper than fancy-indexing a copy and reducing it
+    return functools.reduce(operator.add, columns) if columns else np.zeros(n, dtype=object)
+
+
+def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: Any) -> MarginResult:
+    """Exact equity, IM, MM, health factor and liquidatable flag of every account in `book`: equal,
+    to the wei, to `MarginEngine.margin_summaries` (and `is_liquidatable`) read at the same block as
+    `markets` (from `market_states()`) and `prices` (`OracleRouter.index_prices()`).
+
+    Formulas: see the module docstring (contract notice; CME SPAN spread charge; Derive SRM rates).
+    Shapes: book N accounts, A assets, M markets; params U underlyings; prices (P,) WAD by price id.
+    Raises ValueError when the shapes or ids of the inputs disagree, TypeError for non-integers.
+    """
+    prices = as_prices(prices)
+    _check_inputs(book, markets, params, prices)
+    n = book.n_accounts
+
+    # collateral: floor(balance * (price * haircut) / (10**decimals * 1e18)); the product is the same
+    # integer as the vault's left-to-right one, so the floor is too
+    asset_num = prices[params.asset_price_id] * params.asset_haircut
+    asset_den = np.array([10 ** int(d) * WAD for d in params.asset_decimals], dtype=object)
+    collateral = ((book.collateral * asset_num) // asset_den).sum(axis=1) if params.n_assets else 0
+
+    # position value = floor(size*(mark-entry)/1e18) + floor(size*(F_entry-F)/1e18): the second floor
+    # is minus the ceiling of funding owed, saving two negations per position
+    mark = _marks(markets, params, prices)
+    size = book.size
+    values = (size * (mark - book.entry_price)) // WAD + (size * (book.funding_index - markets.funding_index)) // WAD
+    equity = book.cash + collateral + (values.sum(axis=1) if markets.n_markets else 0)
+    equity = np.asarray(equity, dtype=object).reshape(n)
+
+    # requirements on net and offset size per underlying, live markets only
+    live = markets.live
+    longs = np.where(size > 0, size, 0)
+    neg_im = np.zeros(n, dtype=object)  # -(IM): ceilings accumulated as floors of negatives
+    neg_mm = np.zeros(n, dtype=object)
+    index = prices[params.price_id]
+    for u in range(params.n_underlyings):
+        cols = np.flatnonzero(live & (markets.underlying == u))
+        if cols.size == 0:
+            continue
+        signed = _sum_columns([size[:, c] for c in cols], n)  # L - S
+        long_u = _sum_columns([longs[:, c] for c in cols], n)
+        short_u = long_u - signed
+        net = abs(signed)
+        offset = np.minimum(long_u, short_u)
+        p = index[u]
+        neg_im += (net * -(p * params.im_rate[u])) // WAD2 + (offset * -(p * params.spread_im_rate[u])) // WAD2
+        neg_mm += (net * -(p * params.mm_rate[u])) // WAD2 + (offset * -(p * params.spread_mm_rate[u])) // WAD2
+    im = -neg_im
+    mm = -neg_mm
+    return MarginResult(equity, im, mm, _health(equity, mm), np.asarray(equity < mm, dtype=bool).reshape(n))
+
+
+def _health(equity: np.ndarray, mm: np.ndarray) -> np.ndarray:
+    """object (N,): `MarginEngine._health` elementwise."""
+    positive = np.asarray(equity > 0, dtype=bool)
+    no_mm = np.asarray(mm == 0, dtype=bool)
+    top = np.full(len(equity), MAX_UINT256, dtype=object)  # object: a C long cannot hold it
+    ratio = (np.where(positive, equity, 0) * WAD) // np.where(no_mm, 1, mm)  # divisor 1 where unused
+    at_zero = np.where(no_mm & np.asarray(equity == 0, dtype=bool), top, 0)
+    out = np.where(positive, np.where(no_mm, top, ratio), at_zero)
+    return np.asarray(out, dtype=object).reshape(len(equity))
+
+
+def isolated_initial_margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: Any) -> np.ndarray:
+    """object (N,): initial margin if every live position were margined alone, WAD USD:
+    sum over positions of ceil(|size| * index price * im_rate / 1e36), with no netting and no
+    spread credit. Compared with `margin(...).initial_margin` it measures what cross margin saves.
+    Raises as `margin`.
+    """
+    prices = as_prices(prices)
+    _check_inputs(book, markets, params, prices)
+    n = book.n_accounts
+    live = np.flatnonzero(markets.live)
+    if live.size == 0:
+        return np.zeros(n, dtype=object)
+    factor = _market_index_prices(markets, params, prices)[live] * params.im_rate[markets.underlying[live]]
+    return np.asarray(-((abs(book.size[:, live]) * -factor) // WAD2).sum(axis=1), dtype=object).reshape(n)
+
+
+# ---------------------------------------------------------------- float64 screening
+
+
+def margin_float(book: AccountBook, markets: MarketTable, params: RiskParams, prices: Any) -> FloatMarginResult:
+    """`margin` in float64, no rounding rules: for screening many accounts fast (e.g. every block),
+    then confirming the ones near or below maintenance with `margin`. Same inputs, shapes and
+    errors as `margin`; amounts stay WAD-scaled floats; health_factor is inf where the contract
+    returns max uint256. Not exact: relative error ~1e-15 of an account's gross amounts.
+    """
+    prices = as_prices(prices)
+    _check_inputs(book, markets, params, prices)
+    cash, coll, size, entry, fidx = book._floats
+    n = book.n_accounts
+    pf = prices.astype(np.float64)
+    asset_factor = (
+        pf[params.asset_price_id]
+        * params.asset_haircut.astype(np.float64)
+        / (10.0 ** params.asset_decimals.astype(np.float64) * 1e18)
+    )
+    mark = _marks(markets, params, prices).astype(np.float64)
+    # pnl - funding owed = size * ((mark - entry) - (F - F_entry)) / 1e18
+    unit_value = (mark - markets.funding_index.astype(np.float64)) - entry + fidx
+    equity = cash + coll @ asset_factor + (size * unit_value).sum(axis=1) / 1e18
+
+    live = markets.live
+    onehot = np.zeros((markets.n_markets, params.n_underlyings))
+    onehot[np.flatnonzero(live), markets.underlying[live]] = 1.0
+    signed = size @ onehot
+    longs = np.maximum(size, 0.0) @ onehot
+    net = np.abs(signed)
+    offset = np.minimum(longs, longs - signed)
+    p = pf[params.price_id] / 1e36
+    im = net @ (p * params.im_rate.astype(np.float64)) + offset @ (p * params.spread_im_rate.astype(np.float64))
+    mm = net @ (p * params.mm_rate.astype(np.float64)) + offset @ (p * params.spread_mm_rate.astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = equity * 1e18 / mm
+    health = np.where(equity > 0, np.where(mm == 0, np.inf, ratio), np.where((mm == 0) & (equity == 0), np.inf, 0.0))
+    return FloatMarginResult(
+        equity.reshape(n), im.reshape(n), mm.reshape(n), health.reshape(n), (equity < mm).reshape(n)
+    )
+
+
+# ---------------------------------------------------------------- naive baseline
+
+
+def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, prices: Any) -> MarginResult:
+    """`margin` as a plain per-account, per-position loop over Python ints, transcribed from
+    `MarginEngine._margin` / `_health` and `CollateralVault._collateral_value`. The baseline the
+    vectorized path must beat, and an independent implementation to cross-check it. Same inputs,
+    result and errors as `margin`.
+    """
+    prices = as_prices(prices)
+    _check_inputs(book, markets, params, prices)
+    p = prices.tolist()
+    u_price = [p[i] for i in params.price_id.tolist()]
+    im_rate, mm_rate = params.im_rate.tolist(), params.mm_rate.tolist()
+    sim_rate, smm_rate = params.spread_im_rate.tolist(), params.spread_mm_rate.tolist()
+    assets = [
+        (p[pid], int(dec), hc)
+        for pid, dec, hc in zip(params.asset_price_id.tolist(), params.asset_decimals.tolist(), params.asset_haircut)
+    ]
+    m_under = markets.underlying.tolist()
+    m_settle, m_fidx = markets.settlement_price.tolist(), markets.funding_index.tolist()
+    n_u = params.n_underlyings
+
+    out_eq, out_im, out_mm, out_hf, out_liq = [], [], [], [], []
+    for cash, balances, sizes, entries, indices in zip(
+        book.cash.tolist(),
+        book.collateral.tolist(),
+        book.size.tolist(),
+        book.entry_price.tolist(),
+        book.funding_index.tolist(),
+    ):
+        equity = cash
+        for amount, (price, decimals, haircut) in zip(balances, assets):
+            if amount:
+                equity += amount * price * haircut // (10**decimals * WAD)
+        longs = [0] * n_u
+        shorts = [0] * n_u
+        for m, size in enumerate(sizes):
+            if size == 0:
+                continue
+            u = m_under[m]
+            mark = m_settle[m]
+            if mark == 0:
+                mark = u_price[u]
+                if size > 0:
+                    longs[u] += size
+                else:
+                    shorts[u] -= size
+            pnl = size * (mark - entries[m]) // WAD
+            owed = -(-(size * (m_fidx[m] - indices[m])) // WAD)
+            equity += pnl - owed
+        im = mm = 0
+        for u in range(n_u):
+            if longs[u] == 0 and shorts[u] == 0:
+                continue
+            net = abs(longs[u] - shorts[u])
+            offset = min(longs[u], shorts[u])
+            price = u_price[u]
+            im += mul_div_up(net * price, im_rate[u], WAD2) + mul_div_up(offset * price, sim_rate[u], WAD2)
+            mm += mul_div_up(net * price, mm_rate[u], WAD2) + mul_div_up(offset * price, smm_rate[u], WAD2)
+        if equity <= 0:
+            health = MAX_UINT256 if mm == 0 and equity == 0 else 0
+        elif mm == 0:
+            health = MAX_UINT256
+        else:
+            health = equity * WAD // mm
+        out_eq.append(equity)
+        out_im.append(im)
+        out_mm.append(mm)
+        out_hf.append(health)
+        out_liq.append(equity < mm)
+
+    def col(values: list[int]) -> np.ndarray:
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        return arr
+
+    return MarginResult(col(out_eq), col(out_im), col(out_mm), col(out_hf), np.array(out_liq, dtype=bool))

@@ -1,0 +1,101 @@
+"""Bad input at the CLI's edges: one clear line on stderr, exit code 1, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def keeper(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "keeper", *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "deployment.json"
+    zero = "0x" + "00" * 19 + "01"
+    path.write_text(json.dumps({"chain_id": 31337, "settlement_decimals": 6, "oracle": zero, "vault": zero, "engine": zero, "settlement_token": zero}))
+    return path
+
+
+def test_unreachable_rpc(manifest):
+    out = keeper("account", "0x" + "11" * 20, "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest))
+    assert_one_line_error(out, "cannot reach RPC")
+
+
+def test_rpc_url_without_scheme(manifest):
+    out = keeper("account", "0x" + "11" * 20, "--rpc", "localhost:8545", "--manifest", str(manifest))
+    assert_one_line_error(out, "http://")
+
+
+def test_missing_manifest(tmp_path):
+    out = keeper("account", "0x" + "11" * 20, "--rpc", "http://127.0.0.1:9", "--manifest", str(tmp_path / "nope.json"))
+    assert_one_line_error(out, "not found")
+
+
+def test_malformed_manifest(tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text("{not json")
+    out = keeper("account", "0x" + "11" * 20, "--rpc", "http://127.0.0.1:9", "--manifest", str(bad))
+    assert_one_line_error(out, "not valid JSON")
+
+
+def test_manifest_missing_fields(tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text(json.dumps({"chain_id": 1}))
+    out = keeper("account", "0x" + "11" * 20, "--rpc", "http://127.0.0.1:9", "--manifest", str(bad))
+    assert_one_line_error(out, "lacks")
+
+
+def test_bad_address(manifest):
+    out = keeper("account", "0x1234", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest))
+    assert_one_line_error(out, "not an address")
+
+
+def test_run_without_key(manifest):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "KEEPER_PRIVATE_KEY"}
+    out = keeper("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), env=env)
+    assert_one_line_error(out, "KEEPER_PRIVATE_KEY")
+
+
+def test_replay_malformed_csv(tmp_path):
+    csv = tmp_path / "eth.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,abc,1\n")
+    out = keeper("replay", "--prices", f"ETH={csv}", "--prices", f"BTC={csv}")
+    assert_one_line_error(out, "eth.csv")
+
+
+def test_replay_needs_both_assets(tmp_path):
+    csv = tmp_path / "eth.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    out = keeper("replay", "--prices", f"ETH={csv}")
+    assert_one_line_error(out, "BTC")
+
+
+def test_replay_bad_price_argument():
+    out = keeper("replay", "--prices", "eth.csv")
+    assert_one_line_error(out, "SYMBOL=")
+
+
+def test_replay_bad_window_date(tmp_path):
+    csv = tmp_path / "eth.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    out = keeper("replay", "--prices", f"ETH={csv}", "--prices", f"BTC={csv}", "--start", "yesterday")
+    assert_one_line_error(out, "yesterday")
+
+
+def test_replay_rejects_zero_accounts():
+    out = keeper("replay", "--accounts", "0")
+    assert_one_line_error(out, "--accounts")
