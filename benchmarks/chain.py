@@ -1,0 +1,131 @@
+"""Chain benchmarks on a local Anvil: time to read N accounts (batched and pinned to one block,
+vs one call per account and field, the naive way), and gas per protocol operation.
+
+    python -m benchmarks.chain [--accounts 1000]
+
+Prints figures; asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from keeper.chain.anvil import DEV_ACCOUNTS
+from keeper.replay.driver import Replay, ReplayOptions
+from keeper.replay.prices import synthetic_path
+from keeper.risk.margin import margin
+
+WAD = 10**18
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--accounts", type=int, default=1000)
+    args = ap.parse_args()
+    console = Console()
+    replay = Replay(ReplayOptions(path=synthetic_path(steps=10), accounts=args.accounts, seed=5))
+    try:
+        console.print(f"setting up {args.accounts} accounts on Anvil ...")
+        users = replay.setup()
+        w3, client = replay.w3, replay.client
+        addresses = [u.address for u in users]
+        block = w3.eth.block_number
+        params = client.risk_params(block)
+
+        def batched():
+            snap = client.snapshot(addresses, block)
+            return margin(snap.book, snap.markets, params, snap.prices)
+
+        def naive():
+            e, v = client.engine.functions, client.vault.functions
+            out = []
+            for a in addresses:
+                markets = e.open_markets(a).call(block_identifier=block)
+                positions = [e.positions(a, m).call(block_identifier=block) for m in markets]
+                out.append((v.cash(a).call(block_identifier=block), v.collateral_balances(a).call(block_identifier=block), positions))
+            return out
+
+        def summaries_batched():
+            return client.margin_summaries(addresses, block)
+
+        def summaries_naive():
+            return [client.engine.functions.margin_summary(a).call(block_identifier=block) for a in addresses]
+
+        result, t_batched = timed(batched)
+        _, t_naive = timed(naive)
+        onchain, t_sum_batched = timed(summaries_batched)
+        _, t_sum_naive = timed(summaries_naive)
+        assert [tuple(s) for s in onchain] == list(
+            zip(result.equity, result.initial_margin, result.maintenance_margin, result.health_factor)
+        ), "keeper and contract disagree"
+
+        reads = Table(title=f"Reading {len(addresses)} accounts from Anvil (one block)")
+        for col in ("method", "seconds", "accounts / s"):
+            reads.add_column(col, justify="right" if col != "method" else "left")
+        for name, t in (
+            ("raw state batched (account_states x200) + keeper valuation", t_batched),
+            ("raw state, one call per account and field (naive)", t_naive),
+            ("contract margin_summaries batched (x200)", t_sum_batched),
+            ("contract margin_summary, one call per account (naive)", t_sum_naive),
+        ):
+            reads.add_row(name, f"{t:.2f}", f"{len(addresses) / t:,.0f}")
+        console.print(reads)
+        console.print(gas_table(replay, users))
+    finally:
+        replay.close()
+
+
+def gas_table(replay: Replay, users) -> Table:
+    """Gas used by one deposit, withdraw, trade and liquidation, measured from receipts."""
+    w3, client, dep = replay.w3, replay.client, replay.deployment
+    usdc = replay.tokens[replay.opts.config.settlement_symbol]
+    weth = replay.tokens["WETH"]
+    admin = replay.admin
+    fees = {"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
+    rows = []
+
+    def used(tx_hash) -> int:
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        assert receipt["status"] == 1, "benchmark transaction reverted"
+        return receipt["gasUsed"]
+
+    user = next(u for u in users if u.spec.deposits.get("USDC"))
+    w3.provider.make_request("anvil_impersonateAccount", [user.address])
+    for token, amount, name in ((usdc, 1_000 * 10**6, "USDC (6 dec)"), (weth, 10**18, "WETH (18 dec)")):
+        w3.eth.wait_for_transaction_receipt(token.functions.mint(user.address, amount).transact({"from": admin, **fees}))
+        w3.eth.wait_for_transaction_receipt(token.functions.approve(dep.vault, amount).transact({"from": user.address, **fees}))
+        rows.append((f"deposit {name}", used(client.vault.functions.deposit(token.address, amount).transact({"from": user.address, **fees}))))
+    rows.append(("withdraw USDC (IM check)", used(client.vault.functions.withdraw(usdc.address, 500 * 10**6).transact({"from": user.address, **fees}))))
+    rows.append(("withdraw WETH (IM check)", used(client.vault.functions.withdraw(weth.address, 10**17).transact({"from": user.address, **fees}))))
+    a, b = users[0], users[1]
+    maker, msig = replay._order(a, dep.markets["ETH-PERP"], WAD // 100, replay.opts.path.as_wad(0)["ETH"])
+    taker, tsig = replay._order(b, dep.markets["ETH-PERP"], -WAD // 100, replay.opts.path.as_wad(0)["ETH"])
+    rows.append(("trade (match_orders, 2 signatures)", used(client.engine.functions.match_orders(maker, msig, taker, tsig).transact({"from": admin, "gas": 2_000_000, **fees}))))
+    # crash ETH and BTC by 30% and liquidate the first liquidatable account
+    for symbol, feed in replay.feeds.items():
+        price = replay.opts.path.as_wad(0)[symbol] * 7 // 10 // 10 ** (18 - dep.feed_decimals[symbol])
+        w3.eth.wait_for_transaction_receipt(feed.functions.set_answer(price).transact({"from": admin, **fees}))
+    summaries = client.margin_summaries([u.address for u in users])
+    victim = next(u for u, s in zip(users, summaries) if s[0] < s[2] and s[0] > 0)
+    keeper = DEV_ACCOUNTS[1][0]
+    rows.append(("liquidate (partial, positions to liquidator)", used(client.engine.functions.liquidate(victim.address).transact({"from": keeper, "gas": 3_000_000, **fees}))))
+    table = Table(title="Gas per operation")
+    table.add_column("operation")
+    table.add_column("gas", justify="right")
+    for name, gas in rows:
+        table.add_row(name, f"{gas:,}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
