@@ -1,0 +1,346 @@
+"""keeper.risk.margin against hand calculations (Python ints written out here), and the vectorized
+exact path against the per-account loop and the float path on random books."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from keeper.config import load_config
+from keeper.risk.fixed import MAX_UINT256, WAD
+from keeper.risk.margin import (
+    AccountBook,
+    MarginResult,
+    MarketTable,
+    RiskParams,
+    isolated_initial_margin,
+    margin,
+    margin_float,
+    margin_loop,
+)
+
+PCT = WAD // 100
+ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = range(4)
+
+# Underlyings ETH (price id 0) and BTC (1): IM 10%, MM 5%, spread IM 2%, spread MM 1%.
+# Assets: WETH (18 decimals, haircut 85%), WBTC (8 decimals, 90%), GOV (2 decimals, price id 2, 60%).
+PARAMS = RiskParams(
+    price_id=[0, 1],
+    im_rate=[10 * PCT, 10 * PCT],
+    mm_rate=[5 * PCT, 5 * PCT],
+    spread_im_rate=[2 * PCT, 2 * PCT],
+    spread_mm_rate=[1 * PCT, 1 * PCT],
+    asset_price_id=[0, 1, 2],
+    asset_decimals=[18, 8, 2],
+    asset_haircut=[85 * PCT, 90 * PCT, 60 * PCT],
+)
+LIVE = MarketTable(underlying=[0, 0, 1, 1], settlement_price=[0, 0, 0, 0], funding_index=[0, 0, 0, 0])
+
+
+def prices(eth: int, btc: int = 30_000 * WAD, gov: int = 3 * WAD) -> list[int]:
+    return [eth, btc, gov]
+
+
+def account(cash: int = 0, collateral=(0, 0, 0), positions=()) -> tuple:
+    """One `account_states` entry as web3 returns it: plain tuples."""
+    return (cash, list(collateral), [tuple(p) for p in positions])
+
+
+def value(accounts, markets=LIVE, params=PARAMS, index=None) -> MarginResult:
+    """margin(...) after checking that the loop implementation agrees exactly."""
+    book = AccountBook.from_states(accounts, params.n_assets, markets.n_markets)
+    exact = margin(book, markets, params, index)
+    assert_same(exact, margin_loop(book, markets, params, index))
+    return exact
+
+
+def assert_same(a: MarginResult, b: MarginResult) -> None:
+    for field in ("equity", "initial_margin", "maintenance_margin", "health_factor"):
+        assert getattr(a, field).tolist() == getattr(b, field).tolist(), field
+    assert a.liquidatable.tolist() == b.liquidatable.tolist()
+
+
+def row(r: MarginResult, i: int = 0) -> tuple:
+    return r.equity[i], r.initial_margin[i], r.maintenance_margin[i], r.health_factor[i], bool(r.liquidatable[i])
+
+
+# ---------------------------------------------------------------- hand calculations
+
+
+def test_single_long_perp():
+    # 2 ETH long at 2000, index 2150, cash 10,000
+    r = value([account(10_000 * WAD, positions=[(ETH_PERP, 2 * WAD, 2000 * WAD, 0)])], index=prices(2150 * WAD))
+    equity = 10_000 * WAD + 2 * 150 * WAD  # 10,300
+    im = 2 * 2150 * WAD // 10  # 10% of 4,300 notional = 430
+    mm = 2 * 2150 * WAD // 20  # 5% = 215
+    health = 47_906_976_744_186_046_511  # 10,300 / 215 = 47.9069767441860465116... floored at 18 decimals
+    assert health == equity * WAD // mm
+    assert row(r) == (equity, im, mm, health, False)
+    assert r.meets_initial_margin.tolist() == [True]
+    book = AccountBook.from_states([account(0, positions=[(ETH_PERP, 2 * WAD, 2000 * WAD, 0)])], 3, 4)
+    assert isolated_initial_margin(book, LIVE, PARAMS, prices(2150 * WAD)).tolist() == [im]
+
+
+def test_basis_trade_nets_and_pays_spread_charge():
+    # long 10 ETH-PERP at 2000, short 8 ETH-FUT at 2010, index 1990
+    positions = [(ETH_PERP, 10 * WAD, 2000 * WAD, 0), (ETH_FUT, -8 * WAD, 2010 * WAD, 0)]
+    r = value([account(5_000 * WAD, positions=positions)], index=prices(1990 * WAD))
+    equity = (5_000 - 100 + 160) * WAD  # perp 10 x -10, future -8 x -20
+    # net 2 ETH at the full rate, offset 8 ETH at the spread rate
+    im = 2 * 1990 * WAD // 10 + 8 * 1990 * WAD * 2 // 100  # 398 + 318.4 = 716.4
+    mm = 2 * 1990 * WAD // 20 + 8 * 1990 * WAD // 100  # 199 + 159.2 = 358.2
+    assert (im, mm) == (7164 * WAD // 10, 3582 * WAD // 10)
+    assert row(r) == (equity, im, mm, 14_126_186_487_995_533_221, False)  # 5060 / 358.2
+    # isolated: 18 ETH gross at 10%, no spread credit
+    book = AccountBook.from_states([account(positions=positions)], 3, 4)
+    assert isolated_initial_margin(book, LIVE, PARAMS, prices(1990 * WAD)).tolist() == [18 * 1990 * WAD // 10]
+
+
+def test_cross_asset_positions_do_not_offset():
+    # long 1 BTC at 30,000 (index 31,000), short 15 ETH at 2000 (index 2100)
+    positions = [(BTC_PERP, WAD, 30_000 * WAD, 0), (ETH_PERP, -15 * WAD, 2000 * WAD, 0)]
+    r = value([account(20_000 * WAD, positions=positions)], index=prices(2100 * WAD, 31_000 * WAD))
+    equity = (20_000 + 1_000 - 1_500) * WAD
+    im = (3_100 + 3_150) * WAD  # 10% of each notional: no netting across underlyings
+    mm = (1_550 + 1_575) * WAD
+    assert row(r) == (equity, im, mm, 6_240_000_000_000_000_000, False)  # 19,500 / 3,125 = 6.24
+
+
+def test_collateral_haircut_and_decimals():
+    weth = 1_234_567_890_123_456_789  # 1.234567890123456789 WETH (18 decimals)
+    wbtc = 12_345_678  # 0.12345678 WBTC (8 decimals)
+    gov = 12_345  # 123.45 GOV (2 decimals)
+    eth, btc, gov_price = 20_005 * WAD // 10, 30_001 * WAD, 3_333_333_333_333_333_333
+    r = value([account(-100 * WAD, (weth, wbtc, gov))], index=prices(eth, btc, gov_price))
+    # 1.234567890123456789 x 2000.5 x 0.85 = 2099.290104563179010435.325 -> floor
+    weth_value = 2_099_290_104_563_179_010_435
+    # 0.12345678 x 30001 x 0.9 = 3333.444171102 exactly
+    wbtc_value = 3_333_444_171_102_000_000_000
+    # 123.45 x 3.333333333333333333 x 0.6 = 246.899999999999999975.3... -> floor
+    gov_value = 246_899_999_999_999_999_975
+    assert weth_value == weth * eth * (85 * PCT) // (10**18 * WAD)
+    assert wbtc_value == wbtc * btc * (90 * PCT) // (10**8 * WAD)
+    assert gov_value == gov * gov_price * (60 * PCT) // (10**2 * WAD)
+    equity = -100 * WAD + weth_value + wbtc_value + gov_value
+    assert row(r) == (equity, 0, 0, MAX_UINT256, False)
+
+
+def test_collateral_rounds_down_per_asset():
+    # each asset floors separately: 1 wei of value lost per asset, not per account
+    params = RiskParams([0], [10 * PCT], [5 * PCT], [0], [0], [0, 0], [0, 6], [WAD // 3, WAD // 3])
+    markets = MarketTable([0], [0], [0])
+    r = value([account(0, (1, 1), [])], markets, params, [WAD + 1])
+    # 1 token of 0 decimals: (1e18 + 1) x 333...333 / 1e18 = 333333333333333333.333... -> floor
+    # 1 unit of a 6-decimal token: (1e18 + 1) x 333...333 / 1e24 = 333333333333.333... -> floor
+    # (one floor over the sum would give ...666667: the vault floors asset by asset)
+    assert r.equity.tolist() == [333_333_333_333_333_333 + 333_333_333_333]
+
+
+def test_settled_future_marks_at_settlement_and_leaves_netting():
+    # ETH-FUT settled at 2200; index now 1800. Long 3 settled future, short 3 live perp.
+    markets = MarketTable([0, 0, 1, 1], [0, 2200 * WAD, 0, 0], [0, 0, 0, 0])
+    positions = [(ETH_FUT, 3 * WAD, 2000 * WAD, 0), (ETH_PERP, -3 * WAD, 2000 * WAD, 0)]
+    r = value([account(1_000 * WAD, positions=positions)], markets, index=prices(1800 * WAD))
+    equity = (1_000 + 3 * 200 + 3 * 200) * WAD  # future at settlement (+600), perp short (+600)
+    im = 3 * 1800 * WAD // 10  # the short perp alone: the settled future nets nothing
+    mm = 3 * 1800 * WAD // 20
+    assert row(r) == (equity, im, mm, 2_200 * WAD * WAD // mm, False)
+    book = AccountBook.from_states([account(positions=positions)], 3, 4)
+    assert isolated_initial_margin(book, markets, PARAMS, prices(1800 * WAD)).tolist() == [im]
+
+
+def test_funding_owed_rounds_up_and_pnl_rounds_down():
+    size = WAD + 1  # 1 ETH and 1 wei of size
+    funding = 7 * WAD + 3  # cumulative funding since entry, WAD USD per ETH
+    markets = MarketTable([0, 0, 1, 1], [0, 0, 0, 0], [funding, 0, 0, 0])
+    long = account(0, positions=[(ETH_PERP, size, 2000 * WAD, 0)])
+    short = account(0, positions=[(ETH_PERP, -size, 2000 * WAD, 0)])
+    r = value([long, short], markets, index=prices(2000 * WAD))
+    # long owes ceil((1e18 + 1)(7e18 + 3) / 1e18) = ceil(7e18 + 10 + 3e-18) = 7e18 + 11
+    # short is owed ceil(-(7e18 + 10 + 3e-18)) = -(7e18 + 10): receives one wei less
+    assert r.equity.tolist() == [-(7 * WAD + 11), 7 * WAD + 10]
+    # pnl of the short after a 1-wei move up: floor(-(1e18 + 1) / 1e18) = -2, not -1
+    r = value([short], index=prices(2000 * WAD + 1))
+    assert r.equity.tolist() == [-2]
+
+
+def test_margin_charge_rounds_up():
+    # 7 wei of ETH at 1 USD + 1 wei: 7 x (1e18 + 1) x 0.1e18 / 1e36 = 0.7000... -> 1 wei of IM
+    r = value([account(0, positions=[(ETH_PERP, 7, WAD + 1, 0)])], index=prices(WAD + 1))
+    assert row(r) == (0, 1, 1, 0, True)  # equity 0 < MM 1: liquidatable, health 0
+
+
+def test_negative_equity_health_zero():
+    r = value(
+        [account(-1_000 * WAD, positions=[(ETH_PERP, WAD, 2_000 * WAD, 0)]), account(-5)],
+        index=prices(1_500 * WAD),
+    )
+    assert row(r, 0) == (-1_500 * WAD, 150 * WAD, 75 * WAD, 0, True)
+    # debt and nothing to maintain: health 0, liquidatable (equity < MM = 0)
+    assert row(r, 1) == (-5, 0, 0, 0, True)
+
+
+def test_no_positions_health_max():
+    r = value([account(100 * WAD), account(0)], index=prices(2_000 * WAD))
+    assert row(r, 0) == (100 * WAD, 0, 0, MAX_UINT256, False)
+    assert row(r, 1) == (0, 0, 0, MAX_UINT256, False)
+    f = margin_float(AccountBook.from_states([account(100 * WAD), account(0)], 3, 4), LIVE, PARAMS, prices(WAD))
+    assert f.health_factor.tolist() == [np.inf, np.inf]
+
+
+# ---------------------------------------------------------------- data model
+
+
+def test_from_states_accepts_titanoboa_structs_and_web3_tuples():
+    Position = namedtuple("PositionState", "market size entry_price funding_index")
+    State = namedtuple("AccountState", "cash collateral positions")
+    boa_like = [State(5, [1, 2, 3], [Position(2, -4, 6, 7)]), State(-1, [0, 0, 0], [])]
+    web3_like = [(5, [1, 2, 3], [(2, -4, 6, 7)]), (-1, [0, 0, 0], [])]
+    for states in (boa_like, web3_like):
+        book = AccountBook.from_states(states, 3, 4)
+        assert book.cash.tolist() == [5, -1]
+        assert book.collateral.tolist() == [[1, 2, 3], [0, 0, 0]]
+        assert book.size.tolist() == [[0, 0, -4, 0], [0, 0, 0, 0]]
+        assert book.entry_price.tolist() == [[0, 0, 6, 0], [0, 0, 0, 0]]
+        assert book.funding_index.tolist() == [[0, 0, 7, 0], [0, 0, 0, 0]]
+    empty = AccountBook.from_states([], 3, 4)
+    assert margin(empty, LIVE, PARAMS, prices(WAD)).equity.shape == (0,)
+    MarketState = namedtuple(
+        "MarketState", "underlying is_perpetual expiry settlement_price funding_rate funding_index"
+    )
+    table = MarketTable.from_states([MarketState(1, True, 0, 0, 5, -9), (0, False, 99, 1234, 0, 0)])
+    assert table.underlying.tolist() == [1, 0]
+    assert table.settlement_price.tolist() == [0, 1234]
+    assert table.funding_index.tolist() == [-9, 0]
+
+
+def test_params_from_config():
+    config = load_config()
+    params = RiskParams.from_config(config)
+    assert params.price_id.tolist() == [u.price_id for u in config.underlyings]
+    assert params.im_rate.tolist() == [10 * PCT, 10 * PCT]
+    assert params.asset_decimals.tolist() == [18, 8]
+    assert params.asset_haircut.tolist() == [85 * PCT, 85 * PCT]
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="collateral balances"):
+        AccountBook.from_states([account(0, (1, 2))], 3, 4)
+    with pytest.raises(ValueError, match="outside"):
+        AccountBook.from_states([account(0, positions=[(4, 1, 1, 0)])], 3, 4)
+    with pytest.raises(ValueError, match="twice"):
+        AccountBook.from_states([account(0, positions=[(1, 1, 1, 0), (1, 2, 1, 0)])], 3, 4)
+    with pytest.raises(TypeError, match="integers"):
+        AccountBook.from_states([account(1.5)], 3, 4)
+    book = AccountBook.from_states([account(1)], 3, 4)
+    with pytest.raises(ValueError, match="price id"):
+        margin(book, LIVE, PARAMS, [WAD, WAD])
+    with pytest.raises(ValueError, match="markets"):
+        margin(book, MarketTable([0], [0], [0]), PARAMS, prices(WAD))
+    with pytest.raises(ValueError, match="negative"):
+        margin(book, LIVE, PARAMS, [WAD, -WAD, WAD])
+    with pytest.raises(ValueError, match="read-only"):
+        book.cash[0] = 2
+    # numpy integers become Python ints: an int64 x WAD product would overflow
+    r = margin(AccountBook.from_states([account(np.int64(3))], 3, 4), LIVE, PARAMS, np.array(prices(WAD)))
+    assert type(r.equity[0]) is int
+
+
+# ---------------------------------------------------------------- random books
+
+
+def big(rng: np.random.Generator, shape, magnitude: int, signed: bool = True) -> np.ndarray:
+    """Python ints up to ~magnitude at full wei resolution (beyond int64)."""
+    hi = rng.integers(-(10**9) if signed else 0, 10**9, size=shape).astype(object)
+    lo = rng.integers(0, 10**9, size=shape).astype(object)
+    wei = rng.integers(0, 1000, size=shape).astype(object)
+    return hi * (magnitude // 10**9) + lo * (magnitude // 10**18 or 1) + wei
+
+
+def random_case(rng: np.random.Generator):
+    n_u = int(rng.integers(1, 5))
+    n_p = n_u + int(rng.integers(0, 3))
+    n_a = int(rng.integers(0, 5))
+    n_m = int(rng.integers(1, 9))
+    n = int(rng.integers(1, 30))
+    im = rng.integers(PCT, WAD, size=n_u).astype(object)
+    mm = np.array([int(rng.integers(PCT // 2, v + 1)) for v in im], dtype=object)
+    sim = np.array([int(rng.integers(0, v + 1)) for v in im], dtype=object)
+    smm = np.array([int(rng.integers(0, min(a, b) + 1)) for a, b in zip(sim, mm)], dtype=object)
+    params = RiskParams(
+        price_id=rng.integers(0, n_p, size=n_u),
+        im_rate=im,
+        mm_rate=mm,
+        spread_im_rate=sim,
+        spread_mm_rate=smm,
+        asset_price_id=rng.integers(0, n_p, size=n_a),
+        asset_decimals=rng.choice([0, 2, 6, 8, 18], size=n_a),
+        asset_haircut=rng.integers(0, WAD + 1, size=n_a).astype(object),
+    )
+    index = big(rng, n_p, 10**22, signed=False) + 1
+    settled = rng.random(n_m) < 0.25
+    markets = MarketTable(
+        underlying=rng.integers(0, n_u, size=n_m),
+        settlement_price=np.where(settled, big(rng, n_m, 10**22, signed=False) + 1, 0),
+        funding_index=big(rng, n_m, 10**20),
+    )
+    held = rng.random((n, n_m)) < 0.6
+    size = np.where(held, big(rng, (n, n_m), 10**24), 0)
+    size = np.where(rng.random((n, n_m)) < 0.05, rng.integers(-9, 10, size=(n, n_m)).astype(object), size)  # dust
+    book = AccountBook(
+        cash=big(rng, n, 10**24),
+        collateral=np.where(rng.random((n, n_a)) < 0.5, big(rng, (n, n_a), 10**24, signed=False), 0),
+        size=size,
+        entry_price=np.where(held, big(rng, (n, n_m), 10**22, signed=False), 0),
+        funding_index=np.where(held, big(rng, (n, n_m), 10**20), 0),
+    )
+    return book, markets, params, index
+
+
+def test_vectorized_equals_loop_and_float_is_close_on_random_books():
+    rng = np.random.default_rng(20240601)
+    accounts = 0
+    for _ in range(200):
+        book, markets, params, index = random_case(rng)
+        exact = margin(book, markets, params, index)
+        assert_same(exact, margin_loop(book, markets, params, index))
+        accounts += book.n_accounts
+
+        fast = margin_float(book, markets, params, index)
+        # scale of each account's amounts: float error is relative to these, not to their sum
+        mark = np.where(markets.live, index[params.price_id[markets.underlying]], markets.settlement_price)
+        gross = (abs(book.size) * (mark + book.entry_price + abs(markets.funding_index) + abs(book.funding_index))).sum(
+            axis=1
+        ) // WAD
+        collateral = (book.collateral * index[params.asset_price_id]).sum(axis=1)
+        scale = np.array((abs(book.cash) + collateral + gross + 1).tolist(), dtype=float)
+        # rounding on chain moves equity by up to one wei per floor and requirements by one per ceiling
+        wei = 2 * markets.n_markets + params.n_assets + 2 * params.n_underlyings + 1
+        for field in ("equity", "initial_margin", "maintenance_margin"):
+            want = getattr(exact, field).astype(float)
+            assert np.all(np.abs(getattr(fast, field) - want) <= 1e-9 * np.maximum(np.abs(want), scale) + wei), field
+        hf = exact.health_factor
+        top = np.array([v == MAX_UINT256 for v in hf], dtype=bool)
+        assert np.all(np.isinf(fast.health_factor[top]))
+        eq, mm = exact.equity.astype(float), exact.maintenance_margin.astype(float)
+        finite = ~top & (mm > 0) & (eq > 0)
+        rel = (1e-9 * scale[finite] + wei) / eq[finite] + (1e-9 * mm[finite] + wei) / mm[finite]
+        want = hf[finite].astype(float)
+        assert np.all(np.abs(fast.health_factor[finite] - want) <= rel * want + 1)
+        assert np.all(fast.health_factor[~top & (eq < -1e-9 * scale - wei)] == 0)
+        clear = np.abs(eq - mm) > 1e-9 * scale + 2 * wei
+        assert fast.liquidatable[clear].tolist() == exact.liquidatable[clear].tolist()
+    assert accounts > 2000
+
+
+def test_accounts_split_into_blocks_give_the_same_result(monkeypatch):
+    import keeper.risk.margin as margin_module
+
+    rng = np.random.default_rng(99)
+    for _ in range(40):
+        book, markets, params, index = random_case(rng)
+        want = margin_loop(book, markets, params, index)
+        monkeypatch.setattr(margin_module, "BLOCK", int(rng.integers(1, 6)))
+        assert_same(margin(book, markets, params, index), want)
