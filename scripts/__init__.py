@@ -1,0 +1,1 @@
+"""Brownie scripts (`brownie run scripts/<name>.py`)."""
