@@ -109,3 +109,21 @@ class BoaProtocol:
         maker, maker_sig = self.order(buyer, market, size, price)
         taker, taker_sig = self.order(seller, market, -size, price)
         self.engine.match_orders(maker, maker_sig, taker, taker_sig)
+
+
+def events(contract, name: str) -> list:
+    """Decoded logs named `name` from the last call made through `contract` (child calls included)."""
+    return [log for log in contract.get_logs() if type(log).__name__ == name]
+
+
+@functools.lru_cache(maxsize=None)
+def source_deployer(relpath: str):
+    """Compile any source under contracts/ (e.g. "mocks/NoReturnToken.vy", "lib/wad.vy"), once per session."""
+    return boa.load_partial(str(CONTRACTS / relpath))
+
+
+def deploy_unique(factory, *args):
+    """Deploy from a fresh sender, so the contract gets an address never used before in the session
+    (titanoboa's revert messages decode storage by address across rolled-back tests)."""
+    with boa.env.prank(boa.env.generate_address()):
+        return factory.deploy(*args)
