@@ -1,0 +1,381 @@
+"""OracleRouter: median of Chainlink-style feeds, validity rules, decimals, heartbeats, roles."""
+
+from __future__ import annotations
+
+import itertools
+
+import boa
+import pytest
+
+from tests.boa_protocol import WAD, deploy_unique, deployer, events
+
+ETH, BTC = 0, 1
+MIN_HB, MAX_HB = 60, 2 * 86400
+
+
+def feed(decimals: int, answer: int):
+    return deploy_unique(deployer("MockAggregator"), decimals, "x", answer)
+
+
+def usd8(x: int | float) -> int:
+    """A whole-dollar (or cents) price as an 8-decimal feed answer."""
+    return int(round(x * 10**8))
+
+
+def now() -> int:
+    return boa.env.evm.patch.timestamp
+
+
+# ------------------------------------------------------------------ deployment state
+
+
+def test_deployed_price_ids_and_feeds(protocol):
+    p = protocol
+    o = p.oracle
+    assert o.price_id_count() == 2
+    assert o.price_id_name(ETH) == "ETH"
+    assert o.price_id_name(BTC) == "BTC"
+    feeds = o.feeds(ETH)
+    assert len(feeds) == 1
+    assert feeds[0].aggregator == p.feeds["ETH"].address
+    assert feeds[0].scale == 10**10  # 8-decimal feed
+    assert feeds[0].heartbeat == 3600
+    assert o.index_price(ETH) == 2000 * WAD
+    assert o.index_price(BTC) == 30000 * WAD
+    assert o.index_prices() == [2000 * WAD, 30000 * WAD]
+    assert o.feeds(7) == []  # unconfigured id: empty list, no revert
+
+
+def test_set_price_moves_index(protocol):
+    p = protocol
+    p.set_price("ETH", 1234.56789012)
+    assert p.oracle.index_price(ETH) == 123456789012 * 10**10
+
+
+# ------------------------------------------------------------------ median
+
+
+def test_median_of_one_feed(protocol):
+    o = protocol.oracle
+    f = feed(8, usd8(2500))
+    o.set_feeds(ETH, [f.address], [3600])
+    assert o.index_price(ETH) == 2500 * WAD
+
+
+def test_median_of_two_feeds_is_floor_of_mean(protocol):
+    o = protocol.oracle
+    f1 = feed(18, 2000 * WAD + 1)
+    f2 = feed(18, 2000 * WAD + 4)
+    o.set_feeds(ETH, [f1.address, f2.address], [3600, 3600])
+    # (4000e18 + 5) // 2 = 2000e18 + 2 (floor)
+    assert o.index_price(ETH) == 2000 * WAD + 2
+    f3 = feed(8, usd8(1990))
+    f4 = feed(8, usd8(2011))
+    o.set_feeds(ETH, [f4.address, f3.address], [3600, 3600])
+    assert o.index_price(ETH) == (1990 * WAD + 2011 * WAD) // 2 == 2000_500000000000000000
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_median_of_three_feeds_any_order(protocol, order):
+    o = protocol.oracle
+    answers = [usd8(1990), usd8(2000), usd8(2100)]
+    fs = [feed(8, answers[i]) for i in order]
+    o.set_feeds(ETH, [f.address for f in fs], [3600] * 3)
+    assert o.index_price(ETH) == 2000 * WAD
+
+
+def test_one_of_three_spiking_does_not_move_median(protocol):
+    p = protocol
+    o = p.oracle
+    f1, f2, f3 = feed(8, usd8(2000)), feed(8, usd8(2001)), feed(8, usd8(1999))
+    o.set_feeds(ETH, [f1.address, f2.address, f3.address], [3600] * 3)
+    assert o.index_price(ETH) == 2000 * WAD
+    f3.set_answer(usd8(1_000_000))  # spike up
+    assert o.index_price(ETH) == 2001 * WAD
+    f3.set_answer(1)  # spike down to 1e-8 USD
+    assert o.index_price(ETH) == 2000 * WAD
+    # the vault and engine value collateral on that median too: 1 WETH * 2000 * 0.85
+    a = p.new_user()
+    p.deposit(a, "WETH", WAD)
+    assert p.vault.collateral_value(a.address) == 1700 * WAD
+    assert p.engine.equity(a.address) == 1700 * WAD
+
+
+def test_feed_decimals_6_8_18_give_same_wad_price(protocol):
+    o = protocol.oracle
+    expected = 2345_678901 * 10**12  # 2345.678901 USD
+    for decimals, answer in ((6, 2345_678901), (8, 2345_67890100), (18, 2345_678901 * 10**12)):
+        f = feed(decimals, answer)
+        o.set_feeds(ETH, [f.address], [3600])
+        assert o.feeds(ETH)[0].scale == 10 ** (18 - decimals)
+        assert o.index_price(ETH) == expected
+    # mixed decimals in one median
+    fs = [feed(6, 2345_678901), feed(8, 2345_67890100), feed(18, 2345_678901 * 10**12)]
+    o.set_feeds(ETH, [f.address for f in fs], [3600] * 3)
+    assert o.index_price(ETH) == expected
+    # zero decimals: scale 1e18
+    f0 = feed(0, 2345)
+    o.set_feeds(ETH, [f0.address], [3600])
+    assert o.index_price(ETH) == 2345 * WAD
+
+
+def test_feed_decimals_above_18_rejected(protocol):
+    o = protocol.oracle
+    f = feed(19, 2000 * 10**19)
+    with boa.reverts("oracle: feed decimals above 18"):
+        o.set_feeds(ETH, [f.address], [3600])
+
+
+# ------------------------------------------------------------------ staleness
+
+
+def test_stale_feed_ignored_in_median(protocol):
+    o = protocol.oracle
+    f1 = feed(8, usd8(1000))  # fast heartbeat, goes stale first
+    f2 = feed(8, usd8(2000))
+    f3 = feed(8, usd8(2100))
+    o.set_feeds(ETH, [f1.address, f2.address, f3.address], [60, 3600, 3600])
+    assert o.index_price(ETH) == 2000 * WAD
+    boa.env.time_travel(seconds=60)
+    # age == heartbeat is still valid
+    assert o.index_price(ETH) == 2000 * WAD
+    boa.env.time_travel(seconds=1)
+    # f1 stale: median of (2000, 2100) = 2050
+    assert o.index_price(ETH) == 2050 * WAD
+
+
+def test_single_stale_feed_reverts(protocol):
+    p = protocol
+    o = p.oracle
+    f = feed(8, usd8(2000))
+    o.set_feeds(ETH, [f.address], [60])
+    boa.env.time_travel(seconds=61)
+    with boa.reverts("oracle: no valid price"):
+        o.index_price(ETH)
+    with boa.reverts("oracle: no valid price"):
+        o.index_price_with_time(ETH)
+    with boa.reverts("oracle: no valid price"):
+        o.index_prices()
+    # the engine's views depend on every price id
+    with boa.reverts("oracle: no valid price"):
+        p.engine.margin_summary(p.admin)
+    f.set_answer(usd8(2001))
+    assert o.index_price(ETH) == 2001 * WAD
+
+
+def test_deployed_feeds_go_stale_after_heartbeat(protocol):
+    p = protocol
+    boa.env.time_travel(seconds=3601)
+    with boa.reverts("oracle: no valid price"):
+        p.oracle.index_price(BTC)
+    p.set_price("ETH", 2000)
+    p.set_price("BTC", 30000)
+    assert p.oracle.index_prices() == [2000 * WAD, 30000 * WAD]
+
+
+# ------------------------------------------------------------------ invalid answers
+
+
+def _invalid_rounds():
+    t = now()
+    return {
+        "zero answer": (5, 0, t),
+        "negative answer": (5, -usd8(2000), t),
+        "zero round id": (0, usd8(2000), t),
+        "zero updatedAt": (5, usd8(2000), 0),
+        "future updatedAt": (5, usd8(2000), t + 1),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["zero answer", "negative answer", "zero round id", "zero updatedAt", "future updatedAt"]
+)
+def test_invalid_answer_ignored_and_alone_reverts(protocol, case):
+    o = protocol.oracle
+    f1, f2, bad = feed(8, usd8(2000)), feed(8, usd8(2010)), feed(8, usd8(5000))
+    o.set_feeds(ETH, [f1.address, f2.address, bad.address], [3600] * 3)
+    assert o.index_price(ETH) == 2010 * WAD  # median of 2000, 2010, 5000
+    bad.set_round(*_invalid_rounds()[case])
+    # the bad feed drops out: mean of the two valid ones
+    assert o.index_price(ETH) == 2005 * WAD
+    # alone it prices nothing
+    o.set_feeds(ETH, [f1.address], [3600])
+    f1.set_round(*_invalid_rounds()[case])
+    with boa.reverts("oracle: no valid price"):
+        o.index_price(ETH)
+
+
+@pytest.mark.parametrize(
+    "case", ["zero answer", "negative answer", "zero round id", "zero updatedAt", "future updatedAt"]
+)
+def test_set_feeds_rejects_invalid_answer(protocol, case):
+    o = protocol.oracle
+    bad = feed(8, usd8(2000))
+    bad.set_round(*_invalid_rounds()[case])
+    with boa.reverts("oracle: feed answer invalid"):
+        o.set_feeds(ETH, [bad.address], [3600])
+
+
+def test_set_feeds_rejects_stale_and_non_feed(protocol):
+    p = protocol
+    o = p.oracle
+    old = feed(8, usd8(2000))
+    boa.env.time_travel(seconds=120)
+    with boa.reverts("oracle: feed answer invalid"):
+        o.set_feeds(ETH, [old.address], [60])
+    # a contract with decimals() but no latestRoundData(): the call reverts -> invalid, not fatal
+    with boa.reverts("oracle: feed answer invalid"):
+        o.set_feeds(ETH, [p.usdc.address], [3600])
+
+
+def test_future_updated_at_is_valid_once_reached(protocol):
+    o = protocol.oracle
+    f1, f2 = feed(8, usd8(2000)), feed(8, usd8(2010))
+    o.set_feeds(ETH, [f1.address, f2.address], [3600, 3600])
+    f2.set_round(9, usd8(2020), now() + 10)
+    assert o.index_price(ETH) == 2000 * WAD
+    boa.env.time_travel(seconds=10)
+    assert o.index_price(ETH) == 2010 * WAD
+
+
+# ------------------------------------------------------------------ heartbeat bounds, validation
+
+
+def test_heartbeat_bounds(protocol):
+    o = protocol.oracle
+    f = feed(8, usd8(2000))
+    with boa.reverts("oracle: heartbeat out of bounds"):
+        o.set_feeds(ETH, [f.address], [MIN_HB - 1])
+    with boa.reverts("oracle: heartbeat out of bounds"):
+        o.set_feeds(ETH, [f.address], [MAX_HB + 1])
+    with boa.reverts("oracle: heartbeat out of bounds"):
+        o.set_feeds(ETH, [f.address, f.address], [3600, 0])
+    o.set_feeds(ETH, [f.address], [MIN_HB])
+    assert o.feeds(ETH)[0].heartbeat == MIN_HB
+    o.set_feeds(ETH, [f.address], [MAX_HB])
+    assert o.feeds(ETH)[0].heartbeat == MAX_HB
+    boa.env.time_travel(seconds=MAX_HB)
+    assert o.index_price(ETH) == 2000 * WAD
+    boa.env.time_travel(seconds=1)
+    with boa.reverts("oracle: no valid price"):
+        o.index_price(ETH)
+
+
+def test_set_feeds_argument_checks(protocol):
+    o = protocol.oracle
+    f = feed(8, usd8(2000))
+    with boa.reverts("oracle: unknown price id"):
+        o.set_feeds(2, [f.address], [3600])
+    with boa.reverts("oracle: no feed"):
+        o.set_feeds(ETH, [], [])
+    with boa.reverts("oracle: length mismatch"):
+        o.set_feeds(ETH, [f.address], [3600, 3600])
+    with boa.reverts("oracle: length mismatch"):
+        o.set_feeds(ETH, [f.address, f.address], [3600])
+
+
+def test_set_feeds_replaces_and_emits(protocol):
+    o = protocol.oracle
+    f1, f2 = feed(8, usd8(2000)), feed(6, 2002_000000)
+    o.set_feeds(ETH, [f1.address, f2.address], [100, 200])
+    (ev,) = events(o, "FeedsSet")
+    assert ev.price_id == ETH
+    assert list(ev.aggregators) == [f1.address, f2.address]
+    assert list(ev.heartbeats) == [100, 200]
+    feeds = o.feeds(ETH)
+    assert [(x.aggregator, x.scale, x.heartbeat) for x in feeds] == [
+        (f1.address, 10**10, 100),
+        (f2.address, 10**12, 200),
+    ]
+    assert o.index_price(ETH) == 2001 * WAD
+    o.set_feeds(ETH, [f2.address], [300])
+    assert len(o.feeds(ETH)) == 1
+    assert o.index_price(ETH) == 2002 * WAD
+
+
+def test_only_risk_admin_sets_feeds(protocol):
+    p = protocol
+    o = p.oracle
+    f = feed(8, usd8(2000))
+    user = p.new_user().address
+    with boa.env.prank(user):
+        with boa.reverts("roles: not risk admin"):
+            o.set_feeds(ETH, [f.address], [3600])
+    risk = p.new_user().address
+    o.set_risk_admin(risk)
+    # the admin no longer holds the risk role
+    with boa.reverts("roles: not risk admin"):
+        o.set_feeds(ETH, [f.address], [3600])
+    with boa.env.prank(risk):
+        o.set_feeds(ETH, [f.address], [3600])
+        # but the risk admin cannot add price ids
+        with boa.reverts("roles: not admin"):
+            o.add_price_id("SOL")
+    assert o.feeds(ETH)[0].aggregator == f.address
+
+
+# ------------------------------------------------------------------ price ids
+
+
+def test_add_price_id(protocol):
+    p = protocol
+    o = p.oracle
+    pid = o.add_price_id("SOL")
+    assert pid == 2
+    (ev,) = events(o, "PriceIdAdded")
+    assert (ev.price_id, ev.name) == (2, "SOL")
+    assert o.price_id_count() == 3
+    assert o.price_id_name(2) == "SOL"
+    # a price id without feeds has no price, and index_prices (all ids) reverts until it does
+    with boa.reverts("oracle: no valid price"):
+        o.index_price(2)
+    with boa.reverts("oracle: no valid price"):
+        o.index_prices()
+    f = feed(8, usd8(150))
+    o.set_feeds(2, [f.address], [3600])
+    assert o.index_prices() == [2000 * WAD, 30000 * WAD, 150 * WAD]
+    with boa.env.prank(p.new_user().address):
+        with boa.reverts("roles: not admin"):
+            o.add_price_id("DOGE")
+
+
+def test_too_many_price_ids(protocol):
+    o = protocol.oracle
+    for i in range(2, 8):
+        assert o.add_price_id(f"X{i}") == i
+    with boa.reverts("oracle: too many price ids"):
+        o.add_price_id("X8")
+    assert o.price_id_count() == 8
+
+
+def test_unknown_price_id(protocol):
+    o = protocol.oracle
+    with boa.reverts("oracle: unknown price id"):
+        o.index_price(2)
+    with boa.reverts("oracle: unknown price id"):
+        o.index_price_with_time(99)
+
+
+# ------------------------------------------------------------------ index_price_with_time
+
+
+def test_index_price_with_time_returns_oldest_valid_update(protocol):
+    o = protocol.oracle
+    t0 = now()
+    f1, f2, f3 = feed(8, usd8(1990)), feed(8, usd8(2000)), feed(8, usd8(2010))
+    o.set_feeds(ETH, [f3.address, f1.address, f2.address], [3600, 120, 3600])
+    assert o.index_price_with_time(ETH) == (2000 * WAD, t0)
+    boa.env.time_travel(seconds=100)
+    f2.set_answer(usd8(2000))  # t0 + 100
+    boa.env.time_travel(seconds=50)
+    f3.set_answer(usd8(2010))  # t0 + 150
+    # f1 is 150 s old with a 120 s heartbeat: ignored, so the oldest valid update is f2's
+    assert o.index_price_with_time(ETH) == (2005 * WAD, t0 + 100)
+    f1.set_answer(usd8(1990))  # refreshed now (t0 + 150)
+    assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 100)
+    # a feed stamped in the past through set_round is the oldest
+    f3.set_round(7, usd8(2010), t0 + 20)
+    assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 20)
+    # single feed: its own updatedAt
+    o.set_feeds(ETH, [f2.address], [3600])
+    assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 100)
