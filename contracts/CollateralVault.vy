@@ -37,6 +37,10 @@ interface IOracle:
     def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]: view
 
 
+interface IERC20Decimals:
+    def decimals() -> uint8: view
+
+
 interface IMarginEngine:
     def meets_initial_margin(account: address) -> bool: view
 
@@ -139,10 +143,6 @@ def __init__(admin_: address, settlement_token: address, oracle: address):
     SETTLEMENT_TOKEN = settlement_token
     SETTLEMENT_SCALE = 10 ** (18 - decimals)
     ORACLE = oracle
-
-
-interface IERC20Decimals:
-    def decimals() -> uint8: view
 
 
 # ---------------------------------------------------------------- governance
@@ -390,7 +390,9 @@ def _collateral_value(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]
         if amount == 0:
             continue
         asset: Asset = self.assets[asset_id]
-        value += amount * prices[asset.price_id] * asset.haircut // (10 ** asset.decimals * WAD)
+        price: uint256 = prices[asset.price_id]
+        assert price != 0, "vault: no valid price"
+        value += amount * price * asset.haircut // (10 ** asset.decimals * WAD)
     return value
 
 

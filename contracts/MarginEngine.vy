@@ -92,7 +92,9 @@ MAX_IM_RATE: constant(uint256) = 10**18
 MIN_MM_RATE: constant(uint256) = 5 * 10**15
 MIN_PENALTY: constant(uint256) = 10**15
 MAX_PENALTY: constant(uint256) = 10**17
-MIN_TARGET: constant(uint256) = 10**18
+# @dev A target above 1 leaves a buffer, so one liquidation is not followed by another at
+#      the next tick.
+MIN_TARGET: constant(uint256) = 105 * 10**16
 MAX_TARGET: constant(uint256) = 2 * 10**18
 MIN_PRICE_DEVIATION: constant(uint256) = 10**15
 MAX_PRICE_DEVIATION: constant(uint256) = 2 * 10**17
@@ -389,7 +391,7 @@ def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: 
     @notice Change liquidation parameters (risk admin).
     @param penalty WAD fraction of closed notional, in [0.1%, 10%] and <= half of every mm_rate.
     @param liquidator_share WAD fraction of the penalty paid to the liquidator, <= 100%.
-    @param target Health factor a partial liquidation restores, WAD, in [1.0, 2.0].
+    @param target Health factor a partial liquidation restores, WAD, in [1.05, 2.0].
     """
     roles._check_risk_admin()
     assert penalty >= MIN_PENALTY and penalty <= MAX_PENALTY, "engine: penalty out of bounds"
@@ -429,7 +431,7 @@ def set_trade_params(max_price_deviation: uint256, max_funding_rate: uint256, fu
 def _funding_index_now(market: Market, price: uint256) -> int256:
     """
     @dev Cumulative funding (WAD USD per unit of size) including accrual since the last update:
-         rate * price * elapsed / 8h, truncated towards zero.
+         trunc(trunc(rate * price / 1e18) * elapsed / 8h), each step truncated towards zero.
     """
     if not market.is_perpetual or block.timestamp <= market.funding_time:
         return market.funding_index
@@ -476,6 +478,7 @@ def _margin(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int2
         mark: uint256 = market.settlement_price
         if mark == 0:
             mark = prices[self.underlyings[market.underlying].price_id]
+            assert mark != 0, "engine: no valid price"
             if position.size > 0:
                 longs[market.underlying] += convert(position.size, uint256)
             else:
@@ -715,6 +718,7 @@ def match_orders(maker: Order, maker_signature: Bytes[65], taker: Order, taker_s
 
     prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
     index: uint256 = prices[self.underlyings[market.underlying].price_id]
+    assert index != 0, "engine: no valid price"
     gap: uint256 = max(price, index) - min(price, index)
     assert gap * WAD <= index * self.max_price_deviation, "engine: price too far from index"
 
@@ -763,13 +767,16 @@ def cancel_nonce(nonce: uint256):
 def _close_underlying(account: address, liquidator: address, u: uint256, fraction: uint256, price: uint256) -> uint256:
     """
     @dev Move ceil(fraction * |size|) of every position of `account` on underlying `u` to the
-         liquidator at mark; returns the closed notional (WAD USD, rounded up).
+         liquidator at mark; returns the closed notional (WAD USD, rounded up). Futures past
+         expiry are left for settlement: nobody could trade them.
     """
     notional: uint256 = 0
     open_markets: DynArray[uint256, MAX_ACCOUNT_MARKETS] = self._account_markets[account]
     for market_id: uint256 in open_markets:
         market: Market = self.markets[market_id]
         if market.underlying != u or market.settlement_price != 0:
+            continue
+        if not market.is_perpetual and block.timestamp >= market.expiry:
             continue
         size: int256 = self.positions[account][market_id].size
         amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, WAD), convert(abs(size), uint256))
@@ -790,13 +797,14 @@ def _close_underlying(account: address, liquidator: address, u: uint256, fractio
 @view
 def _underlying_mm(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (uint256[MAX_UNDERLYINGS], uint256[MAX_UNDERLYINGS]):
     """
-    @dev Per underlying: its maintenance margin and its gross notional (WAD USD).
+    @dev Per underlying: maintenance margin and gross notional (WAD USD) of the positions a
+         liquidation can close (not settled, not past expiry).
     """
     longs: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
     shorts: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
     for market_id: uint256 in self._account_markets[account]:
         market: Market = self.markets[market_id]
-        if market.settlement_price != 0:
+        if market.settlement_price != 0 or (not market.is_perpetual and block.timestamp >= market.expiry):
             continue
         size: int256 = self.positions[account][market_id].size
         if size > 0:
@@ -816,13 +824,15 @@ def _underlying_mm(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -
 
 
 @internal
-def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], full: bool) -> uint256:
+def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], full: bool) -> (uint256, uint256):
     """
     @dev Close underlyings in decreasing order of maintenance margin. For underlying u with
          maintenance margin M_u and gross notional G_u, closing a fraction f of it lowers MM by
          f*M_u and equity by penalty*f*G_u, so health reaches target t when
              f >= (t*MM - equity) / (t*M_u - penalty*G_u);
-         f = 1 when the denominator is not positive or when `full`. Returns closed notional.
+         f = 1 when the denominator is not positive or when `full`. The penalty never exceeds
+         the account's remaining equity, so it cannot push a solvent account into bad debt.
+         Returns (closed notional, penalty charged).
     """
     penalty_rate: uint256 = self.liquidation_penalty
     target: uint256 = self.liquidation_target
@@ -831,6 +841,7 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
     mms, gross = self._underlying_mm(account, prices)
     done: bool[MAX_UNDERLYINGS] = empty(bool[MAX_UNDERLYINGS])
     notional: uint256 = 0
+    charged: uint256 = 0
     for step: uint256 in range(MAX_UNDERLYINGS):
         u: uint256 = MAX_UNDERLYINGS
         for k: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
@@ -850,10 +861,13 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
         closed: uint256 = self._close_underlying(account, liquidator, u, fraction, prices[self.underlyings[u].price_id])
         if closed == 0:
             continue
-        penalty: uint256 = wad._mul_div_up(closed, penalty_rate, WAD)
-        extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, penalty * self.liquidator_share // WAD)
+        # closing at mark leaves equity unchanged: summary.equity is still the account's equity
+        penalty: uint256 = min(wad._mul_div_up(closed, penalty_rate, WAD), convert(max(summary.equity, 0), uint256))
+        if penalty != 0:
+            extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, penalty * self.liquidator_share // WAD)
         notional += closed
-    return notional
+        charged += penalty
+    return notional, charged
 
 
 @internal
@@ -866,12 +880,14 @@ def _has_open_positions(account: address) -> bool:
 
 
 @internal
-def _sell_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS]):
+def _sell_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> bool:
     """
     @dev Sell collateral to the liquidator at a discount until the account's cash is no longer
          negative or its collateral is gone. Discount = min(penalty, (1 - haircut) / 2), so each
-         sale raises equity (the haircut keeps more than the discount).
+         sale raises equity (the haircut keeps more than the discount). Returns whether any
+         collateral was sold.
     """
+    sold: bool = False
     cash: int256 = staticcall IVault(VAULT).cash(account)
     balances: DynArray[uint256, MAX_ASSETS] = staticcall IVault(VAULT).collateral_balances(account)
     for asset_id: uint256 in range(len(balances), bound=MAX_ASSETS):
@@ -890,7 +906,9 @@ def _sell_collateral(account: address, liquidator: address, prices: DynArray[uin
         payment: uint256 = amount * price // unit
         extcall IVault(VAULT).sell_collateral(account, liquidator, asset_id, amount, payment)
         cash += convert(payment, int256)
+        sold = True
         log CollateralLiquidated(account=account, liquidator=liquidator, asset_id=asset_id, amount=amount, payment=payment)
+    return sold
 
 
 @external
@@ -900,7 +918,8 @@ def liquidate(account: address) -> uint256:
     @notice Liquidate an account whose equity is below its maintenance margin. Permissionless;
             the caller takes over the closed positions at mark, buys any collateral sold, and
             must meet its own initial margin afterwards.
-    @dev Reverts "engine: account not liquidatable", "engine: self liquidation",
+    @dev Reverts "engine: account not liquidatable", "engine: nothing to liquidate" (e.g. only a
+         future past expiry awaiting settlement), "engine: self liquidation",
          "engine: liquidator below initial margin", or an oracle error. Never lowers the
          account's health factor unless it closes the account's positions completely.
     @param account The account to liquidate.
@@ -912,21 +931,32 @@ def liquidate(account: address) -> uint256:
     before: MarginSummary = self._summary(account, prices)
     assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
 
-    notional: uint256 = self._liquidate_positions(account, msg.sender, prices, False)
+    notional: uint256 = 0
+    penalty: uint256 = 0
+    notional, penalty = self._liquidate_positions(account, msg.sender, prices, False)
     after: MarginSummary = self._summary(account, prices)
     if self._has_open_positions(account) and after.health_factor < before.health_factor:
         # too deep for a partial close to help: close everything
-        notional += self._liquidate_positions(account, msg.sender, prices, True)
+        more_notional: uint256 = 0
+        more_penalty: uint256 = 0
+        more_notional, more_penalty = self._liquidate_positions(account, msg.sender, prices, True)
+        notional += more_notional
+        penalty += more_penalty
         after = self._summary(account, prices)
+    acted: bool = notional != 0
     if not self._has_open_positions(account) and after.equity < 0:
-        self._sell_collateral(account, msg.sender, prices)
+        acted = self._sell_collateral(account, msg.sender, prices) or acted
         if not staticcall IVault(VAULT).has_collateral(account):
-            extcall IVault(VAULT).cover_deficit(account)
+            covered: uint256 = 0
+            uncovered: uint256 = 0
+            covered, uncovered = extcall IVault(VAULT).cover_deficit(account)
+            acted = acted or covered + uncovered != 0
         after = self._summary(account, prices)
+    # e.g. only an expired future awaiting settlement: say so rather than burn the caller's gas
+    assert acted, "engine: nothing to liquidate"
 
     liquidator: MarginSummary = self._summary(msg.sender, prices)
     assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below initial margin"
-    penalty: uint256 = wad._mul_div_up(notional, self.liquidation_penalty, WAD)
     log Liquidation(
         account=account,
         liquidator=msg.sender,

@@ -26,6 +26,11 @@ exports: (
     roles.set_risk_admin,
 )
 
+interface AggregatorV3:
+    def decimals() -> uint8: view
+    def latestRoundData() -> (uint80, int256, uint256, uint256, uint80): view
+
+
 MAX_FEEDS: constant(uint256) = 3
 MAX_PRICE_IDS: constant(uint256) = 8
 # @dev Bounds on a feed's heartbeat (staleness limit), seconds.
@@ -93,6 +98,8 @@ def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], hear
         assert heartbeats[i] >= MIN_HEARTBEAT and heartbeats[i] <= MAX_HEARTBEAT, "oracle: heartbeat out of bounds"
         decimals: uint256 = convert(staticcall AggregatorV3(aggregators[i]).decimals(), uint256)
         assert decimals <= 18, "oracle: feed decimals above 18"
+        for j: uint256 in range(i, bound=MAX_FEEDS):
+            assert aggregators[j] != aggregators[i], "oracle: duplicate feed"
         feed: Feed = Feed(aggregator=aggregators[i], scale=10 ** (18 - decimals), heartbeat=heartbeats[i])
         ok: bool = False
         price: uint256 = 0
@@ -102,11 +109,6 @@ def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], hear
         feeds.append(feed)
     self._feeds[price_id] = feeds
     log FeedsSet(price_id=price_id, aggregators=aggregators, heartbeats=heartbeats)
-
-
-interface AggregatorV3:
-    def decimals() -> uint8: view
-    def latestRoundData() -> (uint80, int256, uint256, uint256, uint80): view
 
 
 @internal
@@ -139,16 +141,18 @@ def _read(feed: Feed) -> (bool, uint256, uint256):
         return False, 0, 0
     if block.timestamp - updated_at > feed.heartbeat:
         return False, 0, 0
+    if convert(answer, uint256) > max_value(uint256) // feed.scale // 10**36:
+        # absurdly large: would overflow the margin maths downstream
+        return False, 0, 0
     return True, convert(answer, uint256) * feed.scale, updated_at
 
 
 @internal
 @view
-def _index_price(price_id: uint256) -> (uint256, uint256):
+def _median(price_id: uint256) -> (uint256, uint256):
     """
-    @dev Median of valid feeds and the oldest `updatedAt` among them; reverts if none valid.
+    @dev Median of valid feeds and the oldest `updatedAt` among them; (0, 0) if none is valid.
     """
-    assert price_id < self.price_id_count, "oracle: unknown price id"
     prices: DynArray[uint256, MAX_FEEDS] = []
     oldest: uint256 = max_value(uint256)
     for feed: Feed in self._feeds[price_id]:
@@ -169,10 +173,22 @@ def _index_price(price_id: uint256) -> (uint256, uint256):
                 j -= 1
             oldest = min(oldest, updated_at)
     n: uint256 = len(prices)
-    assert n > 0, "oracle: no valid price"
+    if n == 0:
+        return 0, 0
     if n % 2 == 1:
         return prices[n // 2], oldest
     return (prices[n // 2 - 1] + prices[n // 2]) // 2, oldest
+
+
+@internal
+@view
+def _index_price(price_id: uint256) -> (uint256, uint256):
+    assert price_id < self.price_id_count, "oracle: unknown price id"
+    price: uint256 = 0
+    updated_at: uint256 = 0
+    price, updated_at = self._median(price_id)
+    assert price != 0, "oracle: no valid price"
+    return price, updated_at
 
 
 @external
@@ -204,14 +220,16 @@ def index_price_with_time(price_id: uint256) -> (uint256, uint256):
 @view
 def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]:
     """
-    @notice Index prices of every price id, in id order; reverts if any is unavailable.
-    @return WAD prices, one per price id.
+    @notice Index prices of every price id, in id order, with 0 for an id that has no valid
+            feed now. Never reverts, so one broken underlying cannot freeze accounts that do
+            not use it; users of a price must reject 0.
+    @return WAD prices, one per price id (0 = unavailable).
     """
     out: DynArray[uint256, MAX_PRICE_IDS] = []
     for price_id: uint256 in range(self.price_id_count, bound=MAX_PRICE_IDS):
         price: uint256 = 0
         updated_at: uint256 = 0
-        price, updated_at = self._index_price(price_id)
+        price, updated_at = self._median(price_id)
         out.append(price)
     return out
 

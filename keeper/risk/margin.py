@@ -363,7 +363,10 @@ class MarginResult:
 
     `equity` object (N,): WAD USD, signed, rounded down. `initial_margin`, `maintenance_margin`
     object (N,): WAD USD, rounded up. `health_factor` object (N,): WAD (max uint256 with nothing to
-    maintain). `liquidatable` bool (N,): equity < maintenance margin (`is_liquidatable`).
+    maintain). `liquidatable` bool (N,): equity < maintenance margin (`is_liquidatable`), and
+    False where `priced` is False. `priced` bool (N,): every price the account needs is
+    available; where a live position's underlying or a held collateral asset has no valid price
+    (index 0) the contract reverts "no valid price" and the other fields are meaningless.
     """
 
     equity: np.ndarray
@@ -371,6 +374,7 @@ class MarginResult:
     maintenance_margin: np.ndarray
     health_factor: np.ndarray
     liquidatable: np.ndarray
+    priced: np.ndarray
 
     @property
     def meets_initial_margin(self) -> np.ndarray:
@@ -484,7 +488,23 @@ def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: 
             for c, (a, b) in zip(columns, cuts)
         ]
         equity[lo:hi], im[lo:hi], mm[lo:hi] = _margin_block(book, lo, hi, block, assets, marks, funding, groups)
-    return MarginResult(equity, im, mm, _health(equity, mm), np.asarray(equity < mm, dtype=bool).reshape(n))
+    priced = _priced(book, markets, params, prices)
+    return MarginResult(equity, im, mm, _health(equity, mm), np.asarray(equity < mm, dtype=bool).reshape(n) & priced, priced)
+
+
+def _priced(book: AccountBook, markets: MarketTable, params: RiskParams, prices: np.ndarray) -> np.ndarray:
+    """bool (N,): no live position on an unpriced underlying and no unpriced collateral held."""
+    unpriced_assets = [a for a in range(params.n_assets) if prices[params.asset_price_id[a]] == 0]
+    index = prices[params.price_id]
+    unpriced_markets = [
+        m for m in range(markets.n_markets) if markets.live[m] and index[markets.underlying[m]] == 0
+    ]
+    missing = np.zeros(book.n_accounts, dtype=bool)
+    if unpriced_assets:
+        missing |= (book.collateral[:, unpriced_assets] != 0).any(axis=1)
+    if unpriced_markets:
+        missing |= (book.size[:, unpriced_markets] != 0).any(axis=1)
+    return ~missing
 
 
 def _margin_block(book, lo, hi, block, assets, marks, funding, groups):
@@ -626,7 +646,7 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
     m_settle, m_fidx = markets.settlement_price.tolist(), markets.funding_index.tolist()
     n_u = params.n_underlyings
 
-    out_eq, out_im, out_mm, out_hf, out_liq = [], [], [], [], []
+    out_eq, out_im, out_mm, out_hf, out_liq, out_priced = [], [], [], [], [], []
     for cash, balances, sizes, entries, indices in zip(
         book.cash.tolist(),
         book.collateral.tolist(),
@@ -635,8 +655,10 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
         book.funding_index.tolist(),
     ):
         equity = cash
+        priced = True
         for amount, (price, decimals, haircut) in zip(balances, assets):
             if amount:
+                priced = priced and price != 0
                 equity += amount * price * haircut // (10**decimals * WAD)
         longs = [0] * n_u
         shorts = [0] * n_u
@@ -647,6 +669,7 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
             mark = m_settle[m]
             if mark == 0:
                 mark = u_price[u]
+                priced = priced and mark != 0
                 if size > 0:
                     longs[u] += size
                 else:
@@ -673,11 +696,14 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
         out_im.append(im)
         out_mm.append(mm)
         out_hf.append(health)
-        out_liq.append(equity < mm)
+        out_liq.append(equity < mm and priced)
+        out_priced.append(priced)
 
     def col(values: list[int]) -> np.ndarray:
         arr = np.empty(len(values), dtype=object)
         arr[:] = values
         return arr
 
-    return MarginResult(col(out_eq), col(out_im), col(out_mm), col(out_hf), np.array(out_liq, dtype=bool))
+    return MarginResult(
+        col(out_eq), col(out_im), col(out_mm), col(out_hf), np.array(out_liq, dtype=bool), np.array(out_priced, dtype=bool)
+    )

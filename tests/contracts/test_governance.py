@@ -7,6 +7,8 @@ import boa
 import pytest
 
 from tests.boa_protocol import WAD, deploy_unique, deployer, events
+# a target of 1.0 would leave the account at MM, liquidatable again at the next tick
+MIN_TARGET = 105 * 10**16
 
 ZERO = "0x0000000000000000000000000000000000000000"
 CONTRACTS = ["oracle", "vault", "engine"]
@@ -170,7 +172,7 @@ def test_risk_setters_refuse_admin(split_roles):
         lambda: p.oracle.set_feeds(0, [f.address], [3600]),
         lambda: p.vault.set_asset_params(0, WAD // 2, 1),
         lambda: p.engine.set_underlying_params(0, 10**17, 5 * 10**16, 0, 0),
-        lambda: p.engine.set_liquidation_params(10**16, WAD, WAD),
+        lambda: p.engine.set_liquidation_params(10**16, WAD, MIN_TARGET),
         lambda: p.engine.set_trade_params(10**16, 0, WAD),
     ]
     for who in (p.admin, addr(p)):
@@ -291,7 +293,7 @@ def test_list_market(protocol):
         ((10**15 - 1, 5 * 10**17, 125 * 10**16), "engine: penalty out of bounds"),
         ((10**17 + 1, 5 * 10**17, 125 * 10**16), "engine: penalty out of bounds"),
         ((2 * 10**16, WAD + 1, 125 * 10**16), "engine: liquidator_share out of bounds"),
-        ((2 * 10**16, 5 * 10**17, WAD - 1), "engine: target out of bounds"),
+        ((2 * 10**16, 5 * 10**17, MIN_TARGET - 1), "engine: target out of bounds"),
         ((2 * 10**16, 5 * 10**17, 2 * WAD + 1), "engine: target out of bounds"),
         ((25 * 10**15 + 1, 5 * 10**17, 125 * 10**16), "engine: mm_rate below twice the penalty"),
     ],
@@ -308,16 +310,16 @@ def test_liquidation_params_valid_extremes(protocol):
     e.set_liquidation_params(25 * 10**15, WAD, 2 * WAD)  # penalty = mm / 2 exactly
     (ev,) = events(e, "LiquidationParamsSet")
     assert (ev.liquidation_penalty, ev.liquidator_share, ev.liquidation_target) == (25 * 10**15, WAD, 2 * WAD)
-    e.set_liquidation_params(10**15, 0, WAD)
-    assert (e.liquidation_penalty(), e.liquidator_share(), e.liquidation_target()) == (10**15, 0, WAD)
+    e.set_liquidation_params(10**15, 0, MIN_TARGET)
+    assert (e.liquidation_penalty(), e.liquidator_share(), e.liquidation_target()) == (10**15, 0, MIN_TARGET)
     # the 10% ceiling needs every underlying's mm >= 20%
     with boa.reverts("engine: mm_rate below twice the penalty"):
-        e.set_liquidation_params(10**17, 0, WAD)
+        e.set_liquidation_params(10**17, 0, MIN_TARGET)
     e.set_underlying_params(0, 2 * 10**17, 2 * 10**17, 0, 0)
     with boa.reverts("engine: mm_rate below twice the penalty"):
-        e.set_liquidation_params(10**17, 0, WAD)  # BTC still at 5%
+        e.set_liquidation_params(10**17, 0, MIN_TARGET)  # BTC still at 5%
     e.set_underlying_params(1, 2 * 10**17, 2 * 10**17, 0, 0)
-    e.set_liquidation_params(10**17, 0, WAD)
+    e.set_liquidation_params(10**17, 0, MIN_TARGET)
     assert e.liquidation_penalty() == 10**17
     # and then an underlying cannot drop its mm below twice that penalty
     with boa.reverts("engine: mm_rate below twice the penalty"):

@@ -1,5 +1,6 @@
 """MarginEngine liquidation: eligibility, partial close to the target health, ordering by margin,
-exact penalty split, collateral sale, insurance waterfall and bad debt, and value conservation."""
+exact penalty split, the penalty capped at the account's equity, expired-but-unsettled futures left
+for settlement, collateral sale, insurance waterfall and bad debt, and value conservation."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def charge(amount: int, price: int, rate: int) -> int:
 
 
 def close_step(equity, mm_total, mm_u, gross_u, size, price, *, target=TARGET, penalty_rate=PENALTY, share=SHARE):
-    """The engine's partial close of one underlying holding a single position, by hand."""
+    """The engine's partial close of one underlying holding a single position, by hand. The
+    penalty is ceil(closed * rate) capped at the equity before the close (0 if it is negative)."""
     denominator = mm_u * target // WAD - gross_u * penalty_rate // WAD
     deficit = ceil_div(mm_total * target, WAD) - equity
     fraction = WAD if denominator <= 0 else min(WAD, ceil_div(deficit * WAD, denominator))
     amount = min(ceil_div(abs(size) * fraction, WAD), abs(size))
     closed = ceil_div(amount * price, WAD)
-    penalty = ceil_div(closed * penalty_rate, WAD)
+    penalty = min(ceil_div(closed * penalty_rate, WAD), max(equity, 0))
     return amount, closed, penalty, penalty * share // WAD
 
 
@@ -51,6 +53,17 @@ def liquidate(p, liquidator, account):
 def logged(name: str) -> list:
     """Events named `name` of the last successful `liquidate` (engine and vault)."""
     return [x for x in _LOGS if type(x).__name__ == name]
+
+
+def cash_settled() -> list:
+    """(account, delta) of every CashSettled of the last `liquidate`, in order."""
+    return [(x.account, x.delta) for x in logged("CashSettled")]
+
+
+def fund_insurance(p, dollars: int) -> None:
+    p.usdc.mint(p.admin, dollars * 10**6)
+    p.usdc.approve(p.vault.address, dollars * 10**6)
+    p.vault.fund_insurance(dollars * 10**6)
 
 
 def snapshot(p, *users):
@@ -249,10 +262,9 @@ def test_first_underlying_closed_fully_then_next_partially(setup):
     assert [(x.market, x.size) for x in moved] == [(ETH_PERP, 40 * WAD), (BTC_PERP, amount2)]
     assert e.open_markets(a.address) == [BTC_PERP]
     assert v.insurance_fund() - fund == pen1 - share1 + pen2 - share2
-    # the event's penalty is computed on the total notional: equal here up to a wei of rounding
+    # the event's penalty is the sum of the penalties actually charged, one per underlying
     ev = logged("Liquidation")[0]
-    assert ev.penalty == ceil_div((closed1 + closed2) * PENALTY, WAD)
-    assert pen1 + pen2 - 1 <= ev.penalty <= pen1 + pen2
+    assert ev.penalty == pen1 + pen2
     assert e.health_factor(a.address) >= TARGET
 
 
@@ -291,62 +303,98 @@ def test_deep_underwater_with_bad_debt(setup):
     # 1000 + 1 WETH * 1700 * 0.85 - 10 * 300
     assert e.equity(a.address) == -555 * WAD
     liq_cash = v.cash(liq.address)
+    assert v.insurance_fund() == 0
     assert liquidate(p, liq, a) == 17_000 * WAD
-    penalty, share = 340 * WAD, 170 * WAD
+    # negative equity: no penalty at all (2% of 17000 would have been 340)
     # WETH sold at 1700 * (1 - min(2%, 15%/2)) = 1666
     (sale,) = logged("CollateralLiquidated")
     assert (sale.account, sale.liquidator, sale.asset_id, sale.amount, sale.payment) == (
         a.address, liq.address, 0, WAD, 1666 * WAD,
     )
-    # cash after close, penalty and sale: 1000 - 3000 - 340 + 1666 = -674; the fund holds 170
+    # cash after close and sale: 1000 - 3000 + 1666 = -334; the fund is empty
     (cover,) = logged("DeficitCovered")
-    assert (cover.account, cover.from_insurance, cover.bad_debt) == (a.address, 170 * WAD, 504 * WAD)
+    assert (cover.account, cover.from_insurance, cover.bad_debt) == (a.address, 0, 334 * WAD)
+    assert cash_settled() == [
+        (a.address, -3000 * WAD),  # the loss realized at the close
+        (liq.address, -1666 * WAD), (a.address, 1666 * WAD),  # the sale
+        (a.address, 334 * WAD),  # written off
+    ]
     assert v.insurance_fund() == 0  # never negative
-    assert v.bad_debt() == 504 * WAD
+    assert v.bad_debt() == 334 * WAD
     assert v.cash(a.address) == 0
     assert not v.has_collateral(a.address)
     assert e.open_markets(a.address) == []
     assert e.margin_summary(a.address) == (0, 0, 0, MAX_UINT)
     ev = logged("Liquidation")[0]
-    assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (17_000 * WAD, penalty, 0, MAX_UINT)
-    # the liquidator holds the position at mark, the WETH, and paid 1666 minus its 170 share
+    assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (17_000 * WAD, 0, 0, MAX_UINT)
+    # the liquidator holds the position at mark, the WETH, and paid 1666 with no penalty share
     assert e.positions(liq.address, ETH_PERP)[:2] == (10 * WAD, 1700 * WAD)
     assert v.balances(liq.address, 0) == WAD
-    assert v.cash(liq.address) - liq_cash == share - 1666 * WAD
+    assert v.cash(liq.address) - liq_cash == -1666 * WAD
 
 
 def test_deep_underwater_covered_by_insurance(setup):
     p, a, b, liq = setup
     v = p.vault
-    p.usdc.mint(p.admin, 10_000 * 10**6)
-    p.usdc.approve(v.address, 10_000 * 10**6)
-    v.fund_insurance(10_000 * 10**6)
+    fund_insurance(p, 10_000)
     _underwater(p, a, b, 1000, WAD)
+    liq_cash = v.cash(liq.address)
     liquidate(p, liq, a)
+    assert logged("Liquidation")[0].penalty == 0  # equity -555: nothing to take
+    # 1000 - 3000 + 1666 = -334, all of it from the fund
     (cover,) = logged("DeficitCovered")
-    assert (cover.from_insurance, cover.bad_debt) == (674 * WAD, 0)
-    assert v.insurance_fund() == 10_000 * WAD + 170 * WAD - 674 * WAD
+    assert (cover.from_insurance, cover.bad_debt) == (334 * WAD, 0)
+    assert v.insurance_fund() == 10_000 * WAD - 334 * WAD
     assert v.bad_debt() == 0
     assert v.cash(a.address) == 0
+    assert v.cash(liq.address) - liq_cash == -1666 * WAD
 
 
 def test_partial_collateral_sale_clears_debt(setup):
     p, a, b, liq = setup
     e, v = p.engine, p.vault
-    _underwater(p, a, b, 1840, WAD)
-    # positive equity (285) but far below MM (850): closed fully, cash -1500 after the penalty
-    assert e.margin_summary(a.address)[::2] == (285 * WAD, 850 * WAD)
+    _underwater(p, a, b, 1500, WAD)
+    # 1500 + 1445 - 3000 = -55: closed fully, no penalty on negative equity, cash -1500 after the
+    # close; selling at 1666 (above the 1445 haircut value) clears the debt with part of the WETH
+    assert e.margin_summary(a.address)[::2] == (-55 * WAD, 850 * WAD)
+    fund, liq_cash = v.insurance_fund(), v.cash(liq.address)
     liquidate(p, liq, a)
+    assert logged("Liquidation")[0].penalty == 0
     amount = ceil_div(1500 * WAD * WAD, 1666 * WAD)
     payment = amount * 1666 * WAD // WAD
+    assert 0 < amount < WAD
     (sale,) = logged("CollateralLiquidated")
     assert (sale.amount, sale.payment) == (amount, payment)
     assert logged("DeficitCovered") == []
     assert v.cash(a.address) == payment - 1500 * WAD >= 0
     assert v.balances(a.address, 0) == WAD - amount
+    assert v.cash(liq.address) - liq_cash == -payment
+    assert v.insurance_fund() == fund
     assert v.bad_debt() == 0
-    assert e.equity(a.address) > 0
+    assert e.equity(a.address) == payment - 1500 * WAD + (WAD - amount) * 1700 * WAD * 85 * 10**16 // (WAD * WAD) > 0
     assert e.health_factor(a.address) == MAX_UINT
+
+
+def test_capped_penalty_leaves_collateral_backed_cash(setup):
+    """Positive equity smaller than the full penalty: the penalty takes the equity exactly, which
+    leaves equity 0, so nothing is sold: the negative cash stays backed by the WETH."""
+    p, a, b, liq = setup
+    e, v = p.engine, p.vault
+    _underwater(p, a, b, 1840, WAD)
+    # 1840 + 1445 - 3000 = 285 < MM 850; 2% of 17000 = 340 > 285
+    assert e.margin_summary(a.address)[::2] == (285 * WAD, 850 * WAD)
+    fund, liq_cash = v.insurance_fund(), v.cash(liq.address)
+    assert liquidate(p, liq, a) == 17_000 * WAD
+    ev = logged("Liquidation")[0]
+    assert (ev.penalty, ev.health_after) == (285 * WAD, MAX_UINT)
+    assert v.insurance_fund() - fund == 285 * WAD - 285 * WAD // 2
+    assert v.cash(liq.address) - liq_cash == 285 * WAD // 2
+    assert logged("CollateralLiquidated") == [] and logged("DeficitCovered") == []
+    assert v.cash(a.address) == 1840 * WAD - 3000 * WAD - 285 * WAD
+    assert v.balances(a.address, 0) == WAD
+    assert e.margin_summary(a.address) == (0, 0, 0, MAX_UINT)
+    assert v.bad_debt() == 0
+    assert not e.is_liquidatable(a.address)
 
 
 def test_account_without_positions_and_negative_equity(setup):
@@ -386,10 +434,204 @@ def test_liquidation_settles_expired_futures_first(setup):
     assert [x.market for x in logged("PositionLiquidated")] == [ETH_PERP]
     assert e.positions(liq.address, ETH_FUT).size == 0
     assert e.open_markets(a.address) == []
-    # 4000 - 2000 - 2000 - 360 penalty: the fund (its 180 half) covers what it can
+    # 4000 - 2000 - 2000 = 0 equity: the perp closes without penalty (2% of 18000 = 360 capped at
+    # 0), so no charge, no deficit, nothing for the fund or the liquidator
+    ev = logged("Liquidation")[0]
+    assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (18_000 * WAD, 0, 0, MAX_UINT)
+    assert cash_settled() == [(a.address, -2000 * WAD), (a.address, -2000 * WAD)]
+    assert logged("DeficitCovered") == []
+    assert v.cash(a.address) == 0 and v.insurance_fund() == 0 and v.bad_debt() == 0
+
+
+def test_liquidation_leaves_expired_unsettled_future_for_settlement(setup):
+    p, a, b, liq = setup
+    e, v = p.engine, p.vault
+    p.deposit_usd(a, 4_000)
+    p.trade(a, b, ETH_FUT, 10 * WAD, 2000 * WAD)
+    p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
+    expiry = p.deployment.market_expiries["ETH-FUT"]
+    boa.env.time_travel(seconds=expiry - boa.env.evm.patch.timestamp + 1)
+    p.set_price("ETH", 1820)
+    # expired but nobody settled it: still valued (and margined) at the index
+    assert e.markets(ETH_FUT).settlement_price == 0
+    price = 1820 * WAD
+    equity = 4000 * WAD - 20 * 180 * WAD
+    mm = charge(20 * WAD, price, MM)
+    assert e.margin_summary(a.address)[::2] == (equity, mm)
+    # the underlying's margin and gross count the future; the fraction reaches 1: the whole perp
+    amount, closed, penalty, share = close_step(equity, mm, mm, 20 * 1820 * WAD, 10 * WAD, price)
+    assert (amount, closed, penalty) == (10 * WAD, 18_200 * WAD, 364 * WAD)
+    liq_cash, fund = v.cash(liq.address), v.insurance_fund()
+
+    assert liquidate(p, liq, a) == closed
+
+    (moved,) = logged("PositionLiquidated")
+    assert (moved.market, moved.size, moved.price) == (ETH_PERP, 10 * WAD, price)
+    assert logged("Liquidation")[0].penalty == penalty
+    assert e.positions(liq.address, ETH_PERP)[:2] == (10 * WAD, price)
+    assert e.positions(liq.address, ETH_FUT).size == 0
+    assert e.positions(a.address, ETH_FUT)[:2] == (10 * WAD, 2000 * WAD)
+    assert e.open_markets(a.address) == [ETH_FUT]
+    assert v.cash(a.address) == 4000 * WAD - 1800 * WAD - penalty
+    assert v.cash(liq.address) - liq_cash == share
+    assert v.insurance_fund() - fund == penalty - share
+    # still below maintenance (36 vs 910), but nothing is left that can be taken over: a further
+    # liquidation would move nothing, so it reverts rather than burn the keeper's gas
+    assert e.margin_summary(a.address)[::2] == (36 * WAD, charge(10 * WAD, price, MM))
+    with boa.env.prank(liq.address), boa.reverts("engine: nothing to liquidate"):
+        e.liquidate(a.address)
+    # a price published after expiry settles the market; settle_positions realizes the future
+    p.set_price("ETH", 1830)
+    e.settle_market(ETH_FUT)
+    assert e.markets(ETH_FUT).settlement_price == 1830 * WAD
+    e.settle_positions(a.address)
+    (change,) = [x for x in e.get_logs() if type(x).__name__ == "PositionChanged"]
+    assert (change.account, change.market, change.size, change.realized_pnl) == (a.address, ETH_FUT, 0, -1700 * WAD)
+    assert e.open_markets(a.address) == []
+    assert v.cash(a.address) == 4000 * WAD - 1800 * WAD - penalty - 1700 * WAD
+    assert e.margin_summary(a.address) == (136 * WAD, 0, 0, MAX_UINT)
+    assert e.positions(liq.address, ETH_FUT).size == 0
+
+
+# ------------------------------------------------------------------ penalty capped at equity
+
+
+def test_penalty_capped_at_small_positive_equity(setup):
+    p, a, b, liq = setup
+    e, v = p.engine, p.vault
+    p.deposit_usd(a, 2_200)
+    p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
+    p.set_price("ETH", 1800)
+    # equity 200 < MM 900; a full close would cost 2% of 18000 = 360 > 200
+    assert e.margin_summary(a.address)[::2] == (200 * WAD, 900 * WAD)
+    amount, closed, penalty, share = close_step(200 * WAD, 900 * WAD, 900 * WAD, 18_000 * WAD, 10 * WAD, 1800 * WAD)
+    assert (amount, closed) == (10 * WAD, 18_000 * WAD)
+    assert ceil_div(closed * PENALTY, WAD) == 360 * WAD > penalty == 200 * WAD
+    liq_cash, fund = v.cash(liq.address), v.insurance_fund()
+
+    assert liquidate(p, liq, a) == closed
+
+    ev = logged("Liquidation")[0]
+    assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (
+        closed, 200 * WAD, 200 * WAD * WAD // (900 * WAD), MAX_UINT,
+    )
+    # the penalty is exactly the equity: cash ends at exactly 0, nothing to cover
+    assert cash_settled() == [(a.address, -2000 * WAD), (a.address, -200 * WAD), (liq.address, 100 * WAD)]
+    assert v.cash(a.address) == 0
+    assert e.margin_summary(a.address) == (0, 0, 0, MAX_UINT)
+    assert logged("DeficitCovered") == [] and logged("CollateralLiquidated") == []
+    assert v.bad_debt() == 0
+    assert v.cash(liq.address) - liq_cash == share == 100 * WAD
+    assert v.insurance_fund() - fund == penalty - share == 100 * WAD
+
+
+def test_penalty_cap_spans_underlyings(setup):
+    """The first underlying's penalty takes all the equity; the next is closed without one."""
+    p, a, b, liq = setup
+    e, v = p.engine, p.vault
+    p.deposit_usd(a, 11_000)
+    p.trade(a, b, ETH_PERP, 40 * WAD, 2000 * WAD)
+    p.trade(a, b, BTC_PERP, WAD, 30000 * WAD)
+    p.set_price("ETH", 1780)
+    p.set_price("BTC", 29000)
+    equity = 11_000 * WAD - 40 * 220 * WAD - 1000 * WAD
+    mm_eth, mm_btc = charge(40 * WAD, 1780 * WAD, MM), charge(WAD, 29000 * WAD, MM)
+    assert e.margin_summary(a.address)[::2] == (equity, mm_eth + mm_btc) == (1200 * WAD, 5010 * WAD)
+    amount1, closed1, pen1, share1 = close_step(equity, mm_eth + mm_btc, mm_eth, 71_200 * WAD, 40 * WAD, 1780 * WAD)
+    assert (amount1, pen1) == (40 * WAD, equity)  # 1424 capped at 1200
+    amount2, closed2, pen2, _ = close_step(equity - pen1, mm_btc, mm_btc, 29_000 * WAD, WAD, 29000 * WAD)
+    assert (amount2, pen2) == (WAD, 0)
+    liq_cash, fund = v.cash(liq.address), v.insurance_fund()
+
+    assert liquidate(p, liq, a) == closed1 + closed2
+
+    assert [(x.market, x.size) for x in logged("PositionLiquidated")] == [(ETH_PERP, 40 * WAD), (BTC_PERP, WAD)]
+    assert logged("Liquidation")[0].penalty == pen1 == 1200 * WAD
+    # one penalty charge only: the BTC close finds equity 0 and charges nothing
+    assert cash_settled() == [
+        (a.address, -8800 * WAD), (a.address, -1200 * WAD), (liq.address, 600 * WAD), (a.address, -1000 * WAD),
+    ]
+    assert v.cash(a.address) == 0
+    assert e.margin_summary(a.address) == (0, 0, 0, MAX_UINT)
+    assert logged("DeficitCovered") == [] and v.bad_debt() == 0
+    assert v.cash(liq.address) - liq_cash == share1 == 600 * WAD
+    assert v.insurance_fund() - fund == pen1 - share1
+
+
+def test_negative_equity_pays_no_penalty(setup):
+    p, a, b, liq = setup
+    e, v = p.engine, p.vault
+    fund_insurance(p, 1_000)
+    p.deposit_usd(a, 2_000)
+    p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
+    p.set_price("ETH", 1780)
+    assert e.margin_summary(a.address)[::2] == (-200 * WAD, 890 * WAD)
+    # a full close: 2% of 17800 = 356 would be due on a solvent account
+    assert close_step(-200 * WAD, 890 * WAD, 890 * WAD, 17_800 * WAD, 10 * WAD, 1780 * WAD) == (10 * WAD, 17_800 * WAD, 0, 0)
+    liq_cash = v.cash(liq.address)
+
+    assert liquidate(p, liq, a) == 17_800 * WAD
+
+    ev = logged("Liquidation")[0]
+    assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (17_800 * WAD, 0, 0, MAX_UINT)
+    # no charge_penalty: the only cash moves are the realized loss and the write-off
+    assert cash_settled() == [(a.address, -2200 * WAD), (a.address, 200 * WAD)]
+    assert v.cash(liq.address) == liq_cash  # the liquidator gets nothing from it
+    assert e.positions(liq.address, ETH_PERP)[:2] == (10 * WAD, 1780 * WAD)
     (cover,) = logged("DeficitCovered")
-    assert (cover.from_insurance, cover.bad_debt) == (180 * WAD, 180 * WAD)
-    assert v.cash(a.address) == 0 and v.insurance_fund() == 0
+    assert (cover.account, cover.from_insurance, cover.bad_debt) == (a.address, 200 * WAD, 0)
+    assert v.insurance_fund() == 800 * WAD
+    assert v.bad_debt() == 0
+    assert v.cash(a.address) == 0
+    assert e.margin_summary(a.address) == (0, 0, 0, MAX_UINT)
+
+
+ODD_SHARE = 333_333_333_333_333_333  # floors every split
+
+
+@pytest.mark.parametrize("capped", [False, True], ids=["partial", "capped"])
+def test_event_penalty_is_liquidator_share_plus_fund_increase(setup, capped):
+    p, a, b, liq = setup
+    e, v = p.engine, p.vault
+    e.set_liquidation_params(PENALTY, ODD_SHARE, TARGET)
+    size = 40 * WAD + 3  # the closed ETH notional is not a multiple of 50 wei: its penalty rounds up
+    p.deposit(a, "USDC", 11_000_000_007)  # 11000.000007
+    p.trade(a, b, ETH_PERP, size, 2000 * WAD)
+    p.trade(a, b, BTC_PERP, WAD, 30000 * WAD)
+    eth, btc = (178000000003, 2900000000007) if capped else (182012345679, 2900087654321)
+    p.feeds["ETH"].set_answer(eth)
+    p.feeds["BTC"].set_answer(btc)
+    eth, btc = eth * 10**10, btc * 10**10
+    equity = 11_000_000_007 * 10**12 + size * (eth - 2000 * WAD) // WAD + (btc - 30000 * WAD)
+    mm_eth, mm_btc = charge(size, eth, MM), charge(WAD, btc, MM)
+    assert e.margin_summary(a.address)[::2] == (equity, mm_eth + mm_btc)
+    assert mm_eth > mm_btc
+    amount1, closed1, pen1, share1 = close_step(
+        equity, mm_eth + mm_btc, mm_eth, size * eth // WAD, size, eth, share=ODD_SHARE,
+    )
+    assert amount1 == size
+    amount2, closed2, pen2, share2 = close_step(
+        equity - pen1, mm_btc, mm_btc, btc, WAD, btc, share=ODD_SHARE,
+    )
+    if capped:
+        assert pen1 == equity < ceil_div(closed1 * PENALTY, WAD) and (amount2, pen2) == (WAD, 0)
+    else:
+        assert 0 < amount2 < WAD and pen1 == ceil_div(closed1 * PENALTY, WAD) and pen2 > 0
+        # both charges round up: a penalty recomputed on the total notional would be a wei less
+        assert ceil_div((closed1 + closed2) * PENALTY, WAD) == pen1 + pen2 - 1
+    assert (pen1 * ODD_SHARE) % WAD != 0  # the split really floors
+    liq_cash, fund = v.cash(liq.address), v.insurance_fund()
+
+    assert liquidate(p, liq, a) == closed1 + closed2
+
+    ev = logged("Liquidation")[0]
+    assert ev.penalty == pen1 + pen2
+    assert v.cash(liq.address) - liq_cash == share1 + share2
+    assert v.insurance_fund() - fund == pen1 - share1 + pen2 - share2
+    assert ev.penalty == (v.cash(liq.address) - liq_cash) + (v.insurance_fund() - fund)
+    # and it is what the account paid, penalty charge by penalty charge
+    charged = [-d for acct, d in cash_settled() if acct == a.address and d < 0][1::2]
+    assert charged == [x for x in (pen1, pen2) if x]
 
 
 # ------------------------------------------------------------------ many small vs one large
@@ -415,7 +657,7 @@ def _ladder(p, prices, target):
     return penalties, notionals, p.engine.margin_summary(a.address)
 
 
-@pytest.mark.parametrize("target", [WAD, TARGET])
+@pytest.mark.parametrize("target", [105 * 10**16, TARGET], ids=["1.05 target", "1.25 target"])
 def test_many_small_liquidations_do_not_pay_more(protocol, target):
     p = protocol
     with boa.env.anchor():
@@ -423,8 +665,9 @@ def test_many_small_liquidations_do_not_pay_more(protocol, target):
     with boa.env.anchor():
         small, small_notional, small_end = _ladder(p, list(range(1900, 1819, -5)), target)
     assert len(big) == 1
-    if target == WAD:
-        assert len(small) > 3  # restoring only to MM: every further drop liquidates again
+    # a 5% buffer above MM is used up by the next $5 drop or so: liquidated again and again;
+    # restoring 125% survives the whole ladder after the first liquidation
+    assert len(small) == {105 * 10**16: 5, TARGET: 1}[target]
     assert sum(small) <= sum(big)
     assert sum(small_notional) <= sum(big_notional)
     # and the account keeps at least as much equity

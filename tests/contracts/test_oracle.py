@@ -154,13 +154,21 @@ def test_single_stale_feed_reverts(protocol):
         o.index_price(ETH)
     with boa.reverts("oracle: no valid price"):
         o.index_price_with_time(ETH)
-    with boa.reverts("oracle: no valid price"):
-        o.index_prices()
-    # the engine's views depend on every price id
-    with boa.reverts("oracle: no valid price"):
-        p.engine.margin_summary(p.admin)
+    # the batch read does not revert: an unpriced id reads 0, and only its users are blocked
+    assert o.index_prices() == [0, 30000 * WAD]
+    assert p.engine.margin_summary(p.admin).equity == 0
+    user = p.new_user()
+    p.deposit(user, "WETH", 10**18)
+    with boa.reverts("vault: no valid price"):
+        p.engine.margin_summary(user.address)
     f.set_answer(usd8(2001))
     assert o.index_price(ETH) == 2001 * WAD
+
+
+def test_duplicate_feed_is_refused(protocol):
+    f = feed(8, usd8(2000))
+    with boa.reverts("oracle: duplicate feed"):
+        protocol.oracle.set_feeds(ETH, [f.address, f.address], [3600, 3600])
 
 
 def test_deployed_feeds_go_stale_after_heartbeat(protocol):
@@ -326,11 +334,14 @@ def test_add_price_id(protocol):
     assert (ev.price_id, ev.name) == (2, "SOL")
     assert o.price_id_count() == 3
     assert o.price_id_name(2) == "SOL"
-    # a price id without feeds has no price, and index_prices (all ids) reverts until it does
+    # a price id without feeds has no price; the batch read shows 0 and the rest keep working
     with boa.reverts("oracle: no valid price"):
         o.index_price(2)
-    with boa.reverts("oracle: no valid price"):
-        o.index_prices()
+    assert o.index_prices() == [2000 * WAD, 30000 * WAD, 0]
+    a, b = p.new_user(), p.new_user()
+    p.deposit_usd(a, 10_000)
+    p.deposit_usd(b, 10_000)
+    p.trade(a, b, "ETH-PERP", WAD, 2000 * WAD)
     f = feed(8, usd8(150))
     o.set_feeds(2, [f.address], [3600])
     assert o.index_prices() == [2000 * WAD, 30000 * WAD, 150 * WAD]

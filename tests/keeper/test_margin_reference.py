@@ -344,3 +344,37 @@ def test_accounts_split_into_blocks_give_the_same_result(monkeypatch):
         want = margin_loop(book, markets, params, index)
         monkeypatch.setattr(margin_module, "BLOCK", int(rng.integers(1, 6)))
         assert_same(margin(book, markets, params, index), want)
+
+
+def test_accounts_needing_an_unavailable_price_are_flagged_and_never_liquidatable():
+    """The oracle returns 0 for a price id without a valid feed; the contract then reverts
+    "no valid price" for accounts that need it, and values the others normally."""
+    from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin, margin_loop
+
+    W = 10**18
+    params = RiskParams(
+        price_id=np.array([0, 1]),
+        im_rate=np.array([W // 10, W // 10], dtype=object),
+        mm_rate=np.array([W // 20, W // 20], dtype=object),
+        spread_im_rate=np.array([W // 50, W // 50], dtype=object),
+        spread_mm_rate=np.array([W // 100, W // 100], dtype=object),
+        asset_price_id=np.array([1]),
+        asset_decimals=np.array([8]),
+        asset_haircut=np.array([W * 85 // 100], dtype=object),
+    )
+    markets = MarketTable(
+        underlying=np.array([0, 1]), settlement_price=np.array([0, 0], dtype=object), funding_index=np.array([0, 0], dtype=object)
+    )
+    z = lambda *rows: np.array(rows, dtype=object)  # noqa: E731
+    book = AccountBook(
+        cash=z(-100 * W, -100 * W, 0),
+        collateral=z([0], [10**8], [0]),  # account 1 holds BTC collateral
+        size=z([W, 0], [0, 0], [0, W]),  # account 0 long ETH, account 2 long BTC
+        entry_price=z([3000 * W, 0], [0, 0], [0, 30000 * W]),
+        funding_index=z([0, 0], [0, 0], [0, 0]),
+    )
+    prices = np.array([2000 * W, 0], dtype=object)  # BTC has no valid feed
+    for fn in (margin, margin_loop):
+        r = fn(book, markets, params, prices)
+        assert r.priced.tolist() == [True, False, False]
+        assert r.liquidatable.tolist() == [True, False, False]
