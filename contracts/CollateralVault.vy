@@ -1,4 +1,5 @@
 # pragma version 0.4.3
+# pragma evm-version cancun
 # pragma nonreentrancy off
 """
 @title Collateral vault: custody, cash ledger and insurance fund

@@ -1,4 +1,5 @@
 # pragma version 0.4.3
+# pragma evm-version cancun
 # pragma optimize codesize
 # pragma nonreentrancy off
 """
@@ -12,7 +13,11 @@
               IM_u = ceil(|L - S| * P * im_rate) + ceil(min(L, S) * P * spread_im_rate)
               MM_u = ceil(|L - S| * P * mm_rate) + ceil(min(L, S) * P * spread_mm_rate)
           (a long perpetual against a short future nets; what is offset pays the spread
-          charge). IM and MM are the sums over underlyings. Rounding favours the protocol:
+          charge). In a future's last 7 days the part of it that nets shrinks linearly to zero
+          (netted = size * time to expiry / 7 days, rounded towards zero) and the rest is
+          charged alone at the outright rate, as SPAN's spot-month charge does: a basis trade's
+          requirement rises gradually before expiry instead of jumping at settlement. IM and MM
+          are the sums over underlyings. Rounding favours the protocol:
           requirements up, equity down. Sources: CME SPAN inter-month spread charge; Derive
           (Lyra v2) standard manager per-market rates.
         - Health factor = equity / MM (WAD); liquidatable when equity < MM.
@@ -75,6 +80,9 @@ MAX_PRICE_IDS: constant(uint256) = 8
 MAX_ASSETS: constant(uint256) = 8
 MAX_BATCH: constant(uint256) = 500
 FUNDING_PERIOD: constant(uint256) = 8 * 3600
+# @dev A future's netting credit fades linearly over its last week (CME SPAN spot-month charge),
+#      so that expiry settlement never raises an account's requirement.
+EXPIRY_RAMP: constant(uint256) = 7 * 86400
 # @dev secp256k1n / 2: larger s values are the malleable twin of a valid signature (EIP-2).
 SECP256K1N_HALF: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
 ORDER_TYPEHASH: constant(bytes32) = keccak256(
@@ -470,32 +478,66 @@ def _margin(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int2
     collateral: uint256 = 0
     cash, collateral = staticcall IVault(VAULT).margin_inputs(account, prices)
     equity: int256 = cash + convert(collateral, int256)
-    longs: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
-    shorts: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
     for market_id: uint256 in self._account_markets[account]:
-        position: Position = self.positions[account][market_id]
         market: Market = self.markets[market_id]
         mark: uint256 = market.settlement_price
         if mark == 0:
             mark = prices[self.underlyings[market.underlying].price_id]
             assert mark != 0, "engine: no valid price"
-            if position.size > 0:
-                longs[market.underlying] += convert(position.size, uint256)
-            else:
-                shorts[market.underlying] += convert(-position.size, uint256)
-        equity += self._position_value(position, mark, self._funding_index_now(market, mark))
+        equity += self._position_value(self.positions[account][market_id], mark, self._funding_index_now(market, mark))
+    ims: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    mms: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    ims, mms = self._requirements(account, prices, False)
     im: uint256 = 0
     mm: uint256 = 0
+    for u: uint256 in range(MAX_UNDERLYINGS):
+        im += ims[u]
+        mm += mms[u]
+    return equity, im, mm
+
+
+@internal
+@view
+def _requirements(account: address, prices: DynArray[uint256, MAX_PRICE_IDS], closable_only: bool) -> (uint256[MAX_UNDERLYINGS], uint256[MAX_UNDERLYINGS]):
+    """
+    @dev IM and MM per underlying (see the contract notice), over live positions, or only over
+         those a liquidation can close (`closable_only`: futures past expiry excluded).
+    """
+    longs: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    shorts: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    alone: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    for market_id: uint256 in self._account_markets[account]:
+        market: Market = self.markets[market_id]
+        if market.settlement_price != 0:
+            continue
+        size: int256 = self.positions[account][market_id].size
+        amount: uint256 = convert(abs(size), uint256)
+        if not market.is_perpetual and block.timestamp + EXPIRY_RAMP > market.expiry:
+            if closable_only and block.timestamp >= market.expiry:
+                continue
+            left: uint256 = 0
+            if market.expiry > block.timestamp:
+                left = market.expiry - block.timestamp
+            netted: uint256 = amount * left // EXPIRY_RAMP
+            alone[market.underlying] += amount - netted
+            amount = netted
+        if size > 0:
+            longs[market.underlying] += amount
+        else:
+            shorts[market.underlying] += amount
+    ims: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    mms: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
     for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
-        if longs[u] == 0 and shorts[u] == 0:
+        if longs[u] == 0 and shorts[u] == 0 and alone[u] == 0:
             continue
         params: Underlying = self.underlyings[u]
         price: uint256 = prices[params.price_id]
+        assert price != 0, "engine: no valid price"
         net: uint256 = max(longs[u], shorts[u]) - min(longs[u], shorts[u])
         offset: uint256 = min(longs[u], shorts[u])
-        im += self._charge(net, price, params.im_rate) + self._charge(offset, price, params.spread_im_rate)
-        mm += self._charge(net, price, params.mm_rate) + self._charge(offset, price, params.spread_mm_rate)
-    return equity, im, mm
+        ims[u] = self._charge(net, price, params.im_rate) + self._charge(offset, price, params.spread_im_rate) + self._charge(alone[u], price, params.im_rate)
+        mms[u] = self._charge(net, price, params.mm_rate) + self._charge(offset, price, params.spread_mm_rate) + self._charge(alone[u], price, params.mm_rate)
+    return ims, mms
 
 
 @internal
@@ -800,26 +842,18 @@ def _underlying_mm(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -
     @dev Per underlying: maintenance margin and gross notional (WAD USD) of the positions a
          liquidation can close (not settled, not past expiry).
     """
-    longs: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
-    shorts: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    ims: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    mms: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+    ims, mms = self._requirements(account, prices, True)
+    sizes: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
     for market_id: uint256 in self._account_markets[account]:
         market: Market = self.markets[market_id]
         if market.settlement_price != 0 or (not market.is_perpetual and block.timestamp >= market.expiry):
             continue
-        size: int256 = self.positions[account][market_id].size
-        if size > 0:
-            longs[market.underlying] += convert(size, uint256)
-        else:
-            shorts[market.underlying] += convert(-size, uint256)
-    mms: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
+        sizes[market.underlying] += convert(abs(self.positions[account][market_id].size), uint256)
     gross: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
     for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
-        params: Underlying = self.underlyings[u]
-        price: uint256 = prices[params.price_id]
-        net: uint256 = max(longs[u], shorts[u]) - min(longs[u], shorts[u])
-        offset: uint256 = min(longs[u], shorts[u])
-        mms[u] = self._charge(net, price, params.mm_rate) + self._charge(offset, price, params.spread_mm_rate)
-        gross[u] = (longs[u] + shorts[u]) * price // WAD
+        gross[u] = sizes[u] * prices[self.underlyings[u].price_id] // WAD
     return mms, gross
 
 

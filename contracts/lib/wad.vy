@@ -1,4 +1,5 @@
 # pragma version 0.4.3
+# pragma evm-version cancun
 # pragma nonreentrancy off
 """
 @title Fixed-point helpers (WAD, 18 decimals)

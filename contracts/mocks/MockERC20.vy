@@ -1,4 +1,5 @@
 # pragma version 0.4.3
+# pragma evm-version cancun
 # pragma nonreentrancy off
 """
 @title Mock ERC20 for local chains and tests

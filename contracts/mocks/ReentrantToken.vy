@@ -1,4 +1,5 @@
 # pragma version 0.4.3
+# pragma evm-version cancun
 # pragma nonreentrancy off
 """
 @title Re-entrant ERC20 for adversarial tests

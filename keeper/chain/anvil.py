@@ -50,7 +50,8 @@ class Anvil:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> str:
-        cmd = [anvil_binary(), "--port", str(self.port), "--silent", "--gas-limit", "100000000", *self.extra_args]
+        # the contracts target cancun (see keeper/chain/artifacts.py); the chain matches it
+        cmd = [anvil_binary(), "--port", str(self.port), "--silent", "--hardfork", "cancun", "--gas-limit", "100000000", *self.extra_args]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -98,7 +98,7 @@ class ProtocolClient:
             block=block,
             accounts=tuple(accounts),
             prices=prices,
-            markets=MarketTable.from_states(markets),
+            markets=MarketTable.from_states(markets, self.w3.eth.get_block(block)["timestamp"]),
             book=AccountBook.from_states(states, n_assets, len(markets)),
         )
 

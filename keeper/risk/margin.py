@@ -9,8 +9,11 @@ and `CollateralVault._collateral_value`), all amounts WAD (1e18) USD unless stat
   market's funding index accrued to now (as `MarginEngine.market_states()` returns it)
 - equity           = cash + collateral value + sum of position values (may be negative)
 - per underlying u, over its live (unsettled) positions: L = sum of long sizes, S = sum of short sizes,
+  A = the part of futures in their last 7 days that no longer nets (size - trunc(size * time to
+  expiry / 7 days); the whole future once expired; CME SPAN spot-month charge),
       IM_u = ceil(|L - S| * P * im_rate / 1e36) + ceil(min(L, S) * P * spread_im_rate / 1e36)
-      MM_u = ceil(|L - S| * P * mm_rate / 1e36) + ceil(min(L, S) * P * spread_mm_rate / 1e36)
+             + ceil(A * P * im_rate / 1e36)
+      MM_u = the same with mm_rate and spread_mm_rate
   (net notional at the underlying's rate: Derive / Lyra v2 standard manager per-market rates; offset
   notional at a spread rate: CME SPAN inter-month spread charge). IM and MM sum over underlyings.
 - health factor    = floor(equity * 1e18 / MM); 0 when equity <= 0; max uint256 when MM == 0 and
@@ -42,6 +45,8 @@ from keeper.config import ProtocolConfig
 from keeper.risk.fixed import MAX_UINT256, WAD, mul_div_up
 
 WAD2 = WAD * WAD
+# `MarginEngine.EXPIRY_RAMP`: a future's netting credit fades over its last 7 days
+EXPIRY_RAMP = 7 * 86400
 
 __all__ = [
     "AccountBook",
@@ -187,20 +192,30 @@ class MarketTable:
     `underlying` int64: the market's underlying id. `settlement_price` object: WAD settlement price
     of a settled future, 0 while the market is live. `funding_index` object: the cumulative funding
     index accrued to NOW (WAD USD per unit of size), as `MarginEngine.market_states()` returns it; 0
-    for futures. Arrays are copied and made read-only; raises TypeError / ValueError.
+    for futures. `expiry` int (M,): unix expiry of a future, 0 for a perpetual (None: no futures
+    near expiry). `timestamp`: the block time the state was read at (unix seconds), which sets how
+    much of a future in its last 7 days still nets. Arrays are copied and made read-only; raises
+    TypeError / ValueError.
     """
 
     underlying: np.ndarray
     settlement_price: np.ndarray
     funding_index: np.ndarray
+    expiry: Any = None
+    timestamp: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "underlying", _index(self.underlying, "underlying"))
         object.__setattr__(self, "settlement_price", _exact(self.settlement_price, "settlement_price", 1))
         object.__setattr__(self, "funding_index", _exact(self.funding_index, "funding_index", 1))
+        expiry = np.zeros(len(self.underlying), dtype=object) if self.expiry is None else self.expiry
+        object.__setattr__(self, "expiry", _exact(expiry, "expiry", 1))
+        if not isinstance(self.timestamp, (int, np.integer)) or self.timestamp < 0:
+            raise ValueError(f"timestamp must be a non-negative integer, got {self.timestamp!r}")
         _check_nonnegative(self.settlement_price, "settlement_price")
+        _check_nonnegative(self.expiry, "expiry")
         m = self.underlying.shape
-        if self.settlement_price.shape != m or self.funding_index.shape != m:
+        if self.settlement_price.shape != m or self.funding_index.shape != m or self.expiry.shape != m:
             raise ValueError(
                 f"markets: shapes {m}, {self.settlement_price.shape}, {self.funding_index.shape} differ"
             )
@@ -214,15 +229,27 @@ class MarketTable:
         """bool (M,): not settled (its positions count towards margin requirements)."""
         return self.settlement_price == 0
 
+    @property
+    def netting_left(self) -> list[int]:
+        """Per market, seconds of netting credit left out of EXPIRY_RAMP: EXPIRY_RAMP for a
+        perpetual or a future more than 7 days from expiry, 0 once expired."""
+        out = []
+        for e in self.expiry.tolist():
+            left = EXPIRY_RAMP if e == 0 else max(0, min(EXPIRY_RAMP, e - int(self.timestamp)))
+            out.append(left)
+        return out
+
     @classmethod
-    def from_states(cls, states: Sequence[Sequence[Any]]) -> "MarketTable":
+    def from_states(cls, states: Sequence[Sequence[Any]], timestamp: int) -> "MarketTable":
         """From `MarginEngine.market_states()`: a sequence of (underlying, is_perpetual, expiry,
         settlement_price, funding_rate, funding_index), read by position so titanoboa structs and
-        web3 tuples both work."""
+        web3 tuples both work, at block time `timestamp`."""
         return cls(
             underlying=[s[0] for s in states],
             settlement_price=[s[3] for s in states],
             funding_index=[s[5] for s in states],
+            expiry=[0 if s[1] else s[2] for s in states],
+            timestamp=int(timestamp),
         )
 
 
@@ -465,6 +492,7 @@ def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: 
     ]
     marks = [index[underlying[m]] if live[m] else markets.settlement_price[m] for m in range(markets.n_markets)]
     funding = markets.funding_index.tolist()
+    left = markets.netting_left
     groups = [
         (
             [m for m in range(markets.n_markets) if live[m] and underlying[m] == u],
@@ -487,7 +515,7 @@ def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: 
             None if a == b else (c.rows[a:b] - lo, c.size[a:b], c.entry_price[a:b], c.funding_index[a:b], c.longs[a:b])
             for c, (a, b) in zip(columns, cuts)
         ]
-        equity[lo:hi], im[lo:hi], mm[lo:hi] = _margin_block(book, lo, hi, block, assets, marks, funding, groups)
+        equity[lo:hi], im[lo:hi], mm[lo:hi] = _margin_block(book, lo, hi, block, assets, marks, funding, groups, left)
     priced = _priced(book, markets, params, prices)
     return MarginResult(equity, im, mm, _health(equity, mm), np.asarray(equity < mm, dtype=bool).reshape(n) & priced, priced)
 
@@ -507,7 +535,7 @@ def _priced(book: AccountBook, markets: MarketTable, params: RiskParams, prices:
     return ~missing
 
 
-def _margin_block(book, lo, hi, block, assets, marks, funding, groups):
+def _margin_block(book, lo, hi, block, assets, marks, funding, groups, left):
     """(equity, IM, MM) of accounts lo..hi-1; see `margin`."""
     k = hi - lo
     # collateral: floor(balance * price * haircut / (10**decimals * 1e18)) per asset, as the vault
@@ -525,7 +553,27 @@ def _margin_block(book, lo, hi, block, assets, marks, funding, groups):
     neg_im = np.zeros(k, dtype=object)
     neg_mm = np.zeros(k, dtype=object)
     for markets_u, (f_im, f_mm, f_sim, f_smm) in groups:
-        held = [block[m] for m in markets_u if block[m] is not None]
+        held = []
+        alone = None
+        for m in markets_u:
+            col = block[m]
+            if col is None:
+                continue
+            if left[m] < EXPIRY_RAMP:  # a future in its last week: only part of it nets
+                rows_m, size, entry, entry_funding, _ = col
+                amount = abs(size)
+                netted = amount * left[m] // EXPIRY_RAMP
+                if alone is None:
+                    alone = np.zeros(k, dtype=object)
+                alone[rows_m] += amount - netted
+                positive = np.asarray(size > 0, dtype=bool)
+                col = (rows_m, np.where(positive, netted, -netted), entry, entry_funding, np.where(positive, netted, 0))
+            held.append(col)
+        if alone is not None:
+            hit = np.flatnonzero(np.asarray(alone != 0, dtype=bool))
+            if hit.size:
+                _add_charges(neg_im, hit, alone[hit], f_im)
+                _add_charges(neg_mm, hit, alone[hit], f_mm)
         if not held:
             continue
         offset = None
@@ -608,13 +656,17 @@ def margin_float(book: AccountBook, markets: MarketTable, params: RiskParams, pr
     live = markets.live
     onehot = np.zeros((markets.n_markets, params.n_underlyings))
     onehot[np.flatnonzero(live), markets.underlying[live]] = 1.0
-    signed = size @ onehot
-    longs = np.maximum(size, 0.0) @ onehot
+    netting = np.array(markets.netting_left, dtype=np.float64) / EXPIRY_RAMP
+    netted = size * netting
+    alone = (np.abs(size) * (1.0 - netting)) @ onehot
+    signed = netted @ onehot
+    longs = np.maximum(netted, 0.0) @ onehot
     net = np.abs(signed)
     offset = np.minimum(longs, longs - signed)
     p = pf[params.price_id] / 1e36
-    im = net @ (p * params.im_rate.astype(np.float64)) + offset @ (p * params.spread_im_rate.astype(np.float64))
-    mm = net @ (p * params.mm_rate.astype(np.float64)) + offset @ (p * params.spread_mm_rate.astype(np.float64))
+    im_r, mm_r = params.im_rate.astype(np.float64), params.mm_rate.astype(np.float64)
+    im = (net + alone) @ (p * im_r) + offset @ (p * params.spread_im_rate.astype(np.float64))
+    mm = (net + alone) @ (p * mm_r) + offset @ (p * params.spread_mm_rate.astype(np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = equity * 1e18 / mm
     health = np.where(equity > 0, np.where(mm == 0, np.inf, ratio), np.where((mm == 0) & (equity == 0), np.inf, 0.0))
@@ -644,6 +696,7 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
     ]
     m_under = markets.underlying.tolist()
     m_settle, m_fidx = markets.settlement_price.tolist(), markets.funding_index.tolist()
+    m_left = markets.netting_left
     n_u = params.n_underlyings
 
     out_eq, out_im, out_mm, out_hf, out_liq, out_priced = [], [], [], [], [], []
@@ -662,6 +715,7 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
                 equity += amount * price * haircut // (10**decimals * WAD)
         longs = [0] * n_u
         shorts = [0] * n_u
+        alone = [0] * n_u
         for m, size in enumerate(sizes):
             if size == 0:
                 continue
@@ -670,22 +724,29 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
             if mark == 0:
                 mark = u_price[u]
                 priced = priced and mark != 0
+                amount = abs(size)
+                if m_left[m] < EXPIRY_RAMP:
+                    netted = amount * m_left[m] // EXPIRY_RAMP
+                    alone[u] += amount - netted
+                    amount = netted
                 if size > 0:
-                    longs[u] += size
+                    longs[u] += amount
                 else:
-                    shorts[u] -= size
+                    shorts[u] += amount
             pnl = size * (mark - entries[m]) // WAD
             owed = -(-(size * (m_fidx[m] - indices[m])) // WAD)
             equity += pnl - owed
         im = mm = 0
         for u in range(n_u):
-            if longs[u] == 0 and shorts[u] == 0:
+            if longs[u] == 0 and shorts[u] == 0 and alone[u] == 0:
                 continue
             net = abs(longs[u] - shorts[u])
             offset = min(longs[u], shorts[u])
             price = u_price[u]
             im += mul_div_up(net * price, im_rate[u], WAD2) + mul_div_up(offset * price, sim_rate[u], WAD2)
             mm += mul_div_up(net * price, mm_rate[u], WAD2) + mul_div_up(offset * price, smm_rate[u], WAD2)
+            im += mul_div_up(alone[u] * price, im_rate[u], WAD2)
+            mm += mul_div_up(alone[u] * price, mm_rate[u], WAD2)
         if equity <= 0:
             health = MAX_UINT256 if mm == 0 and equity == 0 else 0
         elif mm == 0:

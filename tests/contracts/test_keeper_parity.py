@@ -169,7 +169,7 @@ def test_keeper_margin_equals_contract(isolated_env, case):
         assert getattr(params, field.name).tolist() == getattr(chain, field.name).tolist(), field.name
 
     states = p.engine.account_states(addresses)
-    markets = MarketTable.from_states(p.engine.market_states())
+    markets = MarketTable.from_states(p.engine.market_states(), boa.env.evm.patch.timestamp)
     prices = p.oracle.index_prices()
     book = AccountBook.from_states(states, p.vault.asset_count(), p.engine.market_count())
     result = margin(book, markets, params, prices)

@@ -210,7 +210,7 @@ def test_from_states_accepts_titanoboa_structs_and_web3_tuples():
     MarketState = namedtuple(
         "MarketState", "underlying is_perpetual expiry settlement_price funding_rate funding_index"
     )
-    table = MarketTable.from_states([MarketState(1, True, 0, 0, 5, -9), (0, False, 99, 1234, 0, 0)])
+    table = MarketTable.from_states([MarketState(1, True, 0, 0, 5, -9), (0, False, 99, 1234, 0, 0)], 50)
     assert table.underlying.tolist() == [1, 0]
     assert table.settlement_price.tolist() == [0, 1234]
     assert table.funding_index.tolist() == [-9, 0]
