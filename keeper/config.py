@@ -3,12 +3,13 @@ risk parameters. Pure data: loading validates and converts fractions to exact WA
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from keeper.risk.fixed import to_wad
+from keeper.risk.fixed import MAX_UINT256, WAD, to_wad
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
 
@@ -74,93 +75,238 @@ class ProtocolConfig:
         raise ConfigError(f"unknown price id {symbol!r}")
 
 
+class _At(str):
+    """Where a field is: prints as `assets[0] WETH` (for problems with a value), and `missing`
+    names the section first (`assets: missing 'haircut' in entry 0 (WETH)`)."""
+
+    section: str
+    entry: str
+
+    def __new__(cls, section: str, index: int | None = None, name: str | None = None) -> "_At":
+        label = section if index is None else f"{section}[{index}]" + ("" if name is None else f" {name}")
+        self = super().__new__(cls, label)
+        self.section = section
+        self.entry = "" if index is None else f" in entry {index}" + ("" if name is None else f" ({name})")
+        return self
+
+
 def _get(d: dict, key: str, where: str):
     if not isinstance(d, dict) or key not in d:
+        if isinstance(where, _At):
+            raise ConfigError(f"{where.section}: missing '{key}'{where.entry}")
         raise ConfigError(f"{where}: missing '{key}'")
     return d[key]
+
+
+# Bounds the contracts enforce (OracleRouter MIN_HEARTBEAT / MAX_HEARTBEAT, decimals <= 18).
+MIN_HEARTBEAT = 60
+MAX_HEARTBEAT = 2 * 86400
+MAX_DECIMALS = 18
+# Whole USD for a mock feed's first answer; as prices.py, at most 1e15 USD.
+MAX_INITIAL_PRICE = 10**15
+# A future further out than 100 years is a typo.
+MAX_EXPIRY_DAYS = 36500
+# Floats hold every integer exactly only up to 2**53.
+MAX_EXACT_FLOAT = 2**53
+
+
+def _show(value) -> str:
+    """A config value as the user wrote it in YAML (None -> null, True -> true)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fraction(d: dict, key: str, where: str, lo: int = 0, hi: int = 1) -> int:
+    """A decimal number in [lo, hi] as an exact WAD integer."""
+    value = _get(d, key, where)
+    try:
+        wad = to_wad(value)
+    except TypeError:
+        wad = None  # bool, null, a list or a mapping
+    except ValueError as e:  # not a number, not finite, more than 18 decimals, too large
+        raise ConfigError(f"{where}: {key}: {e}") from None
+    if wad is None or not lo * WAD <= wad <= hi * WAD:
+        raise ConfigError(f"{where}: {key}: must be a number in [{lo}, {hi}], got {_show(value)}")
+    return wad
+
+
+def _integer(d: dict, key: str, where: str, lo: int, hi: int, unit: str = "") -> int:
+    """An integer in [lo, hi]: a YAML int, not a bool, a float or a string."""
+    value = _get(d, key, where)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{where}: {key}: must be an integer in [{lo}, {hi}]{unit}, got {_show(value)}")
+    return value
+
+
+def _symbol(d: dict, key: str, where: str) -> str:
+    value = _get(d, key, where)
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise ConfigError(f"{where}: {key}: must be a non-empty one-line string, got {_show(value)}")
+    return value
+
+
+def _entries(raw: dict, section: str, required: bool = True) -> list:
+    """A section that is a list of mappings."""
+    if required or section in raw:
+        value = _get(raw, section, "top level")
+    else:
+        value = []
+    if not isinstance(value, list):
+        raise ConfigError(f"{section}: must be a list of entries, got {_show(value)}")
+    return value
+
+
+def _mapping(raw: dict, section: str) -> dict:
+    value = _get(raw, section, "top level")
+    if not isinstance(value, dict):
+        raise ConfigError(f"{section}: must be a mapping, got {_show(value)}")
+    return value
+
+
+def _unique(names: list[str], section: str) -> None:
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"{section}: duplicate {name!r} (entries {names.index(name)} and {i})")
+
+
+def _deposit_cap(a: dict, where: str, decimals: int) -> int:
+    """Whole tokens, an int or an integer-valued float that is exact; returns token units."""
+    value = _get(a, "deposit_cap", where)
+    if isinstance(value, float) and value > MAX_EXACT_FLOAT and math.isfinite(value):
+        raise ConfigError(
+            f"{where}: deposit_cap: {value!r} is a float above 2**53, which is not exact; write it as an integer"
+        )
+    written = value
+    if isinstance(value, float) and value.is_integer():  # finite and exact: 1e6 is 1000000
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"{where}: deposit_cap: must be a non-negative whole number of tokens, got {_show(written)}"
+        )
+    units = value * 10**decimals
+    if units > MAX_UINT256:
+        raise ConfigError(f"{where}: deposit_cap: {_show(value)} tokens is above max uint256 token units")
+    return units
+
+
+def _expiry_days(m: dict, where: str) -> float | None:
+    value = m.get("expiry_days")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_EXPIRY_DAYS
+    ):
+        raise ConfigError(
+            f"{where}: expiry_days: must be a number of days in (0, {MAX_EXPIRY_DAYS}], got {_show(value)}"
+        )
+    return float(value)
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
     """Load and validate a protocol configuration YAML.
 
-    Raises ConfigError with one line naming the file and the problem.
+    Raises ConfigError with one line naming the file, the section or field, and the problem.
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
     try:
         return _parse(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: {e}") from None
+    except (TypeError, ValueError, ArithmeticError) as e:  # not expected: every field is checked
+        raise ConfigError(f"{path}: {e.__class__.__name__}: {e}") from None
 
 
 def _parse(raw: dict) -> ProtocolConfig:
-    settlement = _get(raw, "settlement", "top level")
-    price_ids = tuple(
-        PriceIdConfig(
-            symbol=str(_get(p, "symbol", "price_ids")),
-            feed_decimals=int(_get(p, "feed_decimals", "price_ids")),
-            initial_price=int(_get(p, "initial_price", "price_ids")),
-            heartbeat=int(_get(p, "heartbeat", "price_ids")),
+    settlement = _mapping(raw, "settlement")
+    price_ids = []
+    for i, p in enumerate(_entries(raw, "price_ids")):
+        symbol = _symbol(p, "symbol", _At("price_ids", i))
+        where = _At("price_ids", i, symbol)
+        price_ids.append(
+            PriceIdConfig(
+                symbol=symbol,
+                feed_decimals=_integer(p, "feed_decimals", where, 0, MAX_DECIMALS),
+                initial_price=_integer(p, "initial_price", where, 1, MAX_INITIAL_PRICE, " USD"),
+                heartbeat=_integer(p, "heartbeat", where, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds"),
+            )
         )
-        for p in _get(raw, "price_ids", "top level")
-    )
     symbols = [p.symbol for p in price_ids]
+    _unique(symbols, "price_ids")
 
-    def pid(symbol: str, where: str) -> int:
-        if symbol not in symbols:
-            raise ConfigError(f"{where}: unknown price id {symbol!r}")
+    def pid(symbol, where: _At) -> int:
+        if not isinstance(symbol, str) or symbol not in symbols:
+            raise ConfigError(f"{where.section}: unknown price id {_show(symbol)}{where.entry}")
         return symbols.index(symbol)
 
-    assets = tuple(
-        AssetConfig(
-            symbol=str(_get(a, "symbol", "assets")),
-            decimals=int(_get(a, "decimals", "assets")),
-            price_id=pid(_get(a, "price_id", "assets"), "assets"),
-            haircut=to_wad(_get(a, "haircut", "assets")),
-            deposit_cap=int(_get(a, "deposit_cap", "assets")) * 10 ** int(a["decimals"]),
+    assets = []
+    for i, a in enumerate(_entries(raw, "assets", required=False)):
+        symbol = _symbol(a, "symbol", _At("assets", i))
+        where = _At("assets", i, symbol)
+        decimals = _integer(a, "decimals", where, 0, MAX_DECIMALS)
+        assets.append(
+            AssetConfig(
+                symbol=symbol,
+                decimals=decimals,
+                price_id=pid(_get(a, "price_id", where), where),
+                haircut=_fraction(a, "haircut", where),
+                deposit_cap=_deposit_cap(a, where, decimals),
+            )
         )
-        for a in raw.get("assets", [])
-    )
-    underlyings = tuple(
-        UnderlyingConfig(
-            symbol=str(_get(u, "symbol", "underlyings")),
-            price_id=pid(_get(u, "price_id", "underlyings"), "underlyings"),
-            im_rate=to_wad(_get(u, "im_rate", "underlyings")),
-            mm_rate=to_wad(_get(u, "mm_rate", "underlyings")),
-            spread_im_rate=to_wad(_get(u, "spread_im_rate", "underlyings")),
-            spread_mm_rate=to_wad(_get(u, "spread_mm_rate", "underlyings")),
+    _unique([a.symbol for a in assets], "assets")
+    underlyings = []
+    for i, u in enumerate(_entries(raw, "underlyings")):
+        symbol = _symbol(u, "symbol", _At("underlyings", i))
+        where = _At("underlyings", i, symbol)
+        underlyings.append(
+            UnderlyingConfig(
+                symbol=symbol,
+                price_id=pid(_get(u, "price_id", where), where),
+                im_rate=_fraction(u, "im_rate", where),
+                mm_rate=_fraction(u, "mm_rate", where),
+                spread_im_rate=_fraction(u, "spread_im_rate", where),
+                spread_mm_rate=_fraction(u, "spread_mm_rate", where),
+            )
         )
-        for u in _get(raw, "underlyings", "top level")
-    )
     u_symbols = [u.symbol for u in underlyings]
+    _unique(u_symbols, "underlyings")
     markets = []
-    for m in _get(raw, "markets", "top level"):
-        name = str(_get(m, "name", "markets"))
+    for i, m in enumerate(_entries(raw, "markets")):
+        name = _symbol(m, "name", _At("markets", i))
         underlying = _get(m, "underlying", f"market {name}")
-        if underlying not in u_symbols:
+        if not isinstance(underlying, str) or underlying not in u_symbols:
             raise ConfigError(f"market {name}: unknown underlying {underlying!r}")
-        expiry = m.get("expiry_days")
-        markets.append(MarketConfig(name, u_symbols.index(underlying), None if expiry is None else float(expiry)))
-    liq = _get(raw, "liquidation", "top level")
-    trading = _get(raw, "trading", "top level")
+        markets.append(MarketConfig(name, u_symbols.index(underlying), _expiry_days(m, f"market {name}")))
+    _unique([m.name for m in markets], "markets")
+    liq = _mapping(raw, "liquidation")
+    trading = _mapping(raw, "trading")
     return ProtocolConfig(
-        settlement_symbol=str(_get(settlement, "symbol", "settlement")),
-        settlement_decimals=int(_get(settlement, "decimals", "settlement")),
-        price_ids=price_ids,
-        assets=assets,
-        underlyings=underlyings,
+        settlement_symbol=_symbol(settlement, "symbol", "settlement"),
+        settlement_decimals=_integer(settlement, "decimals", "settlement", 0, MAX_DECIMALS),
+        price_ids=tuple(price_ids),
+        assets=tuple(assets),
+        underlyings=tuple(underlyings),
         markets=tuple(markets),
-        liquidation_penalty=to_wad(_get(liq, "penalty", "liquidation")),
-        liquidator_share=to_wad(_get(liq, "liquidator_share", "liquidation")),
-        liquidation_target=to_wad(_get(liq, "target", "liquidation")),
-        max_price_deviation=to_wad(_get(trading, "max_price_deviation", "trading")),
-        max_funding_rate=to_wad(_get(trading, "max_funding_rate", "trading")),
-        funding_smoothing=to_wad(_get(trading, "funding_smoothing", "trading")),
+        liquidation_penalty=_fraction(liq, "penalty", "liquidation"),
+        liquidator_share=_fraction(liq, "liquidator_share", "liquidation"),
+        liquidation_target=_fraction(liq, "target", "liquidation", 1, 2),
+        max_price_deviation=_fraction(trading, "max_price_deviation", "trading"),
+        max_funding_rate=_fraction(trading, "max_funding_rate", "trading"),
+        funding_smoothing=_fraction(trading, "funding_smoothing", "trading"),
     )

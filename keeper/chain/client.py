@@ -24,14 +24,25 @@ class ChainError(RuntimeError):
 
 
 def connect(url: str, timeout: float = 10.0) -> Web3:
-    """A Web3 connected to `url`. Raises ChainError with one clear line if it does not answer."""
+    """A Web3 connected to `url`. Raises ChainError with one clear line if it does not answer
+    (within about `timeout` seconds) or does not answer with a chain id.
+
+    The provider does not retry failed requests (web3's default is 5 retries with backoff, which
+    makes a silent endpoint take about 6 x `timeout`): the keeper's loop retries with its own
+    backoff."""
+    if not isinstance(url, str):
+        raise ChainError(f"RPC URL must be a string like http://127.0.0.1:8545, got {url!r}")
     if not url.startswith(("http://", "https://")):
         raise ChainError(f"RPC URL must start with http:// or https://: {url!r}")
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    w3 = Web3(provider)
     try:
-        w3.eth.chain_id
+        chain_id = w3.eth.chain_id
     except (requests.RequestException, Web3Exception, OSError, ValueError) as e:
         raise ChainError(f"cannot reach RPC at {url}: {e.__class__.__name__}") from None
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 0:
+        answer = "null" if chain_id is None else repr(chain_id)
+        raise ChainError(f"RPC at {url} answered eth_chainId with {answer}, not a chain id")
     return w3
 
 

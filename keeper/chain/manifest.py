@@ -26,26 +26,125 @@ def save_manifest(deployment: Deployment, path: str | Path) -> Path:
     return path
 
 
+def _is_address(value) -> bool:
+    """A 20-byte hex address; mixed case must carry a correct EIP-55 checksum (all lower or all
+    upper case carries none and is accepted)."""
+    if not isinstance(value, str) or not is_address(value):
+        return False
+    digits = value[2:]
+    return digits in (digits.lower(), digits.upper()) or value == to_checksum_address(value)
+
+
+def _check_address(value, what: str) -> str:
+    """`value` as a checksummed address, or an error text naming `what`."""
+    if isinstance(value, str) and is_address(value) and not _is_address(value):
+        raise _Bad(f"{what} has a wrong EIP-55 checksum (a typo?): {value!r}; "
+                   "check the address (all lower case carries no checksum)")
+    if not _is_address(value):
+        raise _Bad(f"{what} is not an address: {_show(value, repr)}")
+    return to_checksum_address(value)
+
+
+def _show(value, fmt=json.dumps) -> str:
+    """A value for an error line, cut to 60 characters."""
+    text = fmt(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Bad(Exception):
+    """A field problem; load_manifest adds the manifest path."""
+
+
+def _uint(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# Optional fields: name -> kind ("ids": object of name -> non-negative integer; "addresses":
+# object of name -> address; "uint": non-negative integer; "address": an address or "";
+# "text": a string).
+OPTIONAL_FIELDS = {
+    "asset_ids": "ids",
+    "asset_decimals": "ids",
+    "feed_decimals": "ids",
+    "price_ids": "ids",
+    "underlyings": "ids",
+    "markets": "ids",
+    "market_expiries": "ids",
+    "tokens": "addresses",
+    "feeds": "addresses",
+    "deploy_block": "uint",
+    "admin": "address",
+    "compiler": "text",
+}
+
+
+def _check_optional(key: str, value):
+    kind = OPTIONAL_FIELDS[key]
+    if kind == "uint":
+        if not _uint(value):
+            raise _Bad(f"{key} must be a non-negative integer, got {_show(value)}")
+        return value
+    if kind == "text":
+        if not isinstance(value, str):
+            raise _Bad(f"{key} must be a string, got {_show(value)}")
+        return value
+    if kind == "address":
+        return value if value == "" else _check_address(value, key)
+    if not isinstance(value, dict):
+        raise _Bad(f"{key} must be a JSON object of name -> "
+                   f"{'address' if kind == 'addresses' else 'non-negative integer'}, got {_show(value)}")
+    out = {}
+    for name, item in value.items():
+        label = f"{key}.{name}" if name.isprintable() else f"{key}[{name!r}]"
+        if kind == "ids":
+            if not _uint(item):
+                raise _Bad(f"{label} must be a non-negative integer, got {_show(item)}")
+            out[name] = item
+        else:
+            out[name] = _check_address(item, label)
+    return out
+
+
 def load_manifest(path: str | Path) -> Deployment:
     """Read and validate a manifest. Raises ManifestError with one clear line."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ManifestError(f"deployment manifest {path} not found (deploy first, or pass --manifest)") from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(
+            f"deployment manifest {path} is not a UTF-8 text file ({e.reason} at byte {e.start})"
+        ) from None
+    except OSError as e:
+        raise ManifestError(f"deployment manifest {path} cannot be read: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"deployment manifest {path} is not valid JSON (line {e.lineno})") from None
+    except RecursionError:
+        raise ManifestError(f"deployment manifest {path} is not valid JSON (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"deployment manifest {path} must hold a JSON object")
     known = {f.name for f in fields(Deployment)}
     missing = [k for k in ("chain_id", "settlement_decimals", *ADDRESS_FIELDS) if k not in raw]
     if missing:
         raise ManifestError(f"deployment manifest {path} lacks {', '.join(missing)}")
-    for key in ADDRESS_FIELDS:
-        if not isinstance(raw[key], str) or not is_address(raw[key]):
-            raise ManifestError(f"deployment manifest {path}: {key} is not an address: {raw[key]!r}")
-        raw[key] = to_checksum_address(raw[key])
+    try:
+        for key in ADDRESS_FIELDS:
+            raw[key] = _check_address(raw[key], key)
+    except _Bad as e:
+        raise ManifestError(f"deployment manifest {path}: {e}") from None
     for key in ("chain_id", "settlement_decimals"):
-        if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0:
+        if not _uint(raw[key]):
             raise ManifestError(f"deployment manifest {path}: {key} must be a non-negative integer")
+    if raw["settlement_decimals"] > 18:
+        raise ManifestError(
+            f"deployment manifest {path}: settlement_decimals must be at most 18 (the vault lists 0..18), "
+            f"got {raw['settlement_decimals']}"
+        )
+    try:
+        for key in OPTIONAL_FIELDS:
+            if key in raw:
+                raw[key] = _check_optional(key, raw[key])
+    except _Bad as e:
+        raise ManifestError(f"deployment manifest {path}: {e}") from None
     return Deployment(**{k: v for k, v in raw.items() if k in known})

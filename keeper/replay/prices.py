@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 
@@ -27,6 +28,8 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_START_PRICES",
+    "MAX_PRICE",
+    "MIN_PRICE",
     "PriceDataError",
     "PricePath",
     "PriceSeries",
@@ -47,6 +50,10 @@ SYNTHETIC_STEP_SECONDS = 60
 # 8 decimals like a Chainlink USD feed, then scaled to 18 (WAD).
 _FEED_DECIMALS = 8
 _WAD_DECIMALS = 18
+#: The prices a replay can publish as 8-decimal feed answers, USD per unit: below 1e-8 rounds to
+#: an answer of 0 (invalid to the oracle); above 1e15 is no real market and soon overflows.
+MIN_PRICE = 1e-8
+MAX_PRICE = 1e15
 
 # ETH fell harder than BTC in March 2020; the synthetic crash keeps that ordering.
 _CRASH_LOG_DROP_MULTIPLIER: Mapping[str, float] = MappingProxyType({"ETH": 1.1})
@@ -169,14 +176,17 @@ class PricePath:
     def as_wad(self, step: int) -> dict[str, int]:
         """Prices at ``step`` as 18-decimal integers, ``{symbol: USD per unit * 10**18}``.
 
-        The float is first rounded to 8 decimals (Chainlink USD feed precision) so that
-        e.g. 3782.13 gives exactly ``378213 * 10**16`` instead of float noise in the low digits.
+        The float is first rounded (exactly, half to even) to 8 decimals (Chainlink USD feed
+        precision) so that e.g. 3782.13 gives exactly ``378213 * 10**16`` instead of float noise
+        in the low digits.
 
         Args:
             step: 0 <= step < T; negative values index from the end like a list.
 
         Raises:
             IndexError: if ``step`` is out of range.
+            PriceDataError: if a price is outside [MIN_PRICE, MAX_PRICE] USD, which an
+                8-decimal feed answer cannot represent (CSV files are checked when loaded).
         """
         t = self.steps
         if not -t <= step < t:
@@ -184,7 +194,14 @@ class PricePath:
         scale = 10**_FEED_DECIMALS
         up = 10 ** (_WAD_DECIMALS - _FEED_DECIMALS)
         row = self.prices[step]
-        return {s: int(round(float(p) * scale)) * up for s, p in zip(self.symbols, row)}
+        for s, p in zip(self.symbols, row):
+            if not MIN_PRICE <= p <= MAX_PRICE:
+                raise PriceDataError(
+                    f"step {step}: {s} price {float(p):g} USD is outside [{MIN_PRICE:g}, {MAX_PRICE:g}]; "
+                    f"it cannot be published as a {_FEED_DECIMALS}-decimal feed answer"
+                )
+        # exact: above ~9e7 USD, float(p) * 1e8 is beyond 2**53 and would add float noise
+        return {s: round(Fraction(float(p)) * scale) * up for s, p in zip(self.symbols, row)}
 
     def max_drawdown(self) -> dict[str, float]:
         """Largest peak-to-trough fall per asset, as a fraction in [0, 1).
@@ -240,6 +257,11 @@ def _parse_row_price(raw: str, column: str, where: str) -> float:
         raise PriceDataError(f"{where}: {column} is {raw!r}; prices must be finite")
     if value <= 0:
         raise PriceDataError(f"{where}: {column} is {raw!r}; prices must be > 0")
+    if not MIN_PRICE <= value <= MAX_PRICE:
+        raise PriceDataError(
+            f"{where}: {column} is {raw!r}; prices must be between {MIN_PRICE:g} and {MAX_PRICE:g} USD "
+            f"(the replay publishes {_FEED_DECIMALS}-decimal feed answers)"
+        )
     return value
 
 
@@ -264,7 +286,8 @@ def load_price_csv(path: str | Path, symbol: str | None = None) -> PriceSeries:
         PriceDataError: one line naming the file (and the 1-based file line, the header
             being line 1) for: missing/unreadable/empty file, no data rows, missing required
             columns, wrong field count, unparsable or non-UTC timestamp, non-numeric, NaN,
-            infinite, zero or negative price, and duplicate or out-of-order timestamps.
+            infinite, zero or negative price, a price outside [MIN_PRICE, MAX_PRICE] USD, and
+            duplicate or out-of-order timestamps.
     """
     p = Path(path)
     name = str(path)

@@ -7,7 +7,7 @@ contracts' to the wei. The helpers accept Python ints or numpy object arrays of 
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 import numpy as np
@@ -44,12 +44,27 @@ def trunc_div(a: T, d: int) -> T:
 def to_wad(value: str | float | int | Decimal) -> int:
     """A decimal number as an exact WAD integer ("0.85" -> 850000000000000000).
 
-    Raises ValueError if the value has more than 18 decimals or is not finite.
+    Accepts an int, a float, a Decimal or a string holding a decimal number.
+    Raises TypeError for anything else (bool, None, a list, ...) and ValueError if the value is not
+    a number, is not finite, has more than 18 decimals, or is above 10**60 (no uint256 holds its WAD).
     """
-    d = Decimal(str(value))
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise TypeError(f"not a number: {value!r} ({type(value).__name__})")
+    try:
+        d = Decimal(value.strip() if isinstance(value, str) else str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
     if not d.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
-    scaled = d * WAD
-    if scaled != scaled.to_integral_value():
+    # exact integer arithmetic on the digits: Decimal multiplication would round to 28 digits
+    sign, digits, exponent = d.as_tuple()
+    text = "".join(map(str, digits)).rstrip("0")
+    if not text:
+        return 0
+    exponent += len(digits) - len(text)  # the trailing zeros removed
+    if exponent < -18:
         raise ValueError(f"more than 18 decimals: {value!r}")
-    return int(scaled)
+    if len(text) + exponent > 60:  # above 10**78 WAD: more than any uint256
+        raise ValueError(f"too large: {value!r}")
+    wad = int(text) * 10 ** (exponent + 18)
+    return -wad if sign else wad

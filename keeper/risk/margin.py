@@ -85,25 +85,37 @@ def _exact(x: Any, name: str, ndim: int) -> np.ndarray:
 
 
 def _index(x: Any, name: str) -> np.ndarray:
-    """A read-only int64 (K,) array of ids."""
-    arr = np.asarray(x)
-    if arr.size == 0:
-        arr = arr.astype(np.int64).reshape(-1)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected 1 dimension, got shape {arr.shape}")
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr.tolist()):
-            raise TypeError(f"{name}: elements must be integers")
-    arr = arr.astype(np.int64)
-    if (arr < 0).any():
+    """A read-only int64 (K,) array of ids.
+
+    The elements are checked before numpy converts them: `np.asarray([True, 1])` is already an int
+    array. Raises TypeError for non-integers (bools included) and ValueError for a wrong number of
+    dimensions, a negative id or one beyond int64.
+    """
+    items = np.array(x, dtype=object)
+    if items.size == 0:
+        items = items.reshape(-1)
+    if items.ndim != 1:
+        raise ValueError(f"{name}: expected 1 dimension, got shape {items.shape}")
+    values = items.tolist()
+    bad = sorted({type(v).__name__ for v in values if not isinstance(v, (int, np.integer)) or isinstance(v, bool)})
+    if bad:
+        raise TypeError(f"{name}: elements must be integers, got {', '.join(bad)}")
+    values = [int(v) for v in values]
+    if any(v < 0 for v in values):
         raise ValueError(f"{name}: negative id")
+    if any(v > np.iinfo(np.int64).max for v in values):
+        raise ValueError(f"{name}: id above 2**63 - 1")
+    arr = np.array(values, dtype=np.int64).reshape(-1)
     arr.flags.writeable = False
     return arr
 
 
 def _check_nonnegative(arr: np.ndarray, name: str) -> None:
+    """A uint256 on chain: 0 <= value <= 2**256 - 1."""
     if arr.size and (arr < 0).any():
         raise ValueError(f"{name}: negative value (a uint256 on chain)")
+    if arr.size and (arr > MAX_UINT256).any():
+        raise ValueError(f"{name}: value above max uint256 (2**256 - 1)")
 
 
 def as_prices(prices: Any) -> np.ndarray:
@@ -426,6 +438,11 @@ class FloatMarginResult:
 
 
 def _check_inputs(book: AccountBook, markets: MarketTable, params: RiskParams, prices: np.ndarray) -> None:
+    expected = (("book", book, AccountBook), ("markets", markets, MarketTable), ("params", params, RiskParams))
+    for arg, value, cls in expected:
+        if not isinstance(value, cls):
+            article = "an" if cls.__name__[0] in "AEIOU" else "a"
+            raise TypeError(f"{arg}: expected {article} {cls.__name__}, got {type(value).__name__}")
     if book.collateral.shape[1] != params.n_assets:
         raise ValueError(f"book has {book.collateral.shape[1]} collateral assets, params {params.n_assets}")
     if book.size.shape[1] != markets.n_markets:
