@@ -11,7 +11,11 @@
         - collateral balances of listed assets (WETH, WBTC, ...), in each token's own decimals,
           valued at the index price times a haircut.
         The insurance fund is WAD USD of settlement cash; it covers accounts left with negative
-        cash and nothing else, and what it cannot cover is recorded as bad debt.
+        cash and nothing else, and what it cannot cover is recorded as bad debt. Bad debt is
+        then socialized pro rata over positive cash: while any is outstanding (the fund is
+        empty by then), a withdrawal of cash pays out only the share
+        1 - bad_debt / total positive cash of the amount debited, and the part withheld retires
+        bad debt; money reaching the fund (deposits, penalties) retires bad debt first.
 @dev Token amounts are converted to WAD exactly once, here. Credit equals what actually
      arrived (balance difference), so fee-on-transfer tokens are credited correctly; transfers
      accept tokens that return no data. A withdrawal asks the margin engine to confirm initial
@@ -78,6 +82,8 @@ balances: public(HashMap[address, HashMap[uint256, uint256]])
 settlement_total: public(uint256)
 insurance_fund: public(uint256)
 bad_debt: public(uint256)
+# @dev Sum over accounts of max(cash, 0): the base over which bad debt is socialized.
+total_positive_cash: public(uint256)
 
 
 event Deposit:
@@ -134,6 +140,11 @@ event DeficitCovered:
     account: indexed(address)
     from_insurance: uint256
     bad_debt: uint256
+
+
+event BadDebtRetired:
+    amount: uint256
+    by_withdrawal: bool
 
 
 @deploy
@@ -219,6 +230,29 @@ def _pull(token: address, amount: uint256) -> uint256:
     return staticcall IERC20(token).balanceOf(self) - before
 
 
+@internal
+def _add_cash(account: address, delta: int256):
+    """
+    @dev Every change of an account's cash goes through here, keeping total_positive_cash.
+    """
+    before: int256 = self.cash[account]
+    after: int256 = before + delta
+    self.cash[account] = after
+    self.total_positive_cash = self.total_positive_cash + convert(max(after, 0), uint256) - convert(max(before, 0), uint256)
+
+
+@internal
+def _credit_insurance(amount: uint256):
+    """
+    @dev Money for the insurance fund retires outstanding bad debt first.
+    """
+    retired: uint256 = min(amount, self.bad_debt)
+    if retired != 0:
+        self.bad_debt -= retired
+        log BadDebtRetired(amount=retired, by_withdrawal=False)
+    self.insurance_fund += amount - retired
+
+
 @external
 @nonreentrant
 def deposit(token: address, amount: uint256, account: address = msg.sender):
@@ -237,7 +271,7 @@ def deposit(token: address, amount: uint256, account: address = msg.sender):
         received: uint256 = self._pull(token, amount)
         credit: uint256 = received * SETTLEMENT_SCALE
         self.settlement_total += received
-        self.cash[account] += convert(credit, int256)
+        self._add_cash(account, convert(credit, int256))
         log Deposit(account=account, sender=msg.sender, token=token, amount=received, credited_wad=credit)
         return
     slot: uint256 = self._asset_slot[token]
@@ -258,17 +292,26 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
     @notice Withdraw `amount` of `token` from the caller's account.
     @dev The settlement token debits cash and may not make it negative (unrealized profit and
          collateral are not withdrawable as cash). The account must meet initial margin after the
-         debit, or the call reverts "vault: below initial margin".
+         debit, or the call reverts "vault: below initial margin". While bad debt is outstanding
+         the tokens paid are `amount` less its pro-rata share (socialization, see the notice).
     @param token The settlement token or a listed asset.
     @param amount Token units.
     @param receiver Where the tokens go.
     """
     assert amount > 0, "vault: zero amount"
+    paid: uint256 = amount
     if token == SETTLEMENT_TOKEN:
         debit: int256 = convert(amount * SETTLEMENT_SCALE, int256)
         assert self.cash[msg.sender] >= debit, "vault: insufficient cash"
-        self.cash[msg.sender] -= debit
-        self.settlement_total -= amount
+        if self.bad_debt != 0:
+            # the withdrawer's share of the loss, rounded up: amount * bad_debt / positive cash
+            withheld: uint256 = min(amount, (amount * self.bad_debt + self.total_positive_cash - 1) // self.total_positive_cash)
+            retired: uint256 = min(withheld * SETTLEMENT_SCALE, self.bad_debt)
+            self.bad_debt -= retired
+            paid = amount - withheld
+            log BadDebtRetired(amount=retired, by_withdrawal=True)
+        self._add_cash(msg.sender, -debit)
+        self.settlement_total -= paid
     else:
         slot: uint256 = self._asset_slot[token]
         assert slot != 0, "vault: unknown asset"
@@ -277,8 +320,9 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
         self.balances[msg.sender][asset_id] -= amount
         self.assets[asset_id].total -= amount
     assert staticcall IMarginEngine(self.engine).meets_initial_margin(msg.sender), "vault: below initial margin"
-    assert extcall IERC20(token).transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
-    log Withdraw(account=msg.sender, receiver=receiver, token=token, amount=amount)
+    if paid != 0:
+        assert extcall IERC20(token).transfer(receiver, paid, default_return_value=True), "vault: transfer failed"
+    log Withdraw(account=msg.sender, receiver=receiver, token=token, amount=paid)
 
 
 @external
@@ -291,7 +335,7 @@ def fund_insurance(amount: uint256):
     assert amount > 0, "vault: zero amount"
     received: uint256 = self._pull(SETTLEMENT_TOKEN, amount)
     self.settlement_total += received
-    self.insurance_fund += received * SETTLEMENT_SCALE
+    self._credit_insurance(received * SETTLEMENT_SCALE)
     log InsuranceFunded(sender=msg.sender, amount=received * SETTLEMENT_SCALE)
 
 
@@ -312,7 +356,7 @@ def settle_cash(account: address, delta: int256):
     @param delta WAD USD, signed.
     """
     self._check_engine()
-    self.cash[account] += delta
+    self._add_cash(account, delta)
     log CashSettled(account=account, delta=delta)
 
 
@@ -327,9 +371,9 @@ def charge_penalty(account: address, liquidator: address, penalty: uint256, liqu
     """
     self._check_engine()
     assert liquidator_share <= penalty, "vault: share above penalty"
-    self.cash[account] -= convert(penalty, int256)
-    self.cash[liquidator] += convert(liquidator_share, int256)
-    self.insurance_fund += penalty - liquidator_share
+    self._add_cash(account, -convert(penalty, int256))
+    self._add_cash(liquidator, convert(liquidator_share, int256))
+    self._credit_insurance(penalty - liquidator_share)
     log CashSettled(account=account, delta=-convert(penalty, int256))
     log CashSettled(account=liquidator, delta=convert(liquidator_share, int256))
 
@@ -345,8 +389,8 @@ def sell_collateral(account: address, liquidator: address, asset_id: uint256, am
     assert self.balances[account][asset_id] >= amount, "vault: insufficient collateral"
     self.balances[account][asset_id] -= amount
     self.balances[liquidator][asset_id] += amount
-    self.cash[liquidator] -= convert(payment, int256)
-    self.cash[account] += convert(payment, int256)
+    self._add_cash(liquidator, -convert(payment, int256))
+    self._add_cash(account, convert(payment, int256))
     log CollateralTransferred(asset_id=asset_id, sender=account, receiver=liquidator, amount=amount)
     log CashSettled(account=liquidator, delta=-convert(payment, int256))
     log CashSettled(account=account, delta=convert(payment, int256))
@@ -370,7 +414,7 @@ def cover_deficit(account: address) -> (uint256, uint256):
     uncovered: uint256 = deficit - covered
     self.insurance_fund -= covered
     self.bad_debt += uncovered
-    self.cash[account] = 0
+    self._add_cash(account, -balance)
     log CashSettled(account=account, delta=-balance)
     log DeficitCovered(account=account, from_insurance=covered, bad_debt=uncovered)
     return covered, uncovered

@@ -717,12 +717,14 @@ def _authorise(order: Order, signature: Bytes[65]):
 def _trade_allowed(old_size: int256, new_size: int256, before: MarginSummary, after: MarginSummary) -> bool:
     """
     @dev After a trade an account must meet IM, unless the trade only reduces its position
-         (no flip) and neither raises its IM nor grows its shortfall below IM.
+         (no flip), raises neither its IM nor its shortfall below IM, and does not lower its
+         health factor: an under-margined account may de-risk, but not sell at an off-index
+         price to a colluding account and leave the loss to the insurance fund (Mango 2022).
     """
     if after.equity >= convert(after.initial_margin, int256):
         return True
     reducing: bool = (old_size > 0 and new_size >= 0 and new_size < old_size) or (old_size < 0 and new_size <= 0 and new_size > old_size)
-    if not reducing or after.initial_margin > before.initial_margin:
+    if not reducing or after.initial_margin > before.initial_margin or after.health_factor < before.health_factor:
         return False
     return after.equity - convert(after.initial_margin, int256) >= before.equity - convert(before.initial_margin, int256)
 

@@ -7,8 +7,11 @@
         each with its own staleness bound (heartbeat). The index price is the median of the
         feeds whose latest answer is valid; a feed that reverts, answers zero or a negative
         number, has a zero round id, a zero or future `updatedAt`, or is older than its
-        heartbeat is ignored. With no valid feed the price reverts. Prices are WAD (1e18 = 1 USD
-        per whole unit of the underlying).
+        heartbeat is ignored. So is an answer outside the price id's circuit-breaker band
+        [min_price, max_price] (a feed pinned at its floor, as Chainlink's minAnswer did in the
+        LUNA crash), or one that moved more than `max_jump` from the feed's previous round.
+        With no valid feed the price reverts. Prices are WAD (1e18 = 1 USD per whole unit of
+        the underlying).
 @dev Validity rules follow Chainlink's `latestRoundData` guidance (staleness from `updatedAt`,
      reject non-positive answers). Median of an even count is the floor of the mean of the two
      middle values.
@@ -30,6 +33,7 @@ exports: (
 interface AggregatorV3:
     def decimals() -> uint8: view
     def latestRoundData() -> (uint80, int256, uint256, uint256, uint80): view
+    def getRoundData(round_id: uint80) -> (uint80, int256, uint256, uint256, uint80): view
 
 
 MAX_FEEDS: constant(uint256) = 3
@@ -45,14 +49,29 @@ struct Feed:
     heartbeat: uint256
 
 
+struct CircuitBreaker:
+    min_price: uint256
+    max_price: uint256
+    max_jump: uint256
+
+
 price_id_count: public(uint256)
 price_id_name: public(HashMap[uint256, String[16]])
 _feeds: HashMap[uint256, DynArray[Feed, MAX_FEEDS]]
+# @dev WAD band and largest round-to-round move (WAD fraction, 0 = unchecked) per price id.
+circuit_breakers: public(HashMap[uint256, CircuitBreaker])
 
 
 event PriceIdAdded:
     price_id: indexed(uint256)
     name: String[16]
+
+
+event CircuitBreakerSet:
+    price_id: indexed(uint256)
+    min_price: uint256
+    max_price: uint256
+    max_jump: uint256
 
 
 event FeedsSet:
@@ -105,31 +124,43 @@ def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], hear
         ok: bool = False
         price: uint256 = 0
         updated_at: uint256 = 0
-        ok, price, updated_at = self._read(feed)
+        ok, price, updated_at = self._read(feed, self.circuit_breakers[price_id])
         assert ok, "oracle: feed answer invalid"
         feeds.append(feed)
     self._feeds[price_id] = feeds
     log FeedsSet(price_id=price_id, aggregators=aggregators, heartbeats=heartbeats)
 
 
+@external
+def set_circuit_breaker(price_id: uint256, min_price: uint256, max_price: uint256, max_jump: uint256):
+    """
+    @notice Bound a price id's answers (risk admin): feeds answering at or outside
+            [min_price, max_price], or moving more than `max_jump` from their previous round,
+            are ignored.
+    @param min_price WAD; an answer <= it is refused (a feed pinned at its floor).
+    @param max_price WAD, > min_price; an answer >= it is refused; 0 = no ceiling.
+    @param max_jump WAD fraction of the previous round's answer, 0 = unchecked, else in (0, 1].
+    """
+    roles._check_risk_admin()
+    assert price_id < self.price_id_count, "oracle: unknown price id"
+    assert max_price == 0 or max_price > min_price, "oracle: empty price band"
+    assert max_jump <= 10**18, "oracle: max_jump out of bounds"
+    self.circuit_breakers[price_id] = CircuitBreaker(min_price=min_price, max_price=max_price, max_jump=max_jump)
+    log CircuitBreakerSet(price_id=price_id, min_price=min_price, max_price=max_price, max_jump=max_jump)
+
+
 @internal
 @view
-def _read(feed: Feed) -> (bool, uint256, uint256):
+def _round(aggregator: address, call: Bytes[36]) -> (bool, uint80, int256, uint256):
     """
-    @dev One feed's answer as (valid, WAD price, updatedAt). A reverting or malformed feed is
-         invalid rather than fatal, so one broken feed cannot block the others.
+    @dev (ok, round id, answer, updatedAt) of a latestRoundData / getRoundData call; a feed that
+         reverts or answers malformed data is not ok rather than fatal.
     """
     success: bool = False
     response: Bytes[160] = b""
-    success, response = raw_call(
-        feed.aggregator,
-        method_id("latestRoundData()"),
-        max_outsize=160,
-        is_static_call=True,
-        revert_on_failure=False,
-    )
+    success, response = raw_call(aggregator, call, max_outsize=160, is_static_call=True, revert_on_failure=False)
     if not success or len(response) != 160:
-        return False, 0, 0
+        return False, 0, 0, 0
     round_id: uint80 = 0
     answer: int256 = 0
     started_at: uint256 = 0
@@ -138,6 +169,23 @@ def _read(feed: Feed) -> (bool, uint256, uint256):
     round_id, answer, started_at, updated_at, answered_in = abi_decode(
         response, (uint80, int256, uint256, uint256, uint80)
     )
+    return True, round_id, answer, updated_at
+
+
+@internal
+@view
+def _read(feed: Feed, breaker: CircuitBreaker) -> (bool, uint256, uint256):
+    """
+    @dev One feed's answer as (valid, WAD price, updatedAt). A reverting or malformed feed is
+         invalid rather than fatal, so one broken feed cannot block the others.
+    """
+    ok: bool = False
+    round_id: uint80 = 0
+    answer: int256 = 0
+    updated_at: uint256 = 0
+    ok, round_id, answer, updated_at = self._round(feed.aggregator, method_id("latestRoundData()"))
+    if not ok:
+        return False, 0, 0
     if round_id == 0 or answer <= 0 or updated_at == 0 or updated_at > block.timestamp:
         return False, 0, 0
     if block.timestamp - updated_at > feed.heartbeat:
@@ -145,7 +193,24 @@ def _read(feed: Feed) -> (bool, uint256, uint256):
     if convert(answer, uint256) > max_value(uint256) // feed.scale // 10**36:
         # absurdly large: would overflow the margin maths downstream
         return False, 0, 0
-    return True, convert(answer, uint256) * feed.scale, updated_at
+    price: uint256 = convert(answer, uint256) * feed.scale
+    if price <= breaker.min_price or (breaker.max_price != 0 and price >= breaker.max_price):
+        return False, 0, 0
+    if breaker.max_jump != 0 and round_id > 1:
+        prev_ok: bool = False
+        prev_round: uint80 = 0
+        prev: int256 = 0
+        prev_time: uint256 = 0
+        prev_ok, prev_round, prev, prev_time = self._round(
+            feed.aggregator, abi_encode(round_id - 1, method_id=method_id("getRoundData(uint80)"))
+        )
+        # no readable previous round: the jump cannot be judged, so the answer is not trusted
+        if not prev_ok or prev <= 0:
+            return False, 0, 0
+        before: uint256 = convert(prev, uint256) * feed.scale
+        if (max(price, before) - min(price, before)) * 10**18 > before * breaker.max_jump:
+            return False, 0, 0
+    return True, price, updated_at
 
 
 @internal
@@ -156,11 +221,12 @@ def _median(price_id: uint256) -> (uint256, uint256):
     """
     prices: DynArray[uint256, MAX_FEEDS] = []
     oldest: uint256 = max_value(uint256)
+    breaker: CircuitBreaker = self.circuit_breakers[price_id]
     for feed: Feed in self._feeds[price_id]:
         ok: bool = False
         price: uint256 = 0
         updated_at: uint256 = 0
-        ok, price, updated_at = self._read(feed)
+        ok, price, updated_at = self._read(feed, breaker)
         if ok:
             # insertion sort: at most three elements
             prices.append(price)

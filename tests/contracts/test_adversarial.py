@@ -199,13 +199,6 @@ def test_mango_off_market_pump_refused_and_unrealized_profit_is_not_cash(protoco
     assert usdc.balanceOf(d.address) == 19_900 * USDC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VULNERABILITY: the reduce-only exemption of _trade_allowed lets an account below "
-    "maintenance margin close out to a colluding counterparty at a price up to max_price_deviation "
-    "worse than the index; the account's equity goes negative (IM drops by more than the loss), the "
-    "colluder pockets the difference and the insurance fund / bad debt pays it.",
-)
 def test_mango_underwater_account_cannot_dump_value_to_a_colluder(protocol):
     """Mango Markets, Oct 2022, second half: the attacker extracted value by trading between
     two accounts it controlled, leaving one of them with debt the protocol had to eat. Here an
