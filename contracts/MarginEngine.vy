@@ -78,7 +78,6 @@ MAX_MARKETS: constant(uint256) = 16
 MAX_ACCOUNT_MARKETS: constant(uint256) = 8
 MAX_PRICE_IDS: constant(uint256) = 8
 MAX_ASSETS: constant(uint256) = 8
-MAX_BATCH: constant(uint256) = 500
 FUNDING_PERIOD: constant(uint256) = 8 * 3600
 # @dev A future's netting credit fades linearly over its last week (CME SPAN spot-month charge),
 #      so that expiry settlement never raises an account's requirement.
@@ -156,28 +155,6 @@ struct MarginSummary:
     initial_margin: uint256
     maintenance_margin: uint256
     health_factor: uint256
-
-
-struct PositionState:
-    market: uint256
-    size: int256
-    entry_price: uint256
-    funding_index: int256
-
-
-struct AccountState:
-    cash: int256
-    collateral: DynArray[uint256, MAX_ASSETS]
-    positions: DynArray[PositionState, MAX_ACCOUNT_MARKETS]
-
-
-struct MarketState:
-    underlying: uint256
-    is_perpetual: bool
-    expiry: uint256
-    settlement_price: uint256
-    funding_rate: int256
-    funding_index: int256
 
 
 VAULT: public(immutable(address))
@@ -1019,19 +996,6 @@ def margin_summary(account: address) -> MarginSummary:
 
 @external
 @view
-def margin_summaries(accounts: DynArray[address, MAX_BATCH]) -> DynArray[MarginSummary, MAX_BATCH]:
-    """
-    @notice `margin_summary` for up to 500 accounts at one set of prices (keepers).
-    """
-    prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
-    out: DynArray[MarginSummary, MAX_BATCH] = []
-    for account: address in accounts:
-        out.append(self._summary(account, prices))
-    return out
-
-
-@external
-@view
 def equity(account: address) -> int256:
     """
     @notice Equity of an account, WAD USD, rounded down.
@@ -1097,46 +1061,13 @@ def open_markets(account: address) -> DynArray[uint256, MAX_ACCOUNT_MARKETS]:
 
 @external
 @view
-def account_states(accounts: DynArray[address, MAX_BATCH]) -> DynArray[AccountState, MAX_BATCH]:
+def funding_index_now(market_id: uint256) -> int256:
     """
-    @notice Raw margin inputs of up to 500 accounts (cash WAD, collateral balances in token
-            units by asset id, positions): what the keeper's risk engine values off-chain.
+    @notice A market's cumulative funding index accrued to now at the current index price
+            (WAD USD per unit of size); 0 accrual while its price is unavailable.
     """
-    out: DynArray[AccountState, MAX_BATCH] = []
-    for account: address in accounts:
-        state: AccountState = empty(AccountState)
-        state.cash = staticcall IVault(VAULT).cash(account)
-        state.collateral = staticcall IVault(VAULT).collateral_balances(account)
-        for market_id: uint256 in self._account_markets[account]:
-            position: Position = self.positions[account][market_id]
-            state.positions.append(
-                PositionState(market=market_id, size=position.size, entry_price=position.entry_price, funding_index=position.funding_index)
-            )
-        out.append(state)
-    return out
-
-
-@external
-@view
-def market_states() -> DynArray[MarketState, MAX_MARKETS]:
-    """
-    @notice Every market with its funding index accrued to now (at the current index price).
-    """
-    prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
-    out: DynArray[MarketState, MAX_MARKETS] = []
-    for market_id: uint256 in range(self.market_count, bound=MAX_MARKETS):
-        market: Market = self.markets[market_id]
-        out.append(
-            MarketState(
-                underlying=market.underlying,
-                is_perpetual=market.is_perpetual,
-                expiry=market.expiry,
-                settlement_price=market.settlement_price,
-                funding_rate=market.funding_rate,
-                funding_index=self._funding_index_now(market, prices[self.underlyings[market.underlying].price_id]),
-            )
-        )
-    return out
+    market: Market = self.markets[market_id]
+    return self._funding_index_now(market, self._prices()[self.underlyings[market.underlying].price_id])
 
 
 @external

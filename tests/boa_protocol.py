@@ -47,6 +47,7 @@ class BoaProtocol:
     oracle: object
     vault: object
     engine: object
+    lens: object
     usdc: object
     tokens: dict
     feeds: dict
@@ -67,6 +68,7 @@ class BoaProtocol:
             oracle=at("OracleRouter", dep.oracle),
             vault=at("CollateralVault", dep.vault),
             engine=at("MarginEngine", dep.engine),
+            lens=at("MarginLens", dep.lens),
             usdc=at("MockERC20", dep.settlement_token),
             tokens={s: at("MockERC20", a) for s, a in dep.tokens.items()},
             feeds={s: at("MockAggregator", a) for s, a in dep.feeds.items()},

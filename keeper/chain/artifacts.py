@@ -20,6 +20,7 @@ NAMES = {
     "OracleRouter": "OracleRouter.vy",
     "CollateralVault": "CollateralVault.vy",
     "MarginEngine": "MarginEngine.vy",
+    "MarginLens": "MarginLens.vy",
     "MockERC20": "mocks/MockERC20.vy",
     "MockAggregator": "mocks/MockAggregator.vy",
 }

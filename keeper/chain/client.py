@@ -66,6 +66,9 @@ class ProtocolClient:
         self.oracle = w3.eth.contract(address=deployment.oracle, abi=load_artifact("OracleRouter").abi)
         self.vault = w3.eth.contract(address=deployment.vault, abi=load_artifact("CollateralVault").abi)
         self.engine = w3.eth.contract(address=deployment.engine, abi=load_artifact("MarginEngine").abi)
+        if not deployment.lens:
+            raise ChainError("the deployment manifest has no lens address (MarginLens): redeploy or add it")
+        self.lens = w3.eth.contract(address=deployment.lens, abi=load_artifact("MarginLens").abi)
 
     def check_chain(self) -> None:
         """Raise ChainError if the endpoint is another chain or has no engine at the address."""
@@ -100,10 +103,10 @@ class ProtocolClient:
     def snapshot(self, accounts: Sequence[str], block: int) -> Snapshot:
         """Prices, markets and the raw state of `accounts`, all read at `block`."""
         prices = np.array(self.oracle.functions.index_prices().call(block_identifier=block), dtype=object)
-        markets = self.engine.functions.market_states().call(block_identifier=block)
+        markets = self.lens.functions.market_states().call(block_identifier=block)
         states: list = []
         for i in range(0, len(accounts), BATCH):
-            states += self.engine.functions.account_states(list(accounts[i : i + BATCH])).call(block_identifier=block)
+            states += self.lens.functions.account_states(list(accounts[i : i + BATCH])).call(block_identifier=block)
         n_assets = self.vault.functions.asset_count().call(block_identifier=block)
         return Snapshot(
             block=block,
@@ -117,7 +120,7 @@ class ProtocolClient:
         """The contract's (equity, IM, MM, health) for each account, read at `block`."""
         out: list = []
         for i in range(0, len(accounts), BATCH):
-            out += self.engine.functions.margin_summaries(list(accounts[i : i + BATCH])).call(block_identifier=block)
+            out += self.lens.functions.margin_summaries(list(accounts[i : i + BATCH])).call(block_identifier=block)
         return out
 
     def discover_accounts(self, from_block: int, to_block: int) -> set[str]:

@@ -46,6 +46,7 @@ class Deployment:
     markets: dict[str, int] = field(default_factory=dict)  # market name -> market id
     market_expiries: dict[str, int] = field(default_factory=dict)  # futures only
     admin: str = ""
+    lens: str = ""  # MarginLens: batched views for keepers
     deploy_block: int = 0
     compiler: str = ""
 
@@ -73,6 +74,7 @@ def deploy_protocol(backend: Backend, config: ProtocolConfig, admin: str, chain_
     vault = backend.deploy("CollateralVault", admin, settlement.address, oracle.address)
     engine = backend.deploy("MarginEngine", admin, vault.address, oracle.address)
     backend.transact(vault, "set_engine", engine.address)
+    lens = backend.deploy("MarginLens", engine.address, vault.address)
     tokens: dict[str, str] = {}
     asset_ids: dict[str, int] = {}
     asset_decimals: dict[str, int] = {}
@@ -121,6 +123,7 @@ def deploy_protocol(backend: Backend, config: ProtocolConfig, admin: str, chain_
         markets=markets,
         market_expiries=expiries,
         admin=admin,
+        lens=lens.address,
     )
 
 

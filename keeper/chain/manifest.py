@@ -74,6 +74,7 @@ OPTIONAL_FIELDS = {
     "feeds": "addresses",
     "deploy_block": "uint",
     "admin": "address",
+    "lens": "address",
     "compiler": "text",
 }
 

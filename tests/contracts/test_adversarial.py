@@ -112,12 +112,12 @@ def world(p, *accounts) -> dict:
         "settlement_total": v.settlement_total(),
         "asset_totals": [v.assets(i).total for i in range(v.asset_count())],
         "markets": [tuple(e.markets(i)) for i in range(e.market_count())],
-        "market_states": [tuple(x) for x in e.market_states()],
+        "market_states": [tuple(x) for x in p.lens.market_states()],
         "accounts": [
             (
                 v.cash(a),
                 list(v.collateral_balances(a)),
-                [tuple(x) for x in e.account_states([a])[0].positions],
+                [tuple(x) for x in p.lens.account_states([a])[0].positions],
                 list(e.open_markets(a)),
                 tuple(e.margin_summary(a)),
             )

@@ -281,7 +281,7 @@ def test_list_market(protocol):
     with boa.reverts("engine: too many markets"):
         e.list_market(0, 0)
     assert e.market_count() == 16
-    assert len(e.market_states()) == 16
+    assert len(p.lens.market_states()) == 16
 
 
 # ------------------------------------------------------------------ liquidation parameters

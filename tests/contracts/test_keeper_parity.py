@@ -168,12 +168,12 @@ def test_keeper_margin_equals_contract(isolated_env, case):
     for field in dataclasses.fields(RiskParams):
         assert getattr(params, field.name).tolist() == getattr(chain, field.name).tolist(), field.name
 
-    states = p.engine.account_states(addresses)
-    markets = MarketTable.from_states(p.engine.market_states(), boa.env.evm.patch.timestamp)
+    states = p.lens.account_states(addresses)
+    markets = MarketTable.from_states(p.lens.market_states(), boa.env.evm.patch.timestamp)
     prices = p.oracle.index_prices()
     book = AccountBook.from_states(states, p.vault.asset_count(), p.engine.market_count())
     result = margin(book, markets, params, prices)
-    summaries = p.engine.margin_summaries(addresses)
+    summaries = p.lens.margin_summaries(addresses)
 
     for i, summary in enumerate(summaries):
         assert result.equity[i] == summary.equity, i

@@ -73,7 +73,7 @@ def snapshot(p, *users):
         v.bad_debt(),
         [v.cash(u.address) for u in users],
         [list(v.collateral_balances(u.address)) for u in users],
-        [[tuple(x) for x in e.account_states([u.address])[0].positions] for u in users],
+        [[tuple(x) for x in p.lens.account_states([u.address])[0].positions] for u in users],
     )
 
 
@@ -722,11 +722,11 @@ def test_value_is_conserved_through_a_sequence(protocol):
     assert usdc.balanceOf(v.address) == v.settlement_total() == total_in - withdrawn
 
     # the ledger side: cash + fund + unrealized PnL and funding, exactly, vs what came in
-    states = e.market_states()
+    states = p.lens.market_states()
     prices = p.oracle.index_prices()
     ledger = Fraction(v.insurance_fund())
     for u in users + [sponsor]:
-        (st,) = e.account_states([u.address])
+        (st,) = p.lens.account_states([u.address])
         ledger += st.cash
         for x in st.positions:
             m = states[x.market]

@@ -193,7 +193,7 @@ def test_funding_rate_from_premium_and_accrual(ab):
     refresh(p)
     index = rate * 2000 * WAD // WAD * 1001 // FUNDING_PERIOD
     assert index == 34756944444444444  # 1 USD per ETH per 8h, for 1001 s
-    assert e.market_states()[ETH_PERP].funding_index == index
+    assert p.lens.market_states()[ETH_PERP].funding_index == index
     # longs pay: owed rounded up for the payer, down for the receiver
     pnl_a = size * (2000 * WAD - 2010 * WAD) // WAD
     owed_a = ceil_div(size * index, WAD)
@@ -230,7 +230,7 @@ def test_negative_premium_truncates_towards_zero_and_longs_receive(ab):
     p.set_price("BTC", 30000)
     index = trunc_div(trunc_div(rate * index_px, WAD) * 777, FUNDING_PERIOD)
     assert index < 0
-    assert e.market_states()[ETH_PERP].funding_index == index
+    assert p.lens.market_states()[ETH_PERP].funding_index == index
     pnl_a = 4 * WAD * (index_px - trade_px) // WAD
     # the long (a) is owed funding: owed is negative
     assert e.equity(a.address) == 10_000 * WAD + pnl_a - ceil_div(4 * WAD * index, WAD)
@@ -252,7 +252,7 @@ def test_funding_rate_is_clamped(ab):
     p.trade(a, b, ETH_PERP, WAD, 2100 * WAD)
     boa.env.time_travel(seconds=FUNDING_PERIOD)
     refresh(p)
-    assert e.market_states()[ETH_PERP].funding_index == 10 * WAD
+    assert p.lens.market_states()[ETH_PERP].funding_index == 10 * WAD
 
 
 def test_funding_ema_over_trades(ab):
@@ -275,7 +275,7 @@ def test_funding_accrues_at_the_current_price(ab):
     p.trade(a, b, ETH_PERP, WAD, 2010 * WAD)
     boa.env.time_travel(seconds=3000)
     refresh(p, eth=2500)
-    assert e.market_states()[ETH_PERP].funding_index == 5 * 10**14 * 2500 * WAD // WAD * 3000 // FUNDING_PERIOD
+    assert p.lens.market_states()[ETH_PERP].funding_index == 5 * 10**14 * 2500 * WAD // WAD * 3000 // FUNDING_PERIOD
 
 
 def test_futures_have_no_funding(ab):
@@ -286,7 +286,7 @@ def test_futures_have_no_funding(ab):
     assert events(e, "FundingUpdated") == []
     boa.env.time_travel(seconds=3000)
     refresh(p)
-    assert e.market_states()[ETH_FUT].funding_index == 0
+    assert p.lens.market_states()[ETH_FUT].funding_index == 0
     assert e.equity(a.address) == 10_000 * WAD - 90 * WAD
 
 
@@ -342,10 +342,10 @@ def test_margin_summaries_equal_single_calls(ab):
     p.set_price("ETH", 1987.65)
     p.set_price("BTC", 30123.45)
     accounts = [a, b, c, p.new_user(), a]
-    batch = p.engine.margin_summaries([u.address for u in accounts])
+    batch = p.lens.margin_summaries([u.address for u in accounts])
     assert [tuple(s) for s in batch] == [tuple(p.engine.margin_summary(u.address)) for u in accounts]
     assert batch[3] == (0, 0, 0, MAX_UINT)
-    assert p.engine.margin_summaries([]) == []
+    assert p.lens.margin_summaries([]) == []
 
 
 def test_account_states_and_market_states(ab):
@@ -355,7 +355,7 @@ def test_account_states_and_market_states(ab):
     p.deposit(a, "WBTC", 12345)
     p.trade(a, b, ETH_PERP, 2 * WAD, 2010 * WAD)
     p.trade(b, a, BTC_FUT, WAD // 4, 30000 * WAD)
-    (sa, sb, sx) = e.account_states([a.address, b.address, p.new_user().address])
+    (sa, sb, sx) = p.lens.account_states([a.address, b.address, p.new_user().address])
     assert sa.cash == 10_000 * WAD
     assert list(sa.collateral) == [3 * WAD + 1, 12345]
     assert [(x.market, x.size, x.entry_price, x.funding_index) for x in sa.positions] == [
@@ -367,7 +367,7 @@ def test_account_states_and_market_states(ab):
     assert e.open_markets(a.address) == [ETH_PERP, BTC_FUT]
     boa.env.time_travel(seconds=600)
     refresh(p)
-    states = e.market_states()
+    states = p.lens.market_states()
     expiries = p.deployment.market_expiries
     assert [(s.underlying, s.is_perpetual, s.expiry, s.settlement_price) for s in states] == [
         (0, True, 0, 0),
