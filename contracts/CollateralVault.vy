@@ -131,6 +131,14 @@ event CollateralTransferred:
     amount: uint256
 
 
+event CollateralLiquidated:
+    account: indexed(address)
+    liquidator: indexed(address)
+    asset_id: indexed(uint256)
+    amount: uint256
+    payment: uint256
+
+
 event InsuranceFunded:
     sender: indexed(address)
     amount: uint256
@@ -380,20 +388,46 @@ def charge_penalty(account: address, liquidator: address, penalty: uint256, liqu
 
 @external
 @nonreentrant
-def sell_collateral(account: address, liquidator: address, asset_id: uint256, amount: uint256, payment: uint256):
+def liquidate_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], penalty: uint256) -> bool:
     """
-    @notice Liquidation sale of collateral: `amount` of asset moves from `account` to
-            `liquidator`, who pays `payment` WAD of cash to `account` (engine only).
+    @notice Liquidation sale of collateral (engine only): asset by asset, sell `account`'s
+            collateral to `liquidator` at the index price less a discount until the account's
+            cash is no longer negative or its collateral is gone. The liquidator pays in cash.
+    @dev Discount = min(penalty, (1 - haircut) / 2), so each sale raises the account's equity
+         (the haircut kept more than the discount). Payment rounds down per sale; the amount
+         sold rounds up to cover the debt.
+    @param prices WAD index prices by price id.
+    @param penalty The engine's liquidation penalty rate, WAD.
+    @return Whether any collateral was sold.
     """
     self._check_engine()
-    assert self.balances[account][asset_id] >= amount, "vault: insufficient collateral"
-    self.balances[account][asset_id] -= amount
-    self.balances[liquidator][asset_id] += amount
-    self._add_cash(liquidator, -convert(payment, int256))
-    self._add_cash(account, convert(payment, int256))
-    log CollateralTransferred(asset_id=asset_id, sender=account, receiver=liquidator, amount=amount)
-    log CashSettled(account=liquidator, delta=-convert(payment, int256))
-    log CashSettled(account=account, delta=convert(payment, int256))
+    sold: bool = False
+    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+        cash: int256 = self.cash[account]
+        balance: uint256 = self.balances[account][asset_id]
+        if cash >= 0:
+            break
+        if balance == 0:
+            continue
+        asset: Asset = self.assets[asset_id]
+        unit: uint256 = 10 ** asset.decimals
+        # payment per whole token after the discount, WAD USD
+        price: uint256 = prices[asset.price_id] * (WAD - min(penalty, (WAD - asset.haircut) // 2)) // WAD
+        if price == 0:
+            continue
+        debt: uint256 = convert(-cash, uint256)
+        amount: uint256 = min(balance, (debt * unit + price - 1) // price)
+        payment: uint256 = amount * price // unit
+        self.balances[account][asset_id] = balance - amount
+        self.balances[liquidator][asset_id] += amount
+        self._add_cash(liquidator, -convert(payment, int256))
+        self._add_cash(account, convert(payment, int256))
+        sold = True
+        log CollateralTransferred(asset_id=asset_id, sender=account, receiver=liquidator, amount=amount)
+        log CashSettled(account=liquidator, delta=-convert(payment, int256))
+        log CashSettled(account=account, delta=convert(payment, int256))
+        log CollateralLiquidated(account=account, liquidator=liquidator, asset_id=asset_id, amount=amount, payment=payment)
+    return sold
 
 
 @external

@@ -31,7 +31,14 @@
         - Liquidation is permissionless and partial: underlyings are closed in order of their
           maintenance margin, each by the smallest fraction that brings health to
           `liquidation_target`; the liquidator takes the positions at mark and receives
-          `liquidator_share` of a penalty, the rest goes to the insurance fund. An account left
+          `liquidator_share` of a penalty, the rest goes to the insurance fund. The penalty
+          rate starts at `liquidation_penalty` and, once anyone has flagged the account as
+          liquidatable, grows linearly to `max_liquidation_penalty` (if above the start; 0 by
+          default, no growth) over `penalty_ramp_time`
+          (a Dutch-auction bonus, so an unattractive liquidation still ends), never above half
+          of any maintenance rate and never above the account's remaining equity.
+        - Open interest (sum of long sizes) per market and each account's position per market
+          are capped (0 = no cap), so no position outgrows what liquidation can absorb. An account left
           without positions and with debt has its collateral sold to the liquidator at a
           discount; an account left with nothing but debt goes to the vault's waterfall.
 @dev Sizes are WAD units of the underlying; prices and USD amounts are WAD.
@@ -60,15 +67,11 @@ interface IOracle:
 
 interface IVault:
     def margin_inputs(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int256, uint256): view
-    def cash(account: address) -> int256: view
-    def collateral_balances(account: address) -> DynArray[uint256, MAX_ASSETS]: view
     def has_collateral(account: address) -> bool: view
-    def assets(asset_id: uint256) -> VaultAsset: view
-    def asset_count() -> uint256: view
     def settle_cash(account: address, delta: int256): nonpayable
     def charge_penalty(account: address, liquidator: address, penalty: uint256, liquidator_share: uint256): nonpayable
-    def sell_collateral(account: address, liquidator: address, asset_id: uint256, amount: uint256, payment: uint256): nonpayable
     def cover_deficit(account: address) -> (uint256, uint256): nonpayable
+    def liquidate_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], penalty: uint256) -> bool: nonpayable
 
 
 WAD: constant(uint256) = 10**18
@@ -106,15 +109,8 @@ MAX_TARGET: constant(uint256) = 2 * 10**18
 MIN_PRICE_DEVIATION: constant(uint256) = 10**15
 MAX_PRICE_DEVIATION: constant(uint256) = 2 * 10**17
 MAX_FUNDING_RATE_BOUND: constant(uint256) = 10**16
-
-
-struct VaultAsset:
-    token: address
-    decimals: uint256
-    price_id: uint256
-    haircut: uint256
-    deposit_cap: uint256
-    total: uint256
+MIN_PENALTY_RAMP: constant(uint256) = 60
+MAX_PENALTY_RAMP: constant(uint256) = 86400
 
 
 struct Underlying:
@@ -169,6 +165,12 @@ _account_markets: HashMap[address, DynArray[uint256, MAX_ACCOUNT_MARKETS]]
 nonce_used: public(HashMap[address, HashMap[uint256, bool]])
 
 liquidation_penalty: public(uint256)
+max_liquidation_penalty: public(uint256)
+penalty_ramp_time: public(uint256)
+liquidatable_since: public(HashMap[address, uint256])
+open_interest: public(HashMap[uint256, uint256])
+max_open_interest: public(HashMap[uint256, uint256])
+max_position: public(HashMap[uint256, uint256])
 liquidator_share: public(uint256)
 liquidation_target: public(uint256)
 max_price_deviation: public(uint256)
@@ -200,6 +202,22 @@ event LiquidationParamsSet:
     liquidation_penalty: uint256
     liquidator_share: uint256
     liquidation_target: uint256
+
+
+event PenaltyRampSet:
+    max_liquidation_penalty: uint256
+    penalty_ramp_time: uint256
+
+
+event PositionCapsSet:
+    market: indexed(uint256)
+    max_open_interest: uint256
+    max_position: uint256
+
+
+event LiquidatableFlagged:
+    account: indexed(address)
+    since: uint256
 
 
 event TradeParamsSet:
@@ -256,14 +274,6 @@ event PositionLiquidated:
     price: uint256
 
 
-event CollateralLiquidated:
-    account: indexed(address)
-    liquidator: indexed(address)
-    asset_id: indexed(uint256)
-    amount: uint256
-    payment: uint256
-
-
 event Liquidation:
     account: indexed(address)
     liquidator: indexed(address)
@@ -279,6 +289,7 @@ def __init__(admin_: address, vault: address, oracle: address):
     VAULT = vault
     ORACLE = oracle
     self.liquidation_penalty = 2 * 10**16
+    self.penalty_ramp_time = 3600
     self.liquidator_share = 5 * 10**17
     self.liquidation_target = 125 * 10**16
     self.max_price_deviation = 5 * 10**16
@@ -297,7 +308,7 @@ def _check_underlying_params(im_rate: uint256, mm_rate: uint256, spread_im_rate:
     assert im_rate >= MIN_IM_RATE and im_rate <= MAX_IM_RATE, "engine: im_rate out of bounds"
     assert mm_rate >= MIN_MM_RATE and mm_rate <= im_rate, "engine: mm_rate out of bounds"
     # a partial liquidation must be able to restore health: penalty <= mm_rate / 2
-    assert mm_rate >= 2 * self.liquidation_penalty, "engine: mm_rate below twice the penalty"
+    assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below twice the penalty"
     assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
     assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
 
@@ -383,11 +394,46 @@ def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: 
     assert liquidator_share <= WAD, "engine: liquidator_share out of bounds"
     assert target >= MIN_TARGET and target <= MAX_TARGET, "engine: target out of bounds"
     for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
-        assert self.underlyings[u].mm_rate >= 2 * penalty, "engine: mm_rate below twice the penalty"
+        assert self.underlyings[u].mm_rate >= 2 * max(penalty, self.max_liquidation_penalty), "engine: mm_rate below twice the penalty"
     self.liquidation_penalty = penalty
     self.liquidator_share = liquidator_share
     self.liquidation_target = target
     log LiquidationParamsSet(liquidation_penalty=penalty, liquidator_share=liquidator_share, liquidation_target=target)
+
+
+@external
+def set_penalty_ramp(max_penalty: uint256, ramp_time: uint256):
+    """
+    @notice How far the liquidation penalty grows while a flagged account is not liquidated
+            (risk admin).
+    @param max_penalty WAD fraction of closed notional, in [liquidation_penalty, 10%] and <= half
+           of every mm_rate.
+    @param ramp_time Seconds from the flag to the full penalty, in [60, 86400].
+    """
+    roles._check_risk_admin()
+    assert max_penalty >= self.liquidation_penalty and max_penalty <= MAX_PENALTY, "engine: max penalty out of bounds"
+    assert ramp_time >= MIN_PENALTY_RAMP and ramp_time <= MAX_PENALTY_RAMP, "engine: ramp time out of bounds"
+    for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
+        assert self.underlyings[u].mm_rate >= 2 * max_penalty, "engine: mm_rate below twice the penalty"
+    self.max_liquidation_penalty = max_penalty
+    self.penalty_ramp_time = ramp_time
+    log PenaltyRampSet(max_liquidation_penalty=max_penalty, penalty_ramp_time=ramp_time)
+
+
+@external
+def set_position_caps(market_id: uint256, max_open_interest: uint256, max_position: uint256):
+    """
+    @notice Cap a market's open interest (sum of long sizes) and any account's position in it
+            (risk admin); 0 = no cap. Caps bind trades that raise them, not liquidations.
+    @param max_open_interest WAD units of the underlying.
+    @param max_position WAD units, <= max_open_interest when both are set.
+    """
+    roles._check_risk_admin()
+    assert market_id < self.market_count, "engine: unknown market"
+    assert max_open_interest == 0 or max_position <= max_open_interest, "engine: position cap above open interest cap"
+    self.max_open_interest[market_id] = max_open_interest
+    self.max_position[market_id] = max_position
+    log PositionCapsSet(market=market_id, max_open_interest=max_open_interest, max_position=max_position)
 
 
 @external
@@ -594,6 +640,7 @@ def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint
         assert len(self._account_markets[account]) < MAX_ACCOUNT_MARKETS, "engine: too many positions"
         self._account_markets[account].append(market_id)
     new_size: int256 = position.size + delta
+    self.open_interest[market_id] = self.open_interest[market_id] + convert(max(new_size, 0), uint256) - convert(max(position.size, 0), uint256)
     if new_size == 0:
         self.positions[account][market_id] = empty(Position)
         self._remove_market(account, market_id)
@@ -691,6 +738,20 @@ def _authorise(order: Order, signature: Bytes[65]):
 
 @internal
 @view
+def _check_caps(market_id: uint256, old_size: int256, new_size: int256):
+    """
+    @dev A trade that grows a position must keep it, and the market's open interest, within caps.
+    """
+    if abs(new_size) <= abs(old_size):
+        return
+    cap: uint256 = self.max_position[market_id]
+    assert cap == 0 or convert(abs(new_size), uint256) <= cap, "engine: position above cap"
+    cap = self.max_open_interest[market_id]
+    assert cap == 0 or self.open_interest[market_id] <= cap, "engine: open interest above cap"
+
+
+@internal
+@view
 def _trade_allowed(old_size: int256, new_size: int256, before: MarginSummary, after: MarginSummary) -> bool:
     """
     @dev After a trade an account must meet IM, unless the trade only reduces its position
@@ -752,6 +813,8 @@ def match_orders(maker: Order, maker_signature: Bytes[65], taker: Order, taker_s
     self._apply_fill(taker.account, market_id, taker.size, price, funding_index)
     assert self._trade_allowed(maker_old, maker_old + maker.size, maker_before, self._summary(maker.account, prices)), "engine: below initial margin"
     assert self._trade_allowed(taker_old, taker_old + taker.size, taker_before, self._summary(taker.account, prices)), "engine: below initial margin"
+    self._check_caps(market_id, maker_old, maker_old + maker.size)
+    self._check_caps(market_id, taker_old, taker_old + taker.size)
 
     if market.is_perpetual:
         premium: int256 = (convert(price, int256) - convert(index, int256)) * IWAD // convert(index, int256)
@@ -837,6 +900,36 @@ def _underlying_mm(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -
 
 
 @internal
+@view
+def _penalty_rate(account: address) -> uint256:
+    """
+    @dev liquidation_penalty, growing linearly to max_liquidation_penalty over
+         penalty_ramp_time from the time the account was flagged.
+    """
+    base: uint256 = self.liquidation_penalty
+    since: uint256 = self.liquidatable_since[account]
+    top: uint256 = max(base, self.max_liquidation_penalty)
+    if since == 0 or top == base:
+        return base
+    elapsed: uint256 = min(block.timestamp - since, self.penalty_ramp_time)
+    return base + (top - base) * elapsed // self.penalty_ramp_time
+
+
+@external
+def flag_liquidatable(account: address):
+    """
+    @notice Start the penalty ramp of a liquidatable account (anyone; idempotent): if nobody
+            finds its liquidation worth the gas, the bonus grows until someone does.
+    @dev Reverts "engine: account not liquidatable".
+    """
+    summary: MarginSummary = self._summary(account, self._prices())
+    assert summary.equity < convert(summary.maintenance_margin, int256), "engine: account not liquidatable"
+    if self.liquidatable_since[account] == 0:
+        self.liquidatable_since[account] = block.timestamp
+        log LiquidatableFlagged(account=account, since=block.timestamp)
+
+
+@internal
 def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], full: bool) -> (uint256, uint256):
     """
     @dev Close underlyings in decreasing order of maintenance margin. For underlying u with
@@ -847,7 +940,7 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
          the account's remaining equity, so it cannot push a solvent account into bad debt.
          Returns (closed notional, penalty charged).
     """
-    penalty_rate: uint256 = self.liquidation_penalty
+    penalty_rate: uint256 = self._penalty_rate(account)
     target: uint256 = self.liquidation_target
     mms: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
     gross: uint256[MAX_UNDERLYINGS] = empty(uint256[MAX_UNDERLYINGS])
@@ -892,38 +985,6 @@ def _has_open_positions(account: address) -> bool:
     return False
 
 
-@internal
-def _sell_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> bool:
-    """
-    @dev Sell collateral to the liquidator at a discount until the account's cash is no longer
-         negative or its collateral is gone. Discount = min(penalty, (1 - haircut) / 2), so each
-         sale raises equity (the haircut keeps more than the discount). Returns whether any
-         collateral was sold.
-    """
-    sold: bool = False
-    cash: int256 = staticcall IVault(VAULT).cash(account)
-    balances: DynArray[uint256, MAX_ASSETS] = staticcall IVault(VAULT).collateral_balances(account)
-    for asset_id: uint256 in range(len(balances), bound=MAX_ASSETS):
-        if cash >= 0:
-            break
-        if balances[asset_id] == 0:
-            continue
-        asset: VaultAsset = staticcall IVault(VAULT).assets(asset_id)
-        discount: uint256 = min(self.liquidation_penalty, (WAD - asset.haircut) // 2)
-        unit: uint256 = 10 ** asset.decimals
-        # payment per whole token after discount, WAD USD
-        price: uint256 = prices[asset.price_id] * (WAD - discount) // WAD
-        if price == 0:
-            continue
-        amount: uint256 = min(balances[asset_id], wad._mul_div_up(convert(-cash, uint256), unit, price))
-        payment: uint256 = amount * price // unit
-        extcall IVault(VAULT).sell_collateral(account, liquidator, asset_id, amount, payment)
-        cash += convert(payment, int256)
-        sold = True
-        log CollateralLiquidated(account=account, liquidator=liquidator, asset_id=asset_id, amount=amount, payment=payment)
-    return sold
-
-
 @external
 @nonreentrant
 def liquidate(account: address) -> uint256:
@@ -958,7 +1019,7 @@ def liquidate(account: address) -> uint256:
         after = self._summary(account, prices)
     acted: bool = notional != 0
     if not self._has_open_positions(account) and after.equity < 0:
-        acted = self._sell_collateral(account, msg.sender, prices) or acted
+        acted = extcall IVault(VAULT).liquidate_collateral(account, msg.sender, prices, self.liquidation_penalty) or acted
         if not staticcall IVault(VAULT).has_collateral(account):
             covered: uint256 = 0
             uncovered: uint256 = 0
@@ -968,6 +1029,8 @@ def liquidate(account: address) -> uint256:
     # e.g. only an expired future awaiting settlement: say so rather than burn the caller's gas
     assert acted, "engine: nothing to liquidate"
 
+    if after.equity >= convert(after.maintenance_margin, int256):
+        self.liquidatable_since[account] = 0
     liquidator: MarginSummary = self._summary(msg.sender, prices)
     assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below initial margin"
     log Liquidation(
@@ -1001,33 +1064,6 @@ def equity(account: address) -> int256:
     @notice Equity of an account, WAD USD, rounded down.
     """
     return self._summary(account, self._prices()).equity
-
-
-@external
-@view
-def initial_margin(account: address) -> uint256:
-    """
-    @notice Initial margin requirement of an account, WAD USD, rounded up.
-    """
-    return self._summary(account, self._prices()).initial_margin
-
-
-@external
-@view
-def maintenance_margin(account: address) -> uint256:
-    """
-    @notice Maintenance margin requirement of an account, WAD USD, rounded up.
-    """
-    return self._summary(account, self._prices()).maintenance_margin
-
-
-@external
-@view
-def health_factor(account: address) -> uint256:
-    """
-    @notice Equity / maintenance margin, WAD (max uint256 with nothing to maintain).
-    """
-    return self._summary(account, self._prices()).health_factor
 
 
 @external

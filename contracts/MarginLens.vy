@@ -98,6 +98,33 @@ def margin_summaries(accounts: DynArray[address, MAX_BATCH]) -> DynArray[MarginS
 
 @external
 @view
+def initial_margin(account: address) -> uint256:
+    """
+    @notice Initial margin requirement of an account, WAD USD, rounded up.
+    """
+    return (staticcall IEngine(ENGINE).margin_summary(account)).initial_margin
+
+
+@external
+@view
+def maintenance_margin(account: address) -> uint256:
+    """
+    @notice Maintenance margin requirement of an account, WAD USD, rounded up.
+    """
+    return (staticcall IEngine(ENGINE).margin_summary(account)).maintenance_margin
+
+
+@external
+@view
+def health_factor(account: address) -> uint256:
+    """
+    @notice Equity / maintenance margin, WAD (max uint256 with nothing to maintain).
+    """
+    return (staticcall IEngine(ENGINE).margin_summary(account)).health_factor
+
+
+@external
+@view
 def account_states(accounts: DynArray[address, MAX_BATCH]) -> DynArray[AccountState, MAX_BATCH]:
     """
     @notice Raw margin inputs of up to 500 accounts: cash (WAD), collateral balances in token

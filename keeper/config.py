@@ -50,6 +50,8 @@ class MarketConfig:
     name: str
     underlying: int
     expiry_days: float | None  # None = perpetual
+    max_open_interest: int = 0  # WAD units of the underlying, 0 = no cap
+    max_position: int = 0  # WAD units per account, 0 = no cap
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class ProtocolConfig:
     max_price_deviation: int
     max_funding_rate: int
     funding_smoothing: int
+    max_liquidation_penalty: int = 0  # WAD; 0 = the penalty does not grow
+    penalty_ramp_time: int = 3600  # seconds
 
     def price_id(self, symbol: str) -> int:
         """Index of a price id by symbol; raises ConfigError if unknown."""
@@ -292,7 +296,13 @@ def _parse(raw: dict) -> ProtocolConfig:
         underlying = _get(m, "underlying", f"market {name}")
         if not isinstance(underlying, str) or underlying not in u_symbols:
             raise ConfigError(f"market {name}: unknown underlying {underlying!r}")
-        markets.append(MarketConfig(name, u_symbols.index(underlying), _expiry_days(m, f"market {name}")))
+        caps = {
+            key: _integer(m, key, f"market {name}", 0, 10**30) * WAD if key in m else 0
+            for key in ("max_open_interest", "max_position")
+        }
+        if caps["max_open_interest"] and caps["max_position"] > caps["max_open_interest"]:
+            raise ConfigError(f"market {name}: max_position is above max_open_interest")
+        markets.append(MarketConfig(name, u_symbols.index(underlying), _expiry_days(m, f"market {name}"), **caps))
     _unique([m.name for m in markets], "markets")
     liq = _mapping(raw, "liquidation")
     trading = _mapping(raw, "trading")
@@ -309,4 +319,6 @@ def _parse(raw: dict) -> ProtocolConfig:
         max_price_deviation=_fraction(trading, "max_price_deviation", "trading"),
         max_funding_rate=_fraction(trading, "max_funding_rate", "trading"),
         funding_smoothing=_fraction(trading, "funding_smoothing", "trading"),
+        max_liquidation_penalty=_fraction(liq, "max_penalty", "liquidation") if "max_penalty" in liq else 0,
+        penalty_ramp_time=_integer(liq, "penalty_ramp_seconds", "liquidation", 60, 86400) if "penalty_ramp_seconds" in liq else 3600,
     )

@@ -97,12 +97,16 @@ def deploy_protocol(backend: Backend, config: ProtocolConfig, admin: str, chain_
             engine, "add_underlying", u.price_id, u.im_rate, u.mm_rate, u.spread_im_rate, u.spread_mm_rate
         )
         underlyings[u.symbol] = i
+    if config.max_liquidation_penalty:
+        backend.transact(engine, "set_penalty_ramp", config.max_liquidation_penalty, config.penalty_ramp_time)
     markets: dict[str, int] = {}
     expiries: dict[str, int] = {}
     now = backend.timestamp()
     for i, m in enumerate(config.markets):
         expiry = 0 if m.expiry_days is None else now + int(m.expiry_days * 86400)
         backend.transact(engine, "list_market", m.underlying, expiry)
+        if m.max_open_interest or m.max_position:
+            backend.transact(engine, "set_position_caps", i, m.max_open_interest, m.max_position)
         markets[m.name] = i
         if expiry:
             expiries[m.name] = expiry

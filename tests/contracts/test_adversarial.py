@@ -746,7 +746,7 @@ def _vault_calls(p, r, aid, u):
         "fund_insurance": v.fund_insurance.prepare_calldata(USDC),
         "settle_cash": v.settle_cash.prepare_calldata(r.address, 10**18),
         "charge_penalty": v.charge_penalty.prepare_calldata(u.address, r.address, 10**18, 10**18),
-        "sell_collateral": v.sell_collateral.prepare_calldata(u.address, r.address, aid, 1, 0),
+        "liquidate_collateral": v.liquidate_collateral.prepare_calldata(u.address, r.address, [2000 * 10**18] * 3, 0),
         "cover_deficit": v.cover_deficit.prepare_calldata(u.address),
     }
 
@@ -760,10 +760,10 @@ VAULT_CALLS = [
     "fund_insurance",
     "settle_cash",
     "charge_penalty",
-    "sell_collateral",
+    "liquidate_collateral",
     "cover_deficit",
 ]
-ENGINE_ONLY = {"settle_cash", "charge_penalty", "sell_collateral", "cover_deficit"}
+ENGINE_ONLY = {"settle_cash", "charge_penalty", "liquidate_collateral", "cover_deficit"}
 
 
 def _ledger_consistent(p, r, aid, accounts, *, no_pnl=True):
@@ -824,7 +824,7 @@ def test_vyper_lock_engine_only_vault_functions_cannot_be_reentered(protocol):
     """Vyper lock bug, 2023, engine-only half: the vault's engine-only ledger functions share
     the same lock. To show the lock (and not the `not engine` check) stops them, a second vault
     is wired with the re-entrant token as BOTH its settlement token and its engine: the token
-    may call settle_cash / charge_penalty / sell_collateral / cover_deficit (controls succeed),
+    may call settle_cash / charge_penalty / liquidate_collateral / cover_deficit (controls succeed),
     yet from inside a cash deposit or withdrawal of itself every one of them, and deposit,
     withdraw and fund_insurance, reverts. The balance-difference credit of the cash path is
     exact: a nested deposit cannot be counted twice."""
@@ -852,7 +852,7 @@ def test_vyper_lock_engine_only_vault_functions_cannot_be_reentered(protocol):
         "fund_insurance": vault2.fund_insurance.prepare_calldata(USDC),
         "settle_cash": vault2.settle_cash.prepare_calldata(u.address, 10**18),
         "charge_penalty": vault2.charge_penalty.prepare_calldata(u.address, s.address, 10**18, 5 * 10**17),
-        "sell_collateral": vault2.sell_collateral.prepare_calldata(u.address, s.address, 0, 1, 1),
+        "liquidate_collateral": vault2.liquidate_collateral.prepare_calldata(u.address, s.address, [], 0),
         "cover_deficit": vault2.cover_deficit.prepare_calldata(u.address),
     }
 

@@ -230,6 +230,7 @@ BAD_UNDERLYING_PARAMS = [
 @pytest.mark.parametrize("args,reason", BAD_UNDERLYING_PARAMS)
 def test_underlying_param_bounds(protocol, args, reason):
     e = protocol.engine
+    e.set_penalty_ramp(e.liquidation_penalty(), 3600)  # no growth: the bound is 2 x the base penalty
     with boa.reverts(reason):
         e.set_underlying_params(0, *args)
     with boa.reverts(reason):
@@ -240,6 +241,7 @@ def test_underlying_param_bounds(protocol, args, reason):
 def test_underlying_params_valid_extremes(protocol):
     p = protocol
     e = p.engine
+    e.set_penalty_ramp(e.liquidation_penalty(), 3600)  # no growth: the bound is 2 x the base penalty
     with boa.reverts("engine: unknown underlying"):
         e.set_underlying_params(2, 10**17, 5 * 10**16, 0, 0)
     e.set_underlying_params(0, WAD, WAD, WAD, WAD)
@@ -249,6 +251,7 @@ def test_underlying_params_valid_extremes(protocol):
     assert e.underlyings(0).price_id == 0  # the price id is not a parameter
     # the 1% IM floor with 0.5% MM needs a penalty of at most 0.25%
     e.set_liquidation_params(10**15, 5 * 10**17, 125 * 10**16)
+    e.set_penalty_ramp(10**15, 3600)
     e.set_underlying_params(1, 10**16, 5 * 10**15, 0, 0)
     u = e.underlyings(1)
     assert (u.price_id, u.im_rate, u.mm_rate, u.spread_im_rate, u.spread_mm_rate) == (1, 10**16, 5 * 10**15, 0, 0)

@@ -221,7 +221,7 @@ def test_most_margin_intensive_underlying_first(setup):
     assert [x.market for x in logged("PositionLiquidated")] == [ETH_PERP]
     assert e.positions(a.address, ETH_PERP).size == 40 * WAD - amount
     assert e.positions(a.address, BTC_PERP).size == WAD // 10  # untouched
-    assert e.health_factor(a.address) >= TARGET
+    assert p.lens.health_factor(a.address) >= TARGET
 
 
 def test_big_btc_closed_before_small_eth(setup):
@@ -236,7 +236,7 @@ def test_big_btc_closed_before_small_eth(setup):
     assert [x.market for x in logged("PositionLiquidated")] == [BTC_PERP]
     assert e.positions(a.address, ETH_PERP).size == WAD
     assert 0 < e.positions(a.address, BTC_PERP).size < 2 * WAD
-    assert e.health_factor(a.address) >= TARGET
+    assert p.lens.health_factor(a.address) >= TARGET
 
 
 def test_first_underlying_closed_fully_then_next_partially(setup):
@@ -265,7 +265,7 @@ def test_first_underlying_closed_fully_then_next_partially(setup):
     # the event's penalty is the sum of the penalties actually charged, one per underlying
     ev = logged("Liquidation")[0]
     assert ev.penalty == pen1 + pen2
-    assert e.health_factor(a.address) >= TARGET
+    assert p.lens.health_factor(a.address) >= TARGET
 
 
 def test_short_position_partial_liquidation(setup):
@@ -282,7 +282,7 @@ def test_short_position_partial_liquidation(setup):
     assert e.positions(a.address, ETH_PERP).size == -(40 * WAD - amount)
     assert e.positions(liq.address, ETH_PERP).size == -amount
     assert logged("PositionLiquidated")[0].size == -amount
-    assert e.health_factor(a.address) >= TARGET
+    assert p.lens.health_factor(a.address) >= TARGET
 
 
 # ------------------------------------------------------------------ underwater accounts
@@ -372,7 +372,7 @@ def test_partial_collateral_sale_clears_debt(setup):
     assert v.insurance_fund() == fund
     assert v.bad_debt() == 0
     assert e.equity(a.address) == payment - 1500 * WAD + (WAD - amount) * 1700 * WAD * 85 * 10**16 // (WAD * WAD) > 0
-    assert e.health_factor(a.address) == MAX_UINT
+    assert p.lens.health_factor(a.address) == MAX_UINT
 
 
 def test_capped_penalty_leaves_collateral_backed_cash(setup):

@@ -70,9 +70,9 @@ def test_single_long_perp(ab):
     health = equity * WAD // mm
     assert summary(p, a) == (equity, im, mm, health)
     assert e.equity(a.address) == equity
-    assert e.initial_margin(a.address) == im
-    assert e.maintenance_margin(a.address) == mm
-    assert e.health_factor(a.address) == health
+    assert p.lens.initial_margin(a.address) == im
+    assert p.lens.maintenance_margin(a.address) == mm
+    assert p.lens.health_factor(a.address) == health
     assert e.meets_initial_margin(a.address) and not e.is_liquidatable(a.address)
     # the short side mirrors it
     assert summary(p, b)[:3] == (1_000_000 * WAD - 3 * (price - 2000 * WAD), im, mm)
@@ -300,7 +300,7 @@ def test_health_factor_edges(protocol):
     assert summary(p, empty) == (0, 0, 0, MAX_UINT)
     rich = p.new_user()
     p.deposit_usd(rich, 5)
-    assert e.health_factor(rich.address) == MAX_UINT
+    assert p.lens.health_factor(rich.address) == MAX_UINT
     assert not e.is_liquidatable(empty.address) and e.meets_initial_margin(empty.address)
     # negative equity with nothing to maintain: 0 (and liquidatable)
     with boa.env.prank(p.engine.address):
@@ -325,7 +325,7 @@ def test_health_factor_at_and_below_maintenance(protocol):
     eq = 2140 * WAD + 10 * (px - 2000 * WAD)
     mm = charge(10 * WAD, px, MM)
     assert summary(p, a) == (eq, charge(10 * WAD, px, IM), mm, eq * WAD // mm)
-    assert e.health_factor(a.address) < WAD and e.is_liquidatable(a.address)
+    assert p.lens.health_factor(a.address) < WAD and e.is_liquidatable(a.address)
     p.set_price("ETH", 1780)
     assert summary(p, a) == (-60 * WAD, 1780 * WAD, 890 * WAD, 0)
 

@@ -424,7 +424,7 @@ def test_below_initial_margin(protocol):
         p.engine.match_orders(m, ms, t, ts)
     # exactly at IM: 100 USD supports 0.5 ETH at 2000 with IM 10%
     p.trade(a, b, ETH_PERP, WAD // 2, 2000 * WAD)
-    assert p.engine.equity(a.address) == p.engine.initial_margin(a.address) == 100 * WAD
+    assert p.engine.equity(a.address) == p.lens.initial_margin(a.address) == 100 * WAD
     # the taker side is checked as well (an empty account cannot sell)
     c = p.new_user()
     m, ms = make(p, b, ETH_PERP, WAD, 2000 * WAD)

@@ -213,7 +213,7 @@ def test_withdraw_below_initial_margin(protocol):
     p.deposit_usd(b, 100_000)
     p.trade(a, b, "ETH-PERP", 4 * WAD, 2000 * WAD)
     # IM = 4 * 2000 * 10% = 800; equity 1000
-    assert p.engine.initial_margin(a.address) == 800 * WAD
+    assert p.lens.initial_margin(a.address) == 800 * WAD
     with boa.env.prank(a.address):
         v.withdraw(usdc.address, 200 * 10**6)  # equity 800 == IM: allowed
         assert p.engine.equity(a.address) == 800 * WAD
@@ -250,7 +250,7 @@ def test_unrealized_profit_is_not_withdrawable_cash(protocol):
         v.withdraw(usdc.address, 1_000 * 10**6)
         # equity 500 >= IM 250, but the profit is unrealized: no cash to withdraw
         assert p.engine.equity(a.address) == 500 * WAD
-        assert p.engine.initial_margin(a.address) == 250 * WAD
+        assert p.lens.initial_margin(a.address) == 250 * WAD
         with boa.reverts("vault: insufficient cash"):
             v.withdraw(usdc.address, 1)
     # realize it: close at 2500, then it is cash
@@ -414,7 +414,7 @@ def test_engine_only_functions(protocol):
             with boa.reverts("vault: not engine"):
                 v.charge_penalty(a, caller, 2, 1)
             with boa.reverts("vault: not engine"):
-                v.sell_collateral(a, caller, WETH_ID, 0, 0)
+                v.liquidate_collateral(a, caller, [2000 * WAD, 30000 * WAD], 0)
             with boa.reverts("vault: not engine"):
                 v.cover_deficit(a)
 
@@ -436,14 +436,20 @@ def test_engine_ledger_moves(protocol):
         assert v.cash(a.address) == -310 * WAD - 1
         assert v.cash(liq.address) == 5 * WAD
         assert v.insurance_fund() == 5 * WAD + 1
-        with boa.reverts("vault: insufficient collateral"):
-            v.sell_collateral(a.address, liq.address, WETH_ID, 2 * WAD + 1, 0)
-        v.sell_collateral(a.address, liq.address, WETH_ID, WAD, 200 * WAD)
-        ev = events(v, "CollateralTransferred")[0]
-        assert (ev.asset_id, ev.sender, ev.receiver, ev.amount) == (WETH_ID, a.address, liq.address, WAD)
-        assert v.balances(a.address, WETH_ID) == WAD
-        assert v.balances(liq.address, WETH_ID) == WAD
-        assert v.cash(liq.address) == -195 * WAD
+        # sale at 200 less min(penalty 5%, (1 - 0.85) / 2 = 7.5%) = 190 a WETH until cash >= 0:
+        # ceil(310.000...001 / 190) = 1.631578947368421053 WETH
+        assert v.liquidate_collateral(a.address, liq.address, [200 * WAD, 30000 * WAD], 5 * 10**16)
+        sold = (310 * WAD + 1) * WAD // (190 * WAD) + 1
+        payment = sold * 190 * WAD // WAD
+        ev = events(v, "CollateralLiquidated")[0]
+        assert (ev.account, ev.liquidator, ev.asset_id, ev.amount, ev.payment) == (a.address, liq.address, WETH_ID, sold, payment)
+        assert v.balances(a.address, WETH_ID) == 2 * WAD - sold
+        assert v.balances(liq.address, WETH_ID) == sold
+        assert v.cash(liq.address) == 5 * WAD - payment
+        assert v.cash(a.address) == -310 * WAD - 1 + payment >= 0
+        # nothing left to sell for: a second call sells nothing
+        assert not v.liquidate_collateral(a.address, liq.address, [200 * WAD, 30000 * WAD], 5 * 10**16)
+        v.settle_cash(a.address, -(v.cash(a.address) + 110 * WAD + 1))
         assert v.cash(a.address) == -110 * WAD - 1
         # non-negative cash: nothing to cover
         assert v.cover_deficit(p.new_user().address) == (0, 0)
