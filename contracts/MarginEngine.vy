@@ -909,7 +909,8 @@ def _penalty_rate(account: address) -> uint256:
     base: uint256 = self.liquidation_penalty
     since: uint256 = self.liquidatable_since[account]
     top: uint256 = max(base, self.max_liquidation_penalty)
-    if since == 0 or top == base:
+    # a flag older than two ramps is stale (the account may have recovered since): no bonus
+    if since == 0 or top == base or block.timestamp - since >= 2 * self.penalty_ramp_time:
         return base
     elapsed: uint256 = min(block.timestamp - since, self.penalty_ramp_time)
     return base + (top - base) * elapsed // self.penalty_ramp_time
@@ -918,13 +919,16 @@ def _penalty_rate(account: address) -> uint256:
 @external
 def flag_liquidatable(account: address):
     """
-    @notice Start the penalty ramp of a liquidatable account (anyone; idempotent): if nobody
-            finds its liquidation worth the gas, the bonus grows until someone does.
+    @notice Start the penalty ramp of a liquidatable account (anyone; idempotent while the flag
+            is fresh): if nobody finds its liquidation worth the gas, the bonus grows until
+            someone does. A flag expires after two ramp times, so one raised in a passing dip
+            cannot pay the full bonus in a later one.
     @dev Reverts "engine: account not liquidatable".
     """
     summary: MarginSummary = self._summary(account, self._prices())
     assert summary.equity < convert(summary.maintenance_margin, int256), "engine: account not liquidatable"
-    if self.liquidatable_since[account] == 0:
+    since: uint256 = self.liquidatable_since[account]
+    if since == 0 or block.timestamp - since >= 2 * self.penalty_ramp_time:
         self.liquidatable_since[account] = block.timestamp
         log LiquidatableFlagged(account=account, since=block.timestamp)
 

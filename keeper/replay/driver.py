@@ -42,7 +42,9 @@ log = logging.getLogger("keeper.replay")
 
 WAD = 10**18
 SETUP_GAS = 2_000_000
-MM_DEPOSIT_USD = 2_000_000_000
+MM_DEPOSIT_USD = 500_000_000  # per market maker
+# accounts per market maker: keeps each maker's position within the listing's position caps
+ACCOUNTS_PER_MAKER = 200
 KEEPER_DEPOSIT_USD = 500_000_000
 INSURANCE_USD = 1_000_000
 
@@ -144,11 +146,11 @@ class Replay:
         specs = make_population(opts.accounts, start, opts.seed, cfg.settlement_symbol)
         rng = np.random.Generator(np.random.PCG64(opts.seed + 1))
         users = [User(*self._keypair(rng), spec=s) for s in specs]
-        self.market_maker = User(*self._keypair(rng))
+        self.market_makers = [User(*self._keypair(rng)) for _ in range(math.ceil(len(users) / ACCOUNTS_PER_MAKER))]
         self.keeper_address, self.keeper_key = DEV_ACCOUNTS[1]
         usd = cfg.settlement_symbol
         deposits: list[tuple[str, str, int]] = [
-            (self.market_maker.address, usd, MM_DEPOSIT_USD * 10 ** self.decimals[usd]),
+            *((mm.address, usd, MM_DEPOSIT_USD * 10 ** self.decimals[usd]) for mm in self.market_makers),
             (self.keeper_address, usd, KEEPER_DEPOSIT_USD * 10 ** self.decimals[usd]),
         ]
         for u in users:
@@ -188,8 +190,8 @@ class Replay:
         index = self.opts.path.as_wad(0)
         engine = self.client.engine
         hashes = []
-        trades = [(u, m, s) for u in users for m, s in _legs(u.spec, index)]
-        for i, (user, market_name, size_units) in enumerate(trades):
+        trades = [(i, u, m, s) for i, u in enumerate(users) for m, s in _legs(u.spec, index)]
+        for n, (i, user, market_name, size_units) in enumerate(trades):
             market = dep.markets[market_name]
             underlying = market_name.split("-")[0]
             size = int(round(size_units * 10**6)) * 10**12
@@ -197,9 +199,9 @@ class Replay:
                 continue
             price = index[underlying]
             maker, maker_sig = self._order(user, market, size, price)
-            taker, taker_sig = self._order(self.market_maker, market, -size, price)
+            taker, taker_sig = self._order(self.market_makers[i % len(self.market_makers)], market, -size, price)
             hashes.append(self._send(engine.functions.match_orders(maker, maker_sig, taker, taker_sig)))
-            self.progress("trades", i + 1, len(trades))
+            self.progress("trades", n + 1, len(trades))
         self._confirm(hashes, "trade")
 
     # ------------------------------------------------------------------ keeper process

@@ -684,19 +684,47 @@ def test_maker_black_thursday_liquidation_at_index_never_below_discount(protocol
 # ====================================================================== dYdX YFI 2023
 
 
-@pytest.mark.xfail(strict=True, reason="open interest caps not implemented")
 def test_dydx_yfi_open_interest_is_capped(protocol):
     """dYdX YFI, Nov 2023: positions far larger than the market could absorb were pushed
     through a thin oracle, leaving ~$9M of losses for the insurance fund. A protocol needs
-    per-market open-interest (and per-account position) caps; here a 1,000,000 ETH position
-    (2 billion USD of notional) between two accounts is accepted as long as IM is met."""
+    per-market open-interest (and per-account position) caps, whatever margin is posted. The
+    listing caps ETH-PERP at 500,000 ETH per account and 5,000,000 ETH of open interest (sum
+    of longs): one wei more than either reverts, with IM met many times over, so the incident's
+    1,000,000 ETH (2 billion USD) position is refused (see also
+    test_safety_features.py::test_listing_caps_stop_a_dydx_sized_position); and the risk admin
+    can tighten a market at once."""
     p = protocol
+    e = p.engine
+    cap_pos, cap_oi = e.max_position(ETH_PERP), e.max_open_interest(ETH_PERP)
+    assert (cap_pos, cap_oi) == (500_000 * WAD, 5_000_000 * WAD)
+    n = cap_oi // cap_pos
+    longs = [p.new_user() for _ in range(n)]
+    shorts = [p.new_user() for _ in range(n)]
+    x, y = p.new_user(), p.new_user()
+    for u in longs + shorts + [x, y]:
+        p.deposit_usd(u, 105_000_000)  # IM of 500,000 ETH at 2000 is 100,000,000 USD
+    with boa.reverts("engine: position above cap"):
+        trade(p, longs[0], shorts[0], ETH_PERP, cap_pos + 1, 2000 * WAD)  # the long
+    trade(p, longs[0], shorts[0], ETH_PERP, cap_pos, 2000 * WAD)  # exactly at the cap
+    with boa.reverts("engine: position above cap"):
+        trade(p, x, shorts[0], ETH_PERP, 1, 2000 * WAD)  # the short, one wei above
+    for lo, sh in zip(longs[1:], shorts[1:]):
+        trade(p, lo, sh, ETH_PERP, cap_pos, 2000 * WAD)
+    assert e.open_interest(ETH_PERP) == cap_oi  # ten accounts at the cap fill the market
+    with boa.reverts("engine: open interest above cap"):
+        trade(p, x, y, ETH_PERP, 1, 2000 * WAD)
+    # a long changing hands does not add open interest; closing frees room again
+    trade(p, x, longs[0], ETH_PERP, WAD, 2000 * WAD)
+    trade(p, shorts[1], longs[1], ETH_PERP, WAD, 2000 * WAD)
+    assert e.open_interest(ETH_PERP) == cap_oi - WAD
+    # the risk admin tightens the market: even a smaller position is refused outright
+    e.set_position_caps(ETH_PERP, 100_000 * WAD, 20_000 * WAD)
     a, b = p.new_user(), p.new_user()
     p.deposit_usd(a, 300_000_000)
     p.deposit_usd(b, 300_000_000)
     m, ms = make(p, a, ETH_PERP, 10**6 * WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -(10**6) * WAD, 2000 * WAD)
-    with boa.reverts():
+    with boa.reverts("engine: position above cap"):
         p.engine.match_orders(m, ms, t, ts)
 
 
