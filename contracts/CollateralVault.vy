@@ -302,6 +302,9 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
          collateral are not withdrawable as cash). The account must meet initial margin after the
          debit, or the call reverts "vault: below initial margin". While bad debt is outstanding
          the tokens paid are `amount` less its pro-rata share (socialization, see the notice).
+         Reverts "vault: settlement liquidity short" when the vault holds fewer settlement
+         tokens than it would pay: positive cash can be owed by accounts whose debt is backed by
+         WETH/WBTC, and is paid as they repay or are liquidated (a liquidity limit, not a loss).
     @param token The settlement token or a listed asset.
     @param amount Token units.
     @param receiver Where the tokens go.
@@ -319,6 +322,9 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
             paid = amount - withheld
             log BadDebtRetired(amount=retired, by_withdrawal=True)
         self._add_cash(msg.sender, -debit)
+        # cash owed by accounts margined with other collateral is not yet in USDC: it arrives
+        # when they repay (deposit) or their collateral is liquidated
+        assert paid <= self.settlement_total, "vault: settlement liquidity short"
         self.settlement_total -= paid
     else:
         slot: uint256 = self._asset_slot[token]
