@@ -39,7 +39,7 @@ Plus: each account's equity / IM / MM / health factor equals the Python mirror t
 accounts not involved in an action are left untouched by it, and a penalty-ramp flag is only
 set by flag_liquidatable and only cleared by a liquidation that restores health.
 
-Steps: INVARIANT_EXAMPLES x INVARIANT_STEPS (defaults sized for ~60 s in CI). A longer local
+Steps: INVARIANT_EXAMPLES x INVARIANT_STEPS (defaults 40 x 40 = 1,600 steps, about two minutes in CI). A longer local
 run: `INVARIANT_EXAMPLES=500 INVARIANT_STEPS=60 pytest ... tests/contracts/test_invariants.py`.
 `INVARIANT_STATS=1` (with `-s`) prints outcome counts; `INVARIANT_DERANDOMIZE=1` fixes the seed.
 """
@@ -677,6 +677,22 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.net_usdc += x
         self._set_ctx("fund_insurance", [], None, amount=x, logs=self.w.vault.get_logs(strict=False))
 
+    @rule(i=USER, k=st.integers(0, 7))
+    def cancel_nonce(self, i, k):
+        """Cancel one of a few nonces this machine never signs with; twice reverts."""
+        w = self.w
+        nonce = 10**12 + k
+        expected = "engine: nonce used" if w.engine.nonce_used(w.addrs[i], nonce) else None
+        outcome = None
+        try:
+            with boa.env.prank(w.addrs[i]):
+                w.engine.cancel_nonce(nonce)
+        except boa.BoaError as e:
+            outcome = reason(e)
+        assert outcome == expected, f"cancel_nonce: {outcome!r}, expected {expected!r}"
+        assert w.engine.nonce_used(w.addrs[i], nonce)
+        self._set_ctx("cancel_nonce", [], outcome)
+
     # ------------------------------------------------------------ invariants
 
     @invariant(check_during_init=True)
@@ -802,7 +818,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         # leaves the account healthy; nothing else touches them
         for j in range(N_USERS):
             if kind == "flag" and j == ctx["account"]:
-                assert b.flags[j] == (a.flags[j] or b.now), "flag_liquidatable"
+                # a flag older than two ramp times (3600 s each) is stale and restarts
+                fresh = a.flags[j] and b.now - a.flags[j] < 2 * 3600
+                assert b.flags[j] == (a.flags[j] if fresh else b.now), "flag_liquidatable"
             elif kind == "liquidate" and j == ctx["account"] and b.summ[j].equity >= b.summ[j].mm:
                 assert b.flags[j] == 0, "a liquidation that restored health left the flag set"
             else:
@@ -844,6 +862,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert not changed
 
     def _after_flag(self, a, b, ctx, changed):
+        assert not changed
+        self._same_globals(a, b)
+
+    def _after_cancel_nonce(self, a, b, ctx, changed):
         assert not changed
         self._same_globals(a, b)
 
@@ -1043,3 +1065,35 @@ def test_withdraw_of_realized_profit_waits_for_liquidity(protocol):
         p.vault.withdraw(p.usdc.address, 10_000 * 10**6)
     assert p.usdc.balanceOf(a.address) == 10_000 * 10**6
     assert p.vault.cash(b.address) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="invariant 4 / liquidate NatSpec ('never lowers the account's health factor unless it closes "
+    "the account's positions completely'): past expiry, before anyone calls settle_market, a hedged "
+    "basis account is liquidatable; liquidation closes the perpetual leg in full (the expired future's "
+    "MM counts in the deficit but cannot be closed), charges 4,000 of penalty and leaves a naked short "
+    "future: health 0.25 -> 0.10, equity 5,000 -> 1,000, negative after a 1% rise. Settling expired "
+    "futures before valuing the account in liquidate() would avoid it.",
+)
+def test_liquidation_past_expiry_keeps_health(protocol):
+    """Minimal reproduction (exempted in the stateful test, which counts it as
+    `liquidate:left_expired_futures_health_lowered`)."""
+    p = protocol
+    a, b = p.new_user(), p.new_user()
+    p.deposit_usd(a, 25_000)
+    p.deposit_usd(b, 1_000_000)
+    p.trade(a, b, "ETH-PERP", 100 * WAD, 2000 * WAD)  # a long 100 ETH perpetual
+    p.trade(b, a, "ETH-FUT", 100 * WAD, 2000 * WAD)  # a short 100 ETH future: hedged
+    with boa.env.prank(a.address):
+        p.vault.withdraw(p.usdc.address, 20_000 * 10**6)  # equity 5,000
+    boa.env.time_travel(seconds=p.deployment.market_expiries["ETH-FUT"] + 3600 - boa.env.evm.patch.timestamp)
+    p.set_price("ETH", 2000)  # unchanged, refreshed; the future is expired but not settled
+    p.set_price("BTC", 30000)
+    before = p.engine.margin_summary(a.address)
+    assert p.engine.is_liquidatable(a.address)  # MM 20,000: both legs charged alone after expiry
+    with boa.env.prank(b.address):
+        p.engine.liquidate(a.address)
+    after = p.engine.margin_summary(a.address)
+    assert p.lens.account_states([a.address])[0].positions  # the expired future is still open
+    assert after.health_factor >= before.health_factor, f"health {before.health_factor} -> {after.health_factor}"
