@@ -308,7 +308,7 @@ def _check_underlying_params(im_rate: uint256, mm_rate: uint256, spread_im_rate:
     assert im_rate >= MIN_IM_RATE and im_rate <= MAX_IM_RATE, "engine: im_rate out of bounds"
     assert mm_rate >= MIN_MM_RATE and mm_rate <= im_rate, "engine: mm_rate out of bounds"
     # a partial liquidation must be able to restore health: penalty <= mm_rate / 2
-    assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below twice the penalty"
+    assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
     assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
     assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
 
@@ -394,7 +394,7 @@ def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: 
     assert liquidator_share <= WAD, "engine: liquidator_share out of bounds"
     assert target >= MIN_TARGET and target <= MAX_TARGET, "engine: target out of bounds"
     for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
-        assert self.underlyings[u].mm_rate >= 2 * max(penalty, self.max_liquidation_penalty), "engine: mm_rate below twice the penalty"
+        assert self.underlyings[u].mm_rate >= 2 * max(penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
     self.liquidation_penalty = penalty
     self.liquidator_share = liquidator_share
     self.liquidation_target = target
@@ -414,7 +414,7 @@ def set_penalty_ramp(max_penalty: uint256, ramp_time: uint256):
     assert max_penalty >= self.liquidation_penalty and max_penalty <= MAX_PENALTY, "engine: max penalty out of bounds"
     assert ramp_time >= MIN_PENALTY_RAMP and ramp_time <= MAX_PENALTY_RAMP, "engine: ramp time out of bounds"
     for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
-        assert self.underlyings[u].mm_rate >= 2 * max_penalty, "engine: mm_rate below twice the penalty"
+        assert self.underlyings[u].mm_rate >= 2 * max_penalty, "engine: mm_rate below 2x penalty"
     self.max_liquidation_penalty = max_penalty
     self.penalty_ramp_time = ramp_time
     log PenaltyRampSet(max_liquidation_penalty=max_penalty, penalty_ramp_time=ramp_time)
@@ -430,7 +430,7 @@ def set_position_caps(market_id: uint256, max_open_interest: uint256, max_positi
     """
     roles._check_risk_admin()
     assert market_id < self.market_count, "engine: unknown market"
-    assert max_open_interest == 0 or max_position <= max_open_interest, "engine: position cap above open interest cap"
+    assert max_open_interest == 0 or max_position <= max_open_interest, "engine: position cap above OI cap"
     self.max_open_interest[market_id] = max_open_interest
     self.max_position[market_id] = max_position
     log PositionCapsSet(market=market_id, max_open_interest=max_open_interest, max_position=max_position)
@@ -654,10 +654,15 @@ def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint
 @internal
 def _settle_expired(account: address):
     """
-    @dev Realize every position of `account` in a settled market.
+    @dev Settle the expired futures of `account` that a post-expiry price can settle, and
+         realize every position of `account` in a settled market: a hedge is never unwound
+         leg by leg after expiry.
     """
     open_markets: DynArray[uint256, MAX_ACCOUNT_MARKETS] = self._account_markets[account]
     for market_id: uint256 in open_markets:
+        market: Market = self.markets[market_id]
+        if market.settlement_price == 0 and not market.is_perpetual and block.timestamp >= market.expiry:
+            self._settle(market_id, market)
         price: uint256 = self.markets[market_id].settlement_price
         if price != 0:
             size: int256 = self.positions[account][market_id].size
@@ -679,19 +684,31 @@ def settle_market(market_id: uint256):
     assert block.timestamp >= market.expiry, "engine: not expired"
     if market.settlement_price != 0:
         return
+    assert self._settle(market_id, market), "engine: price before expiry"
+
+
+@internal
+def _settle(market_id: uint256, market: Market) -> bool:
+    """
+    @dev Fix an expired future's settlement price at the index if every feed forming it updated
+         at or after expiry; returns whether it did.
+    """
     price: uint256 = 0
     updated_at: uint256 = 0
     price, updated_at = staticcall IOracle(ORACLE).index_price_with_time(self.underlyings[market.underlying].price_id)
-    assert updated_at >= market.expiry, "engine: price before expiry"
+    if updated_at < market.expiry:
+        return False
     self.markets[market_id].settlement_price = price
     log MarketSettled(market=market_id, settlement_price=price)
+    return True
 
 
 @external
 @nonreentrant
 def settle_positions(account: address):
     """
-    @notice Realize an account's positions in settled futures into cash. Permissionless.
+    @notice Realize an account's positions in settled futures into cash, settling any of its
+            expired futures that a post-expiry price can settle. Permissionless.
     """
     self._settle_expired(account)
 
@@ -998,7 +1015,7 @@ def liquidate(account: address) -> uint256:
             must meet its own initial margin afterwards.
     @dev Reverts "engine: account not liquidatable", "engine: nothing to liquidate" (e.g. only a
          future past expiry awaiting settlement), "engine: self liquidation",
-         "engine: liquidator below initial margin", or an oracle error. Never lowers the
+         "engine: liquidator below IM", or an oracle error. Never lowers the
          account's health factor unless it closes the account's positions completely.
     @param account The account to liquidate.
     @return The notional closed, WAD USD.
@@ -1036,7 +1053,7 @@ def liquidate(account: address) -> uint256:
     if after.equity >= convert(after.maintenance_margin, int256):
         self.liquidatable_since[account] = 0
     liquidator: MarginSummary = self._summary(msg.sender, prices)
-    assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below initial margin"
+    assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below IM"
     log Liquidation(
         account=account,
         liquidator=msg.sender,

@@ -499,7 +499,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
         assert meets_im(p, a) and summary(p, a)[0] - summary(p, a)[1] < 10**12
         assert e.is_liquidatable(c.address)
         # a, with no slack, may not take positions over as liquidator
-        guarded(p, acting + [c], lambda: liquidate(p, a, c), "engine: liquidator below initial margin")
+        guarded(p, acting + [c], lambda: liquidate(p, a, c), "engine: liquidator below IM")
         hf = summary(p, c)[3]
         guarded(p, acting + [c], lambda: liquidate(p, stranger, c))
         assert summary(p, c)[3] >= hf

@@ -196,7 +196,7 @@ def test_add_underlying(protocol):
     e = p.engine
     with boa.reverts("engine: unknown price id"):
         e.add_underlying(2, 10**17, 5 * 10**16, 0, 0)
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.add_underlying(0, 10**17, 4 * 10**16 - 1, 0, 0)
     u = e.add_underlying(1, 2 * 10**17, 10**17, 3 * 10**16, 10**16)
     assert u == 2
@@ -220,7 +220,7 @@ BAD_UNDERLYING_PARAMS = [
     ((WAD + 1, 5 * 10**16, 0, 0), "engine: im_rate out of bounds"),
     ((10**17, 5 * 10**15 - 1, 0, 0), "engine: mm_rate out of bounds"),
     ((10**17, 10**17 + 1, 0, 0), "engine: mm_rate out of bounds"),
-    ((10**17, 4 * 10**16 - 1, 0, 0), "engine: mm_rate below twice the penalty"),
+    ((10**17, 4 * 10**16 - 1, 0, 0), "engine: mm_rate below 2x penalty"),
     ((10**17, 5 * 10**16, 10**17 + 1, 0), "engine: spread_im_rate out of bounds"),
     ((10**17, 5 * 10**16, 10**16, 10**16 + 1), "engine: spread_mm_rate out of bounds"),
     ((10**17, 4 * 10**16, 10**17, 4 * 10**16 + 1), "engine: spread_mm_rate out of bounds"),
@@ -298,7 +298,7 @@ def test_list_market(protocol):
         ((2 * 10**16, WAD + 1, 125 * 10**16), "engine: liquidator_share out of bounds"),
         ((2 * 10**16, 5 * 10**17, MIN_TARGET - 1), "engine: target out of bounds"),
         ((2 * 10**16, 5 * 10**17, 2 * WAD + 1), "engine: target out of bounds"),
-        ((25 * 10**15 + 1, 5 * 10**17, 125 * 10**16), "engine: mm_rate below twice the penalty"),
+        ((25 * 10**15 + 1, 5 * 10**17, 125 * 10**16), "engine: mm_rate below 2x penalty"),
     ],
 )
 def test_liquidation_param_bounds(protocol, args, reason):
@@ -316,16 +316,16 @@ def test_liquidation_params_valid_extremes(protocol):
     e.set_liquidation_params(10**15, 0, MIN_TARGET)
     assert (e.liquidation_penalty(), e.liquidator_share(), e.liquidation_target()) == (10**15, 0, MIN_TARGET)
     # the 10% ceiling needs every underlying's mm >= 20%
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_liquidation_params(10**17, 0, MIN_TARGET)
     e.set_underlying_params(0, 2 * 10**17, 2 * 10**17, 0, 0)
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_liquidation_params(10**17, 0, MIN_TARGET)  # BTC still at 5%
     e.set_underlying_params(1, 2 * 10**17, 2 * 10**17, 0, 0)
     e.set_liquidation_params(10**17, 0, MIN_TARGET)
     assert e.liquidation_penalty() == 10**17
     # and then an underlying cannot drop its mm below twice that penalty
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_underlying_params(0, 2 * 10**17, 2 * 10**17 - 1, 0, 0)
 
 

@@ -304,7 +304,7 @@ def test_set_position_caps_bounds_and_role(protocol):
             e.set_position_caps(ETH_PERP, 10 * WAD, 5 * WAD)
     with boa.reverts("engine: unknown market"):
         e.set_position_caps(4, 10 * WAD, 5 * WAD)
-    with boa.reverts("engine: position cap above open interest cap"):
+    with boa.reverts("engine: position cap above OI cap"):
         e.set_position_caps(ETH_PERP, 10 * WAD, 10 * WAD + 1)
     e.set_position_caps(ETH_PERP, 10 * WAD, 10 * WAD)  # equal is fine
     e.set_position_caps(BTC_FUT, 0, 7 * WAD)  # no open-interest cap: any position cap
@@ -499,7 +499,7 @@ def test_set_penalty_ramp_bounds_role_event(protocol):
         e.set_penalty_ramp(PENALTY - 1, RAMP)  # below the base penalty
     with boa.reverts("engine: max penalty out of bounds"):
         e.set_penalty_ramp(10**17 + 1, RAMP)  # above 10%
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_penalty_ramp(MAX_PENALTY + 1, RAMP)  # MM 5% < 2 x 2.5%+
     with boa.reverts("engine: ramp time out of bounds"):
         e.set_penalty_ramp(MAX_PENALTY, 59)
@@ -512,16 +512,16 @@ def test_set_penalty_ramp_bounds_role_event(protocol):
     e.set_penalty_ramp(MAX_PENALTY, 86400)
     # 10% needs every underlying's MM >= 20%: ETH alone is not enough
     e.set_underlying_params(ETH, 2 * 10**17, 2 * 10**17, 2 * 10**16, 10**16)
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_penalty_ramp(10**17, RAMP)
     e.set_underlying_params(BTC, 2 * 10**17, 2 * 10**17, 2 * 10**16, 10**16)
     e.set_penalty_ramp(10**17, RAMP)
     (ev,) = events(e, "PenaltyRampSet")
     assert (ev.max_liquidation_penalty, ev.penalty_ramp_time) == (10**17, RAMP)
     # and the ramp's top now bounds the margin rates and the base penalty's checks
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_underlying_params(ETH, 2 * 10**17, 2 * 10**17 - 1, 2 * 10**16, 10**16)
-    with boa.reverts("engine: mm_rate below twice the penalty"):
+    with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_underlying_params(ETH, 10**17, 5 * 10**16, 2 * 10**16, 10**16)
     risk = p.new_user().address
     e.set_risk_admin(risk)
