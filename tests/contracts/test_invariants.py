@@ -272,6 +272,23 @@ class World:
             mm += charge(net, price, par.mm) + charge(off, price, par.spread_mm) + charge(alone[u], price, par.mm)
         return Summary(equity, im, mm, health(equity, mm))
 
+    def settled_view(self, s: Snap, i: int):
+        """User i after `MarginEngine._settle_expired(i)` at the snapshot's block, as liquidate
+        and settle_positions do first (5be7072): its futures past expiry settle at the index (every
+        feed here was published at the current block, so after expiry), then its positions in
+        settled markets are realized into cash. Returns (markets, cash, positions, summary)."""
+        markets = list(s.markets)
+        cash, pos = s.cash[i], dict(s.pos[i])
+        for m in list(pos):
+            mk = markets[m]
+            if mk.settlement_price == 0 and not mk.is_perp and s.now >= mk.expiry:
+                markets[m] = mk = mk._replace(settlement_price=self.index_of(s, m))
+            if mk.settlement_price:
+                size, entry, fidx = pos.pop(m)
+                cash += position_value(size, entry, fidx, mk.settlement_price, mk.funding_index)
+        markets = tuple(markets)
+        return markets, cash, pos, self.summary(cash, s.coll[i], pos, markets, s.prices, s.now)
+
     @staticmethod
     def closable(s: Snap, i: int) -> bool:
         """Whether user i holds a position a liquidation can close (not settled, not past expiry)."""
@@ -446,6 +463,10 @@ class ProtocolMachine(RuleBasedStateMachine):
             expected = "vault: insufficient cash" if cash < amount * w.scale else None
             if expected is None and s.bad_debt:
                 withheld = min(amount, ceil_div(amount * s.bad_debt, s.total_positive_cash))
+            # Liquidity limit (test_withdraw_of_realized_profit_waits_for_liquidity), checked before
+            # IM: cash owed by accounts margined with WETH/WBTC is not yet in USDC
+            if expected is None and amount - withheld > s.settlement_total:
+                expected = "vault: settlement liquidity short"
             cash -= amount * w.scale
         else:
             a = self._aid(sym)
@@ -454,10 +475,6 @@ class ProtocolMachine(RuleBasedStateMachine):
         if expected is None and not meets_im(w.summary(cash, coll, s.pos[i], s.markets, s.prices, s.now)):
             expected = "vault: below initial margin"
         paid = amount - withheld
-        # Liquidity limit (test_withdraw_of_realized_profit_waits_for_liquidity): cash owed by
-        # accounts whose margin is WETH/WBTC is not yet in USDC, so a withdrawal that passes every
-        # other check reverts "vault: settlement liquidity short" when the vault holds too little.
-        illiquid = sym == "USDC" and expected is None and paid > s.vault_tokens[0]
         wallet = token.balanceOf(user.address)
         outcome, logs = None, []
         try:
@@ -466,12 +483,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             logs = w.vault.get_logs(strict=False)
         except boa.BoaError as e:
             outcome = reason(e)
-        if illiquid:
-            assert outcome is not None, "paid more USDC than the vault held"
-            STATS["withdraw:illiquid"] += 1
-            assert outcome == "vault: settlement liquidity short", outcome
-        else:
-            assert outcome == expected, f"withdraw {amount} {sym}: {outcome!r}, expected {expected!r}"
+        assert outcome == expected, f"withdraw {amount} {sym}: {outcome!r}, expected {expected!r}"
         assert token.balanceOf(user.address) == wallet + (paid if outcome is None else 0), "wallet"
         if outcome is None and sym == "USDC":
             self.net_usdc -= paid
@@ -565,9 +577,11 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def _liquidate(self, i, liq):
         w, s = self.w, self.prev
-        liquidatable = s.summ[i].equity < s.summ[i].mm
-        # left for settlement: only futures past expiry, which nobody can trade
-        stuck = not self.w.closable(s, i) and any(s.markets[m].settlement_price == 0 for m in s.pos[i])
+        # the engine first settles the account's expired futures, then judges it
+        markets, _cash, pos, pre = w.settled_view(s, i)
+        liquidatable = pre.equity < pre.mm
+        # left for settlement: only futures past expiry that no post-expiry price can settle yet
+        stuck = bool(pos) and not any(markets[m].is_perp or s.now < markets[m].expiry for m in pos)
         outcome, logs = None, []
         try:
             with boa.env.prank(w.addrs[liq]):
@@ -581,7 +595,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             assert outcome in (None, "engine: liquidator below IM"), f"liquidation: {outcome!r}"
         else:
             assert outcome == "engine: account not liquidatable", f"healthy account liquidated: {outcome!r}"
-        self._set_ctx("liquidate", [i, liq], outcome, account=i, liquidator=liq, logs=logs)
+        self._set_ctx("liquidate", [i, liq], outcome, account=i, liquidator=liq, logs=logs, pre=pre)
 
     LIQUIDATE_ARGS = dict(i=USER, off=OTHER, pick=st.integers(0, 3))
 
@@ -669,8 +683,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         holders = [k for k in range(N_USERS) if any(s.markets[m].settlement_price for m in s.pos[k])]
         if pick and holders:
             i = holders[i % len(holders)]
+        expected = self.w.settled_view(s, i)  # settles its expired futures first (5be7072)
         self.w.engine.settle_positions(self.w.addrs[i])
-        self._set_ctx("settle_positions", [i], None, logs=self._engine_logs())
+        self._set_ctx("settle_positions", [i], None, logs=self._engine_logs(), expected=expected)
 
     @rule(i=USER, x=st.integers(1, 50_000 * 10**6))
     def fund_insurance(self, i, x):
@@ -792,10 +807,19 @@ class ProtocolMachine(RuleBasedStateMachine):
             assert a.state() == b.state(), f"{kind} changed stored state"
             return
 
-        # accounts not involved are untouched
+        # accounts not involved are untouched; a future settled in this step (settle_market, or
+        # first thing in liquidate / settle_positions) may only lower their requirements
+        settled_now = {m for m in range(w.n_markets) if a.markets[m].settlement_price != b.markets[m].settlement_price}
         for i in range(N_USERS):
             if i not in ctx["involved"]:
-                assert a.user(i) == b.user(i) and a.summ[i] == b.summ[i], f"{kind} touched uninvolved user {i}"
+                assert a.user(i) == b.user(i), f"{kind} touched uninvolved user {i}"
+                if settled_now & set(a.pos[i]):
+                    assert b.summ[i].equity == a.summ[i].equity, f"{kind} changed user {i}'s equity"
+                    assert b.summ[i].im <= a.summ[i].im and b.summ[i].mm <= a.summ[i].mm, (
+                        f"settlement raised user {i}'s margin"
+                    )
+                else:
+                    assert a.summ[i] == b.summ[i], f"{kind} touched uninvolved user {i}"
 
         # 3. IM preserved for every account but the liquidated one
         for i in range(N_USERS):
@@ -834,7 +858,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         # 2. track sizes realized in settled futures; they only ever go to zero
         for i in range(N_USERS):
             for m, (size, *_rest) in a.pos[i].items():
-                if a.markets[m].settlement_price != 0:
+                if b.markets[m].settlement_price != 0:
                     now_size = b.pos[i].get(m, (0,))[0]
                     assert now_size in (0, size), "position in a settled market changed size"
                     if now_size == 0:
@@ -944,15 +968,16 @@ class ProtocolMachine(RuleBasedStateMachine):
         self._same_globals(a, b, markets=b.markets, open_interest=b.open_interest)
 
     def _after_liquidate(self, a, b, ctx, changed):
-        i, liq = ctx["account"], ctx["liquidator"]
+        i, liq, pre = ctx["account"], ctx["liquidator"], ctx["pre"]  # pre: after settling expired futures
         # 4. only a liquidatable account; health never lowered unless fully closed
-        assert a.summ[i].equity < a.summ[i].mm, "liquidated a healthy account"
+        assert pre.equity < pre.mm, "liquidated a healthy account"
+        assert pre.hf >= a.summ[i].hf  # settling at the index never lowers health
         if b.pos[i] and not self.w.closable(b, i):
             STATS["liquidate:left_expired_futures"] += 1  # closed all it could; the rest awaits settlement
-            if b.summ[i].hf < a.summ[i].hf:
+            if b.summ[i].hf < pre.hf:
                 STATS["liquidate:left_expired_futures_health_lowered"] += 1
         if self.w.closable(b, i):
-            assert b.summ[i].hf >= a.summ[i].hf, f"liquidation lowered health {a.summ[i].hf} -> {b.summ[i].hf}"
+            assert b.summ[i].hf >= pre.hf, f"liquidation lowered health {pre.hf} -> {b.summ[i].hf}"
             STATS["liquidate:partial"] += 1
             if b.summ[i].equity < b.summ[i].mm:
                 STATS["liquidate:partial_still_liquidatable"] += 1
@@ -963,7 +988,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert meets_im(b.summ[liq]), "liquidator below IM"
         events = [lg for lg in ctx["logs"] if type(lg).__name__ == "Liquidation"]
         assert len(events) == 1
-        assert (events[0].health_before, events[0].health_after) == (a.summ[i].hf, b.summ[i].hf)
+        assert (events[0].health_before, events[0].health_after) == (pre.hf, b.summ[i].hf)
         if b.bad_debt > a.bad_debt:
             STATS["liquidate:bad_debt"] += 1
         if any(type(lg).__name__ == "CollateralLiquidated" for lg in ctx["logs"]):
@@ -990,16 +1015,14 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def _after_settle_positions(self, a, b, ctx, changed):
         (i,) = ctx["involved"]
-        assert not changed
-        for m in a.pos[i]:
-            if a.markets[m].settlement_price != 0:
-                assert m not in b.pos[i]
-                STATS["settled_position"] += 1
-            else:
-                assert b.pos[i][m] == a.pos[i][m]
-        assert b.coll[i] == a.coll[i]
-        assert b.summ[i] == a.summ[i], "settling positions changed the account's valuation"
-        self._same_globals(a, b, open_interest=b.open_interest)
+        markets, cash, pos, post = ctx["expected"]
+        assert b.markets == markets, "settle_positions settled other markets than the account's expired futures"
+        assert (b.cash[i], b.coll[i], b.pos[i]) == (cash, a.coll[i], pos), "settle_positions"
+        STATS["settled_position"] += len(a.pos[i]) - len(pos)
+        assert b.summ[i] == post, f"settle_positions: contract {b.summ[i]} != mirror {post}"
+        assert post.equity == a.summ[i].equity, "settling positions changed the account's equity"
+        assert post.im <= a.summ[i].im and post.mm <= a.summ[i].mm, "settling positions raised a requirement"
+        self._same_globals(a, b, open_interest=b.open_interest, markets=b.markets)
 
 
 ProtocolMachine.TestCase.settings = SETTINGS
