@@ -23,6 +23,9 @@ NAMES = {
     "MarginLens": "MarginLens.vy",
     "MockERC20": "mocks/MockERC20.vy",
     "MockAggregator": "mocks/MockAggregator.vy",
+    "VolFeed": "VolFeed.vy",
+    "HealthAttestor": "HealthAttestor.vy",
+    "MockVersioned": "mocks/MockVersioned.vy",
 }
 
 

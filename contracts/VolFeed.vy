@@ -1,0 +1,283 @@
+# pragma version 0.4.3
+# pragma evm-version cancun
+# pragma nonreentrancy off
+"""
+@title Volatility feed: signed at-the-money implied vol and skew per underlying and expiry
+@notice For each (underlying, expiry) the feed holds an at-the-money implied volatility
+        `atm_vol` (WAD, annualised: 0.8e18 = 80%) and a linear skew `skew` (signed WAD: the
+        change in implied vol per unit of log-moneyness ln(K/F)), so a consumer reads the
+        implied vol at strike K and forward F as
+            vol(K) = atm_vol + skew * ln(K / F)
+        (a first-order smile; a negative skew makes puts dearer, as in equity and crypto
+        markets). Values arrive as EIP-712 `VolUpdate` messages signed by at least m of the n
+        authorised signers; anyone may submit them. An update is accepted only if its deadline
+        has not passed, its timestamp is not in the future and is strictly later than the
+        stored one for that (underlying, expiry), the expiry is after the timestamp and within
+        two years of it, and its values are within governance bounds (risk admin), which
+        themselves sit within hard constant bounds. A value is fresh while its timestamp is at
+        most `heartbeat` seconds old and its expiry has not passed.
+@dev EIP-712 domain: name "CrossMargin VolFeed", version "1", this chain id, this contract.
+     Typed struct: VolUpdate(uint256 underlying,uint256 expiry,uint256 atm_vol,int256 skew,
+     uint256 timestamp,uint256 deadline). `underlying` is the oracle price id of the
+     underlying, `expiry`, `timestamp` and `deadline` are unix seconds.
+     Sources: Derive (Lyra v2) `BaseLyraFeed` (EIP-712 FeedData with deadline and timestamp,
+     m-of-n signers, heartbeat; vol heartbeat 20 min) and `LyraVolFeed` (vol per expiry);
+     EIP-712 (https://eips.ethereum.org/EIPS/eip-712).
+"""
+
+import lib.signer_set as signer_set
+
+initializes: signer_set
+
+exports: (
+    signer_set.roles.admin,
+    signer_set.roles.pending_admin,
+    signer_set.roles.risk_admin,
+    signer_set.roles.propose_admin,
+    signer_set.roles.accept_admin,
+    signer_set.roles.set_risk_admin,
+    signer_set.is_signer,
+    signer_set.threshold,
+    signer_set.signer_set_version,
+    signer_set.signers,
+    signer_set.signer_count,
+    signer_set.verify_signatures,
+    signer_set.add_signer,
+    signer_set.remove_signer,
+    signer_set.set_threshold,
+)
+
+
+struct VolUpdate:
+    underlying: uint256
+    expiry: uint256
+    atm_vol: uint256
+    skew: int256
+    timestamp: uint256
+    deadline: uint256
+
+
+struct VolPoint:
+    atm_vol: uint256
+    skew: int256
+    timestamp: uint256
+
+
+VOL_UPDATE_TYPEHASH: constant(bytes32) = keccak256(
+    "VolUpdate(uint256 underlying,uint256 expiry,uint256 atm_vol,int256 skew,uint256 timestamp,uint256 deadline)"
+)
+DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
+    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+DOMAIN_NAME_HASH: constant(bytes32) = keccak256("CrossMargin VolFeed")
+DOMAIN_VERSION_HASH: constant(bytes32) = keccak256("1")
+
+# @dev Hard bounds on the governance bounds (WAD; seconds for the heartbeat).
+HARD_MIN_ATM_VOL: constant(uint256) = 10**16  # 1%
+HARD_MAX_ATM_VOL: constant(uint256) = 5 * 10**18  # 500%
+HARD_MAX_ABS_SKEW: constant(uint256) = 5 * 10**18
+MIN_HEARTBEAT: constant(uint256) = 60
+MAX_HEARTBEAT: constant(uint256) = 86400
+# @dev Listed expiries are at most this far after the update (Derive FWD_MAX_EXPIRY: 400 days).
+MAX_EXPIRY_HORIZON: constant(uint256) = 2 * 365 * 86400
+
+# @dev Defaults: vol in [5%, 300%], |skew| <= 1, heartbeat 20 min (Derive's VOL heartbeat).
+DEFAULT_MIN_ATM_VOL: constant(uint256) = 5 * 10**16
+DEFAULT_MAX_ATM_VOL: constant(uint256) = 3 * 10**18
+DEFAULT_MAX_ABS_SKEW: constant(uint256) = 10**18
+DEFAULT_HEARTBEAT: constant(uint256) = 1200
+
+min_atm_vol: public(uint256)
+max_atm_vol: public(uint256)
+max_abs_skew: public(uint256)
+heartbeat: public(uint256)
+_points: HashMap[uint256, HashMap[uint256, VolPoint]]
+
+
+event VolUpdated:
+    underlying: indexed(uint256)
+    expiry: indexed(uint256)
+    atm_vol: uint256
+    skew: int256
+    timestamp: uint256
+
+
+event VolBoundsSet:
+    min_atm_vol: uint256
+    max_atm_vol: uint256
+    max_abs_skew: uint256
+
+
+event HeartbeatSet:
+    previous: uint256
+    heartbeat: uint256
+
+
+@deploy
+def __init__(admin_: address, signers_: DynArray[address, signer_set.MAX_SIGNERS], threshold_: uint256):
+    """
+    @param admin_ Admin and initial risk admin (see lib/roles.vy).
+    @param signers_ The initial authorised signers (distinct, non-zero, at most 16).
+    @param threshold_ m, in [1, len(signers_)].
+    """
+    signer_set.__init__(admin_, signers_, threshold_)
+    self._set_bounds(DEFAULT_MIN_ATM_VOL, DEFAULT_MAX_ATM_VOL, DEFAULT_MAX_ABS_SKEW)
+    self._set_heartbeat(DEFAULT_HEARTBEAT)
+
+
+@internal
+def _set_bounds(min_atm_vol_: uint256, max_atm_vol_: uint256, max_abs_skew_: uint256):
+    assert min_atm_vol_ >= HARD_MIN_ATM_VOL, "vol: min vol below hard bound"
+    assert max_atm_vol_ <= HARD_MAX_ATM_VOL, "vol: max vol above hard bound"
+    assert min_atm_vol_ < max_atm_vol_, "vol: empty vol range"
+    assert max_abs_skew_ <= HARD_MAX_ABS_SKEW, "vol: max skew above hard bound"
+    self.min_atm_vol = min_atm_vol_
+    self.max_atm_vol = max_atm_vol_
+    self.max_abs_skew = max_abs_skew_
+    log VolBoundsSet(min_atm_vol=min_atm_vol_, max_atm_vol=max_atm_vol_, max_abs_skew=max_abs_skew_)
+
+
+@internal
+def _set_heartbeat(heartbeat_: uint256):
+    assert heartbeat_ >= MIN_HEARTBEAT and heartbeat_ <= MAX_HEARTBEAT, "vol: heartbeat out of bounds"
+    previous: uint256 = self.heartbeat
+    self.heartbeat = heartbeat_
+    log HeartbeatSet(previous=previous, heartbeat=heartbeat_)
+
+
+@internal
+@view
+def _domain_separator() -> bytes32:
+    # computed per call so that a chain fork gets its own domain (chain id)
+    return keccak256(abi_encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, chain.id, self))
+
+
+@internal
+@view
+def _vol_update_digest(update: VolUpdate) -> bytes32:
+    struct_hash: bytes32 = keccak256(
+        abi_encode(
+            VOL_UPDATE_TYPEHASH,
+            update.underlying,
+            update.expiry,
+            update.atm_vol,
+            update.skew,
+            update.timestamp,
+            update.deadline,
+        )
+    )
+    return keccak256(concat(b"\x19\x01", self._domain_separator(), struct_hash))
+
+
+@external
+def submit_vol(update: VolUpdate, signatures: DynArray[Bytes[65], signer_set.MAX_SIGNERS]):
+    """
+    @notice Store a signed vol update for (update.underlying, update.expiry). Permissionless:
+            the signatures carry the authority.
+    @dev Reverts: "vol: deadline passed" (deadline < now), "vol: timestamp in the future",
+         "vol: not newer" (timestamp <= the stored one: replays and reordering),
+         "vol: expiry not after timestamp", "vol: expiry too far" (more than two years after
+         the timestamp), "vol: atm vol out of bounds" ([min_atm_vol, max_atm_vol]),
+         "vol: skew out of bounds" (|skew| > max_abs_skew), and the signer set's reasons
+         (see lib/signer_set.vy `_verify`).
+    @param update The signed values; atm_vol WAD annualised, skew signed WAD per unit ln(K/F),
+           timestamp the time the values were observed, deadline the last second the message
+           may be submitted (all unix seconds).
+    @param signatures At least `threshold` 65-byte signatures of the EIP-712 digest
+           (`vol_update_digest`), by strictly ascending signer address.
+    """
+    assert update.deadline >= block.timestamp, "vol: deadline passed"
+    assert update.timestamp <= block.timestamp, "vol: timestamp in the future"
+    assert update.timestamp > self._points[update.underlying][update.expiry].timestamp, "vol: not newer"
+    assert update.expiry > update.timestamp, "vol: expiry not after timestamp"
+    assert update.expiry - update.timestamp <= MAX_EXPIRY_HORIZON, "vol: expiry too far"
+    assert update.atm_vol >= self.min_atm_vol and update.atm_vol <= self.max_atm_vol, "vol: atm vol out of bounds"
+    assert convert(abs(update.skew), uint256) <= self.max_abs_skew, "vol: skew out of bounds"
+    signer_set._verify(self._vol_update_digest(update), signatures)
+    self._points[update.underlying][update.expiry] = VolPoint(
+        atm_vol=update.atm_vol, skew=update.skew, timestamp=update.timestamp
+    )
+    log VolUpdated(
+        underlying=update.underlying,
+        expiry=update.expiry,
+        atm_vol=update.atm_vol,
+        skew=update.skew,
+        timestamp=update.timestamp,
+    )
+
+
+@external
+def set_vol_bounds(min_atm_vol_: uint256, max_atm_vol_: uint256, max_abs_skew_: uint256):
+    """
+    @notice Set the range of accepted values (risk admin). Applies to later updates; stored
+            values stay until replaced.
+    @dev Reverts: "roles: not risk admin", "vol: min vol below hard bound" (< 1%),
+         "vol: max vol above hard bound" (> 500%), "vol: empty vol range" (min >= max),
+         "vol: max skew above hard bound" (> 5).
+    @param min_atm_vol_ Lowest accepted atm vol, WAD.
+    @param max_atm_vol_ Highest accepted atm vol, WAD.
+    @param max_abs_skew_ Largest accepted |skew|, WAD.
+    """
+    signer_set.roles._check_risk_admin()
+    self._set_bounds(min_atm_vol_, max_atm_vol_, max_abs_skew_)
+
+
+@external
+def set_heartbeat(heartbeat_: uint256):
+    """
+    @notice Set how long a value stays fresh (risk admin).
+    @dev Reverts: "roles: not risk admin", "vol: heartbeat out of bounds" ([60 s, 1 day]).
+    @param heartbeat_ Seconds.
+    """
+    signer_set.roles._check_risk_admin()
+    self._set_heartbeat(heartbeat_)
+
+
+@external
+@view
+def vol_params(underlying: uint256, expiry: uint256) -> (uint256, int256, uint256):
+    """
+    @notice The stored values for (underlying, expiry), fresh or not; (0, 0, 0) if none.
+    @dev Never reverts; check `is_fresh` before relying on them.
+    @param underlying The underlying's oracle price id.
+    @param expiry Unix seconds.
+    @return (atm_vol WAD annualised, skew signed WAD per unit ln(K/F), timestamp unix seconds).
+    """
+    point: VolPoint = self._points[underlying][expiry]
+    return point.atm_vol, point.skew, point.timestamp
+
+
+@external
+@view
+def is_fresh(underlying: uint256, expiry: uint256) -> bool:
+    """
+    @notice Whether (underlying, expiry) has a value at most `heartbeat` seconds old and the
+            expiry has not passed.
+    @param underlying The underlying's oracle price id.
+    @param expiry Unix seconds.
+    @return True if fresh.
+    """
+    stamp: uint256 = self._points[underlying][expiry].timestamp
+    return stamp != 0 and block.timestamp - stamp <= self.heartbeat and block.timestamp < expiry
+
+
+@external
+@view
+def domain_separator() -> bytes32:
+    """
+    @notice EIP-712 domain separator (name "CrossMargin VolFeed", version "1", this chain,
+            this contract).
+    @return The 32-byte domain separator.
+    """
+    return self._domain_separator()
+
+
+@external
+@view
+def vol_update_digest(update: VolUpdate) -> bytes32:
+    """
+    @notice The EIP-712 digest the signers sign for `update`.
+    @param update The update (see `submit_vol`).
+    @return keccak256(0x1901 || domain separator || hashStruct(update)).
+    """
+    return self._vol_update_digest(update)
