@@ -1,43 +1,68 @@
-"""The liquidator bot: follow blocks -> read state pinned to the block -> value every account
-with the risk engine -> simulate each liquidation with eth_call -> send -> judge by receipt.
+"""The liquidator bot: follow the head -> index accounts from events -> read every account's state
+pinned to the head block -> value them with the risk engine -> for each liquidatable account,
+nearest to bad debt first: simulate `liquidate` with eth_call, estimate the profit against the
+current gas price, send through the transaction manager, and judge by the receipt.
 
-Errors never stop the loop: a reverted liquidation (another liquidator was first, the price
-moved) is logged and the account is reconsidered on the next block; an RPC error is logged and
-retried with backoff.
+Success is a receipt with status 1 **and** a Liquidation event for the account. Nothing stops the
+loop: a reverted simulation or transaction (another liquidator was first, the price moved) is
+logged and counted; an RPC error is logged and retried with backoff; a reorg rewinds the event
+index; a stale node pauses sending (the loop goes on). The transaction manager keys every
+liquidation "liquidate:<account>" and never has two in flight for one key, across restarts
+(its journal).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import requests
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.exceptions import ContractLogicError, Web3Exception
 
-from keeper.chain.client import ProtocolClient
+from keeper.chain.client import LiquidationTerms, ProtocolClient
+from keeper.chain.event_index import EventIndex, write_json_atomic
+from keeper.chain.follower import ChainFollower, HeadUpdate
+from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
-from keeper.txmanager import FeeCapExceeded, TxManager
 
 log = logging.getLogger("keeper.bot")
 
+WAD = 10**18
 RPC_ERRORS = (requests.RequestException, Web3Exception, OSError, ValueError)
-# a transaction not mined after this many blocks is considered dropped
-DROP_AFTER_BLOCKS = 25
+TERMS_REFRESH_BLOCKS = 50  # liquidation parameters change only by governance
+LOW_BALANCE_REPEAT_BLOCKS = 100
 
 
-@dataclass
-class Pending:
-    account: str
-    tx_hash: str
-    sent_block: int
+def liquidation_key(account: str) -> str:
+    return f"liquidate:{account}"
+
+
+def expected_reward(notional: int, equity: int, penalty_rate: int, liquidator_share: int) -> int:
+    """The liquidator's share of the penalty for closing `notional` (WAD USD), WAD USD.
+
+    MarginEngine._liquidate_positions charges, per underlying closed, penalty =
+    min(ceil(closed x rate), remaining equity), and pays liquidator_share of it (rounded down)
+    to the liquidator; the charges together never exceed the account's equity before the
+    liquidation. So reward = floor(min(ceil(notional x rate), max(equity, 0)) x share).
+    The discount on collateral sold from an account left with debt is not counted: a lower bound.
+    """
+    penalty = min(-(-notional * penalty_rate // WAD), max(equity, 0))
+    return penalty * liquidator_share // WAD
+
+
+def gas_cost_usd(gas: int, max_fee_per_gas: int, eth_price: int) -> int:
+    """gas x max fee per gas (wei) x ETH price (WAD USD per ETH) -> WAD USD, rounded up (a
+    cost estimate errs high)."""
+    return -(-gas * max_fee_per_gas * eth_price // WAD)
 
 
 @dataclass
 class BotStats:
+    """Counters written to the status file after each block (the replay driver reads them)."""
+
     block: int = 0
     accounts: int = 0
     liquidatable: int = 0
@@ -45,115 +70,272 @@ class BotStats:
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
+    missed: int = 0
+    reorgs: int = 0
     rpc_errors: int = 0
+    stale: bool = False
     processing_ms: float = 0.0
     max_processing_ms: float = 0.0
     pending: int = 0
+    resumed_from: int | None = None
 
 
 @dataclass
 class Liquidator:
+    """The bot. `tx` is a keeper.txmanager.TxManager (keyed sends, poll, reconcile, balance).
+
+    min_profit_usd : None = liquidate whatever it earns; else skip when expected reward less
+        gas cost (WAD maths, USD) is below it.
+    max_fee_per_gas, priority_fee, base_fee_multiplier : the gas policy, used to price a
+        liquidation and to skip it (reason fee_cap) when base fee + tip exceeds the cap.
+    """
+
     client: ProtocolClient
-    tx: TxManager
-    start_block: int = 0
+    tx: object
+    index: EventIndex
+    follower: ChainFollower
+    metrics: KeeperMetrics = field(default_factory=KeeperMetrics)
+    min_profit_usd: float | None = None
+    max_fee_per_gas: int = 500 * 10**9
+    priority_fee: int = 10**9
+    base_fee_multiplier: int = 2
+    low_balance_eth: float = 0.05
+    missed_after_blocks: int = 3
     status_file: Path | None = None
-    accounts: set[str] = field(default_factory=set)
-    pending: dict[str, Pending] = field(default_factory=dict)
     stats: BotStats = field(default_factory=BotStats)
-    _scanned_to: int = -1
+    # account -> first block of the current liquidatable episode (None once counted missed)
+    first_seen: dict[str, int] = field(default_factory=dict)
+    missed_counted: set[str] = field(default_factory=set)
     _params = None
+    _terms: LiquidationTerms | None = None
+    _terms_block: int = -1
+    _low_since: int | None = None
+    _stale_logged: bool = False
+    _reconciled: bool = False
 
-    def process_block(self, block: int) -> None:
-        """One pass over `block`: receipts, discovery, valuation, liquidations."""
-        started = time.perf_counter()
-        self._check_receipts(block)
-        if block > self._scanned_to:
-            self.accounts |= self.client.discover_accounts(max(self.start_block, self._scanned_to + 1), block)
-            self.accounts.discard(self.tx.address)
-            self._scanned_to = block
-        if self._params is None:
-            self._params = self.client.risk_params(block)
-        accounts = sorted(self.accounts)
-        self.stats.accounts = len(accounts)
-        if accounts:
-            snap = self.client.snapshot(accounts, block)
-            result = margin(snap.book, snap.markets, self._params, snap.prices)
-            # worst health first: those are the accounts closest to bad debt
-            order = sorted((i for i in range(len(accounts)) if result.liquidatable[i]), key=lambda i: result.health_factor[i])
-            self.stats.liquidatable = len(order)
-            for i in order:
-                if accounts[i] not in self.pending:
-                    self._liquidate(accounts[i], block)
-        self.stats.block = block
-        self.stats.pending = len(self.pending)
-        self.stats.processing_ms = (time.perf_counter() - started) * 1000
-        self.stats.max_processing_ms = max(self.stats.max_processing_ms, self.stats.processing_ms)
-        self._write_status()
+    @property
+    def address(self) -> str:
+        return self.tx.address
 
-    def _liquidate(self, account: str, block: int) -> None:
-        call = self.client.engine.functions.liquidate(account)
-        try:
-            notional = call.call({"from": self.tx.address}, block_identifier="latest")
-            gas = call.estimate_gas({"from": self.tx.address}, block_identifier="latest")
-        except ContractLogicError as e:
-            self.stats.skipped += 1
-            log.info("skip %s: simulation reverted (%s)", account, e.message or e)
-            return
-        try:
-            tx_hash = self.tx.send(call, gas)
-        except FeeCapExceeded as e:
-            self.stats.skipped += 1
-            log.warning("skip %s: %s", account, e)
-            return
-        self.pending[account] = Pending(account, tx_hash, block)
-        self.stats.sent += 1
-        log.info("liquidate %s: sent %s (notional %.2f USD, gas %d)", account, tx_hash, notional / 1e18, gas)
+    # ------------------------------------------------------------------ loop
 
-    def _check_receipts(self, block: int) -> None:
-        w3 = self.client.w3
-        for account, p in list(self.pending.items()):
-            try:
-                receipt = w3.eth.get_transaction_receipt(p.tx_hash)
-            except TransactionNotFound:
-                if block - p.sent_block > DROP_AFTER_BLOCKS:
-                    log.warning("liquidation of %s (%s) not mined after %d blocks: dropped", account, p.tx_hash, DROP_AFTER_BLOCKS)
-                    del self.pending[account]
-                    self.tx.resync_nonce()
-                continue
-            del self.pending[account]
-            events = self.client.engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD)
-            if receipt["status"] == 1 and any(ev["args"]["account"] == account for ev in events):
-                self.stats.succeeded += 1
-                log.info("liquidated %s in block %d", account, receipt["blockNumber"])
-            else:
-                self.stats.failed += 1
-                log.warning("liquidation of %s reverted in block %d (another liquidator first, or price moved)", account, receipt["blockNumber"])
-
-    def _write_status(self) -> None:
-        if self.status_file is None:
-            return
-        tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self.stats)))
-        os.replace(tmp, self.status_file)
+    def step(self) -> HeadUpdate:
+        """Read the head once; on a reorg rewind the index; process the head if it is new."""
+        if not self._reconciled:
+            self._handle_outcomes(self.tx.reconcile(), self.client.w3.eth.block_number)
+            self.index.verify()
+            self.stats.resumed_from = self.index.resumed_from
+            self._reconciled = True
+        update = self.follower.update()
+        if update.reorg_ancestor is not None:
+            self.stats.reorgs += 1
+            self.metrics.reorgs.inc()
+            self.index.rewind(update.reorg_ancestor)
+            # our transactions in the replaced blocks may be gone: take the nonce from the chain again
+            self.tx.resync_nonce()
+            # episodes that started above the ancestor are re-judged on the new chain
+            for account, since in list(self.first_seen.items()):
+                if since > update.reorg_ancestor:
+                    del self.first_seen[account]
+        self.metrics.head_lag.set(update.lag_seconds)
+        self._set_stale(update)
+        if update.is_new or update.reorg_ancestor is not None:
+            self.process_block(update)
+        return update
 
     def run(self, poll_interval: float = 0.5, max_blocks: int | None = None) -> None:
         """Follow new blocks until interrupted (or `max_blocks` processed)."""
-        last = -1
         processed = 0
         backoff = poll_interval
         while max_blocks is None or processed < max_blocks:
             try:
-                head = self.client.w3.eth.block_number
-                if head != last:
-                    self.process_block(head)
-                    last = head
+                if self.step().is_new:
                     processed += 1
                 backoff = poll_interval
             except RPC_ERRORS as e:
                 self.stats.rpc_errors += 1
-                backoff = min(backoff * 2, 30.0)
-                log.warning("RPC error (%s: %s); retrying in %.1f s", e.__class__.__name__, str(e)[:120], backoff)
+                self.metrics.rpc_errors.inc()
+                backoff = min(max(backoff, 0.05) * 2, 30.0)
+                log.warning("RPC error (%s: %s); retrying in %.1f s", e.__class__.__name__, str(e)[:160], backoff)
+                self._write_status()
             time.sleep(backoff)
+
+    # ------------------------------------------------------------------ one block
+
+    def process_block(self, update: HeadUpdate) -> None:
+        """One pass over the head: index, receipts, valuation, liquidations, balance, status."""
+        started = time.perf_counter()
+        head = update.head
+        block = head.number
+        scan = self.index.catch_up(head)
+        for entry in scan.liquidations:
+            # anyone's liquidation ends the account's episode; if still liquidatable it restarts
+            self.first_seen.pop(entry.account, None)
+            self.missed_counted.discard(entry.account)
+        self._handle_outcomes(self.tx.poll(block), block)
+
+        if self._params is None:
+            self._params = self.client.risk_params(block)
+        if self._terms is None or block - self._terms_block >= TERMS_REFRESH_BLOCKS:
+            self._terms, self._terms_block = self.client.liquidation_terms(block), block
+        accounts = sorted(a for a in self.index.accounts if a != self.address)
+        self.stats.accounts = len(accounts)
+        self.metrics.accounts_tracked.set(len(accounts))
+        order: list[int] = []
+        if accounts:
+            snap = self.client.snapshot(accounts, block)
+            result = margin(snap.book, snap.markets, self._params, snap.prices)
+            # nearest to bad debt first: ascending health factor
+            order = sorted((i for i in range(len(accounts)) if result.liquidatable[i]), key=lambda i: result.health_factor[i])
+            self._track_episodes([accounts[i] for i in order], block)
+            if not update.is_stale:
+                eth_price = self._eth_price(snap.prices)
+                pending = self.tx.pending_keys()
+                for i in order:
+                    account = accounts[i]
+                    if liquidation_key(account) in pending:
+                        continue
+                    self._liquidate(account, int(result.equity[i]), head, eth_price)
+            elif order:
+                self.stats.skipped += len(order)
+                self.metrics.skipped.labels(reason="stale_node").inc(len(order))
+        self.stats.liquidatable = len(order)
+        self.metrics.accounts_liquidatable.set(len(order))
+        self._check_balance(block)
+        self.stats.block = block
+        self.stats.pending = len(self.tx.pending_keys())
+        self.metrics.head_block.set(block)
+        elapsed = time.perf_counter() - started
+        self.metrics.processing.observe(elapsed)
+        self.stats.processing_ms = elapsed * 1000
+        self.stats.max_processing_ms = max(self.stats.max_processing_ms, self.stats.processing_ms)
+        self._write_status()
+
+    def _eth_price(self, prices) -> int:
+        price_id = self.client.deployment.price_ids.get("ETH")
+        return int(prices[price_id]) if price_id is not None and price_id < len(prices) else 0
+
+    def _track_episodes(self, liquidatable: list[str], block: int) -> None:
+        now = set(liquidatable)
+        for account in list(self.first_seen):
+            if account not in now:  # recovered (price) or liquidated
+                del self.first_seen[account]
+                self.missed_counted.discard(account)
+        for account in liquidatable:
+            since = self.first_seen.setdefault(account, block)
+            if block - since > self.missed_after_blocks and account not in self.missed_counted:
+                self.missed_counted.add(account)
+                self.stats.missed += 1
+                self.metrics.missed.inc()
+                log.warning("missed liquidation: %s liquidatable since block %d, no liquidation by anyone in %d blocks", account, since, block - since)
+
+    def _max_fee(self, base_fee: int) -> int:
+        return min(base_fee * self.base_fee_multiplier + self.priority_fee, self.max_fee_per_gas)
+
+    def _skip(self, account: str, reason: str, why: str, level: int = logging.INFO) -> None:
+        self.stats.skipped += 1
+        self.metrics.skipped.labels(reason=reason).inc()
+        log.log(level, "skip %s (%s): %s", account, reason, why, extra={"account": account, "reason": reason})
+
+    def _liquidate(self, account: str, equity: int, head, eth_price: int) -> None:
+        if head.base_fee + self.priority_fee > self.max_fee_per_gas:
+            self._skip(account, "fee_cap", f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei", logging.WARNING)
+            return
+        call = self.client.engine.functions.liquidate(account)
+        try:
+            notional = call.call({"from": self.address}, block_identifier="latest")
+            gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
+        except ContractLogicError as e:
+            self._skip(account, "unsafe", f"simulation reverted ({e.message or e})")
+            return
+        terms = self._terms
+        flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
+        reward = expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
+        cost = gas_cost_usd(gas, self._max_fee(head.base_fee), eth_price)
+        profit = reward - cost
+        if self.min_profit_usd is not None and profit < int(self.min_profit_usd * WAD):
+            self._skip(account, "unprofitable", f"reward {reward / WAD:.2f} USD - gas {cost / WAD:.2f} USD = {profit / WAD:.2f} USD < {self.min_profit_usd:.2f} USD")
+            return
+        try:
+            tx_hash = self.tx.send(call, gas, liquidation_key(account))
+        except Exception as e:  # the manager's own fee-cap refusal, or the node rejecting the tx
+            if e.__class__.__name__ == "FeeCapExceeded":
+                self._skip(account, "fee_cap", str(e), logging.WARNING)
+                return
+            raise
+        if tx_hash is None:  # already in flight for this key
+            return
+        self.stats.sent += 1
+        self.metrics.sent.inc()
+        log.info(
+            "liquidate %s: sent %s (notional %.2f USD, expected profit %.2f USD, gas %d)", account, tx_hash, notional / WAD, profit / WAD, gas,
+            extra={"account": account, "tx": tx_hash, "notional_usd": notional / WAD, "profit_usd": profit / WAD, "gas": gas},
+        )  # fmt: skip
+
+    def _handle_outcomes(self, outcomes, block: int) -> None:
+        for o in outcomes:
+            kind, _, account = o.key.partition(":")
+            if kind != "liquidate":
+                continue
+            receipt = o.receipt
+            if receipt is not None:
+                price = receipt.get("effectiveGasPrice") or 0
+                self.metrics.gas_spent_eth.inc(receipt.get("gasUsed", 0) * price / WAD)
+            if o.status == "mined" and receipt is not None and self._liquidated(receipt, account):
+                self.stats.succeeded += 1
+                self.metrics.succeeded.inc()
+                mined = receipt["blockNumber"]
+                since = self.first_seen.pop(account, None)
+                self.missed_counted.discard(account)
+                if since is not None:
+                    self.metrics.detection_latency.observe(max(mined - since, 0))
+                log.info("liquidated %s in block %d (tx %s)", account, mined, o.tx_hash, extra={"account": account, "tx": o.tx_hash})
+            else:
+                self.stats.failed += 1
+                self.metrics.failed.inc()
+                where = f"in block {receipt['blockNumber']}" if receipt is not None else "(not mined)"
+                log.warning(
+                    "liquidation of %s %s %s: another liquidator first, the price moved, or the tx was dropped", account, o.status, where,
+                    extra={"account": account, "tx": o.tx_hash, "status": o.status},
+                )  # fmt: skip
+
+    def _liquidated(self, receipt, account: str) -> bool:
+        if receipt.get("status") != 1:
+            return False
+        events = self.client.engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD)
+        return any(ev["args"]["account"] == account for ev in events)
+
+    def _set_stale(self, update: HeadUpdate) -> None:
+        self.stats.stale = update.is_stale
+        self.metrics.node_stale.set(1 if update.is_stale else 0)
+        if update.is_stale and not self._stale_logged:
+            log.warning(
+                "node is stale: head %d is %.0f s old (limit %.0f s); not sending until it moves",
+                update.head.number, update.lag_seconds, self.follower.stale_after_seconds,
+            )  # fmt: skip
+        elif not update.is_stale and self._stale_logged:
+            log.info("node caught up: head %d is %.0f s old; sending again", update.head.number, update.lag_seconds)
+        self._stale_logged = update.is_stale
+
+    def _check_balance(self, block: int) -> None:
+        balance = self.tx.balance()
+        eth = balance / WAD
+        self.metrics.balance_eth.set(eth)
+        if eth < self.low_balance_eth:
+            self.metrics.low_balance.set(1)
+            if self._low_since is None or block - self._low_since >= LOW_BALANCE_REPEAT_BLOCKS:
+                self._low_since = block
+                log.warning(
+                    "LOW BALANCE: keeper %s has %.6f ETH, below the %.6f ETH warning level; top it up or liquidations will stop",
+                    self.address, eth, self.low_balance_eth, extra={"balance_eth": eth},
+                )  # fmt: skip
+        else:
+            self.metrics.low_balance.set(0)
+            self._low_since = None
+
+    def _write_status(self) -> None:
+        if self.status_file is not None:
+            write_json_atomic(self.status_file, asdict(self.stats))
 
 
 try:  # web3 7 names the log-processing error policy in web3.logs

@@ -19,14 +19,17 @@ from rich.table import Table
 
 from keeper.chain.anvil import AnvilError
 from keeper.chain.client import ChainError, ProtocolClient, connect
+from keeper.chain.event_index import CheckpointError
 from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
+from keeper.journal import JournalError
 from keeper.replay.prices import PriceDataError, align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
+from keeper.settings import SettingsError
 
 console = Console(stderr=True)
 # tables keep their full width when piped to a file or another program
 stdout = Console(width=None if sys.stdout.isatty() else 160)
-EXPECTED = (PriceDataError, ConfigError, ManifestError, ChainError, AnvilError)
+EXPECTED = (PriceDataError, ConfigError, ManifestError, ChainError, AnvilError, SettingsError, CheckpointError, JournalError)
 WAD = 10**18
 
 
@@ -49,33 +52,89 @@ def cli(log_level: str) -> None:
 
 
 @cli.command()
-@click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")
-@click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST", help="Deployment manifest JSON.")
-@click.option("--private-key-env", default="KEEPER_PRIVATE_KEY", show_default=True, help="Environment variable holding the liquidator's key.")
-@click.option("--from-block", type=click.IntRange(min=0), default=None, help="First block to scan for accounts (default: the manifest's deploy block).")
-@click.option("--poll", type=click.FloatRange(min=0.01), default=0.5, show_default=True, help="Seconds between head checks.")
+@click.option("--rpc", "rpc_urls", multiple=True, metavar="URL", help="JSON-RPC endpoint; repeat for fallbacks, first preferred (or KEEPER_RPC_URLS, comma-separated).")
+@click.option("--manifest", type=click.Path(path_type=Path), default=None, help="Deployment manifest JSON (or KEEPER_MANIFEST).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Keeper settings YAML (see config/keeper.example.yaml).")
+@click.option("--private-key-env", default=None, help="Environment variable holding the liquidator's key [default: KEEPER_PRIVATE_KEY].")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help="Folder for the transaction journal and the event-index checkpoint (default: nothing persisted).")
+@click.option("--from-block", type=click.IntRange(min=0), default=None, help="First block to scan for accounts when there is no checkpoint (default: the manifest's deploy block).")
+@click.option("--min-profit-usd", type=float, default=None, help="Skip liquidations whose expected reward less gas is below this (default: liquidate all).")
+@click.option("--max-fee-gwei", type=float, default=None, help="Never pay more than this per gas [default: 500].")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics on this port at /metrics.")
+@click.option("--log-json", is_flag=True, default=False, help="Log one JSON object per line.")
+@click.option("--poll", type=click.FloatRange(min=0.01), default=None, help="Seconds between head checks [default: 0.5].")
 @click.option("--status-file", type=click.Path(path_type=Path), default=None, help="Write the keeper's counters here after every block.")
 @click.option("--max-blocks", type=click.IntRange(min=1), default=None, help="Stop after this many blocks (default: run forever).")
-def run(rpc, manifest, private_key_env, from_block, poll, status_file, max_blocks) -> None:
-    """Run the liquidator bot against RPC for the deployment in MANIFEST."""
-    from keeper.bot import Liquidator
-    from keeper.txmanager import TxManager
+@click.pass_context
+def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_block, min_profit_usd, max_fee_gwei, metrics_port, log_json, poll, status_file, max_blocks) -> None:
+    """Run the liquidator bot against RPC for the deployment in MANIFEST.
 
-    key = os.environ.get(private_key_env)
+    Settings come from --config, then KEEPER_* environment variables, then these options."""
+    from keeper.bot import Liquidator
+    from keeper.chain.client import connect_any
+    from keeper.chain.event_index import EventIndex
+    from keeper.chain.follower import ChainFollower
+    from keeper.journal import TxJournal
+    from keeper.logs import setup_logging
+    from keeper.metrics import KeeperMetrics
+    from keeper.settings import load_settings, validate_for_run
+    from keeper.txmanager import GasPolicy, TxManager
+
+    level = ctx.parent.params.get("log_level") if ctx.parent.get_parameter_source("log_level") == click.core.ParameterSource.COMMANDLINE else None
+    settings = load_settings(
+        config_path,
+        rpc_urls=list(rpc_urls) or None, manifest=manifest, private_key_env=private_key_env, state_dir=state_dir,
+        from_block=from_block, min_profit_usd=min_profit_usd, max_fee_gwei=max_fee_gwei, metrics_port=metrics_port,
+        log_format="json" if log_json else None, poll_seconds=poll, log_level=level,
+    )  # fmt: skip
+    validate_for_run(settings)
+    setup_logging(settings.log_level, settings.log_format)
+    key = os.environ.get(settings.private_key_env)
     if not key:
-        raise click.ClickException(f"no private key: set the environment variable {private_key_env}")
-    deployment = load_manifest(manifest)
-    w3 = connect(rpc)
+        raise click.ClickException(f"no private key: set the environment variable {settings.private_key_env}")
+    deployment = load_manifest(settings.manifest)
+    w3 = connect_any(settings.rpc_urls, timeout=settings.rpc_timeout_seconds)
     client = ProtocolClient(w3, deployment)
     client.check_chain()
+    journal_path = None
+    if settings.state_dir is not None:
+        try:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.ClickException(f"cannot create state dir {settings.state_dir}: {e.strerror}") from None
+        journal_path = settings.state_dir / "tx-journal.sqlite"
+    gas = settings.gas
+    policy = GasPolicy(priority_fee=gas.priority_fee_wei, base_fee_multiplier=gas.base_fee_multiplier, max_fee_cap=gas.max_fee_wei)
     try:
-        tx = TxManager(w3, key)
-    except ValueError:
-        raise click.ClickException(f"{private_key_env} does not hold a valid private key") from None
-    bot = Liquidator(client, tx, start_block=deployment.deploy_block if from_block is None else from_block, status_file=status_file)
-    logging.getLogger("keeper").info("liquidator %s following %s (engine %s)", tx.address, rpc, deployment.engine)
+        tx = TxManager(w3, key, policy=policy, journal=TxJournal(journal_path))
+    except ValueError as e:
+        if "key" in str(e).lower() or "hex" in str(e).lower() or "non-hexadecimal" in str(e).lower():
+            raise click.ClickException(f"{settings.private_key_env} does not hold a valid private key") from None
+        raise
+    start = deployment.deploy_block if settings.from_block is None else settings.from_block
+    index = EventIndex(client, start, settings.state_dir, chunk_blocks=settings.log_chunk_blocks, keep_recent=settings.reorg_depth)
+    index.load()
+    metrics = KeeperMetrics()
+    bot = Liquidator(
+        client, tx, index, ChainFollower(w3, settings.reorg_depth, settings.stale_after_seconds), metrics,
+        min_profit_usd=settings.min_profit_usd, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei,
+        base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
+        missed_after_blocks=settings.missed_after_blocks, status_file=status_file,
+    )  # fmt: skip
+    log = logging.getLogger("keeper")
+    if settings.metrics_port is not None:
+        try:
+            metrics.serve(settings.metrics_port, settings.metrics_addr)
+        except OSError as e:
+            raise click.ClickException(f"cannot serve metrics on {settings.metrics_addr}:{settings.metrics_port}: {e.strerror}") from None
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
+    profit = "liquidate all" if settings.min_profit_usd is None else f"min profit {settings.min_profit_usd:g} USD"
+    log.info(
+        "liquidator %s following %s (engine %s; %s; max fee %g gwei; state %s)", tx.address, w3.provider, deployment.engine,
+        profit, gas.max_fee_gwei, settings.state_dir or "in memory",
+    )  # fmt: skip
     try:
-        bot.run(poll_interval=poll, max_blocks=max_blocks)
+        bot.run(poll_interval=settings.poll_seconds, max_blocks=max_blocks)
     except KeyboardInterrupt:
         pass
 
@@ -210,6 +269,12 @@ def _print_report(d: dict) -> None:
     for k, v in rows:
         t.add_row(k, v)
     stdout.print(t)
+
+
+
+
+from keeper.params_cli import params  # noqa: E402
+cli.add_command(params)
 
 
 def main() -> None:

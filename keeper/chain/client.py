@@ -138,3 +138,112 @@ class ProtocolClient:
             for log in self.engine.events.Liquidation.get_logs(from_block=from_block, to_block=to_block)
         ]
 
+
+    # ------------------------------------------------------------------ keeper additions
+
+    def protocol_logs(self, from_block: int, to_block: int) -> list[ProtocolLog]:
+        """Deposit (vault), PositionChanged and Liquidation (engine) logs in [from_block,
+        to_block], oldest first, from one eth_getLogs call (addresses and topic0 OR-ed)."""
+        events = {
+            "Deposit": self.vault.events.Deposit(),
+            "PositionChanged": self.engine.events.PositionChanged(),
+            "Liquidation": self.engine.events.Liquidation(),
+        }
+        by_topic = {}
+        for name, event in events.items():
+            abi = event.abi
+            signature = f"{name}({','.join(i['type'] for i in abi['inputs'])})"
+            by_topic[Web3.keccak(text=signature)] = event
+        raw = self.w3.eth.get_logs(
+            {
+                "fromBlock": from_block,
+                "toBlock": to_block,
+                "address": [self.vault.address, self.engine.address],
+                "topics": [list(by_topic)],
+            }
+        )
+        out: list[ProtocolLog] = []
+        for entry in raw:
+            event = by_topic.get(bytes(entry["topics"][0])) if entry["topics"] else None
+            if event is None or entry.get("removed"):
+                continue
+            decoded = event.process_log(entry)
+            out.append(
+                ProtocolLog(
+                    event=decoded["event"],
+                    account=decoded["args"]["account"],
+                    block=entry["blockNumber"],
+                    block_hash="0x" + bytes(entry["blockHash"]).hex(),
+                    tx_hash="0x" + bytes(entry["transactionHash"]).hex(),
+                    args=dict(decoded["args"]),
+                )
+            )
+        out.sort(key=lambda p: p.block)
+        return out
+
+    def liquidation_terms(self, block: int | str = "latest") -> LiquidationTerms:
+        """The engine's penalty, its ramp and the liquidator's share (WAD fractions, seconds)."""
+        e = self.engine.functions
+        return LiquidationTerms(
+            penalty=e.liquidation_penalty().call(block_identifier=block),
+            max_penalty=e.max_liquidation_penalty().call(block_identifier=block),
+            ramp_seconds=e.penalty_ramp_time().call(block_identifier=block),
+            liquidator_share=e.liquidator_share().call(block_identifier=block),
+        )
+
+    def liquidatable_since(self, account: str, block: int | str = "latest") -> int:
+        """Timestamp the account was flagged (0 = not flagged)."""
+        return self.engine.functions.liquidatable_since(account).call(block_identifier=block)
+
+
+@dataclass(frozen=True)
+class ProtocolLog:
+    """One decoded protocol event: `event` is Deposit, PositionChanged or Liquidation."""
+
+    event: str
+    account: str
+    block: int
+    block_hash: str
+    tx_hash: str
+    args: dict
+
+
+@dataclass(frozen=True)
+class LiquidationTerms:
+    """MarginEngine's liquidation parameters, WAD fractions (penalty 2e16 = 2%) and seconds."""
+
+    penalty: int
+    max_penalty: int
+    ramp_seconds: int
+    liquidator_share: int
+
+    def penalty_rate(self, flagged_at: int, now: int) -> int:
+        """The penalty rate for an account flagged at `flagged_at` (0 = never), at time `now`:
+        MarginEngine._penalty_rate: base, growing linearly to max over the ramp; a flag older
+        than two ramps earns no bonus. WAD, rounded down as the contract does."""
+        top = max(self.penalty, self.max_penalty)
+        if flagged_at == 0 or top == self.penalty or self.ramp_seconds == 0 or now - flagged_at >= 2 * self.ramp_seconds:
+            return self.penalty
+        elapsed = min(max(now - flagged_at, 0), self.ramp_seconds)
+        return self.penalty + (top - self.penalty) * elapsed // self.ramp_seconds
+
+
+def connect_any(urls: Sequence[str], timeout: float = 10.0) -> Web3:
+    """A Web3 over FallbackProvider(urls) (see keeper.chain.rpc), checked like `connect`: raises
+    ChainError with one line if no endpoint answers eth_chainId with a chain id."""
+    from keeper.chain.rpc import EndpointError, FallbackProvider
+
+    if isinstance(urls, str) or not urls:
+        raise ChainError(f"RPC URLs must be a non-empty list, got {urls!r}")
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ChainError(f"RPC URL must start with http:// or https://: {url!r}")
+    w3 = Web3(FallbackProvider(urls, timeout=timeout, max_attempts=len(urls), backoff_initial=0.05, backoff_max=0.5))
+    try:
+        chain_id = w3.eth.chain_id
+    except (EndpointError, requests.RequestException, Web3Exception, OSError, ValueError) as e:
+        raise ChainError(f"cannot reach RPC at {', '.join(urls)}: {e.__class__.__name__}") from None
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 0:
+        raise ChainError(f"RPC at {', '.join(urls)} answered eth_chainId with {chain_id!r}, not a chain id")
+    w3.provider.max_attempts = max(3, 2 * len(urls))  # connected: ride out short outages
+    return w3

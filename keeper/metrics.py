@@ -1,0 +1,76 @@
+"""Prometheus metrics of the keeper, served on `/metrics` (prometheus_client).
+
+Names follow Prometheus conventions (`_total` for counters, base units in the name). Each
+KeeperMetrics has its own registry, so several keepers (or tests) in one process do not clash.
+
+| metric | type | meaning |
+|---|---|---|
+| keeper_accounts_tracked | gauge | accounts in the event index |
+| keeper_accounts_liquidatable | gauge | accounts with equity < maintenance margin at the head |
+| keeper_liquidations_sent_total | counter | liquidation transactions sent |
+| keeper_liquidations_succeeded_total | counter | mined with status 1 and a Liquidation event for the account |
+| keeper_liquidations_failed_total | counter | mined but reverted or without the event, or dropped |
+| keeper_liquidations_skipped_total{reason} | counter | not sent: unprofitable, unsafe (simulation reverted), fee_cap, stale_node |
+| keeper_detection_latency_blocks | histogram | block of our successful liquidation minus the first block we saw the account liquidatable |
+| keeper_missed_liquidations_total | counter | accounts liquidatable for more than N blocks with no liquidation by anyone (once per episode) |
+| keeper_gas_spent_eth_total | counter | gas used x effective gas price of our mined transactions, ETH |
+| keeper_balance_eth | gauge | the keeper's ETH balance |
+| keeper_low_balance | gauge | 1 while the balance is below the warning threshold |
+| keeper_head_block | gauge | the last block processed |
+| keeper_head_lag_seconds | gauge | wall clock minus the head's timestamp |
+| keeper_node_stale | gauge | 1 while sending is paused because the node's head is stale |
+| keeper_reorgs_total | counter | chain reorganisations detected |
+| keeper_rpc_errors_total | counter | loop iterations that failed on an RPC error |
+| keeper_block_processing_seconds | histogram | time to process one block |
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+SKIP_REASONS = ("unprofitable", "unsafe", "fee_cap", "stale_node")
+
+
+class KeeperMetrics:
+    """The keeper's metrics in a private registry; `serve(port)` exposes them over HTTP."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.accounts_tracked = Gauge("keeper_accounts_tracked", "Accounts in the event index", registry=r)
+        self.accounts_liquidatable = Gauge("keeper_accounts_liquidatable", "Accounts with equity below maintenance margin at the head", registry=r)
+        self.sent = Counter("keeper_liquidations_sent", "Liquidation transactions sent", registry=r)
+        self.succeeded = Counter("keeper_liquidations_succeeded", "Liquidations mined with status 1 and a Liquidation event", registry=r)
+        self.failed = Counter("keeper_liquidations_failed", "Liquidations reverted, without the event, or dropped", registry=r)
+        self.skipped = Counter("keeper_liquidations_skipped", "Liquidatable accounts not sent", ["reason"], registry=r)
+        for reason in SKIP_REASONS:
+            self.skipped.labels(reason=reason)
+        self.detection_latency = Histogram(
+            "keeper_detection_latency_blocks",
+            "Blocks from first seeing an account liquidatable to our successful liquidation",
+            buckets=(0, 1, 2, 3, 5, 10, 25, 100),
+            registry=r,
+        )
+        self.missed = Counter("keeper_missed_liquidations", "Accounts liquidatable for more than N blocks without any liquidation", registry=r)
+        self.gas_spent_eth = Counter("keeper_gas_spent_eth", "Gas paid by the keeper's mined transactions, ETH", registry=r)
+        self.balance_eth = Gauge("keeper_balance_eth", "The keeper's ETH balance", registry=r)
+        self.low_balance = Gauge("keeper_low_balance", "1 while the keeper's balance is below the warning threshold", registry=r)
+        self.head_block = Gauge("keeper_head_block", "Last block processed", registry=r)
+        self.head_lag = Gauge("keeper_head_lag_seconds", "Wall clock minus the head block's timestamp", registry=r)
+        self.node_stale = Gauge("keeper_node_stale", "1 while sending is paused: the node's head is stale", registry=r)
+        self.reorgs = Counter("keeper_reorgs", "Chain reorganisations detected", registry=r)
+        self.rpc_errors = Counter("keeper_rpc_errors", "Loop iterations failed on an RPC error", registry=r)
+        self.processing = Histogram(
+            "keeper_block_processing_seconds",
+            "Time to process one block",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1"):
+        """Serve `/metrics` on addr:port in a daemon thread; returns (server, thread)."""
+        return start_http_server(port, addr=addr, registry=self.registry)
+
+    def value(self, name: str, **labels) -> float | None:
+        """The current value of a sample (e.g. "keeper_liquidations_sent_total"), for tests and the status file."""
+        return self.registry.get_sample_value(name, labels or None)

@@ -1,0 +1,227 @@
+"""Keeper settings: a YAML file, then `KEEPER_*` environment variables, then command-line
+options, each overriding the one before (twelve-factor style: secrets and per-host values come
+from the environment).
+
+The private key itself is never read from the file: the file names the environment variable
+that holds it (`private_key_env`). Every bad value raises SettingsError with one line naming
+the source and the field.
+
+Environment variables: `KEEPER_<FIELD>` in upper case for every top-level field
+(`KEEPER_MIN_PROFIT_USD=5`, `KEEPER_STATE_DIR=/var/lib/keeper`), `KEEPER_GAS_<FIELD>` for the
+gas section (`KEEPER_GAS_MAX_FEE_GWEI=300`), and `KEEPER_RPC_URLS` as a comma-separated list
+(`KEEPER_RPC_URL`, a single URL, is accepted too). An empty variable counts as unset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+GWEI = 10**9
+
+
+class SettingsError(ValueError):
+    """A keeper settings file, environment variable or option is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class GasSettings:
+    """EIP-1559 fee policy: max fee = base_fee_multiplier x base fee + priority fee, <= max_fee."""
+
+    max_fee_gwei: float = 500.0
+    priority_fee_gwei: float = 1.0
+    base_fee_multiplier: int = 2
+
+    @property
+    def max_fee_wei(self) -> int:
+        return int(round(self.max_fee_gwei * GWEI))
+
+    @property
+    def priority_fee_wei(self) -> int:
+        return int(round(self.priority_fee_gwei * GWEI))
+
+
+@dataclass(frozen=True)
+class KeeperSettings:
+    """Everything `keeper run` needs besides the key.
+
+    Units: gas in gwei, amounts in USD or ETH as named, times in seconds, depths in blocks.
+    `min_profit_usd` None means liquidate every liquidatable account whatever it earns (a
+    protocol's own backstop keeper); a number skips liquidations whose estimated reward less
+    gas is below it.
+    """
+
+    rpc_urls: tuple[str, ...] = ()
+    manifest: Path | None = None
+    private_key_env: str = "KEEPER_PRIVATE_KEY"
+    state_dir: Path | None = None  # journal and event-index checkpoint; None = nothing persisted
+    from_block: int | None = None  # None = the manifest's deploy block
+    gas: GasSettings = field(default_factory=GasSettings)
+    min_profit_usd: float | None = None
+    metrics_port: int | None = None  # None = no /metrics endpoint
+    metrics_addr: str = "127.0.0.1"
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+    low_balance_eth: float = 0.05
+    reorg_depth: int = 64
+    stale_after_seconds: float = 120.0
+    missed_after_blocks: int = 3
+    poll_seconds: float = 0.5
+    rpc_timeout_seconds: float = 10.0
+    log_chunk_blocks: int = 2000
+
+
+_TOP = {f.name for f in fields(KeeperSettings)} - {"gas"}
+_GAS = {f.name for f in fields(GasSettings)}
+
+
+def _number(value, where: str, lo: float, hi: float = math.inf, integer: bool = False):
+    if isinstance(value, str):
+        try:
+            value = float(value) if not integer else int(value, 0)
+        except ValueError:
+            raise SettingsError(f"{where}: must be {'an integer' if integer else 'a number'}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(f"{where}: must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if integer and (isinstance(value, float) and not value.is_integer()):
+        raise SettingsError(f"{where}: must be an integer, got {value!r}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise SettingsError(f"{where}: must be in [{lo:g}, {hi:g}], got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _url(value, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+        raise SettingsError(f"{where}: an RPC URL must start with http:// or https://, got {value!r}")
+    return value
+
+
+def _convert(name: str, value, where: str):
+    """One field's value, validated; `where` names the source for the error line."""
+    if name == "rpc_urls":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise SettingsError(f"{where}: must be a non-empty list of RPC URLs, got {value!r}")
+        return tuple(_url(v, where) for v in value)
+    if name in ("manifest", "state_dir"):
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise SettingsError(f"{where}: must be a path, got {value!r}")
+        return Path(value).expanduser()
+    if name == "private_key_env":
+        if not isinstance(value, str) or not value.isidentifier():
+            raise SettingsError(f"{where}: must name an environment variable, got {value!r}")
+        return value
+    if name == "log_format":
+        if value not in ("text", "json"):
+            raise SettingsError(f"{where}: must be text or json, got {value!r}")
+        return value
+    if name == "log_level":
+        if not isinstance(value, str) or value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"{where}: must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
+        return value.upper()
+    if name == "metrics_addr":
+        if not isinstance(value, str) or not value:
+            raise SettingsError(f"{where}: must be a host address, got {value!r}")
+        return value
+    if name in ("metrics_port", "min_profit_usd", "from_block") and value is None:
+        return None
+    limits = {
+        "from_block": (0, math.inf, True),
+        "min_profit_usd": (-1e12, 1e12, False),
+        "metrics_port": (1, 65535, True),
+        "low_balance_eth": (0, 1e9, False),
+        "reorg_depth": (1, 10_000, True),
+        "stale_after_seconds": (1, 1e7, False),
+        "missed_after_blocks": (1, 1e6, True),
+        "poll_seconds": (0.01, 3600, False),
+        "rpc_timeout_seconds": (0.1, 600, False),
+        "log_chunk_blocks": (1, 1e7, True),
+        "max_fee_gwei": (0, 1e7, False),
+        "priority_fee_gwei": (0, 1e7, False),
+        "base_fee_multiplier": (1, 100, True),
+    }
+    lo, hi, integer = limits[name]
+    return _number(value, where, lo, hi, integer)
+
+
+def _apply(base: KeeperSettings, values: Mapping[str, object], source: str) -> KeeperSettings:
+    top: dict = {}
+    gas: dict = {}
+    for name, value in values.items():
+        if name == "gas":
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"{source}: gas: must be a mapping, got {value!r}")
+            for k, v in value.items():
+                if k not in _GAS:
+                    raise SettingsError(f"{source}: gas: unknown field {k!r} (known: {', '.join(sorted(_GAS))})")
+                gas[k] = _convert(k, v, f"{source}: gas.{k}")
+        elif name == "private_key":
+            raise SettingsError(f"{source}: never put a private key in settings; name its environment variable in private_key_env")
+        elif name in _TOP:
+            top[name] = _convert(name, value, f"{source}: {name}")
+        else:
+            raise SettingsError(f"{source}: unknown field {name!r} (known: {', '.join(sorted(_TOP | {'gas'}))})")
+    if gas:
+        top["gas"] = replace(base.gas, **gas)
+    return replace(base, **top)
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides) -> KeeperSettings:
+    """Defaults, then the YAML file at `path` (if given), then `KEEPER_*` variables from `env`
+    (default: os.environ), then `overrides` (command-line options; None values are ignored).
+    Raises SettingsError naming the file, variable or option and the field."""
+    settings = KeeperSettings()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"{path}: settings file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SettingsError(f"{path}: cannot read: {e.__class__.__name__}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark is not None else ""
+            raise SettingsError(f"{path}: not valid YAML{at}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{path}: must be a mapping of settings, got {type(raw).__name__}")
+        settings = _apply(settings, raw, str(path))
+    env = os.environ if env is None else env
+    from_env: dict = {}
+    gas_env: dict = {}
+    if env.get("KEEPER_RPC_URL"):
+        from_env["rpc_urls"] = env["KEEPER_RPC_URL"]
+    for name in sorted(_TOP):
+        value = env.get(f"KEEPER_{name.upper()}")
+        if value:  # empty = unset
+            from_env[name] = value
+    for name in sorted(_GAS):
+        value = env.get(f"KEEPER_GAS_{name.upper()}")
+        if value:
+            gas_env[name] = value
+    if gas_env:
+        from_env["gas"] = gas_env
+    # KEEPER_PRIVATE_KEY_ENV would be confusing next to KEEPER_PRIVATE_KEY; it is still honoured
+    settings = _apply(settings, from_env, "environment KEEPER_*")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    gas_over = {k: given.pop(k) for k in list(given) if k in _GAS}
+    if gas_over:
+        given["gas"] = gas_over
+    settings = _apply(settings, given, "command line")
+    return settings
+
+
+def validate_for_run(settings: KeeperSettings) -> None:
+    """Raise SettingsError if `keeper run` lacks an RPC URL or a manifest."""
+    if not settings.rpc_urls:
+        raise SettingsError("no RPC URL: give --rpc, rpc_urls in the settings file, or KEEPER_RPC_URLS")
+    if settings.manifest is None:
+        raise SettingsError("no deployment manifest: give --manifest, manifest in the settings file, or KEEPER_MANIFEST")
