@@ -271,8 +271,6 @@ def _print_report(d: dict) -> None:
     stdout.print(t)
 
 
-
-
 from keeper.params_cli import params  # noqa: E402
 cli.add_command(params)
 

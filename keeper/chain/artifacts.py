@@ -21,6 +21,7 @@ NAMES = {
     "CollateralVault": "CollateralVault.vy",
     "MarginEngine": "MarginEngine.vy",
     "MarginLens": "MarginLens.vy",
+    "Timelock": "Timelock.vy",
     "MockERC20": "mocks/MockERC20.vy",
     "MockAggregator": "mocks/MockAggregator.vy",
     "VolFeed": "VolFeed.vy",

@@ -1,0 +1,205 @@
+"""A change file (YAML) of risk parameter changes, validated strictly.
+
+    changes:
+      - {underlying: ETH, im_rate: 0.12, mm_rate: 0.06}
+      - {asset: WETH, haircut: 0.80, deposit_cap: 5000000}
+      - {market: ETH-PERP, max_open_interest: 1000000}
+      - {price_id: ETH, heartbeats: [1800]}
+      - {liquidation: {penalty: 0.025}}
+
+An entry names one underlying, asset, market or price id (by the manifest's names) with the
+fields to change, or is a one-key mapping `liquidation:` / `trading:` of fields. Fields not
+given keep their on-chain value. Units: rates and fractions are decimals (0.12 = 12%, exact
+to 18 decimals), prices USD, caps whole units of the underlying (`max_open_interest`,
+`max_position`) or whole tokens (`deposit_cap`), heartbeats and the ramp in seconds.
+Entries are applied in file order, so a change that depends on another (raise mm_rate before
+raising the penalty) comes after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from keeper.risk.fixed import to_wad
+
+FRACTION, NUMBER, USD, AMOUNT, SECONDS, HEARTBEATS = "fraction", "number", "usd", "amount", "seconds", "heartbeats"
+
+# section -> field -> kind. "Named" sections address one item of the manifest by name.
+FIELDS: dict[str, dict[str, str]] = {
+    "underlying": {"im_rate": FRACTION, "mm_rate": FRACTION, "spread_im_rate": FRACTION, "spread_mm_rate": FRACTION},
+    "asset": {"haircut": FRACTION, "deposit_cap": AMOUNT},
+    "market": {"max_open_interest": AMOUNT, "max_position": AMOUNT},
+    "price_id": {"heartbeats": HEARTBEATS, "min_price": USD, "max_price": USD, "max_jump": FRACTION},
+    "liquidation": {"penalty": FRACTION, "liquidator_share": FRACTION, "target": NUMBER,
+                    "max_penalty": FRACTION, "penalty_ramp_seconds": SECONDS},
+    "trading": {"max_price_deviation": FRACTION, "max_funding_rate": FRACTION, "funding_smoothing": FRACTION},
+}  # fmt: skip
+NAMED = ("underlying", "asset", "market", "price_id")
+GLOBAL = ("liquidation", "trading")
+MAX_SECONDS = 10**9
+MAX_FEEDS = 3
+
+
+class ChangeError(ValueError):
+    """A change file is unreadable or has mistakes; `problems` holds one line per mistake."""
+
+    def __init__(self, problems: list[str], source: str = ""):
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            super().__init__(head + self.problems[0])
+        else:
+            lines = "\n".join(f"  {p}" for p in self.problems)
+            super().__init__(f"{head}{len(self.problems)} problems:\n{lines}")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry: `section` (see FIELDS), `name` ("" for liquidation / trading) and the new
+    values: WAD integers for decimals (AMOUNT still in whole units x 1e18), ints for seconds,
+    a tuple of ints for heartbeats."""
+
+    index: int
+    section: str
+    name: str
+    values: dict
+
+    @property
+    def where(self) -> str:
+        """How error lines name the entry: `changes[0] underlying ETH`."""
+        return f"changes[{self.index}] {self.section}" + (f" {self.name}" if self.name else "")
+
+
+def _show(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _value(kind: str, key: str, value) -> tuple[object, str | None]:
+    """(converted value, None) or (None, problem)."""
+    if kind == SECONDS:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SECONDS:
+            return None, f"{key}: must be a whole number of seconds, got {_show(value)}"
+        return value, None
+    if kind == HEARTBEATS:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_FEEDS:
+            return None, f"{key}: must be a list of 1 to {MAX_FEEDS} heartbeats in seconds (one per feed), got {_show(value)}"
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SECONDS:
+                return None, f"{key}: each heartbeat must be a whole number of seconds, got {_show(v)}"
+        return tuple(value), None
+    try:
+        wad = to_wad(value)
+    except TypeError:
+        return None, f"{key}: must be a number, got {_show(value)}"
+    except ValueError as e:
+        return None, f"{key}: {e}"
+    if wad < 0:
+        return None, f"{key}: must not be negative, got {_show(value)}"
+    return wad, None
+
+
+def _fields(section: str, raw: dict, where: str, problems: list[str]) -> dict:
+    allowed = FIELDS[section]
+    values = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            problems.append(f"{where}: unknown field {_show(key)}; {section} takes {', '.join(allowed)}")
+            continue
+        converted, problem = _value(allowed[key], key, value)
+        if problem:
+            problems.append(f"{where}: {problem}")
+        else:
+            values[key] = converted
+    if not raw:
+        problems.append(f"{where}: nothing to change; give at least one of {', '.join(allowed)}")
+    return values
+
+
+def _entry(i: int, entry, problems: list[str]) -> Change | None:
+    where = f"changes[{i}]"
+    if not isinstance(entry, dict) or not entry:
+        problems.append(f"{where}: must be a mapping such as {{underlying: ETH, im_rate: 0.12}}, got {_show(entry)}")
+        return None
+    selectors = [k for k in entry if k in NAMED or k in GLOBAL]
+    if len(selectors) != 1:
+        what = "none" if not selectors else ", ".join(map(str, selectors))
+        problems.append(f"{where}: needs exactly one of {', '.join(NAMED + GLOBAL)} (found {what})")
+        return None
+    section = selectors[0]
+    if section in GLOBAL:
+        body = entry[section]
+        if len(entry) != 1:
+            extra = ", ".join(str(k) for k in entry if k != section)
+            problems.append(f"{where}: {section} takes its fields inside it ({section}: {{...}}), found {extra} beside it")
+            return None
+        if not isinstance(body, dict):
+            problems.append(f"{where}: {section}: must be a mapping of fields, got {_show(body)}")
+            return None
+        n = len(problems)
+        values = _fields(section, body, f"{where} {section}", problems)
+        return Change(i, section, "", values) if len(problems) == n else None
+    name = entry[section]
+    if not isinstance(name, str) or not name.strip() or not name.isprintable():
+        problems.append(f"{where}: {section}: must be a name from the manifest, got {_show(name)}")
+        return None
+    n = len(problems)
+    values = _fields(section, {k: v for k, v in entry.items() if k != section}, f"{where} {section} {name}", problems)
+    return Change(i, section, name, values) if len(problems) == n else None
+
+
+def parse_changes(raw) -> list[Change]:
+    """Validate a parsed change file; raises ChangeError listing every mistake, one per line."""
+    if not isinstance(raw, dict) or "changes" not in raw:
+        raise ChangeError(["must be a mapping with a 'changes' list, e.g. changes: [{underlying: ETH, im_rate: 0.12}]"])
+    problems: list[str] = []
+    extra = [k for k in raw if k != "changes"]
+    if extra:
+        problems.append(f"top level: unknown key {_show(extra[0])}; only 'changes' is allowed")
+    entries = raw["changes"]
+    if not isinstance(entries, list) or not entries:
+        raise ChangeError(problems + [f"changes: must be a non-empty list of entries, got {_show(entries)}"])
+    out: list[Change] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, entry in enumerate(entries):
+        change = _entry(i, entry, problems)
+        if change is None:
+            continue
+        key = (change.section, change.name)
+        if key in seen:
+            problems.append(f"{change.where}: duplicate of changes[{seen[key]}]; put both in one entry")
+            continue
+        seen[key] = i
+        out.append(change)
+    if problems:
+        raise ChangeError(problems)
+    return out
+
+
+def load_changes(path: str | Path) -> list[Change]:
+    """Read and validate a change file. Raises ChangeError naming the file, one line per mistake."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChangeError(["file not found"], str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ChangeError([f"not a UTF-8 text file ({e.reason} at byte {e.start})"], str(path)) from None
+    except OSError as e:
+        raise ChangeError([f"cannot read: {e.strerror or e}"], str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ChangeError([f"not valid YAML{at} ({e.__class__.__name__})"], str(path)) from None
+    try:
+        return parse_changes(raw)
+    except ChangeError as e:
+        raise ChangeError(e.problems, str(path)) from None

@@ -1,0 +1,100 @@
+"""Read every risk parameter the change file can touch, at one block.
+
+Values are in the setters' own units (WAD fractions, token units, seconds), grouped like the
+change file: `values[section][name][field]`, with name "" for `liquidation` and `trading`.
+Items the manifest does not name are listed as "#<id>" (they still bound other changes: a
+penalty must stay within half of every underlying's mm_rate).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from web3 import Web3
+
+from keeper.chain.artifacts import load_artifact
+from keeper.chain.deploy import Deployment
+
+
+@dataclass
+class CurrentParams:
+    """Parameters read at `block`. `ids[section][name]` is the on-chain id of a named item;
+    `asset_decimals[name]` the token's decimals; `roles[contract]` = (admin, risk_admin)."""
+
+    block: int
+    values: dict[str, dict[str, dict]] = field(default_factory=dict)
+    ids: dict[str, dict[str, int]] = field(default_factory=dict)
+    asset_decimals: dict[str, int] = field(default_factory=dict)
+    roles: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def copy(self) -> "CurrentParams":
+        return copy.deepcopy(self)
+
+    def mm_rates(self) -> dict[str, int]:
+        return {name: v["mm_rate"] for name, v in self.values["underlying"].items()}
+
+
+def _names(mapping: dict[str, int], count: int) -> list[tuple[int, str]]:
+    by_id = {i: name for name, i in mapping.items()}
+    return [(i, by_id.get(i, f"#{i}")) for i in range(count)]
+
+
+def contracts(w3: Web3, deployment: Deployment) -> dict:
+    """web3 contract objects of the three governed contracts, by manifest field."""
+    return {
+        "oracle": w3.eth.contract(address=deployment.oracle, abi=load_artifact("OracleRouter").abi),
+        "vault": w3.eth.contract(address=deployment.vault, abi=load_artifact("CollateralVault").abi),
+        "engine": w3.eth.contract(address=deployment.engine, abi=load_artifact("MarginEngine").abi),
+    }
+
+
+def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> CurrentParams:
+    """All risk parameters at `block` (default: the latest block)."""
+    block = w3.eth.block_number if block is None else block
+    c = contracts(w3, deployment)
+    o, v, e = c["oracle"].functions, c["vault"].functions, c["engine"].functions
+
+    def get(fn):
+        return fn.call(block_identifier=block)
+
+    out = CurrentParams(block=block)
+    out.values = {s: {} for s in ("underlying", "asset", "market", "price_id")}
+    out.ids = {s: {} for s in out.values}
+    for u, name in _names(deployment.underlyings, get(e.underlying_count())):
+        _, im, mm, sim, smm = get(e.underlyings(u))
+        out.values["underlying"][name] = {"im_rate": im, "mm_rate": mm, "spread_im_rate": sim, "spread_mm_rate": smm}
+        out.ids["underlying"][name] = u
+    for a, name in _names(deployment.asset_ids, get(v.asset_count())):
+        _, decimals, _, haircut, cap, _ = get(v.assets(a))
+        out.values["asset"][name] = {"haircut": haircut, "deposit_cap": cap}
+        out.ids["asset"][name] = a
+        out.asset_decimals[name] = decimals
+    for m, name in _names(deployment.markets, get(e.market_count())):
+        out.values["market"][name] = {"max_open_interest": get(e.max_open_interest(m)), "max_position": get(e.max_position(m))}
+        out.ids["market"][name] = m
+    for p, name in _names(deployment.price_ids, get(o.price_id_count())):
+        feeds = get(o.feeds(p))
+        lo, hi, jump = get(o.circuit_breakers(p))
+        out.values["price_id"][name] = {
+            "aggregators": tuple(f[0] for f in feeds),
+            "heartbeats": tuple(f[2] for f in feeds),
+            "min_price": lo,
+            "max_price": hi,
+            "max_jump": jump,
+        }
+        out.ids["price_id"][name] = p
+    out.values["liquidation"] = {"": {
+        "penalty": get(e.liquidation_penalty()),
+        "liquidator_share": get(e.liquidator_share()),
+        "target": get(e.liquidation_target()),
+        "max_penalty": get(e.max_liquidation_penalty()),
+        "penalty_ramp_seconds": get(e.penalty_ramp_time()),
+    }}  # fmt: skip
+    out.values["trading"] = {"": {
+        "max_price_deviation": get(e.max_price_deviation()),
+        "max_funding_rate": get(e.max_funding_rate()),
+        "funding_smoothing": get(e.funding_smoothing()),
+    }}  # fmt: skip
+    out.roles = {name: (get(k.functions.admin()), get(k.functions.risk_admin())) for name, k in c.items()}
+    return out

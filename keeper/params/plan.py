@@ -1,0 +1,172 @@
+"""Turn validated change entries into setter calls, checked against the on-chain bounds.
+
+Each entry becomes one call per setter it touches (a price id's heartbeats -> `set_feeds`, its
+band -> `set_circuit_breaker`; liquidation penalty / share / target ->
+`set_liquidation_params`, max penalty / ramp -> `set_penalty_ramp`), with every argument the
+entry leaves out taken from chain. Calls are checked in file order against the state the
+earlier calls leave, as they will run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from eth_abi import encode
+from eth_utils import keccak
+
+from keeper.chain.artifacts import load_artifact
+from keeper.chain.deploy import Deployment
+from keeper.params import bounds
+from keeper.params.bounds import WAD, wad_text
+from keeper.params.changes import AMOUNT, FIELDS, HEARTBEATS, SECONDS, Change, ChangeError
+from keeper.params.current import CurrentParams
+
+CONTRACT_NAMES = {"oracle": "OracleRouter", "vault": "CollateralVault", "engine": "MarginEngine"}
+
+
+@dataclass(frozen=True)
+class Setter:
+    contract: str  # manifest field: oracle, vault or engine
+    function: str
+    fields: tuple[str, ...]  # arguments after the item's id (if the section is named), in order
+    check: Callable[[dict, CurrentParams], list[str]]
+
+
+def _liq(state: CurrentParams) -> dict:
+    return state.values["liquidation"][""]
+
+
+SETTERS: dict[str, tuple[Setter, ...]] = {
+    "underlying": (Setter("engine", "set_underlying_params", ("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"),
+                          lambda new, s: bounds.check_underlying(new, _liq(s)["penalty"], _liq(s)["max_penalty"])),),
+    "asset": (Setter("vault", "set_asset_params", ("haircut", "deposit_cap"), lambda new, s: bounds.check_asset(new)),),
+    "market": (Setter("engine", "set_position_caps", ("max_open_interest", "max_position"),
+                      lambda new, s: bounds.check_position_caps(new)),),
+    "price_id": (
+        Setter("oracle", "set_feeds", ("aggregators", "heartbeats"), lambda new, s: bounds.check_feeds(new)),
+        Setter("oracle", "set_circuit_breaker", ("min_price", "max_price", "max_jump"),
+               lambda new, s: bounds.check_circuit_breaker(new)),
+    ),
+    "liquidation": (
+        Setter("engine", "set_liquidation_params", ("penalty", "liquidator_share", "target"),
+               lambda new, s: bounds.check_liquidation(new, _liq(s)["max_penalty"], s.mm_rates())),
+        Setter("engine", "set_penalty_ramp", ("max_penalty", "penalty_ramp_seconds"),
+               lambda new, s: bounds.check_penalty_ramp(new, _liq(s)["penalty"], s.mm_rates())),
+    ),
+    "trading": (Setter("engine", "set_trade_params", ("max_price_deviation", "max_funding_rate", "funding_smoothing"),
+                       lambda new, s: bounds.check_trading(new)),),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One parameter of a call as shown to the user."""
+
+    field: str
+    current: str
+    new: str
+
+    @property
+    def changed(self) -> bool:
+        return self.current != self.new
+
+
+@dataclass(frozen=True)
+class Call:
+    """A setter call: `contract` (oracle / vault / engine) at `address`, `function(*args)`."""
+
+    index: int  # the change entry it comes from
+    section: str
+    name: str
+    contract: str
+    address: str
+    function: str
+    args: tuple
+    rows: tuple[Row, ...]
+
+    @property
+    def label(self) -> str:
+        return self.section + (f" {self.name}" if self.name else "")
+
+    def describe(self) -> str:
+        args = ", ".join(f"[{', '.join(map(str, a))}]" if isinstance(a, (list, tuple)) else str(a) for a in self.args)
+        return f"{self.contract}.{self.function}({args})"
+
+
+def calldata(contract: str, function: str, args: tuple) -> bytes:
+    """Selector + ABI-encoded arguments of `function` on the oracle / vault / engine."""
+    abi = load_artifact(CONTRACT_NAMES[contract]).abi
+    (entry,) = [e for e in abi if e.get("type") == "function" and e["name"] == function]
+    types = [i["type"] for i in entry["inputs"]]
+    selector = keccak(text=f"{function}({','.join(types)})")[:4]
+    return selector + encode(types, [list(a) if isinstance(a, tuple) else a for a in args])
+
+
+def call_data(call: Call) -> bytes:
+    return calldata(call.contract, call.function, call.args)
+
+
+def _text(section: str, key: str, value, decimals: int | None) -> str:
+    kind = FIELDS[section].get(key)
+    if kind == SECONDS:
+        return f"{value} s"
+    if kind == HEARTBEATS:
+        return "[" + ", ".join(f"{v} s" for v in value) + "]"
+    if kind == AMOUNT and decimals is not None:  # token units
+        return wad_text(value * 10 ** (18 - decimals))
+    return wad_text(value)
+
+
+def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deployment) -> list[Call]:
+    """The setter calls for `changes`, checked in order against the on-chain bounds.
+
+    Raises ChangeError with one line per problem: an unknown name, a deposit cap finer than the
+    token's decimals, a value outside a setter's bounds (ending with the contract's revert
+    string), or an entry that changes nothing."""
+    state = current.copy()
+    problems: list[str] = []
+    calls: list[Call] = []
+    for change in changes:
+        section, name = change.section, change.name
+        items = state.values[section]
+        if name not in items:
+            known = ", ".join(n for n in items if not n.startswith("#")) or "none"
+            problems.append(f"{change.where}: unknown {section}; the manifest names {known}")
+            continue
+        decimals = state.asset_decimals.get(name) if section == "asset" else None
+        new_values = dict(change.values)
+        if decimals is not None and "deposit_cap" in new_values:
+            units, rest = divmod(new_values["deposit_cap"] * 10**decimals, WAD)
+            if rest:
+                problems.append(f"{change.where}: deposit_cap has more decimals than {name}'s {decimals}")
+                continue
+            new_values["deposit_cap"] = units
+        touched = False
+        for setter in SETTERS[section]:
+            if not any(f in new_values for f in setter.fields):
+                continue
+            old = items[name]
+            new = {f: new_values.get(f, old[f]) for f in setter.fields}
+            found = setter.check(new, state)
+            if found:
+                problems += [f"{change.where}: {p}" for p in found]
+                continue
+            rows = tuple(
+                Row(f, _text(section, f, old[f], decimals), _text(section, f, new[f], decimals))
+                for f in setter.fields
+                if f != "aggregators"
+            )
+            if not any(r.changed for r in rows):
+                continue
+            touched = True
+            item_id = (state.ids[section][name],) if name else ()
+            args = item_id + tuple(new[f] for f in setter.fields)
+            address = getattr(deployment, setter.contract)
+            calls.append(Call(change.index, section, name, setter.contract, address, setter.function, args, rows))
+            items[name] = {**old, **new}  # later entries are checked against this
+        if not touched and not any(p.startswith(change.where + ":") for p in problems):
+            problems.append(f"{change.where}: changes nothing (every value equals the on-chain one)")
+    if problems:
+        raise ChangeError(problems)
+    return calls

@@ -1,0 +1,143 @@
+"""Rehearse parameter changes on an Anvil fork before queuing them.
+
+Anvil forks the chain at its latest block, impersonates the timelock (or, before one is
+installed, each contract's current risk admin), sends the setter calls in order, and the
+contract's own (equity, IM, MM, health) of every known account (those that deposited or
+changed a position since the deploy block) is compared before and after. Nothing is sent to
+the real chain.
+
+An account is newly liquidatable when equity >= MM before and equity < MM after (the engine's
+`is_liquidatable`), newly below IM when equity >= IM before and equity < IM after (it can
+then no longer withdraw or add risk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3RPCError
+
+from keeper.chain.anvil import Anvil
+from keeper.chain.client import ProtocolClient, connect
+from keeper.chain.deploy import Deployment
+from keeper.chain.artifacts import load_artifact
+from keeper.params.plan import CONTRACT_NAMES, Call, call_data
+
+ACTOR_BALANCE = 10**20  # wei given to the impersonated account for gas on the fork
+CALL_GAS = 1_000_000
+
+
+@dataclass
+class Rehearsal:
+    """Outcome of a rehearsal. `before` / `after`: (equity, IM, MM, health) per account, WAD.
+
+    `failed` = (index of the call that would revert, revert reason); later calls were not
+    sent. `after_error` is set when the margins cannot be read after the change (a price id
+    left without a valid feed)."""
+
+    block: int
+    actor: str
+    accounts: tuple[str, ...]
+    before: list[tuple]
+    after: list[tuple] = field(default_factory=list)
+    failed: tuple[int, str] | None = None
+    after_error: str | None = None
+
+    def _changed(self, col: int) -> list[int]:
+        return [
+            i
+            for i, (b, a) in enumerate(zip(self.before, self.after))
+            if b[0] >= b[col] and a[0] < a[col]
+        ]
+
+    @property
+    def newly_liquidatable(self) -> list[int]:
+        """Indices into `accounts` of accounts that become liquidatable (equity < MM)."""
+        return self._changed(2)
+
+    @property
+    def newly_below_im(self) -> list[int]:
+        """Indices of accounts that fall below initial margin (equity < IM)."""
+        return self._changed(1)
+
+    def total(self, which: str, col: int) -> int:
+        rows = self.before if which == "before" else self.after
+        return sum(r[col] for r in rows)
+
+    @property
+    def applied(self) -> bool:
+        """Every call went through and the margins could be read after."""
+        return self.failed is None and self.after_error is None
+
+    @property
+    def safe(self) -> bool:
+        """Applied, and no account becomes liquidatable."""
+        return self.applied and not self.newly_liquidatable
+
+
+def _reason(e: Exception) -> str:
+    text = str(e.args[0] if e.args else e)
+    for prefix in ("execution reverted: ", "execution reverted"):
+        if text.startswith(prefix):
+            return text[len(prefix):] or "reverted without a reason"
+    return text
+
+
+def _rpc(w3: Web3, method: str, params: list) -> None:
+    response = w3.provider.make_request(method, params)
+    if "error" in response:
+        raise RuntimeError(f"{method} failed: {response['error'].get('message', response['error'])}")
+
+
+def _risk_admin(w3: Web3, call: Call) -> str:
+    abi = load_artifact(CONTRACT_NAMES[call.contract]).abi
+    return w3.eth.contract(address=call.address, abi=abi).functions.risk_admin().call()
+
+
+def apply_calls(w3: Web3, calls: list[Call], actor: str | None) -> tuple[int, str] | None:
+    """Send `calls` in order on a fork, each from `actor` (impersonated), or, when None, from
+    the risk admin of the call's contract. Returns (index, reason) of the first call that
+    would revert, or None."""
+    impersonated: set[str] = set()
+    for i, call in enumerate(calls):
+        sender = actor or _risk_admin(w3, call)
+        if sender not in impersonated:
+            _rpc(w3, "anvil_impersonateAccount", [sender])
+            _rpc(w3, "anvil_setBalance", [sender, hex(ACTOR_BALANCE)])
+            impersonated.add(sender)
+        tx = {"from": sender, "to": call.address, "data": "0x" + call_data(call).hex()}
+        try:
+            w3.eth.call(tx)
+        except (ContractLogicError, Web3RPCError) as e:
+            return i, _reason(e)
+        receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction({**tx, "gas": CALL_GAS}), timeout=60)
+        if receipt["status"] != 1:
+            return i, "reverted"
+    return None
+
+
+def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | None = None) -> Rehearsal:
+    """Apply `calls` on an Anvil fork of `rpc` at its latest block and compare margins.
+
+    `actor` sends the calls (default: the manifest's timelock, else each contract's risk
+    admin). Raises ChainError if `rpc` is unreachable or another chain, AnvilError if the fork
+    cannot start."""
+    source = connect(rpc)
+    ProtocolClient(source, deployment).check_chain()
+    head = source.eth.block_number
+    actor = actor or getattr(deployment, "timelock", "") or None
+    with Anvil(extra_args=("--fork-url", rpc, "--fork-block-number", str(head))) as fork_url:
+        w3 = connect(fork_url, timeout=60)
+        client = ProtocolClient(w3, deployment)
+        accounts = tuple(sorted(client.discover_accounts(deployment.deploy_block, head)))
+        before = client.margin_summaries(accounts, head)
+        result = Rehearsal(block=head, actor=actor or "risk admin", accounts=accounts, before=[tuple(r) for r in before])
+        result.failed = apply_calls(w3, calls, actor)
+        if result.failed is not None:
+            return result
+        try:
+            result.after = [tuple(r) for r in client.margin_summaries(accounts, "latest")]
+        except (ContractLogicError, Web3RPCError) as e:
+            result.after_error = _reason(e)
+    return result

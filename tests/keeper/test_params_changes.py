@@ -1,0 +1,243 @@
+"""`keeper params` change files: strict YAML validation (one line per mistake), and the plan of
+setter calls (unspecified fields kept, on-chain bounds checked in file order, units)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak
+
+from keeper.chain.deploy import Deployment
+from keeper.params.changes import ChangeError, load_changes, parse_changes
+from keeper.params.current import CurrentParams
+from keeper.params.plan import calldata, plan_calls
+
+ROOT = Path(__file__).resolve().parents[2]
+E16 = 10**16
+WAD = 10**18
+
+
+def problems(raw) -> list[str]:
+    with pytest.raises(ChangeError) as e:
+        parse_changes(raw)
+    return e.value.problems
+
+
+# ------------------------------------------------------------------ YAML validation
+
+
+def test_example_file_parses_to_exact_wad_values():
+    changes = load_changes(ROOT / "config" / "changes.example.yaml")
+    got = [(c.section, c.name, c.values) for c in changes]
+    assert got == [
+        ("underlying", "ETH", {"im_rate": 12 * E16, "mm_rate": 6 * E16}),
+        ("asset", "WETH", {"haircut": 80 * E16}),
+        ("market", "ETH-PERP", {"max_open_interest": 1_000_000 * WAD}),
+        ("liquidation", "", {"penalty": 25 * 10**15}),
+        ("price_id", "ETH", {"heartbeats": (1800,)}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "entry,expected",
+    [
+        ({"underlying": "ETH", "im": 0.1}, "changes[0] underlying ETH: unknown field 'im'; underlying takes im_rate, mm_rate"),
+        ({"underlying": "ETH"}, "changes[0] underlying ETH: nothing to change"),
+        ({"underlying": "ETH", "asset": "WETH", "haircut": 0.8}, "changes[0]: needs exactly one of underlying"),
+        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, liquidation, trading (found none)"),
+        ({"underlying": 3, "im_rate": 0.1}, "changes[0]: underlying: must be a name from the manifest, got 3"),
+        ({"underlying": "ETH", "im_rate": "ten"}, "changes[0] underlying ETH: im_rate: not a number: 'ten'"),
+        ({"underlying": "ETH", "im_rate": True}, "changes[0] underlying ETH: im_rate: must be a number, got true"),
+        ({"underlying": "ETH", "im_rate": None}, "changes[0] underlying ETH: im_rate: must be a number, got null"),
+        ({"underlying": "ETH", "im_rate": -0.1}, "changes[0] underlying ETH: im_rate: must not be negative, got -0.1"),
+        ({"underlying": "ETH", "im_rate": "0.1000000000000000001"}, "changes[0] underlying ETH: im_rate: more than 18 decimals"),
+        ({"underlying": "ETH", "im_rate": float("nan")}, "changes[0] underlying ETH: im_rate: not a finite number"),
+        ({"price_id": "ETH", "heartbeats": 1800}, "changes[0] price_id ETH: heartbeats: must be a list of 1 to 3 heartbeats"),
+        ({"price_id": "ETH", "heartbeats": [60, 60, 60, 60]}, "changes[0] price_id ETH: heartbeats: must be a list of 1 to 3"),
+        ({"price_id": "ETH", "heartbeats": [1800.5]}, "changes[0] price_id ETH: heartbeats: each heartbeat must be a whole number of seconds, got 1800.5"),
+        ({"liquidation": {"penalty_ramp_seconds": 60.0}}, "changes[0] liquidation: penalty_ramp_seconds: must be a whole number of seconds"),
+        ({"liquidation": {"penalty": 0.02}, "trading": {}}, "changes[0]: needs exactly one of"),
+        ({"liquidation": {"penalty": 0.02}, "note": "x"}, "changes[0]: liquidation takes its fields inside it (liquidation: {...}), found note beside it"),
+        ({"liquidation": 0.02}, "changes[0]: liquidation: must be a mapping of fields, got 0.02"),
+        ({"trading": {"max_funding": 0.01}}, "changes[0] trading: unknown field 'max_funding'"),
+        ({"liquidation": {}}, "changes[0] liquidation: nothing to change"),
+        ("ETH", "changes[0]: must be a mapping such as {underlying: ETH, im_rate: 0.12}, got 'ETH'"),
+    ],
+)
+def test_each_mistake_is_one_clear_line(entry, expected):
+    (line,) = problems({"changes": [entry]})
+    assert line.startswith(expected), line
+    assert "\n" not in line
+
+
+def test_every_mistake_is_reported_at_once():
+    found = problems({"changes": [
+        {"underlying": "ETH", "im_rate": "x"},
+        {"asset": "WETH", "haircut": 0.8},
+        {"asset": "WETH", "deposit_cap": 5},
+        {"market": "ETH-PERP", "max_oi": 1},
+    ], "comment": 1})  # fmt: skip
+    assert found == [
+        "top level: unknown key 'comment'; only 'changes' is allowed",
+        "changes[0] underlying ETH: im_rate: not a number: 'x'",
+        "changes[2] asset WETH: duplicate of changes[1]; put both in one entry",
+        "changes[3] market ETH-PERP: unknown field 'max_oi'; market takes max_open_interest, max_position",
+    ]
+
+
+@pytest.mark.parametrize("raw,expected", [
+    (None, "must be a mapping with a 'changes' list"),
+    ({"change": []}, "must be a mapping with a 'changes' list"),
+    ({"changes": []}, "changes: must be a non-empty list of entries, got []"),
+    ({"changes": {"underlying": "ETH"}}, "changes: must be a non-empty list of entries"),
+])  # fmt: skip
+def test_file_shape(raw, expected):
+    assert problems(raw)[-1].startswith(expected)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("changes:\n  - {underlying: ETH, im_rate: 0.1\n")
+    with pytest.raises(ChangeError, match=r"bad.yaml: not valid YAML at line 3"):
+        load_changes(bad)
+    with pytest.raises(ChangeError, match=r"missing.yaml: file not found"):
+        load_changes(tmp_path / "missing.yaml")
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ChangeError, match="not a UTF-8 text file"):
+        load_changes(bad)
+    bad.write_text("changes:\n  - {underlying: ETH, im: 1}\n  - {asset: WETH}\n")
+    with pytest.raises(ChangeError) as e:
+        load_changes(bad)
+    text = str(e.value)
+    assert text.splitlines()[0] == f"{bad}: 2 problems:"
+    assert len(text.splitlines()) == 3
+
+
+# ------------------------------------------------------------------ plan against current values
+
+
+def deployment() -> Deployment:
+    a = "0x" + "11" * 20
+    return Deployment(
+        chain_id=1, oracle="0x" + "01" * 20, vault="0x" + "02" * 20, engine="0x" + "03" * 20,
+        settlement_token=a, settlement_decimals=6, asset_ids={"WETH": 0, "WBTC": 1},
+        price_ids={"ETH": 0}, underlyings={"ETH": 0, "BTC": 1}, markets={"ETH-PERP": 0},
+    )  # fmt: skip
+
+
+def current() -> CurrentParams:
+    rates = {"im_rate": 10 * E16, "mm_rate": 5 * E16, "spread_im_rate": 2 * E16, "spread_mm_rate": E16}
+    return CurrentParams(
+        block=7,
+        values={
+            "underlying": {"ETH": dict(rates), "BTC": dict(rates)},
+            "asset": {"WETH": {"haircut": 85 * E16, "deposit_cap": 10**25}, "WBTC": {"haircut": 85 * E16, "deposit_cap": 10**14}},
+            "market": {"ETH-PERP": {"max_open_interest": 5_000_000 * WAD, "max_position": 500_000 * WAD}},
+            "price_id": {"ETH": {"aggregators": ("0x" + "aa" * 20,), "heartbeats": (3600,), "min_price": 0, "max_price": 0, "max_jump": 0}},
+            "liquidation": {"": {"penalty": 2 * E16, "liquidator_share": 50 * E16, "target": 125 * E16,
+                                 "max_penalty": 25 * 10**15, "penalty_ramp_seconds": 3600}},
+            "trading": {"": {"max_price_deviation": 5 * E16, "max_funding_rate": 5 * 10**15, "funding_smoothing": 10 * E16}},
+        },
+        ids={"underlying": {"ETH": 0, "BTC": 1}, "asset": {"WETH": 0, "WBTC": 1}, "market": {"ETH-PERP": 0}, "price_id": {"ETH": 0}},
+        asset_decimals={"WETH": 18, "WBTC": 8},
+    )  # fmt: skip
+
+
+def plan(*entries):
+    return plan_calls(parse_changes({"changes": list(entries)}), current(), deployment())
+
+
+def plan_problems(*entries) -> list[str]:
+    with pytest.raises(ChangeError) as e:
+        plan(*entries)
+    return e.value.problems
+
+
+def test_unspecified_fields_keep_their_on_chain_value():
+    (call,) = plan({"underlying": "BTC", "mm_rate": 0.06})
+    assert (call.contract, call.function, call.address) == ("engine", "set_underlying_params", deployment().engine)
+    assert call.args == (1, 10 * E16, 6 * E16, 2 * E16, E16)
+    assert [(r.field, r.current, r.new, r.changed) for r in call.rows] == [
+        ("im_rate", "0.1", "0.1", False), ("mm_rate", "0.05", "0.06", True),
+        ("spread_im_rate", "0.02", "0.02", False), ("spread_mm_rate", "0.01", "0.01", False),
+    ]  # fmt: skip
+
+
+def test_each_setter_of_a_section_gets_its_own_call():
+    calls = plan(
+        {"price_id": "ETH", "heartbeats": [1800], "max_jump": 0.3},
+        {"liquidation": {"target": 1.5, "penalty_ramp_seconds": 600}},
+        {"trading": {"max_funding_rate": 0.001}},
+    )
+    assert [(c.function, c.args) for c in calls] == [
+        ("set_feeds", (0, ("0x" + "aa" * 20,), (1800,))),
+        ("set_circuit_breaker", (0, 0, 0, 30 * E16)),
+        ("set_liquidation_params", (2 * E16, 50 * E16, 150 * E16)),
+        ("set_penalty_ramp", (25 * 10**15, 600)),
+        ("set_trade_params", (5 * E16, 10**15, 10 * E16)),
+    ]
+
+
+def test_units_of_caps():
+    (asset, market) = plan({"asset": "WBTC", "deposit_cap": 1.5}, {"market": "ETH-PERP", "max_position": 1000})
+    assert asset.args == (1, 85 * E16, 150_000_000)  # 1.5 WBTC = 1.5e8 units (8 decimals)
+    assert asset.rows[1].new == "1.5"
+    assert market.args == (0, 5_000_000 * WAD, 1000 * WAD)
+    assert plan_problems({"asset": "WBTC", "deposit_cap": "0.000000001"}) == [
+        "changes[0] asset WBTC: deposit_cap has more decimals than WBTC's 8"
+    ]
+
+
+def test_entries_are_checked_in_file_order():
+    # a 3% penalty needs every mm_rate >= 6%: raising the penalty first is refused ...
+    found = plan_problems({"liquidation": {"penalty": 0.03}}, {"underlying": "ETH", "mm_rate": 0.06},
+                          {"underlying": "BTC", "mm_rate": 0.06})
+    assert found == [
+        "changes[0] liquidation: penalty needs every mm_rate >= 0.06, underlying ETH has 0.05 "
+        "(engine: mm_rate below 2x penalty); raise its mm_rate in an earlier entry",
+        "changes[0] liquidation: penalty needs every mm_rate >= 0.06, underlying BTC has 0.05 "
+        "(engine: mm_rate below 2x penalty); raise its mm_rate in an earlier entry",
+    ]
+    # ... after raising both mm_rates it is accepted
+    calls = plan({"underlying": "ETH", "mm_rate": 0.06}, {"underlying": "BTC", "mm_rate": 0.06},
+                 {"liquidation": {"penalty": 0.03}})
+    assert calls[-1].args == (3 * E16, 50 * E16, 125 * E16)
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ({"underlying": "ETH", "im_rate": 0.005}, "im_rate 0.005 is outside [0.01, 1] (engine: im_rate out of bounds)"),
+    ({"underlying": "ETH", "mm_rate": 0.2}, "mm_rate 0.2 is outside [0.005, im_rate 0.1] (engine: mm_rate out of bounds)"),
+    ({"underlying": "ETH", "mm_rate": 0.04}, "mm_rate 0.04 is below 2 x the liquidation penalty 0.025 (engine: mm_rate below 2x penalty)"),
+    ({"underlying": "ETH", "spread_mm_rate": 0.03}, "spread_mm_rate 0.03 is above spread_im_rate 0.02 or mm_rate 0.05"),
+    ({"asset": "WETH", "haircut": 1.01}, "haircut 1.01 is outside [0, 1] (vault: haircut out of bounds)"),
+    ({"market": "ETH-PERP", "max_open_interest": 10}, "max_position 500000 is above max_open_interest 10 (engine: position cap above OI cap)"),
+    ({"price_id": "ETH", "heartbeats": [1800, 1800]}, "heartbeats has 2 values for 1 feeds (oracle: length mismatch)"),
+    ({"price_id": "ETH", "heartbeats": [30]}, "heartbeats[0] 30 is outside [60, 172800] seconds (oracle: heartbeat out of bounds)"),
+    ({"price_id": "ETH", "max_price": 100, "min_price": 200}, "max_price 100 is not above min_price 200 (oracle: empty price band)"),
+    ({"liquidation": {"target": 2.5}}, "target 2.5 is outside [1.05, 2] (engine: target out of bounds)"),
+    ({"liquidation": {"max_penalty": 0.01}}, "max_penalty 0.01 is outside [penalty 0.02, 0.1] (engine: max penalty out of bounds)"),
+    ({"trading": {"funding_smoothing": 0}}, "funding_smoothing 0 is outside (0, 1] (engine: funding_smoothing out of bounds)"),
+    ({"underlying": "SOL", "im_rate": 0.1}, "unknown underlying; the manifest names ETH, BTC"),
+    ({"underlying": "ETH", "im_rate": 0.1}, "changes nothing (every value equals the on-chain one)"),
+])  # fmt: skip
+def test_on_chain_bounds_are_mirrored(entry, expected):
+    lines = plan_problems(entry)
+    assert any(line.startswith("changes[0] ") and expected in line for line in lines), lines
+
+
+def test_calldata_matches_an_independent_encoding():
+    data = calldata("engine", "set_underlying_params", (1, 10 * E16, 6 * E16, 2 * E16, E16))
+    selector = keccak(text="set_underlying_params(uint256,uint256,uint256,uint256,uint256)")[:4]
+    assert data == selector + (1).to_bytes(32, "big") + b"".join(v.to_bytes(32, "big") for v in (10 * E16, 6 * E16, 2 * E16, E16))
+    feeds = calldata("oracle", "set_feeds", (0, ("0x" + "aa" * 20,), (1800,)))
+    assert feeds == keccak(text="set_feeds(uint256,address[],uint256[])")[:4] + encode(
+        ["uint256", "address[]", "uint256[]"], [0, ["0x" + "aa" * 20], [1800]]
+    )
+
+
+def test_keeper_cli_registers_the_params_group():
+    from keeper.cli import cli
+
+    assert set(cli.commands["params"].commands) == {"show", "rehearse", "queue", "execute", "cancel", "status"}
