@@ -19,11 +19,20 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class FeedConfig:
+    """An existing Chainlink-compatible aggregator for a price id."""
+
+    address: str  # EIP-55 checksummed
+    heartbeat: int  # seconds
+
+
+@dataclass(frozen=True)
 class PriceIdConfig:
     symbol: str
-    feed_decimals: int
-    initial_price: int  # whole USD, used for the mock feed on local chains
-    heartbeat: int  # seconds
+    feed_decimals: int | None  # None: read from the existing feed at deployment
+    initial_price: int  # whole USD, used for the mock feed on local chains (0 with `feeds`)
+    heartbeat: int  # seconds (the first feed's with `feeds`)
+    feeds: tuple[FeedConfig, ...] = ()  # existing feeds; empty = deploy a mock feed
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class AssetConfig:
     price_id: int
     haircut: int  # WAD
     deposit_cap: int  # token units
+    address: str = ""  # an existing token; "" = deploy a mock token
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,14 @@ class MarketConfig:
 
 
 @dataclass(frozen=True)
+class GovernanceConfig:
+    """Who governs after deployment: a timelock whose proposer/executor is `address`."""
+
+    address: str  # EIP-55 checksummed (a multisig, typically)
+    timelock_delay: int  # seconds
+
+
+@dataclass(frozen=True)
 class ProtocolConfig:
     settlement_symbol: str
     settlement_decimals: int
@@ -70,6 +88,16 @@ class ProtocolConfig:
     funding_smoothing: int
     max_liquidation_penalty: int = 0  # WAD; 0 = the penalty does not grow
     penalty_ramp_time: int = 3600  # seconds
+    settlement_address: str = ""  # an existing settlement token; "" = deploy a mock
+    allow_mocks: bool = False  # deploy mocks on a non-development chain too
+    governance: GovernanceConfig | None = None  # None: the deployer keeps both roles
+
+    def mocks(self) -> list[str]:
+        """What deployment would create as a mock (no `address` given): e.g. ["USDC", "WETH", "ETH feed"]."""
+        out = [] if self.settlement_address else [self.settlement_symbol]
+        out += [a.symbol for a in self.assets if not a.address]
+        out += [f"{p.symbol} feed" for p in self.price_ids if not p.feeds]
+        return out
 
     def price_id(self, symbol: str) -> int:
         """Index of a price id by symbol; raises ConfigError if unknown."""
@@ -112,6 +140,11 @@ MAX_INITIAL_PRICE = 10**15
 MAX_EXPIRY_DAYS = 36500
 # Floats hold every integer exactly only up to 2**53.
 MAX_EXACT_FLOAT = 2**53
+# OracleRouter MAX_FEEDS.
+MAX_FEEDS = 3
+# Timelock.vy MIN_DELAY / MAX_DELAY.
+MIN_TIMELOCK_DELAY = 3600
+MAX_TIMELOCK_DELAY = 30 * 86400
 
 
 def _show(value) -> str:
@@ -197,6 +230,59 @@ def _deposit_cap(a: dict, where: str, decimals: int) -> int:
     return units
 
 
+def _address(d: dict, key: str, where: str) -> str:
+    """An EIP-55 address (all lower or all upper case carries no checksum and is accepted)."""
+    from eth_utils import is_address, to_checksum_address
+
+    value = _get(d, key, where)
+    if not isinstance(value, str) or not is_address(value):
+        raise ConfigError(f"{where}: {key}: must be a 0x-prefixed 20-byte hex address, got {_show(value)}")
+    digits = value[2:]
+    if digits not in (digits.lower(), digits.upper()) and value != to_checksum_address(value):
+        raise ConfigError(f"{where}: {key}: wrong EIP-55 checksum (a typo?): {value}")
+    if int(value, 16) == 0:
+        raise ConfigError(f"{where}: {key}: is the zero address")
+    return to_checksum_address(value)
+
+
+def _feeds(p: dict, where: str) -> tuple[FeedConfig, ...]:
+    """`feeds: [{address, heartbeat}, ...]`: one to MAX_FEEDS existing aggregators, no duplicates."""
+    value = p["feeds"]
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_FEEDS:
+        raise ConfigError(f"{where}: feeds: must be a list of 1 to {MAX_FEEDS} {{address, heartbeat}} entries, got {_show(value)}")
+    feeds = []
+    for j, f in enumerate(value):
+        at = f"{where} feeds[{j}]"
+        if not isinstance(f, dict):
+            raise ConfigError(f"{at}: must be a mapping {{address, heartbeat}}, got {_show(f)}")
+        feeds.append(FeedConfig(_address(f, "address", at), _integer(f, "heartbeat", at, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds")))
+    _unique([f.address for f in feeds], f"{where} feeds")
+    return tuple(feeds)
+
+
+def _price_id(p: dict, symbol: str, where: "_At") -> PriceIdConfig:
+    if "feeds" in p:
+        feeds = _feeds(p, where)
+        decimals = _integer(p, "feed_decimals", where, 0, MAX_DECIMALS) if "feed_decimals" in p else None
+        return PriceIdConfig(symbol, decimals, 0, feeds[0].heartbeat, feeds)
+    return PriceIdConfig(
+        symbol=symbol,
+        feed_decimals=_integer(p, "feed_decimals", where, 0, MAX_DECIMALS),
+        initial_price=_integer(p, "initial_price", where, 1, MAX_INITIAL_PRICE, " USD"),
+        heartbeat=_integer(p, "heartbeat", where, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds"),
+    )
+
+
+def _governance(raw: dict) -> GovernanceConfig | None:
+    if "governance" not in raw:
+        return None
+    g = _mapping(raw, "governance")
+    return GovernanceConfig(
+        address=_address(g, "address", "governance"),
+        timelock_delay=_integer(g, "timelock_delay", "governance", MIN_TIMELOCK_DELAY, MAX_TIMELOCK_DELAY, " seconds"),
+    )
+
+
 def _expiry_days(m: dict, where: str) -> float | None:
     value = m.get("expiry_days")
     if value is None:
@@ -243,14 +329,7 @@ def _parse(raw: dict) -> ProtocolConfig:
     for i, p in enumerate(_entries(raw, "price_ids")):
         symbol = _symbol(p, "symbol", _At("price_ids", i))
         where = _At("price_ids", i, symbol)
-        price_ids.append(
-            PriceIdConfig(
-                symbol=symbol,
-                feed_decimals=_integer(p, "feed_decimals", where, 0, MAX_DECIMALS),
-                initial_price=_integer(p, "initial_price", where, 1, MAX_INITIAL_PRICE, " USD"),
-                heartbeat=_integer(p, "heartbeat", where, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds"),
-            )
-        )
+        price_ids.append(_price_id(p, symbol, where))
     symbols = [p.symbol for p in price_ids]
     _unique(symbols, "price_ids")
 
@@ -271,9 +350,20 @@ def _parse(raw: dict) -> ProtocolConfig:
                 price_id=pid(_get(a, "price_id", where), where),
                 haircut=_fraction(a, "haircut", where),
                 deposit_cap=_deposit_cap(a, where, decimals),
+                address=_address(a, "address", where) if "address" in a else "",
             )
         )
     _unique([a.symbol for a in assets], "assets")
+    settlement_address = _address(settlement, "address", "settlement") if "address" in settlement else ""
+    seen = {settlement_address: "settlement"} if settlement_address else {}
+    for i, a in enumerate(assets):
+        if a.address in seen:
+            raise ConfigError(f"assets[{i}] {a.symbol}: address {a.address} is already the token of {seen[a.address]}")
+        if a.address:
+            seen[a.address] = f"assets[{i}] {a.symbol}"
+    allow_mocks = raw.get("allow_mocks", False)
+    if not isinstance(allow_mocks, bool):
+        raise ConfigError(f"top level: allow_mocks: must be true or false, got {_show(allow_mocks)}")
     underlyings = []
     for i, u in enumerate(_entries(raw, "underlyings")):
         symbol = _symbol(u, "symbol", _At("underlyings", i))
@@ -321,4 +411,7 @@ def _parse(raw: dict) -> ProtocolConfig:
         funding_smoothing=_fraction(trading, "funding_smoothing", "trading"),
         max_liquidation_penalty=_fraction(liq, "max_penalty", "liquidation") if "max_penalty" in liq else 0,
         penalty_ramp_time=_integer(liq, "penalty_ramp_seconds", "liquidation", 60, 86400) if "penalty_ramp_seconds" in liq else 3600,
+        settlement_address=settlement_address,
+        allow_mocks=allow_mocks,
+        governance=_governance(raw),
     )

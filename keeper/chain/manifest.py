@@ -1,9 +1,17 @@
-"""Deployment manifest: the JSON file (chain id, addresses, ids, block, compiler) that
-`keeper run`, `keeper account` and the scripts read to find a deployed protocol."""
+"""Deployment manifest: the JSON file (chain id, addresses, ids, blocks, compiler, deployer,
+time, the parameters as deployed, and the record of each deployment step) that `keeper run`,
+`keeper account` and the scripts read to find a deployed protocol.
+
+A manifest with `"status": "partial"` records a deployment still in progress (or interrupted):
+only the deploy script reads it (to resume); everything else refuses it. Manifests written
+before these fields existed load as complete deployments.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,10 +27,24 @@ class ManifestError(ValueError):
 
 
 def save_manifest(deployment: Deployment, path: str | Path) -> Path:
-    """Write `deployment` as pretty JSON (parent folders created); returns the path."""
+    """Write `deployment` as pretty JSON (parent folders created); returns the path.
+
+    Atomic: the JSON goes to a temporary file in the same folder, is flushed to disk and then
+    renamed over `path`, so a crash leaves either the old or the new manifest, never half of one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(deployment.to_json(), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(deployment.to_json(), indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -76,7 +98,15 @@ OPTIONAL_FIELDS = {
     "admin": "address",
     "lens": "address",
     "compiler": "text",
+    "timelock": "address",
+    "deployer": "address",
+    "deployed_at": "uint",
+    "blocks": "ids",
+    "parameters": "object",
+    "steps": "steps",
+    "status": "status",
 }
+STATUSES = ("partial", "complete")
 
 
 def _check_optional(key: str, value):
@@ -91,6 +121,21 @@ def _check_optional(key: str, value):
         return value
     if kind == "address":
         return value if value == "" else _check_address(value, key)
+    if kind == "status":
+        if value not in STATUSES:
+            raise _Bad(f"{key} must be one of {', '.join(STATUSES)}, got {_show(value)}")
+        return value
+    if kind == "object":
+        if not isinstance(value, dict):
+            raise _Bad(f"{key} must be a JSON object, got {_show(value)}")
+        return value
+    if kind == "steps":
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise _Bad(f"{key} must be a JSON object of step -> object, got {_show(value)}")
+        for name, record in value.items():
+            if "address" in record:
+                record["address"] = _check_address(record["address"], f"{key}[{name!r}].address")
+        return value
     if not isinstance(value, dict):
         raise _Bad(f"{key} must be a JSON object of name -> "
                    f"{'address' if kind == 'addresses' else 'non-negative integer'}, got {_show(value)}")
@@ -106,8 +151,12 @@ def _check_optional(key: str, value):
     return out
 
 
-def load_manifest(path: str | Path) -> Deployment:
-    """Read and validate a manifest. Raises ManifestError with one clear line."""
+def load_manifest(path: str | Path, allow_partial: bool = False) -> Deployment:
+    """Read and validate a manifest. Raises ManifestError with one clear line.
+
+    A partial manifest (an unfinished deployment) is refused unless `allow_partial` (the deploy
+    script, to resume it); its contract addresses may then still be missing or empty.
+    """
     path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -126,12 +175,22 @@ def load_manifest(path: str | Path) -> Deployment:
     if not isinstance(raw, dict):
         raise ManifestError(f"deployment manifest {path} must hold a JSON object")
     known = {f.name for f in fields(Deployment)}
+    partial = raw.get("status") == "partial"
+    if partial and not allow_partial:
+        raise ManifestError(
+            f"deployment manifest {path} records an unfinished deployment (status partial): "
+            "rerun the deploy script to resume it"
+        )
+    if partial:  # addresses not deployed yet are empty
+        for key in ADDRESS_FIELDS:
+            raw.setdefault(key, "")
     missing = [k for k in ("chain_id", "settlement_decimals", *ADDRESS_FIELDS) if k not in raw]
     if missing:
         raise ManifestError(f"deployment manifest {path} lacks {', '.join(missing)}")
     try:
         for key in ADDRESS_FIELDS:
-            raw[key] = _check_address(raw[key], key)
+            if not (partial and raw[key] == ""):
+                raw[key] = _check_address(raw[key], key)
     except _Bad as e:
         raise ManifestError(f"deployment manifest {path}: {e}") from None
     for key in ("chain_id", "settlement_decimals"):

@@ -1,0 +1,294 @@
+"""Post-deploy check: read every listed parameter back from the chain and compare it with the
+protocol config and the manifest.
+
+    python -m keeper.chain.verify --rpc URL --manifest deployments/NAME.json [--config FILE]
+
+(`brownie run scripts/verify.py --network NAME` does the same through brownie.) Prints a table
+with OK / MISMATCH per parameter and exits 1 on any mismatch. What is read: every contract's
+code, the oracle's price ids, feeds (aggregator, decimals, heartbeat), the vault's settlement
+token, wiring and assets (token, decimals, price id, haircut, deposit cap), the engine's
+underlyings (margin rates), markets (underlying, kind, expiry, caps), liquidation and trade
+parameters, the lens wiring, and the roles (admin / risk admin: the timelock when the config
+has `governance`, else the deployer; no pending admin), plus the timelock's governance and delay.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from keeper.chain.deploy import ZERO_ADDRESS, Deployment, config_echo
+from keeper.config import ProtocolConfig
+
+WAD = 10**18
+
+
+@dataclass(frozen=True)
+class Check:
+    """One parameter: what the config (or manifest) says and what the chain holds."""
+
+    contract: str
+    parameter: str
+    expected: Any
+    actual: Any
+    wad: bool = False  # show as a decimal fraction
+    pending: bool = False  # a role handed over but not yet accepted: not a mismatch, but shown
+
+    @property
+    def ok(self) -> bool:
+        return self.pending or _norm(self.expected) == _norm(self.actual)
+
+    @property
+    def result(self) -> str:
+        if _norm(self.expected) == _norm(self.actual):
+            return "OK"
+        return "PENDING" if self.pending else "MISMATCH"
+
+
+class _ReadError:
+    """A read that failed (no code, a revert): never equal to an expected value."""
+
+    def __init__(self, error: Exception):
+        self.text = f"read failed: {error.__class__.__name__}"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+        return value.lower()
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    return value
+
+
+def _show(value: Any, wad: bool) -> str:
+    if wad and isinstance(value, int) and not isinstance(value, bool):
+        return f"{(Decimal(value) / WAD).normalize():f}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v, wad) for v in value) + "]"
+    return str(value)
+
+
+def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
+                      abi: Callable[[str], list] | None = None) -> list[Check]:
+    """All checks of `deployment` on the chain behind `w3` against `config`.
+
+    `abi(name)` gives a contract's ABI (default: compiled from `contracts/`). Never raises for
+    a wrong or missing value on chain: such a value becomes a failed Check.
+    """
+    if abi is None:
+        from keeper.chain.artifacts import load_artifact
+
+        def abi(name: str) -> list:
+            return load_artifact(name).abi
+
+    checks: list[Check] = []
+    d = deployment
+
+    def at(name: str, address: str):
+        return w3.eth.contract(address=address, abi=abi(name))
+
+    def read(contract, fn: str, *args):
+        try:
+            return getattr(contract.functions, fn)(*args).call()
+        except Exception as e:  # noqa: BLE001 - any failed read is reported, not raised
+            return _ReadError(e)
+
+    def add(contract: str, parameter: str, expected, actual, wad: bool = False, pending: bool = False) -> None:
+        if isinstance(actual, tuple):
+            actual = list(actual)
+        checks.append(Check(contract, parameter, expected, actual, wad, pending))
+
+    add("chain", "chain id", d.chain_id, w3.eth.chain_id)
+    add("manifest", "parameters = config", "same", "same" if d.parameters == config_echo(config) else "differ")
+    addresses = {"OracleRouter": d.oracle, "CollateralVault": d.vault, "MarginEngine": d.engine,
+                 "MarginLens": d.lens, f"settlement {config.settlement_symbol}": d.settlement_token}
+    addresses |= {f"token {s}": a for s, a in d.tokens.items()}
+    if d.timelock:
+        addresses["Timelock"] = d.timelock
+    for label, address in addresses.items():
+        has_code = bool(address) and len(w3.eth.get_code(address)) > 0
+        add(label, "contract code at", address or "(none)", address if has_code else "no code")
+
+    oracle = at("OracleRouter", d.oracle)
+    vault = at("CollateralVault", d.vault)
+    engine = at("MarginEngine", d.engine)
+
+    # oracle: price ids and feeds
+    add("OracleRouter", "price_id_count", len(config.price_ids), read(oracle, "price_id_count"))
+    for i, p in enumerate(config.price_ids):
+        add("OracleRouter", f"price id {i} name", p.symbol, read(oracle, "price_id_name", i))
+        if p.feeds:
+            aggregators, heartbeats = [f.address for f in p.feeds], [f.heartbeat for f in p.feeds]
+        else:
+            aggregators, heartbeats = [d.feeds.get(p.symbol, "")], [p.heartbeat]
+        feeds = read(oracle, "feeds", i)
+        if isinstance(feeds, _ReadError):
+            add("OracleRouter", f"{p.symbol} feeds", aggregators, feeds)
+            continue
+        add("OracleRouter", f"{p.symbol} feeds", aggregators, [f[0] for f in feeds])
+        add("OracleRouter", f"{p.symbol} heartbeats (s)", heartbeats, [f[2] for f in feeds])
+        for j, f in enumerate(feeds):
+            decimals = read(at("MockAggregator", f[0]), "decimals")
+            if j == 0:
+                expected = p.feed_decimals if p.feed_decimals is not None else d.feed_decimals.get(p.symbol)
+                add("OracleRouter", f"{p.symbol} feed {j} decimals", expected, decimals)
+            if isinstance(decimals, int):
+                add("OracleRouter", f"{p.symbol} feed {j} scale", 10 ** (18 - decimals), f[1])
+
+    # vault: settlement, wiring, assets
+    settlement = config.settlement_address or d.settlement_token
+    add("CollateralVault", "SETTLEMENT_TOKEN", settlement, read(vault, "SETTLEMENT_TOKEN"))
+    add("CollateralVault", "SETTLEMENT_SCALE", 10 ** (18 - config.settlement_decimals), read(vault, "SETTLEMENT_SCALE"))
+    add(f"settlement {config.settlement_symbol}", "decimals", config.settlement_decimals,
+        read(at("MockERC20", d.settlement_token), "decimals"))
+    add("CollateralVault", "ORACLE", d.oracle, read(vault, "ORACLE"))
+    add("CollateralVault", "engine", d.engine, read(vault, "engine"))
+    add("CollateralVault", "asset_count", len(config.assets), read(vault, "asset_count"))
+    for i, a in enumerate(config.assets):
+        asset = read(vault, "assets", i)
+        token = a.address or d.tokens.get(a.symbol, "")
+        if isinstance(asset, _ReadError):
+            add("CollateralVault", f"asset {i} {a.symbol}", token, asset)
+            continue
+        add("CollateralVault", f"{a.symbol} token", token, asset[0])
+        add("CollateralVault", f"{a.symbol} decimals", a.decimals, asset[1])
+        add(f"token {a.symbol}", "decimals", a.decimals, read(at("MockERC20", asset[0]), "decimals"))
+        add("CollateralVault", f"{a.symbol} price id", a.price_id, asset[2])
+        add("CollateralVault", f"{a.symbol} haircut", a.haircut, asset[3], wad=True)
+        add("CollateralVault", f"{a.symbol} deposit cap (units)", a.deposit_cap, asset[4])
+
+    # engine: wiring, liquidation and trade parameters, underlyings, markets
+    add("MarginEngine", "VAULT", d.vault, read(engine, "VAULT"))
+    add("MarginEngine", "ORACLE", d.oracle, read(engine, "ORACLE"))
+    for fn, expected in (
+        ("liquidation_penalty", config.liquidation_penalty),
+        ("liquidator_share", config.liquidator_share),
+        ("liquidation_target", config.liquidation_target),
+        ("max_price_deviation", config.max_price_deviation),
+        ("max_funding_rate", config.max_funding_rate),
+        ("funding_smoothing", config.funding_smoothing),
+        ("max_liquidation_penalty", config.max_liquidation_penalty),
+    ):
+        add("MarginEngine", fn, expected, read(engine, fn), wad=True)
+    if config.max_liquidation_penalty:  # the ramp is set only with a max penalty
+        add("MarginEngine", "penalty_ramp_time (s)", config.penalty_ramp_time, read(engine, "penalty_ramp_time"))
+    add("MarginEngine", "underlying_count", len(config.underlyings), read(engine, "underlying_count"))
+    for i, u in enumerate(config.underlyings):
+        got = read(engine, "underlyings", i)
+        if isinstance(got, _ReadError):
+            add("MarginEngine", f"underlying {i} {u.symbol}", u.price_id, got)
+            continue
+        add("MarginEngine", f"{u.symbol} price id", u.price_id, got[0])
+        for j, name in enumerate(("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"), start=1):
+            add("MarginEngine", f"{u.symbol} {name}", getattr(u, name), got[j], wad=True)
+    add("MarginEngine", "market_count", len(config.markets), read(engine, "market_count"))
+    for i, m in enumerate(config.markets):
+        got = read(engine, "markets", i)
+        if isinstance(got, _ReadError):
+            add("MarginEngine", f"market {i} {m.name}", m.underlying, got)
+            continue
+        add("MarginEngine", f"{m.name} underlying", m.underlying, got[0])
+        add("MarginEngine", f"{m.name} perpetual", m.expiry_days is None, got[1])
+        add("MarginEngine", f"{m.name} expiry", d.market_expiries.get(m.name, 0), got[2])
+        add("MarginEngine", f"{m.name} max_open_interest", m.max_open_interest, read(engine, "max_open_interest", i), wad=True)
+        add("MarginEngine", f"{m.name} max_position", m.max_position, read(engine, "max_position", i), wad=True)
+
+    if d.lens:
+        lens = at("MarginLens", d.lens)
+        add("MarginLens", "ENGINE", d.engine, read(lens, "ENGINE"))
+        add("MarginLens", "VAULT", d.vault, read(lens, "VAULT"))
+
+    # roles
+    governed = config.governance is not None
+    holder = d.timelock if governed else d.admin
+    add("manifest", "timelock recorded", governed, bool(d.timelock))
+    for label, contract in (("OracleRouter", oracle), ("CollateralVault", vault), ("MarginEngine", engine)):
+        admin, pending_admin = read(contract, "admin"), read(contract, "pending_admin")
+        # governance (not the deployer) accepts the admin role later: the deployer is admin
+        # with the timelock proposed until then
+        waiting = governed and bool(d.timelock) and _norm(pending_admin) == _norm(d.timelock) and _norm(admin) == _norm(d.admin)
+        add(label, "admin", holder, admin, pending=waiting)
+        add(label, "risk_admin", holder, read(contract, "risk_admin"))
+        add(label, "pending_admin", d.timelock if waiting else ZERO_ADDRESS, pending_admin)
+    if governed and d.timelock:
+        timelock = at("Timelock", d.timelock)
+        add("Timelock", "governance", config.governance.address, read(timelock, "governance"))
+        add("Timelock", "delay (s)", config.governance.timelock_delay, read(timelock, "delay"))
+    return checks
+
+
+def mismatches(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if not c.ok]
+
+
+def print_checks(checks: list[Check], console=None) -> None:
+    """A rich table of every check, then one summary line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log file: wide enough for full addresses
+            console.width = 150
+    table = Table(title="Post-deploy check: chain vs config", show_lines=False)
+    for column in ("contract", "parameter", "expected", "on chain", "result"):
+        table.add_column(column)
+    style = {"OK": "[green]OK[/green]", "PENDING": "[yellow]PENDING[/yellow]", "MISMATCH": "[bold red]MISMATCH[/bold red]"}
+    for c in checks:
+        table.add_row(c.contract, c.parameter, _show(c.expected, c.wad), _show(c.actual, c.wad), style[c.result])
+    console.print(table)
+    bad = mismatches(checks)
+    waiting = [c for c in checks if c.result == "PENDING"]
+    if bad:
+        console.print(f"[bold red]{len(bad)} of {len(checks)} checks MISMATCH[/bold red]")
+    else:
+        console.print(f"[green]all {len(checks)} checks OK[/green]" + (f" ({len(waiting)} PENDING)" if waiting else ""))
+    if waiting:
+        console.print("[yellow]PENDING: governance must accept the admin role of each contract through the "
+                      "timelock (Timelock.accept_admin_of; keeper.chain.governance.accept_admin_roles)[/yellow]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m keeper.chain.verify`: 0 when every check is OK, 1 on a mismatch, 2 on bad input."""
+    import click
+    from web3 import Web3
+
+    from keeper.chain.manifest import ManifestError, load_manifest
+    from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
+
+    @click.command()
+    @click.option("--rpc", required=True, envvar="KEEPER_RPC", help="JSON-RPC endpoint URL.")
+    @click.option("--manifest", required=True, type=click.Path(path_type=Path), help="Deployment manifest JSON.")
+    @click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
+                  show_default=True, help="Protocol config the deployment should match.")
+    def cli(rpc: str, manifest: Path, config_path: Path) -> None:
+        try:
+            deployment = load_manifest(manifest)
+            config = load_config(config_path)
+        except (ManifestError, ConfigError) as e:
+            raise click.UsageError(str(e)) from None
+        w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
+        if not w3.is_connected():
+            raise click.UsageError(f"no JSON-RPC answer at {rpc}")
+        checks = verify_deployment(w3, deployment, config)
+        print_checks(checks)
+        sys.exit(1 if mismatches(checks) else 0)
+
+    try:
+        cli.main(args=argv, prog_name="python -m keeper.chain.verify", standalone_mode=False)
+    except click.UsageError as e:
+        click.echo(f"Error: {e.format_message()}", err=True)
+        return 2
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
