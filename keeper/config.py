@@ -299,6 +299,23 @@ def _expiry_days(m: dict, where: str) -> float | None:
     return float(value)
 
 
+def with_default_governance(config: ProtocolConfig, deployer: str, development: bool) -> ProtocolConfig:
+    """`config` with a `governance` section: the deployment scripts always hand the protocol's
+    roles to a timelock. On a development chain a config without one gets the deployer as
+    governance and the shortest delay the timelock allows (MIN_TIMELOCK_DELAY, one hour); on any
+    other chain a missing section raises ConfigError, because who governs must be a decision."""
+    if config.governance is not None:
+        return config
+    if not development:
+        raise ConfigError(
+            "the config has no `governance` section: name the governance address and timelock_delay "
+            "(seconds) that will own the protocol's parameters on this network"
+        )
+    import dataclasses
+
+    return dataclasses.replace(config, governance=GovernanceConfig(deployer, MIN_TIMELOCK_DELAY))
+
+
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
     """Load and validate a protocol configuration YAML.
 

@@ -1,5 +1,6 @@
 """Deploy the whole protocol (oracle router, vault, engine, lens, listings; mocks where the
-config gives no address; a timelock when it has `governance`) with brownie.
+config gives no address; a timelock holding every admin role, see
+`keeper.config.with_default_governance`) with brownie.
 
     brownie run scripts/deploy.py --network NAME
     DEPLOY_DRY_RUN=1 brownie run scripts/deploy.py --network NAME     # rehearse on an Anvil fork
@@ -38,7 +39,7 @@ from keeper.chain.artifacts import compiler_version
 from keeper.chain.deploy import Deployment, DeployError, Web3Backend, deploy_to_manifest, env_flag, prepare
 from keeper.chain.manifest import ManifestError, save_manifest
 from keeper.chain.verify import mismatches, print_checks, verify_deployment
-from keeper.config import DEFAULT_CONFIG, ConfigError, ProtocolConfig, load_config
+from keeper.config import DEFAULT_CONFIG, ConfigError, ProtocolConfig, load_config, with_default_governance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -239,7 +240,7 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
         or ROOT / "deployments" / f"{network.show_active()}.json"
     )
     try:
-        config = load_config(config_path)
+        config = with_default_governance(load_config(config_path), deployer_address(), is_development())
     except ConfigError as e:
         raise SystemExit(f"deploy: {e}") from None
     proj = active_project()

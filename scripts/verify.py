@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 
 from brownie import chain, network, project, web3
+from brownie._config import CONFIG
 
 from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.chain.verify import mismatches, print_checks, verify_deployment
-from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
+from keeper.config import DEFAULT_CONFIG, ConfigError, load_config, with_default_governance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,8 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
     )
     try:
         deployment = load_manifest(manifest_path)
-        config = load_config(config_path)
+        development = CONFIG.network_type == "development"
+        config = with_default_governance(load_config(config_path), deployment.deployer or deployment.admin, development)
     except (ManifestError, ConfigError) as e:
         raise SystemExit(f"verify: {e}") from None
     if deployment.chain_id != chain.id:
