@@ -67,7 +67,9 @@ def test_deposit_and_engine_view(deployed, accounts, MockERC20, CollateralVault,
     vault.deposit(weth, 2 * WAD, {"from": user})
 
     assert vault.collateral_balances(user) == [2 * WAD, 0]
-    assert oracle.admin() == accounts[0]
+    # the deploy script hands every role to a timelock governed by the deployer
+    assert deployment.timelock and oracle.admin() == deployment.timelock
+    assert engine.risk_admin() == deployment.timelock and vault.admin() == deployment.timelock
     # cash 1,000 USD + 2 WETH at 2,000 USD with a 0.85 haircut; no positions: no margin needed
     summary = engine.margin_summary(user)
     assert summary["equity"] == 1_000 * WAD + 3_400 * WAD
