@@ -46,8 +46,19 @@ interface IERC20Decimals:
     def decimals() -> uint8: view
 
 
+struct MarginSummary:
+    equity: int256
+    initial_margin: uint256
+    maintenance_margin: uint256
+    health_factor: uint256
+
+
 interface IMarginEngine:
-    def meets_initial_margin(account: address) -> bool: view
+    def margin_summary(account: address) -> MarginSummary: view
+
+
+interface IOptionMarket:
+    def has_positions(account: address) -> bool: view
 
 
 WAD: constant(uint256) = 10**18
@@ -84,6 +95,10 @@ insurance_fund: public(uint256)
 bad_debt: public(uint256)
 # @dev Sum over accounts of max(cash, 0): the base over which bad debt is socialized.
 total_positive_cash: public(uint256)
+# @dev Second contract allowed to move cash (`settle_cash`, `charge_penalty`): the option market.
+option_market: public(address)
+# @dev Withdrawals per account; part of the position version health attestations bind to.
+withdrawal_count: public(HashMap[address, uint256])
 
 
 event Deposit:
@@ -117,6 +132,11 @@ event AssetParamsSet:
 
 event EngineSet:
     engine: indexed(address)
+
+
+event OptionMarketSet:
+    previous: indexed(address)
+    option_market: indexed(address)
 
 
 event CashSettled:
@@ -179,6 +199,19 @@ def set_engine(engine_: address):
     assert engine_ != empty(address), "vault: zero engine"
     self.engine = engine_
     log EngineSet(engine=engine_)
+
+
+@external
+def set_option_market(option_market_: address):
+    """
+    @notice Allow an option market to move cash (realized option PnL and liquidation penalties)
+            like the engine (admin); zero revokes it.
+    @param option_market_ The OptionMarket, or zero.
+    """
+    roles._check_admin()
+    previous: address = self.option_market
+    self.option_market = option_market_
+    log OptionMarketSet(previous=previous, option_market=option_market_)
 
 
 @external
@@ -333,7 +366,10 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
         assert self.balances[msg.sender][asset_id] >= amount, "vault: insufficient collateral"
         self.balances[msg.sender][asset_id] -= amount
         self.assets[asset_id].total -= amount
-    assert staticcall IMarginEngine(self.engine).meets_initial_margin(msg.sender), "vault: below initial margin"
+    summary: MarginSummary = staticcall IMarginEngine(self.engine).margin_summary(msg.sender)
+    assert summary.equity >= convert(summary.initial_margin, int256), "vault: below initial margin"
+    # a withdrawal changes the portfolio: health attestations signed before it lapse
+    self.withdrawal_count[msg.sender] += 1
     if paid != 0:
         assert extcall IERC20(token).transfer(receiver, paid, default_return_value=True), "vault: transfer failed"
     log Withdraw(account=msg.sender, receiver=receiver, token=token, amount=paid)
@@ -362,14 +398,21 @@ def _check_engine():
     assert msg.sender == self.engine, "vault: not engine"
 
 
+@internal
+@view
+def _check_cash_mover():
+    # the option market realizes option PnL and charges option liquidation penalties
+    assert msg.sender == self.engine or (msg.sender == self.option_market and msg.sender != empty(address)), "vault: not engine"
+
+
 @external
 @nonreentrant
 def settle_cash(account: address, delta: int256):
     """
-    @notice Move realized PnL or funding into an account's cash (engine only).
+    @notice Move realized PnL or funding into an account's cash (engine or option market).
     @param delta WAD USD, signed.
     """
-    self._check_engine()
+    self._check_cash_mover()
     self._add_cash(account, delta)
     log CashSettled(account=account, delta=delta)
 
@@ -379,11 +422,11 @@ def settle_cash(account: address, delta: int256):
 def charge_penalty(account: address, liquidator: address, penalty: uint256, liquidator_share: uint256):
     """
     @notice Take a liquidation penalty from `account`'s cash: `liquidator_share` to the
-            liquidator, the rest to the insurance fund (engine only).
+            liquidator, the rest to the insurance fund (engine or option market).
     @param penalty WAD USD.
     @param liquidator_share WAD USD, <= penalty.
     """
-    self._check_engine()
+    self._check_cash_mover()
     assert liquidator_share <= penalty, "vault: share above penalty"
     self._add_cash(account, -convert(penalty, int256))
     self._add_cash(liquidator, convert(liquidator_share, int256))
@@ -442,12 +485,17 @@ def cover_deficit(account: address) -> (uint256, uint256):
     """
     @notice Waterfall for an account left with negative cash and nothing else (engine only):
             the insurance fund pays first; what it cannot pay is recorded as bad debt. The
-            account's cash becomes zero. The fund never goes negative.
+            account's cash becomes zero. The fund never goes negative. An account that still
+            holds options is not written off (returns (0, 0)): their value is part of its
+            equity, so they are liquidated first (`OptionMarket.liquidate_options`).
     @return (WAD paid by the insurance fund, WAD recorded as bad debt).
     """
     self._check_engine()
     balance: int256 = self.cash[account]
     if balance >= 0:
+        return 0, 0
+    market: address = self.option_market
+    if market != empty(address) and staticcall IOptionMarket(market).has_positions(account):
         return 0, 0
     deficit: uint256 = convert(-balance, uint256)
     covered: uint256 = min(deficit, self.insurance_fund)

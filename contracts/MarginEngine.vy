@@ -41,7 +41,17 @@
           are capped (0 = no cap), so no position outgrows what liquidation can absorb. An account left
           without positions and with debt has its collateral sold to the liquidator at a
           discount; an account left with nothing but debt goes to the vault's waterfall.
-@dev Sizes are WAD units of the underlying; prices and USD amounts are WAD.
+        - Portfolio modules (admin, `set_portfolio_modules`; zero = off): an option market's
+          `margin_contribution(account, prices)` (value, IM, MM) is added to equity, IM and MM
+          on every margin check; then a health attestor's `effective_margin(account, IM, MM)`
+          may lower IM and MM (never below its governance floor of the standard margin). A
+          trade voids the attestation before it is judged; a liquidation is decided with it and
+          sized without it. `position_version` grows on every fill here; attestations bind to
+          `MarginLens.position_version`, which adds the vault's withdrawals and the option
+          market's changes.
+@dev Sizes are WAD units of the underlying; prices and USD amounts are WAD. Single-account
+     views that only read `margin_summary` (equity, is_liquidatable, meets_initial_margin) and
+     the EIP-712 helpers live in MarginLens (code size limit).
 """
 
 import lib.roles as roles
@@ -72,6 +82,16 @@ interface IVault:
     def charge_penalty(account: address, liquidator: address, penalty: uint256, liquidator_share: uint256): nonpayable
     def cover_deficit(account: address) -> (uint256, uint256): nonpayable
     def liquidate_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], penalty: uint256) -> bool: nonpayable
+
+
+interface IOptions:
+    def margin_contribution(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int256, uint256, uint256): view
+
+
+# @dev HealthAttestor.effective_margin returns (im, mm, attested: bool); only the first two words
+#      are read (same selector, the trailing flag is not needed here).
+interface IAttestor:
+    def effective_margin(account: address, standard_im: uint256, standard_mm: uint256) -> (uint256, uint256): view
 
 
 WAD: constant(uint256) = 10**18
@@ -176,6 +196,13 @@ liquidation_target: public(uint256)
 max_price_deviation: public(uint256)
 max_funding_rate: public(uint256)
 funding_smoothing: public(uint256)
+# @dev Portfolio modules (zero = off): an option market whose positions add to equity and
+#      requirements, and a health attestor that may lower the requirements.
+option_market: public(address)
+health_attestor: public(address)
+# @dev Changes on every change of an account's portfolio: fills here, withdrawals (vault) and
+#      option trades, liquidations and settlements (option market); attestations bind to it.
+position_version: public(HashMap[address, uint256])
 
 
 event UnderlyingAdded:
@@ -272,6 +299,11 @@ event PositionLiquidated:
     market: indexed(uint256)
     size: int256
     price: uint256
+
+
+event PortfolioModulesSet:
+    option_market: indexed(address)
+    health_attestor: indexed(address)
 
 
 event Liquidation:
@@ -454,6 +486,20 @@ def set_trade_params(max_price_deviation: uint256, max_funding_rate: uint256, fu
     log TradeParamsSet(max_price_deviation=max_price_deviation, max_funding_rate=max_funding_rate, funding_smoothing=funding_smoothing)
 
 
+@external
+def set_portfolio_modules(option_market: address, health_attestor: address):
+    """
+    @notice Wire the option market and the health attestor (admin); zero turns one off.
+    @dev Every margin check then adds the option market's `margin_contribution` (value, IM,
+         MM) to equity and requirements, and passes the resulting (IM, MM) through the
+         attestor's `effective_margin`, which can only lower them (to a governance floor).
+    """
+    roles._check_admin()
+    self.option_market = option_market
+    self.health_attestor = health_attestor
+    log PortfolioModulesSet(option_market=option_market, health_attestor=health_attestor)
+
+
 # ---------------------------------------------------------------- valuation
 
 
@@ -516,6 +562,18 @@ def _margin(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int2
     for u: uint256 in range(MAX_UNDERLYINGS):
         im += ims[u]
         mm += mms[u]
+    module: address = self.option_market
+    if module != empty(address):
+        value: int256 = 0
+        option_im: uint256 = 0
+        option_mm: uint256 = 0
+        value, option_im, option_mm = staticcall IOptions(module).margin_contribution(account, prices)
+        equity += value
+        im += option_im
+        mm += option_mm
+    module = self.health_attestor
+    if module != empty(address):
+        im, mm = staticcall IAttestor(module).effective_margin(account, im, mm)
     return equity, im, mm
 
 
@@ -633,6 +691,7 @@ def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint
          with entry `price`. Realizing at every fill keeps PnL accounting exact and zero-sum.
     """
     position: Position = self.positions[account][market_id]
+    self.position_version[account] += 1
     realized: int256 = 0
     if position.size != 0:
         realized = self._position_value(position, price, funding_index)
@@ -741,6 +800,8 @@ def _authorise(order: Order, signature: Bytes[65]):
     assert order.deadline >= block.timestamp, "engine: order expired"
     assert not self.nonce_used[order.account][order.nonce], "engine: nonce used"
     self.nonce_used[order.account][order.nonce] = True
+    # void the account's attestation before the trade is judged: before and after compare alike
+    self.position_version[order.account] += 1
     if msg.sender == order.account:
         return
     assert len(signature) == 65, "engine: bad signature length"
@@ -1025,6 +1086,8 @@ def liquidate(account: address) -> uint256:
     self._settle_expired(account)
     before: MarginSummary = self._summary(account, prices)
     assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
+    # an attestation decides whether to liquidate; how much is judged on the standard margin
+    self.position_version[account] += 1
 
     notional: uint256 = 0
     penalty: uint256 = 0
@@ -1080,66 +1143,8 @@ def margin_summary(account: address) -> MarginSummary:
 
 @external
 @view
-def equity(account: address) -> int256:
-    """
-    @notice Equity of an account, WAD USD, rounded down.
-    """
-    return self._summary(account, self._prices()).equity
-
-
-@external
-@view
-def is_liquidatable(account: address) -> bool:
-    """
-    @notice Whether equity < maintenance margin at current prices.
-    """
-    summary: MarginSummary = self._summary(account, self._prices())
-    return summary.equity < convert(summary.maintenance_margin, int256)
-
-
-@external
-@view
-def meets_initial_margin(account: address) -> bool:
-    """
-    @notice Whether equity >= initial margin at current prices (the vault's withdrawal check).
-    """
-    summary: MarginSummary = self._summary(account, self._prices())
-    return summary.equity >= convert(summary.initial_margin, int256)
-
-
-@external
-@view
 def open_markets(account: address) -> DynArray[uint256, MAX_ACCOUNT_MARKETS]:
     """
     @notice Market ids in which the account has a position.
     """
     return self._account_markets[account]
-
-
-@external
-@view
-def funding_index_now(market_id: uint256) -> int256:
-    """
-    @notice A market's cumulative funding index accrued to now at the current index price
-            (WAD USD per unit of size); 0 accrual while its price is unavailable.
-    """
-    market: Market = self.markets[market_id]
-    return self._funding_index_now(market, self._prices()[self.underlyings[market.underlying].price_id])
-
-
-@external
-@view
-def domain_separator() -> bytes32:
-    """
-    @notice EIP-712 domain separator (name "CrossMargin", version "1", this chain, this contract).
-    """
-    return self._domain_separator()
-
-
-@external
-@view
-def order_digest(order: Order) -> bytes32:
-    """
-    @notice The EIP-712 digest an order's account signs.
-    """
-    return self._order_digest(order)

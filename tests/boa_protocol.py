@@ -129,3 +129,100 @@ def deploy_unique(factory, *args):
     (titanoboa's revert messages decode storage by address across rolled-back tests)."""
     with boa.env.prank(boa.env.generate_address()):
         return factory.deploy(*args)
+
+
+# ---------------------------------------------------------------- options on top of the protocol
+
+OPTION_ORDER_FIELDS = [
+    {"name": "account", "type": "address"},
+    {"name": "series", "type": "uint256"},
+    {"name": "size", "type": "int256"},
+    {"name": "limit_price", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+
+
+def sign_option_order(order: tuple, key: bytes, chain_id: int, market: str) -> bytes:
+    """65-byte EIP-712 signature of an `OptionMarket` order tuple (account, series, size,
+    limit_price, nonce, deadline), domain "CrossMargin Options" version "1" (eth-account)."""
+    from keeper.chain.attestations import sign_typed_data
+
+    names = [f["name"] for f in OPTION_ORDER_FIELDS]
+    typed = {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "OptionOrder": OPTION_ORDER_FIELDS,
+        },
+        "primaryType": "OptionOrder",
+        "domain": {"name": "CrossMargin Options", "version": "1", "chainId": chain_id, "verifyingContract": market},
+        "message": dict(zip(names, order)),
+    }
+    (sig,) = sign_typed_data(typed, [key])
+    return sig
+
+
+@dataclass
+class OptionsKit:
+    """An OptionMarket, its VolFeed and (optionally) a HealthAttestor, wired into a BoaProtocol:
+    the engine counts the market's positions, the vault lets it move cash, and the attestor reads
+    `position_version` from the lens. `signer` signs vol updates and attestations (1 of 1)."""
+
+    p: BoaProtocol
+    market: object
+    vol_feed: object
+    attestor: object | None
+    signer: object
+    _nonce: int = 0
+
+    @classmethod
+    def deploy(cls, p: BoaProtocol, attestor: bool = False, wire: bool = True) -> "OptionsKit":
+        signer = Account.from_key(bytes(range(1, 33)))
+        vol_feed = deploy_unique(source_deployer("VolFeed.vy"), p.admin, [signer.address], 1)
+        market = deploy_unique(source_deployer("OptionMarket.vy"), p.admin, p.engine.address, vol_feed.address)
+        att = None
+        if attestor:
+            att = deploy_unique(
+                source_deployer("HealthAttestor.vy"), p.admin, p.lens.address, p.oracle.address, [signer.address], 1
+            )
+        kit = cls(p, market, vol_feed, att, signer)
+        if wire:
+            kit.wire()
+        return kit
+
+    def wire(self) -> None:
+        with boa.env.prank(self.p.admin):
+            self.p.vault.set_option_market(self.market.address)
+            attestor = self.attestor.address if self.attestor is not None else ZERO_ADDRESS
+            self.p.engine.set_portfolio_modules(self.market.address, attestor)
+
+    def set_vol(self, price_id: int, expiry: int, atm_vol: int, skew: int = 0) -> None:
+        """Publish (atm_vol, skew) WAD for (price id, expiry), stamped now."""
+        from keeper.chain.attestations import VolUpdate, sign_vol_update
+
+        t = boa.env.evm.patch.timestamp
+        upd = VolUpdate(price_id, expiry, atm_vol, skew, t, t + 60)
+        self.vol_feed.submit_vol(*sign_vol_update(upd, [self.signer.key], boa.env.evm.patch.chain_id, self.vol_feed.address))
+
+    def list(self, underlying: int, strike: int, expiry: int, is_call: bool) -> int:
+        with boa.env.prank(self.p.admin):
+            return self.market.list_option(underlying, strike, expiry, is_call)
+
+    def order(self, user: User, series: int, size: int, price: int) -> tuple:
+        self._nonce += 1
+        order = (user.address, series, size, price, self._nonce, boa.env.evm.patch.timestamp + 3600)
+        return order, sign_option_order(order, user.key, boa.env.evm.patch.chain_id, self.market.address)
+
+    def trade(self, buyer: User, seller: User, series: int, size: int, price: int) -> None:
+        """`buyer` buys `size` (WAD units) of `series` from `seller` at premium `price`; buyer is the maker."""
+        maker, maker_sig = self.order(buyer, series, size, price)
+        taker, taker_sig = self.order(seller, series, -size, price)
+        self.market.match_orders(maker, maker_sig, taker, taker_sig)
+
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"

@@ -11,8 +11,8 @@
         hook is one-shot: it disarms itself before calling out, so an inner call that moves this
         token again does not recurse.
 @dev Not for production. `execute` lets anyone make the token call any contract (to approve a
-     vault, or to make the same call outside a transfer as a control). `meets_initial_margin`
-     answers True so the token can stand in as a vault's engine, which lets a test re-enter the
+     vault, or to make the same call outside a transfer as a control). `margin_summary`
+     answers zero requirements so the token can stand in as a vault's engine, which lets a test re-enter the
      vault's engine-only functions from the hook.
 """
 
@@ -151,9 +151,9 @@ def mint(receiver: address, amount: uint256):
 
 @external
 @view
-def meets_initial_margin(account: address) -> bool:
+def margin_summary(account: address) -> (int256, uint256, uint256, uint256):
     """
-    @notice Stand-in for `MarginEngine.meets_initial_margin` when this token is wired as a
-            vault's engine in a test: every account passes.
+    @notice Stand-in for `MarginEngine.margin_summary` (equity, IM, MM, health) when this token
+            is wired as a vault's engine in a test: every account meets its initial margin.
     """
-    return True
+    return 0, 0, 0, max_value(uint256)

@@ -27,6 +27,7 @@ NAMES = {
     "VolFeed": "VolFeed.vy",
     "HealthAttestor": "HealthAttestor.vy",
     "MockVersioned": "mocks/MockVersioned.vy",
+    "OptionMarket": "OptionMarket.vy",
 }
 
 

@@ -485,7 +485,7 @@ BLOCK = 2048
 
 def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: Any) -> MarginResult:
     """Exact equity, IM, MM, health factor and liquidatable flag of every account in `book`: equal,
-    to the wei, to `MarginEngine.margin_summaries` (and `is_liquidatable`) read at the same block as
+    to the wei, to `MarginLens.margin_summaries` (and `is_liquidatable`) read at the same block as
     `markets` (from `market_states()`) and `prices` (`OracleRouter.index_prices()`).
 
     Formulas: see the module docstring (contract notice; CME SPAN spread charge; Derive SRM rates).

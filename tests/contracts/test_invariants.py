@@ -1055,7 +1055,7 @@ def test_settle_market_never_raises_requirements(protocol):
     p.trade(b, a, "ETH-FUT", 100 * WAD, 2000 * WAD)  # a short 100 ETH future: offset, 2% spread IM
     with boa.env.prank(a.address):
         p.vault.withdraw(p.usdc.address, 20_000 * 10**6)  # equity 5,000 >= IM 4,000
-    assert p.engine.meets_initial_margin(a.address)
+    assert p.lens.meets_initial_margin(a.address)
     expiry = p.deployment.market_expiries["ETH-FUT"]
     ims = []
     for when in (expiry - 8 * DAY, expiry - 7 * DAY // 2, expiry):
@@ -1084,7 +1084,7 @@ def test_withdraw_of_realized_profit_waits_for_liquidity(protocol):
     p.set_price("ETH", 2200)
     p.trade(b, a, "ETH-PERP", 50 * WAD, 2200 * WAD)  # both close: a +10,000, b -10,000 (healthy: 100 WETH)
     assert p.vault.cash(a.address) == 10_000 * WAD and p.vault.cash(b.address) == -10_000 * WAD
-    assert p.engine.meets_initial_margin(a.address) and not p.engine.is_liquidatable(b.address)
+    assert p.lens.meets_initial_margin(a.address) and not p.lens.is_liquidatable(b.address)
     assert p.usdc.balanceOf(p.vault.address) == 0
     with boa.env.prank(a.address), boa.reverts("vault: settlement liquidity short"):
         p.vault.withdraw(p.usdc.address, 10_000 * 10**6)
@@ -1110,7 +1110,7 @@ def test_liquidation_past_expiry_keeps_health(protocol):
     p.set_price("ETH", 2000)  # unchanged, refreshed; the future is expired but not settled
     p.set_price("BTC", 30000)
     before = p.engine.margin_summary(a.address)
-    assert p.engine.is_liquidatable(a.address)  # MM 20,000: both legs charged alone after expiry
+    assert p.lens.is_liquidatable(a.address)  # MM 20,000: both legs charged alone after expiry
     with boa.env.prank(b.address):
         p.engine.liquidate(a.address)
     after = p.engine.margin_summary(a.address)

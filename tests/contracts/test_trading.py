@@ -85,8 +85,8 @@ def test_match_orders_happy_path(ab):
     assert e.nonce_used(a.address, maker[4]) and e.nonce_used(b.address, taker[4])
     # no cash moves on opening; the trade price vs index shows up in equity
     assert p.vault.cash(a.address) == 100_000 * WAD
-    assert e.equity(a.address) == 100_000 * WAD - 20 * WAD
-    assert e.equity(b.address) == 100_000 * WAD + 20 * WAD
+    assert p.lens.equity(a.address) == 100_000 * WAD - 20 * WAD
+    assert p.lens.equity(b.address) == 100_000 * WAD + 20 * WAD
 
 
 def test_taker_buys_from_maker_and_close_realizes_pnl(ab):
@@ -351,8 +351,8 @@ def test_order_digest_matches_keeper_and_eth_account(protocol):
         ours = order_digest(order, chain_id(), p.engine.address)
         signable = encode_typed_data(full_message=typed_data(order, chain_id(), p.engine.address))
         reference = keccak(b"\x19" + signable.version + signable.header + signable.body)
-        assert p.engine.order_digest(order.as_tuple()) == ours == reference
-        assert p.engine.domain_separator() == signable.header == domain_separator(chain_id(), p.engine.address)
+        assert p.lens.order_digest(order.as_tuple()) == ours == reference
+        assert p.lens.domain_separator() == signable.header == domain_separator(chain_id(), p.engine.address)
         sig = sign_order(order, bytes(user.key), chain_id(), p.engine.address)
         assert Account.recover_message(signable, signature=sig) == user.address
         assert int.from_bytes(sig[32:64], "big") <= SECP256K1_N // 2
@@ -424,7 +424,7 @@ def test_below_initial_margin(protocol):
         p.engine.match_orders(m, ms, t, ts)
     # exactly at IM: 100 USD supports 0.5 ETH at 2000 with IM 10%
     p.trade(a, b, ETH_PERP, WAD // 2, 2000 * WAD)
-    assert p.engine.equity(a.address) == p.lens.initial_margin(a.address) == 100 * WAD
+    assert p.lens.equity(a.address) == p.lens.initial_margin(a.address) == 100 * WAD
     # the taker side is checked as well (an empty account cannot sell)
     c = p.new_user()
     m, ms = make(p, b, ETH_PERP, WAD, 2000 * WAD)
@@ -465,7 +465,7 @@ def test_reduce_only_allowed_below_im_but_increase_reverts(protocol):
     p.set_price("ETH", 1900)
     s = e.margin_summary(a.address)
     assert (s.equity, s.initial_margin, s.maintenance_margin) == (600 * WAD, 760 * WAD, 380 * WAD)
-    assert not e.meets_initial_margin(a.address) and not e.is_liquidatable(a.address)
+    assert not p.lens.meets_initial_margin(a.address) and not p.lens.is_liquidatable(a.address)
     # risk-increasing: refused
     m, ms = make(p, a, ETH_PERP, WAD // 10, 1900 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD // 10, 1900 * WAD)
