@@ -9,6 +9,15 @@ logged and counted; an RPC error is logged and retried with backoff; a reorg rew
 index; a stale node pauses sending (the loop goes on). The transaction manager keys every
 liquidation "liquidate:<account>" and never has two in flight for one key, across restarts
 (its journal).
+
+Accounts that hold options or have had a health attestation (found from OptionPositionChanged
+and AttestationSubmitted logs) are valued by the lens's `margin_summaries`, the contract's own
+answer with options and any live attestation applied; every other account is valued off-chain
+as before. A liquidatable account holding options is first liquidated through
+`OptionMarket.liquidate_options` (simulated with eth_call); once it holds none (or nothing is
+left to move there) `MarginEngine.liquidate` closes its perpetuals and futures. Both use the key
+"liquidate:<account>", so at most one liquidation of an account is in flight. With an
+AttestationService (keeper.attest) the loop also keeps health attestations fresh.
 """
 
 from __future__ import annotations
@@ -112,6 +121,10 @@ class Liquidator:
     _low_since: int | None = None
     _stale_logged: bool = False
     _reconciled: bool = False
+    attestation: object | None = None  # keeper.attest.AttestationService
+    # accounts valued by the lens (options or attestations seen), and how far logs were scanned
+    portfolio_accounts: set[str] = field(default_factory=set)
+    _portfolio_scanned_to: int | None = None
 
     @property
     def address(self) -> str:
@@ -174,8 +187,8 @@ class Liquidator:
             self.missed_counted.discard(entry.account)
         self._handle_outcomes(self.tx.poll(block), block)
 
-        if self._params is None:
-            self._params = self.client.risk_params(block)
+        # every block: a governance change of a haircut or margin rate applies at once on chain
+        self._params = self.client.risk_params(block)
         if self._terms is None or block - self._terms_block >= TERMS_REFRESH_BLOCKS:
             self._terms, self._terms_block = self.client.liquidation_terms(block), block
         accounts = sorted(a for a in self.index.accounts if a != self.address)
@@ -185,8 +198,16 @@ class Liquidator:
         if accounts:
             snap = self.client.snapshot(accounts, block)
             result = margin(snap.book, snap.markets, self._params, snap.prices)
+            equity = [int(x) for x in result.equity]
+            health = [int(x) for x in result.health_factor]
+            liquidatable = [bool(x) for x in result.liquidatable]
+            self._scan_portfolio_accounts(block)
+            onchain = [i for i, a in enumerate(accounts) if a in self.portfolio_accounts]
+            if onchain:  # the contract's answer, options and attestations included
+                for i, (eq, _im, mm, hf) in zip(onchain, self.client.margin_summaries([accounts[i] for i in onchain], block)):
+                    equity[i], health[i], liquidatable[i] = eq, hf, eq < mm
             # nearest to bad debt first: ascending health factor
-            order = sorted((i for i in range(len(accounts)) if result.liquidatable[i]), key=lambda i: result.health_factor[i])
+            order = sorted((i for i in range(len(accounts)) if liquidatable[i]), key=lambda i: health[i])
             self._track_episodes([accounts[i] for i in order], block)
             if not update.is_stale:
                 eth_price = self._eth_price(snap.prices)
@@ -195,7 +216,9 @@ class Liquidator:
                     account = accounts[i]
                     if liquidation_key(account) in pending:
                         continue
-                    self._liquidate(account, int(result.equity[i]), head, eth_price)
+                    self._liquidate(account, equity[i], head, eth_price)
+                if self.attestation is not None:
+                    self.attestation.step(block, head.timestamp, accounts)
             elif order:
                 self.stats.skipped += len(order)
                 self.metrics.skipped.labels(reason="stale_node").inc(len(order))
@@ -229,6 +252,33 @@ class Liquidator:
                 self.metrics.missed.inc()
                 log.warning("missed liquidation: %s liquidatable since block %d, no liquidation by anyone in %d blocks", account, since, block - since)
 
+    def _scan_portfolio_accounts(self, block: int) -> None:
+        """Add accounts named by option or attestation logs up to `block` (the set only grows:
+        valuing any account by the lens is always right, so a reorg needs no rewind)."""
+        if getattr(self.client, "options", None) is None and getattr(self.client, "attestor", None) is None:
+            return
+        start = self.index.start_block if self._portfolio_scanned_to is None else self._portfolio_scanned_to + 1
+        chunk = max(self.index.chunk_blocks, 1)
+        while start <= block:
+            end = min(start + chunk - 1, block)
+            self.portfolio_accounts |= self.client.portfolio_accounts_logs(start, end)
+            self._portfolio_scanned_to = end
+            start = end + 1
+
+    def _liquidation_call(self, account: str):
+        """(call, value moved or notional) of the liquidation to send, options first; raises
+        ContractLogicError when neither simulates."""
+        options = getattr(self.client, "options", None)
+        if options is not None and account in self.portfolio_accounts and options.functions.has_positions(account).call(block_identifier="latest"):
+            call = options.functions.liquidate_options(account)
+            try:
+                return call, call.call({"from": self.address}, block_identifier="latest")
+            except ContractLogicError as e:
+                # worthless or settled options only: the engine's liquidation handles the rest
+                log.debug("liquidate_options(%s) would revert (%s); trying the engine", account, e.message or e)
+        call = self.client.engine.functions.liquidate(account)
+        return call, call.call({"from": self.address}, block_identifier="latest")
+
     def _max_fee(self, base_fee: int) -> int:
         return min(base_fee * self.base_fee_multiplier + self.priority_fee, self.max_fee_per_gas)
 
@@ -241,9 +291,8 @@ class Liquidator:
         if head.base_fee + self.priority_fee > self.max_fee_per_gas:
             self._skip(account, "fee_cap", f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei", logging.WARNING)
             return
-        call = self.client.engine.functions.liquidate(account)
         try:
-            notional = call.call({"from": self.address}, block_identifier="latest")
+            call, notional = self._liquidation_call(account)
             gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
         except ContractLogicError as e:
             self._skip(account, "unsafe", f"simulation reverted ({e.message or e})")
@@ -275,6 +324,9 @@ class Liquidator:
     def _handle_outcomes(self, outcomes, block: int) -> None:
         for o in outcomes:
             kind, _, account = o.key.partition(":")
+            if kind == "attest" and self.attestation is not None:
+                self.attestation.handle_outcome(o)
+                continue
             if kind != "liquidate":
                 continue
             receipt = o.receipt
@@ -302,7 +354,10 @@ class Liquidator:
     def _liquidated(self, receipt, account: str) -> bool:
         if receipt.get("status") != 1:
             return False
-        events = self.client.engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD)
+        events = list(self.client.engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD))
+        options = getattr(self.client, "options", None)
+        if options is not None:  # liquidate_options logs OptionsLiquidation instead
+            events += options.events.OptionsLiquidation().process_receipt(receipt, errors=_DISCARD)
         return any(ev["args"]["account"] == account for ev in events)
 
     def _set_stale(self, update: HeadUpdate) -> None:

@@ -122,6 +122,10 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file,
     )  # fmt: skip
     log = logging.getLogger("keeper")
+    if settings.attestation.enabled:
+        bot.attestation = _attestation_service(client, tx, settings, metrics)
+        log.info("health attestations on: %d signer keys, accounts %s", len(settings.attestation.signer_key_envs),
+                 "all holding options" if settings.attestation.accounts is None else len(settings.attestation.accounts))
     if settings.metrics_port is not None:
         try:
             metrics.serve(settings.metrics_port, settings.metrics_addr)
@@ -143,15 +147,21 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
 @click.argument("address")
 @click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")
 @click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST", help="Deployment manifest JSON.")
-def account(address, rpc, manifest) -> None:
-    """Positions, collateral, equity, IM, MM and health of ADDRESS."""
+@click.option("--scenario-config", type=click.Path(path_type=Path), default=None, help="Portfolio margin parameters YAML [default: config/portfolio_margin.yaml].")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write a PNG heat map of the account's P&L by spot move and vol shock here.")
+def account(address, rpc, manifest, scenario_config, plot_path) -> None:
+    """Positions, collateral, equity, IM, MM and health of ADDRESS; with options: its Greeks,
+    the scenario table and the isolated, standard and portfolio margin requirements."""
     from eth_utils import is_address, to_checksum_address
 
-    from keeper.risk.margin import margin
+    from keeper.risk.margin import isolated_initial_margin, margin
+    from keeper.risk.portfolio import account_reports
+    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, build_risk_tables, load_scenario_params, portfolio_margin
 
     if not is_address(address):
         raise click.ClickException(f"not an address: {address!r}")
     address = to_checksum_address(address)
+    scenario_params = load_scenario_params(scenario_config or DEFAULT_PM_CONFIG)
     deployment = load_manifest(manifest)
     client = ProtocolClient(connect(rpc), deployment)
     client.check_chain()
@@ -187,9 +197,30 @@ def account(address, rpc, manifest) -> None:
             mark = settled or snap.prices[params.price_id[snap.markets.underlying[m]]]
             pnl = size * (mark - snap.book.entry_price[0, m]) // WAD
             positions.add_row(names.get(m, str(m)), f"{size / WAD:,.6f}", f"{snap.book.entry_price[0, m] / WAD:,.2f}", f"{mark / WAD:,.2f}", f"{pnl / WAD:,.2f}")
+    option_im = option_mm = option_value = 0
+    book = client.risk_book(snap, params)
+    if client.options is not None:
+        series = {s.series_id: s for s in client.option_series(block)}
+        symbols = book.market.symbols
+        from keeper.risk.book import series_name
+
+        for st in client.options.functions.option_states(address).call(block_identifier=block):
+            sid, size, entry, mark, value, im, mm = st
+            s = series[sid]
+            label = series_name(symbols[s.underlying] if s.underlying < len(symbols) else f"U{s.underlying}", s)
+            positions.add_row(label, f"{size / WAD:,.6f}", f"{entry / WAD:,.2f}", f"{mark / WAD:,.2f}", f"{value / WAD:,.2f}")
+        option_value, option_im, option_mm = client.option_margin(address, [int(p) for p in snap.prices], block)
     out.print(positions)
 
-    summary = Table(title="Margin (keeper = contract)" if tuple(onchain) == (result.equity[0], result.initial_margin[0], result.maintenance_margin[0], result.health_factor[0]) else "Margin (KEEPER DIFFERS FROM CONTRACT)")
+    # standard = the engine's cross margin + the option market's standard margin, no attestation
+    standard_im = int(result.initial_margin[0]) + option_im
+    standard_mm = int(result.maintenance_margin[0]) + option_mm
+    equity = int(result.equity[0]) + option_value
+    attested = client.attestor is not None and client.attestor.functions.attestation_holds(address).call(block_identifier=block)
+    # an attestation can only lower the requirement; without one the contract's is the standard
+    requirement_ok = onchain[1] <= standard_im and onchain[2] <= standard_mm if attested else (onchain[1], onchain[2]) == (standard_im, standard_mm)
+    agrees = equity == onchain[0] and requirement_ok
+    summary = Table(title="Margin (keeper = contract)" if agrees else "Margin (KEEPER DIFFERS FROM CONTRACT)")
     for col in ("equity (USD)", "initial margin", "maintenance margin", "health factor", "liquidatable"):
         summary.add_column(col, justify="right")
     hf = onchain[3]
@@ -198,6 +229,118 @@ def account(address, rpc, manifest) -> None:
         "inf" if hf == 2**256 - 1 else f"{hf / WAD:.4f}", "yes" if onchain[0] < onchain[2] else "no",
     )  # fmt: skip
     out.print(summary)
+    if not book.positions.any():
+        return
+
+    tables = build_risk_tables(book.instruments, book.market, scenario_params)
+    pm = portfolio_margin(tables, book.positions)
+    isolated = int(isolated_initial_margin(snap.book, snap.markets, params, snap.prices)[0]) + option_im
+    (report,) = account_reports(tables, book.positions, isolated_im=[isolated / WAD], standard_im=[standard_im / WAD], margin=pm)
+
+    greeks = Table(title="Greeks (Black-76, r = 0; delta in units, vega USD per 1.00 vol, theta USD per day)")
+    for col in ("underlying", "spot", "delta", "gamma", "vega", "theta / day"):
+        greeks.add_column(col, justify="right" if col != "underlying" else "left")
+    for u, sym in enumerate(book.market.symbols):
+        if any(abs(x[sym]) > 0 for x in (report.delta, report.gamma, report.vega, report.theta_day)):
+            greeks.add_row(sym, f"{book.market.spot[u]:,.2f}", f"{report.delta[sym]:,.4f}", f"{report.gamma[sym]:,.6f}", f"{report.vega[sym]:,.2f}", f"{report.theta_day[sym]:,.2f}")
+    greeks.add_row("account (USD)", "", f"{report.delta_usd:,.2f} / 100%", f"{report.gamma_usd:,.2f} / 1%", f"{report.vega_total:,.2f}", f"{report.theta_day_total:,.2f}")
+    out.print(greeks)
+
+    grid = Table(title="Scenario P&L (portfolio margin grid, weighted; worst marked)")
+    grid.add_column("scenario")
+    grid.add_column("P&L (USD)", justify="right")
+    pnl = book.positions[0] @ tables.pnl
+    worst = int(pm.worst_scenario[0])
+    held_u = {int(u) for u in book.instruments.underlying[book.positions[0] != 0]}
+    for s, label in enumerate(tables.grid.labels):
+        moving = {u for u in range(book.market.n_underlyings) if tables.grid.spot_move[s, u] != 0 or tables.grid.vol_dir[s, u] != 0}
+        if s != worst and moving and not moving & held_u:
+            continue  # scenarios that move only underlyings the account does not hold
+        grid.add_row(("[bold red]" + label + " (worst)[/]") if s == worst else label, f"{pnl[s]:,.2f}")
+    out.print(grid)
+
+    req = Table(title="Requirements (USD)")
+    for col in ("", "initial margin", "maintenance margin"):
+        req.add_column(col, justify="right" if col else "left")
+    req.add_row("isolated (each position alone)", f"{isolated / WAD:,.2f}", "")
+    req.add_row("standard (cross margin + option SRM)", f"{standard_im / WAD:,.2f}", f"{standard_mm / WAD:,.2f}")
+    req.add_row("portfolio (scenario grid)", f"{report.portfolio_im:,.2f}", f"{report.portfolio_mm:,.2f}")
+    req.add_row("in force on chain", f"{onchain[1] / WAD:,.2f}", f"{onchain[2] / WAD:,.2f}")
+    out.print(req)
+    out.print(
+        f"worst scenario: {report.worst_scenario} P&L {report.worst_pnl:,.2f} USD; grid loss {report.grid_loss:,.2f} + contingencies "
+        f"{report.delta_one_contingency + report.basis_contingency + report.naked_option_contingency:,.2f} USD",
+        highlight=False,
+    )
+    stored = client.stored_attestation(address, block)
+    if stored is not None:
+        holds = client.attestor.functions.attestation_holds(address).call(block_identifier=block)
+        out.print(
+            f"attestation: IM {stored.initial_margin / WAD:,.2f} / MM {stored.maintenance_margin / WAD:,.2f} USD, "
+            f"valid until {stored.valid_until} ({'holds' if holds else 'VOID'})", highlight=False,
+        )  # fmt: skip
+    if book.unpriced or book.stale:
+        out.print(f"warning: series without a fresh vol: {sorted(book.unpriced | book.stale)} (unpriced ones are left out)", highlight=False)
+    if plot_path is not None:
+        written = plot_heat_map(book, 0, plot_path, scenario_params.spot_range)
+        out.print(f"heat map written to {written}", highlight=False)
+
+
+def plot_heat_map(book, row: int, path: Path, spot_range: float = 0.15, spot_steps: int = 13, vol_shocks=None) -> Path:
+    """A PNG heat map of account `row`'s P&L (USD, full Black-76 revaluation) over spot moves
+    -2 x spot_range .. +2 x spot_range (every underlying together) by relative vol shocks
+    (default -50% .. +50%). Raises click.ClickException if the file cannot be written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from keeper.risk.scenarios import revalue
+
+    moves = np.linspace(-2 * spot_range, 2 * spot_range, spot_steps)
+    shocks = np.linspace(-0.5, 0.5, 11) if vol_shocks is None else np.asarray(vol_shocks, dtype=float)
+    n_u, n_i = book.market.n_underlyings, len(book.instruments)
+    spot_move = np.repeat(moves, len(shocks))[:, None] * np.ones((1, n_u))
+    vol_mult = np.tile(1.0 + shocks, len(moves))[:, None] * np.ones((1, n_i))
+    pnl = (book.positions[row] @ revalue(book.instruments, book.market, spot_move, vol_mult)).reshape(len(moves), len(shocks))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    limit = float(np.abs(pnl).max()) or 1.0
+    image = ax.imshow(pnl.T, origin="lower", aspect="auto", cmap="RdYlGn", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(len(moves)), [f"{m:+.0%}" for m in moves], rotation=45)
+    ax.set_yticks(range(len(shocks)), [f"{v:+.0%}" for v in shocks])
+    ax.set_xlabel("spot move (all underlyings)")
+    ax.set_ylabel("vol shock (relative)")
+    ax.set_title(f"P&L of {book.accounts[row]}"[:60])
+    fig.colorbar(image, ax=ax, label="P&L (USD)")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {path}: {e.strerror}") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _attestation_service(client, tx, settings, metrics):
+    """The AttestationService `keeper run` starts when `attestation.enabled` (keys from the
+    environment variables the settings name)."""
+    from keeper.attest import AttestationService, RefreshRules
+    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params
+    from keeper.settings import attestation_keys
+
+    a = settings.attestation
+    if client.attestor is None:
+        raise click.ClickException("attestation.enabled but the engine has no health attestor wired")
+    keys = attestation_keys(a)
+    threshold = client.attestor_terms().threshold
+    if len(keys) < threshold:
+        raise click.ClickException(f"the attestor needs {threshold} signatures; attestation.signer_key_envs names {len(keys)}")
+    return AttestationService(
+        client, tx, keys, load_scenario_params(a.scenario_config or DEFAULT_PM_CONFIG),
+        RefreshRules(a.refresh_before_seconds, a.price_move_fraction), a.accounts, a.validity_seconds, metrics,
+    )  # fmt: skip
 
 
 @cli.command()
@@ -209,10 +352,12 @@ def account(address, rpc, manifest) -> None:
 @click.option("--steps", type=click.IntRange(2, 100_000), default=300, show_default=True, help="Steps of the synthetic path.")
 @click.option("--block-seconds", type=click.IntRange(1, 86_400), default=12, show_default=True, help="Chain time between replay blocks.")
 @click.option("--rpc", default=None, help="Use this RPC endpoint instead of starting Anvil.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG, show_default=True, help="Protocol listing YAML.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Protocol listing YAML [default: config/local.yaml, with --options config/options.yaml].")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("reports/replay.json"), show_default=True, help="Where to write the JSON report.")
 @click.option("--keeper-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to wait for the keeper per block.")
-def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, config_path, report_path, keeper_timeout) -> None:
+@click.option("--options/--no-options", "with_options", default=False, show_default=True, help="Add option books (covered calls, straddles, spreads...), signed vols each step and the keeper's attestations; report isolated / standard / portfolio margin.")
+@click.option("--vol-data", "vol_data", type=click.Path(path_type=Path, file_okay=False), default=None, help="Folder with the daily price and DVOL files for the option vols [default: shared/data beside the repository].")
+def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, config_path, report_path, keeper_timeout, with_options, vol_data) -> None:
     """Replay a price path block by block on a local chain with the keeper running."""
     from keeper.replay.driver import Replay, ReplayError, ReplayOptions
 
@@ -229,8 +374,11 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
         if start or end:
             raise click.ClickException("--start/--end apply to --prices files only")
         path = synthetic_path(steps=steps, seed=seed)
+    if config_path is None:
+        config_path = DEFAULT_CONFIG.with_name("options.yaml") if with_options else DEFAULT_CONFIG
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
-                         keeper_timeout=keeper_timeout, config=load_config(config_path))  # fmt: skip
+                         keeper_timeout=keeper_timeout, config=load_config(config_path), options=with_options,
+                         vol_data_dir=vol_data)  # fmt: skip
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         tasks: dict[str, int] = {}
 
@@ -269,10 +417,33 @@ def _print_report(d: dict) -> None:
     for k, v in rows:
         t.add_row(k, v)
     stdout.print(t)
+    if "options" in d:
+        _print_options(d["options"])
+
+
+def _print_options(o: dict) -> None:
+    t = Table(title=f"Margin regimes (vols {o['vol_source']} {o['vol_at_start']})")
+    for col in ("regime", "IM at start", "MM at start", "IM at end", "MM at end", "accounts below MM"):
+        t.add_column(col, justify="right")
+    for name in ("isolated", "standard", "portfolio", "on_chain"):
+        start, end = o["requirement_at_start_usd"][name], o["requirement_at_end_usd"][name]
+        t.add_row(name, f"${start['im']:,.0f}", f"${start['mm']:,.0f}", f"${end['im']:,.0f}", f"${end['mm']:,.0f}",
+                  f"{o['below_maintenance_accounts'][name]}")
+    t.add_row("liquidated (on chain)", "", "", "", "", f"{o['liquidated_accounts']} ({o['option_liquidations']} option liquidations)")
+    stdout.print(t)
+    k = Table(title="Initial margin by book kind, at the start")
+    for col in ("kind", "accounts", "isolated", "standard", "portfolio", "portfolio / standard"):
+        k.add_column(col, justify="right")
+    for kind, r in sorted(o["by_kind"].items()):
+        ratio = r["portfolio_over_standard"]
+        k.add_row(kind, f"{r['accounts']}", f"${r['isolated_im_usd']:,.0f}", f"${r['standard_im_usd']:,.0f}",
+                  f"${r['portfolio_im_usd']:,.0f}", "-" if ratio is None else f"{ratio:.3f}")
+    stdout.print(k)
 
 
 from keeper.params_cli import params  # noqa: E402
 cli.add_command(params)
+from keeper.dev_cli import dev; cli.add_command(dev)  # noqa: E402, E702
 
 
 def main() -> None:

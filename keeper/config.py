@@ -73,6 +73,69 @@ class GovernanceConfig:
 
 
 @dataclass(frozen=True)
+class OptionSeriesConfig:
+    """Series to list for one underlying: every (expiry, strike) pair as a call and a put.
+    Strikes are multiples of the index price at listing, rounded to whole USD."""
+
+    underlying: int  # index into `underlyings`
+    expiry_days: tuple[float, ...]  # days after listing
+    strikes: tuple[float, ...]  # multiples of the index price, in [0.1, 10] (OptionMarket MAX_STRIKE_RATIO)
+
+
+@dataclass(frozen=True)
+class OptionRiskConfig:
+    """OptionMarket.set_risk_params (standard margin and trade price band), all WAD fractions."""
+
+    short_im_rate: int
+    short_im_floor: int
+    short_mm_rate: int
+    long_im_haircut: int
+    long_mm_haircut: int
+    abs_price_band: int
+    rel_price_band: int
+
+    def as_tuple(self) -> tuple[int, ...]:
+        """In the order of the contract's RiskParams struct."""
+        return (self.short_im_rate, self.short_im_floor, self.short_mm_rate, self.long_im_haircut,
+                self.long_mm_haircut, self.abs_price_band, self.rel_price_band)
+
+
+@dataclass(frozen=True)
+class SignerSetConfig:
+    """m-of-n signers (addresses, never keys) of a VolFeed or HealthAttestor."""
+
+    signers: tuple[str, ...]  # EIP-55 checksummed, distinct
+    threshold: int  # m in [1, n]
+
+
+@dataclass(frozen=True)
+class VolFeedConfig:
+    signers: SignerSetConfig
+    min_atm_vol: int  # WAD
+    max_atm_vol: int
+    max_abs_skew: int
+    heartbeat: int  # seconds
+
+
+@dataclass(frozen=True)
+class AttestationConfig:
+    signers: SignerSetConfig
+    margin_floor: int  # WAD fraction of the standard margin an attestation cannot go below
+    price_band: int  # WAD fraction
+    max_validity: int  # seconds
+
+
+@dataclass(frozen=True)
+class OptionsConfig:
+    """The `options:` section: an OptionMarket, its VolFeed and a HealthAttestor."""
+
+    series: tuple[OptionSeriesConfig, ...]
+    risk: OptionRiskConfig
+    vol_feed: VolFeedConfig
+    attestation: AttestationConfig
+
+
+@dataclass(frozen=True)
 class ProtocolConfig:
     settlement_symbol: str
     settlement_decimals: int
@@ -91,6 +154,7 @@ class ProtocolConfig:
     settlement_address: str = ""  # an existing settlement token; "" = deploy a mock
     allow_mocks: bool = False  # deploy mocks on a non-development chain too
     governance: GovernanceConfig | None = None  # None: the deployer keeps both roles
+    options: OptionsConfig | None = None  # None: no option market
 
     def mocks(self) -> list[str]:
         """What deployment would create as a mock (no `address` given): e.g. ["USDC", "WETH", "ETH feed"]."""
@@ -299,6 +363,111 @@ def _expiry_days(m: dict, where: str) -> float | None:
     return float(value)
 
 
+# Contract bounds: OptionMarket (MAX_STRIKE_RATIO, MAX_EXPIRY_HORIZON, MAX_SERIES, risk params),
+# VolFeed (HARD_* vol bounds, heartbeat) and HealthAttestor (floor, band, validity), signer_set (16).
+MAX_STRIKE_MULTIPLE = 10
+MAX_OPTION_EXPIRY_DAYS = 2 * 365
+MAX_OPTION_SERIES = 256
+MAX_SIGNERS = 16
+OPTIONS_KEYS = {"series", "risk", "vol_feed", "attestation"}
+
+
+def _numbers(d: dict, key: str, where: str, lo: float, hi: float, what: str) -> tuple[float, ...]:
+    """A non-empty list of distinct numbers in (lo, hi]."""
+    value = _get(d, key, where)
+    ok = isinstance(value, list) and value and all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and lo < v <= hi for v in value
+    )
+    if not ok:
+        raise ConfigError(f"{where}: {key}: must be a non-empty list of {what} in ({lo}, {hi}], got {_show(value)}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: {key}: duplicate value in {_show(value)}")
+    return tuple(float(v) for v in value)
+
+
+def _signer_set(d: dict, where: str) -> SignerSetConfig:
+    value = _get(d, "signers", where)
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_SIGNERS:
+        raise ConfigError(f"{where}: signers: must be a list of 1 to {MAX_SIGNERS} addresses, got {_show(value)}")
+    signers = tuple(_address({"signers": v}, "signers", f"{where} signers[{i}]") for i, v in enumerate(value))
+    _unique(list(signers), f"{where} signers")
+    return SignerSetConfig(signers, _integer(d, "threshold", where, 1, len(signers)))
+
+
+def _options(raw: dict, u_symbols: list[str]) -> OptionsConfig | None:
+    if "options" not in raw:
+        return None
+    o = _mapping(raw, "options")
+    unknown = sorted(set(o) - OPTIONS_KEYS)
+    if unknown:
+        raise ConfigError(f"options: unknown key {unknown[0]!r} (expected {', '.join(sorted(OPTIONS_KEYS))})")
+    series = []
+    for i, e in enumerate(_entries(o, "series")):
+        at = _At("options.series", i)
+        underlying = _get(e, "underlying", at)
+        if not isinstance(underlying, str) or underlying not in u_symbols:
+            raise ConfigError(f"options.series[{i}]: unknown underlying {_show(underlying)}")
+        where = f"options.series[{i}] {underlying}"
+        series.append(OptionSeriesConfig(
+            underlying=u_symbols.index(underlying),
+            expiry_days=_numbers(e, "expiry_days", where, 0, MAX_OPTION_EXPIRY_DAYS, "days"),
+            strikes=_numbers(e, "strikes", where, 1 / MAX_STRIKE_MULTIPLE, MAX_STRIKE_MULTIPLE, "multiples of the index price"),
+        ))
+    _unique([u_symbols[s.underlying] for s in series], "options.series")
+    count = sum(2 * len(s.expiry_days) * len(s.strikes) for s in series)
+    if count > MAX_OPTION_SERIES:
+        raise ConfigError(f"options.series: {count} series (calls and puts), the option market lists at most {MAX_OPTION_SERIES}")
+    r = _get(o, "risk", "options")
+    if not isinstance(r, dict):
+        raise ConfigError(f"options.risk: must be a mapping, got {_show(r)}")
+    at = "options.risk"
+    risk = OptionRiskConfig(
+        short_im_rate=_fraction(r, "short_im_rate", at),
+        short_im_floor=_fraction(r, "short_im_floor", at),
+        short_mm_rate=_fraction(r, "short_mm_rate", at),
+        long_im_haircut=_fraction(r, "long_im_haircut", at),
+        long_mm_haircut=_fraction(r, "long_mm_haircut", at),
+        abs_price_band=_fraction(r, "abs_price_band", at),
+        rel_price_band=_fraction(r, "rel_price_band", at),
+    )
+    if not (10**16 <= risk.short_mm_rate <= risk.short_im_floor <= risk.short_im_rate):
+        raise ConfigError(f"{at}: need 0.01 <= short_mm_rate <= short_im_floor <= short_im_rate")
+    if not risk.long_im_haircut <= risk.long_mm_haircut <= 9 * 10**17:
+        raise ConfigError(f"{at}: need long_im_haircut <= long_mm_haircut <= 0.9")
+    if not 10**14 <= risk.abs_price_band <= 5 * 10**16:
+        raise ConfigError(f"{at}: abs_price_band: must be in [0.0001, 0.05]")
+    if not 10**15 <= risk.rel_price_band <= 5 * 10**17:
+        raise ConfigError(f"{at}: rel_price_band: must be in [0.001, 0.5]")
+    v = _get(o, "vol_feed", "options")
+    if not isinstance(v, dict):
+        raise ConfigError(f"options.vol_feed: must be a mapping, got {_show(v)}")
+    at = "options.vol_feed"
+    vol = VolFeedConfig(
+        signers=_signer_set(v, at),
+        min_atm_vol=_fraction(v, "min_atm_vol", at, 0, 5),
+        max_atm_vol=_fraction(v, "max_atm_vol", at, 0, 5),
+        max_abs_skew=_fraction(v, "max_abs_skew", at, 0, 5),
+        heartbeat=_integer(v, "heartbeat", at, 60, 86400, " seconds"),
+    )
+    if not 10**16 <= vol.min_atm_vol < vol.max_atm_vol:
+        raise ConfigError(f"{at}: need 0.01 <= min_atm_vol < max_atm_vol <= 5")
+    a = _get(o, "attestation", "options")
+    if not isinstance(a, dict):
+        raise ConfigError(f"options.attestation: must be a mapping, got {_show(a)}")
+    at = "options.attestation"
+    attestation = AttestationConfig(
+        signers=_signer_set(a, at),
+        margin_floor=_fraction(a, "margin_floor", at),
+        price_band=_fraction(a, "price_band", at, 0, 1),
+        max_validity=_integer(a, "max_validity", at, 60, 86400, " seconds"),
+    )
+    if attestation.margin_floor < 2 * 10**17:
+        raise ConfigError(f"{at}: margin_floor: must be in [0.2, 1] (an attestation lowers margin by at most 80%)")
+    if not 0 < attestation.price_band <= 10**17:
+        raise ConfigError(f"{at}: price_band: must be in (0, 0.1]")
+    return OptionsConfig(tuple(series), risk, vol, attestation)
+
+
 def with_default_governance(config: ProtocolConfig, deployer: str, development: bool) -> ProtocolConfig:
     """`config` with a `governance` section: the deployment scripts always hand the protocol's
     roles to a timelock. On a development chain a config without one gets the deployer as
@@ -316,14 +485,11 @@ def with_default_governance(config: ProtocolConfig, deployer: str, development: 
     return dataclasses.replace(config, governance=GovernanceConfig(deployer, MIN_TIMELOCK_DELAY))
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
-    """Load and validate a protocol configuration YAML.
-
-    Raises ConfigError with one line naming the file, the section or field, and the problem.
-    """
+def read_yaml(path: str | Path) -> object:
+    """The parsed content of a YAML file; ConfigError with one line naming the file otherwise."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:
@@ -332,6 +498,33 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+
+
+def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> object:
+    """A config's raw mapping; `extends: other.yaml` (relative to the file) takes every top-level
+    section of that file that this one does not set, so a variant lists only what it changes."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    base = raw.pop("extends")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: extends: must be the path of another config file, got {_show(base)}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: extends: {base} makes a cycle")
+    base_raw = _read_with_base(base_path, seen + (path.resolve(),))
+    if not isinstance(base_raw, dict):
+        raise ConfigError(f"{base_path}: a config file must be a mapping of sections")
+    return {**base_raw, **raw}
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
+    """Load and validate a protocol configuration YAML (see `_read_with_base` for `extends:`).
+
+    Raises ConfigError with one line naming the file, the section or field, and the problem.
+    """
+    path = Path(path)
+    raw = _read_with_base(path)
     try:
         return _parse(raw)
     except ConfigError as e:
@@ -431,4 +624,5 @@ def _parse(raw: dict) -> ProtocolConfig:
         settlement_address=settlement_address,
         allow_mocks=allow_mocks,
         governance=_governance(raw),
+        options=_options(raw, u_symbols),
     )

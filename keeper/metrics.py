@@ -22,6 +22,10 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_reorgs_total | counter | chain reorganisations detected |
 | keeper_rpc_errors_total | counter | loop iterations that failed on an RPC error |
 | keeper_block_processing_seconds | histogram | time to process one block |
+| keeper_attestations_submitted_total | counter | health attestations sent (simulated first) |
+| keeper_attestations_failed_total | counter | attestations whose simulation reverted, or mined reverted / dropped |
+| keeper_attestations_skipped_total{reason} | counter | accounts not attested: not_lower (portfolio margin not below standard), stale_vol |
+| keeper_accounts_attested | gauge | candidate accounts whose stored attestation needed no refresh at the last block |
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 SKIP_REASONS = ("unprofitable", "unsafe", "fee_cap", "stale_node")
+ATTESTATION_SKIP_REASONS = ("not_lower", "stale_vol")
 
 
 class KeeperMetrics:
@@ -66,6 +71,13 @@ class KeeperMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+
+        self.attestations_submitted = Counter("keeper_attestations_submitted", "Health attestations sent", registry=r)
+        self.attestations_failed = Counter("keeper_attestations_failed", "Health attestations reverted in simulation or on chain, or dropped", registry=r)
+        self.attestations_skipped = Counter("keeper_attestations_skipped", "Accounts not attested", ["reason"], registry=r)
+        for reason in ATTESTATION_SKIP_REASONS:
+            self.attestations_skipped.labels(reason=reason)
+        self.accounts_attested = Gauge("keeper_accounts_attested", "Candidate accounts with a stored attestation needing no refresh", registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
         """Serve `/metrics` on addr:port in a daemon thread; returns (server, thread)."""

@@ -10,6 +10,21 @@ Environment variables: `KEEPER_<FIELD>` in upper case for every top-level field
 (`KEEPER_MIN_PROFIT_USD=5`, `KEEPER_STATE_DIR=/var/lib/keeper`), `KEEPER_GAS_<FIELD>` for the
 gas section (`KEEPER_GAS_MAX_FEE_GWEI=300`), and `KEEPER_RPC_URLS` as a comma-separated list
 (`KEEPER_RPC_URL`, a single URL, is accepted too). An empty variable counts as unset.
+
+Health attestations (keeper.attest), the `attestation:` section, all optional:
+
+    attestation:
+      enabled: true                      # KEEPER_ATTESTATION_ENABLED=1
+      signer_key_envs: [RISK_KEY_1, RISK_KEY_2]   # KEEPER_ATTESTATION_SIGNER_KEY_ENVS=RISK_KEY_1,RISK_KEY_2
+      accounts: all                      # KEEPER_ATTESTATION_ACCOUNTS=all | 0xabc...,0xdef...
+      validity_seconds: 600              # KEEPER_ATTESTATION_VALIDITY_SECONDS (clamped to the attestor's max)
+      refresh_before_seconds: 120        # KEEPER_ATTESTATION_REFRESH_BEFORE_SECONDS
+      price_move_fraction: 0.5           # KEEPER_ATTESTATION_PRICE_MOVE_FRACTION (of the attestor's band)
+      scenario_config: config/portfolio_margin.yaml   # KEEPER_ATTESTATION_SCENARIO_CONFIG
+
+`signer_key_envs` name the environment variables holding the m risk signers' private keys (at
+least the attestor's threshold of them); the keys themselves never appear in settings.
+`accounts: all` attests every tracked account that holds an option; a list opts in only those.
 """
 
 from __future__ import annotations
@@ -47,6 +62,22 @@ class GasSettings:
 
 
 @dataclass(frozen=True)
+class AttestationSettings:
+    """The attestation service (keeper.attest): off unless `enabled`. `accounts` None = all
+    tracked accounts holding options, else checksummed addresses; times in seconds;
+    `price_move_fraction` of the attestor's price band; `scenario_config` None = the default
+    config/portfolio_margin.yaml."""
+
+    enabled: bool = False
+    signer_key_envs: tuple[str, ...] = ()
+    accounts: tuple[str, ...] | None = None
+    validity_seconds: int = 600
+    refresh_before_seconds: int = 120
+    price_move_fraction: float = 0.5
+    scenario_config: Path | None = None
+
+
+@dataclass(frozen=True)
 class KeeperSettings:
     """Everything `keeper run` needs besides the key.
 
@@ -74,10 +105,49 @@ class KeeperSettings:
     poll_seconds: float = 0.5
     rpc_timeout_seconds: float = 10.0
     log_chunk_blocks: int = 2000
+    attestation: AttestationSettings = field(default_factory=AttestationSettings)
 
 
-_TOP = {f.name for f in fields(KeeperSettings)} - {"gas"}
+_TOP = {f.name for f in fields(KeeperSettings)} - {"gas", "attestation"}
 _GAS = {f.name for f in fields(GasSettings)}
+_ATT = {f.name for f in fields(AttestationSettings)}
+
+
+def _attestation_field(name: str, value, where: str):
+    """One `attestation:` field, validated."""
+    if name == "enabled":
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where}: must be true or false, got {value!r}")
+        return value
+    if name == "signer_key_envs":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v.isidentifier() for v in value):
+            raise SettingsError(f"{where}: must list environment variable names, got {value!r}")
+        if len(set(value)) != len(value):
+            raise SettingsError(f"{where}: a variable is named twice")
+        return tuple(value)
+    if name == "accounts":
+        if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+            return None
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        from eth_utils import is_address, to_checksum_address
+
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and is_address(v) for v in value):
+            raise SettingsError(f"{where}: must be all or a list of addresses, got {value!r}")
+        return tuple(to_checksum_address(v) for v in value)
+    if name == "scenario_config":
+        if value is None:
+            return None
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise SettingsError(f"{where}: must be a path, got {value!r}")
+        return Path(value).expanduser()
+    limits = {"validity_seconds": (60, 86400, True), "refresh_before_seconds": (0, 86400, True), "price_move_fraction": (0.01, 1.0, False)}
+    lo, hi, integer = limits[name]
+    return _number(value, where, lo, hi, integer)
 
 
 def _number(value, where: str, lo: float, hi: float = math.inf, integer: bool = False):
@@ -153,8 +223,16 @@ def _convert(name: str, value, where: str):
 def _apply(base: KeeperSettings, values: Mapping[str, object], source: str) -> KeeperSettings:
     top: dict = {}
     gas: dict = {}
+    att: dict = {}
     for name, value in values.items():
-        if name == "gas":
+        if name == "attestation":
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"{source}: attestation: must be a mapping, got {value!r}")
+            for k, v in value.items():
+                if k not in _ATT:
+                    raise SettingsError(f"{source}: attestation: unknown field {k!r} (known: {', '.join(sorted(_ATT))})")
+                att[k] = _attestation_field(k, v, f"{source}: attestation.{k}")
+        elif name == "gas":
             if not isinstance(value, Mapping):
                 raise SettingsError(f"{source}: gas: must be a mapping, got {value!r}")
             for k, v in value.items():
@@ -166,9 +244,11 @@ def _apply(base: KeeperSettings, values: Mapping[str, object], source: str) -> K
         elif name in _TOP:
             top[name] = _convert(name, value, f"{source}: {name}")
         else:
-            raise SettingsError(f"{source}: unknown field {name!r} (known: {', '.join(sorted(_TOP | {'gas'}))})")
+            raise SettingsError(f"{source}: unknown field {name!r} (known: {', '.join(sorted(_TOP | {'gas', 'attestation'}))})")
     if gas:
         top["gas"] = replace(base.gas, **gas)
+    if att:
+        top["attestation"] = replace(base.attestation, **att)
     return replace(base, **top)
 
 
@@ -209,6 +289,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             gas_env[name] = value
     if gas_env:
         from_env["gas"] = gas_env
+    att_env = {name: env[f"KEEPER_ATTESTATION_{name.upper()}"] for name in sorted(_ATT) if env.get(f"KEEPER_ATTESTATION_{name.upper()}")}
+    if att_env:
+        from_env["attestation"] = att_env
     # KEEPER_PRIVATE_KEY_ENV would be confusing next to KEEPER_PRIVATE_KEY; it is still honoured
     settings = _apply(settings, from_env, "environment KEEPER_*")
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -220,8 +303,23 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 
 
 def validate_for_run(settings: KeeperSettings) -> None:
-    """Raise SettingsError if `keeper run` lacks an RPC URL or a manifest."""
+    """Raise SettingsError if `keeper run` lacks an RPC URL or a manifest, or attestations are
+    enabled without signer keys."""
     if not settings.rpc_urls:
         raise SettingsError("no RPC URL: give --rpc, rpc_urls in the settings file, or KEEPER_RPC_URLS")
     if settings.manifest is None:
         raise SettingsError("no deployment manifest: give --manifest, manifest in the settings file, or KEEPER_MANIFEST")
+    if settings.attestation.enabled and not settings.attestation.signer_key_envs:
+        raise SettingsError("attestation.enabled needs signer_key_envs (or KEEPER_ATTESTATION_SIGNER_KEY_ENVS)")
+
+
+def attestation_keys(settings: AttestationSettings, env: Mapping[str, str] | None = None) -> list[str]:
+    """The risk signers' private keys from the environment variables the settings name.
+    Raises SettingsError naming the first variable that is unset."""
+    env = os.environ if env is None else env
+    keys = []
+    for name in settings.signer_key_envs:
+        if not env.get(name):
+            raise SettingsError(f"attestation signer key: the environment variable {name} is not set")
+        keys.append(env[name])
+    return keys

@@ -3,6 +3,7 @@ account discovery from events, and conversion of raw state into the risk engine'
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,6 +14,7 @@ from web3.exceptions import Web3Exception
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deploy import Deployment
+from keeper.risk.book import RiskBook, SeriesInfo, VolPoint, build_book
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams
 
 # account_states / margin_summaries accept at most 500 accounts; 200 keeps each eth_call small.
@@ -194,6 +196,157 @@ class ProtocolClient:
     def liquidatable_since(self, account: str, block: int | str = "latest") -> int:
         """Timestamp the account was flagged (0 = not flagged)."""
         return self.engine.functions.liquidatable_since(account).call(block_identifier=block)
+
+
+    # ------------------------------------------------------------------ options and attestations
+
+    def _module(self, field: str, getter: str, name: str):
+        """The portfolio module from the manifest, else as the engine has it wired (None if unset)."""
+        address = getattr(self.deployment, field, "") or ""
+        if not address:
+            address = getattr(self.engine.functions, getter)().call()
+        if not address or int(address, 16) == 0:
+            return None
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact(name).abi)
+
+    @functools.cached_property
+    def options(self):
+        """The OptionMarket contract (None when the engine has none wired)."""
+        return self._module("option_market", "option_market", "OptionMarket")
+
+    @functools.cached_property
+    def attestor(self):
+        """The HealthAttestor contract (None when the engine has none wired)."""
+        return self._module("health_attestor", "health_attestor", "HealthAttestor")
+
+    @functools.cached_property
+    def vol_feed(self):
+        """The VolFeed the option market reads (None without an option market)."""
+        if self.options is None:
+            return None
+        address = getattr(self.deployment, "vol_feed", "") or self.options.functions.VOL_FEED().call()
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact("VolFeed").abi)
+
+    def option_series(self, block: int | str = "latest") -> list[SeriesInfo]:
+        """Every listed series (OptionMarket.series_states) at `block`; [] without options."""
+        if self.options is None:
+            return []
+        states = self.options.functions.series_states().call(block_identifier=block)
+        return [
+            SeriesInfo(series_id=i, underlying=s[0], price_id=s[1], strike=s[2], expiry=s[3], is_call=s[4], settlement_price=s[5])
+            for i, s in enumerate(states)
+        ]
+
+    def option_positions(self, accounts: Sequence[str], block: int | str = "latest") -> list[dict[int, int]]:
+        """{series id: signed WAD size} of each account at `block` (OptionMarket.positions of the
+        series it holds, via option_states); empty dicts without options."""
+        if self.options is None:
+            return [{} for _ in accounts]
+        f = self.options.functions
+        out = []
+        for account in accounts:
+            if not f.has_positions(account).call(block_identifier=block):
+                out.append({})
+                continue
+            states = f.option_states(account).call(block_identifier=block)
+            out.append({int(s[0]): int(s[1]) for s in states if s[1]})
+        return out
+
+    def option_margin(self, account: str, prices: Sequence[int], block: int | str = "latest") -> tuple[int, int, int]:
+        """(value, IM, MM) WAD USD the option market adds to `account` at `prices` (standard margin)."""
+        if self.options is None:
+            return 0, 0, 0
+        return tuple(self.options.functions.margin_contribution(account, list(prices)).call(block_identifier=block))
+
+    def vol_points(self, series: Sequence[SeriesInfo], block: int | str = "latest") -> dict[tuple[int, int], VolPoint]:
+        """The VolFeed entry of every (price id, expiry) of `series`, read at `block`."""
+        if self.vol_feed is None:
+            return {}
+        out: dict[tuple[int, int], VolPoint] = {}
+        for s in series:
+            key = (s.price_id, s.expiry)
+            if key not in out:
+                atm, skew, stamp = self.vol_feed.functions.vol_params(*key).call(block_identifier=block)
+                out[key] = VolPoint(atm, skew, stamp)
+        return out
+
+    def vol_heartbeat(self, block: int | str = "latest") -> int | None:
+        return None if self.vol_feed is None else self.vol_feed.functions.heartbeat().call(block_identifier=block)
+
+    def risk_book(self, snap: Snapshot, params: RiskParams, symbols: Sequence[str] = ()) -> RiskBook:
+        """The scenario engine's book (keeper.risk.book) of the snapshot's accounts, options
+        included, everything read at the snapshot's block."""
+        block = snap.block
+        series = self.option_series(block)
+        names = {v: k for k, v in self.deployment.markets.items()}
+        return build_book(
+            snap.accounts, [int(p) for p in snap.prices], [int(x) for x in params.price_id],
+            [int(x) for x in snap.markets.underlying], [int(x) for x in snap.markets.expiry],
+            [int(x) for x in snap.markets.settlement_price], snap.book.size, series,
+            self.option_positions(snap.accounts, block), self.vol_points(series, block),
+            snap.markets.timestamp, symbols or self.underlying_symbols(), names, self.vol_heartbeat(block),
+        )  # fmt: skip
+
+    def underlying_symbols(self) -> tuple[str, ...]:
+        """Labels of the engine underlyings from the manifest (U<id> where it has none)."""
+        names = {v: k for k, v in self.deployment.underlyings.items()}
+        n = self.engine.functions.underlying_count().call()
+        return tuple(names.get(u, f"U{u}") for u in range(n))
+
+    def position_versions(self, accounts: Sequence[str], block: int | str = "latest") -> list[int]:
+        """MarginLens.position_version of each account (what attestations bind to)."""
+        return [self.lens.functions.position_version(a).call(block_identifier=block) for a in accounts]
+
+    def stored_attestation(self, account: str, block: int | str = "latest") -> StoredAttestation | None:
+        """The account's latest stored attestation (None if none or no attestor)."""
+        if self.attestor is None:
+            return None
+        a = self.attestor.functions.attestation(account).call(block_identifier=block)
+        if a[4] == 0:
+            return None
+        return StoredAttestation(a[0], tuple(a[1]), a[2], a[3], a[4], a[5], a[6])
+
+    def attestor_terms(self, block: int | str = "latest") -> AttestorTerms:
+        """The attestor's floor, price band (WAD fractions), max validity (s) and signer threshold."""
+        f = self.attestor.functions
+        return AttestorTerms(
+            margin_floor=f.margin_floor().call(block_identifier=block), price_band=f.price_band().call(block_identifier=block),
+            max_validity=f.max_validity().call(block_identifier=block), threshold=f.threshold().call(block_identifier=block),
+            signer_set_version=f.signer_set_version().call(block_identifier=block),
+        )  # fmt: skip
+
+    def portfolio_accounts_logs(self, from_block: int, to_block: int) -> set[str]:
+        """Accounts named by OptionPositionChanged or AttestationSubmitted in [from_block, to_block]."""
+        found: set[str] = set()
+        for contract, event in ((self.options, "OptionPositionChanged"), (self.attestor, "AttestationSubmitted")):
+            if contract is not None:
+                for log in getattr(contract.events, event).get_logs(from_block=from_block, to_block=to_block):
+                    found.add(log["args"]["account"])
+        return found
+
+
+@dataclass(frozen=True)
+class StoredAttestation:
+    """HealthAttestor.attestation(account): WAD prices and margins, unix times."""
+
+    position_version: int
+    prices: tuple[int, ...]
+    initial_margin: int
+    maintenance_margin: int
+    issued_at: int
+    valid_until: int
+    signer_set_version: int
+
+
+@dataclass(frozen=True)
+class AttestorTerms:
+    """HealthAttestor parameters: margin_floor and price_band WAD fractions, max_validity seconds."""
+
+    margin_floor: int
+    price_band: int
+    max_validity: int
+    threshold: int
+    signer_set_version: int
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ class Deployment:
     parameters: dict = field(default_factory=dict)  # the config as deployed (`config_echo`)
     status: str = "complete"  # "partial" while steps remain
     steps: dict[str, dict] = field(default_factory=dict)  # step -> {"block", "gas"[, "address", "expiry"]}
+    option_market: str = ""  # OptionMarket ("" = no options)
+    vol_feed: str = ""  # VolFeed
+    health_attestor: str = ""  # HealthAttestor (its position version source is the lens)
+    option_series: dict[str, int] = field(default_factory=dict)  # "ETH-30D-C-2200" -> series id
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -215,7 +219,9 @@ def deploy_protocol(
     on_step: Callable[[Deployment], None] | None = None,
 ) -> Deployment:
     """Deploy mocks where the config gives no address, the oracle router, vault, engine and
-    lens, list everything in `config`, and hand governance to a timelock if configured.
+    lens, list everything in `config`, and hand governance to a timelock if configured. With
+    `config.options`: the VolFeed, OptionMarket and HealthAttestor, their parameters, the
+    series (recorded as `option_series`, name -> id) and the engine/vault wiring, each a step.
 
     `admin` must be the backend's sender; it ends up holding both roles (or the timelock does).
     `progress`: a partial Deployment (from its manifest) to resume; its recorded steps are
@@ -305,13 +311,17 @@ def deploy_protocol(
         dep.markets[m.name] = i
         if expiry:
             dep.market_expiries[m.name] = expiry
+    if config.options is not None:
+        _deploy_options(run, backend, config, dep, admin, engine, vault, lens, oracle)
     if config.governance is not None:
         record = dep.steps.get("timelock")
         if record is None:
             from keeper.chain.governance import install_timelock
 
             if run.resuming:
-                _check_roles_untouched(view, admin, {"OracleRouter": oracle, "CollateralVault": vault, "MarginEngine": engine})
+                from keeper.chain.governance import contract_at, governed
+
+                _check_roles_untouched(view, admin, {name: contract_at(backend, name, at) for _, name, at in governed(dep)})
             metered = _Metered(backend)
             address = install_timelock(metered, dep, config.governance.address, config.governance.timelock_delay)
             dep.blocks["timelock"] = metered.first_block
@@ -319,6 +329,67 @@ def deploy_protocol(
         dep.timelock = record["address"]
     dep.status = "complete"
     return dep
+
+
+def series_name(underlying: str, expiry_days: float, is_call: bool, strike_usd: int) -> str:
+    """A listed series' manifest name, e.g. "ETH-30D-C-2200" (strike in whole USD)."""
+    return f"{underlying}-{expiry_days:g}D-{'C' if is_call else 'P'}-{strike_usd}"
+
+
+def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: Deployment, admin: str,
+                    engine: Any, vault: Any, lens: Any, oracle: Any) -> None:
+    """VolFeed, OptionMarket, HealthAttestor (version source: the lens), their parameters, the
+    series of `config.options` (strike = multiple x the index at listing, whole USD; expiry =
+    listing time + days), then the wiring: engine.set_portfolio_modules and
+    vault.set_option_market, last, so that the engine counts options only once all is set."""
+    opts = config.options
+    view = getattr(backend, "view", None)
+    vf = opts.vol_feed
+    feed = run.contract("vol_feed", "VolFeed", admin, list(vf.signers.signers), vf.signers.threshold)
+    dep.vol_feed = feed.address
+    run.call("set_vol_bounds", feed, "set_vol_bounds", vf.min_atm_vol, vf.max_atm_vol, vf.max_abs_skew)
+    run.call("set_vol_heartbeat", feed, "set_heartbeat", vf.heartbeat)
+    market = run.contract("option_market", "OptionMarket", admin, engine.address, feed.address)
+    dep.option_market = market.address
+    run.call("set_option_risk_params", market, "set_risk_params", opts.risk.as_tuple())
+    at = opts.attestation
+    attestor = run.contract("health_attestor", "HealthAttestor", admin, lens.address, oracle.address,
+                            list(at.signers.signers), at.signers.threshold)
+    dep.health_attestor = attestor.address
+    run.call("set_margin_floor", attestor, "set_margin_floor", at.margin_floor)
+    run.call("set_attestation_price_band", attestor, "set_price_band", at.price_band)
+    run.call("set_max_validity", attestor, "set_max_validity", at.max_validity)
+    n = 0
+    now: int | None = None
+    for s in opts.series:
+        u = config.underlyings[s.underlying]
+        index: int | None = None
+        for days in s.expiry_days:
+            for multiple in s.strikes:
+                for is_call in (True, False):
+                    key = f"list_option {u.symbol} {days:g}D {'C' if is_call else 'P'} x{multiple:g}"
+                    record = dep.steps.get(key)
+                    if record is None:
+                        if run.resuming and view(market, "series_count") > n:  # listed before a crash
+                            listed = view(market, "series", n)
+                            strike, expiry = int(listed[2]), int(listed[3])
+                        else:
+                            now = backend.timestamp() if now is None else now
+                            if index is None:
+                                index = int(view(oracle, "index_price", u.price_id))
+                            # whole USD, at least 1: the contract keeps it within [index / 10, index * 10]
+                            strike = max(1, round(multiple * index / 10**18)) * 10**18
+                            expiry = now + int(days * 86400)
+                        name = series_name(u.symbol, days, is_call, strike // 10**18)
+                        record = run.call(key, market, "list_option", s.underlying, strike, expiry, is_call,
+                                          done=lambda n=n: view(market, "series_count") > n,
+                                          name=name, series=n, strike=strike, expiry=expiry)
+                    dep.option_series[record["name"]] = record["series"]
+                    n += 1
+    run.call("set_portfolio_modules", engine, "set_portfolio_modules", market.address, attestor.address,
+             done=lambda: view(engine, "option_market") != ZERO_ADDRESS)
+    run.call("set_option_market", vault, "set_option_market", market.address,
+             done=lambda: view(vault, "option_market") != ZERO_ADDRESS)
 
 
 # ---------------------------------------------------------------- deployment with a manifest

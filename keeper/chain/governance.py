@@ -1,7 +1,7 @@
 """Hand the protocol's governance roles to a Timelock (`contracts/Timelock.vy`).
 
-After `install_timelock` every risk parameter of the oracle router, vault and margin engine
-changes only through a call queued on the timelock at least its delay in advance (see
+After `install_timelock` every risk parameter of the oracle router, vault and margin engine (and,
+when options are deployed, of the option market, volatility feed and health attestor) changes only through a call queued on the timelock at least its delay in advance (see
 `keeper params`), and within the bounds each setter enforces on chain.
 """
 
@@ -11,8 +11,20 @@ from typing import Any
 
 from keeper.chain.deploy import Backend, Deployment
 
-# manifest field -> contract name, for the three contracts that carry the roles module
-GOVERNED = (("oracle", "OracleRouter"), ("vault", "CollateralVault"), ("engine", "MarginEngine"))
+# manifest field -> contract name, for every contract that carries the roles module
+GOVERNED = (
+    ("oracle", "OracleRouter"),
+    ("vault", "CollateralVault"),
+    ("engine", "MarginEngine"),
+    ("option_market", "OptionMarket"),
+    ("vol_feed", "VolFeed"),
+    ("health_attestor", "HealthAttestor"),
+)
+
+
+def governed(deployment: Deployment) -> list[tuple[str, str, str]]:
+    """(manifest field, contract name, address) of every deployed contract with the roles module."""
+    return [(field, name, getattr(deployment, field)) for field, name in GOVERNED if getattr(deployment, field, "")]
 
 
 def contract_at(backend: Backend, name: str, address: str) -> Any:
@@ -35,10 +47,10 @@ def _same(a: str | None, b: str) -> bool:
 
 
 def install_timelock(backend: Backend, deployment: Deployment, governance: str, delay: int) -> str:
-    """Deploy `Timelock(governance, delay)` and hand it both roles of the oracle router, vault
-    and margin engine. Returns the timelock's address and records it as `deployment.timelock`.
+    """Deploy `Timelock(governance, delay)` and hand it both roles of every governed contract
+    (`governed`). Returns the timelock's address and records it as `deployment.timelock`.
 
-    Steps, from the backend's sender, which must be the current `admin` of all three:
+    Steps, from the backend's sender, which must be the current `admin` of all of them:
     `set_risk_admin(timelock)` then `propose_admin(timelock)` on each (risk admin first: once
     the admin role has moved, the sender can no longer assign it). Then, if the sender is also
     `governance`, the timelock accepts the admin role of each through `accept_admin_of`, a
@@ -54,8 +66,8 @@ def install_timelock(backend: Backend, deployment: Deployment, governance: str, 
     """
     timelock = backend.deploy("Timelock", governance, delay)
     address = timelock.address
-    for field, name in GOVERNED:
-        contract = contract_at(backend, name, getattr(deployment, field))
+    for _, name, at in governed(deployment):
+        contract = contract_at(backend, name, at)
         backend.transact(contract, "set_risk_admin", address)
         backend.transact(contract, "propose_admin", address)
     deployment.timelock = address
@@ -65,12 +77,12 @@ def install_timelock(backend: Backend, deployment: Deployment, governance: str, 
 
 
 def accept_admin_roles(backend: Backend, deployment: Deployment, timelock: Any = None) -> None:
-    """Let the timelock accept the pending `admin` role of the oracle router, vault and engine.
+    """Let the timelock accept the pending `admin` role of every governed contract.
 
     The backend's sender must be the timelock's governance ("timelock: not governance"
     otherwise) and each contract must have proposed the timelock ("roles: not pending admin").
     `timelock` is a handle or None for `deployment.timelock`."""
     if timelock is None or isinstance(timelock, str):
         timelock = contract_at(backend, "Timelock", timelock or deployment.timelock)
-    for field, _ in GOVERNED:
-        backend.transact(timelock, "accept_admin_of", getattr(deployment, field))
+    for _, _, at in governed(deployment):
+        backend.transact(timelock, "accept_admin_of", at)

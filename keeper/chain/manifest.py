@@ -105,6 +105,10 @@ OPTIONAL_FIELDS = {
     "parameters": "object",
     "steps": "steps",
     "status": "status",
+    "option_market": "address",
+    "vol_feed": "address",
+    "health_attestor": "address",
+    "option_series": "ids",
 }
 STATUSES = ("partial", "complete")
 

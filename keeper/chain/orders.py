@@ -96,3 +96,59 @@ def typed_data(order: Order, chain_id: int, engine: str) -> dict:
             "deadline": order.deadline,
         },
     }
+
+
+# ---------------------------------------------------------------- option orders (OptionMarket)
+
+OPTION_ORDER_TYPE = (
+    "OptionOrder(address account,uint256 series,int256 size,uint256 limit_price,uint256 nonce,uint256 deadline)"
+)
+OPTION_ORDER_TYPEHASH = keccak(text=OPTION_ORDER_TYPE)
+OPTIONS_DOMAIN_NAME = "CrossMargin Options"
+
+
+@dataclass(frozen=True)
+class OptionOrder:
+    """A signed intent to trade `size` (WAD units of the underlying, > 0 buys) of option
+    `series` at premium `limit_price` (WAD USD per unit) or better, until `deadline`, once per
+    `nonce`: the `OptionMarket.match_orders` struct."""
+
+    account: str
+    series: int
+    size: int
+    limit_price: int
+    nonce: int
+    deadline: int
+
+    def as_tuple(self) -> tuple:
+        return astuple(self)
+
+
+def option_order_digest(order: OptionOrder, chain_id: int, market: str) -> bytes:
+    """The 32-byte EIP-712 digest of `order` for the OptionMarket at `market` on `chain_id`
+    (domain "CrossMargin Options", version "1")."""
+    domain = keccak(
+        encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [DOMAIN_TYPEHASH, keccak(text=OPTIONS_DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id, market],
+        )
+    )
+    struct_hash = keccak(
+        encode(
+            ["bytes32", "address", "uint256", "int256", "uint256", "uint256", "uint256"],
+            [OPTION_ORDER_TYPEHASH, order.account, order.series, order.size, order.limit_price, order.nonce,
+             order.deadline],
+        )
+    )
+    return keccak(b"\x19\x01" + domain + struct_hash)
+
+
+def sign_option_order(order: OptionOrder, private_key: bytes, chain_id: int, market: str) -> bytes:
+    """65-byte (r, s, v) signature (v in {27, 28}, low s) of an option order; ValueError if the
+    key is not the order's account's."""
+    key = keys.PrivateKey(private_key)
+    if key.public_key.to_canonical_address() != to_canonical_address(order.account):
+        raise ValueError("private key does not belong to the order's account")
+    sig = key.sign_msg_hash(option_order_digest(order, chain_id, market))
+    return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
+

@@ -10,6 +10,8 @@ token, wiring and assets (token, decimals, price id, haircut, deposit cap), the 
 underlyings (margin rates), markets (underlying, kind, expiry, caps), liquidation and trade
 parameters, the lens wiring, and the roles (admin / risk admin: the timelock when the config
 has `governance`, else the deployer; no pending admin), plus the timelock's governance and delay.
+With an `options:` section: the option market, vol feed and attestor (code, engine/vault wiring,
+the attestor's version source = the lens, parameters, signer sets, every listed series).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from keeper.chain.deploy import ZERO_ADDRESS, Deployment, config_echo
+from keeper.chain.governance import governed as governed_contracts
 from keeper.config import ProtocolConfig
 
 WAD = 10**18
@@ -204,11 +207,15 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
         add("MarginLens", "ENGINE", d.engine, read(lens, "ENGINE"))
         add("MarginLens", "VAULT", d.vault, read(lens, "VAULT"))
 
+    if config.options is not None:
+        _check_options(d, config, at, read, add, engine, vault)
+
     # roles
     governed = config.governance is not None
     holder = d.timelock if governed else d.admin
     add("manifest", "timelock recorded", governed, bool(d.timelock))
-    for label, contract in (("OracleRouter", oracle), ("CollateralVault", vault), ("MarginEngine", engine)):
+    for _, label, address in governed_contracts(d):
+        contract = at(label, address)
         admin, pending_admin = read(contract, "admin"), read(contract, "pending_admin")
         # governance (not the deployer) accepts the admin role later: the deployer is admin
         # with the timelock proposed until then
@@ -221,6 +228,52 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
         add("Timelock", "governance", config.governance.address, read(timelock, "governance"))
         add("Timelock", "delay (s)", config.governance.timelock_delay, read(timelock, "delay"))
     return checks
+
+
+def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine, vault) -> None:
+    """Option market, vol feed and attestor: code, wiring (engine modules, vault, the attestor's
+    version source = the lens), parameters, signer sets and every listed series."""
+    o = config.options
+    for label, address in (("OptionMarket", d.option_market), ("VolFeed", d.vol_feed), ("HealthAttestor", d.health_attestor)):
+        add(label, "recorded in the manifest", True, bool(address))
+        if not address:
+            return
+    market, feed, attestor = at("OptionMarket", d.option_market), at("VolFeed", d.vol_feed), at("HealthAttestor", d.health_attestor)
+    add("MarginEngine", "option_market", d.option_market, read(engine, "option_market"))
+    add("MarginEngine", "health_attestor", d.health_attestor, read(engine, "health_attestor"))
+    add("CollateralVault", "option_market", d.option_market, read(vault, "option_market"))
+    add("OptionMarket", "ENGINE", d.engine, read(market, "ENGINE"))
+    add("OptionMarket", "VOL_FEED", d.vol_feed, read(market, "VOL_FEED"))
+    add("HealthAttestor", "engine (position version source = lens)", d.lens, read(attestor, "engine"))
+    add("HealthAttestor", "oracle", d.oracle, read(attestor, "oracle"))
+    params = read(market, "risk_params")
+    names = ("short_im_rate", "short_im_floor", "short_mm_rate", "long_im_haircut", "long_mm_haircut",
+             "abs_price_band", "rel_price_band")
+    for j, name in enumerate(names):
+        add("OptionMarket", name, getattr(o.risk, name), params if isinstance(params, _ReadError) else params[j], wad=True)
+    for fn, expected in (("min_atm_vol", o.vol_feed.min_atm_vol), ("max_atm_vol", o.vol_feed.max_atm_vol),
+                         ("max_abs_skew", o.vol_feed.max_abs_skew)):
+        add("VolFeed", fn, expected, read(feed, fn), wad=True)
+    add("VolFeed", "heartbeat (s)", o.vol_feed.heartbeat, read(feed, "heartbeat"))
+    for fn, expected, wad in (("margin_floor", o.attestation.margin_floor, True), ("price_band", o.attestation.price_band, True),
+                              ("max_validity", o.attestation.max_validity, False)):
+        add("HealthAttestor", fn, expected, read(attestor, fn), wad=wad)
+    for label, contract, signers in (("VolFeed", feed, o.vol_feed.signers), ("HealthAttestor", attestor, o.attestation.signers)):
+        add(label, "threshold", signers.threshold, read(contract, "threshold"))
+        add(label, "signer_count", len(signers.signers), read(contract, "signer_count"))
+        for a in signers.signers:
+            add(label, f"is_signer {a}", True, read(contract, "is_signer", a))
+    expected_count = sum(2 * len(s.expiry_days) * len(s.strikes) for s in o.series)
+    add("OptionMarket", "series_count", expected_count, read(market, "series_count"))
+    records = {r["series"]: r for r in d.steps.values() if "series" in r and "strike" in r}
+    for name, sid in sorted(d.option_series.items(), key=lambda kv: kv[1]):
+        got = read(market, "series", sid)
+        r = records.get(sid)
+        if isinstance(got, _ReadError) or r is None:
+            add("OptionMarket", f"series {sid} {name}", "listed as recorded", got if isinstance(got, _ReadError) else "no step record")
+            continue
+        add("OptionMarket", f"{name} (strike, expiry, call)", [r["strike"], r["expiry"], name.split("-")[2] == "C"],
+            [got[2], got[3], got[4]])
 
 
 def mismatches(checks: list[Check]) -> list[Check]:

@@ -11,6 +11,7 @@ has processed a block before mining the next, up to `keeper_timeout` seconds: a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from keeper.chain.deploy import Deployment, Web3Backend, deploy_protocol
 from keeper.chain.manifest import save_manifest
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
+from keeper.replay import option_books
 from keeper.replay.population import AccountSpec, make_population
 from keeper.replay.prices import PricePath
 from keeper.replay.report import ReplayReport, build_report
@@ -62,21 +64,100 @@ class ReplayOptions:
     keeper_timeout: float = 30.0
     config: ProtocolConfig = field(default_factory=load_config)
     workdir: Path | None = None
+    # option books (the config needs an `options:` section), vols from this data folder
+    # (default: keeper.risk.backtest.DEFAULT_DATA_DIR) and the keeper's attestation service on
+    options: bool = False
+    vol_data_dir: Path | None = None
 
 
 @dataclass
 class User:
+    """A trader: its address, the key that signs its orders, its portfolio spec and the last
+    order nonce it used (the next order takes nonce + 1)."""
+
     address: str
     key: bytes
     spec: AccountSpec | None = None
     nonce: int = 0
+
+    def order(self, market: int, size: int, price: int, chain_id: int, engine: str) -> tuple[tuple, bytes]:
+        """The next order (as the tuple `match_orders` takes) and its EIP-712 signature."""
+        self.nonce += 1
+        order = Order(self.address, market, size, price, self.nonce, 2**63)
+        return order.as_tuple(), sign_order(order, self.key, chain_id, engine)
+
+
+# send(contract_call, gas) -> transaction hash, without waiting for the receipt
+Send = Callable[[Any, int], bytes]
+
+
+def confirm(w3, hashes: list, what: str) -> None:
+    """Wait for every transaction in `hashes`; ReplayError naming `what` if one reverted."""
+    for h in hashes:
+        receipt = w3.eth.wait_for_transaction_receipt(h, timeout=60)
+        if receipt["status"] != 1:
+            raise ReplayError(f"{what} reverted during setup (tx 0x{bytes(h).hex()})")
+
+
+def spec_deposits(users: list[User], decimals: dict[str, int]) -> list[tuple[str, str, int]]:
+    """(account, symbol, token units) of every deposit the users' specs hold."""
+    return [
+        (u.address, symbol, _units(amount, decimals[symbol])) for u in users for symbol, amount in u.spec.deposits.items()
+    ]
+
+
+def deposit_all(send: Send, vault, tokens: dict, funder: str, deposits: list[tuple[str, str, int]], *,
+                insurance: tuple[str, int] | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> list:
+    """Mint each mock token's total to `funder`, approve the vault for it, fund the insurance
+    fund (`insurance`: settlement symbol and token units) and deposit every (account, symbol,
+    token units) into its account. `tokens`: symbol -> web3 contract of a mock (mintable) token.
+    Returns the transaction hashes, in order (see `confirm`)."""
+    totals: dict[str, int] = {}
+    for _, symbol, amount in deposits:
+        totals[symbol] = totals.get(symbol, 0) + amount
+    if insurance is not None:
+        totals[insurance[0]] = totals.get(insurance[0], 0) + insurance[1]
+    hashes = []
+    for symbol, total in totals.items():
+        token = tokens[symbol]
+        hashes.append(send(token.functions.mint(funder, total), 200_000))
+        hashes.append(send(token.functions.approve(vault.address, total), 200_000))
+    if insurance is not None:
+        hashes.append(send(vault.functions.fund_insurance(insurance[1]), 300_000))
+    for i, (account, symbol, amount) in enumerate(deposits):
+        hashes.append(send(vault.functions.deposit(tokens[symbol].address, amount, account), 300_000))
+        if progress is not None:
+            progress("deposits", i + 1, len(deposits))
+    return hashes
+
+
+def trade_all(send: Send, engine, deployment: Deployment, pairs: list[tuple[User, User]], index: dict[str, int],
+              progress: Callable[[str, int, int], None] | None = None) -> list:
+    """Open each user's spec trades against its market maker at the index price: pairs are
+    (user, maker); `index`: underlying -> WAD index price. Legs are split as `_legs` does.
+    Returns the `match_orders` transaction hashes (see `confirm`)."""
+    hashes = []
+    trades = [(user, maker, m, s) for user, maker in pairs for m, s in _legs(user.spec, index)]
+    for n, (user, maker, market_name, size_units) in enumerate(trades):
+        market = deployment.markets[market_name]
+        size = int(round(size_units * 10**6)) * 10**12
+        if size == 0:
+            continue
+        price = index[market_name.split("-")[0]]
+        ours, our_sig = user.order(market, size, price, deployment.chain_id, deployment.engine)
+        theirs, their_sig = maker.order(market, -size, price, deployment.chain_id, deployment.engine)
+        hashes.append(send(engine.functions.match_orders(ours, our_sig, theirs, their_sig), SETUP_GAS))
+        if progress is not None:
+            progress("trades", n + 1, len(trades))
+    return hashes
 
 
 def _legs(spec: AccountSpec, index: dict[str, int]) -> list[tuple[str, float]]:
     """The spec's trades, split into interleaved chunks so that no intermediate state needs more
     than ~8x leverage on one leg (a 20x basis trade is opened as alternating perp/future slices,
     as a trader would with an order book)."""
-    largest = max(abs(size) * index[m.split("-")[0]] / WAD for m, size in spec.trades)
+    largest = max((abs(size) * index[m.split("-")[0]] / WAD for m, size in spec.trades), default=0.0)
     chunks = max(1, math.ceil(largest / (8 * spec.equity_usd)))
     return [(m, size / chunks) for _ in range(chunks) for m, size in spec.trades]
 
@@ -107,17 +188,20 @@ class Replay:
         return call.transact({"from": self.admin, "gas": gas, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0})
 
     def _confirm(self, hashes: list, what: str) -> None:
-        for h in hashes:
-            receipt = self.w3.eth.wait_for_transaction_receipt(h, timeout=60)
-            if receipt["status"] != 1:
-                raise ReplayError(f"{what} reverted during setup (tx 0x{bytes(h).hex()})")
+        confirm(self.w3, hashes, what)
 
     # ------------------------------------------------------------------ phases
 
     def _deploy(self) -> Deployment:
         self.admin = DEV_ACCOUNTS[0][0]
         first_block = self.w3.eth.block_number + 1
-        dep = deploy_protocol(Web3Backend(self.w3, self.admin), self.opts.config, self.admin, self.w3.eth.chain_id)
+        config = self.opts.config
+        if self.opts.options:  # options list strikes around the index at deployment: the path's first prices
+            start = dict(zip(self.opts.path.symbols, (float(x) for x in self.opts.path.prices[0])))
+            config = dataclasses.replace(config, price_ids=tuple(
+                dataclasses.replace(p, initial_price=max(1, round(start[p.symbol]))) if p.symbol in start and not p.feeds else p
+                for p in config.price_ids))
+        dep = deploy_protocol(Web3Backend(self.w3, self.admin), config, self.admin, self.w3.eth.chain_id)
         dep.compiler = f"vyper {compiler_version()}"
         dep.deploy_block = first_block
         self.manifest = save_manifest(dep, self.workdir / "deployment.json")
@@ -142,7 +226,8 @@ class Replay:
     def _open_accounts(self) -> list[User]:
         opts, cfg = self.opts, self.opts.config
         start = {s: float(opts.path.prices[0, i]) for i, s in enumerate(opts.path.symbols)}
-        specs = make_population(opts.accounts, start, opts.seed, cfg.settlement_symbol)
+        vols = self.vol_history.at(int(opts.path.timestamps[0])) if opts.options else None
+        specs = make_population(opts.accounts, start, opts.seed, cfg.settlement_symbol, options=opts.options, vols=vols)
         rng = np.random.Generator(np.random.PCG64(opts.seed + 1))
         users = [User(*self._keypair(rng), spec=s) for s in specs]
         self.market_makers = [User(*self._keypair(rng)) for _ in range(math.ceil(len(users) / ACCOUNTS_PER_MAKER))]
@@ -151,25 +236,11 @@ class Replay:
         deposits: list[tuple[str, str, int]] = [
             *((mm.address, usd, MM_DEPOSIT_USD * 10 ** self.decimals[usd]) for mm in self.market_makers),
             (self.keeper_address, usd, KEEPER_DEPOSIT_USD * 10 ** self.decimals[usd]),
+            *spec_deposits(users, self.decimals),
         ]
-        for u in users:
-            for symbol, amount in u.spec.deposits.items():
-                deposits.append((u.address, symbol, _units(amount, self.decimals[symbol])))
-        vault = self.client.vault
-        hashes = []
-        totals: dict[str, int] = {}
-        for _, symbol, amount in deposits:
-            totals[symbol] = totals.get(symbol, 0) + amount
-        insurance = INSURANCE_USD * 10 ** self.decimals[usd]
-        totals[usd] += insurance
-        for symbol, total in totals.items():
-            token = self.tokens[symbol]
-            hashes.append(self._send(token.functions.mint(self.admin, total), 200_000))
-            hashes.append(self._send(token.functions.approve(vault.address, total), 200_000))
-        hashes.append(self._send(vault.functions.fund_insurance(insurance), 300_000))
-        for i, (account, symbol, amount) in enumerate(deposits):
-            hashes.append(self._send(vault.functions.deposit(self.tokens[symbol].address, amount, account), 300_000))
-            self.progress("deposits", i + 1, len(deposits))
+        insurance = (usd, INSURANCE_USD * 10 ** self.decimals[usd])
+        hashes = deposit_all(self._send, self.client.vault, self.tokens, self.admin, deposits,
+                             insurance=insurance, progress=self.progress)
         self._confirm(hashes, "deposit")
         return users
 
@@ -180,35 +251,59 @@ class Replay:
         return key.public_key.to_checksum_address(), key.to_bytes()
 
     def _order(self, user: User, market: int, size: int, price: int) -> tuple[tuple, bytes]:
-        user.nonce += 1
-        order = Order(user.address, market, size, price, user.nonce, 2**63)
-        return order.as_tuple(), sign_order(order, user.key, self.deployment.chain_id, self.deployment.engine)
+        return user.order(market, size, price, self.deployment.chain_id, self.deployment.engine)
 
     def _trade(self, users: list[User]) -> None:
-        dep = self.deployment
-        index = self.opts.path.as_wad(0)
-        engine = self.client.engine
-        hashes = []
-        trades = [(i, u, m, s) for i, u in enumerate(users) for m, s in _legs(u.spec, index)]
-        for n, (i, user, market_name, size_units) in enumerate(trades):
-            market = dep.markets[market_name]
-            underlying = market_name.split("-")[0]
-            size = int(round(size_units * 10**6)) * 10**12
-            if size == 0:
-                continue
-            price = index[underlying]
-            maker, maker_sig = self._order(user, market, size, price)
-            taker, taker_sig = self._order(self.market_makers[i % len(self.market_makers)], market, -size, price)
-            hashes.append(self._send(engine.functions.match_orders(maker, maker_sig, taker, taker_sig)))
-            self.progress("trades", n + 1, len(trades))
+        pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(users)]
+        hashes = trade_all(self._send, self.client.engine, self.deployment, pairs, self.opts.path.as_wad(0), self.progress)
         self._confirm(hashes, "trade")
+
+    # ------------------------------------------------------------------ options
+
+    def _post_vols(self, step: int, now: int) -> list:
+        """Sign (by the config's vol signers: Anvil dev keys) and send the vols of `step`, stamped
+        `now` (the timestamp of the block they go into)."""
+        from keeper.chain.volfeed import post_vols
+
+        vols = self.vol_history.at(int(self.opts.path.timestamps[step]))
+        updates = option_books.vol_updates(self.series, vols, now)
+        return post_vols(self.w3, self.deployment, self.vol_keys, updates, self.admin,
+                         tx={"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}, wait=False)
+
+    def _open_options(self, users: list[User]) -> None:
+        """Post the first vols, open every option leg against the market makers, and set up the
+        keeper's attestation service (risk signers: Anvil dev keys) and the regime tracker."""
+        cfg = self.opts.config.options
+        self.vol_keys = option_books.dev_keys(cfg.vol_feed.signers.signers[: cfg.vol_feed.signers.threshold])
+        self.series = option_books.listed_series(self.client.options, self.deployment)
+        now = self.w3.eth.get_block("latest")["timestamp"]
+        self._confirm(self._post_vols(0, now), "vol update")
+        start = {s: float(self.opts.path.prices[0, i]) for i, s in enumerate(self.opts.path.symbols)}
+        holders = [u for u in users if u.spec.options]
+        pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(holders)]
+        hashes = option_books.option_trades(self._send, self.client.options, self.deployment.chain_id, pairs,
+                                            self.series, start, now + 86400)
+        self._confirm(hashes, "option trade")
+        risk = cfg.attestation.signers
+        keys = option_books.dev_keys(risk.signers[: risk.threshold])
+        names = [f"REPLAY_RISK_KEY_{i + 1}" for i in range(len(keys))]
+        self.keeper_env = {
+            **{n: "0x" + k.hex() for n, k in zip(names, keys)},
+            "KEEPER_ATTESTATION_ENABLED": "1",
+            "KEEPER_ATTESTATION_SIGNER_KEY_ENVS": ",".join(names),
+            "KEEPER_ATTESTATION_ACCOUNTS": ",".join(u.address for u in users if u.spec.attest) or "all",
+        }
+        from keeper.risk.scenarios import load_scenario_params
+
+        self.regimes = option_books.RegimeTracker(
+            self.client, [u.address for u in users], {u.address for u in holders}, load_scenario_params())
 
     # ------------------------------------------------------------------ keeper process
 
     def _start_keeper(self, from_block: int) -> Path:
         status = self.workdir / "keeper-status.json"
         status.unlink(missing_ok=True)
-        env = {**os.environ, "KEEPER_PRIVATE_KEY": self.keeper_key}
+        env = {**os.environ, "KEEPER_PRIVATE_KEY": self.keeper_key, **getattr(self, "keeper_env", {})}
         cmd = [
             sys.executable, "-m", "keeper", "run",
             "--rpc", self.rpc_url,
@@ -246,10 +341,17 @@ class Replay:
             self.anvil = Anvil(extra_args=("--base-fee", "0"))
             self.rpc_url = self.anvil.start()
         self.w3 = connect(self.rpc_url)
+        if self.opts.options:
+            if self.opts.config.options is None:
+                raise ReplayError("--options needs a protocol config with an `options:` section (e.g. config/options.yaml)")
+            self.vol_history = option_books.load_vol_history(self.opts.vol_data_dir or option_books.DEFAULT_DATA_DIR,
+                                                             tuple(self.opts.path.symbols))
         self.deployment = self._deploy()
         self._confirm(self._publish(0), "price update")
         users = self._open_accounts()
         self._trade(users)
+        if self.opts.options:
+            self._open_options(users)
         return users
 
     def run(self) -> ReplayReport:
@@ -263,6 +365,8 @@ class Replay:
             start = margin(snap.book, snap.markets, params, snap.prices)
             isolated = isolated_initial_margin(snap.book, snap.markets, params, snap.prices)
 
+            if self.opts.options:
+                self.regimes.observe(setup_block, self.client.margin_summaries(addresses, setup_block))
             self._rpc("evm_setAutomine", [False])
             status = self._start_keeper(self.deployment.deploy_block)
             self._mine()
@@ -275,12 +379,16 @@ class Replay:
             for step in range(1, steps + tail_blocks):
                 if step < steps:
                     self._publish(step)
+                    if self.opts.options:
+                        self._post_vols(step, self.w3.eth.get_block("latest")["timestamp"] + self.opts.block_seconds)
                 block = self._mine()
                 stats = self._wait_keeper(status, block)
                 if stats:
                     processing.append(stats["processing_ms"])
                 summaries = self.client.margin_summaries(addresses, block)
                 liquidatable_at.append((block, {a for a, s in zip(addresses, summaries) if s[0] < s[2]}))
+                if self.opts.options:
+                    self.regimes.observe(block, summaries)
                 self.progress("replay", step, steps + tail_blocks - 1)
             end_block = self.w3.eth.block_number
             keeper_stats = json.loads(status.read_text()) if status.exists() else {}
@@ -298,9 +406,22 @@ class Replay:
                 processing_ms=processing,
                 path=self.opts.path,
                 workdir=self.workdir,
+                options=self._options_figures(users, setup_block, end_block) if self.opts.options else None,
             )
         finally:
             self.close()
+
+    def _options_figures(self, users: list[User], start_block: int, end_block: int) -> dict:
+        """The report's option figures (see report.build_report `options`)."""
+        kinds = {u.address: u.spec.kind for u in users}
+        t0 = int(self.opts.path.timestamps[0])
+        return {
+            "vol_source": self.vol_history.sources(t0),
+            "vol_at_start": {k: round(v, 4) for k, v in self.vol_history.at(t0).items()},
+            "regimes": self.regimes,
+            "kinds": kinds,
+            "option_liquidations": option_books.option_liquidations(self.client.options, start_block + 1, end_block),
+        }
 
     def _mine(self) -> int:
         latest = self.w3.eth.get_block("latest")

@@ -1,5 +1,9 @@
 """The replay report: liquidations, their latency in blocks, bad debt, the insurance fund,
-cross vs isolated margin, and a reconciliation of the vault's token balances."""
+cross vs isolated margin, and a reconciliation of the vault's token balances. With option books:
+the total requirement under the isolated, standard and portfolio regimes (at the start and per
+block), the accounts that fell below each regime's maintenance margin (counterfactual) next to
+the actual liquidations, and portfolio / standard IM per book kind
+(keeper.replay.option_books)."""
 
 from __future__ import annotations
 
@@ -57,9 +61,16 @@ def latency_episodes(
 
 
 def build_report(*, client, users, tokens, settlement_symbol, start_block, end_block, liquidatable_at,
-                 cross_margin, isolated_margin, keeper_stats, processing_ms, path, workdir) -> ReplayReport:  # fmt: skip
-    """Assemble the report from chain state at `end_block` and what the driver observed."""
+                 cross_margin, isolated_margin, keeper_stats, processing_ms, path, workdir,
+                 options: dict | None = None) -> ReplayReport:  # fmt: skip
+    """Assemble the report from chain state at `end_block` and what the driver observed.
+
+    `options`: None, or {"regimes": RegimeTracker, "kinds": account -> book kind,
+    "option_liquidations": OptionsLiquidation events as liquidation dicts, "vol_source",
+    "vol_at_start"}; option liquidations then count with the engine's."""
     liquidations = client.liquidations(start_block + 1, end_block)
+    if options is not None:
+        liquidations = sorted(liquidations + options["option_liquidations"], key=lambda ev: ev["block"])
     latencies, missed = latency_episodes(liquidatable_at, liquidations)
     vault = client.vault.functions
     kinds = {u.address: u.spec.kind for u in users}
@@ -126,7 +137,30 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         },
         "workdir": str(workdir),
     }
+    if options is not None:
+        data["options"] = _options_section(options, liquidations, len(missed))
     return ReplayReport(data)
+
+
+def _options_section(options: dict, liquidations: list[dict], missed: int) -> dict:
+    regimes = options["regimes"]
+    first, steps = regimes.steps[0], regimes.steps
+    names = ("isolated", "standard", "portfolio", "on_chain")
+    return {
+        "vol_source": options["vol_source"],
+        "vol_at_start": options["vol_at_start"],
+        "requirement_at_start_usd": {n: {"im": first[f"{n}_im_usd"], "mm": first[f"{n}_mm_usd"]} for n in names},
+        "requirement_at_end_usd": {n: {"im": steps[-1][f"{n}_im_usd"], "mm": steps[-1][f"{n}_mm_usd"]} for n in names},
+        "requirement_peak_usd": {n: {"im": max(r[f"{n}_im_usd"] for r in steps), "mm": max(r[f"{n}_mm_usd"] for r in steps)}
+                                 for n in names},
+        # counterfactual: accounts whose equity fell below the regime's MM at the end of some block
+        "below_maintenance_accounts": {n: len(regimes.below[n]) for n in names},
+        "liquidated_accounts": len({ev["account"] for ev in liquidations}),
+        "option_liquidations": len(options["option_liquidations"]),
+        "missed_liquidations": missed,
+        "by_kind": regimes.ratios_by_kind(options["kinds"]),
+        "steps": steps,
+    }
 
 
 def _iso(t: int) -> str:

@@ -56,9 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from keeper.config import ConfigError
+from keeper.config import ConfigError, read_yaml
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_greeks, bs_value
 
 __all__ = [
@@ -304,16 +303,7 @@ def load_scenario_params(path: str | Path = DEFAULT_PM_CONFIG) -> ScenarioParams
     Absent keys take their documented defaults; unknown keys are errors (a typo must not fall
     back to a default silently). Raises ConfigError with one line naming the file and field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict) or "portfolio_margin" not in raw:
         raise ConfigError(f"{path}: missing section 'portfolio_margin'")
     section = raw["portfolio_margin"]
