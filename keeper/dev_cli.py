@@ -1,0 +1,377 @@
+"""`keeper dev`: helpers for a local development chain (Anvil) only.
+
+    keeper dev accounts [--count N] [--seed S]   open a small, varied book of accounts
+    keeper dev price SYMBOL USD                  publish a new answer on a price id's mock feeds
+    keeper dev warp SECONDS                      move chain time on, then re-post every mock
+                                                 feed's answer so the oracle stays fresh
+
+They move prices and time and mint tokens, so they refuse (one line, exit code 1) any chain
+whose id is not a development chain id (Anvil's 31337) and any deployment whose price feeds and
+tokens are not the mocks its own deployment created (the manifest's `steps` record each mock
+deployed). Transactions are sent from Anvil's unlocked development accounts (mnemonic
+"test test ... junk", public test keys): account 0 (the deployer) funds and sends, account 1
+is the README's keeper (liquidator), account 2 the market maker on the other side of every
+trade, accounts 3 and up the traders.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation, localcontext
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from web3.exceptions import ContractLogicError, Web3RPCError
+
+from keeper.chain.anvil import AnvilError
+from keeper.chain.artifacts import load_artifact
+from keeper.chain.client import ChainError, ProtocolClient, connect
+from keeper.chain.deploy import Deployment
+from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.replay.driver import ReplayError, User, confirm, deposit_all, spec_deposits, trade_all
+from keeper.replay.population import KIND_WEIGHTS, make_population
+
+WAD = 10**18
+DEV_CHAIN_IDS = (31337,)  # Anvil's and Hardhat's default chain id
+DEV_MNEMONIC = "test test test test test test test test test test test junk"  # Anvil's default: public
+FUNDER, LIQUIDATOR, MAKER, FIRST_TRADER = 0, 1, 2, 3  # indices of Anvil's development accounts
+MAKER_DEPOSIT_USD = 50_000_000
+LIQUIDATOR_DEPOSIT_USD = 1_000_000  # the liquidator takes over closed positions and must meet IM
+INSURANCE_USD = 1_000_000  # funded once, when the insurance fund is empty
+MAX_INT256 = 2**255 - 1
+# orders of one run use nonces from (next block) x NONCE_STRIDE up: a rerun never reuses one
+NONCE_STRIDE = 10**6
+POPULATION_POOL = 600  # specs drawn before picking each kind in turn (the rarest kind has ~10%)
+
+stdout = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@dataclass
+class DevChain:
+    """A development chain and the deployment `keeper dev` may drive."""
+
+    w3: object
+    deployment: Deployment
+    client: ProtocolClient
+    mocks: dict[str, str]  # lower-case address -> what the manifest deployed there ("feeds.ETH")
+
+    def send(self, call, gas: int) -> bytes:
+        """Send from the funder (Anvil account 0); the node signs and fills the fees."""
+        return call.transact({"from": dev_account(FUNDER)[0], "gas": gas})
+
+    def mock_feed(self, symbol: str, address: str):
+        if self.mocks.get(address.lower()) is None:
+            raise click.ClickException(
+                f"feed {address} of {symbol} is not a mock feed this deployment created: `keeper dev` moves mock feeds only"
+            )
+        return self.w3.eth.contract(address=address, abi=load_artifact("MockAggregator").abi)
+
+    def feeds(self, symbol: str) -> list[tuple[object, int]]:
+        """The oracle's feeds of price id `symbol` as (mock feed contract, scale = 10**(18 - decimals))."""
+        pid = self.deployment.price_ids[symbol]
+        return [(self.mock_feed(symbol, f[0]), f[1]) for f in self.client.oracle.functions.feeds(pid).call()]
+
+    def index_prices(self) -> dict[str, int]:
+        """Price id symbol -> WAD index price (0 when the oracle has no valid feed for it)."""
+        prices = self.client.oracle.functions.index_prices().call()
+        return {s: prices[i] for s, i in self.deployment.price_ids.items()}
+
+
+@functools.cache
+def dev_account(index: int) -> tuple[str, bytes]:
+    """Address and key of Anvil's development account `index` (BIP-44 m/44'/60'/0'/0/index of
+    the public test mnemonic: never hold value with these keys)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    acct = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return acct.address, bytes(acct.key)
+
+
+def mock_addresses(deployment: Deployment) -> dict[str, str]:
+    """Lower-case address -> step name of every mock feed and token the deployment created."""
+    mocks = {}
+    for step, record in deployment.steps.items():
+        if (step == "settlement_token" or step.startswith(("feeds.", "tokens."))) and record.get("address"):
+            mocks[record["address"].lower()] = step
+    return mocks
+
+
+def _one_line_errors(fn):
+    """Expected failures become one-line click errors (exit 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ManifestError, ChainError, AnvilError, ReplayError) as e:
+            raise click.ClickException(str(e)) from None
+        except (ContractLogicError, Web3RPCError) as e:
+            raise click.ClickException(f"the node refused a call: {e}") from None
+
+    return wrapper
+
+
+def _chain_options(fn):
+    fn = click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST",
+                      help="Deployment manifest JSON (or KEEPER_MANIFEST).")(fn)
+    return click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")(fn)
+
+
+def open_dev_chain(rpc: str, manifest: Path) -> DevChain:
+    """Connect and check that `keeper dev` may act: a development chain id, the manifest's
+    chain with code at its engine, and mock feeds and tokens. Raises click.ClickException
+    (or ManifestError / ChainError) with one line otherwise."""
+    deployment = load_manifest(manifest)
+    w3 = connect(rpc)
+    chain_id = w3.eth.chain_id
+    if chain_id not in DEV_CHAIN_IDS:
+        raise click.ClickException(
+            f"chain {chain_id} is not a local development chain (Anvil's chain id is 31337): "
+            "`keeper dev` mints tokens and moves prices and time, on local chains only"
+        )
+    client = ProtocolClient(w3, deployment)
+    client.check_chain()
+    mocks = mock_addresses(deployment)
+    named = [("settlement token", deployment.settlement_token)]
+    named += [(f"token {s}", a) for s, a in deployment.tokens.items()]
+    named += [(f"feed {s}", a) for s, a in deployment.feeds.items()]
+    for what, address in named:
+        if address.lower() not in mocks:
+            raise click.ClickException(
+                f"the deployment's {what} {address} is not a mock it created: `keeper dev` drives mock feeds and tokens only"
+            )
+    if dev_account(FUNDER)[0] not in w3.eth.accounts:
+        raise click.ClickException(
+            f"the node does not unlock Anvil's account 0 ({dev_account(FUNDER)[0]}): start anvil without --mnemonic"
+        )
+    return DevChain(w3, deployment, client, mocks)
+
+
+@click.group("dev")
+def dev() -> None:
+    """Local development chains only: open accounts, move a price, move time."""
+
+
+# ---------------------------------------------------------------- accounts
+
+
+def varied_specs(count: int, prices: dict[str, float], seed: int, settlement: str):
+    """`count` specs from `make_population`, taking each kind in turn (long, short, future,
+    basis, cross hedge, collateral long, ...) so that even a small book has every kind."""
+    pool = make_population(POPULATION_POOL, prices, seed, settlement)  # one pool: --count 2 = first 2 of --count 6
+    by_kind = {k: [s for s in pool if s.kind == k] for k in KIND_WEIGHTS}
+    picked = []
+    while len(picked) < count:
+        ready = [queue.pop(0) for queue in by_kind.values() if queue]
+        if not ready:
+            raise ValueError(f"the population of {POPULATION_POOL} has fewer than {count} accounts")
+        picked += ready[: count - len(picked)]
+    return picked
+
+
+def _underlying_index(chain: DevChain) -> dict[str, int]:
+    """Underlying symbol -> WAD index price of its price id."""
+    prices = chain.client.oracle.functions.index_prices().call()
+    engine = chain.client.engine.functions
+    return {u: prices[engine.underlyings(i).call()[0]] for u, i in chain.deployment.underlyings.items()}
+
+
+def _usd(wad: int) -> str:
+    return f"{wad / WAD:,.2f}"
+
+
+def _health(h: int) -> str:
+    return "inf" if h == 2**256 - 1 else f"{h / WAD:.3f}"
+
+
+def _print_book(chain: DevChain, users: list[User], title: str) -> None:
+    dep = chain.deployment
+    block = chain.w3.eth.block_number
+    snap = chain.client.snapshot([u.address for u in users], block)
+    summaries = chain.client.margin_summaries([u.address for u in users], block)
+    markets = {i: name for name, i in dep.markets.items()}
+    t = Table(title=title)
+    for col in ("account", "kind", "collateral", "positions", "equity (USD)", "MM (USD)", "health"):
+        t.add_column(col, justify="right" if col in ("equity (USD)", "MM (USD)", "health") else "left")
+    for row, (u, s) in enumerate(zip(users, summaries)):
+        collateral = []
+        if snap.book.cash[row]:
+            collateral.append(f"{snap.book.cash[row] / WAD:,.2f} USDC")
+        for symbol, asset_id in dep.asset_ids.items():
+            balance = snap.book.collateral[row, asset_id]
+            if balance:
+                collateral.append(f"{balance / 10 ** dep.asset_decimals[symbol]:,.4f} {symbol}")
+        positions = [f"{markets.get(m, m)} {snap.book.size[row, m] / WAD:+,.4f}"
+                     for m in range(snap.book.size.shape[1]) if snap.book.size[row, m]]
+        t.add_row(u.address, u.spec.kind if u.spec else "", "\n".join(collateral), "\n".join(positions),
+                  _usd(s[0]), _usd(s[2]), _health(s[3]))
+    stdout.print(t)
+
+
+@dev.command()
+@click.option("--count", type=click.IntRange(1, 100), default=6, show_default=True,
+              help="Accounts to open (Anvil accounts 3 and up; more than 7 needs `anvil --accounts N+3`).")
+# seed 23: all six kinds on both underlyings, one on WETH collateral; ETH at 1,500 (-25%) makes
+# three of them liquidatable, none with negative equity (the README's walkthrough)
+@click.option("--seed", type=int, default=23, show_default=True, help="Seed of the portfolios (keeper.replay.population).")
+@click.option("--liquidator", default=None, metavar="ADDRESS",
+              help="Also deposit 1,000,000 USDC for this liquidator [default: Anvil account 1, the README's keeper].")
+@_chain_options
+@_one_line_errors
+def accounts(count, seed, liquidator, rpc, manifest) -> None:
+    """Open a small, varied book: cash and WETH/WBTC collateral, leveraged longs and shorts, a
+    future, a basis trade, a cross-asset hedge, sized at the current index prices, each trade
+    matched at the index against a market maker (Anvil account 2)."""
+    from eth_utils import is_address, to_checksum_address
+
+    chain = open_dev_chain(rpc, manifest)
+    dep = chain.deployment
+    unlocked = set(chain.w3.eth.accounts)
+    needed = [dev_account(i) for i in range(FIRST_TRADER, FIRST_TRADER + count)]
+    if any(address not in unlocked for address, _ in needed):
+        raise click.ClickException(
+            f"the node unlocks {len(unlocked)} accounts; --count {count} needs {FIRST_TRADER + count} "
+            f"(0 deployer, 1 keeper, 2 market maker, then the traders): start `anvil --accounts {FIRST_TRADER + count}`"
+        )
+    if liquidator is None:
+        liquidator = dev_account(LIQUIDATOR)[0]
+    elif not is_address(liquidator):
+        raise click.ClickException(f"--liquidator is not an address: {liquidator!r}")
+    liquidator = to_checksum_address(liquidator)
+    index = _underlying_index(chain)
+    stale = sorted(u for u, p in index.items() if p == 0)
+    if stale:
+        raise click.ClickException(
+            f"no valid index price for {', '.join(stale)} (mock feeds older than their heartbeat?): run `keeper dev warp 0`"
+        )
+    abi = load_artifact("MockERC20").abi
+    settlement_token = chain.w3.eth.contract(address=dep.settlement_token, abi=abi)
+    settlement = settlement_token.functions.symbol().call()
+    try:
+        specs = varied_specs(count, {u: p / WAD for u, p in index.items()}, seed, settlement)
+    except ValueError as e:
+        raise click.ClickException(f"cannot size the book: {e}") from None
+    first_nonce = (chain.w3.eth.block_number + 1) * NONCE_STRIDE
+    users = [User(address, key, spec, nonce=first_nonce) for (address, key), spec in zip(needed, specs)]
+    maker = User(*dev_account(MAKER), nonce=first_nonce)
+
+    tokens = {s: chain.w3.eth.contract(address=a, abi=abi) for s, a in dep.tokens.items()}
+    tokens[settlement] = settlement_token
+    decimals = {**dep.asset_decimals, settlement: dep.settlement_decimals}
+    usd = 10**dep.settlement_decimals
+    deposits = [(maker.address, settlement, MAKER_DEPOSIT_USD * usd), (liquidator, settlement, LIQUIDATOR_DEPOSIT_USD * usd),
+                *spec_deposits(users, decimals)]
+    vault = chain.client.vault
+    insurance = (settlement, INSURANCE_USD * usd) if vault.functions.insurance_fund().call() == 0 else None
+    funder = dev_account(FUNDER)[0]
+    confirm(chain.w3, deposit_all(chain.send, vault, tokens, funder, deposits, insurance=insurance), "deposit")
+    confirm(chain.w3, trade_all(chain.send, chain.client.engine, dep, [(u, maker) for u in users], index), "trade")
+
+    _print_book(chain, users, f"{count} accounts opened at block {chain.w3.eth.block_number}")
+    prices = ", ".join(f"{u} {p / WAD:,.2f}" for u, p in index.items())
+    stdout.print(f"sized and traded at the index prices: {prices} USD")
+    stdout.print(f"market maker {maker.address} (Anvil account 2) holds the other side of every trade")
+    stdout.print(f"liquidator {liquidator} has {LIQUIDATOR_DEPOSIT_USD:,} {settlement} more in the vault"
+                 + (f"; insurance fund funded with {INSURANCE_USD:,} {settlement}" if insurance else ""))
+
+
+# ---------------------------------------------------------------- price
+
+
+def parse_usd(text: str) -> Decimal:
+    """A positive, finite USD amount ("1500", "1500.25", "1,500"); click error otherwise."""
+    try:
+        value = Decimal(text.replace(",", "").replace("_", ""))
+    except InvalidOperation:
+        raise click.ClickException(f"USD must be a number like 1500 or 1500.25, got {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise click.ClickException(f"USD must be a positive number, got {text!r}")
+    return value
+
+
+def _liquidatable_line(chain: DevChain, block: int) -> str:
+    """'liquidatable now: k of n accounts ...' over every account that ever deposited or traded."""
+    found = sorted(chain.client.discover_accounts(chain.deployment.deploy_block, block))
+    if not found:
+        return "no accounts yet (`keeper dev accounts` opens some)"
+    try:
+        summaries = chain.client.margin_summaries(found, block)
+    except (ContractLogicError, Web3RPCError) as e:
+        return f"margins cannot be read at this price ({e})"
+    bad = [(a, s) for a, s in zip(found, summaries) if s[0] < s[2]]
+    listed = "".join(f"\n  {a}  equity {_usd(s[0])} < MM {_usd(s[2])} USD, health {_health(s[3])}" for a, s in bad)
+    return f"liquidatable now (equity < maintenance margin): {len(bad)} of {len(found)} accounts{listed}"
+
+
+@dev.command()
+@click.argument("symbol")
+@click.argument("usd")
+@_chain_options
+@_one_line_errors
+def price(symbol, usd, rpc, manifest) -> None:
+    """Publish USD as the new answer of every mock feed of price id SYMBOL (e.g. ETH 1500)."""
+    chain = open_dev_chain(rpc, manifest)
+    symbol = symbol.upper()
+    if symbol not in chain.deployment.price_ids:
+        raise click.ClickException(f"unknown price id {symbol!r}: the deployment has {', '.join(chain.deployment.price_ids)}")
+    value = parse_usd(usd)
+    before = chain.index_prices()[symbol]
+    hashes = []
+    for feed, scale in chain.feeds(symbol):
+        decimals = 18 - (len(str(scale)) - 1)  # scale = 10**(18 - decimals)
+        with localcontext(prec=100):
+            answer = int(value.scaleb(decimals).to_integral_value())  # nearest unit of the feed's decimals
+        if not 0 < answer <= MAX_INT256:
+            raise click.ClickException(f"{usd} USD is not a positive int256 answer at the feed's {decimals} decimals")
+        hashes.append(chain.send(feed.functions.set_answer(answer), 200_000))
+    confirm(chain.w3, hashes, "set_answer")
+    block = chain.w3.eth.block_number
+    after = chain.index_prices()[symbol]
+    was = _usd(before) if before else "no valid price"
+    now = _usd(after) if after else "NO VALID PRICE (the oracle rejects the answer: circuit breaker band or max jump?)"
+    stdout.print(f"{symbol}/USD: {len(hashes)} mock feed(s) now answer {value:,f} USD (block {block})")
+    stdout.print(f"index price {symbol}: {was} -> {now} USD")
+    stdout.print(_liquidatable_line(chain, block))
+
+
+# ---------------------------------------------------------------- warp
+
+
+def _utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _rpc(w3, method: str, params: list):
+    response = w3.provider.make_request(method, params)
+    if "error" in response:
+        raise click.ClickException(f"{method} failed: {response['error'].get('message', response['error'])}")
+    return response.get("result")
+
+
+@dev.command()
+@click.argument("seconds", type=click.IntRange(0, 10 * 365 * 86400))
+@_chain_options
+@_one_line_errors
+def warp(seconds, rpc, manifest) -> None:
+    """Move chain time on by SECONDS (evm_increaseTime + evm_mine), then re-post every mock
+    feed's latest answer so that the oracle is fresh again (0: only re-post)."""
+    chain = open_dev_chain(rpc, manifest)
+    feeds = [(symbol, feed) for symbol in chain.deployment.price_ids for feed, _ in chain.feeds(symbol)]
+    start = chain.w3.eth.get_block("latest")["timestamp"]
+    if seconds:
+        _rpc(chain.w3, "evm_increaseTime", [seconds])
+        _rpc(chain.w3, "evm_mine", [])
+    moved = chain.w3.eth.get_block("latest")
+    answers = [(symbol, feed, feed.functions.latestRoundData().call()[1]) for symbol, feed in feeds]
+    confirm(chain.w3, [chain.send(feed.functions.set_answer(answer), 200_000) for _, feed, answer in answers], "set_answer")
+    stdout.print(f"chain time {_utc(start)} -> {_utc(moved['timestamp'])} (+{moved['timestamp'] - start:,} s), block {moved['number']}")
+    index = chain.index_prices()
+    listed = ", ".join(f"{s} {_usd(p)}" if p else f"{s} NO VALID PRICE" for s, p in index.items())
+    stdout.print(f"re-posted the latest answer of {len(answers)} mock feed(s) so the oracle is fresh "
+                 f"(a feed older than its heartbeat is ignored): index prices {listed} USD")
