@@ -275,25 +275,16 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise SettingsError(f"{path}: must be a mapping of settings, got {type(raw).__name__}")
         settings = _apply(settings, raw, str(path))
     env = os.environ if env is None else env
-    from_env: dict = {}
-    gas_env: dict = {}
+    # one variable at a time, so that an error names the variable
     if env.get("KEEPER_RPC_URL"):
-        from_env["rpc_urls"] = env["KEEPER_RPC_URL"]
-    for name in sorted(_TOP):
-        value = env.get(f"KEEPER_{name.upper()}")
-        if value:  # empty = unset
-            from_env[name] = value
-    for name in sorted(_GAS):
-        value = env.get(f"KEEPER_GAS_{name.upper()}")
-        if value:
-            gas_env[name] = value
-    if gas_env:
-        from_env["gas"] = gas_env
-    att_env = {name: env[f"KEEPER_ATTESTATION_{name.upper()}"] for name in sorted(_ATT) if env.get(f"KEEPER_ATTESTATION_{name.upper()}")}
-    if att_env:
-        from_env["attestation"] = att_env
+        settings = _apply(settings, {"rpc_urls": env["KEEPER_RPC_URL"]}, "environment KEEPER_RPC_URL")
+    for section, names, prefix in ((None, _TOP, "KEEPER_"), ("gas", _GAS, "KEEPER_GAS_"), ("attestation", _ATT, "KEEPER_ATTESTATION_")):
+        for name in sorted(names):
+            var = f"{prefix}{name.upper()}"
+            value = env.get(var)
+            if value:  # empty = unset
+                settings = _apply(settings, {name: value} if section is None else {section: {name: value}}, f"environment {var}")
     # KEEPER_PRIVATE_KEY_ENV would be confusing next to KEEPER_PRIVATE_KEY; it is still honoured
-    settings = _apply(settings, from_env, "environment KEEPER_*")
     given = {k: v for k, v in overrides.items() if v is not None}
     gas_over = {k: given.pop(k) for k in list(given) if k in _GAS}
     if gas_over:
