@@ -5,7 +5,10 @@ the Vyper sources.
 
 Sources: `contracts/MarginEngine.vy` (`_check_underlying_params`, `set_liquidation_params`,
 `set_penalty_ramp`, `set_position_caps`, `set_trade_params`), `contracts/CollateralVault.vy`
-(`set_asset_params`) and `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`).
+(`set_asset_params`), `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`) and,
+when options are deployed, `contracts/HealthAttestor.vy` (`set_margin_floor`,
+`set_price_band`, `set_max_validity`), `contracts/OptionMarket.vy` (`set_risk_params`,
+`set_series_caps`) and `contracts/VolFeed.vy` (`set_vol_bounds`, `set_heartbeat`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,44 @@ MAX_HAIRCUT = 10**18
 MIN_HEARTBEAT = 60
 MAX_HEARTBEAT = 2 * 86400
 MAX_FEEDS = 3
+# HealthAttestor.vy
+MIN_MARGIN_FLOOR = 2 * 10**17
+MAX_MARGIN_FLOOR = 10**18
+MAX_PRICE_BAND = 10**17
+MIN_VALIDITY = 60
+MAX_VALIDITY = 86400
+# OptionMarket.vy
+MIN_SHORT_MM_RATE = 10**16
+MAX_SHORT_IM_RATE = 10**18
+MAX_LONG_HAIRCUT = 9 * 10**17
+MIN_ABS_BAND = 10**14
+MAX_ABS_BAND = 5 * 10**16
+MIN_REL_BAND = 10**15
+MAX_REL_BAND = 5 * 10**17
+# VolFeed.vy (its MIN_HEARTBEAT / MAX_HEARTBEAT, renamed: the oracle's differ)
+HARD_MIN_ATM_VOL = 10**16
+HARD_MAX_ATM_VOL = 5 * 10**18
+HARD_MAX_ABS_SKEW = 5 * 10**18
+MIN_VOL_HEARTBEAT = 60
+MAX_VOL_HEARTBEAT = 86400
+
+# Python name -> (Vyper source, constant name) of every mirrored bound, for the test that
+# reads them back.
+SOURCES: dict[str, tuple[str, str]] = {
+    **{n: ("MarginEngine.vy", n) for n in (
+        "MIN_IM_RATE", "MAX_IM_RATE", "MIN_MM_RATE", "MIN_PENALTY", "MAX_PENALTY", "MIN_TARGET", "MAX_TARGET",
+        "MIN_PRICE_DEVIATION", "MAX_PRICE_DEVIATION", "MAX_FUNDING_RATE_BOUND", "MIN_PENALTY_RAMP", "MAX_PENALTY_RAMP")},
+    "MAX_HAIRCUT": ("CollateralVault.vy", "MAX_HAIRCUT"),
+    **{n: ("OracleRouter.vy", n) for n in ("MIN_HEARTBEAT", "MAX_HEARTBEAT", "MAX_FEEDS")},
+    **{n: ("HealthAttestor.vy", n) for n in (
+        "MIN_MARGIN_FLOOR", "MAX_MARGIN_FLOOR", "MAX_PRICE_BAND", "MIN_VALIDITY", "MAX_VALIDITY")},
+    **{n: ("OptionMarket.vy", n) for n in (
+        "MIN_SHORT_MM_RATE", "MAX_SHORT_IM_RATE", "MAX_LONG_HAIRCUT", "MIN_ABS_BAND", "MAX_ABS_BAND",
+        "MIN_REL_BAND", "MAX_REL_BAND")},
+    **{n: ("VolFeed.vy", n) for n in ("HARD_MIN_ATM_VOL", "HARD_MAX_ATM_VOL", "HARD_MAX_ABS_SKEW")},
+    "MIN_VOL_HEARTBEAT": ("VolFeed.vy", "MIN_HEARTBEAT"),
+    "MAX_VOL_HEARTBEAT": ("VolFeed.vy", "MAX_HEARTBEAT"),
+}  # fmt: skip
 
 
 def wad_text(value: int) -> str:
@@ -145,3 +186,76 @@ def check_circuit_breaker(new: dict[str, int]) -> list[str]:
         out.append(f"max_price {wad_text(new['max_price'])} is not above min_price {wad_text(new['min_price'])} "
                    "(oracle: empty price band)")
     return out + _within("max_jump", new["max_jump"], 0, WAD, "oracle: max_jump out of bounds")
+
+
+def check_margin_floor(new: dict[str, int]) -> list[str]:
+    """`HealthAttestor.set_margin_floor`: floor in [0.2, 1] (an attestation lowers margin by at most 80%)."""
+    return _within("margin_floor", new["margin_floor"], MIN_MARGIN_FLOOR, MAX_MARGIN_FLOOR,
+                   "attestor: floor out of bounds")
+
+
+def check_price_band(new: dict[str, int]) -> list[str]:
+    """`HealthAttestor.set_price_band`: band in (0, 0.1]."""
+    band = new["price_band"]
+    if 0 < band <= MAX_PRICE_BAND:
+        return []
+    return [f"price_band {wad_text(band)} is outside (0, {wad_text(MAX_PRICE_BAND)}] (attestor: band out of bounds)"]
+
+
+def check_max_validity(new: dict[str, int]) -> list[str]:
+    """`HealthAttestor.set_max_validity`: [60 s, 1 day]."""
+    v = new["max_validity"]
+    if MIN_VALIDITY <= v <= MAX_VALIDITY:
+        return []
+    return [f"max_validity {v} is outside [{MIN_VALIDITY}, {MAX_VALIDITY}] seconds (attestor: validity out of bounds)"]
+
+
+def check_option_risk(new: dict[str, int]) -> list[str]:
+    """`OptionMarket.set_risk_params`: 1% <= short_mm_rate <= short_im_floor <= short_im_rate
+    <= 100%, long_im_haircut <= long_mm_haircut <= 90% (IM never below MM), abs_price_band in
+    [0.01%, 5%], rel_price_band in [0.1%, 50%]."""
+    margin = "options: margin params out of bounds"
+    out = []
+    if new["short_mm_rate"] < MIN_SHORT_MM_RATE:
+        out.append(f"short_mm_rate {wad_text(new['short_mm_rate'])} is below {wad_text(MIN_SHORT_MM_RATE)} ({margin})")
+    for lo, hi in (("short_mm_rate", "short_im_floor"), ("short_im_floor", "short_im_rate"),
+                   ("long_im_haircut", "long_mm_haircut")):  # fmt: skip
+        if new[lo] > new[hi]:
+            out.append(f"{lo} {wad_text(new[lo])} is above {hi} {wad_text(new[hi])} ({margin})")
+    for name, cap in (("short_im_rate", MAX_SHORT_IM_RATE), ("long_mm_haircut", MAX_LONG_HAIRCUT)):
+        if new[name] > cap:
+            out.append(f"{name} {wad_text(new[name])} is above {wad_text(cap)} ({margin})")
+    band = "options: price band out of bounds"
+    out += _within("abs_price_band", new["abs_price_band"], MIN_ABS_BAND, MAX_ABS_BAND, band)
+    return out + _within("rel_price_band", new["rel_price_band"], MIN_REL_BAND, MAX_REL_BAND, band)
+
+
+def check_series_caps(new: dict[str, int]) -> list[str]:
+    """`OptionMarket.set_series_caps`: 0 = no cap; a position cap above a set OI cap is refused."""
+    oi, pos = new["max_open_interest"], new["max_position"]
+    if oi and pos > oi:
+        return [f"max_position {wad_text(pos)} is above max_open_interest {wad_text(oi)} (options: position cap above OI cap)"]
+    return []
+
+
+def check_vol_bounds(new: dict[str, int]) -> list[str]:
+    """`VolFeed.set_vol_bounds`: min ATM vol >= 1%, max ATM vol <= 500%, min < max, max |skew| <= 5."""
+    lo, hi, skew = new["min_atm_vol"], new["max_atm_vol"], new["max_abs_skew"]
+    out = []
+    if lo < HARD_MIN_ATM_VOL:
+        out.append(f"min_atm_vol {wad_text(lo)} is below {wad_text(HARD_MIN_ATM_VOL)} (vol: min vol below hard bound)")
+    if hi > HARD_MAX_ATM_VOL:
+        out.append(f"max_atm_vol {wad_text(hi)} is above {wad_text(HARD_MAX_ATM_VOL)} (vol: max vol above hard bound)")
+    if lo >= hi:
+        out.append(f"min_atm_vol {wad_text(lo)} is not below max_atm_vol {wad_text(hi)} (vol: empty vol range)")
+    if skew > HARD_MAX_ABS_SKEW:
+        out.append(f"max_abs_skew {wad_text(skew)} is above {wad_text(HARD_MAX_ABS_SKEW)} (vol: max skew above hard bound)")
+    return out
+
+
+def check_vol_heartbeat(new: dict[str, int]) -> list[str]:
+    """`VolFeed.set_heartbeat`: [60 s, 1 day]."""
+    h = new["heartbeat"]
+    if MIN_VOL_HEARTBEAT <= h <= MAX_VOL_HEARTBEAT:
+        return []
+    return [f"heartbeat {h} is outside [{MIN_VOL_HEARTBEAT}, {MAX_VOL_HEARTBEAT}] seconds (vol: heartbeat out of bounds)"]

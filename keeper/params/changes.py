@@ -7,9 +7,18 @@
       - {price_id: ETH, heartbeats: [1800]}
       - {liquidation: {penalty: 0.025}}
 
-An entry names one underlying, asset, market or price id (by the manifest's names) with the
-fields to change, or is a one-key mapping `liquidation:` / `trading:` of fields. Fields not
-given keep their on-chain value. Units: rates and fractions are decimals (0.12 = 12%, exact
+and, when the deployment has options (its manifest names an option market, vol feed and
+health attestor):
+
+      - {attestation: {margin_floor: 0.3, price_band: 0.02, max_validity: 600}}
+      - {options: {short_im_rate: 0.16, short_mm_rate: 0.1}}
+      - {series: ETH-30D-C-2200, max_open_interest: 1000, max_position: 100}
+      - {vol_feed: {min_atm_vol: 0.05, max_atm_vol: 3, max_abs_skew: 1, heartbeat: 1200}}
+
+An entry names one underlying, asset, market, price id or option series (by the manifest's
+names) with the fields to change, or is a one-key mapping `liquidation:` / `trading:` /
+`attestation:` / `options:` / `vol_feed:` of fields. Fields not given keep their on-chain
+value. Units: rates and fractions are decimals (0.12 = 12%, exact
 to 18 decimals), prices USD, caps whole units of the underlying (`max_open_interest`,
 `max_position`) or whole tokens (`deposit_cap`), heartbeats and the ramp in seconds.
 Entries are applied in file order, so a change that depends on another (raise mm_rate before
@@ -36,9 +45,21 @@ FIELDS: dict[str, dict[str, str]] = {
     "liquidation": {"penalty": FRACTION, "liquidator_share": FRACTION, "target": NUMBER,
                     "max_penalty": FRACTION, "penalty_ramp_seconds": SECONDS},
     "trading": {"max_price_deviation": FRACTION, "max_funding_rate": FRACTION, "funding_smoothing": FRACTION},
+    # HealthAttestor
+    "attestation": {"margin_floor": FRACTION, "price_band": FRACTION, "max_validity": SECONDS},
+    # OptionMarket.set_risk_params (the RiskParams struct, in order) and set_series_caps
+    "options": {"short_im_rate": FRACTION, "short_im_floor": FRACTION, "short_mm_rate": FRACTION,
+                "long_im_haircut": FRACTION, "long_mm_haircut": FRACTION, "abs_price_band": FRACTION,
+                "rel_price_band": FRACTION},
+    "series": {"max_open_interest": AMOUNT, "max_position": AMOUNT},
+    # VolFeed: ATM vol and |skew| bounds are decimals (3 = 300% a year), heartbeat seconds
+    "vol_feed": {"min_atm_vol": NUMBER, "max_atm_vol": NUMBER, "max_abs_skew": NUMBER, "heartbeat": SECONDS},
 }  # fmt: skip
-NAMED = ("underlying", "asset", "market", "price_id")
-GLOBAL = ("liquidation", "trading")
+NAMED = ("underlying", "asset", "market", "price_id", "series")
+GLOBAL = ("liquidation", "trading", "attestation", "options", "vol_feed")
+# sections that exist only when the deployment has options, -> the manifest field they need
+OPTION_SECTIONS = {"attestation": "health_attestor", "options": "option_market", "series": "option_market",
+                   "vol_feed": "vol_feed"}
 MAX_SECONDS = 10**9
 MAX_FEEDS = 3
 

@@ -1,7 +1,9 @@
 """Read every risk parameter the change file can touch, at one block.
 
 Values are in the setters' own units (WAD fractions, token units, seconds), grouped like the
-change file: `values[section][name][field]`, with name "" for `liquidation` and `trading`.
+change file: `values[section][name][field]`, with name "" for `liquidation`, `trading` and
+the option sections `attestation`, `options`, `vol_feed` (read only when the manifest names
+the HealthAttestor / OptionMarket / VolFeed; `series` with the OptionMarket).
 Items the manifest does not name are listed as "#<id>" (they still bound other changes: a
 penalty must stay within half of every underlying's mm_rate).
 """
@@ -20,7 +22,9 @@ from keeper.chain.deploy import Deployment
 @dataclass
 class CurrentParams:
     """Parameters read at `block`. `ids[section][name]` is the on-chain id of a named item;
-    `asset_decimals[name]` the token's decimals; `roles[contract]` = (admin, risk_admin)."""
+    `asset_decimals[name]` the token's decimals; `roles[contract]` = (admin, risk_admin), by
+    manifest field (oracle, vault, engine, and option_market / vol_feed / health_attestor when
+    deployed)."""
 
     block: int
     values: dict[str, dict[str, dict]] = field(default_factory=dict)
@@ -40,12 +44,26 @@ def _names(mapping: dict[str, int], count: int) -> list[tuple[int, str]]:
     return [(i, by_id.get(i, f"#{i}")) for i in range(count)]
 
 
+# manifest field -> contract name of every contract whose risk setters `keeper params` drives
+GOVERNED_CONTRACTS = {
+    "oracle": "OracleRouter",
+    "vault": "CollateralVault",
+    "engine": "MarginEngine",
+    "option_market": "OptionMarket",
+    "vol_feed": "VolFeed",
+    "health_attestor": "HealthAttestor",
+}
+OPTION_RISK_FIELDS = ("short_im_rate", "short_im_floor", "short_mm_rate", "long_im_haircut", "long_mm_haircut",
+                      "abs_price_band", "rel_price_band")  # OptionMarket RiskParams, in order
+
+
 def contracts(w3: Web3, deployment: Deployment) -> dict:
-    """web3 contract objects of the three governed contracts, by manifest field."""
+    """web3 contract objects of the governed contracts the manifest names, by manifest field
+    (the option contracts only when deployed)."""
     return {
-        "oracle": w3.eth.contract(address=deployment.oracle, abi=load_artifact("OracleRouter").abi),
-        "vault": w3.eth.contract(address=deployment.vault, abi=load_artifact("CollateralVault").abi),
-        "engine": w3.eth.contract(address=deployment.engine, abi=load_artifact("MarginEngine").abi),
+        name: w3.eth.contract(address=getattr(deployment, name), abi=load_artifact(contract).abi)
+        for name, contract in GOVERNED_CONTRACTS.items()
+        if getattr(deployment, name, "")
     }
 
 
@@ -96,5 +114,24 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
         "max_funding_rate": get(e.max_funding_rate()),
         "funding_smoothing": get(e.funding_smoothing()),
     }}  # fmt: skip
+    if "health_attestor" in c:
+        h = c["health_attestor"].functions
+        out.values["attestation"] = {"": {
+            "margin_floor": get(h.margin_floor()), "price_band": get(h.price_band()), "max_validity": get(h.max_validity()),
+        }}  # fmt: skip
+    if "option_market" in c:
+        m = c["option_market"].functions
+        out.values["options"] = {"": dict(zip(OPTION_RISK_FIELDS, get(m.risk_params())))}
+        out.values["series"], out.ids["series"] = {}, {}
+        for i, name in _names(deployment.option_series, get(m.series_count())):
+            out.values["series"][name] = {"max_open_interest": get(m.max_open_interest(i)),
+                                          "max_position": get(m.max_position(i))}
+            out.ids["series"][name] = i
+    if "vol_feed" in c:
+        f = c["vol_feed"].functions
+        out.values["vol_feed"] = {"": {
+            "min_atm_vol": get(f.min_atm_vol()), "max_atm_vol": get(f.max_atm_vol()),
+            "max_abs_skew": get(f.max_abs_skew()), "heartbeat": get(f.heartbeat()),
+        }}  # fmt: skip
     out.roles = {name: (get(k.functions.admin()), get(k.functions.risk_admin())) for name, k in c.items()}
     return out

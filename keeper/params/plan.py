@@ -2,8 +2,10 @@
 
 Each entry becomes one call per setter it touches (a price id's heartbeats -> `set_feeds`, its
 band -> `set_circuit_breaker`; liquidation penalty / share / target ->
-`set_liquidation_params`, max penalty / ramp -> `set_penalty_ramp`), with every argument the
-entry leaves out taken from chain. Calls are checked in file order against the state the
+`set_liquidation_params`, max penalty / ramp -> `set_penalty_ramp`; attestation floor, band,
+validity -> one HealthAttestor setter each; option risk params -> `set_risk_params` with the
+whole struct; vol bounds -> `set_vol_bounds`, heartbeat -> `set_heartbeat`), with every
+argument the entry leaves out taken from chain. Calls are checked in file order against the state the
 earlier calls leave, as they will run.
 """
 
@@ -19,18 +21,21 @@ from keeper.chain.artifacts import load_artifact
 from keeper.chain.deploy import Deployment
 from keeper.params import bounds
 from keeper.params.bounds import WAD, wad_text
-from keeper.params.changes import AMOUNT, FIELDS, HEARTBEATS, SECONDS, Change, ChangeError
-from keeper.params.current import CurrentParams
+from keeper.params.changes import AMOUNT, FIELDS, HEARTBEATS, OPTION_SECTIONS, SECONDS, Change, ChangeError
+from keeper.params.current import GOVERNED_CONTRACTS, OPTION_RISK_FIELDS, CurrentParams
 
-CONTRACT_NAMES = {"oracle": "OracleRouter", "vault": "CollateralVault", "engine": "MarginEngine"}
+CONTRACT_NAMES = GOVERNED_CONTRACTS  # manifest field -> contract name
+NO_OPTIONS = "this deployment has no options"
+MAX_LISTED = 10  # names shown for an unknown item (a market lists up to 256 option series)
 
 
 @dataclass(frozen=True)
 class Setter:
-    contract: str  # manifest field: oracle, vault or engine
+    contract: str  # manifest field: oracle, vault, engine, option_market, vol_feed, health_attestor
     function: str
     fields: tuple[str, ...]  # arguments after the item's id (if the section is named), in order
     check: Callable[[dict, CurrentParams], list[str]]
+    struct: bool = False  # the fields are one struct argument (OptionMarket.set_risk_params)
 
 
 def _liq(state: CurrentParams) -> dict:
@@ -56,6 +61,20 @@ SETTERS: dict[str, tuple[Setter, ...]] = {
     ),
     "trading": (Setter("engine", "set_trade_params", ("max_price_deviation", "max_funding_rate", "funding_smoothing"),
                        lambda new, s: bounds.check_trading(new)),),
+    "attestation": (
+        Setter("health_attestor", "set_margin_floor", ("margin_floor",), lambda new, s: bounds.check_margin_floor(new)),
+        Setter("health_attestor", "set_price_band", ("price_band",), lambda new, s: bounds.check_price_band(new)),
+        Setter("health_attestor", "set_max_validity", ("max_validity",), lambda new, s: bounds.check_max_validity(new)),
+    ),
+    "options": (Setter("option_market", "set_risk_params", OPTION_RISK_FIELDS,
+                       lambda new, s: bounds.check_option_risk(new), struct=True),),
+    "series": (Setter("option_market", "set_series_caps", ("max_open_interest", "max_position"),
+                      lambda new, s: bounds.check_series_caps(new)),),
+    "vol_feed": (
+        Setter("vol_feed", "set_vol_bounds", ("min_atm_vol", "max_atm_vol", "max_abs_skew"),
+               lambda new, s: bounds.check_vol_bounds(new)),
+        Setter("vol_feed", "set_heartbeat", ("heartbeat",), lambda new, s: bounds.check_vol_heartbeat(new)),
+    ),
 }  # fmt: skip
 
 
@@ -74,7 +93,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Call:
-    """A setter call: `contract` (oracle / vault / engine) at `address`, `function(*args)`."""
+    """A setter call: `contract` (a manifest field, see CONTRACT_NAMES) at `address`,
+    `function(*args)`; a struct argument is a tuple."""
 
     index: int  # the change entry it comes from
     section: str
@@ -94,11 +114,19 @@ class Call:
         return f"{self.contract}.{self.function}({args})"
 
 
+def _abi_type(arg: dict) -> str:
+    """Canonical ABI type: a struct is `(type,type,...)` (Solidity ABI spec, "tuple")."""
+    if arg["type"].startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in arg["components"]) + ")" + arg["type"][len("tuple"):]
+    return arg["type"]
+
+
 def calldata(contract: str, function: str, args: tuple) -> bytes:
-    """Selector + ABI-encoded arguments of `function` on the oracle / vault / engine."""
+    """Selector + ABI-encoded arguments of `function` on a governed contract (manifest field
+    `contract`, see CONTRACT_NAMES)."""
     abi = load_artifact(CONTRACT_NAMES[contract]).abi
     (entry,) = [e for e in abi if e.get("type") == "function" and e["name"] == function]
-    types = [i["type"] for i in entry["inputs"]]
+    types = [_abi_type(i) for i in entry["inputs"]]
     selector = keccak(text=f"{function}({','.join(types)})")[:4]
     return selector + encode(types, [list(a) if isinstance(a, tuple) else a for a in args])
 
@@ -123,15 +151,25 @@ def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deploy
 
     Raises ChangeError with one line per problem: an unknown name, a deposit cap finer than the
     token's decimals, a value outside a setter's bounds (ending with the contract's revert
-    string), or an entry that changes nothing."""
+    string), an entry that changes nothing, or option entries when the deployment has no options
+    (one line naming them all)."""
     state = current.copy()
     problems: list[str] = []
     calls: list[Call] = []
+    without = [c for c in changes if c.section in OPTION_SECTIONS and not getattr(deployment, OPTION_SECTIONS[c.section], "")]
+    if without:
+        problems.append(f"{', '.join(c.where for c in without)}: {NO_OPTIONS} "
+                        "(its manifest names no option market, vol feed or health attestor)")
+    skip = {c.index for c in without}
     for change in changes:
+        if change.index in skip:
+            continue
         section, name = change.section, change.name
         items = state.values[section]
         if name not in items:
-            known = ", ".join(n for n in items if not n.startswith("#")) or "none"
+            names = [n for n in items if not n.startswith("#")]
+            known = ", ".join(names[:MAX_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > MAX_LISTED else "")
+            known = known or "none"
             problems.append(f"{change.where}: unknown {section}; the manifest names {known}")
             continue
         decimals = state.asset_decimals.get(name) if section == "asset" else None
@@ -161,7 +199,8 @@ def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deploy
                 continue
             touched = True
             item_id = (state.ids[section][name],) if name else ()
-            args = item_id + tuple(new[f] for f in setter.fields)
+            values = tuple(new[f] for f in setter.fields)
+            args = item_id + ((values,) if setter.struct else values)
             address = getattr(deployment, setter.contract)
             calls.append(Call(change.index, section, name, setter.contract, address, setter.function, args, rows))
             items[name] = {**old, **new}  # later entries are checked against this

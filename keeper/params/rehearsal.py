@@ -3,8 +3,10 @@
 Anvil forks the chain at its latest block, impersonates the timelock (or, before one is
 installed, each contract's current risk admin), sends the setter calls in order, and the
 contract's own (equity, IM, MM, health) of every known account (those that deposited or
-changed a position since the deploy block) is compared before and after. Nothing is sent to
-the real chain.
+changed a perp or option position since the deploy block) is compared before and after. The
+lens values option positions and applies live portfolio-margin attestations, so a higher
+option rate, a higher attestation floor or a narrower attestation price band shows as a higher
+requirement. Nothing is sent to the real chain.
 
 An account is newly liquidatable when equity >= MM before and equity < MM after (the engine's
 `is_liquidatable`), newly below IM when equity >= IM before and equity < IM after (it can
@@ -117,6 +119,16 @@ def apply_calls(w3: Web3, calls: list[Call], actor: str | None) -> tuple[int, st
     return None
 
 
+def option_accounts(w3: Web3, deployment: Deployment, from_block: int, to_block: int) -> set[str]:
+    """Accounts whose option position changed in [from_block, to_block] (OptionMarket
+    `OptionPositionChanged`); empty without an option market."""
+    if not getattr(deployment, "option_market", ""):
+        return set()
+    market = w3.eth.contract(address=deployment.option_market, abi=load_artifact("OptionMarket").abi)
+    logs = market.events.OptionPositionChanged.get_logs(from_block=from_block, to_block=to_block)
+    return {log["args"]["account"] for log in logs}
+
+
 def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | None = None) -> Rehearsal:
     """Apply `calls` on an Anvil fork of `rpc` at its latest block and compare margins.
 
@@ -130,7 +142,8 @@ def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | N
     with Anvil(extra_args=("--fork-url", rpc, "--fork-block-number", str(head))) as fork_url:
         w3 = connect(fork_url, timeout=60)
         client = ProtocolClient(w3, deployment)
-        accounts = tuple(sorted(client.discover_accounts(deployment.deploy_block, head)))
+        accounts = tuple(sorted(client.discover_accounts(deployment.deploy_block, head)
+                                | option_accounts(w3, deployment, deployment.deploy_block, head)))
         before = client.margin_summaries(accounts, head)
         result = Rehearsal(block=head, actor=actor or "risk admin", accounts=accounts, before=[tuple(r) for r in before])
         result.failed = apply_calls(w3, calls, actor)

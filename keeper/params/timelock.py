@@ -110,8 +110,8 @@ class OperationStore:
 
 
 def describe_calldata(w3: Web3, target_name: str, address: str, data: bytes) -> str:
-    """`engine.set_underlying_params(0, ...)` for calldata to the oracle / vault / engine
-    (`target_name`), else the hex calldata."""
+    """`engine.set_underlying_params(0, ...)` for calldata to a governed contract
+    (`target_name`, a manifest field of CONTRACT_NAMES), else the hex calldata."""
     if target_name in CONTRACT_NAMES:
         contract = w3.eth.contract(address=address, abi=load_artifact(CONTRACT_NAMES[target_name]).abi)
         try:
@@ -131,7 +131,7 @@ def utc(timestamp: int) -> str:
 def recover_operations(w3: Web3, timelock: str, deployment, from_block: int = 0) -> list[Operation]:
     """Every operation ever queued on `timelock` from its `Queued` events (oldest first)."""
     contract = timelock_contract(w3, timelock)
-    names = {getattr(deployment, f).lower(): f for f in ("oracle", "vault", "engine")}
+    names = {getattr(deployment, f).lower(): f for f in CONTRACT_NAMES if getattr(deployment, f, "")}
     ops = []
     for log in contract.events.Queued.get_logs(from_block=from_block, to_block="latest"):
         a = log["args"]

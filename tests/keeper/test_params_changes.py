@@ -46,7 +46,7 @@ def test_example_file_parses_to_exact_wad_values():
         ({"underlying": "ETH", "im": 0.1}, "changes[0] underlying ETH: unknown field 'im'; underlying takes im_rate, mm_rate"),
         ({"underlying": "ETH"}, "changes[0] underlying ETH: nothing to change"),
         ({"underlying": "ETH", "asset": "WETH", "haircut": 0.8}, "changes[0]: needs exactly one of underlying"),
-        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, liquidation, trading (found none)"),
+        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, attestation, options, vol_feed (found none)"),
         ({"underlying": 3, "im_rate": 0.1}, "changes[0]: underlying: must be a name from the manifest, got 3"),
         ({"underlying": "ETH", "im_rate": "ten"}, "changes[0] underlying ETH: im_rate: not a number: 'ten'"),
         ({"underlying": "ETH", "im_rate": True}, "changes[0] underlying ETH: im_rate: must be a number, got true"),
@@ -241,3 +241,161 @@ def test_keeper_cli_registers_the_params_group():
     from keeper.cli import cli
 
     assert set(cli.commands["params"].commands) == {"show", "rehearse", "queue", "execute", "cancel", "status"}
+
+
+# ------------------------------------------------------------------ portfolio-margin parameters (options)
+
+OPTION_RISK = {"short_im_rate": 15 * E16, "short_im_floor": 13 * E16, "short_mm_rate": 9 * E16, "long_im_haircut": 75 * E16,
+               "long_mm_haircut": 80 * E16, "abs_price_band": 5 * 10**15, "rel_price_band": 10 * E16}  # config/options.yaml
+
+
+def option_deployment() -> Deployment:
+    return Deployment(**{**deployment().__dict__, "option_market": "0x" + "04" * 20, "vol_feed": "0x" + "05" * 20,
+                         "health_attestor": "0x" + "06" * 20,
+                         "option_series": {"ETH-30D-C-2200": 8, "ETH-30D-P-1800": 2}})  # fmt: skip
+
+
+def option_current() -> CurrentParams:
+    c = current()
+    c.values["attestation"] = {"": {"margin_floor": 25 * E16, "price_band": 5 * E16, "max_validity": 900}}
+    c.values["options"] = {"": dict(OPTION_RISK)}
+    c.values["series"] = {"ETH-30D-P-1800": {"max_open_interest": 0, "max_position": 0},
+                          "ETH-30D-C-2200": {"max_open_interest": 0, "max_position": 0}}
+    c.values["vol_feed"] = {"": {"min_atm_vol": 5 * E16, "max_atm_vol": 3 * WAD, "max_abs_skew": WAD, "heartbeat": 1200}}
+    c.ids["series"] = {"ETH-30D-P-1800": 2, "ETH-30D-C-2200": 8}
+    return c
+
+
+def option_plan(*entries):
+    return plan_calls(parse_changes({"changes": list(entries)}), option_current(), option_deployment())
+
+
+def test_option_entries_parse_to_exact_wad_values():
+    changes = parse_changes({"changes": [
+        {"attestation": {"margin_floor": 0.3, "price_band": 0.02, "max_validity": 600}},
+        {"options": {"short_im_rate": 0.16, "short_mm_rate": 0.1}},
+        {"series": "ETH-30D-C-2200", "max_open_interest": 1000, "max_position": 100},
+        {"vol_feed": {"min_atm_vol": 0.05, "max_atm_vol": 3, "max_abs_skew": 1, "heartbeat": 1200}},
+    ]})  # fmt: skip
+    assert [(c.section, c.name, c.values) for c in changes] == [
+        ("attestation", "", {"margin_floor": 30 * E16, "price_band": 2 * E16, "max_validity": 600}),
+        ("options", "", {"short_im_rate": 16 * E16, "short_mm_rate": 10 * E16}),
+        ("series", "ETH-30D-C-2200", {"max_open_interest": 1000 * WAD, "max_position": 100 * WAD}),
+        ("vol_feed", "", {"min_atm_vol": 5 * E16, "max_atm_vol": 3 * WAD, "max_abs_skew": WAD, "heartbeat": 1200}),
+    ]
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ({"attestation": {"floor": 0.3}}, "changes[0] attestation: unknown field 'floor'; attestation takes margin_floor, price_band, max_validity"),
+    ({"attestation": {"max_validity": 600.5}}, "changes[0] attestation: max_validity: must be a whole number of seconds, got 600.5"),
+    ({"options": {"short_im_rate": -0.1}}, "changes[0] options: short_im_rate: must not be negative"),
+    ({"options": 0.16}, "changes[0]: options: must be a mapping of fields, got 0.16"),
+    ({"series": "ETH-30D-C-2200", "max_oi": 1}, "changes[0] series ETH-30D-C-2200: unknown field 'max_oi'; series takes max_open_interest, max_position"),
+    ({"vol_feed": {"heartbeat": "1h"}}, "changes[0] vol_feed: heartbeat: must be a whole number of seconds, got '1h'"),
+])  # fmt: skip
+def test_option_entry_mistakes_are_one_line(entry, expected):
+    (line,) = problems({"changes": [entry]})
+    assert line.startswith(expected), line
+
+
+def test_option_entries_without_options_give_one_line():
+    with pytest.raises(ChangeError) as e:
+        plan({"attestation": {"margin_floor": 0.3}}, {"underlying": "ETH", "im_rate": 0.12},
+             {"series": "ETH-30D-C-2200", "max_position": 1})
+    assert e.value.problems == [
+        "changes[0] attestation, changes[2] series ETH-30D-C-2200: this deployment has no options "
+        "(its manifest names no option market, vol feed or health attestor)"
+    ]
+
+
+def test_option_risk_params_send_the_whole_struct_with_unspecified_fields_kept():
+    (call,) = option_plan({"options": {"short_im_rate": 0.16, "short_mm_rate": 0.1}})
+    assert (call.contract, call.address, call.function) == ("option_market", "0x" + "04" * 20, "set_risk_params")
+    assert call.args == ((16 * E16, 13 * E16, 10 * E16, 75 * E16, 80 * E16, 5 * 10**15, 10 * E16),)
+    assert [(r.field, r.current, r.new) for r in call.rows if r.changed] == [("short_im_rate", "0.15", "0.16"),
+                                                                             ("short_mm_rate", "0.09", "0.1")]
+    # calldata against an independent encoding of the struct (a static tuple: its words inline)
+    data = call_data_of(call)
+    selector = keccak(text="set_risk_params((uint256,uint256,uint256,uint256,uint256,uint256,uint256))")[:4]
+    assert data == selector + b"".join(v.to_bytes(32, "big") for v in call.args[0])
+
+
+def call_data_of(call):
+    from keeper.params.plan import call_data
+
+    return call_data(call)
+
+
+def test_attestation_series_and_vol_feed_setters():
+    calls = option_plan(
+        {"attestation": {"margin_floor": 0.3, "price_band": 0.02, "max_validity": 600}},
+        {"series": "ETH-30D-C-2200", "max_open_interest": 1000, "max_position": 100},
+        {"vol_feed": {"max_atm_vol": 2.5, "heartbeat": 600}},
+    )
+    assert [(c.contract, c.function, c.args) for c in calls] == [
+        ("health_attestor", "set_margin_floor", (30 * E16,)),
+        ("health_attestor", "set_price_band", (2 * E16,)),
+        ("health_attestor", "set_max_validity", (600,)),
+        ("option_market", "set_series_caps", (8, 1000 * WAD, 100 * WAD)),  # series id 8 from the manifest
+        ("vol_feed", "set_vol_bounds", (5 * E16, 25 * E16 * 10, WAD)),
+        ("vol_feed", "set_heartbeat", (600,)),
+    ]
+    assert calls[5].rows[0].current == "1200 s" and calls[5].rows[0].new == "600 s"
+    assert calldata("health_attestor", "set_margin_floor", (30 * E16,)) == (
+        keccak(text="set_margin_floor(uint256)")[:4] + (30 * E16).to_bytes(32, "big"))
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ({"attestation": {"margin_floor": 0.1}}, "margin_floor 0.1 is outside [0.2, 1] (attestor: floor out of bounds)"),
+    ({"attestation": {"margin_floor": 1.01}}, "margin_floor 1.01 is outside [0.2, 1] (attestor: floor out of bounds)"),
+    ({"attestation": {"price_band": 0}}, "price_band 0 is outside (0, 0.1] (attestor: band out of bounds)"),
+    ({"attestation": {"price_band": 0.11}}, "price_band 0.11 is outside (0, 0.1] (attestor: band out of bounds)"),
+    ({"attestation": {"max_validity": 59}}, "max_validity 59 is outside [60, 86400] seconds (attestor: validity out of bounds)"),
+    ({"options": {"short_mm_rate": 0.005}}, "short_mm_rate 0.005 is below 0.01 (options: margin params out of bounds)"),
+    ({"options": {"short_mm_rate": 0.14}}, "short_mm_rate 0.14 is above short_im_floor 0.13 (options: margin params out of bounds)"),
+    ({"options": {"short_im_rate": 0.12}}, "short_im_floor 0.13 is above short_im_rate 0.12 (options: margin params out of bounds)"),
+    ({"options": {"short_im_rate": 1.5}}, "short_im_rate 1.5 is above 1 (options: margin params out of bounds)"),
+    ({"options": {"long_im_haircut": 0.85}}, "long_im_haircut 0.85 is above long_mm_haircut 0.8 (options: margin params out of bounds)"),
+    ({"options": {"long_mm_haircut": 0.95, "long_im_haircut": 0.9}}, "long_mm_haircut 0.95 is above 0.9 (options: margin params out of bounds)"),
+    ({"options": {"abs_price_band": 0.00001}}, "abs_price_band 0.00001 is outside [0.0001, 0.05] (options: price band out of bounds)"),
+    ({"options": {"rel_price_band": 0.6}}, "rel_price_band 0.6 is outside [0.001, 0.5] (options: price band out of bounds)"),
+    ({"series": "ETH-30D-C-2200", "max_open_interest": 10, "max_position": 20}, "max_position 20 is above max_open_interest 10 (options: position cap above OI cap)"),
+    ({"series": "ETH-7D-C-2000", "max_position": 1}, "unknown series; the manifest names ETH-30D-P-1800, ETH-30D-C-2200"),
+    ({"vol_feed": {"min_atm_vol": 0.005}}, "min_atm_vol 0.005 is below 0.01 (vol: min vol below hard bound)"),
+    ({"vol_feed": {"max_atm_vol": 6}}, "max_atm_vol 6 is above 5 (vol: max vol above hard bound)"),
+    ({"vol_feed": {"min_atm_vol": 3}}, "min_atm_vol 3 is not below max_atm_vol 3 (vol: empty vol range)"),
+    ({"vol_feed": {"max_abs_skew": 5.5}}, "max_abs_skew 5.5 is above 5 (vol: max skew above hard bound)"),
+    ({"vol_feed": {"heartbeat": 86401}}, "heartbeat 86401 is outside [60, 86400] seconds (vol: heartbeat out of bounds)"),
+    ({"vol_feed": {"heartbeat": 1200}}, "changes nothing"),
+])  # fmt: skip
+def test_option_bounds_are_mirrored(entry, expected):
+    with pytest.raises(ChangeError) as e:
+        option_plan(entry)
+    assert any(line.startswith("changes[0] ") and expected in line for line in e.value.problems), e.value.problems
+
+
+def test_option_bounds_at_the_edges_are_accepted():
+    calls = option_plan(
+        {"attestation": {"margin_floor": 0.2, "price_band": 0.1, "max_validity": 86400}},
+        {"options": {"short_im_rate": 1, "short_im_floor": 1, "short_mm_rate": 1, "long_im_haircut": 0.9,
+                     "long_mm_haircut": 0.9, "abs_price_band": 0.05, "rel_price_band": 0.001}},
+        {"vol_feed": {"min_atm_vol": 0.01, "max_atm_vol": 5, "max_abs_skew": 5, "heartbeat": 60}},
+    )  # fmt: skip
+    assert len(calls) == 6
+
+
+def test_every_mirrored_bound_equals_the_vyper_constant():
+    """bounds.SOURCES names the Vyper constant behind every Python bound; read each back."""
+    import re
+
+    from keeper.chain.artifacts import CONTRACTS
+    from keeper.params import bounds
+
+    assert {"MIN_MARGIN_FLOOR", "MAX_SHORT_IM_RATE", "HARD_MAX_ATM_VOL", "MAX_VOL_HEARTBEAT"} <= set(bounds.SOURCES)
+    mirrored = {n for n in vars(bounds) if re.fullmatch(r"(MIN|MAX|HARD)_[A-Z_]+", n)}
+    assert mirrored == set(bounds.SOURCES)  # no bound without its source
+    for name, (source, constant) in bounds.SOURCES.items():
+        text = (CONTRACTS / source).read_text()
+        m = re.search(rf"^{constant}: constant\(uint256\) = ([0-9* ]+?)\s*(#.*)?$", text, re.M)
+        assert m, f"{constant} not in {source}"
+        assert getattr(bounds, name) == eval(m.group(1)), name  # noqa: S307 - integer literals of our own sources
