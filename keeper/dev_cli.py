@@ -33,6 +33,7 @@ from keeper.chain.artifacts import load_artifact
 from keeper.chain.client import ChainError, ProtocolClient, connect
 from keeper.chain.deploy import Deployment
 from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.cli_common import chain_options, one_line_errors
 from keeper.replay.driver import ReplayError, User, confirm, deposit_all, spec_deposits, trade_all
 from keeper.replay.population import KIND_WEIGHTS, make_population
 
@@ -102,25 +103,8 @@ def mock_addresses(deployment: Deployment) -> dict[str, str]:
     return mocks
 
 
-def _one_line_errors(fn):
-    """Expected failures become one-line click errors (exit 1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (ManifestError, ChainError, AnvilError, ReplayError) as e:
-            raise click.ClickException(str(e)) from None
-        except (ContractLogicError, Web3RPCError) as e:
-            raise click.ClickException(f"the node refused a call: {e}") from None
-
-    return wrapper
-
-
-def _chain_options(fn):
-    fn = click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST",
-                      help="Deployment manifest JSON (or KEEPER_MANIFEST).")(fn)
-    return click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")(fn)
+_one_line_errors = one_line_errors(ManifestError, ChainError, AnvilError, ReplayError)
+_chain_options = chain_options
 
 
 def open_dev_chain(rpc: str, manifest: Path) -> DevChain:

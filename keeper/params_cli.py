@@ -14,7 +14,6 @@ code 1; a rehearsal (or a refused queue) that would make accounts liquidatable e
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -23,11 +22,11 @@ import click
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
-from web3.exceptions import ContractLogicError, Web3RPCError
 
 from keeper.chain.anvil import AnvilError
 from keeper.chain.client import ChainError, ProtocolClient, connect
 from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.cli_common import chain_options, one_line_errors
 from keeper.params.changes import ChangeError, load_changes
 from keeper.params.current import read_current
 from keeper.params.plan import Call, plan_calls
@@ -57,25 +56,8 @@ class WouldLiquidate(click.ClickException):
     exit_code = LIQUIDATIONS_EXIT
 
 
-def _one_line_errors(fn):
-    """Expected failures become one-line click errors (exit 1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (ChangeError, ManifestError, ChainError, AnvilError, TimelockError) as e:
-            raise click.ClickException(str(e)) from None
-        except (ContractLogicError, Web3RPCError) as e:
-            raise click.ClickException(f"the node refused a call: {e}") from None
-
-    return wrapper
-
-
-def _chain_options(fn):
-    fn = click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST",
-                      help="Deployment manifest JSON (or KEEPER_MANIFEST).")(fn)
-    return click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")(fn)
+_one_line_errors = one_line_errors(ChangeError, ManifestError, ChainError, AnvilError, TimelockError)
+_chain_options = chain_options
 
 
 def _key_option(fn):
