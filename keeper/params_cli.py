@@ -73,11 +73,17 @@ def params() -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _plan(changes_path: Path, rpc: str, manifest: Path):
-    changes = load_changes(changes_path)
+def _connect(rpc: str, manifest: Path):
+    """(deployment, web3) after checking that the RPC serves the manifest's chain and engine."""
     deployment = load_manifest(manifest)
     w3 = connect(rpc)
     ProtocolClient(w3, deployment).check_chain()
+    return deployment, w3
+
+
+def _plan(changes_path: Path, rpc: str, manifest: Path):
+    changes = load_changes(changes_path)
+    deployment, w3 = _connect(rpc, manifest)
     current = read_current(w3, deployment)
     try:
         calls = plan_calls(changes, current, deployment)
@@ -274,9 +280,7 @@ def _selected(store: OperationStore, ids: tuple[str, ...]):
 @_one_line_errors
 def execute(rpc, manifest, private_key_env, operations, ids) -> None:
     """Execute queued operations whose eta has come, in the order they were queued."""
-    deployment = load_manifest(manifest)
-    w3 = connect(rpc)
-    ProtocolClient(w3, deployment).check_chain()
+    deployment, w3 = _connect(rpc, manifest)
     timelock = _timelock(deployment)
     store = _store(manifest, operations, deployment, w3, timelock)
     chosen = _selected(store, ids)
@@ -304,9 +308,7 @@ def cancel(rpc, manifest, private_key_env, operations, ids, all_queued) -> None:
     """Cancel queued operations (by --id, or --all)."""
     if bool(ids) == all_queued:
         raise click.ClickException("give --id (repeatable) or --all")
-    deployment = load_manifest(manifest)
-    w3 = connect(rpc)
-    ProtocolClient(w3, deployment).check_chain()
+    deployment, w3 = _connect(rpc, manifest)
     timelock = _timelock(deployment)
     store = _store(manifest, operations, deployment, w3, timelock)
     chosen = _selected(store, ids)
@@ -329,9 +331,7 @@ def cancel(rpc, manifest, private_key_env, operations, ids, all_queued) -> None:
 def status(rpc, manifest, operations, recover) -> None:
     """Every operation queued through the timelock: eta and state (waiting, ready, expired,
     executed, cancelled)."""
-    deployment = load_manifest(manifest)
-    w3 = connect(rpc)
-    ProtocolClient(w3, deployment).check_chain()
+    deployment, w3 = _connect(rpc, manifest)
     timelock = _timelock(deployment)
     store = _store(manifest, operations, deployment, w3, timelock)
     if recover:
