@@ -8,8 +8,11 @@
         and the engine's own `margin_summary` for up to 500 accounts. Also the single-account
         views the engine has no room for (`equity`, `is_liquidatable`, `meets_initial_margin`,
         `funding_index_now`, `domain_separator`, `order_digest`) and the account's
-        `position_version` that health attestations bind to. Holds no state and changes none;
-        it exists so that the engine stays under the 24 KiB code size limit.
+        `position_version` that health attestations bind to; and, for up to 200 accounts, the
+        option positions, stored attestations and position versions from the modules the engine
+        has wired (`option_states_of`, `attestations_of`, `position_versions_of`). Holds no
+        state and changes none; it exists so that the engine stays under the 24 KiB code size
+        limit.
 """
 
 interface IVault:
@@ -28,6 +31,16 @@ interface IEngine:
     def ORACLE() -> address: view
     def position_version(account: address) -> uint256: view
     def option_market() -> address: view
+    def health_attestor() -> address: view
+
+
+interface IOptionMarket:
+    def has_positions(account: address) -> bool: view
+    def option_states(account: address) -> DynArray[OptionState, MAX_ACCOUNT_SERIES]: view
+
+
+interface IAttestor:
+    def attestation(account: address) -> StoredAttestation: view
 
 
 interface IOracle:
@@ -43,6 +56,11 @@ MAX_ACCOUNT_MARKETS: constant(uint256) = 8
 MAX_MARKETS: constant(uint256) = 16
 MAX_BATCH: constant(uint256) = 500
 MAX_PRICE_IDS: constant(uint256) = 8
+# @dev Batches of the option/attestation views: the return buffer of 200 accounts x 32
+#      positions costs about 4M gas of memory whatever the batch holds (7M for 200 holders of
+#      one series), well inside an eth_call's gas cap.
+MAX_MODULE_BATCH: constant(uint256) = 200
+MAX_ACCOUNT_SERIES: constant(uint256) = 32  # OptionMarket.MAX_ACCOUNT_SERIES
 IWAD: constant(int256) = 10**18
 FUNDING_PERIOD: constant(uint256) = 8 * 3600
 ORDER_TYPEHASH: constant(bytes32) = keccak256(
@@ -106,6 +124,26 @@ struct AccountState:
     cash: int256
     collateral: DynArray[uint256, MAX_ASSETS]
     positions: DynArray[PositionState, MAX_ACCOUNT_MARKETS]
+
+
+struct OptionState:
+    series: uint256
+    size: int256
+    entry_price: uint256
+    mark: uint256
+    value: int256
+    initial_margin: uint256
+    maintenance_margin: uint256
+
+
+struct StoredAttestation:
+    position_version: uint256
+    prices: DynArray[uint256, MAX_PRICE_IDS]
+    initial_margin: uint256
+    maintenance_margin: uint256
+    issued_at: uint256
+    valid_until: uint256
+    signer_set_version: uint256
 
 
 struct MarketState:
@@ -207,8 +245,13 @@ def position_version(account: address) -> uint256:
          `position_version`). Replacing the engine's option market changes the sum; attested
          versions then lapse or, at worst, reapply until they expire (max validity 1 day).
     """
+    return self._position_version(account, staticcall IEngine(ENGINE).option_market())
+
+
+@internal
+@view
+def _position_version(account: address, market: address) -> uint256:
     version: uint256 = staticcall IEngine(ENGINE).position_version(account) + staticcall IVault(VAULT).withdrawal_count(account)
-    market: address = staticcall IEngine(ENGINE).option_market()
     if market != empty(address):
         version += staticcall IVersioned(market).position_version(account)
     return version
@@ -315,4 +358,57 @@ def market_states() -> DynArray[MarketState, MAX_MARKETS]:
                 funding_index=self._funding_index_now(market, prices),
             )
         )
+    return out
+
+
+@external
+@view
+def option_states_of(accounts: DynArray[address, MAX_MODULE_BATCH]) -> DynArray[DynArray[OptionState, MAX_ACCOUNT_SERIES], MAX_MODULE_BATCH]:
+    """
+    @notice `OptionMarket.option_states` of up to 200 accounts, in order: (series, size WAD,
+            entry premium WAD, mark WAD, value WAD, IM WAD, MM WAD) per position held. An
+            account holding no option gets [] (without asking the market for prices); every
+            account gets [] while the engine has no option market wired.
+    @dev Reverts "options: no valid price" like `option_states` when a holder's series has no
+         valid index price.
+    """
+    out: DynArray[DynArray[OptionState, MAX_ACCOUNT_SERIES], MAX_MODULE_BATCH] = []
+    market: address = staticcall IEngine(ENGINE).option_market()
+    for account: address in accounts:
+        if market != empty(address) and staticcall IOptionMarket(market).has_positions(account):
+            out.append(staticcall IOptionMarket(market).option_states(account))
+        else:
+            out.append([])
+    return out
+
+
+@external
+@view
+def position_versions_of(accounts: DynArray[address, MAX_MODULE_BATCH]) -> DynArray[uint256, MAX_MODULE_BATCH]:
+    """
+    @notice `position_version` of up to 200 accounts, in order (what attestations bind to).
+    """
+    out: DynArray[uint256, MAX_MODULE_BATCH] = []
+    market: address = staticcall IEngine(ENGINE).option_market()
+    for account: address in accounts:
+        out.append(self._position_version(account, market))
+    return out
+
+
+@external
+@view
+def attestations_of(accounts: DynArray[address, MAX_MODULE_BATCH]) -> DynArray[StoredAttestation, MAX_MODULE_BATCH]:
+    """
+    @notice `HealthAttestor.attestation` of up to 200 accounts, in order: (position_version,
+            prices WAD, IM WAD USD, MM WAD USD, issued_at, valid_until, signer_set_version),
+            valid or not; all zero for an account with none, and for every account while the
+            engine has no health attestor wired.
+    """
+    out: DynArray[StoredAttestation, MAX_MODULE_BATCH] = []
+    attestor: address = staticcall IEngine(ENGINE).health_attestor()
+    for account: address in accounts:
+        if attestor != empty(address):
+            out.append(staticcall IAttestor(attestor).attestation(account))
+        else:
+            out.append(empty(StoredAttestation))
     return out

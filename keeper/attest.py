@@ -146,11 +146,12 @@ class AttestationService:
         pending = self.tx.pending_keys()
         due: list[str] = []
         fresh = 0
-        for account in candidates:
+        # two batched lens reads for all candidates, not two calls per account
+        versions = self.client.position_versions(candidates, block)
+        stored_all = self.client.stored_attestations(candidates, block)
+        for account, version, stored in zip(candidates, versions, stored_all):
             if attestation_key(account) in pending:
                 continue
-            version = self.client.position_versions([account], block)[0]
-            stored = self.client.stored_attestation(account, block)
             reason = refresh_reason(stored, timestamp, version, prices, terms, self.rules)
             if reason is None:
                 fresh += 1

@@ -115,6 +115,8 @@ class Liquidator:
     # account -> first block of the current liquidatable episode (None once counted missed)
     first_seen: dict[str, int] = field(default_factory=dict)
     missed_counted: set[str] = field(default_factory=set)
+    # account -> block of its last liquidation counted for detection latency (no double count)
+    _ended_at: dict[str, int] = field(default_factory=dict)
     _params = None
     _terms: LiquidationTerms | None = None
     _terms_block: int = -1
@@ -150,6 +152,9 @@ class Liquidator:
             for account, since in list(self.first_seen.items()):
                 if since > update.reorg_ancestor:
                     del self.first_seen[account]
+            for account, mined in list(self._ended_at.items()):
+                if mined > update.reorg_ancestor:
+                    del self._ended_at[account]
         self.metrics.head_lag.set(update.lag_seconds)
         self._set_stale(update)
         if update.is_new or update.reorg_ancestor is not None:
@@ -182,9 +187,8 @@ class Liquidator:
         block = head.number
         scan = self.index.catch_up(head)
         for entry in scan.liquidations:
-            # anyone's liquidation ends the account's episode; if still liquidatable it restarts
-            self.first_seen.pop(entry.account, None)
-            self.missed_counted.discard(entry.account)
+            # anyone's (ours included) ends the account's episode; if still liquidatable it restarts
+            self._episode_ended(entry.account, entry.block)
         self._handle_outcomes(self.tx.poll(block), block)
 
         # every block: a governance change of a haircut or margin rate applies at once on chain
@@ -251,6 +255,24 @@ class Liquidator:
                 self.stats.missed += 1
                 self.metrics.missed.inc()
                 log.warning("missed liquidation: %s liquidatable since block %d, no liquidation by anyone in %d blocks", account, since, block - since)
+
+    def _episode_ended(self, account: str, mined: int) -> None:
+        """A liquidation of `account` (by anyone) mined in block `mined` ends its liquidatable
+        episode: observe detection latency = mined - first block we saw it liquidatable.
+
+        Ours is seen twice, from the Liquidation log in the event index and from the receipt, in
+        either order; one liquidation is observed once (keyed by account and block). An episode
+        that started after `mined` (a late receipt) is left alone."""
+        if self._ended_at.get(account) == mined:
+            return
+        self._ended_at[account] = mined
+        since = self.first_seen.get(account)
+        if since is not None and since > mined:
+            return
+        self.first_seen.pop(account, None)
+        self.missed_counted.discard(account)
+        if since is not None:
+            self.metrics.detection_latency.observe(mined - since)
 
     def _scan_portfolio_accounts(self, block: int) -> None:
         """Add accounts named by option or attestation logs up to `block` (the set only grows:
@@ -337,10 +359,9 @@ class Liquidator:
                 self.stats.succeeded += 1
                 self.metrics.succeeded.inc()
                 mined = receipt["blockNumber"]
-                since = self.first_seen.pop(account, None)
-                self.missed_counted.discard(account)
-                if since is not None:
-                    self.metrics.detection_latency.observe(max(mined - since, 0))
+                # usually the index saw this liquidation's event first and already counted it;
+                # an options liquidation (OptionsLiquidation, not indexed) is counted here
+                self._episode_ended(account, mined)
                 log.info("liquidated %s in block %d (tx %s)", account, mined, o.tx_hash, extra={"account": account, "tx": o.tx_hash})
             else:
                 self.stats.failed += 1

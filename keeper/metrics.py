@@ -11,7 +11,7 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_liquidations_succeeded_total | counter | mined with status 1 and a Liquidation event for the account |
 | keeper_liquidations_failed_total | counter | mined but reverted or without the event, or dropped |
 | keeper_liquidations_skipped_total{reason} | counter | not sent: unprofitable, unsafe (simulation reverted), fee_cap, stale_node |
-| keeper_detection_latency_blocks | histogram | block of our successful liquidation minus the first block we saw the account liquidatable |
+| keeper_detection_latency_blocks | histogram | block of a liquidation (ours from its receipt or log, anyone's from the Liquidation log) minus the first block we saw the account liquidatable; once per liquidation |
 | keeper_missed_liquidations_total | counter | accounts liquidatable for more than N blocks with no liquidation by anyone (once per episode) |
 | keeper_gas_spent_eth_total | counter | gas used x effective gas price of our mined transactions, ETH |
 | keeper_balance_eth | gauge | the keeper's ETH balance |
@@ -52,7 +52,7 @@ class KeeperMetrics:
             self.skipped.labels(reason=reason)
         self.detection_latency = Histogram(
             "keeper_detection_latency_blocks",
-            "Blocks from first seeing an account liquidatable to our successful liquidation",
+            "Blocks from first seeing an account liquidatable to its liquidation (ours or another's)",
             buckets=(0, 1, 2, 3, 5, 10, 25, 100),
             registry=r,
         )

@@ -4,20 +4,24 @@ account discovery from events, and conversion of raw state into the risk engine'
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import requests
 from web3 import Web3
-from web3.exceptions import Web3Exception
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Exception
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deploy import Deployment
 from keeper.risk.book import RiskBook, SeriesInfo, VolPoint, build_book
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams
 
-# account_states / margin_summaries accept at most 500 accounts; 200 keeps each eth_call small.
+log = logging.getLogger("keeper.chain")
+
+# account_states / margin_summaries accept at most 500 accounts, the lens's option and
+# attestation views 200; 200 keeps each eth_call small.
 BATCH = 200
 
 
@@ -71,6 +75,7 @@ class ProtocolClient:
         if not deployment.lens:
             raise ChainError("the deployment manifest has no lens address (MarginLens): redeploy or add it")
         self.lens = w3.eth.contract(address=deployment.lens, abi=load_artifact("MarginLens").abi)
+        self._lens_batches = True  # False once the lens turns out to predate the batched module views
 
     def check_chain(self) -> None:
         """Raise ChainError if the endpoint is another chain or has no engine at the address."""
@@ -242,14 +247,31 @@ class ProtocolClient:
         series it holds, via option_states); empty dicts without options."""
         if self.options is None:
             return [{} for _ in accounts]
+        rows = self._batched("option_states_of", accounts, block, self._option_states_one)
+        return [{int(s[0]): int(s[1]) for s in states if s[1]} for states in rows]
+
+    def _option_states_one(self, account: str, block: int | str) -> list:
         f = self.options.functions
-        out = []
-        for account in accounts:
-            if not f.has_positions(account).call(block_identifier=block):
-                out.append({})
-                continue
-            states = f.option_states(account).call(block_identifier=block)
-            out.append({int(s[0]): int(s[1]) for s in states if s[1]})
+        return f.option_states(account).call(block_identifier=block) if f.has_positions(account).call(block_identifier=block) else []
+
+    def _batched(self, view: str, accounts: Sequence[str], block: int | str, one) -> list:
+        """MarginLens.<view> over `accounts` in batches of BATCH, all at `block`. A lens deployed
+        before the view existed reverts without data: then `one(account, block)` per account."""
+        if block == "latest":  # every batch at the same block
+            block = self.w3.eth.block_number
+        if not self._lens_batches:
+            return [one(a, block) for a in accounts]
+        out: list = []
+        for i in range(0, len(accounts), BATCH):
+            chunk = list(accounts[i : i + BATCH])
+            try:
+                out += getattr(self.lens.functions, view)(chunk).call(block_identifier=block)
+            except (ContractLogicError, BadFunctionCallOutput) as e:
+                if getattr(e, "data", None) not in (None, "0x", b"") or (getattr(e, "message", None) or "").strip() not in ("", "execution reverted"):
+                    raise  # a reason: the module's own revert (e.g. "options: no valid price")
+                log.warning("lens %s has no %s (an older MarginLens): reading account by account", self.lens.address, view)
+                self._lens_batches = False
+                return out + [one(a, block) for a in accounts[i:]]
         return out
 
     def option_margin(self, account: str, prices: Sequence[int], block: int | str = "latest") -> tuple[int, int, int]:
@@ -294,17 +316,24 @@ class ProtocolClient:
         return tuple(names.get(u, f"U{u}") for u in range(n))
 
     def position_versions(self, accounts: Sequence[str], block: int | str = "latest") -> list[int]:
-        """MarginLens.position_version of each account (what attestations bind to)."""
-        return [self.lens.functions.position_version(a).call(block_identifier=block) for a in accounts]
+        """MarginLens.position_version of each account (what attestations bind to), read in
+        batches of 200 (`position_versions_of`) at `block`."""
+        one = lambda a, b: self.lens.functions.position_version(a).call(block_identifier=b)  # noqa: E731
+        return [int(v) for v in self._batched("position_versions_of", accounts, block, one)]
 
     def stored_attestation(self, account: str, block: int | str = "latest") -> StoredAttestation | None:
         """The account's latest stored attestation (None if none or no attestor)."""
         if self.attestor is None:
             return None
-        a = self.attestor.functions.attestation(account).call(block_identifier=block)
-        if a[4] == 0:
-            return None
-        return StoredAttestation(a[0], tuple(a[1]), a[2], a[3], a[4], a[5], a[6])
+        return _stored(self.attestor.functions.attestation(account).call(block_identifier=block))
+
+    def stored_attestations(self, accounts: Sequence[str], block: int | str = "latest") -> list[StoredAttestation | None]:
+        """Each account's latest stored attestation (None if none; all None without an
+        attestor), read in batches of 200 (MarginLens.attestations_of) at `block`."""
+        if self.attestor is None:
+            return [None for _ in accounts]
+        one = lambda a, b: self.attestor.functions.attestation(a).call(block_identifier=b)  # noqa: E731
+        return [_stored(a) for a in self._batched("attestations_of", accounts, block, one)]
 
     def attestor_terms(self, block: int | str = "latest") -> AttestorTerms:
         """The attestor's floor, price band (WAD fractions), max validity (s) and signer threshold."""
@@ -323,6 +352,11 @@ class ProtocolClient:
                 for log in getattr(contract.events, event).get_logs(from_block=from_block, to_block=to_block):
                     found.add(log["args"]["account"])
         return found
+
+
+def _stored(a) -> StoredAttestation | None:
+    """HealthAttestor.attestation's tuple; None when nothing is stored (issued_at 0)."""
+    return None if a[4] == 0 else StoredAttestation(a[0], tuple(a[1]), a[2], a[3], a[4], a[5], a[6])
 
 
 @dataclass(frozen=True)

@@ -373,6 +373,7 @@ def test_base_fee_spike_50x_while_liquidations_are_pending(fresh, tmp_path):
         assert stats["succeeded"] == len(liquidatable) and stats["sent"] == len(liquidatable)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert f"keeper_liquidations_succeeded_total {float(len(liquidatable))}" in metrics
+        assert f"keeper_detection_latency_blocks_count {float(len(liquidatable))}" in metrics  # ours, once each
         assert f"keeper_accounts_tracked {float(len(chain.users) + 2)}" in metrics  # the users, the market maker, the rival
         assert "keeper_gas_spent_eth_total" in metrics and "keeper_balance_eth" in metrics
         assert_each_liquidated_once(chain, keeper, liquidatable, start)
@@ -459,5 +460,8 @@ def test_stale_node_pauses_sending_and_low_balance_warns(fresh, caplog):
     chain.mine()
     bot.step()
     assert bot.stats.succeeded == len(liquidatable)
+    # once per liquidation, seen stale first: at least the block sent in, so nothing in le=0
+    assert metrics.value("keeper_detection_latency_blocks_count") == len(liquidatable)
+    assert metrics.value("keeper_detection_latency_blocks_bucket", le="0.0") == 0
     counts = chain.liquidation_counts(start)
     assert counts == Counter(liquidatable)

@@ -11,12 +11,14 @@ import urllib.request
 import pytest
 from web3.exceptions import ContractLogicError
 
-from keeper.bot import Liquidator, expected_reward, gas_cost_usd
-from keeper.chain.client import LiquidationTerms
-from keeper.chain.follower import BlockRef
+from keeper.bot import Liquidator, expected_reward, gas_cost_usd, liquidation_key
+from keeper.chain.client import LiquidationTerms, ProtocolLog
+from keeper.chain.event_index import ScanResult
+from keeper.chain.follower import BlockRef, HeadUpdate
 from keeper.chain.anvil import free_port
 from keeper.logs import setup_logging
 from keeper.metrics import KeeperMetrics
+from keeper.txmanager import Outcome
 
 WAD = 10**18
 GWEI = 10**9
@@ -173,3 +175,94 @@ def test_json_logs_carry_extra_fields():
 def test_unknown_log_format_is_refused():
     with pytest.raises(ValueError, match="text or json"):
         setup_logging("INFO", "xml")
+
+
+# ---------------------------------------------------------------- detection latency
+
+
+class LatencyIndex:
+    """An event index whose catch_up returns the Liquidation logs queued for each head."""
+
+    accounts: dict = {}
+
+    def __init__(self):
+        self.logs: dict[int, list] = {}
+
+    def catch_up(self, head):
+        entries = [ProtocolLog("Liquidation", a, head.number, "0x", "0x", {}) for a in self.logs.get(head.number, [])]
+        return ScanResult(head.number, head.number, tuple(entries), ())
+
+
+class LatencyTx(FakeTx):
+    def __init__(self):
+        super().__init__()
+        self.outcomes: dict[int, list] = {}
+
+    def poll(self, block):
+        return self.outcomes.get(block, [])
+
+    def pending_keys(self):
+        return set()
+
+    def balance(self):
+        return 10 * WAD
+
+
+class LatencyClient(FakeClient):
+    """Receipts carry their Liquidation events as `events` (what process_receipt decodes)."""
+
+    def __init__(self):
+        super().__init__(FakeCall(0, 0))
+        liquidation = type("L", (), {"process_receipt": lambda _self, receipt, errors=None: receipt["events"]})
+        self.engine.events = type("Ev", (), {"Liquidation": liquidation})()
+
+    def risk_params(self, block):
+        return None
+
+    def liquidation_terms(self, block):
+        return LiquidationTerms(2 * 10**16, 2 * 10**16, 3600, WAD // 2)
+
+
+def our_liquidation(account: str, mined: int) -> Outcome:
+    receipt = {"status": 1, "blockNumber": mined, "gasUsed": 0, "effectiveGasPrice": 0, "events": [{"args": {"account": account}}]}
+    return Outcome(liquidation_key(account), "0x" + "cd" * 32, "mined", receipt)
+
+
+def test_detection_latency_counts_every_liquidation_once():
+    index, tx = LatencyIndex(), LatencyTx()
+    bot = Liquidator(LatencyClient(), tx, index=index, follower=None, metrics=KeeperMetrics())
+
+    def process(block: int) -> None:
+        bot.process_block(HeadUpdate(BlockRef(block, "0x01", "0x00", 1000), True, None, 0.0, False))
+
+    bot._track_episodes(["0xA", "0xB", "0xC"], 100)  # all three first seen liquidatable at block 100
+    bot._track_episodes(["0xA", "0xB", "0xC"], 101)
+    # ours, mined in 102: the index yields its log in the same pass, before the receipt
+    index.logs[102], tx.outcomes[102] = ["0xA"], [our_liquidation("0xA", 102)]
+    process(102)
+    # another liquidator's, mined in 103: only its log
+    index.logs[103] = ["0xB"]
+    process(103)
+    # ours, whose receipt is polled (104) before the index returns its log (105)
+    tx.outcomes[104], index.logs[105] = [our_liquidation("0xC", 104)], ["0xC"]
+    process(104)
+    process(105)
+    assert bot.stats.succeeded == 2
+    # 102 - 100, 103 - 100, 104 - 100: three observations, sum 2 + 3 + 4 = 9
+    assert bot.metrics.value("keeper_detection_latency_blocks_count") == 3
+    assert bot.metrics.value("keeper_detection_latency_blocks_sum") == 9
+    assert bot.metrics.value("keeper_detection_latency_blocks_bucket", le="2.0") == 1
+    assert bot.metrics.value("keeper_detection_latency_blocks_bucket", le="3.0") == 2
+    assert bot.first_seen == {}
+
+
+def test_late_receipt_does_not_end_a_newer_episode():
+    bot, _ = bot_with(FakeCall(0, 0))
+    bot._track_episodes(["0xA"], 100)
+    bot._episode_ended("0xA", 102)  # its log: latency 2
+    bot._track_episodes(["0xA"], 103)  # still liquidatable after the partial liquidation: new episode
+    bot._episode_ended("0xA", 102)  # the receipt of the same liquidation, a block late
+    assert bot.first_seen == {"0xA": 103}
+    assert bot.metrics.value("keeper_detection_latency_blocks_count") == 1
+    bot._episode_ended("0xA", 104)  # the next liquidation: latency 1
+    assert bot.metrics.value("keeper_detection_latency_blocks_sum") == 3 and bot.first_seen == {}
