@@ -9,8 +9,8 @@
         for a short time. Anyone may submit it; the latest one per account is stored.
         `effective_margin` is what the margin engine asks on every margin check:
           - while the stored attestation is valid now (not expired, the account's position
-            version unchanged, the signer set unchanged, every current index price within
-            `price_band` of the attested one), it returns
+            version, the signer set and the scenario parameters hash unchanged, every current
+            index price within `price_band` of the attested one), it returns
                 IM = min(standard_IM, max(attested_IM, ceil(margin_floor * standard_IM)))
                 MM = min(standard_MM, max(attested_MM, ceil(margin_floor * standard_MM)))
             so an attestation can only lower the requirement, and never below `margin_floor`
@@ -19,11 +19,19 @@
         Price band: an attested price p_a and the current price p agree when
             |p - p_a| * 1e18 <= price_band * p_a
         (a zero price on either side never agrees).
+        Governed scenario parameters: the grid (spot range, vol shocks, contingencies, IM
+        factor...) is committed as `scenario_params_hash`, set by the risk admin (the timelock
+        after the handover). An attestation names the hash of the parameters it was computed
+        with and is refused unless it equals the governed one, so a compromised or
+        misconfigured signer cannot attest with a looser grid than governance chose; changing
+        the hash voids every stored attestation.
 @dev EIP-712 domain: name "CrossMargin HealthAttestor", version "1", this chain id, this
      contract. Typed struct:
          HealthAttestation(address account,uint256 position_version,uint256[] prices,
                            uint256 initial_margin,uint256 maintenance_margin,uint256 issued_at,
-                           uint256 valid_until)
+                           uint256 valid_until,bytes32 scenario_params)
+     `scenario_params` is keccak256 of the canonical encoding of the portfolio-margin
+     parameters (keeper.risk.scenarios `scenario_params_hash`).
      `prices` are the WAD index prices of every oracle price id, in id order, as the oracle's
      `index_prices()` returns them (a new price id therefore voids older attestations); it is
      hashed as keccak256 of the concatenated 32-byte words (EIP-712 arrays). IM and MM are WAD
@@ -78,6 +86,7 @@ struct HealthAttestation:
     maintenance_margin: uint256
     issued_at: uint256
     valid_until: uint256
+    scenario_params: bytes32
 
 
 struct StoredAttestation:
@@ -91,7 +100,7 @@ struct StoredAttestation:
 
 
 HEALTH_ATTESTATION_TYPEHASH: constant(bytes32) = keccak256(
-    "HealthAttestation(address account,uint256 position_version,uint256[] prices,uint256 initial_margin,uint256 maintenance_margin,uint256 issued_at,uint256 valid_until)"
+    "HealthAttestation(address account,uint256 position_version,uint256[] prices,uint256 initial_margin,uint256 maintenance_margin,uint256 issued_at,uint256 valid_until,bytes32 scenario_params)"
 )
 DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
     "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -123,7 +132,11 @@ oracle: public(address)
 margin_floor: public(uint256)
 price_band: public(uint256)
 max_validity: public(uint256)
+scenario_params_hash: public(bytes32)
 _attestations: HashMap[address, StoredAttestation]
+# @dev The scenario parameters hash each stored attestation was computed with; kept apart from
+#      StoredAttestation so that `attestation()`'s shape (read by the lens) is unchanged.
+_attested_params: HashMap[address, bytes32]
 
 
 event AttestationSubmitted:
@@ -161,6 +174,11 @@ event OracleSet:
     oracle: indexed(address)
 
 
+event ScenarioParamsHashSet:
+    previous: bytes32
+    current: bytes32
+
+
 @deploy
 def __init__(
     admin_: address,
@@ -168,6 +186,7 @@ def __init__(
     oracle_: address,
     signers_: DynArray[address, signer_set.MAX_SIGNERS],
     threshold_: uint256,
+    scenario_params_hash_: bytes32,
 ):
     """
     @param admin_ Admin and initial risk admin (see lib/roles.vy).
@@ -175,6 +194,8 @@ def __init__(
     @param oracle_ The contract answering `index_prices()` (the oracle router).
     @param signers_ The initial risk signers (distinct, non-zero, at most 16).
     @param threshold_ m, in [1, len(signers_)].
+    @param scenario_params_hash_ The governed scenario parameters hash (non-zero; see
+           `set_scenario_params_hash`).
     """
     signer_set.__init__(admin_, signers_, threshold_)
     self._set_engine(engine_)
@@ -182,6 +203,7 @@ def __init__(
     self._set_margin_floor(DEFAULT_MARGIN_FLOOR)
     self._set_price_band(DEFAULT_PRICE_BAND)
     self._set_max_validity(DEFAULT_MAX_VALIDITY)
+    self._set_scenario_params_hash(scenario_params_hash_)
 
 
 # ---------------------------------------------------------------- governance
@@ -225,6 +247,14 @@ def _set_max_validity(validity: uint256):
     previous: uint256 = self.max_validity
     self.max_validity = validity
     log MaxValiditySet(previous=previous, max_validity=validity)
+
+
+@internal
+def _set_scenario_params_hash(h: bytes32):
+    assert h != empty(bytes32), "attestor: zero scenario params hash"
+    previous: bytes32 = self.scenario_params_hash
+    self.scenario_params_hash = h
+    log ScenarioParamsHashSet(previous=previous, current=h)
 
 
 @external
@@ -285,6 +315,22 @@ def set_max_validity(validity: uint256):
     self._set_max_validity(validity)
 
 
+@external
+def set_scenario_params_hash(h: bytes32):
+    """
+    @notice Commit the portfolio-margin scenario parameters attestations must be computed
+            with (risk admin: the timelock after the handover). Only attestations naming this
+            hash are accepted, so a compromised or misconfigured signer cannot attest with a
+            looser grid than governance chose. Voids every stored attestation computed with
+            another hash (as a signer-set change does).
+    @dev Reverts: "roles: not risk admin", "attestor: zero scenario params hash".
+    @param h keccak256 of the canonical encoding of the parameters
+           (keeper.risk.scenarios `scenario_params_hash`), not zero.
+    """
+    signer_set.roles._check_risk_admin()
+    self._set_scenario_params_hash(h)
+
+
 # ---------------------------------------------------------------- EIP-712
 
 
@@ -312,6 +358,7 @@ def _attestation_digest(att: HealthAttestation) -> bytes32:
             att.maintenance_margin,
             att.issued_at,
             att.valid_until,
+            att.scenario_params,
         )
     )
     return keccak256(concat(b"\x19\x01", self._domain_separator(), struct_hash))
@@ -355,6 +402,8 @@ def _holds(account: address) -> bool:
         return False  # none stored (0) or expired
     if self._attestations[account].signer_set_version != signer_set.signer_set_version:
         return False
+    if self._attested_params[account] != self.scenario_params_hash:
+        return False  # governance changed the scenario grid since
     if staticcall IVersioned(self.engine).position_version(account) != self._attestations[account].position_version:
         return False
     current: DynArray[uint256, MAX_PRICE_IDS] = staticcall IOracle(self.oracle).index_prices()
@@ -383,12 +432,15 @@ def submit_attestation(att: HealthAttestation, signatures: DynArray[Bytes[65], s
     @dev Reverts: "attestor: issued in the future" (issued_at > now), "attestor: not newer"
          (issued_at <= the stored one: replays), "attestor: expired" (valid_until <= now),
          "attestor: validity too long" (valid_until - issued_at > max_validity),
-         "attestor: IM below MM", the signer set's reasons (see lib/signer_set.vy `_verify`),
+         "attestor: IM below MM",
+         "attestor: scenario parameters not governed" (scenario_params differs from
+         `scenario_params_hash`), the signer set's reasons (see lib/signer_set.vy `_verify`),
          "attestor: position changed" (position_version differs from the engine's),
          "attestor: price count mismatch" (not one price per oracle price id),
          "attestor: zero price" (an attested or current price is 0),
          "attestor: prices out of band".
-    @param att The attestation; prices WAD by price id, margins WAD USD, times unix seconds.
+    @param att The attestation; prices WAD by price id, margins WAD USD, times unix seconds,
+           scenario_params the hash of the grid parameters it was computed with.
     @param signatures At least `threshold` 65-byte signatures of its EIP-712 digest
            (`attestation_digest`), by strictly ascending signer address.
     """
@@ -397,6 +449,7 @@ def submit_attestation(att: HealthAttestation, signatures: DynArray[Bytes[65], s
     assert att.valid_until > block.timestamp, "attestor: expired"
     assert att.valid_until - att.issued_at <= self.max_validity, "attestor: validity too long"
     assert att.initial_margin >= att.maintenance_margin, "attestor: IM below MM"
+    assert att.scenario_params == self.scenario_params_hash, "attestor: scenario parameters not governed"
     signer_set._verify(self._attestation_digest(att), signatures)
     version: uint256 = staticcall IVersioned(self.engine).position_version(att.account)
     assert att.position_version == version, "attestor: position changed"
@@ -414,6 +467,7 @@ def submit_attestation(att: HealthAttestation, signatures: DynArray[Bytes[65], s
         valid_until=att.valid_until,
         signer_set_version=signer_set.signer_set_version,
     )
+    self._attested_params[att.account] = att.scenario_params
     log AttestationSubmitted(
         account=att.account,
         position_version=att.position_version,
@@ -453,7 +507,7 @@ def effective_margin(account: address, standard_im: uint256, standard_mm: uint25
 def attestation_holds(account: address) -> bool:
     """
     @notice Whether the stored attestation of `account` is valid now (not expired, position
-            version and signer set unchanged, prices within the band).
+            version, signer set and scenario parameters hash unchanged, prices within the band).
     @dev Never reverts for a missing or invalid attestation (see `effective_margin`).
     @param account The account.
     @return True if `effective_margin` would apply it now.
@@ -471,6 +525,18 @@ def attestation(account: address) -> StoredAttestation:
             issued_at, valid_until, signer_set_version).
     """
     return self._attestations[account]
+
+
+@external
+@view
+def attestation_scenario_params(account: address) -> bytes32:
+    """
+    @notice The scenario parameters hash the stored attestation of `account` was computed with
+            (zero if none); it holds only while this equals `scenario_params_hash`.
+    @param account The account.
+    @return The 32-byte hash.
+    """
+    return self._attested_params[account]
 
 
 @external

@@ -3,6 +3,11 @@ signed attestation of it fresh on the HealthAttestor, so the engine can apply th
 
 Per block (called from the liquidator's loop, sharing its transaction manager):
 
+0. governed parameters: the attestor's `scenario_params_hash` must equal the hash of the keeper's
+   scenario parameters (keeper.risk.scenarios.scenario_params_hash); otherwise nothing is attested
+   at this block (the attestor would refuse it), with a warning and the skipped metric. At start
+   `check_governed` refuses a mismatching file outright. A stored attestation computed with
+   another hash (void on chain) is refreshed;
 1. candidates: the configured accounts (`accounts: all` = every tracked account holding an option);
 2. for each, `refresh_reason`: none stored, expired or less than `refresh_before_seconds` of
    validity left, position version changed (trade, withdrawal, liquidation), signer set changed,
@@ -34,12 +39,16 @@ from keeper.chain.attestations import HealthAttestation, sign_attestation
 from keeper.chain.client import AttestorTerms, ProtocolClient, StoredAttestation
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
-from keeper.risk.scenarios import ScenarioParams, build_risk_tables, portfolio_margin
+from keeper.risk.scenarios import ScenarioParams, build_risk_tables, portfolio_margin, scenario_params_hash
 
 log = logging.getLogger("keeper.attest")
 
 WAD = 10**18
 CENT = 10**16  # one cent in WAD USD
+
+
+class ScenarioParamsNotGoverned(Exception):
+    """The keeper's scenario parameters are not the ones the attestor is governed to (one line)."""
 
 
 def attestation_key(account: str) -> str:
@@ -113,7 +122,8 @@ def refresh_reason(
 class AttestationService:
     """Keeps attestations fresh. `tx` is the bot's keeper.txmanager.TxManager; `signer_keys` the
     m risk signers' private keys (hex); `accounts` None = every tracked account holding options,
-    else only these; `validity_seconds` is clamped to the attestor's max validity."""
+    else only these; `validity_seconds` is clamped to the attestor's max validity;
+    `scenario_source` names where `scenario_params` came from (a file), for messages."""
 
     client: ProtocolClient
     tx: object
@@ -123,15 +133,69 @@ class AttestationService:
     accounts: Sequence[str] | None = None
     validity_seconds: int = 600
     metrics: KeeperMetrics = field(default_factory=KeeperMetrics)
+    scenario_source: str = "the scenario parameters"
     # account -> (version, prices, recheck after): a skipped account is re-judged when one changes
     _skipped: dict = field(default_factory=dict)
     _terms: AttestorTerms | None = None
     _terms_block: int = -1
+    _governed: bytes | None = None  # the attestor's scenario_params_hash at the last block read
+    # accounts whose stored attestation is known to carry the governed hash (reset when it changes)
+    _params_ok: set = field(default_factory=set)
+
+    @property
+    def params_hash(self) -> bytes:
+        """keccak256 of the canonical encoding of `scenario_params` (32 bytes)."""
+        return scenario_params_hash(self.scenario_params)
+
+    def governed_hash(self, block: int | str = "latest") -> bytes:
+        """The attestor's `scenario_params_hash` at `block` (one eth_call)."""
+        return bytes(self.client.attestor.functions.scenario_params_hash().call(block_identifier=block))
+
+    def check_governed(self, block: int | str = "latest") -> None:
+        """Refuse to start with parameters the attestor would refuse.
+
+        Raises ScenarioParamsNotGoverned (one line naming the file and both hashes)."""
+        governed, local = self.governed_hash(block), self.params_hash
+        if governed != local:
+            raise ScenarioParamsNotGoverned(
+                f"the scenario parameters in {self.scenario_source} hash to 0x{local.hex()} but the attestor is "
+                f"governed to 0x{governed.hex()}; use the governed file"
+            )
+        self._governed = governed
+
+    def _governed_now(self, block: int) -> bool:
+        """Whether the governed hash at `block` is ours; logs once per change of the governed hash."""
+        governed, local = self.governed_hash(block), self.params_hash
+        if governed != self._governed:
+            self._params_ok.clear()  # stored attestations may now be void on chain
+            if governed != local:
+                log.warning(
+                    "governance set the scenario parameters hash to 0x%s; %s hash to 0x%s: not attesting until they agree",
+                    governed.hex(), self.scenario_source, local.hex(), extra={"governed": "0x" + governed.hex()},
+                )
+            elif self._governed is not None:
+                log.info("the scenario parameters hash is governed to ours again (0x%s): attesting", local.hex())
+            self._governed = governed
+        return governed == local
+
+    def _params_current(self, account: str, block: int) -> bool:
+        """Whether `account`'s stored attestation carries the governed hash (read once per account
+        and governed hash: later attestations can only carry the same one)."""
+        if account in self._params_ok:
+            return True
+        stored = bytes(self.client.attestor.functions.attestation_scenario_params(account).call(block_identifier=block))
+        if stored == self._governed:
+            self._params_ok.add(account)
+            return True
+        return False
 
     def step(self, block: int, timestamp: int, tracked: Sequence[str]) -> list[str]:
         """Refresh what needs it at `block` (time `timestamp`) among `tracked` accounts (or the
         configured list); returns the accounts an attestation was sent for."""
         if self.client.attestor is None:
+            return []
+        if not self._governed_now(block):
+            self.metrics.attestations_skipped.labels(reason="scenario_params").inc()
             return []
         if self._terms is None or block - self._terms_block >= 50:
             self._terms, self._terms_block = self.client.attestor_terms(block), block
@@ -153,6 +217,8 @@ class AttestationService:
             if attestation_key(account) in pending:
                 continue
             reason = refresh_reason(stored, timestamp, version, prices, terms, self.rules)
+            if reason is None and not self._params_current(account, block):
+                reason = "scenario_params_changed"
             if reason is None:
                 fresh += 1
                 continue
@@ -192,7 +258,8 @@ class AttestationService:
             issued = timestamp if stored is None else max(timestamp, stored.issued_at + 1)
             if issued > timestamp:
                 continue  # an attestation from this very second is stored: next block
-            att = HealthAttestation(account, version, tuple(prices), margins[0], margins[1], issued, issued + validity)
+            att = HealthAttestation(account, version, tuple(prices), margins[0], margins[1], issued, issued + validity,
+                                    self.params_hash)
             args = sign_attestation(att, self.signer_keys, client.deployment.chain_id, client.attestor.address)
             call = client.attestor.functions.submit_attestation(*args)
             try:

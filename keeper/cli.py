@@ -326,7 +326,7 @@ def plot_heat_map(book, row: int, path: Path, spot_range: float = 0.15, spot_ste
 def _attestation_service(client, tx, settings, metrics):
     """The AttestationService `keeper run` starts when `attestation.enabled` (keys from the
     environment variables the settings name)."""
-    from keeper.attest import AttestationService, RefreshRules
+    from keeper.attest import AttestationService, RefreshRules, ScenarioParamsNotGoverned
     from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params
     from keeper.settings import attestation_keys
 
@@ -337,10 +337,16 @@ def _attestation_service(client, tx, settings, metrics):
     threshold = client.attestor_terms().threshold
     if len(keys) < threshold:
         raise click.ClickException(f"the attestor needs {threshold} signatures; attestation.signer_key_envs names {len(keys)}")
-    return AttestationService(
-        client, tx, keys, load_scenario_params(a.scenario_config or DEFAULT_PM_CONFIG),
-        RefreshRules(a.refresh_before_seconds, a.price_move_fraction), a.accounts, a.validity_seconds, metrics,
+    source = a.scenario_config or DEFAULT_PM_CONFIG
+    service = AttestationService(
+        client, tx, keys, load_scenario_params(source),
+        RefreshRules(a.refresh_before_seconds, a.price_move_fraction), a.accounts, a.validity_seconds, metrics, str(source),
     )  # fmt: skip
+    try:
+        service.check_governed()
+    except ScenarioParamsNotGoverned as e:
+        raise click.ClickException(str(e)) from None
+    return service
 
 
 @cli.command()

@@ -123,6 +123,9 @@ class AttestationConfig:
     margin_floor: int  # WAD fraction of the standard margin an attestation cannot go below
     price_band: int  # WAD fraction
     max_validity: int  # seconds
+    # portfolio-margin parameters YAML whose hash the attestor is governed to (relative to the
+    # working directory); "" = config/portfolio_margin.yaml
+    scenario_params: str = ""
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,14 @@ def _signer_set(d: dict, where: str) -> SignerSetConfig:
     return SignerSetConfig(signers, _integer(d, "threshold", where, 1, len(signers)))
 
 
+def _scenario_params_path(a: dict, where: str) -> str:
+    """The optional `scenario_params:` path (a YAML file with a `portfolio_margin:` section)."""
+    value = a.get("scenario_params", "")
+    if not isinstance(value, str) or (value and not value.strip()):
+        raise ConfigError(f"{where}: scenario_params: must be the path of a portfolio margin YAML file, got {_show(value)}")
+    return value.strip()
+
+
 def _options(raw: dict, u_symbols: list[str]) -> OptionsConfig | None:
     if "options" not in raw:
         return None
@@ -460,6 +471,7 @@ def _options(raw: dict, u_symbols: list[str]) -> OptionsConfig | None:
         margin_floor=_fraction(a, "margin_floor", at),
         price_band=_fraction(a, "price_band", at, 0, 1),
         max_validity=_integer(a, "max_validity", at, 60, 86400, " seconds"),
+        scenario_params=_scenario_params_path(a, at),
     )
     if attestation.margin_floor < 2 * 10**17:
         raise ConfigError(f"{at}: margin_floor: must be in [0.2, 1] (an attestation lowers margin by at most 80%)")
@@ -526,11 +538,25 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
     path = Path(path)
     raw = _read_with_base(path)
     try:
-        return _parse(raw)
+        config = _parse(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     except (TypeError, ValueError, ArithmeticError) as e:  # not expected: every field is checked
         raise ConfigError(f"{path}: {e.__class__.__name__}: {e}") from None
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: ProtocolConfig, base: Path) -> ProtocolConfig:
+    """File names inside a config are relative to the config file (as `extends:` is)."""
+    import dataclasses
+
+    if config.options is None or not config.options.attestation.scenario_params:
+        return config
+    sp = Path(config.options.attestation.scenario_params)
+    if sp.is_absolute():
+        return config
+    attestation = dataclasses.replace(config.options.attestation, scenario_params=str((base / sp).resolve()))
+    return dataclasses.replace(config, options=dataclasses.replace(config.options, attestation=attestation))
 
 
 def _parse(raw: dict) -> ProtocolConfig:

@@ -24,7 +24,7 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_block_processing_seconds | histogram | time to process one block |
 | keeper_attestations_submitted_total | counter | health attestations sent (simulated first) |
 | keeper_attestations_failed_total | counter | attestations whose simulation reverted, or mined reverted / dropped |
-| keeper_attestations_skipped_total{reason} | counter | accounts not attested: not_lower (portfolio margin not below standard), stale_vol |
+| keeper_attestations_skipped_total{reason} | counter | accounts not attested: not_lower (portfolio margin not below standard), stale_vol, scenario_params (blocks skipped: the attestor's governed scenario parameters hash differs from the keeper's file) |
 | keeper_accounts_attested | gauge | candidate accounts whose stored attestation needed no refresh at the last block |
 """
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 SKIP_REASONS = ("unprofitable", "unsafe", "fee_cap", "stale_node")
-ATTESTATION_SKIP_REASONS = ("not_lower", "stale_vol")
+ATTESTATION_SKIP_REASONS = ("not_lower", "stale_vol", "scenario_params")
 
 
 class KeeperMetrics:

@@ -95,7 +95,8 @@ def _plan(changes_path: Path, rpc: str, manifest: Path):
 def _print_calls(calls: list[Call], block: int) -> None:
     table = Table(title=f"Parameter changes (current values at block {block})")
     for col in ("#", "item", "setter", "parameter", "current", "new"):
-        table.add_column(col, justify="right" if col in ("current", "new") else "left")
+        table.add_column(col, justify="right" if col in ("current", "new") else "left",
+                         overflow="fold" if col in ("current", "new") else "ellipsis")  # full hashes
     for n, call in enumerate(calls):
         for j, row in enumerate(call.rows):
             new = f"[bold yellow]{row.new}[/]" if row.changed else f"[dim]{row.new}[/]"

@@ -12,6 +12,7 @@ from keeper.chain.artifacts import CONTRACTS, NAMES
 from keeper.chain.deploy import Deployment, deploy_protocol
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
+from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 
 WAD = 10**18
 
@@ -188,7 +189,8 @@ class OptionsKit:
         att = None
         if attestor:
             att = deploy_unique(
-                source_deployer("HealthAttestor.vy"), p.admin, p.lens.address, p.oracle.address, [signer.address], 1
+                source_deployer("HealthAttestor.vy"), p.admin, p.lens.address, p.oracle.address, [signer.address], 1,
+                scenario_params_hash(ScenarioParams()),  # the defaults = config/portfolio_margin.yaml
             )
         kit = cls(p, market, vol_feed, att, signer)
         if wire:
@@ -200,6 +202,15 @@ class OptionsKit:
             self.p.vault.set_option_market(self.market.address)
             attestor = self.attestor.address if self.attestor is not None else ZERO_ADDRESS
             self.p.engine.set_portfolio_modules(self.market.address, attestor)
+
+    def attestation(self, account: str, im: int, mm: int, validity: int = 600):
+        """A HealthAttestation of (IM, MM) WAD USD for `account` now, at its current position version
+        and index prices, under the attestor's governed scenario parameters hash."""
+        from keeper.chain.attestations import HealthAttestation
+
+        t = boa.env.evm.patch.timestamp
+        return HealthAttestation(account, self.p.lens.position_version(account), tuple(self.p.oracle.index_prices()),
+                                 im, mm, t, t + validity, bytes(self.attestor.scenario_params_hash()))
 
     def set_vol(self, price_id: int, expiry: int, atm_vol: int, skew: int = 0) -> None:
         """Publish (atm_vol, skew) WAD for (price id, expiry), stamped now."""

@@ -7,6 +7,9 @@ address, each 65 bytes (r, s, v) with v in {27, 28} and low s.
 
 Units: vols, skews, prices and margins are WAD integers (1e18 = 1.0, or 1 USD); times are unix
 seconds. `prices` are the oracle's `index_prices()`, one per price id, in id order.
+An attestation's `scenario_params` is the 32-byte hash of the portfolio-margin parameters it was
+computed with (keeper.risk.scenarios.scenario_params_hash); the attestor accepts only its
+governed `scenario_params_hash`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ _ATTESTATION_FIELDS = [
     {"name": "maintenance_margin", "type": "uint256"},
     {"name": "issued_at", "type": "uint256"},
     {"name": "valid_until", "type": "uint256"},
+    {"name": "scenario_params", "type": "bytes32"},
 ]
 
 
@@ -68,8 +72,9 @@ class VolUpdate:
 @dataclass(frozen=True)
 class HealthAttestation:
     """Portfolio initial and maintenance margin (WAD USD) of `account` at its
-    `position_version`, computed at index `prices` (WAD, by price id), valid from `issued_at`
-    until `valid_until`."""
+    `position_version`, computed at index `prices` (WAD, by price id) with the scenario
+    parameters hashing to `scenario_params` (32 bytes), valid from `issued_at` until
+    `valid_until`. Raises ValueError if `scenario_params` is not 32 bytes."""
 
     account: str
     position_version: int
@@ -78,6 +83,11 @@ class HealthAttestation:
     maintenance_margin: int
     issued_at: int
     valid_until: int
+    scenario_params: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scenario_params, (bytes, bytearray)) or len(self.scenario_params) != 32:
+            raise ValueError(f"scenario_params: must be a 32-byte hash, got {self.scenario_params!r}")
 
     def as_tuple(self) -> tuple:
         return (
@@ -88,6 +98,7 @@ class HealthAttestation:
             self.maintenance_margin,
             self.issued_at,
             self.valid_until,
+            bytes(self.scenario_params),
         )
 
 
@@ -126,6 +137,7 @@ def attestation_typed_data(att: HealthAttestation, chain_id: int, attestor: str)
             "maintenance_margin": att.maintenance_margin,
             "issued_at": att.issued_at,
             "valid_until": att.valid_until,
+            "scenario_params": bytes(att.scenario_params),
         },
     }
 

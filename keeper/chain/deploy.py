@@ -336,9 +336,20 @@ def series_name(underlying: str, expiry_days: float, is_call: bool, strike_usd: 
     return f"{underlying}-{expiry_days:g}D-{'C' if is_call else 'P'}-{strike_usd}"
 
 
+def governed_scenario_params_hash(config: ProtocolConfig) -> bytes:
+    """The hash (32 bytes) of the portfolio-margin parameters `options.attestation.scenario_params`
+    names (default config/portfolio_margin.yaml): the HealthAttestor's `scenario_params_hash`.
+    Raises ConfigError (one line) for a missing or invalid file."""
+    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params, scenario_params_hash
+
+    path = config.options.attestation.scenario_params if config.options else ""
+    return scenario_params_hash(load_scenario_params(path or DEFAULT_PM_CONFIG))
+
+
 def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: Deployment, admin: str,
                     engine: Any, vault: Any, lens: Any, oracle: Any) -> None:
-    """VolFeed, OptionMarket, HealthAttestor (version source: the lens), their parameters, the
+    """VolFeed, OptionMarket, HealthAttestor (version source: the lens; its scenario parameters
+    hash from `governed_scenario_params_hash`), their parameters, the
     series of `config.options` (strike = multiple x the index at listing, whole USD; expiry =
     listing time + days), then the wiring: engine.set_portfolio_modules and
     vault.set_option_market, last, so that the engine counts options only once all is set."""
@@ -354,7 +365,7 @@ def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: 
     run.call("set_option_risk_params", market, "set_risk_params", opts.risk.as_tuple())
     at = opts.attestation
     attestor = run.contract("health_attestor", "HealthAttestor", admin, lens.address, oracle.address,
-                            list(at.signers.signers), at.signers.threshold)
+                            list(at.signers.signers), at.signers.threshold, governed_scenario_params_hash(config))
     dep.health_attestor = attestor.address
     run.call("set_margin_floor", attestor, "set_margin_floor", at.margin_floor)
     run.call("set_attestation_price_band", attestor, "set_price_band", at.price_band)

@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
-from keeper.chain.deploy import ZERO_ADDRESS, Deployment, config_echo
+from keeper.chain.deploy import ZERO_ADDRESS, Deployment, config_echo, governed_scenario_params_hash
 from keeper.chain.governance import governed as governed_contracts
 from keeper.config import ProtocolConfig
 
@@ -258,6 +258,9 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
     for fn, expected, wad in (("margin_floor", o.attestation.margin_floor, True), ("price_band", o.attestation.price_band, True),
                               ("max_validity", o.attestation.max_validity, False)):
         add("HealthAttestor", fn, expected, read(attestor, fn), wad=wad)
+    got = read(attestor, "scenario_params_hash")
+    add("HealthAttestor", "scenario_params_hash", "0x" + governed_scenario_params_hash(config).hex(),
+        got if isinstance(got, _ReadError) else "0x" + bytes(got).hex())
     for label, contract, signers in (("VolFeed", feed, o.vol_feed.signers), ("HealthAttestor", attestor, o.attestation.signers)):
         add(label, "threshold", signers.threshold, read(contract, "threshold"))
         add(label, "signer_count", len(signers.signers), read(contract, "signer_count"))

@@ -14,10 +14,15 @@ health attestor):
       - {options: {short_im_rate: 0.16, short_mm_rate: 0.1}}
       - {series: ETH-30D-C-2200, max_open_interest: 1000, max_position: 100}
       - {vol_feed: {min_atm_vol: 0.05, max_atm_vol: 3, max_abs_skew: 1, heartbeat: 1200}}
+      - {portfolio_margin: config/portfolio_margin.yaml}
+
+`portfolio_margin:` names a portfolio-margin parameters YAML (keeper.risk.scenarios, path relative
+to the working directory); the HealthAttestor is governed to its hash
+(`set_scenario_params_hash`), after which attestations must be computed with that file.
 
 An entry names one underlying, asset, market, price id or option series (by the manifest's
 names) with the fields to change, or is a one-key mapping `liquidation:` / `trading:` /
-`attestation:` / `options:` / `vol_feed:` of fields. Fields not given keep their on-chain
+`attestation:` / `options:` / `vol_feed:` of fields, or `portfolio_margin: <file>`. Fields not given keep their on-chain
 value. Units: rates and fractions are decimals (0.12 = 12%, exact
 to 18 decimals), prices USD, caps whole units of the underlying (`max_open_interest`,
 `max_position`) or whole tokens (`deposit_cap`), heartbeats and the ramp in seconds.
@@ -35,6 +40,7 @@ import yaml
 from keeper.risk.fixed import to_wad
 
 FRACTION, NUMBER, USD, AMOUNT, SECONDS, HEARTBEATS = "fraction", "number", "usd", "amount", "seconds", "heartbeats"
+HASH = "hash"  # 32 bytes
 
 # section -> field -> kind. "Named" sections address one item of the manifest by name.
 FIELDS: dict[str, dict[str, str]] = {
@@ -54,12 +60,14 @@ FIELDS: dict[str, dict[str, str]] = {
     "series": {"max_open_interest": AMOUNT, "max_position": AMOUNT},
     # VolFeed: ATM vol and |skew| bounds are decimals (3 = 300% a year), heartbeat seconds
     "vol_feed": {"min_atm_vol": NUMBER, "max_atm_vol": NUMBER, "max_abs_skew": NUMBER, "heartbeat": SECONDS},
+    # HealthAttestor.set_scenario_params_hash: from `portfolio_margin: <file>` (not a mapping)
+    "portfolio_margin": {"scenario_params_hash": HASH},
 }  # fmt: skip
 NAMED = ("underlying", "asset", "market", "price_id", "series")
-GLOBAL = ("liquidation", "trading", "attestation", "options", "vol_feed")
+GLOBAL = ("liquidation", "trading", "attestation", "options", "vol_feed", "portfolio_margin")
 # sections that exist only when the deployment has options, -> the manifest field they need
 OPTION_SECTIONS = {"attestation": "health_attestor", "options": "option_market", "series": "option_market",
-                   "vol_feed": "vol_feed"}
+                   "vol_feed": "vol_feed", "portfolio_margin": "health_attestor"}
 MAX_SECONDS = 10**9
 MAX_FEEDS = 3
 
@@ -82,7 +90,8 @@ class ChangeError(ValueError):
 class Change:
     """One entry: `section` (see FIELDS), `name` ("" for liquidation / trading) and the new
     values: WAD integers for decimals (AMOUNT still in whole units x 1e18), ints for seconds,
-    a tuple of ints for heartbeats."""
+    a tuple of ints for heartbeats; for `portfolio_margin` the file's `scenario_params_hash`
+    (32 bytes), its `params` (ScenarioParams) and `path`."""
 
     index: int
     section: str
@@ -145,6 +154,29 @@ def _fields(section: str, raw: dict, where: str, problems: list[str]) -> dict:
     return values
 
 
+def _portfolio_margin(i: int, entry: dict, problems: list[str]) -> Change | None:
+    """`{portfolio_margin: <file>}`: the file's parameters and their hash."""
+    from keeper.config import ConfigError
+    from keeper.risk.scenarios import load_scenario_params, scenario_params_hash
+
+    where = f"changes[{i}] portfolio_margin"
+    path = entry["portfolio_margin"]
+    if len(entry) != 1:
+        extra = ", ".join(str(k) for k in entry if k != "portfolio_margin")
+        problems.append(f"{where}: takes only the parameters file (portfolio_margin: path.yaml), found {extra} beside it")
+        return None
+    if not isinstance(path, str) or not path.strip():
+        problems.append(f"{where}: must be the path of a portfolio margin YAML file, got {_show(path)}")
+        return None
+    try:
+        params = load_scenario_params(path.strip())
+    except ConfigError as e:
+        problems.append(f"{where}: {e}")
+        return None
+    return Change(i, "portfolio_margin", "", {"scenario_params_hash": scenario_params_hash(params), "params": params,
+                                              "path": path.strip()})
+
+
 def _entry(i: int, entry, problems: list[str]) -> Change | None:
     where = f"changes[{i}]"
     if not isinstance(entry, dict) or not entry:
@@ -156,6 +188,8 @@ def _entry(i: int, entry, problems: list[str]) -> Change | None:
         problems.append(f"{where}: needs exactly one of {', '.join(NAMED + GLOBAL)} (found {what})")
         return None
     section = selectors[0]
+    if section == "portfolio_margin":
+        return _portfolio_margin(i, entry, problems)
     if section in GLOBAL:
         body = entry[section]
         if len(entry) != 1:

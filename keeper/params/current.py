@@ -2,8 +2,9 @@
 
 Values are in the setters' own units (WAD fractions, token units, seconds), grouped like the
 change file: `values[section][name][field]`, with name "" for `liquidation`, `trading` and
-the option sections `attestation`, `options`, `vol_feed` (read only when the manifest names
-the HealthAttestor / OptionMarket / VolFeed; `series` with the OptionMarket).
+the option sections `attestation`, `portfolio_margin` (the scenario parameters hash, 32 bytes),
+`options`, `vol_feed` (read only when the manifest names the HealthAttestor / OptionMarket /
+VolFeed; `series` with the OptionMarket).
 Items the manifest does not name are listed as "#<id>" (they still bound other changes: a
 penalty must stay within half of every underlying's mm_rate).
 """
@@ -119,6 +120,7 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
         out.values["attestation"] = {"": {
             "margin_floor": get(h.margin_floor()), "price_band": get(h.price_band()), "max_validity": get(h.max_validity()),
         }}  # fmt: skip
+        out.values["portfolio_margin"] = {"": {"scenario_params_hash": bytes(get(h.scenario_params_hash()))}}
     if "option_market" in c:
         m = c["option_market"].functions
         out.values["options"] = {"": dict(zip(OPTION_RISK_FIELDS, get(m.risk_params())))}

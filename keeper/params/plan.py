@@ -3,7 +3,8 @@
 Each entry becomes one call per setter it touches (a price id's heartbeats -> `set_feeds`, its
 band -> `set_circuit_breaker`; liquidation penalty / share / target ->
 `set_liquidation_params`, max penalty / ramp -> `set_penalty_ramp`; attestation floor, band,
-validity -> one HealthAttestor setter each; option risk params -> `set_risk_params` with the
+validity -> one HealthAttestor setter each; a portfolio margin file -> `set_scenario_params_hash`
+(its hash; `show` lists the changed parameters when the current file is known); option risk params -> `set_risk_params` with the
 whole struct; vol bounds -> `set_vol_bounds`, heartbeat -> `set_heartbeat`), with every
 argument the entry leaves out taken from chain. Calls are checked in file order against the state the
 earlier calls leave, as they will run.
@@ -21,7 +22,7 @@ from keeper.chain.artifacts import load_artifact
 from keeper.chain.deploy import Deployment
 from keeper.params import bounds
 from keeper.params.bounds import WAD, wad_text
-from keeper.params.changes import AMOUNT, FIELDS, HEARTBEATS, OPTION_SECTIONS, SECONDS, Change, ChangeError
+from keeper.params.changes import AMOUNT, FIELDS, HASH, HEARTBEATS, OPTION_SECTIONS, SECONDS, Change, ChangeError
 from keeper.params.current import GOVERNED_CONTRACTS, OPTION_RISK_FIELDS, CurrentParams
 
 CONTRACT_NAMES = GOVERNED_CONTRACTS  # manifest field -> contract name
@@ -66,6 +67,8 @@ SETTERS: dict[str, tuple[Setter, ...]] = {
         Setter("health_attestor", "set_price_band", ("price_band",), lambda new, s: bounds.check_price_band(new)),
         Setter("health_attestor", "set_max_validity", ("max_validity",), lambda new, s: bounds.check_max_validity(new)),
     ),
+    "portfolio_margin": (Setter("health_attestor", "set_scenario_params_hash", ("scenario_params_hash",),
+                                lambda new, s: []),),  # any keccak256 output is non-zero
     "options": (Setter("option_market", "set_risk_params", OPTION_RISK_FIELDS,
                        lambda new, s: bounds.check_option_risk(new), struct=True),),
     "series": (Setter("option_market", "set_series_caps", ("max_open_interest", "max_position"),
@@ -110,7 +113,8 @@ class Call:
         return self.section + (f" {self.name}" if self.name else "")
 
     def describe(self) -> str:
-        args = ", ".join(f"[{', '.join(map(str, a))}]" if isinstance(a, (list, tuple)) else str(a) for a in self.args)
+        args = ", ".join(f"[{', '.join(map(str, a))}]" if isinstance(a, (list, tuple))
+                         else "0x" + a.hex() if isinstance(a, bytes) else str(a) for a in self.args)
         return f"{self.contract}.{self.function}({args})"
 
 
@@ -141,9 +145,38 @@ def _text(section: str, key: str, value, decimals: int | None) -> str:
         return f"{value} s"
     if kind == HEARTBEATS:
         return "[" + ", ".join(f"{v} s" for v in value) + "]"
+    if kind == HASH:
+        return "0x" + bytes(value).hex()
     if kind == AMOUNT and decimals is not None:  # token units
         return wad_text(value * 10 ** (18 - decimals))
     return wad_text(value)
+
+
+def known_scenario_params(h: bytes, candidates=None):
+    """The ScenarioParams of the first file among `candidates` (default: the repository's
+    config/portfolio_margin.yaml) whose hash is `h`, else None (the current file is not known)."""
+    from keeper.config import ConfigError
+    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params, scenario_params_hash
+
+    for path in candidates if candidates is not None else (DEFAULT_PM_CONFIG,):
+        try:
+            params = load_scenario_params(path)
+        except ConfigError:
+            continue
+        if scenario_params_hash(params) == h:
+            return params
+    return None
+
+
+def _scenario_rows(current_hash: bytes, new_params) -> tuple[Row, ...]:
+    """One row per scenario parameter that differs from the current file's (none if unknown)."""
+    import dataclasses
+
+    old = known_scenario_params(current_hash)
+    if old is None:
+        return (Row("parameters", "(current file not known)", "see the file"),)
+    return tuple(Row(f.name, repr(getattr(old, f.name)), repr(getattr(new_params, f.name)))
+                 for f in dataclasses.fields(new_params) if getattr(old, f.name) != getattr(new_params, f.name))
 
 
 def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deployment) -> list[Call]:
@@ -197,6 +230,8 @@ def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deploy
             )
             if not any(r.changed for r in rows):
                 continue
+            if section == "portfolio_margin":
+                rows += _scenario_rows(old["scenario_params_hash"], new_values["params"])
             touched = True
             item_id = (state.ids[section][name],) if name else ()
             values = tuple(new[f] for f in setter.fields)

@@ -118,9 +118,17 @@ def describe_calldata(w3: Web3, target_name: str, address: str, data: bytes) -> 
             fn, args = contract.decode_function_input(data)
         except ValueError:
             return "0x" + data.hex()
-        values = ", ".join(str(list(v)) if isinstance(v, (list, tuple)) else str(v) for v in args.values())
+        values = ", ".join(_show_arg(v) for v in args.values())
         return f"{target_name}.{fn.fn_name}({values})"
     return "0x" + data.hex()
+
+
+def _show_arg(value) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show_arg(v) for v in value) + "]"
+    return str(value)
 
 
 def utc(timestamp: int) -> str:

@@ -51,11 +51,13 @@ baseline and an independent scalar implementation for tests).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from eth_utils import keccak
 
 from keeper.config import ConfigError, read_yaml
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_greeks, bs_value
@@ -82,6 +84,8 @@ __all__ = [
     "portfolio_margin",
     "portfolio_margin_loop",
     "revalue",
+    "scenario_params_canonical",
+    "scenario_params_hash",
     "smile_vol",
     "vol_shock_factors",
 ]
@@ -317,6 +321,26 @@ def load_scenario_params(path: str | Path = DEFAULT_PM_CONFIG) -> ScenarioParams
         return ScenarioParams(**section)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def scenario_params_canonical(params: ScenarioParams) -> bytes:
+    """The canonical encoding of ``params`` that :func:`scenario_params_hash` hashes: UTF-8 JSON
+    of every field name -> its exact decimal string, keys sorted, no spaces, e.g.
+    ``{"basis_contingency":"0.01",...,"spot_steps":"7",...}``.
+
+    Integers are written in base 10; floats by ``repr``, the shortest decimal string that reads
+    back to the same IEEE-754 double (Python >= 3.1, identical on every platform), so ``30`` and
+    ``30.0`` in the YAML encode alike (both are the float 30.0) and no float formatting ever
+    depends on the machine."""
+    values = {f.name: str(v) if isinstance(v := getattr(params, f.name), int) else repr(float(v)) for f in dataclasses.fields(params)}
+    return json.dumps(values, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def scenario_params_hash(params: ScenarioParams) -> bytes:
+    """keccak256 of :func:`scenario_params_canonical` (32 bytes): the commitment that
+    ``HealthAttestor.scenario_params_hash`` holds and every attestation names, so that signers
+    can only attest with the parameters governance set."""
+    return keccak(scenario_params_canonical(params))
 
 
 # ---------------------------------------------------------------- the grid

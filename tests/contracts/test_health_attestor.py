@@ -17,6 +17,7 @@ from keeper.chain.attestations import (
     sign_attestation,
     typed_data_digest,
 )
+from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 from tests.boa_protocol import WAD, deploy_unique, events, source_deployer
 
 SIGNERS = [Account.from_key(keccak(text=f"attestor test signer {i}")) for i in range(3)]
@@ -24,6 +25,8 @@ OUTSIDER = Account.from_key(keccak(text="attestor test outsider"))
 ETH_PRICE = 2000 * WAD
 BTC_PRICE = 30000 * WAD
 USD = WAD
+PARAMS_HASH = scenario_params_hash(ScenarioParams())
+OTHER_PARAMS_HASH = scenario_params_hash(ScenarioParams(spot_range=0.2))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,8 @@ def _setup(admin):
             oracle.set_feeds(price_id, [feed.address], [86400])
     engine = deploy_unique(source_deployer("mocks/MockVersioned.vy"))
     attestor = deploy_unique(
-        source_deployer("HealthAttestor.vy"), admin, engine.address, oracle.address, [s.address for s in SIGNERS], 2
+        source_deployer("HealthAttestor.vy"), admin, engine.address, oracle.address, [s.address for s in SIGNERS], 2,
+        PARAMS_HASH,
     )
     return attestor, engine, oracle, feeds
 
@@ -82,6 +86,7 @@ def attestation(env, **kw) -> HealthAttestation:
         maintenance_margin=300 * USD,
         issued_at=t,
         valid_until=t + 600,
+        scenario_params=PARAMS_HASH,
     )
     fields.update(kw)
     return HealthAttestation(**fields)
@@ -107,15 +112,15 @@ def reference_digest(att: HealthAttestation, chain: int, contract: str) -> bytes
     )
     type_hash = keccak(
         text="HealthAttestation(address account,uint256 position_version,uint256[] prices,uint256 initial_margin,"
-        "uint256 maintenance_margin,uint256 issued_at,uint256 valid_until)"
+        "uint256 maintenance_margin,uint256 issued_at,uint256 valid_until,bytes32 scenario_params)"
     )
     prices_hash = keccak(b"".join(p.to_bytes(32, "big") for p in att.prices))
     struct = keccak(
         encode(
-            ["bytes32", "address", "uint256", "bytes32", "uint256", "uint256", "uint256", "uint256"],
+            ["bytes32", "address", "uint256", "bytes32", "uint256", "uint256", "uint256", "uint256", "bytes32"],
             [
                 type_hash, att.account, att.position_version, prices_hash, att.initial_margin,
-                att.maintenance_margin, att.issued_at, att.valid_until,
+                att.maintenance_margin, att.issued_at, att.valid_until, att.scenario_params,
             ],
         )  # fmt: skip
     )
@@ -143,6 +148,7 @@ def test_defaults(attestor, env):
     assert attestor.price_band() == WAD // 100
     assert attestor.max_validity() == 900
     assert attestor.engine() == env[1].address and attestor.oracle() == env[2].address
+    assert attestor.scenario_params_hash() == PARAMS_HASH
 
 
 def test_no_attestation_leaves_standard_margin(attestor):
@@ -267,6 +273,57 @@ def test_signer_removal_voids_stored_attestations(env, attestor, admin):
     assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (1000 * USD, 800 * USD, False)
 
 
+# ---------------------------------------------------------------- governed scenario parameters
+
+
+def test_ungoverned_scenario_params_refused(env, attestor):
+    """Signed by a full quorum, but computed with another grid: refused."""
+    with boa.reverts("attestor: scenario parameters not governed"):
+        submit(attestor, attestation(env, scenario_params=OTHER_PARAMS_HASH))
+    with boa.reverts("attestor: scenario parameters not governed"):
+        submit(attestor, attestation(env, scenario_params=b"\0" * 32))
+    assert not attestor.attestation_holds(ACCOUNT)
+
+
+def test_scenario_params_hash_change_voids_and_switches(env, attestor, admin):
+    submit(attestor, attestation(env))
+    assert attestor.attestation_scenario_params(ACCOUNT) == PARAMS_HASH
+    assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (500 * USD, 400 * USD, True)
+    with boa.env.prank(admin):
+        attestor.set_scenario_params_hash(OTHER_PARAMS_HASH)
+    (ev,) = events(attestor, "ScenarioParamsHashSet")
+    assert (ev.previous, ev.current) == (PARAMS_HASH, OTHER_PARAMS_HASH)
+    assert attestor.scenario_params_hash() == OTHER_PARAMS_HASH
+    # the stored attestation is void at once, and the old grid is no longer accepted
+    assert not attestor.attestation_holds(ACCOUNT)
+    assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (1000 * USD, 800 * USD, False)
+    boa.env.time_travel(seconds=1)
+    with boa.reverts("attestor: scenario parameters not governed"):
+        submit(attestor, attestation(env))
+    submit(attestor, attestation(env, scenario_params=OTHER_PARAMS_HASH))
+    assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (500 * USD, 400 * USD, True)
+
+
+def test_scenario_params_hash_only_risk_admin(env, attestor, admin):
+    risk_admin = boa.env.generate_address("attestor risk admin")
+    with boa.env.prank(admin):
+        attestor.set_risk_admin(risk_admin)
+    for who in (admin, boa.env.generate_address("anyone")):  # the admin is no longer the risk admin
+        with boa.env.prank(who), boa.reverts("roles: not risk admin"):
+            attestor.set_scenario_params_hash(OTHER_PARAMS_HASH)
+    with boa.env.prank(risk_admin), boa.reverts("attestor: zero scenario params hash"):
+        attestor.set_scenario_params_hash(b"\0" * 32)
+    with boa.env.prank(risk_admin):
+        attestor.set_scenario_params_hash(OTHER_PARAMS_HASH)
+    assert attestor.scenario_params_hash() == OTHER_PARAMS_HASH
+
+
+def test_constructor_refuses_zero_scenario_params_hash(env, admin):
+    with boa.reverts("attestor: zero scenario params hash"):
+        deploy_unique(source_deployer("HealthAttestor.vy"), admin, env[1].address, env[2].address,
+                      [s.address for s in SIGNERS], 2, b"\0" * 32)
+
+
 # ---------------------------------------------------------------- rejections at submission
 
 
@@ -286,7 +343,8 @@ def test_signature_rejections(env, attestor, admin):
     with boa.reverts("signer_set: not a signer"):
         submit(attestor, att, chain=chain_id() + 1)  # wrong chain
     other = deploy_unique(
-        source_deployer("HealthAttestor.vy"), admin, env[1].address, env[2].address, [s.address for s in SIGNERS], 2
+        source_deployer("HealthAttestor.vy"), admin, env[1].address, env[2].address, [s.address for s in SIGNERS], 2,
+        PARAMS_HASH,
     )
     with boa.reverts("signer_set: not a signer"):
         submit(attestor, att, contract=other.address)  # wrong contract

@@ -8,7 +8,7 @@ import boa
 import pytest
 from web3.exceptions import ContractLogicError
 
-from keeper.chain.attestations import HealthAttestation, sign_attestation
+from keeper.chain.attestations import sign_attestation
 from keeper.chain.client import ProtocolClient
 from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit
 
@@ -36,8 +36,7 @@ def holders(kit: OptionsKit):
     if kit.attestor is not None:
         boa.env.time_travel(seconds=1)
         a = users[2].address
-        now = boa.env.evm.patch.timestamp
-        att = HealthAttestation(a, p.lens.position_version(a), tuple(p.oracle.index_prices()), 400 * WAD, 300 * WAD, now, now + 600)
+        att = kit.attestation(a, 400 * WAD, 300 * WAD)
         kit.attestor.submit_attestation(*sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address))
     return [u.address for u in users] + [rich.address]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from keeper.chain.attestations import HealthAttestation, sign_attestation, typed_data_digest
+from keeper.chain.attestations import sign_attestation, typed_data_digest
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_value
 from keeper.risk.scenarios import smile_vol
 from tests.boa_protocol import OPTION_ORDER_FIELDS, WAD, ZERO_ADDRESS, OptionsKit, events
@@ -568,9 +568,7 @@ def test_modules_unset_change_nothing(protocol):
 
 def attest(kit, user, im: int, mm: int) -> None:
     boa.env.time_travel(seconds=1)  # each attestation must be newer than the stored one
-    p, t = kit.p, now()
-    version, prices = p.lens.position_version(user.address), tuple(p.oracle.index_prices())
-    att = HealthAttestation(user.address, version, prices, im, mm, t, t + 600)
+    att = kit.attestation(user.address, im, mm)
     kit.attestor.submit_attestation(*sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address))
     assert kit.attestor.attestation_holds(user.address)
 

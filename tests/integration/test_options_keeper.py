@@ -5,7 +5,9 @@ straddle + long strangle: an iron butterfly) and a naked short straddle.
 The liquidator loop with its AttestationService (in process) attests the iron butterfly: its
 on-chain IM drops to the attested value (never below the attestor's floor x standard); a trade
 voids the attestation and the keeper refreshes it; a price move of more than half the band makes
-the keeper refresh before the attestor would void it; a crash makes the naked account
+the keeper refresh before the attestor would void it; a governance change of the scenario
+parameters hash voids it and stops the keeper (whose file no longer matches) until it is set back,
+and a keeper started with a file that does not match is refused; a crash makes the naked account
 liquidatable and the bot liquidates its options through OptionMarket.liquidate_options. Then
 `keeper account` prints Greeks, the scenario table and the three requirements, and `--plot`
 writes a PNG.
@@ -17,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from eth_account import Account
 
-from keeper.attest import AttestationService, usd_to_wad_up
+from keeper.attest import AttestationService, ScenarioParamsNotGoverned, usd_to_wad_up
 from keeper.bot import Liquidator
 from keeper.chain.anvil import DEV_ACCOUNTS, Anvil
 from keeper.chain.artifacts import load_artifact
@@ -32,7 +34,13 @@ from keeper.cli import cli
 from keeper.config import load_config
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
-from keeper.risk.scenarios import build_risk_tables, load_scenario_params, portfolio_margin
+from keeper.risk.scenarios import (
+    ScenarioParams,
+    build_risk_tables,
+    load_scenario_params,
+    portfolio_margin,
+    scenario_params_hash,
+)
 from keeper.txmanager import TxManager
 
 pytestmark = pytest.mark.anvil
@@ -72,7 +80,8 @@ class Chain:
         self.vol_feed = b.deploy("VolFeed", ADMIN, [Account.from_key(VOL_KEY).address], 1)
         self.market = b.deploy("OptionMarket", ADMIN, self.dep.engine, self.vol_feed.address)
         signers = sorted((Account.from_key(k).address for k in RISK_KEYS), key=lambda a: int(a, 16))
-        self.attestor = b.deploy("HealthAttestor", ADMIN, self.dep.lens, self.dep.oracle, signers, 2)
+        self.attestor = b.deploy("HealthAttestor", ADMIN, self.dep.lens, self.dep.oracle, signers, 2,
+                                 scenario_params_hash(load_scenario_params()))
         b.transact(self.client.vault, "set_option_market", self.market.address)
         b.transact(self.client.engine, "set_portfolio_modules", self.market.address, self.attestor.address)
 
@@ -144,6 +153,7 @@ def keeper(chain: Chain) -> Liquidator:
     tx = TxManager(chain.w3, KEEPER_KEY)
     metrics = KeeperMetrics()
     service = AttestationService(client, tx, ["0x" + k.hex() for k in RISK_KEYS], load_scenario_params(), metrics=metrics)
+    service.check_governed()
     index = EventIndex(client, chain.dep.deploy_block)
     index.load()
     return Liquidator(client, tx, index, ChainFollower(chain.w3, 64, 1e9), metrics, attestation=service)
@@ -208,6 +218,26 @@ def test_attestations_and_option_liquidation(chain, tmp_path):
     step(c, bot)
     after = bot.client.stored_attestation(fly)
     assert after.issued_at > before.issued_at and after.prices[0] == 2012 * WAD
+
+    # governance moves to another grid: the attestation is void, the keeper (old file) skips blocks
+    governed = c.attestor.functions.scenario_params_hash().call()
+    other = ScenarioParams(spot_range=0.2)
+    c.send(c.attestor.functions.set_scenario_params_hash(scenario_params_hash(other)))
+    assert not att.attestation_holds(fly).call()
+    step(c, bot)
+    assert bot.metrics.value("keeper_attestations_skipped_total", reason="scenario_params") == 1
+    assert bot.client.stored_attestation(fly).issued_at == after.issued_at  # nothing sent
+    # a keeper started with the old file is refused, naming both hashes
+    fresh = AttestationService(bot.client, bot.tx, ["0x" + k.hex() for k in RISK_KEYS], load_scenario_params(),
+                               scenario_source="config/portfolio_margin.yaml")
+    with pytest.raises(ScenarioParamsNotGoverned, match=f"hash to 0x{bytes(governed).hex()} but the attestor is "
+                       f"governed to 0x{scenario_params_hash(other).hex()}; use the governed file"):
+        fresh.check_governed()
+    # set back: the stored attestation (old hash) holds again; the keeper re-checks and attests on
+    c.send(c.attestor.functions.set_scenario_params_hash(governed))
+    assert att.attestation_holds(fly).call()
+    step(c, bot)
+    assert bot.metrics.value("keeper_attestations_skipped_total", reason="scenario_params") == 1
 
     # the crash: the naked straddle is liquidatable on chain; the bot moves its options first
     c.set_eth(1200)

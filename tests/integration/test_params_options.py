@@ -168,3 +168,34 @@ def test_queue_wait_execute_changes_the_attestation_floor_and_an_option_rate(env
     code, out = keeper_params(chain, manifest, "status")
     assert code == 0, out
     assert out.count("executed") == 2 and "health_attestor.set_margin_floor" in out
+
+
+def test_portfolio_margin_file_queues_and_executes_its_hash(env):
+    """A new grid file: `show` prints both hashes and the changed parameters (the current file,
+    config/portfolio_margin.yaml, is known by its hash); queue -> wait -> execute governs the
+    attestor to the new hash."""
+    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params, scenario_params_hash
+
+    chain, manifest, tmp_path = env
+    old = scenario_params_hash(load_scenario_params(DEFAULT_PM_CONFIG))
+    assert chain.attestor.functions.scenario_params_hash().call() == old  # the deployment committed the file
+    grid = tmp_path / "pm.yaml"
+    grid.write_text(DEFAULT_PM_CONFIG.read_text().replace("spot_range: 0.15", "spot_range: 0.2"))
+    new = scenario_params_hash(load_scenario_params(grid))
+    changes = change_file(tmp_path, f"changes:\n  - {{portfolio_margin: {grid}}}\n")
+    code, out = keeper_params(chain, manifest, "show", changes)
+    assert code == 0, out
+    assert "health_attestor.set_scenario_param" in out and f"0x{old.hex()[:16]}" in out and f"0x{new.hex()[:16]}" in out
+    assert "spot_range" in out and "0.15" in out and "0.2" in out and "im_factor" not in out
+    code, out = keeper_params(chain, manifest, "queue", changes)
+    assert code == 0, out
+    (op,) = json.loads(store_path(manifest).read_text())["operations"]
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    chain.rpc("evm_increaseTime", [op["eta"] - now])
+    chain.rpc("evm_mine", [])
+    code, out = keeper_params(chain, manifest, "execute")
+    assert code == 0, out
+    assert chain.attestor.functions.scenario_params_hash().call() == new
+    # the same file again changes nothing
+    with pytest.raises(Exception, match="changes nothing"):
+        plan_calls(parse_changes({"changes": [{"portfolio_margin": str(grid)}]}), read_current(chain.w3, chain.dep), chain.dep)

@@ -5,6 +5,7 @@ portfolio margin and liquidating), checked against the issue's bounds."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,7 @@ def _write(tmp_path: Path, mutate) -> Path:
         (lambda o: o["attestation"].update(price_band=0.2), "price_band: must be in (0, 0.1]"),
         (lambda o: o["attestation"].update(max_validity=10), "max_validity: must be an integer in [60, 86400] seconds"),
         (lambda o: o.pop("attestation"), "options: missing 'attestation'"),
+        (lambda o: o["attestation"].update(scenario_params=5), "options.attestation: scenario_params: must be the path"),
     ],
 )
 def test_options_config_mistakes_give_one_line(tmp_path, mutate, message):
@@ -109,6 +111,13 @@ def test_options_deploy_resumes_wires_verifies_and_posts_vols(tmp_path):
         assert dep.option_series["ETH-30D-C-2200"] == 8  # 1.1 x the 2000 USD mock index, a call
         assert load_manifest(manifest) == dep  # the manifest carries the option fields
         assert mismatches(verify_deployment(w3, dep, config)) == []  # wiring, params, signers, series
+        # the attestor is governed to config/portfolio_margin.yaml; a config naming another grid differs
+        grid = tmp_path / "pm.yaml"
+        grid.write_text("portfolio_margin: {im_factor: 1.5}\n")
+        other = dataclasses.replace(config, options=dataclasses.replace(
+            config.options, attestation=dataclasses.replace(config.options.attestation, scenario_params=str(grid))))
+        found = [c.parameter for c in mismatches(verify_deployment(w3, dep, other))]
+        assert found == ["parameters = config", "scenario_params_hash"]
         engine = w3.eth.contract(address=dep.engine, abi=load_artifact_abi("MarginEngine"))
         assert engine.functions.option_market().call() == dep.option_market
         assert engine.functions.health_attestor().call() == dep.health_attestor

@@ -94,3 +94,74 @@ def test_price_move_fraction_is_configurable():
 
 def test_transaction_key_names_the_account():
     assert attestation_key("0xAbC") == "attest:0xAbC"
+
+
+# ---------------------------------------------------------------- governed scenario parameters
+
+
+class _Call:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def call(self, block_identifier="latest"):
+        return self.fn()
+
+
+class FakeAttestor:
+    """The two HealthAttestor reads the governed-parameters check makes, counted."""
+
+    def __init__(self, governed: bytes):
+        self.governed, self.stored, self.reads = governed, {}, 0
+        self.functions = self
+
+    def scenario_params_hash(self):
+        return _Call(lambda: self.governed)
+
+    def attestation_scenario_params(self, account):
+        self.reads += 1
+        return _Call(lambda: self.stored.get(account, b"\0" * 32))
+
+
+def governed_service(governed_by_file: bool):
+    from types import SimpleNamespace
+
+    from keeper.attest import AttestationService
+    from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
+
+    ours = scenario_params_hash(ScenarioParams())
+    attestor = FakeAttestor(ours if governed_by_file else scenario_params_hash(ScenarioParams(im_factor=1.5)))
+    service = AttestationService(SimpleNamespace(attestor=attestor), tx=None, signer_keys=["0x01"],
+                                 scenario_source="pm.yaml")
+    return service, attestor, ours
+
+
+def test_refuses_to_start_with_an_ungoverned_file():
+    from keeper.attest import ScenarioParamsNotGoverned
+
+    service, attestor, ours = governed_service(False)
+    with pytest.raises(ScenarioParamsNotGoverned) as e:
+        service.check_governed()
+    assert str(e.value) == (f"the scenario parameters in pm.yaml hash to 0x{ours.hex()} but the attestor is governed to "
+                            f"0x{attestor.governed.hex()}; use the governed file")
+    governed_service(True)[0].check_governed()  # no error
+
+
+def test_skips_blocks_while_governance_disagrees(caplog):
+    service, attestor, ours = governed_service(True)
+    service.check_governed()
+    other = attestor.governed = b"\x01" * 32
+    with caplog.at_level("WARNING", logger="keeper.attest"):
+        assert service.step(10, 1_000, ["0xA"]) == [] and service.step(11, 1_001, ["0xA"]) == []
+    assert service.metrics.value("keeper_attestations_skipped_total", reason="scenario_params") == 2
+    assert [r.getMessage().count(other.hex()) for r in caplog.records] == [1]  # logged once per change
+
+
+def test_stored_attestation_under_another_hash_needs_refresh():
+    service, attestor, ours = governed_service(True)
+    service.check_governed()
+    attestor.stored = {"0xA": ours, "0xB": b"\x02" * 32}
+    assert service._params_current("0xA", 1) and not service._params_current("0xB", 1)
+    assert service._params_current("0xA", 2) and attestor.reads == 2  # 0xA read once, then known
+    attestor.governed = b"\x03" * 32
+    assert not service._governed_now(3)  # a new governed hash forgets what was known
+    assert not service._params_current("0xA", 3) and attestor.reads == 3

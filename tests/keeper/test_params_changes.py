@@ -46,7 +46,7 @@ def test_example_file_parses_to_exact_wad_values():
         ({"underlying": "ETH", "im": 0.1}, "changes[0] underlying ETH: unknown field 'im'; underlying takes im_rate, mm_rate"),
         ({"underlying": "ETH"}, "changes[0] underlying ETH: nothing to change"),
         ({"underlying": "ETH", "asset": "WETH", "haircut": 0.8}, "changes[0]: needs exactly one of underlying"),
-        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, attestation, options, vol_feed (found none)"),
+        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, attestation, options, vol_feed, portfolio_margin (found none)"),
         ({"underlying": 3, "im_rate": 0.1}, "changes[0]: underlying: must be a name from the manifest, got 3"),
         ({"underlying": "ETH", "im_rate": "ten"}, "changes[0] underlying ETH: im_rate: not a number: 'ten'"),
         ({"underlying": "ETH", "im_rate": True}, "changes[0] underlying ETH: im_rate: must be a number, got true"),
@@ -399,3 +399,19 @@ def test_every_mirrored_bound_equals_the_vyper_constant():
         m = re.search(rf"^{constant}: constant\(uint256\) = ([0-9* ]+?)\s*(#.*)?$", text, re.M)
         assert m, f"{constant} not in {source}"
         assert getattr(bounds, name) == eval(m.group(1)), name  # noqa: S307 - integer literals of our own sources
+
+
+def test_portfolio_margin_entry_reads_the_file_and_its_hash(tmp_path):
+    from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
+
+    f = tmp_path / "pm.yaml"
+    f.write_text("portfolio_margin: {im_factor: 1.5}\n")
+    (c,) = parse_changes({"changes": [{"portfolio_margin": str(f)}]})
+    assert (c.section, c.name, c.values["path"]) == ("portfolio_margin", "", str(f))
+    assert c.values["scenario_params_hash"] == scenario_params_hash(ScenarioParams(im_factor=1.5))
+    for entry, problem in (({"portfolio_margin": 5}, "must be the path of a portfolio margin YAML file, got 5"),
+                           ({"portfolio_margin": str(f), "x": 1}, "takes only the parameters file"),
+                           ({"portfolio_margin": str(tmp_path / "none.yaml")}, "file not found")):
+        with pytest.raises(ChangeError, match=problem) as e:
+            parse_changes({"changes": [entry]})
+        assert "\n" not in str(e.value) and str(e.value).startswith("changes[0] portfolio_margin: ")
