@@ -144,13 +144,10 @@ OPTION_ORDER_FIELDS = [
 ]
 
 
-def sign_option_order(order: tuple, key: bytes, chain_id: int, market: str) -> bytes:
-    """65-byte EIP-712 signature of an `OptionMarket` order tuple (account, series, size,
-    limit_price, nonce, deadline), domain "CrossMargin Options" version "1" (eth-account)."""
-    from keeper.chain.attestations import sign_typed_data
-
-    names = [f["name"] for f in OPTION_ORDER_FIELDS]
-    typed = {
+def option_order_typed_data(order: tuple, chain_id: int, market: str) -> dict:
+    """An `OptionMarket` order tuple (account, series, size, limit_price, nonce, deadline) as
+    EIP-712 typed data, domain "CrossMargin Options" version "1": the eth-account reference."""
+    return {
         "types": {
             "EIP712Domain": [
                 {"name": "name", "type": "string"},
@@ -162,8 +159,15 @@ def sign_option_order(order: tuple, key: bytes, chain_id: int, market: str) -> b
         },
         "primaryType": "OptionOrder",
         "domain": {"name": "CrossMargin Options", "version": "1", "chainId": chain_id, "verifyingContract": market},
-        "message": dict(zip(names, order)),
+        "message": dict(zip([f["name"] for f in OPTION_ORDER_FIELDS], order)),
     }
+
+
+def sign_option_order(order: tuple, key: bytes, chain_id: int, market: str) -> bytes:
+    """65-byte EIP-712 signature of an `OptionMarket` order tuple (eth-account)."""
+    from keeper.chain.attestations import sign_typed_data
+
+    typed = option_order_typed_data(order, chain_id, market)
     (sig,) = sign_typed_data(typed, [key])
     return sig
 

@@ -14,7 +14,7 @@ import pytest
 from keeper.chain.attestations import sign_attestation, typed_data_digest
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_value
 from keeper.risk.scenarios import smile_vol
-from tests.boa_protocol import OPTION_ORDER_FIELDS, WAD, ZERO_ADDRESS, OptionsKit, events
+from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, option_order_typed_data
 
 ETH = 0  # engine underlying id and oracle price id
 DAY = 86400
@@ -236,25 +236,7 @@ def test_trade_rejections(kit, protocol):
 
 def test_order_digest_is_eip712(kit):
     order = (kit.p.admin, 7, -(3 * WAD + 1), 123 * WAD, 42, 1_900_000_000)
-    typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "OptionOrder": OPTION_ORDER_FIELDS,
-        },
-        "primaryType": "OptionOrder",
-        "domain": {
-            "name": "CrossMargin Options",
-            "version": "1",
-            "chainId": boa.env.evm.patch.chain_id,
-            "verifyingContract": kit.market.address,
-        },
-        "message": dict(zip([f["name"] for f in OPTION_ORDER_FIELDS], order)),
-    }
+    typed = option_order_typed_data(order, boa.env.evm.patch.chain_id, kit.market.address)
     assert kit.market.order_digest(order) == typed_data_digest(typed)
 
 
