@@ -18,6 +18,11 @@ as before. A liquidatable account holding options is first liquidated through
 left to move there) `MarginEngine.liquidate` closes its perpetuals and futures. Both use the key
 "liquidate:<account>", so at most one liquidation of an account is in flight. With an
 AttestationService (keeper.attest) the loop also keeps health attestations fresh.
+
+With a SettlementJob (keeper.settle; `keeper run` starts one unless `settle_expired` is off)
+each block, after the liquidations, also settles every expired dated future and option series
+that has no settlement price yet ("settle_market:<id>" / "settle_series:<id>"), reusing the
+block's market snapshot. Whatever that job raises is logged and counted and the loop goes on.
 """
 
 from __future__ import annotations
@@ -87,6 +92,10 @@ class BotStats:
     max_processing_ms: float = 0.0
     pending: int = 0
     resumed_from: int | None = None
+    settlements_sent: int = 0
+    settlements_succeeded: int = 0
+    settlements_failed: int = 0
+    settlement_errors: int = 0
 
 
 @dataclass
@@ -124,6 +133,7 @@ class Liquidator:
     _stale_logged: bool = False
     _reconciled: bool = False
     attestation: object | None = None  # keeper.attest.AttestationService
+    settlement: object | None = None  # keeper.settle.SettlementJob
     # accounts valued by the lens (options or attestations seen), and how far logs were scanned
     portfolio_accounts: set[str] = field(default_factory=set)
     _portfolio_scanned_to: int | None = None
@@ -199,6 +209,7 @@ class Liquidator:
         self.stats.accounts = len(accounts)
         self.metrics.accounts_tracked.set(len(accounts))
         order: list[int] = []
+        snap = None
         if accounts:
             snap = self.client.snapshot(accounts, block)
             result = margin(snap.book, snap.markets, self._params, snap.prices)
@@ -228,6 +239,8 @@ class Liquidator:
                 self.metrics.skipped.labels(reason="stale_node").inc(len(order))
         self.stats.liquidatable = len(order)
         self.metrics.accounts_liquidatable.set(len(order))
+        if self.settlement is not None:
+            self._settle_expired(head, None if snap is None else snap.markets, update.is_stale)
         self._check_balance(block)
         self.stats.block = block
         self.stats.pending = len(self.tx.pending_keys())
@@ -237,6 +250,19 @@ class Liquidator:
         self.stats.processing_ms = elapsed * 1000
         self.stats.max_processing_ms = max(self.stats.max_processing_ms, self.stats.processing_ms)
         self._write_status()
+
+    def _settle_expired(self, head, markets, stale: bool) -> None:
+        """The settlement job for this block; nothing it raises (revert, RPC error, timeout)
+        reaches the loop: it is logged, counted, and the job runs again next block."""
+        job = self.settlement
+        try:
+            job.step(head, markets, stale)
+        except Exception as e:  # noqa: BLE001 - settlement must never stop liquidations or the loop
+            job.errors += 1
+            self.metrics.settlement_errors.inc()
+            log.warning("settlement job failed at block %d (%s: %s); liquidations go on, retrying next block", head.number, e.__class__.__name__, str(e)[:200])
+        self.stats.settlements_sent, self.stats.settlements_succeeded = job.sent, job.succeeded
+        self.stats.settlements_failed, self.stats.settlement_errors = job.failed, job.errors
 
     def _eth_price(self, prices) -> int:
         price_id = self.client.deployment.price_ids.get("ETH")
@@ -348,6 +374,11 @@ class Liquidator:
             kind, _, account = o.key.partition(":")
             if kind == "attest" and self.attestation is not None:
                 self.attestation.handle_outcome(o)
+                continue
+            if kind in ("settle_market", "settle_series"):
+                if self.settlement is not None:
+                    self.settlement.handle_outcome(o)
+                    self.stats.settlements_succeeded, self.stats.settlements_failed = self.settlement.succeeded, self.settlement.failed
                 continue
             if kind != "liquidate":
                 continue

@@ -65,8 +65,9 @@ def cli(log_level: str) -> None:
 @click.option("--poll", type=click.FloatRange(min=0.01), default=None, help="Seconds between head checks [default: 0.5].")
 @click.option("--status-file", type=click.Path(path_type=Path), default=None, help="Write the keeper's counters here after every block.")
 @click.option("--max-blocks", type=click.IntRange(min=1), default=None, help="Stop after this many blocks (default: run forever).")
+@click.option("--settle-expired/--no-settle-expired", default=None, help="Settle expired dated futures and option series each block (or settle_expired / KEEPER_SETTLE_EXPIRED) [default: on].")
 @click.pass_context
-def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_block, min_profit_usd, max_fee_gwei, metrics_port, log_json, poll, status_file, max_blocks) -> None:
+def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_block, min_profit_usd, max_fee_gwei, metrics_port, log_json, poll, status_file, max_blocks, settle_expired) -> None:
     """Run the liquidator bot against RPC for the deployment in MANIFEST.
 
     Settings come from --config, then KEEPER_* environment variables, then these options."""
@@ -85,7 +86,7 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
         config_path,
         rpc_urls=list(rpc_urls) or None, manifest=manifest, private_key_env=private_key_env, state_dir=state_dir,
         from_block=from_block, min_profit_usd=min_profit_usd, max_fee_gwei=max_fee_gwei, metrics_port=metrics_port,
-        log_format="json" if log_json else None, poll_seconds=poll, log_level=level,
+        log_format="json" if log_json else None, poll_seconds=poll, log_level=level, settle_expired=settle_expired,
     )  # fmt: skip
     validate_for_run(settings)
     setup_logging(settings.log_level, settings.log_format)
@@ -122,6 +123,11 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file,
     )  # fmt: skip
     log = logging.getLogger("keeper")
+    if settings.settle_expired:
+        from keeper.settle import SettlementJob
+
+        bot.settlement = SettlementJob(client, tx, metrics, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei)
+    log.info("settlement of expired futures and option series %s", "on" if settings.settle_expired else "off (settle_expired)")
     if settings.attestation.enabled:
         bot.attestation = _attestation_service(client, tx, settings, metrics)
         log.info("health attestations on: %d signer keys, accounts %s", len(settings.attestation.signer_key_envs),

@@ -26,6 +26,12 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_attestations_failed_total | counter | attestations whose simulation reverted, or mined reverted / dropped |
 | keeper_attestations_skipped_total{reason} | counter | accounts not attested: not_lower (portfolio margin not below standard), stale_vol, scenario_params (blocks skipped: the attestor's governed scenario parameters hash differs from the keeper's file) |
 | keeper_accounts_attested | gauge | candidate accounts whose stored attestation needed no refresh at the last block |
+| keeper_settlements_due | gauge | expired dated futures and option series with no settlement price at the last block, not in flight |
+| keeper_settlements_sent_total{kind} | counter | settle_market (kind market) / settle_series (kind series) transactions sent |
+| keeper_settlements_succeeded_total{kind} | counter | mined with status 1 and the MarketSettled / SeriesSettled event for the id |
+| keeper_settlements_failed_total{kind} | counter | mined but reverted, dropped, or mined without the event (someone else settled first) |
+| keeper_settlements_skipped_total{reason} | counter | due but not sent: price_not_published (no price stamped at or after expiry yet; retried next block), reverted (simulation reverted otherwise), fee_cap, stale_node |
+| keeper_settlement_errors_total | counter | settlement attempts or whole settlement passes that failed on an RPC error, timeout or other exception (retried next block; liquidations go on) |
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 SKIP_REASONS = ("unprofitable", "unsafe", "fee_cap", "stale_node")
 ATTESTATION_SKIP_REASONS = ("not_lower", "stale_vol", "scenario_params")
+SETTLEMENT_KINDS = ("market", "series")
+SETTLEMENT_SKIP_REASONS = ("price_not_published", "reverted", "fee_cap", "stale_node")
 
 
 class KeeperMetrics:
@@ -78,6 +86,18 @@ class KeeperMetrics:
         for reason in ATTESTATION_SKIP_REASONS:
             self.attestations_skipped.labels(reason=reason)
         self.accounts_attested = Gauge("keeper_accounts_attested", "Candidate accounts with a stored attestation needing no refresh", registry=r)
+
+        self.settlements_due = Gauge("keeper_settlements_due", "Expired futures and series without a settlement price, not in flight", registry=r)
+        self.settlements_sent = Counter("keeper_settlements_sent", "settle_market / settle_series transactions sent", ["kind"], registry=r)
+        self.settlements_succeeded = Counter("keeper_settlements_succeeded", "Settlements mined with status 1 and the settled event", ["kind"], registry=r)
+        self.settlements_failed = Counter("keeper_settlements_failed", "Settlements reverted, dropped, or mined without the event", ["kind"], registry=r)
+        for kind in SETTLEMENT_KINDS:
+            for c in (self.settlements_sent, self.settlements_succeeded, self.settlements_failed):
+                c.labels(kind=kind)
+        self.settlements_skipped = Counter("keeper_settlements_skipped", "Due settlements not sent", ["reason"], registry=r)
+        for reason in SETTLEMENT_SKIP_REASONS:
+            self.settlements_skipped.labels(reason=reason)
+        self.settlement_errors = Counter("keeper_settlement_errors", "Settlement attempts failed on an RPC error or other exception", registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
         """Serve `/metrics` on addr:port in a daemon thread; returns (server, thread)."""

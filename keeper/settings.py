@@ -25,6 +25,10 @@ Health attestations (keeper.attest), the `attestation:` section, all optional:
 `signer_key_envs` name the environment variables holding the m risk signers' private keys (at
 least the attestor's threshold of them); the keys themselves never appear in settings.
 `accounts: all` attests every tracked account that holds an option; a list opts in only those.
+
+Settlement of expired dated futures and option series (keeper.settle) is on by default:
+`settle_expired: false` in the file, or `KEEPER_SETTLE_EXPIRED=0` (also false / no / off), or
+`keeper run --no-settle-expired` turns it off.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class KeeperSettings:
     poll_seconds: float = 0.5
     rpc_timeout_seconds: float = 10.0
     log_chunk_blocks: int = 2000
+    settle_expired: bool = True  # settle expired dated futures and option series (keeper.settle)
     attestation: AttestationSettings = field(default_factory=AttestationSettings)
 
 
@@ -113,14 +118,19 @@ _GAS = {f.name for f in fields(GasSettings)}
 _ATT = {f.name for f in fields(AttestationSettings)}
 
 
+def _bool(value, where: str) -> bool:
+    """true/false, or (from the environment) 1/0, true/false, yes/no, on/off in any case."""
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if not isinstance(value, bool):
+        raise SettingsError(f"{where}: must be true or false, got {value!r}")
+    return value
+
+
 def _attestation_field(name: str, value, where: str):
     """One `attestation:` field, validated."""
     if name == "enabled":
-        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        if not isinstance(value, bool):
-            raise SettingsError(f"{where}: must be true or false, got {value!r}")
-        return value
+        return _bool(value, where)
     if name == "signer_key_envs":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -195,6 +205,8 @@ def _convert(name: str, value, where: str):
         if not isinstance(value, str) or value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"{where}: must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
         return value.upper()
+    if name == "settle_expired":
+        return _bool(value, where)
     if name == "metrics_addr":
         if not isinstance(value, str) or not value:
             raise SettingsError(f"{where}: must be a host address, got {value!r}")

@@ -123,6 +123,12 @@ class ProtocolClient:
             book=AccountBook.from_states(states, n_assets, len(markets)),
         )
 
+    def market_table(self, block: int) -> MarketTable:
+        """Every market (MarginLens.market_states) at `block`, as the snapshot reads them: expiry
+        0 for a perpetual, settlement price 0 while live."""
+        markets = self.lens.functions.market_states().call(block_identifier=block)
+        return MarketTable.from_states(markets, self.w3.eth.get_block(block)["timestamp"])
+
     def margin_summaries(self, accounts: Sequence[str], block: int | str = "latest") -> list[tuple]:
         """The contract's (equity, IM, MM, health) for each account, read at `block`."""
         out: list = []
