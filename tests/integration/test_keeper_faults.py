@@ -167,8 +167,11 @@ class Chain:
                 if sender.lower() != self.keeper_address.lower():
                     continue
                 for tx in by_nonce.values():
-                    _, args = self.client.engine.decode_function_input(tx["input"])
-                    out.append(args["account"])
+                    if (tx.get("to") or "").lower() != self.client.engine.address.lower():
+                        continue
+                    fn, args = self.client.engine.decode_function_input(tx["input"])
+                    if fn.fn_name == "liquidate":  # not its settle_market calls
+                        out.append(args["account"])
         return out
 
     def assert_no_duplicate_in_pool(self) -> None:
@@ -465,3 +468,60 @@ def test_stale_node_pauses_sending_and_low_balance_warns(fresh, caplog):
     assert metrics.value("keeper_detection_latency_blocks_bucket", le="0.0") == 0
     counts = chain.liquidation_counts(start)
     assert counts == Counter(liquidatable)
+
+
+def test_expired_future_is_settled_within_two_blocks(fresh, tmp_path):
+    """A dated future listed to expire 30 s later. Past expiry with no price published since,
+    the keeper waits quietly (settle_market would revert "price before expiry"); the block that
+    publishes prices is the one the keeper sends settle_market in, and the next block settles
+    the market. The keeper logs and counts it; liquidations are untouched."""
+    chain = fresh
+    engine = chain.client.engine
+    market = engine.functions.market_count().call()
+    expiry = chain.w3.eth.get_block("latest")["timestamp"] + 30
+    fees = {"from": chain.admin, "gas": 500_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0}
+    listed = engine.functions.list_market(chain.dep.underlyings["ETH"], expiry).transact(fees)
+    chain.mine()
+    assert chain.w3.eth.get_transaction_receipt(listed)["status"] == 1
+    port = free_port()
+    keeper = Keeper(chain, chain.replay.rpc_url, tmp_path / "state", "--metrics-port", str(port))
+    keeper.start()
+    try:
+        keeper.wait(chain.mine())
+        while chain.w3.eth.get_block("latest")["timestamp"] < expiry + 12:  # expired for a block or more
+            keeper.wait(chain.mine())
+        stats = keeper.stats()
+        assert stats["settlements_sent"] == 0 and stats["settlement_errors"] == 0
+        assert engine.functions.markets(market).call()[3] == 0
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        waited = next(line for line in metrics.splitlines() if line.startswith('keeper_settlements_skipped_total{reason="price_not_published"}'))
+        assert float(waited.split()[-1]) >= 1
+        # the feeds publish (unchanged prices) at or after expiry
+        hashes = []
+        for symbol, feed in chain.replay.feeds.items():
+            answer = chain.start_prices[symbol] // 10 ** (18 - chain.dep.feed_decimals[symbol])
+            hashes.append(feed.functions.set_answer(answer).transact({**fees, "gas": 100_000}))
+        published = chain.mine()
+        assert all(chain.w3.eth.get_transaction_receipt(h)["status"] == 1 for h in hashes)
+        keeper.wait(published, until=lambda s: s["settlements_sent"] == 1)
+        stats = keeper.wait(chain.mine(), until=lambda s: s["settlements_succeeded"] == 1)
+        events = engine.events.MarketSettled.get_logs(from_block=published, to_block=chain.w3.eth.block_number)
+        assert [ev["args"]["market"] for ev in events] == [market]
+        assert events[0]["blockNumber"] <= published + 2  # within a block or two of the price
+        settlement = engine.functions.markets(market).call()[3]
+        assert settlement == events[0]["args"]["settlement_price"] == chain.start_prices["ETH"]
+        drive(chain, keeper, 2)  # settled: nothing more is sent
+        stats = keeper.stats()
+        assert stats["settlements_sent"] == 1 and stats["settlements_failed"] == 0 and stats["settlement_errors"] == 0
+        assert stats["sent"] == 0 and stats["failed"] == 0  # no liquidation counted
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'keeper_settlements_succeeded_total{kind="market"} 1.0' in metrics
+        assert 'keeper_settlements_sent_total{kind="market"} 1.0' in metrics
+        lines = keeper.log_lines()
+        messages = [line["message"] for line in lines]
+        assert sum(m == f"settle market {market}: expired, waiting for a price published after expiry" for m in messages) == 1
+        assert any(m.startswith(f"settle market {market} (expiry {expiry}): sent 0x") for m in messages)
+        assert f"settled market {market} at {settlement / WAD:.6f} USD in block {events[0]['blockNumber']} (tx {events[0]['transactionHash'].to_0x_hex()})" in messages
+        assert not [line for line in lines if line.get("logger") == "keeper.settle" and line["level"] != "INFO"]
+    finally:
+        keeper.stop()

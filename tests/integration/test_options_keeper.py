@@ -11,9 +11,19 @@ and a keeper started with a file that does not match is refused; a crash makes t
 liquidatable and the bot liquidates its options through OptionMarket.liquidate_options. Then
 `keeper account` prints Greeks, the scenario table and the three requirements, and `--plot`
 writes a PNG.
+
+`keeper run` as its own process settles a dated future and an option series listed to expire a
+minute later: it waits quietly while no price has been published since expiry, and settles both
+within two blocks of the block that publishes one.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -263,3 +273,61 @@ def test_attestations_and_option_liquidation(chain, tmp_path):
     for text in ("Greeks", "Scenario P&L", "(worst)", "isolated", "standard", "portfolio", "keeper = contract", "ETH-", "-2200-C"):
         assert text in out, text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_keeper_process_settles_expired_future_and_series(chain, tmp_path):
+    c = chain
+    eth = c.dep.price_ids["ETH"]
+    index = c.client.oracle.functions.index_prices().call()[eth]
+    expiry = c.now() + 60
+    market = c.client.engine.functions.market_count().call()
+    c.send(c.client.engine.functions.list_market(c.dep.underlyings["ETH"], expiry))
+    series = c.list(index // WAD, expiry, True)
+    manifest = save_manifest(c.dep, tmp_path / "deployment.json")
+    status, log_path = tmp_path / "status.json", tmp_path / "keeper.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}  # PYTHONPATH passes through
+    env["KEEPER_PRIVATE_KEY"] = KEEPER_KEY
+    args = ["--rpc", c.url, "--manifest", str(manifest), "--state-dir", str(tmp_path / "state"), "--status-file", str(status), "--poll", "0.05", "--log-json"]
+    with open(log_path, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "keeper", "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait(block: int, until=lambda s: True, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"keeper exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
+            try:
+                stats = json.loads(status.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                stats = {}
+            if stats.get("block", -1) >= block and until(stats):
+                return stats
+            time.sleep(0.02)
+        raise AssertionError(f"keeper did not reach block {block}: {stats}\n{log_path.read_text()[-3000:]}")
+
+    try:
+        c.mine()
+        wait(c.w3.eth.block_number)
+        # past expiry, no price published since: settle_* would revert "price before expiry"
+        c.w3.provider.make_request("evm_increaseTime", [expiry - c.now() + 5])
+        c.w3.provider.make_request("evm_mine", [])
+        stats = wait(c.w3.eth.block_number)
+        assert stats["settlements_sent"] == 0 and stats["settlement_errors"] == 0
+        c.set_eth(index / WAD)  # a new round, stamped after expiry
+        published = c.w3.eth.block_number
+        stats = wait(published, lambda s: s["settlements_succeeded"] == 2)
+        assert stats["settlements_sent"] == 2 and stats["settlements_failed"] == 0 and stats["settlement_errors"] == 0
+        markets = c.client.engine.events.MarketSettled.get_logs(from_block=published)
+        settled = c.market.events.SeriesSettled.get_logs(from_block=published)
+        assert [ev["args"]["market"] for ev in markets] == [market] and [ev["args"]["series"] for ev in settled] == [series]
+        assert all(ev["blockNumber"] <= published + 2 for ev in markets + settled)  # automine: one block per transaction
+        assert c.client.engine.functions.markets(market).call()[3] == index
+        assert c.market.functions.series_states().call()[series][5] == index
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    messages = [line["message"] for line in lines]
+    for kind, ident in (("market", market), ("series", series)):
+        assert f"settle {kind} {ident}: expired, waiting for a price published after expiry" in messages
+        assert any(m.startswith(f"settled {kind} {ident} at {index / WAD:.6f} USD in block ") for m in messages), messages[-20:]
+    assert not [line for line in lines if line.get("logger") == "keeper.settle" and line["level"] != "INFO"]
