@@ -16,9 +16,9 @@ block; `Liquidator.process_block` runs the job after the liquidations and catche
 raises, so it never stops liquidations or the loop.
 
 Accounts' positions in a settled market or series are not realised by the keeper
-(`settle_positions` / `settle_account`): the margin engine and the lens value them at the
-settlement price already, and the contracts realise them on the account's next action or
-liquidation.
+(`settle_positions` / `settle_account`): the margin engine, the option market and the lens value
+them at the settlement price already (no requirement changes by realising), a liquidation
+realises them first, and a holder who wants the cash calls either (permissionless) function.
 """
 
 from __future__ import annotations
