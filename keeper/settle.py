@@ -119,10 +119,25 @@ class SettlementJob:
     def due(self, head, markets=None) -> list[Settlement]:
         """The settlements due at `head` (a BlockRef): `markets` is the MarketTable read at that
         block (the liquidator's snapshot) or None to read it here; option series are read here."""
+        pending = self.tx.pending_keys()
         if markets is None:
-            markets = self.client.market_table(head.number)
-        series = self.client.option_series(head.number)
-        return due_settlements(list(markets.expiry), list(markets.settlement_price), series, head.timestamp, self.tx.pending_keys())
+            markets = self._read("markets", head.number, lambda: self.client.market_table(head.number))
+        series = self._read("option series", head.number, lambda: self.client.option_series(head.number))
+        if markets is None and series is None:
+            raise RuntimeError("neither the markets nor the option series could be read")
+        expiry, price = ([], []) if markets is None else (list(markets.expiry), list(markets.settlement_price))
+        return due_settlements(expiry, price, series or [], head.timestamp, pending)
+
+    def _read(self, what: str, block: int, read):
+        """`read()`, or None (logged, counted) if it raises: a failure to read the option series
+        must not hold back the futures, nor the other way round."""
+        try:
+            return read()
+        except Exception as e:  # noqa: BLE001
+            self.errors += 1
+            self.metrics.settlement_errors.inc()
+            self._warn(Settlement(what, -1, 0), block, "settlement: cannot read the %s at block %d (%s: %s); retrying next block", what, block, e.__class__.__name__, str(e)[:200])
+            return None
 
     def step(self, head, markets=None, stale: bool = False) -> int:
         """Send what is due at `head`; returns how many were sent. Each settlement's failure is

@@ -292,12 +292,12 @@ def test_a_failing_settlement_job_never_stops_the_block(caplog):
     def broken(block):
         raise requests.ConnectionError("connection refused")
 
-    client.market_table = broken  # reading the markets fails: the whole pass
+    client.market_table = client.option_series = broken  # nothing readable: the whole pass fails
     process(10)
-    assert bot.stats.block == 10 and bot.stats.settlement_errors == 1
-    assert metrics.value("keeper_settlement_errors_total") == 1
-    assert any("settlement job failed at block 10 (ConnectionError" in r.getMessage() for r in caplog.records)
-    del client.market_table  # the node answers again: sent next block
+    assert bot.stats.block == 10 and bot.stats.settlement_errors == 3  # two reads and the pass
+    assert metrics.value("keeper_settlement_errors_total") == 3
+    assert any("settlement job failed at block 10 (RuntimeError: neither the markets nor the option series" in r.getMessage() for r in caplog.records)
+    del client.market_table, client.option_series  # the node answers again: sent next block
     process(11)
     assert tx.sent == ["settle_market:0"] and bot.stats.settlements_sent == 1
     # its receipt reaches the job through the liquidator's outcome handling
@@ -336,3 +336,19 @@ def test_setting_on_by_default_and_turned_off_by_file_env_or_option(tmp_path):
     path.write_text("settle_expired: 3\n")
     with pytest.raises(SettingsError, match="settle_expired: must be true or false, got 3"):
         load_settings(path, env={})
+
+
+def test_a_failing_series_read_does_not_hold_back_the_futures(caplog):
+    client = FakeClient([T - 1], [0], [series(0, T - 1)])
+
+    def broken(block):
+        raise ContractLogicError("execution reverted: vol: bad feed", data="0x")
+
+    client.option_series = broken
+    job, tx = job_with(client)
+    assert job.step(HEAD) == 1 and tx.sent == ["settle_market:0"]
+    assert job.errors == 1 and job.metrics.value("keeper_settlement_errors_total") == 1
+    assert any("settlement: cannot read the option series at block 10 (ContractLogicError" in r.getMessage() for r in caplog.records)
+    client.market_table = broken  # both unreadable: the pass fails (the liquidator logs and counts it)
+    with pytest.raises(RuntimeError, match="neither the markets nor the option series could be read"):
+        job.step(BlockRef(11, "0x", "0x", T + 12))
