@@ -77,7 +77,7 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
     from keeper.journal import TxJournal
     from keeper.logs import setup_logging
     from keeper.metrics import KeeperMetrics
-    from keeper.settings import load_settings, validate_for_run
+    from keeper.settings import load_settings, private_key_from_env, validate_for_run
     from keeper.txmanager import GasPolicy, TxManager
 
     level = ctx.parent.params.get("log_level") if ctx.parent.get_parameter_source("log_level") == click.core.ParameterSource.COMMANDLINE else None
@@ -89,9 +89,7 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
     )  # fmt: skip
     validate_for_run(settings)
     setup_logging(settings.log_level, settings.log_format)
-    key = os.environ.get(settings.private_key_env)
-    if not key:
-        raise click.ClickException(f"no private key: set the environment variable {settings.private_key_env}")
+    key = private_key_from_env(settings.private_key_env)
     deployment = load_manifest(settings.manifest)
     w3 = connect_any(settings.rpc_urls, timeout=settings.rpc_timeout_seconds)
     client = ProtocolClient(w3, deployment)

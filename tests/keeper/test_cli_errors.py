@@ -70,6 +70,18 @@ def test_run_without_key(manifest):
     assert_one_line_error(out, "KEEPER_PRIVATE_KEY")
 
 
+@pytest.mark.parametrize(
+    "key, needle",
+    [("0" * 64, "zero"), ("0x" + "0" * 64, "zero"), ("0x" + "f" * 64, "group order"), ("0x1234", "64 hex digits"), ("zz" * 32, "64 hex digits")],
+)
+def test_run_with_invalid_key(manifest, key, needle):
+    """A placeholder or out-of-range key is refused in one line naming the variable, before any RPC."""
+    env = {**__import__("os").environ, "KEEPER_PRIVATE_KEY": key}
+    out = keeper("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), env=env)
+    assert_one_line_error(out, "KEEPER_PRIVATE_KEY", needle)
+    assert key not in out.stderr
+
+
 def test_replay_malformed_csv(tmp_path):
     csv = tmp_path / "eth.csv"
     csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,abc,1\n")
