@@ -543,7 +543,19 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
         raise ConfigError(f"{path}: {e}") from None
     except (TypeError, ValueError, ArithmeticError) as e:  # not expected: every field is checked
         raise ConfigError(f"{path}: {e.__class__.__name__}: {e}") from None
+    check_bounds(config, str(path))
     return _resolve_paths(config, path.parent)
+
+
+def check_bounds(config: ProtocolConfig, where: str = "config") -> None:
+    """Raise ConfigError (one line, every problem, each ending with the contract's revert string)
+    if any value is outside what the contracts accept (`keeper.params.bounds.check_config`):
+    a deployment would otherwise send its first transactions and revert half-way."""
+    from keeper.params.bounds import check_config
+
+    problems = check_config(config)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
 
 
 def _resolve_paths(config: ProtocolConfig, base: Path) -> ProtocolConfig:

@@ -229,6 +229,11 @@ def deploy_protocol(
     Returns the Deployment with status "complete". Raises DeployError, or the backend's error
     when a transaction fails (the steps done so far are recorded).
     """
+    from keeper.params.bounds import check_config
+
+    problems = check_config(config)  # before the first transaction: nothing half-deployed
+    if problems:
+        raise DeployError("the config is outside the contracts' bounds, nothing was sent: " + "; ".join(problems))
     dep = progress if progress is not None else _empty(config, admin, chain_id)
     dep.status = "partial"
     run = _Steps(backend, dep, on_step)
