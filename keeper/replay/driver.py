@@ -175,6 +175,8 @@ class Replay:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.anvil: Anvil | None = None
         self.keeper: subprocess.Popen | None = None
+        self._max_fee = 0  # see _fees
+        self._mining: tuple[bool, int | None] | None = None  # the chain's mining mode, to restore
 
     # ------------------------------------------------------------------ chain helpers
 
@@ -184,8 +186,57 @@ class Replay:
             raise ReplayError(f"{method} failed: {response['error'].get('message', response['error'])}")
         return response.get("result")
 
+    def _rpc_or_none(self, method: str, params: list) -> object:
+        """The result, or None if the node does not know the method (not every node is Anvil)."""
+        try:
+            return self._rpc(method, params)
+        except Exception:  # noqa: BLE001 - an unknown method, or a node that answers it badly
+            return None
+
+    def _fees(self) -> dict:
+        """EIP-1559 fields of the driver's own transactions: no priority fee (the keeper's
+        transactions, which pay one, go first in a block) and a max fee of twice the latest base
+        fee, which covers the base fee of the next blocks (it rises at most 12.5% per block).
+        On a chain with base fee 0 (the Anvil the replay starts) both are 0."""
+        return {"maxFeePerGas": self._max_fee, "maxPriorityFeePerGas": 0}
+
+    def _update_fees(self) -> None:
+        self._max_fee = 2 * int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+
     def _send(self, call, gas: int = SETUP_GAS) -> bytes:
-        return call.transact({"from": self.admin, "gas": gas, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0})
+        return call.transact({"from": self.admin, "gas": gas, **self._fees()})
+
+    # ------------------------------------------------------------------ the user's mining mode
+
+    def _save_mining(self) -> None:
+        """Remember how the chain mines (automine, interval) so that `close` can put it back: a
+        chain given with --rpc is the user's, and the replay mines by hand."""
+        automine = self._rpc_or_none("anvil_getAutomine", [])
+        interval = self._rpc_or_none("anvil_getIntervalMining", [])
+        self._mining = (bool(automine), int(interval) if isinstance(interval, int) and interval > 0 else None)
+        if not automine:
+            self._rpc("evm_setAutomine", [True])  # setup waits for each transaction's receipt
+
+    def _mine_by_hand(self) -> None:
+        self._rpc("evm_setAutomine", [False])
+        if self._mining[1]:
+            self._rpc("evm_setIntervalMining", [0])  # else Anvil keeps mining on its interval
+
+    def _restore_mining(self) -> None:
+        """Put back the mining mode `_save_mining` found (also after an error)."""
+        mining = getattr(self, "_mining", None)
+        if mining is None or getattr(self, "w3", None) is None:
+            return
+        automine, interval = mining
+        try:
+            if interval:
+                self._rpc("evm_setIntervalMining", [interval])
+            else:
+                self._rpc("evm_setAutomine", [automine])
+        except Exception as e:  # noqa: BLE001 - never hide the error that ended the replay
+            log.warning("could not restore the chain's mining mode (automine %s, interval %s): %s", automine, interval, e)
+        else:
+            self._mining = None
 
     def _confirm(self, hashes: list, what: str) -> None:
         confirm(self.w3, hashes, what)
@@ -268,7 +319,7 @@ class Replay:
         vols = self.vol_history.at(int(self.opts.path.timestamps[step]))
         updates = option_books.vol_updates(self.series, vols, now)
         return post_vols(self.w3, self.deployment, self.vol_keys, updates, self.admin,
-                         tx={"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}, wait=False)
+                         tx=self._fees(), wait=False)
 
     def _open_options(self, users: list[User]) -> None:
         """Post the first vols, open every option leg against the market makers, and set up the
@@ -341,6 +392,8 @@ class Replay:
             self.anvil = Anvil(extra_args=("--base-fee", "0"))
             self.rpc_url = self.anvil.start()
         self.w3 = connect(self.rpc_url)
+        self._save_mining()
+        self._update_fees()
         if self.opts.options:
             if self.opts.config.options is None:
                 raise ReplayError("--options needs a protocol config with an `options:` section (e.g. config/options.yaml)")
@@ -367,7 +420,8 @@ class Replay:
 
             if self.opts.options:
                 self.regimes.observe(setup_block, self.client.margin_summaries(addresses, setup_block))
-            self._rpc("evm_setAutomine", [False])
+            self._update_fees()
+            self._mine_by_hand()
             status = self._start_keeper(self.deployment.deploy_block)
             self._mine()
             self._wait_keeper(status, self.w3.eth.block_number)
@@ -426,9 +480,16 @@ class Replay:
     def _mine(self) -> int:
         latest = self.w3.eth.get_block("latest")
         self._rpc("evm_mine", [latest["timestamp"] + self.opts.block_seconds])
+        self._update_fees()
         return self.w3.eth.block_number
 
     def close(self) -> None:
+        try:
+            self._restore_mining()
+        finally:
+            self._stop_processes()
+
+    def _stop_processes(self) -> None:
         if self.keeper and self.keeper.poll() is None:
             self.keeper.terminate()
             try:
