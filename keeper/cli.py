@@ -365,11 +365,20 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
     """Replay a price path block by block on a local chain with the keeper running."""
     from keeper.replay.driver import Replay, ReplayError, ReplayOptions
 
+    if config_path is None:
+        config_path = DEFAULT_CONFIG.with_name("options.yaml") if with_options else DEFAULT_CONFIG
+    config = load_config(config_path)
     if price_args:
-        series = {}
-        for arg in price_args:
+        files: dict[str, Path] = {}
+        known = [p.symbol for p in config.price_ids]
+        for arg in price_args:  # every argument checked before any file is read
             symbol, csv = parse_price_arg(arg)
-            series[symbol] = load_price_csv(csv, symbol)
+            if symbol in files:
+                raise click.ClickException(f"--prices {symbol} is given twice ({files[symbol]} and {csv}): give one file per symbol")
+            if symbol not in known:
+                raise click.ClickException(f"--prices {symbol}: {config_path} has no price id {symbol} (known: {', '.join(known)})")
+            files[symbol] = csv
+        series = {symbol: load_price_csv(csv, symbol) for symbol, csv in files.items()}
         missing = {"ETH", "BTC"} - set(series)
         if missing:
             raise click.ClickException(f"--prices needs a file for each of ETH and BTC (missing {', '.join(sorted(missing))})")
@@ -378,10 +387,8 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
         if start or end:
             raise click.ClickException("--start/--end apply to --prices files only")
         path = synthetic_path(steps=steps, seed=seed)
-    if config_path is None:
-        config_path = DEFAULT_CONFIG.with_name("options.yaml") if with_options else DEFAULT_CONFIG
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
-                         keeper_timeout=keeper_timeout, config=load_config(config_path), options=with_options,
+                         keeper_timeout=keeper_timeout, config=config, options=with_options,
                          vol_data_dir=vol_data)  # fmt: skip
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         tasks: dict[str, int] = {}

@@ -96,6 +96,21 @@ def test_replay_needs_both_assets(tmp_path):
     assert_one_line_error(out, "BTC")
 
 
+def test_replay_same_symbol_twice(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    for f in (a, b):
+        f.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    out = keeper("replay", "--prices", f"ETH={a}", "--prices", f"ETH={b}", "--prices", f"BTC={a}")
+    assert_one_line_error(out, "--prices ETH is given twice", "a.csv", "b.csv")
+
+
+def test_replay_unknown_symbol(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    out = keeper("replay", "--prices", f"ETH={a}", "--prices", f"BTC={a}", "--prices", f"SOL={a}")
+    assert_one_line_error(out, "--prices SOL", "no price id SOL", "known: ETH, BTC")
+
+
 def test_replay_bad_price_argument():
     out = keeper("replay", "--prices", "eth.csv")
     assert_one_line_error(out, "SYMBOL=")
