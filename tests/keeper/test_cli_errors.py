@@ -35,6 +35,40 @@ def test_unreachable_rpc(manifest):
     assert_one_line_error(out, "cannot reach RPC")
 
 
+@pytest.fixture
+def html_server():
+    """An HTTP server that is up but answers every request with an HTML page."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            page = b"<html><body>Welcome to nginx!</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_rpc_answering_html_is_not_unreachable(manifest, html_server):
+    out = keeper("account", "0x" + "11" * 20, "--rpc", html_server, "--manifest", str(manifest))
+    assert_one_line_error(out, f"RPC at {html_server} answered badly", "not valid JSON")
+    assert "cannot reach" not in out.stderr
+    env = {**__import__("os").environ, "KEEPER_PRIVATE_KEY": "0x" + "01" * 32}
+    out = keeper("run", "--rpc", html_server, "--manifest", str(manifest), env=env)
+    assert_one_line_error(out, f"RPC at {html_server} answered badly")
+
+
 def test_rpc_url_without_scheme(manifest):
     out = keeper("account", "0x" + "11" * 20, "--rpc", "localhost:8545", "--manifest", str(manifest))
     assert_one_line_error(out, "http://")
