@@ -228,6 +228,8 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     )  # fmt: skip
     out.print(summary)
     if not book.positions.any():
+        if plot_path is not None:  # exit 0: the report above is complete; there is just nothing to plot
+            click.echo(f"no heat map written to {plot_path}: {address} has no positions (its P&L is 0 in every scenario)", err=True)
         return
 
     tables = build_risk_tables(book.instruments, book.market, scenario_params)

@@ -263,3 +263,17 @@ def test_attestations_and_option_liquidation(chain, tmp_path):
     for text in ("Greeks", "Scenario P&L", "(worst)", "isolated", "standard", "portfolio", "keeper = contract", "ETH-", "-2200-C"):
         assert text in out, text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_account_plot_without_positions_says_so(chain, tmp_path):
+    """`keeper account --plot` on an account that holds nothing writes no PNG and says so in one
+    line on stderr; the report itself is complete, so the exit code stays 0."""
+    manifest = save_manifest(chain.dep, tmp_path / "deployment.json")
+    png = tmp_path / "heat.png"
+    empty = "0x" + "5a" * 20
+    result = CliRunner().invoke(cli, ["account", empty, "--rpc", chain.url, "--manifest", str(manifest), "--plot", str(png)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no heat map written" in lines[0] and "has no positions" in lines[0], result.stderr
+    assert not png.exists()
