@@ -340,12 +340,17 @@ def _price_id(p: dict, symbol: str, where: "_At") -> PriceIdConfig:
     )
 
 
+# `governance: {address: deployer}`: the deploying account governs (a placeholder for trying a
+# testnet deployment as copied; resolved by `with_default_governance` / `deploy_protocol`).
+DEPLOYER = "deployer"
+
+
 def _governance(raw: dict) -> GovernanceConfig | None:
     if "governance" not in raw:
         return None
     g = _mapping(raw, "governance")
     return GovernanceConfig(
-        address=_address(g, "address", "governance"),
+        address=DEPLOYER if g.get("address") == DEPLOYER else _address(g, "address", "governance"),
         timelock_delay=_integer(g, "timelock_delay", "governance", MIN_TIMELOCK_DELAY, MAX_TIMELOCK_DELAY, " seconds"),
     )
 
@@ -485,14 +490,18 @@ def with_default_governance(config: ProtocolConfig, deployer: str, development: 
     roles to a timelock. On a development chain a config without one gets the deployer as
     governance and the shortest delay the timelock allows (MIN_TIMELOCK_DELAY, one hour); on any
     other chain a missing section raises ConfigError, because who governs must be a decision."""
+    import dataclasses
+
     if config.governance is not None:
+        if config.governance.address == DEPLOYER:
+            return dataclasses.replace(config, governance=dataclasses.replace(config.governance, address=deployer))
         return config
     if not development:
         raise ConfigError(
             "the config has no `governance` section: name the governance address and timelock_delay "
-            "(seconds) that will own the protocol's parameters on this network"
+            "(seconds) that will own the protocol's parameters on this network "
+            "(`address: deployer` lets the deploying account govern, for a trial)"
         )
-    import dataclasses
 
     return dataclasses.replace(config, governance=GovernanceConfig(deployer, MIN_TIMELOCK_DELAY))
 

@@ -328,7 +328,8 @@ def deploy_protocol(
 
                 _check_roles_untouched(view, admin, {name: contract_at(backend, name, at) for _, name, at in governed(dep)})
             metered = _Metered(backend)
-            address = install_timelock(metered, dep, config.governance.address, config.governance.timelock_delay)
+            governor = admin if config.governance.address == "deployer" else config.governance.address
+            address = install_timelock(metered, dep, governor, config.governance.timelock_delay)
             dep.blocks["timelock"] = metered.first_block
             record = run._record("timelock", sent=False, address=address, block=metered.first_block, gas=metered.gas)
         dep.timelock = record["address"]
