@@ -53,6 +53,8 @@ class UnderlyingConfig:
     mm_rate: int
     spread_im_rate: int
     spread_mm_rate: int
+    max_gap: int = 0  # WAD: the largest plausible adverse move between liquidations (0 = not stated)
+    reference_price: int = 0  # whole USD the OI caps are judged at (0 = the price id's initial_price)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,10 @@ class ProtocolConfig:
     allow_mocks: bool = False  # deploy mocks on a non-development chain too
     governance: GovernanceConfig | None = None  # None: the deployer keeps both roles
     options: OptionsConfig | None = None  # None: no option market
+    # the backstop the OI caps are sized against (keeper.params.backstop): USD, and the WAD
+    # share of it one market's gap may take (k)
+    insurance_fund_usd: int = 0
+    backstop_coverage: int = WAD
 
     def mocks(self) -> list[str]:
         """What deployment would create as a mock (no `address` given): e.g. ["USDC", "WETH", "ETH feed"]."""
@@ -633,6 +639,8 @@ def _parse(raw: dict) -> ProtocolConfig:
                 mm_rate=_fraction(u, "mm_rate", where),
                 spread_im_rate=_fraction(u, "spread_im_rate", where),
                 spread_mm_rate=_fraction(u, "spread_mm_rate", where),
+                max_gap=_fraction(u, "max_gap", where) if "max_gap" in u else 0,
+                reference_price=_integer(u, "reference_price", where, 1, 10**15, " USD") if "reference_price" in u else 0,
             )
         )
     u_symbols = [u.symbol for u in underlyings]
@@ -653,6 +661,10 @@ def _parse(raw: dict) -> ProtocolConfig:
     _unique([m.name for m in markets], "markets")
     liq = _mapping(raw, "liquidation")
     trading = _mapping(raw, "trading")
+    backstop = _mapping(raw, "backstop") if "backstop" in raw else {}
+    unknown = sorted(set(backstop) - {"insurance_fund_usd", "coverage"})
+    if unknown:
+        raise ConfigError(f"backstop: unknown key {unknown[0]!r} (expected coverage, insurance_fund_usd)")
     return ProtocolConfig(
         settlement_symbol=_symbol(settlement, "symbol", "settlement"),
         settlement_decimals=_integer(settlement, "decimals", "settlement", 0, MAX_DECIMALS),
@@ -672,4 +684,6 @@ def _parse(raw: dict) -> ProtocolConfig:
         allow_mocks=allow_mocks,
         governance=_governance(raw),
         options=_options(raw, u_symbols),
+        insurance_fund_usd=_integer(backstop, "insurance_fund_usd", "backstop", 0, 10**15, " USD") if "insurance_fund_usd" in backstop else 0,
+        backstop_coverage=_fraction(backstop, "coverage", "backstop", 0, 10) if "coverage" in backstop else WAD,
     )
