@@ -121,7 +121,7 @@ def warning_line(lines: list[str]) -> str:
     return "backstop: " + "; ".join(lines) + " (docs/threat-model.md)"
 
 
-def onchain_exposures(w3, deployment, block="latest") -> tuple[list[Exposure], float, float] | None:
+def onchain_exposures(w3, deployment, block="latest") -> tuple[list[Exposure], Fraction, Fraction] | None:
     """The rule's inputs as they are on chain at `block`: caps, mm rates, index prices and the
     vault's insurance fund; max_gap and coverage from the config recorded in the manifest
     (`parameters`). None when the manifest records no max_gap (deployed before the rule)."""
@@ -139,10 +139,10 @@ def onchain_exposures(w3, deployment, block="latest") -> tuple[list[Exposure], f
     for name, m in deployment.markets.items():
         u = int(engine.markets(m).call(block_identifier=block)[0])
         price_id, _, mm, _, _ = engine.underlyings(u).call(block_identifier=block)
-        price = oracle.index_price(price_id).call(block_identifier=block) / WAD
-        cap = engine.max_open_interest(m).call(block_identifier=block) / WAD
+        price = Fraction(oracle.index_price(price_id).call(block_identifier=block), WAD)
+        cap = Fraction(engine.max_open_interest(m).call(block_identifier=block), WAD)
         symbol = names.get(u, str(u))
-        out.append(Exposure(name, symbol, cap, price, gaps.get(symbol, 0) / WAD, mm / WAD))
-    fund = vault.insurance_fund().call(block_identifier=block) / 10**deployment.settlement_decimals
-    coverage = int(params.get("backstop_coverage") or WAD) / WAD
+        out.append(Exposure(name, symbol, cap, price, Fraction(gaps.get(symbol, 0), WAD), Fraction(mm, WAD)))
+    fund = Fraction(vault.insurance_fund().call(block_identifier=block), WAD)  # the vault keeps it in WAD
+    coverage = Fraction(int(params.get("backstop_coverage") or WAD), WAD)
     return out, fund, coverage
