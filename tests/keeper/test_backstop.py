@@ -90,3 +90,26 @@ def test_deploy_warns_in_one_line_before_the_first_transaction_and_goes_on(caplo
         deploy_protocol(backend, config, "0x" + "11" * 20, 31337)  # warned, then went on to deploy
     assert [r.getMessage() for r in caplog.records if r.name == "keeper.deploy"] == [line]
     assert len(backend.sent) == 1  # the first deployment was attempted: a warning, not a refusal
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda raw: raw["underlyings"][0].update(max_gap="abc"), "underlyings[0] ETH: max_gap: not a number: 'abc'"),
+        (lambda raw: raw["underlyings"][0].update(max_gap=1.5), "underlyings[0] ETH: max_gap: must be a number in [0, 1], got 1.5"),
+        (lambda raw: raw["underlyings"][1].update(reference_price=-3), "underlyings[1] BTC: reference_price: must be an integer"),
+        (lambda raw: raw["backstop"].update(fund=1), "backstop: unknown key 'fund' (expected coverage, insurance_fund_usd)"),
+        (lambda raw: raw["backstop"].update(insurance_fund_usd="lots"), "backstop: insurance_fund_usd: must be an integer"),
+        (lambda raw: raw["backstop"].update(coverage=-1), "backstop: coverage: must be a number in [0, 10], got -1"),
+    ],
+)
+def test_bad_backstop_inputs_are_one_line(tmp_path, mutate, message):
+    from keeper.config import ConfigError
+
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    mutate(raw)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "\n" not in str(e.value) and message in str(e.value), str(e.value)
