@@ -78,7 +78,7 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
     from keeper.journal import TxJournal
     from keeper.logs import setup_logging
     from keeper.metrics import KeeperMetrics
-    from keeper.settings import load_settings, validate_for_run
+    from keeper.settings import load_settings, private_key_from_env, validate_for_run
     from keeper.txmanager import GasPolicy, TxManager
 
     level = ctx.parent.params.get("log_level") if ctx.parent.get_parameter_source("log_level") == click.core.ParameterSource.COMMANDLINE else None
@@ -90,9 +90,7 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
     )  # fmt: skip
     validate_for_run(settings)
     setup_logging(settings.log_level, settings.log_format)
-    key = os.environ.get(settings.private_key_env)
-    if not key:
-        raise click.ClickException(f"no private key: set the environment variable {settings.private_key_env}")
+    key = private_key_from_env(settings.private_key_env)
     deployment = load_manifest(settings.manifest)
     w3 = connect_any(settings.rpc_urls, timeout=settings.rpc_timeout_seconds)
     client = ProtocolClient(w3, deployment)
@@ -236,6 +234,8 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     )  # fmt: skip
     out.print(summary)
     if not book.positions.any():
+        if plot_path is not None:  # exit 0: the report above is complete; there is just nothing to plot
+            click.echo(f"no heat map written to {plot_path}: {address} has no positions (its P&L is 0 in every scenario)", err=True)
         return
 
     tables = build_risk_tables(book.instruments, book.market, scenario_params)
@@ -373,11 +373,20 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
     """Replay a price path block by block on a local chain with the keeper running."""
     from keeper.replay.driver import Replay, ReplayError, ReplayOptions
 
+    if config_path is None:
+        config_path = DEFAULT_CONFIG.with_name("options.yaml") if with_options else DEFAULT_CONFIG
+    config = load_config(config_path)
     if price_args:
-        series = {}
-        for arg in price_args:
+        files: dict[str, Path] = {}
+        known = [p.symbol for p in config.price_ids]
+        for arg in price_args:  # every argument checked before any file is read
             symbol, csv = parse_price_arg(arg)
-            series[symbol] = load_price_csv(csv, symbol)
+            if symbol in files:
+                raise click.ClickException(f"--prices {symbol} is given twice ({files[symbol]} and {csv}): give one file per symbol")
+            if symbol not in known:
+                raise click.ClickException(f"--prices {symbol}: {config_path} has no price id {symbol} (known: {', '.join(known)})")
+            files[symbol] = csv
+        series = {symbol: load_price_csv(csv, symbol) for symbol, csv in files.items()}
         missing = {"ETH", "BTC"} - set(series)
         if missing:
             raise click.ClickException(f"--prices needs a file for each of ETH and BTC (missing {', '.join(sorted(missing))})")
@@ -386,10 +395,8 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
         if start or end:
             raise click.ClickException("--start/--end apply to --prices files only")
         path = synthetic_path(steps=steps, seed=seed)
-    if config_path is None:
-        config_path = DEFAULT_CONFIG.with_name("options.yaml") if with_options else DEFAULT_CONFIG
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
-                         keeper_timeout=keeper_timeout, config=load_config(config_path), options=with_options,
+                         keeper_timeout=keeper_timeout, config=config, options=with_options,
                          vol_data_dir=vol_data)  # fmt: skip
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         tasks: dict[str, int] = {}

@@ -53,6 +53,8 @@ class UnderlyingConfig:
     mm_rate: int
     spread_im_rate: int
     spread_mm_rate: int
+    max_gap: int = 0  # WAD: the largest plausible adverse move between liquidations (0 = not stated)
+    reference_price: int = 0  # whole USD the OI caps are judged at (0 = the price id's initial_price)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,10 @@ class ProtocolConfig:
     allow_mocks: bool = False  # deploy mocks on a non-development chain too
     governance: GovernanceConfig | None = None  # None: the deployer keeps both roles
     options: OptionsConfig | None = None  # None: no option market
+    # the backstop the OI caps are sized against (keeper.params.backstop): USD, and the WAD
+    # share of it one market's gap may take (k)
+    insurance_fund_usd: int = 0
+    backstop_coverage: int = WAD
 
     def mocks(self) -> list[str]:
         """What deployment would create as a mock (no `address` given): e.g. ["USDC", "WETH", "ETH feed"]."""
@@ -340,12 +346,17 @@ def _price_id(p: dict, symbol: str, where: "_At") -> PriceIdConfig:
     )
 
 
+# `governance: {address: deployer}`: the deploying account governs (a placeholder for trying a
+# testnet deployment as copied; resolved by `with_default_governance` / `deploy_protocol`).
+DEPLOYER = "deployer"
+
+
 def _governance(raw: dict) -> GovernanceConfig | None:
     if "governance" not in raw:
         return None
     g = _mapping(raw, "governance")
     return GovernanceConfig(
-        address=_address(g, "address", "governance"),
+        address=DEPLOYER if g.get("address") == DEPLOYER else _address(g, "address", "governance"),
         timelock_delay=_integer(g, "timelock_delay", "governance", MIN_TIMELOCK_DELAY, MAX_TIMELOCK_DELAY, " seconds"),
     )
 
@@ -485,14 +496,18 @@ def with_default_governance(config: ProtocolConfig, deployer: str, development: 
     roles to a timelock. On a development chain a config without one gets the deployer as
     governance and the shortest delay the timelock allows (MIN_TIMELOCK_DELAY, one hour); on any
     other chain a missing section raises ConfigError, because who governs must be a decision."""
+    import dataclasses
+
     if config.governance is not None:
+        if config.governance.address == DEPLOYER:
+            return dataclasses.replace(config, governance=dataclasses.replace(config.governance, address=deployer))
         return config
     if not development:
         raise ConfigError(
             "the config has no `governance` section: name the governance address and timelock_delay "
-            "(seconds) that will own the protocol's parameters on this network"
+            "(seconds) that will own the protocol's parameters on this network "
+            "(`address: deployer` lets the deploying account govern, for a trial)"
         )
-    import dataclasses
 
     return dataclasses.replace(config, governance=GovernanceConfig(deployer, MIN_TIMELOCK_DELAY))
 
@@ -543,7 +558,19 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ProtocolConfig:
         raise ConfigError(f"{path}: {e}") from None
     except (TypeError, ValueError, ArithmeticError) as e:  # not expected: every field is checked
         raise ConfigError(f"{path}: {e.__class__.__name__}: {e}") from None
+    check_bounds(config, str(path))
     return _resolve_paths(config, path.parent)
+
+
+def check_bounds(config: ProtocolConfig, where: str = "config") -> None:
+    """Raise ConfigError (one line, every problem, each ending with the contract's revert string)
+    if any value is outside what the contracts accept (`keeper.params.bounds.check_config`):
+    a deployment would otherwise send its first transactions and revert half-way."""
+    from keeper.params.bounds import check_config
+
+    problems = check_config(config)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
 
 
 def _resolve_paths(config: ProtocolConfig, base: Path) -> ProtocolConfig:
@@ -612,6 +639,8 @@ def _parse(raw: dict) -> ProtocolConfig:
                 mm_rate=_fraction(u, "mm_rate", where),
                 spread_im_rate=_fraction(u, "spread_im_rate", where),
                 spread_mm_rate=_fraction(u, "spread_mm_rate", where),
+                max_gap=_fraction(u, "max_gap", where) if "max_gap" in u else 0,
+                reference_price=_integer(u, "reference_price", where, 1, 10**15, " USD") if "reference_price" in u else 0,
             )
         )
     u_symbols = [u.symbol for u in underlyings]
@@ -632,6 +661,10 @@ def _parse(raw: dict) -> ProtocolConfig:
     _unique([m.name for m in markets], "markets")
     liq = _mapping(raw, "liquidation")
     trading = _mapping(raw, "trading")
+    backstop = _mapping(raw, "backstop") if "backstop" in raw else {}
+    unknown = sorted(set(backstop) - {"insurance_fund_usd", "coverage"})
+    if unknown:
+        raise ConfigError(f"backstop: unknown key {unknown[0]!r} (expected coverage, insurance_fund_usd)")
     return ProtocolConfig(
         settlement_symbol=_symbol(settlement, "symbol", "settlement"),
         settlement_decimals=_integer(settlement, "decimals", "settlement", 0, MAX_DECIMALS),
@@ -651,4 +684,6 @@ def _parse(raw: dict) -> ProtocolConfig:
         allow_mocks=allow_mocks,
         governance=_governance(raw),
         options=_options(raw, u_symbols),
+        insurance_fund_usd=_integer(backstop, "insurance_fund_usd", "backstop", 0, 10**15, " USD") if "insurance_fund_usd" in backstop else 0,
+        backstop_coverage=_fraction(backstop, "coverage", "backstop", 0, 10) if "coverage" in backstop else WAD,
     )

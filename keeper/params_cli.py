@@ -155,6 +155,8 @@ def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
 def _rehearse(rpc: str, deployment, calls: list[Call]) -> Rehearsal:
     result = rehearse(rpc, deployment, calls)
     _print_rehearsal(result, calls)
+    if result.backstop_warning:  # a warning, not a refusal: the exit code is unchanged
+        click.echo(f"warning: {result.backstop_warning}", err=True)
     if result.failed is not None:
         i, reason = result.failed
         raise click.ClickException(f"call {i} ({calls[i].label}) would revert on chain: {reason}")

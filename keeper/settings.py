@@ -326,3 +326,26 @@ def attestation_keys(settings: AttestationSettings, env: Mapping[str, str] | Non
             raise SettingsError(f"attestation signer key: the environment variable {name} is not set")
         keys.append(env[name])
     return keys
+
+
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def private_key_from_env(name: str, env: Mapping[str, str] | None = None) -> str:
+    """The private key held by the environment variable `name`, checked before anything uses it:
+    64 hex digits (with or without 0x) whose value is in [1, secp256k1 order - 1]. A placeholder
+    of 64 zeros or 0xff...f would otherwise fail deep inside coincurve. Raises SettingsError with
+    one line naming the variable (never the key)."""
+    env = os.environ if env is None else env
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise SettingsError(f"no private key: set the environment variable {name}")
+    digits = value[2:] if value[:2].lower() == "0x" else value
+    if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise SettingsError(f"{name} does not hold a valid private key: expected 64 hex digits (32 bytes), got {len(digits)} characters")
+    number = int(digits, 16)
+    if number == 0:
+        raise SettingsError(f"{name} does not hold a valid private key: it is zero (a placeholder?); set a real key")
+    if number >= SECP256K1_ORDER:
+        raise SettingsError(f"{name} does not hold a valid private key: it is not below the secp256k1 group order")
+    return "0x" + digits.lower()

@@ -39,7 +39,7 @@ from keeper.chain.artifacts import compiler_version
 from keeper.chain.deploy import Deployment, DeployError, Web3Backend, deploy_to_manifest, env_flag, prepare
 from keeper.chain.manifest import ManifestError, save_manifest
 from keeper.chain.verify import mismatches, print_checks, verify_deployment
-from keeper.config import DEFAULT_CONFIG, ConfigError, ProtocolConfig, load_config, with_default_governance
+from keeper.config import DEFAULT_CONFIG, DEPLOYER, ConfigError, ProtocolConfig, load_config, with_default_governance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,9 +240,13 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
         or ROOT / "deployments" / f"{network.show_active()}.json"
     )
     try:
-        config = with_default_governance(load_config(config_path), deployer_address(), is_development())
+        loaded = load_config(config_path)
+        config = with_default_governance(loaded, deployer_address(), is_development())
     except ConfigError as e:
         raise SystemExit(f"deploy: {e}") from None
+    if loaded.governance is not None and loaded.governance.address == DEPLOYER and not is_development():
+        print(f"deploy: note: {config_path} has the placeholder `governance: address: deployer`: the deployer "
+              f"{config.governance.address} governs; use a multisig's address for anything others rely on")
     proj = active_project()
     force_new = env_flag("DEPLOY_FORCE_NEW")
     if env_flag("DEPLOY_DRY_RUN"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import boa
 from eth_account import Account
@@ -13,6 +14,9 @@ from keeper.chain.deploy import Deployment, deploy_protocol
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
 from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
+
+# config/local.yaml with position caps that do not bind (see the file)
+CONTRACT_TESTS_CONFIG = Path(__file__).resolve().parent / "config" / "contract_tests.yaml"
 
 WAD = 10**18
 
@@ -57,7 +61,7 @@ class BoaProtocol:
 
     @classmethod
     def deploy(cls, config: ProtocolConfig | None = None) -> "BoaProtocol":
-        config = config or load_config()
+        config = config or load_config(CONTRACT_TESTS_CONFIG)
         admin = boa.env.generate_address("admin")
         boa.env.eoa = admin
         dep = deploy_protocol(BoaBackend(), config, admin, boa.env.evm.patch.chain_id)

@@ -29,6 +29,36 @@ class ChainError(RuntimeError):
     """The RPC endpoint cannot be reached, or answers for another chain or deployment."""
 
 
+def rpc_failure(url: str, e: BaseException) -> str:
+    """One line for a failed eth_chainId: "cannot reach" when nothing answered (refused, timed
+    out, a bad URL), "answered badly" when a server answered with something that is not a
+    JSON-RPC chain id (an HTML page, invalid JSON, an HTTP error status, a JSON-RPC error):
+    the first is a network problem, the second usually a wrong URL or a broken node."""
+    from web3.exceptions import BadResponseFormat, Web3RPCError
+
+    from keeper.chain.rpc import EndpointError
+
+    reason = getattr(e, "reason", "") if isinstance(e, EndpointError) else ""
+    if (isinstance(e, requests.exceptions.JSONDecodeError) or (isinstance(e, ValueError) and "JSON" in e.__class__.__name__)
+            or "other than JSON" in reason):
+        what = "not valid JSON (an HTML page or another service at this URL?)"
+    elif isinstance(e, requests.HTTPError) or reason.startswith("HTTP"):
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        what = f"HTTP {status}" if status else (reason or "an HTTP error status")
+        what += ", not a JSON-RPC answer"
+    elif isinstance(e, Web3RPCError):
+        what = f"a JSON-RPC error ({e.__class__.__name__}) to eth_chainId"
+    elif isinstance(e, BadResponseFormat):
+        what = "something that is not a JSON-RPC response (BadResponseFormat)"
+    elif isinstance(e, (requests.RequestException, OSError)) or isinstance(e, EndpointError):
+        return f"cannot reach RPC at {url}: {reason or e.__class__.__name__}"
+    elif isinstance(e, ValueError):
+        what = f"an eth_chainId result that is not a number ({e.__class__.__name__})"
+    else:
+        return f"cannot reach RPC at {url}: {e.__class__.__name__}"
+    return f"RPC at {url} answered badly: {what}"
+
+
 def connect(url: str, timeout: float = 10.0) -> Web3:
     """A Web3 connected to `url`. Raises ChainError with one clear line if it does not answer
     (within about `timeout` seconds) or does not answer with a chain id.
@@ -45,7 +75,7 @@ def connect(url: str, timeout: float = 10.0) -> Web3:
     try:
         chain_id = w3.eth.chain_id
     except (requests.RequestException, Web3Exception, OSError, ValueError) as e:
-        raise ChainError(f"cannot reach RPC at {url}: {e.__class__.__name__}") from None
+        raise ChainError(rpc_failure(url, e)) from None
     if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 0:
         answer = "null" if chain_id is None else repr(chain_id)
         raise ChainError(f"RPC at {url} answered eth_chainId with {answer}, not a chain id")
@@ -435,7 +465,7 @@ def connect_any(urls: Sequence[str], timeout: float = 10.0) -> Web3:
     try:
         chain_id = w3.eth.chain_id
     except (EndpointError, requests.RequestException, Web3Exception, OSError, ValueError) as e:
-        raise ChainError(f"cannot reach RPC at {', '.join(urls)}: {e.__class__.__name__}") from None
+        raise ChainError(rpc_failure(", ".join(urls), e)) from None
     if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 0:
         raise ChainError(f"RPC at {', '.join(urls)} answered eth_chainId with {chain_id!r}, not a chain id")
     w3.provider.max_attempts = max(3, 2 * len(urls))  # connected: ride out short outages

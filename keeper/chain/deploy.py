@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -209,6 +210,20 @@ def _check_existing(backend: Backend, config: ProtocolConfig) -> None:
             check(f"price_ids[{i}] {p.symbol} feeds[{j}]", f.address, "MockAggregator", p.feed_decimals if j == 0 else None)
 
 
+def warn_backstop(config: ProtocolConfig) -> str | None:
+    """Log (and return) one warning line if the config's open-interest caps are not coherent
+    with its insurance fund (keeper.params.backstop); deploying goes on: the rule is a
+    judgement about risk, not a contract bound."""
+    from keeper.params import backstop
+
+    lines = backstop.check_config(config)
+    if not lines:
+        return None
+    line = backstop.warning_line(lines)
+    logging.getLogger("keeper.deploy").warning("%s", line)
+    return line
+
+
 def deploy_protocol(
     backend: Backend,
     config: ProtocolConfig,
@@ -229,6 +244,12 @@ def deploy_protocol(
     Returns the Deployment with status "complete". Raises DeployError, or the backend's error
     when a transaction fails (the steps done so far are recorded).
     """
+    from keeper.params.bounds import check_config
+
+    problems = check_config(config)  # before the first transaction: nothing half-deployed
+    if problems:
+        raise DeployError("the config is outside the contracts' bounds, nothing was sent: " + "; ".join(problems))
+    warn_backstop(config)
     dep = progress if progress is not None else _empty(config, admin, chain_id)
     dep.status = "partial"
     run = _Steps(backend, dep, on_step)
@@ -323,7 +344,8 @@ def deploy_protocol(
 
                 _check_roles_untouched(view, admin, {name: contract_at(backend, name, at) for _, name, at in governed(dep)})
             metered = _Metered(backend)
-            address = install_timelock(metered, dep, config.governance.address, config.governance.timelock_delay)
+            governor = admin if config.governance.address == "deployer" else config.governance.address
+            address = install_timelock(metered, dep, governor, config.governance.timelock_delay)
             dep.blocks["timelock"] = metered.first_block
             record = run._record("timelock", sent=False, address=address, block=metered.first_block, gas=metered.gas)
         dep.timelock = record["address"]

@@ -259,3 +259,54 @@ def check_vol_heartbeat(new: dict[str, int]) -> list[str]:
     if MIN_VOL_HEARTBEAT <= h <= MAX_VOL_HEARTBEAT:
         return []
     return [f"heartbeat {h} is outside [{MIN_VOL_HEARTBEAT}, {MAX_VOL_HEARTBEAT}] seconds (vol: heartbeat out of bounds)"]
+
+
+def check_config(config) -> list[str]:
+    """Every on-chain bound a whole `keeper.config.ProtocolConfig` must respect, checked with the
+    same functions as a change file, in the order the deployment sends the setters (so a config
+    is refused before its first transaction instead of reverting half-way). Each problem names
+    where it is: `underlyings[0] ETH: mm_rate 0.2 is outside [0.005, im_rate 0.1] (...)`."""
+    out: list[str] = []
+
+    def add(where: str, problems: list[str]) -> None:
+        out.extend(f"{where}: {p}" for p in problems)
+
+    for i, a in enumerate(config.assets):
+        add(f"assets[{i}] {a.symbol}", check_asset({"haircut": a.haircut, "deposit_cap": a.deposit_cap}))
+    for i, p in enumerate(config.price_ids):
+        beats = [f.heartbeat for f in p.feeds] or [p.heartbeat]
+        add(f"price_ids[{i}] {p.symbol}", check_feeds({"heartbeats": beats, "aggregators": beats}))
+    # set_liquidation_params runs before any underlying exists and before the penalty ramp
+    add("liquidation", check_liquidation(
+        {"penalty": config.liquidation_penalty, "liquidator_share": config.liquidator_share,
+         "target": config.liquidation_target}, 0, {}))
+    add("trading", check_trading(
+        {"max_price_deviation": config.max_price_deviation, "max_funding_rate": config.max_funding_rate,
+         "funding_smoothing": config.funding_smoothing}))
+    for i, u in enumerate(config.underlyings):
+        add(f"underlyings[{i}] {u.symbol}", check_underlying(
+            {"im_rate": u.im_rate, "mm_rate": u.mm_rate, "spread_im_rate": u.spread_im_rate,
+             "spread_mm_rate": u.spread_mm_rate}, config.liquidation_penalty, 0))
+    if config.max_liquidation_penalty:
+        mm_rates = {u.symbol: u.mm_rate for u in config.underlyings}
+        add("liquidation", check_penalty_ramp(
+            {"max_penalty": config.max_liquidation_penalty, "penalty_ramp_seconds": config.penalty_ramp_time},
+            config.liquidation_penalty, mm_rates))
+    for m in config.markets:
+        add(f"market {m.name}", check_position_caps(
+            {"max_open_interest": m.max_open_interest, "max_position": m.max_position}))
+    opts = getattr(config, "options", None)
+    if opts is not None:
+        vf, at = opts.vol_feed, opts.attestation
+        add("options: vol_feed", check_vol_bounds(
+            {"min_atm_vol": vf.min_atm_vol, "max_atm_vol": vf.max_atm_vol, "max_abs_skew": vf.max_abs_skew}))
+        add("options: vol_feed", check_vol_heartbeat({"heartbeat": vf.heartbeat}))
+        r = opts.risk
+        add("options: risk", check_option_risk(
+            {"short_im_rate": r.short_im_rate, "short_im_floor": r.short_im_floor, "short_mm_rate": r.short_mm_rate,
+             "long_im_haircut": r.long_im_haircut, "long_mm_haircut": r.long_mm_haircut,
+             "abs_price_band": r.abs_price_band, "rel_price_band": r.rel_price_band}))
+        add("options: attestation", check_margin_floor({"margin_floor": at.margin_floor}))
+        add("options: attestation", check_price_band({"price_band": at.price_band}))
+        add("options: attestation", check_max_validity({"max_validity": at.max_validity}))
+    return out

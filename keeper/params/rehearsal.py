@@ -45,6 +45,9 @@ class Rehearsal:
     after: list[tuple] = field(default_factory=list)
     failed: tuple[int, str] | None = None
     after_error: str | None = None
+    # one line if, after the change, an open-interest cap is not coherent with the insurance
+    # fund (keeper.params.backstop, read on the fork); None if coherent or not checkable
+    backstop_warning: str | None = None
 
     def _changed(self, col: int) -> list[int]:
         return [
@@ -153,4 +156,22 @@ def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | N
             result.after = [tuple(r) for r in client.margin_summaries(accounts, "latest")]
         except (ContractLogicError, Web3RPCError) as e:
             result.after_error = _reason(e)
+            return result
+        result.backstop_warning = backstop_after(w3, deployment)
     return result
+
+
+def backstop_after(w3: Web3, deployment: Deployment) -> str | None:
+    """The warning line of keeper.params.backstop for the state at `w3`'s latest block: caps,
+    mm rates, index prices and insurance fund on chain, max_gap from the manifest's config."""
+    from keeper.params import backstop
+
+    try:
+        found = backstop.onchain_exposures(w3, deployment, "latest")
+    except (ContractLogicError, Web3RPCError, ValueError, KeyError) as e:
+        return f"backstop: cannot check open-interest caps against the insurance fund: {e.__class__.__name__}"
+    if found is None:
+        return None  # the manifest records no max_gap: deployed before the rule
+    exposures, fund, coverage = found
+    lines = backstop.problems(exposures, fund, coverage)
+    return backstop.warning_line(lines) if lines else None

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,9 +46,67 @@ WAD = 10**18
 SETUP_GAS = 2_000_000
 MM_DEPOSIT_USD = 500_000_000  # per market maker
 # accounts per market maker: keeps each maker's position within the listing's position caps
-ACCOUNTS_PER_MAKER = 200
+# (config/local.yaml: 1,500 ETH / 120 BTC; 20 accounts' net is at most about 1,300 ETH / 110 BTC)
+ACCOUNTS_PER_MAKER = 20
 KEEPER_DEPOSIT_USD = 500_000_000
-INSURANCE_USD = 1_000_000
+INSURANCE_USD = 1_000_000  # when the config states no backstop.insurance_fund_usd
+
+
+def at_start_prices(config: ProtocolConfig, start: dict[str, float]) -> ProtocolConfig:
+    """`config` for a replay whose path starts at `start` (USD per unit, by price id symbol):
+    each mock feed starts there, and each market's caps are scaled by reference price / start
+    price, so that they bound the same USD exposure as the config states at its reference
+    price (the open-interest cap rule of keeper.params.backstop is in USD; caps are in units,
+    and Black Thursday's ETH at $195 is a tenth of the $2,000 local.yaml judges its caps at)."""
+    price_ids = list(config.price_ids)
+    underlyings = list(config.underlyings)
+    scale: dict[int, Fraction] = {}
+    for i, p in enumerate(price_ids):
+        if p.symbol in start and not p.feeds:
+            new = max(1, round(start[p.symbol]))
+            price_ids[i] = dataclasses.replace(p, initial_price=new)
+    for j, u in enumerate(underlyings):
+        p = config.price_ids[u.price_id]
+        if p.symbol in start and not p.feeds:
+            reference = u.reference_price or p.initial_price
+            scale[j] = Fraction(reference) / Fraction(price_ids[u.price_id].initial_price)
+            underlyings[j] = dataclasses.replace(u, reference_price=price_ids[u.price_id].initial_price)
+    markets = tuple(
+        dataclasses.replace(m, max_open_interest=int(m.max_open_interest * scale[m.underlying]),
+                            max_position=int(m.max_position * scale[m.underlying]))
+        if m.underlying in scale else m
+        for m in config.markets
+    )
+    return dataclasses.replace(config, price_ids=tuple(price_ids), underlyings=tuple(underlyings), markets=markets)
+
+
+def population_caps_problem(config: ProtocolConfig, specs: list[AccountSpec], makers: int) -> str | None:
+    """A line naming the first market whose open interest (sum of longs) or largest position
+    (a user's, or a market maker's net over its users) the population would push above the
+    config's caps, or None. Checked before the first deposit: the trades would revert."""
+    from collections import defaultdict
+
+    positions: dict[tuple[str, str], float] = defaultdict(float)
+    for i, spec in enumerate(specs):
+        for market, size in spec.trades:
+            positions[(f"account {i}", market)] += size
+            positions[(f"market maker {i % makers}", market)] -= size
+    oi: dict[str, float] = defaultdict(float)
+    largest: dict[str, float] = defaultdict(float)
+    for (_, market), size in positions.items():
+        oi[market] += max(size, 0.0)
+        largest[market] = max(largest[market], abs(size))
+    for m in config.markets:
+        cap, pos = m.max_open_interest / WAD, m.max_position / WAD
+        symbol = config.underlyings[m.underlying].symbol
+        if cap and oi[m.name] > cap:
+            return (f"{len(specs)} accounts need {oi[m.name]:,.1f} {symbol} of {m.name} open interest, above the config's cap "
+                    f"{cap:,.6g} (sized to its insurance fund, docs/threat-model.md): use fewer --accounts or a config "
+                    "with larger caps and insurance fund")
+        if pos and largest[m.name] > pos:
+            return (f"the population needs a {m.name} position of {largest[m.name]:,.1f} {symbol}, above the config's "
+                    f"max_position {pos:,.6g}: use a config with a larger max_position")
+    return None
 
 
 class ReplayError(RuntimeError):
@@ -175,6 +234,8 @@ class Replay:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.anvil: Anvil | None = None
         self.keeper: subprocess.Popen | None = None
+        self._max_fee = 0  # see _fees
+        self._mining: tuple[bool, int | None] | None = None  # the chain's mining mode, to restore
 
     # ------------------------------------------------------------------ chain helpers
 
@@ -184,8 +245,57 @@ class Replay:
             raise ReplayError(f"{method} failed: {response['error'].get('message', response['error'])}")
         return response.get("result")
 
+    def _rpc_or_none(self, method: str, params: list) -> object:
+        """The result, or None if the node does not know the method (not every node is Anvil)."""
+        try:
+            return self._rpc(method, params)
+        except Exception:  # noqa: BLE001 - an unknown method, or a node that answers it badly
+            return None
+
+    def _fees(self) -> dict:
+        """EIP-1559 fields of the driver's own transactions: no priority fee (the keeper's
+        transactions, which pay one, go first in a block) and a max fee of twice the latest base
+        fee, which covers the base fee of the next blocks (it rises at most 12.5% per block).
+        On a chain with base fee 0 (the Anvil the replay starts) both are 0."""
+        return {"maxFeePerGas": self._max_fee, "maxPriorityFeePerGas": 0}
+
+    def _update_fees(self) -> None:
+        self._max_fee = 2 * int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+
     def _send(self, call, gas: int = SETUP_GAS) -> bytes:
-        return call.transact({"from": self.admin, "gas": gas, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0})
+        return call.transact({"from": self.admin, "gas": gas, **self._fees()})
+
+    # ------------------------------------------------------------------ the user's mining mode
+
+    def _save_mining(self) -> None:
+        """Remember how the chain mines (automine, interval) so that `close` can put it back: a
+        chain given with --rpc is the user's, and the replay mines by hand."""
+        automine = self._rpc_or_none("anvil_getAutomine", [])
+        interval = self._rpc_or_none("anvil_getIntervalMining", [])
+        self._mining = (bool(automine), int(interval) if isinstance(interval, int) and interval > 0 else None)
+        if not automine:
+            self._rpc("evm_setAutomine", [True])  # setup waits for each transaction's receipt
+
+    def _mine_by_hand(self) -> None:
+        self._rpc("evm_setAutomine", [False])
+        if self._mining[1]:
+            self._rpc("evm_setIntervalMining", [0])  # else Anvil keeps mining on its interval
+
+    def _restore_mining(self) -> None:
+        """Put back the mining mode `_save_mining` found (also after an error)."""
+        mining = getattr(self, "_mining", None)
+        if mining is None or getattr(self, "w3", None) is None:
+            return
+        automine, interval = mining
+        try:
+            if interval:
+                self._rpc("evm_setIntervalMining", [interval])
+            else:
+                self._rpc("evm_setAutomine", [automine])
+        except Exception as e:  # noqa: BLE001 - never hide the error that ended the replay
+            log.warning("could not restore the chain's mining mode (automine %s, interval %s): %s", automine, interval, e)
+        else:
+            self._mining = None
 
     def _confirm(self, hashes: list, what: str) -> None:
         confirm(self.w3, hashes, what)
@@ -195,12 +305,10 @@ class Replay:
     def _deploy(self) -> Deployment:
         self.admin = DEV_ACCOUNTS[0][0]
         first_block = self.w3.eth.block_number + 1
-        config = self.opts.config
-        if self.opts.options:  # options list strikes around the index at deployment: the path's first prices
-            start = dict(zip(self.opts.path.symbols, (float(x) for x in self.opts.path.prices[0])))
-            config = dataclasses.replace(config, price_ids=tuple(
-                dataclasses.replace(p, initial_price=max(1, round(start[p.symbol]))) if p.symbol in start and not p.feeds else p
-                for p in config.price_ids))
+        # mock feeds start at the path's first prices (options list strikes around them), and
+        # the caps keep the USD exposure the config states (see at_start_prices)
+        start = dict(zip(self.opts.path.symbols, (float(x) for x in self.opts.path.prices[0])))
+        config = self.config = at_start_prices(self.opts.config, start)
         dep = deploy_protocol(Web3Backend(self.w3, self.admin), config, self.admin, self.w3.eth.chain_id)
         dep.compiler = f"vyper {compiler_version()}"
         dep.deploy_block = first_block
@@ -225,12 +333,11 @@ class Replay:
 
     def _open_accounts(self) -> list[User]:
         opts, cfg = self.opts, self.opts.config
-        start = {s: float(opts.path.prices[0, i]) for i, s in enumerate(opts.path.symbols)}
-        vols = self.vol_history.at(int(opts.path.timestamps[0])) if opts.options else None
-        specs = make_population(opts.accounts, start, opts.seed, cfg.settlement_symbol, options=opts.options, vols=vols)
+        specs = self._population()
         rng = np.random.Generator(np.random.PCG64(opts.seed + 1))
         users = [User(*self._keypair(rng), spec=s) for s in specs]
         self.market_makers = [User(*self._keypair(rng)) for _ in range(math.ceil(len(users) / ACCOUNTS_PER_MAKER))]
+
         self.keeper_address, self.keeper_key = DEV_ACCOUNTS[1]
         usd = cfg.settlement_symbol
         deposits: list[tuple[str, str, int]] = [
@@ -238,11 +345,25 @@ class Replay:
             (self.keeper_address, usd, KEEPER_DEPOSIT_USD * 10 ** self.decimals[usd]),
             *spec_deposits(users, self.decimals),
         ]
-        insurance = (usd, INSURANCE_USD * 10 ** self.decimals[usd])
+        insurance = (usd, (cfg.insurance_fund_usd or INSURANCE_USD) * 10 ** self.decimals[usd])
         hashes = deposit_all(self._send, self.client.vault, self.tokens, self.admin, deposits,
                              insurance=insurance, progress=self.progress)
         self._confirm(hashes, "deposit")
         return users
+
+    def _population(self) -> list[AccountSpec]:
+        opts = self.opts
+        start = {s: float(opts.path.prices[0, i]) for i, s in enumerate(opts.path.symbols)}
+        vols = self.vol_history.at(int(opts.path.timestamps[0])) if opts.options else None
+        return make_population(opts.accounts, start, opts.seed, opts.config.settlement_symbol, options=opts.options, vols=vols)
+
+    def _check_population(self) -> None:
+        """Before the first transaction: the population fits the caps the replay will list."""
+        start = dict(zip(self.opts.path.symbols, (float(x) for x in self.opts.path.prices[0])))
+        makers = math.ceil(self.opts.accounts / ACCOUNTS_PER_MAKER)
+        problem = population_caps_problem(at_start_prices(self.opts.config, start), self._population(), makers)
+        if problem:
+            raise ReplayError(problem)
 
     def _keypair(self, rng: np.random.Generator) -> tuple[str, bytes]:
         from eth_keys import keys
@@ -268,7 +389,7 @@ class Replay:
         vols = self.vol_history.at(int(self.opts.path.timestamps[step]))
         updates = option_books.vol_updates(self.series, vols, now)
         return post_vols(self.w3, self.deployment, self.vol_keys, updates, self.admin,
-                         tx={"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}, wait=False)
+                         tx=self._fees(), wait=False)
 
     def _open_options(self, users: list[User]) -> None:
         """Post the first vols, open every option leg against the market makers, and set up the
@@ -341,11 +462,14 @@ class Replay:
             self.anvil = Anvil(extra_args=("--base-fee", "0"))
             self.rpc_url = self.anvil.start()
         self.w3 = connect(self.rpc_url)
+        self._save_mining()
+        self._update_fees()
         if self.opts.options:
             if self.opts.config.options is None:
                 raise ReplayError("--options needs a protocol config with an `options:` section (e.g. config/options.yaml)")
             self.vol_history = option_books.load_vol_history(self.opts.vol_data_dir or option_books.DEFAULT_DATA_DIR,
                                                              tuple(self.opts.path.symbols))
+        self._check_population()
         self.deployment = self._deploy()
         self._confirm(self._publish(0), "price update")
         users = self._open_accounts()
@@ -367,7 +491,8 @@ class Replay:
 
             if self.opts.options:
                 self.regimes.observe(setup_block, self.client.margin_summaries(addresses, setup_block))
-            self._rpc("evm_setAutomine", [False])
+            self._update_fees()
+            self._mine_by_hand()
             status = self._start_keeper(self.deployment.deploy_block)
             self._mine()
             self._wait_keeper(status, self.w3.eth.block_number)
@@ -426,9 +551,16 @@ class Replay:
     def _mine(self) -> int:
         latest = self.w3.eth.get_block("latest")
         self._rpc("evm_mine", [latest["timestamp"] + self.opts.block_seconds])
+        self._update_fees()
         return self.w3.eth.block_number
 
     def close(self) -> None:
+        try:
+            self._restore_mining()
+        finally:
+            self._stop_processes()
+
+    def _stop_processes(self) -> None:
         if self.keeper and self.keeper.poll() is None:
             self.keeper.terminate()
             try:

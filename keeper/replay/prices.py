@@ -24,7 +24,11 @@ from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger("keeper.replay")
 
 __all__ = [
     "DEFAULT_START_PRICES",
@@ -413,6 +417,11 @@ def align(
             f"only {common.size} common timestamp(s) in window {window}, need at least 2; data: {ranges}"
         )
 
+    for start_ts, end_ts, missing in find_gaps(common):
+        log.warning(
+            "price data gap: no common price between %s and %s (%s, %d missing steps); the replay steps over it in one block",
+            _fmt_ts(start_ts), _fmt_ts(end_ts), _fmt_span(end_ts - start_ts), missing,
+        )
     cols = []
     for s in series.values():
         idx = np.searchsorted(s.timestamps, common)
@@ -423,6 +432,27 @@ def align(
         prices=np.column_stack(cols),
         dropped_steps=int(union.size - common.size),
     )
+
+
+def find_gaps(timestamps: np.ndarray) -> list[tuple[int, int, int]]:
+    """Holes in a regular series: (last timestamp before, first after, missing steps) for every
+    interval longer than 1.5 x the usual step (the median interval), e.g. one day without
+    hourly rows -> (t, t + 25 h, 24)."""
+    ts = np.asarray(timestamps, dtype=np.int64)
+    if ts.size < 3:
+        return []
+    diffs = np.diff(ts)
+    step = int(np.median(diffs))
+    if step <= 0:
+        return []
+    return [(int(ts[i]), int(ts[i + 1]), int(round(diffs[i] / step)) - 1) for i in np.flatnonzero(diffs * 2 > step * 3)]
+
+
+def _fmt_span(seconds: int) -> str:
+    """3600 -> "1 h", 90000 -> "25 h", 600 -> "10 min", 5400 -> "1.5 h"."""
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
 
 
 def synthetic_path(

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from keeper.config import AssetConfig, MarketConfig, PriceIdConfig, load_config
+from tests.boa_protocol import CONTRACT_TESTS_CONFIG
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin, margin_loop
 from tests.boa_protocol import WAD, BoaProtocol
 
@@ -27,7 +28,7 @@ CASES = [(11, False), (12, True), (13, True)]  # (seed, settle ETH-FUT before va
 def random_config(rng: np.random.Generator, case: int):
     """The local config with random feed decimals and haircuts; token decimals are drawn so that
     the cases together cover 6, 8 and 18 for WETH and WBTC, and 0 and 2 for GOV."""
-    base = load_config()
+    base = load_config(CONTRACT_TESTS_CONFIG)
     feed = lambda: int(rng.choice([6, 8, 18]))  # noqa: E731
     price_ids = (
         dataclasses.replace(base.price_ids[0], feed_decimals=feed()),

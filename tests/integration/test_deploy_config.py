@@ -149,4 +149,6 @@ def test_testnet_example_config_loads():
     assert cfg.settlement_address == "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238"
     assert [p.feeds[0].address for p in cfg.price_ids] == [
         "0x694AA1769357215DE4FAC081bf1f309aDC325306", "0x1b44F3514812d835EB1BDB0acB33d3fA3351Ee43"]
-    assert cfg.mocks() == ["WETH", "WBTC"] and cfg.allow_mocks and cfg.governance is None
+    assert cfg.mocks() == ["WETH", "WBTC"] and cfg.allow_mocks
+    # the marked placeholder: the deploying account governs until the user names a multisig
+    assert cfg.governance == GovernanceConfig("deployer", 86400)

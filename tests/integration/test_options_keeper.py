@@ -331,3 +331,17 @@ def test_keeper_process_settles_expired_future_and_series(chain, tmp_path):
         assert f"settle {kind} {ident}: expired, waiting for a price published after expiry" in messages
         assert any(m.startswith(f"settled {kind} {ident} at {index / WAD:.6f} USD in block ") for m in messages), messages[-20:]
     assert not [line for line in lines if line.get("logger") == "keeper.settle" and line["level"] != "INFO"]
+
+
+def test_account_plot_without_positions_says_so(chain, tmp_path):
+    """`keeper account --plot` on an account that holds nothing writes no PNG and says so in one
+    line on stderr; the report itself is complete, so the exit code stays 0."""
+    manifest = save_manifest(chain.dep, tmp_path / "deployment.json")
+    png = tmp_path / "heat.png"
+    empty = "0x" + "5a" * 20
+    result = CliRunner().invoke(cli, ["account", empty, "--rpc", chain.url, "--manifest", str(manifest), "--plot", str(png)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no heat map written" in lines[0] and "has no positions" in lines[0], result.stderr
+    assert not png.exists()

@@ -19,7 +19,7 @@ from keeper.chain.governance import accept_admin_roles, install_timelock
 from keeper.chain.manifest import load_manifest, save_manifest
 from keeper.chain.orders import Order, sign_order
 from keeper.config import load_config
-from keeper.params.changes import parse_changes
+from keeper.params.changes import load_changes, parse_changes
 from keeper.params.current import read_current
 from keeper.params.plan import plan_calls
 from keeper.params.rehearsal import rehearse
@@ -254,3 +254,29 @@ def test_cancel_and_recovery_from_events(env):
     code, out = keeper_params(chain, manifest, "execute")
     assert code == 1 and "nothing to execute" in out
     assert chain.client.engine.functions.underlyings(0).call()[1] == 10 * 10**16
+
+
+def test_rehearsal_warns_when_a_cap_outgrows_the_insurance_fund(env):
+    """keeper.params.backstop on the fork after the change: with the $1,000,000 fund of
+    config/local.yaml, a harmless change says nothing; raising the ETH-PERP cap to 5,000,000
+    ETH (2,500,000,000 of gap loss at $2,000) prints one warning line and still exits 0."""
+    chain, manifest, tmp_path = env
+    fund = 1_000_000 * USDC
+    chain.send(chain.usdc.functions.mint(ADMIN, fund))
+    chain.send(chain.usdc.functions.approve(chain.dep.vault, fund))
+    chain.send(chain.client.vault.functions.fund_insurance(fund))
+    dep = load_manifest(manifest)
+    calls = plan_calls(parse_changes({"changes": [{"underlying": "ETH", "im_rate": 0.13, "mm_rate": 0.06}]}),
+                       read_current(chain.w3, dep), dep)
+    assert rehearse(chain.url, dep, calls).backstop_warning is None
+    wide = "changes:\n  - {market: ETH-PERP, max_open_interest: 5000000, max_position: 1000}\n"
+    calls = plan_calls(load_changes(change_file(tmp_path, wide)), read_current(chain.w3, dep), dep)
+    r = rehearse(chain.url, dep, calls)
+    assert r.safe and r.backstop_warning is not None and "\n" not in r.backstop_warning
+    assert r.backstop_warning.startswith("backstop: market ETH-PERP: cap 5,000,000 ETH x $2,000 x (0.3 gap - 0.05 mm)")
+    assert "$2,500,000,000" in r.backstop_warning and "ETH-FUT" not in r.backstop_warning
+    result = CliRunner().invoke(params, ["rehearse", change_file(tmp_path, wide), "--rpc", chain.url, "--manifest", str(manifest)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: backstop:")]
+    assert len(warnings) == 1 and "cap at most 2,000 ETH" in warnings[0], result.stderr

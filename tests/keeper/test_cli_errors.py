@@ -35,6 +35,40 @@ def test_unreachable_rpc(manifest):
     assert_one_line_error(out, "cannot reach RPC")
 
 
+@pytest.fixture
+def html_server():
+    """An HTTP server that is up but answers every request with an HTML page."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            page = b"<html><body>Welcome to nginx!</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_rpc_answering_html_is_not_unreachable(manifest, html_server):
+    out = keeper("account", "0x" + "11" * 20, "--rpc", html_server, "--manifest", str(manifest))
+    assert_one_line_error(out, f"RPC at {html_server} answered badly", "not valid JSON")
+    assert "cannot reach" not in out.stderr
+    env = {**__import__("os").environ, "KEEPER_PRIVATE_KEY": "0x" + "01" * 32}
+    out = keeper("run", "--rpc", html_server, "--manifest", str(manifest), env=env)
+    assert_one_line_error(out, f"RPC at {html_server} answered badly")
+
+
 def test_rpc_url_without_scheme(manifest):
     out = keeper("account", "0x" + "11" * 20, "--rpc", "localhost:8545", "--manifest", str(manifest))
     assert_one_line_error(out, "http://")
@@ -70,6 +104,18 @@ def test_run_without_key(manifest):
     assert_one_line_error(out, "KEEPER_PRIVATE_KEY")
 
 
+@pytest.mark.parametrize(
+    "key, needle",
+    [("0" * 64, "zero"), ("0x" + "0" * 64, "zero"), ("0x" + "f" * 64, "group order"), ("0x1234", "64 hex digits"), ("zz" * 32, "64 hex digits")],
+)
+def test_run_with_invalid_key(manifest, key, needle):
+    """A placeholder or out-of-range key is refused in one line naming the variable, before any RPC."""
+    env = {**__import__("os").environ, "KEEPER_PRIVATE_KEY": key}
+    out = keeper("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), env=env)
+    assert_one_line_error(out, "KEEPER_PRIVATE_KEY", needle)
+    assert key not in out.stderr
+
+
 def test_replay_malformed_csv(tmp_path):
     csv = tmp_path / "eth.csv"
     csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,abc,1\n")
@@ -82,6 +128,21 @@ def test_replay_needs_both_assets(tmp_path):
     csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
     out = keeper("replay", "--prices", f"ETH={csv}")
     assert_one_line_error(out, "BTC")
+
+
+def test_replay_same_symbol_twice(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    for f in (a, b):
+        f.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    out = keeper("replay", "--prices", f"ETH={a}", "--prices", f"ETH={b}", "--prices", f"BTC={a}")
+    assert_one_line_error(out, "--prices ETH is given twice", "a.csv", "b.csv")
+
+
+def test_replay_unknown_symbol(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    out = keeper("replay", "--prices", f"ETH={a}", "--prices", f"BTC={a}", "--prices", f"SOL={a}")
+    assert_one_line_error(out, "--prices SOL", "no price id SOL", "known: ETH, BTC")
 
 
 def test_replay_bad_price_argument():

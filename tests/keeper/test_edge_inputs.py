@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-from keeper.chain.client import ChainError, connect
+from keeper.chain.client import ChainError, connect, connect_any
 from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
 from keeper.replay.prices import PriceDataError, align, load_price_csv
@@ -517,6 +517,7 @@ class FakeRpc:
             "ok": (200, "application/json", rpc(result="0x7a69")),
             "not json": (200, "application/json", b"not json"),
             "empty body": (200, "application/json", b""),
+            "html page": (200, "text/html", b"<!doctype html><html><body>It works!</body></html>"),
             "http 500": (500, "text/plain", b"internal error"),
             "http 502 html": (502, "text/html", b"<html>502 Bad Gateway</html>"),
             "json-rpc error": (200, "application/json", rpc(error={"code": -32601, "message": "Method not found"})),
@@ -572,18 +573,27 @@ def test_rpc_invalid_http_url(url):
 @pytest.mark.parametrize(
     ("mode", "needle"),
     [
-        ("not json", "JSONDecodeError"),
-        ("empty body", "JSONDecodeError"),
-        ("http 500", "HTTPError"),
-        ("http 502 html", "HTTPError"),
-        ("json-rpc error", "MethodUnavailable"),
-        ("bad result", "ValueError"),
+        ("not json", "not valid JSON"),
+        ("empty body", "not valid JSON"),
+        ("html page", "not valid JSON"),
+        ("http 500", "HTTP 500"),
+        ("http 502 html", "HTTP 502"),
+        ("json-rpc error", "JSON-RPC error (MethodUnavailable)"),
+        ("bad result", "not a number"),
         ("json list", "BadResponseFormat"),
     ],
 )
-def test_rpc_garbage_answers(fake_rpc, mode, needle):
+@pytest.mark.parametrize("many", [False, True], ids=["connect", "connect_any"])
+def test_rpc_garbage_answers(fake_rpc, mode, needle, many):
+    """A server that is up but answers garbage is told apart from one that cannot be reached."""
     fake_rpc.mode = mode
-    assert_chain_error(fake_rpc.url, f"cannot reach RPC at {fake_rpc.url}", needle, within=15)
+    start = time.monotonic()
+    with pytest.raises(ChainError) as exc:
+        connect_any([fake_rpc.url], timeout=2) if many else connect(fake_rpc.url, timeout=2)
+    assert time.monotonic() - start < 15
+    msg = one_line(exc.value)
+    assert_needles(msg, f"RPC at {fake_rpc.url} answered badly", needle)
+    assert "cannot reach" not in msg
 
 
 def test_rpc_server_that_never_answers(fake_rpc):

@@ -353,3 +353,44 @@ def test_real_binance_march_2020() -> None:
     assert path.column("BTC").min() == 4130.64
     assert path.timestamps[np.argmin(path.column("ETH"))] == int(datetime(2020, 3, 13, 1, tzinfo=UTC).timestamp())
     assert path.as_wad(0) == {"ETH": 2022 * 10**17, "BTC": 794048 * 10**16}
+
+
+def _hourly(hours: list[int]) -> "PriceSeries":
+    from keeper.replay.prices import PriceSeries
+
+    t0 = int(datetime(2020, 3, 12, tzinfo=timezone.utc).timestamp())
+    return PriceSeries("ETH", np.array([t0 + 3600 * h for h in hours], dtype=np.int64), np.full(len(hours), 100.0), "test")
+
+
+def test_align_warns_about_a_25_hour_hole(caplog) -> None:
+    """A day missing from hourly data is named (start, end, length) instead of stepped over silently."""
+    from keeper.replay.prices import find_gaps
+
+    s = _hourly([0, 1, 2, 27, 28, 29])  # 02:00 -> next day 03:00: 25 h, 24 rows missing
+    assert find_gaps(s.timestamps) == [(int(s.timestamps[2]), int(s.timestamps[3]), 24)]
+    with caplog.at_level("WARNING", logger="keeper.replay"):
+        path = align({"ETH": s, "BTC": s})
+    assert path.steps == 6
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "2020-03-12T02:00:00Z" in warnings[0] and "2020-03-13T03:00:00Z" in warnings[0], warnings[0]
+    assert "25 h" in warnings[0] and "24 missing steps" in warnings[0]
+
+
+def test_align_regular_data_gives_no_warning(caplog) -> None:
+    with caplog.at_level("WARNING", logger="keeper.replay"):
+        align({"ETH": _hourly(list(range(48))), "BTC": _hourly(list(range(48)))})
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_replay_cli_prints_the_gap_on_stderr(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    rows = "".join(f"2020-03-{12 + h // 24:02d}T{h % 24:02d}:00:00Z,1,1,1,{100 + h},1\n" for h in [0, 1, 2, 27, 28, 29])
+    csv = write_csv(tmp_path, rows)
+    # an unreachable RPC: the replay stops with one line right after aligning the prices
+    out = subprocess.run([sys.executable, "-m", "keeper", "replay", "--prices", f"ETH={csv}", "--prices", f"BTC={csv}",
+                          "--rpc", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    assert "price data gap" in out.stderr and "25 h" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
