@@ -41,12 +41,29 @@ MAX_PRICE_IDS: constant(uint256) = 8
 # @dev Bounds on a feed's heartbeat (staleness limit), seconds.
 MIN_HEARTBEAT: constant(uint256) = 60
 MAX_HEARTBEAT: constant(uint256) = 2 * 86400
+# @dev A proposed replacement of feeds waits this long before it can be activated, and its
+#      median must be within FEED_AGREEMENT (WAD fraction) of the live index.
+FEED_DELAY: constant(uint256) = 2 * 86400
+FEED_AGREEMENT: constant(uint256) = 5 * 10**16
+# @dev Circuit-breaker bounds relative to the live index, so no breaker can refuse the price
+#      it is set at: min_price <= 20% of it, max_price >= 5x it (or 0), max_jump >= 25% (or 0).
+BREAKER_MIN_FLOOR: constant(uint256) = 2 * 10**17
+BREAKER_MAX_CEILING: constant(uint256) = 5 * 10**18
+BREAKER_MIN_JUMP: constant(uint256) = 25 * 10**16
+# @dev Most rounds `expiry_price` walks back through per feed.
+MAX_EXPIRY_WALK: constant(uint256) = 64
 
 
 struct Feed:
     aggregator: address
     scale: uint256
     heartbeat: uint256
+
+
+struct PendingFeeds:
+    aggregators: DynArray[address, MAX_FEEDS]
+    heartbeats: DynArray[uint256, MAX_FEEDS]
+    activates_at: uint256
 
 
 struct CircuitBreaker:
@@ -60,6 +77,8 @@ price_id_name: public(HashMap[uint256, String[16]])
 _feeds: HashMap[uint256, DynArray[Feed, MAX_FEEDS]]
 # @dev WAD band and largest round-to-round move (WAD fraction, 0 = unchecked) per price id.
 circuit_breakers: public(HashMap[uint256, CircuitBreaker])
+# @dev A proposed replacement of a price id's feeds and when it may be activated (0 = none).
+pending_feeds: public(HashMap[uint256, PendingFeeds])
 
 
 event PriceIdAdded:
@@ -72,6 +91,13 @@ event CircuitBreakerSet:
     min_price: uint256
     max_price: uint256
     max_jump: uint256
+
+
+event FeedsProposed:
+    price_id: indexed(uint256)
+    aggregators: DynArray[address, MAX_FEEDS]
+    heartbeats: DynArray[uint256, MAX_FEEDS]
+    activates_at: uint256
 
 
 event FeedsSet:
@@ -101,19 +127,18 @@ def add_price_id(name: String[16]) -> uint256:
     return price_id
 
 
-@external
-def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], heartbeats: DynArray[uint256, MAX_FEEDS]):
+@internal
+@view
+def _check_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], heartbeats: DynArray[uint256, MAX_FEEDS]) -> DynArray[Feed, MAX_FEEDS]:
     """
-    @notice Replace the feeds of a price id (risk admin). Every feed must answer validly now.
-    @param price_id An existing price id.
-    @param aggregators One to three AggregatorV3 feeds, each with at most 18 decimals.
-    @param heartbeats Staleness bound of each feed, seconds, within [60 s, 2 days].
+    @dev The feeds of `set_feeds`, each answering validly now; once the price id has an index,
+         their median must agree with it within FEED_AGREEMENT.
     """
-    roles._check_risk_admin()
     assert price_id < self.price_id_count, "oracle: unknown price id"
     assert len(aggregators) > 0, "oracle: no feed"
     assert len(aggregators) == len(heartbeats), "oracle: length mismatch"
     feeds: DynArray[Feed, MAX_FEEDS] = []
+    answers: DynArray[uint256, MAX_FEEDS] = []
     for i: uint256 in range(len(aggregators), bound=MAX_FEEDS):
         assert heartbeats[i] >= MIN_HEARTBEAT and heartbeats[i] <= MAX_HEARTBEAT, "oracle: heartbeat out of bounds"
         decimals: uint256 = convert(staticcall AggregatorV3(aggregators[i]).decimals(), uint256)
@@ -127,8 +152,63 @@ def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], hear
         ok, price, updated_at = self._read(feed, self.circuit_breakers[price_id])
         assert ok, "oracle: feed answer invalid"
         feeds.append(feed)
-    self._feeds[price_id] = feeds
-    log FeedsSet(price_id=price_id, aggregators=aggregators, heartbeats=heartbeats)
+        answers.append(price)
+    live: uint256 = 0
+    oldest: uint256 = 0
+    live, oldest = self._median(price_id)
+    if live != 0:
+        proposed: uint256 = self._median_of(answers)
+        assert (max(proposed, live) - min(proposed, live)) * 10**18 <= live * FEED_AGREEMENT, "oracle: feeds disagree with the index"
+    return feeds
+
+
+@external
+def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], heartbeats: DynArray[uint256, MAX_FEEDS]):
+    """
+    @notice Set the feeds of a price id (admin). The first feeds of a price id, or new
+            heartbeats for the same feeds, apply at once; any other change of feeds is only
+            proposed and applies through `activate_feeds` after FEED_DELAY, so users see a
+            feed replacement coming for the timelock's delay plus two days.
+    @dev Every feed must answer validly now and, once the price id has an index, their median
+         must be within FEED_AGREEMENT (5%) of it, here and again on activation. Reverts
+         "roles: not admin", "oracle: unknown price id", "oracle: no feed", "oracle: length
+         mismatch", "oracle: heartbeat out of bounds", "oracle: feed decimals above 18",
+         "oracle: duplicate feed", "oracle: feed answer invalid", "oracle: feeds disagree with
+         the index".
+    @param price_id An existing price id.
+    @param aggregators One to three AggregatorV3 feeds, each with at most 18 decimals.
+    @param heartbeats Staleness bound of each feed, seconds, within [60 s, 2 days].
+    """
+    roles._check_admin()
+    feeds: DynArray[Feed, MAX_FEEDS] = self._check_feeds(price_id, aggregators, heartbeats)
+    current: DynArray[Feed, MAX_FEEDS] = self._feeds[price_id]
+    same: bool = len(current) == len(feeds)
+    if same:
+        for i: uint256 in range(len(feeds), bound=MAX_FEEDS):
+            same = same and current[i].aggregator == feeds[i].aggregator
+    if len(current) == 0 or same:
+        self._feeds[price_id] = feeds
+        self.pending_feeds[price_id] = empty(PendingFeeds)
+        log FeedsSet(price_id=price_id, aggregators=aggregators, heartbeats=heartbeats)
+        return
+    self.pending_feeds[price_id] = PendingFeeds(aggregators=aggregators, heartbeats=heartbeats, activates_at=block.timestamp + FEED_DELAY)
+    log FeedsProposed(price_id=price_id, aggregators=aggregators, heartbeats=heartbeats, activates_at=block.timestamp + FEED_DELAY)
+
+
+@external
+def activate_feeds(price_id: uint256):
+    """
+    @notice Apply a proposed feed change once FEED_DELAY has passed (anyone), checked again
+            against the live index.
+    @dev Reverts "oracle: no proposed feeds", "oracle: feeds not yet active", and the checks of
+         `set_feeds`.
+    """
+    pending: PendingFeeds = self.pending_feeds[price_id]
+    assert pending.activates_at != 0, "oracle: no proposed feeds"
+    assert block.timestamp >= pending.activates_at, "oracle: feeds not yet active"
+    self._feeds[price_id] = self._check_feeds(price_id, pending.aggregators, pending.heartbeats)
+    self.pending_feeds[price_id] = empty(PendingFeeds)
+    log FeedsSet(price_id=price_id, aggregators=pending.aggregators, heartbeats=pending.heartbeats)
 
 
 @external
@@ -136,15 +216,31 @@ def set_circuit_breaker(price_id: uint256, min_price: uint256, max_price: uint25
     """
     @notice Bound a price id's answers (risk admin): feeds answering at or outside
             [min_price, max_price], or moving more than `max_jump` from their previous round,
-            are ignored.
+            are ignored. The bounds are relative to the live index, so a breaker can never
+            refuse the price it is set at (and so stop liquidations): min_price at most 20% of
+            it, max_price at least 5x it (or 0), max_jump at least 25% (or 0). Without a live
+            index (an outage) a breaker can only be loosened.
+    @dev Reverts "roles: not risk admin", "oracle: unknown price id", "oracle: empty price
+         band", "oracle: max_jump out of bounds", "oracle: breaker too close to the index",
+         "oracle: breaker can only be loosened without an index".
     @param min_price WAD; an answer <= it is refused (a feed pinned at its floor).
     @param max_price WAD, > min_price; an answer >= it is refused; 0 = no ceiling.
-    @param max_jump WAD fraction of the previous round's answer, 0 = unchecked, else in (0, 1].
+    @param max_jump WAD fraction of the previous round's answer, 0 = unchecked, else in
+           [25%, 100%].
     """
     roles._check_risk_admin()
     assert price_id < self.price_id_count, "oracle: unknown price id"
     assert max_price == 0 or max_price > min_price, "oracle: empty price band"
-    assert max_jump <= 10**18, "oracle: max_jump out of bounds"
+    assert max_jump <= 10**18 and (max_jump == 0 or max_jump >= BREAKER_MIN_JUMP), "oracle: max_jump out of bounds"
+    live: uint256 = 0
+    oldest: uint256 = 0
+    live, oldest = self._median(price_id)
+    if live != 0:
+        assert min_price * 10**18 <= live * BREAKER_MIN_FLOOR and (max_price == 0 or max_price * 10**18 >= live * BREAKER_MAX_CEILING), "oracle: breaker too close to the index"
+    else:
+        old: CircuitBreaker = self.circuit_breakers[price_id]
+        looser: bool = min_price <= old.min_price and (max_price == 0 or (old.max_price != 0 and max_price >= old.max_price))
+        assert looser and (max_jump == 0 or (old.max_jump != 0 and max_jump >= old.max_jump)), "oracle: breaker can only be loosened without an index"
     self.circuit_breakers[price_id] = CircuitBreaker(min_price=min_price, max_price=max_price, max_jump=max_jump)
     log CircuitBreakerSet(price_id=price_id, min_price=min_price, max_price=max_price, max_jump=max_jump)
 
@@ -228,23 +324,39 @@ def _median(price_id: uint256) -> (uint256, uint256):
         updated_at: uint256 = 0
         ok, price, updated_at = self._read(feed, breaker)
         if ok:
-            # insertion sort: at most three elements
             prices.append(price)
-            j: uint256 = len(prices) - 1
-            for k: uint256 in range(MAX_FEEDS):
-                if j == 0 or prices[j - 1] <= prices[j]:
-                    break
-                tmp: uint256 = prices[j - 1]
-                prices[j - 1] = prices[j]
-                prices[j] = tmp
-                j -= 1
             oldest = min(oldest, updated_at)
+    if len(prices) == 0:
+        return 0, 0
+    return self._median_of(prices), oldest
+
+
+@internal
+@pure
+def _median_of(values: DynArray[uint256, MAX_FEEDS]) -> uint256:
+    """
+    @dev Median of at most three values (floor of the mean of the middle two for an even
+         count); 0 for none.
+    """
+    prices: DynArray[uint256, MAX_FEEDS] = values
     n: uint256 = len(prices)
     if n == 0:
-        return 0, 0
+        return 0
+    # insertion sort: at most three elements
+    for i: uint256 in range(1, MAX_FEEDS):
+        if i >= n:
+            break
+        j: uint256 = i
+        for k: uint256 in range(MAX_FEEDS):
+            if j == 0 or prices[j - 1] <= prices[j]:
+                break
+            tmp: uint256 = prices[j - 1]
+            prices[j - 1] = prices[j]
+            prices[j] = tmp
+            j -= 1
     if n % 2 == 1:
-        return prices[n // 2], oldest
-    return (prices[n // 2 - 1] + prices[n // 2]) // 2, oldest
+        return prices[n // 2]
+    return (prices[n // 2 - 1] + prices[n // 2]) // 2
 
 
 @internal
@@ -270,6 +382,85 @@ def index_price(price_id: uint256) -> uint256:
     updated_at: uint256 = 0
     price, updated_at = self._index_price(price_id)
     return price
+
+
+@internal
+@view
+def _expiry_answer(feed: Feed, breaker: CircuitBreaker, expiry: uint256) -> (bool, uint256):
+    """
+    @dev (decided, WAD answer) of one feed at `expiry`: its first round with updatedAt >=
+         expiry, found by walking back from the latest round while the previous round is also
+         at or after expiry (at most MAX_EXPIRY_WALK rounds; a previous round that cannot be
+         read ends the walk). A feed whose first such round came more than its heartbeat after
+         expiry, or that has none once a heartbeat has passed, is decided and excluded
+         (answer 0). Undecided while a heartbeat has not passed without such a round.
+    """
+    ok: bool = False
+    round_id: uint80 = 0
+    answer: int256 = 0
+    updated_at: uint256 = 0
+    ok, round_id, answer, updated_at = self._round(feed.aggregator, method_id("latestRoundData()"))
+    late: bool = block.timestamp > expiry + feed.heartbeat
+    if not ok or updated_at < expiry or updated_at > block.timestamp:
+        return late, 0
+    for i: uint256 in range(MAX_EXPIRY_WALK):
+        if round_id <= 1:
+            break
+        prev_ok: bool = False
+        prev_round: uint80 = 0
+        prev: int256 = 0
+        prev_time: uint256 = 0
+        prev_ok, prev_round, prev, prev_time = self._round(
+            feed.aggregator, abi_encode(round_id - 1, method_id=method_id("getRoundData(uint80)"))
+        )
+        if not prev_ok or prev_time < expiry:
+            break
+        assert i + 1 < MAX_EXPIRY_WALK, "oracle: expiry round too far back"
+        round_id = prev_round
+        answer = prev
+        updated_at = prev_time
+    if updated_at > expiry + feed.heartbeat:
+        return True, 0
+    if answer <= 0 or convert(answer, uint256) > max_value(uint256) // feed.scale // 10**36:
+        return True, 0
+    price: uint256 = convert(answer, uint256) * feed.scale
+    if price <= breaker.min_price or (breaker.max_price != 0 and price >= breaker.max_price):
+        return True, 0
+    return True, price
+
+
+@external
+@view
+def expiry_price(price_id: uint256, expiry: uint256) -> uint256:
+    """
+    @notice The settlement price of an underlying at `expiry`: the median of each feed's first
+            valid round published at or after expiry (within the feed's heartbeat of it). It
+            does not depend on when it is asked, so nobody can choose a settlement price by
+            choosing when to settle (the rule of Opyn's Chainlink pricer and of CME's final
+            settlement at a fixed time).
+    @dev 0 while undecided: before expiry, or while a feed that has not yet published since
+         expiry is still within its heartbeat of it. Feeds excluded as late or invalid do not
+         count; 0 if every feed is excluded. Reverts "oracle: unknown price id",
+         "oracle: expiry round too far back" (more than MAX_EXPIRY_WALK rounds published
+         since expiry: settle promptly; the keeper does).
+    @param price_id The underlying's price id.
+    @param expiry Unix seconds.
+    @return WAD USD per unit, or 0.
+    """
+    assert price_id < self.price_id_count, "oracle: unknown price id"
+    if block.timestamp < expiry:
+        return 0
+    prices: DynArray[uint256, MAX_FEEDS] = []
+    breaker: CircuitBreaker = self.circuit_breakers[price_id]
+    for feed: Feed in self._feeds[price_id]:
+        decided: bool = False
+        price: uint256 = 0
+        decided, price = self._expiry_answer(feed, breaker, expiry)
+        if not decided:
+            return 0
+        if price != 0:
+            prices.append(price)
+    return self._median_of(prices)
 
 
 @external

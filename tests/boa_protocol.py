@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, field
 
@@ -15,6 +16,34 @@ from keeper.config import ProtocolConfig, load_config
 from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 
 WAD = 10**18
+
+
+# Every transaction in its own block, as on a chain that mines each one (Anvil's automine): the
+# protocol refuses some things within one block (a liquidation of exposure opened in it), so
+# tests that mean one block say so with `same_block()`.
+_block_state = {"same_block": 0}
+_execute_code = boa.environment.Env.execute_code
+
+
+@functools.wraps(_execute_code)
+def _execute_code_in_next_block(self, *args, **kwargs):
+    if kwargs.get("is_modifying", True) and not kwargs.get("simulate", False) and not _block_state["same_block"]:
+        self.evm.patch.block_number += 1
+    return _execute_code(self, *args, **kwargs)
+
+
+boa.environment.Env.execute_code = _execute_code_in_next_block
+
+
+@contextlib.contextmanager
+def same_block():
+    """Run the transactions inside in one block (they still advance nothing else)."""
+    _block_state["same_block"] += 1
+    boa.env.evm.patch.block_number += 1
+    try:
+        yield
+    finally:
+        _block_state["same_block"] -= 1
 
 
 @functools.lru_cache(maxsize=None)

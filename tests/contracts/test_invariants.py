@@ -959,7 +959,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         ma, mb = a.markets[m], b.markets[m]
         if ma.is_perp:
             premium = vdiv((price - index) * WAD, index)
-            rate = ma.funding_rate + vdiv((premium - ma.funding_rate) * w.smoothing, WAD)
+            # a trade's weight is its size against open interest (before or after, the larger)
+            weight = w.smoothing * size // max(a.open_interest[m], b.open_interest[m], size)
+            rate = ma.funding_rate + vdiv((premium - ma.funding_rate) * weight, WAD)
             rate = max(-w.max_funding, min(w.max_funding, rate))
             assert mb.funding_rate == rate, f"funding rate {mb.funding_rate} != {rate}"
             assert mb.funding_time == b.now

@@ -390,3 +390,87 @@ def test_index_price_with_time_returns_oldest_valid_update(protocol):
     # single feed: its own updatedAt
     o.set_feeds(ETH, [f2.address], [3600])
     assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 100)
+
+
+# ------------------------------------------------------------------ expiry_price
+
+
+def test_expiry_price_is_first_round_at_or_after_expiry_whenever_asked(protocol):
+    """Finding 3 of the coalition review: the settlement price must not depend on when the
+    settlement is called. Feed 2,000 at expiry + 1 s, 2,400 at expiry + 50 min: the answer is
+    2,000 at any later moment."""
+    o = protocol.oracle
+    f = feed(8, usd8(1900))
+    o.set_feeds(ETH, [f.address], [3600])
+    expiry = now() + 1000
+    assert o.expiry_price(ETH, expiry) == 0  # before expiry: undecided
+    boa.env.time_travel(seconds=1000)
+    assert o.expiry_price(ETH, expiry) == 0  # no round since expiry yet, heartbeat not passed
+    boa.env.time_travel(seconds=1)
+    f.set_answer(usd8(2000))
+    for _ in range(3):
+        boa.env.time_travel(seconds=1000)
+        f.set_answer(usd8(2400))
+        assert o.expiry_price(ETH, expiry) == 2000 * WAD
+    assert o.index_price(ETH) == 2400 * WAD
+
+
+def test_expiry_price_median_of_each_feeds_first_round(protocol):
+    o = protocol.oracle
+    f1, f2, f3 = feed(8, usd8(1990)), feed(18, 2000 * WAD), feed(8, usd8(2010))
+    o.set_feeds(ETH, [f1.address, f2.address, f3.address], [3600, 3600, 3600])
+    expiry = now() + 10
+    boa.env.time_travel(seconds=10)
+    f1.set_answer(usd8(2100))  # exactly at expiry counts
+    boa.env.time_travel(seconds=5)
+    f2.set_answer(2050 * WAD)
+    assert o.expiry_price(ETH, expiry) == 0  # f3 has not published since expiry
+    boa.env.time_travel(seconds=5)
+    f3.set_answer(usd8(1000))
+    boa.env.time_travel(seconds=5)
+    f1.set_answer(usd8(5000))
+    f2.set_answer(1 * WAD)
+    assert o.expiry_price(ETH, expiry) == 2050 * WAD  # median of 2100, 2050, 1000
+
+
+def test_expiry_price_excludes_a_feed_silent_past_its_heartbeat(protocol):
+    o = protocol.oracle
+    f1, f2 = feed(8, usd8(2000)), feed(8, usd8(2000))
+    o.set_feeds(ETH, [f1.address, f2.address], [3600, 600])
+    expiry = now() + 10
+    boa.env.time_travel(seconds=20)
+    f1.set_answer(usd8(2222))
+    assert o.expiry_price(ETH, expiry) == 0  # f2 may still publish within its heartbeat
+    boa.env.time_travel(seconds=600)
+    assert o.expiry_price(ETH, expiry) == 2222 * WAD  # f2 silent past its heartbeat: excluded
+    f2.set_answer(usd8(9999))  # too late to count
+    assert o.expiry_price(ETH, expiry) == 2222 * WAD
+    boa.env.time_travel(seconds=3600)
+    assert o.expiry_price(ETH, expiry) == 2222 * WAD
+
+
+def test_expiry_price_refuses_an_answer_outside_the_breaker(protocol):
+    o = protocol.oracle
+    f = feed(8, usd8(2000))
+    o.set_feeds(ETH, [f.address], [3600])
+    o.set_circuit_breaker(ETH, 100 * WAD, 10**6 * WAD, 0)
+    expiry = now() + 10
+    boa.env.time_travel(seconds=10)
+    f.set_answer(usd8(50))  # at the floor: not a price
+    boa.env.time_travel(seconds=10)
+    f.set_answer(usd8(2000))
+    assert o.expiry_price(ETH, expiry) == 0  # first post-expiry round invalid; every feed excluded
+
+
+def test_expiry_price_walk_is_bounded(protocol):
+    o = protocol.oracle
+    f = feed(8, usd8(2000))
+    o.set_feeds(ETH, [f.address], [3600])
+    expiry = now() + 10
+    boa.env.time_travel(seconds=10)
+    for i in range(70):
+        f.set_answer(usd8(2000 + i))
+    with boa.reverts("oracle: expiry round too far back"):
+        o.expiry_price(ETH, expiry)
+    with boa.reverts("oracle: unknown price id"):
+        o.expiry_price(9, expiry)
