@@ -165,10 +165,10 @@ def _check_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], h
 @external
 def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], heartbeats: DynArray[uint256, MAX_FEEDS]):
     """
-    @notice Set the feeds of a price id (admin). The first feeds of a price id, or new
-            heartbeats for the same feeds, apply at once; any other change of feeds is only
-            proposed and applies through `activate_feeds` after FEED_DELAY, so users see a
-            feed replacement coming for the timelock's delay plus two days.
+    @notice Set the feeds of a price id (admin). The first feeds of a price id, or longer
+            heartbeats for the same feeds, apply at once; any other change (new feeds, a
+            shorter heartbeat) is only proposed and applies through `activate_feeds` after
+            FEED_DELAY, so users see it coming for the timelock's delay plus two days.
     @dev Every feed must answer validly now and, once the price id has an index, their median
          must be within FEED_AGREEMENT (5%) of it, here and again on activation. Reverts
          "roles: not admin", "oracle: unknown price id", "oracle: no feed", "oracle: length
@@ -185,7 +185,8 @@ def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], hear
     same: bool = len(current) == len(feeds)
     if same:
         for i: uint256 in range(len(feeds), bound=MAX_FEEDS):
-            same = same and current[i].aggregator == feeds[i].aggregator
+            # a shorter heartbeat could make the live price stale at once: it waits too
+            same = same and current[i].aggregator == feeds[i].aggregator and feeds[i].heartbeat >= current[i].heartbeat
     if len(current) == 0 or same:
         self._feeds[price_id] = feeds
         self.pending_feeds[price_id] = empty(PendingFeeds)

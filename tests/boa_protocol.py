@@ -270,3 +270,29 @@ class OptionsKit:
 
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+# ---------------------------------------------------------------- oracle feeds
+
+FEED_DELAY = 2 * 86400  # OracleRouter.FEED_DELAY
+
+
+def republish(address: str) -> None:
+    """Publish a mock feed's latest answer again, stamped now."""
+    agg = deployer("MockAggregator").at(address)
+    agg.set_answer(agg.latestRoundData()[1])
+
+
+def replace_feeds(oracle, price_id: int, aggregators: list, heartbeats: list) -> None:
+    """Install feeds the way governance must: the first feeds of a price id (or new heartbeats)
+    apply at once; a replacement is proposed, waits FEED_DELAY (every mock feed of the oracle is
+    republished after the wait, so nothing goes stale), and is activated."""
+    oracle.set_feeds(price_id, aggregators, heartbeats)
+    if oracle.pending_feeds(price_id).activates_at == 0:
+        return
+    boa.env.time_travel(seconds=FEED_DELAY)
+    live = {f.aggregator for i in range(oracle.price_id_count()) for f in oracle.feeds(i)}
+    for address in live | set(aggregators):
+        republish(address)
+    oracle.activate_feeds(price_id)
+
