@@ -5,9 +5,16 @@
 
 from __future__ import annotations
 
+import math
+import os
+import time
+from collections import Counter
 from fractions import Fraction
 
 import boa
+from hypothesis import HealthCheck, Verbosity, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from tests.boa_protocol import WAD
 
@@ -234,3 +241,746 @@ def test_finding4_same_block_gap_front_run(protocol):
     allowance = sum(gap_allowance_notional(g, 2000 * WAD, 1400 * WAD, MM_RATE) for g in gross.values())
     assert loss <= allowance
     assert loss <= deficit_created
+
+
+# ====================================================================== the coalition machine
+
+PROFILES = {  # (examples, steps per example)
+    "ci": (40, 30),
+    "deep": (600, 80),
+}
+PROFILE = os.environ.get("COALITION_PROFILE", "ci")
+EXAMPLES = int(os.environ.get("COALITION_EXAMPLES", PROFILES[PROFILE][0]))
+STEPS = int(os.environ.get("COALITION_STEPS", PROFILES[PROFILE][1]))
+# COALITION_SURVEY=1: record every violated invariant (first step per example) instead of
+# failing, and print the tally (with -s): how the findings below were counted.
+SURVEY = os.environ.get("COALITION_SURVEY", "") not in ("", "0", "false")
+
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    database=None,  # several engineers share this tree: do not write .hypothesis/
+    verbosity=Verbosity.normal,  # not brownie's verbose profile
+    report_multiple_bugs=True,  # each finding class fails on its own line: report them apart
+    # as test_invariants.py: CI runs a fixed sequence (a merge is judged on known examples),
+    # local runs explore
+    derandomize=os.environ.get("COALITION_DERANDOMIZE", os.environ.get("CI", "")) not in ("", "0", "false"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+
+STATS: Counter = Counter()
+FOUND: dict = {}  # survey: tag -> list of (example, first step)
+TAGS = {
+    "a": "finding 1 class: the coalition profited beyond honest losses + gap allowance",
+    "b": "finding 1 class: the waterfall paid a coalition deficit beyond the gap allowance",
+    "c1": "finding 2 class: funding rate outside the size-weighted envelope",
+    "c2": "finding 2 class: honest accounts paid more funding than the envelope allows",
+    "settle": "finding 3 class: settlement price is not the first post-expiry answer",
+    "block": "finding 4 class: liquidated in the block it increased a position",
+    "revert": "a reverted action changed state",
+    "solvency": "the vault owes more than it holds",
+}
+
+COALITION_N = 3
+HONEST_N = 2
+MAX_UINT = 2**256 - 1
+
+
+def vdiv(a: int, d: int) -> int:
+    """Vyper's `//` on int256: truncates towards zero."""
+    q = abs(a) // abs(d)
+    return q if (a < 0) == (d < 0) else -q
+
+
+class World:
+    """The session's deployed protocol, the actors and the static parameters."""
+
+    def __init__(self, p):
+        self.p = p
+        e = p.engine
+        self.coal = [p.new_user() for _ in range(COALITION_N)]
+        self.cliq = p.new_user()  # the coalition's liquidator
+        self.honest = [p.new_user() for _ in range(HONEST_N)]
+        self.keeper = p.new_user()  # honest: liquidates whatever is liquidatable after each move
+        self.all = self.coal + [self.cliq] + self.honest + [self.keeper]
+        self.addrs = [u.address for u in self.all]
+        self.C = [u.address for u in self.coal + [self.cliq]]
+        self.H = [u.address for u in self.honest + [self.keeper]]
+        self.scale = p.vault.SETTLEMENT_SCALE()
+        self.dev = e.max_price_deviation()
+        self.cap = e.max_funding_rate()
+        self.smooth = e.funding_smoothing()
+        self.und = [e.underlyings(u) for u in range(e.underlying_count())]
+        self.n_markets = e.market_count()
+        self.mk = [e.markets(m) for m in range(self.n_markets)]  # static fields only
+        self.perps = [m for m in range(self.n_markets) if self.mk[m].is_perpetual]
+        self.futs = [m for m in range(self.n_markets) if not self.mk[m].is_perpetual]
+        self.syms = [x.symbol for x in p.config.price_ids]  # by price id
+        self.pid = [self.und[self.mk[m].underlying].price_id for m in range(self.n_markets)]
+        self.expiry = max(self.mk[m].expiry for m in self.futs)
+
+    def feed(self, pid: int):
+        return self.p.feeds[self.syms[pid]]
+
+
+_WORLD: World | None = None
+
+ACTOR_C = st.integers(0, COALITION_N - 1)
+ACTOR_H = st.integers(0, HONEST_N - 1)
+MARKET = st.integers(0, 3)
+PERMILLE = st.integers(0, 1000)
+# index moves in basis points: big jumps, the band and maintenance edges, and anything in between
+MOVE_BP = st.one_of(
+    st.sampled_from([-5000, -3000, -1500, -1050, -600, -510, -500, -499, -100, 100, 499, 500, 510, 600, 1050, 3000, 10000]),
+    st.integers(-2000, 2000),
+)
+# adverse gaps for a position just opened (sign flipped for shorts)
+GAP_BP = st.sampled_from([-3000, -1500, -1100, -1050, -700, -600, -510])
+# time jumps: seconds, or -k = to expiry + k seconds (k = 1, 60, 3000)
+WARP = st.sampled_from([1, 12, 600, 3599, 3601, 8 * 3600, 86400, 10 * 86400, -1, -60, -3000, -1, -60])
+# coalition prices: 0 index, 1 band edge up, 2 band edge down, 3 random inside, 4 one wei beyond
+PRICE_MODE = st.sampled_from([0, 1, 1, 2, 2, 3, 4])
+# coalition sizes: 0 one wei, 1 close the seller's / buyer's whole position, 2 fraction of max leverage
+SIZE_MODE = st.sampled_from([0, 0, 1, 2, 2, 2])
+
+
+class CoalitionMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.w = _WORLD
+        self._anchor = boa.env.anchor()
+        self._anchor.__enter__()
+        self.dep = Counter()  # WAD USD deposited, per address
+        self.wd = Counter()  # WAD USD withdrawn (tokens paid x scale)
+        self.allow = Fraction(0)  # gap allowance (tight): coalition deficits created by exogenous events
+        self.allow_notional = Fraction(0)  # the gross-notional formula, reported alongside
+        self.deficit_c = 0  # written off (fund + bad debt) for coalition accounts
+        self.deficit_h = 0  # ... for honest accounts
+        self.env = {m: [0, 0] for m in self.w.perps}  # funding-rate envelope [lo, hi] per perpetual
+        self.h_paid = 0
+        self.h_bound = Fraction(0)
+        self.last_increase: dict = {}  # address -> block of its last position increase by a trade
+        self.settled_checked: set = set()
+        self.steps = 0
+        self._summ: dict = {}  # address -> the contract's margin summary, while valid
+        self._px = None  # index prices, while valid
+        self.pos = {a: {} for a in self.w.addrs}  # address -> {market: size}, kept after every action
+        self.example = STATS["examples"]
+        self.found: set = set()
+        STATS["examples"] += 1
+        self._funding_ref = None
+
+    def teardown(self):
+        self._anchor.__exit__(None, None, None)
+
+    # ------------------------------------------------------------ reads and helpers
+
+    def _fail(self, tag: str, msg: str):
+        if SURVEY:
+            if tag not in self.found:
+                self.found.add(tag)
+                FOUND.setdefault(tag, []).append((self.example, self.steps))
+            return
+        text = f"[{tag}: {TAGS[tag]}] after {self.steps} steps: {msg}"
+        # one raise per class, on its own line, so that hypothesis reports distinct bugs apart
+        if tag == "a":
+            raise AssertionError(text)
+        if tag == "b":
+            raise AssertionError(text)
+        if tag == "c1":
+            raise AssertionError(text)
+        if tag == "c2":
+            raise AssertionError(text)
+        if tag == "settle":
+            raise AssertionError(text)
+        if tag == "block":
+            raise AssertionError(text)
+        if tag == "revert":
+            raise AssertionError(text)
+        raise AssertionError(text)
+
+    # Contract reads are the cost of this machine (py-evm: a margin summary of an account with
+    # positions takes tens of ms), so summaries are cached and dropped exactly when their inputs
+    # may change: the account's own actions, and for accounts holding positions any index move,
+    # time jump or settlement. An account without positions has equity = cash.
+
+    def _prices(self) -> list:
+        if self._px is None:
+            self._px = list(self.w.p.oracle.index_prices())
+        return self._px
+
+    def _summaries(self, addrs) -> dict:
+        missing = [a for a in addrs if a not in self._summ]
+        if missing:
+            self._summ.update(zip(missing, self.w.p.lens.margin_summaries(missing)))
+        return {a: self._summ[a] for a in addrs}
+
+    def _touch(self, *addrs):
+        """An action changed these accounts: re-read their positions, drop their summaries."""
+        e = self.w.p.engine
+        for a in addrs:
+            self.pos[a] = {m: sz for m in range(self.w.n_markets) if (sz := e.positions(a, m).size) != 0}
+            self._summ.pop(a, None)
+
+    def _market_moved(self):
+        """Prices, time or a settlement changed: every holder's valuation may have changed."""
+        self._px = None
+        for a, held in self.pos.items():
+            if held:
+                self._summ.pop(a, None)
+
+    def _fingerprint(self, addrs):
+        p = self.w.p
+        v, e = p.vault, p.engine
+        return (
+            v.insurance_fund(), v.bad_debt(), v.settlement_total(), v.total_positive_cash(),
+            [tuple(e.markets(m)) + (e.open_interest(m),) for m in range(self.w.n_markets)],
+            # position_version moves on every fill (and on every authorised order)
+            [(v.cash(a), e.position_version(a), e.liquidatable_since(a)) for a in addrs],
+        )
+
+    def _attempt(self, fn, what: str, addrs=()):
+        """Run fn(); on a revert assert that nothing changed (the globals and `addrs`) and
+        return the reason."""
+        before = self._fingerprint(addrs)
+        try:
+            fn()
+        except boa.BoaError as e:
+            r = reason(e)
+            STATS[f"{what}:{r}"] += 1
+            if self._fingerprint(addrs) != before:
+                self._fail("revert", f"{what} reverted ({r}) but changed state")
+            return r
+        STATS[f"{what}:ok"] += 1
+        return None
+
+    def _next_block(self):
+        boa.env.evm.patch.block_number += 1
+
+    def _deposit(self, user, dollars: int):
+        if dollars <= 0:
+            return
+        self.w.p.deposit_usd(user, dollars)
+        self.dep[user.address] += dollars * USDC * self.w.scale
+        self._summ.pop(user.address, None)
+
+    def _free(self, addr: str) -> int:
+        s = self._summaries([addr])[addr]
+        return max(0, s.equity - s.initial_margin)
+
+    def _richest(self, users, exclude):
+        """The account among `users` (not `exclude`) with the most free margin."""
+        return max((u for u in users if u is not exclude), key=lambda u: self._free(u.address))
+
+    def _max_size(self, addrs, market: int) -> int:
+        """Largest size (WAD) that the smallest free margin among `addrs` carries at 1 / im_rate."""
+        prices = self._prices()
+        price = prices[self.w.pid[market]]
+        im = self.w.und[self.w.mk[market].underlying].im_rate
+        summ = self._summaries(addrs)
+        free = min(max(0, s.equity - s.initial_margin) for s in summ.values())
+        return free * WAD // price * WAD // im
+
+    def _trade(self, buyer, seller, market: int, size: int, price: int, what: str):
+        """buyer buys `size` from seller at `price`; keeps the funding envelope and the position
+        increase blocks; returns the revert reason or None."""
+        e = self.w.p.engine
+        if size <= 0:
+            return "size 0"
+        oi0 = e.open_interest(market)
+        index = self._prices()[self.w.pid[market]]
+        old = {u.address: self.pos[u.address].get(market, 0) for u in (buyer, seller)}
+        r = self._attempt(lambda: self.w.p.trade(buyer, seller, market, size, price), what, [buyer.address, seller.address])
+        if r is None:
+            self._touch(buyer.address, seller.address)
+            new = {u.address: self.pos[u.address].get(market, 0) for u in (buyer, seller)}
+            for a in new:
+                if abs(new[a]) > abs(old[a]):
+                    self.last_increase[a] = boa.env.evm.patch.block_number
+            if market in self.env:
+                self._envelope_trade(market, size, price, index, oi0, e.open_interest(market))
+        return r
+
+    def _envelope_trade(self, m, size, price, index, oi0, oi1):
+        """Size-weighted EMA step: rate += smoothing * w * (premium - rate), w in [w_min, w_max]
+        covering min(1, notional / OI notional) read before or after the trade, at the trade or
+        the index price, OI as longs or longs + shorts; clamped to the cap; 2 wei of rounding."""
+        premium = vdiv((price - index) * WAD, index)
+        lo_oi, hi_oi = min(oi0, oi1), max(oi0, oi1)
+        lo_px, hi_px = min(price, index), max(price, index)
+        w_max = Fraction(1) if lo_oi == 0 else min(Fraction(1), Fraction(size * hi_px, lo_oi * lo_px))
+        w_min = min(Fraction(1), Fraction(size * lo_px, 2 * hi_oi * hi_px)) if hi_oi else Fraction(1)
+        self._envelope_step(m, premium, (w_min, w_max))
+
+    def _envelope_step(self, m, premium, weights):
+        s = Fraction(self.w.smooth, WAD)
+        lo, hi = self.env[m]
+        cands = [r + s * wt * (premium - r) for r in (lo, hi) for wt in weights]
+        cap = self.w.cap
+        self.env[m] = [min(cap, max(-cap, math.floor(min(cands)) - 2)), max(-cap, min(cap, math.ceil(max(cands)) + 2))]
+
+    def _exogenous(self, before: dict):
+        """After an event no account controls (an index move, time passing, a settlement price
+        fixed from the feed history): add the coalition deficits it created to the allowance."""
+        after = self._summaries(self.w.C)
+        for a in self.w.C:
+            self.allow += max(0, max(0, -after[a].equity) - max(0, -before[a].equity))
+
+    def _expected_settlement(self, m: int):
+        return expected_settlement(self.w.p, m)
+
+    def _settle(self, m: int, who):
+        """settle_market(m) by `who`; when it fixes a price, its effect on coalition deficits is
+        exogenous (the price is the feed's), provided the price is the right one."""
+        e = self.w.p.engine
+        was = e.markets(m).settlement_price
+        before = self._summaries(self.w.C) if was == 0 else None
+
+        def call():
+            with boa.env.prank(who.address):
+                e.settle_market(m)
+
+        r = self._attempt(call, "settle")
+        if r is None and was == 0 and e.markets(m).settlement_price != 0:
+            self._market_moved()
+            if self._check_settlement(m):
+                self._exogenous(before)
+        return r
+
+    def _check_settlement(self, m: int) -> bool:
+        if m in self.settled_checked:
+            return True
+        got = self.w.p.engine.markets(m).settlement_price
+        if got == 0:
+            return True
+        self.settled_checked.add(m)
+        want = self._expected_settlement(m)
+        if got != want:
+            self._fail("settle", f"market {m} settled at {got / WAD} (now {boa.env.evm.patch.timestamp - self.w.mk[m].expiry} s after expiry), "
+                       f"first answers at or after expiry give {None if want is None else want / WAD}")
+            return False
+        return True
+
+    def _settle_expired(self, who):
+        """Settle every expired future that is not yet settled (explicitly, so that a settlement
+        is never mixed into a liquidation's effects)."""
+        now_ = boa.env.evm.patch.timestamp
+        for m in self.w.futs:
+            if now_ >= self.w.mk[m].expiry and self.w.p.engine.markets(m).settlement_price == 0:
+                self._settle(m, who)
+
+    def _liquidate(self, liquidator, target: str):
+        e = self.w.p.engine
+        self._settle_expired(liquidator)
+        held = dict(self.pos[target])
+        logs = []
+
+        def call():
+            with boa.env.prank(liquidator.address):
+                e.liquidate(target)
+                logs.extend(e.get_logs(strict=False))
+
+        r = self._attempt(call, "liquidate:" + ("keeper" if liquidator is self.w.keeper else "coalition"), [target, liquidator.address])
+        if r is None:
+            self._touch(target, liquidator.address)
+            if self.last_increase.get(target) == boa.env.evm.patch.block_number:
+                self._fail("block", f"{target[:8]} liquidated in block {boa.env.evm.patch.block_number}, "
+                           "the block in which it increased a position")
+            for lg in named(logs, "DeficitCovered"):
+                amount = lg.from_insurance + lg.bad_debt
+                if str(lg.account) in self.w.C:
+                    self.deficit_c += amount
+                else:
+                    self.deficit_h += amount
+            for m in held:
+                if m in self.env:  # liquidations close at mark: premium 0, any weight
+                    self._envelope_step(m, 0, (Fraction(0), Fraction(1)))
+        return r
+
+    def _keeper(self):
+        """The honest keeper liquidates every liquidatable account (retrying in the next block
+        when the contract refuses a same-block liquidation)."""
+        k = self.w.keeper
+        targets = [a for a in self.w.addrs if a != k.address]
+        summ = self._summaries(targets)
+        for a in targets:
+            s = summ[a]
+            for _ in range(4):
+                if s.equity >= s.maintenance_margin:
+                    break
+                r = self._liquidate(k, a)
+                if r == "engine: position opened this block":
+                    self._next_block()
+                elif r is not None:
+                    break
+                s = self._summaries([a])[a]
+
+    def _publish(self, pid: int, bp: int):
+        feed = self.w.feed(pid)
+        answer = feed.latestRoundData()[1]
+        feed.set_answer(max(1, answer * (10_000 + bp) // 10_000))
+        self._market_moved()
+
+    def _gross(self, pos: dict, u: int, prices) -> dict:
+        out = {}
+        for a, mk in pos.items():
+            out[a] = sum(abs(sz) for m, sz in mk.items() if self.w.mk[m].underlying == u) * prices[self.w.und[u].price_id] // WAD
+        return out
+
+    def _move(self, pid: int, bp: int):
+        """Publish a move of `bp` on price id `pid`; the allowance takes the coalition deficits
+        it creates (and the gross-notional formula is kept alongside)."""
+        before = self._summaries(self.w.C)
+        prices0 = self._prices()
+        pos = {a: dict(self.pos[a]) for a in self.w.C}
+        self._publish(pid, bp)
+        prices1 = self._prices()
+        self._exogenous(before)
+        for u, und in enumerate(self.w.und):
+            if und.price_id != pid:
+                continue
+            j = abs(Fraction(prices1[pid], prices0[pid]) - 1)
+            excess = max(Fraction(0), j - Fraction(und.mm_rate, WAD))
+            self.allow_notional += sum(self._gross(pos, u, prices0).values()) * excess
+
+    # ------------------------------------------------------------ rules
+
+    @initialize(
+        coal=st.lists(st.sampled_from([10_000, 50_000, 250_000]), min_size=COALITION_N, max_size=COALITION_N),
+        lev=st.sampled_from([0, 500, 900, 1000]),
+    )
+    def setup(self, coal, lev):
+        """Capital; honest open interest on both perpetuals at the index (so that funding has
+        something to weigh a trade against); and a coalition pair c0 long / c1 short ETH-PERP
+        at `lev` per mille of c0's maximum leverage."""
+        w = self.w
+        fund_insurance(w.p, 10_000_000)
+        for u, dollars in zip(w.coal, coal):
+            self._deposit(u, dollars)
+        self._deposit(w.cliq, 5_000_000)
+        for u in w.honest:
+            self._deposit(u, 1_000_000)
+        self._deposit(w.keeper, 100_000_000)
+        prices = self._prices()
+        h0, h1 = w.honest
+        for m, size in ((ETH_PERP, 100 * WAD), (BTC_PERP, 5 * WAD)):
+            self._trade(h0, h1, m, size, prices[w.pid[m]], "setup")
+        size = self._max_size([w.coal[0].address, w.coal[1].address], ETH_PERP) * lev // 1000
+        self._trade(w.coal[0], w.coal[1], ETH_PERP, size, prices[ETH], "setup")
+
+    def _step(self):
+        self.steps += 1
+        STATS["steps"] += 1
+        self._next_block()
+
+    @rule(i=ACTOR_H, market=MARKET, x=PERMILLE, off=st.sampled_from([0, 0, 100, -100, 300, -300]))
+    def honest_trade(self, i, market, x, off):
+        """Honest accounts trade with each other near the index (off in basis points)."""
+        self._step()
+        buyer, seller = self.w.honest[i], self.w.honest[1 - i]
+        index = self._prices()[self.w.pid[market]]
+        size = max(1, self._max_size([buyer.address, seller.address], market) * x // 1000)
+        self._trade(buyer, seller, market, size, index * (10_000 + off) // 10_000, "honest")
+
+    @rule(h=ACTOR_H, c=ACTOR_C, market=MARKET, x=PERMILLE, honest_buys=st.booleans())
+    def honest_with_coalition(self, h, c, market, x, honest_buys):
+        """An honest account takes the other side of a coalition account, at the index."""
+        self._step()
+        hu, cu = self.w.honest[h], self.w.coal[c]
+        index = self._prices()[self.w.pid[market]]
+        size = max(1, self._max_size([hu.address, cu.address], market) * x // 1000)
+        buyer, seller = (hu, cu) if honest_buys else (cu, hu)
+        self._trade(buyer, seller, market, size, index, "honest-coalition")
+
+    @rule(a=ACTOR_C, d=st.integers(1, COALITION_N - 1), market=MARKET, pmode=PRICE_MODE, smode=SIZE_MODE,
+          x=PERMILLE, a_buys=st.booleans())
+    def coalition_trade(self, a, d, market, pmode, smode, x, a_buys):
+        """Two coalition accounts trade at any price the band allows (edges included, and one
+        wei beyond it, which must be refused) and any size down to one wei."""
+        self._step()
+        w = self.w
+        ua, ub = w.coal[a], w.coal[(a + d) % COALITION_N]
+        buyer, seller = (ua, ub) if a_buys else (ub, ua)
+        index = self._prices()[w.pid[market]]
+        edge = index * w.dev // WAD
+        price = {0: index, 1: index + edge, 2: index - edge, 3: index - edge + 2 * edge * x // 1000,
+                 4: index + edge + 1 if a_buys else index - edge - 1}[pmode]
+        if smode == 0:
+            size = 1
+        elif smode == 1:  # close a whole position: the seller's long, else the buyer's short
+            size = max(self.pos[seller.address].get(market, 0), -self.pos[buyer.address].get(market, 0), 1)
+        else:
+            size = max(1, self._max_size([buyer.address, seller.address], market) * x // 1000)
+        r = self._trade(buyer, seller, market, size, price, "coalition")
+        if pmode == 4:
+            assert r is not None, "a trade one wei beyond the band was accepted"
+
+    @rule(who=st.integers(0, COALITION_N + HONEST_N - 1), dollars=st.sampled_from([1, 1_000, 10_000, 100_000]))
+    def deposit(self, who, dollars):
+        self._step()
+        user = (self.w.coal + self.w.honest)[who]
+        self._deposit(user, dollars)
+
+    @rule(who=st.integers(0, COALITION_N + HONEST_N), mode=st.integers(0, 4), x=PERMILLE)
+    def withdraw(self, who, mode, x):
+        """Withdraw: all cash, the free margin, one unit, or a fraction of cash."""
+        self._step()
+        w = self.w
+        user = (w.coal + [w.cliq] + w.honest)[who]
+        cash = w.p.vault.cash(user.address)
+        s = self._summaries([user.address])[user.address]
+        units = {0: cash // w.scale, 1: max(0, s.equity - s.initial_margin) // w.scale, 2: 1}.get(mode, cash * x // 1000 // w.scale)
+        units = max(units, 1)
+        bal0 = w.p.usdc.balanceOf(user.address)
+
+        def call():
+            with boa.env.prank(user.address):
+                w.p.vault.withdraw(w.p.usdc.address, units)
+
+        if self._attempt(call, "withdraw", [user.address]) is None:
+            self.wd[user.address] += (w.p.usdc.balanceOf(user.address) - bal0) * w.scale
+            self._summ.pop(user.address, None)
+
+    @rule(pid=st.integers(0, 1), bp=MOVE_BP, backrun=st.sampled_from([0, 1, 1, 2, 3, 4]))
+    def price_move(self, pid, bp, backrun):
+        """The feed publishes a move; the coalition may act in the same block before the keeper
+        (1: every under-margined coalition account dumps its positions on the moved underlying
+        to another coalition account at the band edge; 2: the coalition liquidator liquidates
+        whatever it can; 3: settle the futures; 4: withdraw the free margin), then the honest
+        keeper liquidates."""
+        self._step()
+        self._move(pid, bp)
+        w = self.w
+        if backrun == 1:
+            self._dump(pid)
+        elif backrun == 2:
+            self._coalition_liquidations()
+        elif backrun == 3:
+            for m in w.futs:
+                self._settle(m, w.coal[0])
+        elif backrun == 4:
+            for u in w.coal:
+                s = self._summaries([u.address])[u.address]
+                units = min(w.p.vault.cash(u.address), s.equity - s.initial_margin) // w.scale
+                if units > 0:
+                    bal0 = w.p.usdc.balanceOf(u.address)
+
+                    def call(u=u, units=units):
+                        with boa.env.prank(u.address):
+                            w.p.vault.withdraw(w.p.usdc.address, units)
+
+                    if self._attempt(call, "withdraw", [u.address]) is None:
+                        self.wd[u.address] += (w.p.usdc.balanceOf(u.address) - bal0) * w.scale
+                        self._summ.pop(u.address, None)
+        self._keeper()
+
+    def _dump(self, pid: int):
+        """Mango: each coalition account below maintenance margin sells (buys back) its whole
+        position in each market of the moved underlying to the coalition account with the most
+        equity, at the band edge against itself."""
+        w = self.w
+        addrs = [u.address for u in w.coal]
+        summ = self._summaries(addrs)
+        index = self._prices()[pid]
+        edge = index * w.dev // WAD
+        for u in w.coal:
+            s = summ[u.address]
+            if s.equity >= s.maintenance_margin:
+                continue
+            mate = self._richest(w.coal + [w.cliq], u)
+            for m in range(w.n_markets):
+                if w.pid[m] != pid:
+                    continue
+                size = self.pos[u.address].get(m, 0)
+                if size > 0:
+                    self._trade(mate, u, m, size, index - edge, "dump")
+                elif size < 0:
+                    self._trade(u, mate, m, -size, index + edge, "dump")
+
+    def _coalition_liquidations(self):
+        w = self.w
+        targets = [a for a in w.addrs if a != w.cliq.address]
+        summ = self._summaries(targets)
+        for a in targets:
+            if summ[a].equity < summ[a].maintenance_margin:
+                self._liquidate(w.cliq, a)
+
+    @rule(dt=WARP, bp_eth=st.sampled_from([0, 0, 0, -300, 300, -1000, 1000]), bp_btc=st.sampled_from([0, 0, -300, 300]),
+          always=st.booleans(), settle_after=st.sampled_from([None, None, 0, -500, 2000]))
+    def warp(self, dt, bp_eth, bp_btc, always, settle_after):
+        """Time passes (a little, past a heartbeat, days, or to just after expiry); the feeds
+        republish (when stale, when moved, or always) and the keeper acts. Then, if
+        `settle_after` is set, the coalition moves ETH by that many bp (0: no move) and settles
+        the futures at once: settlement at a moment of its choosing."""
+        self._step()
+        w = self.w
+        before = self._summaries(w.C)
+        now_ = boa.env.evm.patch.timestamp
+        if dt < 0:
+            target = w.expiry - dt  # expiry + k
+            dt = target - now_ if now_ < target else 1
+        boa.env.time_travel(seconds=dt)
+        self._market_moved()
+        for pid, bp in ((0, bp_eth), (1, bp_btc)):
+            stale = boa.env.evm.patch.timestamp - w.feed(pid).latestRoundData()[3] >= 3600
+            if always or bp or stale:
+                self._publish(pid, bp)
+        self._exogenous(before)
+        self._keeper()
+        if settle_after is not None:
+            if settle_after:
+                self._move(ETH, settle_after)
+            for m in w.futs:
+                self._settle(m, w.coal[0])
+
+    @rule(m=st.sampled_from([ETH_FUT, BTC_FUT]), c=ACTOR_C)
+    def settle_market(self, m, c):
+        self._step()
+        self._settle(m, self.w.coal[c])
+
+    @rule(t=st.integers(0, COALITION_N + HONEST_N - 1))
+    def coalition_liquidates(self, t):
+        """The coalition liquidator liquidates an account of its choice (reverts expected)."""
+        self._step()
+        self._liquidate(self.w.cliq, (self.w.coal + self.w.honest)[t].address)
+
+    @rule(t=st.integers(0, COALITION_N + HONEST_N - 1))
+    def flag(self, t):
+        self._step()
+        user = (self.w.coal + self.w.honest)[t]
+
+        def call():
+            with boa.env.prank(self.w.cliq.address):
+                self.w.p.engine.flag_liquidatable(user.address)
+
+        self._attempt(call, "flag")
+
+    @rule(c=ACTOR_C, k=st.integers(0, 3))
+    def cancel_nonce(self, c, k):
+        """Cancel a nonce, possibly one the next order will use (that trade must then fail)."""
+        self._step()
+        user = self.w.coal[c]
+
+        def call():
+            with boa.env.prank(user.address):
+                self.w.p.engine.cancel_nonce(self.w.p._nonce + 1 + k)
+
+        self._attempt(call, "cancel")
+
+    @rule(v=ACTOR_C, pid=st.integers(0, 1), x=st.sampled_from([500, 900, 1000]), bp=GAP_BP, long_=st.booleans(),
+          dump=st.booleans())
+    def same_block_gap(self, v, pid, x, bp, long_, dump):
+        """Finding 4's pattern: in one block V opens a leveraged position (x per mille of its
+        free margin at 1 / im_rate) against the coalition account W (the liquidator included)
+        with the most free margin,
+        the feed publishes a gap, and the coalition liquidator liquidates V (or, finding 1's
+        pattern, V first dumps its position to W at the band edge); then the keeper."""
+        self._step()
+        w = self.w
+        market = w.perps[pid]
+        uv = w.coal[v]
+        uw = self._richest(w.coal + [w.cliq], uv)
+        index = self._prices()[pid]
+        size = max(1, min(self._max_size([uv.address], market), self._max_size([uw.address], market)) * x // 1000)
+        buyer, seller = (uv, uw) if long_ else (uw, uv)
+        self._trade(buyer, seller, market, size, index, "gap-open")
+        self._move(pid, bp if long_ else -bp)
+        if dump:
+            self._dump(pid)
+        s = self._summaries([uv.address])[uv.address]
+        if s.equity < s.maintenance_margin:
+            self._liquidate(w.cliq, uv.address)
+        self._keeper()
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def coalition_invariants(self):
+        w = self.w
+        p = w.p
+        v = p.vault
+        summ = self._summaries(w.addrs)
+        eq = {a: s.equity for a, s in summ.items()}
+
+        # basic: the vault holds what it records, and what it records covers what it owes
+        held = p.usdc.balanceOf(v.address)
+        st_total = v.settlement_total()
+        fund, bad = v.insurance_fund(), v.bad_debt()
+        if held < st_total or st_total * w.scale < sum(eq.values()) + fund - bad:
+            self._fail("solvency", f"USDC held {held}, recorded {st_total}, equity {sum(eq.values())} + fund {fund} - bad debt {bad}")
+
+        # (a) coalition profit <= honest losses + gap allowance
+        profit_c = sum(self.wd[a] + eq[a] - self.dep[a] for a in w.C)
+        losses_h = sum(self.dep[a] - self.wd[a] - eq[a] for a in w.H) + self.deficit_h
+        if profit_c > losses_h + self.allow:
+            self._fail("a", f"coalition profit {profit_c / WAD:,.2f} > honest losses {losses_h / WAD:,.2f} "
+                       f"+ gap allowance {float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})")
+        # (b) the waterfall never pays a coalition deficit beyond the gap allowance
+        if self.deficit_c > self.allow:
+            self._fail("b", f"fund + socialized losses paid {self.deficit_c / WAD:,.2f} for coalition accounts > gap allowance "
+                       f"{float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})")
+
+        # (c1) funding rate within the size-weighted envelope
+        for m in w.perps:
+            rate = p.engine.markets(m).funding_rate
+            lo, hi = self.env[m]
+            if not lo <= rate <= hi:
+                self._fail("c1", f"market {m} funding rate {rate / WAD:.6%} outside [{lo / WAD:.6%}, {hi / WAD:.6%}]")
+                self.env[m] = [min(lo, rate), max(hi, rate)]  # survey: continue from the contract's rate
+
+        # (c2) honest funding payments within |envelope| x price x time held
+        now_ = boa.env.evm.patch.timestamp
+        prices = self._prices()
+        pos_h = {a: dict(self.pos[a]) for a in w.H}
+        ref = {}
+        for m in w.perps:
+            mk = p.engine.markets(m)
+            price = prices[w.pid[m]]
+            f_now = mk.funding_index
+            if now_ > mk.funding_time:  # MarginEngine._funding_index_now
+                f_now += vdiv(vdiv(mk.funding_rate * price, WAD) * (now_ - mk.funding_time), FUNDING_PERIOD)
+            ref[m] = (f_now, mk.funding_time, price)
+        if self._funding_ref is not None:
+            then, f0, sizes0, rho0 = self._funding_ref
+            for m in w.perps:
+                dF = ref[m][0] - f0[m][0]
+                t_f, p_b = f0[m][1], f0[m][2]
+                p_max = max(p_b, ref[m][2])
+                for a in w.H:
+                    size = sizes0[a].get(m, 0)
+                    if size == 0:
+                        continue
+                    paid = size * dF // WAD
+                    self.h_paid += max(0, paid)
+                    self.h_bound += Fraction(abs(size) * rho0[m] * p_max * (now_ - t_f), WAD * WAD * FUNDING_PERIOD) + 2 * abs(size) // WAD + 2
+            if self.h_paid > self.h_bound:
+                self._fail("c2", f"honest accounts paid {self.h_paid / WAD:,.6f} of funding > bound {float(self.h_bound) / WAD:,.6f}")
+        rho = {m: max(abs(x) for x in self.env[m]) for m in w.perps}
+        self._funding_ref = (now_, ref, pos_h, rho)
+
+        # settlement price = median of the first answers at or after expiry
+        for m in w.futs:
+            self._check_settlement(m)
+
+
+CoalitionMachine.TestCase.settings = SETTINGS
+
+
+def test_coalition_machine(_deployed):
+    global _WORLD
+    if _WORLD is None or _WORLD.p is not _deployed:
+        _WORLD = World(_deployed)
+    STATS.clear()
+    FOUND.clear()
+    t0 = time.time()
+    try:
+        run_state_machine_as_test(CoalitionMachine, settings=SETTINGS)
+    finally:
+        if SURVEY or os.environ.get("COALITION_STATS"):
+            print(f"\n{STATS['examples']} examples, {STATS['steps']} steps in {time.time() - t0:.1f} s")
+            for k, v in sorted(STATS.items()):
+                print(f"  {k}: {v}")
+            for tag, hits in sorted(FOUND.items()):
+                steps = sorted(s for _, s in hits)
+                print(f"  VIOLATION {tag} ({TAGS[tag]}): {len(hits)} examples, first step min {steps[0]} median {steps[len(steps) // 2]}")
