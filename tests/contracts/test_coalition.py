@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections import Counter
 from fractions import Fraction
 
 import boa
-from hypothesis import HealthCheck, Verbosity, settings
+import pytest
+from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
@@ -252,9 +254,12 @@ PROFILES = {  # (examples, steps per example)
 PROFILE = os.environ.get("COALITION_PROFILE", "ci")
 EXAMPLES = int(os.environ.get("COALITION_EXAMPLES", PROFILES[PROFILE][0]))
 STEPS = int(os.environ.get("COALITION_STEPS", PROFILES[PROFILE][1]))
-# COALITION_SURVEY=1: record every violated invariant (first step per example) instead of
-# failing, and print the tally (with -s): how the findings below were counted.
-SURVEY = os.environ.get("COALITION_SURVEY", "") not in ("", "0", "false")
+# By default every example runs to its end whatever it violates; the test then fails once,
+# listing every invariant class violated, in how many examples, and the actions of the first
+# example that violated it (no hypothesis shrinking: a replay of a 30-step example takes
+# seconds). COALITION_FAILFAST=1 instead fails each example at its end (teardown) so that
+# hypothesis shrinks it (with the deep profile). COALITION_STATS=1 (with -s) prints the tally.
+FAILFAST = os.environ.get("COALITION_FAILFAST", "") not in ("", "0", "false")
 
 SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -263,6 +268,9 @@ SETTINGS = settings(
     database=None,  # several engineers share this tree: do not write .hypothesis/
     verbosity=Verbosity.normal,  # not brownie's verbose profile
     report_multiple_bugs=True,  # each finding class fails on its own line: report them apart
+    # CI reports the failing examples as found (each replay of a 30-step example costs seconds;
+    # shrinking would take minutes); the deep profile shrinks them
+    phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if PROFILE != "ci" else []),
     # as test_invariants.py: CI runs a fixed sequence (a merge is judged on known examples),
     # local runs explore
     derandomize=os.environ.get("COALITION_DERANDOMIZE", os.environ.get("CI", "")) not in ("", "0", "false"),
@@ -270,7 +278,8 @@ SETTINGS = settings(
 )
 
 STATS: Counter = Counter()
-FOUND: dict = {}  # survey: tag -> list of (example, first step)
+FOUND: dict = {}  # tag -> list of (example, first step)
+FIRST: dict = {}  # tag -> (example, step, actions so far, message) of the first example violating it
 TAGS = {
     "a": "finding 1 class: the coalition profited beyond honest losses + gap allowance",
     "b": "finding 1 class: the waterfall paid a coalition deficit beyond the gap allowance",
@@ -323,6 +332,25 @@ class World:
     def feed(self, pid: int):
         return self.p.feeds[self.syms[pid]]
 
+    def seed(self):
+        """State every example starts from (run once, inside the test's anchor): a 10M
+        insurance fund; capital (coalition 10k / 10k / 10k, its liquidator 5M, honest 1M each,
+        keeper 100M, USDC); honest open interest on both perpetuals at the index (100 ETH,
+        5 BTC: so that funding has open interest to weigh a trade against)."""
+        p = self.p
+        fund_insurance(p, 10_000_000)
+        self.dep0 = Counter()
+        for u, dollars in zip(self.all, [10_000] * COALITION_N + [5_000_000] + [1_000_000] * HONEST_N + [100_000_000]):
+            p.deposit_usd(u, dollars)
+            self.dep0[u.address] = dollars * USDC * self.scale
+        h0, h1 = self.honest
+        prices = p.oracle.index_prices()
+        for m, size in ((ETH_PERP, 100 * WAD), (BTC_PERP, 5 * WAD)):
+            p.trade(h0, h1, m, size, prices[self.pid[m]])
+            assert p.engine.markets(m).funding_rate == 0  # premium 0
+        self.pos0 = {u.address: {m: p.engine.positions(u.address, m).size for m in range(self.n_markets)
+                                 if p.engine.positions(u.address, m).size} for u in self.all}
+
 
 _WORLD: World | None = None
 
@@ -336,7 +364,7 @@ MOVE_BP = st.one_of(
     st.integers(-2000, 2000),
 )
 # adverse gaps for a position just opened (sign flipped for shorts)
-GAP_BP = st.sampled_from([-3000, -1500, -1100, -1050, -700, -600, -510])
+GAP_BP = st.sampled_from([-3000, -1500, -1200, -1100, -1050, -700, -510])
 # time jumps: seconds, or -k = to expiry + k seconds (k = 1, 60, 3000)
 WARP = st.sampled_from([1, 12, 600, 3599, 3601, 8 * 3600, 86400, 10 * 86400, -1, -60, -3000, -1, -60])
 # coalition prices: 0 index, 1 band edge up, 2 band edge down, 3 random inside, 4 one wei beyond
@@ -351,13 +379,13 @@ class CoalitionMachine(RuleBasedStateMachine):
         self.w = _WORLD
         self._anchor = boa.env.anchor()
         self._anchor.__enter__()
-        self.dep = Counter()  # WAD USD deposited, per address
+        self.dep = Counter(self.w.dep0)  # WAD USD deposited, per address
         self.wd = Counter()  # WAD USD withdrawn (tokens paid x scale)
         self.allow = Fraction(0)  # gap allowance (tight): coalition deficits created by exogenous events
         self.allow_notional = Fraction(0)  # the gross-notional formula, reported alongside
         self.deficit_c = 0  # written off (fund + bad debt) for coalition accounts
         self.deficit_h = 0  # ... for honest accounts
-        self.env = {m: [0, 0] for m in self.w.perps}  # funding-rate envelope [lo, hi] per perpetual
+        self.env = {m: [-2, 2] for m in self.w.perps}  # funding-rate envelope [lo, hi] per perpetual (seed: rate 0)
         self.h_paid = 0
         self.h_bound = Fraction(0)
         self.last_increase: dict = {}  # address -> block of its last position increase by a trade
@@ -365,25 +393,36 @@ class CoalitionMachine(RuleBasedStateMachine):
         self.steps = 0
         self._summ: dict = {}  # address -> the contract's margin summary, while valid
         self._px = None  # index prices, while valid
-        self.pos = {a: {} for a in self.w.addrs}  # address -> {market: size}, kept after every action
+        self.pos = {a: dict(held) for a, held in self.w.pos0.items()}  # address -> {market: size}, after every action
         self.example = STATS["examples"]
         self.found: set = set()
+        self.violations: list = []  # (tag, step, message)
+        self.log: list = []  # the actions of this example, as hypothesis would print them
         STATS["examples"] += 1
         self._funding_ref = None
 
     def teardown(self):
         self._anchor.__exit__(None, None, None)
+        if self.violations and FAILFAST:
+            self._raise()
 
     # ------------------------------------------------------------ reads and helpers
 
     def _fail(self, tag: str, msg: str):
-        if SURVEY:
-            if tag not in self.found:
-                self.found.add(tag)
-                FOUND.setdefault(tag, []).append((self.example, self.steps))
-            return
-        text = f"[{tag}: {TAGS[tag]}] after {self.steps} steps: {msg}"
-        # one raise per class, on its own line, so that hypothesis reports distinct bugs apart
+        """Record a violation (the first of each class per example) and go on: the example
+        fails at its end (teardown) with every class it violated, so that one finding does
+        not hide another that the same example would show later."""
+        if tag not in self.found:
+            self.found.add(tag)
+            FOUND.setdefault(tag, []).append((self.example, self.steps))
+            FIRST.setdefault(tag, (self.example, self.steps, list(self.log), msg))
+            self.violations.append((tag, self.steps, msg))
+
+    def _raise(self):
+        tag = min((t for t, _, _ in self.violations), key=list(TAGS).index)
+        text = "\n".join(f"[{t}: {TAGS[t]}] at step {n}: {msg}" for t, n, msg in self.violations)
+        # one raise per class (the first in TAGS order), on its own line, so that hypothesis
+        # reports examples that fail differently as distinct bugs
         if tag == "a":
             raise AssertionError(text)
         if tag == "b":
@@ -647,29 +686,25 @@ class CoalitionMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ rules
 
     @initialize(
-        coal=st.lists(st.sampled_from([10_000, 50_000, 250_000]), min_size=COALITION_N, max_size=COALITION_N),
+        extra=st.lists(st.sampled_from([0, 0, 40_000, 240_000]), min_size=COALITION_N, max_size=COALITION_N),
         lev=st.sampled_from([0, 500, 900, 1000]),
     )
-    def setup(self, coal, lev):
-        """Capital; honest open interest on both perpetuals at the index (so that funding has
-        something to weigh a trade against); and a coalition pair c0 long / c1 short ETH-PERP
-        at `lev` per mille of c0's maximum leverage."""
+    def setup(self, extra, lev):
+        """From `World.seed`: more coalition capital, and a coalition pair c0 long / c1 short
+        ETH-PERP at `lev` per mille of the pair's maximum leverage."""
         w = self.w
-        fund_insurance(w.p, 10_000_000)
-        for u, dollars in zip(w.coal, coal):
+        self.log.append(f"state.setup(extra={extra!r}, lev={lev!r})")
+        for u, dollars in zip(w.coal, extra):
             self._deposit(u, dollars)
-        self._deposit(w.cliq, 5_000_000)
-        for u in w.honest:
-            self._deposit(u, 1_000_000)
-        self._deposit(w.keeper, 100_000_000)
-        prices = self._prices()
-        h0, h1 = w.honest
-        for m, size in ((ETH_PERP, 100 * WAD), (BTC_PERP, 5 * WAD)):
-            self._trade(h0, h1, m, size, prices[w.pid[m]], "setup")
-        size = self._max_size([w.coal[0].address, w.coal[1].address], ETH_PERP) * lev // 1000
-        self._trade(w.coal[0], w.coal[1], ETH_PERP, size, prices[ETH], "setup")
+        if lev:
+            size = self._max_size([w.coal[0].address, w.coal[1].address], ETH_PERP) * lev // 1000
+            self._trade(w.coal[0], w.coal[1], ETH_PERP, size, self._prices()[ETH], "setup")
 
     def _step(self):
+        caller = sys._getframe(1)
+        code = caller.f_code
+        args = ", ".join(f"{k}={caller.f_locals[k]!r}" for k in code.co_varnames[1:code.co_argcount])
+        self.log.append(f"state.{code.co_name}({args})")
         self.steps += 1
         STATS["steps"] += 1
         self._next_block()
@@ -868,18 +903,20 @@ class CoalitionMachine(RuleBasedStateMachine):
 
         self._attempt(call, "cancel")
 
-    @rule(v=ACTOR_C, pid=st.integers(0, 1), x=st.sampled_from([500, 900, 1000]), bp=GAP_BP, long_=st.booleans(),
-          dump=st.booleans())
-    def same_block_gap(self, v, pid, x, bp, long_, dump):
+    @rule(v=ACTOR_C, pid=st.integers(0, 1), x=st.sampled_from([500, 900, 1000, 1000]), bp=GAP_BP, long_=st.booleans(),
+          dump=st.sampled_from([True, True, False]), top_up=st.sampled_from([0, 10_000, 100_000]))
+    def same_block_gap(self, v, pid, x, bp, long_, dump, top_up):
         """Finding 4's pattern: in one block V opens a leveraged position (x per mille of its
         free margin at 1 / im_rate) against the coalition account W (the liquidator included)
         with the most free margin,
         the feed publishes a gap, and the coalition liquidator liquidates V (or, finding 1's
-        pattern, V first dumps its position to W at the band edge); then the keeper."""
+        pattern, V first dumps its position to W at the band edge); then the keeper. V may
+        top up its capital first."""
         self._step()
         w = self.w
         market = w.perps[pid]
         uv = w.coal[v]
+        self._deposit(uv, top_up)
         uw = self._richest(w.coal + [w.cliq], uv)
         index = self._prices()[pid]
         size = max(1, min(self._max_size([uv.address], market), self._max_size([uw.address], market)) * x // 1000)
@@ -969,18 +1006,29 @@ CoalitionMachine.TestCase.settings = SETTINGS
 
 def test_coalition_machine(_deployed):
     global _WORLD
-    if _WORLD is None or _WORLD.p is not _deployed:
-        _WORLD = World(_deployed)
     STATS.clear()
     FOUND.clear()
+    FIRST.clear()
     t0 = time.time()
     try:
-        run_state_machine_as_test(CoalitionMachine, settings=SETTINGS)
+        with boa.env.anchor():  # the session's deployment is shared with other tests
+            _WORLD = World(_deployed)
+            _WORLD.seed()
+            run_state_machine_as_test(CoalitionMachine, settings=SETTINGS)
     finally:
-        if SURVEY or os.environ.get("COALITION_STATS"):
+        if os.environ.get("COALITION_STATS"):
             print(f"\n{STATS['examples']} examples, {STATS['steps']} steps in {time.time() - t0:.1f} s")
             for k, v in sorted(STATS.items()):
                 print(f"  {k}: {v}")
             for tag, hits in sorted(FOUND.items()):
                 steps = sorted(s for _, s in hits)
                 print(f"  VIOLATION {tag} ({TAGS[tag]}): {len(hits)} examples, first step min {steps[0]} median {steps[len(steps) // 2]}")
+    if FOUND:
+        lines = [f"{STATS['examples']} examples, {STATS['steps']} steps: the coalition broke {len(FOUND)} invariant classes"]
+        for tag in TAGS:
+            if tag not in FOUND:
+                continue
+            example, step, actions, msg = FIRST[tag]
+            lines.append(f"\n[{tag}] {TAGS[tag]}: in {len(FOUND[tag])} examples; first in example {example} at step {step}:\n  {msg}")
+            lines += [f"    {a}" for a in actions]
+        pytest.fail("\n".join(lines), pytrace=False)
