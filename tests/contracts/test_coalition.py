@@ -248,7 +248,7 @@ def test_finding4_same_block_gap_front_run(protocol):
 # ====================================================================== the coalition machine
 
 PROFILES = {  # (examples, steps per example)
-    "ci": (40, 30),
+    "ci": (32, 30),
     "deep": (600, 80),
 }
 PROFILE = os.environ.get("COALITION_PROFILE", "ci")
@@ -842,12 +842,12 @@ class CoalitionMachine(RuleBasedStateMachine):
                 self._liquidate(w.cliq, a)
 
     @rule(dt=WARP, bp_eth=st.sampled_from([0, 0, 0, -300, 300, -1000, 1000]), bp_btc=st.sampled_from([0, 0, -300, 300]),
-          always=st.booleans(), settle_after=st.sampled_from([None, None, 0, -500, 2000]))
+          always=st.booleans(), settle_after=st.sampled_from([None, -500, 500, 2000, 0]))
     def warp(self, dt, bp_eth, bp_btc, always, settle_after):
         """Time passes (a little, past a heartbeat, days, or to just after expiry); the feeds
-        republish (when stale, when moved, or always) and the keeper acts. Then, if
-        `settle_after` is set, the coalition moves ETH by that many bp (0: no move) and settles
-        the futures at once: settlement at a moment of its choosing."""
+        republish (when stale, when moved, or always). If `settle_after` is set, the coalition
+        then moves ETH by that many bp (0: no move) and settles the futures at once, before the
+        keeper: settlement at a moment of its choosing. Then the keeper acts."""
         self._step()
         w = self.w
         before = self._summaries(w.C)
@@ -862,12 +862,33 @@ class CoalitionMachine(RuleBasedStateMachine):
             if always or bp or stale:
                 self._publish(pid, bp)
         self._exogenous(before)
-        self._keeper()
-        if settle_after is not None:
+        if settle_after is not None:  # the coalition acts before the keeper
             if settle_after:
                 self._move(ETH, settle_after)
             for m in w.futs:
                 self._settle(m, w.coal[0])
+        self._keeper()
+
+    @rule(k=st.sampled_from([1, 60, 3000]), bp_first=st.sampled_from([0, -300, 300]),
+          bp_then=st.sampled_from([-1000, -500, 500, 2000]), c=ACTOR_C)
+    def settle_race(self, k, bp_first, bp_then, c):
+        """The settlement race: time reaches expiry + k (if not past it already), the feeds
+        publish (ETH moved by bp_first), ETH then moves by bp_then, and the coalition settles
+        both futures at once, before the keeper: it calls settle when the price suits it."""
+        self._step()
+        w = self.w
+        before = self._summaries(w.C)
+        now_ = boa.env.evm.patch.timestamp
+        if now_ < w.expiry + k:
+            boa.env.time_travel(seconds=w.expiry + k - now_)
+            self._market_moved()
+            for pid, bp in ((0, bp_first), (1, 0)):
+                self._publish(pid, bp)
+            self._exogenous(before)
+        self._move(ETH, bp_then)
+        for m in w.futs:
+            self._settle(m, w.coal[c])
+        self._keeper()
 
     @rule(m=st.sampled_from([ETH_FUT, BTC_FUT]), c=ACTOR_C)
     def settle_market(self, m, c):
