@@ -111,7 +111,10 @@ INVARIANTS, after every step (exact integers / Fraction; equity = the contract's
 RUNNING. Every example runs to its end; the test then fails once, listing each invariant class
 violated, in how many examples, the first message and the actions of the first example (in
 hypothesis' own notation). COALITION_FAILFAST=1 fails each example at its teardown instead, so
-that hypothesis shrinks it (use with the deep profile). Profiles, as test_invariants.py:
+that hypothesis reports each class as a distinct failure and, with the deep profile, shrinks it
+(slower: hypothesis keeps generating past failing examples; ~90 s of CPU for 14 examples).
+Verbosity and report_multiple_bugs are set here, over brownie's hypothesis profile.
+Profiles, as test_invariants.py:
   COALITION_PROFILE=ci (default): 32 examples x 30 steps (hypothesis starts with about ten
     tiny examples); derandomized (fixed seed) when CI is set or COALITION_DERANDOMIZE=1,
     exploring otherwise; no shrinking.
