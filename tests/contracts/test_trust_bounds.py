@@ -271,3 +271,93 @@ def test_no_healthy_seizure_in_the_block_of_a_change(book, name):
     the block it lands in. Fails today for the rate and haircut extremes (finding 2)."""
     took = measure(book, name)
     assert all(g == 0 and x == 0 for g, x in took.values()), took
+
+
+# ------------------------------------------------------------------ the oracle (findings 1 and 3)
+
+FEED_DELAY = 2 * DAY
+
+
+def new_feed(usd_answer: int):
+    """A fresh 8-decimal mock ETH feed answering `usd_answer`, stamped now."""
+    return deploy_unique(deployer("MockAggregator"), 8, "ETH / USD", usd_answer * 10**8)
+
+
+def test_set_feeds_is_admin_only_and_refuses_a_disagreeing_feed(book):
+    """Finding 1 (fixed): the risk admin cannot touch feeds, and the admin cannot propose a
+    feed answering $4,000,000 for ETH (the index is $2,000)."""
+    p = book.p
+    risk = boa.env.generate_address("risk")
+    p.oracle.set_risk_admin(risk, sender=p.admin)
+    honest = p.feeds["ETH"].address
+    with boa.reverts("roles: not admin"):
+        p.oracle.set_feeds(ETH, [new_feed(2000).address], [3600], sender=risk)
+    with boa.reverts("oracle: feeds disagree with the index"):
+        p.oracle.set_feeds(ETH, [new_feed(4_000_000).address], [3600], sender=p.admin)
+    # a majority of lying feeds is refused too (the median is what must agree)
+    with boa.reverts("oracle: feeds disagree with the index"):
+        p.oracle.set_feeds(ETH, [honest, new_feed(4_000_000).address, new_feed(4_000_000).address],
+                           [3600] * 3, sender=p.admin)
+    assert [f[0] for f in p.oracle.feeds(ETH)] == [honest]
+    assert p.oracle.index_price(ETH) == 2000 * WAD
+
+
+def test_agreeing_replacement_is_only_proposed_and_activates_after_two_days(book):
+    """A replacement within 5% of the index is proposed (FeedsProposed), the old feed keeps
+    pricing for FEED_DELAY = 2 days, then anyone activates it; activation checks agreement
+    again, so a feed that agreed when proposed and lies later is still refused."""
+    p = book.p
+    honest = p.feeds["ETH"]
+    liar = new_feed(2050)  # 2.5% off: agrees
+    p.oracle.set_feeds(ETH, [liar.address], [3600], sender=p.admin)
+    (ev,) = events(p.oracle, "FeedsProposed")
+    assert ev.price_id == ETH and list(ev.aggregators) == [liar.address]
+    t0 = boa.env.evm.patch.timestamp
+    assert ev.activates_at == t0 + FEED_DELAY
+    assert [f[0] for f in p.oracle.feeds(ETH)] == [honest.address]
+    assert p.oracle.index_price(ETH) == 2000 * WAD  # old feed still used
+    with boa.reverts("oracle: feeds not yet active"):
+        p.oracle.activate_feeds(ETH)
+    boa.env.time_travel(seconds=FEED_DELAY - 10)
+    honest.set_answer(2000 * 10**8)
+    liar.set_answer(2050 * 10**8)
+    with boa.reverts("oracle: feeds not yet active"):
+        p.oracle.activate_feeds(ETH)
+    boa.env.time_travel(seconds=10)
+    honest.set_answer(2000 * 10**8)
+    with boa.env.anchor():
+        liar.set_answer(4_000_000 * 10**8)  # lies after the proposal: refused on activation
+        with boa.reverts("oracle: feeds disagree with the index"):
+            p.oracle.activate_feeds(ETH, sender=book.liq.address)
+    liar.set_answer(2050 * 10**8)
+    p.oracle.activate_feeds(ETH, sender=book.liq.address)  # anyone
+    assert [f[0] for f in p.oracle.feeds(ETH)] == [liar.address]
+    assert p.oracle.index_price(ETH) == 2050 * WAD
+
+
+def test_circuit_breaker_cannot_freeze_the_index(book):
+    """Finding 3 (fixed): min_price = 1e30 (or anything above 20% of the index, a ceiling below
+    5x, a max jump under 25%) is refused; the tightest allowed breaker still prices."""
+    p = book.p
+    for args in ((ETH, 10**30, 0, 0), (ETH, 400 * WAD + 1, 0, 0), (ETH, 0, 10_000 * WAD - 1, 0)):
+        with boa.reverts("oracle: breaker too close to the index"):
+            p.oracle.set_circuit_breaker(*args, sender=p.admin)
+    with boa.reverts("oracle: max_jump out of bounds"):
+        p.oracle.set_circuit_breaker(ETH, 0, 0, 25 * PCT - 1, sender=p.admin)
+    p.oracle.set_circuit_breaker(ETH, 400 * WAD, 10_000 * WAD, 25 * PCT, sender=p.admin)
+    assert p.oracle.index_price(ETH) == 2000 * WAD
+
+
+@pytest.mark.xfail(strict=True, raises=boa.BoaError, reason=(
+    "a heartbeat change for the same feeds applies at once (no FEED_DELAY): the admin can set 60 s "
+    "on an hourly feed and the index goes invalid between updates, stopping liquidations"))
+def test_heartbeat_tightening_cannot_stop_liquidations(book):
+    """The admin's set_feeds with the current aggregators and MIN_HEARTBEAT = 60 s: two minutes
+    without a new round (a Chainlink ETH/USD feed updates hourly or on a 0.5% move) and the
+    liquidation of the under-margined account still goes through. Today it reverts "engine: no
+    valid price" (so does a withdrawal by any account holding a BTC position; one without
+    positions can still withdraw)."""
+    p = book.p
+    p.oracle.set_feeds(BTC, [p.feeds["BTC"].address], [bounds.MIN_HEARTBEAT], sender=p.admin)
+    boa.env.time_travel(seconds=120)
+    p.engine.liquidate(book.under.address, sender=book.liq.address)
