@@ -50,8 +50,11 @@ FEED_AGREEMENT: constant(uint256) = 5 * 10**16
 BREAKER_MIN_FLOOR: constant(uint256) = 2 * 10**17
 BREAKER_MAX_CEILING: constant(uint256) = 5 * 10**18
 BREAKER_MIN_JUMP: constant(uint256) = 25 * 10**16
-# @dev Most rounds `expiry_price` walks back through per feed.
-MAX_EXPIRY_WALK: constant(uint256) = 64
+# @dev States of a feed at an expiry (see `_expiry_answer`).
+WAITING: constant(uint256) = 0
+SILENT: constant(uint256) = 1
+LATE: constant(uint256) = 2
+TIMELY: constant(uint256) = 3
 
 
 struct Feed:
@@ -387,47 +390,52 @@ def index_price(price_id: uint256) -> uint256:
 
 @internal
 @view
-def _expiry_answer(feed: Feed, breaker: CircuitBreaker, expiry: uint256) -> (bool, uint256):
+def _expiry_answer(feed: Feed, breaker: CircuitBreaker, expiry: uint256) -> (uint256, uint256):
     """
-    @dev (decided, WAD answer) of one feed at `expiry`: its first round with updatedAt >=
-         expiry, found by walking back from the latest round while the previous round is also
-         at or after expiry (at most MAX_EXPIRY_WALK rounds; a previous round that cannot be
-         read ends the walk). A feed whose first such round came more than its heartbeat after
-         expiry, or that has none once a heartbeat has passed, is decided and excluded
-         (answer 0). Undecided while a heartbeat has not passed without such a round.
+    @dev One feed at `expiry`: (state, WAD answer of its first round with updatedAt >= expiry).
+         The round is found by binary search over the round ids of the latest round's phase
+         (a round that cannot be read counts as before expiry). States: WAITING (no such round yet, within a heartbeat of
+         expiry), SILENT (none, a heartbeat has passed, or its answer is invalid), LATE (first
+         published more than a heartbeat after expiry), TIMELY.
     """
     ok: bool = False
     round_id: uint80 = 0
     answer: int256 = 0
     updated_at: uint256 = 0
     ok, round_id, answer, updated_at = self._round(feed.aggregator, method_id("latestRoundData()"))
-    late: bool = block.timestamp > expiry + feed.heartbeat
     if not ok or updated_at < expiry or updated_at > block.timestamp:
-        return late, 0
-    for i: uint256 in range(MAX_EXPIRY_WALK):
-        if round_id <= 1:
+        if block.timestamp > expiry + feed.heartbeat:
+            return SILENT, 0
+        return WAITING, 0
+    # binary search for the first round at or after expiry among the rounds of the latest's
+    # phase (Chainlink round ids are phase << 64 | n, n from 1; times grow with n)
+    lo: uint256 = (convert(round_id, uint256) >> 64 << 64) | 1
+    hi: uint256 = convert(round_id, uint256)
+    for i: uint256 in range(64):
+        if lo >= hi:
             break
-        prev_ok: bool = False
-        prev_round: uint80 = 0
-        prev: int256 = 0
-        prev_time: uint256 = 0
-        prev_ok, prev_round, prev, prev_time = self._round(
-            feed.aggregator, abi_encode(round_id - 1, method_id=method_id("getRoundData(uint80)"))
+        mid: uint256 = (lo + hi) // 2
+        mid_ok: bool = False
+        mid_round: uint80 = 0
+        mid_answer: int256 = 0
+        mid_time: uint256 = 0
+        mid_ok, mid_round, mid_answer, mid_time = self._round(
+            feed.aggregator, abi_encode(convert(mid, uint80), method_id=method_id("getRoundData(uint80)"))
         )
-        if not prev_ok or prev_time < expiry:
-            break
-        assert i + 1 < MAX_EXPIRY_WALK, "oracle: expiry round too far back"
-        round_id = prev_round
-        answer = prev
-        updated_at = prev_time
-    if updated_at > expiry + feed.heartbeat:
-        return True, 0
+        if mid_ok and mid_time >= expiry:
+            hi = mid
+            answer = mid_answer
+            updated_at = mid_time
+        else:
+            lo = mid + 1
     if answer <= 0 or convert(answer, uint256) > max_value(uint256) // feed.scale // 10**36:
-        return True, 0
+        return SILENT, 0
     price: uint256 = convert(answer, uint256) * feed.scale
     if price <= breaker.min_price or (breaker.max_price != 0 and price >= breaker.max_price):
-        return True, 0
-    return True, price
+        return SILENT, 0
+    if updated_at > expiry + feed.heartbeat:
+        return LATE, price
+    return TIMELY, price
 
 
 @external
@@ -435,15 +443,14 @@ def _expiry_answer(feed: Feed, breaker: CircuitBreaker, expiry: uint256) -> (boo
 def expiry_price(price_id: uint256, expiry: uint256) -> uint256:
     """
     @notice The settlement price of an underlying at `expiry`: the median of each feed's first
-            valid round published at or after expiry (within the feed's heartbeat of it). It
-            does not depend on when it is asked, so nobody can choose a settlement price by
-            choosing when to settle (the rule of Opyn's Chainlink pricer and of CME's final
-            settlement at a fixed time).
-    @dev 0 while undecided: before expiry, or while a feed that has not yet published since
-         expiry is still within its heartbeat of it. Feeds excluded as late or invalid do not
-         count; 0 if every feed is excluded. Reverts "oracle: unknown price id",
-         "oracle: expiry round too far back" (more than MAX_EXPIRY_WALK rounds published
-         since expiry: settle promptly; the keeper does).
+            valid round published at or after expiry. It does not depend on when it is asked,
+            so nobody can choose a settlement price by choosing when to settle (the rule of
+            Opyn's Chainlink pricer and of CME's final settlement at a fixed time).
+    @dev Feeds whose first round came within their heartbeat of expiry count; once every feed
+         is decided (published since expiry, or silent for a heartbeat), their median is the
+         price. If none was timely, every feed's first round counts once each has one. 0
+         while undecided or before expiry. Never reverts but for "oracle: unknown price id",
+         so settling inside a liquidation cannot block it.
     @param price_id The underlying's price id.
     @param expiry Unix seconds.
     @return WAD USD per unit, or 0.
@@ -451,17 +458,27 @@ def expiry_price(price_id: uint256, expiry: uint256) -> uint256:
     assert price_id < self.price_id_count, "oracle: unknown price id"
     if block.timestamp < expiry:
         return 0
-    prices: DynArray[uint256, MAX_FEEDS] = []
+    timely: DynArray[uint256, MAX_FEEDS] = []
+    late: DynArray[uint256, MAX_FEEDS] = []
+    all_published: bool = True
     breaker: CircuitBreaker = self.circuit_breakers[price_id]
     for feed: Feed in self._feeds[price_id]:
-        decided: bool = False
+        state: uint256 = 0
         price: uint256 = 0
-        decided, price = self._expiry_answer(feed, breaker, expiry)
-        if not decided:
+        state, price = self._expiry_answer(feed, breaker, expiry)
+        if state == WAITING:
             return 0
-        if price != 0:
-            prices.append(price)
-    return self._median_of(prices)
+        if state == TIMELY:
+            timely.append(price)
+        elif state == LATE:
+            late.append(price)
+        else:
+            all_published = False
+    if len(timely) != 0:
+        return self._median_of(timely)
+    if not all_published:
+        return 0
+    return self._median_of(late)
 
 
 @external

@@ -155,7 +155,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from tests.boa_protocol import WAD
+from tests.boa_protocol import WAD, same_block
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
@@ -362,16 +362,17 @@ def test_finding4_same_block_gap_front_run(protocol):
     p.deposit_usd(v, 10_000)
     for x in (w, l, keeper):
         p.deposit_usd(x, 1_000_000)
-    b0 = block()
-    p.trade(v, w, "ETH-PERP", 50 * WAD, 2000 * WAD)  # 100,000 notional on 10,000: exactly IM
-    gross = {x.address: 50 * 2000 * WAD for x in (v, w)}
-    deficit0 = max(0, -equity(p, v))
-    set_eth(p, 1400 * 10**8)  # -30%
-    deficit_created = max(0, -equity(p, v)) - deficit0
-    assert block() == b0  # all in one block
-    paid0 = waterfall(p)
-    with boa.env.prank(l.address), boa.reverts("engine: position opened this block"):
-        e.liquidate(v.address)
+    with same_block():
+        b0 = block()
+        p.trade(v, w, "ETH-PERP", 50 * WAD, 2000 * WAD)  # 100,000 notional on 10,000: exactly IM
+        gross = {x.address: 50 * 2000 * WAD for x in (v, w)}
+        deficit0 = max(0, -equity(p, v))
+        set_eth(p, 1400 * 10**8)  # -30%
+        deficit_created = max(0, -equity(p, v)) - deficit0
+        assert block() == b0  # all in one block
+        paid0 = waterfall(p)
+        with boa.env.prank(l.address), boa.reverts("engine: position opened this block"):
+            e.liquidate(v.address)
     assert e.positions(v.address, ETH_PERP).size == 50 * WAD
 
     boa.env.time_travel(blocks=1)

@@ -432,6 +432,7 @@ def test_unknown_price_id(protocol):
 
 def test_index_price_with_time_returns_oldest_valid_update(protocol):
     o = protocol.oracle
+    ETH = o.add_price_id("ETH2")  # a new price id: its first feeds apply at once
     t0 = now()
     f1, f2, f3 = feed(8, usd8(1990)), feed(8, usd8(2000)), feed(8, usd8(2010))
     replace_feeds(o, ETH, [f3.address, f1.address, f2.address], [3600, 120, 3600])
@@ -447,9 +448,9 @@ def test_index_price_with_time_returns_oldest_valid_update(protocol):
     # a feed stamped in the past through set_round is the oldest
     f3.set_round(7, usd8(2010), t0 + 20)
     assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 20)
-    # single feed: its own updatedAt
+    # single feed: its own updatedAt (republished when the replacement activated)
     replace_feeds(o, ETH, [f2.address], [3600])
-    assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 100)
+    assert o.index_price_with_time(ETH) == (2000 * WAD, f2.latestRoundData()[3])
 
 
 # ------------------------------------------------------------------ expiry_price
@@ -522,15 +523,18 @@ def test_expiry_price_refuses_an_answer_outside_the_breaker(protocol):
     assert o.expiry_price(ETH, expiry) == 0  # first post-expiry round invalid; every feed excluded
 
 
-def test_expiry_price_walk_is_bounded(protocol):
+def test_expiry_price_found_among_many_rounds(protocol):
+    """The first round at or after expiry is found by binary search, however many rounds came
+    before and after it (a liquidation that settles a future first can never be blocked)."""
     o = protocol.oracle
     f = feed(8, usd8(2000))
     replace_feeds(o, ETH, [f.address], [3600])
+    for i in range(100):
+        f.set_answer(usd8(1900 + i))
     expiry = now() + 10
     boa.env.time_travel(seconds=10)
-    for i in range(70):
-        f.set_answer(usd8(2000 + i))
-    with boa.reverts("oracle: expiry round too far back"):
-        o.expiry_price(ETH, expiry)
+    for i in range(150):
+        f.set_answer(usd8(2100 + i))
+    assert o.expiry_price(ETH, expiry) == 2100 * WAD
     with boa.reverts("oracle: unknown price id"):
         o.expiry_price(9, expiry)
