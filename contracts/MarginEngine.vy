@@ -21,8 +21,10 @@
           requirements up, equity down. Sources: CME SPAN inter-month spread charge; Derive
           (Lyra v2) standard manager per-market rates.
         - Health factor = equity / MM (WAD); liquidatable when equity < MM.
-        - Funding (perpetuals): each perpetual trade at price T with index I moves the funding
-          rate towards its premium (T - I) / I by `funding_smoothing` (an EMA over trades),
+        - Funding (perpetuals): each perpetual trade of size q at price T with index I moves
+          the funding rate towards its premium (T - I) / I by
+          `funding_smoothing` * q / max(q, OI before, OI after) (an EMA over trades
+          weighted by size against open interest, so a dust trade moves it by nothing),
           clamped to +-`max_funding_rate`; the rate is a fraction of the index price per 8 hours
           and accrues continuously into a cumulative funding index. Longs pay shorts when the
           rate is positive (dYdX / Binance premium-index convention).
@@ -71,7 +73,7 @@ exports: (
 
 interface IOracle:
     def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]: view
-    def index_price_with_time(price_id: uint256) -> (uint256, uint256): view
+    def expiry_price(price_id: uint256, expiry: uint256) -> uint256: view
     def price_id_count() -> uint256: view
 
 
@@ -203,6 +205,8 @@ health_attestor: public(address)
 # @dev Changes on every change of an account's portfolio: fills here, withdrawals (vault) and
 #      option trades, liquidations and settlements (option market); attestations bind to it.
 position_version: public(HashMap[address, uint256])
+# @dev Block number of each account's last trade that grew a position.
+opened_block: public(HashMap[address, uint256])
 
 
 event UnderlyingAdded:
@@ -266,14 +270,6 @@ event OrderCancelled:
     nonce: indexed(uint256)
 
 
-event Trade:
-    market: indexed(uint256)
-    buyer: indexed(address)
-    seller: indexed(address)
-    size: uint256
-    price: uint256
-
-
 event PositionChanged:
     account: indexed(address)
     market: indexed(uint256)
@@ -335,14 +331,30 @@ def __init__(admin_: address, vault: address, oracle: address):
 
 
 @internal
-@view
-def _check_underlying_params(im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256):
+def _set_underlying(u: uint256, price_id: uint256, im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256):
+    """
+    @dev Check an underlying's rates against the bounds (see `add_underlying`), store them, log.
+    """
     assert im_rate >= MIN_IM_RATE and im_rate <= MAX_IM_RATE, "engine: im_rate out of bounds"
     assert mm_rate >= MIN_MM_RATE and mm_rate <= im_rate, "engine: mm_rate out of bounds"
     # a partial liquidation must be able to restore health: penalty <= mm_rate / 2
     assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
     assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
     assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
+    self.underlyings[u] = Underlying(
+        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
+    )
+    log UnderlyingParamsSet(underlying=u, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+
+
+@internal
+@view
+def _check_penalty_fits(penalty: uint256):
+    """
+    @dev Every underlying's mm_rate must be at least twice the largest penalty rate.
+    """
+    for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
+        assert self.underlyings[u].mm_rate >= 2 * penalty, "engine: mm_rate below 2x penalty"
 
 
 @external
@@ -360,13 +372,9 @@ def add_underlying(price_id: uint256, im_rate: uint256, mm_rate: uint256, spread
     u: uint256 = self.underlying_count
     assert u < MAX_UNDERLYINGS, "engine: too many underlyings"
     assert price_id < staticcall IOracle(ORACLE).price_id_count(), "engine: unknown price id"
-    self._check_underlying_params(im_rate, mm_rate, spread_im_rate, spread_mm_rate)
-    self.underlyings[u] = Underlying(
-        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
-    )
-    self.underlying_count = u + 1
     log UnderlyingAdded(underlying=u, price_id=price_id)
-    log UnderlyingParamsSet(underlying=u, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+    self._set_underlying(u, price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+    self.underlying_count = u + 1
     return u
 
 
@@ -377,12 +385,7 @@ def set_underlying_params(underlying: uint256, im_rate: uint256, mm_rate: uint25
     """
     roles._check_risk_admin()
     assert underlying < self.underlying_count, "engine: unknown underlying"
-    self._check_underlying_params(im_rate, mm_rate, spread_im_rate, spread_mm_rate)
-    price_id: uint256 = self.underlyings[underlying].price_id
-    self.underlyings[underlying] = Underlying(
-        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
-    )
-    log UnderlyingParamsSet(underlying=underlying, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+    self._set_underlying(underlying, self.underlyings[underlying].price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
 
 
 @external
@@ -425,8 +428,7 @@ def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: 
     assert penalty >= MIN_PENALTY and penalty <= MAX_PENALTY, "engine: penalty out of bounds"
     assert liquidator_share <= WAD, "engine: liquidator_share out of bounds"
     assert target >= MIN_TARGET and target <= MAX_TARGET, "engine: target out of bounds"
-    for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
-        assert self.underlyings[u].mm_rate >= 2 * max(penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
+    self._check_penalty_fits(max(penalty, self.max_liquidation_penalty))
     self.liquidation_penalty = penalty
     self.liquidator_share = liquidator_share
     self.liquidation_target = target
@@ -445,8 +447,7 @@ def set_penalty_ramp(max_penalty: uint256, ramp_time: uint256):
     roles._check_risk_admin()
     assert max_penalty >= self.liquidation_penalty and max_penalty <= MAX_PENALTY, "engine: max penalty out of bounds"
     assert ramp_time >= MIN_PENALTY_RAMP and ramp_time <= MAX_PENALTY_RAMP, "engine: ramp time out of bounds"
-    for u: uint256 in range(self.underlying_count, bound=MAX_UNDERLYINGS):
-        assert self.underlyings[u].mm_rate >= 2 * max_penalty, "engine: mm_rate below 2x penalty"
+    self._check_penalty_fits(max_penalty)
     self.max_liquidation_penalty = max_penalty
     self.penalty_ramp_time = ramp_time
     log PenaltyRampSet(max_liquidation_penalty=max_penalty, penalty_ramp_time=ramp_time)
@@ -732,10 +733,12 @@ def _settle_expired(account: address):
 @nonreentrant
 def settle_market(market_id: uint256):
     """
-    @notice Fix a dated future's settlement price at the index, once expiry has passed.
+    @notice Fix a dated future's settlement price, once expiry has passed, at the oracle's
+            expiry price (`OracleRouter.expiry_price`: the median of each feed's first round
+            at or after expiry), which does not depend on when this is called.
             Permissionless; a second call is a no-op.
-    @dev Reverts "engine: not expired", "engine: price before expiry" (every feed that formed the
-         index must have updated at or after expiry), or an oracle error (stale price).
+    @dev Reverts "engine: not expired", "engine: price before expiry" (the expiry price is
+         not decided yet: a feed has not published since expiry).
     """
     assert market_id < self.market_count, "engine: unknown market"
     market: Market = self.markets[market_id]
@@ -749,13 +752,12 @@ def settle_market(market_id: uint256):
 @internal
 def _settle(market_id: uint256, market: Market) -> bool:
     """
-    @dev Fix an expired future's settlement price at the index if every feed forming it updated
-         at or after expiry; returns whether it did.
+    @dev Fix an expired future's settlement price at the oracle's expiry price (the median of
+         each feed's first round at or after expiry: the same whenever it is called); returns
+         whether it did (False while that price is not yet decided).
     """
-    price: uint256 = 0
-    updated_at: uint256 = 0
-    price, updated_at = staticcall IOracle(ORACLE).index_price_with_time(self.underlyings[market.underlying].price_id)
-    if updated_at < market.expiry:
+    price: uint256 = staticcall IOracle(ORACLE).expiry_price(self.underlyings[market.underlying].price_id, market.expiry)
+    if price == 0:
         return False
     self.markets[market_id].settlement_price = price
     log MarketSettled(market=market_id, settlement_price=price)
@@ -815,13 +817,14 @@ def _authorise(order: Order, signature: Bytes[65]):
 
 
 @internal
-@view
-def _check_caps(market_id: uint256, old_size: int256, new_size: int256):
+def _check_caps(account: address, market_id: uint256, old_size: int256, new_size: int256):
     """
-    @dev A trade that grows a position must keep it, and the market's open interest, within caps.
+    @dev A trade that grows a position must keep it, and the market's open interest, within
+         caps; it also records the block, in which the account cannot be liquidated.
     """
     if abs(new_size) <= abs(old_size):
         return
+    self.opened_block[account] = block.number
     cap: uint256 = self.max_position[market_id]
     assert cap == 0 or convert(abs(new_size), uint256) <= cap, "engine: position above cap"
     cap = self.max_open_interest[market_id]
@@ -833,14 +836,20 @@ def _check_caps(market_id: uint256, old_size: int256, new_size: int256):
 def _trade_allowed(old_size: int256, new_size: int256, before: MarginSummary, after: MarginSummary) -> bool:
     """
     @dev After a trade an account must meet IM, unless the trade only reduces its position
-         (no flip), raises neither its IM nor its shortfall below IM, and does not lower its
-         health factor: an under-margined account may de-risk, but not sell at an off-index
-         price to a colluding account and leave the loss to the insurance fund (Mango 2022).
+         (no flip) and raises neither its IM nor its shortfall below IM. An account below
+         maintenance margin before the trade (equity <= 0 included) must also not lose equity
+         at the index: it may de-risk at the index or better, but never hand value to a
+         colluding counterparty at an off-index price and leave the loss to the insurance
+         fund (Mango 2022); above maintenance its health factor must not fall.
     """
     if after.equity >= convert(after.initial_margin, int256):
         return True
     reducing: bool = (old_size > 0 and new_size >= 0 and new_size < old_size) or (old_size < 0 and new_size <= 0 and new_size > old_size)
-    if not reducing or after.initial_margin > before.initial_margin or after.health_factor < before.health_factor:
+    if not reducing or after.initial_margin > before.initial_margin:
+        return False
+    if before.equity < convert(before.maintenance_margin, int256):
+        return after.equity >= before.equity
+    if after.health_factor < before.health_factor:
         return False
     return after.equity - convert(after.initial_margin, int256) >= before.equity - convert(before.initial_margin, int256)
 
@@ -883,6 +892,7 @@ def match_orders(maker: Order, maker_signature: Bytes[65], taker: Order, taker_s
     assert gap * WAD <= index * self.max_price_deviation, "engine: price too far from index"
 
     funding_index: int256 = self._accrue_funding(market_id, index)
+    open_interest: uint256 = self.open_interest[market_id]
     maker_before: MarginSummary = self._summary(maker.account, prices)
     taker_before: MarginSummary = self._summary(taker.account, prices)
     maker_old: int256 = self.positions[maker.account][market_id].size
@@ -891,12 +901,16 @@ def match_orders(maker: Order, maker_signature: Bytes[65], taker: Order, taker_s
     self._apply_fill(taker.account, market_id, taker.size, price, funding_index)
     assert self._trade_allowed(maker_old, maker_old + maker.size, maker_before, self._summary(maker.account, prices)), "engine: below initial margin"
     assert self._trade_allowed(taker_old, taker_old + taker.size, taker_before, self._summary(taker.account, prices)), "engine: below initial margin"
-    self._check_caps(market_id, maker_old, maker_old + maker.size)
-    self._check_caps(market_id, taker_old, taker_old + taker.size)
+    self._check_caps(maker.account, market_id, maker_old, maker_old + maker.size)
+    self._check_caps(taker.account, market_id, taker_old, taker_old + taker.size)
 
     if market.is_perpetual:
+        # a trade moves the rate in proportion to its size against open interest (the larger
+        # of before and after), so a dust fill at the band edge moves it by nothing
+        size: uint256 = convert(abs(maker.size), uint256)
+        weight: int256 = convert(self.funding_smoothing * size // max(max(open_interest, self.open_interest[market_id]), size), int256)
         premium: int256 = (convert(price, int256) - convert(index, int256)) * IWAD // convert(index, int256)
-        rate: int256 = market.funding_rate + (premium - market.funding_rate) * convert(self.funding_smoothing, int256) // IWAD
+        rate: int256 = market.funding_rate + (premium - market.funding_rate) * weight // IWAD
         cap: int256 = convert(self.max_funding_rate, int256)
         rate = max(-cap, min(cap, rate))
         self.markets[market_id].funding_rate = rate
@@ -904,12 +918,6 @@ def match_orders(maker: Order, maker_signature: Bytes[65], taker: Order, taker_s
 
     log OrderFilled(account=maker.account, nonce=maker.nonce, market=market_id, size=maker.size, price=price)
     log OrderFilled(account=taker.account, nonce=taker.nonce, market=market_id, size=taker.size, price=price)
-    buyer: address = maker.account
-    seller: address = taker.account
-    if maker.size < 0:
-        buyer = taker.account
-        seller = maker.account
-    log Trade(market=market_id, buyer=buyer, seller=seller, size=convert(abs(maker.size), uint256), price=price)
 
 
 @external
@@ -1082,6 +1090,9 @@ def liquidate(account: address) -> uint256:
     @return The notional closed, WAD USD.
     """
     assert account != msg.sender, "engine: self liquidation"
+    # exposure opened in this block (before a price update the trader saw coming) is not
+    # liquidated in it: a coalition cannot sandwich a known gap and collect the penalty
+    assert self.opened_block[account] != block.number, "engine: position opened this block"
     prices: DynArray[uint256, MAX_PRICE_IDS] = self._prices()
     self._settle_expired(account)
     before: MarginSummary = self._summary(account, prices)

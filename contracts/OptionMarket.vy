@@ -99,7 +99,7 @@ interface IEngine:
 interface IOracle:
     def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]: view
     def index_price(price_id: uint256) -> uint256: view
-    def index_price_with_time(price_id: uint256) -> (uint256, uint256): view
+    def expiry_price(price_id: uint256, expiry: uint256) -> uint256: view
 
 
 interface IVault:
@@ -230,6 +230,8 @@ max_position: public(HashMap[uint256, uint256])
 # @dev Grows on every option trade, liquidation and settlement of the account (part of the
 #      position version health attestations bind to; see MarginLens.position_version).
 position_version: public(HashMap[address, uint256])
+# @dev Block number of each account's last trade that grew an option position.
+opened_block: HashMap[address, uint256]
 
 # @dev Standard margin rates and haircuts, and the trade price band: a premium must be within
 #      max(abs_price_band * index, rel_price_band * mark) of the mark.
@@ -271,15 +273,6 @@ event OrderFilled:
 event OrderCancelled:
     account: indexed(address)
     nonce: indexed(uint256)
-
-
-event OptionTrade:
-    series: indexed(uint256)
-    buyer: indexed(address)
-    seller: indexed(address)
-    size: uint256
-    price: uint256
-    mark: uint256
 
 
 event OptionPositionChanged:
@@ -660,18 +653,17 @@ def _apply_fill(account: address, series_id: uint256, delta: int256, price: uint
 @internal
 def _settle(series_id: uint256) -> bool:
     """
-    @dev Fix an expired series' settlement price at the index if every feed forming it updated
-         at or after expiry; returns whether the series is settled.
+    @dev Fix an expired series' settlement price at the oracle's expiry price (median of each
+         feed's first round at or after expiry, whenever it is called); returns whether the
+         series is settled.
     """
     series: Series = self.series[series_id]
     if series.settlement_price != 0:
         return True
     if block.timestamp < series.expiry:
         return False
-    price: uint256 = 0
-    updated_at: uint256 = 0
-    price, updated_at = staticcall IOracle(ORACLE).index_price_with_time(series.price_id)
-    if updated_at < series.expiry:
+    price: uint256 = staticcall IOracle(ORACLE).expiry_price(series.price_id, series.expiry)
+    if price == 0:
         return False
     self.series[series_id].settlement_price = price
     log SeriesSettled(series=series_id, settlement_price=price, settlement_value=self._intrinsic(series, price))
@@ -696,11 +688,11 @@ def _settle_account(account: address):
 @nonreentrant
 def settle_series(series_id: uint256):
     """
-    @notice Fix a series' settlement price at the index, once, after expiry. Permissionless;
-            a later call changes nothing.
+    @notice Fix a series' settlement price, once, after expiry, at the oracle's expiry price
+            (`OracleRouter.expiry_price`), which does not depend on when this is called.
+            Permissionless; a later call changes nothing.
     @dev Reverts "options: unknown series", "options: not expired", "options: price before
-         expiry" (every feed that formed the index must have updated at or after expiry), or
-         an oracle error (no valid price).
+         expiry" (the expiry price is not decided yet).
     """
     assert series_id < self.series_count, "options: unknown series"
     assert block.timestamp >= self.series[series_id].expiry, "options: not expired"
@@ -759,10 +751,11 @@ def _authorise(order: OptionOrder, signature: Bytes[65]):
 
 
 @internal
-@view
-def _check_caps(series_id: uint256, old_size: int256, new_size: int256):
+def _check_caps(account: address, series_id: uint256, old_size: int256, new_size: int256):
+    # the engine's rule: within caps, and no liquidation in the block exposure grew
     if abs(new_size) <= abs(old_size):
         return
+    self.opened_block[account] = block.number
     cap: uint256 = self.max_position[series_id]
     assert cap == 0 or convert(abs(new_size), uint256) <= cap, "options: position above cap"
     cap = self.max_open_interest[series_id]
@@ -774,13 +767,18 @@ def _check_caps(series_id: uint256, old_size: int256, new_size: int256):
 def _trade_allowed(old_size: int256, new_size: int256, before: MarginSummary, after: MarginSummary) -> bool:
     """
     @dev The engine's rule (`MarginEngine._trade_allowed`): meet IM after the trade, unless the
-         trade only reduces the position (no flip), raises neither IM nor the shortfall below
-         IM and does not lower the health factor (Mango 2022).
+         trade only reduces the position (no flip) and raises neither IM nor the shortfall;
+         below maintenance margin (or at equity <= 0) equity must not fall, above it the
+         health factor must not (Mango 2022).
     """
     if after.equity >= convert(after.initial_margin, int256):
         return True
     reducing: bool = (old_size > 0 and new_size >= 0 and new_size < old_size) or (old_size < 0 and new_size <= 0 and new_size > old_size)
-    if not reducing or after.initial_margin > before.initial_margin or after.health_factor < before.health_factor:
+    if not reducing or after.initial_margin > before.initial_margin:
+        return False
+    if before.equity < convert(before.maintenance_margin, int256):
+        return after.equity >= before.equity
+    if after.health_factor < before.health_factor:
         return False
     return after.equity - convert(after.initial_margin, int256) >= before.equity - convert(before.initial_margin, int256)
 
@@ -838,17 +836,11 @@ def match_orders(maker: OptionOrder, maker_signature: Bytes[65], taker: OptionOr
     taker_after: MarginSummary = self._summary(taker.account)
     assert self._trade_allowed(maker_old, maker_old + maker.size, maker_before, maker_after), "options: below initial margin"
     assert self._trade_allowed(taker_old, taker_old + taker.size, taker_before, taker_after), "options: below initial margin"
-    self._check_caps(series_id, maker_old, maker_old + maker.size)
-    self._check_caps(series_id, taker_old, taker_old + taker.size)
+    self._check_caps(maker.account, series_id, maker_old, maker_old + maker.size)
+    self._check_caps(taker.account, series_id, taker_old, taker_old + taker.size)
 
     log OrderFilled(account=maker.account, nonce=maker.nonce, series=series_id, size=maker.size, price=price)
     log OrderFilled(account=taker.account, nonce=taker.nonce, series=series_id, size=taker.size, price=price)
-    buyer: address = maker.account
-    seller: address = taker.account
-    if maker.size < 0:
-        buyer = taker.account
-        seller = maker.account
-    log OptionTrade(series=series_id, buyer=buyer, seller=seller, size=convert(abs(maker.size), uint256), price=price, mark=mark)
 
 
 @external
@@ -881,7 +873,9 @@ def _move_options(account: address, liquidator: address, fraction: uint256, pric
             continue
         size: int256 = self.positions[account][series_id].size
         amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, WAD), convert(abs(size), uint256))
-        if amount == 0:
+        # a series the liquidator has no room for is left to another liquidator: an account
+        # spread over every series cannot make liquidation fail for one that holds others
+        if amount == 0 or (self.positions[liquidator][series_id].size == 0 and len(self._account_series[liquidator]) == MAX_ACCOUNT_SERIES):
             continue
         moved: int256 = convert(amount, int256)
         if size < 0:
@@ -951,6 +945,7 @@ def liquidate_options(account: address) -> uint256:
     @return The value moved, WAD USD (sum of |size| * mark).
     """
     assert account != msg.sender, "options: self liquidation"
+    assert self.opened_block[account] != block.number, "options: position opened this block"
     prices: DynArray[uint256, MAX_PRICE_IDS] = self._index_prices()
     self._settle_account(account)
     judged: MarginSummary = self._summary(account)
@@ -1055,12 +1050,3 @@ def series_states() -> DynArray[SeriesState, MAX_SERIES]:
                 state.mark = self._intrinsic(series, state.index_price)
         out.append(state)
     return out
-
-
-@external
-@view
-def order_digest(order: OptionOrder) -> bytes32:
-    """
-    @notice The EIP-712 digest an option order's account signs.
-    """
-    return self._order_digest(order)

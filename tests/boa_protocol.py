@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,34 @@ from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 CONTRACT_TESTS_CONFIG = Path(__file__).resolve().parent / "config" / "contract_tests.yaml"
 
 WAD = 10**18
+
+
+# Every transaction in its own block, as on a chain that mines each one (Anvil's automine): the
+# protocol refuses some things within one block (a liquidation of exposure opened in it), so
+# tests that mean one block say so with `same_block()`.
+_block_state = {"same_block": 0}
+_execute_code = boa.environment.Env.execute_code
+
+
+@functools.wraps(_execute_code)
+def _execute_code_in_next_block(self, *args, **kwargs):
+    if kwargs.get("is_modifying", True) and not kwargs.get("simulate", False) and not _block_state["same_block"]:
+        self.evm.patch.block_number += 1
+    return _execute_code(self, *args, **kwargs)
+
+
+boa.environment.Env.execute_code = _execute_code_in_next_block
+
+
+@contextlib.contextmanager
+def same_block():
+    """Run the transactions inside in one block (they still advance nothing else)."""
+    _block_state["same_block"] += 1
+    boa.env.evm.patch.block_number += 1
+    try:
+        yield
+    finally:
+        _block_state["same_block"] -= 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -245,3 +274,29 @@ class OptionsKit:
 
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+# ---------------------------------------------------------------- oracle feeds
+
+FEED_DELAY = 2 * 86400  # OracleRouter.FEED_DELAY
+
+
+def republish(address: str) -> None:
+    """Publish a mock feed's latest answer again, stamped now."""
+    agg = deployer("MockAggregator").at(address)
+    agg.set_answer(agg.latestRoundData()[1])
+
+
+def replace_feeds(oracle, price_id: int, aggregators: list, heartbeats: list) -> None:
+    """Install feeds the way governance must: the first feeds of a price id (or new heartbeats)
+    apply at once; a replacement is proposed, waits FEED_DELAY (every mock feed of the oracle is
+    republished after the wait, so nothing goes stale), and is activated."""
+    oracle.set_feeds(price_id, aggregators, heartbeats)
+    if oracle.pending_feeds(price_id).activates_at == 0:
+        return
+    boa.env.time_travel(seconds=FEED_DELAY)
+    live = {f.aggregator for i in range(oracle.price_id_count()) for f in oracle.feeds(i)}
+    for address in live | set(aggregators):
+        republish(address)
+    oracle.activate_feeds(price_id)
+

@@ -29,7 +29,7 @@ from eth_abi import decode
 from eth_keys import keys
 
 from keeper.chain.orders import Order, order_digest, sign_order
-from tests.boa_protocol import WAD, deploy_unique, deployer, events, source_deployer
+from tests.boa_protocol import WAD, replace_feeds, deploy_unique, deployer, events, source_deployer
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
@@ -241,7 +241,7 @@ def test_mango_underwater_account_cannot_dump_value_to_a_colluder(protocol):
 def _three_eth_feeds(p, answers8=(2000 * 10**8,) * 3):
     factory = deployer("MockAggregator")
     feeds = [deploy_unique(factory, 8, "ETH / USD", x) for x in answers8]
-    p.oracle.set_feeds(ETH, [f.address for f in feeds], [3600] * 3)
+    replace_feeds(p.oracle, ETH, [f.address for f in feeds], [3600] * 3)
     assert p.oracle.index_price(ETH) == 2000 * WAD
     return feeds
 

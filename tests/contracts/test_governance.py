@@ -169,7 +169,6 @@ def test_risk_setters_refuse_admin(split_roles):
     p, risk = split_roles
     f = deploy_unique(deployer("MockAggregator"), 8, "x", 2000 * 10**8)
     calls = [
-        lambda: p.oracle.set_feeds(0, [f.address], [3600]),
         lambda: p.vault.set_asset_params(0, WAD // 2, 1),
         lambda: p.engine.set_underlying_params(0, 10**17, 5 * 10**16, 0, 0),
         lambda: p.engine.set_liquidation_params(10**16, WAD, MIN_TARGET),

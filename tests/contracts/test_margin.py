@@ -238,35 +238,60 @@ def test_negative_premium_truncates_towards_zero_and_longs_receive(ab):
     assert p.lens.equity(a.address) > 10_000 * WAD + pnl_a
 
 
+def next_rate(rate: int, price: int, index: int, size: int, oi_before: int, oi_after: int, smoothing: int, cap: int) -> int:
+    """The funding update by hand: the premium (T - I) / I moves the rate by smoothing times the
+    trade's share of open interest, each step truncated towards zero, then the clamp."""
+    premium = trunc_div((price - index) * WAD, index)
+    weight = smoothing * size // max(oi_before, oi_after, size)
+    return max(-cap, min(cap, rate + trunc_div((premium - rate) * weight, WAD)))
+
+
 def test_funding_rate_is_clamped(ab):
     p, a, b = ab
     e = p.engine
     e.set_trade_params(5 * 10**16, 5 * 10**15, WAD)  # smoothing 1: rate = premium, then clamp
-    p.trade(a, b, ETH_PERP, WAD, 2100 * WAD)  # +5% premium
+    p.trade(a, b, ETH_PERP, WAD, 2100 * WAD)  # +5% premium, the only open interest: weight 1
     assert e.markets(ETH_PERP).funding_rate == 5 * 10**15
-    p.trade(a, b, ETH_PERP, WAD, 1900 * WAD)  # -5% premium
+    p.trade(b, a, ETH_PERP, WAD, 1900 * WAD)  # -5%, closes it all: weight 1
     assert e.markets(ETH_PERP).funding_rate == -5 * 10**15
     p.trade(a, b, ETH_PERP, WAD, 2001 * WAD)  # +0.05%: inside the cap
     assert e.markets(ETH_PERP).funding_rate == 5 * 10**14
     # a full period at the cap moves the index by 0.5% of the price
-    p.trade(a, b, ETH_PERP, WAD, 2100 * WAD)
+    p.trade(b, a, ETH_PERP, WAD, 2100 * WAD)
+    assert e.markets(ETH_PERP).funding_rate == 5 * 10**15
     boa.env.time_travel(seconds=FUNDING_PERIOD)
     refresh(p)
     assert p.lens.market_states()[ETH_PERP].funding_index == 10 * WAD
 
 
 def test_funding_ema_over_trades(ab):
+    """Each trade of 1 ETH adds to open interest, so its weight falls: 1, 1/2, 1/3, 1/4 of the
+    10% smoothing. By hand: 0.05%, then 0.05% + (2% - 0.05%) / 20 = 0.1475%, then
+    0.1475% + (-0.5% - 0.1475%) / 30 = 0.12591...%, then that times 0.975."""
     p, a, b = ab
     e = p.engine
     rate = 0
     for px in (2010, 2040, 1990, 2000):
+        oi = e.open_interest(ETH_PERP)
         p.trade(a, b, ETH_PERP, WAD, px * WAD)
-        premium = trunc_div((px * WAD - 2000 * WAD) * WAD, 2000 * WAD)
-        rate = rate + trunc_div((premium - rate) * 10**17, WAD)
-        rate = max(-5 * 10**15, min(5 * 10**15, rate))
+        rate = next_rate(rate, px * WAD, 2000 * WAD, WAD, oi, e.open_interest(ETH_PERP), 10**17, 5 * 10**15)
         assert e.markets(ETH_PERP).funding_rate == rate
-    # 0.05% -> 0.245% -> 0.1705% -> 0.15345% (premiums 0.5%, 2%, -0.5%, 0)
-    assert rate == 15345 * 10**11
+    r3 = 1475 * 10**12 - 6475 * 10**12 * (10**17 // 3) // WAD  # weights truncate: 1e17 // 3
+    assert rate == r3 - r3 * (10**17 // 4) // WAD == 1227687500000001
+
+
+def test_dust_trade_does_not_move_funding(ab):
+    """Finding 2 of the coalition review: a 1-wei fill at the band edge took the rate to its cap.
+    Its weight is 1 wei against the open interest: the rate does not move."""
+    p, a, b = ab
+    e = p.engine
+    p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
+    c, d = p.new_user(), p.new_user()
+    p.deposit_usd(c, 1_000)
+    p.deposit_usd(d, 1_000)
+    for _ in range(5):
+        p.trade(c, d, ETH_PERP, 1, 2100 * WAD)  # +5%, the band edge
+        assert e.markets(ETH_PERP).funding_rate == 0
 
 
 def test_funding_accrues_at_the_current_price(ab):
@@ -454,20 +479,18 @@ def test_settle_market_with_price_stamped_exactly_at_expiry(ab):
     assert e.markets(ETH_FUT).settlement_price == 2050 * WAD
 
 
-def test_settle_market_with_stale_price_reverts(ab):
+def test_settle_market_takes_the_first_round_at_expiry_whenever_called(ab):
+    """A future settles at the first round published at or after expiry, even when that round is
+    stale by the time someone settles, and later rounds change nothing."""
     p, _, _ = ab
     e = p.engine
     expiry = p.deployment.market_expiries["ETH-FUT"]
     boa.env.time_travel(seconds=expiry - now())
-    p.set_price("ETH", 2050)
+    p.set_price("ETH", 2050)  # stamped at expiry
     boa.env.time_travel(seconds=3601)
-    with boa.reverts("oracle: no valid price"):
-        e.settle_market(ETH_FUT)
-    assert e.markets(ETH_FUT).settlement_price == 0
-    # a feed stamped after expiry and within the heartbeat is accepted
-    p.feeds["ETH"].set_round(100, 2060 * 10**8, now() - 3600)
+    p.set_price("ETH", 2400)
     e.settle_market(ETH_FUT)
-    assert e.markets(ETH_FUT).settlement_price == 2060 * WAD
+    assert e.markets(ETH_FUT).settlement_price == 2050 * WAD
 
 
 def test_settle_positions_realizes_exact_pnl(ab):

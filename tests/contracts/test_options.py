@@ -12,6 +12,7 @@ import boa
 import pytest
 
 from keeper.chain.attestations import sign_attestation, typed_data_digest
+from keeper.chain.orders import OptionOrder, option_order_digest
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_value
 from keeper.risk.scenarios import smile_vol
 from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, option_order_typed_data
@@ -189,9 +190,11 @@ def test_trade_fills_at_maker_price_and_checks_initial_margin(kit):
     buyer, seller, poor = funded(p, 100_000), funded(p, 100_000), funded(p, 2_000)
     price = mark + 3 * WAD
     kit.trade(buyer, seller, series, 10 * WAD, price)
-    (trade,) = events(m, "OptionTrade")
-    assert (trade.buyer, trade.seller, trade.size) == (buyer.address, seller.address, 10 * WAD)
-    assert (trade.price, trade.mark) == (price, mark)
+    fills = events(m, "OrderFilled")
+    assert [(f.account, f.series, f.size, f.price) for f in fills] == [
+        (buyer.address, series, 10 * WAD, price),
+        (seller.address, series, -10 * WAD, price),
+    ]
     assert tuple(m.positions(buyer.address, series)) == (10 * WAD, price)
     assert tuple(m.positions(seller.address, series)) == (-10 * WAD, price)
     assert m.open_interest(series) == 10 * WAD
@@ -235,9 +238,17 @@ def test_trade_rejections(kit, protocol):
 
 
 def test_order_digest_is_eip712(kit):
+    """The keeper's digest is eth-account's EIP-712 digest, and the market accepts an order
+    signed over it (relayed by a third party, so the signature path is taken)."""
     order = (kit.p.admin, 7, -(3 * WAD + 1), 123 * WAD, 42, 1_900_000_000)
     typed = option_order_typed_data(order, boa.env.evm.patch.chain_id, kit.market.address)
-    assert kit.market.order_digest(order) == typed_data_digest(typed)
+    assert option_order_digest(OptionOrder(*order), boa.env.evm.patch.chain_id, kit.market.address) == typed_data_digest(typed)
+    p = kit.p
+    series = list_with_vol(kit, 2100 * WAD, 30, True)
+    a, b = funded(p, 100_000), funded(p, 100_000)
+    with boa.env.prank(p.new_user().address):
+        kit.trade(a, b, series, WAD, series_state(kit, series).mark)
+    assert kit.market.positions(a.address, series).size == WAD
 
 
 def test_trade_needs_the_engine_to_count_options(protocol):
@@ -636,3 +647,59 @@ def test_liquidation_under_an_attestation_voids_it(akit, via):
         else:
             p.engine.liquidate(a.address)
     assert not akit.attestor.attestation_holds(a.address)
+
+
+# ---------------------------------------------------------------- coalition review findings
+
+
+def test_finding1_underwater_short_cannot_buy_back_from_a_colluder_above_mark(kit):
+    """Finding 1 (options): a short already under water buying back its calls from a colluder at
+    mark + 10% moved 6,400 to the colluder. Below maintenance margin a reducing trade must not
+    lower equity; at the mark (or better) it may still de-risk."""
+    p = kit.p
+    expiry = now() + 30 * DAY
+    series = kit.list(ETH, 2100 * WAD, expiry, True)
+    kit.set_vol(ETH, expiry, ATM, SKEW)
+    buyer, seller = funded(p, 1_000_000), funded(p, 3_000)
+    kit.trade(buyer, seller, series, 10 * WAD, series_state(kit, series).mark)
+    refresh(kit, 2600, expiry)
+    before = p.engine.margin_summary(seller.address)
+    assert before.equity < before.maintenance_margin
+    mark = series_state(kit, series).mark
+    with boa.reverts("options: below initial margin"):
+        kit.trade(seller, buyer, series, 10 * WAD, mark * 110 // 100)  # seller buys back at +10%
+    with boa.reverts("options: below initial margin"):
+        kit.trade(seller, buyer, series, 1, mark + mark // 100)  # 1 wei at +1%: still refused
+    kit.trade(seller, buyer, series, 5 * WAD, mark)  # at the mark: allowed, equity kept
+    assert p.engine.margin_summary(seller.address).equity >= before.equity
+
+
+def test_finding5_liquidator_with_full_book_still_liquidates_what_fits(kit):
+    """Finding 5: a partial option liquidation moved a slice of every series, so a victim spread
+    over 32 series made it revert "options: too many positions" for any liquidator holding
+    another series. Series the liquidator has no room for are now left for another liquidator."""
+    p, m = kit.p, kit.market
+    expiry = now() + 30 * DAY
+    n = 32
+    strikes = [(1500 + 25 * i) * WAD for i in range(n + 1)]
+    ids = [kit.list(ETH, k, expiry, True) for k in strikes]
+    kit.set_vol(ETH, expiry, ATM, SKEW)
+    buyer, victim, liquidator = funded(p, 10_000_000), funded(p, 25_000), funded(p, 10_000_000)
+    for sid in ids[:n]:
+        kit.trade(buyer, victim, sid, WAD, series_state(kit, sid).mark)
+    # the liquidator holds 31 other positions of its own: one free slot
+    helper = funded(p, 10_000_000)
+    kit.trade(liquidator, helper, ids[n], WAD, series_state(kit, ids[n]).mark)
+    for sid in ids[1:n - 1]:
+        kit.trade(liquidator, helper, sid, WAD, series_state(kit, sid).mark)
+    assert len([s for s in m.option_states(liquidator.address)]) == n - 1
+    price = 2000
+    while not p.lens.is_liquidatable(victim.address):
+        price += 100
+        refresh(kit, price, expiry)
+    assert price < 4000
+    with boa.env.prank(liquidator.address):
+        m.liquidate_options(victim.address)
+    moved = events(m, "OptionLiquidated")
+    assert moved, "nothing moved"
+    assert len(m.option_states(liquidator.address)) <= n  # never past its book

@@ -7,7 +7,7 @@ import itertools
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, deploy_unique, deployer, events
+from tests.boa_protocol import FEED_DELAY, WAD, deploy_unique, deployer, events, replace_feeds, republish
 
 ETH, BTC = 0, 1
 MIN_HB, MAX_HB = 60, 2 * 86400
@@ -24,6 +24,8 @@ def usd8(x: int | float) -> int:
 
 def now() -> int:
     return boa.env.evm.patch.timestamp
+
+
 
 
 # ------------------------------------------------------------------ deployment state
@@ -57,21 +59,21 @@ def test_set_price_moves_index(protocol):
 
 def test_median_of_one_feed(protocol):
     o = protocol.oracle
-    f = feed(8, usd8(2500))
-    o.set_feeds(ETH, [f.address], [3600])
-    assert o.index_price(ETH) == 2500 * WAD
+    f = feed(8, usd8(2050))
+    replace_feeds(o, ETH, [f.address], [3600])
+    assert o.index_price(ETH) == 2050 * WAD
 
 
 def test_median_of_two_feeds_is_floor_of_mean(protocol):
     o = protocol.oracle
     f1 = feed(18, 2000 * WAD + 1)
     f2 = feed(18, 2000 * WAD + 4)
-    o.set_feeds(ETH, [f1.address, f2.address], [3600, 3600])
+    replace_feeds(o, ETH, [f1.address, f2.address], [3600, 3600])
     # (4000e18 + 5) // 2 = 2000e18 + 2 (floor)
     assert o.index_price(ETH) == 2000 * WAD + 2
     f3 = feed(8, usd8(1990))
     f4 = feed(8, usd8(2011))
-    o.set_feeds(ETH, [f4.address, f3.address], [3600, 3600])
+    replace_feeds(o, ETH, [f4.address, f3.address], [3600, 3600])
     assert o.index_price(ETH) == (1990 * WAD + 2011 * WAD) // 2 == 2000_500000000000000000
 
 
@@ -80,7 +82,7 @@ def test_median_of_three_feeds_any_order(protocol, order):
     o = protocol.oracle
     answers = [usd8(1990), usd8(2000), usd8(2100)]
     fs = [feed(8, answers[i]) for i in order]
-    o.set_feeds(ETH, [f.address for f in fs], [3600] * 3)
+    replace_feeds(o, ETH, [f.address for f in fs], [3600] * 3)
     assert o.index_price(ETH) == 2000 * WAD
 
 
@@ -88,7 +90,7 @@ def test_one_of_three_spiking_does_not_move_median(protocol):
     p = protocol
     o = p.oracle
     f1, f2, f3 = feed(8, usd8(2000)), feed(8, usd8(2001)), feed(8, usd8(1999))
-    o.set_feeds(ETH, [f1.address, f2.address, f3.address], [3600] * 3)
+    replace_feeds(o, ETH, [f1.address, f2.address, f3.address], [3600] * 3)
     assert o.index_price(ETH) == 2000 * WAD
     f3.set_answer(usd8(1_000_000))  # spike up
     assert o.index_price(ETH) == 2001 * WAD
@@ -103,20 +105,20 @@ def test_one_of_three_spiking_does_not_move_median(protocol):
 
 def test_feed_decimals_6_8_18_give_same_wad_price(protocol):
     o = protocol.oracle
-    expected = 2345_678901 * 10**12  # 2345.678901 USD
-    for decimals, answer in ((6, 2345_678901), (8, 2345_67890100), (18, 2345_678901 * 10**12)):
+    expected = 2045_678901 * 10**12  # 2045.678901 USD
+    for decimals, answer in ((6, 2045_678901), (8, 2045_67890100), (18, 2045_678901 * 10**12)):
         f = feed(decimals, answer)
         o.set_feeds(ETH, [f.address], [3600])
         assert o.feeds(ETH)[0].scale == 10 ** (18 - decimals)
         assert o.index_price(ETH) == expected
     # mixed decimals in one median
-    fs = [feed(6, 2345_678901), feed(8, 2345_67890100), feed(18, 2345_678901 * 10**12)]
-    o.set_feeds(ETH, [f.address for f in fs], [3600] * 3)
+    fs = [feed(6, 2045_678901), feed(8, 2045_67890100), feed(18, 2045_678901 * 10**12)]
+    replace_feeds(o, ETH, [f.address for f in fs], [3600] * 3)
     assert o.index_price(ETH) == expected
     # zero decimals: scale 1e18
-    f0 = feed(0, 2345)
-    o.set_feeds(ETH, [f0.address], [3600])
-    assert o.index_price(ETH) == 2345 * WAD
+    f0 = feed(0, 2045)
+    replace_feeds(o, ETH, [f0.address], [3600])
+    assert o.index_price(ETH) == 2045 * WAD
 
 
 def test_feed_decimals_above_18_rejected(protocol):
@@ -134,7 +136,7 @@ def test_stale_feed_ignored_in_median(protocol):
     f1 = feed(8, usd8(1000))  # fast heartbeat, goes stale first
     f2 = feed(8, usd8(2000))
     f3 = feed(8, usd8(2100))
-    o.set_feeds(ETH, [f1.address, f2.address, f3.address], [60, 3600, 3600])
+    replace_feeds(o, ETH, [f1.address, f2.address, f3.address], [60, 3600, 3600])
     assert o.index_price(ETH) == 2000 * WAD
     boa.env.time_travel(seconds=60)
     # age == heartbeat is still valid
@@ -148,7 +150,7 @@ def test_single_stale_feed_reverts(protocol):
     p = protocol
     o = p.oracle
     f = feed(8, usd8(2000))
-    o.set_feeds(ETH, [f.address], [60])
+    replace_feeds(o, ETH, [f.address], [60])
     boa.env.time_travel(seconds=61)
     with boa.reverts("oracle: no valid price"):
         o.index_price(ETH)
@@ -201,13 +203,13 @@ def _invalid_rounds():
 def test_invalid_answer_ignored_and_alone_reverts(protocol, case):
     o = protocol.oracle
     f1, f2, bad = feed(8, usd8(2000)), feed(8, usd8(2010)), feed(8, usd8(5000))
-    o.set_feeds(ETH, [f1.address, f2.address, bad.address], [3600] * 3)
+    replace_feeds(o, ETH, [f1.address, f2.address, bad.address], [3600] * 3)
     assert o.index_price(ETH) == 2010 * WAD  # median of 2000, 2010, 5000
     bad.set_round(*_invalid_rounds()[case])
     # the bad feed drops out: mean of the two valid ones
     assert o.index_price(ETH) == 2005 * WAD
     # alone it prices nothing
-    o.set_feeds(ETH, [f1.address], [3600])
+    replace_feeds(o, ETH, [f1.address], [3600])
     f1.set_round(*_invalid_rounds()[case])
     with boa.reverts("oracle: no valid price"):
         o.index_price(ETH)
@@ -239,7 +241,7 @@ def test_set_feeds_rejects_stale_and_non_feed(protocol):
 def test_future_updated_at_is_valid_once_reached(protocol):
     o = protocol.oracle
     f1, f2 = feed(8, usd8(2000)), feed(8, usd8(2010))
-    o.set_feeds(ETH, [f1.address, f2.address], [3600, 3600])
+    replace_feeds(o, ETH, [f1.address, f2.address], [3600, 3600])
     f2.set_round(9, usd8(2020), now() + 10)
     assert o.index_price(ETH) == 2000 * WAD
     boa.env.time_travel(seconds=10)
@@ -258,9 +260,9 @@ def test_heartbeat_bounds(protocol):
         o.set_feeds(ETH, [f.address], [MAX_HB + 1])
     with boa.reverts("oracle: heartbeat out of bounds"):
         o.set_feeds(ETH, [f.address, f.address], [3600, 0])
-    o.set_feeds(ETH, [f.address], [MIN_HB])
+    replace_feeds(o, ETH, [f.address], [MIN_HB])
     assert o.feeds(ETH)[0].heartbeat == MIN_HB
-    o.set_feeds(ETH, [f.address], [MAX_HB])
+    replace_feeds(o, ETH, [f.address], [MAX_HB])
     assert o.feeds(ETH)[0].heartbeat == MAX_HB
     boa.env.time_travel(seconds=MAX_HB)
     assert o.index_price(ETH) == 2000 * WAD
@@ -285,7 +287,7 @@ def test_set_feeds_argument_checks(protocol):
 def test_set_feeds_replaces_and_emits(protocol):
     o = protocol.oracle
     f1, f2 = feed(8, usd8(2000)), feed(6, 2002_000000)
-    o.set_feeds(ETH, [f1.address, f2.address], [100, 200])
+    replace_feeds(o, ETH, [f1.address, f2.address], [100, 200])
     (ev,) = events(o, "FeedsSet")
     assert ev.price_id == ETH
     assert list(ev.aggregators) == [f1.address, f2.address]
@@ -296,30 +298,88 @@ def test_set_feeds_replaces_and_emits(protocol):
         (f2.address, 10**12, 200),
     ]
     assert o.index_price(ETH) == 2001 * WAD
-    o.set_feeds(ETH, [f2.address], [300])
+    replace_feeds(o, ETH, [f2.address], [300])
     assert len(o.feeds(ETH)) == 1
     assert o.index_price(ETH) == 2002 * WAD
 
 
-def test_only_risk_admin_sets_feeds(protocol):
+def test_only_admin_sets_feeds(protocol):
+    """Feed changes are the admin's (the longer-delay role), not the risk admin's (finding 1 of
+    the bounded-trust review)."""
     p = protocol
     o = p.oracle
     f = feed(8, usd8(2000))
-    user = p.new_user().address
-    with boa.env.prank(user):
-        with boa.reverts("roles: not risk admin"):
+    with boa.env.prank(p.new_user().address):
+        with boa.reverts("roles: not admin"):
             o.set_feeds(ETH, [f.address], [3600])
     risk = p.new_user().address
     o.set_risk_admin(risk)
-    # the admin no longer holds the risk role
-    with boa.reverts("roles: not risk admin"):
-        o.set_feeds(ETH, [f.address], [3600])
     with boa.env.prank(risk):
-        o.set_feeds(ETH, [f.address], [3600])
-        # but the risk admin cannot add price ids
+        with boa.reverts("roles: not admin"):
+            o.set_feeds(ETH, [f.address], [3600])
         with boa.reverts("roles: not admin"):
             o.add_price_id("SOL")
+    replace_feeds(o, ETH, [f.address], [3600])
     assert o.feeds(ETH)[0].aggregator == f.address
+
+
+def test_feed_replacement_is_proposed_checked_and_delayed(protocol):
+    """Finding 1 of the bounded-trust review: a feed answering $4,000,000 for ETH drained the
+    vault. A replacement must agree with the live index within 5% when proposed and when
+    activated, and applies only FEED_DELAY after it is proposed."""
+    p = protocol
+    o = p.oracle
+    old = o.feeds(ETH)[0].aggregator
+    with boa.reverts("oracle: feeds disagree with the index"):
+        o.set_feeds(ETH, [feed(8, usd8(4_000_000)).address], [3600])
+    with boa.reverts("oracle: feeds disagree with the index"):
+        o.set_feeds(ETH, [feed(8, usd8(2101)).address], [3600])
+    with boa.reverts("oracle: no proposed feeds"):
+        o.activate_feeds(ETH)
+    new = feed(8, usd8(2100))  # 5% above the index: agrees
+    o.set_feeds(ETH, [new.address], [3600])
+    (ev,) = events(o, "FeedsProposed")
+    assert (ev.price_id, list(ev.aggregators), ev.activates_at) == (ETH, [new.address], now() + FEED_DELAY)
+    assert o.feeds(ETH)[0].aggregator == old and o.index_price(ETH) == 2000 * WAD
+    boa.env.time_travel(seconds=FEED_DELAY - 1)
+    with boa.reverts("oracle: feeds not yet active"):
+        o.activate_feeds(ETH)
+    boa.env.time_travel(seconds=1)
+    republish(old)
+    new.set_answer(usd8(3000))  # the proposed feed turned: checked again on activation
+    with boa.env.prank(p.new_user().address), boa.reverts("oracle: feeds disagree with the index"):
+        o.activate_feeds(ETH)
+    new.set_answer(usd8(2050))
+    with boa.env.prank(p.new_user().address):  # anyone may activate
+        o.activate_feeds(ETH)
+    assert o.feeds(ETH)[0].aggregator == new.address and o.index_price(ETH) == 2050 * WAD
+    assert o.pending_feeds(ETH).activates_at == 0
+    # the same feeds with longer heartbeats apply at once; a shorter one waits like a new feed
+    o.set_feeds(ETH, [new.address], [7200])
+    assert o.feeds(ETH)[0].heartbeat == 7200 and o.pending_feeds(ETH).activates_at == 0
+    o.set_feeds(ETH, [new.address], [600])
+    assert o.feeds(ETH)[0].heartbeat == 7200 and o.pending_feeds(ETH).activates_at == now() + FEED_DELAY
+
+
+def test_circuit_breaker_cannot_refuse_the_live_price(protocol):
+    """Finding 3 of the bounded-trust review: `min_price = 1e30` froze margin, liquidation and
+    withdrawals. Bounds are relative to the live index; without one they only loosen."""
+    p = protocol
+    o = p.oracle
+    for args in ((10**30, 0, 0), (400 * WAD + 1, 0, 0), (0, 10_000 * WAD - 1, 0)):
+        with boa.reverts("oracle: breaker too close to the index"):
+            o.set_circuit_breaker(ETH, *args)
+    with boa.reverts("oracle: max_jump out of bounds"):
+        o.set_circuit_breaker(ETH, 0, 0, 25 * 10**16 - 1)
+    o.set_circuit_breaker(ETH, 400 * WAD, 10_000 * WAD, 25 * 10**16)  # the bounds themselves
+    assert o.index_price(ETH) == 2000 * WAD
+    # an outage (no live index): the breaker can be loosened, never tightened
+    boa.env.time_travel(seconds=3601)
+    with boa.reverts("oracle: breaker can only be loosened without an index"):
+        o.set_circuit_breaker(ETH, 401 * WAD, 10_000 * WAD, 25 * 10**16)
+    with boa.reverts("oracle: breaker can only be loosened without an index"):
+        o.set_circuit_breaker(ETH, 400 * WAD, 9_999 * WAD, 30 * 10**16)
+    o.set_circuit_breaker(ETH, 0, 0, 0)
 
 
 # ------------------------------------------------------------------ price ids
@@ -343,7 +403,7 @@ def test_add_price_id(protocol):
     p.deposit_usd(b, 10_000)
     p.trade(a, b, "ETH-PERP", WAD, 2000 * WAD)
     f = feed(8, usd8(150))
-    o.set_feeds(2, [f.address], [3600])
+    replace_feeds(o, 2, [f.address], [3600])
     assert o.index_prices() == [2000 * WAD, 30000 * WAD, 150 * WAD]
     with boa.env.prank(p.new_user().address):
         with boa.reverts("roles: not admin"):
@@ -372,9 +432,10 @@ def test_unknown_price_id(protocol):
 
 def test_index_price_with_time_returns_oldest_valid_update(protocol):
     o = protocol.oracle
+    ETH = o.add_price_id("ETH2")  # a new price id: its first feeds apply at once
     t0 = now()
     f1, f2, f3 = feed(8, usd8(1990)), feed(8, usd8(2000)), feed(8, usd8(2010))
-    o.set_feeds(ETH, [f3.address, f1.address, f2.address], [3600, 120, 3600])
+    replace_feeds(o, ETH, [f3.address, f1.address, f2.address], [3600, 120, 3600])
     assert o.index_price_with_time(ETH) == (2000 * WAD, t0)
     boa.env.time_travel(seconds=100)
     f2.set_answer(usd8(2000))  # t0 + 100
@@ -387,6 +448,93 @@ def test_index_price_with_time_returns_oldest_valid_update(protocol):
     # a feed stamped in the past through set_round is the oldest
     f3.set_round(7, usd8(2010), t0 + 20)
     assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 20)
-    # single feed: its own updatedAt
-    o.set_feeds(ETH, [f2.address], [3600])
-    assert o.index_price_with_time(ETH) == (2000 * WAD, t0 + 100)
+    # single feed: its own updatedAt (republished when the replacement activated)
+    replace_feeds(o, ETH, [f2.address], [3600])
+    assert o.index_price_with_time(ETH) == (2000 * WAD, f2.latestRoundData()[3])
+
+
+# ------------------------------------------------------------------ expiry_price
+
+
+def test_expiry_price_is_first_round_at_or_after_expiry_whenever_asked(protocol):
+    """Finding 3 of the coalition review: the settlement price must not depend on when the
+    settlement is called. Feed 2,000 at expiry + 1 s, 2,400 at expiry + 50 min: the answer is
+    2,000 at any later moment."""
+    o = protocol.oracle
+    f = feed(8, usd8(1900))
+    replace_feeds(o, ETH, [f.address], [3600])
+    expiry = now() + 1000
+    assert o.expiry_price(ETH, expiry) == 0  # before expiry: undecided
+    boa.env.time_travel(seconds=1000)
+    assert o.expiry_price(ETH, expiry) == 0  # no round since expiry yet, heartbeat not passed
+    boa.env.time_travel(seconds=1)
+    f.set_answer(usd8(2000))
+    for _ in range(3):
+        boa.env.time_travel(seconds=1000)
+        f.set_answer(usd8(2400))
+        assert o.expiry_price(ETH, expiry) == 2000 * WAD
+    assert o.index_price(ETH) == 2400 * WAD
+
+
+def test_expiry_price_median_of_each_feeds_first_round(protocol):
+    o = protocol.oracle
+    f1, f2, f3 = feed(8, usd8(1990)), feed(18, 2000 * WAD), feed(8, usd8(2010))
+    replace_feeds(o, ETH, [f1.address, f2.address, f3.address], [3600, 3600, 3600])
+    expiry = now() + 10
+    boa.env.time_travel(seconds=10)
+    f1.set_answer(usd8(2100))  # exactly at expiry counts
+    boa.env.time_travel(seconds=5)
+    f2.set_answer(2050 * WAD)
+    assert o.expiry_price(ETH, expiry) == 0  # f3 has not published since expiry
+    boa.env.time_travel(seconds=5)
+    f3.set_answer(usd8(1000))
+    boa.env.time_travel(seconds=5)
+    f1.set_answer(usd8(5000))
+    f2.set_answer(1 * WAD)
+    assert o.expiry_price(ETH, expiry) == 2050 * WAD  # median of 2100, 2050, 1000
+
+
+def test_expiry_price_excludes_a_feed_silent_past_its_heartbeat(protocol):
+    o = protocol.oracle
+    f1, f2 = feed(8, usd8(2000)), feed(8, usd8(2000))
+    replace_feeds(o, ETH, [f1.address, f2.address], [3600, 600])
+    expiry = now() + 10
+    boa.env.time_travel(seconds=20)
+    f1.set_answer(usd8(2222))
+    assert o.expiry_price(ETH, expiry) == 0  # f2 may still publish within its heartbeat
+    boa.env.time_travel(seconds=600)
+    assert o.expiry_price(ETH, expiry) == 2222 * WAD  # f2 silent past its heartbeat: excluded
+    f2.set_answer(usd8(9999))  # too late to count
+    assert o.expiry_price(ETH, expiry) == 2222 * WAD
+    boa.env.time_travel(seconds=3600)
+    assert o.expiry_price(ETH, expiry) == 2222 * WAD
+
+
+def test_expiry_price_refuses_an_answer_outside_the_breaker(protocol):
+    o = protocol.oracle
+    f = feed(8, usd8(2000))
+    replace_feeds(o, ETH, [f.address], [3600])
+    o.set_circuit_breaker(ETH, 100 * WAD, 10**6 * WAD, 0)
+    expiry = now() + 10
+    boa.env.time_travel(seconds=10)
+    f.set_answer(usd8(50))  # at the floor: not a price
+    boa.env.time_travel(seconds=10)
+    f.set_answer(usd8(2000))
+    assert o.expiry_price(ETH, expiry) == 0  # first post-expiry round invalid; every feed excluded
+
+
+def test_expiry_price_found_among_many_rounds(protocol):
+    """The first round at or after expiry is found by binary search, however many rounds came
+    before and after it (a liquidation that settles a future first can never be blocked)."""
+    o = protocol.oracle
+    f = feed(8, usd8(2000))
+    replace_feeds(o, ETH, [f.address], [3600])
+    for i in range(100):
+        f.set_answer(usd8(1900 + i))
+    expiry = now() + 10
+    boa.env.time_travel(seconds=10)
+    for i in range(150):
+        f.set_answer(usd8(2100 + i))
+    assert o.expiry_price(ETH, expiry) == 2100 * WAD
+    with boa.reverts("oracle: unknown price id"):
+        o.expiry_price(9, expiry)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, deploy_unique, deployer, events
+from tests.boa_protocol import replace_feeds, WAD, deploy_unique, deployer, events
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids and underlyings
@@ -753,7 +753,7 @@ def feed(answer8: int):
 
 def three_feeds(p, a1=2000, a2=2010, a3=1996):
     fs = [feed(usd8(x)) for x in (a1, a2, a3)]
-    p.oracle.set_feeds(ETH, [f.address for f in fs], [3600] * 3)
+    replace_feeds(p.oracle, ETH, [f.address for f in fs], [3600] * 3)
     return fs
 
 
@@ -780,22 +780,21 @@ def test_circuit_breaker_set_bounds_role_event(protocol):
     p = protocol
     o = p.oracle
     assert tuple(o.circuit_breakers(ETH)) == (0, 0, 0)
-    o.set_circuit_breaker(ETH, 1500 * WAD, 3000 * WAD, 2 * 10**17)
+    o.set_circuit_breaker(ETH, 400 * WAD, 10_000 * WAD, 25 * 10**16)
     (ev,) = events(o, "CircuitBreakerSet")
-    assert (ev.price_id, ev.min_price, ev.max_price, ev.max_jump) == (ETH, 1500 * WAD, 3000 * WAD, 2 * 10**17)
-    assert tuple(o.circuit_breakers(ETH)) == (1500 * WAD, 3000 * WAD, 2 * 10**17)
+    assert (ev.price_id, ev.min_price, ev.max_price, ev.max_jump) == (ETH, 400 * WAD, 10_000 * WAD, 25 * 10**16)
+    assert tuple(o.circuit_breakers(ETH)) == (400 * WAD, 10_000 * WAD, 25 * 10**16)
     assert tuple(o.circuit_breakers(BTC)) == (0, 0, 0)
     with boa.reverts("oracle: unknown price id"):
         o.set_circuit_breaker(2, 0, 0, 0)
     with boa.reverts("oracle: empty price band"):
-        o.set_circuit_breaker(ETH, 1500 * WAD, 1500 * WAD, 0)
+        o.set_circuit_breaker(ETH, 400 * WAD, 400 * WAD, 0)
     with boa.reverts("oracle: empty price band"):
-        o.set_circuit_breaker(ETH, 1500 * WAD, 1499 * WAD, 0)
+        o.set_circuit_breaker(ETH, 400 * WAD, 399 * WAD, 0)
     with boa.reverts("oracle: max_jump out of bounds"):
         o.set_circuit_breaker(ETH, 0, 0, 10**18 + 1)
-    o.set_circuit_breaker(ETH, 1500 * WAD, 0, 10**18)  # no ceiling, jump up to 100%
-    assert tuple(o.circuit_breakers(ETH)) == (1500 * WAD, 0, 10**18)
-    o.set_circuit_breaker(ETH, 1500 * WAD, 1500 * WAD + 1, 0)
+    o.set_circuit_breaker(ETH, 400 * WAD, 0, 10**18)  # no ceiling, jump up to 100%
+    assert tuple(o.circuit_breakers(ETH)) == (400 * WAD, 0, 10**18)
     user = p.new_user().address
     with boa.env.prank(user):
         with boa.reverts("roles: not risk admin"):
@@ -812,38 +811,38 @@ def test_circuit_breaker_set_bounds_role_event(protocol):
 def test_min_price_single_feed(protocol):
     p = protocol
     o = p.oracle
-    o.set_circuit_breaker(ETH, 1500 * WAD, 0, 0)
+    o.set_circuit_breaker(ETH, 400 * WAD, 0, 0)
     assert o.index_price(ETH) == 2000 * WAD
-    p.set_price("ETH", 1500)  # at the floor: ignored
+    p.set_price("ETH", 400)  # at the floor: ignored
     with boa.reverts("oracle: no valid price"):
         o.index_price(ETH)
     assert o.index_prices() == [0, 30000 * WAD]
-    p.set_price("ETH", 1400)  # below: ignored
+    p.set_price("ETH", 300)  # below: ignored
     with boa.reverts("oracle: no valid price"):
         o.index_price(ETH)
-    p.set_price("ETH", 1500.00000001)
-    assert o.index_price(ETH) == 150000000001 * 10**10
+    p.set_price("ETH", 400.00000001)
+    assert o.index_price(ETH) == 40000000001 * 10**10
 
 
 def test_max_price_single_feed(protocol):
     p = protocol
     o = p.oracle
-    o.set_circuit_breaker(ETH, 0, 3000 * WAD, 0)
-    p.set_price("ETH", 3000)
+    o.set_circuit_breaker(ETH, 0, 10_000 * WAD, 0)
+    p.set_price("ETH", 10_000)
     with boa.reverts("oracle: no valid price"):
         o.index_price(ETH)
     p.set_price("ETH", 10**6)
     with boa.reverts("oracle: no valid price"):
         o.index_price(ETH)
-    p.set_price("ETH", 2999.99999999)
-    assert o.index_price(ETH) == 299999999999 * 10**10
+    p.set_price("ETH", 9999.99999999)
+    assert o.index_price(ETH) == 999999999999 * 10**10
     # the engine sees no price for ETH while the feed is outside the band
-    p.set_price("ETH", 3000)
+    p.set_price("ETH", 10_000)
     a, b = p.new_user(), p.new_user()
     p.deposit_usd(a, 10_000)
     p.deposit_usd(b, 10_000)
     with boa.reverts("engine: no valid price"):
-        p.trade(a, b, ETH_PERP, WAD, 3000 * WAD)
+        p.trade(a, b, ETH_PERP, WAD, 10_000 * WAD)
 
 
 def test_band_with_three_feeds_uses_the_other_two(protocol):
@@ -851,17 +850,17 @@ def test_band_with_three_feeds_uses_the_other_two(protocol):
     o = p.oracle
     f1, f2, f3 = three_feeds(p)
     assert o.index_price(ETH) == 2000 * WAD  # median of 1996, 2000, 2010
-    o.set_circuit_breaker(ETH, 1500 * WAD, 3000 * WAD, 0)
-    f1.set_answer(usd8(1500))  # pinned at the floor
+    o.set_circuit_breaker(ETH, 400 * WAD, 10_000 * WAD, 0)
+    f1.set_answer(usd8(400))  # pinned at the floor
     assert o.index_price(ETH) == (2010 * WAD + 1996 * WAD) // 2 == 2003 * WAD
-    f1.set_answer(usd8(3000))  # at the ceiling
+    f1.set_answer(usd8(10_000))  # at the ceiling
     assert o.index_price(ETH) == 2003 * WAD
     f1.set_answer(usd8(2001))
     assert o.index_price(ETH) == 2001 * WAD
-    f2.set_answer(usd8(1499))
-    f3.set_answer(usd8(3001))
+    f2.set_answer(usd8(399))
+    f3.set_answer(usd8(10_001))
     assert o.index_price(ETH) == 2001 * WAD  # one valid feed left
-    f1.set_answer(usd8(1500))
+    f1.set_answer(usd8(400))
     with boa.reverts("oracle: no valid price"):
         o.index_price(ETH)
 
@@ -869,29 +868,29 @@ def test_band_with_three_feeds_uses_the_other_two(protocol):
 def test_set_feeds_checks_the_breaker(protocol):
     p = protocol
     o = p.oracle
-    o.set_circuit_breaker(ETH, 2500 * WAD, 0, 0)
+    o.set_circuit_breaker(ETH, 400 * WAD, 0, 0)
     with boa.reverts("oracle: feed answer invalid"):
-        o.set_feeds(ETH, [feed(usd8(2000)).address], [3600])
-    o.set_feeds(ETH, [feed(usd8(2600)).address], [3600])
-    assert o.index_price(ETH) == 2600 * WAD
+        o.set_feeds(ETH, [feed(usd8(400)).address], [3600])
+    replace_feeds(o, ETH, [feed(usd8(2050)).address], [3600])
+    assert o.index_price(ETH) == 2050 * WAD
 
 
 @pytest.mark.parametrize(
     "answer, valid",
     [
-        (2399, True),
-        (2400, True),  # exactly 20%
-        (2400.00000001, False),
-        (2401, False),
-        (1600, True),  # exactly -20%
-        (1599.99999999, False),
+        (2499, True),
+        (2500, True),  # exactly 25%
+        (2500.00000001, False),
+        (2501, False),
+        (1500, True),  # exactly -25%
+        (1499.99999999, False),
         (1000, False),
     ],
 )
 def test_max_jump_single_feed(protocol, answer, valid):
     p = protocol
     o = p.oracle
-    o.set_circuit_breaker(ETH, 0, 0, 2 * 10**17)
+    o.set_circuit_breaker(ETH, 0, 0, 25 * 10**16)
     assert o.index_price(ETH) == 2000 * WAD  # round 1: no previous round to compare with
     p.set_price("ETH", answer)  # round 2, previous answer 2000
     if valid:
@@ -907,11 +906,11 @@ def test_max_jump_three_feeds_and_unreadable_previous_round(protocol):
     p = protocol
     o = p.oracle
     f1, f2, f3 = three_feeds(p)
-    o.set_circuit_breaker(ETH, 0, 0, 2 * 10**17)
-    f1.set_answer(usd8(2500))  # +25% from 2000: ignored
+    o.set_circuit_breaker(ETH, 0, 0, 25 * 10**16)
+    f1.set_answer(usd8(2600))  # +30% from 2000: ignored
     assert o.index_price(ETH) == 2003 * WAD
-    f1.set_answer(usd8(2399))  # -4.04% from the previous round (2500): accepted
-    assert o.index_price(ETH) == 2010 * WAD  # median of 1996, 2010, 2399
+    f1.set_answer(usd8(2499))  # -3.9% from the previous round (2600): accepted
+    assert o.index_price(ETH) == 2010 * WAD  # median of 1996, 2010, 2499
     # a round whose previous round was never published cannot be judged: not trusted
     f1.set_round(9, usd8(2000), now())
     assert o.index_price(ETH) == 2003 * WAD

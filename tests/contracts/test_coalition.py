@@ -1,0 +1,1193 @@
+"""Collusion: the protocol attacked by a group of accounts acting together.
+
+An outside review broke the protocol with colluding accounts (config/local.yaml deployment):
+  1. Mango pattern: `_trade_allowed` compares health factors and `_health` is 0 for equity <= 0,
+     so an account already under water may "reduce" at the band edge to a colluder (A long 50
+     ETH at 2,000 on 10,000; index 1,790, A's equity -500; B buys the 50 ETH at 1,700.5): the
+     insurance fund then pays 4,975 instead of 500.
+  2. A 1-wei wash trade sets the funding rate to its cap (funding moves by `funding_smoothing`
+     of the premium per trade whatever its size).
+  3. Whoever settles a dated future first picks the settlement price (the index at call time
+     instead of the first answer at or after expiry).
+  4. Front-running a known gap: in one block V goes 10x long against the attacker's W, the feed
+     publishes -30%, the attacker's third account liquidates V; the insurance fund pays.
+The four `test_finding*` tests reproduce them exactly and assert the SAFE behaviour (they fail
+on the unfixed contracts, by design). `test_coalition_machine` searches for the same classes.
+
+THE MACHINE (`CoalitionMachine`, hypothesis 6.27.3 `RuleBasedStateMachine` on titanoboa)
+Deployment: the session's `BoaProtocol.deploy()` (ETH/BTC perpetuals and futures); the test
+enters a `boa.env.anchor()`, seeds it once (`World.seed`: a 10M insurance fund; USDC capital:
+coalition traders 10k each, coalition liquidator 5M, honest accounts 1M each, keeper 100M;
+honest open interest of 100 ETH and 5 BTC at the index) and every example runs in a nested
+anchor (about 1 ms to roll back; a redeploy is ~17 s with compilation, ~1 s without).
+Actors: coalition C = 3 traders + 1 liquidator; honest H = 2 traders + 1 keeper.
+Rules (what real users can do; reverts are expected, caught, and must change nothing):
+  setup: extra coalition capital and a leveraged coalition pair (c0 long / c1 short ETH-PERP);
+  honest_trade (honest with honest, index +-0..3%); honest_with_coalition (at the index);
+  coalition_trade (among themselves at the index, at either band edge, inside the band, one wei
+    beyond it - must be refused -; sizes of one wei, a whole position, or up to max leverage);
+  deposit; withdraw (all cash, the free margin, one unit, a fraction);
+  price_move (jumps from -50% to +100%, band/MM edges, random), then the coalition acts in the
+    same block before the keeper (Mango dump of under-margined accounts at the band edge to a
+    colluder, liquidations by its liquidator, settle, withdraw the free margin), then the keeper;
+  warp (1 s .. 10 days, or to expiry + 1 s / 60 s / 3000 s; feeds republish when stale, moved or
+    always; optionally a further move and an immediate settle before the keeper), then the keeper;
+  settle_race (to expiry + k, publish, move, settle at once); settle_market;
+  coalition_liquidates (any account, any time); flag (flag_liquidatable); cancel_nonce (possibly
+    the nonce of the next order);
+  same_block_gap (finding 4's pattern, also finding 1's: V opens up to max leverage against the
+    richest colluder, the feed gaps against V in the same block, V may dump to the colluder at
+    the band edge, the coalition liquidator liquidates V, then the keeper).
+Every rule runs in a new block (block.number + 1, same timestamp); time passes only in warp /
+settle_race. The honest keeper liquidates every liquidatable account after each price move or
+time jump; when refused with "engine: position opened this block" it retries next block.
+Expired futures are settled explicitly (settle_market) before any liquidation, so a settlement
+is never mixed into a liquidation's effects.
+
+INVARIANTS, after every step (exact integers / Fraction; equity = the contract's
+`margin_summary(account).equity`, WAD; D_x = USDC deposited x 1e12, W_x = USDC received x 1e12):
+  (a) coalition profit <= honest losses + G:
+        sum_{c in C} (W_c + E_c - D_c)  <=  sum_{h in H} (D_h - W_h - E_h) + X_H + G
+      X_H = sum over `DeficitCovered` events of honest accounts of (from_insurance + bad_debt):
+      an honest account's loss beyond its equity on positions it chose, which the waterfall paid
+      (its equity is reset to 0 by the write-off, so without X_H its loss would vanish).
+  (b) insurance fund + socialized losses never pay for a transfer between coalition accounts:
+        X_C = sum over `DeficitCovered` events of coalition accounts of (from_insurance + bad_debt)  <=  G
+  G, the gap allowance, as implemented:
+        G = sum over exogenous events e  sum_{c in C}  max(0, d_c(after e) - d_c(before e)),
+        d_c = max(0, -equity_c),
+      read immediately before and after e, before anyone (keeper included) acts. Exogenous
+      events: an index publish (price_move, the gap of same_block_gap, settle_race's moves), a
+      time jump with its republish (funding included), and a settlement that fixes the correct
+      price (the settlement check below). Justification: the waterfall pays exactly an account's
+      deficit at liquidation (positions close at mark; the penalty is capped at max(equity, 0);
+      collateral is USDC only here), so what the fund may owe for coalition accounts is the
+      deficit that events outside their control created; no trade, withdrawal or liquidation may
+      create or deepen a deficit (the fix of finding 1; with max_price_deviation 5% <= mm_rate 5%
+      a reducing trade of an account at or above MM cannot take it below 0).
+      No liquidation-penalty term is needed: a penalty never exceeds the payer's remaining equity
+      (it creates no deficit), what the coalition liquidator earns from honest accounts is an
+      honest loss counted in (a), and what coalition accounts pay goes to the fund or the keeper.
+      The gross-notional formula
+        N = sum over accepted index moves of u by j = |P_new / P_old - 1|  sum_{c in C}
+            (gross notional of c on u before the move) x max(0, j - mm_rate_u)
+      is computed alongside and printed in failures: for an account that entered the move at or
+      above MM the deficit a move creates is <= its term of N, so G <= N while the keeper keeps
+      accounts above MM; but N is too loose to see finding 1: exactly as reported, the fund pays
+      4,975 while N = (100,000 + 100,000) x (10.5% - 5%) = 11,000 (the colluder's short counts
+      too); G = 500. It is also unsound where G is not: an account below MM before a move
+      (same-block openings, stale prices, long time jumps) can lose more than N grants.
+  (c) funding. The fix being written: each perpetual trade moves the rate towards its premium
+      p = (T - I) / I by funding_smoothing x min(1, trade notional / open-interest notional),
+      clamped to +-max_funding_rate. Checked as:
+      (c1) per perpetual, lo <= funding_rate <= hi, where the envelope [lo, hi] starts at
+           [-2, 2] wei (rate 0 at the seed) and each accepted trade (price T, index I, size n,
+           open interest o0 before and o1 after, sum of longs) replaces it by the hull of
+             r + s w (p - r),  r in {lo, hi},  w in {w_min, w_max},  p = trunc((T - I) 1e18 / I),
+             w_max = 1 if min(o0, o1) = 0 else min(1, n max(T, I) / (min(o0, o1) min(T, I))),
+             w_min = min(1, n min(T, I) / (2 max(o0, o1) max(T, I))),
+           widened by 2 wei each way and clamped; a liquidation touching the market: p = 0,
+           w in [0, 1]. (The weights cover OI read before or after the trade, notional at the
+           trade or index price, OI as longs or longs + shorts; the current code is w = 1.)
+      (c2) honest funding paid <= the envelope rate x price x time held:
+             sum_steps sum_{h in H, perp m} max(0, size_hm(start) x (F_m(end) - F_m(start)) / 1e18)
+           <= sum_steps sum_{h, m} [ |size_hm| x rho_m x max(P_start, P_end) x (t_end - t_fm) / (8h x 1e36)
+                                    + 2 |size_hm| / 1e18 + 2 ],
+           F_m = `_funding_index_now` (stored index + rate x price x elapsed / 8h, truncated),
+           rho_m = max(|lo_m|, |hi_m|) and t_fm the stored funding_time at the start of the step.
+           So an honest position pays at most the time-weighted envelope, and the envelope moves
+           only with the size-weighted premiums of actual trades: a 1-wei trade cannot move it.
+  Settlement: once a future's settlement_price is set it must equal the median over the price
+      id's feeds (`oracle.feeds`) of answer x scale of each feed's first round with
+      updatedAt >= expiry (walked back from latestRoundData with getRoundData), whoever called it
+      and whenever.
+  Same block: no liquidation of an account succeeds in a block (block.number) in which that
+      account increased |position| by a trade ("engine: position opened this block").
+  Basic: USDC.balanceOf(vault) >= settlement_total, and settlement_total x 1e12 >= sum of every
+      actor's equity + insurance_fund - bad_debt; a reverted action leaves the fund, bad debt,
+      settlement total, positive cash, every market (and its OI) and the involved accounts' cash,
+      position_version and flag unchanged.
+
+RUNNING. Every example runs to its end; the test then fails once, listing each invariant class
+violated, in how many examples, the first message and the actions of the first example (in
+hypothesis' own notation). COALITION_FAILFAST=1 fails each example at its teardown instead, so
+that hypothesis reports each class as a distinct failure and, with the deep profile, shrinks it
+(slower: hypothesis keeps generating past failing examples; ~90 s of CPU for 14 examples).
+Verbosity and report_multiple_bugs are set here, over brownie's hypothesis profile.
+Profiles, as test_invariants.py:
+  COALITION_PROFILE=ci (default): 32 examples x 30 steps (hypothesis starts with about ten
+    tiny examples); derandomized (fixed seed) when CI is set or COALITION_DERANDOMIZE=1,
+    exploring otherwise; no shrinking.
+  COALITION_PROFILE=deep: 600 examples x 80 steps, random, shrinking.
+  COALITION_EXAMPLES / COALITION_STEPS override; COALITION_STATS=1 (with -s) prints the tally.
+
+MEASURED ON THE UNFIXED CONTRACTS (this tree, 2-core machine):
+  CI profile, fixed seed (CI=1): 42 examples (the first ~10 tiny), 594 steps, 63 s of CPU
+  (user; 141 s wall on this machine shared with three other test runs, ~70 s when idle). Every
+  finding class is caught (example number, step of the first violation in it):
+    finding 1 (invariants (a) and (b)): 6 examples; first in example 21 at step 9 (same_block_gap
+      with the Mango dump: coalition profit 90,375 > G = 7,500; the gross-notional formula
+      N = 165,000 would not have seen it); median first step 9, earliest step 3.
+    finding 2 (c1): 9 examples; first in example 22 at step 3 (rate -0.106% against an envelope
+      of [0, 0]); median step 9.
+    finding 3 (settlement): 12 examples; first in example 21 at step 1 (settle_race: settled at
+      1,746 = the later answer, the first answer at or after expiry was 1,940); median step 3.
+    finding 4 (same block): 7 examples; first in example 21 at step 9; median step 8.
+  (a) and (b) may also follow a wrong settlement (finding 3: a settlement at the wrong price is
+  granted no allowance); the first examples above are finding 1's dump, no futures involved.
+  CI profile, one random (exploring) run: 44 examples, 624 steps, 64 s of CPU; examples (median
+  first step): finding 1 (a) 8 (5), (b) 9 (5); finding 2 (c1) 8 (20); finding 3 14 (2);
+  finding 4 13 (4); the earliest of each at step 1 (finding 2: step 4).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections import Counter
+from fractions import Fraction
+
+import boa
+import pytest
+from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+from tests.boa_protocol import WAD, same_block
+
+ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
+ETH, BTC = 0, 1  # price ids
+USDC = 10**6  # one dollar in USDC units
+FUNDING_PERIOD = 8 * 3600
+MM_RATE = 5 * 10**16  # config/local.yaml, both underlyings
+
+
+def now() -> int:
+    return boa.env.evm.patch.timestamp
+
+
+def block() -> int:
+    return boa.env.evm.patch.block_number
+
+
+def reason(err: Exception) -> str:
+    frame = err.stack_trace.last_frame
+    return frame if isinstance(frame, str) else str(frame.pretty_vm_reason)
+
+
+def named(logs, name: str) -> list:
+    return [lg for lg in logs if type(lg).__name__ == name]
+
+
+def fund_insurance(p, dollars: int) -> None:
+    units = dollars * USDC
+    p.usdc.mint(p.admin, units)
+    with boa.env.prank(p.admin):
+        p.usdc.approve(p.vault.address, units)
+        p.vault.fund_insurance(units)
+
+
+def set_eth(p, answer8: int) -> None:
+    """Publish an exact 8-decimal ETH answer, stamped now."""
+    p.feeds["ETH"].set_answer(answer8)
+
+
+def equity(p, user) -> int:
+    return p.engine.margin_summary(user.address).equity
+
+
+def liquidate(p, liquidator, account) -> list:
+    with boa.env.prank(liquidator.address):
+        p.engine.liquidate(account.address)
+        return p.engine.get_logs(strict=False)
+
+
+def waterfall(p) -> int:
+    """-insurance fund + bad debt (WAD): its increase between two reads is what the insurance
+    fund and the socialized bad debt paid in between (fund decrease + bad debt increase)."""
+    return -p.vault.insurance_fund() + p.vault.bad_debt()
+
+
+# ====================================================================== the four findings
+
+
+def test_finding1_insolvent_account_cannot_pay_colluder(protocol):
+    """Finding 1 (Mango pattern): A deposits 10,000 USDC and goes long 50 ETH-PERP at 2,000
+    against its colluder B; ETH falls to 1,790, so A's equity is -500. B then buys A's 50 ETH
+    at 1,700.5 (index - 5%, exactly the band edge): the trade only reduces A's position and
+    `_health` is 0 both before and after (equity <= 0), so `_trade_allowed` accepts it and
+    moves 4,475 of value from the insurance fund's future payout to B. SAFE: the trade is
+    refused ("engine: below initial margin": A is below IM after it, and its equity valued at
+    the index falls), and liquidating A costs the fund exactly its 500 deficit."""
+    p = protocol
+    e = p.engine
+    a, b, keeper = p.new_user(), p.new_user(), p.new_user()
+    fund_insurance(p, 1_000_000)
+    p.deposit_usd(a, 10_000)
+    p.deposit_usd(b, 1_000_000)
+    p.deposit_usd(keeper, 1_000_000)
+    p.trade(a, b, "ETH-PERP", 50 * WAD, 2000 * WAD)
+    set_eth(p, 1790 * 10**8)
+    assert equity(p, a) == -500 * WAD
+    paid0 = waterfall(p)
+
+    with boa.reverts("engine: below initial margin"):
+        p.trade(b, a, "ETH-PERP", 50 * WAD, 17005 * WAD // 10)  # 1790 * 0.95, the band edge
+    assert e.positions(a.address, ETH_PERP).size == 50 * WAD
+    assert equity(p, a) == -500 * WAD
+
+    logs = liquidate(p, keeper, a)
+    (cover,) = named(logs, "DeficitCovered")
+    assert cover.from_insurance + cover.bad_debt == 500 * WAD
+    assert waterfall(p) - paid0 == 500 * WAD
+
+
+def test_finding2_dust_wash_trade_cannot_move_funding(protocol):
+    """Finding 2: funding moves by `funding_smoothing` of a trade's premium whatever the
+    trade's size, so a 1-wei wash trade between two colluding accounts at the band edge sets
+    the rate to its cap (0.1 x 5% = 0.5% per 8 h) and every honest long pays it. SAFE (the fix
+    being written: a trade moves the rate towards its premium by
+        funding_smoothing * min(1, trade notional / open-interest notional)):
+    with 100 ETH of honest open interest, a 1-wei trade changes the rate by at most
+    0.1 * (1e-18 * 2100 / (100 * 2000)) * 5% (< 1 wei of rate) plus 1 wei of rounding, and the
+    honest long pays (next to) nothing over the next 8 hours."""
+    p = protocol
+    e = p.engine
+    h1, h2, c1, c2 = (p.new_user() for _ in range(4))
+    for x in (h1, h2, c1, c2):
+        p.deposit_usd(x, 1_000_000)
+    p.trade(h1, h2, "ETH-PERP", 100 * WAD, 2000 * WAD)  # honest, at the index: premium 0
+    assert e.markets(ETH_PERP).funding_rate == 0
+    oi = e.open_interest(ETH_PERP)
+    edge = 2000 * WAD + 2000 * WAD * e.max_price_deviation() // WAD  # 2100: index + 5%
+    p.trade(c1, c2, "ETH-PERP", 1, edge)  # the dust wash trade
+    rate = e.markets(ETH_PERP).funding_rate
+    premium = Fraction(edge - 2000 * WAD, 2000 * WAD)
+    weight = min(Fraction(1), Fraction(1 * edge, oi * 2000 * WAD))
+    bound = Fraction(e.funding_smoothing(), WAD) * weight * premium * WAD + 1
+    assert abs(rate) <= bound, f"a 1-wei trade moved the funding rate to {rate / WAD:.4%} per 8 h"
+
+    eq0 = equity(p, h1)
+    boa.env.time_travel(seconds=FUNDING_PERIOD)
+    set_eth(p, 2000 * 10**8)
+    paid = eq0 - equity(p, h1)
+    # 100 ETH x 2000 x |rate| over one period, plus rounding
+    assert paid <= 100 * 2000 * bound + 2, f"the honest long paid {paid / WAD} USD of funding in 8 h"
+
+
+def _first_round_at_or_after(feed, t: int) -> tuple:
+    """(round id, answer, updatedAt) of the first round of a mock feed stamped at or after t,
+    found by walking back from the latest round with getRoundData; None if there is none."""
+    rid, answer, _, updated, _ = feed.latestRoundData()
+    if updated < t:
+        return None
+    found = (rid, answer, updated)
+    while rid > 1:
+        rid -= 1
+        r, ans, _, upd, _ = feed.getRoundData(rid)
+        if upd < t:
+            break
+        found = (r, ans, upd)
+    return found
+
+
+def expected_settlement(p, market_id: int):
+    """Median over the price id's feeds of each feed's first answer at or after expiry (WAD),
+    as the fixed `settle_market` must record it; None if some feed has none yet."""
+    m = p.engine.markets(market_id)
+    price_id = p.engine.underlyings(m.underlying).price_id
+    answers = []
+    for feed in p.oracle.feeds(price_id):
+        agg = p.feeds[[s for s, f in p.feeds.items() if f.address == feed.aggregator][0]]
+        first = _first_round_at_or_after(agg, m.expiry)
+        if first is None:
+            return None
+        answers.append(first[1] * feed.scale)
+    answers.sort()
+    n = len(answers)
+    return answers[n // 2] if n % 2 else (answers[n // 2 - 1] + answers[n // 2]) // 2
+
+
+def test_finding3_settlement_price_independent_of_call_time(protocol):
+    """Finding 3: `settle_market` records the index at the moment it is called, so whoever
+    settles a dated future first picks the price: ETH-FUT expires; the feed publishes 2,000 one
+    second after expiry and 2,400 fifty minutes later (still fresh): a settle at that point pays
+    a 10 ETH long 4,000. SAFE: the settlement price is the median over the feeds of each feed's
+    first round with updatedAt >= expiry (2,000 here), whenever the call is made, and the long
+    bought at 2,000 gets nothing."""
+    p = protocol
+    e = p.engine
+    long_, short = p.new_user(), p.new_user()
+    p.deposit_usd(long_, 100_000)
+    p.deposit_usd(short, 100_000)
+    p.trade(long_, short, "ETH-FUT", 10 * WAD, 2000 * WAD)
+    expiry = e.markets(ETH_FUT).expiry
+    boa.env.time_travel(seconds=expiry + 1 - now())
+    set_eth(p, 2000 * 10**8)
+    boa.env.time_travel(seconds=50 * 60 - 1)  # expiry + 50 min: the first answer is still fresh
+    set_eth(p, 2400 * 10**8)
+    assert p.oracle.index_price(ETH) == 2400 * WAD
+    assert expected_settlement(p, ETH_FUT) == 2000 * WAD
+    eq0 = equity(p, long_)
+    with boa.env.prank(short.address):  # any caller; here the side that would lose
+        e.settle_market(ETH_FUT)
+    assert e.markets(ETH_FUT).settlement_price == 2000 * WAD
+    e.settle_positions(long_.address)
+    assert p.vault.cash(long_.address) == 100_000 * WAD
+    assert equity(p, long_) - eq0 == 10 * (2000 - 2400) * WAD  # marked at the index before
+
+
+def gap_allowance_notional(gross: int, p_old: int, p_new: int, mm_rate: int) -> Fraction:
+    """gross notional x max(0, |P_new / P_old - 1| - mm_rate) (WAD USD, exact)."""
+    j = abs(Fraction(p_new, p_old) - 1)
+    return gross * max(Fraction(0), j - Fraction(mm_rate, WAD))
+
+
+def test_finding4_same_block_gap_front_run(protocol):
+    """Finding 4: an attacker who knows a price gap is coming opens, in one block, a 10x long
+    on account V against its own account W, lets the feed publish -30% and liquidates V with
+    its third account L: W keeps the 30,000 gain and the insurance fund pays V's 20,000
+    deficit. SAFE (the fix being written): no liquidation of an account in the same block
+    (block.number) in which it increased a position ("engine: position opened this block");
+    the keeper liquidates V in the next block, and the fund's loss stays within the gap
+    allowance: sum over the coalition's accounts of gross notional before the move x
+    max(0, j - mm_rate) with j = 30%, i.e. (100,000 + 100,000) x 25% = 50,000; and within V's
+    own deficit created by the move (20,000), the tighter allowance the state machine uses."""
+    p = protocol
+    e = p.engine
+    v, w, l, keeper = (p.new_user() for _ in range(4))
+    fund_insurance(p, 1_000_000)
+    p.deposit_usd(v, 10_000)
+    for x in (w, l, keeper):
+        p.deposit_usd(x, 1_000_000)
+    with same_block():
+        b0 = block()
+        p.trade(v, w, "ETH-PERP", 50 * WAD, 2000 * WAD)  # 100,000 notional on 10,000: exactly IM
+        gross = {x.address: 50 * 2000 * WAD for x in (v, w)}
+        deficit0 = max(0, -equity(p, v))
+        set_eth(p, 1400 * 10**8)  # -30%
+        deficit_created = max(0, -equity(p, v)) - deficit0
+        assert block() == b0  # all in one block
+        paid0 = waterfall(p)
+        with boa.env.prank(l.address), boa.reverts("engine: position opened this block"):
+            e.liquidate(v.address)
+    assert e.positions(v.address, ETH_PERP).size == 50 * WAD
+
+    boa.env.time_travel(blocks=1)
+    liquidate(p, keeper, v)
+    loss = waterfall(p) - paid0
+    allowance = sum(gap_allowance_notional(g, 2000 * WAD, 1400 * WAD, MM_RATE) for g in gross.values())
+    assert loss <= allowance
+    assert loss <= deficit_created
+
+
+# ====================================================================== the coalition machine
+
+PROFILES = {  # (examples, steps per example)
+    "ci": (32, 30),
+    "deep": (600, 80),
+}
+PROFILE = os.environ.get("COALITION_PROFILE", "ci")
+EXAMPLES = int(os.environ.get("COALITION_EXAMPLES", PROFILES[PROFILE][0]))
+STEPS = int(os.environ.get("COALITION_STEPS", PROFILES[PROFILE][1]))
+# By default every example runs to its end whatever it violates; the test then fails once,
+# listing every invariant class violated, in how many examples, and the actions of the first
+# example that violated it (no hypothesis shrinking: a replay of a 30-step example takes
+# seconds). COALITION_FAILFAST=1 instead fails each example at its end (teardown) so that
+# hypothesis shrinks it (with the deep profile). COALITION_STATS=1 (with -s) prints the tally.
+FAILFAST = os.environ.get("COALITION_FAILFAST", "") not in ("", "0", "false")
+
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    database=None,  # several engineers share this tree: do not write .hypothesis/
+    verbosity=Verbosity.normal,  # not brownie's verbose profile
+    report_multiple_bugs=True,  # each finding class fails on its own line: report them apart
+    # CI reports the failing examples as found (each replay of a 30-step example costs seconds;
+    # shrinking would take minutes); the deep profile shrinks them
+    phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if PROFILE != "ci" else []),
+    # as test_invariants.py: CI runs a fixed sequence (a merge is judged on known examples),
+    # local runs explore
+    derandomize=os.environ.get("COALITION_DERANDOMIZE", os.environ.get("CI", "")) not in ("", "0", "false"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+
+STATS: Counter = Counter()
+FOUND: dict = {}  # tag -> list of (example, first step)
+FIRST: dict = {}  # tag -> (example, step, actions so far, message) of the first example violating it
+TAGS = {
+    "a": "finding 1 class: the coalition profited beyond honest losses + gap allowance",
+    "b": "finding 1 class: the waterfall paid a coalition deficit beyond the gap allowance",
+    "c1": "finding 2 class: funding rate outside the size-weighted envelope",
+    "c2": "finding 2 class: honest accounts paid more funding than the envelope allows",
+    "settle": "finding 3 class: settlement price is not the first post-expiry answer",
+    "block": "finding 4 class: liquidated in the block it increased a position",
+    "revert": "a reverted action changed state",
+    "solvency": "the vault owes more than it holds",
+}
+
+COALITION_N = 3
+HONEST_N = 2
+MAX_UINT = 2**256 - 1
+
+
+def vdiv(a: int, d: int) -> int:
+    """Vyper's `//` on int256: truncates towards zero."""
+    q = abs(a) // abs(d)
+    return q if (a < 0) == (d < 0) else -q
+
+
+class World:
+    """The session's deployed protocol, the actors and the static parameters."""
+
+    def __init__(self, p):
+        self.p = p
+        e = p.engine
+        self.coal = [p.new_user() for _ in range(COALITION_N)]
+        self.cliq = p.new_user()  # the coalition's liquidator
+        self.honest = [p.new_user() for _ in range(HONEST_N)]
+        self.keeper = p.new_user()  # honest: liquidates whatever is liquidatable after each move
+        self.all = self.coal + [self.cliq] + self.honest + [self.keeper]
+        self.addrs = [u.address for u in self.all]
+        self.C = [u.address for u in self.coal + [self.cliq]]
+        self.H = [u.address for u in self.honest + [self.keeper]]
+        self.scale = p.vault.SETTLEMENT_SCALE()
+        self.dev = e.max_price_deviation()
+        self.cap = e.max_funding_rate()
+        self.smooth = e.funding_smoothing()
+        self.und = [e.underlyings(u) for u in range(e.underlying_count())]
+        self.n_markets = e.market_count()
+        self.mk = [e.markets(m) for m in range(self.n_markets)]  # static fields only
+        self.perps = [m for m in range(self.n_markets) if self.mk[m].is_perpetual]
+        self.futs = [m for m in range(self.n_markets) if not self.mk[m].is_perpetual]
+        self.syms = [x.symbol for x in p.config.price_ids]  # by price id
+        self.pid = [self.und[self.mk[m].underlying].price_id for m in range(self.n_markets)]
+        self.expiry = max(self.mk[m].expiry for m in self.futs)
+
+    def feed(self, pid: int):
+        return self.p.feeds[self.syms[pid]]
+
+    def seed(self):
+        """State every example starts from (run once, inside the test's anchor): a 10M
+        insurance fund; capital (coalition 10k / 10k / 10k, its liquidator 5M, honest 1M each,
+        keeper 100M, USDC); honest open interest on both perpetuals at the index (100 ETH,
+        5 BTC: so that funding has open interest to weigh a trade against)."""
+        p = self.p
+        fund_insurance(p, 10_000_000)
+        self.dep0 = Counter()
+        for u, dollars in zip(self.all, [10_000] * COALITION_N + [5_000_000] + [1_000_000] * HONEST_N + [100_000_000]):
+            p.deposit_usd(u, dollars)
+            self.dep0[u.address] = dollars * USDC * self.scale
+        h0, h1 = self.honest
+        prices = p.oracle.index_prices()
+        for m, size in ((ETH_PERP, 100 * WAD), (BTC_PERP, 5 * WAD)):
+            p.trade(h0, h1, m, size, prices[self.pid[m]])
+            assert p.engine.markets(m).funding_rate == 0  # premium 0
+        self.pos0 = {u.address: {m: p.engine.positions(u.address, m).size for m in range(self.n_markets)
+                                 if p.engine.positions(u.address, m).size} for u in self.all}
+
+
+_WORLD: World | None = None
+
+ACTOR_C = st.integers(0, COALITION_N - 1)
+ACTOR_H = st.integers(0, HONEST_N - 1)
+MARKET = st.integers(0, 3)
+PERMILLE = st.integers(0, 1000)
+# index moves in basis points: big jumps, the band and maintenance edges, and anything in between
+MOVE_BP = st.one_of(
+    st.sampled_from([-5000, -3000, -1500, -1050, -600, -510, -500, -499, -100, 100, 499, 500, 510, 600, 1050, 3000, 10000]),
+    st.integers(-2000, 2000),
+)
+# adverse gaps for a position just opened (sign flipped for shorts)
+GAP_BP = st.sampled_from([-3000, -1500, -1200, -1100, -1050, -700, -510])
+# time jumps: seconds, or -k = to expiry + k seconds (k = 1, 60, 3000)
+WARP = st.sampled_from([1, 12, 600, 3599, 3601, 8 * 3600, 86400, 10 * 86400, -1, -60, -3000, -1, -60])
+# coalition prices: 0 index, 1 band edge up, 2 band edge down, 3 random inside, 4 one wei beyond
+PRICE_MODE = st.sampled_from([0, 1, 1, 2, 2, 3, 4])
+# coalition sizes: 0 one wei, 1 close the seller's / buyer's whole position, 2 fraction of max leverage
+SIZE_MODE = st.sampled_from([0, 0, 1, 2, 2, 2])
+
+
+class CoalitionMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.w = _WORLD
+        self._anchor = boa.env.anchor()
+        self._anchor.__enter__()
+        self.dep = Counter(self.w.dep0)  # WAD USD deposited, per address
+        self.wd = Counter()  # WAD USD withdrawn (tokens paid x scale)
+        self.allow = Fraction(0)  # gap allowance (tight): coalition deficits created by exogenous events
+        self.allow_notional = Fraction(0)  # the gross-notional formula, reported alongside
+        self.deficit_c = 0  # written off (fund + bad debt) for coalition accounts
+        self.deficit_h = 0  # ... for honest accounts
+        self.env = {m: [-2, 2] for m in self.w.perps}  # funding-rate envelope [lo, hi] per perpetual (seed: rate 0)
+        self.h_paid = 0
+        self.h_bound = Fraction(0)
+        self.last_increase: dict = {}  # address -> block of its last position increase by a trade
+        self.settled_checked: set = set()
+        self.steps = 0
+        self._summ: dict = {}  # address -> the contract's margin summary, while valid
+        self._px = None  # index prices, while valid
+        self.pos = {a: dict(held) for a, held in self.w.pos0.items()}  # address -> {market: size}, after every action
+        self.example = STATS["examples"]
+        self.found: set = set()
+        self.violations: list = []  # (tag, step, message)
+        self.log: list = []  # the actions of this example, as hypothesis would print them
+        STATS["examples"] += 1
+        self._funding_ref = None
+
+    def teardown(self):
+        self._anchor.__exit__(None, None, None)
+        if self.violations and FAILFAST:
+            self._raise()
+
+    # ------------------------------------------------------------ reads and helpers
+
+    def _fail(self, tag: str, msg: str):
+        """Record a violation (the first of each class per example) and go on: the example
+        fails at its end (teardown) with every class it violated, so that one finding does
+        not hide another that the same example would show later."""
+        if tag not in self.found:
+            self.found.add(tag)
+            FOUND.setdefault(tag, []).append((self.example, self.steps))
+            FIRST.setdefault(tag, (self.example, self.steps, list(self.log), msg))
+            self.violations.append((tag, self.steps, msg))
+
+    def _raise(self):
+        tag = min((t for t, _, _ in self.violations), key=list(TAGS).index)
+        text = "\n".join(f"[{t}: {TAGS[t]}] at step {n}: {msg}" for t, n, msg in self.violations)
+        # one raise per class (the first in TAGS order), on its own line, so that hypothesis
+        # reports examples that fail differently as distinct bugs
+        if tag == "a":
+            raise AssertionError(text)
+        if tag == "b":
+            raise AssertionError(text)
+        if tag == "c1":
+            raise AssertionError(text)
+        if tag == "c2":
+            raise AssertionError(text)
+        if tag == "settle":
+            raise AssertionError(text)
+        if tag == "block":
+            raise AssertionError(text)
+        if tag == "revert":
+            raise AssertionError(text)
+        raise AssertionError(text)
+
+    # Contract reads are the cost of this machine (py-evm: a margin summary of an account with
+    # positions takes tens of ms), so summaries are cached and dropped exactly when their inputs
+    # may change: the account's own actions, and for accounts holding positions any index move,
+    # time jump or settlement. An account without positions has equity = cash.
+
+    def _prices(self) -> list:
+        if self._px is None:
+            self._px = list(self.w.p.oracle.index_prices())
+        return self._px
+
+    def _summaries(self, addrs) -> dict:
+        missing = [a for a in addrs if a not in self._summ]
+        if missing:
+            self._summ.update(zip(missing, self.w.p.lens.margin_summaries(missing)))
+        return {a: self._summ[a] for a in addrs}
+
+    def _touch(self, *addrs):
+        """An action changed these accounts: re-read their positions, drop their summaries."""
+        e = self.w.p.engine
+        for a in addrs:
+            self.pos[a] = {m: sz for m in range(self.w.n_markets) if (sz := e.positions(a, m).size) != 0}
+            self._summ.pop(a, None)
+
+    def _market_moved(self):
+        """Prices, time or a settlement changed: every holder's valuation may have changed."""
+        self._px = None
+        for a, held in self.pos.items():
+            if held:
+                self._summ.pop(a, None)
+
+    def _fingerprint(self, addrs):
+        p = self.w.p
+        v, e = p.vault, p.engine
+        return (
+            v.insurance_fund(), v.bad_debt(), v.settlement_total(), v.total_positive_cash(),
+            [tuple(e.markets(m)) + (e.open_interest(m),) for m in range(self.w.n_markets)],
+            # position_version moves on every fill (and on every authorised order)
+            [(v.cash(a), e.position_version(a), e.liquidatable_since(a)) for a in addrs],
+        )
+
+    def _attempt(self, fn, what: str, addrs=()):
+        """Run fn(); on a revert assert that nothing changed (the globals and `addrs`) and
+        return the reason."""
+        before = self._fingerprint(addrs)
+        try:
+            fn()
+        except boa.BoaError as e:
+            r = reason(e)
+            STATS[f"{what}:{r}"] += 1
+            if self._fingerprint(addrs) != before:
+                self._fail("revert", f"{what} reverted ({r}) but changed state")
+            return r
+        STATS[f"{what}:ok"] += 1
+        return None
+
+    def _next_block(self):
+        boa.env.evm.patch.block_number += 1
+
+    def _deposit(self, user, dollars: int):
+        if dollars <= 0:
+            return
+        self.w.p.deposit_usd(user, dollars)
+        self.dep[user.address] += dollars * USDC * self.w.scale
+        self._summ.pop(user.address, None)
+
+    def _free(self, addr: str) -> int:
+        s = self._summaries([addr])[addr]
+        return max(0, s.equity - s.initial_margin)
+
+    def _richest(self, users, exclude):
+        """The account among `users` (not `exclude`) with the most free margin."""
+        return max((u for u in users if u is not exclude), key=lambda u: self._free(u.address))
+
+    def _max_size(self, addrs, market: int) -> int:
+        """Largest size (WAD) that the smallest free margin among `addrs` carries at 1 / im_rate."""
+        prices = self._prices()
+        price = prices[self.w.pid[market]]
+        im = self.w.und[self.w.mk[market].underlying].im_rate
+        summ = self._summaries(addrs)
+        free = min(max(0, s.equity - s.initial_margin) for s in summ.values())
+        return free * WAD // price * WAD // im
+
+    def _trade(self, buyer, seller, market: int, size: int, price: int, what: str):
+        """buyer buys `size` from seller at `price`; keeps the funding envelope and the position
+        increase blocks; returns the revert reason or None."""
+        e = self.w.p.engine
+        if size <= 0:
+            return "size 0"
+        oi0 = e.open_interest(market)
+        index = self._prices()[self.w.pid[market]]
+        old = {u.address: self.pos[u.address].get(market, 0) for u in (buyer, seller)}
+        r = self._attempt(lambda: self.w.p.trade(buyer, seller, market, size, price), what, [buyer.address, seller.address])
+        if r is None:
+            self._touch(buyer.address, seller.address)
+            new = {u.address: self.pos[u.address].get(market, 0) for u in (buyer, seller)}
+            for a in new:
+                if abs(new[a]) > abs(old[a]):
+                    self.last_increase[a] = boa.env.evm.patch.block_number
+            if market in self.env:
+                self._envelope_trade(market, size, price, index, oi0, e.open_interest(market))
+        return r
+
+    def _envelope_trade(self, m, size, price, index, oi0, oi1):
+        """Size-weighted EMA step: rate += smoothing * w * (premium - rate), w in [w_min, w_max]
+        covering min(1, notional / OI notional) read before or after the trade, at the trade or
+        the index price, OI as longs or longs + shorts; clamped to the cap; 2 wei of rounding."""
+        premium = vdiv((price - index) * WAD, index)
+        lo_oi, hi_oi = min(oi0, oi1), max(oi0, oi1)
+        lo_px, hi_px = min(price, index), max(price, index)
+        w_max = Fraction(1) if lo_oi == 0 else min(Fraction(1), Fraction(size * hi_px, lo_oi * lo_px))
+        w_min = min(Fraction(1), Fraction(size * lo_px, 2 * hi_oi * hi_px)) if hi_oi else Fraction(1)
+        self._envelope_step(m, premium, (w_min, w_max))
+
+    def _envelope_step(self, m, premium, weights):
+        s = Fraction(self.w.smooth, WAD)
+        lo, hi = self.env[m]
+        cands = [r + s * wt * (premium - r) for r in (lo, hi) for wt in weights]
+        cap = self.w.cap
+        self.env[m] = [min(cap, max(-cap, math.floor(min(cands)) - 2)), max(-cap, min(cap, math.ceil(max(cands)) + 2))]
+
+    def _exogenous(self, before: dict):
+        """After an event no account controls (an index move, time passing, a settlement price
+        fixed from the feed history): add the coalition deficits it created to the allowance."""
+        after = self._summaries(self.w.C)
+        for a in self.w.C:
+            self.allow += max(0, max(0, -after[a].equity) - max(0, -before[a].equity))
+
+    def _expected_settlement(self, m: int):
+        return expected_settlement(self.w.p, m)
+
+    def _settle(self, m: int, who):
+        """settle_market(m) by `who`; when it fixes a price, its effect on coalition deficits is
+        exogenous (the price is the feed's), provided the price is the right one."""
+        e = self.w.p.engine
+        was = e.markets(m).settlement_price
+        before = self._summaries(self.w.C) if was == 0 else None
+
+        def call():
+            with boa.env.prank(who.address):
+                e.settle_market(m)
+
+        r = self._attempt(call, "settle")
+        if r is None and was == 0 and e.markets(m).settlement_price != 0:
+            self._market_moved()
+            if self._check_settlement(m):
+                self._exogenous(before)
+        return r
+
+    def _check_settlement(self, m: int) -> bool:
+        if m in self.settled_checked:
+            return True
+        got = self.w.p.engine.markets(m).settlement_price
+        if got == 0:
+            return True
+        self.settled_checked.add(m)
+        want = self._expected_settlement(m)
+        if got != want:
+            self._fail("settle", f"market {m} settled at {got / WAD} (now {boa.env.evm.patch.timestamp - self.w.mk[m].expiry} s after expiry), "
+                       f"first answers at or after expiry give {None if want is None else want / WAD}")
+            return False
+        return True
+
+    def _settle_expired(self, who):
+        """Settle every expired future that is not yet settled (explicitly, so that a settlement
+        is never mixed into a liquidation's effects)."""
+        now_ = boa.env.evm.patch.timestamp
+        for m in self.w.futs:
+            if now_ >= self.w.mk[m].expiry and self.w.p.engine.markets(m).settlement_price == 0:
+                self._settle(m, who)
+
+    def _liquidate(self, liquidator, target: str):
+        e = self.w.p.engine
+        self._settle_expired(liquidator)
+        held = dict(self.pos[target])
+        logs = []
+
+        def call():
+            with boa.env.prank(liquidator.address):
+                e.liquidate(target)
+                logs.extend(e.get_logs(strict=False))
+
+        r = self._attempt(call, "liquidate:" + ("keeper" if liquidator is self.w.keeper else "coalition"), [target, liquidator.address])
+        if r is None:
+            self._touch(target, liquidator.address)
+            if self.last_increase.get(target) == boa.env.evm.patch.block_number:
+                self._fail("block", f"{target[:8]} liquidated in block {boa.env.evm.patch.block_number}, "
+                           "the block in which it increased a position")
+            for lg in named(logs, "DeficitCovered"):
+                amount = lg.from_insurance + lg.bad_debt
+                if str(lg.account) in self.w.C:
+                    self.deficit_c += amount
+                else:
+                    self.deficit_h += amount
+            for m in held:
+                if m in self.env:  # liquidations close at mark: premium 0, any weight
+                    self._envelope_step(m, 0, (Fraction(0), Fraction(1)))
+        return r
+
+    def _keeper(self):
+        """The honest keeper liquidates every liquidatable account (retrying in the next block
+        when the contract refuses a same-block liquidation)."""
+        k = self.w.keeper
+        targets = [a for a in self.w.addrs if a != k.address]
+        summ = self._summaries(targets)
+        for a in targets:
+            s = summ[a]
+            for _ in range(4):
+                if s.equity >= s.maintenance_margin:
+                    break
+                r = self._liquidate(k, a)
+                if r == "engine: position opened this block":
+                    self._next_block()
+                elif r is not None:
+                    break
+                s = self._summaries([a])[a]
+
+    def _publish(self, pid: int, bp: int):
+        feed = self.w.feed(pid)
+        answer = feed.latestRoundData()[1]
+        feed.set_answer(max(1, answer * (10_000 + bp) // 10_000))
+        self._market_moved()
+
+    def _gross(self, pos: dict, u: int, prices) -> dict:
+        out = {}
+        for a, mk in pos.items():
+            out[a] = sum(abs(sz) for m, sz in mk.items() if self.w.mk[m].underlying == u) * prices[self.w.und[u].price_id] // WAD
+        return out
+
+    def _move(self, pid: int, bp: int):
+        """Publish a move of `bp` on price id `pid`; the allowance takes the coalition deficits
+        it creates (and the gross-notional formula is kept alongside)."""
+        before = self._summaries(self.w.C)
+        prices0 = self._prices()
+        pos = {a: dict(self.pos[a]) for a in self.w.C}
+        self._publish(pid, bp)
+        prices1 = self._prices()
+        self._exogenous(before)
+        for u, und in enumerate(self.w.und):
+            if und.price_id != pid:
+                continue
+            j = abs(Fraction(prices1[pid], prices0[pid]) - 1)
+            excess = max(Fraction(0), j - Fraction(und.mm_rate, WAD))
+            self.allow_notional += sum(self._gross(pos, u, prices0).values()) * excess
+
+    # ------------------------------------------------------------ rules
+
+    @initialize(
+        extra=st.lists(st.sampled_from([0, 0, 40_000, 240_000]), min_size=COALITION_N, max_size=COALITION_N),
+        lev=st.sampled_from([0, 500, 900, 1000]),
+    )
+    def setup(self, extra, lev):
+        """From `World.seed`: more coalition capital, and a coalition pair c0 long / c1 short
+        ETH-PERP at `lev` per mille of the pair's maximum leverage."""
+        w = self.w
+        self.log.append(f"state.setup(extra={extra!r}, lev={lev!r})")
+        for u, dollars in zip(w.coal, extra):
+            self._deposit(u, dollars)
+        if lev:
+            size = self._max_size([w.coal[0].address, w.coal[1].address], ETH_PERP) * lev // 1000
+            self._trade(w.coal[0], w.coal[1], ETH_PERP, size, self._prices()[ETH], "setup")
+
+    def _step(self):
+        caller = sys._getframe(1)
+        code = caller.f_code
+        args = ", ".join(f"{k}={caller.f_locals[k]!r}" for k in code.co_varnames[1:code.co_argcount])
+        self.log.append(f"state.{code.co_name}({args})")
+        self.steps += 1
+        STATS["steps"] += 1
+        self._next_block()
+
+    @rule(i=ACTOR_H, market=MARKET, x=PERMILLE, off=st.sampled_from([0, 0, 100, -100, 300, -300]))
+    def honest_trade(self, i, market, x, off):
+        """Honest accounts trade with each other near the index (off in basis points)."""
+        self._step()
+        buyer, seller = self.w.honest[i], self.w.honest[1 - i]
+        index = self._prices()[self.w.pid[market]]
+        size = max(1, self._max_size([buyer.address, seller.address], market) * x // 1000)
+        self._trade(buyer, seller, market, size, index * (10_000 + off) // 10_000, "honest")
+
+    @rule(h=ACTOR_H, c=ACTOR_C, market=MARKET, x=PERMILLE, honest_buys=st.booleans())
+    def honest_with_coalition(self, h, c, market, x, honest_buys):
+        """An honest account takes the other side of a coalition account, at the index."""
+        self._step()
+        hu, cu = self.w.honest[h], self.w.coal[c]
+        index = self._prices()[self.w.pid[market]]
+        size = max(1, self._max_size([hu.address, cu.address], market) * x // 1000)
+        buyer, seller = (hu, cu) if honest_buys else (cu, hu)
+        self._trade(buyer, seller, market, size, index, "honest-coalition")
+
+    @rule(a=ACTOR_C, d=st.integers(1, COALITION_N - 1), market=MARKET, pmode=PRICE_MODE, smode=SIZE_MODE,
+          x=PERMILLE, a_buys=st.booleans())
+    def coalition_trade(self, a, d, market, pmode, smode, x, a_buys):
+        """Two coalition accounts trade at any price the band allows (edges included, and one
+        wei beyond it, which must be refused) and any size down to one wei."""
+        self._step()
+        w = self.w
+        ua, ub = w.coal[a], w.coal[(a + d) % COALITION_N]
+        buyer, seller = (ua, ub) if a_buys else (ub, ua)
+        index = self._prices()[w.pid[market]]
+        edge = index * w.dev // WAD
+        price = {0: index, 1: index + edge, 2: index - edge, 3: index - edge + 2 * edge * x // 1000,
+                 4: index + edge + 1 if a_buys else index - edge - 1}[pmode]
+        if smode == 0:
+            size = 1
+        elif smode == 1:  # close a whole position: the seller's long, else the buyer's short
+            size = max(self.pos[seller.address].get(market, 0), -self.pos[buyer.address].get(market, 0), 1)
+        else:
+            size = max(1, self._max_size([buyer.address, seller.address], market) * x // 1000)
+        r = self._trade(buyer, seller, market, size, price, "coalition")
+        if pmode == 4:
+            assert r is not None, "a trade one wei beyond the band was accepted"
+
+    @rule(who=st.integers(0, COALITION_N + HONEST_N - 1), dollars=st.sampled_from([1, 1_000, 10_000, 100_000]))
+    def deposit(self, who, dollars):
+        self._step()
+        user = (self.w.coal + self.w.honest)[who]
+        self._deposit(user, dollars)
+
+    @rule(who=st.integers(0, COALITION_N + HONEST_N), mode=st.integers(0, 4), x=PERMILLE)
+    def withdraw(self, who, mode, x):
+        """Withdraw: all cash, the free margin, one unit, or a fraction of cash."""
+        self._step()
+        w = self.w
+        user = (w.coal + [w.cliq] + w.honest)[who]
+        cash = w.p.vault.cash(user.address)
+        s = self._summaries([user.address])[user.address]
+        units = {0: cash // w.scale, 1: max(0, s.equity - s.initial_margin) // w.scale, 2: 1}.get(mode, cash * x // 1000 // w.scale)
+        units = max(units, 1)
+        bal0 = w.p.usdc.balanceOf(user.address)
+
+        def call():
+            with boa.env.prank(user.address):
+                w.p.vault.withdraw(w.p.usdc.address, units)
+
+        if self._attempt(call, "withdraw", [user.address]) is None:
+            self.wd[user.address] += (w.p.usdc.balanceOf(user.address) - bal0) * w.scale
+            self._summ.pop(user.address, None)
+
+    @rule(pid=st.integers(0, 1), bp=MOVE_BP, backrun=st.sampled_from([0, 1, 1, 2, 3, 4]))
+    def price_move(self, pid, bp, backrun):
+        """The feed publishes a move; the coalition may act in the same block before the keeper
+        (1: every under-margined coalition account dumps its positions on the moved underlying
+        to another coalition account at the band edge; 2: the coalition liquidator liquidates
+        whatever it can; 3: settle the futures; 4: withdraw the free margin), then the honest
+        keeper liquidates."""
+        self._step()
+        self._move(pid, bp)
+        w = self.w
+        if backrun == 1:
+            self._dump(pid)
+        elif backrun == 2:
+            self._coalition_liquidations()
+        elif backrun == 3:
+            for m in w.futs:
+                self._settle(m, w.coal[0])
+        elif backrun == 4:
+            for u in w.coal:
+                s = self._summaries([u.address])[u.address]
+                units = min(w.p.vault.cash(u.address), s.equity - s.initial_margin) // w.scale
+                if units > 0:
+                    bal0 = w.p.usdc.balanceOf(u.address)
+
+                    def call(u=u, units=units):
+                        with boa.env.prank(u.address):
+                            w.p.vault.withdraw(w.p.usdc.address, units)
+
+                    if self._attempt(call, "withdraw", [u.address]) is None:
+                        self.wd[u.address] += (w.p.usdc.balanceOf(u.address) - bal0) * w.scale
+                        self._summ.pop(u.address, None)
+        self._keeper()
+
+    def _dump(self, pid: int):
+        """Mango: each coalition account below maintenance margin sells (buys back) its whole
+        position in each market of the moved underlying to the coalition account with the most
+        equity, at the band edge against itself."""
+        w = self.w
+        addrs = [u.address for u in w.coal]
+        summ = self._summaries(addrs)
+        index = self._prices()[pid]
+        edge = index * w.dev // WAD
+        for u in w.coal:
+            s = summ[u.address]
+            if s.equity >= s.maintenance_margin:
+                continue
+            mate = self._richest(w.coal + [w.cliq], u)
+            for m in range(w.n_markets):
+                if w.pid[m] != pid:
+                    continue
+                size = self.pos[u.address].get(m, 0)
+                if size > 0:
+                    self._trade(mate, u, m, size, index - edge, "dump")
+                elif size < 0:
+                    self._trade(u, mate, m, -size, index + edge, "dump")
+
+    def _coalition_liquidations(self):
+        w = self.w
+        targets = [a for a in w.addrs if a != w.cliq.address]
+        summ = self._summaries(targets)
+        for a in targets:
+            if summ[a].equity < summ[a].maintenance_margin:
+                self._liquidate(w.cliq, a)
+
+    @rule(dt=WARP, bp_eth=st.sampled_from([0, 0, 0, -300, 300, -1000, 1000]), bp_btc=st.sampled_from([0, 0, -300, 300]),
+          always=st.booleans(), settle_after=st.sampled_from([None, -500, 500, 2000, 0]))
+    def warp(self, dt, bp_eth, bp_btc, always, settle_after):
+        """Time passes (a little, past a heartbeat, days, or to just after expiry); the feeds
+        republish (when stale, when moved, or always). If `settle_after` is set, the coalition
+        then moves ETH by that many bp (0: no move) and settles the futures at once, before the
+        keeper: settlement at a moment of its choosing. Then the keeper acts."""
+        self._step()
+        w = self.w
+        before = self._summaries(w.C)
+        now_ = boa.env.evm.patch.timestamp
+        if dt < 0:
+            target = w.expiry - dt  # expiry + k
+            dt = target - now_ if now_ < target else 1
+        boa.env.time_travel(seconds=dt)
+        self._market_moved()
+        for pid, bp in ((0, bp_eth), (1, bp_btc)):
+            stale = boa.env.evm.patch.timestamp - w.feed(pid).latestRoundData()[3] >= 3600
+            if always or bp or stale:
+                self._publish(pid, bp)
+        self._exogenous(before)
+        if settle_after is not None:  # the coalition acts before the keeper
+            if settle_after:
+                self._move(ETH, settle_after)
+            for m in w.futs:
+                self._settle(m, w.coal[0])
+        self._keeper()
+
+    @rule(k=st.sampled_from([1, 60, 3000]), bp_first=st.sampled_from([0, -300, 300]),
+          bp_then=st.sampled_from([-1000, -500, 500, 2000]), c=ACTOR_C)
+    def settle_race(self, k, bp_first, bp_then, c):
+        """The settlement race: time reaches expiry + k (if not past it already), the feeds
+        publish (ETH moved by bp_first), ETH then moves by bp_then, and the coalition settles
+        both futures at once, before the keeper: it calls settle when the price suits it."""
+        self._step()
+        w = self.w
+        before = self._summaries(w.C)
+        now_ = boa.env.evm.patch.timestamp
+        if now_ < w.expiry + k:
+            boa.env.time_travel(seconds=w.expiry + k - now_)
+            self._market_moved()
+            for pid, bp in ((0, bp_first), (1, 0)):
+                self._publish(pid, bp)
+            self._exogenous(before)
+        self._move(ETH, bp_then)
+        for m in w.futs:
+            self._settle(m, w.coal[c])
+        self._keeper()
+
+    @rule(m=st.sampled_from([ETH_FUT, BTC_FUT]), c=ACTOR_C)
+    def settle_market(self, m, c):
+        self._step()
+        self._settle(m, self.w.coal[c])
+
+    @rule(t=st.integers(0, COALITION_N + HONEST_N - 1))
+    def coalition_liquidates(self, t):
+        """The coalition liquidator liquidates an account of its choice (reverts expected)."""
+        self._step()
+        self._liquidate(self.w.cliq, (self.w.coal + self.w.honest)[t].address)
+
+    @rule(t=st.integers(0, COALITION_N + HONEST_N - 1))
+    def flag(self, t):
+        self._step()
+        user = (self.w.coal + self.w.honest)[t]
+
+        def call():
+            with boa.env.prank(self.w.cliq.address):
+                self.w.p.engine.flag_liquidatable(user.address)
+
+        self._attempt(call, "flag")
+
+    @rule(c=ACTOR_C, k=st.integers(0, 3))
+    def cancel_nonce(self, c, k):
+        """Cancel a nonce, possibly one the next order will use (that trade must then fail)."""
+        self._step()
+        user = self.w.coal[c]
+
+        def call():
+            with boa.env.prank(user.address):
+                self.w.p.engine.cancel_nonce(self.w.p._nonce + 1 + k)
+
+        self._attempt(call, "cancel")
+
+    @rule(v=ACTOR_C, pid=st.integers(0, 1), x=st.sampled_from([500, 900, 1000, 1000]), bp=GAP_BP, long_=st.booleans(),
+          dump=st.sampled_from([True, True, False]), top_up=st.sampled_from([0, 10_000, 100_000]))
+    def same_block_gap(self, v, pid, x, bp, long_, dump, top_up):
+        """Finding 4's pattern: in one block V opens a leveraged position (x per mille of its
+        free margin at 1 / im_rate) against the coalition account W (the liquidator included)
+        with the most free margin,
+        the feed publishes a gap, and the coalition liquidator liquidates V (or, finding 1's
+        pattern, V first dumps its position to W at the band edge); then the keeper. V may
+        top up its capital first."""
+        self._step()
+        w = self.w
+        market = w.perps[pid]
+        uv = w.coal[v]
+        self._deposit(uv, top_up)
+        uw = self._richest(w.coal + [w.cliq], uv)
+        index = self._prices()[pid]
+        size = max(1, min(self._max_size([uv.address], market), self._max_size([uw.address], market)) * x // 1000)
+        buyer, seller = (uv, uw) if long_ else (uw, uv)
+        self._trade(buyer, seller, market, size, index, "gap-open")
+        self._move(pid, bp if long_ else -bp)
+        if dump:
+            self._dump(pid)
+        s = self._summaries([uv.address])[uv.address]
+        if s.equity < s.maintenance_margin:
+            self._liquidate(w.cliq, uv.address)
+        self._keeper()
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def coalition_invariants(self):
+        w = self.w
+        p = w.p
+        v = p.vault
+        summ = self._summaries(w.addrs)
+        eq = {a: s.equity for a, s in summ.items()}
+
+        # basic: the vault holds what it records, and what it records covers what it owes
+        held = p.usdc.balanceOf(v.address)
+        st_total = v.settlement_total()
+        fund, bad = v.insurance_fund(), v.bad_debt()
+        if held < st_total or st_total * w.scale < sum(eq.values()) + fund - bad:
+            self._fail("solvency", f"USDC held {held}, recorded {st_total}, equity {sum(eq.values())} + fund {fund} - bad debt {bad}")
+
+        # (a) coalition profit <= honest losses + gap allowance
+        profit_c = sum(self.wd[a] + eq[a] - self.dep[a] for a in w.C)
+        losses_h = sum(self.dep[a] - self.wd[a] - eq[a] for a in w.H) + self.deficit_h
+        if profit_c > losses_h + self.allow:
+            self._fail("a", f"coalition profit {profit_c / WAD:,.2f} > honest losses {losses_h / WAD:,.2f} "
+                       f"+ gap allowance {float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})")
+        # (b) the waterfall never pays a coalition deficit beyond the gap allowance
+        if self.deficit_c > self.allow:
+            self._fail("b", f"fund + socialized losses paid {self.deficit_c / WAD:,.2f} for coalition accounts > gap allowance "
+                       f"{float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})")
+
+        # (c1) funding rate within the size-weighted envelope
+        for m in w.perps:
+            rate = p.engine.markets(m).funding_rate
+            lo, hi = self.env[m]
+            if not lo <= rate <= hi:
+                self._fail("c1", f"market {m} funding rate {rate / WAD:.6%} outside [{lo / WAD:.6%}, {hi / WAD:.6%}]")
+                self.env[m] = [min(lo, rate), max(hi, rate)]  # survey: continue from the contract's rate
+
+        # (c2) honest funding payments within |envelope| x price x time held
+        now_ = boa.env.evm.patch.timestamp
+        prices = self._prices()
+        pos_h = {a: dict(self.pos[a]) for a in w.H}
+        ref = {}
+        for m in w.perps:
+            mk = p.engine.markets(m)
+            price = prices[w.pid[m]]
+            f_now = mk.funding_index
+            if now_ > mk.funding_time:  # MarginEngine._funding_index_now
+                f_now += vdiv(vdiv(mk.funding_rate * price, WAD) * (now_ - mk.funding_time), FUNDING_PERIOD)
+            ref[m] = (f_now, mk.funding_time, price)
+        if self._funding_ref is not None:
+            then, f0, sizes0, rho0 = self._funding_ref
+            for m in w.perps:
+                dF = ref[m][0] - f0[m][0]
+                t_f, p_b = f0[m][1], f0[m][2]
+                p_max = max(p_b, ref[m][2])
+                for a in w.H:
+                    size = sizes0[a].get(m, 0)
+                    if size == 0:
+                        continue
+                    paid = size * dF // WAD
+                    self.h_paid += max(0, paid)
+                    self.h_bound += Fraction(abs(size) * rho0[m] * p_max * (now_ - t_f), WAD * WAD * FUNDING_PERIOD) + 2 * abs(size) // WAD + 2
+            if self.h_paid > self.h_bound:
+                self._fail("c2", f"honest accounts paid {self.h_paid / WAD:,.6f} of funding > bound {float(self.h_bound) / WAD:,.6f}")
+        rho = {m: max(abs(x) for x in self.env[m]) for m in w.perps}
+        self._funding_ref = (now_, ref, pos_h, rho)
+
+        # settlement price = median of the first answers at or after expiry
+        for m in w.futs:
+            self._check_settlement(m)
+
+
+CoalitionMachine.TestCase.settings = SETTINGS
+
+
+def test_coalition_machine(_deployed):
+    global _WORLD
+    STATS.clear()
+    FOUND.clear()
+    FIRST.clear()
+    t0 = time.time()
+    try:
+        with boa.env.anchor():  # the session's deployment is shared with other tests
+            _WORLD = World(_deployed)
+            _WORLD.seed()
+            run_state_machine_as_test(CoalitionMachine, settings=SETTINGS)
+    finally:
+        if os.environ.get("COALITION_STATS"):
+            print(f"\n{STATS['examples']} examples, {STATS['steps']} steps in {time.time() - t0:.1f} s")
+            for k, v in sorted(STATS.items()):
+                print(f"  {k}: {v}")
+            for tag, hits in sorted(FOUND.items()):
+                steps = sorted(s for _, s in hits)
+                print(f"  VIOLATION {tag} ({TAGS[tag]}): {len(hits)} examples, first step min {steps[0]} median {steps[len(steps) // 2]}")
+    if FOUND:
+        lines = [f"{STATS['examples']} examples, {STATS['steps']} steps: the coalition broke {len(FOUND)} invariant classes"]
+        for tag in TAGS:
+            if tag not in FOUND:
+                continue
+            example, step, actions, msg = FIRST[tag]
+            lines.append(f"\n[{tag}] {TAGS[tag]}: in {len(FOUND[tag])} examples; first in example {example} at step {step}:\n  {msg}")
+            lines += [f"    {a}" for a in actions]
+        pytest.fail("\n".join(lines), pytrace=False)
