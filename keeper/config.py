@@ -36,6 +36,17 @@ class PriceIdConfig:
 
 
 @dataclass(frozen=True)
+class DepegConfig:
+    """The settlement asset's own USD price and the vault's depeg rule (`settlement: depeg:`;
+    `CollateralVault.set_settlement_price_id` / `set_depeg_params`; Derive v2 StandardManager
+    depeg parameters)."""
+
+    price_id: int  # oracle price id of the settlement token (USD per token)
+    threshold: int  # WAD, in [0.9, 1]: below it positive cash takes factor x shortfall more
+    factor: int  # WAD, in [0, 3]
+
+
+@dataclass(frozen=True)
 class AssetConfig:
     symbol: str
     decimals: int
@@ -158,6 +169,7 @@ class ProtocolConfig:
     allow_mocks: bool = False  # deploy mocks on a non-development chain too
     governance: GovernanceConfig | None = None  # None: the deployer keeps both roles
     options: OptionsConfig | None = None  # None: no option market
+    depeg: DepegConfig | None = None  # None: cash counts 1:1 as USD (no settlement price)
 
     def mocks(self) -> list[str]:
         """What deployment would create as a mock (no `address` given): e.g. ["USDC", "WETH", "ETH feed"]."""
@@ -632,6 +644,19 @@ def _parse(raw: dict) -> ProtocolConfig:
     _unique([m.name for m in markets], "markets")
     liq = _mapping(raw, "liquidation")
     trading = _mapping(raw, "trading")
+    depeg = None
+    if "depeg" in settlement:
+        d = settlement["depeg"]
+        if not isinstance(d, dict):
+            raise ConfigError(f"settlement: depeg: must be a mapping {{price_id, threshold, factor}}, got {_show(d)}")
+        from keeper.params.bounds import MAX_DEPEG_FACTOR, MIN_DEPEG_THRESHOLD
+
+        where = _At("settlement depeg")
+        threshold = _fraction(d, "threshold", "settlement depeg")
+        if threshold < MIN_DEPEG_THRESHOLD:
+            raise ConfigError(f"settlement depeg: threshold: must be a number in [0.9, 1], got {_show(d['threshold'])}")
+        factor = _fraction(d, "factor", "settlement depeg", 0, MAX_DEPEG_FACTOR // WAD)
+        depeg = DepegConfig(pid(_get(d, "price_id", where), where), threshold, factor)
     return ProtocolConfig(
         settlement_symbol=_symbol(settlement, "symbol", "settlement"),
         settlement_decimals=_integer(settlement, "decimals", "settlement", 0, MAX_DECIMALS),
@@ -651,4 +676,5 @@ def _parse(raw: dict) -> ProtocolConfig:
         allow_mocks=allow_mocks,
         governance=_governance(raw),
         options=_options(raw, u_symbols),
+        depeg=depeg,
     )

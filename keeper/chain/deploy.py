@@ -270,6 +270,10 @@ def deploy_protocol(
              done=lambda: view(vault, "engine") != ZERO_ADDRESS)
     lens = run.contract("lens", "MarginLens", engine.address, vault.address)
     dep.lens = lens.address
+    if config.depeg is not None:
+        # the settlement asset's USD price: cash is valued by the vault's depeg rule from here on
+        run.call("set_depeg_params", vault, "set_depeg_params", config.depeg.threshold, config.depeg.factor)
+        run.call("set_settlement_price_id", vault, "set_settlement_price_id", config.depeg.price_id)
     for i, a in enumerate(config.assets):
         if a.address:
             token_address = a.address
