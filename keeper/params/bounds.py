@@ -5,7 +5,7 @@ the Vyper sources.
 
 Sources: `contracts/MarginEngine.vy` (`_check_underlying_params`, `set_liquidation_params`,
 `set_penalty_ramp`, `set_position_caps`, `set_trade_params`), `contracts/CollateralVault.vy`
-(`set_asset_params`), `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`) and,
+(`set_asset_params`, `set_depeg_params`), `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`) and,
 when options are deployed, `contracts/HealthAttestor.vy` (`set_margin_floor`,
 `set_price_band`, `set_max_validity`), `contracts/OptionMarket.vy` (`set_risk_params`,
 `set_series_caps`) and `contracts/VolFeed.vy` (`set_vol_bounds`, `set_heartbeat`).
@@ -171,9 +171,9 @@ def check_asset(new: dict[str, int]) -> list[str]:
 def check_depeg(new: dict[str, int]) -> list[str]:
     """`set_depeg_params`: threshold in [0.9, 1], factor in [0, 3] (Derive v2 StandardManager:
     threshold <= 1, factor <= 3)."""
-    out = _within("depeg_threshold", new["depeg_threshold"], MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD,
+    out = _within("threshold", new["threshold"], MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD,
                   "vault: depeg threshold out of bounds")
-    return out + _within("depeg_factor", new["depeg_factor"], 0, MAX_DEPEG_FACTOR, "vault: depeg factor out of bounds")
+    return out + _within("factor", new["factor"], 0, MAX_DEPEG_FACTOR, "vault: depeg factor out of bounds")
 
 
 def check_feeds(new: dict) -> list[str]:
