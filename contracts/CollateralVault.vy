@@ -523,14 +523,17 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
             collateral to `liquidator` at the index price less a discount until the account's
             cash is no longer negative or its collateral is gone. The liquidator pays in cash.
     @dev Discount = min(penalty, (1 - haircut) / 2), so each sale raises the account's equity
-         (the haircut kept more than the discount). Payment rounds down per sale; the amount
-         sold rounds up to cover the debt.
+         (the haircut kept more than the discount). With a settlement price p below 1 the
+         payment is in settlement units, index x (1 - discount) / p per token, so a liquidator
+         paying in depegged cash gets the discount and not the depeg too (p >= 1 or no valid
+         p: 1:1). Payment rounds down per sale; the amount sold rounds up to cover the debt.
     @param prices WAD index prices by price id.
     @param penalty The engine's liquidation penalty rate, WAD.
     @return Whether any collateral was sold.
     """
     self._check_engine()
     sold: bool = False
+    settlement: uint256 = self._settlement_price(prices)
     for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
         cash: int256 = self.cash[account]
         balance: uint256 = self.balances[account][asset_id]
@@ -542,6 +545,8 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
         unit: uint256 = 10 ** asset.decimals
         # payment per whole token after the discount, WAD USD
         price: uint256 = prices[asset.price_id] * (WAD - min(penalty, (WAD - asset.haircut) // 2)) // WAD
+        if settlement != 0 and settlement < WAD:
+            price = price * WAD // settlement
         if price == 0:
             continue
         debt: uint256 = convert(-cash, uint256)

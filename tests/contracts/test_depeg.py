@@ -287,3 +287,28 @@ def test_march_2023_rounds_value_100k_usdc_by_the_rule(protocol):
         assert p.engine.liquidate(trader.address) > 0
     print(f"\nMarch 2023 low {low[0]} at {low[1]}: 100,000 USDC counts {low[2] / WAD:,.2f} USD; "
           f"liquidatable in {len(flips)} of {len(rows)} rounds ({flips[0]} .. {flips[-1]})")
+
+
+# ------------------------------------------------------------------ collateral sale in a depeg
+
+
+@pytest.mark.parametrize("usdc,divisor", [(90 * 10**16, 90 * 10**16), (WAD, WAD), (102 * 10**16, WAD), (0, WAD)],
+                         ids=["0.90", "par", "above par", "no price"])
+def test_collateral_sale_is_priced_in_settlement_units(protocol, usdc, divisor):
+    """`liquidate_collateral` sells WETH at index x (1 - discount) / min(p, 1) settlement units per
+    token: with USDC at 0.90 the liquidator pays 1/0.9 more cash, so it gets the discount (2%)
+    and not the depeg as well; at or above par, or with no USDC price, 1:1."""
+    p = protocol
+    v = p.vault
+    a, liq = p.new_user(), cash_user(p, 1_000_000)
+    p.deposit(a, "WETH", 10 * WAD)
+    with boa.env.prank(p.engine.address):
+        v.settle_cash(a.address, -5_000 * WAD)
+        v.liquidate_collateral(a.address, liq.address, [2000 * WAD, 30_000 * WAD, usdc], 2 * 10**16)
+    (sale,) = events(v, "CollateralLiquidated")
+    price = 2000 * WAD * (WAD - 2 * 10**16) // WAD * WAD // divisor  # discount min(2%, (1 - 0.85) / 2)
+    amount = (5_000 * WAD * WAD + price - 1) // price
+    assert (sale.amount, sale.payment) == (amount, amount * price // WAD)
+    assert v.cash(a.address) == -5_000 * WAD + sale.payment >= 0
+    assert v.cash(liq.address) == 1_000_000 * WAD - sale.payment
+    assert v.collateral_balances(a.address)[0] == 10 * WAD - amount
