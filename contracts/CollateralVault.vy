@@ -119,7 +119,7 @@ settlement_priced: public(bool)
 # @dev Oracle price id of the settlement asset (WAD USD per token); meaningful when priced.
 settlement_price_id: public(uint256)
 # @dev WAD USD price below which positive cash takes the extra depeg haircut, in
-#      [MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD].
+#      [MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD] once set (0 until then: cash at min(p, 1)).
 depeg_threshold: public(uint256)
 # @dev WAD multiplier of the shortfall (threshold - p) taken off each unit of positive cash,
 #      <= MAX_DEPEG_FACTOR.
@@ -218,9 +218,6 @@ def __init__(admin_: address, settlement_token: address, oracle: address):
     SETTLEMENT_TOKEN = settlement_token
     SETTLEMENT_SCALE = 10 ** (18 - decimals)
     ORACLE = oracle
-    # in force once a settlement price id is set, until the risk admin changes them
-    self.depeg_threshold = 98 * 10**16
-    self.depeg_factor = 10**18
 
 
 # ---------------------------------------------------------------- governance

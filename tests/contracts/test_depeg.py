@@ -86,7 +86,8 @@ def test_settlement_price_id_setter(protocol):
 
 
 def test_unset_counts_cash_at_par():
-    """A deployment without `depeg:` behaves as before: cash 1:1 whatever a USDC feed says."""
+    """A deployment without `depeg:` behaves as before: cash 1:1 whatever a USDC feed says; the
+    rule starts when the admin sets the price id."""
     config = dataclasses.replace(load_config(), depeg=None)
     eoa = boa.env.eoa
     with boa.env.anchor():
@@ -96,6 +97,12 @@ def test_unset_counts_cash_at_par():
         usdc_price(p, "0.88")
         assert p.vault.cash_value(a.address) == 100_000 * WAD
         assert p.lens.equity(a.address) == 100_000 * WAD
+        # a price id set without the rule's parameters (0 until set): cash at min(p, 1) only
+        assert (p.vault.depeg_threshold(), p.vault.depeg_factor()) == (0, 0)
+        p.vault.set_settlement_price_id(p.deployment.price_ids["USDC"])
+        assert p.vault.cash_value(a.address) == 88_000 * WAD
+        p.vault.set_depeg_params(THRESHOLD, FACTOR)
+        assert p.vault.cash_value(a.address) == 78_000 * WAD
     boa.env.eoa = eoa
 
 
