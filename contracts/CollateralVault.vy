@@ -10,6 +10,10 @@
           other collateral.
         - collateral balances of listed assets (WETH, WBTC, ...), in each token's own decimals,
           valued at the index price times a haircut.
+        Optionally (`set_settlement_price_id`), the settlement asset has its own USD price and
+        cash is valued by the depeg rule of `_cash_value` (docs/threat-model.md, "Settlement-asset
+        depeg"): positive cash at min(p, 1) less depeg_factor x (depeg_threshold - p) below the
+        threshold, debt at max(p, 1); unset, cash counts 1:1 as USD.
         The insurance fund is WAD USD of settlement cash; it covers accounts left with negative
         cash and nothing else, and what it cannot cover is recorded as bad debt. Bad debt is
         then socialized pro rata over positive cash: while any is outstanding (the fund is
@@ -66,6 +70,17 @@ MAX_ASSETS: constant(uint256) = 8
 MAX_PRICE_IDS: constant(uint256) = 8
 # @dev Haircut bounds: a listed asset counts for at most 100% and at least 0% of its value.
 MAX_HAIRCUT: constant(uint256) = 10**18
+# @dev Depeg rule bounds (WAD). Derive v2 StandardManager.setDepegParameters allows a threshold
+#      <= 1 and a factor <= 3 (mainnet config: threshold 0.99, factor 2); here the threshold
+#      also has a floor so that governance can weaken the rule at most to (0.9, 0), where cash
+#      still counts at min(p, 1).
+MIN_DEPEG_THRESHOLD: constant(uint256) = 9 * 10**17
+MAX_DEPEG_THRESHOLD: constant(uint256) = 10**18
+MAX_DEPEG_FACTOR: constant(uint256) = 3 * 10**18
+# @dev The settlement price must be within [0.5, 2] USD when its id is set: a USD stablecoin,
+#      not e.g. the ETH price id (debt counts at max(p, 1)).
+MIN_SETTLEMENT_PRICE: constant(uint256) = 5 * 10**17
+MAX_SETTLEMENT_PRICE: constant(uint256) = 2 * 10**18
 
 
 struct Asset:
@@ -99,6 +114,16 @@ total_positive_cash: public(uint256)
 option_market: public(address)
 # @dev Withdrawals per account; part of the position version health attestations bind to.
 withdrawal_count: public(HashMap[address, uint256])
+# @dev Whether the settlement asset has a USD price id (False: cash counts 1:1, as before).
+settlement_priced: public(bool)
+# @dev Oracle price id of the settlement asset (WAD USD per token); meaningful when priced.
+settlement_price_id: public(uint256)
+# @dev WAD USD price below which positive cash takes the extra depeg haircut, in
+#      [MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD] once set (0 until then: cash at min(p, 1)).
+depeg_threshold: public(uint256)
+# @dev WAD multiplier of the shortfall (threshold - p) taken off each unit of positive cash,
+#      <= MAX_DEPEG_FACTOR.
+depeg_factor: public(uint256)
 
 
 event Deposit:
@@ -173,6 +198,16 @@ event DeficitCovered:
 event BadDebtRetired:
     amount: uint256
     by_withdrawal: bool
+
+
+event SettlementPriceIdSet:
+    price_id: indexed(uint256)
+    price: uint256
+
+
+event DepegParamsSet:
+    threshold: uint256
+    factor: uint256
 
 
 @deploy
@@ -258,6 +293,41 @@ def set_asset_params(asset_id: uint256, haircut: uint256, deposit_cap: uint256):
     log AssetParamsSet(asset_id=asset_id, haircut=haircut, deposit_cap=deposit_cap)
 
 
+@external
+def set_settlement_price_id(price_id: uint256):
+    """
+    @notice Give the settlement asset its own USD price (admin): from then on cash is valued by
+            the depeg rule (see `margin_inputs`). It cannot be unset (that would count a
+            depegged asset at par again); point the price id at other feeds instead.
+    @param price_id Oracle price id of the settlement token, WAD USD per token; it must price
+           now, within [0.5, 2] (a USD stablecoin).
+    """
+    roles._check_admin()
+    price: uint256 = staticcall IOracle(ORACLE).index_price(price_id)
+    assert price >= MIN_SETTLEMENT_PRICE and price <= MAX_SETTLEMENT_PRICE, "vault: settlement price out of bounds"
+    assert price_id < MAX_PRICE_IDS, "vault: price id out of bounds"
+    self.settlement_price_id = price_id
+    self.settlement_priced = True
+    log SettlementPriceIdSet(price_id=price_id, price=price)
+
+
+@external
+def set_depeg_params(threshold: uint256, factor: uint256):
+    """
+    @notice Set the depeg rule (risk admin), within bounds. Source: Derive v2 StandardManager
+            depeg parameters (`setDepegParameters`: threshold <= 1, factor <= 3; mainnet 0.99 / 2),
+            applied here to the value of cash rather than to an IM add-on.
+    @param threshold WAD USD, in [0.9, 1]: below it positive cash loses factor x shortfall more.
+    @param factor WAD, <= 3.
+    """
+    roles._check_risk_admin()
+    assert threshold >= MIN_DEPEG_THRESHOLD and threshold <= MAX_DEPEG_THRESHOLD, "vault: depeg threshold out of bounds"
+    assert factor <= MAX_DEPEG_FACTOR, "vault: depeg factor out of bounds"
+    self.depeg_threshold = threshold
+    self.depeg_factor = factor
+    log DepegParamsSet(threshold=threshold, factor=factor)
+
+
 # ---------------------------------------------------------------- users
 
 
@@ -338,6 +408,9 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
          Reverts "vault: settlement liquidity short" when the vault holds fewer settlement
          tokens than it would pay: positive cash can be owed by accounts whose debt is backed by
          WETH/WBTC, and is paid as they repay or are liquidated (a liquidity limit, not a loss).
+         Reverts "vault: no settlement price" for a collateral withdrawal from an account with
+         positive cash and a non-zero IM while the settlement asset's price is set but
+         unavailable (its cash then counts at par and might be depegged).
     @param token The settlement token or a listed asset.
     @param amount Token units.
     @param receiver Where the tokens go.
@@ -368,6 +441,10 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
         self.assets[asset_id].total -= amount
     summary: MarginSummary = staticcall IMarginEngine(self.engine).margin_summary(msg.sender)
     assert summary.equity >= convert(summary.initial_margin, int256), "vault: below initial margin"
+    # without a settlement price positive cash counts at par (see `_cash_value`): collateral
+    # may not leave an account with risk that leans on it (risk-free accounts withdraw freely)
+    if self.settlement_priced and token != SETTLEMENT_TOKEN and summary.initial_margin != 0 and self.cash[msg.sender] > 0:
+        assert self._settlement_price(staticcall IOracle(ORACLE).index_prices()) != 0, "vault: no settlement price"
     # a withdrawal changes the portfolio: health attestations signed before it lapse
     self.withdrawal_count[msg.sender] += 1
     if paid != 0:
@@ -443,14 +520,17 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
             collateral to `liquidator` at the index price less a discount until the account's
             cash is no longer negative or its collateral is gone. The liquidator pays in cash.
     @dev Discount = min(penalty, (1 - haircut) / 2), so each sale raises the account's equity
-         (the haircut kept more than the discount). Payment rounds down per sale; the amount
-         sold rounds up to cover the debt.
+         (the haircut kept more than the discount). With a settlement price p below 1 the
+         payment is in settlement units, index x (1 - discount) / p per token, so a liquidator
+         paying in depegged cash gets the discount and not the depeg too (p >= 1 or no valid
+         p: 1:1). Payment rounds down per sale; the amount sold rounds up to cover the debt.
     @param prices WAD index prices by price id.
     @param penalty The engine's liquidation penalty rate, WAD.
     @return Whether any collateral was sold.
     """
     self._check_engine()
     sold: bool = False
+    settlement: uint256 = self._settlement_price(prices)
     for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
         cash: int256 = self.cash[account]
         balance: uint256 = self.balances[account][asset_id]
@@ -462,6 +542,8 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
         unit: uint256 = 10 ** asset.decimals
         # payment per whole token after the discount, WAD USD
         price: uint256 = prices[asset.price_id] * (WAD - min(penalty, (WAD - asset.haircut) // 2)) // WAD
+        if settlement != 0 and settlement < WAD:
+            price = price * WAD // settlement
         if price == 0:
             continue
         debt: uint256 = convert(-cash, uint256)
@@ -529,15 +611,60 @@ def _collateral_value(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]
     return value
 
 
+@internal
+@view
+def _settlement_price(prices: DynArray[uint256, MAX_PRICE_IDS]) -> uint256:
+    """
+    @dev The settlement asset's WAD USD price in `prices`, 0 when unset, unavailable or absent.
+    """
+    if not self.settlement_priced or self.settlement_price_id >= len(prices):
+        return 0
+    return prices[self.settlement_price_id]
+
+
+@internal
+@view
+def _cash_value(cash: int256, prices: DynArray[uint256, MAX_PRICE_IDS]) -> int256:
+    """
+    @dev The depeg rule, WAD USD. With p the settlement price (WAD USD per token):
+         cash >= 0: floor(cash * max(0, min(p, 1e18) * 1e18 - factor * max(threshold - p, 0)) / 1e36)
+         cash < 0:  -ceil(-cash * max(p, 1e18) / 1e18)  (debt never below par)
+         No settlement price id, or p == 0 (no valid feed): cash at par, so an oracle outage
+         neither freezes nor liquidates anyone; `withdraw` then keeps collateral in accounts
+         with risk. Continuous in p: the haircut starts at 0 at the threshold.
+    """
+    p: uint256 = self._settlement_price(prices)
+    if p == 0 or cash == 0:
+        return cash
+    if cash < 0:
+        return -convert((convert(-cash, uint256) * max(p, WAD) + WAD - 1) // WAD, int256)
+    unit: uint256 = min(p, WAD) * WAD
+    threshold: uint256 = self.depeg_threshold
+    if p < threshold:
+        unit -= min(unit, self.depeg_factor * (threshold - p))
+    return convert(convert(cash, uint256) * unit // (WAD * WAD), int256)
+
+
 @external
 @view
 def margin_inputs(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int256, uint256):
     """
-    @notice Cash and haircut collateral value of an account at the given index prices.
+    @notice Cash value and haircut collateral value of an account at the given index prices.
+    @dev Cash is valued by the depeg rule (`_cash_value`) when a settlement price id is set,
+         else 1:1; the ledger balance is `cash(account)`.
     @param prices WAD index prices indexed by price id (as `OracleRouter.index_prices`).
-    @return (cash WAD, haircut collateral value WAD rounded down).
+    @return (cash value WAD, rounded towards the protocol; haircut collateral value WAD rounded down).
     """
-    return self.cash[account], self._collateral_value(account, prices)
+    return self._cash_value(self.cash[account], prices), self._collateral_value(account, prices)
+
+
+@external
+@view
+def cash_value(account: address) -> int256:
+    """
+    @notice An account's cash valued by the depeg rule at current index prices (WAD USD).
+    """
+    return self._cash_value(self.cash[account], staticcall IOracle(ORACLE).index_prices())
 
 
 @external

@@ -158,7 +158,7 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     the scenario table and the isolated, standard and portfolio margin requirements."""
     from eth_utils import is_address, to_checksum_address
 
-    from keeper.risk.margin import isolated_initial_margin, margin
+    from keeper.risk.margin import cash_value, isolated_initial_margin, margin, settlement_price
     from keeper.risk.portfolio import account_reports
     from keeper.risk.scenarios import DEFAULT_PM_CONFIG, build_risk_tables, load_scenario_params, portfolio_margin
 
@@ -179,7 +179,11 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     assets = Table(title=f"Collateral of {address} at block {block}")
     for col in ("asset", "balance", "index price", "haircut", "margin value (USD)"):
         assets.add_column(col, justify="right" if col != "asset" else "left")
-    assets.add_row("cash (" + "USDC" + ")", f"{snap.book.cash[0] / WAD:,.2f}", "1", "1", f"{snap.book.cash[0] / WAD:,.2f}")
+    # cash by the vault's depeg rule: the settlement asset's own price when it has one
+    settle_px = settlement_price(params, snap.prices)
+    cash_val = cash_value(snap.book.cash[:1], params, snap.prices)[0]
+    assets.add_row("cash (" + "USDC" + ")", f"{snap.book.cash[0] / WAD:,.2f}",
+                   f"{settle_px / WAD:,.4f}" if settle_px else "1", "depeg rule" if settle_px else "1", f"{cash_val / WAD:,.2f}")
     for symbol, asset_id in deployment.asset_ids.items():
         bal = snap.book.collateral[0, asset_id]
         if bal:

@@ -36,6 +36,17 @@ class PriceIdConfig:
 
 
 @dataclass(frozen=True)
+class DepegConfig:
+    """The settlement asset's own USD price and the vault's depeg rule (`settlement: depeg:`;
+    `CollateralVault.set_settlement_price_id` / `set_depeg_params`; Derive v2 StandardManager
+    depeg parameters)."""
+
+    price_id: int  # oracle price id of the settlement token (USD per token)
+    threshold: int  # WAD, in [0.9, 1]: below it positive cash takes factor x shortfall more
+    factor: int  # WAD, in [0, 3]
+
+
+@dataclass(frozen=True)
 class AssetConfig:
     symbol: str
     decimals: int
@@ -164,6 +175,7 @@ class ProtocolConfig:
     # share of it one market's gap may take (k)
     insurance_fund_usd: int = 0
     backstop_coverage: int = WAD
+    depeg: DepegConfig | None = None  # None: cash counts 1:1 as USD (no settlement price)
 
     def mocks(self) -> list[str]:
         """What deployment would create as a mock (no `address` given): e.g. ["USDC", "WETH", "ETH feed"]."""
@@ -665,6 +677,19 @@ def _parse(raw: dict) -> ProtocolConfig:
     unknown = sorted(set(backstop) - {"insurance_fund_usd", "coverage"})
     if unknown:
         raise ConfigError(f"backstop: unknown key {unknown[0]!r} (expected coverage, insurance_fund_usd)")
+    depeg = None
+    if "depeg" in settlement:
+        d = settlement["depeg"]
+        if not isinstance(d, dict):
+            raise ConfigError(f"settlement: depeg: must be a mapping {{price_id, threshold, factor}}, got {_show(d)}")
+        from keeper.params.bounds import MAX_DEPEG_FACTOR, MIN_DEPEG_THRESHOLD
+
+        where = _At("settlement depeg")
+        threshold = _fraction(d, "threshold", "settlement depeg")
+        if threshold < MIN_DEPEG_THRESHOLD:
+            raise ConfigError(f"settlement depeg: threshold: must be a number in [0.9, 1], got {_show(d['threshold'])}")
+        factor = _fraction(d, "factor", "settlement depeg", 0, MAX_DEPEG_FACTOR // WAD)
+        depeg = DepegConfig(pid(_get(d, "price_id", where), where), threshold, factor)
     return ProtocolConfig(
         settlement_symbol=_symbol(settlement, "symbol", "settlement"),
         settlement_decimals=_integer(settlement, "decimals", "settlement", 0, MAX_DECIMALS),
@@ -686,4 +711,5 @@ def _parse(raw: dict) -> ProtocolConfig:
         options=_options(raw, u_symbols),
         insurance_fund_usd=_integer(backstop, "insurance_fund_usd", "backstop", 0, 10**15, " USD") if "insurance_fund_usd" in backstop else 0,
         backstop_coverage=_fraction(backstop, "coverage", "backstop", 0, 10) if "coverage" in backstop else WAD,
+        depeg=depeg,
     )

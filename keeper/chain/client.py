@@ -133,7 +133,23 @@ class ProtocolClient:
             asset_price_id=np.array([a[2] for a in assets], dtype=np.int64),
             asset_decimals=np.array([a[1] for a in assets], dtype=np.int64),
             asset_haircut=np.array([a[3] for a in assets], dtype=object),
+            **self.depeg_params(block),
         )
+
+    def depeg_params(self, block: int | str = "latest") -> dict[str, int]:
+        """The vault's depeg rule as `RiskParams` fields: settlement_price_id (-1 = cash 1:1),
+        depeg_threshold, depeg_factor (WAD). A vault that predates the rule counts cash 1:1."""
+        v = self.vault.functions
+        try:
+            if not v.settlement_priced().call(block_identifier=block):
+                return {"settlement_price_id": -1}
+            return {
+                "settlement_price_id": v.settlement_price_id().call(block_identifier=block),
+                "depeg_threshold": v.depeg_threshold().call(block_identifier=block),
+                "depeg_factor": v.depeg_factor().call(block_identifier=block),
+            }
+        except (ContractLogicError, BadFunctionCallOutput):
+            return {"settlement_price_id": -1}
 
     # ------------------------------------------------------------------ state
 

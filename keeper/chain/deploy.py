@@ -291,6 +291,13 @@ def deploy_protocol(
              done=lambda: view(vault, "engine") != ZERO_ADDRESS)
     lens = run.contract("lens", "MarginLens", engine.address, vault.address)
     dep.lens = lens.address
+    if config.depeg is not None:
+        # the settlement asset's USD price: cash is valued by the vault's depeg rule from here on
+        depeg = config.depeg
+        run.call("set_depeg_params", vault, "set_depeg_params", depeg.threshold, depeg.factor,
+                 done=lambda: (view(vault, "depeg_threshold"), view(vault, "depeg_factor")) == (depeg.threshold, depeg.factor))
+        run.call("set_settlement_price_id", vault, "set_settlement_price_id", depeg.price_id,
+                 done=lambda: view(vault, "settlement_priced") and view(vault, "settlement_price_id") == depeg.price_id)
     for i, a in enumerate(config.assets):
         if a.address:
             token_address = a.address

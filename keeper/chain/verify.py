@@ -166,6 +166,13 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
         add("CollateralVault", f"{a.symbol} haircut", a.haircut, asset[3], wad=True)
         add("CollateralVault", f"{a.symbol} deposit cap (units)", a.deposit_cap, asset[4])
 
+    # vault: the settlement asset's price and the depeg rule (unset: cash counts 1:1)
+    add("CollateralVault", "settlement_priced", config.depeg is not None, read(vault, "settlement_priced"))
+    if config.depeg is not None:
+        add("CollateralVault", "settlement_price_id", config.depeg.price_id, read(vault, "settlement_price_id"))
+        add("CollateralVault", "depeg_threshold", config.depeg.threshold, read(vault, "depeg_threshold"), wad=True)
+        add("CollateralVault", "depeg_factor", config.depeg.factor, read(vault, "depeg_factor"), wad=True)
+
     # engine: wiring, liquidation and trade parameters, underlyings, markets
     add("MarginEngine", "VAULT", d.vault, read(engine, "VAULT"))
     add("MarginEngine", "ORACLE", d.oracle, read(engine, "ORACLE"))

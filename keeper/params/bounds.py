@@ -5,7 +5,7 @@ the Vyper sources.
 
 Sources: `contracts/MarginEngine.vy` (`_check_underlying_params`, `set_liquidation_params`,
 `set_penalty_ramp`, `set_position_caps`, `set_trade_params`), `contracts/CollateralVault.vy`
-(`set_asset_params`), `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`) and,
+(`set_asset_params`, `set_depeg_params`), `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`) and,
 when options are deployed, `contracts/HealthAttestor.vy` (`set_margin_floor`,
 `set_price_band`, `set_max_validity`), `contracts/OptionMarket.vy` (`set_risk_params`,
 `set_series_caps`) and `contracts/VolFeed.vy` (`set_vol_bounds`, `set_heartbeat`).
@@ -30,6 +30,9 @@ MIN_PENALTY_RAMP = 60
 MAX_PENALTY_RAMP = 86400
 # CollateralVault.vy
 MAX_HAIRCUT = 10**18
+MIN_DEPEG_THRESHOLD = 9 * 10**17
+MAX_DEPEG_THRESHOLD = 10**18
+MAX_DEPEG_FACTOR = 3 * 10**18
 # OracleRouter.vy
 MIN_HEARTBEAT = 60
 MAX_HEARTBEAT = 2 * 86400
@@ -61,7 +64,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     **{n: ("MarginEngine.vy", n) for n in (
         "MIN_IM_RATE", "MAX_IM_RATE", "MIN_MM_RATE", "MIN_PENALTY", "MAX_PENALTY", "MIN_TARGET", "MAX_TARGET",
         "MIN_PRICE_DEVIATION", "MAX_PRICE_DEVIATION", "MAX_FUNDING_RATE_BOUND", "MIN_PENALTY_RAMP", "MAX_PENALTY_RAMP")},
-    "MAX_HAIRCUT": ("CollateralVault.vy", "MAX_HAIRCUT"),
+    **{n: ("CollateralVault.vy", n) for n in (
+        "MAX_HAIRCUT", "MIN_DEPEG_THRESHOLD", "MAX_DEPEG_THRESHOLD", "MAX_DEPEG_FACTOR")},
     **{n: ("OracleRouter.vy", n) for n in ("MIN_HEARTBEAT", "MAX_HEARTBEAT", "MAX_FEEDS")},
     **{n: ("HealthAttestor.vy", n) for n in (
         "MIN_MARGIN_FLOOR", "MAX_MARGIN_FLOOR", "MAX_PRICE_BAND", "MIN_VALIDITY", "MAX_VALIDITY")},
@@ -162,6 +166,14 @@ def check_trading(new: dict[str, int]) -> list[str]:
 def check_asset(new: dict[str, int]) -> list[str]:
     """`set_asset_params`: haircut <= 100%; any deposit cap (lowering it only stops deposits)."""
     return _within("haircut", new["haircut"], 0, MAX_HAIRCUT, "vault: haircut out of bounds")
+
+
+def check_depeg(new: dict[str, int]) -> list[str]:
+    """`set_depeg_params`: threshold in [0.9, 1], factor in [0, 3] (Derive v2 StandardManager:
+    threshold <= 1, factor <= 3)."""
+    out = _within("threshold", new["threshold"], MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD,
+                  "vault: depeg threshold out of bounds")
+    return out + _within("factor", new["factor"], 0, MAX_DEPEG_FACTOR, "vault: depeg factor out of bounds")
 
 
 def check_feeds(new: dict) -> list[str]:

@@ -51,6 +51,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "liquidation": {"penalty": FRACTION, "liquidator_share": FRACTION, "target": NUMBER,
                     "max_penalty": FRACTION, "penalty_ramp_seconds": SECONDS},
     "trading": {"max_price_deviation": FRACTION, "max_funding_rate": FRACTION, "funding_smoothing": FRACTION},
+    # CollateralVault.set_depeg_params: the settlement-asset depeg rule (threshold in USD, factor a multiplier)
+    "depeg": {"threshold": FRACTION, "factor": NUMBER},
     # HealthAttestor
     "attestation": {"margin_floor": FRACTION, "price_band": FRACTION, "max_validity": SECONDS},
     # OptionMarket.set_risk_params (the RiskParams struct, in order) and set_series_caps
@@ -64,7 +66,7 @@ FIELDS: dict[str, dict[str, str]] = {
     "portfolio_margin": {"scenario_params_hash": HASH},
 }  # fmt: skip
 NAMED = ("underlying", "asset", "market", "price_id", "series")
-GLOBAL = ("liquidation", "trading", "attestation", "options", "vol_feed", "portfolio_margin")
+GLOBAL = ("liquidation", "trading", "depeg", "attestation", "options", "vol_feed", "portfolio_margin")
 # sections that exist only when the deployment has options, -> the manifest field they need
 OPTION_SECTIONS = {"attestation": "health_attestor", "options": "option_market", "series": "option_market",
                    "vol_feed": "vol_feed", "portfolio_margin": "health_attestor"}

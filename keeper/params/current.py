@@ -110,6 +110,7 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
         "max_penalty": get(e.max_liquidation_penalty()),
         "penalty_ramp_seconds": get(e.penalty_ramp_time()),
     }}  # fmt: skip
+    out.values["depeg"] = {"": {"threshold": get(v.depeg_threshold()), "factor": get(v.depeg_factor())}}
     out.values["trading"] = {"": {
         "max_price_deviation": get(e.max_price_deviation()),
         "max_funding_rate": get(e.max_funding_rate()),

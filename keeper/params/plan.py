@@ -60,6 +60,7 @@ SETTERS: dict[str, tuple[Setter, ...]] = {
         Setter("engine", "set_penalty_ramp", ("max_penalty", "penalty_ramp_seconds"),
                lambda new, s: bounds.check_penalty_ramp(new, _liq(s)["penalty"], s.mm_rates())),
     ),
+    "depeg": (Setter("vault", "set_depeg_params", ("threshold", "factor"), lambda new, s: bounds.check_depeg(new)),),
     "trading": (Setter("engine", "set_trade_params", ("max_price_deviation", "max_funding_rate", "funding_smoothing"),
                        lambda new, s: bounds.check_trading(new)),),
     "attestation": (

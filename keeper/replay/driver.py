@@ -326,8 +326,11 @@ class Replay:
     def _publish(self, step: int) -> list:
         prices = self.opts.path.as_wad(step)
         hashes = []
+        initial = {p.symbol: p.initial_price * WAD for p in self.opts.config.price_ids}
         for symbol, feed in self.feeds.items():
-            answer = prices[symbol] // 10 ** (18 - self.deployment.feed_decimals[symbol])
+            # a price id without a path (e.g. the settlement asset's USDC / USD) stays at its
+            # initial price, republished so that it never goes stale
+            answer = prices.get(symbol, initial.get(symbol, 0)) // 10 ** (18 - self.deployment.feed_decimals[symbol])
             hashes.append(self._send(feed.functions.set_answer(answer), 100_000))
         return hashes
 

@@ -4,10 +4,15 @@ Formulas (the `MarginEngine` contract notice, `_margin`, `_position_value`, `_ch
 and `CollateralVault._collateral_value`), all amounts WAD (1e18) USD unless stated:
 
 - collateral value = sum over assets a of floor(balance_a * price_a * haircut_a / (10**decimals_a * 1e18))
+- cash value       = the depeg rule (`CollateralVault._cash_value`; Derive v2 StandardManager depeg
+  parameters), with p the settlement asset's index price when its price id is set and valid:
+      cash >= 0: floor(cash * max(0, min(p, 1e18) * 1e18 - factor * max(threshold - p, 0)) / 1e36)
+      cash < 0:  floor(cash * max(p, 1e18) / 1e18)   (debt at par or worse, rounded up in size)
+  and cash itself (1:1) when no settlement price id is set or p == 0
 - position value   = floor(size * (mark - entry) / 1e18) - ceil(size * (F - F_entry) / 1e18), with
   mark = the settlement price of a settled future, else the index price of its underlying, and F the
   market's funding index accrued to now (as `MarginEngine.market_states()` returns it)
-- equity           = cash + collateral value + sum of position values (may be negative)
+- equity           = cash value + collateral value + sum of position values (may be negative)
 - per underlying u, over its live (unsettled) positions: L = sum of long sizes, S = sum of short sizes,
   A = the part of futures in their last 7 days that no longer nets (size - trunc(size * time to
   expiry / 7 days); the whole future once expired; CME SPAN spot-month charge),
@@ -55,6 +60,7 @@ __all__ = [
     "MarketTable",
     "RiskParams",
     "as_prices",
+    "cash_value",
     "isolated_initial_margin",
     "margin",
     "margin_float",
@@ -139,6 +145,8 @@ class RiskParams:
     object arrays of Python ints, WAD fractions.
     Per asset (shape (A,), asset id order): `asset_price_id` int64, `asset_decimals` int64 (token
     decimals, 0..18), `asset_haircut` object, WAD fraction of value counted as margin.
+    Settlement asset (the vault's depeg rule): `settlement_price_id` its oracle price id, -1 when
+    unset (cash counts 1:1); `depeg_threshold`, `depeg_factor` WAD ints.
 
     Arrays are copied and made read-only. Raises TypeError (non-integers) or ValueError (shapes,
     negative values, decimals outside 0..18).
@@ -152,9 +160,21 @@ class RiskParams:
     asset_price_id: np.ndarray
     asset_decimals: np.ndarray
     asset_haircut: np.ndarray
+    settlement_price_id: int = -1
+    depeg_threshold: int = 0
+    depeg_factor: int = 0
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
+        for name in ("settlement_price_id", "depeg_threshold", "depeg_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise TypeError(f"{name}: must be an integer, got {type(value).__name__}")
+            set_(name, int(value))
+        if self.settlement_price_id < -1:
+            raise ValueError("settlement_price_id: -1 (unset) or a price id")
+        if self.depeg_threshold < 0 or self.depeg_factor < 0:
+            raise ValueError("depeg_threshold / depeg_factor: negative value (a uint256 on chain)")
         set_("price_id", _index(self.price_id, "price_id"))
         for name in ("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate", "asset_haircut"):
             arr = _exact(getattr(self, name), name, 1)
@@ -185,6 +205,7 @@ class RiskParams:
         """The parameters a deployment of `config` lists (`keeper.chain.deploy.deploy_protocol`
         lists underlyings and assets in config order, so ids are config indices)."""
         us, assets = config.underlyings, config.assets
+        depeg = config.depeg
         return cls(
             price_id=[u.price_id for u in us],
             im_rate=[u.im_rate for u in us],
@@ -194,6 +215,9 @@ class RiskParams:
             asset_price_id=[a.price_id for a in assets],
             asset_decimals=[a.decimals for a in assets],
             asset_haircut=[a.haircut for a in assets],
+            settlement_price_id=-1 if depeg is None else depeg.price_id,
+            depeg_threshold=0 if depeg is None else depeg.threshold,
+            depeg_factor=0 if depeg is None else depeg.factor,
         )
 
 
@@ -434,6 +458,42 @@ class FloatMarginResult:
     liquidatable: np.ndarray
 
 
+# ---------------------------------------------------------------- cash (depeg rule)
+
+
+def settlement_price(params: RiskParams, prices: Any) -> int:
+    """The settlement asset's WAD USD price in `prices`, 0 when its price id is unset, absent or
+    has no valid price (`CollateralVault._settlement_price`)."""
+    pid = params.settlement_price_id
+    if pid < 0 or pid >= len(prices):
+        return 0
+    return int(prices[pid])
+
+
+def _cash_units(params: RiskParams, prices: Any) -> tuple[int, int] | None:
+    """(WAD^2 value of a unit of positive cash, WAD value of a unit of debt), or None for 1:1."""
+    p = settlement_price(params, prices)
+    if p == 0:
+        return None
+    unit = min(p, WAD) * WAD
+    if p < params.depeg_threshold:
+        unit -= min(unit, params.depeg_factor * (params.depeg_threshold - p))
+    return unit, max(p, WAD)
+
+
+def cash_value(cash: Any, params: RiskParams, prices: Any) -> np.ndarray:
+    """object (N,): cash valued by the depeg rule (module docstring; `CollateralVault._cash_value`),
+    WAD USD, to the wei. `cash` (N,) WAD ints, signed."""
+    cash = _exact(cash, "cash", 1)
+    units = _cash_units(params, as_prices(prices))
+    if units is None:
+        return cash.copy()
+    unit, debt = units
+    # floor of a negative product = minus the ceiling of the debt's value
+    out = np.where(np.asarray(cash >= 0, dtype=bool), (cash * unit) // WAD2, (cash * debt) // WAD)
+    return np.asarray(out, dtype=object).reshape(len(cash))
+
+
 # ---------------------------------------------------------------- exact, vectorized
 
 
@@ -521,6 +581,7 @@ def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: 
         for u in range(params.n_underlyings)
     ]
     columns = book._columns
+    cash_units = _cash_units(params, prices)
     equity = np.empty(n, dtype=object)
     im = np.empty(n, dtype=object)
     mm = np.empty(n, dtype=object)
@@ -532,7 +593,9 @@ def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: 
             None if a == b else (c.rows[a:b] - lo, c.size[a:b], c.entry_price[a:b], c.funding_index[a:b], c.longs[a:b])
             for c, (a, b) in zip(columns, cuts)
         ]
-        equity[lo:hi], im[lo:hi], mm[lo:hi] = _margin_block(book, lo, hi, block, assets, marks, funding, groups, left)
+        equity[lo:hi], im[lo:hi], mm[lo:hi] = _margin_block(
+            book, lo, hi, block, assets, marks, funding, groups, left, cash_units
+        )
     priced = _priced(book, markets, params, prices)
     return MarginResult(equity, im, mm, _health(equity, mm), np.asarray(equity < mm, dtype=bool).reshape(n) & priced, priced)
 
@@ -552,11 +615,19 @@ def _priced(book: AccountBook, markets: MarketTable, params: RiskParams, prices:
     return ~missing
 
 
-def _margin_block(book, lo, hi, block, assets, marks, funding, groups, left):
+def _margin_block(book, lo, hi, block, assets, marks, funding, groups, left, cash_units=None):
     """(equity, IM, MM) of accounts lo..hi-1; see `margin`."""
     k = hi - lo
-    # collateral: floor(balance * price * haircut / (10**decimals * 1e18)) per asset, as the vault
-    equity = book.cash[lo:hi].copy()
+    # cash by the depeg rule (1:1 without a settlement price), then collateral:
+    # floor(balance * price * haircut / (10**decimals * 1e18)) per asset, as the vault
+    cash = book.cash[lo:hi]
+    if cash_units is None:
+        equity = cash.copy()
+    else:
+        unit, debt = cash_units
+        equity = np.asarray(
+            np.where(np.asarray(cash >= 0, dtype=bool), (cash * unit) // WAD2, (cash * debt) // WAD), dtype=object
+        ).reshape(k)
     for a, (num, den) in enumerate(assets):
         equity += (book.collateral[lo:hi, a] * num) // den
     # positions: floor(size*(mark-entry)/1e18) + floor(size*(F_entry-F)/1e18); the second floor is
@@ -668,6 +739,9 @@ def margin_float(book: AccountBook, markets: MarketTable, params: RiskParams, pr
     mark = _marks(markets, params, prices).astype(np.float64)
     # pnl - funding owed = size * ((mark - entry) - (F - F_entry)) / 1e18
     unit_value = (mark - markets.funding_index.astype(np.float64)) - entry + fidx
+    units = _cash_units(params, prices)
+    if units is not None:
+        cash = np.where(cash >= 0, cash * (units[0] / 1e36), cash * (units[1] / 1e18))
     equity = cash + coll @ asset_factor + (size * unit_value).sum(axis=1) / 1e18
 
     live = markets.live
@@ -711,6 +785,9 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
         (p[pid], int(dec), hc)
         for pid, dec, hc in zip(params.asset_price_id.tolist(), params.asset_decimals.tolist(), params.asset_haircut)
     ]
+    # the settlement asset's price, as `CollateralVault._settlement_price` (0 = cash at par)
+    sid = params.settlement_price_id
+    s_price = p[sid] if 0 <= sid < len(p) else 0
     m_under = markets.underlying.tolist()
     m_settle, m_fidx = markets.settlement_price.tolist(), markets.funding_index.tolist()
     m_left = markets.netting_left
@@ -724,7 +801,15 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
         book.entry_price.tolist(),
         book.funding_index.tolist(),
     ):
-        equity = cash
+        if s_price == 0 or cash == 0:
+            equity = cash
+        elif cash < 0:
+            equity = -((-cash * max(s_price, WAD) + WAD - 1) // WAD)
+        else:
+            unit = min(s_price, WAD) * WAD
+            if s_price < params.depeg_threshold:
+                unit = max(0, unit - params.depeg_factor * (params.depeg_threshold - s_price))
+            equity = cash * unit // WAD2
         priced = True
         for amount, (price, decimals, haircut) in zip(balances, assets):
             if amount:

@@ -194,7 +194,7 @@ def test_add_underlying(protocol):
     p = protocol
     e = p.engine
     with boa.reverts("engine: unknown price id"):
-        e.add_underlying(2, 10**17, 5 * 10**16, 0, 0)
+        e.add_underlying(3, 10**17, 5 * 10**16, 0, 0)
     with boa.reverts("engine: mm_rate below 2x penalty"):
         e.add_underlying(0, 10**17, 4 * 10**16 - 1, 0, 0)
     u = e.add_underlying(1, 2 * 10**17, 10**17, 3 * 10**16, 10**16)

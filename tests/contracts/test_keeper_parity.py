@@ -6,6 +6,9 @@ trades them against each other on all four markets at prices within 4.5% of the 
 rounds (prices move and funding accrues between rounds), then moves every feed by 20-35%, lets
 funding accrue (and, in two cases of three, settles a future), and compares `keeper.risk.margin.margin`
 on `account_states` / `market_states` / `index_prices` with `margin_summaries` and `is_liquidatable`.
+Every case also lists the settlement asset's USDC / USD price with a random depeg rule (the vault's
+`_cash_value`) and values the accounts with USDC below the threshold, above par (debt counts more)
+or without a valid price (cash at par): `DEPEG_PRICES`.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import boa
 import numpy as np
 import pytest
 
-from keeper.config import AssetConfig, MarketConfig, PriceIdConfig, load_config
+from keeper.config import AssetConfig, DepegConfig, MarketConfig, PriceIdConfig, load_config
 from tests.boa_protocol import CONTRACT_TESTS_CONFIG
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin, margin_loop
 from tests.boa_protocol import WAD, BoaProtocol
 
 ACCOUNTS = 72
 CASES = [(11, False), (12, True), (13, True)]  # (seed, settle ETH-FUT before valuing)
+# USDC / USD at the valuation point, per case: depegged below any threshold, above par, no price
+DEPEG_PRICES = [0.93712345, 1.01734567, 0.0]
 
 
 def random_config(rng: np.random.Generator, case: int):
@@ -34,7 +39,11 @@ def random_config(rng: np.random.Generator, case: int):
         dataclasses.replace(base.price_ids[0], feed_decimals=feed()),
         dataclasses.replace(base.price_ids[1], feed_decimals=feed()),
         PriceIdConfig("GOV", feed(), 3, 3600),
+        PriceIdConfig("USDC", int(np.random.default_rng(100 + case).choice([6, 8, 18])), 1, 86400),
     )
+    # the depeg rule from its own generator, so that the rest of each case is drawn as before
+    drng = np.random.default_rng(200 + case)
+    depeg = DepegConfig(3, int(drng.integers(9 * 10**17, WAD + 1)), int(drng.integers(0, 3 * WAD + 1)))
     cover = np.random.default_rng(0)  # same permutations in every case: each case takes its column
     decimals = [int(cover.permutation([6, 8, 18])[case]), int(cover.permutation([6, 8, 18])[case]), [0, 2, 0][case]]
     haircut = lambda lo: int(rng.integers(lo, WAD + 1))  # noqa: E731  # odd WAD values: rounding matters
@@ -54,6 +63,7 @@ def random_config(rng: np.random.Generator, case: int):
         price_ids=price_ids,
         assets=assets,
         markets=markets,
+        depeg=depeg,
     )
 
 
@@ -143,6 +153,9 @@ def params_on_chain(p: BoaProtocol) -> RiskParams:
         asset_price_id=[a[2] for a in assets],
         asset_decimals=[a[1] for a in assets],
         asset_haircut=[a[3] for a in assets],
+        settlement_price_id=p.vault.settlement_price_id() if p.vault.settlement_priced() else -1,
+        depeg_threshold=p.vault.depeg_threshold(),
+        depeg_factor=p.vault.depeg_factor(),
     )
 
 
@@ -167,7 +180,14 @@ def test_keeper_margin_equals_contract(isolated_env, case):
     params = RiskParams.from_config(config)
     chain = params_on_chain(p)
     for field in dataclasses.fields(RiskParams):
-        assert getattr(params, field.name).tolist() == getattr(chain, field.name).tolist(), field.name
+        mine, theirs = getattr(params, field.name), getattr(chain, field.name)
+        if isinstance(mine, np.ndarray):
+            mine, theirs = mine.tolist(), theirs.tolist()
+        assert mine == theirs, field.name
+    # the settlement asset's price at the valuation point (0: no valid price, cash at par)
+    usdc = DEPEG_PRICES[case]
+    dec = p.deployment.feed_decimals["USDC"]
+    p.feeds["USDC"].set_answer(int(usdc * 10**dec) + (int(rng.integers(1, 10 ** min(dec, 6))) if usdc else 0))
 
     states = p.lens.account_states(addresses)
     markets = MarketTable.from_states(p.lens.market_states(), boa.env.evm.patch.timestamp)
@@ -190,6 +210,12 @@ def test_keeper_margin_equals_contract(isolated_env, case):
     assert (held >= 2).any() and (held == 0).any()
     assert result.liquidatable.any() and not result.liquidatable.all()
     assert (book.cash < 0).any()
+    usdc_price = prices[p.deployment.price_ids["USDC"]]
+    if usdc:  # the rule changed the value of cash (positive below the threshold, debt above par)
+        moved = result.equity != margin(book, markets, dataclasses.replace(params, settlement_price_id=-1), prices).equity
+        assert np.asarray(moved, dtype=bool).any() and usdc_price != WAD
+    else:
+        assert usdc_price == 0
     assert (book.collateral != 0).any(axis=0).all()
     assert all(markets.funding_index[m] != 0 for m in (0, 2))  # both perpetuals accrued funding
     assert (book.funding_index != 0).any()

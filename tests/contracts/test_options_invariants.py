@@ -186,10 +186,13 @@ class OptionsMachine(RuleBasedStateMachine):
         self.fills += len(named(self.w.engine.get_logs(strict=False), "PositionChanged"))
 
     def _refresh_prices(self):
-        """Re-publish both index prices unchanged (the feeds' heartbeat is an hour)."""
+        """Re-publish both index prices unchanged (the feeds' heartbeat is an hour), and the
+        USDC / USD price of the depeg rule at par (its heartbeat is a day)."""
         p, s = self.w.p, self.prev["s"]
         for sym, pid in (("ETH", 0), ("BTC", 1)):
             p.set_price(sym, s.prices[pid] / WAD)
+        if "USDC" in p.deployment.price_ids:
+            p.set_price("USDC", 1)
 
     # ------------------------------------------------------------ rules
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.boa_protocol import FEED_DELAY, WAD, deploy_unique, deployer, events, replace_feeds, republish
 
-ETH, BTC = 0, 1
+ETH, BTC, USDC = 0, 1, 2
 MIN_HB, MAX_HB = 60, 2 * 86400
 
 
@@ -34,9 +34,10 @@ def now() -> int:
 def test_deployed_price_ids_and_feeds(protocol):
     p = protocol
     o = p.oracle
-    assert o.price_id_count() == 2
+    assert o.price_id_count() == 3
     assert o.price_id_name(ETH) == "ETH"
     assert o.price_id_name(BTC) == "BTC"
+    assert o.price_id_name(USDC) == "USDC"  # the settlement asset's own price (depeg rule)
     feeds = o.feeds(ETH)
     assert len(feeds) == 1
     assert feeds[0].aggregator == p.feeds["ETH"].address
@@ -44,7 +45,7 @@ def test_deployed_price_ids_and_feeds(protocol):
     assert feeds[0].heartbeat == 3600
     assert o.index_price(ETH) == 2000 * WAD
     assert o.index_price(BTC) == 30000 * WAD
-    assert o.index_prices() == [2000 * WAD, 30000 * WAD]
+    assert o.index_prices() == [2000 * WAD, 30000 * WAD, WAD]
     assert o.feeds(7) == []  # unconfigured id: empty list, no revert
 
 
@@ -157,7 +158,7 @@ def test_single_stale_feed_reverts(protocol):
     with boa.reverts("oracle: no valid price"):
         o.index_price_with_time(ETH)
     # the batch read does not revert: an unpriced id reads 0, and only its users are blocked
-    assert o.index_prices() == [0, 30000 * WAD]
+    assert o.index_prices() == [0, 30000 * WAD, WAD]
     assert p.engine.margin_summary(p.admin).equity == 0
     user = p.new_user()
     p.deposit(user, "WETH", 10**18)
@@ -180,7 +181,7 @@ def test_deployed_feeds_go_stale_after_heartbeat(protocol):
         p.oracle.index_price(BTC)
     p.set_price("ETH", 2000)
     p.set_price("BTC", 30000)
-    assert p.oracle.index_prices() == [2000 * WAD, 30000 * WAD]
+    assert p.oracle.index_prices() == [2000 * WAD, 30000 * WAD, WAD]  # USDC: a one-day heartbeat
 
 
 # ------------------------------------------------------------------ invalid answers
@@ -275,7 +276,7 @@ def test_set_feeds_argument_checks(protocol):
     o = protocol.oracle
     f = feed(8, usd8(2000))
     with boa.reverts("oracle: unknown price id"):
-        o.set_feeds(2, [f.address], [3600])
+        o.set_feeds(3, [f.address], [3600])
     with boa.reverts("oracle: no feed"):
         o.set_feeds(ETH, [], [])
     with boa.reverts("oracle: length mismatch"):
@@ -389,22 +390,22 @@ def test_add_price_id(protocol):
     p = protocol
     o = p.oracle
     pid = o.add_price_id("SOL")
-    assert pid == 2
+    assert pid == 3  # after ETH, BTC and USDC
     (ev,) = events(o, "PriceIdAdded")
-    assert (ev.price_id, ev.name) == (2, "SOL")
-    assert o.price_id_count() == 3
-    assert o.price_id_name(2) == "SOL"
+    assert (ev.price_id, ev.name) == (3, "SOL")
+    assert o.price_id_count() == 4
+    assert o.price_id_name(3) == "SOL"
     # a price id without feeds has no price; the batch read shows 0 and the rest keep working
     with boa.reverts("oracle: no valid price"):
-        o.index_price(2)
-    assert o.index_prices() == [2000 * WAD, 30000 * WAD, 0]
+        o.index_price(3)
+    assert o.index_prices() == [2000 * WAD, 30000 * WAD, WAD, 0]
     a, b = p.new_user(), p.new_user()
     p.deposit_usd(a, 10_000)
     p.deposit_usd(b, 10_000)
     p.trade(a, b, "ETH-PERP", WAD, 2000 * WAD)
     f = feed(8, usd8(150))
-    replace_feeds(o, 2, [f.address], [3600])
-    assert o.index_prices() == [2000 * WAD, 30000 * WAD, 150 * WAD]
+    o.set_feeds(3, [f.address], [3600])
+    assert o.index_prices() == [2000 * WAD, 30000 * WAD, WAD, 150 * WAD]
     with boa.env.prank(p.new_user().address):
         with boa.reverts("roles: not admin"):
             o.add_price_id("DOGE")
@@ -412,7 +413,7 @@ def test_add_price_id(protocol):
 
 def test_too_many_price_ids(protocol):
     o = protocol.oracle
-    for i in range(2, 8):
+    for i in range(3, 8):
         assert o.add_price_id(f"X{i}") == i
     with boa.reverts("oracle: too many price ids"):
         o.add_price_id("X8")
@@ -422,7 +423,7 @@ def test_too_many_price_ids(protocol):
 def test_unknown_price_id(protocol):
     o = protocol.oracle
     with boa.reverts("oracle: unknown price id"):
-        o.index_price(2)
+        o.index_price(3)
     with boa.reverts("oracle: unknown price id"):
         o.index_price_with_time(99)
 

@@ -525,10 +525,10 @@ def test_list_asset_checks(protocol):
     with boa.reverts("vault: decimals above 18"):
         v.list_asset(no_return_token(19).address, 0, HAIRCUT, 1)
     with boa.reverts("oracle: unknown price id"):
-        v.list_asset(new.address, 2, HAIRCUT, 1)
+        v.list_asset(new.address, 3, HAIRCUT, 1)  # ETH, BTC, USDC exist
     p.oracle.add_price_id("NEW")
     with boa.reverts("oracle: no valid price"):
-        v.list_asset(new.address, 2, HAIRCUT, 1)
+        v.list_asset(new.address, 3, HAIRCUT, 1)
     assert v.list_asset(new.address, 0, WAD, 1) == 2  # haircut exactly 100% allowed
     assert v.asset_count() == 3
     assert v.assets(2).decimals == 12

@@ -46,7 +46,7 @@ def test_existing_addresses_and_governance_load(tmp_path):
     assert cfg.price_ids[0].feeds == (FeedConfig(FEED, 3600), FeedConfig(TOKEN, 86400))
     assert (cfg.price_ids[0].feed_decimals, cfg.price_ids[0].heartbeat) == (8, 3600)
     assert cfg.governance == GovernanceConfig(FEED, 172800)
-    assert cfg.mocks() == ["WETH", "WBTC", "BTC feed"] and cfg.allow_mocks is False
+    assert cfg.mocks() == ["WETH", "WBTC", "BTC feed", "USDC feed"] and cfg.allow_mocks is False
     # without feed_decimals the deployment reads them from the feed
     cfg = load(tmp_path, lambda raw: raw["price_ids"].__setitem__(1, {"symbol": "BTC", "feeds": [{"address": FEED, "heartbeat": 60}]}))
     assert cfg.price_ids[1].feed_decimals is None and cfg.price_ids[1].initial_price == 0

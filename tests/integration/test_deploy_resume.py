@@ -23,10 +23,11 @@ pytestmark = pytest.mark.anvil
 
 ADMIN, OTHER = DEV_ACCOUNTS[0][0], DEV_ACCOUNTS[1][0]
 CONFIG = load_config()
-# transactions of a clean deployment of config/local.yaml: 9 contracts (USDC, 2 feeds, oracle,
-# vault, engine, lens, WETH, WBTC) and 20 calls (2 x add_price_id + set_feeds, set_engine,
-# 2 list_asset, liquidation + trade params, 2 add_underlying, penalty ramp, 4 x list_market + caps)
-CLEAN_TXS = 9 + 20
+# transactions of a clean deployment of config/local.yaml: 10 contracts (USDC, 3 feeds (ETH, BTC,
+# USDC / USD), oracle, vault, engine, lens, WETH, WBTC) and 24 calls (3 x add_price_id + set_feeds,
+# set_engine, the depeg rule + settlement price id, 2 list_asset, liquidation + trade params,
+# 2 add_underlying, penalty ramp, 4 x list_market + caps)
+CLEAN_TXS = 10 + 24
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,8 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
     assert data["parameters"]["assets"][0]["haircut"] == 850_000_000_000_000_000  # 0.85 WAD, as listed
     assert data["deployed_at"] == w3.eth.get_block("latest")["timestamp"]
     # a block for every contract deployed, the first of them is the deploy block
-    assert set(data["blocks"]) == {"settlement_token", "oracle", "feeds.ETH", "feeds.BTC", "vault", "engine", "lens",
-                                   "tokens.WETH", "tokens.WBTC"}
+    assert set(data["blocks"]) == {"settlement_token", "oracle", "feeds.ETH", "feeds.BTC", "feeds.USDC", "vault",
+                                   "engine", "lens", "tokens.WETH", "tokens.WBTC"}
     assert data["deploy_block"] == first_block == min(data["blocks"].values())
     for key, block in data["blocks"].items():
         address = data["steps"][key]["address"]
@@ -111,8 +112,9 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
 
 @pytest.mark.parametrize(
     ("fail_at", "step", "after_send"),
-    [(1, "oracle", False), (1, "oracle", True), (3, "add_price_id ETH", True), (10, "set_engine", True),
-     (13, "list_asset WETH", False), (23, "list_market ETH-FUT", True)],
+    [(1, "oracle", False), (1, "oracle", True), (3, "add_price_id ETH", True), (13, "set_engine", True),
+     (15, "set_depeg_params", True), (16, "set_settlement_price_id", True),
+     (18, "list_asset WETH", False), (28, "list_market ETH-FUT", True)],
     ids=lambda v: {False: "before-send", True: "after-mined"}.get(v, str(v)) if isinstance(v, bool) else str(v),
 )
 def test_resume_after_failure_equals_clean_deployment(w3, tmp_path, fail_at, step, after_send):
@@ -170,7 +172,7 @@ def test_refusals_for_other_chain_changed_config_missing_code_and_mocks(w3, tmp_
     with pytest.raises(DeployError) as e:
         prepare(backend, CONFIG, tmp_path / "none.json", 11155111, development=False)
     assert str(e.value).startswith(
-        "the config deploys mocks for USDC, WETH, WBTC, ETH feed, BTC feed on a non-development chain:")
+        "the config deploys mocks for USDC, WETH, WBTC, ETH feed, BTC feed, USDC feed on a non-development chain:")
     allowed = load_config(config_file(tmp_path, lambda raw: raw.update(allow_mocks=True)))
     assert prepare(backend, allowed, tmp_path / "none.json", 11155111, development=False) is None
 
@@ -185,6 +187,7 @@ def existing_assets(w3) -> dict:
         "ETH": [backend.deploy("MockAggregator", 8, "ETH / USD", 2000 * 10**8).address,
                 backend.deploy("MockAggregator", 18, "ETH / USD", 2001 * 10**18).address],
         "BTC": [backend.deploy("MockAggregator", 8, "BTC / USD", 30000 * 10**8).address],
+        "USDC / USD": [backend.deploy("MockAggregator", 8, "USDC / USD", 10**8).address],
     }
 
 
@@ -196,14 +199,15 @@ def test_existing_tokens_and_feeds_no_mocks_on_non_development_chain(w3, tmp_pat
         for a in raw["assets"]:
             a["address"] = have[a["symbol"]]
         for p in raw["price_ids"]:
-            p["feeds"] = [{"address": f, "heartbeat": 7200} for f in have[p["symbol"]]]
+            p["feeds"] = [{"address": f, "heartbeat": 7200} for f in have[p["symbol"] + (" / USD" if p["symbol"] == "USDC" else "")]]
             del p["feed_decimals"], p["initial_price"], p["heartbeat"]
 
     config = load_config(config_file(tmp_path, use_existing))
     assert config.mocks() == []
     dep = deploy(w3, tmp_path / "testnet.json", config=config, development=False)
     assert dep.settlement_token == have["USDC"] and dep.tokens == {"WETH": have["WETH"], "WBTC": have["WBTC"]}
-    assert dep.feeds == {"ETH": have["ETH"][0], "BTC": have["BTC"][0]} and dep.feed_decimals == {"ETH": 8, "BTC": 8}
+    assert dep.feeds == {"ETH": have["ETH"][0], "BTC": have["BTC"][0], "USDC": have["USDC / USD"][0]}
+    assert dep.feed_decimals == {"ETH": 8, "BTC": 8, "USDC": 8}
     assert dep.blocks.keys() == {"oracle", "vault", "engine", "lens"}  # nothing but the protocol deployed
     checks = verify_deployment(w3, dep, config)
     assert mismatches(checks) == []
@@ -235,11 +239,11 @@ def test_timelock_takes_the_roles(w3, tmp_path, governance):
 def test_interrupted_governance_handover_is_retried_or_refused(w3, tmp_path):
     config = load_config(config_file(tmp_path, lambda raw: raw.update(
         governance={"address": ADMIN, "timelock_delay": 3600})))
-    # after the protocol's 29 transactions: deploy the timelock (29), set_risk_admin + propose_admin
-    # on oracle, vault, engine (30-35), accept_admin_of oracle, vault, engine (36-38)
+    # after the protocol's CLEAN_TXS (34) transactions: deploy the timelock (34), set_risk_admin +
+    # propose_admin on oracle, vault, engine (35-40), accept_admin_of oracle, vault, engine (41-43)
     retry = tmp_path / "retry.json"
     with pytest.raises(RuntimeError):
-        deploy(w3, retry, config=config, backend=FailingBackend(w3, 32, after_send=False))
+        deploy(w3, retry, config=config, backend=FailingBackend(w3, CLEAN_TXS + 3, after_send=False))
     dep = deploy(w3, retry, config=config)  # nobody accepted yet: a new timelock takes over
     assert mismatches(verify_deployment(w3, dep, config)) == []
 

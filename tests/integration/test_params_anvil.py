@@ -61,7 +61,7 @@ class Chain:
         self.feeds = {s: self.w3.eth.contract(address=a, abi=agg) for s, a in self.dep.feeds.items()}
         self.addr = {name: _address(key) for name, key in KEYS.items()}
         self.nonce = 0
-        assert self.client.oracle.functions.index_prices().call() == [2000 * WAD, 30000 * WAD]  # as config/local.yaml
+        assert self.client.oracle.functions.index_prices().call() == [2000 * WAD, 30000 * WAD, WAD]  # as config/local.yaml
         self._open_positions()
         # governance is not the deployer: the admin proposals stay pending until it accepts
         install_timelock(Web3Backend(self.w3, ADMIN), self.dep, GOVERNANCE, DELAY)

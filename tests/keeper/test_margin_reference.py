@@ -3,6 +3,7 @@ exact path against the per-account loop and the float path on random books."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import namedtuple
 
 import numpy as np
@@ -15,6 +16,7 @@ from keeper.risk.margin import (
     MarginResult,
     MarketTable,
     RiskParams,
+    cash_value,
     isolated_initial_margin,
     margin,
     margin_float,
@@ -280,6 +282,21 @@ def random_case(rng: np.random.Generator):
         asset_haircut=rng.integers(0, WAD + 1, size=n_a).astype(object),
     )
     index = big(rng, n_p, 10**22, signed=False) + 1
+    # the settlement asset's price and depeg rule, from a generator of their own (the rest of the
+    # case is drawn as before): unset, absent from the prices, missing (0), or near par
+    drng = np.random.default_rng(int(rng.integers(2**32)))
+    if drng.random() < 0.75:
+        sid = int(drng.integers(0, n_p + 1))  # n_p: beyond the prices given, cash at par
+        params = dataclasses.replace(
+            params,
+            settlement_price_id=sid,
+            depeg_threshold=int(drng.integers(9 * 10**17, WAD + 1)),
+            depeg_factor=int(drng.integers(0, 3 * WAD + 1)),
+        )
+        if sid < n_p:
+            used = set(params.price_id.tolist()) | set(params.asset_price_id.tolist())
+            missing = drng.random() < 0.15 and sid not in used  # 0 elsewhere: "no valid price" reverts
+            index[sid] = 0 if missing else int(drng.integers(6 * 10**17, 13 * 10**17))
     settled = rng.random(n_m) < 0.25
     markets = MarketTable(
         underlying=rng.integers(0, n_u, size=n_m),
@@ -378,3 +395,60 @@ def test_accounts_needing_an_unavailable_price_are_flagged_and_never_liquidatabl
         r = fn(book, markets, params, prices)
         assert r.priced.tolist() == [True, False, False]
         assert r.liquidatable.tolist() == [True, False, False]
+
+
+# ------------------------------------------------------------------ settlement-asset depeg
+
+
+DEPEG = dataclasses.replace(PARAMS, settlement_price_id=3, depeg_threshold=98 * PCT, depeg_factor=WAD)
+
+
+def with_usdc(usdc: int) -> list[int]:
+    return prices(2000 * WAD) + [usdc]
+
+
+def test_depeg_rule_hand_calculated():
+    """`CollateralVault._cash_value`: positive cash at min(p, 1) - factor x max(threshold - p, 0),
+    rounded down, never below 0; debt at max(p, 1) rounded up; no price = par."""
+    cash = [100_000 * WAD, -50_000 * WAD, -1, 0]
+    # 0.95 with threshold 0.98 and factor 1: 0.95 - 0.03 = 0.92
+    assert cash_value(cash, DEPEG, with_usdc(95 * PCT)).tolist() == [92_000 * WAD, -50_000 * WAD, -1, 0]
+    assert cash_value(cash, DEPEG, with_usdc(99 * PCT)).tolist() == [99_000 * WAD, -50_000 * WAD, -1, 0]
+    assert cash_value(cash, DEPEG, with_usdc(102 * PCT)).tolist() == [100_000 * WAD, -51_000 * WAD, -2, 0]
+    assert cash_value(cash, DEPEG, with_usdc(0)).tolist() == cash  # no valid price
+    assert cash_value(cash, DEPEG, prices(2000 * WAD)).tolist() == cash  # price id beyond the prices
+    assert cash_value(cash, PARAMS, with_usdc(50 * PCT)).tolist() == cash  # unset
+    deep = dataclasses.replace(DEPEG, depeg_factor=3 * WAD)
+    assert cash_value(cash, deep, with_usdc(70 * PCT)).tolist() == [0, -50_000 * WAD, -1, 0]
+    # a rounding that matters: odd cash and factor
+    odd = dataclasses.replace(DEPEG, depeg_factor=1_234_567_890_123_456_789)
+    px = 95_123_457 * 10**10
+    c = 123_456_789 * 10**12
+    unit = px * WAD - odd.depeg_factor * (98 * PCT - px)
+    assert c * unit % WAD**2 != 0
+    assert cash_value([c], odd, with_usdc(px)).tolist() == [c * unit // WAD**2]
+
+
+def test_depeg_makes_a_healthy_account_liquidatable():
+    """100,000 USDC, long 450 ETH from 2,000 with ETH at 1,900 (P&L -45,000, MM 42,750): healthy
+    at par, liquidatable once USDC counts below 0.8775 (p < 0.92875 with threshold 0.98, factor 1)."""
+    trader = account(100_000 * WAD, positions=[(ETH_PERP, 450 * WAD, 2000 * WAD, 0)])
+    index = lambda usdc: [1900 * WAD, 30_000 * WAD, 3 * WAD, usdc]  # noqa: E731
+    at_par = value([trader], params=DEPEG, index=index(WAD))
+    assert at_par.equity.tolist() == [55_000 * WAD] and not at_par.liquidatable[0]
+    assert at_par.maintenance_margin.tolist() == [42_750 * WAD]
+    edge = 92_875 * 10**13
+    assert value([trader], params=DEPEG, index=index(edge)).equity.tolist() == [42_750 * WAD]  # = MM: not yet
+    assert not value([trader], params=DEPEG, index=index(edge)).liquidatable[0]
+    low = value([trader], params=DEPEG, index=index(88 * PCT))  # the March 2023 low
+    assert low.equity.tolist() == [33_000 * WAD] and low.liquidatable[0]
+    fast = margin_float(AccountBook.from_states([trader], 3, 4), LIVE, DEPEG, index(88 * PCT))
+    assert abs(fast.equity[0] - 33_000 * WAD) < 1e-9 * 33_000 * WAD and fast.liquidatable[0]
+
+
+def test_depeg_params_from_config():
+    config = load_config()
+    params = RiskParams.from_config(config)
+    assert config.depeg is not None
+    assert params.settlement_price_id == config.price_id("USDC") == 2
+    assert (params.depeg_threshold, params.depeg_factor) == (98 * PCT, WAD)

@@ -46,7 +46,7 @@ def test_example_file_parses_to_exact_wad_values():
         ({"underlying": "ETH", "im": 0.1}, "changes[0] underlying ETH: unknown field 'im'; underlying takes im_rate, mm_rate"),
         ({"underlying": "ETH"}, "changes[0] underlying ETH: nothing to change"),
         ({"underlying": "ETH", "asset": "WETH", "haircut": 0.8}, "changes[0]: needs exactly one of underlying"),
-        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, attestation, options, vol_feed, portfolio_margin (found none)"),
+        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, depeg, attestation, options, vol_feed, portfolio_margin (found none)"),
         ({"underlying": 3, "im_rate": 0.1}, "changes[0]: underlying: must be a name from the manifest, got 3"),
         ({"underlying": "ETH", "im_rate": "ten"}, "changes[0] underlying ETH: im_rate: not a number: 'ten'"),
         ({"underlying": "ETH", "im_rate": True}, "changes[0] underlying ETH: im_rate: must be a number, got true"),
@@ -139,6 +139,7 @@ def current() -> CurrentParams:
             "liquidation": {"": {"penalty": 2 * E16, "liquidator_share": 50 * E16, "target": 125 * E16,
                                  "max_penalty": 25 * 10**15, "penalty_ramp_seconds": 3600}},
             "trading": {"": {"max_price_deviation": 5 * E16, "max_funding_rate": 5 * 10**15, "funding_smoothing": 10 * E16}},
+            "depeg": {"": {"threshold": 98 * E16, "factor": WAD}},
         },
         ids={"underlying": {"ETH": 0, "BTC": 1}, "asset": {"WETH": 0, "WBTC": 1}, "market": {"ETH-PERP": 0}, "price_id": {"ETH": 0}},
         asset_decimals={"WETH": 18, "WBTC": 8},
@@ -180,6 +181,18 @@ def test_each_setter_of_a_section_gets_its_own_call():
     ]
 
 
+def test_depeg_rule_setter():
+    """`CollateralVault.set_depeg_params(threshold, factor)` (risk admin), fields left out kept."""
+    (call,) = plan({"depeg": {"factor": 2}})
+    assert (call.contract, call.function, call.address) == ("vault", "set_depeg_params", deployment().vault)
+    assert call.args == (98 * E16, 2 * WAD)
+    assert [(r.field, r.current, r.new, r.changed) for r in call.rows] == [
+        ("threshold", "0.98", "0.98", False), ("factor", "1", "2", True),
+    ]  # fmt: skip
+    (call,) = plan({"depeg": {"threshold": 0.99, "factor": 2}})  # Derive mainnet values
+    assert call.args == (99 * E16, 2 * WAD)
+
+
 def test_units_of_caps():
     (asset, market) = plan({"asset": "WBTC", "deposit_cap": 1.5}, {"market": "ETH-PERP", "max_position": 1000})
     assert asset.args == (1, 85 * E16, 150_000_000)  # 1.5 WBTC = 1.5e8 units (8 decimals)
@@ -219,6 +232,8 @@ def test_entries_are_checked_in_file_order():
     ({"liquidation": {"target": 2.5}}, "target 2.5 is outside [1.05, 2] (engine: target out of bounds)"),
     ({"liquidation": {"max_penalty": 0.01}}, "max_penalty 0.01 is outside [penalty 0.02, 0.1] (engine: max penalty out of bounds)"),
     ({"trading": {"funding_smoothing": 0}}, "funding_smoothing 0 is outside (0, 1] (engine: funding_smoothing out of bounds)"),
+    ({"depeg": {"threshold": 0.85}}, "threshold 0.85 is outside [0.9, 1] (vault: depeg threshold out of bounds)"),
+    ({"depeg": {"factor": 3.5}}, "factor 3.5 is outside [0, 3] (vault: depeg factor out of bounds)"),
     ({"underlying": "SOL", "im_rate": 0.1}, "unknown underlying; the manifest names ETH, BTC"),
     ({"underlying": "ETH", "im_rate": 0.1}, "changes nothing (every value equals the on-chain one)"),
 ])  # fmt: skip
