@@ -1,15 +1,18 @@
 """Chain benchmarks on a local Anvil: time to read N accounts (batched and pinned to one block,
 vs one call per account and field, the naive way), and gas per protocol operation.
 
-    python -m benchmarks.chain [--accounts 1000]
+    python -m benchmarks.chain [--accounts 1000] [--gas-json reports/gas.json]
 
-Prints figures; asserts nothing about speed.
+Prints figures; asserts nothing about speed. `--gas-json` also writes the gas per operation
+(a JSON object: operation -> gas), the file the README's gas figures come from.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -31,6 +34,7 @@ def timed(fn):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--accounts", type=int, default=1000)
+    ap.add_argument("--gas-json", type=Path, help="write the gas per operation here (JSON)")
     args = ap.parse_args()
     console = Console()
     replay = Replay(ReplayOptions(path=synthetic_path(steps=10), accounts=args.accounts, seed=5))
@@ -80,12 +84,21 @@ def main() -> None:
         ):
             reads.add_row(name, f"{t:.2f}", f"{len(addresses) / t:,.0f}")
         console.print(reads)
-        console.print(gas_table(replay, users))
+        gas = gas_used(replay, users)
+        table = Table(title="Gas per operation")
+        table.add_column("operation")
+        table.add_column("gas", justify="right")
+        for name, used in gas.items():
+            table.add_row(name, f"{used:,}")
+        console.print(table)
+        if args.gas_json:
+            args.gas_json.parent.mkdir(parents=True, exist_ok=True)
+            args.gas_json.write_text(json.dumps(gas, indent=2) + "\n")
     finally:
         replay.close()
 
 
-def gas_table(replay: Replay, users) -> Table:
+def gas_used(replay: Replay, users) -> dict[str, int]:
     """Gas used by one deposit, withdraw, trade and liquidation, measured from receipts."""
     w3, client, dep = replay.w3, replay.client, replay.deployment
     usdc = replay.tokens[replay.opts.config.settlement_symbol]
@@ -119,12 +132,7 @@ def gas_table(replay: Replay, users) -> Table:
     victim = next(u for u, s in zip(users, summaries) if s[0] < s[2] and s[0] > 0)
     keeper = DEV_ACCOUNTS[1][0]
     rows.append(("liquidate (partial, positions to liquidator)", used(client.engine.functions.liquidate(victim.address).transact({"from": keeper, "gas": 3_000_000, **fees}))))
-    table = Table(title="Gas per operation")
-    table.add_column("operation")
-    table.add_column("gas", justify="right")
-    for name, gas in rows:
-        table.add_row(name, f"{gas:,}")
-    return table
+    return dict(rows)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_example_file_parses_to_exact_wad_values():
         ("asset", "WETH", {"haircut": 80 * E16}),
         ("market", "ETH-PERP", {"max_open_interest": 1_000_000 * WAD}),
         ("liquidation", "", {"penalty": 25 * 10**15}),
-        ("price_id", "ETH", {"heartbeats": (1800,)}),
+        ("price_id", "ETH", {"heartbeats": (7200,)}),
     ]
 
 
