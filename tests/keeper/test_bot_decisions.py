@@ -110,11 +110,11 @@ def test_unprofitable_liquidation_is_skipped_and_counted(caplog):
     with caplog.at_level(logging.INFO, logger="keeper.bot"):
         bot._liquidate("0xA", 50_000 * WAD, HEAD, ETH)
     assert tx.sent == [] and bot.metrics.value("keeper_liquidations_skipped_total", reason="unprofitable") == 1
-    assert "reward 1.00 USD - gas 1.80 USD = -0.80 USD" in caplog.text
+    assert "reward 1.00 USD <= gas 1.80 USD x 1.25 + min profit 0.00 USD = 2.25 USD" in caplog.text
 
 
-def test_without_min_profit_everything_liquidatable_is_sent():
-    bot, tx = bot_with(FakeCall(100 * WAD, 300_000), min_profit_usd=None)
+def test_always_sends_everything_liquidatable():
+    bot, tx = bot_with(FakeCall(100 * WAD, 300_000), min_profit_usd=None)  # min_profit_usd: always
     bot._liquidate("0xA", -5 * WAD, HEAD, ETH)  # bad debt: no reward, sent anyway
     assert tx.sent == ["liquidate:0xA"]
 
