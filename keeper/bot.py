@@ -137,6 +137,38 @@ def screen_rewards(snap, params, terms: LiquidationTerms, equity: list[int]) -> 
     ]
 
 
+def collateral_reward(equity: int, balances, params, prices, penalty_rate: int) -> int:
+    """What the liquidator earns buying the collateral of an account left in bad debt (WAD USD):
+    CollateralVault.liquidate_collateral mirrored. An account with equity < 0 has every position
+    closed at mark (a partial close cannot help it), which leaves its cash at equity minus the
+    haircut value of its collateral; the vault then sells each asset in id order, at the index
+    price less min(penalty, (1 - haircut) / 2), until the cash is no longer negative. The gain is
+    the index value of what is sold less the payment. 0 when equity >= 0 (the penalty is capped by
+    equity, so nothing is sold)."""
+    if equity >= 0:
+        return 0
+    assets = range(len(balances))
+    units = [10 ** int(params.asset_decimals[a]) for a in assets]
+    index = [int(prices[int(params.asset_price_id[a])]) for a in assets]
+    haircut = [int(params.asset_haircut[a]) for a in assets]
+    cash = equity - sum(int(balances[a]) * index[a] * haircut[a] // (units[a] * WAD) for a in assets)
+    gain = 0
+    for a in assets:
+        balance = int(balances[a])
+        if cash >= 0:
+            break
+        if balance == 0:
+            continue
+        price = index[a] * (WAD - min(penalty_rate, (WAD - haircut[a]) // 2)) // WAD
+        if price == 0:
+            continue
+        amount = min(balance, (-cash * units[a] + price - 1) // price)
+        payment = amount * price // units[a]
+        gain += amount * index[a] // units[a] - payment
+        cash += payment
+    return gain
+
+
 def rank(candidates: list[int], bounds: list[int | None], health: list[int], threshold: int | None) -> tuple[list[int], list[int]]:
     """(accounts to try, in order; accounts skipped as unable to pay for their gas).
 
@@ -339,22 +371,8 @@ class Liquidator:
                     equity[i], health[i], liquidatable[i] = eq, hf, eq < mm
             order = [i for i in range(len(accounts)) if liquidatable[i]]
             self._track_episodes([accounts[i] for i in sorted(order, key=lambda i: health[i])], block)
-            if not update.is_stale and order:
-                eth_price = self._eth_price(snap.prices)
-                # before any RPC call: an upper bound of each reward from the snapshot; accounts
-                # that cannot pay for the cheapest liquidation's gas are never simulated
-                bounds = screen_rewards(snap, self._params, self._terms, equity)
-                for i in onchain:  # options are not in the bound: simulate those
-                    bounds[i] = None
-                threshold = self._threshold(self.liquidation_gas_floor, head.base_fee, eth_price)
-                tried, below = rank(order, bounds, health, threshold)
-                self._skip_below_gas([accounts[i] for i in below], [bounds[i] for i in below], threshold, block)
-                pending = self.tx.pending_keys()
-                for i in tried:
-                    account = accounts[i]
-                    if liquidation_key(account) in pending:
-                        continue
-                    self._attempt(account, equity[i], head, eth_price)
+            if not update.is_stale:
+                self._liquidate_all(accounts, order, equity, health, onchain, snap, head)
                 if self.attestation is not None:
                     self.attestation.step(block, head.timestamp, accounts)
             elif order:
@@ -373,6 +391,29 @@ class Liquidator:
         self.stats.processing_ms = elapsed * 1000
         self.stats.max_processing_ms = max(self.stats.max_processing_ms, self.stats.processing_ms)
         self._write_status()
+
+    def _liquidate_all(self, accounts, order, equity, health, onchain, snap, head) -> None:
+        """Screen, rank and try the liquidatable accounts `order` (indices into `accounts`)."""
+        if not order:
+            self._skip_below_gas([], [], None, head.number)
+            return
+        eth_price = self._eth_price(snap.prices)
+        # before any RPC call: an upper bound of each reward from the snapshot; accounts
+        # that cannot pay for the cheapest liquidation's gas are never simulated
+        bounds = screen_rewards(snap, self._params, self._terms, equity)
+        for i in onchain:  # options are not in the bound: simulate those
+            bounds[i] = None
+        threshold = self._threshold(self.liquidation_gas_floor, head.base_fee, eth_price)
+        tried, below = rank(order, bounds, health, threshold)
+        self._skip_below_gas([accounts[i] for i in below], [bounds[i] for i in below], threshold, head.number)
+        pending = self.tx.pending_keys()
+        onchain = set(onchain)
+        for i in tried:
+            account = accounts[i]
+            if liquidation_key(account) in pending:
+                continue
+            extra = 0 if i in onchain else collateral_reward(equity[i], snap.book.collateral[i], self._params, snap.prices, self._terms.penalty)
+            self._attempt(account, equity[i], head, eth_price, extra)
 
     def _settle_expired(self, head, markets, stale: bool) -> None:
         """The settlement job for this block; nothing it raises (revert, RPC error, timeout)
@@ -410,7 +451,7 @@ class Liquidator:
             len(accounts), block, max(bounds) / WAD, threshold / WAD, extra={"reason": "below_gas", "accounts": len(accounts)},
         )  # fmt: skip
 
-    def _attempt(self, account: str, equity: int, head, eth_price: int) -> None:
+    def _attempt(self, account: str, equity: int, head, eth_price: int, collateral_gain: int = 0) -> None:
         """One account's liquidation, isolated: whatever it raises (an RPC error, a timeout, an
         unexpected revert, a bug) is logged and counted, the account backs off, and the other
         accounts of the block go on."""
@@ -422,7 +463,7 @@ class Liquidator:
             log.debug("skip %s (backoff): failed before; next try at block %d", account, retry[0])
             return
         try:
-            self._liquidate(account, equity, head, eth_price)
+            self._liquidate(account, equity, head, eth_price, collateral_gain)
         except Exception as e:  # noqa: BLE001 - one account must never stop the others or the loop
             self._failed(account, block, failure_reason(e), e)
 
@@ -517,7 +558,10 @@ class Liquidator:
         self.metrics.skipped.labels(reason=reason).inc()
         log.log(level, "skip %s (%s): %s", account, reason, why, extra={"account": account, "reason": reason})
 
-    def _liquidate(self, account: str, equity: int, head, eth_price: int) -> None:
+    def _liquidate(self, account: str, equity: int, head, eth_price: int, collateral_gain: int = 0) -> None:
+        """Simulate, price and send one account's liquidation. The reward is the liquidator's
+        share of the penalty on the simulated closed notional, plus `collateral_gain` (the
+        discount on collateral bought from an account left in bad debt, `collateral_reward`)."""
         if head.base_fee + self.priority_fee > self.max_fee_per_gas:
             self._skip(account, "fee_cap", f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei", logging.WARNING)
             return
@@ -534,7 +578,7 @@ class Liquidator:
             return
         terms = self._terms
         flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
-        reward = expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
+        reward = expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share) + collateral_gain
         cost = gas_cost_usd(gas, self._max_fee(head.base_fee), eth_price)
         profit = reward - cost
         threshold = self._threshold(gas, head.base_fee, eth_price)

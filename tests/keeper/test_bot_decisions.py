@@ -321,6 +321,29 @@ def test_screen_rewards_hand_calculations():
     assert screen_rewards(snapshot([(2900 * WAD, 0, 10 * WAD, 2200 * WAD)], expired), PARAMS, TERMS, [900 * WAD]) == [0]
 
 
+def test_collateral_reward_mirrors_the_vault_sale():
+    from keeper.bot import collateral_reward
+
+    # equity -$5 with 1 WETH ($2,000, haircut 0.85 -> $1,700 counted): cash after the close is
+    # -$1,705; the vault sells WETH at 2,000 x (1 - min(2 %, 7.5 %)) = $1,960 until the debt is
+    # paid: ceil(1,705 / 1,960 WETH) bought for $1,705 (rounded down), worth $1,739.80: gain ~$34.80
+    gain = collateral_reward(-5 * WAD, [WAD], PARAMS, [2000 * WAD], 2 * 10**16)
+    amount = -(-1705 * WAD * WAD // (1960 * WAD))
+    assert gain == amount * 2000 - amount * 1960 * WAD // WAD
+    assert abs(gain / WAD - 1705 / 1960 * 40) < 1e-9
+    # solvent accounts sell nothing; collateral too small to cover the debt: all of it is sold
+    assert collateral_reward(5 * WAD, [WAD], PARAMS, [2000 * WAD], 2 * 10**16) == 0
+    assert collateral_reward(-5000 * WAD, [WAD], PARAMS, [2000 * WAD], 2 * 10**16) == 40 * WAD
+
+
+def test_bad_debt_with_collateral_is_liquidated_for_the_discount():
+    """No penalty (equity < 0) but 1 WETH to sell at a 2 % discount: ~$34.80 > gas $1.50."""
+    rows = [(-1705 * WAD, WAD, 0, 0)]
+    bot, tx, accounts, calls = book_bot(rows, lambda i, a, c: CountingCall(c, a, 0, 300_000))
+    process_at(bot, 10)
+    assert tx.sent == [liquidation_key(accounts[0])]
+
+
 def test_rank_puts_the_largest_reward_first_and_drops_what_cannot_pay_gas():
     bounds = [250 * WAD, 10**11, 40 * WAD, None, 250 * WAD, 2 * WAD]
     health = [5, 1, 0, 3, 2, 9]
