@@ -1,12 +1,18 @@
 """The liquidator bot: follow the head -> index accounts from events -> read every account's state
-pinned to the head block -> value them with the risk engine -> for each liquidatable account,
-nearest to bad debt first: simulate `liquidate` with eth_call, estimate the profit against the
-current gas price, send through the transaction manager, and judge by the receipt.
+pinned to the head block -> value them with the risk engine -> bound each liquidatable account's
+reward from that snapshot (no RPC call) and drop those that cannot pay a liquidation's gas (dust)
+-> for the rest, largest reward first: simulate `liquidate` with eth_call, estimate the profit
+against the current gas price (sent only if the reward exceeds gas x (1 + gas_margin) +
+min_profit_usd; default: never at a loss), send through the transaction manager, and judge by
+the receipt.
 
 Success is a receipt with status 1 **and** a Liquidation event for the account. Nothing stops the
 loop: a reverted simulation or transaction (another liquidator was first, the price moved) is
-logged and counted; an RPC error is logged and retried with backoff; a reorg rewinds the event
-index; a stale node pauses sending (the loop goes on). The transaction manager keys every
+logged and counted; whatever one account's simulation, estimate or send raises (RPC error,
+timeout, unexpected revert, bug) is logged, counted by reason, and that account backs off
+(1, 2, 4 ... 64 blocks) while the others go on; "position opened this block" is retried next
+block; an RPC error reading the book is retried on the same head with backoff; a reorg rewinds
+the event index; a stale node pauses sending (the loop goes on). The transaction manager keys every
 liquidation "liquidate:<account>" and never has two in flight for one key, across restarts
 (its journal).
 
