@@ -40,7 +40,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import requests
-import numpy as np
 from web3.exceptions import ContractLogicError, Web3Exception
 
 from keeper.chain.client import LiquidationTerms, ProtocolClient
@@ -89,10 +88,10 @@ def with_margin(cost: int, gas_margin: float) -> int:
     return cost + -(-cost * int(round(gas_margin * WAD)) // WAD)
 
 
-def reward_bounds(snap, params) -> tuple[np.ndarray, np.ndarray]:
-    """(closable notional, collateral market value), WAD USD, per account of `snap`: the inputs
-    of an upper bound of what liquidating it can pay the liquidator (`screen_rewards`), from the
-    snapshot alone (no RPC call), with the contract's own arithmetic:
+def reward_bounds(snap, params, rows=None) -> tuple[list[int], list[int]]:
+    """(closable notional, collateral market value), WAD USD, per account `rows` of `snap`
+    (default: all): the inputs of an upper bound of what liquidating it can pay the liquidator
+    (`screen_rewards`), from the snapshot alone (no RPC call), with the contract's own arithmetic:
 
     - closable notional G = sum over the account's live positions (market not settled, not past
       expiry at the snapshot's block time) of ceil(|size| x index price / 1e18): what
@@ -104,42 +103,37 @@ def reward_bounds(snap, params) -> tuple[np.ndarray, np.ndarray]:
       is min(penalty, (1 - haircut) / 2)).
 
     An account whose bound cannot cover the gas of a liquidation cannot pay for one: it is
-    skipped before any simulation. Equity is the exact mirror's (keeper.risk.margin).
+    skipped before any simulation. Equity is the exact mirror's (keeper.risk.margin). Cost:
+    rows x (markets + assets) integer operations.
     """
     book, markets = snap.book, snap.markets
-    n = book.n_accounts
-    if n == 0:
-        return []
+    rows = range(book.n_accounts) if rows is None else rows
     prices = snap.prices
-    index = [int(prices[int(params.price_id[int(u)])]) for u in markets.underlying.tolist()]
-    closable = np.zeros(n, dtype=object)
+    closable_markets = []
     for m in range(markets.n_markets):
         expiry = int(markets.expiry[m])
         if int(markets.settlement_price[m]) != 0 or (expiry != 0 and int(markets.timestamp) >= expiry):
             continue
-        column = book.size[:, m]
-        held = np.flatnonzero(column != 0)
-        for i in held.tolist():
-            closable[i] += -(-abs(int(column[i])) * index[m] // WAD)
-    value = np.zeros(n, dtype=object)
-    for a in range(book.collateral.shape[1]):
-        price = int(prices[int(params.asset_price_id[a])])
-        unit = 10 ** int(params.asset_decimals[a])
-        for i in np.flatnonzero(book.collateral[:, a] != 0).tolist():
-            value[i] += int(book.collateral[i, a]) * price // unit
+        closable_markets.append((m, int(prices[int(params.price_id[int(markets.underlying[m])])])))
+    assets = [(a, int(prices[int(params.asset_price_id[a])]), 10 ** int(params.asset_decimals[a])) for a in range(book.collateral.shape[1])]
+    closable, value = [], []
+    for i in rows:
+        sizes, balances = book.size[i], book.collateral[i]
+        closable.append(sum(-(-abs(int(sizes[m])) * price // WAD) for m, price in closable_markets))
+        value.append(sum(int(balances[a]) * price // unit for a, price, unit in assets))
     return closable, value
 
 
-def screen_rewards(snap, params, terms: LiquidationTerms, equity: list[int]) -> list[int]:
-    """`reward_bounds` combined with each account's exact equity: the upper bound of the
-    liquidator's reward, WAD USD, per account of `snap` (see reward_bounds)."""
-    if snap.book.n_accounts == 0:
-        return []
-    closable, value = reward_bounds(snap, params)
+def screen_rewards(snap, params, terms: LiquidationTerms, equity: list[int], rows=None) -> list[int]:
+    """`reward_bounds` combined with each account's exact equity (`equity` indexed like the
+    snapshot's accounts): the upper bound of the liquidator's reward, WAD USD, per account
+    `rows` of `snap` (default: all; see reward_bounds)."""
+    rows = list(range(snap.book.n_accounts) if rows is None else rows)
+    closable, value = reward_bounds(snap, params, rows)
     top = max(terms.penalty, terms.max_penalty)
     return [
-        expected_reward(int(g), eq, top, terms.liquidator_share) + int(v) * terms.penalty // WAD
-        for g, v, eq in zip(closable.tolist(), value.tolist(), equity)
+        expected_reward(g, equity[i], top, terms.liquidator_share) + v * terms.penalty // WAD
+        for i, g, v in zip(rows, closable, value)
     ]
 
 
@@ -406,7 +400,9 @@ class Liquidator:
         eth_price = self._eth_price(snap.prices)
         # before any RPC call: an upper bound of each reward from the snapshot; accounts
         # that cannot pay for the cheapest liquidation's gas are never simulated
-        bounds = screen_rewards(snap, self._params, self._terms, equity)
+        bounds: list[int | None] = [None] * len(accounts)
+        for i, bound in zip(order, screen_rewards(snap, self._params, self._terms, equity, order)):
+            bounds[i] = bound
         for i in onchain:  # options are not in the bound: simulate those
             bounds[i] = None
         threshold = self._threshold(self.liquidation_gas_floor, head.base_fee, eth_price)
