@@ -1,12 +1,18 @@
 """The liquidator bot: follow the head -> index accounts from events -> read every account's state
-pinned to the head block -> value them with the risk engine -> for each liquidatable account,
-nearest to bad debt first: simulate `liquidate` with eth_call, estimate the profit against the
-current gas price, send through the transaction manager, and judge by the receipt.
+pinned to the head block -> value them with the risk engine -> bound each liquidatable account's
+reward from that snapshot (no RPC call) and drop those that cannot pay a liquidation's gas (dust)
+-> for the rest, largest reward first: simulate `liquidate` with eth_call, estimate the profit
+against the current gas price (sent only if the reward exceeds gas x (1 + gas_margin) +
+min_profit_usd; default: never at a loss), send through the transaction manager, and judge by
+the receipt.
 
 Success is a receipt with status 1 **and** a Liquidation event for the account. Nothing stops the
 loop: a reverted simulation or transaction (another liquidator was first, the price moved) is
-logged and counted; an RPC error is logged and retried with backoff; a reorg rewinds the event
-index; a stale node pauses sending (the loop goes on). The transaction manager keys every
+logged and counted; whatever one account's simulation, estimate or send raises (RPC error,
+timeout, unexpected revert, bug) is logged, counted by reason, and that account backs off
+(1, 2, 4 ... 64 blocks) while the others go on; "position opened this block" is retried next
+block; an RPC error reading the book is retried on the same head with backoff; a reorg rewinds
+the event index; a stale node pauses sending (the loop goes on). The transaction manager keys every
 liquidation "liquidate:<account>" and never has two in flight for one key, across restarts
 (its journal).
 
@@ -48,6 +54,10 @@ WAD = 10**18
 RPC_ERRORS = (requests.RequestException, Web3Exception, OSError, ValueError)
 TERMS_REFRESH_BLOCKS = 50  # liquidation parameters change only by governance
 LOW_BALANCE_REPEAT_BLOCKS = 100
+MAX_BACKOFF_BLOCKS = 64  # an account failing every attempt is tried at least this often
+# the engine (and the option market) refuse to liquidate an account in the block it grew a
+# position: a transient, expected condition, retried next block without a warning
+OPENED_THIS_BLOCK = "position opened this block"
 
 
 def liquidation_key(account: str) -> str:
@@ -73,6 +83,118 @@ def gas_cost_usd(gas: int, max_fee_per_gas: int, eth_price: int) -> int:
     return -(-gas * max_fee_per_gas * eth_price // WAD)
 
 
+def with_margin(cost: int, gas_margin: float) -> int:
+    """cost x (1 + gas_margin), WAD USD, rounded up."""
+    return cost + -(-cost * int(round(gas_margin * WAD)) // WAD)
+
+
+def reward_bounds(snap, params, rows=None) -> tuple[list[int], list[int]]:
+    """(closable notional, collateral market value), WAD USD, per account `rows` of `snap`
+    (default: all): the inputs of an upper bound of what liquidating it can pay the liquidator
+    (`screen_rewards`), from the snapshot alone (no RPC call), with the contract's own arithmetic:
+
+    - closable notional G = sum over the account's live positions (market not settled, not past
+      expiry at the snapshot's block time) of ceil(|size| x index price / 1e18): what
+      `_close_underlying` adds up if the liquidation closes everything (a partial close is less);
+    - penalty reward = expected_reward(G, equity, top rate, liquidator_share), the top rate being
+      max(liquidation_penalty, max_liquidation_penalty) (the ramp never pays more);
+    - plus, when the account holds collateral, the discount a collateral sale can give the
+      liquidator: market value of the collateral x liquidation_penalty (the vault's discount
+      is min(penalty, (1 - haircut) / 2)).
+
+    An account whose bound cannot cover the gas of a liquidation cannot pay for one: it is
+    skipped before any simulation. Equity is the exact mirror's (keeper.risk.margin). Cost:
+    rows x (markets + assets) integer operations.
+    """
+    book, markets = snap.book, snap.markets
+    rows = range(book.n_accounts) if rows is None else rows
+    prices = snap.prices
+    closable_markets = []
+    for m in range(markets.n_markets):
+        expiry = int(markets.expiry[m])
+        if int(markets.settlement_price[m]) != 0 or (expiry != 0 and int(markets.timestamp) >= expiry):
+            continue
+        closable_markets.append((m, int(prices[int(params.price_id[int(markets.underlying[m])])])))
+    assets = [(a, int(prices[int(params.asset_price_id[a])]), 10 ** int(params.asset_decimals[a])) for a in range(book.collateral.shape[1])]
+    closable, value = [], []
+    for i in rows:
+        sizes, balances = book.size[i], book.collateral[i]
+        closable.append(sum(-(-abs(int(sizes[m])) * price // WAD) for m, price in closable_markets))
+        value.append(sum(int(balances[a]) * price // unit for a, price, unit in assets))
+    return closable, value
+
+
+def screen_rewards(snap, params, terms: LiquidationTerms, equity: list[int], rows=None) -> list[int]:
+    """`reward_bounds` combined with each account's exact equity (`equity` indexed like the
+    snapshot's accounts): the upper bound of the liquidator's reward, WAD USD, per account
+    `rows` of `snap` (default: all; see reward_bounds)."""
+    rows = list(range(snap.book.n_accounts) if rows is None else rows)
+    closable, value = reward_bounds(snap, params, rows)
+    top = max(terms.penalty, terms.max_penalty)
+    return [
+        expected_reward(g, equity[i], top, terms.liquidator_share) + v * terms.penalty // WAD
+        for i, g, v in zip(rows, closable, value)
+    ]
+
+
+def collateral_reward(equity: int, balances, params, prices, penalty_rate: int) -> int:
+    """What the liquidator earns buying the collateral of an account left in bad debt (WAD USD):
+    CollateralVault.liquidate_collateral mirrored. An account with equity < 0 has every position
+    closed at mark (a partial close cannot help it), which leaves its cash at equity minus the
+    haircut value of its collateral; the vault then sells each asset in id order, at the index
+    price less min(penalty, (1 - haircut) / 2), until the cash is no longer negative. The gain is
+    the index value of what is sold less the payment. 0 when equity >= 0 (the penalty is capped by
+    equity, so nothing is sold)."""
+    if equity >= 0:
+        return 0
+    assets = range(len(balances))
+    units = [10 ** int(params.asset_decimals[a]) for a in assets]
+    index = [int(prices[int(params.asset_price_id[a])]) for a in assets]
+    haircut = [int(params.asset_haircut[a]) for a in assets]
+    cash = equity - sum(int(balances[a]) * index[a] * haircut[a] // (units[a] * WAD) for a in assets)
+    gain = 0
+    for a in assets:
+        balance = int(balances[a])
+        if cash >= 0:
+            break
+        if balance == 0:
+            continue
+        price = index[a] * (WAD - min(penalty_rate, (WAD - haircut[a]) // 2)) // WAD
+        if price == 0:
+            continue
+        amount = min(balance, (-cash * units[a] + price - 1) // price)
+        payment = amount * price // units[a]
+        gain += amount * index[a] // units[a] - payment
+        cash += payment
+    return gain
+
+
+def rank(candidates: list[int], bounds: list[int | None], health: list[int], threshold: int | None) -> tuple[list[int], list[int]]:
+    """(accounts to try, in order; accounts skipped as unable to pay for their gas).
+
+    `candidates`: indices of liquidatable accounts; `bounds[i]`: upper bound of account i's
+    reward (None = unknown, e.g. an account valued by the lens, holding options); `threshold`:
+    the reward a liquidation must exceed (gas of the cheapest liquidation x fee x ETH price x
+    (1 + margin) + min profit), None = liquidate all. Known rewards first, largest first (ties:
+    lowest health first), then unknown ones by ascending health."""
+    below = [i for i in candidates if threshold is not None and bounds[i] is not None and bounds[i] <= threshold]
+    skip = set(below)
+    known = sorted((i for i in candidates if i not in skip and bounds[i] is not None), key=lambda i: (-bounds[i], health[i], i))
+    unknown = sorted((i for i in candidates if bounds[i] is None), key=lambda i: (health[i], i))
+    return known + unknown, below
+
+
+def failure_reason(e: BaseException) -> str:
+    """The label of keeper_liquidation_errors_total for an exception of the per-account path."""
+    if isinstance(e, (requests.Timeout, TimeoutError)) or "timeout" in e.__class__.__name__.lower():
+        return "timeout"
+    if isinstance(e, ContractLogicError):
+        return "revert"
+    if isinstance(e, RPC_ERRORS):
+        return "rpc_error"
+    return "unexpected"
+
+
 @dataclass
 class BotStats:
     """Counters written to the status file after each block (the replay driver reads them)."""
@@ -96,14 +218,23 @@ class BotStats:
     settlements_succeeded: int = 0
     settlements_failed: int = 0
     settlement_errors: int = 0
+    account_errors: int = 0  # per-account failures (RPC error, timeout, unexpected revert), isolated
+    below_gas: int = 0  # liquidatable accounts at the last block whose reward cannot pay the gas
 
 
 @dataclass
 class Liquidator:
     """The bot. `tx` is a keeper.txmanager.TxManager (keyed sends, poll, reconcile, balance).
 
-    min_profit_usd : None = liquidate whatever it earns; else skip when expected reward less
-        gas cost (WAD maths, USD) is below it.
+    min_profit_usd : a liquidation is sent only if its expected reward exceeds its gas cost x
+        (1 + gas_margin) + min_profit_usd (USD). 0 (the default) = never at a loss; negative =
+        accept a loss up to that much; None ("always" in the settings) = liquidate every
+        liquidatable account whatever it earns, unscreened (a protocol's own backstop keeper).
+    gas_margin : the fraction added to the gas cost estimate (fee and gas can rise before
+        inclusion).
+    liquidation_gas_floor : gas of the cheapest liquidation; before any RPC call an account
+        whose reward upper bound (`screen_rewards`) cannot pay this much gas is skipped
+        (reason below_gas) without a simulation.
     max_fee_per_gas, priority_fee, base_fee_multiplier : the gas policy, used to price a
         liquidation and to skip it (reason fee_cap) when base fee + tip exceeds the cap.
     """
@@ -113,7 +244,9 @@ class Liquidator:
     index: EventIndex
     follower: ChainFollower
     metrics: KeeperMetrics = field(default_factory=KeeperMetrics)
-    min_profit_usd: float | None = None
+    min_profit_usd: float | None = 0.0
+    gas_margin: float = 0.25
+    liquidation_gas_floor: int = 200_000
     max_fee_per_gas: int = 500 * 10**9
     priority_fee: int = 10**9
     base_fee_multiplier: int = 2
@@ -137,6 +270,10 @@ class Liquidator:
     # accounts valued by the lens (options or attestations seen), and how far logs were scanned
     portfolio_accounts: set[str] = field(default_factory=set)
     _portfolio_scanned_to: int | None = None
+    # account -> (first block it may be tried again, blocks skipped after its last failure)
+    backoff: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _unfinished: bool = False  # the last process_block raised: process the same head again
+    _below_gas_logged: int = 0
 
     @property
     def address(self) -> str:
@@ -167,8 +304,12 @@ class Liquidator:
                     del self._ended_at[account]
         self.metrics.head_lag.set(update.lag_seconds)
         self._set_stale(update)
-        if update.is_new or update.reorg_ancestor is not None:
+        if update.is_new or update.reorg_ancestor is not None or self._unfinished:
+            # a pass that failed half-way (an RPC error reading the book) is redone on the same
+            # head at the next step, not lost until the next block
+            self._unfinished = True
             self.process_block(update)
+            self._unfinished = False
         return update
 
     def run(self, poll_interval: float = 0.5, max_blocks: int | None = None) -> None:
@@ -199,7 +340,14 @@ class Liquidator:
         for entry in scan.liquidations:
             # anyone's (ours included) ends the account's episode; if still liquidatable it restarts
             self._episode_ended(entry.account, entry.block)
-        self._handle_outcomes(self.tx.poll(block), block)
+        try:
+            outcomes = self.tx.poll(block)
+        except RPC_ERRORS as e:  # receipts are looked up again next block; the journal keeps keys pending
+            self.stats.rpc_errors += 1
+            self.metrics.rpc_errors.inc()
+            log.warning("cannot poll pending transactions at block %d (%s: %s); liquidations go on, retrying next block", block, e.__class__.__name__, str(e)[:160])
+            outcomes = []
+        self._handle_outcomes(outcomes, block)
 
         # every block: a governance change of a haircut or margin rate applies at once on chain
         self._params = self.client.risk_params(block)
@@ -221,17 +369,10 @@ class Liquidator:
             if onchain:  # the contract's answer, options and attestations included
                 for i, (eq, _im, mm, hf) in zip(onchain, self.client.margin_summaries([accounts[i] for i in onchain], block)):
                     equity[i], health[i], liquidatable[i] = eq, hf, eq < mm
-            # nearest to bad debt first: ascending health factor
-            order = sorted((i for i in range(len(accounts)) if liquidatable[i]), key=lambda i: health[i])
-            self._track_episodes([accounts[i] for i in order], block)
+            order = [i for i in range(len(accounts)) if liquidatable[i]]
+            self._track_episodes([accounts[i] for i in sorted(order, key=lambda i: health[i])], block)
             if not update.is_stale:
-                eth_price = self._eth_price(snap.prices)
-                pending = self.tx.pending_keys()
-                for i in order:
-                    account = accounts[i]
-                    if liquidation_key(account) in pending:
-                        continue
-                    self._liquidate(account, equity[i], head, eth_price)
+                self._liquidate_all(accounts, order, equity, health, onchain, snap, head)
                 if self.attestation is not None:
                     self.attestation.step(block, head.timestamp, accounts)
             elif order:
@@ -251,6 +392,31 @@ class Liquidator:
         self.stats.max_processing_ms = max(self.stats.max_processing_ms, self.stats.processing_ms)
         self._write_status()
 
+    def _liquidate_all(self, accounts, order, equity, health, onchain, snap, head) -> None:
+        """Screen, rank and try the liquidatable accounts `order` (indices into `accounts`)."""
+        if not order:
+            self._skip_below_gas([], [], None, head.number)
+            return
+        eth_price = self._eth_price(snap.prices)
+        # before any RPC call: an upper bound of each reward from the snapshot; accounts
+        # that cannot pay for the cheapest liquidation's gas are never simulated
+        bounds: list[int | None] = [None] * len(accounts)
+        for i, bound in zip(order, screen_rewards(snap, self._params, self._terms, equity, order)):
+            bounds[i] = bound
+        for i in onchain:  # options are not in the bound: simulate those
+            bounds[i] = None
+        threshold = self._threshold(self.liquidation_gas_floor, head.base_fee, eth_price)
+        tried, below = rank(order, bounds, health, threshold)
+        self._skip_below_gas([accounts[i] for i in below], [bounds[i] for i in below], threshold, head.number)
+        pending = self.tx.pending_keys()
+        onchain = set(onchain)
+        for i in tried:
+            account = accounts[i]
+            if liquidation_key(account) in pending:
+                continue
+            extra = 0 if i in onchain else collateral_reward(equity[i], snap.book.collateral[i], self._params, snap.prices, self._terms.penalty)
+            self._attempt(account, equity[i], head, eth_price, extra)
+
     def _settle_expired(self, head, markets, stale: bool) -> None:
         """The settlement job for this block; nothing it raises (revert, RPC error, timeout)
         reaches the loop: it is logged, counted, and the job runs again next block."""
@@ -264,6 +430,62 @@ class Liquidator:
         self.stats.settlements_sent, self.stats.settlements_succeeded = job.sent, job.succeeded
         self.stats.settlements_failed, self.stats.settlement_errors = job.failed, job.errors
 
+    def _threshold(self, gas: int, base_fee: int, eth_price: int) -> int | None:
+        """The reward (WAD USD) a liquidation using `gas` must exceed; None = liquidate all."""
+        if self.min_profit_usd is None:
+            return None
+        cost = with_margin(gas_cost_usd(gas, self._max_fee(base_fee), eth_price), self.gas_margin)
+        return cost + int(round(self.min_profit_usd * WAD))
+
+    def _skip_below_gas(self, accounts: list[str], bounds: list[int], threshold: int | None, block: int) -> None:
+        """Count the accounts skipped without a simulation; one INFO line when their number
+        changes (DEBUG otherwise): hundreds of dust accounts must not flood the log."""
+        self.stats.below_gas = len(accounts)
+        if not accounts:
+            self._below_gas_logged = 0
+            return
+        self.stats.skipped += len(accounts)
+        self.metrics.skipped.labels(reason="below_gas").inc(len(accounts))
+        level = logging.INFO if len(accounts) != self._below_gas_logged else logging.DEBUG
+        self._below_gas_logged = len(accounts)
+        log.log(
+            level, "skip %d liquidatable accounts at block %d (below_gas): each can pay at most %.6f USD, a liquidation needs more than %.6f USD; not simulated",
+            len(accounts), block, max(bounds) / WAD, threshold / WAD, extra={"reason": "below_gas", "accounts": len(accounts)},
+        )  # fmt: skip
+
+    def _attempt(self, account: str, equity: int, head, eth_price: int, collateral_gain: int = 0) -> None:
+        """One account's liquidation, isolated: whatever it raises (an RPC error, a timeout, an
+        unexpected revert, a bug) is logged and counted, the account backs off, and the other
+        accounts of the block go on."""
+        block = head.number
+        retry = self.backoff.get(account)
+        if retry is not None and block < retry[0]:
+            self.stats.skipped += 1
+            self.metrics.skipped.labels(reason="backoff").inc()
+            log.debug("skip %s (backoff): failed before; next try at block %d", account, retry[0])
+            return
+        try:
+            self._liquidate(account, equity, head, eth_price, collateral_gain)
+        except Exception as e:  # noqa: BLE001 - one account must never stop the others or the loop
+            self._failed(account, block, failure_reason(e), e)
+
+    def _back_off(self, account: str, block: int) -> int:
+        """Skip `account` for 1 block after a failure, then 2, 4, ... up to MAX_BACKOFF_BLOCKS
+        while it keeps failing; returns the blocks skipped. Cleared by a send or a recovery."""
+        skipped = min(self.backoff[account][1] * 2, MAX_BACKOFF_BLOCKS) if account in self.backoff else 1
+        self.backoff[account] = (block + skipped + 1, skipped)
+        return skipped
+
+    def _failed(self, account: str, block: int, reason: str, e: BaseException) -> None:
+        skipped = self._back_off(account, block)
+        self.stats.account_errors += 1
+        self.metrics.liquidation_errors.labels(reason=reason).inc()
+        log.warning(
+            "liquidation of %s failed (%s: %s: %s); skipping it for %d block(s), the other accounts go on",
+            account, reason, e.__class__.__name__, str(e)[:200], skipped,
+            exc_info=reason == "unexpected", extra={"account": account, "reason": reason},
+        )  # fmt: skip
+
     def _eth_price(self, prices) -> int:
         price_id = self.client.deployment.price_ids.get("ETH")
         return int(prices[price_id]) if price_id is not None and price_id < len(prices) else 0
@@ -274,6 +496,7 @@ class Liquidator:
             if account not in now:  # recovered (price) or liquidated
                 del self.first_seen[account]
                 self.missed_counted.discard(account)
+                self.backoff.pop(account, None)
         for account in liquidatable:
             since = self.first_seen.setdefault(account, block)
             if block - since > self.missed_after_blocks and account not in self.missed_counted:
@@ -322,6 +545,8 @@ class Liquidator:
             try:
                 return call, call.call({"from": self.address}, block_identifier="latest")
             except ContractLogicError as e:
+                if OPENED_THIS_BLOCK in str(e.message or e):
+                    raise  # transient: the whole account waits for the next block
                 # worthless or settled options only: the engine's liquidation handles the rest
                 log.debug("liquidate_options(%s) would revert (%s); trying the engine", account, e.message or e)
         call = self.client.engine.functions.liquidate(account)
@@ -335,7 +560,10 @@ class Liquidator:
         self.metrics.skipped.labels(reason=reason).inc()
         log.log(level, "skip %s (%s): %s", account, reason, why, extra={"account": account, "reason": reason})
 
-    def _liquidate(self, account: str, equity: int, head, eth_price: int) -> None:
+    def _liquidate(self, account: str, equity: int, head, eth_price: int, collateral_gain: int = 0) -> None:
+        """Simulate, price and send one account's liquidation. The reward is the liquidator's
+        share of the penalty on the simulated closed notional, plus `collateral_gain` (the
+        discount on collateral bought from an account left in bad debt, `collateral_reward`)."""
         if head.base_fee + self.priority_fee > self.max_fee_per_gas:
             self._skip(account, "fee_cap", f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei", logging.WARNING)
             return
@@ -343,15 +571,24 @@ class Liquidator:
             call, notional = self._liquidation_call(account)
             gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
         except ContractLogicError as e:
-            self._skip(account, "unsafe", f"simulation reverted ({e.message or e})")
+            reason = str(e.message or e)
+            if OPENED_THIS_BLOCK in reason:  # expected: the account traded this block; next block
+                self._skip(account, "opened_this_block", f"simulation reverted ({reason}); retrying next block", logging.DEBUG)
+                return
+            self._skip(account, "unsafe", f"simulation reverted ({reason})")
+            self._back_off(account, head.number)
             return
         terms = self._terms
         flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
-        reward = expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
+        reward = expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share) + collateral_gain
         cost = gas_cost_usd(gas, self._max_fee(head.base_fee), eth_price)
         profit = reward - cost
-        if self.min_profit_usd is not None and profit < int(self.min_profit_usd * WAD):
-            self._skip(account, "unprofitable", f"reward {reward / WAD:.2f} USD - gas {cost / WAD:.2f} USD = {profit / WAD:.2f} USD < {self.min_profit_usd:.2f} USD")
+        threshold = self._threshold(gas, head.base_fee, eth_price)
+        if threshold is not None and reward <= threshold:
+            self._skip(
+                account, "unprofitable",
+                f"reward {reward / WAD:.2f} USD <= gas {cost / WAD:.2f} USD x {1 + self.gas_margin:g} + min profit {self.min_profit_usd:.2f} USD = {threshold / WAD:.2f} USD",
+            )  # fmt: skip
             return
         try:
             tx_hash = self.tx.send(call, gas, liquidation_key(account))
@@ -360,6 +597,7 @@ class Liquidator:
                 self._skip(account, "fee_cap", str(e), logging.WARNING)
                 return
             raise
+        self.backoff.pop(account, None)
         if tx_hash is None:  # already in flight for this key
             return
         self.stats.sent += 1

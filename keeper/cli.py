@@ -58,7 +58,7 @@ def cli(log_level: str) -> None:
 @click.option("--private-key-env", default=None, help="Environment variable holding the liquidator's key [default: KEEPER_PRIVATE_KEY].")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help="Folder for the transaction journal and the event-index checkpoint (default: nothing persisted).")
 @click.option("--from-block", type=click.IntRange(min=0), default=None, help="First block to scan for accounts when there is no checkpoint (default: the manifest's deploy block).")
-@click.option("--min-profit-usd", type=float, default=None, help="Skip liquidations whose expected reward less gas is below this (default: liquidate all).")
+@click.option("--min-profit-usd", type=str, default=None, metavar="USD|always", help="Send a liquidation only if its expected reward exceeds gas x (1 + gas_margin) + this [default: 0, never at a loss]; 'always' liquidates every account whatever it earns.")
 @click.option("--max-fee-gwei", type=float, default=None, help="Never pay more than this per gas [default: 500].")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics on this port at /metrics.")
 @click.option("--log-json", is_flag=True, default=False, help="Log one JSON object per line.")
@@ -116,7 +116,8 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
     metrics = KeeperMetrics()
     bot = Liquidator(
         client, tx, index, ChainFollower(w3, settings.reorg_depth, settings.stale_after_seconds), metrics,
-        min_profit_usd=settings.min_profit_usd, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei,
+        min_profit_usd=settings.min_profit_usd, gas_margin=settings.gas_margin, liquidation_gas_floor=settings.liquidation_gas_floor,
+        max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei,
         base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file,
     )  # fmt: skip
@@ -136,7 +137,8 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
         except OSError as e:
             raise click.ClickException(f"cannot serve metrics on {settings.metrics_addr}:{settings.metrics_port}: {e.strerror}") from None
         log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
-    profit = "liquidate all" if settings.min_profit_usd is None else f"min profit {settings.min_profit_usd:g} USD"
+    profit = ("liquidate all (min_profit_usd: always)" if settings.min_profit_usd is None
+              else f"reward > gas x {1 + settings.gas_margin:g} + {settings.min_profit_usd:g} USD")
     log.info(
         "liquidator %s following %s (engine %s; %s; max fee %g gwei; state %s)", tx.address, w3.provider, deployment.engine,
         profit, gas.max_fee_gwei, settings.state_dir or "in memory",

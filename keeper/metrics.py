@@ -10,7 +10,8 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_liquidations_sent_total | counter | liquidation transactions sent |
 | keeper_liquidations_succeeded_total | counter | mined with status 1 and a Liquidation event for the account |
 | keeper_liquidations_failed_total | counter | mined but reverted or without the event, or dropped |
-| keeper_liquidations_skipped_total{reason} | counter | not sent: unprofitable, unsafe (simulation reverted), fee_cap, stale_node |
+| keeper_liquidations_skipped_total{reason} | counter | not sent: below_gas (reward upper bound from the snapshot cannot pay a liquidation's gas: never simulated), unprofitable (simulated reward does not exceed gas x (1 + gas_margin) + min_profit_usd), unsafe (simulation reverted; the account backs off), opened_this_block (the engine refuses: position grown this block; retried next block), backoff (skipped after a failure), fee_cap, stale_node |
+| keeper_liquidation_errors_total{reason} | counter | one account's liquidation attempt failed: rpc_error, timeout, revert (an unexpected revert outside the simulation), unexpected (any other exception); the account backs off 1, 2, 4 ... 64 blocks, the others go on |
 | keeper_detection_latency_blocks | histogram | block of a liquidation (ours from its receipt or log, anyone's from the Liquidation log) minus the first block we saw the account liquidatable; once per liquidation |
 | keeper_missed_liquidations_total | counter | accounts liquidatable for more than N blocks with no liquidation by anyone (once per episode) |
 | keeper_gas_spent_eth_total | counter | gas used x effective gas price of our mined transactions, ETH |
@@ -38,7 +39,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-SKIP_REASONS = ("unprofitable", "unsafe", "fee_cap", "stale_node")
+SKIP_REASONS = ("below_gas", "unprofitable", "unsafe", "opened_this_block", "backoff", "fee_cap", "stale_node")
+ERROR_REASONS = ("rpc_error", "timeout", "revert", "unexpected")
 ATTESTATION_SKIP_REASONS = ("not_lower", "stale_vol", "scenario_params")
 SETTLEMENT_KINDS = ("market", "series")
 SETTLEMENT_SKIP_REASONS = ("price_not_published", "reverted", "fee_cap", "stale_node")
@@ -58,6 +60,9 @@ class KeeperMetrics:
         self.skipped = Counter("keeper_liquidations_skipped", "Liquidatable accounts not sent", ["reason"], registry=r)
         for reason in SKIP_REASONS:
             self.skipped.labels(reason=reason)
+        self.liquidation_errors = Counter("keeper_liquidation_errors", "Per-account liquidation attempts failed (isolated, backed off)", ["reason"], registry=r)
+        for reason in ERROR_REASONS:
+            self.liquidation_errors.labels(reason=reason)
         self.detection_latency = Histogram(
             "keeper_detection_latency_blocks",
             "Blocks from first seeing an account liquidatable to its liquidation (ours or another's)",

@@ -86,9 +86,12 @@ class KeeperSettings:
     """Everything `keeper run` needs besides the key.
 
     Units: gas in gwei, amounts in USD or ETH as named, times in seconds, depths in blocks.
-    `min_profit_usd` None means liquidate every liquidatable account whatever it earns (a
-    protocol's own backstop keeper); a number skips liquidations whose estimated reward less
-    gas is below it.
+    A liquidation is sent only if its expected reward exceeds its gas cost x (1 + `gas_margin`)
+    + `min_profit_usd`: the default 0 never liquidates at a loss; a negative number accepts a
+    loss up to that much; None (written `always`) liquidates every liquidatable account whatever
+    it earns, unscreened (a protocol's own backstop keeper). `liquidation_gas_floor` is the gas
+    of the cheapest liquidation: an account whose reward upper bound cannot pay that much gas is
+    skipped before any RPC call.
     """
 
     rpc_urls: tuple[str, ...] = ()
@@ -97,7 +100,9 @@ class KeeperSettings:
     state_dir: Path | None = None  # journal and event-index checkpoint; None = nothing persisted
     from_block: int | None = None  # None = the manifest's deploy block
     gas: GasSettings = field(default_factory=GasSettings)
-    min_profit_usd: float | None = None
+    min_profit_usd: float | None = 0.0  # None = "always" (liquidate all)
+    gas_margin: float = 0.25
+    liquidation_gas_floor: int = 200_000
     metrics_port: int | None = None  # None = no /metrics endpoint
     metrics_addr: str = "127.0.0.1"
     log_format: str = "text"  # text | json
@@ -211,11 +216,18 @@ def _convert(name: str, value, where: str):
         if not isinstance(value, str) or not value:
             raise SettingsError(f"{where}: must be a host address, got {value!r}")
         return value
-    if name in ("metrics_port", "min_profit_usd", "from_block") and value is None:
+    if name == "min_profit_usd":
+        if isinstance(value, str) and value.strip().lower() == "always":
+            return None
+        if value is None:
+            raise SettingsError(f"{where}: must be a number (USD; 0 = never at a loss) or always (liquidate all, the old null), got null")
+    if name in ("metrics_port", "from_block") and value is None:
         return None
     limits = {
         "from_block": (0, math.inf, True),
         "min_profit_usd": (-1e12, 1e12, False),
+        "gas_margin": (0, 100, False),
+        "liquidation_gas_floor": (0, 30_000_000, True),
         "metrics_port": (1, 65535, True),
         "low_balance_eth": (0, 1e9, False),
         "reorg_depth": (1, 10_000, True),

@@ -278,18 +278,23 @@ class TxManager:
         dropped = False
         base_fee = None
         for rec in records:
-            if rec.nonce < mined_count:
-                outcome = self._settle(rec)
-                self._outbox.append(outcome)
-                dropped |= outcome.status == "dropped"
-                continue
-            if bump and block is not None and block - rec.sent_block >= self.policy.bump_after_blocks:
-                if base_fee is None:
-                    base_fee = self._latest()[1]
-                if self._bump(rec, block, base_fee):
+            try:
+                if rec.nonce < mined_count:
+                    outcome = self._settle(rec)
+                    self._outbox.append(outcome)
+                    dropped |= outcome.status == "dropped"
                     continue
-            if not self._node_knows(rec.hashes[-1]):
-                self._rebroadcast(rec)
+                if bump and block is not None and block - rec.sent_block >= self.policy.bump_after_blocks:
+                    if base_fee is None:
+                        base_fee = self._latest()[1]
+                    if self._bump(rec, block, base_fee):
+                        continue
+                if not self._node_knows(rec.hashes[-1]):
+                    self._rebroadcast(rec)
+            except (Web3RPCError, ValueError, *_TRANSPORT_ERRORS) as e:
+                # one transaction's receipt or lookup failing must not hold up the others: it
+                # stays pending in the journal and is looked at again next poll
+                log.warning("nonce %d (%s): cannot check it now (%s: %s); next poll", rec.nonce, rec.key, e.__class__.__name__, str(e)[:160])
         if dropped:
             self.nonce = self._next_nonce()
 

@@ -187,11 +187,15 @@ class Chain:
 class Keeper:
     """`keeper run` as its own process against `url`, with a state dir and a status file."""
 
-    def __init__(self, chain: Chain, url: str, state: Path, *extra: str, env: dict | None = None):
+    def __init__(self, chain: Chain, url: str, state: Path, *extra: str, env: dict | None = None, min_profit: str | None = "always"):
+        """`min_profit` None: the keeper's default (never at a loss). These fault scenarios crash
+        prices far enough to leave accounts in bad debt, which pay a liquidator nothing: they
+        run the protocol's own backstop keeper, `--min-profit-usd always`."""
         self.chain, self.state = chain, state
         self.status = state.parent / f"{state.name}-status.json"
         self.log_path = state.parent / f"{state.name}.log"
-        self.args = ["--rpc", url, "--manifest", str(chain.replay.manifest), "--state-dir", str(state), "--status-file", str(self.status), "--poll", "0.05", "--log-json", *extra]
+        profit = [] if min_profit is None else ["--min-profit-usd", min_profit]
+        self.args = ["--rpc", url, "--manifest", str(chain.replay.manifest), "--state-dir", str(state), "--status-file", str(self.status), "--poll", "0.05", "--log-json", *profit, *extra]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
         self.env.update({"KEEPER_PRIVATE_KEY": chain.keeper_key, **(env or {})})
         self.process: subprocess.Popen | None = None
@@ -447,6 +451,7 @@ def test_stale_node_pauses_sending_and_low_balance_warns(fresh, caplog):
     bot = Liquidator(
         chain.client, TxManager(chain.w3, chain.keeper_key), EventIndex(chain.client, chain.dep.deploy_block),
         ChainFollower(chain.w3, 8, stale_after_seconds=60, clock=lambda: now[0]), metrics, low_balance_eth=1e9,
+        min_profit_usd=None,  # the crash leaves bad debt: the backstop keeper ("always")
     )  # fmt: skip
     caplog.set_level("INFO", logger="keeper")
     start = chain.w3.eth.block_number

@@ -20,7 +20,7 @@ def write(tmp_path, text: str) -> Path:
 def test_defaults_without_file_or_environment():
     s = load_settings(env={})
     assert s == KeeperSettings()
-    assert s.min_profit_usd is None and s.metrics_port is None and s.log_format == "text"
+    assert s.min_profit_usd == 0.0 and s.gas_margin == 0.25 and s.liquidation_gas_floor == 200_000 and s.metrics_port is None and s.log_format == "text"
 
 
 def test_example_file_loads():
@@ -55,6 +55,9 @@ def test_rpc_urls_from_environment_list():
         ("rpc_urls: [localhost:8545]\n", "http://"),
         ("rpc_urls: []\n", "non-empty list"),
         ("min_profit_usd: abc\n", "min_profit_usd"),
+        ("min_profit_usd: null\n", "min_profit_usd: must be a number (USD; 0 = never at a loss) or always"),
+        ("gas_margin: -0.1\n", "gas_margin: must be in [0, 100]"),
+        ("liquidation_gas_floor: 1.5\n", "liquidation_gas_floor: must be an integer"),
         ("metrics_port: 70000\n", "metrics_port: must be in [1, 65535]"),
         ("log_format: xml\n", "text or json"),
         ("gas: {max_fee_gwei: -1}\n", "gas.max_fee_gwei"),
@@ -71,6 +74,16 @@ def test_bad_file_values_name_file_and_field(tmp_path, text, needle):
         load_settings(path, env={})
     assert needle in str(e.value) and str(path) in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_min_profit_always_keeps_the_old_liquidate_all(tmp_path):
+    """`always` (file, environment or option, any case) is None in the settings: liquidate all;
+    a negative number accepts a loss up to that much; the default is 0, never at a loss."""
+    assert load_settings(write(tmp_path, "min_profit_usd: always\n"), env={}).min_profit_usd is None
+    assert load_settings(env={"KEEPER_MIN_PROFIT_USD": "ALWAYS"}).min_profit_usd is None
+    assert load_settings(env={}, min_profit_usd="always").min_profit_usd is None
+    assert load_settings(env={}, min_profit_usd="-2.5").min_profit_usd == -2.5
+    assert load_settings(env={"KEEPER_GAS_MARGIN": "0.5", "KEEPER_LIQUIDATION_GAS_FLOOR": "150000"}).gas_margin == 0.5
 
 
 def test_bad_environment_value_names_the_source():

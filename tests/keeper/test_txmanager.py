@@ -371,3 +371,28 @@ def test_second_manager_on_the_same_journal_fails_with_a_clear_error(chain, tmp_
         assert tm2.pending_keys() == {"k"}
         assert [o.status for o in tm2.poll(mine(chain.w3))] == ["mined"]
     assert chain.mined_count("k") == 1
+
+
+@pytest.mark.anvil
+def test_one_receipt_that_cannot_be_fetched_does_not_hold_up_the_others(chain, monkeypatch):
+    """An RPC error fetching one transaction's receipt: the others settle in the same poll, that
+    one stays pending (its key still blocks a duplicate) and settles at the next poll."""
+    from web3.exceptions import Web3RPCError
+
+    w3, tm = chain.w3, chain.manager()
+    first = tm.send(chain.call("a"), GAS, key="a")
+    second = tm.send(chain.call("b"), GAS, key="b")
+    block = mine(w3)
+    real = w3.eth.get_transaction_receipt
+
+    def flaky(tx_hash):
+        if tx_hash == first:
+            raise Web3RPCError("injected: receipt lookup failed")
+        return real(tx_hash)
+
+    monkeypatch.setattr(w3.eth, "get_transaction_receipt", flaky)
+    assert [(o.key, o.tx_hash, o.status) for o in tm.poll(block)] == [("b", second, "mined")]
+    assert tm.pending_keys() == {"a"} and tm.send(chain.call("a"), GAS, key="a") is None
+    monkeypatch.setattr(w3.eth, "get_transaction_receipt", real)
+    assert [(o.key, o.status) for o in tm.poll(block)] == [("a", "mined")]
+    assert chain.mined_count("a") == 1 and chain.mined_count("b") == 1
