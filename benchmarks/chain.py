@@ -125,8 +125,11 @@ def gas_used(replay: Replay, users) -> dict[str, int]:
     taker, tsig = replay._order(b, dep.markets["ETH-PERP"], -WAD // 100, replay.opts.path.as_wad(0)["ETH"])
     rows.append(("trade (match_orders, 2 signatures)", used(client.engine.functions.match_orders(maker, msig, taker, tsig).transact({"from": admin, "gas": 2_000_000, **fees}))))
     # crash ETH and BTC by 30% and liquidate the first liquidatable account
+    start = replay.opts.path.as_wad(0)
     for symbol, feed in replay.feeds.items():
-        price = replay.opts.path.as_wad(0)[symbol] * 7 // 10 // 10 ** (18 - dep.feed_decimals[symbol])
+        if symbol not in start:  # the settlement asset's own feed (depeg rule) stays at par
+            continue
+        price = start[symbol] * 7 // 10 // 10 ** (18 - dep.feed_decimals[symbol])
         w3.eth.wait_for_transaction_receipt(feed.functions.set_answer(price).transact({"from": admin, **fees}))
     summaries = client.margin_summaries([u.address for u in users])
     victim = next(u for u, s in zip(users, summaries) if s[0] < s[2] and s[0] > 0)

@@ -444,7 +444,11 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
     # without a settlement price positive cash counts at par (see `_cash_value`): collateral
     # may not leave an account with risk that leans on it (risk-free accounts withdraw freely)
     if self.settlement_priced and token != SETTLEMENT_TOKEN and summary.initial_margin != 0 and self.cash[msg.sender] > 0:
-        assert self._settlement_price(staticcall IOracle(ORACLE).index_prices()) != 0, "vault: no settlement price"
+        # one price id, not every index: a failed read is no price
+        ok: bool = False
+        answer: Bytes[32] = b""
+        ok, answer = raw_call(ORACLE, abi_encode(self.settlement_price_id, method_id=method_id("index_price(uint256)")), max_outsize=32, is_static_call=True, revert_on_failure=False)
+        assert ok and len(answer) == 32 and convert(answer, uint256) != 0, "vault: no settlement price"
     # a withdrawal changes the portfolio: health attestations signed before it lapse
     self.withdrawal_count[msg.sender] += 1
     if paid != 0:
