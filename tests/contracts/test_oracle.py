@@ -109,7 +109,7 @@ def test_feed_decimals_6_8_18_give_same_wad_price(protocol):
     expected = 2045_678901 * 10**12  # 2045.678901 USD
     for decimals, answer in ((6, 2045_678901), (8, 2045_67890100), (18, 2045_678901 * 10**12)):
         f = feed(decimals, answer)
-        o.set_feeds(ETH, [f.address], [3600])
+        replace_feeds(o, ETH, [f.address], [3600])
         assert o.feeds(ETH)[0].scale == 10 ** (18 - decimals)
         assert o.index_price(ETH) == expected
     # mixed decimals in one median
