@@ -506,6 +506,8 @@ def test_expired_future_is_settled_within_two_blocks(fresh, tmp_path):
         # the feeds publish (unchanged prices) at or after expiry
         hashes = []
         for symbol, feed in chain.replay.feeds.items():
+            if symbol not in chain.start_prices:  # the settlement asset's own feed (depeg rule)
+                continue
             answer = chain.start_prices[symbol] // 10 ** (18 - chain.dep.feed_decimals[symbol])
             hashes.append(feed.functions.set_answer(answer).transact({**fees, "gas": 100_000}))
         published = chain.mine()
