@@ -1083,7 +1083,8 @@ def liquidate(account: address) -> uint256:
             the caller takes over the closed positions at mark, buys any collateral sold, and
             must meet its own initial margin afterwards.
     @dev Reverts "engine: account not liquidatable", "engine: nothing to liquidate" (e.g. only a
-         future past expiry awaiting settlement), "engine: self liquidation",
+         future past expiry awaiting settlement), "engine: self liquidation", "engine: position
+         opened this block" (the account grew a position in this block: retry in the next),
          "engine: liquidator below IM", or an oracle error. Never lowers the
          account's health factor unless it closes the account's positions completely.
     @param account The account to liquidate.

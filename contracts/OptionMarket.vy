@@ -935,11 +935,14 @@ def liquidate_options(account: address) -> uint256:
             would lower the account's health factor, everything live is moved. The caller must
             meet its own initial margin afterwards. Perpetuals and futures are the engine's
             (`MarginEngine.liquidate`), which also writes off any debt once no option is left.
-    @dev Reverts "options: self liquidation", "options: account not liquidatable",
+    @dev Reverts "options: self liquidation", "options: position opened this block" (the
+         account grew an option position in this block: retry in the next),
+         "options: account not liquidatable",
          "options: nothing to liquidate" (no live option position but worthless longs),
          "options: liquidator
-         below IM", "options: too many positions" (the caller's book is full), or an oracle
-         error. Without a fresh vol the positions move at the conservative margin marks (long
+         below IM", or an oracle error. Series the caller has no free slot for are left for
+         another liquidator (an account spread over every series cannot block one that holds
+         others). Without a fresh vol the positions move at the conservative margin marks (long
          at intrinsic, short at intrinsic plus the short charge), which favours the caller.
     @param account The account to liquidate.
     @return The value moved, WAD USD (sum of |size| * mark).
