@@ -28,6 +28,8 @@
 
 from ethereum.ercs import IERC20
 import lib.roles as roles
+import lib.constants as constants
+import lib.types as types
 
 initializes: roles
 
@@ -38,36 +40,27 @@ exports: (
     roles.propose_admin,
     roles.accept_admin,
     roles.set_risk_admin,
+    constants.__version__,
 )
 
 
 interface IOracle:
     def index_price(price_id: uint256) -> uint256: view
-    def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]: view
+    def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]: view
 
 
 interface IERC20Decimals:
     def decimals() -> uint8: view
 
 
-struct MarginSummary:
-    equity: int256
-    initial_margin: uint256
-    maintenance_margin: uint256
-    health_factor: uint256
-
-
 interface IMarginEngine:
-    def margin_summary(account: address) -> MarginSummary: view
+    def margin_summary(account: address) -> types.MarginSummary: view
 
 
 interface IOptionMarket:
     def has_positions(account: address) -> bool: view
 
 
-WAD: constant(uint256) = 10**18
-MAX_ASSETS: constant(uint256) = 8
-MAX_PRICE_IDS: constant(uint256) = 8
 # @dev Haircut bounds: a listed asset counts for at most 100% and at least 0% of its value.
 MAX_HAIRCUT: constant(uint256) = 10**18
 # @dev Depeg rule bounds (WAD). Derive v2 StandardManager.setDepegParameters allows a threshold
@@ -263,7 +256,7 @@ def list_asset(token: address, price_id: uint256, haircut: uint256, deposit_cap:
     assert token != SETTLEMENT_TOKEN, "vault: settlement token is cash"
     assert self._asset_slot[token] == 0, "vault: asset already listed"
     asset_id: uint256 = self.asset_count
-    assert asset_id < MAX_ASSETS, "vault: too many assets"
+    assert asset_id < constants.MAX_ASSETS, "vault: too many assets"
     assert haircut <= MAX_HAIRCUT, "vault: haircut out of bounds"
     decimals: uint256 = convert(staticcall IERC20Decimals(token).decimals(), uint256)
     assert decimals <= 18, "vault: decimals above 18"
@@ -305,7 +298,7 @@ def set_settlement_price_id(price_id: uint256):
     roles._check_admin()
     price: uint256 = staticcall IOracle(ORACLE).index_price(price_id)
     assert price >= MIN_SETTLEMENT_PRICE and price <= MAX_SETTLEMENT_PRICE, "vault: settlement price out of bounds"
-    assert price_id < MAX_PRICE_IDS, "vault: price id out of bounds"
+    assert price_id < constants.MAX_PRICE_IDS, "vault: price id out of bounds"
     self.settlement_price_id = price_id
     self.settlement_priced = True
     log SettlementPriceIdSet(price_id=price_id, price=price)
@@ -366,16 +359,33 @@ def _credit_insurance(amount: uint256):
 
 @external
 @nonreentrant
-def deposit(token: address, amount: uint256, account: address = msg.sender):
+def deposit(token: address, amount: uint256):
     """
-    @notice Deposit `amount` of `token` from the caller into `account` (default: the caller).
+    @notice Deposit `amount` of `token` from the caller into the caller's account.
     @dev The settlement token credits cash (WAD); a listed asset credits its balance. The credit
          is what arrived. Reverts "vault: unknown asset", "vault: zero amount",
          "vault: deposit cap exceeded".
     @param token The settlement token or a listed asset.
     @param amount Token units to pull from the caller (needs allowance).
+    """
+    self._deposit(token, amount, msg.sender)
+
+
+@external
+@nonreentrant
+def deposit_for(token: address, amount: uint256, account: address):
+    """
+    @notice Deposit `amount` of `token` from the caller into `account`.
+    @dev As `deposit`; also reverts "vault: zero account".
+    @param token The settlement token or a listed asset.
+    @param amount Token units to pull from the caller (needs allowance).
     @param account The account credited.
     """
+    self._deposit(token, amount, account)
+
+
+@internal
+def _deposit(token: address, amount: uint256, account: address):
     assert amount > 0, "vault: zero amount"
     assert account != empty(address), "vault: zero account"
     if token == SETTLEMENT_TOKEN:
@@ -398,9 +408,19 @@ def deposit(token: address, amount: uint256, account: address = msg.sender):
 
 @external
 @nonreentrant
-def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
+def withdraw(token: address, amount: uint256):
     """
-    @notice Withdraw `amount` of `token` from the caller's account.
+    @notice Withdraw `amount` of `token` from the caller's account to the caller (as
+            `withdraw_to`).
+    """
+    self._withdraw(token, amount, msg.sender)
+
+
+@external
+@nonreentrant
+def withdraw_to(token: address, amount: uint256, receiver: address):
+    """
+    @notice Withdraw `amount` of `token` from the caller's account to `receiver`.
     @dev The settlement token debits cash and may not make it negative (unrealized profit and
          collateral are not withdrawable as cash). The account must meet initial margin after the
          debit, or the call reverts "vault: below initial margin". While bad debt is outstanding
@@ -415,6 +435,11 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
     @param amount Token units.
     @param receiver Where the tokens go.
     """
+    self._withdraw(token, amount, receiver)
+
+
+@internal
+def _withdraw(token: address, amount: uint256, receiver: address):
     assert amount > 0, "vault: zero amount"
     paid: uint256 = amount
     if token == SETTLEMENT_TOKEN:
@@ -439,7 +464,7 @@ def withdraw(token: address, amount: uint256, receiver: address = msg.sender):
         assert self.balances[msg.sender][asset_id] >= amount, "vault: insufficient collateral"
         self.balances[msg.sender][asset_id] -= amount
         self.assets[asset_id].total -= amount
-    summary: MarginSummary = staticcall IMarginEngine(self.engine).margin_summary(msg.sender)
+    summary: types.MarginSummary = staticcall IMarginEngine(self.engine).margin_summary(msg.sender)
     assert summary.equity >= convert(summary.initial_margin, int256), "vault: below initial margin"
     # without a settlement price positive cash counts at par (see `_cash_value`): collateral
     # may not leave an account with risk that leans on it (risk-free accounts withdraw freely)
@@ -518,7 +543,7 @@ def charge_penalty(account: address, liquidator: address, penalty: uint256, liqu
 
 @external
 @nonreentrant
-def liquidate_collateral(account: address, liquidator: address, prices: DynArray[uint256, MAX_PRICE_IDS], penalty: uint256) -> bool:
+def liquidate_collateral(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> bool:
     """
     @notice Liquidation sale of collateral (engine only): asset by asset, sell `account`'s
             collateral to `liquidator` at the index price less a discount until the account's
@@ -535,7 +560,7 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
     self._check_engine()
     sold: bool = False
     settlement: uint256 = self._settlement_price(prices)
-    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
         cash: int256 = self.cash[account]
         balance: uint256 = self.balances[account][asset_id]
         if cash >= 0:
@@ -545,9 +570,9 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
         asset: Asset = self.assets[asset_id]
         unit: uint256 = 10 ** asset.decimals
         # payment per whole token after the discount, WAD USD
-        price: uint256 = prices[asset.price_id] * (WAD - min(penalty, (WAD - asset.haircut) // 2)) // WAD
-        if settlement != 0 and settlement < WAD:
-            price = price * WAD // settlement
+        price: uint256 = prices[asset.price_id] * (constants.WAD - min(penalty, (constants.WAD - asset.haircut) // 2)) // constants.WAD
+        if settlement != 0 and settlement < constants.WAD:
+            price = price * constants.WAD // settlement
         if price == 0:
             continue
         debt: uint256 = convert(-cash, uint256)
@@ -599,25 +624,25 @@ def cover_deficit(account: address) -> (uint256, uint256):
 
 @internal
 @view
-def _collateral_value(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> uint256:
+def _collateral_value(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> uint256:
     """
     @dev sum over assets of floor(balance * price * haircut / (10**decimals * 1e18)), WAD USD.
     """
     value: uint256 = 0
-    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
         amount: uint256 = self.balances[account][asset_id]
         if amount == 0:
             continue
         asset: Asset = self.assets[asset_id]
         price: uint256 = prices[asset.price_id]
         assert price != 0, "vault: no valid price"
-        value += amount * price * asset.haircut // (10 ** asset.decimals * WAD)
+        value += amount * price * asset.haircut // (10 ** asset.decimals * constants.WAD)
     return value
 
 
 @internal
 @view
-def _settlement_price(prices: DynArray[uint256, MAX_PRICE_IDS]) -> uint256:
+def _settlement_price(prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> uint256:
     """
     @dev The settlement asset's WAD USD price in `prices`, 0 when unset, unavailable or absent.
     """
@@ -628,7 +653,7 @@ def _settlement_price(prices: DynArray[uint256, MAX_PRICE_IDS]) -> uint256:
 
 @internal
 @view
-def _cash_value(cash: int256, prices: DynArray[uint256, MAX_PRICE_IDS]) -> int256:
+def _cash_value(cash: int256, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> int256:
     """
     @dev The depeg rule, WAD USD. With p the settlement price (WAD USD per token):
          cash >= 0: floor(cash * max(0, min(p, 1e18) * 1e18 - factor * max(threshold - p, 0)) / 1e36)
@@ -641,17 +666,17 @@ def _cash_value(cash: int256, prices: DynArray[uint256, MAX_PRICE_IDS]) -> int25
     if p == 0 or cash == 0:
         return cash
     if cash < 0:
-        return -convert((convert(-cash, uint256) * max(p, WAD) + WAD - 1) // WAD, int256)
-    unit: uint256 = min(p, WAD) * WAD
+        return -convert((convert(-cash, uint256) * max(p, constants.WAD) + constants.WAD - 1) // constants.WAD, int256)
+    unit: uint256 = min(p, constants.WAD) * constants.WAD
     threshold: uint256 = self.depeg_threshold
     if p < threshold:
         unit -= min(unit, self.depeg_factor * (threshold - p))
-    return convert(convert(cash, uint256) * unit // (WAD * WAD), int256)
+    return convert(convert(cash, uint256) * unit // (constants.WAD * constants.WAD), int256)
 
 
 @external
 @view
-def margin_inputs(account: address, prices: DynArray[uint256, MAX_PRICE_IDS]) -> (int256, uint256):
+def margin_inputs(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256):
     """
     @notice Cash value and haircut collateral value of an account at the given index prices.
     @dev Cash is valued by the depeg rule (`_cash_value`) when a settlement price id is set,
@@ -682,12 +707,12 @@ def collateral_value(account: address) -> uint256:
 
 @external
 @view
-def collateral_balances(account: address) -> DynArray[uint256, MAX_ASSETS]:
+def collateral_balances(account: address) -> DynArray[uint256, constants.MAX_ASSETS]:
     """
     @notice An account's balance of every listed asset, in asset id order, token units.
     """
-    out: DynArray[uint256, MAX_ASSETS] = []
-    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+    out: DynArray[uint256, constants.MAX_ASSETS] = []
+    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
         out.append(self.balances[account][asset_id])
     return out
 
@@ -698,7 +723,7 @@ def has_collateral(account: address) -> bool:
     """
     @notice Whether an account holds any listed asset.
     """
-    for asset_id: uint256 in range(self.asset_count, bound=MAX_ASSETS):
+    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
         if self.balances[account][asset_id] != 0:
             return True
     return False

@@ -44,8 +44,12 @@
 
 import lib.signer_set as signer_set
 import lib.wad as wad
+import lib.constants as constants
+import lib.types as types
+import lib.eip712 as eip712
 
 initializes: signer_set
+initializes: eip712
 
 exports: (
     signer_set.roles.admin,
@@ -63,25 +67,26 @@ exports: (
     signer_set.add_signer,
     signer_set.remove_signer,
     signer_set.set_threshold,
+    eip712.eip712Domain,
+    eip712.domain_separator,
+    constants.__version__,
 )
 
 
-interface IVersioned:
+interface IEngine:
     def position_version(account: address) -> uint256: view
 
 
 interface IOracle:
-    def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]: view
+    def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]: view
 
 
-MAX_PRICE_IDS: constant(uint256) = 8
-WAD: constant(uint256) = 10**18
 
 
 struct HealthAttestation:
     account: address
     position_version: uint256
-    prices: DynArray[uint256, MAX_PRICE_IDS]
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS]
     initial_margin: uint256
     maintenance_margin: uint256
     issued_at: uint256
@@ -89,24 +94,9 @@ struct HealthAttestation:
     scenario_params: bytes32
 
 
-struct StoredAttestation:
-    position_version: uint256
-    prices: DynArray[uint256, MAX_PRICE_IDS]
-    initial_margin: uint256
-    maintenance_margin: uint256
-    issued_at: uint256
-    valid_until: uint256
-    signer_set_version: uint256
-
-
 HEALTH_ATTESTATION_TYPEHASH: constant(bytes32) = keccak256(
     "HealthAttestation(address account,uint256 position_version,uint256[] prices,uint256 initial_margin,uint256 maintenance_margin,uint256 issued_at,uint256 valid_until,bytes32 scenario_params)"
 )
-DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
-    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-)
-DOMAIN_NAME_HASH: constant(bytes32) = keccak256("CrossMargin HealthAttestor")
-DOMAIN_VERSION_HASH: constant(bytes32) = keccak256("1")
 
 # @dev Hard bounds on governance (WAD fractions; seconds).
 MIN_MARGIN_FLOOR: constant(uint256) = 2 * 10**17  # an attestation lowers margin by at most 80%
@@ -133,16 +123,16 @@ margin_floor: public(uint256)
 price_band: public(uint256)
 max_validity: public(uint256)
 scenario_params_hash: public(bytes32)
-_attestations: HashMap[address, StoredAttestation]
+_attestations: HashMap[address, types.StoredAttestation]
 # @dev The scenario parameters hash each stored attestation was computed with; kept apart from
-#      StoredAttestation so that `attestation()`'s shape (read by the lens) is unchanged.
+#      types.StoredAttestation so that `attestation()`'s shape (read by the lens) is unchanged.
 _attested_params: HashMap[address, bytes32]
 
 
 event AttestationSubmitted:
     account: indexed(address)
     position_version: uint256
-    prices: DynArray[uint256, MAX_PRICE_IDS]
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS]
     initial_margin: uint256
     maintenance_margin: uint256
     issued_at: uint256
@@ -198,6 +188,7 @@ def __init__(
            `set_scenario_params_hash`).
     """
     signer_set.__init__(admin_, signers_, threshold_)
+    eip712.__init__("CrossMargin HealthAttestor", "1")
     self._set_engine(engine_)
     self._set_oracle(oracle_)
     self._set_margin_floor(DEFAULT_MARGIN_FLOOR)
@@ -336,13 +327,6 @@ def set_scenario_params_hash(h: bytes32):
 
 @internal
 @view
-def _domain_separator() -> bytes32:
-    # computed per call so that a chain fork gets its own domain (chain id)
-    return keccak256(abi_encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, chain.id, self))
-
-
-@internal
-@view
 def _attestation_digest(att: HealthAttestation) -> bytes32:
     # EIP-712 encodes uint256[] as keccak256 of its 32-byte words back to back: drop the
     # offset and length words that abi_encode puts in front
@@ -361,7 +345,7 @@ def _attestation_digest(att: HealthAttestation) -> bytes32:
             att.scenario_params,
         )
     )
-    return keccak256(concat(b"\x19\x01", self._domain_separator(), struct_hash))
+    return eip712._hash_typed_data(struct_hash)
 
 
 # ---------------------------------------------------------------- checks
@@ -369,7 +353,7 @@ def _attestation_digest(att: HealthAttestation) -> bytes32:
 
 @internal
 @view
-def _compare_prices(attested: DynArray[uint256, MAX_PRICE_IDS], current: DynArray[uint256, MAX_PRICE_IDS]) -> uint256:
+def _compare_prices(attested: DynArray[uint256, constants.MAX_PRICE_IDS], current: DynArray[uint256, constants.MAX_PRICE_IDS]) -> uint256:
     """
     @dev PRICES_OK if both list the same price ids and each current price p is within the band
          of its attested price p_a: |p - p_a| * 1e18 <= price_band * p_a; otherwise the reason.
@@ -378,14 +362,14 @@ def _compare_prices(attested: DynArray[uint256, MAX_PRICE_IDS], current: DynArra
     if n == 0 or n != len(current):
         return PRICES_COUNT_MISMATCH
     band: uint256 = self.price_band
-    for i: uint256 in range(n, bound=MAX_PRICE_IDS):
+    for i: uint256 in range(n, bound=constants.MAX_PRICE_IDS):
         attested_price: uint256 = attested[i]
         price: uint256 = current[i]
         if attested_price == 0 or price == 0:
             return PRICES_ZERO
         if attested_price > MAX_ATTESTED_PRICE or price > MAX_ATTESTED_PRICE:
             return PRICES_OUT_OF_BAND
-        if (max(price, attested_price) - min(price, attested_price)) * WAD > band * attested_price:
+        if (max(price, attested_price) - min(price, attested_price)) * constants.WAD > band * attested_price:
             return PRICES_OUT_OF_BAND
     return PRICES_OK
 
@@ -404,9 +388,9 @@ def _holds(account: address) -> bool:
         return False
     if self._attested_params[account] != self.scenario_params_hash:
         return False  # governance changed the scenario grid since
-    if staticcall IVersioned(self.engine).position_version(account) != self._attestations[account].position_version:
+    if staticcall IEngine(self.engine).position_version(account) != self._attestations[account].position_version:
         return False
-    current: DynArray[uint256, MAX_PRICE_IDS] = staticcall IOracle(self.oracle).index_prices()
+    current: DynArray[uint256, constants.MAX_PRICE_IDS] = staticcall IOracle(self.oracle).index_prices()
     return self._compare_prices(self._attestations[account].prices, current) == PRICES_OK
 
 
@@ -418,7 +402,7 @@ def _fraction_up(amount: uint256, fraction: uint256) -> uint256:
          (amount // 1e18) * fraction + ceil((amount % 1e18) * fraction / 1e18) so that no
          amount can overflow: the margin check must not revert.
     """
-    return amount // WAD * fraction + wad._mul_div_up(amount % WAD, fraction, WAD)
+    return amount // constants.WAD * fraction + wad._mul_div_up(amount % constants.WAD, fraction, constants.WAD)
 
 
 # ---------------------------------------------------------------- submit and read
@@ -451,14 +435,14 @@ def submit_attestation(att: HealthAttestation, signatures: DynArray[Bytes[65], s
     assert att.initial_margin >= att.maintenance_margin, "attestor: IM below MM"
     assert att.scenario_params == self.scenario_params_hash, "attestor: scenario parameters not governed"
     signer_set._verify(self._attestation_digest(att), signatures)
-    version: uint256 = staticcall IVersioned(self.engine).position_version(att.account)
+    version: uint256 = staticcall IEngine(self.engine).position_version(att.account)
     assert att.position_version == version, "attestor: position changed"
-    current: DynArray[uint256, MAX_PRICE_IDS] = staticcall IOracle(self.oracle).index_prices()
+    current: DynArray[uint256, constants.MAX_PRICE_IDS] = staticcall IOracle(self.oracle).index_prices()
     outcome: uint256 = self._compare_prices(att.prices, current)
     assert outcome != PRICES_COUNT_MISMATCH, "attestor: price count mismatch"
     assert outcome != PRICES_ZERO, "attestor: zero price"
     assert outcome == PRICES_OK, "attestor: prices out of band"
-    self._attestations[att.account] = StoredAttestation(
+    self._attestations[att.account] = types.StoredAttestation(
         position_version=att.position_version,
         prices=att.prices,
         initial_margin=att.initial_margin,
@@ -517,7 +501,7 @@ def attestation_holds(account: address) -> bool:
 
 @external
 @view
-def attestation(account: address) -> StoredAttestation:
+def attestation(account: address) -> types.StoredAttestation:
     """
     @notice The latest stored attestation of `account` (all zero if none), valid or not.
     @param account The account.
@@ -537,17 +521,6 @@ def attestation_scenario_params(account: address) -> bytes32:
     @return The 32-byte hash.
     """
     return self._attested_params[account]
-
-
-@external
-@view
-def domain_separator() -> bytes32:
-    """
-    @notice EIP-712 domain separator (name "CrossMargin HealthAttestor", version "1", this
-            chain, this contract).
-    @return The 32-byte domain separator.
-    """
-    return self._domain_separator()
 
 
 @external

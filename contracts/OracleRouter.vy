@@ -17,6 +17,8 @@
      middle values.
 """
 
+import lib.constants as constants
+
 import lib.roles as roles
 
 initializes: roles
@@ -37,7 +39,6 @@ interface AggregatorV3:
 
 
 MAX_FEEDS: constant(uint256) = 3
-MAX_PRICE_IDS: constant(uint256) = 8
 # @dev Bounds on a feed's heartbeat (staleness limit), seconds.
 MIN_HEARTBEAT: constant(uint256) = 60
 MAX_HEARTBEAT: constant(uint256) = 2 * 86400
@@ -123,7 +124,7 @@ def add_price_id(name: String[16]) -> uint256:
     """
     roles._check_admin()
     price_id: uint256 = self.price_id_count
-    assert price_id < MAX_PRICE_IDS, "oracle: too many price ids"
+    assert price_id < constants.MAX_PRICE_IDS, "oracle: too many price ids"
     self.price_id_count = price_id + 1
     self.price_id_name[price_id] = name
     log PriceIdAdded(price_id=price_id, name=name)
@@ -494,15 +495,15 @@ def index_price_with_time(price_id: uint256) -> (uint256, uint256):
 
 @external
 @view
-def index_prices() -> DynArray[uint256, MAX_PRICE_IDS]:
+def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]:
     """
     @notice Index prices of every price id, in id order, with 0 for an id that has no valid
             feed now. Never reverts, so one broken underlying cannot freeze accounts that do
             not use it; users of a price must reject 0.
     @return WAD prices, one per price id (0 = unavailable).
     """
-    out: DynArray[uint256, MAX_PRICE_IDS] = []
-    for price_id: uint256 in range(self.price_id_count, bound=MAX_PRICE_IDS):
+    out: DynArray[uint256, constants.MAX_PRICE_IDS] = []
+    for price_id: uint256 in range(self.price_id_count, bound=constants.MAX_PRICE_IDS):
         price: uint256 = 0
         updated_at: uint256 = 0
         price, updated_at = self._median(price_id)

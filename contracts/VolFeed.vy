@@ -26,8 +26,11 @@
 """
 
 import lib.signer_set as signer_set
+import lib.constants as constants
+import lib.eip712 as eip712
 
 initializes: signer_set
+initializes: eip712
 
 exports: (
     signer_set.roles.admin,
@@ -45,6 +48,9 @@ exports: (
     signer_set.add_signer,
     signer_set.remove_signer,
     signer_set.set_threshold,
+    eip712.eip712Domain,
+    eip712.domain_separator,
+    constants.__version__,
 )
 
 
@@ -66,20 +72,13 @@ struct VolPoint:
 VOL_UPDATE_TYPEHASH: constant(bytes32) = keccak256(
     "VolUpdate(uint256 underlying,uint256 expiry,uint256 atm_vol,int256 skew,uint256 timestamp,uint256 deadline)"
 )
-DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
-    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-)
-DOMAIN_NAME_HASH: constant(bytes32) = keccak256("CrossMargin VolFeed")
-DOMAIN_VERSION_HASH: constant(bytes32) = keccak256("1")
 
 # @dev Hard bounds on the governance bounds (WAD; seconds for the heartbeat).
 HARD_MIN_ATM_VOL: constant(uint256) = 10**16  # 1%
 HARD_MAX_ATM_VOL: constant(uint256) = 5 * 10**18  # 500%
 HARD_MAX_ABS_SKEW: constant(uint256) = 5 * 10**18
-MIN_HEARTBEAT: constant(uint256) = 60
-MAX_HEARTBEAT: constant(uint256) = 86400
-# @dev Listed expiries are at most this far after the update (Derive FWD_MAX_EXPIRY: 400 days).
-MAX_EXPIRY_HORIZON: constant(uint256) = 2 * 365 * 86400
+MIN_VOL_HEARTBEAT: constant(uint256) = 60
+MAX_VOL_HEARTBEAT: constant(uint256) = 86400
 
 # @dev Defaults: vol in [5%, 300%], |skew| <= 1, heartbeat 20 min (Derive's VOL heartbeat).
 DEFAULT_MIN_ATM_VOL: constant(uint256) = 5 * 10**16
@@ -121,6 +120,7 @@ def __init__(admin_: address, signers_: DynArray[address, signer_set.MAX_SIGNERS
     @param threshold_ m, in [1, len(signers_)].
     """
     signer_set.__init__(admin_, signers_, threshold_)
+    eip712.__init__("CrossMargin VolFeed", "1")
     self._set_bounds(DEFAULT_MIN_ATM_VOL, DEFAULT_MAX_ATM_VOL, DEFAULT_MAX_ABS_SKEW)
     self._set_heartbeat(DEFAULT_HEARTBEAT)
 
@@ -139,17 +139,10 @@ def _set_bounds(min_atm_vol_: uint256, max_atm_vol_: uint256, max_abs_skew_: uin
 
 @internal
 def _set_heartbeat(heartbeat_: uint256):
-    assert heartbeat_ >= MIN_HEARTBEAT and heartbeat_ <= MAX_HEARTBEAT, "vol: heartbeat out of bounds"
+    assert heartbeat_ >= MIN_VOL_HEARTBEAT and heartbeat_ <= MAX_VOL_HEARTBEAT, "vol: heartbeat out of bounds"
     previous: uint256 = self.heartbeat
     self.heartbeat = heartbeat_
     log HeartbeatSet(previous=previous, heartbeat=heartbeat_)
-
-
-@internal
-@view
-def _domain_separator() -> bytes32:
-    # computed per call so that a chain fork gets its own domain (chain id)
-    return keccak256(abi_encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, chain.id, self))
 
 
 @internal
@@ -166,7 +159,7 @@ def _vol_update_digest(update: VolUpdate) -> bytes32:
             update.deadline,
         )
     )
-    return keccak256(concat(b"\x19\x01", self._domain_separator(), struct_hash))
+    return eip712._hash_typed_data(struct_hash)
 
 
 @external
@@ -190,7 +183,7 @@ def submit_vol(update: VolUpdate, signatures: DynArray[Bytes[65], signer_set.MAX
     assert update.timestamp <= block.timestamp, "vol: timestamp in the future"
     assert update.timestamp > self._points[update.underlying][update.expiry].timestamp, "vol: not newer"
     assert update.expiry > update.timestamp, "vol: expiry not after timestamp"
-    assert update.expiry - update.timestamp <= MAX_EXPIRY_HORIZON, "vol: expiry too far"
+    assert update.expiry - update.timestamp <= constants.MAX_EXPIRY_HORIZON, "vol: expiry too far"
     assert update.atm_vol >= self.min_atm_vol and update.atm_vol <= self.max_atm_vol, "vol: atm vol out of bounds"
     assert convert(abs(update.skew), uint256) <= self.max_abs_skew, "vol: skew out of bounds"
     signer_set._verify(self._vol_update_digest(update), signatures)
@@ -259,17 +252,6 @@ def is_fresh(underlying: uint256, expiry: uint256) -> bool:
     """
     stamp: uint256 = self._points[underlying][expiry].timestamp
     return stamp != 0 and block.timestamp - stamp <= self.heartbeat and block.timestamp < expiry
-
-
-@external
-@view
-def domain_separator() -> bytes32:
-    """
-    @notice EIP-712 domain separator (name "CrossMargin VolFeed", version "1", this chain,
-            this contract).
-    @return The 32-byte domain separator.
-    """
-    return self._domain_separator()
 
 
 @external

@@ -255,7 +255,7 @@ def accounts(count, seed, liquidator, rpc, manifest) -> None:
     insurance = (settlement, INSURANCE_USD * usd) if vault.functions.insurance_fund().call() == 0 else None
     funder = dev_account(FUNDER)[0]
     confirm(chain.w3, deposit_all(chain.send, vault, tokens, funder, deposits, insurance=insurance), "deposit")
-    confirm(chain.w3, trade_all(chain.send, chain.client.engine, dep, [(u, maker) for u in users], index), "trade")
+    confirm(chain.w3, trade_all(chain.send, chain.client.matching, dep, [(u, maker) for u in users], index), "trade")
 
     _print_book(chain, users, f"{count} accounts opened at block {chain.w3.eth.block_number}")
     prices = ", ".join(f"{u} {p / WAD:,.2f}" for u, p in index.items())

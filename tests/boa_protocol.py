@@ -31,9 +31,13 @@ _execute_code = boa.environment.Env.execute_code
 
 @functools.wraps(_execute_code)
 def _execute_code_in_next_block(self, *args, **kwargs):
-    if kwargs.get("is_modifying", True) and not kwargs.get("simulate", False) and not _block_state["same_block"]:
+    modifying = kwargs.get("is_modifying", True) and not kwargs.get("simulate", False)
+    if modifying and not _block_state["same_block"]:
         self.evm.patch.block_number += 1
-    return _execute_code(self, *args, **kwargs)
+    computation = _execute_code(self, *args, **kwargs)
+    if modifying:
+        _block_state["last"] = computation
+    return computation
 
 
 boa.environment.Env.execute_code = _execute_code_in_next_block
@@ -82,6 +86,7 @@ class BoaProtocol:
     vault: object
     engine: object
     lens: object
+    matching: object
     usdc: object
     tokens: dict
     feeds: dict
@@ -103,6 +108,7 @@ class BoaProtocol:
             vault=at("CollateralVault", dep.vault),
             engine=at("MarginEngine", dep.engine),
             lens=at("MarginLens", dep.lens),
+            matching=at("Matching", dep.matching),
             usdc=at("MockERC20", dep.settlement_token),
             tokens={s: at("MockERC20", a) for s, a in dep.tokens.items()},
             feeds={s: at("MockAggregator", a) for s, a in dep.feeds.items()},
@@ -137,19 +143,34 @@ class BoaProtocol:
         self._nonce += 1
         market_id = self.deployment.markets[market] if isinstance(market, str) else market
         order = Order(user.address, market_id, size, price, self._nonce, deadline or boa.env.evm.patch.timestamp + 3600)
-        sig = sign_order(order, user.key, boa.env.evm.patch.chain_id, self.engine.address)
+        sig = sign_order(order, user.key, boa.env.evm.patch.chain_id, self.matching.address)
         return order.as_tuple(), sig
 
     def trade(self, buyer: User, seller: User, market: str | int, size: int, price: int) -> None:
         """`buyer` buys `size` (WAD units) from `seller` at `price` (WAD USD); buyer is the maker."""
         maker, maker_sig = self.order(buyer, market, size, price)
         taker, taker_sig = self.order(seller, market, -size, price)
-        self.engine.match_orders(maker, maker_sig, taker, taker_sig)
+        self.matching.match_orders(maker, maker_sig, taker, taker_sig)
+
+    # single-account reads of `MarginEngine.margin_summary` (equity, IM, MM, health; WAD)
+    def equity(self, account: str) -> int:
+        return self.engine.margin_summary(account).equity
+
+    def initial_margin(self, account: str) -> int:
+        return self.engine.margin_summary(account).initial_margin
+
+    def maintenance_margin(self, account: str) -> int:
+        return self.engine.margin_summary(account).maintenance_margin
+
+    def health_factor(self, account: str) -> int:
+        return self.engine.margin_summary(account).health_factor
 
 
 def events(contract, name: str) -> list:
-    """Decoded logs named `name` from the last call made through `contract` (child calls included)."""
-    return [log for log in contract.get_logs() if type(log).__name__ == name]
+    """Decoded logs named `name` from the last transaction (child calls included), whichever
+    contract it entered through (a trade enters through the matching contract)."""
+    computation = _block_state.get("last")
+    return [log for log in contract.get_logs(computation=computation) if type(log).__name__ == name]
 
 
 @functools.lru_cache(maxsize=None)
@@ -177,9 +198,10 @@ OPTION_ORDER_FIELDS = [
 ]
 
 
-def option_order_typed_data(order: tuple, chain_id: int, market: str) -> dict:
-    """An `OptionMarket` order tuple (account, series, size, limit_price, nonce, deadline) as
-    EIP-712 typed data, domain "CrossMargin Options" version "1": the eth-account reference."""
+def option_order_typed_data(order: tuple, chain_id: int, matching: str) -> dict:
+    """An option order tuple (account, series, size, limit_price, nonce, deadline) as EIP-712
+    typed data for the matching contract (domain "CrossMargin", version "1"): the eth-account
+    reference."""
     return {
         "types": {
             "EIP712Domain": [
@@ -191,16 +213,16 @@ def option_order_typed_data(order: tuple, chain_id: int, market: str) -> dict:
             "OptionOrder": OPTION_ORDER_FIELDS,
         },
         "primaryType": "OptionOrder",
-        "domain": {"name": "CrossMargin Options", "version": "1", "chainId": chain_id, "verifyingContract": market},
+        "domain": {"name": "CrossMargin", "version": "1", "chainId": chain_id, "verifyingContract": matching},
         "message": dict(zip([f["name"] for f in OPTION_ORDER_FIELDS], order)),
     }
 
 
-def sign_option_order(order: tuple, key: bytes, chain_id: int, market: str) -> bytes:
-    """65-byte EIP-712 signature of an `OptionMarket` order tuple (eth-account)."""
+def sign_option_order(order: tuple, key: bytes, chain_id: int, matching: str) -> bytes:
+    """65-byte EIP-712 signature of an option order tuple (eth-account)."""
     from keeper.chain.attestations import sign_typed_data
 
-    typed = option_order_typed_data(order, chain_id, market)
+    typed = option_order_typed_data(order, chain_id, matching)
     (sig,) = sign_typed_data(typed, [key])
     return sig
 
@@ -209,7 +231,7 @@ def sign_option_order(order: tuple, key: bytes, chain_id: int, market: str) -> b
 class OptionsKit:
     """An OptionMarket, its VolFeed and (optionally) a HealthAttestor, wired into a BoaProtocol:
     the engine counts the market's positions, the vault lets it move cash, and the attestor reads
-    `position_version` from the lens. `signer` signs vol updates and attestations (1 of 1)."""
+    `position_version` from the engine. `signer` signs vol updates and attestations (1 of 1)."""
 
     p: BoaProtocol
     market: object
@@ -222,11 +244,14 @@ class OptionsKit:
     def deploy(cls, p: BoaProtocol, attestor: bool = False, wire: bool = True) -> "OptionsKit":
         signer = Account.from_key(bytes(range(1, 33)))
         vol_feed = deploy_unique(source_deployer("VolFeed.vy"), p.admin, [signer.address], 1)
-        market = deploy_unique(source_deployer("OptionMarket.vy"), p.admin, p.engine.address, vol_feed.address)
+        liquidation = deploy_unique(source_deployer("OptionLiquidation.vy"), p.engine.address, vol_feed.address)
+        market = deploy_unique(
+            source_deployer("OptionMarket.vy"), p.admin, p.engine.address, vol_feed.address, liquidation.address
+        )
         att = None
         if attestor:
             att = deploy_unique(
-                source_deployer("HealthAttestor.vy"), p.admin, p.lens.address, p.oracle.address, [signer.address], 1,
+                source_deployer("HealthAttestor.vy"), p.admin, p.engine.address, p.oracle.address, [signer.address], 1,
                 scenario_params_hash(ScenarioParams()),  # the defaults = config/portfolio_margin.yaml
             )
         kit = cls(p, market, vol_feed, att, signer)
@@ -246,7 +271,7 @@ class OptionsKit:
         from keeper.chain.attestations import HealthAttestation
 
         t = boa.env.evm.patch.timestamp
-        return HealthAttestation(account, self.p.lens.position_version(account), tuple(self.p.oracle.index_prices()),
+        return HealthAttestation(account, self.p.engine.position_version(account), tuple(self.p.oracle.index_prices()),
                                  im, mm, t, t + validity, bytes(self.attestor.scenario_params_hash()))
 
     def set_vol(self, price_id: int, expiry: int, atm_vol: int, skew: int = 0) -> None:
@@ -264,13 +289,13 @@ class OptionsKit:
     def order(self, user: User, series: int, size: int, price: int) -> tuple:
         self._nonce += 1
         order = (user.address, series, size, price, self._nonce, boa.env.evm.patch.timestamp + 3600)
-        return order, sign_option_order(order, user.key, boa.env.evm.patch.chain_id, self.market.address)
+        return order, sign_option_order(order, user.key, boa.env.evm.patch.chain_id, self.p.matching.address)
 
     def trade(self, buyer: User, seller: User, series: int, size: int, price: int) -> None:
         """`buyer` buys `size` (WAD units) of `series` from `seller` at premium `price`; buyer is the maker."""
         maker, maker_sig = self.order(buyer, series, size, price)
         taker, taker_sig = self.order(seller, series, -size, price)
-        self.market.match_orders(maker, maker_sig, taker, taker_sig)
+        self.p.matching.match_option_orders(maker, maker_sig, taker, taker_sig)
 
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"

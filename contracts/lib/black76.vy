@@ -51,8 +51,8 @@
      bounds still exact; inputs beyond the limits revert with one reason.
 """
 
-WAD: constant(uint256) = 10**18
-IWAD: constant(int256) = 10**18
+from . import constants
+
 
 # Binary fixed point used internally: S = 2**96.
 ONE_U: constant(uint256) = 2**96
@@ -202,8 +202,8 @@ def _exp_wad(x: int256) -> uint256:
     m: uint256 = 0
     k: int256 = 0
     # |x| < 136e18, so x * 2**96 < 2**164.
-    m, k = self._exp_parts(unsafe_div(unsafe_mul(x, ONE_S), IWAD))
-    v: uint256 = unsafe_mul(m, WAD)  # < 2**158
+    m, k = self._exp_parts(unsafe_div(unsafe_mul(x, ONE_S), constants.IWAD))
+    v: uint256 = unsafe_mul(m, constants.WAD)  # < 2**158
     sh: int256 = k - 96
     if sh >= 0:
         # v * 2**sh ~ e^x * 1e18 < 2**255 by the domain check.
@@ -283,7 +283,7 @@ def _ln_wad(x: uint256) -> int256:
     """
     assert x > 0, "black76: ln of zero"
     r: int256 = unsafe_sub(self._ln_parts(x), LN_WAD)  # |r| < 2**105
-    return unsafe_add(unsafe_mul(r, IWAD), 2**95) >> 96
+    return unsafe_add(unsafe_mul(r, constants.IWAD), 2**95) >> 96
 
 
 @internal
@@ -374,11 +374,11 @@ def _norm_cdf(x: int256) -> uint256:
     q: uint256 = 0
     if x < CDF_CUTOFF_WAD and x > -CDF_CUTOFF_WAD:
         # |x| < 12e18: |x| * 2**96 < 2**160.
-        ax: uint256 = unsafe_div(unsafe_mul(convert(abs(x), uint256), ONE_U), WAD)
-        q = unsafe_add(unsafe_mul(self._upper_tail(ax), WAD), 2**95) >> 96
+        ax: uint256 = unsafe_div(unsafe_mul(convert(abs(x), uint256), ONE_U), constants.WAD)
+        q = unsafe_add(unsafe_mul(self._upper_tail(ax), constants.WAD), 2**95) >> 96
     if x < 0:
         return q
-    return unsafe_sub(WAD, q)
+    return unsafe_sub(constants.WAD, q)
 
 
 @internal
@@ -403,7 +403,7 @@ def _black76(forward: uint256, strike: uint256, sigma: uint256, tau: uint256) ->
     # sqrt(tau / year) times 2**96; tau * 2**192 < 2**224.
     sqrt_t: uint256 = isqrt(unsafe_div(unsafe_mul(tau, 2**192), YEAR))
     # v = sigma sqrt(tau / year) times 2**96; sigma * sqrt_t < 2**67 * 2**100.
-    v: int256 = convert(unsafe_div(unsafe_mul(sigma, sqrt_t), WAD), int256)
+    v: int256 = convert(unsafe_div(unsafe_mul(sigma, sqrt_t), constants.WAD), int256)
     if v == 0:
         if call_otm:
             return 0, unsafe_sub(strike, forward)

@@ -20,12 +20,11 @@
 """
 
 from . import roles
+from . import signatures as signature_checks
 
 initializes: roles
 
 MAX_SIGNERS: constant(uint256) = 16
-# @dev secp256k1n / 2: larger s values are the malleable twin of a valid signature (EIP-2).
-SECP256K1N_HALF: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
 
 is_signer: public(HashMap[address, bool])
 threshold: public(uint256)
@@ -80,31 +79,14 @@ def _set_threshold(threshold_: uint256):
 
 
 @internal
-@pure
-def _recover(digest: bytes32, signature: Bytes[65]) -> address:
-    """
-    @dev The signer of `digest`; reverts on a malformed or malleable signature.
-    """
-    assert len(signature) == 65, "signer_set: bad signature length"
-    r: uint256 = extract32(signature, 0, output_type=uint256)
-    s: uint256 = extract32(signature, 32, output_type=uint256)
-    v: uint256 = convert(slice(signature, 64, 1), uint256)
-    assert s <= SECP256K1N_HALF, "signer_set: malleable signature"
-    assert v == 27 or v == 28, "signer_set: bad signature v"
-    signer: address = ecrecover(digest, v, r, s)
-    assert signer != empty(address), "signer_set: invalid signature"
-    return signer
-
-
-@internal
 @view
 def _verify(digest: bytes32, signatures: DynArray[Bytes[65], MAX_SIGNERS]):
     """
     @dev Reverts unless `signatures` holds at least `threshold` signatures of `digest`, each
          valid and by an authorised signer, ordered by strictly ascending signer address.
-         Reverts: "signer_set: below threshold", "signer_set: bad signature length",
-         "signer_set: malleable signature", "signer_set: bad signature v",
-         "signer_set: invalid signature", "signer_set: not a signer" (also what a message
+         Reverts: "signer_set: below threshold", "signature: bad length",
+         "signature: malleable", "signature: bad v", "signature: invalid" (lib/signatures.vy),
+         "signer_set: not a signer" (also what a message
          signed for another chain or contract recovers to), "signer_set: signers not
          ascending" (a duplicate or unsorted signer).
     """
@@ -112,7 +94,7 @@ def _verify(digest: bytes32, signatures: DynArray[Bytes[65], MAX_SIGNERS]):
     assert len(signatures) >= self.threshold, "signer_set: below threshold"
     last: uint256 = 0
     for signature: Bytes[65] in signatures:
-        signer: address = self._recover(digest, signature)
+        signer: address = signature_checks._recover(digest, signature)
         assert self.is_signer[signer], "signer_set: not a signer"
         key: uint256 = convert(signer, uint256)
         assert key > last, "signer_set: signers not ascending"

@@ -10,8 +10,8 @@
      below give true floor and ceiling. The keeper mirrors these in `keeper/risk/fixed.py`.
 """
 
-WAD: constant(uint256) = 10**18
-IWAD: constant(int256) = 10**18
+from . import constants
+
 
 
 @internal
@@ -20,7 +20,7 @@ def _mul_down(a: uint256, b: uint256) -> uint256:
     """
     @dev floor(a * b / 1e18).
     """
-    return a * b // WAD
+    return a * b // constants.WAD
 
 
 @internal

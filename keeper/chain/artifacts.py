@@ -20,6 +20,8 @@ NAMES = {
     "OracleRouter": "OracleRouter.vy",
     "CollateralVault": "CollateralVault.vy",
     "MarginEngine": "MarginEngine.vy",
+    "EngineLiquidation": "EngineLiquidation.vy",
+    "Matching": "Matching.vy",
     "MarginLens": "MarginLens.vy",
     "Timelock": "Timelock.vy",
     "MockERC20": "mocks/MockERC20.vy",
@@ -28,6 +30,7 @@ NAMES = {
     "HealthAttestor": "HealthAttestor.vy",
     "MockVersioned": "mocks/MockVersioned.vy",
     "OptionMarket": "OptionMarket.vy",
+    "OptionLiquidation": "OptionLiquidation.vy",
 }
 
 

@@ -105,6 +105,10 @@ class ProtocolClient:
         if not deployment.lens:
             raise ChainError("the deployment manifest has no lens address (MarginLens): redeploy or add it")
         self.lens = w3.eth.contract(address=deployment.lens, abi=load_artifact("MarginLens").abi)
+        # signed orders of every instrument go through the matching contract
+        self.matching = (
+            w3.eth.contract(address=deployment.matching, abi=load_artifact("Matching").abi) if deployment.matching else None
+        )
         self._lens_batches = True  # False once the lens turns out to predate the batched module views
 
     def check_chain(self) -> None:
@@ -368,9 +372,9 @@ class ProtocolClient:
         return tuple(names.get(u, f"U{u}") for u in range(n))
 
     def position_versions(self, accounts: Sequence[str], block: int | str = "latest") -> list[int]:
-        """MarginLens.position_version of each account (what attestations bind to), read in
-        batches of 200 (`position_versions_of`) at `block`."""
-        one = lambda a, b: self.lens.functions.position_version(a).call(block_identifier=b)  # noqa: E731
+        """MarginEngine.position_version of each account (what attestations bind to), read in
+        batches of 200 (MarginLens.position_versions_of) at `block`."""
+        one = lambda a, b: self.engine.functions.position_version(a).call(block_identifier=b)  # noqa: E731
         return [int(v) for v in self._batched("position_versions_of", accounts, block, one)]
 
     def stored_attestation(self, account: str, block: int | str = "latest") -> StoredAttestation | None:

@@ -66,6 +66,8 @@ class Deployment:
     market_expiries: dict[str, int] = field(default_factory=dict)  # futures only
     admin: str = ""
     lens: str = ""  # MarginLens: batched views for keepers
+    matching: str = ""  # Matching: signed orders for every instrument
+    engine_liquidation: str = ""  # EngineLiquidation: the code MarginEngine.liquidate runs
     deploy_block: int = 0
     compiler: str = ""
     timelock: str = ""  # holds admin + risk_admin when the config has `governance`
@@ -77,7 +79,8 @@ class Deployment:
     steps: dict[str, dict] = field(default_factory=dict)  # step -> {"block", "gas"[, "address", "expiry"]}
     option_market: str = ""  # OptionMarket ("" = no options)
     vol_feed: str = ""  # VolFeed
-    health_attestor: str = ""  # HealthAttestor (its position version source is the lens)
+    health_attestor: str = ""  # HealthAttestor (its position version source is the engine)
+    option_liquidation: str = ""  # OptionLiquidation: the code OptionMarket.liquidate_options runs
     option_series: dict[str, int] = field(default_factory=dict)  # "ETH-30D-C-2200" -> series id
 
     def to_json(self) -> dict:
@@ -233,8 +236,8 @@ def deploy_protocol(
     progress: Deployment | None = None,
     on_step: Callable[[Deployment], None] | None = None,
 ) -> Deployment:
-    """Deploy mocks where the config gives no address, the oracle router, vault, engine and
-    lens, list everything in `config`, and hand governance to a timelock if configured. With
+    """Deploy mocks where the config gives no address, the oracle router, vault, engine (with
+    its liquidation code and matching contract) and lens, list everything in `config`, and hand governance to a timelock if configured. With
     `config.options`: the VolFeed, OptionMarket and HealthAttestor, their parameters, the
     series (recorded as `option_series`, name -> id) and the engine/vault wiring, each a step.
 
@@ -285,8 +288,14 @@ def deploy_protocol(
         dep.price_ids[p.symbol] = i
     vault = run.contract("vault", "CollateralVault", admin, dep.settlement_token, oracle.address)
     dep.vault = vault.address
-    engine = run.contract("engine", "MarginEngine", admin, vault.address, oracle.address)
+    engine_liquidation = run.contract("engine_liquidation", "EngineLiquidation", vault.address, oracle.address)
+    dep.engine_liquidation = engine_liquidation.address
+    engine = run.contract("engine", "MarginEngine", admin, vault.address, oracle.address, engine_liquidation.address)
     dep.engine = engine.address
+    matching = run.contract("matching", "Matching", engine.address)
+    dep.matching = matching.address
+    run.call("set_matching", engine, "set_matching", matching.address,
+             done=lambda: view(engine, "matching") != ZERO_ADDRESS)
     run.call("set_engine", vault, "set_engine", engine.address,
              done=lambda: view(vault, "engine") != ZERO_ADDRESS)
     lens = run.contract("lens", "MarginLens", engine.address, vault.address)
@@ -340,7 +349,7 @@ def deploy_protocol(
         if expiry:
             dep.market_expiries[m.name] = expiry
     if config.options is not None:
-        _deploy_options(run, backend, config, dep, admin, engine, vault, lens, oracle)
+        _deploy_options(run, backend, config, dep, admin, engine, vault, oracle)
     if config.governance is not None:
         record = dep.steps.get("timelock")
         if record is None:
@@ -376,8 +385,8 @@ def governed_scenario_params_hash(config: ProtocolConfig) -> bytes:
 
 
 def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: Deployment, admin: str,
-                    engine: Any, vault: Any, lens: Any, oracle: Any) -> None:
-    """VolFeed, OptionMarket, HealthAttestor (version source: the lens; its scenario parameters
+                    engine: Any, vault: Any, oracle: Any) -> None:
+    """VolFeed, OptionMarket, HealthAttestor (version source: the engine; its scenario parameters
     hash from `governed_scenario_params_hash`), their parameters, the
     series of `config.options` (strike = multiple x the index at listing, whole USD; expiry =
     listing time + days), then the wiring: engine.set_portfolio_modules and
@@ -389,11 +398,14 @@ def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: 
     dep.vol_feed = feed.address
     run.call("set_vol_bounds", feed, "set_vol_bounds", vf.min_atm_vol, vf.max_atm_vol, vf.max_abs_skew)
     run.call("set_vol_heartbeat", feed, "set_heartbeat", vf.heartbeat)
-    market = run.contract("option_market", "OptionMarket", admin, engine.address, feed.address)
+    option_liquidation = run.contract("option_liquidation", "OptionLiquidation", engine.address, feed.address)
+    dep.option_liquidation = option_liquidation.address
+    market = run.contract("option_market", "OptionMarket", admin, engine.address, feed.address,
+                          option_liquidation.address)
     dep.option_market = market.address
     run.call("set_option_risk_params", market, "set_risk_params", opts.risk.as_tuple())
     at = opts.attestation
-    attestor = run.contract("health_attestor", "HealthAttestor", admin, lens.address, oracle.address,
+    attestor = run.contract("health_attestor", "HealthAttestor", admin, engine.address, oracle.address,
                             list(at.signers.signers), at.signers.threshold, governed_scenario_params_hash(config))
     dep.health_attestor = attestor.address
     run.call("set_margin_floor", attestor, "set_margin_floor", at.margin_floor)

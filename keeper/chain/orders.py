@@ -1,8 +1,11 @@
-"""EIP-712 orders for `MarginEngine.match_orders`: hashing and signing.
+"""EIP-712 orders for `Matching.match_orders` and `Matching.match_option_orders`: hashing and
+signing.
 
-The digest is built directly (typed-data hashing per EIP-712) so that signing thousands of
-orders for a replay is fast; a test checks it against eth-account's `encode_typed_data` and the
-contract's `order_digest`.
+Both order types share the matching contract's domain (name "CrossMargin", version "1", the
+chain, the matching contract's address; `Matching.eip712Domain()` publishes it). The digest is
+built directly (typed-data hashing per EIP-712) so that signing thousands of orders for a
+replay is fast; a test checks it against eth-account's `encode_typed_data` and the contract's
+`order_digest`.
 """
 
 from __future__ import annotations
@@ -37,36 +40,38 @@ class Order:
         return astuple(self)
 
 
-def domain_separator(chain_id: int, engine: str) -> bytes:
+def domain_separator(chain_id: int, matching: str) -> bytes:
     return keccak(
         encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [DOMAIN_TYPEHASH, keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id, engine],
+            [DOMAIN_TYPEHASH, keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id, matching],
         )
     )
 
 
-def order_digest(order: Order, chain_id: int, engine: str) -> bytes:
-    """The 32-byte EIP-712 digest of `order` for the engine at `engine` on `chain_id`."""
+def order_digest(order: Order, chain_id: int, matching: str) -> bytes:
+    """The 32-byte EIP-712 digest of `order` for the matching contract at `matching` on
+    `chain_id`."""
     struct_hash = keccak(
         encode(
             ["bytes32", "address", "uint256", "int256", "uint256", "uint256", "uint256"],
             [ORDER_TYPEHASH, order.account, order.market, order.size, order.limit_price, order.nonce, order.deadline],
         )
     )
-    return keccak(b"\x19\x01" + domain_separator(chain_id, engine) + struct_hash)
+    return keccak(b"\x19\x01" + domain_separator(chain_id, matching) + struct_hash)
 
 
-def sign_order(order: Order, private_key: bytes, chain_id: int, engine: str) -> bytes:
-    """65-byte (r, s, v) signature with v in {27, 28} and low s, as the engine requires."""
+def sign_order(order: Order, private_key: bytes, chain_id: int, matching: str) -> bytes:
+    """65-byte (r, s, v) signature with v in {27, 28} and low s, as the matching contract
+    requires of an EOA."""
     key = keys.PrivateKey(private_key)
     if key.public_key.to_canonical_address() != to_canonical_address(order.account):
         raise ValueError("private key does not belong to the order's account")
-    sig = key.sign_msg_hash(order_digest(order, chain_id, engine))
+    sig = key.sign_msg_hash(order_digest(order, chain_id, matching))
     return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
 
 
-def typed_data(order: Order, chain_id: int, engine: str) -> dict:
+def typed_data(order: Order, chain_id: int, matching: str) -> dict:
     """The order as EIP-712 typed data (for wallets and eth-account)."""
     return {
         "types": {
@@ -86,7 +91,7 @@ def typed_data(order: Order, chain_id: int, engine: str) -> dict:
             ],
         },
         "primaryType": "Order",
-        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": engine},
+        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": matching},
         "message": {
             "account": order.account,
             "market": order.market,
@@ -98,20 +103,19 @@ def typed_data(order: Order, chain_id: int, engine: str) -> dict:
     }
 
 
-# ---------------------------------------------------------------- option orders (OptionMarket)
+# ---------------------------------------------------------------- option orders
 
 OPTION_ORDER_TYPE = (
     "OptionOrder(address account,uint256 series,int256 size,uint256 limit_price,uint256 nonce,uint256 deadline)"
 )
 OPTION_ORDER_TYPEHASH = keccak(text=OPTION_ORDER_TYPE)
-OPTIONS_DOMAIN_NAME = "CrossMargin Options"
 
 
 @dataclass(frozen=True)
 class OptionOrder:
     """A signed intent to trade `size` (WAD units of the underlying, > 0 buys) of option
     `series` at premium `limit_price` (WAD USD per unit) or better, until `deadline`, once per
-    `nonce`: the `OptionMarket.match_orders` struct."""
+    `nonce`: the `Matching.match_option_orders` struct."""
 
     account: str
     series: int
@@ -124,15 +128,10 @@ class OptionOrder:
         return astuple(self)
 
 
-def option_order_digest(order: OptionOrder, chain_id: int, market: str) -> bytes:
-    """The 32-byte EIP-712 digest of `order` for the OptionMarket at `market` on `chain_id`
-    (domain "CrossMargin Options", version "1")."""
-    domain = keccak(
-        encode(
-            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [DOMAIN_TYPEHASH, keccak(text=OPTIONS_DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id, market],
-        )
-    )
+def option_order_digest(order: OptionOrder, chain_id: int, matching: str) -> bytes:
+    """The 32-byte EIP-712 digest of `order` for the matching contract at `matching` on
+    `chain_id` (the same domain as perpetual and future orders)."""
+    domain = domain_separator(chain_id, matching)
     struct_hash = keccak(
         encode(
             ["bytes32", "address", "uint256", "int256", "uint256", "uint256", "uint256"],
@@ -143,12 +142,12 @@ def option_order_digest(order: OptionOrder, chain_id: int, market: str) -> bytes
     return keccak(b"\x19\x01" + domain + struct_hash)
 
 
-def sign_option_order(order: OptionOrder, private_key: bytes, chain_id: int, market: str) -> bytes:
+def sign_option_order(order: OptionOrder, private_key: bytes, chain_id: int, matching: str) -> bytes:
     """65-byte (r, s, v) signature (v in {27, 28}, low s) of an option order; ValueError if the
     key is not the order's account's."""
     key = keys.PrivateKey(private_key)
     if key.public_key.to_canonical_address() != to_canonical_address(order.account):
         raise ValueError("private key does not belong to the order's account")
-    sig = key.sign_msg_hash(option_order_digest(order, chain_id, market))
+    sig = key.sign_msg_hash(option_order_digest(order, chain_id, matching))
     return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
 

@@ -139,11 +139,11 @@ class User:
     spec: AccountSpec | None = None
     nonce: int = 0
 
-    def order(self, market: int, size: int, price: int, chain_id: int, engine: str) -> tuple[tuple, bytes]:
-        """The next order (as the tuple `match_orders` takes) and its EIP-712 signature."""
+    def order(self, market: int, size: int, price: int, chain_id: int, matching: str) -> tuple[tuple, bytes]:
+        """The next order (as the tuple `Matching.match_orders` takes) and its EIP-712 signature."""
         self.nonce += 1
         order = Order(self.address, market, size, price, self.nonce, 2**63)
-        return order.as_tuple(), sign_order(order, self.key, chain_id, engine)
+        return order.as_tuple(), sign_order(order, self.key, chain_id, matching)
 
 
 # send(contract_call, gas) -> transaction hash, without waiting for the receipt
@@ -185,13 +185,13 @@ def deposit_all(send: Send, vault, tokens: dict, funder: str, deposits: list[tup
     if insurance is not None:
         hashes.append(send(vault.functions.fund_insurance(insurance[1]), 300_000))
     for i, (account, symbol, amount) in enumerate(deposits):
-        hashes.append(send(vault.functions.deposit(tokens[symbol].address, amount, account), 300_000))
+        hashes.append(send(vault.functions.deposit_for(tokens[symbol].address, amount, account), 300_000))
         if progress is not None:
             progress("deposits", i + 1, len(deposits))
     return hashes
 
 
-def trade_all(send: Send, engine, deployment: Deployment, pairs: list[tuple[User, User]], index: dict[str, int],
+def trade_all(send: Send, matching, deployment: Deployment, pairs: list[tuple[User, User]], index: dict[str, int],
               progress: Callable[[str, int, int], None] | None = None) -> list:
     """Open each user's spec trades against its market maker at the index price: pairs are
     (user, maker); `index`: underlying -> WAD index price. Legs are split as `_legs` does.
@@ -204,9 +204,9 @@ def trade_all(send: Send, engine, deployment: Deployment, pairs: list[tuple[User
         if size == 0:
             continue
         price = index[market_name.split("-")[0]]
-        ours, our_sig = user.order(market, size, price, deployment.chain_id, deployment.engine)
-        theirs, their_sig = maker.order(market, -size, price, deployment.chain_id, deployment.engine)
-        hashes.append(send(engine.functions.match_orders(ours, our_sig, theirs, their_sig), SETUP_GAS))
+        ours, our_sig = user.order(market, size, price, deployment.chain_id, deployment.matching)
+        theirs, their_sig = maker.order(market, -size, price, deployment.chain_id, deployment.matching)
+        hashes.append(send(matching.functions.match_orders(ours, our_sig, theirs, their_sig), SETUP_GAS))
         if progress is not None:
             progress("trades", n + 1, len(trades))
     return hashes
@@ -379,7 +379,7 @@ class Replay:
 
     def _trade(self, users: list[User]) -> None:
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(users)]
-        hashes = trade_all(self._send, self.client.engine, self.deployment, pairs, self.opts.path.as_wad(0), self.progress)
+        hashes = trade_all(self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress)
         self._confirm(hashes, "trade")
 
     # ------------------------------------------------------------------ options
@@ -405,8 +405,8 @@ class Replay:
         start = {s: float(self.opts.path.prices[0, i]) for i, s in enumerate(self.opts.path.symbols)}
         holders = [u for u in users if u.spec.options]
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(holders)]
-        hashes = option_books.option_trades(self._send, self.client.options, self.deployment.chain_id, pairs,
-                                            self.series, start, now + 86400)
+        hashes = option_books.option_trades(self._send, self.client.options, self.client.matching,
+                                            self.deployment.chain_id, pairs, self.series, start, now + 86400)
         self._confirm(hashes, "option trade")
         risk = cfg.attestation.signers
         keys = option_books.dev_keys(risk.signers[: risk.threshold])

@@ -141,8 +141,8 @@ def vol_updates(series: Sequence[ListedSeries], vols: dict[str, float], now: int
     ]
 
 
-def option_trades(send: Callable[[Any, int], bytes], market, chain_id: int, pairs: list, series: list[ListedSeries],
-                  start: dict[str, float], deadline: int) -> list:
+def option_trades(send: Callable[[Any, int], bytes], market, matching, chain_id: int, pairs: list,
+                  series: list[ListedSeries], start: dict[str, float], deadline: int) -> list:
     """Open each user's option legs against its market maker at the current on-chain mark
     (within the trade price band by construction): `pairs` are (user, maker) as in
     driver.trade_all; long legs first, so the shorts' margin is met with the wings in place.
@@ -161,8 +161,8 @@ def option_trades(send: Callable[[Any, int], bytes], market, chain_id: int, pair
             for account, amount in ((user, size), (maker, -size)):
                 account.nonce += 1
                 order = OptionOrder(account.address, s.series_id, amount, price, account.nonce, deadline)
-                signed += [order.as_tuple(), sign_option_order(order, account.key, chain_id, market.address)]
-            hashes.append(send(market.functions.match_orders(*signed), OPTION_GAS))
+                signed += [order.as_tuple(), sign_option_order(order, account.key, chain_id, matching.address)]
+            hashes.append(send(matching.functions.match_option_orders(*signed), OPTION_GAS))
     return hashes
 
 

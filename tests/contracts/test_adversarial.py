@@ -65,7 +65,7 @@ def make(p, user, market, size, price, *, nonce=None, deadline=None):
 def trade(p, buyer, seller, market, size, price):
     m, ms = make(p, buyer, market, size, price)
     t, ts = make(p, seller, market, -size, price)
-    p.engine.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
 
 
 def set_eth(p, answer8: int):
@@ -78,7 +78,7 @@ def summary(p, who) -> tuple:
 
 
 def meets_im(p, who) -> bool:
-    return p.lens.meets_initial_margin(who if isinstance(who, str) else who.address)
+    return p.engine.meets_initial_margin(who if isinstance(who, str) else who.address)
 
 
 def fund_insurance(p, units: int) -> None:
@@ -218,8 +218,8 @@ def test_mango_underwater_account_cannot_dump_value_to_a_colluder(protocol):
     trade(p, a, b, ETH_PERP, 50 * WAD, 2000 * WAD)
     set_eth(p, 1820 * 10**8)
     assert summary(p, a)[:3] == (1_000 * WAD, 9_100 * WAD, 4_550 * WAD)
-    assert p.lens.is_liquidatable(a.address)
-    pair_before = p.lens.equity(a.address) + p.lens.equity(b.address)
+    assert p.engine.is_liquidatable(a.address)
+    pair_before = p.equity(a.address) + p.equity(b.address)
     fund_before = v.insurance_fund()
 
     # the dump: 1729 = 1820 * 0.95, exactly on the band
@@ -227,12 +227,12 @@ def test_mango_underwater_account_cannot_dump_value_to_a_colluder(protocol):
         trade(p, b, a, ETH_PERP, 50 * WAD, 1729 * WAD)
     except boa.BoaError:
         pass  # refusing it is one acceptable fix
-    if p.lens.is_liquidatable(a.address):
+    if p.engine.is_liquidatable(a.address):
         liquidate(p, stranger, a)
 
     assert v.bad_debt() == 0
     assert v.insurance_fund() >= fund_before
-    assert p.lens.equity(a.address) + p.lens.equity(b.address) <= pair_before
+    assert p.equity(a.address) + p.equity(b.address) <= pair_before
 
 
 # ====================================================================== Compound DAI 2020 / bZx 2020
@@ -273,7 +273,7 @@ def test_compound_bzx_one_manipulated_feed_of_three_changes_nothing(protocol, sp
     assert p.oracle.index_price(ETH) == 2000 * WAD
     assert p.oracle.index_prices() == [2000 * WAD, 30_000 * WAD, WAD]  # ETH, BTC, USDC
     assert world(p, a, b) == before
-    assert not p.lens.is_liquidatable(a.address) and not p.lens.is_liquidatable(b.address)
+    assert not p.engine.is_liquidatable(a.address) and not p.engine.is_liquidatable(b.address)
     c, d = p.new_user(), p.new_user()
     p.deposit_usd(c, 100_000)
     p.deposit_usd(d, 100_000)
@@ -302,13 +302,13 @@ def test_compound_bzx_two_of_three_manipulated_median_follows(protocol):
     feeds[2].set_answer(20_000 * 10**8)
     assert p.oracle.index_price(ETH) == 20_000 * WAD
     assert summary(p, b)[:3] == (10_000 * WAD - 40 * 18_000 * WAD, 80_000 * WAD, 40_000 * WAD)
-    assert p.lens.is_liquidatable(b.address)
-    assert not p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(b.address)
+    assert not p.engine.is_liquidatable(a.address)
     # and down to 1 wei: the long is wiped out on paper
     feeds[1].set_answer(1)
     feeds[2].set_answer(1)
     assert p.oracle.index_price(ETH) == 10**10
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
 
 
 @pytest.mark.xfail(
@@ -497,7 +497,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
         eq, im = summary(p, a)[:2]
         p.deposit(a, "USDC", ceil_div(im - eq, 10**12))
         assert meets_im(p, a) and summary(p, a)[0] - summary(p, a)[1] < 10**12
-        assert p.lens.is_liquidatable(c.address)
+        assert p.engine.is_liquidatable(c.address)
         # a, with no slack, may not take positions over as liquidator
         guarded(p, acting + [c], lambda: liquidate(p, a, c), "engine: liquidator below IM")
         hf = summary(p, c)[3]
@@ -631,11 +631,11 @@ def test_maker_black_thursday_liquidation_at_index_never_below_discount(protocol
     trade(p, a, b, ETH_PERP, 40 * WAD, 2000 * WAD)
     set_eth(p, 182_345_678_901)  # 1823.45678901
     index = 182_345_678_901 * 10**10
-    assert p.oracle.index_price(ETH) == index and p.lens.is_liquidatable(a.address)
+    assert p.oracle.index_price(ETH) == index and p.engine.is_liquidatable(a.address)
     results = []
     for liq in (liq1, liq2):
         with boa.env.anchor():
-            eq_a, eq_l = p.lens.equity(a.address), p.lens.equity(liq.address)
+            eq_a, eq_l = p.equity(a.address), p.equity(liq.address)
             _, logs = liquidate(p, liq, a)
             moved = named(logs, "PositionLiquidated")
             assert moved and all(x.price == index for x in moved)
@@ -643,8 +643,8 @@ def test_maker_black_thursday_liquidation_at_index_never_below_discount(protocol
             assert changed and all(x.entry_price == index for x in changed)
             (ev,) = named(logs, "Liquidation")
             # nothing moves between the two but the penalty: the transfer is at mark
-            assert p.lens.equity(a.address) == eq_a - ev.penalty
-            assert p.lens.equity(liq.address) == eq_l + ev.penalty * SHARE // WAD
+            assert p.equity(a.address) == eq_a - ev.penalty
+            assert p.equity(liq.address) == eq_l + ev.penalty * SHARE // WAD
             results.append(([(x.market, x.size, x.price) for x in moved], ev.notional, ev.penalty))
     assert results[0] == results[1]
 
@@ -656,7 +656,7 @@ def test_maker_black_thursday_liquidation_at_index_never_below_discount(protocol
     trade(p, c, b, ETH_PERP, 10 * WAD, 2000 * WAD)
     set_eth(p, 170_012_345_678)  # 1700.12345678
     index = 170_012_345_678 * 10**10
-    assert p.lens.equity(c.address) < 0
+    assert p.equity(c.address) < 0
     discount = min(PENALTY, (WAD - HAIRCUT) // 2)
     assert discount == PENALTY
     sales = []
@@ -725,7 +725,7 @@ def test_dydx_yfi_open_interest_is_capped(protocol):
     m, ms = make(p, a, ETH_PERP, 10**6 * WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -(10**6) * WAD, 2000 * WAD)
     with boa.reverts("engine: position above cap"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
 
 
 # ====================================================================== Vyper 0.2.15-0.3.0 lock, 2023
@@ -1042,7 +1042,7 @@ def test_vyper_lock_engine_reentered_from_a_vault_deposit(rtoken):
     p.deposit_usd(victim, 10_000)
     trade(p, victim, big, ETH_PERP, 40 * WAD, 2000 * WAD)
     set_eth(p, 1820 * 10**8)
-    assert p.lens.is_liquidatable(victim.address)
+    assert p.engine.is_liquidatable(victim.address)
     data = e.liquidate.prepare_calldata(victim.address)
     before = world(p, victim, r.address)
     r.arm([e.address], [data])
@@ -1053,7 +1053,7 @@ def test_vyper_lock_engine_reentered_from_a_vault_deposit(rtoken):
     for key in ("accounts", "fund", "bad_debt", "markets"):
         assert after[key] == before[key]
     r.execute(e.address, data)  # the token as liquidator, outside the deposit: fine
-    assert not p.lens.is_liquidatable(victim.address)
+    assert not p.engine.is_liquidatable(victim.address)
     _ledger_consistent(p, r, aid, accounts + [victim.address], no_pnl=False)
 
 
@@ -1130,7 +1130,7 @@ def test_self_liquidation_through_a_second_account_gains_nothing(protocol):
     trade(p, a, b, ETH_PERP, 40 * WAD, 2000 * WAD)
     set_eth(p, 1820 * 10**8)  # equity 2,800 < MM 3,640
     assert summary(p, a)[:3] == (2_800 * WAD, 7_280 * WAD, 3_640 * WAD)
-    pair0 = p.lens.equity(a.address) + p.lens.equity(a2.address)
+    pair0 = p.equity(a.address) + p.equity(a2.address)
     fund0 = v.insurance_fund()
     with boa.env.anchor():
         _, logs = liquidate(p, stranger, a)
@@ -1141,7 +1141,7 @@ def test_self_liquidation_through_a_second_account_gains_nothing(protocol):
     assert ev.penalty > 0
     fund_share = ev.penalty - ev.penalty * SHARE // WAD
     assert v.insurance_fund() - fund0 == fund_share
-    pair1 = p.lens.equity(a.address) + p.lens.equity(a2.address)
+    pair1 = p.equity(a.address) + p.equity(a2.address)
     assert pair1 - pair0 == -fund_share < 0
     # the liquidated account fares exactly as with a stranger
     assert (ev.notional, ev.penalty) == (by_stranger.notional, by_stranger.penalty)
@@ -1227,7 +1227,7 @@ def test_decimals_collateral_value_is_exact_and_never_rounds_up(protocol, token_
         exact = Fraction(balance * price * haircut, unit * WAD)
         assert v.collateral_value(a.address) == value
         assert value <= exact < value + 1
-        assert p.lens.equity(a.address) == value
+        assert p.equity(a.address) == value
     # one base unit alone, from another account
     b = p.new_user()
     token.mint(b.address, 1)

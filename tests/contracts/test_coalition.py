@@ -1065,7 +1065,7 @@ class CoalitionMachine(RuleBasedStateMachine):
 
         def call():
             with boa.env.prank(user.address):
-                self.w.p.engine.cancel_nonce(self.w.p._nonce + 1 + k)
+                self.w.p.matching.cancel_nonce(self.w.p._nonce + 1 + k)
 
         self._attempt(call, "cancel")
 

@@ -96,7 +96,7 @@ def test_unset_counts_cash_at_par():
         a = cash_user(p, 100_000)
         usdc_price(p, "0.88")
         assert p.vault.cash_value(a.address) == 100_000 * WAD
-        assert p.lens.equity(a.address) == 100_000 * WAD
+        assert p.equity(a.address) == 100_000 * WAD
         # a price id set without the rule's parameters (0 until set): cash at min(p, 1) only
         assert (p.vault.depeg_threshold(), p.vault.depeg_factor()) == (0, 0)
         p.vault.set_settlement_price_id(p.deployment.price_ids["USDC"])
@@ -122,7 +122,7 @@ def test_positive_cash_hand_calculated(protocol):
     # 0.95 with threshold 0.98, factor 1: 0.95 - 1 x 0.03 = 0.92 -> exactly $92,000
     usdc_price(p, "0.95")
     assert v.cash_value(a.address) == 92_000 * WAD
-    assert p.lens.equity(a.address) == 92_000 * WAD  # what the engine uses
+    assert p.equity(a.address) == 92_000 * WAD  # what the engine uses
     # factor 2 (Derive mainnet): 0.95 - 2 x 0.03 = 0.89
     v.set_depeg_params(THRESHOLD, 2 * WAD)
     assert v.cash_value(a.address) == 89_000 * WAD
@@ -202,7 +202,7 @@ def test_missing_price_counts_par_and_keeps_collateral_in_risky_accounts(protoco
     assert p.oracle.index_prices()[usdc_pid(p)] == 0
     # valuation does not freeze or collapse: cash at par
     assert v.cash_value(risky.address) == 100_000 * WAD
-    assert p.lens.equity(risky.address) == 100_000 * WAD + 10 * 2000 * 85 * WAD // 100
+    assert p.equity(risky.address) == 100_000 * WAD + 10 * 2000 * 85 * WAD // 100
     # an account with risk cannot take collateral out against possibly depegged cash ...
     with boa.env.prank(risky.address), boa.reverts("vault: no settlement price"):
         v.withdraw(p.tokens["WETH"].address, WAD)
@@ -227,7 +227,7 @@ def test_missing_price_does_not_block_liquidation(protocol):
     open_long(p, a, maker, 50)  # $100k notional, IM $10k
     usdc_price(p, 0)
     p.set_price("ETH", 1850)  # -$7,500: equity $2,500 < MM $4,625
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     with boa.env.prank(liq.address):
         assert p.engine.liquidate(a.address) > 0
 
@@ -266,7 +266,7 @@ def test_march_2023_rounds_value_100k_usdc_by_the_rule(protocol):
     open_long(p, trader, maker, 450)  # IM 10% of $900k = $90k <= $100k
     p.set_price("ETH", 1900)  # P&L -$45,000; MM 5% of $855k = $42,750
     pnl, mm = -45_000 * WAD, 42_750 * WAD
-    assert p.lens.maintenance_margin(trader.address) == mm
+    assert p.maintenance_margin(trader.address) == mm
     threshold, factor = Decimal("0.98"), Decimal(1)
     low, flips = None, []
     for row in rows:
@@ -274,10 +274,10 @@ def test_march_2023_rounds_value_100k_usdc_by_the_rule(protocol):
         price = Decimal(row["price"])
         expected = rule_in_decimals(100_000, price, threshold, factor)
         assert v.cash_value(holder.address) == expected, row["timestamp"]
-        assert p.lens.equity(holder.address) == expected
+        assert p.equity(holder.address) == expected
         equity = rule_in_decimals(100_000, price, threshold, factor) + pnl
-        assert p.lens.equity(trader.address) == equity
-        assert p.lens.is_liquidatable(trader.address) == (equity < mm), row["timestamp"]
+        assert p.equity(trader.address) == equity
+        assert p.engine.is_liquidatable(trader.address) == (equity < mm), row["timestamp"]
         if equity < mm:
             flips.append(row["timestamp"])
         if low is None or price < low[0]:

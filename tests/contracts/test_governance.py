@@ -388,6 +388,6 @@ def test_haircut_change_moves_margin(protocol):
     p = protocol
     a = p.new_user()
     p.deposit(a, "WETH", WAD)
-    assert p.lens.equity(a.address) == 1700 * WAD
+    assert p.equity(a.address) == 1700 * WAD
     p.vault.set_asset_params(0, 5 * 10**17, 10**30)
-    assert p.lens.equity(a.address) == 1000 * WAD
+    assert p.equity(a.address) == 1000 * WAD

@@ -161,7 +161,7 @@ class World:
         self.p = p
         self.users = [p.new_user() for _ in range(N_USERS)]
         self.addrs = [u.address for u in self.users]
-        self.engine, self.vault, self.oracle = p.engine, p.vault, p.oracle
+        self.engine, self.vault, self.oracle, self.matching = p.engine, p.vault, p.oracle, p.matching
         self.lens = p.lens  # batched views (account_states, margin_summaries)
         self.scale = self.vault.SETTLEMENT_SCALE()
         self.usdc_symbol = p.config.settlement_symbol
@@ -569,8 +569,8 @@ class ProtocolMachine(RuleBasedStateMachine):
             f"trade {w.market_names[m]} size {size} at {price} (index {index}): {outcome!r}, expected {expected!r}"
         )
         if outcome is not None:  # a rejected order must not burn its nonce
-            assert not w.engine.nonce_used(w.addrs[b], nonce0 + 1)
-            assert not w.engine.nonce_used(w.addrs[sl], nonce0 + 2)
+            assert not w.matching.nonce_used(w.addrs[b], nonce0 + 1)
+            assert not w.matching.nonce_used(w.addrs[sl], nonce0 + 2)
         self._set_ctx("trade", [b, sl], outcome, buyer=b, seller=sl, market=m, size=size, price=price,
                       index=index, logs=logs)
 
@@ -720,15 +720,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         """Cancel one of a few nonces this machine never signs with; twice reverts."""
         w = self.w
         nonce = 10**12 + k
-        expected = "engine: nonce used" if w.engine.nonce_used(w.addrs[i], nonce) else None
+        expected = "engine: nonce used" if w.matching.nonce_used(w.addrs[i], nonce) else None
         outcome = None
         try:
             with boa.env.prank(w.addrs[i]):
-                w.engine.cancel_nonce(nonce)
+                w.matching.cancel_nonce(nonce)
         except boa.BoaError as e:
             outcome = reason(e)
         assert outcome == expected, f"cancel_nonce: {outcome!r}, expected {expected!r}"
-        assert w.engine.nonce_used(w.addrs[i], nonce)
+        assert w.matching.nonce_used(w.addrs[i], nonce)
         self._set_ctx("cancel_nonce", [], outcome)
 
     # ------------------------------------------------------------ invariants
@@ -1078,7 +1078,7 @@ def test_settle_market_never_raises_requirements(protocol):
     p.trade(b, a, "ETH-FUT", 100 * WAD, 2000 * WAD)  # a short 100 ETH future: offset, 2% spread IM
     with boa.env.prank(a.address):
         p.vault.withdraw(p.usdc.address, 20_000 * 10**6)  # equity 5,000 >= IM 4,000
-    assert p.lens.meets_initial_margin(a.address)
+    assert p.engine.meets_initial_margin(a.address)
     expiry = p.deployment.market_expiries["ETH-FUT"]
     ims = []
     for when in (expiry - 8 * DAY, expiry - 7 * DAY // 2, expiry):
@@ -1107,7 +1107,7 @@ def test_withdraw_of_realized_profit_waits_for_liquidity(protocol):
     p.set_price("ETH", 2200)
     p.trade(b, a, "ETH-PERP", 50 * WAD, 2200 * WAD)  # both close: a +10,000, b -10,000 (healthy: 100 WETH)
     assert p.vault.cash(a.address) == 10_000 * WAD and p.vault.cash(b.address) == -10_000 * WAD
-    assert p.lens.meets_initial_margin(a.address) and not p.lens.is_liquidatable(b.address)
+    assert p.engine.meets_initial_margin(a.address) and not p.engine.is_liquidatable(b.address)
     assert p.usdc.balanceOf(p.vault.address) == 0
     with boa.env.prank(a.address), boa.reverts("vault: settlement liquidity short"):
         p.vault.withdraw(p.usdc.address, 10_000 * 10**6)
@@ -1133,7 +1133,7 @@ def test_liquidation_past_expiry_keeps_health(protocol):
     p.set_price("ETH", 2000)  # unchanged, refreshed; the future is expired but not settled
     p.set_price("BTC", 30000)
     before = p.engine.margin_summary(a.address)
-    assert p.lens.is_liquidatable(a.address)  # MM 20,000: both legs charged alone after expiry
+    assert p.engine.is_liquidatable(a.address)  # MM 20,000: both legs charged alone after expiry
     with boa.env.prank(b.address):
         p.engine.liquidate(a.address)
     after = p.engine.margin_summary(a.address)

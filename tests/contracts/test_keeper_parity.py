@@ -201,7 +201,7 @@ def test_keeper_margin_equals_contract(isolated_env, case):
         assert result.initial_margin[i] == summary.initial_margin, i
         assert result.maintenance_margin[i] == summary.maintenance_margin, i
         assert result.health_factor[i] == summary.health_factor, i
-        assert bool(result.liquidatable[i]) == p.lens.is_liquidatable(addresses[i]), i
+        assert bool(result.liquidatable[i]) == p.engine.is_liquidatable(addresses[i]), i
     loop = margin_loop(book, markets, params, prices)
     assert loop.equity.tolist() == result.equity.tolist()
 

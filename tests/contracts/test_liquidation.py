@@ -94,7 +94,7 @@ def test_healthy_account_cannot_be_liquidated(setup):
     p.deposit_usd(a, 10_000)
     p.trade(a, b, ETH_PERP, 40 * WAD, 2000 * WAD)
     p.set_price("ETH", 1900)  # equity 6000 >= MM 3800
-    assert not p.lens.is_liquidatable(a.address)
+    assert not p.engine.is_liquidatable(a.address)
     before = snapshot(p, a, b, liq)
     with boa.reverts("engine: account not liquidatable"):
         liquidate(p, liq, a)
@@ -119,7 +119,7 @@ def test_self_liquidation_reverts(setup):
     p.deposit_usd(a, 10_000)
     p.trade(a, b, ETH_PERP, 40 * WAD, 2000 * WAD)
     p.set_price("ETH", 1820)
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     with boa.reverts("engine: self liquidation"):
         liquidate(p, a, a)
 
@@ -221,7 +221,7 @@ def test_most_margin_intensive_underlying_first(setup):
     assert [x.market for x in logged("PositionLiquidated")] == [ETH_PERP]
     assert e.positions(a.address, ETH_PERP).size == 40 * WAD - amount
     assert e.positions(a.address, BTC_PERP).size == WAD // 10  # untouched
-    assert p.lens.health_factor(a.address) >= TARGET
+    assert p.health_factor(a.address) >= TARGET
 
 
 def test_big_btc_closed_before_small_eth(setup):
@@ -231,12 +231,12 @@ def test_big_btc_closed_before_small_eth(setup):
     p.trade(a, b, BTC_PERP, 2 * WAD, 30000 * WAD)
     p.trade(a, b, ETH_PERP, WAD, 2000 * WAD)
     p.set_price("BTC", 27300)
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     liquidate(p, liq, a)
     assert [x.market for x in logged("PositionLiquidated")] == [BTC_PERP]
     assert e.positions(a.address, ETH_PERP).size == WAD
     assert 0 < e.positions(a.address, BTC_PERP).size < 2 * WAD
-    assert p.lens.health_factor(a.address) >= TARGET
+    assert p.health_factor(a.address) >= TARGET
 
 
 def test_first_underlying_closed_fully_then_next_partially(setup):
@@ -265,7 +265,7 @@ def test_first_underlying_closed_fully_then_next_partially(setup):
     # the event's penalty is the sum of the penalties actually charged, one per underlying
     ev = logged("Liquidation")[0]
     assert ev.penalty == pen1 + pen2
-    assert p.lens.health_factor(a.address) >= TARGET
+    assert p.health_factor(a.address) >= TARGET
 
 
 def test_short_position_partial_liquidation(setup):
@@ -282,7 +282,7 @@ def test_short_position_partial_liquidation(setup):
     assert e.positions(a.address, ETH_PERP).size == -(40 * WAD - amount)
     assert e.positions(liq.address, ETH_PERP).size == -amount
     assert logged("PositionLiquidated")[0].size == -amount
-    assert p.lens.health_factor(a.address) >= TARGET
+    assert p.health_factor(a.address) >= TARGET
 
 
 # ------------------------------------------------------------------ underwater accounts
@@ -301,7 +301,7 @@ def test_deep_underwater_with_bad_debt(setup):
     e, v = p.engine, p.vault
     _underwater(p, a, b, 1000, WAD)
     # 1000 + 1 WETH * 1700 * 0.85 - 10 * 300
-    assert p.lens.equity(a.address) == -555 * WAD
+    assert p.equity(a.address) == -555 * WAD
     liq_cash = v.cash(liq.address)
     assert v.insurance_fund() == 0
     assert liquidate(p, liq, a) == 17_000 * WAD
@@ -371,8 +371,8 @@ def test_partial_collateral_sale_clears_debt(setup):
     assert v.cash(liq.address) - liq_cash == -payment
     assert v.insurance_fund() == fund
     assert v.bad_debt() == 0
-    assert p.lens.equity(a.address) == payment - 1500 * WAD + (WAD - amount) * 1700 * WAD * 85 * 10**16 // (WAD * WAD) > 0
-    assert p.lens.health_factor(a.address) == MAX_UINT
+    assert p.equity(a.address) == payment - 1500 * WAD + (WAD - amount) * 1700 * WAD * 85 * 10**16 // (WAD * WAD) > 0
+    assert p.health_factor(a.address) == MAX_UINT
 
 
 def test_capped_penalty_leaves_collateral_backed_cash(setup):
@@ -394,7 +394,7 @@ def test_capped_penalty_leaves_collateral_backed_cash(setup):
     assert v.balances(a.address, 0) == WAD
     assert e.margin_summary(a.address) == (0, 0, 0, MAX_UINT)
     assert v.bad_debt() == 0
-    assert not p.lens.is_liquidatable(a.address)
+    assert not p.engine.is_liquidatable(a.address)
 
 
 def test_account_without_positions_and_negative_equity(setup):
@@ -405,7 +405,7 @@ def test_account_without_positions_and_negative_equity(setup):
     with boa.env.prank(e.address):
         v.settle_cash(a.address, -1500 * WAD)  # equity = -1500 + 1700 = 200... at 2000
     p.set_price("ETH", 1700)  # -1500 + 1445 = -55
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     assert liquidate(p, liq, a) == 0
     (sale,) = logged("CollateralLiquidated")
     assert sale.payment >= 1500 * WAD
@@ -650,7 +650,7 @@ def _ladder(p, prices, target):
     penalties, notionals = [], []
     for px in prices:
         p.set_price("ETH", px)
-        if p.lens.is_liquidatable(a.address):
+        if p.engine.is_liquidatable(a.address):
             notionals.append(liquidate(p, liq, a))
             penalties.append(logged("Liquidation")[0].penalty)
     # every penalty is ceil(2% of notional) and the fund got exactly its half of each
@@ -710,12 +710,12 @@ def test_value_is_conserved_through_a_sequence(protocol):
     boa.env.time_travel(seconds=1800)
     p.set_price("ETH", 1830.5)
     p.set_price("BTC", 30100)
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     liquidate(p, liq, a)
     boa.env.time_travel(seconds=999)
     p.set_price("ETH", 1799.99)
     p.set_price("BTC", 29999.99)
-    if p.lens.is_liquidatable(a.address):
+    if p.engine.is_liquidatable(a.address):
         liquidate(p, liq, a)
     p.trade(b, liq, ETH_PERP, WAD, 1800 * WAD)
 

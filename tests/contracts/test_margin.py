@@ -69,11 +69,11 @@ def test_single_long_perp(ab):
     assert (equity, im, mm) == (103015 * WAD // 10, 63015 * WAD // 100, 315075 * WAD // 1000)
     health = equity * WAD // mm
     assert summary(p, a) == (equity, im, mm, health)
-    assert p.lens.equity(a.address) == equity
-    assert p.lens.initial_margin(a.address) == im
-    assert p.lens.maintenance_margin(a.address) == mm
-    assert p.lens.health_factor(a.address) == health
-    assert p.lens.meets_initial_margin(a.address) and not p.lens.is_liquidatable(a.address)
+    assert p.equity(a.address) == equity
+    assert p.initial_margin(a.address) == im
+    assert p.maintenance_margin(a.address) == mm
+    assert p.health_factor(a.address) == health
+    assert p.engine.meets_initial_margin(a.address) and not p.engine.is_liquidatable(a.address)
     # the short side mirrors it
     assert summary(p, b)[:3] == (1_000_000 * WAD - 3 * (price - 2000 * WAD), im, mm)
 
@@ -121,7 +121,7 @@ def test_collateral_counts_in_equity_with_positions(protocol):
     a, b = p.new_user(), p.new_user()
     p.deposit(a, "WETH", 2 * WAD)
     p.deposit_usd(b, 1_000_000)
-    assert p.lens.equity(a.address) == 3400 * WAD
+    assert p.equity(a.address) == 3400 * WAD
     p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
     p.set_price("ETH", 1900)
     # collateral and position both fall with ETH: 2 * 1900 * 0.85 - 10 * 100
@@ -169,8 +169,8 @@ def test_equity_rounds_down_for_both_sides(ab):
     exact_a = -size * (p1 - p0)  # scaled by 1e18
     assert exact_a % WAD != 0
     # floor: one wei below truncation for the loser
-    assert p.lens.equity(a.address) == 10_000 * WAD + exact_a // WAD == 10_000 * WAD + trunc_div(exact_a, WAD) - 1
-    assert p.lens.equity(b.address) == 1_000_000 * WAD + (-exact_a) // WAD
+    assert p.equity(a.address) == 10_000 * WAD + exact_a // WAD == 10_000 * WAD + trunc_div(exact_a, WAD) - 1
+    assert p.equity(b.address) == 1_000_000 * WAD + (-exact_a) // WAD
     # the two sides' PnL sums to -1 wei: rounding favours the protocol
     assert exact_a // WAD + (-exact_a) // WAD == -1
 
@@ -199,8 +199,8 @@ def test_funding_rate_from_premium_and_accrual(ab):
     owed_a = ceil_div(size * index, WAD)
     owed_b = ceil_div(-size * index, WAD)
     assert owed_a == size * index // WAD + 1 and owed_b == -(size * index // WAD)
-    assert p.lens.equity(a.address) == 10_000 * WAD + pnl_a - owed_a
-    assert p.lens.equity(b.address) == 1_000_000 * WAD - pnl_a - owed_b
+    assert p.equity(a.address) == 10_000 * WAD + pnl_a - owed_a
+    assert p.equity(b.address) == 1_000_000 * WAD - pnl_a - owed_b
     # closing at the index realizes exactly that
     p.trade(b, a, ETH_PERP, size, 2000 * WAD)
     funding = events(e, "FundingUpdated")
@@ -233,9 +233,9 @@ def test_negative_premium_truncates_towards_zero_and_longs_receive(ab):
     assert p.lens.market_states()[ETH_PERP].funding_index == index
     pnl_a = 4 * WAD * (index_px - trade_px) // WAD
     # the long (a) is owed funding: owed is negative
-    assert p.lens.equity(a.address) == 10_000 * WAD + pnl_a - ceil_div(4 * WAD * index, WAD)
-    assert p.lens.equity(b.address) == 1_000_000 * WAD - pnl_a - ceil_div(-4 * WAD * index, WAD)
-    assert p.lens.equity(a.address) > 10_000 * WAD + pnl_a
+    assert p.equity(a.address) == 10_000 * WAD + pnl_a - ceil_div(4 * WAD * index, WAD)
+    assert p.equity(b.address) == 1_000_000 * WAD - pnl_a - ceil_div(-4 * WAD * index, WAD)
+    assert p.equity(a.address) > 10_000 * WAD + pnl_a
 
 
 def next_rate(rate: int, price: int, index: int, size: int, oi_before: int, oi_after: int, smoothing: int, cap: int) -> int:
@@ -312,7 +312,7 @@ def test_futures_have_no_funding(ab):
     boa.env.time_travel(seconds=3000)
     refresh(p)
     assert p.lens.market_states()[ETH_FUT].funding_index == 0
-    assert p.lens.equity(a.address) == 10_000 * WAD - 90 * WAD
+    assert p.equity(a.address) == 10_000 * WAD - 90 * WAD
 
 
 # ------------------------------------------------------------------ health factor
@@ -325,13 +325,13 @@ def test_health_factor_edges(protocol):
     assert summary(p, empty) == (0, 0, 0, MAX_UINT)
     rich = p.new_user()
     p.deposit_usd(rich, 5)
-    assert p.lens.health_factor(rich.address) == MAX_UINT
-    assert not p.lens.is_liquidatable(empty.address) and p.lens.meets_initial_margin(empty.address)
+    assert p.health_factor(rich.address) == MAX_UINT
+    assert not p.engine.is_liquidatable(empty.address) and p.engine.meets_initial_margin(empty.address)
     # negative equity with nothing to maintain: 0 (and liquidatable)
     with boa.env.prank(p.engine.address):
         p.vault.settle_cash(empty.address, -1)
     assert summary(p, empty) == (-1, 0, 0, 0)
-    assert p.lens.is_liquidatable(empty.address)
+    assert p.engine.is_liquidatable(empty.address)
 
 
 def test_health_factor_at_and_below_maintenance(protocol):
@@ -344,13 +344,13 @@ def test_health_factor_at_and_below_maintenance(protocol):
     p.set_price("ETH", 1880)
     # equity 2140 - 1200 = 940 = MM (10 * 1880 * 5%)
     assert summary(p, a) == (940 * WAD, 1880 * WAD, 940 * WAD, WAD)
-    assert not p.lens.is_liquidatable(a.address)
+    assert not p.engine.is_liquidatable(a.address)
     p.set_price("ETH", 1879.99)
     px = 187999 * WAD // 100
     eq = 2140 * WAD + 10 * (px - 2000 * WAD)
     mm = charge(10 * WAD, px, MM)
     assert summary(p, a) == (eq, charge(10 * WAD, px, IM), mm, eq * WAD // mm)
-    assert p.lens.health_factor(a.address) < WAD and p.lens.is_liquidatable(a.address)
+    assert p.health_factor(a.address) < WAD and p.engine.is_liquidatable(a.address)
     p.set_price("ETH", 1780)
     assert summary(p, a) == (-60 * WAD, 1780 * WAD, 890 * WAD, 0)
 

@@ -200,8 +200,8 @@ def test_trade_fills_at_maker_price_and_checks_initial_margin(kit):
     assert m.open_interest(series) == 10 * WAD
     # the buyer paid 3 over mark: futures-style, that is an unrealized loss of 30 at once
     assert state_of(kit, buyer, series).value == -30 * WAD
-    assert p.lens.equity(buyer.address) == 100_000 * WAD - 30 * WAD
-    assert p.lens.equity(seller.address) == 100_000 * WAD + 30 * WAD
+    assert p.equity(buyer.address) == 100_000 * WAD - 30 * WAD
+    assert p.equity(seller.address) == 100_000 * WAD + 30 * WAD
     # short call IM: 10 x max(15% x 2000 - 100 OTM, 13% x 2000) = 2,600 > 2,000 of equity
     with boa.reverts("options: below initial margin"):
         kit.trade(buyer, poor, series, 10 * WAD, mark)
@@ -449,7 +449,7 @@ def test_liquidation_of_an_under_margined_short(kit):
             m.liquidate_options(seller.address)
     refresh(kit, 2250, expiry)
     before = p.engine.margin_summary(seller.address)
-    assert before.equity < before.maintenance_margin and p.lens.is_liquidatable(seller.address)
+    assert before.equity < before.maintenance_margin and p.engine.is_liquidatable(seller.address)
     with boa.env.prank(liquidator.address):
         with boa.reverts("engine: nothing to liquidate"):
             p.engine.liquidate(seller.address)  # its only positions are options: not the engine's
@@ -491,12 +491,12 @@ def test_liquidation_works_without_a_fresh_vol(kit):
     p.set_price("ETH", 2150)
     st = state_of(kit, seller, series)
     assert st.mark == min(50 * WAD + ceil_div(15 * 2150 * WAD, 100), 2150 * WAD)  # intrinsic + short charge
-    assert p.lens.is_liquidatable(seller.address)
+    assert p.engine.is_liquidatable(seller.address)
     with boa.env.prank(liquidator.address):
         m.liquidate_options(seller.address)
     (moved,) = [x for x in events(m, "OptionLiquidated") if x.account == seller.address]
     assert moved.price == st.mark and moved.size < 0
-    assert not p.lens.is_liquidatable(seller.address)
+    assert not p.engine.is_liquidatable(seller.address)
 
 
 def test_nothing_to_liquidate_without_live_options(kit):
@@ -504,7 +504,7 @@ def test_nothing_to_liquidate_without_live_options(kit):
     a, b, liquidator = funded(p, 1_000), funded(p, 1_000_000), funded(p, 1_000_000)
     p.trade(a, b, "ETH-PERP", 4 * WAD, S0)
     p.set_price("ETH", 1800)  # equity 200 < MM 360: liquidatable, but through the engine
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     with boa.env.prank(liquidator.address), boa.reverts("options: nothing to liquidate"):
         m.liquidate_options(a.address)
 
@@ -524,7 +524,7 @@ def test_account_with_options_is_not_written_off_before_they_are_liquidated(kit)
     kit.trade(rich, seller, series, 10 * WAD, series_state(kit, series).mark)
     refresh(kit, 2900, expiry)
     kit.trade(seller, rich, series, 5 * WAD, series_state(kit, series).mark)  # buy back half at a loss
-    assert p.vault.cash(seller.address) < 0 and p.lens.equity(seller.address) < 0
+    assert p.vault.cash(seller.address) < 0 and p.equity(seller.address) < 0
     with boa.env.prank(liquidator.address):
         with boa.reverts("engine: nothing to liquidate"):
             p.engine.liquidate(seller.address)
@@ -584,7 +584,7 @@ def test_attestation_lowers_margin_to_the_floor_and_a_withdrawal_voids_it(akit):
     a, rich, series, expiry = attested_account(akit)
     standard = p.engine.margin_summary(a.address)
     assert (standard.initial_margin, standard.maintenance_margin) == (2_800 * WAD, 1_900 * WAD)
-    version = p.lens.position_version(a.address)
+    version = p.engine.position_version(a.address)
     parts = (p.engine.position_version, p.vault.withdrawal_count, akit.market.position_version)
     assert version == sum(part(a.address) for part in parts)
     attest(akit, a, 500 * WAD, 300 * WAD)
@@ -602,14 +602,14 @@ def test_attestation_lowers_margin_to_the_floor_and_a_withdrawal_voids_it(akit):
         with boa.reverts("vault: below initial margin"):
             p.vault.withdraw(p.usdc.address, room + 1)
         p.vault.withdraw(p.usdc.address, room)
-    assert p.lens.position_version(a.address) == version + 1
+    assert p.engine.position_version(a.address) == version + 1
     assert not akit.attestor.attestation_holds(a.address)
     s = p.engine.margin_summary(a.address)
     assert 1_400 * WAD <= s.equity < 1_400 * WAD + 10**12
     assert (s.initial_margin, s.maintenance_margin) == (2_800 * WAD, 1_900 * WAD)
-    assert p.lens.is_liquidatable(a.address)  # standard margin again
+    assert p.engine.is_liquidatable(a.address)  # standard margin again
     attest(akit, a, 1_400 * WAD, 1_000 * WAD)
-    assert not p.lens.is_liquidatable(a.address)
+    assert not p.engine.is_liquidatable(a.address)
 
 
 def test_a_trade_voids_the_attestation(akit):
@@ -694,7 +694,7 @@ def test_finding5_liquidator_with_full_book_still_liquidates_what_fits(kit):
         kit.trade(liquidator, helper, sid, WAD, series_state(kit, sid).mark)
     assert len([s for s in m.option_states(liquidator.address)]) == n - 1
     price = 2000
-    while not p.lens.is_liquidatable(victim.address):
+    while not p.engine.is_liquidatable(victim.address):
         price += 100
         refresh(kit, price, expiry)
     assert price < 4000

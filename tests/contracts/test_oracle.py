@@ -101,7 +101,7 @@ def test_one_of_three_spiking_does_not_move_median(protocol):
     a = p.new_user()
     p.deposit(a, "WETH", WAD)
     assert p.vault.collateral_value(a.address) == 1700 * WAD
-    assert p.lens.equity(a.address) == 1700 * WAD
+    assert p.equity(a.address) == 1700 * WAD
 
 
 def test_feed_decimals_6_8_18_give_same_wad_price(protocol):

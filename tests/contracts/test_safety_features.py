@@ -176,7 +176,7 @@ def test_reducing_trades_allowed_above_lowered_caps(protocol):
         p.trade(a, c, ETH_PERP, 1, 2000 * WAD)  # a grows by one wei
     with boa.reverts("engine: position above cap"):
         # b, the maker (checked first), grows its short by one wei
-        p.engine.match_orders(*p.order(b, ETH_PERP, -1, 2000 * WAD), *p.order(c, ETH_PERP, 1, 2000 * WAD))
+        p.matching.match_orders(*p.order(b, ETH_PERP, -1, 2000 * WAD), *p.order(c, ETH_PERP, 1, 2000 * WAD))
     # c opens within the position cap, a reduces: open interest unchanged but above its cap
     with boa.reverts("engine: open interest above cap"):
         p.trade(c, a, ETH_PERP, WAD, 2000 * WAD)
@@ -459,7 +459,7 @@ def test_penalty_ramp_reset_then_restart(underwater):
     with boa.reverts("engine: account not liquidatable"):
         e.flag_liquidatable(a.address)
     p.set_price("ETH", 1700)
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     t1 = now()
     e.flag_liquidatable(a.address)
     assert e.liquidatable_since(a.address) == t1
@@ -476,10 +476,10 @@ def test_flag_does_not_outlive_recovery(underwater):
     p.set_price("ETH", 1820)
     e.flag_liquidatable(a.address)
     p.deposit_usd(a, 20_000)
-    assert not p.lens.is_liquidatable(a.address)
+    assert not p.engine.is_liquidatable(a.address)
     boa.env.time_travel(seconds=7200)
     refresh_feeds(p, 1300)
-    assert p.lens.is_liquidatable(a.address)
+    assert p.engine.is_liquidatable(a.address)
     amount, closed, penalty = close_step(
         2000 * WAD, 2600 * WAD, 2600 * WAD, 52000 * WAD, 40 * WAD, 1300 * WAD, penalty_rate=PENALTY
     )
@@ -559,7 +559,7 @@ def accounting(p, users) -> int:
     v, e = p.vault, p.engine
     cash = [v.cash(u.address) for u in users]
     assert v.total_positive_cash() == sum(max(c, 0) for c in cash)
-    unrealized = sum(p.lens.equity(u.address) - c for u, c in zip(users, cash))  # no collateral here
+    unrealized = sum(p.equity(u.address) - c for u, c in zip(users, cash))  # no collateral here
     held = p.usdc.balanceOf(v.address) * SCALE
     dust = held - (sum(cash) + v.insurance_fund() + unrealized - v.bad_debt())
     assert 0 <= dust < 100
@@ -590,7 +590,7 @@ def bad_debt(protocol):
     p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
     accounting(p, users)
     p.set_price("ETH", 1700)
-    assert p.lens.equity(a.address) == -1_000 * WAD
+    assert p.equity(a.address) == -1_000 * WAD
     accounting(p, users)
     notional, logs = liquidate(p, liq, a)
     assert notional == 17_000 * WAD

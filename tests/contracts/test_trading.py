@@ -81,8 +81,8 @@ def test_match_orders_happy_path(ab):
     assert e.nonce_used(a.address, maker[4]) and e.nonce_used(b.address, taker[4])
     # no cash moves on opening; the trade price vs index shows up in equity
     assert p.vault.cash(a.address) == 100_000 * WAD
-    assert p.lens.equity(a.address) == 100_000 * WAD - 20 * WAD
-    assert p.lens.equity(b.address) == 100_000 * WAD + 20 * WAD
+    assert p.equity(a.address) == 100_000 * WAD - 20 * WAD
+    assert p.equity(b.address) == 100_000 * WAD + 20 * WAD
 
 
 def test_taker_buys_from_maker_and_close_realizes_pnl(ab):
@@ -146,7 +146,7 @@ def test_markets_differ(ab):
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, BTC_PERP, -WAD, 2000 * WAD)
     with boa.reverts("engine: markets differ"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
 
 
 @pytest.mark.parametrize("sizes", [(WAD, -2 * WAD), (WAD, WAD), (0, 0), (-WAD, -WAD)])
@@ -155,7 +155,7 @@ def test_sizes_do_not_match(ab, sizes):
     m, ms = make(p, a, ETH_PERP, sizes[0], 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, sizes[1], 2000 * WAD)
     with boa.reverts("engine: sizes do not match"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
 
 
 def test_self_trade(ab):
@@ -163,7 +163,7 @@ def test_self_trade(ab):
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, a, ETH_PERP, -WAD, 2000 * WAD)
     with boa.reverts("engine: self trade"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
 
 
 def test_unknown_market(ab):
@@ -171,7 +171,7 @@ def test_unknown_market(ab):
     m, ms = make(p, a, 4, WAD, 2000 * WAD)
     t, ts = make(p, b, 4, -WAD, 2000 * WAD)
     with boa.reverts("engine: unknown market"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
 
 
 def test_order_expired(ab):
@@ -179,15 +179,15 @@ def test_order_expired(ab):
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, deadline=now() - 1)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     with boa.reverts("engine: order expired"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD, deadline=now() - 1)
     with boa.reverts("engine: order expired"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # a deadline equal to the block time is still valid
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, deadline=now())
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD, deadline=now())
-    p.engine.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
     assert pos(p, a, ETH_PERP)[0] == WAD
 
 
@@ -257,11 +257,11 @@ def test_invalid_signature_other_key(ab):
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, key=b.key)  # a's order, b's signature
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     with boa.reverts("engine: invalid signature"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD, key=a.key)
     with boa.reverts("engine: invalid signature"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
 
 
 def test_invalid_signature_tampered_order(ab):
@@ -271,16 +271,16 @@ def test_invalid_signature_tampered_order(ab):
     tampered_m = (m[0], m[1], 2 * WAD) + m[3:]
     tampered_t = (t[0], t[1], -2 * WAD) + t[3:]
     with boa.reverts("engine: invalid signature"):
-        p.engine.match_orders(tampered_m, ms, tampered_t, ts)
+        p.matching.match_orders(tampered_m, ms, tampered_t, ts)
     # signed for another engine (domain): invalid here
     order = Order(*m[:4], m[4] + 1, m[5])
     foreign = sign_order(order, a.key, chain_id(), p.vault.address)
     with boa.reverts("engine: invalid signature"):
-        p.engine.match_orders(order.as_tuple(), foreign, t, ts)
+        p.matching.match_orders(order.as_tuple(), foreign, t, ts)
     # signed for another chain id
     foreign = sign_order(order, a.key, chain_id() + 1, p.engine.address)
     with boa.reverts("engine: invalid signature"):
-        p.engine.match_orders(order.as_tuple(), foreign, t, ts)
+        p.matching.match_orders(order.as_tuple(), foreign, t, ts)
 
 
 def test_malleable_signature_rejected(ab):
@@ -298,9 +298,9 @@ def test_malleable_signature_rejected(ab):
     recovered = keys.Signature(vrs=(v_twin - 27, r, s_twin)).recover_public_key_from_msg_hash(digest)
     assert recovered.to_checksum_address() == a.address
     with boa.reverts("engine: malleable signature"):
-        p.engine.match_orders(m, twin, t, ts)
+        p.matching.match_orders(m, twin, t, ts)
     # the low-s original works
-    p.engine.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
     assert pos(p, a, ETH_PERP)[0] == WAD
 
 
@@ -310,12 +310,12 @@ def test_bad_signature_length_and_v(ab):
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     for bad in (ms[:64], b"", ms[:1]):
         with boa.reverts("engine: bad signature length"):
-            p.engine.match_orders(m, bad, t, ts)
+            p.matching.match_orders(m, bad, t, ts)
     for v in (0, 1, 29, 255):
         with boa.reverts("engine: bad signature v"):
-            p.engine.match_orders(m, ms[:64] + bytes([v]), t, ts)
+            p.matching.match_orders(m, ms[:64] + bytes([v]), t, ts)
     with boa.reverts("engine: bad signature length"):
-        p.engine.match_orders(m, ms, t, ts[:64])
+        p.matching.match_orders(m, ms, t, ts[:64])
 
 
 def test_self_submitted_order_needs_no_signature(ab):
@@ -366,15 +366,15 @@ def test_price_worse_than_limit(ab):
     m, ms = make(p, a, ETH_PERP, -WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, WAD, 2000 * WAD - 1)
     with boa.reverts("engine: price worse than limit"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # taker sells above the maker's bid
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD + 1)
     with boa.reverts("engine: price worse than limit"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # equal limits fill
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    p.engine.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
     assert pos(p, a, ETH_PERP)[:2] == (WAD, 2000 * WAD)
 
 
@@ -387,11 +387,11 @@ def test_price_too_far_from_index(ab, price, ok):
     m, ms = make(p, a, ETH_PERP, WAD, price)
     t, ts = make(p, b, ETH_PERP, -WAD, price)
     if ok:
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
         assert pos(p, a, ETH_PERP)[:2] == (WAD, price)
     else:
         with boa.reverts("engine: price too far from index"):
-            p.engine.match_orders(m, ms, t, ts)
+            p.matching.match_orders(m, ms, t, ts)
 
 
 def test_price_deviation_follows_governance(ab):
@@ -400,10 +400,10 @@ def test_price_deviation_follows_governance(ab):
     m, ms = make(p, a, BTC_PERP, WAD, 30301 * WAD)
     t, ts = make(p, b, BTC_PERP, -WAD, 30301 * WAD)
     with boa.reverts("engine: price too far from index"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     m, ms = make(p, a, BTC_PERP, WAD, 30300 * WAD)
     t, ts = make(p, b, BTC_PERP, -WAD, 30300 * WAD)
-    p.engine.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
 
 
 # ------------------------------------------------------------------ margin checks
@@ -417,16 +417,16 @@ def test_below_initial_margin(protocol):
     m, ms = make(p, a, ETH_PERP, 10 * WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -10 * WAD, 2000 * WAD)
     with boa.reverts("engine: below initial margin"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # exactly at IM: 100 USD supports 0.5 ETH at 2000 with IM 10%
     p.trade(a, b, ETH_PERP, WAD // 2, 2000 * WAD)
-    assert p.lens.equity(a.address) == p.lens.initial_margin(a.address) == 100 * WAD
+    assert p.equity(a.address) == p.initial_margin(a.address) == 100 * WAD
     # the taker side is checked as well (an empty account cannot sell)
     c = p.new_user()
     m, ms = make(p, b, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, c, ETH_PERP, -WAD, 2000 * WAD)
     with boa.reverts("engine: below initial margin"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
 
 
 def test_market_expired(ab):
@@ -441,12 +441,12 @@ def test_market_expired(ab):
     m, ms = make(p, a, ETH_FUT, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_FUT, -WAD, 2000 * WAD)
     with boa.reverts("engine: market expired"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # after settlement too
     p.set_price("ETH", 2000)
     p.engine.settle_market(ETH_FUT)
     with boa.reverts("engine: market expired"):
-        p.engine.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # perpetuals never expire
     p.trade(a, b, ETH_PERP, WAD, 2000 * WAD)
 
@@ -461,7 +461,7 @@ def test_reduce_only_allowed_below_im_but_increase_reverts(protocol):
     p.set_price("ETH", 1900)
     s = e.margin_summary(a.address)
     assert (s.equity, s.initial_margin, s.maintenance_margin) == (600 * WAD, 760 * WAD, 380 * WAD)
-    assert not p.lens.meets_initial_margin(a.address) and not p.lens.is_liquidatable(a.address)
+    assert not p.engine.meets_initial_margin(a.address) and not p.engine.is_liquidatable(a.address)
     # risk-increasing: refused
     m, ms = make(p, a, ETH_PERP, WAD // 10, 1900 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD // 10, 1900 * WAD)

@@ -213,10 +213,10 @@ def test_withdraw_below_initial_margin(protocol):
     p.deposit_usd(b, 100_000)
     p.trade(a, b, "ETH-PERP", 4 * WAD, 2000 * WAD)
     # IM = 4 * 2000 * 10% = 800; equity 1000
-    assert p.lens.initial_margin(a.address) == 800 * WAD
+    assert p.initial_margin(a.address) == 800 * WAD
     with boa.env.prank(a.address):
         v.withdraw(usdc.address, 200 * 10**6)  # equity 800 == IM: allowed
-        assert p.lens.equity(a.address) == 800 * WAD
+        assert p.equity(a.address) == 800 * WAD
         with boa.reverts("vault: below initial margin"):
             v.withdraw(usdc.address, 1)
     assert v.cash(a.address) == 800 * WAD
@@ -231,7 +231,7 @@ def test_withdraw_collateral_below_initial_margin(protocol):
     p.trade(a, b, "ETH-PERP", 5 * WAD, 2000 * WAD)  # IM 1000
     with boa.env.prank(a.address):
         v.withdraw(weth.address, 4 * 10**17)  # 0.6 WETH left: 1020 >= 1000
-        assert p.lens.equity(a.address) == 1020 * WAD
+        assert p.equity(a.address) == 1020 * WAD
         with boa.reverts("vault: below initial margin"):
             v.withdraw(weth.address, 2 * 10**16)  # 0.58 WETH: 986 < 1000
     assert v.balances(a.address, WETH_ID) == 6 * 10**17
@@ -245,12 +245,12 @@ def test_unrealized_profit_is_not_withdrawable_cash(protocol):
     p.deposit_usd(b, 100_000)
     p.trade(a, b, "ETH-PERP", 1 * WAD, 2000 * WAD)
     p.set_price("ETH", 2500)
-    assert p.lens.equity(a.address) == 1500 * WAD
+    assert p.equity(a.address) == 1500 * WAD
     with boa.env.prank(a.address):
         v.withdraw(usdc.address, 1_000 * 10**6)
         # equity 500 >= IM 250, but the profit is unrealized: no cash to withdraw
-        assert p.lens.equity(a.address) == 500 * WAD
-        assert p.lens.initial_margin(a.address) == 250 * WAD
+        assert p.equity(a.address) == 500 * WAD
+        assert p.initial_margin(a.address) == 250 * WAD
         with boa.reverts("vault: insufficient cash"):
             v.withdraw(usdc.address, 1)
     # realize it: close at 2500, then it is cash
@@ -591,7 +591,7 @@ def test_collateral_value_hand_calculation(protocol):
         weth_bal * 1000 * weth_hc // 10**18 + wbtc_bal * 20000 * WAD * wbtc_hc // (10**8 * WAD),
     )
     # equity in the engine = cash + collateral value (no positions)
-    assert p.lens.equity(a.address) == 42 * WAD + weth_val + wbtc_val
+    assert p.equity(a.address) == 42 * WAD + weth_val + wbtc_val
     # zero haircut: counts for nothing
     v.set_asset_params(WBTC_ID, 0, 1_000_000 * 10**8)
     assert v.collateral_value(a.address) == weth_val

@@ -1,0 +1,1066 @@
+# pragma version 0.4.3
+# pragma evm-version cancun
+# pragma nonreentrancy off
+"""
+@title Margin engine: markets, positions, cross-margin requirements, trading and liquidation
+@notice One account margins all its positions together against its vault balances.
+        - Equity = cash + haircut collateral value + unrealized PnL at mark - accrued funding.
+          Mark price = index price for these linear products; a settled future is marked at its
+          settlement price.
+        - Requirements per underlying on the NET position: for an underlying with long size L
+          and short size S across its markets (perpetual and futures), at index price P,
+              IM_u = ceil(|L - S| * P * im_rate) + ceil(min(L, S) * P * spread_im_rate)
+              MM_u = ceil(|L - S| * P * mm_rate) + ceil(min(L, S) * P * spread_mm_rate)
+          (a long perpetual against a short future nets; what is offset pays the spread
+          charge). In a future's last 7 days the part of it that nets shrinks linearly to zero
+          (netted = size * time to expiry / 7 days, rounded towards zero) and the rest is
+          charged alone at the outright rate, as SPAN's spot-month charge does: a basis trade's
+          requirement rises gradually before expiry instead of jumping at settlement. IM and MM
+          are the sums over underlyings. Rounding favours the protocol:
+          requirements up, equity down. Sources: CME SPAN inter-month spread charge; Derive
+          (Lyra v2) standard manager per-market rates.
+        - Health factor = equity / MM (WAD); liquidatable when equity < MM.
+        - Funding (perpetuals): each perpetual trade of size q at price T with index I moves
+          the funding rate towards its premium (T - I) / I by
+          `funding_smoothing` * q / max(q, OI before, OI after) (an EMA over trades
+          weighted by size against open interest, so a dust trade moves it by nothing),
+          clamped to +-`max_funding_rate`; the rate is a fraction of the index price per 8 hours
+          and accrues continuously into a cumulative funding index. Longs pay shorts when the
+          rate is positive (dYdX / Binance premium-index convention).
+        - Trades settle two EIP-712 signed orders (nonces, deadlines) matched by any sender, at
+          the maker's price, within `max_price_deviation` of the index.
+        - Liquidation is permissionless and partial: underlyings are closed in order of their
+          maintenance margin, each by the smallest fraction that brings health to
+          `liquidation_target`; the liquidator takes the positions at mark and receives
+          `liquidator_share` of a penalty, the rest goes to the insurance fund. The penalty
+          rate starts at `liquidation_penalty` and, once anyone has flagged the account as
+          liquidatable, grows linearly to `max_liquidation_penalty` (if above the start; 0 by
+          default, no growth) over `penalty_ramp_time`
+          (a Dutch-auction bonus, so an unattractive liquidation still ends), never above half
+          of any maintenance rate and never above the account's remaining equity.
+        - Open interest (sum of long sizes) per market and each account's position per market
+          are capped (0 = no cap), so no position outgrows what liquidation can absorb. An account left
+          without positions and with debt has its collateral sold to the liquidator at a
+          discount; an account left with nothing but debt goes to the vault's waterfall.
+        - Portfolio modules (admin, `set_portfolio_modules`; zero = off): an option market's
+          `margin_contribution(account, prices)` (value, IM, MM) is added to equity, IM and MM
+          on every margin check; then a health attestor's `effective_margin(account, IM, MM)`
+          may lower IM and MM (never below its governance floor of the standard margin). A
+          trade voids the attestation before it is judged; a liquidation is decided with it and
+          sized without it. `position_version` grows on every fill here; attestations bind to
+          `MarginLens.position_version`, which adds the vault's withdrawals and the option
+          market's changes.
+@dev Sizes are WAD units of the underlying; prices and USD amounts are WAD. Single-account
+     views that only read `margin_summary` (equity, is_liquidatable, meets_initial_margin) and
+     the EIP-712 helpers live in MarginLens (code size limit).
+"""
+
+from . import roles
+from . import wad
+from . import constants
+from . import types
+from . import funding
+from . import trade_rules
+
+initializes: roles
+
+
+
+interface IOracle:
+    def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]: view
+    def expiry_price(price_id: uint256, expiry: uint256) -> uint256: view
+    def price_id_count() -> uint256: view
+
+
+interface IVault:
+    def margin_inputs(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256): view
+    def has_collateral(account: address) -> bool: view
+    def withdrawal_count(account: address) -> uint256: view
+    def settle_cash(account: address, delta: int256): nonpayable
+    def charge_penalty(account: address, liquidator: address, penalty: uint256, liquidator_share: uint256): nonpayable
+    def cover_deficit(account: address) -> (uint256, uint256): nonpayable
+    def liquidate_collateral(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> bool: nonpayable
+
+
+interface IOptions:
+    def margin_contribution(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256, uint256): view
+    def position_version(account: address) -> uint256: view
+
+
+# @dev HealthAttestor.effective_margin returns (im, mm, attested: bool); only the first two words
+#      are read (same selector, the trailing flag is not needed here).
+interface IAttestor:
+    def effective_margin(account: address, standard_im: uint256, standard_mm: uint256) -> (uint256, uint256): view
+
+
+# @dev A future's netting credit fades linearly over its last week (CME SPAN spot-month charge),
+#      so that expiry settlement never raises an account's requirement.
+EXPIRY_RAMP: constant(uint256) = 7 * 86400
+
+# @dev On-chain bounds of every risk parameter (WAD fractions).
+MIN_IM_RATE: constant(uint256) = 10**16
+MAX_IM_RATE: constant(uint256) = 10**18
+MIN_MM_RATE: constant(uint256) = 5 * 10**15
+MIN_PENALTY: constant(uint256) = 10**15
+MAX_PENALTY: constant(uint256) = 10**17
+# @dev A target above 1 leaves a buffer, so one liquidation is not followed by another at
+#      the next tick.
+MIN_TARGET: constant(uint256) = 105 * 10**16
+MAX_TARGET: constant(uint256) = 2 * 10**18
+MIN_PRICE_DEVIATION: constant(uint256) = 10**15
+MAX_PRICE_DEVIATION: constant(uint256) = 2 * 10**17
+MAX_FUNDING_RATE_BOUND: constant(uint256) = 10**16
+MIN_PENALTY_RAMP: constant(uint256) = 60
+MAX_PENALTY_RAMP: constant(uint256) = 86400
+
+
+VAULT: public(immutable(address))
+ORACLE: public(immutable(address))
+
+underlying_count: public(uint256)
+underlyings: public(HashMap[uint256, types.Underlying])
+market_count: public(uint256)
+markets: public(HashMap[uint256, types.Market])
+positions: public(HashMap[address, HashMap[uint256, types.Position]])
+_account_markets: HashMap[address, DynArray[uint256, constants.MAX_ACCOUNT_MARKETS]]
+
+liquidation_penalty: public(uint256)
+max_liquidation_penalty: public(uint256)
+penalty_ramp_time: public(uint256)
+liquidatable_since: public(HashMap[address, uint256])
+open_interest: public(HashMap[uint256, uint256])
+max_open_interest: public(HashMap[uint256, uint256])
+max_position: public(HashMap[uint256, uint256])
+liquidator_share: public(uint256)
+liquidation_target: public(uint256)
+max_price_deviation: public(uint256)
+max_funding_rate: public(uint256)
+funding_smoothing: public(uint256)
+# @dev Portfolio modules (zero = off): an option market whose positions add to equity and
+#      requirements, and a health attestor that may lower the requirements.
+option_market: public(address)
+health_attestor: public(address)
+# @dev The matching contract, the only caller of `trade` (set once).
+matching: public(address)
+# @dev Counts this engine's fills and liquidations of an account while a health attestor is
+#      wired (nothing to void without one); `position_version` adds the vault's and the option
+#      market's counters.
+_fill_count: HashMap[address, uint256]
+# @dev Block number of each account's last trade that grew a position.
+opened_block: public(HashMap[address, uint256])
+
+
+event UnderlyingAdded:
+    underlying: indexed(uint256)
+    price_id: uint256
+
+
+event UnderlyingParamsSet:
+    underlying: indexed(uint256)
+    im_rate: uint256
+    mm_rate: uint256
+    spread_im_rate: uint256
+    spread_mm_rate: uint256
+
+
+event MarketListed:
+    market: indexed(uint256)
+    underlying: indexed(uint256)
+    is_perpetual: bool
+    expiry: uint256
+
+
+event LiquidationParamsSet:
+    liquidation_penalty: uint256
+    liquidator_share: uint256
+    liquidation_target: uint256
+
+
+event PenaltyRampSet:
+    max_liquidation_penalty: uint256
+    penalty_ramp_time: uint256
+
+
+event PositionCapsSet:
+    market: indexed(uint256)
+    max_open_interest: uint256
+    max_position: uint256
+
+
+event LiquidatableFlagged:
+    account: indexed(address)
+    since: uint256
+
+
+event TradeParamsSet:
+    max_price_deviation: uint256
+    max_funding_rate: uint256
+    funding_smoothing: uint256
+
+
+event PositionChanged:
+    account: indexed(address)
+    market: indexed(uint256)
+    size: int256
+    entry_price: uint256
+    realized_pnl: int256
+
+
+event FundingUpdated:
+    market: indexed(uint256)
+    funding_index: int256
+    funding_rate: int256
+
+
+event MarketSettled:
+    market: indexed(uint256)
+    settlement_price: uint256
+
+
+event PositionLiquidated:
+    account: indexed(address)
+    liquidator: indexed(address)
+    market: indexed(uint256)
+    size: int256
+    price: uint256
+
+
+event PortfolioModulesSet:
+    option_market: indexed(address)
+    health_attestor: indexed(address)
+
+
+event MatchingSet:
+    matching: indexed(address)
+
+
+event Liquidation:
+    account: indexed(address)
+    liquidator: indexed(address)
+    notional: uint256
+    penalty: uint256
+    health_before: uint256
+    health_after: uint256
+
+
+@deploy
+def __init__(admin_: address, vault: address, oracle: address):
+    roles.__init__(admin_)
+    VAULT = vault
+    ORACLE = oracle
+    self.liquidation_penalty = 2 * 10**16
+    self.penalty_ramp_time = 3600
+    self.liquidator_share = 5 * 10**17
+    self.liquidation_target = 125 * 10**16
+    self.max_price_deviation = 5 * 10**16
+    self.max_funding_rate = 5 * 10**15
+    self.funding_smoothing = 10**17
+    log LiquidationParamsSet(liquidation_penalty=2 * 10**16, liquidator_share=5 * 10**17, liquidation_target=125 * 10**16)
+    log TradeParamsSet(max_price_deviation=5 * 10**16, max_funding_rate=5 * 10**15, funding_smoothing=10**17)
+
+
+# ---------------------------------------------------------------- governance
+
+
+@internal
+def _set_underlying(u: uint256, price_id: uint256, im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256):
+    """
+    @dev Check an underlying's rates against the bounds (see `add_underlying`), store them, log.
+    """
+    assert im_rate >= MIN_IM_RATE and im_rate <= MAX_IM_RATE, "engine: im_rate out of bounds"
+    assert mm_rate >= MIN_MM_RATE and mm_rate <= im_rate, "engine: mm_rate out of bounds"
+    # a partial liquidation must be able to restore health: penalty <= mm_rate / 2
+    assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
+    assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
+    assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
+    self.underlyings[u] = types.Underlying(
+        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
+    )
+    log UnderlyingParamsSet(underlying=u, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+
+
+@internal
+@view
+def _check_penalty_fits(penalty: uint256):
+    """
+    @dev Every underlying's mm_rate must be at least twice the largest penalty rate.
+    """
+    for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+        assert self.underlyings[u].mm_rate >= 2 * penalty, "engine: mm_rate below 2x penalty"
+
+
+@external
+def add_underlying(price_id: uint256, im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256) -> uint256:
+    """
+    @notice Add an underlying with its margin rates (admin).
+    @param price_id Its oracle price id.
+    @param im_rate Initial margin rate on the net notional, WAD, in [1%, 100%].
+    @param mm_rate Maintenance margin rate, WAD, in [0.5%, im_rate] and >= 2 x penalty.
+    @param spread_im_rate IM charge on offset notional (spreads), WAD, <= im_rate.
+    @param spread_mm_rate MM charge on offset notional, WAD, <= spread_im_rate and mm_rate.
+    @return The underlying id.
+    """
+    roles._check_admin()
+    u: uint256 = self.underlying_count
+    assert u < constants.MAX_UNDERLYINGS, "engine: too many underlyings"
+    assert price_id < staticcall IOracle(ORACLE).price_id_count(), "engine: unknown price id"
+    log UnderlyingAdded(underlying=u, price_id=price_id)
+    self._set_underlying(u, price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+    self.underlying_count = u + 1
+    return u
+
+
+@external
+def set_underlying_params(underlying: uint256, im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256):
+    """
+    @notice Change an underlying's margin rates (risk admin), within the bounds of `add_underlying`.
+    """
+    roles._check_risk_admin()
+    assert underlying < self.underlying_count, "engine: unknown underlying"
+    self._set_underlying(underlying, self.underlyings[underlying].price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+
+
+@external
+def list_market(underlying: uint256, expiry: uint256) -> uint256:
+    """
+    @notice List a market (admin): a perpetual when `expiry` is 0, else a dated future that
+            settles against the index at `expiry`.
+    @param underlying An existing underlying.
+    @param expiry 0, or a unix time in the future.
+    @return The market id.
+    """
+    roles._check_admin()
+    assert underlying < self.underlying_count, "engine: unknown underlying"
+    assert expiry == 0 or expiry > block.timestamp, "engine: expiry in the past"
+    market_id: uint256 = self.market_count
+    assert market_id < constants.MAX_MARKETS, "engine: too many markets"
+    self.markets[market_id] = types.Market(
+        underlying=underlying,
+        is_perpetual=expiry == 0,
+        expiry=expiry,
+        settlement_price=0,
+        funding_rate=0,
+        funding_index=0,
+        funding_time=block.timestamp,
+    )
+    self.market_count = market_id + 1
+    log MarketListed(market=market_id, underlying=underlying, is_perpetual=expiry == 0, expiry=expiry)
+    return market_id
+
+
+@external
+def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: uint256):
+    """
+    @notice Change liquidation parameters (risk admin).
+    @param penalty WAD fraction of closed notional, in [0.1%, 10%] and <= half of every mm_rate.
+    @param liquidator_share WAD fraction of the penalty paid to the liquidator, <= 100%.
+    @param target Health factor a partial liquidation restores, WAD, in [1.05, 2.0].
+    """
+    roles._check_risk_admin()
+    assert penalty >= MIN_PENALTY and penalty <= MAX_PENALTY, "engine: penalty out of bounds"
+    assert liquidator_share <= constants.WAD, "engine: liquidator_share out of bounds"
+    assert target >= MIN_TARGET and target <= MAX_TARGET, "engine: target out of bounds"
+    self._check_penalty_fits(max(penalty, self.max_liquidation_penalty))
+    self.liquidation_penalty = penalty
+    self.liquidator_share = liquidator_share
+    self.liquidation_target = target
+    log LiquidationParamsSet(liquidation_penalty=penalty, liquidator_share=liquidator_share, liquidation_target=target)
+
+
+@external
+def set_penalty_ramp(max_penalty: uint256, ramp_time: uint256):
+    """
+    @notice How far the liquidation penalty grows while a flagged account is not liquidated
+            (risk admin).
+    @param max_penalty WAD fraction of closed notional, in [liquidation_penalty, 10%] and <= half
+           of every mm_rate.
+    @param ramp_time Seconds from the flag to the full penalty, in [60, 86400].
+    """
+    roles._check_risk_admin()
+    assert max_penalty >= self.liquidation_penalty and max_penalty <= MAX_PENALTY, "engine: max penalty out of bounds"
+    assert ramp_time >= MIN_PENALTY_RAMP and ramp_time <= MAX_PENALTY_RAMP, "engine: ramp time out of bounds"
+    self._check_penalty_fits(max_penalty)
+    self.max_liquidation_penalty = max_penalty
+    self.penalty_ramp_time = ramp_time
+    log PenaltyRampSet(max_liquidation_penalty=max_penalty, penalty_ramp_time=ramp_time)
+
+
+@external
+def set_position_caps(market_id: uint256, max_open_interest: uint256, max_position: uint256):
+    """
+    @notice Cap a market's open interest (sum of long sizes) and any account's position in it
+            (risk admin); 0 = no cap. Caps bind trades that raise them, not liquidations.
+    @param max_open_interest WAD units of the underlying.
+    @param max_position WAD units, <= max_open_interest when both are set.
+    """
+    roles._check_risk_admin()
+    assert market_id < self.market_count, "engine: unknown market"
+    assert max_open_interest == 0 or max_position <= max_open_interest, "engine: position cap above OI cap"
+    self.max_open_interest[market_id] = max_open_interest
+    self.max_position[market_id] = max_position
+    log PositionCapsSet(market=market_id, max_open_interest=max_open_interest, max_position=max_position)
+
+
+@external
+def set_trade_params(max_price_deviation: uint256, max_funding_rate: uint256, funding_smoothing: uint256):
+    """
+    @notice Change trading parameters (risk admin).
+    @param max_price_deviation Largest |trade price / index - 1|, WAD, in [0.1%, 20%].
+    @param max_funding_rate Cap on |funding rate| per 8 hours, WAD, <= 1%.
+    @param funding_smoothing Weight of a trade's premium in the funding EMA, WAD, in (0, 1].
+    """
+    roles._check_risk_admin()
+    assert max_price_deviation >= MIN_PRICE_DEVIATION and max_price_deviation <= MAX_PRICE_DEVIATION, "engine: max_price_deviation out of bounds"
+    assert max_funding_rate <= MAX_FUNDING_RATE_BOUND, "engine: max_funding_rate out of bounds"
+    assert funding_smoothing > 0 and funding_smoothing <= constants.WAD, "engine: funding_smoothing out of bounds"
+    self.max_price_deviation = max_price_deviation
+    self.max_funding_rate = max_funding_rate
+    self.funding_smoothing = funding_smoothing
+    log TradeParamsSet(max_price_deviation=max_price_deviation, max_funding_rate=max_funding_rate, funding_smoothing=funding_smoothing)
+
+
+@external
+def set_portfolio_modules(option_market: address, health_attestor: address):
+    """
+    @notice Wire the option market and the health attestor (admin); zero turns one off.
+    @dev Every margin check then adds the option market's `margin_contribution` (value, IM,
+         MM) to equity and requirements, and passes the resulting (IM, MM) through the
+         attestor's `effective_margin`, which can only lower them (to a governance floor).
+    """
+    roles._check_admin()
+    self.option_market = option_market
+    self.health_attestor = health_attestor
+    log PortfolioModulesSet(option_market=option_market, health_attestor=health_attestor)
+
+
+@external
+def set_matching(matching: address):
+    """
+    @notice Name the matching contract, the only caller of `trade` (admin, once: the contract
+            that can move positions is never replaced).
+    @dev Reverts "engine: matching already set", "engine: zero address".
+    """
+    roles._check_admin()
+    assert self.matching == empty(address), "engine: matching already set"
+    assert matching != empty(address), "engine: zero address"
+    self.matching = matching
+    log MatchingSet(matching=matching)
+
+
+# ---------------------------------------------------------------- valuation
+
+
+@internal
+@pure
+def _position_value(position: types.Position, mark: uint256, funding_index: int256) -> int256:
+    """
+    @dev floor(size * (mark - entry) / 1e18) - ceil(size * (funding_index - entry index) / 1e18):
+         unrealized PnL rounded down, funding owed rounded up.
+    """
+    pnl: int256 = wad._floor_div(position.size * (convert(mark, int256) - convert(position.entry_price, int256)), constants.IWAD)
+    owed: int256 = wad._ceil_div(position.size * (funding_index - position.funding_index), constants.IWAD)
+    return pnl - owed
+
+
+@internal
+@pure
+def _charge(amount: uint256, price: uint256, rate: uint256) -> uint256:
+    """
+    @dev ceil(amount * price * rate / 1e36): a margin charge in WAD USD, rounded up.
+    """
+    return wad._mul_div_up(amount * price, rate, constants.WAD * constants.WAD)
+
+
+@internal
+@view
+def _margin(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256, uint256):
+    """
+    @dev (equity, IM, MM) of an account at the given index prices; see the contract notice.
+    """
+    cash: int256 = 0
+    collateral: uint256 = 0
+    cash, collateral = staticcall IVault(VAULT).margin_inputs(account, prices)
+    equity: int256 = cash + convert(collateral, int256)
+    for market_id: uint256 in self._account_markets[account]:
+        market: types.Market = self.markets[market_id]
+        mark: uint256 = market.settlement_price
+        if mark == 0:
+            mark = prices[self.underlyings[market.underlying].price_id]
+            assert mark != 0, "engine: no valid price"
+        equity += self._position_value(self.positions[account][market_id], mark, funding._index_now(market, mark))
+    ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    ims, mms = self._requirements(account, prices, False)
+    im: uint256 = 0
+    mm: uint256 = 0
+    for u: uint256 in range(constants.MAX_UNDERLYINGS):
+        im += ims[u]
+        mm += mms[u]
+    module: address = self.option_market
+    if module != empty(address):
+        value: int256 = 0
+        option_im: uint256 = 0
+        option_mm: uint256 = 0
+        value, option_im, option_mm = staticcall IOptions(module).margin_contribution(account, prices)
+        equity += value
+        im += option_im
+        mm += option_mm
+    module = self.health_attestor
+    if module != empty(address):
+        im, mm = staticcall IAttestor(module).effective_margin(account, im, mm)
+    return equity, im, mm
+
+
+@internal
+@view
+def _requirements(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], closable_only: bool) -> (uint256[constants.MAX_UNDERLYINGS], uint256[constants.MAX_UNDERLYINGS]):
+    """
+    @dev IM and MM per underlying (see the contract notice), over live positions, or only over
+         those a liquidation can close (`closable_only`: futures past expiry excluded).
+    """
+    longs: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    shorts: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    alone: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    for market_id: uint256 in self._account_markets[account]:
+        market: types.Market = self.markets[market_id]
+        if market.settlement_price != 0:
+            continue
+        size: int256 = self.positions[account][market_id].size
+        amount: uint256 = convert(abs(size), uint256)
+        if not market.is_perpetual and block.timestamp + EXPIRY_RAMP > market.expiry:
+            if closable_only and block.timestamp >= market.expiry:
+                continue
+            left: uint256 = 0
+            if market.expiry > block.timestamp:
+                left = market.expiry - block.timestamp
+            netted: uint256 = amount * left // EXPIRY_RAMP
+            alone[market.underlying] += amount - netted
+            amount = netted
+        if size > 0:
+            longs[market.underlying] += amount
+        else:
+            shorts[market.underlying] += amount
+    ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+        if longs[u] == 0 and shorts[u] == 0 and alone[u] == 0:
+            continue
+        params: types.Underlying = self.underlyings[u]
+        price: uint256 = prices[params.price_id]
+        assert price != 0, "engine: no valid price"
+        net: uint256 = max(longs[u], shorts[u]) - min(longs[u], shorts[u])
+        offset: uint256 = min(longs[u], shorts[u])
+        ims[u] = self._charge(net, price, params.im_rate) + self._charge(offset, price, params.spread_im_rate) + self._charge(alone[u], price, params.im_rate)
+        mms[u] = self._charge(net, price, params.mm_rate) + self._charge(offset, price, params.spread_mm_rate) + self._charge(alone[u], price, params.mm_rate)
+    return ims, mms
+
+
+@internal
+@pure
+def _health(equity: int256, mm: uint256) -> uint256:
+    """
+    @dev equity / MM in WAD, rounded down; 0 when equity <= 0; max uint256 when MM is 0 and
+         equity >= 0 (nothing to maintain).
+    """
+    if equity <= 0:
+        if mm == 0 and equity == 0:
+            return max_value(uint256)
+        return 0
+    if mm == 0:
+        return max_value(uint256)
+    return convert(equity, uint256) * constants.WAD // mm
+
+
+@internal
+@view
+def _prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]:
+    return staticcall IOracle(ORACLE).index_prices()
+
+
+@internal
+@view
+def _summary(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> types.MarginSummary:
+    equity: int256 = 0
+    im: uint256 = 0
+    mm: uint256 = 0
+    equity, im, mm = self._margin(account, prices)
+    return types.MarginSummary(equity=equity, initial_margin=im, maintenance_margin=mm, health_factor=self._health(equity, mm))
+
+
+# ---------------------------------------------------------------- positions
+
+
+@internal
+def _accrue_funding(market_id: uint256, price: uint256) -> int256:
+    """
+    @dev Bring a perpetual's funding index up to now; returns the index.
+    """
+    market: types.Market = self.markets[market_id]
+    if not market.is_perpetual:
+        return market.funding_index
+    index: int256 = funding._index_now(market, price)
+    if market.funding_time != block.timestamp:
+        self.markets[market_id].funding_index = index
+        self.markets[market_id].funding_time = block.timestamp
+        log FundingUpdated(market=market_id, funding_index=index, funding_rate=market.funding_rate)
+    return index
+
+
+@internal
+def _bump_version(account: address):
+    # voids the account's attestation; without an attestor there is nothing to void
+    if self.health_attestor != empty(address):
+        self._fill_count[account] += 1
+
+
+@internal
+def _remove_market(account: address, market_id: uint256):
+    markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    n: uint256 = len(markets)
+    for i: uint256 in range(n, bound=constants.MAX_ACCOUNT_MARKETS):
+        if markets[i] == market_id:
+            markets[i] = markets[n - 1]
+            markets.pop()
+            break
+    self._account_markets[account] = markets
+
+
+@internal
+def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint256, funding_index: int256):
+    """
+    @dev Realize the position's PnL at `price` and its funding into cash, then set the new size
+         with entry `price`. Realizing at every fill keeps PnL accounting exact and zero-sum.
+    """
+    position: types.Position = self.positions[account][market_id]
+    self._bump_version(account)
+    realized: int256 = 0
+    if position.size != 0:
+        realized = self._position_value(position, price, funding_index)
+    else:
+        assert len(self._account_markets[account]) < constants.MAX_ACCOUNT_MARKETS, "engine: too many positions"
+        self._account_markets[account].append(market_id)
+    new_size: int256 = position.size + delta
+    self.open_interest[market_id] = self.open_interest[market_id] + convert(max(new_size, 0), uint256) - convert(max(position.size, 0), uint256)
+    if new_size == 0:
+        self.positions[account][market_id] = empty(types.Position)
+        self._remove_market(account, market_id)
+    else:
+        self.positions[account][market_id] = types.Position(size=new_size, entry_price=price, funding_index=funding_index)
+    if realized != 0:
+        extcall IVault(VAULT).settle_cash(account, realized)
+    log PositionChanged(account=account, market=market_id, size=new_size, entry_price=price, realized_pnl=realized)
+
+
+@internal
+def _settle_expired(account: address):
+    """
+    @dev Settle the expired futures of `account` that a post-expiry price can settle, and
+         realize every position of `account` in a settled market: a hedge is never unwound
+         leg by leg after expiry.
+    """
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    for market_id: uint256 in open_markets:
+        market: types.Market = self.markets[market_id]
+        if market.settlement_price == 0 and not market.is_perpetual and block.timestamp >= market.expiry:
+            self._settle(market_id, market)
+        price: uint256 = self.markets[market_id].settlement_price
+        if price != 0:
+            size: int256 = self.positions[account][market_id].size
+            self._apply_fill(account, market_id, -size, price, self.markets[market_id].funding_index)
+
+
+@external
+@nonreentrant
+def settle_market(market_id: uint256):
+    """
+    @notice Fix a dated future's settlement price, once expiry has passed, at the oracle's
+            expiry price (`OracleRouter.expiry_price`: the median of each feed's first round
+            at or after expiry), which does not depend on when this is called.
+            Permissionless; a second call is a no-op.
+    @dev Reverts "engine: not expired", "engine: price before expiry" (the expiry price is
+         not decided yet: a feed has not published since expiry).
+    """
+    assert market_id < self.market_count, "engine: unknown market"
+    market: types.Market = self.markets[market_id]
+    assert not market.is_perpetual, "engine: perpetual never settles"
+    assert block.timestamp >= market.expiry, "engine: not expired"
+    if market.settlement_price != 0:
+        return
+    assert self._settle(market_id, market), "engine: price before expiry"
+
+
+@internal
+def _settle(market_id: uint256, market: types.Market) -> bool:
+    """
+    @dev Fix an expired future's settlement price at the oracle's expiry price (the median of
+         each feed's first round at or after expiry: the same whenever it is called); returns
+         whether it did (False while that price is not yet decided).
+    """
+    price: uint256 = staticcall IOracle(ORACLE).expiry_price(self.underlyings[market.underlying].price_id, market.expiry)
+    if price == 0:
+        return False
+    self.markets[market_id].settlement_price = price
+    log MarketSettled(market=market_id, settlement_price=price)
+    return True
+
+
+@external
+@nonreentrant
+def settle_positions(account: address):
+    """
+    @notice Realize an account's positions in settled futures into cash, settling any of its
+            expired futures that a post-expiry price can settle. Permissionless.
+    """
+    self._settle_expired(account)
+
+
+# ---------------------------------------------------------------- trading
+
+
+@internal
+def _check_caps(account: address, market_id: uint256, old_size: int256, new_size: int256):
+    """
+    @dev A trade that grows a position must keep it, and the market's open interest, within
+         caps; it also records the block, in which the account cannot be liquidated.
+    """
+    if not trade_rules._grows(old_size, new_size):
+        return
+    self.opened_block[account] = block.number
+    cap: uint256 = self.max_position[market_id]
+    assert cap == 0 or convert(abs(new_size), uint256) <= cap, "engine: position above cap"
+    cap = self.max_open_interest[market_id]
+    assert cap == 0 or self.open_interest[market_id] <= cap, "engine: open interest above cap"
+
+
+@external
+@nonreentrant
+def trade(maker: address, taker: address, market_id: uint256, size: int256, price: uint256):
+    """
+    @notice Fill a matched pair: `maker` trades `size` (WAD units, > 0 buys) of `market_id` at
+            `price` (WAD USD) and `taker` the opposite. Only the matching contract, which has
+            checked both orders (signatures, nonces, limits), may call it.
+    @dev Reverts "engine: not matching", "engine: unknown market", "engine: market expired",
+         "engine: no valid price", "engine: price too far from index", "engine: below initial
+         margin" (for either side, unless its trade only reduces risk: `lib/trade_rules.vy`),
+         "engine: position above cap", "engine: open interest above cap", "engine: too many
+         positions".
+    """
+    assert msg.sender == self.matching, "engine: not matching"
+    assert market_id < self.market_count, "engine: unknown market"
+    market: types.Market = self.markets[market_id]
+    assert market.settlement_price == 0 and (market.is_perpetual or block.timestamp < market.expiry), "engine: market expired"
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices()
+    index: uint256 = prices[self.underlyings[market.underlying].price_id]
+    assert index != 0, "engine: no valid price"
+    gap: uint256 = max(price, index) - min(price, index)
+    assert gap * constants.WAD <= index * self.max_price_deviation, "engine: price too far from index"
+
+    # void both accounts' attestations before the trade is judged: before and after compare alike
+    self._bump_version(maker)
+    self._bump_version(taker)
+    funding_index: int256 = self._accrue_funding(market_id, index)
+    open_interest: uint256 = self.open_interest[market_id]
+    maker_before: types.MarginSummary = self._summary(maker, prices)
+    taker_before: types.MarginSummary = self._summary(taker, prices)
+    maker_old: int256 = self.positions[maker][market_id].size
+    taker_old: int256 = self.positions[taker][market_id].size
+    self._apply_fill(maker, market_id, size, price, funding_index)
+    self._apply_fill(taker, market_id, -size, price, funding_index)
+    assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker, prices)), "engine: below initial margin"
+    assert trade_rules._trade_allowed(taker_old, taker_old - size, taker_before, self._summary(taker, prices)), "engine: below initial margin"
+    self._check_caps(maker, market_id, maker_old, maker_old + size)
+    self._check_caps(taker, market_id, taker_old, taker_old - size)
+
+    if market.is_perpetual:
+        rate: int256 = funding._rate_after_trade(
+            market.funding_rate, price, index, convert(abs(size), uint256), max(open_interest, self.open_interest[market_id]), self.funding_smoothing, self.max_funding_rate
+        )
+        self.markets[market_id].funding_rate = rate
+        log FundingUpdated(market=market_id, funding_index=funding_index, funding_rate=rate)
+
+
+# ---------------------------------------------------------------- liquidation
+
+
+@internal
+def _close_underlying(account: address, liquidator: address, u: uint256, fraction: uint256, price: uint256) -> uint256:
+    """
+    @dev Move ceil(fraction * |size|) of every position of `account` on underlying `u` to the
+         liquidator at mark; returns the closed notional (WAD USD, rounded up). Futures past
+         expiry are left for settlement: nobody could trade them.
+    """
+    notional: uint256 = 0
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    for market_id: uint256 in open_markets:
+        market: types.Market = self.markets[market_id]
+        if market.underlying != u or market.settlement_price != 0:
+            continue
+        if not market.is_perpetual and block.timestamp >= market.expiry:
+            continue
+        size: int256 = self.positions[account][market_id].size
+        amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, constants.WAD), convert(abs(size), uint256))
+        if amount == 0:
+            continue
+        moved: int256 = convert(amount, int256)
+        if size < 0:
+            moved = -moved
+        funding_index: int256 = self._accrue_funding(market_id, price)
+        self._apply_fill(account, market_id, -moved, price, funding_index)
+        self._apply_fill(liquidator, market_id, moved, price, funding_index)
+        notional += wad._mul_div_up(amount, price, constants.WAD)
+        log PositionLiquidated(account=account, liquidator=liquidator, market=market_id, size=moved, price=price)
+    return notional
+
+
+@internal
+@view
+def _underlying_mm(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (uint256[constants.MAX_UNDERLYINGS], uint256[constants.MAX_UNDERLYINGS]):
+    """
+    @dev Per underlying: maintenance margin and gross notional (WAD USD) of the positions a
+         liquidation can close (not settled, not past expiry).
+    """
+    ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    ims, mms = self._requirements(account, prices, True)
+    sizes: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    for market_id: uint256 in self._account_markets[account]:
+        market: types.Market = self.markets[market_id]
+        if market.settlement_price != 0 or (not market.is_perpetual and block.timestamp >= market.expiry):
+            continue
+        sizes[market.underlying] += convert(abs(self.positions[account][market_id].size), uint256)
+    gross: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+        gross[u] = sizes[u] * prices[self.underlyings[u].price_id] // constants.WAD
+    return mms, gross
+
+
+@internal
+@view
+def _penalty_rate(account: address) -> uint256:
+    """
+    @dev liquidation_penalty, growing linearly to max_liquidation_penalty over
+         penalty_ramp_time from the time the account was flagged.
+    """
+    base: uint256 = self.liquidation_penalty
+    since: uint256 = self.liquidatable_since[account]
+    top: uint256 = max(base, self.max_liquidation_penalty)
+    # a flag older than two ramps is stale (the account may have recovered since): no bonus
+    if since == 0 or top == base or block.timestamp - since >= 2 * self.penalty_ramp_time:
+        return base
+    elapsed: uint256 = min(block.timestamp - since, self.penalty_ramp_time)
+    return base + (top - base) * elapsed // self.penalty_ramp_time
+
+
+@external
+def flag_liquidatable(account: address):
+    """
+    @notice Start the penalty ramp of a liquidatable account (anyone; idempotent while the flag
+            is fresh): if nobody finds its liquidation worth the gas, the bonus grows until
+            someone does. A flag expires after two ramp times, so one raised in a passing dip
+            cannot pay the full bonus in a later one.
+    @dev Reverts "engine: account not liquidatable".
+    """
+    summary: types.MarginSummary = self._summary(account, self._prices())
+    assert summary.equity < convert(summary.maintenance_margin, int256), "engine: account not liquidatable"
+    since: uint256 = self.liquidatable_since[account]
+    if since == 0 or block.timestamp - since >= 2 * self.penalty_ramp_time:
+        self.liquidatable_since[account] = block.timestamp
+        log LiquidatableFlagged(account=account, since=block.timestamp)
+
+
+@internal
+def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool) -> (uint256, uint256):
+    """
+    @dev Close underlyings in decreasing order of maintenance margin. For underlying u with
+         maintenance margin M_u and gross notional G_u, closing a fraction f of it lowers MM by
+         f*M_u and equity by penalty*f*G_u, so health reaches target t when
+             f >= (t*MM - equity) / (t*M_u - penalty*G_u);
+         f = 1 when the denominator is not positive or when `full`. The penalty never exceeds
+         the account's remaining equity, so it cannot push a solvent account into bad debt.
+         Returns (closed notional, penalty charged).
+    """
+    penalty_rate: uint256 = self._penalty_rate(account)
+    target: uint256 = self.liquidation_target
+    mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    gross: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
+    mms, gross = self._underlying_mm(account, prices)
+    done: bool[constants.MAX_UNDERLYINGS] = empty(bool[constants.MAX_UNDERLYINGS])
+    notional: uint256 = 0
+    charged: uint256 = 0
+    for step: uint256 in range(constants.MAX_UNDERLYINGS):
+        u: uint256 = constants.MAX_UNDERLYINGS
+        for k: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+            if not done[k] and gross[k] > 0 and (u == constants.MAX_UNDERLYINGS or mms[k] > mms[u]):
+                u = k
+        if u == constants.MAX_UNDERLYINGS:
+            break
+        done[u] = True
+        summary: types.MarginSummary = self._summary(account, prices)
+        if not full and summary.equity * constants.IWAD >= convert(summary.maintenance_margin * target, int256):
+            break
+        fraction: uint256 = constants.WAD
+        denominator: int256 = convert(mms[u] * target // constants.WAD, int256) - convert(gross[u] * penalty_rate // constants.WAD, int256)
+        if not full and denominator > 0:
+            deficit: int256 = convert(wad._mul_div_up(summary.maintenance_margin, target, constants.WAD), int256) - summary.equity
+            fraction = min(constants.WAD, wad._mul_div_up(convert(deficit, uint256), constants.WAD, convert(denominator, uint256)))
+        closed: uint256 = self._close_underlying(account, liquidator, u, fraction, prices[self.underlyings[u].price_id])
+        if closed == 0:
+            continue
+        # closing at mark leaves equity unchanged: summary.equity is still the account's equity
+        penalty: uint256 = min(wad._mul_div_up(closed, penalty_rate, constants.WAD), convert(max(summary.equity, 0), uint256))
+        if penalty != 0:
+            extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, penalty * self.liquidator_share // constants.WAD)
+        notional += closed
+        charged += penalty
+    return notional, charged
+
+
+@internal
+@view
+def _has_open_positions(account: address) -> bool:
+    for market_id: uint256 in self._account_markets[account]:
+        if self.markets[market_id].settlement_price == 0:
+            return True
+    return False
+
+
+@external
+def liquidate(account: address) -> uint256:
+    """
+    @notice Liquidate an account whose equity is below its maintenance margin. Permissionless;
+            the caller takes over the closed positions at mark, buys any collateral sold, and
+            must meet its own initial margin afterwards.
+    @dev Reverts "engine: account not liquidatable", "engine: nothing to liquidate" (e.g. only a
+         future past expiry awaiting settlement), "engine: self liquidation", "engine: position
+         opened this block" (the account grew a position in this block: retry in the next),
+         "engine: liquidator below IM", or an oracle error. Never lowers the
+         account's health factor unless it closes the account's positions completely.
+    @param account The account to liquidate.
+    @return The notional closed, WAD USD.
+    """
+    assert account != msg.sender, "engine: self liquidation"
+    # exposure opened in this block (before a price update the trader saw coming) is not
+    # liquidated in it: a coalition cannot sandwich a known gap and collect the penalty
+    assert self.opened_block[account] != block.number, "engine: position opened this block"
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices()
+    self._settle_expired(account)
+    before: types.MarginSummary = self._summary(account, prices)
+    assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
+    # an attestation decides whether to liquidate; how much is judged on the standard margin
+    self._bump_version(account)
+
+    notional: uint256 = 0
+    penalty: uint256 = 0
+    notional, penalty = self._liquidate_positions(account, msg.sender, prices, False)
+    after: types.MarginSummary = self._summary(account, prices)
+    if self._has_open_positions(account) and after.health_factor < before.health_factor:
+        # too deep for a partial close to help: close everything
+        more_notional: uint256 = 0
+        more_penalty: uint256 = 0
+        more_notional, more_penalty = self._liquidate_positions(account, msg.sender, prices, True)
+        notional += more_notional
+        penalty += more_penalty
+        after = self._summary(account, prices)
+    acted: bool = notional != 0
+    if not self._has_open_positions(account) and after.equity < 0:
+        acted = extcall IVault(VAULT).liquidate_collateral(account, msg.sender, prices, self.liquidation_penalty) or acted
+        if not staticcall IVault(VAULT).has_collateral(account):
+            covered: uint256 = 0
+            uncovered: uint256 = 0
+            covered, uncovered = extcall IVault(VAULT).cover_deficit(account)
+            acted = acted or covered + uncovered != 0
+        after = self._summary(account, prices)
+    # e.g. only an expired future awaiting settlement: say so rather than burn the caller's gas
+    assert acted, "engine: nothing to liquidate"
+
+    if after.equity >= convert(after.maintenance_margin, int256):
+        self.liquidatable_since[account] = 0
+    liquidator: types.MarginSummary = self._summary(msg.sender, prices)
+    assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below IM"
+    log Liquidation(
+        account=account,
+        liquidator=msg.sender,
+        notional=notional,
+        penalty=penalty,
+        health_before=before.health_factor,
+        health_after=after.health_factor,
+    )
+    return notional
+
+
+# ---------------------------------------------------------------- views
+
+
+@external
+@view
+def margin_summary(account: address) -> types.MarginSummary:
+    """
+    @notice Equity (WAD, may be negative), IM, MM (WAD) and health factor (WAD) of an account at
+            current index prices.
+    """
+    return self._summary(account, self._prices())
+
+
+@external
+@view
+def open_markets(account: address) -> DynArray[uint256, constants.MAX_ACCOUNT_MARKETS]:
+    """
+    @notice Market ids in which the account has a position.
+    """
+    return self._account_markets[account]
+
+
+@external
+@view
+def is_liquidatable(account: address) -> bool:
+    """
+    @notice Whether equity < maintenance margin at current index prices (what `liquidate`
+            checks).
+    """
+    summary: types.MarginSummary = self._summary(account, self._prices())
+    return summary.equity < convert(summary.maintenance_margin, int256)
+
+
+@external
+@view
+def meets_initial_margin(account: address) -> bool:
+    """
+    @notice Whether equity >= initial margin at current index prices (the vault's withdrawal
+            check and the test a trade must pass).
+    """
+    summary: types.MarginSummary = self._summary(account, self._prices())
+    return summary.equity >= convert(summary.initial_margin, int256)
+
+
+@external
+@view
+def funding_index_now(market_id: uint256) -> int256:
+    """
+    @notice A market's cumulative funding index accrued to now at the current index price
+            (WAD USD per unit of size; `lib/funding.vy`); no accrual while the price is
+            unavailable.
+    """
+    market: types.Market = self.markets[market_id]
+    price: uint256 = self._prices()[self.underlyings[market.underlying].price_id]
+    if price == 0:
+        return market.funding_index
+    return funding._index_now(market, price)
+
+
+@external
+@view
+def position_version(account: address) -> uint256:
+    """
+    @notice The version of an account's portfolio that health attestations bind to: the sum of
+            this engine's fill counter (counted while an attestor is wired), the vault's
+            withdrawal counter and the option market's change counter. Each only grows and one
+            grows on every trade, liquidation, settlement and withdrawal, so the sum changes on
+            each.
+    @dev Replacing the option market changes the sum; attested versions then lapse or, at
+         worst, reapply until they expire (max validity 1 day).
+    """
+    version: uint256 = self._fill_count[account] + staticcall IVault(VAULT).withdrawal_count(account)
+    module: address = self.option_market
+    if module != empty(address):
+        version += staticcall IOptions(module).position_version(account)
+    return version
