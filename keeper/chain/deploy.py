@@ -126,12 +126,13 @@ class _Steps:
     def contract(self, key: str, name: str, *args: Any) -> Any:
         """Deploy `name` once; `key` is the manifest field its address goes to (and its ABI
         file's, in `abis`, for a deployable contract)."""
-        _name_abi(self.dep, key, name)
         record = self.dep.steps.get(key)
         if record is not None:
+            _name_abi(self.dep, key, name)  # also for a manifest written before `abis` existed
             return self.backend.at(name, record["address"])
         handle = self.backend.deploy(name, *args)
         self.dep.blocks[key] = int(getattr(self.backend, "last_block", 0) or 0)
+        _name_abi(self.dep, key, name)
         self._record(key, address=handle.address)
         return handle
 
