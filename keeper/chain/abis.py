@@ -24,7 +24,15 @@ import sys
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from keeper.chain.artifacts import CONTRACTS, EVM_VERSION, NAMES, ROOT, _sources_digest, load_artifact
+from keeper.chain.artifacts import (
+    CONTRACTS,
+    EVM_VERSION,
+    NAMES,
+    ROOT,
+    _sources_digest,
+    compiler_version,
+    load_artifact,
+)
 
 COMMAND = "bin/abi"
 ABI_DIR = "abi"
@@ -76,13 +84,13 @@ def interface_path(name: str) -> str:
 
 
 def render_abi(name: str) -> str:
+    """The content of abi/<name>.json."""
     return json.dumps(compiled_abi(name), indent=2, sort_keys=True) + "\n"
 
 
 def render_interface(name: str) -> str:
-    import vyper
-
-    header = f"{HEADER_MARK}from contracts/{NAMES[name]} (vyper {vyper.__version__} -f interface): do not edit.\n"
+    """The content of interfaces/<name>.vyi: the generated header, a blank line, the interface."""
+    header = f"{HEADER_MARK}from contracts/{NAMES[name]} (vyper {compiler_version()} -f interface): do not edit.\n"
     return header + "\n" + compiled_interface(name)
 
 

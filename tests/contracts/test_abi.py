@@ -108,7 +108,7 @@ def test_generated_interface_compiles_to_the_contract_functions(name):
         pytest.fail(f"{abis.interface_path(name)} missing: {REGENERATE}")
     declared = set(_functions(_vyi_abi(path)))
     compiled = set(_functions(_abi(name)))
-    assert declared <= compiled, f"{name}: not in the compiled ABI: {sorted(map(_show, declared - compiled))}"
+    assert declared <= compiled, f"{name}: not in the compiled ABI: {sorted(map(_show, declared - compiled))}: {REGENERATE}"
     assert {s[0] for s in declared} == {s[0] for s in compiled}, f"{name}: {REGENERATE}"
 
 
