@@ -82,6 +82,9 @@ class Deployment:
     health_attestor: str = ""  # HealthAttestor (its position version source is the engine)
     option_liquidation: str = ""  # OptionLiquidation: the code OptionMarket.liquidate_options runs
     option_series: dict[str, int] = field(default_factory=dict)  # "ETH-30D-C-2200" -> series id
+    # manifest field ("engine", "timelock") -> its contract's committed ABI, relative to the
+    # repository root ("abi/MarginEngine.json", written by bin/abi); mocks have none
+    abis: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -124,12 +127,15 @@ class _Steps:
         return record
 
     def contract(self, key: str, name: str, *args: Any) -> Any:
-        """Deploy `name` once; `key` is the manifest field its address goes to."""
+        """Deploy `name` once; `key` is the manifest field its address goes to (and its ABI
+        file's, in `abis`, for a deployable contract)."""
         record = self.dep.steps.get(key)
         if record is not None:
+            _name_abi(self.dep, key, name)  # also for a manifest written before `abis` existed
             return self.backend.at(name, record["address"])
         handle = self.backend.deploy(name, *args)
         self.dep.blocks[key] = int(getattr(self.backend, "last_block", 0) or 0)
+        _name_abi(self.dep, key, name)
         self._record(key, address=handle.address)
         return handle
 
@@ -144,6 +150,15 @@ class _Steps:
             return self._record(key, sent=False, found_on_chain=True, **extra)
         self.backend.transact(contract, fn, *args)
         return self._record(key, **extra)
+
+
+def _name_abi(dep: Deployment, key: str, name: str) -> None:
+    """Record in `dep.abis` where contract `name`'s ABI is committed (deployables only: the
+    mocks' ABIs are not published)."""
+    from keeper.chain.abis import abi_path, deployables
+
+    if name in deployables():
+        dep.abis[key] = abi_path(name)
 
 
 class _Metered:
@@ -365,6 +380,7 @@ def deploy_protocol(
             dep.blocks["timelock"] = metered.first_block
             record = run._record("timelock", sent=False, address=address, block=metered.first_block, gas=metered.gas)
         dep.timelock = record["address"]
+        _name_abi(dep, "timelock", "Timelock")
     dep.status = "complete"
     return dep
 

@@ -2,6 +2,9 @@
 time, the parameters as deployed, and the record of each deployment step) that `keeper run`,
 `keeper account` and the scripts read to find a deployed protocol.
 
+`abis` names each deployed contract's committed ABI (manifest field -> `abi/<Contract>.json`,
+relative to the repository root); manifests written before it existed load with none.
+
 A manifest with `"status": "partial"` records a deployment still in progress (or interrupted):
 only the deploy script reads it (to resume); everything else refuses it. Manifests written
 before these fields existed load as complete deployments.
@@ -13,7 +16,7 @@ import json
 import os
 import tempfile
 from dataclasses import fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from eth_utils import is_address, to_checksum_address
 
@@ -82,8 +85,8 @@ def _uint(value) -> bool:
 
 
 # Optional fields: name -> kind ("ids": object of name -> non-negative integer; "addresses":
-# object of name -> address; "uint": non-negative integer; "address": an address or "";
-# "text": a string).
+# object of name -> address; "paths": object of name -> relative file path; "uint":
+# non-negative integer; "address": an address or ""; "text": a string).
 OPTIONAL_FIELDS = {
     "asset_ids": "ids",
     "asset_decimals": "ids",
@@ -109,8 +112,17 @@ OPTIONAL_FIELDS = {
     "vol_feed": "address",
     "health_attestor": "address",
     "option_series": "ids",
+    "abis": "paths",
 }
 STATUSES = ("partial", "complete")
+
+
+def _relative_path(value) -> bool:
+    """A non-empty relative POSIX path that stays inside the folder it is relative to."""
+    if not isinstance(value, str) or not value or "\\" in value or not value.isprintable():
+        return False
+    path = PurePosixPath(value)
+    return not path.is_absolute() and ".." not in path.parts
 
 
 def _check_optional(key: str, value):
@@ -141,12 +153,17 @@ def _check_optional(key: str, value):
                 record["address"] = _check_address(record["address"], f"{key}[{name!r}].address")
         return value
     if not isinstance(value, dict):
-        raise _Bad(f"{key} must be a JSON object of name -> "
-                   f"{'address' if kind == 'addresses' else 'non-negative integer'}, got {_show(value)}")
+        what = {"addresses": "address", "paths": "relative path"}.get(kind, "non-negative integer")
+        raise _Bad(f"{key} must be a JSON object of name -> {what}, got {_show(value)}")
     out = {}
     for name, item in value.items():
         label = f"{key}.{name}" if name.isprintable() else f"{key}[{name!r}]"
-        if kind == "ids":
+        if kind == "paths":
+            if not _relative_path(item):
+                raise _Bad(f"{label} must be a path relative to the repository (such as abi/MarginEngine.json), "
+                           f"got {_show(item)}")
+            out[name] = item
+        elif kind == "ids":
             if not _uint(item):
                 raise _Bad(f"{label} must be a non-negative integer, got {_show(item)}")
             out[name] = item

@@ -3,14 +3,18 @@ governance (one clear error line each), and manifests old and new (atomic writes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
+from eth_utils import to_checksum_address
 
-from keeper.chain.deploy import Deployment
+from keeper.chain.artifacts import ROOT
+from keeper.chain.deploy import Deployment, deploy_protocol
 from keeper.chain.manifest import ManifestError, load_manifest, save_manifest
 from keeper.config import DEFAULT_CONFIG, ConfigError, FeedConfig, GovernanceConfig, load_config
 
@@ -152,3 +156,73 @@ def test_testnet_example_config_loads():
     assert cfg.mocks() == ["WETH", "WBTC"] and cfg.allow_mocks
     # the marked placeholder: the deploying account governs until the user names a multisig
     assert cfg.governance == GovernanceConfig("deployer", 86400)
+
+
+class _PaperBackend:
+    """Deploys nothing: hands out fresh addresses and records what would be sent."""
+
+    sender = "0x" + "11" * 20
+
+    def __init__(self):
+        self.sent = []
+
+    def deploy(self, name, *args):
+        self.sent.append(name)
+        return SimpleNamespace(address=to_checksum_address(f"0x{len(self.sent):040x}"))
+
+    def transact(self, contract, fn, *args):
+        self.sent.append(fn)
+
+    def at(self, name, address):
+        return SimpleNamespace(address=address)
+
+    def view(self, contract, fn, *args):
+        assert fn == "index_price", fn  # the strike of each option series
+        return 2000 * 10**18
+
+    def timestamp(self):
+        return 1_700_000_000
+
+
+def test_manifest_names_each_contracts_abi(tmp_path):
+    """Every deployed deployable is named with its committed ABI (`abis`: manifest field ->
+    abi/<Contract>.json, a file bin/abi writes); mocks have none. A manifest without `abis`
+    (written before it existed) loads with none, and resuming it records them, sending nothing."""
+    config = load_config(DEFAULT_CONFIG.parent / "options.yaml")
+    config = dataclasses.replace(config, governance=GovernanceConfig(_PaperBackend.sender, 3600))
+    dep = deploy_protocol(_PaperBackend(), config, _PaperBackend.sender, 31337)
+    expected = {"oracle": "OracleRouter", "vault": "CollateralVault", "engine": "MarginEngine", "lens": "MarginLens",
+                "vol_feed": "VolFeed", "option_market": "OptionMarket", "health_attestor": "HealthAttestor",
+                "timelock": "Timelock"}
+    assert dep.abis == {key: f"abi/{name}.json" for key, name in expected.items()}
+    assert all((ROOT / p).is_file() for p in dep.abis.values()), dep.abis  # committed by bin/abi
+    assert all(getattr(dep, key) for key in dep.abis)  # each names a deployed address
+    path = save_manifest(dep, tmp_path / "m.json")
+    assert load_manifest(path).abis == dep.abis
+
+    raw = json.loads(path.read_text())
+    del raw["abis"]
+    path.write_text(json.dumps(raw | {"status": "partial"}))
+    old = load_manifest(path, allow_partial=True)
+    assert old.abis == {}
+    backend = _PaperBackend()
+    assert deploy_protocol(backend, config, _PaperBackend.sender, 31337, progress=old).abis == dep.abis
+    assert backend.sent == []
+
+
+@pytest.mark.parametrize(
+    ("abis", "message"),
+    [
+        ([], "abis must be a JSON object of name -> relative path, got []"),
+        ({"engine": "/etc/passwd"}, "abis.engine must be a path relative to the repository (such as abi/MarginEngine.json), got \"/etc/passwd\""),
+        ({"engine": "../abi/MarginEngine.json"}, "abis.engine must be a path relative to the repository (such as abi/MarginEngine.json), got \"../abi/MarginEngine.json\""),
+        ({"engine": 5}, "abis.engine must be a path relative to the repository (such as abi/MarginEngine.json), got 5"),
+    ],
+    ids=["not-object", "absolute", "parent", "not-text"],
+)
+def test_bad_manifest_abis(tmp_path, abis, message):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(OLD_MANIFEST | {"abis": abis}))
+    with pytest.raises(ManifestError) as e:
+        load_manifest(path)
+    assert str(e.value) == f"deployment manifest {path}: {message}"
