@@ -123,7 +123,7 @@ def gas_used(replay: Replay, users) -> dict[str, int]:
     a, b = users[0], users[1]
     maker, msig = replay._order(a, dep.markets["ETH-PERP"], WAD // 100, replay.opts.path.as_wad(0)["ETH"])
     taker, tsig = replay._order(b, dep.markets["ETH-PERP"], -WAD // 100, replay.opts.path.as_wad(0)["ETH"])
-    rows.append(("trade (match_orders, 2 signatures)", used(client.engine.functions.match_orders(maker, msig, taker, tsig).transact({"from": admin, "gas": 2_000_000, **fees}))))
+    rows.append(("trade (match_orders, 2 signatures)", used(client.matching.functions.match_orders(maker, msig, taker, tsig).transact({"from": admin, "gas": 2_000_000, **fees}))))
     # crash ETH and BTC by 30% and liquidate the first liquidatable account
     start = replay.opts.path.as_wad(0)
     for symbol, feed in replay.feeds.items():

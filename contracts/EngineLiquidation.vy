@@ -1,6 +1,6 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
-# pragma optimize codesize
+# pragma optimize gas
 # pragma nonreentrancy off
 """
 @title Engine liquidation: the code `MarginEngine.liquidate` runs

@@ -1,6 +1,6 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
-# pragma optimize codesize
+# pragma optimize gas
 # pragma nonreentrancy off
 """
 @title Margin engine: markets, positions, cross-margin requirements, trading and liquidation
@@ -114,7 +114,8 @@ def liquidate(account: address) -> uint256:
     @param account The account to liquidate.
     @return The notional closed, WAD USD.
     """
-    return convert(raw_call(LIQUIDATION, msg.data, max_outsize=32, is_delegate_call=True), uint256)
+    response: Bytes[32] = raw_call(LIQUIDATION, msg.data, max_outsize=32, is_delegate_call=True)
+    return convert(response, uint256)
 
 
 @external

@@ -1,6 +1,6 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
-# pragma optimize codesize
+# pragma optimize gas
 # pragma nonreentrancy off
 """
 @title Option liquidation: the code `OptionMarket.liquidate_options` runs

@@ -1,6 +1,6 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
-# pragma optimize codesize
+# pragma optimize gas
 # pragma nonreentrancy off
 """
 @title Option market: European option series margined in the engine's cross-margin account
@@ -93,4 +93,5 @@ def liquidate_options(account: address) -> uint256:
     @param account The account to liquidate.
     @return The value moved, WAD USD.
     """
-    return convert(raw_call(LIQUIDATION, msg.data, max_outsize=32, is_delegate_call=True), uint256)
+    response: Bytes[32] = raw_call(LIQUIDATION, msg.data, max_outsize=32, is_delegate_call=True)
+    return convert(response, uint256)

@@ -106,7 +106,7 @@ class BoaProtocol:
             admin=admin,
             oracle=at("OracleRouter", dep.oracle),
             vault=at("CollateralVault", dep.vault),
-            engine=at("MarginEngine", dep.engine),
+            engine=with_delegate_events(at("MarginEngine", dep.engine), at("EngineLiquidation", dep.engine_liquidation)),
             lens=at("MarginLens", dep.lens),
             matching=at("Matching", dep.matching),
             usdc=at("MockERC20", dep.settlement_token),
@@ -169,8 +169,15 @@ class BoaProtocol:
 def events(contract, name: str) -> list:
     """Decoded logs named `name` from the last transaction (child calls included), whichever
     contract it entered through (a trade enters through the matching contract)."""
-    computation = _block_state.get("last")
-    return [log for log in contract.get_logs(computation=computation) if type(log).__name__ == name]
+    return [log for log in contract.get_logs(computation=_block_state.get("last")) if type(log).__name__ == name]
+
+
+def with_delegate_events(contract, code) -> object:
+    """`contract` (the engine or the option market), able to decode the events its liquidation
+    `code` emits from its address by delegatecall (as `keeper.chain.artifacts.DELEGATES` does
+    for the keeper's ABIs)."""
+    contract.event_abi_for.update(code.event_abi_for)
+    return contract
 
 
 @functools.lru_cache(maxsize=None)
@@ -248,6 +255,7 @@ class OptionsKit:
         market = deploy_unique(
             source_deployer("OptionMarket.vy"), p.admin, p.engine.address, vol_feed.address, liquidation.address
         )
+        with_delegate_events(market, liquidation)
         att = None
         if attestor:
             att = deploy_unique(

@@ -68,10 +68,11 @@ def test_checker_sees_every_contract():
     assert {f.name for f in files} >= {"CollateralVault.vy", "MarginEngine.vy", "OracleRouter.vy", "roles.vy", "wad.vy"}
     an = checker._Analyzer([CONTRACTS])
     vault = an.load(CONTRACTS / "CollateralVault.vy")
-    engine = an.load(CONTRACTS / "MarginEngine.vy")
+    engine = an.load(CONTRACTS / "lib" / "engine_core.vy")
+    matching = an.load(CONTRACTS / "Matching.vy")
     assert an.function_effect(vault, "_pull") == "extcall"
     assert an.function_effect(vault, "_check_engine") is None  # @view
-    assert "writes self.nonce_used" in an.function_effect(engine, "_authorise")
+    assert "writes self.nonce_bitmap" in an.function_effect(matching, "_use_nonce")
     # transitive: _liquidate_positions -> _close_underlying -> _accrue_funding writes storage
     assert "_accrue_funding" in an.function_effect(engine, "_liquidate_positions")
     wad = an.module_for(engine, "wad")

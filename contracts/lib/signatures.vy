@@ -25,10 +25,10 @@ ERC1271_MAGIC_VALUE: constant(bytes4) = 0x1626ba7e
 
 @internal
 @pure
-def _recover(digest: bytes32, signature: Bytes[constants.MAX_SIGNATURE_LENGTH]) -> address:
+def _try_recover(digest: bytes32, signature: Bytes[constants.MAX_SIGNATURE_LENGTH]) -> address:
     """
-    @dev The EOA that signed `digest`. Reverts "signature: bad length", "signature: malleable",
-         "signature: bad v", "signature: invalid" (recovers to no address).
+    @dev The address `ecrecover` returns for a well-formed signature (zero when none recovers).
+         Reverts "signature: bad length", "signature: malleable", "signature: bad v".
     """
     assert len(signature) == 65, "signature: bad length"
     r: uint256 = extract32(signature, 0, output_type=uint256)
@@ -36,7 +36,17 @@ def _recover(digest: bytes32, signature: Bytes[constants.MAX_SIGNATURE_LENGTH]) 
     v: uint256 = convert(slice(signature, 64, 1), uint256)
     assert s <= SECP256K1N_HALF, "signature: malleable"
     assert v == 27 or v == 28, "signature: bad v"
-    signer: address = ecrecover(digest, v, r, s)
+    return ecrecover(digest, v, r, s)
+
+
+@internal
+@pure
+def _recover(digest: bytes32, signature: Bytes[constants.MAX_SIGNATURE_LENGTH]) -> address:
+    """
+    @dev The EOA that signed `digest`. Reverts as `_try_recover`, and "signature: invalid" when
+         no address recovers.
+    """
+    signer: address = self._try_recover(digest, signature)
     assert signer != empty(address), "signature: invalid"
     return signer
 
@@ -47,8 +57,8 @@ def _is_valid(signer: address, digest: bytes32, signature: Bytes[constants.MAX_S
     """
     @dev Whether `signer` signed `digest`: for an address with code, its ERC-1271
          `isValidSignature(digest, signature)` returned the magic value (a revert or any other
-         answer is False); otherwise the EOA recovered from `signature` is `signer` (a malformed
-         EOA signature reverts as in `_recover`).
+         answer is False); otherwise the EOA recovered from `signature` is `signer`, which is
+         never the zero address (a malformed EOA signature reverts as in `_try_recover`).
     """
     if signer.is_contract:
         ok: bool = False
@@ -61,7 +71,7 @@ def _is_valid(signer: address, digest: bytes32, signature: Bytes[constants.MAX_S
             revert_on_failure=False,
         )
         return ok and len(answer) == 32 and convert(slice(answer, 0, 4), bytes4) == ERC1271_MAGIC_VALUE
-    return self._recover(digest, signature) == signer
+    return signer != empty(address) and self._try_recover(digest, signature) == signer
 
 
 # @dev External wrapper: recovery for reference tests, and so the file also compiles as a

@@ -34,6 +34,11 @@ NAMES = {
 }
 
 
+# A deployable that runs another's code by delegatecall emits that code's events from its own
+# address: its ABI lists them too (MarginEngine.liquidate logs EngineLiquidation's `Liquidation`).
+DELEGATES = {"MarginEngine": "EngineLiquidation", "OptionMarket": "OptionLiquidation"}
+
+
 @dataclass(frozen=True)
 class Artifact:
     name: str
@@ -50,10 +55,20 @@ def _sources_digest() -> str:
 
 
 def load_artifact(name: str) -> Artifact:
-    """ABI and bytecode of a protocol contract by name (see NAMES).
+    """ABI and bytecode of a protocol contract by name (see NAMES); the ABI of a contract in
+    DELEGATES also lists the events its delegate's code emits from its address.
 
     Raises KeyError for an unknown name and vyper's exception if a source does not compile.
     """
+    artifact = _compiled(name)
+    if name not in DELEGATES:
+        return artifact
+    own = {e["name"] for e in artifact.abi if e["type"] == "event"}
+    borrowed = [e for e in _compiled(DELEGATES[name]).abi if e["type"] == "event" and e["name"] not in own]
+    return Artifact(name, artifact.abi + borrowed, artifact.bytecode)
+
+
+def _compiled(name: str) -> Artifact:
     source = NAMES[name]
     cache_file = CACHE / f"{name}-{_sources_digest()}.json"
     if cache_file.exists():

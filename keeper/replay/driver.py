@@ -375,7 +375,7 @@ class Replay:
         return key.public_key.to_checksum_address(), key.to_bytes()
 
     def _order(self, user: User, market: int, size: int, price: int) -> tuple[tuple, bytes]:
-        return user.order(market, size, price, self.deployment.chain_id, self.deployment.engine)
+        return user.order(market, size, price, self.deployment.chain_id, self.deployment.matching)
 
     def _trade(self, users: list[User]) -> None:
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(users)]

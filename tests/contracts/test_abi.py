@@ -210,8 +210,9 @@ CALLEES: dict[str, tuple[str, ...]] = {
     "IOptionMarket": ("OptionMarket",),
     "IAttestor": ("HealthAttestor",),
     "IVolFeed": ("VolFeed",),
-    # HealthAttestor's version source is the lens (keeper.chain.deploy); the lens adds the option market's
-    "IVersioned": ("MarginLens", "OptionMarket"),
+    # the deployables whose code the engine and the option market run by delegatecall
+    "MarginEngine.vy:ILiquidation": ("EngineLiquidation",),
+    "OptionMarket.vy:ILiquidation": ("OptionLiquidation",),
     # Timelock.accept_admin_of: every contract whose roles the timelock takes over
     "IRoles": tuple(name for _, name in GOVERNED),
     # outside standards: Chainlink's feed as recorded in interfaces/, and ERC-20's optional decimals()
@@ -222,7 +223,7 @@ CALLEES: dict[str, tuple[str, ...]] = {
 # (file under contracts/, interface, function) -> why its declared outputs may be a leading part
 # of the callee's. Only for static outputs (each a fixed 32-byte word), which decode the same.
 OUTPUT_PREFIX_ALLOWED: dict[tuple[str, str, str], str] = {
-    ("MarginEngine.vy", "IAttestor", "effective_margin"):
+    ("lib/engine_core.vy", "IAttestor", "effective_margin"):
         "reads (im, mm) of HealthAttestor's (im, mm, attested): the flag is not needed (see its @dev)",
 }
 

@@ -59,7 +59,7 @@ def make(p, user, market, size, price, *, nonce=None, deadline=None):
         _nonce[0] += 1
         nonce = _nonce[0]
     order = Order(user.address, market, size, price, nonce, now() + 3600 if deadline is None else deadline)
-    return order.as_tuple(), sign_order(order, user.key, boa.env.evm.patch.chain_id, p.engine.address)
+    return order.as_tuple(), sign_order(order, user.key, boa.env.evm.patch.chain_id, p.matching.address)
 
 
 def trade(p, buyer, seller, market, size, price):
@@ -149,7 +149,7 @@ def test_mango_off_market_pump_refused_and_unrealized_profit_is_not_cash(protoco
         m, ms = make(p, a, ETH_PERP, 10 * WAD, price)
         t, ts = make(p, b, ETH_PERP, -10 * WAD, price)
         with boa.reverts("engine: price too far from index"):
-            e.match_orders(m, ms, t, ts)
+            p.matching.match_orders(m, ms, t, ts)
     assert e.positions(a.address, ETH_PERP).size == 0
 
     # (2) at the band edge the trade goes through but the mark does not follow it
@@ -281,7 +281,7 @@ def test_compound_bzx_one_manipulated_feed_of_three_changes_nothing(protocol, sp
         m, ms = make(p, c, ETH_PERP, WAD, bad)
         t, ts = make(p, d, ETH_PERP, -WAD, bad)
         with boa.reverts("engine: price too far from index"):
-            e.match_orders(m, ms, t, ts)
+            p.matching.match_orders(m, ms, t, ts)
     trade(p, c, d, ETH_PERP, WAD, 2100 * WAD)
     trade(p, d, c, ETH_PERP, WAD, 1900 * WAD)
     # a liquidation attempt on the healthy accounts still fails
@@ -427,7 +427,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
             def deposit_for():
                 with boa.env.prank(stranger.address):
                     token.approve(v.address, 10**6)
-                    v.deposit(token.address, 10**6, a.address)
+                    v.deposit_for(token.address, 10**6, a.address)
 
             guarded(p, acting, deposit_for)
             assert summary(p, a)[3] >= hf
@@ -438,7 +438,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
         p.deposit(a, "USDC", 123_456_789)
         with boa.env.prank(a.address):
             guarded(p, acting, lambda: v.withdraw(usdc.address, 123_456_790), "vault: below initial margin")
-            guarded(p, acting, lambda: v.withdraw(usdc.address, 123_456_789, stranger.address))
+            guarded(p, acting, lambda: v.withdraw_to(usdc.address, 123_456_789, stranger.address))
             guarded(p, acting, lambda: v.withdraw(usdc.address, 1), "vault: below initial margin")
         assert summary(p, a)[:2] == (10_000 * WAD, 10_000 * WAD)
 
@@ -460,7 +460,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
         def attempt(buyer, seller, size, price, market=ETH_PERP):
             m, ms = make(p, buyer, market, size, price)
             t, ts = make(p, seller, market, -size, price)
-            return lambda: e.match_orders(m, ms, t, ts)
+            return lambda: p.matching.match_orders(m, ms, t, ts)
 
         # more risk, by one wei, at the index or at the worst price: refused
         guarded(p, acting, attempt(a, b, 1, 2000 * WAD), "engine: below initial margin")
@@ -481,8 +481,8 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
     elif fn == "cancel_nonce":
         before = world(p, a)
         with boa.env.prank(a.address):
-            guarded(p, acting, lambda: e.cancel_nonce(123))
-            guarded(p, acting, lambda: e.cancel_nonce(123), "engine: nonce used")
+            guarded(p, acting, lambda: p.matching.cancel_nonce(123))
+            guarded(p, acting, lambda: p.matching.cancel_nonce(123), "matching: nonce used")
         assert world(p, a) == before
 
     elif fn == "liquidate":
@@ -594,7 +594,7 @@ def test_euler_donate_to_reserves_pattern(euler):
         cv0 = v.collateral_value(a.address)
         with boa.env.prank(stranger.address):
             token.approve(v.address, amount)
-            v.deposit(token.address, amount, a.address)
+            v.deposit_for(token.address, amount, a.address)
         s1 = summary(p, a)
         if symbol == "USDC":
             assert s1[0] == s0[0] + credit
@@ -604,7 +604,7 @@ def test_euler_donate_to_reserves_pattern(euler):
         assert s1[3] >= s0[3]
     with boa.env.prank(stranger.address):
         with boa.reverts("vault: zero account"):
-            v.deposit(p.usdc.address, 1, ZERO)
+            v.deposit_for(p.usdc.address, 1, ZERO)
 
 
 # ====================================================================== MakerDAO Black Thursday 2020
@@ -757,7 +757,7 @@ def rtoken(protocol):
     p.usdc.mint(p.admin, 1_000_000 * USDC)
     with boa.env.prank(p.admin):
         p.usdc.approve(v.address, MAX_UINT)
-        v.deposit(p.usdc.address, 1_000_000 * USDC, r.address)
+        v.deposit_for(p.usdc.address, 1_000_000 * USDC, r.address)
     r.execute(v.address, v.deposit.prepare_calldata(r.address, 10 * WAD))
     return p, r, aid, u
 
@@ -767,10 +767,11 @@ def _vault_calls(p, r, aid, u):
     v = p.vault
     return {
         "deposit same token (double credit)": v.deposit.prepare_calldata(r.address, WAD),
-        "deposit same token for the outer account": v.deposit.prepare_calldata(r.address, WAD, u.address),
+        "deposit same token for the outer account": v.deposit_for.prepare_calldata(r.address, WAD, u.address),
         "deposit settlement token": v.deposit.prepare_calldata(p.usdc.address, USDC),
         "withdraw settlement token": v.withdraw.prepare_calldata(p.usdc.address, USDC),
         "withdraw same token": v.withdraw.prepare_calldata(r.address, WAD),
+        "withdraw settlement token to another receiver": v.withdraw_to.prepare_calldata(p.usdc.address, USDC, u.address),
         "fund_insurance": v.fund_insurance.prepare_calldata(USDC),
         "settle_cash": v.settle_cash.prepare_calldata(r.address, 10**18),
         "charge_penalty": v.charge_penalty.prepare_calldata(u.address, r.address, 10**18, 10**18),
@@ -785,6 +786,7 @@ VAULT_CALLS = [
     "deposit settlement token",
     "withdraw settlement token",
     "withdraw same token",
+    "withdraw settlement token to another receiver",
     "fund_insurance",
     "settle_cash",
     "charge_penalty",
@@ -1014,7 +1016,7 @@ def test_vyper_lock_engine_reentered_from_a_vault_deposit(rtoken):
     # opening trade inside the deposit: goes through, exactly as outside
     m, ms = make(p, x, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, y, ETH_PERP, -WAD, 2000 * WAD)
-    r.arm([e.address], [e.match_orders.prepare_calldata(m, ms, t, ts)])
+    r.arm([p.matching.address], [p.matching.match_orders.prepare_calldata(m, ms, t, ts)])
     with boa.env.prank(u.address):
         v.deposit(r.address, WAD)
     assert r.success(0) is True
@@ -1028,13 +1030,13 @@ def test_vyper_lock_engine_reentered_from_a_vault_deposit(rtoken):
     m, ms = make(p, y, ETH_PERP, WAD, 2010 * WAD)
     t, ts = make(p, x, ETH_PERP, -WAD, 2010 * WAD)
     before = world(p, x, y)
-    r.arm([e.address], [e.match_orders.prepare_calldata(m, ms, t, ts)])
+    r.arm([p.matching.address], [p.matching.match_orders.prepare_calldata(m, ms, t, ts)])
     with boa.env.prank(u.address):
         v.deposit(r.address, WAD)
     assert (r.success(0), r.response(0)) == (False, b"")
     assert world(p, x, y)["accounts"] == before["accounts"]
-    assert not e.nonce_used(y.address, m[4]) and not e.nonce_used(x.address, t[4])
-    e.match_orders(m, ms, t, ts)  # outside: fine
+    assert not p.matching.nonce_used(y.address, m[4]) and not p.matching.nonce_used(x.address, t[4])
+    p.matching.match_orders(m, ms, t, ts)  # outside: fine
     assert v.cash(x.address) == 10_010 * WAD and v.cash(y.address) == 9_990 * WAD
 
     # liquidation inside the deposit: charges a penalty in the locked vault -> reverts
@@ -1260,41 +1262,41 @@ def test_signatures_far_future_deadline_zero_address_and_garbage(protocol):
     boa.env.time_travel(seconds=10 * 365 * 86400)
     p.set_price("ETH", 2000)
     p.set_price("BTC", 30_000)
-    e.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
     assert e.positions(a.address, ETH_PERP).size == WAD
     t2, ts2 = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: nonce used"):
-        e.match_orders(m, ms, t2, ts2)  # the same signed order again
+    with boa.reverts("matching: nonce used"):
+        p.matching.match_orders(m, ms, t2, ts2)  # the same signed order again
     m3, ms3 = make(p, a, ETH_PERP, 2 * WAD, 2001 * WAD, nonce=m[4], deadline=MAX_UINT)
     t3, ts3 = make(p, b, ETH_PERP, -2 * WAD, 2001 * WAD)
-    with boa.reverts("engine: nonce used"):
-        e.match_orders(m3, ms3, t3, ts3)  # same nonce, new terms, fresh signature
+    with boa.reverts("matching: nonce used"):
+        p.matching.match_orders(m3, ms3, t3, ts3)  # same nonce, new terms, fresh signature
     with boa.env.prank(a.address):
-        with boa.reverts("engine: nonce used"):
-            e.cancel_nonce(m[4])
+        with boa.reverts("matching: nonce used"):
+            p.matching.cancel_nonce(m[4])
 
     # (2) garbage recovering to address(0), for an order of the zero address
     garbage = (0).to_bytes(32, "big") + (1).to_bytes(32, "big") + bytes([27])
     zero_order = Order(ZERO, ETH_PERP, WAD, 2000 * WAD, 1, now() + 3600)
-    digest = order_digest(zero_order, boa.env.evm.patch.chain_id, e.address)
-    assert p.lens.order_digest(zero_order.as_tuple()) == digest
+    digest = order_digest(zero_order, boa.env.evm.patch.chain_id, p.matching.address)
+    assert p.matching.order_digest(zero_order.as_tuple()) == digest
     t4, ts4 = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: invalid signature"):
-        e.match_orders(zero_order.as_tuple(), garbage, t4, ts4)
-    assert not e.nonce_used(ZERO, 1)
+    with boa.reverts("matching: invalid signature"):
+        p.matching.match_orders(zero_order.as_tuple(), garbage, t4, ts4)
+    assert not p.matching.nonce_used(ZERO, 1)
 
     # (3) well-formed garbage (low s, valid v) for a real account
     m5, _ = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     for r_, s_ in ((0, 1), (1, 1), (2**255, 12345)):
         junk = r_.to_bytes(32, "big") + s_.to_bytes(32, "big") + bytes([28])
-        with boa.reverts("engine: invalid signature"):
-            e.match_orders(m5, junk, t4, ts4)
+        with boa.reverts("matching: invalid signature"):
+            p.matching.match_orders(m5, junk, t4, ts4)
     # a real signature of a different digest by a's key is refused too
     other = keys.PrivateKey(a.key).sign_msg_hash(b"\x11" * 32)
     sig = other.r.to_bytes(32, "big") + other.s.to_bytes(32, "big") + bytes([other.v + 27])
-    with boa.reverts("engine: invalid signature"):
-        e.match_orders(m5, sig, t4, ts4)
-    assert not e.nonce_used(a.address, m5[4]) and not e.nonce_used(b.address, t4[4])
+    with boa.reverts("matching: invalid signature"):
+        p.matching.match_orders(m5, sig, t4, ts4)
+    assert not p.matching.nonce_used(a.address, m5[4]) and not p.matching.nonce_used(b.address, t4[4])
 
 
 # ====================================================================== healthy account

@@ -338,7 +338,7 @@ def test_signature_rejections(env, attestor, admin):
         attestor.submit_attestation(tup, [a, a])  # duplicate signer
     n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
     twin = a[:32] + (n - int.from_bytes(a[32:64], "big")).to_bytes(32, "big") + bytes([55 - a[64]])
-    with boa.reverts("signer_set: malleable signature"):
+    with boa.reverts("signature: malleable"):
         attestor.submit_attestation(tup, [twin, b])
     with boa.reverts("signer_set: not a signer"):
         submit(attestor, att, chain=chain_id() + 1)  # wrong chain

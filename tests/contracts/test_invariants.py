@@ -720,7 +720,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         """Cancel one of a few nonces this machine never signs with; twice reverts."""
         w = self.w
         nonce = 10**12 + k
-        expected = "engine: nonce used" if w.matching.nonce_used(w.addrs[i], nonce) else None
+        expected = "matching: nonce used" if w.matching.nonce_used(w.addrs[i], nonce) else None
         outcome = None
         try:
             with boa.env.prank(w.addrs[i]):

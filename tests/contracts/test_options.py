@@ -220,12 +220,12 @@ def test_trade_rejections(kit, protocol):
     kit.trade(a, b, series, WAD, mark + band - WAD // 10**6)
     maker, maker_sig = kit.order(a, series, WAD, mark)
     taker, taker_sig = kit.order(b, series, -WAD, mark)
-    with boa.reverts("options: invalid signature"):
+    with boa.reverts("matching: invalid signature"):
         m.match_orders(maker, taker_sig, taker, taker_sig)
-    with boa.reverts("options: sizes do not match"):
+    with boa.reverts("matching: sizes do not match"):
         m.match_orders(maker, maker_sig, maker, maker_sig)
     m.match_orders(maker, maker_sig, taker, taker_sig)
-    with boa.reverts("options: nonce used"):
+    with boa.reverts("matching: nonce used"):
         m.match_orders(maker, maker_sig, taker, taker_sig)
     with boa.env.prank(p.admin):
         m.set_series_caps(series, 5 * WAD, 3 * WAD)
@@ -241,8 +241,9 @@ def test_order_digest_is_eip712(kit):
     """The keeper's digest is eth-account's EIP-712 digest, and the market accepts an order
     signed over it (relayed by a third party, so the signature path is taken)."""
     order = (kit.p.admin, 7, -(3 * WAD + 1), 123 * WAD, 42, 1_900_000_000)
-    typed = option_order_typed_data(order, boa.env.evm.patch.chain_id, kit.market.address)
-    assert option_order_digest(OptionOrder(*order), boa.env.evm.patch.chain_id, kit.market.address) == typed_data_digest(typed)
+    typed = option_order_typed_data(order, boa.env.evm.patch.chain_id, kit.p.matching.address)
+    assert option_order_digest(OptionOrder(*order), boa.env.evm.patch.chain_id, kit.p.matching.address) == typed_data_digest(typed)
+    assert kit.p.matching.option_order_digest(order) == typed_data_digest(typed)
     p = kit.p
     series = list_with_vol(kit, 2100 * WAD, 30, True)
     a, b = funded(p, 100_000), funded(p, 100_000)

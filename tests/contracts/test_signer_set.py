@@ -137,17 +137,17 @@ def test_high_s_signature_refused(feed):
     assert s > SECP256K1_N // 2
     recovered = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(DIGEST)
     assert recovered.to_checksum_address() == first.address
-    with boa.reverts("signer_set: malleable signature"):
+    with boa.reverts("signature: malleable"):
         feed.verify_signatures(DIGEST, [twin, b])
 
 
 def test_malformed_signatures(feed):
     a, b = sign(DIGEST, SIGNERS[0], SIGNERS[1])
-    with boa.reverts("signer_set: bad signature v"):
+    with boa.reverts("signature: bad v"):
         feed.verify_signatures(DIGEST, [a[:64] + bytes([a[64] - 27]), b])  # v in {0, 1}
-    with boa.reverts("signer_set: bad signature length"):
+    with boa.reverts("signature: bad length"):
         feed.verify_signatures(DIGEST, [a[:64], b])
-    with boa.reverts("signer_set: invalid signature"):
+    with boa.reverts("signature: invalid"):
         feed.verify_signatures(DIGEST, [bytes(32) + a[32:], b])  # r = 0: ecrecover fails
 
 

@@ -31,7 +31,7 @@ def make(p, user, market, size, price, *, nonce=None, deadline=None, key=None):
         _nonce[0] += 1
         nonce = _nonce[0]
     order = Order(user.address, market, size, price, nonce, now() + 3600 if deadline is None else deadline)
-    digest = order_digest(order, chain_id(), p.engine.address)
+    digest = order_digest(order, chain_id(), p.matching.address)
     sig = keys.PrivateKey(key or user.key).sign_msg_hash(digest)
     return order.as_tuple(), sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
 
@@ -60,7 +60,7 @@ def test_match_orders_happy_path(ab):
     taker, tsig = make(p, b, ETH_PERP, -2 * WAD, 2005 * WAD)  # seller willing to go lower
     relayer = p.new_user().address
     with boa.env.prank(relayer):
-        e.match_orders(maker, msig, taker, tsig)
+        p.matching.match_orders(maker, msig, taker, tsig)
     fills = events(e, "OrderFilled")
     assert [(f.account, f.nonce, f.market, f.size, f.price) for f in fills] == [
         (a.address, maker[4], ETH_PERP, 2 * WAD, 2010 * WAD),
@@ -78,7 +78,7 @@ def test_match_orders_happy_path(ab):
     assert pos(p, b, ETH_PERP) == (-2 * WAD, 2010 * WAD, 0)
     assert e.open_markets(a.address) == [ETH_PERP]
     assert e.open_markets(b.address) == [ETH_PERP]
-    assert e.nonce_used(a.address, maker[4]) and e.nonce_used(b.address, taker[4])
+    assert p.matching.nonce_used(a.address, maker[4]) and p.matching.nonce_used(b.address, taker[4])
     # no cash moves on opening; the trade price vs index shows up in equity
     assert p.vault.cash(a.address) == 100_000 * WAD
     assert p.equity(a.address) == 100_000 * WAD - 20 * WAD
@@ -90,7 +90,7 @@ def test_taker_buys_from_maker_and_close_realizes_pnl(ab):
     e, v = p.engine, p.vault
     maker, msig = make(p, b, ETH_FUT, -3 * WAD, 1990 * WAD)  # b offers 3 at 1990
     taker, tsig = make(p, a, ETH_FUT, 3 * WAD, 1995 * WAD)
-    e.match_orders(maker, msig, taker, tsig)
+    p.matching.match_orders(maker, msig, taker, tsig)
     fills = events(e, "OrderFilled")
     assert [(f.account, f.size, f.price) for f in fills] == [(b.address, -3 * WAD, 1990 * WAD), (a.address, 3 * WAD, 1990 * WAD)]
     # futures have no funding rate
@@ -145,7 +145,7 @@ def test_markets_differ(ab):
     p, a, b = ab
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, BTC_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: markets differ"):
+    with boa.reverts("matching: markets differ"):
         p.matching.match_orders(m, ms, t, ts)
 
 
@@ -154,7 +154,7 @@ def test_sizes_do_not_match(ab, sizes):
     p, a, b = ab
     m, ms = make(p, a, ETH_PERP, sizes[0], 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, sizes[1], 2000 * WAD)
-    with boa.reverts("engine: sizes do not match"):
+    with boa.reverts("matching: sizes do not match"):
         p.matching.match_orders(m, ms, t, ts)
 
 
@@ -162,7 +162,7 @@ def test_self_trade(ab):
     p, a, _ = ab
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, a, ETH_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: self trade"):
+    with boa.reverts("matching: self trade"):
         p.matching.match_orders(m, ms, t, ts)
 
 
@@ -178,11 +178,11 @@ def test_order_expired(ab):
     p, a, b = ab
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, deadline=now() - 1)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: order expired"):
+    with boa.reverts("matching: order expired"):
         p.matching.match_orders(m, ms, t, ts)
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD, deadline=now() - 1)
-    with boa.reverts("engine: order expired"):
+    with boa.reverts("matching: order expired"):
         p.matching.match_orders(m, ms, t, ts)
     # a deadline equal to the block time is still valid
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, deadline=now())
@@ -196,22 +196,22 @@ def test_nonce_replay(ab):
     e = p.engine
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    e.match_orders(m, ms, t, ts)
-    with boa.reverts("engine: nonce used"):
-        e.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
+    with boa.reverts("matching: nonce used"):
+        p.matching.match_orders(m, ms, t, ts)
     # the used maker order with a fresh taker is refused too
     t2, ts2 = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: nonce used"):
-        e.match_orders(m, ms, t2, ts2)
+    with boa.reverts("matching: nonce used"):
+        p.matching.match_orders(m, ms, t2, ts2)
     # and a fresh maker with the used taker
     m2, ms2 = make(p, a, ETH_PERP, WAD, 2000 * WAD)
-    with boa.reverts("engine: nonce used"):
-        e.match_orders(m2, ms2, t, ts)
+    with boa.reverts("matching: nonce used"):
+        p.matching.match_orders(m2, ms2, t, ts)
     assert pos(p, a, ETH_PERP)[0] == WAD
     # the same nonce is independent per account
     m3, ms3 = make(p, b, ETH_PERP, WAD, 2000 * WAD, nonce=m[4])
     t3, ts3 = make(p, a, ETH_PERP, -WAD, 2000 * WAD, nonce=t[4])
-    e.match_orders(m3, ms3, t3, ts3)
+    p.matching.match_orders(m3, ms3, t3, ts3)
     assert pos(p, a, ETH_PERP)[0] == 0
 
 
@@ -220,33 +220,34 @@ def test_failed_match_does_not_consume_nonce(ab):
     e = p.engine
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2001 * WAD)  # seller wants more than the bid
-    with boa.reverts("engine: price worse than limit"):
-        e.match_orders(m, ms, t, ts)
-    assert not e.nonce_used(a.address, m[4])
-    assert not e.nonce_used(b.address, t[4])
+    with boa.reverts("matching: price worse than limit"):
+        p.matching.match_orders(m, ms, t, ts)
+    assert not p.matching.nonce_used(a.address, m[4])
+    assert not p.matching.nonce_used(b.address, t[4])
 
 
 def test_cancel_nonce(ab):
     p, a, b = ab
     e = p.engine
     with boa.env.prank(a.address):
-        e.cancel_nonce(777)
-        (ev,) = events(e, "OrderCancelled")
-        assert (ev.account, ev.nonce) == (a.address, 777)
-        with boa.reverts("engine: nonce used"):
-            e.cancel_nonce(777)
-    assert e.nonce_used(a.address, 777)
-    assert not e.nonce_used(b.address, 777)
+        p.matching.cancel_nonce(777)
+        (ev,) = events(p.matching, "NoncesCancelled")
+        assert (ev.account, ev.word, ev.mask) == (a.address, 777 >> 8, 1 << (777 & 255))
+        with boa.reverts("matching: nonce used"):
+            p.matching.cancel_nonce(777)
+    assert p.matching.nonce_used(a.address, 777)
+    assert not p.matching.nonce_used(b.address, 777)
+    assert not p.matching.nonce_used(a.address, 776) and not p.matching.nonce_used(a.address, 778)
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, nonce=777)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: nonce used"):
-        e.match_orders(m, ms, t, ts)
+    with boa.reverts("matching: nonce used"):
+        p.matching.match_orders(m, ms, t, ts)
     # cancelling an already filled order's nonce fails
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
-    e.match_orders(m, ms, t, ts)
+    p.matching.match_orders(m, ms, t, ts)
     with boa.env.prank(a.address):
-        with boa.reverts("engine: nonce used"):
-            e.cancel_nonce(m[4])
+        with boa.reverts("matching: nonce used"):
+            p.matching.cancel_nonce(m[4])
 
 
 # ------------------------------------------------------------------ signatures
@@ -256,11 +257,11 @@ def test_invalid_signature_other_key(ab):
     p, a, b = ab
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, key=b.key)  # a's order, b's signature
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
-    with boa.reverts("engine: invalid signature"):
+    with boa.reverts("matching: invalid signature"):
         p.matching.match_orders(m, ms, t, ts)
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD, key=a.key)
-    with boa.reverts("engine: invalid signature"):
+    with boa.reverts("matching: invalid signature"):
         p.matching.match_orders(m, ms, t, ts)
 
 
@@ -270,16 +271,16 @@ def test_invalid_signature_tampered_order(ab):
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     tampered_m = (m[0], m[1], 2 * WAD) + m[3:]
     tampered_t = (t[0], t[1], -2 * WAD) + t[3:]
-    with boa.reverts("engine: invalid signature"):
+    with boa.reverts("matching: invalid signature"):
         p.matching.match_orders(tampered_m, ms, tampered_t, ts)
     # signed for another engine (domain): invalid here
     order = Order(*m[:4], m[4] + 1, m[5])
     foreign = sign_order(order, a.key, chain_id(), p.vault.address)
-    with boa.reverts("engine: invalid signature"):
+    with boa.reverts("matching: invalid signature"):
         p.matching.match_orders(order.as_tuple(), foreign, t, ts)
     # signed for another chain id
-    foreign = sign_order(order, a.key, chain_id() + 1, p.engine.address)
-    with boa.reverts("engine: invalid signature"):
+    foreign = sign_order(order, a.key, chain_id() + 1, p.matching.address)
+    with boa.reverts("matching: invalid signature"):
         p.matching.match_orders(order.as_tuple(), foreign, t, ts)
 
 
@@ -294,10 +295,10 @@ def test_malleable_signature_rejected(ab):
     v_twin = 55 - v  # 27 <-> 28
     twin = r.to_bytes(32, "big") + s_twin.to_bytes(32, "big") + bytes([v_twin])
     # the twin really is a valid ECDSA signature of the same digest by the same key
-    digest = order_digest(Order(*m), chain_id(), p.engine.address)
+    digest = order_digest(Order(*m), chain_id(), p.matching.address)
     recovered = keys.Signature(vrs=(v_twin - 27, r, s_twin)).recover_public_key_from_msg_hash(digest)
     assert recovered.to_checksum_address() == a.address
-    with boa.reverts("engine: malleable signature"):
+    with boa.reverts("signature: malleable"):
         p.matching.match_orders(m, twin, t, ts)
     # the low-s original works
     p.matching.match_orders(m, ms, t, ts)
@@ -309,12 +310,12 @@ def test_bad_signature_length_and_v(ab):
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     for bad in (ms[:64], b"", ms[:1]):
-        with boa.reverts("engine: bad signature length"):
+        with boa.reverts("signature: bad length"):
             p.matching.match_orders(m, bad, t, ts)
     for v in (0, 1, 29, 255):
-        with boa.reverts("engine: bad signature v"):
+        with boa.reverts("signature: bad v"):
             p.matching.match_orders(m, ms[:64] + bytes([v]), t, ts)
-    with boa.reverts("engine: bad signature length"):
+    with boa.reverts("signature: bad length"):
         p.matching.match_orders(m, ms, t, ts[:64])
 
 
@@ -324,17 +325,17 @@ def test_self_submitted_order_needs_no_signature(ab):
     m, _ = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     # anyone else must bring a's signature
-    with boa.reverts("engine: bad signature length"):
-        e.match_orders(m, b"", t, ts)
+    with boa.reverts("signature: bad length"):
+        p.matching.match_orders(m, b"", t, ts)
     with boa.env.prank(a.address):
-        e.match_orders(m, b"", t, ts)
+        p.matching.match_orders(m, b"", t, ts)
     assert pos(p, a, ETH_PERP)[0] == WAD
-    assert e.nonce_used(a.address, m[4])
+    assert p.matching.nonce_used(a.address, m[4])
     # as taker too, and a junk signature is ignored for the sender's own order
     m2, ms2 = make(p, b, ETH_PERP, 2 * WAD, 2000 * WAD)
     t2, _ = make(p, a, ETH_PERP, -2 * WAD, 2000 * WAD)
     with boa.env.prank(a.address):
-        e.match_orders(m2, ms2, t2, b"\x01" * 65)
+        p.matching.match_orders(m2, ms2, t2, b"\x01" * 65)
     assert pos(p, a, ETH_PERP)[0] == -WAD
     assert pos(p, b, ETH_PERP)[0] == WAD
 
@@ -344,17 +345,17 @@ def test_order_digest_matches_keeper_and_eth_account(protocol):
     user = Account.create()
     for size in (3 * WAD + 1, -(7 * WAD) - 5):
         order = Order(user.address, ETH_FUT, size, 1234_567 * 10**15, 42, 1_900_000_000)
-        ours = order_digest(order, chain_id(), p.engine.address)
-        signable = encode_typed_data(full_message=typed_data(order, chain_id(), p.engine.address))
+        ours = order_digest(order, chain_id(), p.matching.address)
+        signable = encode_typed_data(full_message=typed_data(order, chain_id(), p.matching.address))
         reference = keccak(b"\x19" + signable.version + signable.header + signable.body)
-        assert p.lens.order_digest(order.as_tuple()) == ours == reference
-        assert p.lens.domain_separator() == signable.header == domain_separator(chain_id(), p.engine.address)
-        sig = sign_order(order, bytes(user.key), chain_id(), p.engine.address)
+        assert p.matching.order_digest(order.as_tuple()) == ours == reference
+        assert p.matching.domain_separator() == signable.header == domain_separator(chain_id(), p.matching.address)
+        sig = sign_order(order, bytes(user.key), chain_id(), p.matching.address)
         assert Account.recover_message(signable, signature=sig) == user.address
         assert int.from_bytes(sig[32:64], "big") <= SECP256K1_N // 2
         assert sig[64] in (27, 28)
     with pytest.raises(ValueError):
-        sign_order(order, bytes(Account.create().key), chain_id(), p.engine.address)
+        sign_order(order, bytes(Account.create().key), chain_id(), p.matching.address)
 
 
 # ------------------------------------------------------------------ price checks
@@ -365,12 +366,12 @@ def test_price_worse_than_limit(ab):
     # taker buys below the maker's ask
     m, ms = make(p, a, ETH_PERP, -WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, WAD, 2000 * WAD - 1)
-    with boa.reverts("engine: price worse than limit"):
+    with boa.reverts("matching: price worse than limit"):
         p.matching.match_orders(m, ms, t, ts)
     # taker sells above the maker's bid
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD + 1)
-    with boa.reverts("engine: price worse than limit"):
+    with boa.reverts("matching: price worse than limit"):
         p.matching.match_orders(m, ms, t, ts)
     # equal limits fill
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
@@ -466,12 +467,12 @@ def test_reduce_only_allowed_below_im_but_increase_reverts(protocol):
     m, ms = make(p, a, ETH_PERP, WAD // 10, 1900 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD // 10, 1900 * WAD)
     with boa.reverts("engine: below initial margin"):
-        e.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # flipping to a short of the same size is not a reduction
     m, ms = make(p, b, ETH_PERP, 8 * WAD, 1900 * WAD)
     t, ts = make(p, a, ETH_PERP, -8 * WAD, 1900 * WAD)
     with boa.reverts("engine: below initial margin"):
-        e.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # partial close, still below IM afterwards: allowed
     p.trade(b, a, ETH_PERP, WAD // 2, 1900 * WAD)
     s = e.margin_summary(a.address)
@@ -493,7 +494,7 @@ def test_reduce_that_grows_the_shortfall_reverts(protocol):
     m, ms = make(p, b, ETH_PERP, WAD // 2, 1520 * WAD)
     t, ts = make(p, a, ETH_PERP, -WAD // 2, 1520 * WAD)
     with boa.reverts("engine: below initial margin"):
-        e.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # at 1805 (loss 47.5 < IM relief 95) it is allowed
     p.trade(b, a, ETH_PERP, WAD // 2, 1805 * WAD)
     s = e.margin_summary(a.address)
@@ -520,9 +521,28 @@ def test_reduce_that_raises_im_reverts_below_im(protocol):
     m, ms = make(p, b, ETH_PERP, WAD // 100, 2520 * WAD)
     t, ts = make(p, a, ETH_PERP, -WAD // 100, 2520 * WAD)
     with boa.reverts("engine: below initial margin"):
-        e.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
     # buying back part of the future un-nets the other way: refused as well
     m, ms = make(p, a, ETH_FUT, WAD // 100, 2100 * WAD)
     t, ts = make(p, b, ETH_FUT, -WAD // 100, 2100 * WAD)
     with boa.reverts("engine: below initial margin"):
-        e.match_orders(m, ms, t, ts)
+        p.matching.match_orders(m, ms, t, ts)
+
+
+def test_cancel_nonces_invalidates_a_word_at_once(ab):
+    """Permit2-style bitmap nonces: one word holds 256 nonces; cancelling a mask invalidates
+    exactly those bits, including orders already signed, and leaves used ones used."""
+    p, a, b = ab
+    word = 3
+    with boa.env.prank(a.address):
+        p.matching.cancel_nonces(word, (1 << 5) | (1 << 200))
+    assert p.matching.nonce_used(a.address, word * 256 + 5) and p.matching.nonce_used(a.address, word * 256 + 200)
+    assert not p.matching.nonce_used(a.address, word * 256 + 6)
+    assert not p.matching.nonce_used(a.address, (word + 1) * 256 + 5)
+    m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, nonce=word * 256 + 200)
+    t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
+    with boa.reverts("matching: nonce used"):
+        p.matching.match_orders(m, ms, t, ts)
+    m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD, nonce=word * 256 + 6)
+    p.matching.match_orders(m, ms, t, ts)
+    assert p.matching.nonce_used(a.address, word * 256 + 6)

@@ -74,7 +74,7 @@ def test_usdc_deposit_and_withdraw_exact(protocol):
         assert usdc.balanceOf(a.address) == 1
         # to another receiver
         other = p.new_user().address
-        v.withdraw(usdc.address, 123_456_789, other)
+        v.withdraw_to(usdc.address, 123_456_789, other)
         (w,) = events(v, "Withdraw")
         assert (w.account, w.receiver, w.amount) == (a.address, other, 123_456_789)
     assert usdc.balanceOf(other) == 123_456_789
@@ -125,12 +125,12 @@ def test_deposit_for_another_account(protocol):
     with boa.env.prank(payer.address):
         usdc.approve(v.address, 500 * 10**6)
         weth.approve(v.address, 2 * WAD)
-        v.deposit(usdc.address, 500 * 10**6, beneficiary.address)
+        v.deposit_for(usdc.address, 500 * 10**6, beneficiary.address)
         (ev,) = events(v, "Deposit")
         assert (ev.account, ev.sender) == (beneficiary.address, payer.address)
-        v.deposit(weth.address, 2 * WAD, beneficiary.address)
+        v.deposit_for(weth.address, 2 * WAD, beneficiary.address)
         with boa.reverts("vault: zero account"):
-            v.deposit(usdc.address, 1, "0x0000000000000000000000000000000000000000")
+            v.deposit_for(usdc.address, 1, "0x0000000000000000000000000000000000000000")
     assert v.cash(beneficiary.address) == 500 * WAD
     assert v.cash(payer.address) == 0
     assert v.balances(beneficiary.address, WETH_ID) == 2 * WAD

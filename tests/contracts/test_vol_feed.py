@@ -202,7 +202,7 @@ def test_high_s_rejected(feed):
     tup, (a, b) = sign_vol_update(u, [s.key for s in SIGNERS[:2]], chain_id(), feed.address)
     n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
     twin = b[:32] + (n - int.from_bytes(b[32:64], "big")).to_bytes(32, "big") + bytes([55 - b[64]])
-    with boa.reverts("signer_set: malleable signature"):
+    with boa.reverts("signature: malleable"):
         feed.submit_vol(tup, [a, twin])
 
 

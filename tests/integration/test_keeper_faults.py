@@ -125,7 +125,7 @@ class Chain:
         amount = 100_000_000 * 10 ** r.decimals[usd]
         token, vault = r.tokens[usd], self.client.vault
         r._confirm([r._send(token.functions.mint(self.admin, amount), 200_000), r._send(token.functions.approve(vault.address, amount), 200_000)], "mint")
-        r._confirm([r._send(vault.functions.deposit(token.address, amount, self.rival), 300_000)], "deposit")
+        r._confirm([r._send(vault.functions.deposit_for(token.address, amount, self.rival), 300_000)], "deposit")
         self.start_prices = {s: int(p) for s, p in r.opts.path.as_wad(0).items()}
         self.rpc("evm_setAutomine", [False])
         self.snapshot_id = self.rpc("evm_snapshot", [])

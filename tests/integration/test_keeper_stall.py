@@ -145,9 +145,9 @@ def open_pairs(chain: Chain, cash: list[int], first_key: int) -> list[str]:
     scale = 10 ** (18 - r.decimals[usd])  # token units -> WAD USD of cash
     for long, short, c in zip(longs, shorts, cash):
         size = c * scale * LEVERAGE // 10 * WAD // price
-        ours, our_sig = long.order(market, size, price, chain.dep.chain_id, chain.dep.engine)
-        theirs, their_sig = short.order(market, -size, price, chain.dep.chain_id, chain.dep.engine)
-        hashes.append(r._send(chain.client.engine.functions.match_orders(ours, our_sig, theirs, their_sig), 600_000))
+        ours, our_sig = long.order(market, size, price, chain.dep.chain_id, chain.dep.matching)
+        theirs, their_sig = short.order(market, -size, price, chain.dep.chain_id, chain.dep.matching)
+        hashes.append(r._send(chain.client.matching.functions.match_orders(ours, our_sig, theirs, their_sig), 600_000))
     while chain.rpc("txpool_status", [])["pending"] != "0x0":
         chain.mine()
     for h in hashes:

@@ -113,7 +113,7 @@ class Chain:
         amount = dollars * USDC
         self.send(self.usdc.functions.mint(ADMIN, amount))
         self.send(self.usdc.functions.approve(self.dep.vault, amount))
-        self.send(self.client.vault.functions.deposit(self.usdc.address, amount, who))
+        self.send(self.client.vault.functions.deposit_for(self.usdc.address, amount, who))
 
     def set_eth(self, usd: float) -> None:
         self.send(self.eth_feed.functions.set_answer(int(round(usd * 10**8))))
@@ -135,8 +135,8 @@ class Chain:
         for who, signed in ((buyer, size), (seller, -size)):
             self.nonce += 1
             o = OptionOrder(self.addr[who], series, signed, mark, self.nonce, 2**63)
-            orders += [o.as_tuple(), sign_option_order(o, TRADER_KEYS[who], self.dep.chain_id, self.market.address)]
-        self.send(self.market.functions.match_orders(*orders))
+            orders += [o.as_tuple(), sign_option_order(o, TRADER_KEYS[who], self.dep.chain_id, self.dep.matching)]
+        self.send(self.client.matching.functions.match_option_orders(*orders))
 
     def summary(self, who: str) -> tuple:
         """The lens's (equity, IM, MM, health factor) of `who`, attestation applied."""

@@ -75,15 +75,15 @@ class Chain:
     def deposit(self, token, who: str, amount: int) -> None:
         self.send(token.functions.mint(ADMIN, amount))
         self.send(token.functions.approve(self.dep.vault, amount))
-        self.send(self.client.vault.functions.deposit(token.address, amount, self.addr[who]))
+        self.send(self.client.vault.functions.deposit_for(token.address, amount, self.addr[who]))
 
     def trade(self, buyer: str, seller: str, market: str, size: int, price: int) -> None:
         orders = []
         for who, signed in ((buyer, size), (seller, -size)):
             self.nonce += 1
             o = Order(self.addr[who], self.dep.markets[market], signed, price, self.nonce, 2**63)
-            orders += [o.as_tuple(), sign_order(o, KEYS[who], self.dep.chain_id, self.dep.engine)]
-        self.send(self.client.engine.functions.match_orders(*orders))
+            orders += [o.as_tuple(), sign_order(o, KEYS[who], self.dep.chain_id, self.dep.matching)]
+        self.send(self.client.matching.functions.match_orders(*orders))
 
     def _open_positions(self) -> None:
         self.deposit(self.usdc, "maker", 10_000_000 * USDC)

@@ -79,7 +79,7 @@ class Chain:
         for who, amount in (("buyer", 100_000 * USDC), ("writer", 3_000 * USDC)):
             self.send(usdc.functions.mint(ADMIN, amount))
             self.send(usdc.functions.approve(self.dep.vault, amount))
-            self.send(self.client.vault.functions.deposit(usdc.address, amount, self.addr[who]))
+            self.send(self.client.vault.functions.deposit_for(usdc.address, amount, self.addr[who]))
         expiry = self.market.functions.series(self.series).call()[3]
         now = self.w3.eth.get_block("latest")["timestamp"]
         post_vols(self.w3, self.dep, vol_keys, [vol_update(0, expiry, 0.8, 0.0, now)], ADMIN)
@@ -87,8 +87,8 @@ class Chain:
         orders = []
         for n, (who, size) in enumerate((("buyer", SIZE), ("writer", -SIZE))):
             o = OptionOrder(self.addr[who], self.series, size, mark, n + 1, 2**63)
-            orders += [o.as_tuple(), sign_option_order(o, KEYS[who], self.dep.chain_id, self.dep.option_market)]
-        self.send(self.market.functions.match_orders(*orders))
+            orders += [o.as_tuple(), sign_option_order(o, KEYS[who], self.dep.chain_id, self.dep.matching)]
+        self.send(self.client.matching.functions.match_option_orders(*orders))
 
     def rpc(self, method: str, args: list):
         response = self.w3.provider.make_request(method, args)

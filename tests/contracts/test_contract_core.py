@@ -1,0 +1,86 @@
+"""The split of the contract core: the engine and the option market run their liquidation code by
+delegatecall in their own storage, and only the matching contract can hand them a trade."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boa
+import pytest
+
+from keeper.chain.artifacts import CONTRACTS
+from tests.boa_protocol import WAD, OptionsKit, deploy_unique, source_deployer
+
+ETH_PERP = "ETH-PERP"
+
+
+def _layout(source: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "vyper", "-f", "layout", source], capture_output=True, text=True, check=True, cwd=CONTRACTS
+    )
+    layout = json.loads(out.stdout)
+    return {"storage": layout["storage_layout"], "transient": layout.get("transient_storage_layout", {})}
+
+
+@pytest.mark.parametrize(("owner", "code"), [("MarginEngine.vy", "EngineLiquidation.vy"), ("OptionMarket.vy", "OptionLiquidation.vy")])
+def test_liquidation_code_shares_its_owners_storage_layout(owner, code):
+    """Delegatecall is safe only if both deployables see the same slots: both lay out their storage
+    through one module, so the layouts are equal slot for slot (the owner's immutables live in code)."""
+    assert _layout(owner) == _layout(code)
+    assert _layout(owner)["storage"]  # not vacuous
+
+
+def test_engine_refuses_liquidation_code_for_another_vault(protocol):
+    p = protocol
+    other = deploy_unique(source_deployer("EngineLiquidation.vy"), p.engine.address, p.oracle.address)
+    with boa.reverts("engine: liquidation mismatch"):
+        source_deployer("MarginEngine.vy").deploy(p.admin, p.vault.address, p.oracle.address, other.address)
+
+
+def test_liquidation_code_called_directly_touches_nothing(protocol):
+    """EngineLiquidation holds no positions and no role: called directly it finds nothing to do,
+    and the vault would refuse it anyway."""
+    p = protocol
+    a, b = p.new_user(), p.new_user()
+    p.deposit_usd(a, 1_000)
+    p.deposit_usd(b, 1_000_000)
+    p.trade(a, b, ETH_PERP, 4 * WAD, 2000 * WAD)
+    p.set_price("ETH", 1800)
+    assert p.engine.is_liquidatable(a.address)
+    code = source_deployer("EngineLiquidation.vy").at(p.engine.LIQUIDATION())
+    with boa.env.prank(b.address), boa.reverts("engine: account not liquidatable"):
+        code.liquidate(a.address)
+    assert p.engine.positions(a.address, 0).size == 4 * WAD
+
+
+def test_only_matching_hands_the_engine_a_trade(protocol):
+    p = protocol
+    a, b = p.new_user(), p.new_user()
+    p.deposit_usd(a, 10_000)
+    p.deposit_usd(b, 10_000)
+    with boa.env.prank(a.address), boa.reverts("engine: not matching"):
+        p.engine.trade(a.address, b.address, 0, WAD, 2000 * WAD)
+
+
+def test_matching_is_set_once(protocol):
+    p = protocol
+    with boa.env.prank(p.admin), boa.reverts("engine: matching already set"):
+        p.engine.set_matching(p.admin)
+    assert p.engine.matching() == p.matching.address
+
+
+def test_only_matching_hands_the_option_market_a_trade(protocol):
+    p = protocol
+    kit = OptionsKit.deploy(p)
+    a = p.new_user()
+    with boa.env.prank(a.address), boa.reverts("options: not matching"):
+        kit.market.trade(a.address, p.admin, 0, WAD, WAD)
+    assert kit.market.MATCHING() == p.matching.address
+
+
+def test_every_deployable_reports_the_protocol_version(protocol):
+    p = protocol
+    version = source_deployer("lib/constants.vy").deploy().__version__()
+    assert version and all(c.__version__() == version for c in (p.engine, p.vault, p.matching))
