@@ -24,6 +24,12 @@
      arrived (balance difference), so fee-on-transfer tokens are credited correctly; transfers
      accept tokens that return no data. A withdrawal asks the margin engine to confirm initial
      margin after the debit and before the transfer (checks, effects, interaction).
+@custom:security Holds every token. Trusts the engine (set once) and the option market the admin
+     names to move cash only as their rules allow, and the oracle for prices. Guarantees: a
+     withdrawal leaves the account meeting initial margin (checked by the engine after the
+     debit, before the transfer); credit is what arrived; cash never leaves an account below
+     zero; losses beyond the insurance fund are recorded as bad debt, never hidden.
+@license MIT
 """
 
 from ethereum.ercs import IERC20

@@ -40,6 +40,11 @@
      Sources: Derive (Lyra v2) trusted risk assessor (PMRM `_assessRisk`) and `BaseLyraFeed`
      (EIP-712 signed data, m-of-n signers, staleness); CME SPAN / Deribit portfolio margin for
      what the attested IM and MM mean; EIP-712 (https://eips.ethereum.org/EIPS/eip-712).
+@custom:security Trusts m of n risk signers, the engine's `position_version` and the oracle.
+     Guarantees: an attestation can only lower a requirement, never below the governed floor of
+     the standard margin, and lapses on any portfolio change, price move out of band, signer-set
+     change or scenario-parameter change.
+@license MIT
 """
 
 import lib.signer_set as signer_set

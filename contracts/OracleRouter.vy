@@ -15,6 +15,11 @@
 @dev Validity rules follow Chainlink's `latestRoundData` guidance (staleness from `updatedAt`,
      reject non-positive answers). Median of an even count is the floor of the mean of the two
      middle values.
+@custom:security Trusts the feeds it lists, within their heartbeats and circuit breakers.
+     Guarantees: an index price is the median of valid feeds or none at all; a feed
+     replacement is the admin's, waits FEED_DELAY and must agree with the live median; the
+     expiry price does not depend on when it is asked.
+@license MIT
 """
 
 import lib.constants as constants

@@ -28,6 +28,7 @@
                  with one exception: `accept_admin_of`, which only makes this timelock the
                  admin of a contract that already proposed it; it gives the timelock power
                  and takes none from anyone else, so it needs no delay.
+@license MIT
 """
 
 interface IRoles:

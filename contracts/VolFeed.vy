@@ -23,6 +23,9 @@
      Sources: Derive (Lyra v2) `BaseLyraFeed` (EIP-712 FeedData with deadline and timestamp,
      m-of-n signers, heartbeat; vol heartbeat 20 min) and `LyraVolFeed` (vol per expiry);
      EIP-712 (https://eips.ethereum.org/EIPS/eip-712).
+@custom:security Trusts m of n signers. Guarantees: a vol point is within the governed bounds,
+     newer than the stored one, not from the future, and stale after the heartbeat.
+@license MIT
 """
 
 import lib.signer_set as signer_set

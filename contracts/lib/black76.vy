@@ -49,6 +49,7 @@
      Outside the supported range the formula stays well defined up to the hard limits (forward
      and strike <= 1e18 USD, sigma <= 100, tau <= 100 years), with parity and the no-arbitrage
      bounds still exact; inputs beyond the limits revert with one reason.
+@license MIT
 """
 
 from . import constants

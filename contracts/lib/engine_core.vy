@@ -53,6 +53,7 @@
 @dev Sizes are WAD units of the underlying; prices and USD amounts are WAD. Single-account
      views that only read `margin_summary` (equity, is_liquidatable, meets_initial_margin) and
      the EIP-712 helpers live in MarginLens (code size limit).
+@license MIT
 """
 
 from . import roles

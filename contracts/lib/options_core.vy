@@ -50,6 +50,7 @@
      parameters within hard bounds. The engine must have this market as its `option_market`
      and the vault must allow it to move cash. EIP-712 domain: name "CrossMargin Options",
      version "1", this chain, this contract.
+@license MIT
 """
 
 from . import roles

@@ -9,6 +9,7 @@
         in production.
 @dev Admin transfer is two-step (propose, then accept by the new admin) so that a mistyped
      address cannot lock governance out.
+@license MIT
 """
 
 admin: public(address)

@@ -17,6 +17,7 @@
      stores signed results can drop those signed under a set that no longer holds.
      This module initializes `roles`; a contract using it reaches the roles as
      `signer_set.roles`.
+@license MIT
 """
 
 from . import roles

@@ -8,6 +8,7 @@
         always favours the protocol.
 @dev Vyper's `//` truncates towards zero for signed integers; `_floor_div` and `_ceil_div`
      below give true floor and ceiling. The keeper mirrors these in `keeper/risk/fixed.py`.
+@license MIT
 """
 
 from . import constants
