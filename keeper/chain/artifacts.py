@@ -31,6 +31,7 @@ NAMES = {
     "MockVersioned": "mocks/MockVersioned.vy",
     "OptionMarket": "OptionMarket.vy",
     "OptionLiquidation": "OptionLiquidation.vy",
+    "MockContractWallet": "mocks/MockContractWallet.vy",
 }
 
 
