@@ -19,8 +19,9 @@ from . import constants
 
 # @dev secp256k1n / 2: larger s values are the malleable twin of a valid signature (EIP-2).
 SECP256K1N_HALF: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
-# @dev bytes4(keccak256("isValidSignature(bytes32,bytes)")), what a valid ERC-1271 check returns.
-ERC1271_MAGIC_VALUE: constant(bytes4) = 0x1626ba7e
+# @dev bytes4(keccak256("isValidSignature(bytes32,bytes)")) as the ABI returns it (left-aligned in
+#      one word): what a valid ERC-1271 check answers.
+ERC1271_MAGIC_WORD: constant(bytes32) = 0x1626ba7e00000000000000000000000000000000000000000000000000000000
 
 
 @internal
@@ -70,7 +71,9 @@ def _is_valid(signer: address, digest: bytes32, signature: Bytes[constants.MAX_S
             is_static_call=True,
             revert_on_failure=False,
         )
-        return ok and len(answer) == 32 and convert(slice(answer, 0, 4), bytes4) == ERC1271_MAGIC_VALUE
+        # the whole word, as OpenZeppelin's SignatureChecker: the call data itself starts with the
+        # magic value, so a fallback that echoes it must not pass
+        return ok and len(answer) == 32 and convert(answer, bytes32) == ERC1271_MAGIC_WORD
     return signer != empty(address) and self._try_recover(digest, signature) == signer
 
 
