@@ -59,7 +59,7 @@ def compiled_interface(name: str) -> str:
     """`vyper -f interface` of contract `name` (any `NAMES` entry), compiled with the same search
     path and settings as `load_artifact`; cached under build/abi/ by the source hash."""
     source = NAMES[name]
-    cache_file = CACHE / f"{name}-{_sources_digest()}.vyi"
+    cache_file = CACHE / f"{name}-{_sources_digest()}-structs2.vyi"
     if cache_file.exists():
         return cache_file.read_text(encoding="utf-8")
     from vyper.cli.vyper_compile import compile_files
@@ -69,8 +69,44 @@ def compiled_interface(name: str) -> str:
         [str(CONTRACTS / source)], ("interface",), paths=[str(CONTRACTS)], settings=Settings(evm_version=EVM_VERSION)
     )
     text: str = next(iter(out.values()))["interface"]
+    text = _with_imported_structs(text)
     _write_atomic(cache_file, text)
     return text
+
+
+def _with_imported_structs(text: str) -> str:
+    """`vyper -f interface` declares the structs a contract defines but not those of the modules it
+    imports (`lib/types.vy`, `lib/options_core.vy`, ...): add the declaration of each such struct the
+    interface names (and of the structs those name), member types resolved, so the file compiles
+    on its own."""
+    import re
+
+    structs = _library_structs()
+    declared = set(re.findall(r"^struct (\w+):", text, flags=re.M))
+    wanted: list[str] = []
+    pending = [n for n in structs if re.search(rf"\b{n}\b", text)]
+    while pending:
+        n = pending.pop(0)
+        if n in declared or n in wanted:
+            continue
+        wanted.append(n)
+        pending += [m for m in structs if m != n and re.search(rf"\b{m}\b", structs[n])]
+    return "".join(structs[n] + "\n\n" for n in reversed(wanted)) + text
+
+
+def _library_structs() -> dict[str, str]:
+    """name -> Vyper declaration of every struct in contracts/lib/ (names are unique there)."""
+    from vyper.compiler import CompilerData
+    from vyper.compiler.input_bundle import FilesystemInputBundle
+
+    bundle = FilesystemInputBundle([CONTRACTS])
+    out: dict[str, str] = {}
+    for path in sorted((CONTRACTS / "lib").glob("*.vy")):
+        module_t = CompilerData(bundle.load_file(path), bundle).annotated_vyper_module._metadata["type"]
+        for node in module_t.struct_defs:
+            members = node._metadata["struct_type"].members.items()
+            out[node.name] = f"struct {node.name}:\n" + "".join(f"    {m}: {t}\n" for m, t in members)
+    return out
 
 
 def abi_path(name: str) -> str:

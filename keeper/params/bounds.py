@@ -3,11 +3,11 @@ anything is sent. Each check returns the problems as text that ends with the rev
 contract would give, so the two can be compared. A test reads the constants below back from
 the Vyper sources.
 
-Sources: `contracts/MarginEngine.vy` (`_check_underlying_params`, `set_liquidation_params`,
+Sources: `contracts/lib/engine_core.vy` (`_check_underlying_params`, `set_liquidation_params`,
 `set_penalty_ramp`, `set_position_caps`, `set_trade_params`), `contracts/CollateralVault.vy`
 (`set_asset_params`, `set_depeg_params`), `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`) and,
 when options are deployed, `contracts/HealthAttestor.vy` (`set_margin_floor`,
-`set_price_band`, `set_max_validity`), `contracts/OptionMarket.vy` (`set_risk_params`,
+`set_price_band`, `set_max_validity`), `contracts/lib/options_core.vy` (`set_risk_params`,
 `set_series_caps`) and `contracts/VolFeed.vy` (`set_vol_bounds`, `set_heartbeat`).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 WAD = 10**18
 
-# MarginEngine.vy
+# lib/engine_core.vy (MarginEngine)
 MIN_IM_RATE = 10**16
 MAX_IM_RATE = 10**18
 MIN_MM_RATE = 5 * 10**15
@@ -43,7 +43,7 @@ MAX_MARGIN_FLOOR = 10**18
 MAX_PRICE_BAND = 10**17
 MIN_VALIDITY = 60
 MAX_VALIDITY = 86400
-# OptionMarket.vy
+# lib/options_core.vy (OptionMarket)
 MIN_SHORT_MM_RATE = 10**16
 MAX_SHORT_IM_RATE = 10**18
 MAX_LONG_HAIRCUT = 9 * 10**17
@@ -51,7 +51,7 @@ MIN_ABS_BAND = 10**14
 MAX_ABS_BAND = 5 * 10**16
 MIN_REL_BAND = 10**15
 MAX_REL_BAND = 5 * 10**17
-# VolFeed.vy (its MIN_HEARTBEAT / MAX_HEARTBEAT, renamed: the oracle's differ)
+# VolFeed.vy
 HARD_MIN_ATM_VOL = 10**16
 HARD_MAX_ATM_VOL = 5 * 10**18
 HARD_MAX_ABS_SKEW = 5 * 10**18
@@ -61,7 +61,7 @@ MAX_VOL_HEARTBEAT = 86400
 # Python name -> (Vyper source, constant name) of every mirrored bound, for the test that
 # reads them back.
 SOURCES: dict[str, tuple[str, str]] = {
-    **{n: ("MarginEngine.vy", n) for n in (
+    **{n: ("lib/engine_core.vy", n) for n in (
         "MIN_IM_RATE", "MAX_IM_RATE", "MIN_MM_RATE", "MIN_PENALTY", "MAX_PENALTY", "MIN_TARGET", "MAX_TARGET",
         "MIN_PRICE_DEVIATION", "MAX_PRICE_DEVIATION", "MAX_FUNDING_RATE_BOUND", "MIN_PENALTY_RAMP", "MAX_PENALTY_RAMP")},
     **{n: ("CollateralVault.vy", n) for n in (
@@ -69,12 +69,12 @@ SOURCES: dict[str, tuple[str, str]] = {
     **{n: ("OracleRouter.vy", n) for n in ("MIN_HEARTBEAT", "MAX_HEARTBEAT", "MAX_FEEDS")},
     **{n: ("HealthAttestor.vy", n) for n in (
         "MIN_MARGIN_FLOOR", "MAX_MARGIN_FLOOR", "MAX_PRICE_BAND", "MIN_VALIDITY", "MAX_VALIDITY")},
-    **{n: ("OptionMarket.vy", n) for n in (
+    **{n: ("lib/options_core.vy", n) for n in (
         "MIN_SHORT_MM_RATE", "MAX_SHORT_IM_RATE", "MAX_LONG_HAIRCUT", "MIN_ABS_BAND", "MAX_ABS_BAND",
         "MIN_REL_BAND", "MAX_REL_BAND")},
     **{n: ("VolFeed.vy", n) for n in ("HARD_MIN_ATM_VOL", "HARD_MAX_ATM_VOL", "HARD_MAX_ABS_SKEW")},
-    "MIN_VOL_HEARTBEAT": ("VolFeed.vy", "MIN_HEARTBEAT"),
-    "MAX_VOL_HEARTBEAT": ("VolFeed.vy", "MAX_HEARTBEAT"),
+    "MIN_VOL_HEARTBEAT": ("VolFeed.vy", "MIN_VOL_HEARTBEAT"),
+    "MAX_VOL_HEARTBEAT": ("VolFeed.vy", "MAX_VOL_HEARTBEAT"),
 }  # fmt: skip
 
 

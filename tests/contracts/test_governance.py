@@ -113,9 +113,9 @@ def test_constructors_reject_zero_admin_and_log_roles(protocol):
     with boa.reverts("roles: zero admin"):
         deploy_unique(deployer("CollateralVault"), ZERO, p.usdc.address, p.oracle.address)
     with boa.reverts("roles: zero admin"):
-        deploy_unique(deployer("MarginEngine"), ZERO, p.vault.address, p.oracle.address)
+        deploy_unique(deployer("MarginEngine"), ZERO, p.vault.address, p.oracle.address, p.engine.LIQUIDATION())
     admin = addr(p)
-    engine = deploy_unique(deployer("MarginEngine"), admin, p.vault.address, p.oracle.address)
+    engine = deploy_unique(deployer("MarginEngine"), admin, p.vault.address, p.oracle.address, p.engine.LIQUIDATION())
     logs = engine.get_logs()
     names = [type(x).__name__ for x in logs]
     assert names == ["AdminAccepted", "RiskAdminSet", "LiquidationParamsSet", "TradeParamsSet"]

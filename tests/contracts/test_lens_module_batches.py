@@ -50,7 +50,7 @@ def test_batches_equal_the_per_account_calls(protocol):
     assert [len(row) for row in batch] == [2, 0, 1, 2]  # not vacuous: positions are there
     assert lens.attestations_of(accounts) == [attestor.attestation(a) for a in accounts]
     assert [s.issued_at > 0 for s in lens.attestations_of(accounts)] == [False, False, True, False]
-    assert lens.position_versions_of(accounts) == [engine.position_version(a) for a in accounts]
+    assert lens.position_versions_of(accounts) == [protocol.engine.position_version(a) for a in accounts]
     assert lens.option_states_of([]) == [] and lens.attestations_of([]) == []
 
 
@@ -77,7 +77,7 @@ def test_empty_while_modules_are_unwired(protocol):
     zero = lens.attestations_of(accounts)
     assert len(zero) == len(accounts) and all(tuple(s) == (0, [], 0, 0, 0, 0, 0) for s in zero)
     # without the market's counter the version is the engine's fills + the vault's withdrawals
-    assert lens.position_versions_of(accounts) == [engine.position_version(a) for a in accounts]
+    assert lens.position_versions_of(accounts) == [protocol.engine.position_version(a) for a in accounts]
 
 
 class _Call:

@@ -193,7 +193,8 @@ def test_manifest_names_each_contracts_abi(tmp_path):
     dep = deploy_protocol(_PaperBackend(), config, _PaperBackend.sender, 31337)
     expected = {"oracle": "OracleRouter", "vault": "CollateralVault", "engine": "MarginEngine", "lens": "MarginLens",
                 "vol_feed": "VolFeed", "option_market": "OptionMarket", "health_attestor": "HealthAttestor",
-                "timelock": "Timelock"}
+                "timelock": "Timelock", "matching": "Matching", "engine_liquidation": "EngineLiquidation",
+                "option_liquidation": "OptionLiquidation"}
     assert dep.abis == {key: f"abi/{name}.json" for key, name in expected.items()}
     assert all((ROOT / p).is_file() for p in dep.abis.values()), dep.abis  # committed by bin/abi
     assert all(getattr(dep, key) for key in dep.abis)  # each names a deployed address
