@@ -57,11 +57,14 @@ exist) and the liquidator holds cash. Each measured account was set up in earlie
   - max_liquidation_call: an account holding the most an account can: positions in
     MAX_ACCOUNT_MARKETS = 8 markets (the admin lists four more futures), MAX_ACCOUNT_SERIES = 32
     option series (ETH and BTC, calls and puts, two expiries) and every listed collateral asset
-    (USDC cash, WETH, WBTC), made liquidatable by a 12% fall of ETH and BTC. A liquidator
-    liquidates it as the keeper does (keeper/bot.py: `OptionMarket.liquidate_options` while the
-    account holds options and that succeeds, else `MarginEngine.liquidate`), vols republished
-    before each call, until the account is no longer liquidatable; the figure is the largest
-    call, and the table lists each call.
+    (USDC cash, WETH, WBTC): long every future (5 ETH or 1/3 BTC each), short every series (1
+    ETH or 0.05 BTC each), 12,000 USDC, 2 WETH, 0.1 WBTC. Twice, on fresh deployments, ETH and
+    BTC fall: by 15% (liquidatable, solvent: partial liquidation) and by 25% (in debt: options
+    moved, every position closed, collateral sold, the deficit covered). A liquidator holding
+    only cash liquidates it as the keeper does (keeper/bot.py: `OptionMarket.liquidate_options`
+    while the account holds options and that succeeds, else `MarginEngine.liquidate`), fresh
+    vols published before each call, until the account is no longer liquidatable. The figure
+    is the largest call of both; the second table lists each call.
 
 Output: a table (baseline, current, change, target), and with --json one JSON object on the last
 line; the same object is written to reports/gas.json (the README's figures come from there).
@@ -73,6 +76,8 @@ by their own gas), without the baseline and without writing the report.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import shutil
@@ -107,6 +112,7 @@ TARGETS = {
 WAD = 10**18
 DAY = 86400
 BLOCK_TIME = 12
+START_TIME = 1_800_000_000  # each deployment starts at this block timestamp
 
 
 # ---------------------------------------------------------------- measurement
@@ -134,6 +140,7 @@ class Meter:
     def __init__(self, profile: bool = False):
         self.profile = profile
         self.txs: list[Tx] = []
+        self.trees: list[tuple[str, list]] = []  # with `profile`: (label, call_tree) per transaction
 
     def send(self, label: str, contract, fn: str, *args, sender: str) -> Tx:
         import boa
@@ -157,6 +164,8 @@ class Meter:
         refund = min(computation.get_gas_refund(), (intrinsic + execution) // 5)
         tx = Tx(label, intrinsic + execution - refund, intrinsic, execution, refund)
         self.txs.append(tx)
+        if self.profile:
+            self.trees.append((label, call_tree(computation)))
         return tx
 
     def view(self, label: str, contract, fn: str, *args) -> Tx:
@@ -174,7 +183,35 @@ class Meter:
         execution = contract._computation.get_gas_used()
         tx = Tx(label, execution, 0, execution, 0)
         self.txs.append(tx)
+        if self.profile:
+            self.trees.append((label, call_tree(contract._computation)))
         return tx
+
+
+def call_tree(computation, depth: int = 0) -> list[tuple[int, str, int, int]]:
+    """(depth, contract.function, gas including child calls, own gas) of a computation and its
+    child calls, depth first."""
+    import boa
+
+    contract = boa.env.lookup_contract(computation.msg.code_address)
+    if contract is None:
+        name = "0x" + bytes(computation.msg.code_address).hex()
+        name = f"precompile {name[-2:]}" if int(name, 16) < 0x100 else name
+    else:
+        fn = None
+        try:
+            fn = contract._get_fn_from_computation(computation)
+        except Exception:  # noqa: BLE001 - a name is a convenience
+            pass
+        selector = bytes(computation.msg.data[:4]).hex()
+        name = f"{Path(contract.compiler_data.contract_path).stem}.{fn.name if fn is not None else selector}"
+    if computation.msg.is_delegation:
+        name += " (delegatecall)"
+    total = computation.get_gas_used()
+    rows = [(depth, name, total, total - sum(child.get_gas_used() for child in computation.children))]
+    for child in computation.children:
+        rows += call_tree(child, depth + 1)
+    return rows
 
 
 # ---------------------------------------------------------------- the revision's API
@@ -214,7 +251,13 @@ class Bench:
         self.boa = boa
         self.adapter = adapter
         self.meter = meter
+        # reproducible figures: the same clock and accounts on every run and revision (calldata
+        # and stored values, hence gas, depend on addresses, signatures and deadlines)
+        boa.env.evm.patch.timestamp = START_TIME
+        boa.env.set_random_seed("benchmarks.gas")
         self.p = p = BoaProtocol.deploy(load_config(tree / "config" / "local.yaml"))
+        users = itertools.count(1)
+        p.new_user = lambda: self._user(next(users))
         self.relayer = boa.env.generate_address("relayer")
         self.makers = [p.new_user(), p.new_user()]
         for u in self.makers:
@@ -226,6 +269,16 @@ class Bench:
         self.liquidator = p.new_user()
         p.deposit_usd(self.liquidator, 2_000_000)
         self.tick()
+
+    def _user(self, n: int):
+        from eth_account import Account
+        from eth_utils import keccak
+        from tests.boa_protocol import User
+
+        account = Account.from_key(keccak(text=f"benchmarks.gas user {n}"))
+        user = User(account.address, bytes(account.key))
+        self.p.users.append(user)
+        return user
 
     def tick(self, seconds: int = BLOCK_TIME) -> None:
         self.boa.env.time_travel(seconds=seconds)
@@ -327,11 +380,13 @@ def scenario_margin_check_16_options(b: Bench) -> list[Tx]:
     return [b.meter.view("MarginEngine.margin_summary", p.engine, "margin_summary", seller.address)]
 
 
-MAX_ACCOUNT_CASH = 12_000  # USD
-MAX_ACCOUNT_FALL = 0.15
+# the maximal account's cash (USD): with it, 2 WETH and 0.1 WBTC it meets initial margin with
+# little to spare; a fall of 15% makes it liquidatable but solvent, one of 25% leaves it in debt
+MAX_ACCOUNT_CASH = 12_000
+MAX_ACCOUNT_FALLS = (0.15, 0.25)
 
 
-def scenario_max_liquidation_call(b: Bench) -> list[Tx]:
+def scenario_max_liquidation_call(b: Bench, fall: float) -> list[Tx]:
     from tests.boa_protocol import OptionsKit
 
     p, boa = b.p, b.boa
@@ -370,7 +425,7 @@ def scenario_max_liquidation_call(b: Bench) -> list[Tx]:
     assert len(kit.market.option_states(account.address)) == 32
     b.tick()
     for symbol in ("ETH", "BTC"):
-        p.set_price(symbol, b.usd(symbol) * (1 - MAX_ACCOUNT_FALL))
+        p.set_price(symbol, b.usd(symbol) * (1 - fall))
     assert b.liquidatable(account), "max liquidation: the account should be liquidatable"
 
     txs = []
@@ -393,18 +448,30 @@ def scenario_max_liquidation_call(b: Bench) -> list[Tx]:
     return txs
 
 
-SCENARIO_FUNCTIONS = {name: globals()[f"scenario_{name}"] for name in SCENARIOS}
+# scenario -> [(variant label, function of a fresh Bench)]; the figure is the largest call of all
+SCENARIO_RUNS = {name: [("", globals()[f"scenario_{name}"])] for name in SCENARIOS}
+SCENARIO_RUNS["max_liquidation_call"] = [
+    (f"-{fall:.0%}", functools.partial(scenario_max_liquidation_call, fall=fall)) for fall in MAX_ACCOUNT_FALLS
+]
 
 
 def run_scenarios(tree: Path, names=SCENARIOS, profile: bool = False) -> dict:
-    """{scenario: [Tx as dict, ...]} on the tree whose keeper/ and tests/ are importable."""
+    """{"adapter": ..., "scenarios": {scenario: [Tx as dict, ...]}} on the tree whose keeper/ and
+    tests/ are importable; with `profile`, also "trees": [(label, call tree), ...]."""
     adapter = detect_adapter(tree)
-    out = {}
+    out, trees = {}, []
     for name in names:
-        meter = Meter(profile=profile)
-        bench = Bench(tree, adapter, meter)
-        out[name] = [asdict(tx) for tx in SCENARIO_FUNCTIONS[name](bench)]
-    return {"adapter": adapter.name, "scenarios": out}
+        out[name] = []
+        for variant, run in SCENARIO_RUNS[name]:
+            meter = Meter(profile=profile)
+            for tx in run(Bench(tree, adapter, meter)):
+                tx.label = f"{variant} {tx.label}".strip()
+                out[name].append(asdict(tx))
+            trees += [(f"{variant} {label}".strip(), rows) for label, rows in meter.trees]
+    result = {"adapter": adapter.name, "scenarios": out}
+    if profile:
+        result["trees"] = trees
+    return result
 
 
 def figure(txs: list[dict]) -> int:
@@ -525,22 +592,24 @@ def report(current: dict, baseline: dict, rev: str) -> dict:
     return out
 
 
-def print_profile(console, top: int = 15) -> None:
-    """titanoboa's gas profile of the measured transactions (boa.profiling's global profile)."""
+def print_profile(console, trees: list, top: int = 15) -> None:
+    """The call tree of each measured transaction, then titanoboa's line profile (boa.profiling's
+    global profile, filled while `boa.env.enable_gas_profiling()` was on) by function and line."""
     from boa.profiling import global_profile
+    from rich.markup import escape
     from rich.table import Table
 
-    prof = global_profile()
-    calls = Table(title="external calls (gas including child calls; per call)")
-    for col in ("contract.function", "calls", "gas"):
-        calls.add_column(col, justify="left" if col == "contract.function" else "right")
-    rows = []
-    for info, stats in prof.call_profiles.items():
-        rows.append((f"{Path(info.contract_path).stem}.{info.fn_name}", len(stats.net_gas), sum(stats.net_gas) // len(stats.net_gas)))
-    for name, count, gas in sorted(rows, key=lambda r: -r[2])[:top]:
-        calls.add_row(name, str(count), f"{gas:,}")
-    console.print(calls)
+    for label, rows in trees:
+        table = Table(title=f"{label}: call tree (execution gas; own = without child calls)")
+        for col in ("call", "gas", "own"):
+            table.add_column(col, justify="left" if col == "call" else "right")
+        for depth, name, total, own in rows[:40]:
+            table.add_row(escape("  " * depth + name), f"{total:,}", f"{own:,}")
+        if len(rows) > 40:
+            table.add_row(f"... {len(rows) - 40} more calls", "", "")
+        console.print(table)
 
+    prof = global_profile()
     by_fn: dict = {}
     lines = []
     for info, gas_list in prof.line_profiles.items():
@@ -550,17 +619,17 @@ def print_profile(console, top: int = 15) -> None:
         by_fn[key] = by_fn.get(key, 0) + gas
         source = prof.get_module_line(info.module_path, info.lineno).strip()
         lines.append((gas, f"{module}:{info.lineno}", info.fn_name, source))
-    fns = Table(title="functions by own gas (child calls excluded; internal functions inlined in their callers' lines)")
+    fns = Table(title=f"top {top} functions by own gas (the gas of their lines; child calls excluded)")
     for col in ("module", "function", "gas"):
         fns.add_column(col, justify="right" if col == "gas" else "left")
     for (module, fn), gas in sorted(by_fn.items(), key=lambda kv: -kv[1])[:top]:
-        fns.add_row(module, fn, f"{gas:,}")
+        fns.add_row(module, escape(str(fn)), f"{gas:,}")
     console.print(fns)
-    table = Table(title=f"top {top} source lines by own gas")
+    table = Table(title=f"top {top} source lines by own gas (all iterations of a loop; child calls excluded)")
     for col in ("gas", "line", "function", "source"):
         table.add_column(col, justify="right" if col == "gas" else "left", overflow="fold")
     for gas, where, fn, source in sorted(lines, key=lambda r: -r[0])[:top]:
-        table.add_row(f"{gas:,}", where, fn, source[:110])
+        table.add_row(f"{gas:,}", where, escape(str(fn)), escape(source[:120]))
     console.print(table)
 
 
@@ -593,7 +662,7 @@ def main() -> None:
         for tx in current["scenarios"][args.profile]:
             console.print(f"{args.profile}: {tx['label']} gas {tx['gas']:,} (intrinsic {tx['intrinsic']:,}, "
                           f"execution {tx['execution']:,}, refund {tx['refund']:,})")
-        print_profile(console)
+        print_profile(console, current["trees"])
         return
 
     baseline_run = BaselineRun(args.baseline)
