@@ -66,11 +66,17 @@ exist) and the liquidator holds cash. Each measured account was set up in earlie
     vols published before each call, until the account is no longer liquidatable. The figure
     is the largest call of both; the second table lists each call.
 
-Output: a table (baseline, current, change, target), and with --json one JSON object on the last
-line; the same object is written to reports/gas.json (the README's figures come from there).
-`--profile NAME` prints titanoboa's gas profile of scenario NAME's measured transaction(s) on this
-tree (external calls with their gas including children, then internal functions and source lines
-by their own gas), without the baseline and without writing the report.
+The tokens and price feeds are config/local.yaml's mocks (MockERC20, MockAggregator): mainnet
+USDC (a proxy with a blacklist) and Chainlink feeds (proxy, then aggregator) cost a few thousand
+gas more per transfer and per feed read.
+
+Output: a table (baseline, current, change, target), the calls of max_liquidation_call, and the
+parts of each current figure; with --json one JSON object on the last line (the figures, the
+same under "baseline", "baseline_rev", "targets", and "max_liquidation_calls": [label, gas] of
+each call on both revisions), also written to reports/gas.json (the README's figures come from
+there). `--profile NAME` prints titanoboa's gas profile of scenario NAME's measured
+transaction(s) on this tree: the call tree (gas with and without child calls), then functions
+and source lines by their own gas (boa.profiling's line profile); no baseline, no report.
 """
 
 from __future__ import annotations
@@ -611,14 +617,19 @@ def print_profile(console, trees: list, top: int = 15) -> None:
 
     prof = global_profile()
     by_fn: dict = {}
-    lines = []
+    by_line: dict = {}  # the same source line in several deployments or transactions: summed
     for info, gas_list in prof.line_profiles.items():
         gas = sum(gas_list)
         module = Path(info.module_path).name
-        key = (module, info.fn_name)
-        by_fn[key] = by_fn.get(key, 0) + gas
-        source = prof.get_module_line(info.module_path, info.lineno).strip()
-        lines.append((gas, f"{module}:{info.lineno}", info.fn_name, source))
+        by_fn[(module, info.fn_name)] = by_fn.get((module, info.fn_name), 0) + gas
+        key = (info.module_path, info.lineno, info.fn_name)
+        by_line[key] = by_line.get(key, 0) + gas
+    lines = [
+        (gas, f"{Path(path).name}:{lineno}", fn, prof.get_module_line(path, lineno).strip())
+        for (path, lineno, fn), gas in by_line.items()
+    ]
+    if len(trees) > 1:
+        console.print(f"functions and lines below: summed over the {len(trees)} transactions above")
     fns = Table(title=f"top {top} functions by own gas (the gas of their lines; child calls excluded)")
     for col in ("module", "function", "gas"):
         fns.add_column(col, justify="right" if col == "gas" else "left")
