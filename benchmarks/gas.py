@@ -211,7 +211,7 @@ def call_tree(computation, depth: int = 0) -> list[tuple[int, str, int, int]]:
             pass
         selector = bytes(computation.msg.data[:4]).hex()
         name = f"{Path(contract.compiler_data.contract_path).stem}.{fn.name if fn is not None else selector}"
-    if computation.msg.is_delegation:
+    if computation.msg.storage_address != computation.msg.code_address:
         name += " (delegatecall)"
     total = computation.get_gas_used()
     rows = [(depth, name, total, total - sum(child.get_gas_used() for child in computation.children))]
@@ -676,6 +676,10 @@ def main() -> None:
         print_profile(console, current["trees"])
         return
 
+    try:
+        resolve(args.baseline)
+    except subprocess.CalledProcessError:
+        ap.error(f"--baseline: {args.baseline!r} is not a commit of {ROOT}")
     baseline_run = BaselineRun(args.baseline)
     try:
         current = run_scenarios(ROOT)
