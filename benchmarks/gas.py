@@ -209,8 +209,15 @@ def call_tree(computation, depth: int = 0) -> list[tuple[int, str, int, int]]:
             fn = contract._get_fn_from_computation(computation)
         except Exception:  # noqa: BLE001 - a name is a convenience
             pass
-        selector = bytes(computation.msg.data[:4]).hex()
-        name = f"{Path(contract.compiler_data.contract_path).stem}.{fn.name if fn is not None else selector}"
+        if fn is None:  # e.g. a public getter, which has no function in the source
+            from eth_utils import function_abi_to_4byte_selector
+
+            selector = bytes(computation.msg.data[:4])
+            fn_name = next((f["name"] for f in contract.abi if f.get("type") == "function"
+                            and function_abi_to_4byte_selector(f) == selector), "0x" + selector.hex())
+        else:
+            fn_name = fn.name
+        name = f"{Path(contract.compiler_data.contract_path).stem}.{fn_name}"
     if computation.msg.storage_address != computation.msg.code_address:
         name += " (delegatecall)"
     total = computation.get_gas_used()
@@ -606,13 +613,24 @@ def print_profile(console, trees: list, top: int = 15) -> None:
     from rich.table import Table
 
     for label, rows in trees:
-        table = Table(title=f"{label}: call tree (execution gas; own = without child calls)")
-        for col in ("call", "gas", "own"):
+        if len(rows) <= 40:
+            table = Table(title=f"{label}: call tree (execution gas; own = without child calls)")
+            for col in ("call", "gas", "own"):
+                table.add_column(col, justify="left" if col == "call" else "right")
+            for depth, name, total, own in rows:
+                table.add_row(escape("  " * depth + name), f"{total:,}", f"{own:,}")
+            console.print(table)
+            continue
+        # a long tree: the calls by function, the top call first
+        calls: dict = {}
+        for depth, name, total, own in rows:
+            count, total_sum, own_sum = calls.get((depth == 0, name), (0, 0, 0))
+            calls[(depth == 0, name)] = (count + 1, total_sum + total, own_sum + own)
+        table = Table(title=f"{label}: {len(rows)} calls by function (execution gas; own = without child calls)")
+        for col in ("call", "calls", "gas", "own"):
             table.add_column(col, justify="left" if col == "call" else "right")
-        for depth, name, total, own in rows[:40]:
-            table.add_row(escape("  " * depth + name), f"{total:,}", f"{own:,}")
-        if len(rows) > 40:
-            table.add_row(f"... {len(rows) - 40} more calls", "", "")
+        for (_, name), (count, total, own) in sorted(calls.items(), key=lambda kv: (not kv[0][0], -kv[1][1]))[:top]:
+            table.add_row(escape(name), str(count), f"{total:,}", f"{own:,}")
         console.print(table)
 
     prof = global_profile()
