@@ -37,9 +37,10 @@ measures it, because that is a view every margin check runs, not a transaction.
 
 Scenarios
 ---------
-The protocol is warm: before any measured transaction, prices are published, two market makers
-have traded every listed market (open interest, funding state and the counterparty's positions
-exist) and the liquidator holds cash. Each measured account was set up in earlier transactions
+The protocol is warm: before any measured transaction, prices are published, the insurance fund
+holds config/local.yaml's backstop (1,000,000 USDC), two market makers have traded every listed
+market (open interest, funding state and the counterparty's positions exist) and the liquidator
+holds cash. Each measured account was set up in earlier transactions
 (in earlier blocks), as in reality; 12 s pass before each measured transaction.
   - match_orders: a relayer submits two signed orders (maker buys 1 ETH-PERP from the taker at
     the index): both signatures, both margin checks, the caps. Both accounts hold only cash
@@ -256,7 +257,7 @@ def detect_adapter(tree: Path) -> Adapter:
 class Bench:
     """A fresh default deployment, warmed up (see the module docstring)."""
 
-    def __init__(self, tree: Path, adapter: Adapter, meter: Meter):
+    def __init__(self, tree: Path, adapter: Adapter, meter: Meter, seed: str):
         import boa
         from keeper.config import load_config
         from tests.boa_protocol import BoaProtocol
@@ -264,10 +265,11 @@ class Bench:
         self.boa = boa
         self.adapter = adapter
         self.meter = meter
-        # reproducible figures: the same clock and accounts on every run and revision (calldata
-        # and stored values, hence gas, depend on addresses, signatures and deadlines)
+        # reproducible figures: the same clock, deployer (hence contract addresses) and accounts
+        # for a scenario on every run and revision, whichever scenarios ran before (calldata and
+        # stored values, hence gas, depend on addresses, signatures and deadlines)
         boa.env.evm.patch.timestamp = START_TIME
-        boa.env.set_random_seed("benchmarks.gas")
+        boa.env.set_random_seed(f"benchmarks.gas {seed}")
         self.p = p = BoaProtocol.deploy(load_config(tree / "config" / "local.yaml"))
         users = itertools.count(1)
         p.new_user = lambda: self._user(next(users))
@@ -279,6 +281,12 @@ class Bench:
             p.trade(self.makers[0], self.makers[1], market, size * WAD, self.price(market))
         for symbol in ("ETH", "BTC", "USDC"):
             p.set_price(symbol, self.usd(symbol))
+        # the insurance fund the caps are sized against (config backstop), as `keeper replay` funds it
+        fund = (getattr(p.config, "insurance_fund_usd", 0) or 1_000_000) * 10**p.config.settlement_decimals
+        p.usdc.mint(p.admin, fund)
+        with boa.env.prank(p.admin):
+            p.usdc.approve(p.vault.address, fund)
+            p.vault.fund_insurance(fund)
         self.liquidator = p.new_user()
         p.deposit_usd(self.liquidator, 2_000_000)
         self.tick()
@@ -477,7 +485,7 @@ def run_scenarios(tree: Path, names=SCENARIOS, profile: bool = False) -> dict:
         out[name] = []
         for variant, run in SCENARIO_RUNS[name]:
             meter = Meter(profile=profile)
-            for tx in run(Bench(tree, adapter, meter)):
+            for tx in run(Bench(tree, adapter, meter, seed=f"{name} {variant}")):
                 tx.label = f"{variant} {tx.label}".strip()
                 out[name].append(asdict(tx))
             trees += [(f"{variant} {label}".strip(), rows) for label, rows in meter.trees]
