@@ -8,7 +8,7 @@ vols from the VolFeed) and holds nothing else; the figures are the execution gas
 (cold storage, no 21,000 transaction base, no calldata) of
   - `MarginEngine.margin_summary`: the full check (vault cash and collateral, the engine's own
     positions, then `OptionMarket.margin_contribution` with one Black-76 per option);
-  - `MarginLens.is_liquidatable`: the same through the lens (one more call);
+  - `MarginEngine.is_liquidatable`: the same, compared with the maintenance margin;
   - `OptionMarket.margin_contribution`: the options part alone.
 Lyra's figures are from derivexyz/v2-core PR #272 "misc: metrics" (SRM margin check, 1 market,
 1 expiry: 16 options 966K, 32 options 2,494K; see ../shared/anchors/protocols.md 1.6).
@@ -65,7 +65,7 @@ def measure(sizes: list[int]) -> list[tuple[int, int, int, int]]:
             kit.trade(buyer, seller, s, WAD, states[s].mark)
         prices = p.oracle.index_prices()
         engine = _gas(p.engine, p.engine.margin_summary, seller.address)
-        lens = _gas(p.lens, p.lens.is_liquidatable, seller.address)
+        lens = _gas(p.engine, p.engine.is_liquidatable, seller.address)
         options = _gas(kit.market, kit.market.margin_contribution, seller.address, prices)
         rows.append((n, engine, lens, options))
     return rows
@@ -82,7 +82,7 @@ def main() -> None:
     if not sizes or sizes[0] < 1 or sizes[-1] > 32:
         ap.error("--sizes: each number of options must be in [1, 32] (MAX_ACCOUNT_SERIES)")
     table = Table(title="gas of one margin check, N short options (titanoboa, execution gas, cold)")
-    for col in ("options", "engine.margin_summary", "lens.is_liquidatable", "options part", "per option", "Lyra SRM"):
+    for col in ("options", "engine.margin_summary", "engine.is_liquidatable", "options part", "per option", "Lyra SRM"):
         table.add_column(col, justify="right")
     for n, engine, lens, options in measure(sizes):
         lyra = f"{LYRA_SRM[n]:,}" if n in LYRA_SRM else "-"
