@@ -70,6 +70,7 @@ interface IEngine:
     def underlying_count() -> uint256: view
     def option_market() -> address: view
     def matching() -> address: view
+    def health_attestor() -> address: view
     def liquidation_penalty() -> uint256: view
     def liquidator_share() -> uint256: view
     def liquidation_target() -> uint256: view
@@ -802,8 +803,11 @@ def liquidate_options(account: address) -> uint256:
     judged: types.MarginSummary = self._summary(account)
     assert judged.equity < convert(judged.maintenance_margin, int256), "options: account not liquidatable"
     # an attestation decides whether to liquidate; how much is judged on the standard margin
+    # (without an attestor the two are the same summary: not computed twice)
     self.position_version[account] += 1
-    before: types.MarginSummary = self._summary(account)
+    before: types.MarginSummary = judged
+    if staticcall IEngine(ENGINE).health_attestor() != empty(address):
+        before = self._summary(account)
 
     moved: uint256 = 0
     penalty: uint256 = 0
