@@ -61,6 +61,7 @@ interface IERC20Decimals:
 
 interface IMarginEngine:
     def margin_summary(account: address) -> types.MarginSummary: view
+    def health_attestor() -> address: view
 
 
 interface IOptionMarket:
@@ -111,7 +112,8 @@ bad_debt: public(uint256)
 total_positive_cash: public(uint256)
 # @dev Second contract allowed to move cash (`settle_cash`, `charge_penalty`): the option market.
 option_market: public(address)
-# @dev Withdrawals per account; part of the position version health attestations bind to.
+# @dev Withdrawals per account while a health attestor is wired; part of the position version
+#      health attestations bind to.
 withdrawal_count: public(HashMap[address, uint256])
 # @dev Whether the settlement asset has a USD price id (False: cash counts 1:1, as before).
 settlement_priced: public(bool)
@@ -480,8 +482,10 @@ def _withdraw(token: address, amount: uint256, receiver: address):
         answer: Bytes[32] = b""
         ok, answer = raw_call(ORACLE, abi_encode(self.settlement_price_id, method_id=method_id("index_price(uint256)")), max_outsize=32, is_static_call=True, revert_on_failure=False)
         assert ok and len(answer) == 32 and convert(answer, uint256) != 0, "vault: no settlement price"
-    # a withdrawal changes the portfolio: health attestations signed before it lapse
-    self.withdrawal_count[msg.sender] += 1
+    # a withdrawal changes the portfolio: health attestations signed before it lapse (with no
+    # attestor wired there is nothing to void, and the write is saved)
+    if staticcall IMarginEngine(self.engine).health_attestor() != empty(address):
+        self.withdrawal_count[msg.sender] += 1
     if paid != 0:
         assert extcall IERC20(token).transfer(receiver, paid, default_return_value=True), "vault: transfer failed"
     log Withdraw(account=msg.sender, receiver=receiver, token=token, amount=paid)

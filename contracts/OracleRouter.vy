@@ -86,6 +86,8 @@ price_id_name: public(HashMap[uint256, String[16]])
 _feeds: HashMap[uint256, DynArray[Feed, MAX_FEEDS]]
 # @dev WAD band and largest round-to-round move (WAD fraction, 0 = unchecked) per price id.
 circuit_breakers: public(HashMap[uint256, CircuitBreaker])
+# @dev Whether a price id has any breaker bound set (saves reading the three bounds when none is).
+_breaker_set: HashMap[uint256, bool]
 # @dev A proposed replacement of a price id's feeds and when it may be activated (0 = none).
 pending_feeds: public(HashMap[uint256, PendingFeeds])
 
@@ -158,7 +160,7 @@ def _check_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], h
         ok: bool = False
         price: uint256 = 0
         updated_at: uint256 = 0
-        ok, price, updated_at = self._read(feed, self.circuit_breakers[price_id])
+        ok, price, updated_at = self._read(feed, self._breaker(price_id))
         assert ok, "oracle: feed answer invalid"
         feeds.append(feed)
         answers.append(price)
@@ -252,7 +254,17 @@ def set_circuit_breaker(price_id: uint256, min_price: uint256, max_price: uint25
         looser: bool = min_price <= old.min_price and (max_price == 0 or (old.max_price != 0 and max_price >= old.max_price))
         assert looser and (max_jump == 0 or (old.max_jump != 0 and max_jump >= old.max_jump)), "oracle: breaker can only be loosened without an index"
     self.circuit_breakers[price_id] = CircuitBreaker(min_price=min_price, max_price=max_price, max_jump=max_jump)
+    self._breaker_set[price_id] = min_price != 0 or max_price != 0 or max_jump != 0
     log CircuitBreakerSet(price_id=price_id, min_price=min_price, max_price=max_price, max_jump=max_jump)
+
+
+@internal
+@view
+def _breaker(price_id: uint256) -> CircuitBreaker:
+    # one storage read for the common case of no breaker, not three
+    if not self._breaker_set[price_id]:
+        return empty(CircuitBreaker)
+    return self.circuit_breakers[price_id]
 
 
 @internal
@@ -327,7 +339,7 @@ def _median(price_id: uint256) -> (uint256, uint256):
     """
     prices: DynArray[uint256, MAX_FEEDS] = []
     oldest: uint256 = max_value(uint256)
-    breaker: CircuitBreaker = self.circuit_breakers[price_id]
+    breaker: CircuitBreaker = self._breaker(price_id)
     for feed: Feed in self._feeds[price_id]:
         ok: bool = False
         price: uint256 = 0
@@ -467,7 +479,7 @@ def expiry_price(price_id: uint256, expiry: uint256) -> uint256:
     timely: DynArray[uint256, MAX_FEEDS] = []
     late: DynArray[uint256, MAX_FEEDS] = []
     all_published: bool = True
-    breaker: CircuitBreaker = self.circuit_breakers[price_id]
+    breaker: CircuitBreaker = self._breaker(price_id)
     for feed: Feed in self._feeds[price_id]:
         state: uint256 = 0
         price: uint256 = 0

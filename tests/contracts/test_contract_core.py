@@ -112,3 +112,23 @@ def test_every_source_has_a_license_and_every_deployable_says_what_it_trusts():
         assert "@license" in text, f"{path.name}: no @license in its NatSpec header"
         if path in deployables:
             assert "@custom:security" in text, f"{path.name}: no @custom:security (what it trusts, what it guarantees)"
+
+
+def test_trade_rule_mirror_equals_the_contract():
+    """The invariant machine predicts trades with a Python mirror of `lib/trade_rules.vy`; the
+    mirror answers as the contract does over a grid of sizes and summaries around each boundary
+    (meets IM, reduces or not, IM up, below maintenance, health and surplus up or down)."""
+    import itertools
+
+    from tests.contracts.test_invariants import Summary, trade_allowed
+
+    rules = source_deployer("lib/trade_rules.vy").deploy()
+    sizes = [(5, 3), (5, 5), (5, 7), (5, -1), (-5, -3), (-5, 2), (0, 1)]
+    befores = [Summary(100, 80, 50, 2 * WAD), Summary(40, 80, 50, 8 * WAD // 10), Summary(-10, 80, 50, 0)]
+    afters = [Summary(e, im, 50, hf) for e, im, hf in itertools.product((-20, 39, 40, 41, 90), (70, 80, 90), (0, 8 * WAD // 10, 2 * WAD))]
+    checked = 0
+    for (old, new), before, after in itertools.product(sizes, befores, afters):
+        want = rules.trade_allowed(old, new, tuple(before), tuple(after))
+        assert trade_allowed(old, new, before, after) == want, (old, new, before, after)
+        checked += want
+    assert 0 < checked < len(sizes) * len(befores) * len(afters)  # both answers occur

@@ -343,11 +343,16 @@ def meets_im(s: Summary) -> bool:
 
 
 def trade_allowed(old: int, new: int, before: Summary, after: Summary) -> bool:
-    """`MarginEngine._trade_allowed`."""
+    """`lib/trade_rules.vy` `_trade_allowed` (checked against the contract in
+    test_contract_core.py::test_trade_rule_mirror_equals_the_contract)."""
     if after.equity >= after.im:
         return True
     reducing = (old > 0 and 0 <= new < old) or (old < 0 and old < new <= 0)
-    if not reducing or after.im > before.im or after.hf < before.hf:
+    if not reducing or after.im > before.im:
+        return False
+    if before.equity < before.mm:  # below maintenance: may de-risk, never hand equity away
+        return after.equity >= before.equity
+    if after.hf < before.hf:
         return False
     return after.equity - after.im >= before.equity - before.im
 

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.anvil
 
 ADMIN, OTHER = DEV_ACCOUNTS[0][0], DEV_ACCOUNTS[1][0]
 CONFIG = load_config()
-# transactions of a clean deployment of config/local.yaml: 10 contracts (USDC, 3 feeds (ETH, BTC,
-# USDC / USD), oracle, vault, engine, lens, WETH, WBTC) and 24 calls (3 x add_price_id + set_feeds,
-# set_engine, the depeg rule + settlement price id, 2 list_asset, liquidation + trade params,
-# 2 add_underlying, penalty ramp, 4 x list_market + caps)
-CLEAN_TXS = 10 + 24
+# transactions of a clean deployment of config/local.yaml: 12 contracts (USDC, 3 feeds (ETH, BTC,
+# USDC / USD), oracle, vault, engine liquidation code, engine, matching, lens, WETH, WBTC) and 25
+# calls (3 x add_price_id + set_feeds, set_matching, set_engine, the depeg rule + settlement price
+# id, 2 list_asset, liquidation + trade params, 2 add_underlying, penalty ramp, 4 x list_market + caps)
+CLEAN_TXS = 12 + 25
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
     assert data["deployed_at"] == w3.eth.get_block("latest")["timestamp"]
     # a block for every contract deployed, the first of them is the deploy block
     assert set(data["blocks"]) == {"settlement_token", "oracle", "feeds.ETH", "feeds.BTC", "feeds.USDC", "vault",
-                                   "engine", "lens", "tokens.WETH", "tokens.WBTC"}
+                                   "engine_liquidation", "engine", "matching", "lens", "tokens.WETH", "tokens.WBTC"}
     assert data["deploy_block"] == first_block == min(data["blocks"].values())
     for key, block in data["blocks"].items():
         address = data["steps"][key]["address"]
@@ -112,9 +112,9 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
 
 @pytest.mark.parametrize(
     ("fail_at", "step", "after_send"),
-    [(1, "oracle", False), (1, "oracle", True), (3, "add_price_id ETH", True), (13, "set_engine", True),
-     (15, "set_depeg_params", True), (16, "set_settlement_price_id", True),
-     (18, "list_asset WETH", False), (28, "list_market ETH-FUT", True)],
+    [(1, "oracle", False), (1, "oracle", True), (3, "add_price_id ETH", True), (15, "set_matching", True),
+     (16, "set_engine", True), (18, "set_depeg_params", True), (19, "set_settlement_price_id", True),
+     (21, "list_asset WETH", False), (31, "list_market ETH-FUT", True)],
     ids=lambda v: {False: "before-send", True: "after-mined"}.get(v, str(v)) if isinstance(v, bool) else str(v),
 )
 def test_resume_after_failure_equals_clean_deployment(w3, tmp_path, fail_at, step, after_send):
@@ -208,7 +208,7 @@ def test_existing_tokens_and_feeds_no_mocks_on_non_development_chain(w3, tmp_pat
     assert dep.settlement_token == have["USDC"] and dep.tokens == {"WETH": have["WETH"], "WBTC": have["WBTC"]}
     assert dep.feeds == {"ETH": have["ETH"][0], "BTC": have["BTC"][0], "USDC": have["USDC / USD"][0]}
     assert dep.feed_decimals == {"ETH": 8, "BTC": 8, "USDC": 8}
-    assert dep.blocks.keys() == {"oracle", "vault", "engine", "lens"}  # nothing but the protocol deployed
+    assert dep.blocks.keys() == {"oracle", "vault", "engine_liquidation", "engine", "matching", "lens"}  # nothing but the protocol deployed
     checks = verify_deployment(w3, dep, config)
     assert mismatches(checks) == []
     feeds = next(c for c in checks if c.parameter == "ETH feeds")
@@ -239,8 +239,8 @@ def test_timelock_takes_the_roles(w3, tmp_path, governance):
 def test_interrupted_governance_handover_is_retried_or_refused(w3, tmp_path):
     config = load_config(config_file(tmp_path, lambda raw: raw.update(
         governance={"address": ADMIN, "timelock_delay": 3600})))
-    # after the protocol's CLEAN_TXS (34) transactions: deploy the timelock (34), set_risk_admin +
-    # propose_admin on oracle, vault, engine (35-40), accept_admin_of oracle, vault, engine (41-43)
+    # after the protocol's CLEAN_TXS (37) transactions: deploy the timelock (37), set_risk_admin +
+    # propose_admin on oracle, vault, engine (38-43), accept_admin_of oracle, vault, engine (44-46)
     retry = tmp_path / "retry.json"
     with pytest.raises(RuntimeError):
         deploy(w3, retry, config=config, backend=FailingBackend(w3, CLEAN_TXS + 3, after_send=False))

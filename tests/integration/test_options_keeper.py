@@ -84,13 +84,14 @@ class Chain:
         self.nonce = 0
 
     def _wire_options(self) -> None:
-        """OptionMarket, VolFeed and HealthAttestor (its version source is the lens), wired into
-        the engine and the vault, as the deployment's options step does."""
+        """OptionMarket (with its liquidation code), VolFeed and HealthAttestor (its version source
+        is the engine), wired into the engine and the vault, as the deployment's options step does."""
         b = self.backend
         self.vol_feed = b.deploy("VolFeed", ADMIN, [Account.from_key(VOL_KEY).address], 1)
-        self.market = b.deploy("OptionMarket", ADMIN, self.dep.engine, self.vol_feed.address)
+        liquidation = b.deploy("OptionLiquidation", self.dep.engine, self.vol_feed.address)
+        self.market = b.deploy("OptionMarket", ADMIN, self.dep.engine, self.vol_feed.address, liquidation.address)
         signers = sorted((Account.from_key(k).address for k in RISK_KEYS), key=lambda a: int(a, 16))
-        self.attestor = b.deploy("HealthAttestor", ADMIN, self.dep.lens, self.dep.oracle, signers, 2,
+        self.attestor = b.deploy("HealthAttestor", ADMIN, self.dep.engine, self.dep.oracle, signers, 2,
                                  scenario_params_hash(load_scenario_params()))
         b.transact(self.client.vault, "set_option_market", self.market.address)
         b.transact(self.client.engine, "set_portfolio_modules", self.market.address, self.attestor.address)
