@@ -176,6 +176,9 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
     # engine: wiring, liquidation and trade parameters, underlyings, markets
     add("MarginEngine", "VAULT", d.vault, read(engine, "VAULT"))
     add("MarginEngine", "ORACLE", d.oracle, read(engine, "ORACLE"))
+    add("MarginEngine", "LIQUIDATION", d.engine_liquidation, read(engine, "LIQUIDATION"))
+    add("MarginEngine", "matching", d.matching, read(engine, "matching"))
+    add("Matching", "ENGINE", d.engine, read(at("Matching", d.matching), "ENGINE") if d.matching else "(none)")
     for fn, expected in (
         ("liquidation_penalty", config.liquidation_penalty),
         ("liquidator_share", config.liquidator_share),
@@ -238,8 +241,9 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
 
 
 def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine, vault) -> None:
-    """Option market, vol feed and attestor: code, wiring (engine modules, vault, the attestor's
-    version source = the lens), parameters, signer sets and every listed series."""
+    """Option market, vol feed and attestor: code, wiring (engine modules, vault, the market's
+    matching contract and liquidation code, the attestor's version source = the engine),
+    parameters, signer sets and every listed series."""
     o = config.options
     for label, address in (("OptionMarket", d.option_market), ("VolFeed", d.vol_feed), ("HealthAttestor", d.health_attestor)):
         add(label, "recorded in the manifest", True, bool(address))
@@ -251,7 +255,9 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
     add("CollateralVault", "option_market", d.option_market, read(vault, "option_market"))
     add("OptionMarket", "ENGINE", d.engine, read(market, "ENGINE"))
     add("OptionMarket", "VOL_FEED", d.vol_feed, read(market, "VOL_FEED"))
-    add("HealthAttestor", "engine (position version source = lens)", d.lens, read(attestor, "engine"))
+    add("OptionMarket", "MATCHING", d.matching, read(market, "MATCHING"))
+    add("OptionMarket", "LIQUIDATION", d.option_liquidation, read(market, "LIQUIDATION"))
+    add("HealthAttestor", "engine (position version source)", d.engine, read(attestor, "engine"))
     add("HealthAttestor", "oracle", d.oracle, read(attestor, "oracle"))
     params = read(market, "risk_params")
     names = ("short_im_rate", "short_im_floor", "short_mm_rate", "long_im_haircut", "long_mm_haircut",

@@ -101,10 +101,11 @@ def test_options_deploy_resumes_wires_verifies_and_posts_vols(tmp_path):
     with Anvil() as url:
         w3 = connect(url)
         manifest = tmp_path / "dev.json"
-        # 34 protocol transactions (config/local.yaml), then the vol feed, bounds, heartbeat, market, risk params,
-        # attestor, 3 attestor params, then listings: crash after the 3rd listing was mined
+        # 37 protocol transactions (config/local.yaml), then the vol feed, bounds, heartbeat, the option
+        # liquidation code, market, risk params, attestor, 3 attestor params, then listings: crash after the 3rd
+        # listing was mined
         with pytest.raises(RuntimeError):
-            deploy_to_manifest(_Failing(w3, 34 + 9 + 2), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True)
+            deploy_to_manifest(_Failing(w3, 37 + 10 + 2), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True)
         dep = deploy_to_manifest(Web3Backend(w3, ADMIN), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True)
         assert dep.steps["list_option ETH 30D C x0.8"].get("found_on_chain") is True  # series 2
         assert len(dep.option_series) == 28 and sorted(dep.option_series.values()) == list(range(28))
