@@ -275,6 +275,8 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
         ("OracleRouter", deployment.oracle),
         ("CollateralVault", deployment.vault),
         ("MarginEngine", deployment.engine),
+        ("EngineLiquidation", deployment.engine_liquidation),
+        ("Matching", deployment.matching),
         ("MarginLens", deployment.lens),
         (f"settlement {config.settlement_symbol}", deployment.settlement_token),
     ]
