@@ -80,6 +80,7 @@ exports: (
 
 interface IEngine:
     def position_version(account: address) -> uint256: view
+    def health_attestor() -> address: view
 
 
 interface IOracle:
@@ -424,6 +425,7 @@ def submit_attestation(att: HealthAttestation, signatures: DynArray[Bytes[65], s
          "attestor: IM below MM",
          "attestor: scenario parameters not governed" (scenario_params differs from
          `scenario_params_hash`), the signer set's reasons (see lib/signer_set.vy `_verify`),
+         "attestor: not wired" (the engine does not use this attestor: versions do not move),
          "attestor: position changed" (position_version differs from the engine's),
          "attestor: price count mismatch" (not one price per oracle price id),
          "attestor: zero price" (an attested or current price is 0),
@@ -440,6 +442,9 @@ def submit_attestation(att: HealthAttestation, signatures: DynArray[Bytes[65], s
     assert att.initial_margin >= att.maintenance_margin, "attestor: IM below MM"
     assert att.scenario_params == self.scenario_params_hash, "attestor: scenario parameters not governed"
     signer_set._verify(self._attestation_digest(att), signatures)
+    # position versions move only while the engine uses an attestor: one stored before that would
+    # bind to a version that does not change as the account trades
+    assert staticcall IEngine(self.engine).health_attestor() == self, "attestor: not wired"
     version: uint256 = staticcall IEngine(self.engine).position_version(att.account)
     assert att.position_version == version, "attestor: position changed"
     current: DynArray[uint256, constants.MAX_PRICE_IDS] = staticcall IOracle(self.oracle).index_prices()

@@ -9,6 +9,8 @@
 """
 
 position_version: public(HashMap[address, uint256])
+# @dev The attestor this stand-in engine uses (as `MarginEngine.health_attestor`).
+health_attestor: public(address)
 
 
 event PositionVersionSet:
@@ -25,3 +27,11 @@ def set_position_version(account: address, version: uint256):
     """
     self.position_version[account] = version
     log PositionVersionSet(account=account, position_version=version)
+
+
+@external
+def set_health_attestor(attestor: address):
+    """
+    @notice Set the attestor this stand-in engine uses.
+    """
+    self.health_attestor = attestor

@@ -50,6 +50,7 @@ def _setup(admin):
         source_deployer("HealthAttestor.vy"), admin, engine.address, oracle.address, [s.address for s in SIGNERS], 2,
         PARAMS_HASH,
     )
+    engine.set_health_attestor(attestor.address)
     return attestor, engine, oracle, feeds
 
 

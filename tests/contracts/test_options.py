@@ -708,3 +708,27 @@ def test_finding5_liquidator_with_full_book_still_liquidates_what_fits(kit):
     moved = events(m, "OptionLiquidated")
     assert moved, "nothing moved"
     assert len(m.option_states(liquidator.address)) <= n  # never past its book
+
+
+def test_attestation_cannot_be_stored_while_the_engine_does_not_use_its_attestor(protocol):
+    """Position versions count only while an attestor is wired (a counter that costs nothing
+    without attestations). An attestation stored in that window would bind to a version that no
+    longer moves: the account could grow its position and keep the lower requirement once the
+    attestor is wired. So the attestor refuses to store one unless the engine uses it."""
+    kit = OptionsKit.deploy(protocol, attestor=True, wire=False)
+    p = kit.p
+    a, rich = funded(p, 3_000), funded(p, 10_000_000)
+    with boa.env.prank(p.admin):
+        p.vault.set_option_market(kit.market.address)
+        p.engine.set_portfolio_modules(kit.market.address, ZERO_ADDRESS)  # options on, attestor off
+    p.trade(a, rich, "ETH-PERP", WAD, S0)
+    boa.env.time_travel(seconds=1)
+    att = kit.attestation(a.address, 10 * WAD, 5 * WAD)
+    with boa.reverts("attestor: not wired"):
+        kit.attestor.submit_attestation(*sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address))
+    # the same account trades on unseen (the engine's counter is still); once wired, the old
+    # signed attestation cannot be replayed either: it was never stored
+    p.trade(a, rich, "ETH-PERP", WAD, S0)
+    kit.wire()
+    assert not kit.attestor.attestation_holds(a.address)
+    assert p.engine.margin_summary(a.address).initial_margin > 10 * WAD
