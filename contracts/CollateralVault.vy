@@ -36,6 +36,7 @@ from ethereum.ercs import IERC20
 import lib.roles as roles
 import lib.constants as constants
 import lib.types as types
+import lib.ramp as ramp
 
 initializes: roles
 
@@ -125,6 +126,10 @@ depeg_threshold: public(uint256)
 # @dev WAD multiplier of the shortfall (threshold - p) taken off each unit of positive cash,
 #      <= MAX_DEPEG_FACTOR.
 depeg_factor: public(uint256)
+# @dev The haircut in force when each asset's haircut last changed, and when: a cut phases in
+#      from it (`lib/ramp.vy`); `assets` holds the target, `haircut_now` the one in force.
+haircut_before: public(HashMap[uint256, uint256])
+haircut_changed_at: public(HashMap[uint256, uint256])
 
 
 event Deposit:
@@ -281,7 +286,10 @@ def list_asset(token: address, price_id: uint256, haircut: uint256, deposit_cap:
 @external
 def set_asset_params(asset_id: uint256, haircut: uint256, deposit_cap: uint256):
     """
-    @notice Change an asset's haircut and deposit cap (risk admin), within bounds.
+    @notice Change an asset's haircut and deposit cap (risk admin), within bounds. A higher
+            haircut applies at once; a lower one phases in linearly from the haircut in force
+            over `constants.REQUIREMENT_RAMP` (7 days; `haircut_now`), so no account healthy when
+            the change lands becomes liquidatable in that block.
     @param asset_id A listed asset.
     @param haircut WAD, <= 1e18.
     @param deposit_cap Token units; lowering it below current deposits only stops new ones.
@@ -289,6 +297,8 @@ def set_asset_params(asset_id: uint256, haircut: uint256, deposit_cap: uint256):
     roles._check_risk_admin()
     assert asset_id < self.asset_count, "vault: unknown asset"
     assert haircut <= MAX_HAIRCUT, "vault: haircut out of bounds"
+    self.haircut_before[asset_id] = self._haircut_now(asset_id, self.assets[asset_id].haircut)
+    self.haircut_changed_at[asset_id] = block.timestamp
     self.assets[asset_id].haircut = haircut
     self.assets[asset_id].deposit_cap = deposit_cap
     log AssetParamsSet(asset_id=asset_id, haircut=haircut, deposit_cap=deposit_cap)
@@ -580,7 +590,8 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
         asset: Asset = self.assets[asset_id]
         unit: uint256 = 10 ** asset.decimals
         # payment per whole token after the discount, WAD USD
-        price: uint256 = prices[asset.price_id] * (constants.WAD - min(penalty, (constants.WAD - asset.haircut) // 2)) // constants.WAD
+        haircut: uint256 = self._haircut_now(asset_id, asset.haircut)
+        price: uint256 = prices[asset.price_id] * (constants.WAD - min(penalty, (constants.WAD - haircut) // 2)) // constants.WAD
         if settlement != 0 and settlement < constants.WAD:
             price = price * constants.WAD // settlement
         if price == 0:
@@ -634,6 +645,18 @@ def cover_deficit(account: address) -> (uint256, uint256):
 
 @internal
 @view
+def _haircut_now(asset_id: uint256, target: uint256) -> uint256:
+    """
+    @dev The haircut of `asset_id` in force now, given its target (`assets(asset_id).haircut`).
+    """
+    since: uint256 = self.haircut_changed_at[asset_id]
+    if block.timestamp >= since + constants.REQUIREMENT_RAMP:
+        return target
+    return ramp._lowered(self.haircut_before[asset_id], target, since)
+
+
+@internal
+@view
 def _collateral_value(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> uint256:
     """
     @dev sum over assets of floor(balance * price * haircut / (10**decimals * 1e18)), WAD USD.
@@ -646,7 +669,7 @@ def _collateral_value(account: address, prices: DynArray[uint256, constants.MAX_
         asset: Asset = self.assets[asset_id]
         price: uint256 = prices[asset.price_id]
         assert price != 0, "vault: no valid price"
-        value += amount * price * asset.haircut // (10 ** asset.decimals * constants.WAD)
+        value += amount * price * self._haircut_now(asset_id, asset.haircut) // (10 ** asset.decimals * constants.WAD)
     return value
 
 
@@ -682,6 +705,16 @@ def _cash_value(cash: int256, prices: DynArray[uint256, constants.MAX_PRICE_IDS]
     if p < threshold:
         unit -= min(unit, self.depeg_factor * (threshold - p))
     return convert(convert(cash, uint256) * unit // (constants.WAD * constants.WAD), int256)
+
+
+@external
+@view
+def haircut_now(asset_id: uint256) -> uint256:
+    """
+    @notice The haircut of `asset_id` in force now (WAD fraction of value counted as margin):
+            `assets` holds the target, towards which a cut phases in over 7 days (`lib/ramp.vy`).
+    """
+    return self._haircut_now(asset_id, self.assets[asset_id].haircut)
 
 
 @external

@@ -39,6 +39,7 @@ exports: (
     core.ORACLE,
     core.underlying_count,
     core.underlyings,
+    core.rates_changed_at,
     core.market_count,
     core.markets,
     core.positions,
@@ -54,6 +55,7 @@ exports: (
     core.max_price_deviation,
     core.max_funding_rate,
     core.funding_smoothing,
+    core.min_position_notional,
     core.option_market,
     core.health_attestor,
     core.matching,
@@ -74,6 +76,7 @@ exports: (
     core.open_markets,
     core.is_liquidatable,
     core.meets_initial_margin,
+    core.rates_now,
     core.funding_index_now,
     core.position_version,
 )

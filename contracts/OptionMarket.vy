@@ -46,6 +46,8 @@ exports: (
     core.max_position,
     core.position_version,
     core.risk_params,
+    core.risk_params_now,
+    core.risk_params_changed_at,
     core.list_option,
     core.set_series_caps,
     core.set_risk_params,

@@ -349,7 +349,7 @@ class Liquidator:
             outcomes = []
         self._handle_outcomes(outcomes, block)
 
-        # every block: a governance change of a haircut or margin rate applies at once on chain
+        # every block: a raise of a margin rate or cut of a haircut phases in block by block
         self._params = self.client.risk_params(block)
         if self._terms is None or block - self._terms_block >= TERMS_REFRESH_BLOCKS:
             self._terms, self._terms_block = self.client.liquidation_terms(block), block

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from keeper.params.bounds import MAX_MIN_POSITION_NOTIONAL
 from keeper.risk.fixed import MAX_UINT256, WAD, to_wad
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
@@ -167,6 +168,7 @@ class ProtocolConfig:
     funding_smoothing: int
     max_liquidation_penalty: int = 0  # WAD; 0 = the penalty does not grow
     penalty_ramp_time: int = 3600  # seconds
+    min_position_notional: int = 0  # WAD USD; 0 = no minimum
     settlement_address: str = ""  # an existing settlement token; "" = deploy a mock
     allow_mocks: bool = False  # deploy mocks on a non-development chain too
     governance: GovernanceConfig | None = None  # None: the deployer keeps both roles
@@ -703,6 +705,8 @@ def _parse(raw: dict) -> ProtocolConfig:
         max_price_deviation=_fraction(trading, "max_price_deviation", "trading"),
         max_funding_rate=_fraction(trading, "max_funding_rate", "trading"),
         funding_smoothing=_fraction(trading, "funding_smoothing", "trading"),
+        min_position_notional=(_fraction(trading, "min_position_notional", "trading", 0, MAX_MIN_POSITION_NOTIONAL // WAD)
+                               if "min_position_notional" in trading else 0),
         max_liquidation_penalty=_fraction(liq, "max_penalty", "liquidation") if "max_penalty" in liq else 0,
         penalty_ramp_time=_integer(liq, "penalty_ramp_seconds", "liquidation", 60, 86400) if "penalty_ramp_seconds" in liq else 3600,
         settlement_address=settlement_address,

@@ -27,6 +27,7 @@ from keeper.chain.anvil import AnvilError
 from keeper.chain.client import ChainError, ProtocolClient, connect
 from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.cli_common import chain_options, one_line_errors
+from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.params.changes import ChangeError, load_changes
 from keeper.params.current import read_current
 from keeper.params.plan import Call, plan_calls
@@ -126,7 +127,7 @@ def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
                            title="REHEARSAL FAILED", style="bold red"))
         return
     totals = Table(title="Totals over all accounts")
-    for col in ("", "before", "after", "change"):
+    for col in ("", "before", "after (phased in)", "change"):
         totals.add_column(col, justify="left" if not col else "right")
     for label, col in (("initial margin", 1), ("maintenance margin", 2), ("equity", 0)):
         b, a = r.total("before", col), r.total("after", col)
@@ -148,7 +149,8 @@ def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
             t.add_row(r.accounts[i], _usd(a[0]), _usd(b[1]), _usd(a[1]), _usd(b[2]), _usd(a[2]), _health(b[3]), _health(a[3]))
         stdout.print(t)
     if r.newly_liquidatable:
-        stdout.print(Panel(f"{len(r.newly_liquidatable)} account(s) would become LIQUIDATABLE when this change executes",
+        stdout.print(Panel(f"{len(r.newly_liquidatable)} account(s) would become LIQUIDATABLE once this change has "
+                           f"phased in ({REQUIREMENT_RAMP // 86400} days), at today's prices, unless they add margin or reduce",
                            title="WARNING", style="bold red"))
 
 

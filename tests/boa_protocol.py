@@ -13,6 +13,7 @@ from eth_account import Account
 from keeper.chain.artifacts import CONTRACTS, NAMES
 from keeper.chain.deploy import Deployment, deploy_protocol
 from keeper.chain.orders import Order, sign_order
+from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.config import ProtocolConfig, load_config
 from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 
@@ -138,6 +139,13 @@ class BoaProtocol:
         """Publish a new answer on the price id's mock feed, stamped now."""
         decimals = self.deployment.feed_decimals[symbol]
         self.feeds[symbol].set_answer(int(round(usd * 10**decimals)))
+
+    def phase_in(self) -> None:
+        """Let every requirement raise phase in (REQUIREMENT_RAMP, lib/ramp.vy), then re-post
+        every feed's answer so the index is fresh again."""
+        boa.env.time_travel(seconds=REQUIREMENT_RAMP)
+        for feed in self.feeds.values():
+            feed.set_answer(feed.latestRoundData()[1])
 
     def order(self, user: User, market: str | int, size: int, price: int, deadline: int | None = None) -> tuple:
         self._nonce += 1

@@ -32,6 +32,10 @@ MAX_ACCOUNT_SERIES: constant(uint256) = 32
 # @dev Option series and vol points expire at most two years ahead.
 MAX_EXPIRY_HORIZON: constant(uint256) = 2 * 365 * 86400
 
+# @dev A change that makes a margin requirement stricter phases in linearly over a week
+#      (`lib/ramp.vy`).
+REQUIREMENT_RAMP: constant(uint256) = 7 * 86400
+
 # @dev Funding rates are quoted per 8 hours (dYdX / Binance convention).
 FUNDING_PERIOD: constant(uint256) = 8 * 3600
 

@@ -16,9 +16,10 @@
           (netted = size * time to expiry / 7 days, rounded towards zero) and the rest is
           charged alone at the outright rate, as SPAN's spot-month charge does: a basis trade's
           requirement rises gradually before expiry instead of jumping at settlement. IM and MM
-          are the sums over underlyings. Rounding favours the protocol:
-          requirements up, equity down. Sources: CME SPAN inter-month spread charge; Derive
-          (Lyra v2) standard manager per-market rates.
+          are the sums over underlyings. The rates are those in force (`rates_now`): a
+          governance raise phases in over 7 days (`lib/ramp.vy`). Rounding favours the
+          protocol: requirements up, equity down. Sources: CME SPAN inter-month spread charge;
+          Derive (Lyra v2) standard manager per-market rates.
         - Health factor = equity / MM (WAD); liquidatable when equity < MM.
         - Funding (perpetuals): each perpetual trade of size q at price T with index I moves
           the funding rate towards its premium (T - I) / I by
@@ -47,12 +48,12 @@
           on every margin check; then a health attestor's `effective_margin(account, IM, MM)`
           may lower IM and MM (never below its governance floor of the standard margin). A
           trade voids the attestation before it is judged; a liquidation is decided with it and
-          sized without it. `position_version` grows on every fill here; attestations bind to
-          `MarginLens.position_version`, which adds the vault's withdrawals and the option
-          market's changes.
-@dev Sizes are WAD units of the underlying; prices and USD amounts are WAD. Single-account
-     views that only read `margin_summary` (equity, is_liquidatable, meets_initial_margin) and
-     the EIP-712 helpers live in MarginLens (code size limit).
+          sized without it. Attestations bind to `position_version`: this engine's fills and
+          liquidations, the vault's withdrawals and the option market's changes, counted only
+          while an attestor is wired.
+        - A trade leaves each position flat or at least `min_position_notional` at the index,
+          so that no liquidation of dust costs more gas than it pays.
+@dev Sizes are WAD units of the underlying; prices and USD amounts are WAD.
 @license MIT
 """
 
@@ -62,6 +63,7 @@ from . import constants
 from . import types
 from . import funding
 from . import trade_rules
+from . import ramp
 
 initializes: roles
 
@@ -113,13 +115,21 @@ MAX_PRICE_DEVIATION: constant(uint256) = 2 * 10**17
 MAX_FUNDING_RATE_BOUND: constant(uint256) = 10**16
 MIN_PENALTY_RAMP: constant(uint256) = 60
 MAX_PENALTY_RAMP: constant(uint256) = 86400
+# @dev The largest minimum position notional (WAD USD): a position can always be closed, and
+#      one this size is what an order-book venue's minimum lot would be.
+MAX_MIN_POSITION_NOTIONAL: constant(uint256) = 1000 * 10**18
 
 
 VAULT: public(immutable(address))
 ORACLE: public(immutable(address))
 
 underlying_count: public(uint256)
+# @dev Target rates, as governance last set them; `rates_now` gives those in force.
 underlyings: public(HashMap[uint256, types.Underlying])
+# @dev The rates in force when each underlying's rates last changed, and when: raises phase in
+#      from them (`lib/ramp.vy`).
+rates_before: public(HashMap[uint256, types.Underlying])
+rates_changed_at: public(HashMap[uint256, uint256])
 market_count: public(uint256)
 markets: public(HashMap[uint256, types.Market])
 positions: public(HashMap[address, HashMap[uint256, types.Position]])
@@ -137,6 +147,8 @@ liquidation_target: public(uint256)
 max_price_deviation: public(uint256)
 max_funding_rate: public(uint256)
 funding_smoothing: public(uint256)
+# @dev A position left by a trade is flat or at least this notional at the index (WAD USD).
+min_position_notional: public(uint256)
 # @dev Portfolio modules (zero = off): an option market whose positions add to equity and
 #      requirements, and a health attestor that may lower the requirements.
 option_market: public(address)
@@ -197,6 +209,7 @@ event TradeParamsSet:
     max_price_deviation: uint256
     max_funding_rate: uint256
     funding_smoothing: uint256
+    min_position_notional: uint256
 
 
 event PositionChanged:
@@ -257,7 +270,7 @@ def __init__(admin_: address, vault: address, oracle: address):
     self.max_funding_rate = 5 * 10**15
     self.funding_smoothing = 10**17
     log LiquidationParamsSet(liquidation_penalty=2 * 10**16, liquidator_share=5 * 10**17, liquidation_target=125 * 10**16)
-    log TradeParamsSet(max_price_deviation=5 * 10**16, max_funding_rate=5 * 10**15, funding_smoothing=10**17)
+    log TradeParamsSet(max_price_deviation=5 * 10**16, max_funding_rate=5 * 10**15, funding_smoothing=10**17, min_position_notional=0)
 
 
 # ---------------------------------------------------------------- governance
@@ -282,12 +295,33 @@ def _set_underlying(u: uint256, price_id: uint256, im_rate: uint256, mm_rate: ui
 
 @internal
 @view
+def _rates_now(u: uint256) -> types.Underlying:
+    """
+    @dev The margin rates of underlying `u` in force now: the targets once a raise has phased in.
+    """
+    target: types.Underlying = self.underlyings[u]
+    since: uint256 = self.rates_changed_at[u]
+    if block.timestamp >= since + constants.REQUIREMENT_RAMP:
+        return target
+    before: types.Underlying = self.rates_before[u]
+    return types.Underlying(
+        price_id=target.price_id,
+        im_rate=ramp._raised(before.im_rate, target.im_rate, since),
+        mm_rate=ramp._raised(before.mm_rate, target.mm_rate, since),
+        spread_im_rate=ramp._raised(before.spread_im_rate, target.spread_im_rate, since),
+        spread_mm_rate=ramp._raised(before.spread_mm_rate, target.spread_mm_rate, since),
+    )
+
+
+@internal
+@view
 def _check_penalty_fits(penalty: uint256):
     """
     @dev Every underlying's mm_rate must be at least twice the largest penalty rate.
     """
     for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
-        assert self.underlyings[u].mm_rate >= 2 * penalty, "engine: mm_rate below 2x penalty"
+        # the rate in force: during a raise it is below the target, and only rises
+        assert self._rates_now(u).mm_rate >= 2 * penalty, "engine: mm_rate below 2x penalty"
 
 
 @external
@@ -315,9 +349,15 @@ def add_underlying(price_id: uint256, im_rate: uint256, mm_rate: uint256, spread
 def set_underlying_params(underlying: uint256, im_rate: uint256, mm_rate: uint256, spread_im_rate: uint256, spread_mm_rate: uint256):
     """
     @notice Change an underlying's margin rates (risk admin), within the bounds of `add_underlying`.
+            A lower rate applies at once; a higher one phases in linearly from the rate in force
+            over `constants.REQUIREMENT_RAMP` (7 days; `rates_now`), so no account healthy when
+            the change lands becomes liquidatable in that block.
     """
     roles._check_risk_admin()
     assert underlying < self.underlying_count, "engine: unknown underlying"
+    # a raise phases in from the rates in force now (`lib/ramp.vy`)
+    self.rates_before[underlying] = self._rates_now(underlying)
+    self.rates_changed_at[underlying] = block.timestamp
     self._set_underlying(underlying, self.underlyings[underlying].price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
 
 
@@ -403,21 +443,26 @@ def set_position_caps(market_id: uint256, max_open_interest: uint256, max_positi
 
 
 @external
-def set_trade_params(max_price_deviation: uint256, max_funding_rate: uint256, funding_smoothing: uint256):
+def set_trade_params(max_price_deviation: uint256, max_funding_rate: uint256, funding_smoothing: uint256, min_position_notional: uint256):
     """
     @notice Change trading parameters (risk admin).
     @param max_price_deviation Largest |trade price / index - 1|, WAD, in [0.1%, 20%].
     @param max_funding_rate Cap on |funding rate| per 8 hours, WAD, <= 1%.
     @param funding_smoothing Weight of a trade's premium in the funding EMA, WAD, in (0, 1].
+    @param min_position_notional Least notional (WAD USD, at the index) of a position a trade
+           leaves open, <= $1,000 (0 = none): dust positions cost a liquidator more gas than
+           they pay. Closing a position is always allowed.
     """
     roles._check_risk_admin()
     assert max_price_deviation >= MIN_PRICE_DEVIATION and max_price_deviation <= MAX_PRICE_DEVIATION, "engine: max_price_deviation out of bounds"
     assert max_funding_rate <= MAX_FUNDING_RATE_BOUND, "engine: max_funding_rate out of bounds"
     assert funding_smoothing > 0 and funding_smoothing <= constants.WAD, "engine: funding_smoothing out of bounds"
+    assert min_position_notional <= MAX_MIN_POSITION_NOTIONAL, "engine: min_position_notional out of bounds"
     self.max_price_deviation = max_price_deviation
     self.max_funding_rate = max_funding_rate
     self.funding_smoothing = funding_smoothing
-    log TradeParamsSet(max_price_deviation=max_price_deviation, max_funding_rate=max_funding_rate, funding_smoothing=funding_smoothing)
+    self.min_position_notional = min_position_notional
+    log TradeParamsSet(max_price_deviation=max_price_deviation, max_funding_rate=max_funding_rate, funding_smoothing=funding_smoothing, min_position_notional=min_position_notional)
 
 
 @external
@@ -546,7 +591,7 @@ def _requirements(account: address, prices: DynArray[uint256, constants.MAX_PRIC
     for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
         if longs[u] == 0 and shorts[u] == 0 and alone[u] == 0:
             continue
-        params: types.Underlying = self.underlyings[u]
+        params: types.Underlying = self._rates_now(u)
         price: uint256 = prices[params.price_id]
         assert price != 0, "engine: no valid price"
         net: uint256 = max(longs[u], shorts[u]) - min(longs[u], shorts[u])
@@ -719,16 +764,19 @@ def settle_positions(account: address):
 
 
 @internal
-def _check_caps(account: address, market_id: uint256, old_size: int256, new_size: int256):
+def _check_caps(account: address, market_id: uint256, old_size: int256, new_size: int256, index: uint256):
     """
-    @dev A trade that grows a position must keep it, and the market's open interest, within
+    @dev A trade leaves a position flat or at least `min_position_notional` at the index. A
+         trade that grows a position must keep it, and the market's open interest, within
          caps; it also records the block, in which the account cannot be liquidated.
     """
+    amount: uint256 = convert(abs(new_size), uint256)
+    assert amount == 0 or amount * index // constants.WAD >= self.min_position_notional, "engine: position below minimum notional"
     if not trade_rules._grows(old_size, new_size):
         return
     self.opened_block[account] = block.number
     cap: uint256 = self.max_position[market_id]
-    assert cap == 0 or convert(abs(new_size), uint256) <= cap, "engine: position above cap"
+    assert cap == 0 or amount <= cap, "engine: position above cap"
     cap = self.max_open_interest[market_id]
     assert cap == 0 or self.open_interest[market_id] <= cap, "engine: open interest above cap"
 
@@ -743,8 +791,8 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     @dev Reverts "engine: not matching", "engine: unknown market", "engine: market expired",
          "engine: no valid price", "engine: price too far from index", "engine: below initial
          margin" (for either side, unless its trade only reduces risk: `lib/trade_rules.vy`),
-         "engine: position above cap", "engine: open interest above cap", "engine: too many
-         positions".
+         "engine: position below minimum notional", "engine: position above cap", "engine: open
+         interest above cap", "engine: too many positions".
     """
     assert msg.sender == self.matching, "engine: not matching"
     assert market_id < self.market_count, "engine: unknown market"
@@ -769,8 +817,8 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     self._apply_fill(taker, market_id, -size, price, funding_index)
     assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker, prices)), "engine: below initial margin"
     assert trade_rules._trade_allowed(taker_old, taker_old - size, taker_before, self._summary(taker, prices)), "engine: below initial margin"
-    self._check_caps(maker, market_id, maker_old, maker_old + size)
-    self._check_caps(taker, market_id, taker_old, taker_old - size)
+    self._check_caps(maker, market_id, maker_old, maker_old + size, index)
+    self._check_caps(taker, market_id, taker_old, taker_old - size, index)
 
     if market.is_perpetual:
         rate: int256 = funding._rate_after_trade(
@@ -1031,6 +1079,16 @@ def meets_initial_margin(account: address) -> bool:
     """
     summary: types.MarginSummary = self._summary(account, self._prices())
     return summary.equity >= convert(summary.initial_margin, int256)
+
+
+@external
+@view
+def rates_now(underlying: uint256) -> types.Underlying:
+    """
+    @notice The margin rates of `underlying` in force now (WAD fractions): `underlyings` holds
+            the targets, towards which a raise phases in over 7 days (`lib/ramp.vy`).
+    """
+    return self._rates_now(underlying)
 
 
 @external

@@ -59,6 +59,7 @@ from . import black76
 from . import constants
 from . import types
 from . import trade_rules
+from . import ramp
 
 initializes: roles
 
@@ -182,7 +183,12 @@ opened_block: HashMap[address, uint256]
 
 # @dev Standard margin rates and haircuts, and the trade price band: a premium must be within
 #      max(abs_price_band * index, rel_price_band * mark) of the mark.
+#      These are the targets; `risk_params_now` gives those in force.
 risk_params: public(RiskParams)
+# @dev The margin rates in force when they last changed, and when: raises phase in from them
+#      (`lib/ramp.vy`).
+risk_params_before: RiskParams
+risk_params_changed_at: public(uint256)
 
 
 event SeriesListed:
@@ -323,6 +329,28 @@ def set_series_caps(series_id: uint256, max_open_interest: uint256, max_position
 
 
 @internal
+@view
+def _risk_params_now() -> RiskParams:
+    """
+    @dev The risk parameters in force now: the targets once a raise has phased in.
+    """
+    target: RiskParams = self.risk_params
+    since: uint256 = self.risk_params_changed_at
+    if block.timestamp >= since + constants.REQUIREMENT_RAMP:
+        return target
+    before: RiskParams = self.risk_params_before
+    return RiskParams(
+        short_im_rate=ramp._raised(before.short_im_rate, target.short_im_rate, since),
+        short_im_floor=ramp._raised(before.short_im_floor, target.short_im_floor, since),
+        short_mm_rate=ramp._raised(before.short_mm_rate, target.short_mm_rate, since),
+        long_im_haircut=ramp._raised(before.long_im_haircut, target.long_im_haircut, since),
+        long_mm_haircut=ramp._raised(before.long_mm_haircut, target.long_mm_haircut, since),
+        abs_price_band=target.abs_price_band,
+        rel_price_band=target.rel_price_band,
+    )
+
+
+@internal
 def _set_risk_params(params: RiskParams):
     assert (
         params.short_mm_rate >= MIN_SHORT_MM_RATE
@@ -354,7 +382,9 @@ def _set_risk_params(params: RiskParams):
 def set_risk_params(params: RiskParams):
     """
     @notice Change the standard option margin and the trade price band (risk admin); all WAD
-            fractions.
+            fractions. A lower margin rate or haircut, and any band, apply at once; a higher
+            rate or haircut phases in linearly from the one in force over
+            `constants.REQUIREMENT_RAMP` (7 days; `risk_params_now`).
     @dev Reverts "options: margin params out of bounds" unless
          1% <= short_mm_rate <= short_im_floor <= short_im_rate <= 100% and
          long_im_haircut <= long_mm_haircut <= 90% (so IM is never below MM); "options: price
@@ -366,6 +396,8 @@ def set_risk_params(params: RiskParams):
            for IM, MM; abs_price_band, rel_price_band: the trade price band).
     """
     roles._check_risk_admin()
+    self.risk_params_before = self._risk_params_now()
+    self.risk_params_changed_at = block.timestamp
     self._set_risk_params(params)
 
 
@@ -507,7 +539,7 @@ def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], 
     im: uint256 = 0
     mm: uint256 = 0
     gross: uint256 = 0
-    params: RiskParams = self.risk_params
+    params: RiskParams = self._risk_params_now()
     for series_id: uint256 in self._account_series[account]:
         series: Series = self.series[series_id]
         if live_only and (series.settlement_price != 0 or block.timestamp >= series.expiry):
@@ -686,7 +718,7 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
     assert staticcall IVolFeed(VOL_FEED).is_fresh(series.price_id, series.expiry), "options: stale vol"
     mark: uint256 = self._model_value(series, index, self._smile_vol(series, index))
     gap: uint256 = max(price, mark) - min(price, mark)
-    params: RiskParams = self.risk_params
+    params: RiskParams = self._risk_params_now()
     assert gap * constants.WAD <= max(params.abs_price_band * index, params.rel_price_band * mark), "options: price too far from mark"
 
     # void both accounts' attestations before the trade is judged: before and after compare alike
@@ -714,7 +746,7 @@ def _move_options(account: address, liquidator: address, fraction: uint256, pric
          liquidator at the account's margin mark; returns the value moved, sum of
          ceil(|moved| * mark / 1e18).
     """
-    params: RiskParams = self.risk_params
+    params: RiskParams = self._risk_params_now()
     moved_value: uint256 = 0
     held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._account_series[account]
     for series_id: uint256 in held:
@@ -847,6 +879,15 @@ def has_positions(account: address) -> bool:
 
 @external
 @view
+def risk_params_now() -> RiskParams:
+    """
+    @notice The risk parameters in force now; see `set_risk_params`.
+    """
+    return self._risk_params_now()
+
+
+@external
+@view
 def option_states(account: address) -> DynArray[types.OptionState, constants.MAX_ACCOUNT_SERIES]:
     """
     @notice Every option position of an account with what it adds to margin at current index
@@ -856,7 +897,7 @@ def option_states(account: address) -> DynArray[types.OptionState, constants.MAX
             valid price" like `margin_contribution`.
     """
     prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._index_prices()
-    params: RiskParams = self.risk_params
+    params: RiskParams = self._risk_params_now()
     out: DynArray[types.OptionState, constants.MAX_ACCOUNT_SERIES] = []
     for series_id: uint256 in self._account_series[account]:
         series: Series = self.series[series_id]

@@ -88,6 +88,28 @@ def _compiled(name: str) -> Artifact:
     return Artifact(name, data["abi"], data["bytecode"])
 
 
+def storage_slot(name: str, *path: str) -> int:
+    """The storage slot of a top-level variable of a protocol contract, by its path in Vyper's
+    storage layout (a module's variables under the module's name: `("core", "rates_changed_at")`).
+    An element of a HashMap lives at keccak256(slot ++ key) (Vyper's `sha3_64`)."""
+    cache_file = CACHE / f"{name}-{_sources_digest()}-layout.json"
+    if cache_file.exists():
+        layout = json.loads(cache_file.read_text())
+    else:
+        from vyper.cli.vyper_compile import compile_files
+        from vyper.compiler.settings import Settings
+
+        out = compile_files([str(CONTRACTS / NAMES[name])], ("layout",), paths=[str(CONTRACTS)],
+                            settings=Settings(evm_version=EVM_VERSION))
+        layout = next(iter(out.values()))["layout"]["storage_layout"]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(layout))
+    node = layout
+    for key in path:
+        node = node[key]
+    return int(node["slot"])
+
+
 def compiler_version() -> str:
     import vyper
 

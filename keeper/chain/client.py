@@ -122,12 +122,14 @@ class ProtocolClient:
     # ------------------------------------------------------------------ parameters
 
     def risk_params(self, block: int | str = "latest") -> RiskParams:
-        """Margin rates of every underlying and haircuts of every asset, read from chain."""
+        """Margin rates of every underlying and haircuts of every asset in force at `block`
+        (a governance raise phases in over days: `MarginEngine.rates_now`, `haircut_now`)."""
         e, v = self.engine.functions, self.vault.functions
         n_u = e.underlying_count().call(block_identifier=block)
-        underlyings = [e.underlyings(u).call(block_identifier=block) for u in range(n_u)]
+        underlyings = [e.rates_now(u).call(block_identifier=block) for u in range(n_u)]
         n_a = v.asset_count().call(block_identifier=block)
         assets = [v.assets(a).call(block_identifier=block) for a in range(n_a)]
+        haircuts = [v.haircut_now(a).call(block_identifier=block) for a in range(n_a)]
         return RiskParams(
             price_id=np.array([u[0] for u in underlyings], dtype=np.int64),
             im_rate=np.array([u[1] for u in underlyings], dtype=object),
@@ -136,7 +138,7 @@ class ProtocolClient:
             spread_mm_rate=np.array([u[4] for u in underlyings], dtype=object),
             asset_price_id=np.array([a[2] for a in assets], dtype=np.int64),
             asset_decimals=np.array([a[1] for a in assets], dtype=np.int64),
-            asset_haircut=np.array([a[3] for a in assets], dtype=object),
+            asset_haircut=np.array(haircuts, dtype=object),
             **self.depeg_params(block),
         )
 

@@ -336,7 +336,7 @@ def deploy_protocol(
     run.call("set_liquidation_params", engine, "set_liquidation_params",
              config.liquidation_penalty, config.liquidator_share, config.liquidation_target)
     run.call("set_trade_params", engine, "set_trade_params",
-             config.max_price_deviation, config.max_funding_rate, config.funding_smoothing)
+             config.max_price_deviation, config.max_funding_rate, config.funding_smoothing, config.min_position_notional)
     for i, u in enumerate(config.underlyings):
         run.call(f"add_underlying {u.symbol}", engine, "add_underlying",
                  u.price_id, u.im_rate, u.mm_rate, u.spread_im_rate, u.spread_mm_rate,

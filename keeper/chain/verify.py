@@ -186,6 +186,7 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
         ("max_price_deviation", config.max_price_deviation),
         ("max_funding_rate", config.max_funding_rate),
         ("funding_smoothing", config.funding_smoothing),
+        ("min_position_notional", config.min_position_notional),
         ("max_liquidation_penalty", config.max_liquidation_penalty),
     ):
         add("MarginEngine", fn, expected, read(engine, fn), wad=True)

@@ -14,6 +14,8 @@ when options are deployed, `contracts/HealthAttestor.vy` (`set_margin_floor`,
 from __future__ import annotations
 
 WAD = 10**18
+# lib/constants.vy: a stricter margin rate or haircut phases in over this many seconds
+REQUIREMENT_RAMP = 7 * 86400
 
 # lib/engine_core.vy (MarginEngine)
 MIN_IM_RATE = 10**16
@@ -28,6 +30,7 @@ MAX_PRICE_DEVIATION = 2 * 10**17
 MAX_FUNDING_RATE_BOUND = 10**16
 MIN_PENALTY_RAMP = 60
 MAX_PENALTY_RAMP = 86400
+MAX_MIN_POSITION_NOTIONAL = 1000 * WAD
 # CollateralVault.vy
 MAX_HAIRCUT = 10**18
 MIN_DEPEG_THRESHOLD = 9 * 10**17
@@ -63,7 +66,8 @@ MAX_VOL_HEARTBEAT = 86400
 SOURCES: dict[str, tuple[str, str]] = {
     **{n: ("lib/engine_core.vy", n) for n in (
         "MIN_IM_RATE", "MAX_IM_RATE", "MIN_MM_RATE", "MIN_PENALTY", "MAX_PENALTY", "MIN_TARGET", "MAX_TARGET",
-        "MIN_PRICE_DEVIATION", "MAX_PRICE_DEVIATION", "MAX_FUNDING_RATE_BOUND", "MIN_PENALTY_RAMP", "MAX_PENALTY_RAMP")},
+        "MIN_PRICE_DEVIATION", "MAX_PRICE_DEVIATION", "MAX_FUNDING_RATE_BOUND", "MIN_PENALTY_RAMP", "MAX_PENALTY_RAMP",
+        "MAX_MIN_POSITION_NOTIONAL")},
     **{n: ("CollateralVault.vy", n) for n in (
         "MAX_HAIRCUT", "MIN_DEPEG_THRESHOLD", "MAX_DEPEG_THRESHOLD", "MAX_DEPEG_FACTOR")},
     **{n: ("OracleRouter.vy", n) for n in ("MIN_HEARTBEAT", "MAX_HEARTBEAT", "MAX_FEEDS")},
@@ -92,10 +96,11 @@ def _within(name: str, value: int, lo: int, hi: int, revert: str) -> list[str]:
 
 
 def _mm_vs_penalty(mm_rates: dict[str, int], penalty: int, what: str) -> list[str]:
-    """Every underlying's mm_rate must be at least twice the largest penalty rate."""
+    """Every underlying's mm_rate in force must be at least twice the largest penalty rate."""
     return [
-        f"{what} needs every mm_rate >= {wad_text(2 * penalty)}, underlying {name} has {wad_text(mm)} "
-        "(engine: mm_rate below 2x penalty); raise its mm_rate in an earlier entry"
+        f"{what} needs every mm_rate in force >= {wad_text(2 * penalty)}, underlying {name} has {wad_text(mm)} "
+        "(engine: mm_rate below 2x penalty); raise its mm_rate first and wait until the raise has phased in "
+        f"({REQUIREMENT_RAMP // 86400} days)"
         for name, mm in mm_rates.items()
         if mm < 2 * penalty
     ]
@@ -152,7 +157,8 @@ def check_position_caps(new: dict[str, int]) -> list[str]:
 
 
 def check_trading(new: dict[str, int]) -> list[str]:
-    """`set_trade_params`: deviation in [0.1%, 20%], funding cap <= 1% per 8 h, smoothing in (0, 1]."""
+    """`set_trade_params`: deviation in [0.1%, 20%], funding cap <= 1% per 8 h, smoothing in (0, 1],
+    minimum position notional <= $1,000."""
     out = _within("max_price_deviation", new["max_price_deviation"], MIN_PRICE_DEVIATION, MAX_PRICE_DEVIATION,
                   "engine: max_price_deviation out of bounds")
     out += _within("max_funding_rate", new["max_funding_rate"], 0, MAX_FUNDING_RATE_BOUND,
@@ -160,6 +166,8 @@ def check_trading(new: dict[str, int]) -> list[str]:
     if not 0 < new["funding_smoothing"] <= WAD:
         out.append(f"funding_smoothing {wad_text(new['funding_smoothing'])} is outside (0, 1] "
                    "(engine: funding_smoothing out of bounds)")
+    out += _within("min_position_notional", new.get("min_position_notional", 0), 0, MAX_MIN_POSITION_NOTIONAL,
+                   "engine: min_position_notional out of bounds")
     return out
 
 
@@ -294,7 +302,7 @@ def check_config(config) -> list[str]:
          "target": config.liquidation_target}, 0, {}))
     add("trading", check_trading(
         {"max_price_deviation": config.max_price_deviation, "max_funding_rate": config.max_funding_rate,
-         "funding_smoothing": config.funding_smoothing}))
+         "funding_smoothing": config.funding_smoothing, "min_position_notional": config.min_position_notional}))
     for i, u in enumerate(config.underlyings):
         add(f"underlyings[{i}] {u.symbol}", check_underlying(
             {"im_rate": u.im_rate, "mm_rate": u.mm_rate, "spread_im_rate": u.spread_im_rate,

@@ -50,7 +50,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "price_id": {"heartbeats": HEARTBEATS, "min_price": USD, "max_price": USD, "max_jump": FRACTION},
     "liquidation": {"penalty": FRACTION, "liquidator_share": FRACTION, "target": NUMBER,
                     "max_penalty": FRACTION, "penalty_ramp_seconds": SECONDS},
-    "trading": {"max_price_deviation": FRACTION, "max_funding_rate": FRACTION, "funding_smoothing": FRACTION},
+    "trading": {"max_price_deviation": FRACTION, "max_funding_rate": FRACTION, "funding_smoothing": FRACTION,
+                "min_position_notional": USD},
     # CollateralVault.set_depeg_params: the settlement-asset depeg rule (threshold in USD, factor a multiplier)
     "depeg": {"threshold": FRACTION, "factor": NUMBER},
     # HealthAttestor

@@ -32,12 +32,20 @@ class CurrentParams:
     ids: dict[str, dict[str, int]] = field(default_factory=dict)
     asset_decimals: dict[str, int] = field(default_factory=dict)
     roles: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # MM rate in force per underlying (`MarginEngine.rates_now`), below the target while a raise
+    # phases in; absent = the target
+    mm_rates_in_force: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> "CurrentParams":
         return copy.deepcopy(self)
 
     def mm_rates(self) -> dict[str, int]:
-        return {name: v["mm_rate"] for name, v in self.values["underlying"].items()}
+        """The MM rates in force, which bound the liquidation penalty (`_check_penalty_fits`)."""
+        return {name: self.mm_rates_in_force.get(name, v["mm_rate"]) for name, v in self.values["underlying"].items()}
+
+    def set_mm_rate(self, name: str, target: int) -> None:
+        """A new target: a lower rate is in force at once, a higher one only phases in."""
+        self.mm_rates_in_force[name] = min(self.mm_rates()[name], target)
 
 
 def _names(mapping: dict[str, int], count: int) -> list[tuple[int, str]]:
@@ -83,6 +91,7 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
     for u, name in _names(deployment.underlyings, get(e.underlying_count())):
         _, im, mm, sim, smm = get(e.underlyings(u))
         out.values["underlying"][name] = {"im_rate": im, "mm_rate": mm, "spread_im_rate": sim, "spread_mm_rate": smm}
+        out.mm_rates_in_force[name] = get(e.rates_now(u))[2]
         out.ids["underlying"][name] = u
     for a, name in _names(deployment.asset_ids, get(v.asset_count())):
         _, decimals, _, haircut, cap, _ = get(v.assets(a))
@@ -115,6 +124,7 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
         "max_price_deviation": get(e.max_price_deviation()),
         "max_funding_rate": get(e.max_funding_rate()),
         "funding_smoothing": get(e.funding_smoothing()),
+        "min_position_notional": get(e.min_position_notional()),
     }}  # fmt: skip
     if "health_attestor" in c:
         h = c["health_attestor"].functions

@@ -61,7 +61,8 @@ SETTERS: dict[str, tuple[Setter, ...]] = {
                lambda new, s: bounds.check_penalty_ramp(new, _liq(s)["penalty"], s.mm_rates())),
     ),
     "depeg": (Setter("vault", "set_depeg_params", ("threshold", "factor"), lambda new, s: bounds.check_depeg(new)),),
-    "trading": (Setter("engine", "set_trade_params", ("max_price_deviation", "max_funding_rate", "funding_smoothing"),
+    "trading": (Setter("engine", "set_trade_params", ("max_price_deviation", "max_funding_rate", "funding_smoothing",
+                                                        "min_position_notional"),
                        lambda new, s: bounds.check_trading(new)),),
     "attestation": (
         Setter("health_attestor", "set_margin_floor", ("margin_floor",), lambda new, s: bounds.check_margin_floor(new)),
@@ -239,6 +240,8 @@ def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deploy
             args = item_id + ((values,) if setter.struct else values)
             address = getattr(deployment, setter.contract)
             calls.append(Call(change.index, section, name, setter.contract, address, setter.function, args, rows))
+            if section == "underlying":
+                state.set_mm_rate(name, new["mm_rate"])
             items[name] = {**old, **new}  # later entries are checked against this
         if not touched and not any(p.startswith(change.where + ":") for p in problems):
             problems.append(f"{change.where}: changes nothing (every value equals the on-chain one)")

@@ -8,6 +8,11 @@ lens values option positions and applies live portfolio-margin attestations, so 
 option rate, a higher attestation floor or a narrower attestation price band shows as a higher
 requirement. Nothing is sent to the real chain.
 
+A stricter margin rate or haircut phases in over `REQUIREMENT_RAMP` (7 days) on chain, so
+nothing tightens in the block a change executes. "After" is therefore the state once every
+change has phased in, at today's prices: on the fork, the time each ramp started is set far
+enough back (`complete_phase_in`, through `anvil_setStorageAt`) that the targets are in force.
+
 An account is newly liquidatable when equity >= MM before and equity < MM after (the engine's
 `is_liquidatable`), newly below IM when equity >= IM before and equity < IM after (it can
 then no longer withdraw or add risk).
@@ -17,13 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from eth_utils import keccak
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from keeper.chain.anvil import Anvil
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deploy import Deployment
-from keeper.chain.artifacts import load_artifact
+from keeper.chain.artifacts import load_artifact, storage_slot
 from keeper.params.plan import CONTRACT_NAMES, Call, call_data
 
 ACTOR_BALANCE = 10**20  # wei given to the impersonated account for gas on the fork
@@ -122,6 +128,32 @@ def apply_calls(w3: Web3, calls: list[Call], actor: str | None) -> tuple[int, st
     return None
 
 
+def _ramp_starts(w3: Web3, deployment: Deployment) -> list[tuple[str, int]]:
+    """(contract address, storage slot) of every ramp start time: each underlying's
+    `rates_changed_at`, each asset's `haircut_changed_at`, the option market's
+    `risk_params_changed_at`."""
+    def element(base: int, key: int) -> int:
+        return int.from_bytes(keccak(base.to_bytes(32, "big") + key.to_bytes(32, "big")), "big")
+
+    engine = w3.eth.contract(address=deployment.engine, abi=load_artifact("MarginEngine").abi).functions
+    vault = w3.eth.contract(address=deployment.vault, abi=load_artifact("CollateralVault").abi).functions
+    base = storage_slot("MarginEngine", "core", "rates_changed_at")
+    out = [(deployment.engine, element(base, u)) for u in range(engine.underlying_count().call())]
+    base = storage_slot("CollateralVault", "haircut_changed_at")
+    out += [(deployment.vault, element(base, a)) for a in range(vault.asset_count().call())]
+    if getattr(deployment, "option_market", ""):
+        out.append((deployment.option_market, storage_slot("OptionMarket", "core", "risk_params_changed_at")))
+    return out
+
+
+def complete_phase_in(w3: Web3, deployment: Deployment) -> None:
+    """On a fork only: make every requirement ramp look as if it started at time 0, so the
+    targets of every change are in force now (and mine a block, for calls at "latest")."""
+    for address, slot in _ramp_starts(w3, deployment):
+        _rpc(w3, "anvil_setStorageAt", [address, hex(slot), "0x" + "00" * 32])
+    _rpc(w3, "evm_mine", [])
+
+
 def option_accounts(w3: Web3, deployment: Deployment, from_block: int, to_block: int) -> set[str]:
     """Accounts whose option position changed in [from_block, to_block] (OptionMarket
     `OptionPositionChanged`); empty without an option market."""
@@ -152,6 +184,7 @@ def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | N
         result.failed = apply_calls(w3, calls, actor)
         if result.failed is not None:
             return result
+        complete_phase_in(w3, deployment)
         try:
             result.after = [tuple(r) for r in client.margin_summaries(accounts, "latest")]
         except (ContractLogicError, Web3RPCError) as e:

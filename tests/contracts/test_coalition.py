@@ -37,7 +37,11 @@ Rules (what real users can do; reverts are expected, caught, and must change not
     the nonce of the next order);
   same_block_gap (finding 4's pattern, also finding 1's: V opens up to max leverage against the
     richest colluder, the feed gaps against V in the same block, V may dump to the colluder at
-    the band edge, the coalition liquidator liquidates V, then the keeper).
+    the band edge, the coalition liquidator liquidates V, then the keeper);
+  risk_admin_change (a compromised risk admin within the on-chain bounds, docs/trust-model.md:
+    margin rates to 100% / their minima / back, liquidation penalty, share and target to their
+    extremes, the minimum position notional to $1,000 or none, position caps to 1 wei or none;
+    raises phase in over REQUIREMENT_RAMP, which warp crosses).
 Every rule runs in a new block (block.number + 1, same timestamp); time passes only in warp /
 settle_race. The honest keeper liquidates every liquidatable account after each price move or
 time jump; when refused with "engine: position opened this block" it retries next block.
@@ -101,6 +105,10 @@ INVARIANTS, after every step (exact integers / Fraction; equity = the contract's
       id's feeds (`oracle.feeds`) of answer x scale of each feed's first round with
       updatedAt >= expiry (walked back from latestRoundData with getRoundData), whoever called it
       and whenever.
+  Governance ("gov"): in the block a risk-admin change lands, no account healthy (equity >= MM)
+      before it can be liquidated, and every account below MM after it can be (or, having
+      opened a position in that block, in the next one). The coalition's profit with the admin
+      on its side is still bounded by (a) and (b).
   Same block: no liquidation of an account succeeds in a block (block.number) in which that
       account increased |position| by a trade ("engine: position opened this block").
   Basic: USDC.balanceOf(vault) >= settlement_total, and settlement_total x 1e12 >= sum of every
@@ -162,6 +170,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
+from keeper.params import bounds
 from tests.boa_protocol import WAD, same_block
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
@@ -432,6 +441,7 @@ TAGS = {
     "c2": "finding 2 class: honest accounts paid more funding than the envelope allows",
     "settle": "finding 3 class: settlement price is not the first post-expiry answer",
     "block": "finding 4 class: liquidated in the block it increased a position",
+    "gov": "bounded trust: a risk-admin change seized a healthy account or stopped a liquidation in its block",
     "revert": "a reverted action changed state",
     "solvency": "the vault owes more than it holds",
 }
@@ -514,6 +524,13 @@ GAP_BP = st.sampled_from([-3000, -1500, -1200, -1100, -1050, -700, -510])
 WARP = st.sampled_from([1, 12, 600, 3599, 3601, 8 * 3600, 86400, 10 * 86400, -1, -60, -3000, -1, -60])
 # coalition prices: 0 index, 1 band edge up, 2 band edge down, 3 random inside, 4 one wei beyond
 PRICE_MODE = st.sampled_from([0, 1, 1, 2, 2, 3, 4])
+# the risk admin's changes, each an extreme of a bound (`risk_admin_change`); the trading
+# parameters the funding envelope reads (band, cap, smoothing) stay as deployed
+GOV = st.sampled_from([
+    "rates_max_eth", "rates_max_btc", "rates_min_eth", "rates_min_btc", "rates_default_eth", "rates_default_btc",
+    "liquidation_max", "liquidation_min", "liquidation_default", "penalty_ramp_max",
+    "min_notional_max", "min_notional_none", "min_notional_default", "caps_min", "caps_none",
+])
 # coalition sizes: 0 one wei, 1 close the seller's / buyer's whole position, 2 fraction of max leverage
 SIZE_MODE = st.sampled_from([0, 0, 1, 2, 2, 2])
 
@@ -579,6 +596,8 @@ class CoalitionMachine(RuleBasedStateMachine):
         if tag == "settle":
             raise AssertionError(text)
         if tag == "block":
+            raise AssertionError(text)
+        if tag == "gov":
             raise AssertionError(text)
         if tag == "revert":
             raise AssertionError(text)
@@ -1097,6 +1116,73 @@ class CoalitionMachine(RuleBasedStateMachine):
         self._keeper()
 
     # ------------------------------------------------------------ invariants
+
+    def _change(self, kind: str):
+        """Apply one risk-admin change (the deployer holds the role here; behind the timelock it
+        is one `execute`). Rates: the extremes of `set_underlying_params` and the deployed 10% /
+        5% / 2% / 1%; liquidation: penalty at the largest the MM rates in force allow (<= 10%),
+        share 100%, target 2.0, or the minima; the minimum position notional at $1,000 or 0."""
+        p, w = self.w.p, self.w
+        e = p.engine
+        admin = p.admin
+        penalty = max(e.liquidation_penalty(), e.max_liquidation_penalty())
+        if kind.startswith("rates_"):
+            u = ETH if kind.endswith("eth") else BTC
+            if "max" in kind:
+                args = (WAD, WAD, WAD, WAD)
+            elif "min" in kind:
+                mm = max(bounds.MIN_MM_RATE, 2 * penalty)
+                args = (max(bounds.MIN_IM_RATE, mm), mm, 0, 0)
+            else:
+                args = (10 * WAD // 100, max(5 * WAD // 100, 2 * penalty), 2 * WAD // 100, WAD // 100)
+                args = (max(args[0], args[1]),) + args[1:]
+            e.set_underlying_params(u, *args, sender=admin)
+        elif kind == "liquidation_max":
+            in_force = min(e.rates_now(u).mm_rate for u in range(e.underlying_count()))
+            top = min(bounds.MAX_PENALTY, in_force // 2)
+            e.set_liquidation_params(top, WAD, bounds.MAX_TARGET, sender=admin)
+        elif kind == "liquidation_min":
+            e.set_liquidation_params(bounds.MIN_PENALTY, 0, bounds.MIN_TARGET, sender=admin)
+        elif kind == "liquidation_default":
+            e.set_liquidation_params(2 * WAD // 100, WAD // 2, 125 * WAD // 100, sender=admin)
+        elif kind == "penalty_ramp_max":
+            in_force = min(e.rates_now(u).mm_rate for u in range(e.underlying_count()))
+            e.set_penalty_ramp(min(bounds.MAX_PENALTY, in_force // 2), bounds.MAX_PENALTY_RAMP, sender=admin)
+        elif kind.startswith("min_notional"):
+            notional = {"max": bounds.MAX_MIN_POSITION_NOTIONAL, "none": 0, "default": 10 * WAD}[kind.split("_")[-1]]
+            e.set_trade_params(w.dev, w.cap, w.smooth, notional, sender=admin)
+        else:
+            cap = 1 if kind == "caps_min" else 0
+            for m in range(w.n_markets):
+                e.set_position_caps(m, cap, cap, sender=admin)
+
+    @rule(kind=GOV)
+    def risk_admin_change(self, kind):
+        """A compromised but bounded risk admin acts next to the coalition (docs/trust-model.md):
+        in the block its change lands, the coalition's liquidator tries every account that was
+        healthy before it (each must be refused as "engine: account not liquidatable"), and the
+        honest keeper's liquidation of every account below MM goes through (or waits one block
+        for a position opened in this one). The coalition's profit stays within (a) and (b)."""
+        self._step()
+        w = self.w
+        summ = self._summaries(w.addrs)
+        healthy = [a for a in w.addrs if self.pos[a] and summ[a].equity >= summ[a].maintenance_margin]
+        r = self._attempt(lambda: self._change(kind), "gov:" + kind)
+        if r is not None:
+            return
+        self._market_moved()  # rates, penalty and caps change valuations and liquidations
+        for a in healthy:
+            if self._liquidate(w.cliq, a) is None:
+                self._fail("gov", f"{kind}: {a[:8]}, healthy before the change, was liquidated in its block")
+        k = w.keeper
+        for a in w.addrs:
+            if a == k.address:
+                continue
+            s = self._summaries([a])[a]
+            if s.equity < s.maintenance_margin:
+                r = self._liquidate(k, a)
+                if r not in (None, "engine: position opened this block"):
+                    self._fail("gov", f"{kind}: the liquidation of {a[:8]} (below MM) was refused: {r}")
 
     @invariant()
     def coalition_invariants(self):

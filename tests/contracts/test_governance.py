@@ -172,7 +172,7 @@ def test_risk_setters_refuse_admin(split_roles):
         lambda: p.vault.set_asset_params(0, WAD // 2, 1),
         lambda: p.engine.set_underlying_params(0, 10**17, 5 * 10**16, 0, 0),
         lambda: p.engine.set_liquidation_params(10**16, WAD, MIN_TARGET),
-        lambda: p.engine.set_trade_params(10**16, 0, WAD),
+        lambda: p.engine.set_trade_params(10**16, 0, WAD, 0),
     ]
     for who in (p.admin, addr(p)):
         with boa.env.prank(who):
@@ -321,6 +321,9 @@ def test_liquidation_params_valid_extremes(protocol):
     with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_liquidation_params(10**17, 0, MIN_TARGET)  # BTC still at 5%
     e.set_underlying_params(1, 2 * 10**17, 2 * 10**17, 0, 0)
+    with boa.reverts("engine: mm_rate below 2x penalty"):
+        e.set_liquidation_params(10**17, 0, MIN_TARGET)  # the raises still phase in
+    protocol.phase_in()
     e.set_liquidation_params(10**17, 0, MIN_TARGET)
     assert e.liquidation_penalty() == 10**17
     # and then an underlying cannot drop its mm below twice that penalty
@@ -334,11 +337,12 @@ def test_liquidation_params_valid_extremes(protocol):
 @pytest.mark.parametrize(
     "args,reason",
     [
-        ((10**15 - 1, 5 * 10**15, 10**17), "engine: max_price_deviation out of bounds"),
-        ((2 * 10**17 + 1, 5 * 10**15, 10**17), "engine: max_price_deviation out of bounds"),
-        ((5 * 10**16, 10**16 + 1, 10**17), "engine: max_funding_rate out of bounds"),
-        ((5 * 10**16, 5 * 10**15, 0), "engine: funding_smoothing out of bounds"),
-        ((5 * 10**16, 5 * 10**15, WAD + 1), "engine: funding_smoothing out of bounds"),
+        ((10**15 - 1, 5 * 10**15, 10**17, 0), "engine: max_price_deviation out of bounds"),
+        ((2 * 10**17 + 1, 5 * 10**15, 10**17, 0), "engine: max_price_deviation out of bounds"),
+        ((5 * 10**16, 10**16 + 1, 10**17, 0), "engine: max_funding_rate out of bounds"),
+        ((5 * 10**16, 5 * 10**15, 0, 0), "engine: funding_smoothing out of bounds"),
+        ((5 * 10**16, 5 * 10**15, WAD + 1, 0), "engine: funding_smoothing out of bounds"),
+        ((5 * 10**16, 5 * 10**15, 10**17, 1000 * WAD + 1), "engine: min_position_notional out of bounds"),
     ],
 )
 def test_trade_param_bounds(protocol, args, reason):
@@ -350,17 +354,18 @@ def test_trade_param_bounds(protocol, args, reason):
 
 def test_trade_params_valid_extremes(protocol):
     e = protocol.engine
-    e.set_trade_params(10**15, 0, 1)
+    e.set_trade_params(10**15, 0, 1, 0)
     (ev,) = events(e, "TradeParamsSet")
-    assert (ev.max_price_deviation, ev.max_funding_rate, ev.funding_smoothing) == (10**15, 0, 1)
-    e.set_trade_params(2 * 10**17, 10**16, WAD)
-    assert (e.max_price_deviation(), e.max_funding_rate(), e.funding_smoothing()) == (2 * 10**17, 10**16, WAD)
+    assert (ev.max_price_deviation, ev.max_funding_rate, ev.funding_smoothing, ev.min_position_notional) == (10**15, 0, 1, 0)
+    e.set_trade_params(2 * 10**17, 10**16, WAD, 1000 * WAD)
+    assert (e.max_price_deviation(), e.max_funding_rate(), e.funding_smoothing(), e.min_position_notional()) == (
+        2 * 10**17, 10**16, WAD, 1000 * WAD)
 
 
 def test_zero_funding_cap_stops_funding(protocol):
     p = protocol
     e = p.engine
-    e.set_trade_params(5 * 10**16, 0, WAD)
+    e.set_trade_params(5 * 10**16, 0, WAD, 0)
     a, b = p.new_user(), p.new_user()
     p.deposit_usd(a, 10_000)
     p.deposit_usd(b, 10_000)
@@ -390,4 +395,6 @@ def test_haircut_change_moves_margin(protocol):
     p.deposit(a, "WETH", WAD)
     assert p.equity(a.address) == 1700 * WAD
     p.vault.set_asset_params(0, 5 * 10**17, 10**30)
+    assert p.equity(a.address) == 1700 * WAD  # a cut phases in (lib/ramp.vy)
+    p.phase_in()
     assert p.equity(a.address) == 1000 * WAD

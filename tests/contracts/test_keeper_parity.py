@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from keeper.config import AssetConfig, DepegConfig, MarketConfig, PriceIdConfig, load_config
-from tests.boa_protocol import CONTRACT_TESTS_CONFIG
+from keeper.params import bounds
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin, margin_loop
-from tests.boa_protocol import WAD, BoaProtocol
+from tests.boa_protocol import CONTRACT_TESTS_CONFIG, WAD, BoaProtocol
 
 ACCOUNTS = 72
 CASES = [(11, False), (12, True), (13, True)]  # (seed, settle ETH-FUT before valuing)
@@ -142,8 +142,10 @@ def populate(p: BoaProtocol, rng: np.random.Generator, settle: bool) -> list:
 
 
 def params_on_chain(p: BoaProtocol) -> RiskParams:
-    us = [p.engine.underlyings(u) for u in range(p.engine.underlying_count())]
+    """The rates and haircuts in force, as `ProtocolClient.risk_params` reads them."""
+    us = [p.engine.rates_now(u) for u in range(p.engine.underlying_count())]
     assets = [p.vault.assets(a) for a in range(p.vault.asset_count())]
+    haircuts = [p.vault.haircut_now(a) for a in range(p.vault.asset_count())]
     return RiskParams(
         price_id=[u[0] for u in us],
         im_rate=[u[1] for u in us],
@@ -152,7 +154,7 @@ def params_on_chain(p: BoaProtocol) -> RiskParams:
         spread_mm_rate=[u[4] for u in us],
         asset_price_id=[a[2] for a in assets],
         asset_decimals=[a[1] for a in assets],
-        asset_haircut=[a[3] for a in assets],
+        asset_haircut=haircuts,
         settlement_price_id=p.vault.settlement_price_id() if p.vault.settlement_priced() else -1,
         depeg_threshold=p.vault.depeg_threshold(),
         depeg_factor=p.vault.depeg_factor(),
@@ -221,3 +223,21 @@ def test_keeper_margin_equals_contract(isolated_env, case):
     assert (book.funding_index != 0).any()
     if settle:
         assert markets.settlement_price[1] != 0 and (book.size[:, 1] != 0).any()
+
+    # a third of the way into a phase-in: every rate raised, every haircut cut; the keeper's
+    # params (the values in force) still give the contract's figures to the wei
+    for u in range(p.engine.underlying_count()):
+        p.engine.set_underlying_params(u, *(min(WAD, 2 * r) for r in tuple(p.engine.underlyings(u))[1:]), sender=p.admin)
+    for a in range(p.vault.asset_count()):
+        p.vault.set_asset_params(a, p.vault.assets(a)[3] // 2, 2**256 - 1, sender=p.admin)
+    boa.env.time_travel(seconds=bounds.REQUIREMENT_RAMP // 3)
+    for feed in p.feeds.values():  # fresh again, same answers
+        feed.set_answer(feed.latestRoundData()[1])
+    ramped = params_on_chain(p)
+    assert ramped.mm_rate.tolist() != params.mm_rate.tolist() and ramped.asset_haircut.tolist() != params.asset_haircut.tolist()
+    states = p.lens.account_states(addresses)
+    markets = MarketTable.from_states(p.lens.market_states(), boa.env.evm.patch.timestamp)
+    book = AccountBook.from_states(states, p.vault.asset_count(), p.engine.market_count())
+    result = margin(book, markets, ramped, p.oracle.index_prices())
+    for i, summary in enumerate(p.lens.margin_summaries(addresses)):
+        assert (result.equity[i], result.initial_margin[i], result.maintenance_margin[i]) == tuple(summary)[:3], i

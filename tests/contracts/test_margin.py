@@ -132,6 +132,8 @@ def test_requirements_follow_governance(ab):
     p, a, b = ab
     p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
     p.engine.set_underlying_params(0, 2 * IM, 2 * MM, 2 * SIM, 2 * SMM)
+    assert summary(p, a)[1:3] == (2000 * WAD, 1000 * WAD)  # a raise phases in (lib/ramp.vy)
+    p.phase_in()
     assert summary(p, a)[1:3] == (4000 * WAD, 2000 * WAD)
 
 
@@ -249,7 +251,7 @@ def next_rate(rate: int, price: int, index: int, size: int, oi_before: int, oi_a
 def test_funding_rate_is_clamped(ab):
     p, a, b = ab
     e = p.engine
-    e.set_trade_params(5 * 10**16, 5 * 10**15, WAD)  # smoothing 1: rate = premium, then clamp
+    e.set_trade_params(5 * 10**16, 5 * 10**15, WAD, 0)  # smoothing 1: rate = premium, then clamp
     p.trade(a, b, ETH_PERP, WAD, 2100 * WAD)  # +5% premium, the only open interest: weight 1
     assert e.markets(ETH_PERP).funding_rate == 5 * 10**15
     p.trade(b, a, ETH_PERP, WAD, 1900 * WAD)  # -5%, closes it all: weight 1

@@ -13,6 +13,7 @@ import pytest
 
 from keeper.chain.attestations import sign_attestation, typed_data_digest
 from keeper.chain.orders import OptionOrder, option_order_digest
+from keeper.params import bounds
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_value
 from keeper.risk.scenarios import smile_vol
 from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, option_order_typed_data
@@ -125,6 +126,33 @@ def test_risk_params_bounds(kit):
         (ev,) = events(m, "RiskParamsSet")
         assert ev.short_im_rate == new[0] and ev.long_mm_haircut == new[4] and ev.rel_price_band == new[6]
     assert tuple(m.risk_params()) == new
+
+
+def test_option_margin_raise_phases_in(kit):
+    """A stricter option margin (short IM 15% -> 100%, floor 13% -> 95%, MM 9% -> 90%, long MM
+    haircut 80% -> 90%) phases in over REQUIREMENT_RAMP from the rates in force (lib/ramp.vy);
+    a lower long IM haircut (75% -> 50%) and the bands apply at once. A short call worth 7 x 9% x $2,000 = $1,260 of MM keeps it
+    in the block of the change and carries 9% + 81% / 2 = 49.5% of spot midway."""
+    p, m = kit.p, kit.market
+    series = list_with_vol(kit, 2100 * WAD, 30, True)
+    mark = series_state(kit, series).mark
+    buyer, seller = funded(p, 100_000), funded(p, 2_000)
+    kit.trade(buyer, seller, series, 7 * WAD, mark)
+    mm0 = p.engine.margin_summary(seller.address).maintenance_margin
+    assert mm0 == 7 * 9 * 2000 * WAD // 100
+    old = tuple(m.risk_params())
+    new = (WAD, 95 * 10**16, 90 * 10**16, 50 * 10**16, 9 * 10**17, 10**14, WAD // 2)
+    m.set_risk_params(new, sender=p.admin)
+    assert tuple(m.risk_params()) == new  # the targets
+    assert tuple(m.risk_params_now()) == old[:3] + (new[3], old[4]) + new[5:]
+    assert p.engine.margin_summary(seller.address).maintenance_margin == mm0
+    assert not p.engine.is_liquidatable(seller.address)
+    with boa.env.anchor():
+        boa.env.time_travel(seconds=bounds.REQUIREMENT_RAMP // 2)
+        now = tuple(m.risk_params_now())
+        assert now[2] == 9 * 10**16 + 81 * 10**16 // 2 and now[4] == 8 * 10**17 + 10**17 // 2
+    boa.env.time_travel(seconds=bounds.REQUIREMENT_RAMP)
+    assert tuple(m.risk_params_now()) == new
 
 
 def test_portfolio_module_wiring_is_admin_only(protocol):

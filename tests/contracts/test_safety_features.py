@@ -515,6 +515,9 @@ def test_set_penalty_ramp_bounds_role_event(protocol):
     with boa.reverts("engine: mm_rate below 2x penalty"):
         e.set_penalty_ramp(10**17, RAMP)
     e.set_underlying_params(BTC, 2 * 10**17, 2 * 10**17, 2 * 10**16, 10**16)
+    with boa.reverts("engine: mm_rate below 2x penalty"):
+        e.set_penalty_ramp(10**17, RAMP)  # the raises still phase in
+    protocol.phase_in()
     e.set_penalty_ramp(10**17, RAMP)
     (ev,) = events(e, "PenaltyRampSet")
     assert (ev.max_liquidation_penalty, ev.penalty_ramp_time) == (10**17, RAMP)

@@ -233,9 +233,10 @@ OUT_OF_BOUNDS = [
     ("engine", "set_penalty_ramp", (10**16, 3600), "engine: max penalty out of bounds"),
     ("engine", "set_penalty_ramp", (25 * 10**15, 10), "engine: ramp time out of bounds"),
     ("engine", "set_position_caps", (0, 10 * WAD, 20 * WAD), "engine: position cap above OI cap"),
-    ("engine", "set_trade_params", (3 * 10**17, 5 * 10**15, 10**17), "engine: max_price_deviation out of bounds"),
-    ("engine", "set_trade_params", (5 * 10**16, 2 * 10**16, 10**17), "engine: max_funding_rate out of bounds"),
-    ("engine", "set_trade_params", (5 * 10**16, 5 * 10**15, 0), "engine: funding_smoothing out of bounds"),
+    ("engine", "set_trade_params", (3 * 10**17, 5 * 10**15, 10**17, 0), "engine: max_price_deviation out of bounds"),
+    ("engine", "set_trade_params", (5 * 10**16, 2 * 10**16, 10**17, 0), "engine: max_funding_rate out of bounds"),
+    ("engine", "set_trade_params", (5 * 10**16, 5 * 10**15, 0, 0), "engine: funding_smoothing out of bounds"),
+    ("engine", "set_trade_params", (5 * 10**16, 5 * 10**15, 10**17, 1000 * 10**18 + 1), "engine: min_position_notional out of bounds"),
     ("vault", "set_asset_params", (0, WAD + 1, 0), "vault: haircut out of bounds"),
     ("oracle", "set_circuit_breaker", (0, 10 * WAD, 5 * WAD, 0), "oracle: empty price band"),
     ("oracle", "set_circuit_breaker", (0, 0, 0, WAD + 1), "oracle: max_jump out of bounds"),
@@ -252,7 +253,7 @@ def _python_check(function: str, args: tuple, p) -> list[str]:
         "set_liquidation_params": lambda: bounds.check_liquidation(dict(zip(("penalty", "liquidator_share", "target"), a)), 25 * 10**15, mm),
         "set_penalty_ramp": lambda: bounds.check_penalty_ramp(dict(zip(("max_penalty", "penalty_ramp_seconds"), a)), 2 * 10**16, mm),
         "set_position_caps": lambda: bounds.check_position_caps(dict(zip(("max_open_interest", "max_position"), a))),
-        "set_trade_params": lambda: bounds.check_trading(dict(zip(("max_price_deviation", "max_funding_rate", "funding_smoothing"), a))),
+        "set_trade_params": lambda: bounds.check_trading(dict(zip(("max_price_deviation", "max_funding_rate", "funding_smoothing", "min_position_notional"), a))),
         "set_asset_params": lambda: bounds.check_asset(dict(zip(("haircut", "deposit_cap"), a))),
         "set_circuit_breaker": lambda: bounds.check_circuit_breaker(dict(zip(("min_price", "max_price", "max_jump"), a))),
     }  # fmt: skip
@@ -352,11 +353,12 @@ def test_bounds_mirror_equals_the_contract_constants():
     from keeper.chain.artifacts import CONTRACTS
 
     found = {}
-    for name in ("lib/engine_core.vy", "CollateralVault.vy", "OracleRouter.vy"):
+    for name in ("lib/constants.vy", "lib/engine_core.vy", "CollateralVault.vy", "OracleRouter.vy"):
         for m in re.finditer(r"^([A-Z_]+): constant\(uint256\) = ([0-9* ]+)$", (CONTRACTS / name).read_text(), re.M):
             found[m.group(1)] = eval(m.group(2))  # noqa: S307 - integer literals of our own sources
     names = ["MIN_IM_RATE", "MAX_IM_RATE", "MIN_MM_RATE", "MIN_PENALTY", "MAX_PENALTY", "MIN_TARGET", "MAX_TARGET",
              "MIN_PRICE_DEVIATION", "MAX_PRICE_DEVIATION", "MAX_FUNDING_RATE_BOUND", "MIN_PENALTY_RAMP",
-             "MAX_PENALTY_RAMP", "MAX_HAIRCUT", "MIN_HEARTBEAT", "MAX_HEARTBEAT", "MAX_FEEDS"]  # fmt: skip
+             "MAX_PENALTY_RAMP", "MAX_MIN_POSITION_NOTIONAL", "MAX_HAIRCUT", "MIN_HEARTBEAT", "MAX_HEARTBEAT", "MAX_FEEDS",
+             "REQUIREMENT_RAMP"]  # fmt: skip
     for n in names:
         assert getattr(bounds, n) == found[n], n

@@ -397,7 +397,7 @@ def test_price_too_far_from_index(ab, price, ok):
 
 def test_price_deviation_follows_governance(ab):
     p, a, b = ab
-    p.engine.set_trade_params(10**16, 5 * 10**15, 10**17)  # 1%
+    p.engine.set_trade_params(10**16, 5 * 10**15, 10**17, 0)  # 1%
     m, ms = make(p, a, BTC_PERP, WAD, 30301 * WAD)
     t, ts = make(p, b, BTC_PERP, -WAD, 30301 * WAD)
     with boa.reverts("engine: price too far from index"):
@@ -489,7 +489,7 @@ def test_reduce_that_grows_the_shortfall_reverts(protocol):
     p.deposit_usd(b, 100_000)
     p.trade(a, b, ETH_PERP, 4 * WAD, 2000 * WAD)
     p.set_price("ETH", 1900)
-    e.set_trade_params(2 * 10**17, 5 * 10**15, 10**17)  # allow trades 20% off the index
+    e.set_trade_params(2 * 10**17, 5 * 10**15, 10**17, 0)  # allow trades 20% off the index
     # selling 0.5 at 1520 lowers IM by 95 but equity by 190: the shortfall grows
     m, ms = make(p, b, ETH_PERP, WAD // 2, 1520 * WAD)
     t, ts = make(p, a, ETH_PERP, -WAD // 2, 1520 * WAD)
@@ -516,7 +516,7 @@ def test_reduce_that_raises_im_reverts_below_im(protocol):
         p.vault.withdraw(p.usdc.address, 1_600 * 10**6)
     p.set_price("ETH", 2100)
     assert e.margin_summary(a.address)[:2] == (400 * WAD, 420 * WAD)
-    e.set_trade_params(2 * 10**17, 5 * 10**15, 10**17)
+    e.set_trade_params(2 * 10**17, 5 * 10**15, 10**17, 0)
     # sell 0.01 perp at +20%: equity 404.2 and shortfall 17.48 < 20, but IM 420 -> 421.68
     m, ms = make(p, b, ETH_PERP, WAD // 100, 2520 * WAD)
     t, ts = make(p, a, ETH_PERP, -WAD // 100, 2520 * WAD)

@@ -11,10 +11,9 @@ extreme of its bound, in one block with the attempted liquidations (the block th
     liquidation of an account below maintenance margin ("engine: account not liquidatable" is
     the only accepted refusal, when the change made it healthy) and a withdrawal of all cash by
     an account without positions all still go through;
-(b) measures what a liquidator takes from the healthy accounts below in that block (the
-    liquidator's equity gain) and what those accounts lose (their equity loss: the whole
-    penalty, the liquidator's share plus the insurance fund's), and asserts the figures that
-    docs/trust-model.md states (test_extreme_take prints them with -s).
+(b) checks that a liquidator takes nothing from the healthy accounts below in that block
+    (finding 2: a stricter requirement phases in over REQUIREMENT_RAMP, lib/ramp.vy), and
+    `test_no_healthy_seizure_in_the_block_of_a_change` prints the figures with -s.
 
 The accounts (each healthy before the change):
     long4x  $20,000 USDC, long 40 ETH-PERP at $2,000 ($80,000 notional, 4x)
@@ -24,12 +23,10 @@ The accounts (each healthy before the change):
 and, for (a), `under`: $3,000, long 1 BTC-PERP at $30,000, BTC then at $28,400 (equity $1,400
 < MM $1,420: liquidatable before any change).
 
-Changes that seize healthy equity in the block they land in (finding 2 of the second review:
-rate, spread-rate and haircut changes apply at once; there is no phase-in ramp yet, as MarginEngine
-is at the EIP-170 size limit) are asserted to do so in test_extreme_take, and asserted NOT to in
-test_no_healthy_seizure_in_the_block_of_a_change, which is xfail(strict=True) for exactly those
-cases: the day a ramp lands, that test turns red and the marks must be removed (and the figures
-in test_extreme_take and the doc updated).
+How long the ramp gives an account that does nothing (the docs' figures) is measured against
+hand calculations in `test_a_raise_phases_in`, `test_a_haircut_cut_phases_in` and
+`test_penalty_waits_for_the_rates_in_force`; the minimum position notional (finding 4) in
+`test_dust_accounts_make_the_keeper_pay_and_wait`.
 
 The oracle's feed replacement (admin, FEED_DELAY, agreement with the index) and circuit
 breaker bounds (relative to the live index) are tested at the end.
@@ -38,13 +35,16 @@ breaker bounds (relative to the live index) are tested at the end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import boa
 import pytest
 
+from keeper.config import load_config
 from keeper.params import bounds
 from tests.boa_protocol import WAD, deploy_unique, deployer, events, same_block
 
+ROOT = Path(__file__).resolve().parents[2]
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # engine underlying ids = oracle price ids
 WETH_ID = 0
@@ -139,20 +139,21 @@ ETH_LIVE = 2000 * WAD
 
 EXTREMES: dict[str, list[tuple[str, str, tuple]]] = {
     # MarginEngine.set_underlying_params: IM in [1%, 100%], MM in [max(0.5%, 2 x penalty), IM],
-    # spread IM <= IM, spread MM <= min(spread IM, MM)
+    # spread IM <= IM, spread MM <= min(spread IM, MM); a raise phases in over REQUIREMENT_RAMP
     "eth_rates_max": [(E, "set_underlying_params", (ETH, WAD, WAD, WAD, WAD))],
     "eth_rates_min": [
         (E, "set_liquidation_params", (bounds.MIN_PENALTY, SHARE, TARGET)),
         (E, "set_penalty_ramp", (bounds.MIN_PENALTY, RAMP)),
         (E, "set_underlying_params", (ETH, bounds.MIN_IM_RATE, bounds.MIN_MM_RATE, 0, 0)),
     ],
-    # the worst of finding 2: rates, penalty, share and target all at their extremes (a 10%
-    # penalty needs every underlying's MM >= 20%, so BTC's rates are raised too)
+    # the worst of finding 2 in one block: rates at 100% and the liquidation parameters at the
+    # largest the rates IN FORCE allow (penalty 2.5% = MM 5% / 2; the 10% of the second review
+    # needs MM >= 20% in force, i.e. the raise phased in: test_penalty_waits_for_the_rates_in_force)
     "rates_and_liquidation_max": [
         (E, "set_underlying_params", (ETH, WAD, WAD, WAD, WAD)),
         (E, "set_underlying_params", (BTC, WAD, WAD, WAD, WAD)),
-        (E, "set_liquidation_params", (bounds.MAX_PENALTY, WAD, bounds.MAX_TARGET)),
-        (E, "set_penalty_ramp", (bounds.MAX_PENALTY, bounds.MAX_PENALTY_RAMP)),
+        (E, "set_liquidation_params", (MAX_PENALTY, WAD, bounds.MAX_TARGET)),
+        (E, "set_penalty_ramp", (MAX_PENALTY, bounds.MAX_PENALTY_RAMP)),
     ],
     # MarginEngine.set_liquidation_params: penalty in [0.1%, 10%] and <= MM / 2 (5% / 2 here),
     # share <= 100%, target in [1.05, 2]
@@ -164,10 +165,12 @@ EXTREMES: dict[str, list[tuple[str, str, tuple]]] = {
     # MarginEngine.set_position_caps: any; 1 wei caps every position and the OI
     "position_caps_min": [(E, "set_position_caps", (m, 1, 1)) for m in range(4)],
     "position_caps_none": [(E, "set_position_caps", (m, 0, 0)) for m in range(4)],
-    # MarginEngine.set_trade_params: deviation [0.1%, 20%], funding cap [0, 1%], smoothing (0, 1]
-    "trade_max": [(E, "set_trade_params", (bounds.MAX_PRICE_DEVIATION, bounds.MAX_FUNDING_RATE_BOUND, WAD))],
-    "trade_min": [(E, "set_trade_params", (bounds.MIN_PRICE_DEVIATION, 0, 1))],
-    # CollateralVault.set_asset_params: haircut [0, 100%], any deposit cap
+    # MarginEngine.set_trade_params: deviation [0.1%, 20%], funding cap [0, 1%], smoothing (0, 1],
+    # minimum position notional [0, $1,000]
+    "trade_max": [(E, "set_trade_params", (bounds.MAX_PRICE_DEVIATION, bounds.MAX_FUNDING_RATE_BOUND, WAD,
+                                           bounds.MAX_MIN_POSITION_NOTIONAL))],
+    "trade_min": [(E, "set_trade_params", (bounds.MIN_PRICE_DEVIATION, 0, 1, 0))],
+    # CollateralVault.set_asset_params: haircut [0, 100%], any deposit cap; a cut phases in
     "weth_haircut_zero": [(V, "set_asset_params", (WETH_ID, 0, 0))],
     "weth_haircut_full": [(V, "set_asset_params", (WETH_ID, bounds.MAX_HAIRCUT, 2**256 - 1))],
     # OracleRouter.set_circuit_breaker: min <= 20% of the index, max >= 5x or 0, jump 0 or >= 25%
@@ -175,27 +178,6 @@ EXTREMES: dict[str, list[tuple[str, str, tuple]]] = {
                          (O, "set_circuit_breaker", (BTC, 28_400 * WAD // 5, 28_400 * WAD * 5, 25 * PCT))],
     "breaker_off": [(O, "set_circuit_breaker", (ETH, 0, 0, 0)), (O, "set_circuit_breaker", (BTC, 0, 0, 0))],
 }
-
-# What a liquidator takes from each healthy account (its equity gain) and what the account loses
-# (its equity loss: the whole penalty), USD, in the block the change lands: (gain, loss) per
-# account. Zero everywhere except where finding 2 applies; these are the figures of
-# docs/trust-model.md.
-NOTHING = {name: (0.0, 0.0) for name in HEALTHY}
-EXPECTED_TAKE: dict[str, dict[str, tuple[float, float]]] = {name: NOTHING for name in EXTREMES}
-EXPECTED_TAKE.update({
-    # ETH IM = MM = spread IM = spread MM = 100%, liquidation parameters as deployed (2%, 50%, 1.25)
-    "eth_rates_max": {"long4x": (650.41, 1_300.81), "basis": (1_322.31, 2_644.63), "weth": (650.41, 1_300.81)},
-    # and penalty 10%, liquidator share 100%, target 2.0: the second review's $7,368
-    "rates_and_liquidation_max": {"long4x": (7_368.42, 7_368.42), "basis": (15_555.56, 15_555.56),
-                                  "weth": (7_368.42, 7_368.42)},
-    # WETH counted at 0: the WETH-backed account's equity falls from $20,000 to its $3,000 cash
-    "weth_haircut_zero": {"long4x": (0.0, 0.0), "basis": (0.0, 0.0), "weth": (470.59, 941.18)},
-})
-# Changes that make a healthy account liquidatable at once (finding 2, no ramp yet).
-SEIZES = {"eth_rates_max", "rates_and_liquidation_max", "weth_haircut_zero"}
-RAMP_REASON = ("finding 2: rate/spread/haircut changes apply in the block they execute; needs a phase-in ramp "
-               "(requirement raises over time, like Curve's A ramp) in MarginEngine, planned in the contract-core "
-               "redesign (EIP-170 size limit)")
 
 
 def apply(b: Book, name: str) -> None:
@@ -251,26 +233,147 @@ def test_derisking_stays_possible(book, name):
 
 
 @pytest.mark.parametrize("name", list(EXTREMES))
-def test_extreme_take(book, name):
-    """(b): the dollars a liquidator takes from the healthy accounts in the block the change
-    lands, and what they lose; the figures of docs/trust-model.md."""
-    took = measure(book, name)
-    gain = sum(g for g, _ in took.values())
-    loss = sum(x for _, x in took.values())
-    print(f"\n{name}: liquidator +${usd(gain):,.2f}, accounts -${usd(loss):,.2f} "
-          + ", ".join(f"{k} (+{usd(g):,.2f}/-{usd(x):,.2f})" for k, (g, x) in took.items()))
-    assert {k: (usd(g), usd(x)) for k, (g, x) in took.items()} == EXPECTED_TAKE[name], took
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=RAMP_REASON)) if n in SEIZES else n
-    for n in EXTREMES
-])
 def test_no_healthy_seizure_in_the_block_of_a_change(book, name):
-    """The promise a ramp would keep: no account healthy before a change can be liquidated in
-    the block it lands in. Fails today for the rate and haircut extremes (finding 2)."""
+    """(b), finding 2: no account healthy before a change can be liquidated in the block it
+    lands in, at every extreme of every setter: a liquidator takes $0 from the three healthy
+    accounts (print with -s). Before the phase-in ramp, eth_rates_max took $2,623.13, the
+    second review's rates + liquidation extreme $30,292.40 ($7,368.42 from the 4x long) and a
+    zero WETH haircut $470.59."""
     took = measure(book, name)
+    print(f"\n{name}: " + ", ".join(f"{k} +{usd(g):,.2f}/-{usd(x):,.2f}" for k, (g, x) in took.items()))
     assert all(g == 0 and x == 0 for g, x in took.values()), took
+
+
+# ------------------------------------------------------------------ the ramp (finding 2)
+
+RAMP_TIME = bounds.REQUIREMENT_RAMP
+
+
+def fresh_prices(b: Book) -> None:
+    """New rounds at the same prices (ETH $2,000, BTC $28,400), stamped now."""
+    b.p.set_price("ETH", 2000)
+    b.p.set_price("BTC", 28_400)
+
+
+def liquidatable_from(b: Book, acct, lo: int, hi: int) -> int:
+    """The first second in (lo, hi] after now at which `acct` is liquidatable (bisection on
+    `is_liquidatable`, which reads the rates in force at the block's timestamp)."""
+    t0 = boa.env.evm.patch.timestamp
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        with boa.env.anchor():
+            boa.env.evm.patch.timestamp = t0 + mid
+            fresh_prices(b)
+            if b.p.engine.is_liquidatable(acct.address):
+                hi = mid
+            else:
+                lo = mid
+    return hi
+
+
+def test_a_raise_phases_in(book):
+    """MM 5% -> 100% phases in linearly over 7 days: in force 5% + 95% x t / 7 days (rounded
+    down). long4x ($20,000 equity, $80,000 ETH long, MM = notional x rate) becomes
+    liquidatable when the rate in force exceeds 25%, after 20/95 x 7 days = 127,327 s
+    (35.4 hours) by hand; the rates read back at the start, midway and after the ramp."""
+    b, p = book, book.p
+    p.engine.set_underlying_params(ETH, WAD, WAD, WAD, WAD, sender=p.admin)
+    assert tuple(p.engine.rates_now(ETH))[1:] == (10 * PCT, 5 * PCT, 2 * PCT, PCT)  # unchanged in the block
+    assert tuple(p.engine.underlyings(ETH))[1:] == (WAD,) * 4  # the targets
+    with boa.env.anchor():
+        boa.env.time_travel(seconds=RAMP_TIME // 2)
+        assert tuple(p.engine.rates_now(ETH))[1:] == (10 * PCT + 45 * PCT, 5 * PCT + 475 * PCT // 10,
+                                                      2 * PCT + 49 * PCT, PCT + 495 * PCT // 10)
+    with boa.env.anchor():
+        boa.env.time_travel(seconds=RAMP_TIME)
+        assert tuple(p.engine.rates_now(ETH))[1:] == (WAD,) * 4
+    # rate(t) = 5% + floor(95% x t / RAMP) > 25%  <=>  95% x t / RAMP >= 20% + 1 wei
+    by_hand = -(-(20 * PCT + 1) * RAMP_TIME // (95 * PCT))
+    assert liquidatable_from(b, b.long4x, 0, RAMP_TIME) == by_hand == 127_327
+
+
+def test_a_haircut_cut_phases_in(book):
+    """WETH 0.85 -> 0 phases in over 7 days: in force 0.85 x (1 - t / 7 days). The weth
+    account (10 WETH + $3,000, long $80,000 ETH, MM $4,000) becomes liquidatable when its 10
+    WETH count for less than $1,000, i.e. the haircut in force is below 0.05, after
+    0.80 / 0.85 x 7 days = 569,224 s (6.6 days) by hand."""
+    b, p = book, book.p
+    p.vault.set_asset_params(WETH_ID, 0, 0, sender=p.admin)
+    assert p.vault.haircut_now(WETH_ID) == 85 * PCT
+    assert not p.engine.is_liquidatable(b.weth.address)
+    # haircut(t) = 0.85 - floor(0.85 x t / RAMP); equity 3,000 + 17,000 x h / 0.85 < 4,000  <=>  h < 0.05
+    by_hand = (80 * PCT * RAMP_TIME) // (85 * PCT) + 1
+    assert liquidatable_from(b, b.weth, 0, RAMP_TIME) == by_hand == 569_224
+
+
+def test_a_change_during_a_ramp_restarts_it_from_the_rate_in_force(book):
+    """Setting the same target again cannot speed a ramp up: the new ramp starts from the rate
+    in force, so after 1 day + 1 day of a restarted ramp the rate in force is below what 2 days
+    of the first ramp give. A lower target applies at once."""
+    p = book.p
+    e = p.engine
+    e.set_underlying_params(ETH, WAD, WAD, WAD, WAD, sender=p.admin)
+    boa.env.time_travel(seconds=DAY)
+    e.set_underlying_params(ETH, WAD, WAD, WAD, WAD, sender=p.admin)
+    boa.env.time_travel(seconds=DAY)
+    restarted = e.rates_now(ETH).mm_rate
+    first = 5 * PCT + 95 * PCT * DAY // RAMP_TIME
+    assert restarted == first + (WAD - first) * DAY // RAMP_TIME < 5 * PCT + 95 * PCT * 2 * DAY // RAMP_TIME
+    e.set_underlying_params(ETH, 10 * PCT, 5 * PCT, 2 * PCT, PCT, sender=p.admin)  # back down: at once
+    assert tuple(e.rates_now(ETH))[1:] == (10 * PCT, 5 * PCT, 2 * PCT, PCT)
+
+
+def test_penalty_waits_for_the_rates_in_force(book):
+    """The second review's extreme (rates 100%, penalty 10%, share 100%, target 2.0, which took
+    $7,368.42 from long4x in one block) cannot land in one block any more: a 10% penalty needs
+    every MM rate in force >= 20%, which a raise from 5% reaches after 15/95 x 7 days."""
+    b, p = book, book.p
+    e = p.engine
+    for u in (ETH, BTC):
+        e.set_underlying_params(u, WAD, WAD, WAD, WAD, sender=p.admin)
+    with boa.reverts("engine: mm_rate below 2x penalty"):
+        e.set_liquidation_params(bounds.MAX_PENALTY, WAD, bounds.MAX_TARGET, sender=p.admin)
+    wait = -(-15 * PCT * RAMP_TIME // (95 * PCT))
+    with boa.env.anchor():
+        boa.env.time_travel(seconds=wait - 1)
+        fresh_prices(b)
+        with boa.reverts("engine: mm_rate below 2x penalty"):
+            e.set_liquidation_params(bounds.MAX_PENALTY, WAD, bounds.MAX_TARGET, sender=p.admin)
+    boa.env.time_travel(seconds=wait)
+    fresh_prices(b)
+    e.set_liquidation_params(bounds.MAX_PENALTY, WAD, bounds.MAX_TARGET, sender=p.admin)
+
+
+# ------------------------------------------------------------------ dust (finding 4)
+
+
+def test_dust_accounts_make_the_keeper_pay_and_wait(book):
+    """Finding 4: with the default $10 minimum position notional (config/local.yaml; the
+    contract tests' listing sets none, to exercise 1-wei trades), a pair of
+    accounts cannot open a 1-wei (or $9.99) position, nor reduce a position to dust; opening
+    $10 and closing it fully both work. The keeper side (no gas on dust, real value first) is
+    tests/integration/test_keeper_stall.py."""
+    b, p = book, book.p
+    default = load_config(ROOT / "config" / "local.yaml").min_position_notional
+    assert default == 10 * WAD
+    p.engine.set_trade_params(DEVIATION, FUNDING, SMOOTHING, default, sender=p.admin)
+    a, c = p.new_user(), p.new_user()
+    p.deposit_usd(a, 100)
+    p.deposit_usd(c, 100)
+    for size in (1, 10 * WAD // 2000 - 1):  # 1 wei, $9.99...
+        with boa.reverts("engine: position below minimum notional"):
+            p.trade(a, c, "ETH-PERP", size, 2000 * WAD)
+    p.trade(a, c, "ETH-PERP", 10 * WAD // 2000, 2000 * WAD)  # exactly $10 at the index
+    with boa.reverts("engine: position below minimum notional"):
+        p.trade(c, a, "ETH-PERP", 10 * WAD // 2000 - 1, 2000 * WAD)  # leaves 1 wei
+    p.trade(c, a, "ETH-PERP", 10 * WAD // 2000, 2000 * WAD)  # flat again
+    assert p.engine.positions(a.address, ETH_PERP).size == p.engine.positions(c.address, ETH_PERP).size == 0
+    # the bound: at most $1,000, and closing stays possible at any minimum
+    with boa.reverts("engine: min_position_notional out of bounds"):
+        p.engine.set_trade_params(DEVIATION, FUNDING, SMOOTHING, bounds.MAX_MIN_POSITION_NOTIONAL + 1, sender=p.admin)
+    p.engine.set_trade_params(DEVIATION, FUNDING, SMOOTHING, bounds.MAX_MIN_POSITION_NOTIONAL, sender=p.admin)
+    p.trade(b.mm, b.long4x, "ETH-PERP", 40 * WAD, 2000 * WAD)  # long4x closes its $80,000 long
+    assert p.engine.positions(b.long4x.address, ETH_PERP).size == 0
 
 
 # ------------------------------------------------------------------ the oracle (findings 1 and 3)

@@ -572,6 +572,7 @@ def test_collateral_value_hand_calculation(protocol):
     wbtc_hc = 850_000_000_000_000_003
     v.set_asset_params(WETH_ID, weth_hc, 10_000_000 * WAD)
     v.set_asset_params(WBTC_ID, wbtc_hc, 1_000_000 * 10**8)
+    p.phase_in()  # the WETH cut from 0.85
     a = p.new_user()
     weth_bal = 1_234_567_890_123_456_789
     wbtc_bal = 98_765_432
@@ -594,5 +595,6 @@ def test_collateral_value_hand_calculation(protocol):
     assert p.equity(a.address) == 42 * WAD + weth_val + wbtc_val
     # zero haircut: counts for nothing
     v.set_asset_params(WBTC_ID, 0, 1_000_000 * 10**8)
+    p.phase_in()
     assert v.collateral_value(a.address) == weth_val
     assert v.collateral_value(p.new_user().address) == 0

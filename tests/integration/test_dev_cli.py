@@ -21,6 +21,7 @@ from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deploy import Web3Backend, deploy_to_manifest
 from keeper.config import load_config, with_default_governance
 from keeper.dev_cli import LIQUIDATOR_DEPOSIT_USD, dev, dev_account
+from keeper.params import bounds
 from keeper.params_cli import params
 
 pytestmark = pytest.mark.anvil
@@ -190,8 +191,9 @@ def _wait(condition, what: str, timeout: float = 30.0):
 def test_walkthrough_keeper_liquidates_after_a_crash_and_after_a_parameter_change(env, tmp_path, monkeypatch):
     """The README's flow: the keeper liquidates the three accounts ETH at 1,500 leaves under
     MM, then the example change (WETH haircut 0.85 -> 0.80), queued with
-    --accept-liquidations, executed after `warp`, makes the WETH account liquidatable again
-    and the running keeper liquidates it (it reads haircuts and rates every block)."""
+    --accept-liquidations and executed after `warp`, phases in over 7 days: the WETH account
+    stays healthy in the block of the change and, once it has phased in (a second `warp`),
+    the running keeper liquidates it (it reads the haircuts and rates in force every block)."""
     status = tmp_path / "status.json"
     keeper_env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
     keeper_env["KEEPER_PRIVATE_KEY"] = DEV_ACCOUNTS[1][1]
@@ -224,9 +226,14 @@ def test_walkthrough_keeper_liquidates_after_a_crash_and_after_a_parameter_chang
         before = env.w3.eth.block_number  # the keeper may act between two of the executions
         executed = runner.invoke(params, ["execute", *chain_args])
         assert executed.exit_code == 0, executed.output
+        weth = env.dep.asset_ids["WETH"]
+        assert env.client.vault.functions.haircut_now(weth).call() == 85 * 10**16  # phases in
+        assert not env.client.engine.functions.is_liquidatable(TRADERS[5]).call()
+        assert keeper_dev(env, "warp", str(bounds.REQUIREMENT_RAMP))[0] == 0
+        assert env.client.vault.functions.haircut_now(weth).call() == 80 * 10**16
         _wait(lambda: (stats() or {}).get("succeeded") == 4, "the liquidation after the change")
         assert [e["account"] for e in env.client.liquidations(before + 1, env.w3.eth.block_number)] == [TRADERS[5]]
-        assert env.client.vault.functions.assets(env.dep.asset_ids["WETH"]).call()[3] == 80 * 10**16
+        assert env.client.vault.functions.assets(weth).call()[3] == 80 * 10**16
     finally:
         keeper.terminate()
         keeper.wait(timeout=10)

@@ -6,6 +6,11 @@ Accounts are opened as in the review's reproduction: a pair of fresh accounts wi
 cash trade ETH-PERP long against short at 9.8x (IM is 10 %); ETH then falls 6 %, which leaves
 every long side liquidatable with equity left (a liquidator earns half of a 2 % penalty on it).
 
+The chain allows dust (`min_position_notional` 0, its lower bound): the default $10 minimum
+refuses a 1-unit position on chain (tests/contracts/test_trust_bounds.py), but price falls and
+partial liquidations still leave positions worth less than a liquidation's gas, and a
+deployment may set no minimum. The keeper must not pay for them either way.
+
 (a) 200 dust pairs (1 USDC unit of cash each) and one real pair ($5,000 each): the 201 longs
     become liquidatable in the same block; with default settings the keeper sends the real
     liquidation in that block, it lands in the next one, and the dust costs no eth_call, no
@@ -124,6 +129,15 @@ def fresh(chain):
     return chain
 
 
+def allow_dust(chain: Chain) -> None:
+    """Set the minimum position notional to 0 (the deployer holds the risk admin role here)."""
+    e = chain.client.engine.functions
+    args = (e.max_price_deviation().call(), e.max_funding_rate().call(), e.funding_smoothing().call(), 0)
+    h = e.set_trade_params(*args).transact({"from": chain.admin, "gas": 200_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0})
+    chain.mine()
+    assert chain.w3.eth.get_transaction_receipt(h)["status"] == 1
+
+
 def open_pairs(chain: Chain, cash: list[int], first_key: int) -> list[str]:
     """One pair of fresh accounts per entry of `cash` (USDC token units each), trading ETH-PERP
     long against short at 9.8x their cash, all sent at once and mined in a few blocks (automine
@@ -185,6 +199,7 @@ def liquidated_account(chain: Chain, tx) -> str:
 
 def test_dust_accounts_cost_nothing_and_the_real_liquidation_lands_first(fresh, tmp_path):
     chain = fresh
+    allow_dust(chain)
     dust = open_pairs(chain, [1] * DUST_PAIRS, 10_000)
     real = open_pairs(chain, [5_000 * 10**6], 20_000)
     proxy = RpcProxy(chain.replay.rpc_url)
@@ -221,6 +236,7 @@ def test_always_still_liquidates_dust_but_after_the_real_account(fresh, tmp_path
     who wants it, and the ranking still gives the real account the first nonce. Measures what 20
     dust accounts cost in that mode (what the default avoids)."""
     chain = fresh
+    allow_dust(chain)
     dust = open_pairs(chain, [1] * 20, 10_000)
     real = open_pairs(chain, [5_000 * 10**6], 20_000)
     proxy = RpcProxy(chain.replay.rpc_url)

@@ -189,7 +189,7 @@ def test_rehearsal_shows_accounts_becoming_liquidatable_and_fails(env):
     chain, manifest, tmp_path = env
     code, out = keeper_params(chain, manifest, "rehearse", change_file(tmp_path, LIQUIDATING))
     assert code == 2, out
-    assert "NEWLY LIQUIDATABLE" in out and "LIQUIDATABLE when this change executes" in out
+    assert "NEWLY LIQUIDATABLE" in out and "LIQUIDATABLE once this change has phased in" in out
     assert chain.addr["levered"] in out
     assert "1 account(s) would become liquidatable" in out
 

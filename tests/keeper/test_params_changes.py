@@ -138,7 +138,8 @@ def current() -> CurrentParams:
             "price_id": {"ETH": {"aggregators": ("0x" + "aa" * 20,), "heartbeats": (3600,), "min_price": 0, "max_price": 0, "max_jump": 0}},
             "liquidation": {"": {"penalty": 2 * E16, "liquidator_share": 50 * E16, "target": 125 * E16,
                                  "max_penalty": 25 * 10**15, "penalty_ramp_seconds": 3600}},
-            "trading": {"": {"max_price_deviation": 5 * E16, "max_funding_rate": 5 * 10**15, "funding_smoothing": 10 * E16}},
+            "trading": {"": {"max_price_deviation": 5 * E16, "max_funding_rate": 5 * 10**15, "funding_smoothing": 10 * E16,
+                             "min_position_notional": 10 * WAD}},
             "depeg": {"": {"threshold": 98 * E16, "factor": WAD}},
         },
         ids={"underlying": {"ETH": 0, "BTC": 1}, "asset": {"WETH": 0, "WBTC": 1}, "market": {"ETH-PERP": 0}, "price_id": {"ETH": 0}},
@@ -177,7 +178,7 @@ def test_each_setter_of_a_section_gets_its_own_call():
         ("set_circuit_breaker", (0, 0, 0, 30 * E16)),
         ("set_liquidation_params", (2 * E16, 50 * E16, 150 * E16)),
         ("set_penalty_ramp", (25 * 10**15, 600)),
-        ("set_trade_params", (5 * E16, 10**15, 10 * E16)),
+        ("set_trade_params", (5 * E16, 10**15, 10 * E16, 10 * WAD)),
     ]
 
 
@@ -204,18 +205,20 @@ def test_units_of_caps():
 
 
 def test_entries_are_checked_in_file_order():
-    # a 3% penalty needs every mm_rate >= 6%: raising the penalty first is refused ...
+    # a 3% penalty needs every mm_rate in force >= 6%: refused before or after the raises, which
+    # only phase in (lib/ramp.vy) ...
+    problem = ("changes[{i}] liquidation: penalty needs every mm_rate in force >= 0.06, underlying {u} has 0.05 "
+               "(engine: mm_rate below 2x penalty); raise its mm_rate first and wait until the raise has phased in (7 days)")
     found = plan_problems({"liquidation": {"penalty": 0.03}}, {"underlying": "ETH", "mm_rate": 0.06},
                           {"underlying": "BTC", "mm_rate": 0.06})
-    assert found == [
-        "changes[0] liquidation: penalty needs every mm_rate >= 0.06, underlying ETH has 0.05 "
-        "(engine: mm_rate below 2x penalty); raise its mm_rate in an earlier entry",
-        "changes[0] liquidation: penalty needs every mm_rate >= 0.06, underlying BTC has 0.05 "
-        "(engine: mm_rate below 2x penalty); raise its mm_rate in an earlier entry",
-    ]
-    # ... after raising both mm_rates it is accepted
-    calls = plan({"underlying": "ETH", "mm_rate": 0.06}, {"underlying": "BTC", "mm_rate": 0.06},
-                 {"liquidation": {"penalty": 0.03}})
+    assert found == [problem.format(i=0, u="ETH"), problem.format(i=0, u="BTC")]
+    found = plan_problems({"underlying": "ETH", "mm_rate": 0.06}, {"underlying": "BTC", "mm_rate": 0.06},
+                          {"liquidation": {"penalty": 0.03}})
+    assert found == [problem.format(i=2, u="ETH"), problem.format(i=2, u="BTC")]
+    # ... and accepted once they are in force
+    state = current()
+    state.values["underlying"]["ETH"]["mm_rate"] = state.values["underlying"]["BTC"]["mm_rate"] = 6 * E16
+    calls = plan_calls(parse_changes({"changes": [{"liquidation": {"penalty": 0.03}}]}), state, deployment())
     assert calls[-1].args == (3 * E16, 50 * E16, 125 * E16)
 
 
