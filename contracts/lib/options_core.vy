@@ -75,6 +75,7 @@ interface IEngine:
     def liquidation_penalty() -> uint256: view
     def liquidator_share() -> uint256: view
     def liquidation_target() -> uint256: view
+    def min_position_notional() -> uint256: view
     def VAULT() -> address: view
     def ORACLE() -> address: view
 
@@ -682,13 +683,16 @@ def settle_account(account: address):
 
 
 @internal
-def _check_caps(account: address, series_id: uint256, old_size: int256, new_size: int256):
-    # the engine's rule: within caps, and no liquidation in the block exposure grew
+def _check_caps(account: address, series_id: uint256, old_size: int256, new_size: int256, least: uint256):
+    # the engine's rules: flat or at least `least` underlying units, within caps, and no
+    # liquidation in the block exposure grew
+    amount: uint256 = convert(abs(new_size), uint256)
+    assert amount == 0 or amount >= least, "options: position below minimum notional"
     if not trade_rules._grows(old_size, new_size):
         return
     self.opened_block[account] = block.number
     cap: uint256 = self.max_position[series_id]
-    assert cap == 0 or convert(abs(new_size), uint256) <= cap, "options: position above cap"
+    assert cap == 0 or amount <= cap, "options: position above cap"
     cap = self.max_open_interest[series_id]
     assert cap == 0 or self.open_interest[series_id] <= cap, "options: open interest above cap"
 
@@ -704,8 +708,9 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
          "options: not wired" (the engine does not count this market), "options: no valid
          price", "options: stale vol", "options: price too far from mark", "options: below
          initial margin" (either side, unless its trade only reduces risk:
-         `lib/trade_rules.vy`), "options: position above cap", "options: open interest above
-         cap", "options: too many positions".
+         `lib/trade_rules.vy`), "options: position below minimum notional" (the engine's
+         `min_position_notional`, on the underlying's notional at the index), "options:
+         position above cap", "options: open interest above cap", "options: too many positions".
     """
     assert msg.sender == MATCHING, "options: not matching"
     assert series_id < self.series_count, "options: unknown series"
@@ -732,8 +737,10 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
     self._apply_fill(taker, series_id, -size, price)
     assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker)), "options: below initial margin"
     assert trade_rules._trade_allowed(taker_old, taker_old - size, taker_before, self._summary(taker)), "options: below initial margin"
-    self._check_caps(maker, series_id, maker_old, maker_old + size)
-    self._check_caps(taker, series_id, taker_old, taker_old - size)
+    # the engine's minimum position notional, on the underlying's notional at the index
+    least: uint256 = wad._mul_div_up(staticcall IEngine(ENGINE).min_position_notional(), constants.WAD, index)
+    self._check_caps(maker, series_id, maker_old, maker_old + size, least)
+    self._check_caps(taker, series_id, taker_old, taker_old - size, least)
 
 
 # ---------------------------------------------------------------- liquidation

@@ -155,6 +155,27 @@ def test_option_margin_raise_phases_in(kit):
     assert tuple(m.risk_params_now()) == new
 
 
+def test_dust_option_positions_are_refused(kit):
+    """Finding 4 for options: the engine's minimum position notional ($10 here) applies to the
+    underlying's notional at the index: at ETH $2,000 an option position is flat or at least
+    0.005 ETH; closing one is always allowed."""
+    p = kit.p
+    e = p.engine
+    e.set_trade_params(e.max_price_deviation(), e.max_funding_rate(), e.funding_smoothing(), 10 * WAD, sender=p.admin)
+    series = list_with_vol(kit, 2100 * WAD, 30, True)
+    mark = series_state(kit, series).mark
+    a, b = funded(p, 10_000), funded(p, 10_000)
+    least = 10 * WAD * WAD // (2000 * WAD)  # 0.005 ETH
+    for size in (1, least - 1):
+        with boa.reverts("options: position below minimum notional"):
+            kit.trade(a, b, series, size, mark)
+    kit.trade(a, b, series, least, mark)
+    with boa.reverts("options: position below minimum notional"):
+        kit.trade(b, a, series, least - 1, mark)  # would leave 1 wei
+    kit.trade(b, a, series, least, mark)  # flat again
+    assert kit.market.positions(a.address, series)[0] == kit.market.positions(b.address, series)[0] == 0
+
+
 def test_portfolio_module_wiring_is_admin_only(protocol):
     p = protocol
     kit = OptionsKit.deploy(p, wire=False)
