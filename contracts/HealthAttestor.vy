@@ -52,6 +52,7 @@ import lib.wad as wad
 import lib.constants as constants
 import lib.types as types
 import lib.eip712 as eip712
+import lib.ramp as ramp
 
 initializes: signer_set
 initializes: eip712
@@ -125,7 +126,11 @@ PRICES_OUT_OF_BAND: constant(uint256) = 3
 
 engine: public(address)
 oracle: public(address)
+# @dev The target floor; `margin_floor_now` gives the one in force (a raise phases in from
+#      `margin_floor_before`, set when it last changed, `lib/ramp.vy`).
 margin_floor: public(uint256)
+margin_floor_before: public(uint256)
+margin_floor_changed_at: public(uint256)
 price_band: public(uint256)
 max_validity: public(uint256)
 scenario_params_hash: public(bytes32)
@@ -280,12 +285,36 @@ def set_oracle(oracle_: address):
 def set_margin_floor(margin_floor_: uint256):
     """
     @notice Set the lowest fraction of the standard margin an attestation can bring an
-            account to (risk admin). Applies at once to stored attestations.
+            account to (risk admin), for stored attestations too. A lower floor applies at
+            once; a higher one phases in linearly from the floor in force over
+            `constants.REQUIREMENT_RAMP` (7 days; `margin_floor_now`), so no attested account
+            healthy when the change lands becomes liquidatable in that block. Before the engine
+            uses this attestor (deployment) any floor applies at once.
     @dev Reverts: "roles: not risk admin", "attestor: floor out of bounds" ([0.2, 1.0] WAD).
     @param margin_floor_ WAD fraction; 1e18 disables the benefit of attestations.
     """
     signer_set.roles._check_risk_admin()
+    # before the engine uses this attestor no attestation applies: nothing to phase in
+    if staticcall IEngine(self.engine).health_attestor() == self:
+        self.margin_floor_before = self._margin_floor_now()
+        self.margin_floor_changed_at = block.timestamp
     self._set_margin_floor(margin_floor_)
+
+
+@internal
+@view
+def _margin_floor_now() -> uint256:
+    return ramp._raised(self.margin_floor_before, self.margin_floor, self.margin_floor_changed_at)
+
+
+@external
+@view
+def margin_floor_now() -> uint256:
+    """
+    @notice The margin floor in force now (WAD fraction of the standard margin); see
+            `set_margin_floor`.
+    """
+    return self._margin_floor_now()
 
 
 @external
@@ -478,8 +507,8 @@ def submit_attestation(att: HealthAttestation, signatures: DynArray[Bytes[65], s
 def effective_margin(account: address, standard_im: uint256, standard_mm: uint256) -> (uint256, uint256, bool):
     """
     @notice The margin requirement of `account` given its standard (IM, MM).
-    @dev With a stored attestation valid now: (min(standard_im, max(att_im, ceil(margin_floor *
-         standard_im))), the same for MM, True); otherwise (standard_im, standard_mm, False).
+    @dev With a stored attestation valid now: (min(standard_im, max(att_im, ceil(floor *
+         standard_im))), the same for MM, True), floor = `margin_floor_now`; otherwise (standard_im, standard_mm, False).
          Rounding up favours the protocol. Never reverts for a missing, expired or invalid
          attestation (it calls the engine's `position_version` and the oracle's
          `index_prices`, which do not revert, only when an attestation is live).
@@ -490,7 +519,7 @@ def effective_margin(account: address, standard_im: uint256, standard_mm: uint25
     """
     if not self._holds(account):
         return standard_im, standard_mm, False
-    fraction: uint256 = self.margin_floor
+    fraction: uint256 = self._margin_floor_now()
     im: uint256 = min(standard_im, max(self._attestations[account].initial_margin, self._fraction_up(standard_im, fraction)))
     mm: uint256 = min(standard_mm, max(self._attestations[account].maintenance_margin, self._fraction_up(standard_mm, fraction)))
     return im, mm, True

@@ -385,7 +385,8 @@ def set_risk_params(params: RiskParams):
     @notice Change the standard option margin and the trade price band (risk admin); all WAD
             fractions. A lower margin rate or haircut, and any band, apply at once; a higher
             rate or haircut phases in linearly from the one in force over
-            `constants.REQUIREMENT_RAMP` (7 days; `risk_params_now`).
+            `constants.REQUIREMENT_RAMP` (7 days; `risk_params_now`), once a series is listed
+            (before, there is no position and any value applies at once: deployment).
     @dev Reverts "options: margin params out of bounds" unless
          1% <= short_mm_rate <= short_im_floor <= short_im_rate <= 100% and
          long_im_haircut <= long_mm_haircut <= 90% (so IM is never below MM); "options: price
@@ -397,8 +398,10 @@ def set_risk_params(params: RiskParams):
            for IM, MM; abs_price_band, rel_price_band: the trade price band).
     """
     roles._check_risk_admin()
-    self.risk_params_before = self._risk_params_now()
-    self.risk_params_changed_at = block.timestamp
+    # with no series listed there is no position: nothing to phase in (deployment)
+    if self.series_count != 0:
+        self.risk_params_before = self._risk_params_now()
+        self.risk_params_changed_at = block.timestamp
     self._set_risk_params(params)
 
 

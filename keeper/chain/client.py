@@ -397,7 +397,7 @@ class ProtocolClient:
         """The attestor's floor, price band (WAD fractions), max validity (s) and signer threshold."""
         f = self.attestor.functions
         return AttestorTerms(
-            margin_floor=f.margin_floor().call(block_identifier=block), price_band=f.price_band().call(block_identifier=block),
+            margin_floor=f.margin_floor_now().call(block_identifier=block), price_band=f.price_band().call(block_identifier=block),
             max_validity=f.max_validity().call(block_identifier=block), threshold=f.threshold().call(block_identifier=block),
             signer_set_version=f.signer_set_version().call(block_identifier=block),
         )  # fmt: skip
@@ -432,7 +432,8 @@ class StoredAttestation:
 
 @dataclass(frozen=True)
 class AttestorTerms:
-    """HealthAttestor parameters: margin_floor and price_band WAD fractions, max_validity seconds."""
+    """HealthAttestor parameters: margin_floor (in force, `margin_floor_now`) and price_band WAD
+    fractions, max_validity seconds."""
 
     margin_floor: int
     price_band: int

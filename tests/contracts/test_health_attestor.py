@@ -17,6 +17,7 @@ from keeper.chain.attestations import (
     sign_attestation,
     typed_data_digest,
 )
+from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 from tests.boa_protocol import WAD, deploy_unique, events, source_deployer
 
@@ -199,12 +200,14 @@ def test_floor_rounds_up(env, attestor, admin):
 
 
 def test_effective_margin_matches_reference_on_random_inputs(env, attestor, admin):
-    """min(standard, max(attested, ceil(floor * standard))) against plain integer arithmetic."""
+    """min(standard, max(attested, ceil(floor * standard))) against plain integer arithmetic,
+    floor = the floor in force (a raise phases in: test_floor_raise_phases_in)."""
     rng = random.Random(20240917)
     for i in range(25):
         floor = rng.randint(2 * WAD // 10, WAD)
         with boa.env.prank(admin):
             attestor.set_margin_floor(floor)
+        floor = attestor.margin_floor_now()
         account = boa.env.generate_address(f"random account {i}")
         att_mm = rng.choice([0, rng.randint(0, 10**24)])
         att_im = att_mm + rng.randint(0, 10**24)
@@ -218,11 +221,37 @@ def test_effective_margin_matches_reference_on_random_inputs(env, attestor, admi
 
 
 def test_floor_change_applies_to_stored_attestation(env, attestor, admin):
+    """A lower floor applies at once to a stored attestation."""
     submit(attestor, attestation(env, initial_margin=100 * USD, maintenance_margin=50 * USD))
     assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (500 * USD, 400 * USD, True)
     with boa.env.prank(admin):
-        attestor.set_margin_floor(WAD)  # attestations bring no relief
-    assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (1000 * USD, 800 * USD, True)
+        attestor.set_margin_floor(2 * WAD // 10)
+    assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (200 * USD, 160 * USD, True)
+
+
+def test_floor_raise_phases_in(env, attestor, admin):
+    """A higher floor (0.5 -> 1: attestations bring no relief) phases in over REQUIREMENT_RAMP
+    (lib/ramp.vy): unchanged in the block of the change, so an attested account healthy then
+    stays so; 600 s later the floor in force is 0.5 + 0.5 x 600 / 604,800 (rounded down)."""
+    submit(attestor, attestation(env, initial_margin=100 * USD, maintenance_margin=50 * USD))
+    with boa.env.prank(admin):
+        attestor.set_margin_floor(WAD)
+    assert attestor.margin_floor() == WAD and attestor.margin_floor_now() == WAD // 2
+    assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (500 * USD, 400 * USD, True)
+    boa.env.time_travel(seconds=599)
+    floor = WAD // 2 + (WAD // 2) * 599 // REQUIREMENT_RAMP
+    assert attestor.margin_floor_now() == floor
+    assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (
+        ceil_div(1000 * USD * floor, WAD), ceil_div(800 * USD * floor, WAD), True)
+
+
+def test_floor_applies_at_once_before_the_engine_uses_the_attestor(env, attestor, admin):
+    """At deployment (the engine does not use this attestor yet, so no attestation applies)
+    a higher floor needs no phase-in."""
+    env[1].set_health_attestor("0x" + "00" * 20)
+    with boa.env.prank(admin):
+        attestor.set_margin_floor(WAD)
+    assert attestor.margin_floor_now() == WAD
 
 
 # ---------------------------------------------------------------- invalidation after submission

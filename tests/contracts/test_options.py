@@ -122,7 +122,8 @@ def test_risk_params_bounds(kit):
             with boa.reverts("options: price band out of bounds"):
                 m.set_risk_params(default[:5] + band)
         new = (20 * 10**16, 10 * 10**16, 10**16, 0, 9 * 10**17, 10**14, WAD // 2)
-        m.set_risk_params(new)
+        m.set_risk_params(new)  # no series listed yet: every value applies at once
+        assert tuple(m.risk_params_now()) == new
         (ev,) = events(m, "RiskParamsSet")
         assert ev.short_im_rate == new[0] and ev.long_mm_haircut == new[4] and ev.rel_price_band == new[6]
     assert tuple(m.risk_params()) == new
