@@ -45,6 +45,7 @@ def _setup_logging(level: str) -> None:
 
 
 @click.group()
+@click.version_option(package_name="crossmargin-keeper", message="keeper %(version)s")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def cli(log_level: str) -> None:
     """Cross-margin protocol keeper: liquidator bot, account inspector, crash replay."""
