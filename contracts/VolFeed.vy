@@ -31,6 +31,7 @@
 import lib.signer_set as signer_set
 import lib.constants as constants
 import lib.eip712 as eip712
+import lib.ramp as ramp
 
 initializes: signer_set
 initializes: eip712
@@ -92,7 +93,13 @@ DEFAULT_HEARTBEAT: constant(uint256) = 1200
 min_atm_vol: public(uint256)
 max_atm_vol: public(uint256)
 max_abs_skew: public(uint256)
+# @dev The target heartbeat; `heartbeat_now` gives the one in force: a shorter heartbeat (which
+#      can make a fresh vol stale, and a stale vol marks shorts higher) phases in from
+#      `heartbeat_before`, set when it last changed, once any vol was published (`lib/ramp.vy`).
 heartbeat: public(uint256)
+heartbeat_before: public(uint256)
+heartbeat_changed_at: public(uint256)
+published: public(bool)
 _points: HashMap[uint256, HashMap[uint256, VolPoint]]
 
 
@@ -190,6 +197,8 @@ def submit_vol(update: VolUpdate, signatures: DynArray[Bytes[65], signer_set.MAX
     assert update.atm_vol >= self.min_atm_vol and update.atm_vol <= self.max_atm_vol, "vol: atm vol out of bounds"
     assert convert(abs(update.skew), uint256) <= self.max_abs_skew, "vol: skew out of bounds"
     signer_set._verify(self._vol_update_digest(update), signatures)
+    if not self.published:
+        self.published = True
     self._points[update.underlying][update.expiry] = VolPoint(
         atm_vol=update.atm_vol, skew=update.skew, timestamp=update.timestamp
     )
@@ -221,12 +230,36 @@ def set_vol_bounds(min_atm_vol_: uint256, max_atm_vol_: uint256, max_abs_skew_: 
 @external
 def set_heartbeat(heartbeat_: uint256):
     """
-    @notice Set how long a value stays fresh (risk admin).
+    @notice Set how long a value stays fresh (risk admin). A longer heartbeat applies at once;
+            a shorter one phases in linearly from the heartbeat in force over
+            `constants.REQUIREMENT_RAMP` (7 days; `heartbeat_now`) once a vol has been
+            published, so no vol fresh when the change lands turns stale in that block.
     @dev Reverts: "roles: not risk admin", "vol: heartbeat out of bounds" ([60 s, 1 day]).
     @param heartbeat_ Seconds.
     """
     signer_set.roles._check_risk_admin()
+    if self.published:
+        self.heartbeat_before = self._heartbeat_now()
+        self.heartbeat_changed_at = block.timestamp
     self._set_heartbeat(heartbeat_)
+
+
+@internal
+@view
+def _heartbeat_now() -> uint256:
+    since: uint256 = self.heartbeat_changed_at
+    if block.timestamp >= since + constants.REQUIREMENT_RAMP:
+        return self.heartbeat
+    return ramp._lowered(self.heartbeat_before, self.heartbeat, since)
+
+
+@external
+@view
+def heartbeat_now() -> uint256:
+    """
+    @notice The heartbeat in force now, seconds; see `set_heartbeat`.
+    """
+    return self._heartbeat_now()
 
 
 @external
@@ -247,14 +280,14 @@ def vol_params(underlying: uint256, expiry: uint256) -> (uint256, int256, uint25
 @view
 def is_fresh(underlying: uint256, expiry: uint256) -> bool:
     """
-    @notice Whether (underlying, expiry) has a value at most `heartbeat` seconds old and the
-            expiry has not passed.
+    @notice Whether (underlying, expiry) has a value at most `heartbeat_now` seconds old and
+            the expiry has not passed.
     @param underlying The underlying's oracle price id.
     @param expiry Unix seconds.
     @return True if fresh.
     """
     stamp: uint256 = self._points[underlying][expiry].timestamp
-    return stamp != 0 and block.timestamp - stamp <= self.heartbeat and block.timestamp < expiry
+    return stamp != 0 and block.timestamp - stamp <= self._heartbeat_now() and block.timestamp < expiry
 
 
 @external

@@ -351,7 +351,7 @@ class ProtocolClient:
         return out
 
     def vol_heartbeat(self, block: int | str = "latest") -> int | None:
-        return None if self.vol_feed is None else self.vol_feed.functions.heartbeat().call(block_identifier=block)
+        return None if self.vol_feed is None else self.vol_feed.functions.heartbeat_now().call(block_identifier=block)
 
     def risk_book(self, snap: Snapshot, params: RiskParams, symbols: Sequence[str] = ()) -> RiskBook:
         """The scenario engine's book (keeper.risk.book) of the snapshot's accounts, options

@@ -131,7 +131,8 @@ def apply_calls(w3: Web3, calls: list[Call], actor: str | None) -> tuple[int, st
 def _ramp_starts(w3: Web3, deployment: Deployment) -> list[tuple[str, int]]:
     """(contract address, storage slot) of every ramp start time: each underlying's
     `rates_changed_at`, each asset's `haircut_changed_at`, the option market's
-    `risk_params_changed_at`, the attestor's `margin_floor_changed_at`."""
+    `risk_params_changed_at`, the attestor's `margin_floor_changed_at`, the vol feed's
+    `heartbeat_changed_at`."""
     def element(base: int, key: int) -> int:
         return int.from_bytes(keccak(base.to_bytes(32, "big") + key.to_bytes(32, "big")), "big")
 
@@ -145,6 +146,8 @@ def _ramp_starts(w3: Web3, deployment: Deployment) -> list[tuple[str, int]]:
         out.append((deployment.option_market, storage_slot("OptionMarket", "core", "risk_params_changed_at")))
     if getattr(deployment, "health_attestor", ""):
         out.append((deployment.health_attestor, storage_slot("HealthAttestor", "margin_floor_changed_at")))
+    if getattr(deployment, "vol_feed", ""):
+        out.append((deployment.vol_feed, storage_slot("VolFeed", "heartbeat_changed_at")))
     return out
 
 

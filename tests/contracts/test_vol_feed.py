@@ -9,6 +9,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from keeper.chain.attestations import VolUpdate, sign_vol_update, typed_data_digest, vol_update_typed_data
+from keeper.params.bounds import REQUIREMENT_RAMP
 from tests.boa_protocol import WAD, deploy_unique, events, source_deployer
 
 SIGNERS = [Account.from_key(keccak(text=f"vol feed test signer {i}")) for i in range(3)]
@@ -250,6 +251,27 @@ def test_set_heartbeat(feed, admin):
         with boa.reverts("vol: heartbeat out of bounds"):
             feed.set_heartbeat(DAY + 1)
     u = update()
-    submit(feed, u)
+    submit(feed, u)  # nothing was published before: the shorter heartbeat is in force already
+    assert feed.heartbeat_now() == 600
     boa.env.time_travel(seconds=601)
     assert not feed.is_fresh(ETH, u.expiry)
+
+
+def test_a_shorter_heartbeat_phases_in_once_vols_are_published(feed, admin):
+    """Shortening the heartbeat from 20 min to 60 s would turn every vol older than a minute
+    stale in the block of the change (a stale vol marks shorts at intrinsic + 15% of spot): it
+    phases in over REQUIREMENT_RAMP (lib/ramp.vy) instead, 1200 - floor(1140 x t / 7 days)."""
+    u = update(expiry=now() + 30 * DAY)
+    submit(feed, u)
+    boa.env.time_travel(seconds=600)
+    with boa.env.prank(admin):
+        feed.set_heartbeat(60)
+    assert feed.heartbeat() == 60 and feed.heartbeat_now() == 1200
+    assert feed.is_fresh(ETH, u.expiry)  # 600 s old: still fresh in the block of the change
+    boa.env.time_travel(seconds=DAY)
+    assert feed.heartbeat_now() == 1200 - 1140 * DAY // REQUIREMENT_RAMP
+    boa.env.time_travel(seconds=REQUIREMENT_RAMP)
+    assert feed.heartbeat_now() == 60
+    with boa.env.prank(admin):
+        feed.set_heartbeat(3600)  # longer: at once
+    assert feed.heartbeat_now() == 3600
