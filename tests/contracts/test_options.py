@@ -16,7 +16,7 @@ from keeper.chain.orders import OptionOrder, option_order_digest
 from keeper.params import bounds
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_value
 from keeper.risk.scenarios import smile_vol
-from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, option_order_typed_data
+from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, option_order_typed_data, same_block
 
 ETH = 0  # engine underlying id and oracle price id
 DAY = 86400
@@ -154,6 +154,41 @@ def test_option_margin_raise_phases_in(kit):
         assert now[2] == 9 * 10**16 + 81 * 10**16 // 2 and now[4] == 8 * 10**17 + 10**17 // 2
     boa.env.time_travel(seconds=bounds.REQUIREMENT_RAMP)
     assert tuple(m.risk_params_now()) == new
+
+
+OPTION_EXTREMES = {
+    # OptionMarket.set_risk_params: every margin rate 100%, long haircuts 90%, widest bands
+    "risk_max": lambda k: k.market.set_risk_params(
+        (WAD, WAD, WAD, bounds.MAX_LONG_HAIRCUT, bounds.MAX_LONG_HAIRCUT, bounds.MAX_ABS_BAND, bounds.MAX_REL_BAND),
+        sender=k.p.admin),
+    "risk_min": lambda k: k.market.set_risk_params(
+        (bounds.MIN_SHORT_MM_RATE,) * 3 + (0, 0, bounds.MIN_ABS_BAND, bounds.MIN_REL_BAND), sender=k.p.admin),
+    # VolFeed: the shortest heartbeat, the narrowest bounds
+    "heartbeat_min": lambda k: k.vol_feed.set_heartbeat(bounds.MIN_VOL_HEARTBEAT, sender=k.p.admin),
+    "vol_bounds_narrowest": lambda k: k.vol_feed.set_vol_bounds(bounds.HARD_MIN_ATM_VOL, bounds.HARD_MIN_ATM_VOL + 1, 0,
+                                                                sender=k.p.admin),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTION_EXTREMES))
+def test_option_setters_at_their_extremes_seize_nothing_in_the_block(kit, name):
+    """Finding 2 for the option market and its vol feed: a writer short 7 calls (MM $1,260 on
+    $2,000) with vols published 10 minutes earlier stays healthy in the block in which each
+    setter goes to an extreme of its bound. The attestor's floor is
+    tests/contracts/test_health_attestor.py::test_floor_raise_phases_in."""
+    p = kit.p
+    series = list_with_vol(kit, 2100 * WAD, 30, True)
+    buyer, writer = funded(p, 100_000), funded(p, 2_000)
+    kit.trade(buyer, writer, series, 7 * WAD, series_state(kit, series).mark)
+    boa.env.time_travel(seconds=600)
+    p.set_price("ETH", 2000)
+    before = p.engine.margin_summary(writer.address)
+    assert before.equity >= before.maintenance_margin
+    with same_block():
+        OPTION_EXTREMES[name](kit)
+        after = p.engine.margin_summary(writer.address)
+        assert after.equity >= after.maintenance_margin and not p.engine.is_liquidatable(writer.address)
+        assert after.maintenance_margin <= before.maintenance_margin
 
 
 def test_dust_option_positions_are_refused(kit):
