@@ -259,6 +259,7 @@ class Bench:
 
     def __init__(self, tree: Path, adapter: Adapter, meter: Meter, seed: str):
         import boa
+
         from keeper.config import load_config
         from tests.boa_protocol import BoaProtocol
 
@@ -294,6 +295,7 @@ class Bench:
     def _user(self, n: int):
         from eth_account import Account
         from eth_utils import keccak
+
         from tests.boa_protocol import User
 
         account = Account.from_key(keccak(text=f"benchmarks.gas user {n}"))

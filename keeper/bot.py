@@ -33,7 +33,6 @@ block's market snapshot. Whatever that job raises is logged and counted and the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field

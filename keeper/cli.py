@@ -7,7 +7,6 @@ on stderr and exit code 1; no tracebacks.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -467,9 +466,12 @@ def _print_options(o: dict) -> None:
     stdout.print(k)
 
 
+# the subcommand modules import this one's helpers: added once `cli` exists
+from keeper.dev_cli import dev  # noqa: E402
 from keeper.params_cli import params  # noqa: E402
+
 cli.add_command(params)
-from keeper.dev_cli import dev; cli.add_command(dev)  # noqa: E402, E702
+cli.add_command(dev)
 
 
 def main() -> None:

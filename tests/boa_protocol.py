@@ -13,8 +13,8 @@ from eth_account import Account
 from keeper.chain.artifacts import CONTRACTS, NAMES
 from keeper.chain.deploy import Deployment, deploy_protocol
 from keeper.chain.orders import Order, sign_order
-from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.config import ProtocolConfig, load_config
+from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 
 # config/local.yaml with position caps that do not bind (see the file)

@@ -99,8 +99,8 @@ def _mm_vs_penalty(mm_rates: dict[str, int], penalty: int, what: str) -> list[st
     """Every underlying's mm_rate in force must be at least twice the largest penalty rate."""
     return [
         f"{what} needs every mm_rate in force >= {wad_text(2 * penalty)}, underlying {name} has {wad_text(mm)} "
-        "(engine: mm_rate below 2x penalty); raise its mm_rate first and wait until the raise has phased in "
-        f"({REQUIREMENT_RAMP // 86400} days)"
+        "(engine: mm_rate below 2x penalty); raise its mm_rate first (on a live deployment the raise phases in "
+        f"over {REQUIREMENT_RAMP // 86400} days before a penalty can rely on it)"
         for name, mm in mm_rates.items()
         if mm < 2 * penalty
     ]

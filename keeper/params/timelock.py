@@ -10,8 +10,8 @@ read from chain.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from eth_abi import encode

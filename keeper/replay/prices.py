@@ -15,6 +15,7 @@ Every data problem is reported as :class:`PriceDataError` with one human-readabl
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -23,8 +24,6 @@ from datetime import date, datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-
-import logging
 
 import numpy as np
 

@@ -29,7 +29,7 @@ from eth_abi import decode
 from eth_keys import keys
 
 from keeper.chain.orders import Order, order_digest, sign_order
-from tests.boa_protocol import WAD, replace_feeds, deploy_unique, deployer, events, source_deployer
+from tests.boa_protocol import WAD, deploy_unique, deployer, events, replace_feeds, source_deployer
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
@@ -210,7 +210,7 @@ def test_mango_underwater_account_cannot_dump_value_to_a_colluder(protocol):
     Repro: deposit 10,000; long 50 ETH-PERP at 2000 vs B; ETH -> 1820; B buys 50 from A at 1729;
     liquidate A -> bad_debt 3,550, pair equity +3,550."""
     p = protocol
-    e, v = p.engine, p.vault
+    v = p.vault
     a, b, stranger = p.new_user(), p.new_user(), p.new_user()
     p.deposit_usd(a, 10_000)
     p.deposit_usd(b, 1_000_000)
@@ -265,7 +265,6 @@ def test_compound_bzx_one_manipulated_feed_of_three_changes_nothing(protocol, sp
     was: no account changes value or becomes liquidatable, and the trade band stays centred on
     the true price (a trade one wei outside it is still refused)."""
     p = protocol
-    e = p.engine
     feeds = _three_eth_feeds(p)
     a, b = _long_and_short(p)
     before = world(p, a, b)
@@ -295,7 +294,6 @@ def test_compound_bzx_two_of_three_manipulated_median_follows(protocol):
     20,000, the short becomes liquidatable (equity 10,000 - 40 * 18,000), the trade band
     re-centres on 20,000. Only feed diversity (independent sources) protects against this."""
     p = protocol
-    e = p.engine
     feeds = _three_eth_feeds(p)
     a, b = _long_and_short(p)
     feeds[1].set_answer(20_000 * 10**8)
@@ -414,7 +412,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
     if fn == "deposit":
         for symbol, amount, gain in (("USDC", 1, 10**12), ("WETH", 1, 1_700), ("WBTC", 1, 255 * 10**12)):
             eq = summary(p, a)[0]
-            guarded(p, acting, lambda: p.deposit(a, symbol, amount))
+            guarded(p, acting, lambda symbol=symbol, amount=amount: p.deposit(a, symbol, amount))
             assert summary(p, a)[0] == eq + gain
             assert summary(p, a)[1] == 10_000 * WAD
 
@@ -424,7 +422,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
             token.mint(stranger.address, 10**6)
             hf = summary(p, a)[3]
 
-            def deposit_for():
+            def deposit_for(token=token):
                 with boa.env.prank(stranger.address):
                     token.approve(v.address, 10**6)
                     v.deposit_for(token.address, 10**6, a.address)
@@ -563,7 +561,7 @@ def test_euler_donate_to_reserves_pattern(euler):
     cannot make the donor insolvent; and `deposit(..., account)` into someone else's account
     can only raise that account's equity and health, never lower them, by any asset or amount."""
     p, a, b, stranger = euler
-    e, v = p.engine, p.vault
+    v = p.vault
     # the donor has an account at exactly IM and tokens in its wallet (9,250 USDC)
     p.usdc.mint(a.address, 5_000 * USDC)
     wallet = p.usdc.balanceOf(a.address)
@@ -892,7 +890,7 @@ def test_vyper_lock_engine_only_vault_functions_cannot_be_reentered(protocol):
             vault2.settlement_total(), vault2.balances(u.address, 0), vault2.balances(s.address, 0),
         )
 
-    for name, data in calls.items():
+    for data in calls.values():
         with boa.env.anchor():
             s.execute(vault2.address, data)  # control: allowed outside a transfer
     for phase in ("deposit", "withdraw"):
@@ -1124,7 +1122,7 @@ def test_self_liquidation_through_a_second_account_gains_nothing(protocol):
     share only moves between the two. When the account is bankrupt, the deficit written off is
     the same whoever liquidates (nothing extra is gained by liquidating oneself)."""
     p = protocol
-    e, v = p.engine, p.vault
+    v = p.vault
     a, a2, b, stranger = (p.new_user() for _ in range(4))
     p.deposit_usd(a, 10_000)
     for x in (a2, b, stranger):
@@ -1174,7 +1172,6 @@ def test_split_liquidation_at_one_price_pays_no_second_bonus(protocol):
     The falling-price ladder (k small <= one large) is
     test_liquidation.py::test_many_small_liquidations_do_not_pay_more."""
     p = protocol
-    e, v = p.engine, p.vault
     a, b, l1, l2 = (p.new_user() for _ in range(4))
     p.deposit_usd(a, 10_000)
     for x in (b, l1, l2):
@@ -1203,7 +1200,7 @@ def test_decimals_collateral_value_is_exact_and_never_rounds_up(protocol, token_
     floor(amount * price_wad * haircut / (10**decimals * 1e18)) exactly, and never exceeds the
     exact rational value (rounding favours the protocol)."""
     p = protocol
-    v, o, e = p.vault, p.oracle, p.engine
+    v, o = p.vault, p.oracle
     token = deploy_unique(deployer("MockERC20"), "Odd", "ODD", token_decimals)
     answer = {6: 1234_567891, 8: 1234_56789123, 18: 1234_567891234567891234}[feed_decimals]
     price = answer * 10 ** (18 - feed_decimals)
@@ -1309,7 +1306,6 @@ def test_healthy_account_liquidation_reverts_and_changes_nothing(protocol):
     call reverts, no fee is paid, and nothing at all changes: cash, collateral, positions,
     markets and funding, insurance fund, bad debt, token balances of every party."""
     p = protocol
-    e = p.engine
     a, b, rich, poor, empty = (p.new_user() for _ in range(5))
     p.deposit(a, "WETH", 2 * WAD)
     p.deposit_usd(b, 1_000_000)

@@ -373,10 +373,10 @@ def test_finding4_same_block_gap_front_run(protocol):
     own deficit created by the move (20,000), the tighter allowance the state machine uses."""
     p = protocol
     e = p.engine
-    v, w, l, keeper = (p.new_user() for _ in range(4))
+    v, w, liq, keeper = (p.new_user() for _ in range(4))
     fund_insurance(p, 1_000_000)
     p.deposit_usd(v, 10_000)
-    for x in (w, l, keeper):
+    for x in (w, liq, keeper):
         p.deposit_usd(x, 1_000_000)
     with same_block():
         b0 = block()
@@ -387,7 +387,7 @@ def test_finding4_same_block_gap_front_run(protocol):
         deficit_created = max(0, -equity(p, v)) - deficit0
         assert block() == b0  # all in one block
         paid0 = waterfall(p)
-        with boa.env.prank(l.address), boa.reverts("engine: position opened this block"):
+        with boa.env.prank(liq.address), boa.reverts("engine: position opened this block"):
             e.liquidate(v.address)
     assert e.positions(v.address, ETH_PERP).size == 50 * WAD
 

@@ -7,6 +7,7 @@ import boa
 import pytest
 
 from tests.boa_protocol import WAD, deploy_unique, deployer, events
+
 # a target of 1.0 would leave the account at MM, liquidatable again at the next tick
 MIN_TARGET = 105 * 10**16
 
@@ -167,7 +168,6 @@ def test_admin_only_setters_refuse_risk_admin(split_roles):
 
 def test_risk_setters_refuse_admin(split_roles):
     p, risk = split_roles
-    f = deploy_unique(deployer("MockAggregator"), 8, "x", 2000 * 10**8)
     calls = [
         lambda: p.vault.set_asset_params(0, WAD // 2, 1),
         lambda: p.engine.set_underlying_params(0, 10**17, 5 * 10**16, 0, 0),

@@ -52,7 +52,6 @@ from collections import Counter, namedtuple
 from dataclasses import dataclass, field
 
 import boa
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -808,7 +807,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             longs = sum(max(p[m][0], 0) for p in s.pos if m in p)
             assert s.open_interest[m] == longs, f"market {m}: open interest {s.open_interest[m]} != longs {longs}"
         # 6. static funding bounds
-        for m, mk in enumerate(s.markets):
+        for mk in s.markets:
             assert mk.funding_time <= s.now
             assert abs(mk.funding_rate) <= w.max_funding
             if not mk.is_perp:

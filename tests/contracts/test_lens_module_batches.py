@@ -59,7 +59,7 @@ def test_full_batch_of_200_in_order(protocol):
     accounts = holders(kit)
     many = (accounts * 50)[:200]
     assert lens_rows(protocol.lens, many) == lens_rows(protocol.lens, accounts) * 50
-    with pytest.raises(Exception):  # DynArray bound: 201 accounts do not encode
+    with pytest.raises(boa.BoaError):  # DynArray bound: 201 accounts do not encode
         protocol.lens.option_states_of(many + many[:1])
 
 

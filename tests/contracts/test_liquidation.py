@@ -67,7 +67,7 @@ def fund_insurance(p, dollars: int) -> None:
 
 
 def snapshot(p, *users):
-    v, e = p.vault, p.engine
+    v = p.vault
     return (
         v.insurance_fund(),
         v.bad_debt(),

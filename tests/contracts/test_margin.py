@@ -58,7 +58,6 @@ def ab(protocol):
 
 def test_single_long_perp(ab):
     p, a, b = ab
-    e = p.engine
     p.trade(a, b, ETH_PERP, 3 * WAD, 2000 * WAD)
     assert summary(p, a) == (10_000 * WAD, 600 * WAD, 300 * WAD, 10_000 * WAD * WAD // (300 * WAD))
     p.set_price("ETH", 2100.5)
@@ -298,7 +297,6 @@ def test_dust_trade_does_not_move_funding(ab):
 
 def test_funding_accrues_at_the_current_price(ab):
     p, a, b = ab
-    e = p.engine
     p.trade(a, b, ETH_PERP, WAD, 2010 * WAD)
     boa.env.time_travel(seconds=3000)
     refresh(p, eth=2500)
@@ -322,7 +320,6 @@ def test_futures_have_no_funding(ab):
 
 def test_health_factor_edges(protocol):
     p = protocol
-    e = p.engine
     empty = p.new_user()
     assert summary(p, empty) == (0, 0, 0, MAX_UINT)
     rich = p.new_user()
@@ -338,7 +335,6 @@ def test_health_factor_edges(protocol):
 
 def test_health_factor_at_and_below_maintenance(protocol):
     p = protocol
-    e = p.engine
     a, b = p.new_user(), p.new_user()
     p.deposit_usd(a, 2140)
     p.deposit_usd(b, 1_000_000)

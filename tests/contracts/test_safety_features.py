@@ -14,7 +14,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import replace_feeds, WAD, deploy_unique, deployer, events
+from tests.boa_protocol import WAD, deploy_unique, deployer, events, replace_feeds
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids and underlyings
@@ -559,7 +559,7 @@ def test_ramp_follows_ramp_time(underwater):
 def accounting(p, users) -> int:
     """Checks total_positive_cash and returns the vault's rounding dust:
     balance * 1e12 - (sum(cash) + fund + unrealized PnL - bad_debt), which must be >= 0."""
-    v, e = p.vault, p.engine
+    v = p.vault
     cash = [v.cash(u.address) for u in users]
     assert v.total_positive_cash() == sum(max(c, 0) for c in cash)
     unrealized = sum(p.equity(u.address) - c for u, c in zip(users, cash))  # no collateral here

@@ -9,7 +9,7 @@ from eth_account import Account
 from eth_keys import keys
 from eth_utils import keccak
 
-from keeper.chain.attestations import sign_typed_data, typed_data_digest, vol_update_typed_data, VolUpdate
+from keeper.chain.attestations import VolUpdate, sign_typed_data, typed_data_digest, vol_update_typed_data
 from tests.boa_protocol import deploy_unique, events, source_deployer
 
 # secp256k1 group order

@@ -115,7 +115,7 @@ def test_taker_buys_from_maker_and_close_realizes_pnl(ab):
 
 def test_flip_realizes_whole_position(ab):
     p, a, b = ab
-    e, v = p.engine, p.vault
+    v = p.vault
     p.trade(a, b, ETH_PERP, 2 * WAD, 2000 * WAD)
     p.set_price("ETH", 2050)
     p.trade(b, a, ETH_PERP, 5 * WAD, 2050 * WAD)  # a sells 5: long 2 -> short 3
@@ -193,7 +193,6 @@ def test_order_expired(ab):
 
 def test_nonce_replay(ab):
     p, a, b = ab
-    e = p.engine
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     p.matching.match_orders(m, ms, t, ts)
@@ -217,7 +216,6 @@ def test_nonce_replay(ab):
 
 def test_failed_match_does_not_consume_nonce(ab):
     p, a, b = ab
-    e = p.engine
     m, ms = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2001 * WAD)  # seller wants more than the bid
     with boa.reverts("matching: price worse than limit"):
@@ -228,7 +226,6 @@ def test_failed_match_does_not_consume_nonce(ab):
 
 def test_cancel_nonce(ab):
     p, a, b = ab
-    e = p.engine
     with boa.env.prank(a.address):
         p.matching.cancel_nonce(777)
         (ev,) = events(p.matching, "NoncesCancelled")
@@ -321,7 +318,6 @@ def test_bad_signature_length_and_v(ab):
 
 def test_self_submitted_order_needs_no_signature(ab):
     p, a, b = ab
-    e = p.engine
     m, _ = make(p, a, ETH_PERP, WAD, 2000 * WAD)
     t, ts = make(p, b, ETH_PERP, -WAD, 2000 * WAD)
     # anyone else must bring a's signature

@@ -134,7 +134,7 @@ def reason(err: Exception) -> str:
 # deployer holds both roles in the default deployment; behind a timelock, one `execute` each).
 # Orders matter only where a bound depends on another parameter (MM >= 2 x penalty).
 
-E, V, O = "engine", "vault", "oracle"
+E, V, OR = "engine", "vault", "oracle"
 ETH_LIVE = 2000 * WAD
 
 EXTREMES: dict[str, list[tuple[str, str, tuple]]] = {
@@ -174,9 +174,9 @@ EXTREMES: dict[str, list[tuple[str, str, tuple]]] = {
     "weth_haircut_zero": [(V, "set_asset_params", (WETH_ID, 0, 0))],
     "weth_haircut_full": [(V, "set_asset_params", (WETH_ID, bounds.MAX_HAIRCUT, 2**256 - 1))],
     # OracleRouter.set_circuit_breaker: min <= 20% of the index, max >= 5x or 0, jump 0 or >= 25%
-    "breaker_tightest": [(O, "set_circuit_breaker", (ETH, ETH_LIVE // 5, ETH_LIVE * 5, 25 * PCT)),
-                         (O, "set_circuit_breaker", (BTC, 28_400 * WAD // 5, 28_400 * WAD * 5, 25 * PCT))],
-    "breaker_off": [(O, "set_circuit_breaker", (ETH, 0, 0, 0)), (O, "set_circuit_breaker", (BTC, 0, 0, 0))],
+    "breaker_tightest": [(OR, "set_circuit_breaker", (ETH, ETH_LIVE // 5, ETH_LIVE * 5, 25 * PCT)),
+                         (OR, "set_circuit_breaker", (BTC, 28_400 * WAD // 5, 28_400 * WAD * 5, 25 * PCT))],
+    "breaker_off": [(OR, "set_circuit_breaker", (ETH, 0, 0, 0)), (OR, "set_circuit_breaker", (BTC, 0, 0, 0))],
 }
 
 

@@ -83,7 +83,7 @@ def test_accounts_opens_a_varied_book_from_the_dev_accounts(env):
         assert kind in out
     states = env.client.margin_summaries(TRADERS)
     snap = env.client.snapshot([*TRADERS, dev_account(2)[0]], env.w3.eth.block_number)
-    for address, (equity, im, mm, health) in zip(TRADERS, states):
+    for address, (equity, im, mm, _health) in zip(TRADERS, states):
         assert address in out
         assert equity >= im > mm > 0  # every trade met initial margin
     # the market maker (account 2) holds the other side: each market sums to zero

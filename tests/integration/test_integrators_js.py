@@ -31,7 +31,7 @@ from keeper.chain.attestations import VolUpdate, sign_vol_update
 from keeper.chain.client import connect
 from keeper.chain.deploy import Web3Backend, deploy_protocol
 from keeper.chain.manifest import save_manifest
-from keeper.chain.orders import Order, OptionOrder, option_order_digest, order_digest
+from keeper.chain.orders import OptionOrder, Order, option_order_digest, order_digest
 from keeper.config import load_config
 
 pytestmark = pytest.mark.anvil
@@ -231,7 +231,6 @@ def test_eoa_order_digest_and_signature(run):
     assert o["signature_length"] == 65 and o["signature_v"] in (27, 28)
     assert o["recovered_ethers"] == chain.addr["alice"]
     # and the keeper's Python hashing agrees with both libraries
-    fill = results["match"]["fills"][0]
     order = Order(chain.addr["alice"], chain.dep.markets[ETH_PERP], 2 * WAD, 2000 * WAD, 1, fill_deadline(chain))
     assert "0x" + order_digest(order, chain.dep.chain_id, chain.dep.matching).hex() == o["digest_ethers"]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from keeper.risk.book import SeriesInfo, VolPoint, build_book

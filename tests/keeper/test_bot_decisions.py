@@ -12,10 +12,10 @@ import pytest
 from web3.exceptions import ContractLogicError
 
 from keeper.bot import Liquidator, expected_reward, gas_cost_usd, liquidation_key
+from keeper.chain.anvil import free_port
 from keeper.chain.client import LiquidationTerms, ProtocolLog
 from keeper.chain.event_index import ScanResult
 from keeper.chain.follower import BlockRef, HeadUpdate
-from keeper.chain.anvil import free_port
 from keeper.logs import setup_logging
 from keeper.metrics import KeeperMetrics
 from keeper.txmanager import Outcome

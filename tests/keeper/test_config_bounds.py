@@ -36,7 +36,7 @@ def mm_above_im(raw):
         (lambda raw: raw["underlyings"][1].update(im_rate=0.005), "underlyings[1] BTC: im_rate 0.005 is outside [0.01, 1]"),
         (lambda raw: raw["underlyings"][1].update(mm_rate=0.03), "below 2 x the liquidation penalty"),
         (lambda raw: raw["liquidation"].update(penalty=0.2), "liquidation: penalty 0.2 is outside [0.001, 0.1]"),
-        (lambda raw: raw["liquidation"].update(max_penalty=0.04), "liquidation: max_penalty needs every mm_rate >= 0.08"),
+        (lambda raw: raw["liquidation"].update(max_penalty=0.04), "liquidation: max_penalty needs every mm_rate in force >= 0.08"),
         (lambda raw: raw["trading"].update(max_price_deviation=0.5), "trading: max_price_deviation 0.5 is outside"),
         (lambda raw: raw["underlyings"][0].update(spread_im_rate=0.2), "spread_im_rate 0.2 is above im_rate 0.1"),
     ],

@@ -208,7 +208,8 @@ def test_entries_are_checked_in_file_order():
     # a 3% penalty needs every mm_rate in force >= 6%: refused before or after the raises, which
     # only phase in (lib/ramp.vy) ...
     problem = ("changes[{i}] liquidation: penalty needs every mm_rate in force >= 0.06, underlying {u} has 0.05 "
-               "(engine: mm_rate below 2x penalty); raise its mm_rate first and wait until the raise has phased in (7 days)")
+               "(engine: mm_rate below 2x penalty); raise its mm_rate first (on a live deployment the raise phases in "
+               "over 7 days before a penalty can rely on it)")
     found = plan_problems({"liquidation": {"penalty": 0.03}}, {"underlying": "ETH", "mm_rate": 0.06},
                           {"underlying": "BTC", "mm_rate": 0.06})
     assert found == [problem.format(i=0, u="ETH"), problem.format(i=0, u="BTC")]

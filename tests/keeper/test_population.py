@@ -16,8 +16,8 @@ def initial_margin_fraction(spec) -> float:
         (longs if size > 0 else shorts)[und] = (longs if size > 0 else shorts).get(und, 0) + abs(size)
     im = 0.0
     for und in set(longs) | set(shorts):
-        l, s = longs.get(und, 0), shorts.get(und, 0)
-        im += abs(l - s) * PRICES[und] * IM_RATE + min(l, s) * PRICES[und] * SPREAD_IM
+        long_, short = longs.get(und, 0), shorts.get(und, 0)
+        im += abs(long_ - short) * PRICES[und] * IM_RATE + min(long_, short) * PRICES[und] * SPREAD_IM
     equity = spec.deposits.get("USDC", 0) + HAIRCUT * (
         spec.deposits.get("WETH", 0) * PRICES["ETH"] + spec.deposits.get("WBTC", 0) * PRICES["BTC"]
     )

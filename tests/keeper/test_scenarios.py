@@ -237,7 +237,7 @@ def test_account_report_greeks_and_caller_requirements() -> None:
 
 def test_default_file_holds_the_documented_defaults() -> None:
     assert load_scenario_params(DEFAULT_PM_CONFIG) == ScenarioParams()
-    for name, default, (lo, hi), source in ScenarioParams.describe():
+    for _name, default, (lo, hi), source in ScenarioParams.describe():
         assert lo <= default <= hi and source
 
 

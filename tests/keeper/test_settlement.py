@@ -15,8 +15,8 @@ from keeper.bot import Liquidator
 from keeper.chain.follower import BlockRef, HeadUpdate
 from keeper.metrics import KeeperMetrics
 from keeper.risk.book import SeriesInfo
-from keeper.settle import MARKET, SERIES, Settlement, SettlementJob, due_settlements, parse_key
 from keeper.settings import KeeperSettings, SettingsError, load_settings
+from keeper.settle import MARKET, SERIES, Settlement, SettlementJob, due_settlements, parse_key
 from keeper.txmanager import FeeCapExceeded, Outcome
 
 WAD = 10**18

@@ -9,7 +9,16 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from keeper.risk.scenarios import CALL, PERPETUAL, PUT, Instruments, MarketState, ScenarioParams, VolSurface, build_risk_tables
+from keeper.risk.scenarios import (
+    CALL,
+    PERPETUAL,
+    PUT,
+    Instruments,
+    MarketState,
+    ScenarioParams,
+    VolSurface,
+    build_risk_tables,
+)
 from keeper.risk.var import HistoricalMoves, empirical_es, empirical_var, historical_var, parametric_var
 
 NOW = 1_700_000_000
