@@ -227,7 +227,8 @@ def test_walkthrough_keeper_liquidates_after_a_crash_and_after_a_parameter_chang
         executed = runner.invoke(params, ["execute", *chain_args])
         assert executed.exit_code == 0, executed.output
         weth = env.dep.asset_ids["WETH"]
-        assert env.client.vault.functions.haircut_now(weth).call() == 85 * 10**16  # phases in
+        # seconds into a week-long phase-in: the haircut in force is still about 0.85
+        assert 84 * 10**16 < env.client.vault.functions.haircut_now(weth).call() <= 85 * 10**16
         assert not env.client.engine.functions.is_liquidatable(TRADERS[5]).call()
         assert keeper_dev(env, "warp", str(bounds.REQUIREMENT_RAMP))[0] == 0
         assert env.client.vault.functions.haircut_now(weth).call() == 80 * 10**16
