@@ -31,7 +31,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from keeper.chain.anvil import AnvilError
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.client import ChainError, ProtocolClient, connect
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.cli_common import chain_options, one_line_errors
 from keeper.replay.driver import ReplayError, User, confirm, deposit_all, spec_deposits, trade_all

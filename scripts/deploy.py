@@ -36,7 +36,8 @@ from typing import Any
 from brownie import Contract, accounts, chain, network, project, rpc, web3
 
 from keeper.chain.artifacts import compiler_version
-from keeper.chain.deploy import DeployError, Deployment, Web3Backend, deploy_to_manifest, env_flag, prepare
+from keeper.chain.deploy import DeployError, Web3Backend, deploy_to_manifest, env_flag, prepare
+from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import ManifestError, save_manifest
 from keeper.chain.verify import mismatches, print_checks, verify_deployment
 from keeper.config import DEFAULT_CONFIG, DEPLOYER, ConfigError, ProtocolConfig, load_config, with_default_governance

@@ -11,7 +11,8 @@ import boa
 from eth_account import Account
 
 from keeper.chain.artifacts import CONTRACTS, NAMES
-from keeper.chain.deploy import Deployment, deploy_protocol
+from keeper.chain.deploy import deploy_protocol
+from keeper.chain.deployment import Deployment
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
 from keeper.params.bounds import REQUIREMENT_RAMP

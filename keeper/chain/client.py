@@ -14,7 +14,7 @@ from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Exception
 
 from keeper.chain.artifacts import load_artifact
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 from keeper.risk.book import RiskBook, SeriesInfo, VolPoint, build_book
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams
 

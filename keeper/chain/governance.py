@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keeper.chain.deploy import Backend, Deployment
+from keeper.chain.deployment import Backend, Deployment
 
 # manifest field -> contract name, for every contract that carries the roles module
 GOVERNED = (

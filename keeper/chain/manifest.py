@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from eth_utils import is_address, to_checksum_address
 
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 
 ADDRESS_FIELDS = ("oracle", "vault", "engine", "settlement_token")
 

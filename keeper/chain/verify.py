@@ -22,7 +22,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
-from keeper.chain.deploy import ZERO_ADDRESS, Deployment, config_echo, governed_scenario_params_hash
+from keeper.chain.deploy import config_echo, governed_scenario_params_hash
+from keeper.chain.deployment import ZERO_ADDRESS, Deployment
 from keeper.chain.governance import governed as governed_contracts
 from keeper.config import ProtocolConfig
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.attestations import VolUpdate, sign_vol_update
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 
 SUBMIT_GAS = 400_000
 

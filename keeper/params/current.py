@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from web3 import Web3
 
 from keeper.chain.artifacts import load_artifact
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 
 
 @dataclass

@@ -19,7 +19,7 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from keeper.chain.artifacts import load_artifact
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 from keeper.params import bounds
 from keeper.params.bounds import WAD, wad_text
 from keeper.params.changes import AMOUNT, FIELDS, HASH, HEARTBEATS, OPTION_SECTIONS, SECONDS, Change, ChangeError

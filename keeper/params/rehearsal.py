@@ -29,7 +29,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from keeper.chain.anvil import Anvil
 from keeper.chain.artifacts import load_artifact, storage_slot
 from keeper.chain.client import ProtocolClient, connect
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 from keeper.params.plan import CONTRACT_NAMES, Call, call_data
 
 ACTOR_BALANCE = 10**20  # wei given to the impersonated account for gas on the fork

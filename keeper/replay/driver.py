@@ -30,7 +30,8 @@ import numpy as np
 from keeper.chain.anvil import DEV_ACCOUNTS, Anvil
 from keeper.chain.artifacts import compiler_version, load_artifact
 from keeper.chain.client import ProtocolClient, connect
-from keeper.chain.deploy import Deployment, Web3Backend, deploy_protocol
+from keeper.chain.deploy import Web3Backend, deploy_protocol
+from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import save_manifest
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config

@@ -14,7 +14,8 @@ import yaml
 from eth_utils import to_checksum_address
 
 from keeper.chain.artifacts import ROOT
-from keeper.chain.deploy import Deployment, deploy_protocol
+from keeper.chain.deploy import deploy_protocol
+from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import ManifestError, load_manifest, save_manifest
 from keeper.config import DEFAULT_CONFIG, ConfigError, FeedConfig, GovernanceConfig, load_config
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from keeper.chain.client import ProtocolLog
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 from keeper.chain.event_index import CHECKPOINT_FILE, CheckpointError, EventIndex
 from keeper.chain.follower import BlockRef, ChainFollower
 

@@ -9,7 +9,7 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from keeper.chain.deploy import Deployment
+from keeper.chain.deployment import Deployment
 from keeper.params.changes import ChangeError, load_changes, parse_changes
 from keeper.params.current import CurrentParams
 from keeper.params.plan import calldata, plan_calls
