@@ -22,7 +22,7 @@ import pytest
 from keeper.config import AssetConfig, DepegConfig, MarketConfig, PriceIdConfig, load_config
 from keeper.params import bounds
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin, margin_loop
-from tests.boa_protocol import CONTRACT_TESTS_CONFIG, WAD, BoaProtocol
+from tests.boa_protocol import CONTRACT_TESTS_CONFIG, WAD, BoaProtocol, republish
 
 ACCOUNTS = 72
 CASES = [(11, False), (12, True), (13, True)]  # (seed, settle ETH-FUT before valuing)
@@ -232,7 +232,7 @@ def test_keeper_margin_equals_contract(isolated_env, case):
         p.vault.set_asset_params(a, p.vault.assets(a)[3] // 2, 2**256 - 1, sender=p.admin)
     boa.env.time_travel(seconds=bounds.REQUIREMENT_RAMP // 3)
     for feed in p.feeds.values():  # fresh again, same answers
-        feed.set_answer(feed.latestRoundData()[1])
+        republish(feed.address)
     ramped = params_on_chain(p)
     assert ramped.mm_rate.tolist() != params.mm_rate.tolist() and ramped.asset_haircut.tolist() != params.asset_haircut.tolist()
     states = p.lens.account_states(addresses)
