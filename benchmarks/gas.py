@@ -106,6 +106,8 @@ SCENARIOS = (
     "deposit_usdc",
     "margin_check_16_options",
     "max_liquidation_call",
+    "match_orders_returning",
+    "liquidate_returning",
 )
 TARGETS = {
     "match_orders": 250_000,
@@ -114,6 +116,8 @@ TARGETS = {
     "deposit_usdc": None,
     "margin_check_16_options": 420_000,
     "max_liquidation_call": 3_000_000,
+    "match_orders_returning": 250_000,
+    "liquidate_returning": 250_000,
 }
 
 WAD = 10**18
@@ -359,7 +363,29 @@ def scenario_match_orders(b: Bench) -> list[Tx]:
     return [b.meter.send(b.adapter.order_label, contract, fn, maker, maker_sig, taker, taker_sig, sender=b.relayer)]
 
 
-def scenario_liquidate(b: Bench) -> list[Tx]:
+def scenario_match_orders_returning(b: Bench) -> list[Tx]:
+    p = b.p
+    buyer, seller = b.funded(10_000), b.funded(10_000)
+    price = b.price("ETH-PERP")
+    p.trade(buyer, b.makers[0], "ETH-PERP", WAD, price)
+    p.trade(b.makers[1], seller, "ETH-PERP", WAD, price)
+    b.tick()
+    maker, maker_sig = p.order(buyer, "ETH-PERP", WAD, price)
+    taker, taker_sig = p.order(seller, "ETH-PERP", -WAD, price)
+    contract, fn = b.adapter.match_orders(p)
+    return [b.meter.send(b.adapter.order_label, contract, fn, maker, maker_sig, taker, taker_sig, sender=b.relayer)]
+
+
+def scenario_liquidate_returning(b: Bench) -> list[Tx]:
+    p = b.p
+    scenario_liquidate(b, measure=False)
+    for symbol in ("ETH", "BTC"):
+        p.set_price(symbol, b.usd(symbol) / 0.92)
+    b.tick()
+    return scenario_liquidate(b)
+
+
+def scenario_liquidate(b: Bench, measure: bool = True) -> list[Tx]:
     p = b.p
     victim = b.funded(10_000)
     p.trade(victim, b.makers[0], "ETH-PERP", 20 * WAD, b.price("ETH-PERP"))
@@ -369,6 +395,10 @@ def scenario_liquidate(b: Bench) -> list[Tx]:
         p.set_price(symbol, b.usd(symbol) * 0.92)
     assert b.liquidatable(victim), "liquidate: the account should be liquidatable"
     b.tick()
+    if not measure:
+        with b.boa.env.prank(b.liquidator.address):
+            p.engine.liquidate(victim.address)
+        return []
     tx = b.meter.send("MarginEngine.liquidate", p.engine, "liquidate", victim.address, sender=b.liquidator.address)
     assert len(p.engine.open_markets(victim.address)) == 2, "liquidate: expected a partial liquidation"
     return [tx]

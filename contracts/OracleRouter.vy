@@ -83,7 +83,10 @@ struct CircuitBreaker:
 
 price_id_count: public(uint256)
 price_id_name: public(HashMap[uint256, String[16]])
-_feeds: HashMap[uint256, DynArray[Feed, MAX_FEEDS]]
+# @dev Each feed in one slot (`_store_feeds`): aggregator (bits 0-159), scale (160-223,
+#      at most 10**18), heartbeat (224-255, at most MAX_HEARTBEAT): an index read costs one
+#      slot per feed, not three.
+_feeds: HashMap[uint256, DynArray[uint256, MAX_FEEDS]]
 # @dev WAD band and largest round-to-round move (WAD fraction, 0 = unchecked) per price id.
 circuit_breakers: public(HashMap[uint256, CircuitBreaker])
 # @dev Whether a price id has any breaker bound set (saves reading the three bounds when none is).
@@ -140,6 +143,27 @@ def add_price_id(name: String[16]) -> uint256:
 
 @internal
 @view
+def _feeds_of(price_id: uint256) -> DynArray[Feed, MAX_FEEDS]:
+    """
+    @dev The feeds of a price id, unpacked (see `_feeds`).
+    """
+    out: DynArray[Feed, MAX_FEEDS] = []
+    for word: uint256 in self._feeds[price_id]:
+        out.append(Feed(aggregator=convert(convert(word & (2**160 - 1), uint160), address), scale=(word >> 160) & (2**64 - 1), heartbeat=word >> 224))
+    return out
+
+
+@internal
+def _store_feeds(price_id: uint256, feeds: DynArray[Feed, MAX_FEEDS]):
+    # scale <= 10**18 < 2**64 and heartbeat <= MAX_HEARTBEAT < 2**32 (`_check_feeds`)
+    words: DynArray[uint256, MAX_FEEDS] = []
+    for feed: Feed in feeds:
+        words.append(convert(convert(feed.aggregator, uint160), uint256) | (feed.scale << 160) | (feed.heartbeat << 224))
+    self._feeds[price_id] = words
+
+
+@internal
+@view
 def _check_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], heartbeats: DynArray[uint256, MAX_FEEDS]) -> DynArray[Feed, MAX_FEEDS]:
     """
     @dev The feeds of `set_feeds`, each answering validly now; once the price id has an index,
@@ -192,14 +216,14 @@ def set_feeds(price_id: uint256, aggregators: DynArray[address, MAX_FEEDS], hear
     """
     roles._check_admin()
     feeds: DynArray[Feed, MAX_FEEDS] = self._check_feeds(price_id, aggregators, heartbeats)
-    current: DynArray[Feed, MAX_FEEDS] = self._feeds[price_id]
+    current: DynArray[Feed, MAX_FEEDS] = self._feeds_of(price_id)
     same: bool = len(current) == len(feeds)
     if same:
         for i: uint256 in range(len(feeds), bound=MAX_FEEDS):
             # a shorter heartbeat could make the live price stale at once: it waits too
             same = same and current[i].aggregator == feeds[i].aggregator and feeds[i].heartbeat >= current[i].heartbeat
     if len(current) == 0 or same:
-        self._feeds[price_id] = feeds
+        self._store_feeds(price_id, feeds)
         self.pending_feeds[price_id] = empty(PendingFeeds)
         log FeedsSet(price_id=price_id, aggregators=aggregators, heartbeats=heartbeats)
         return
@@ -218,7 +242,7 @@ def activate_feeds(price_id: uint256):
     pending: PendingFeeds = self.pending_feeds[price_id]
     assert pending.activates_at != 0, "oracle: no proposed feeds"
     assert block.timestamp >= pending.activates_at, "oracle: feeds not yet active"
-    self._feeds[price_id] = self._check_feeds(price_id, pending.aggregators, pending.heartbeats)
+    self._store_feeds(price_id, self._check_feeds(price_id, pending.aggregators, pending.heartbeats))
     self.pending_feeds[price_id] = empty(PendingFeeds)
     log FeedsSet(price_id=price_id, aggregators=pending.aggregators, heartbeats=pending.heartbeats)
 
@@ -340,7 +364,8 @@ def _median(price_id: uint256) -> (uint256, uint256):
     prices: DynArray[uint256, MAX_FEEDS] = []
     oldest: uint256 = max_value(uint256)
     breaker: CircuitBreaker = self._breaker(price_id)
-    for feed: Feed in self._feeds[price_id]:
+    feeds: DynArray[Feed, MAX_FEEDS] = self._feeds_of(price_id)
+    for feed: Feed in feeds:
         ok: bool = False
         price: uint256 = 0
         updated_at: uint256 = 0
@@ -480,7 +505,8 @@ def expiry_price(price_id: uint256, expiry: uint256) -> uint256:
     late: DynArray[uint256, MAX_FEEDS] = []
     all_published: bool = True
     breaker: CircuitBreaker = self._breaker(price_id)
-    for feed: Feed in self._feeds[price_id]:
+    feeds: DynArray[Feed, MAX_FEEDS] = self._feeds_of(price_id)
+    for feed: Feed in feeds:
         state: uint256 = 0
         price: uint256 = 0
         state, price = self._expiry_answer(feed, breaker, expiry)
@@ -534,4 +560,4 @@ def feeds(price_id: uint256) -> DynArray[Feed, MAX_FEEDS]:
     """
     @notice The configured feeds of a price id (aggregator, 10**(18 - decimals), heartbeat).
     """
-    return self._feeds[price_id]
+    return self._feeds_of(price_id)

@@ -254,7 +254,6 @@ class OptionsKit:
     vol_feed: object
     attestor: object | None
     signer: object
-    _nonce: int = 0
 
     @classmethod
     def deploy(cls, p: BoaProtocol, attestor: bool = False, wire: bool = True) -> "OptionsKit":
@@ -304,8 +303,9 @@ class OptionsKit:
             return self.market.list_option(underlying, strike, expiry, is_call)
 
     def order(self, user: User, series: int, size: int, price: int) -> tuple:
-        self._nonce += 1
-        order = (user.address, series, size, price, self._nonce, boa.env.evm.patch.timestamp + 3600)
+        # one nonce sequence with the protocol's perpetual orders: both go to the one Matching
+        self.p._nonce += 1
+        order = (user.address, series, size, price, self.p._nonce, boa.env.evm.patch.timestamp + 3600)
         return order, sign_option_order(order, user.key, boa.env.evm.patch.chain_id, self.p.matching.address)
 
     def trade(self, buyer: User, seller: User, series: int, size: int, price: int) -> None:

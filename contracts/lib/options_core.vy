@@ -96,6 +96,13 @@ interface IVolFeed:
     def is_fresh(underlying: uint256, expiry: uint256) -> bool: view
 
 
+# @dev Field widths of the packed series and positions (see `_series`, `_positions`).
+LOW128: constant(uint256) = 2**128 - 1
+SETTLED_BIT: constant(uint256) = 2**225
+INT128_SPAN: constant(int256) = 2**128
+INT128_TOP: constant(int256) = 2**127
+HELD_WORDS: constant(uint256) = (constants.MAX_ACCOUNT_SERIES + 32) // 32
+
 # @dev Smile floor, as keeper.risk.scenarios.MIN_VOL.
 MIN_VOL: constant(uint256) = 10**16
 # @dev Series expire at most `constants.MAX_EXPIRY_HORIZON` ahead (the VolFeed's horizon);
@@ -167,11 +174,20 @@ ORACLE: public(immutable(address))
 VOL_FEED: public(immutable(address))
 
 series_count: public(uint256)
-series: public(HashMap[uint256, Series])
+# @dev Each series in one slot (`_pack_series`): strike (bits 0-127), expiry (128-191),
+#      underlying (192-207), price id (208-223), is_call (224), settled (225); its settlement
+#      price apart, read only once settled. Valuing a position reads one slot, not six.
+_series: HashMap[uint256, uint256]
+_settlement_price: HashMap[uint256, uint256]
 # @dev keccak256(underlying, strike, expiry, is_call) -> series id + 1 (0 = not listed).
 _series_slot: HashMap[bytes32, uint256]
-positions: public(HashMap[address, HashMap[uint256, OptionPosition]])
-_account_series: HashMap[address, DynArray[uint256, constants.MAX_ACCOUNT_SERIES]]
+# @dev Each position in one slot (`_pack_position`): size (int128, two's complement) in the
+#      low 128 bits, entry price in the high 128.
+_positions: HashMap[address, HashMap[uint256, uint256]]
+# @dev The series each account holds, one byte each (series ids < MAX_SERIES = 256): byte 0
+#      of word 0 is the count, entry i is byte (i + 1) % 32 of word (i + 1) // 32. Up to 31
+#      positions are listed in one slot (`_held_series`, `_hold`, `_release`).
+_held: HashMap[address, uint256[HELD_WORDS]]
 # @dev Sum of long sizes per series, and caps (0 = none), WAD units of the underlying.
 open_interest: public(HashMap[uint256, uint256])
 max_open_interest: public(HashMap[uint256, uint256])
@@ -298,14 +314,13 @@ def list_option(underlying: uint256, strike: uint256, expiry: uint256, is_call: 
     assert expiry - block.timestamp <= constants.MAX_EXPIRY_HORIZON, "options: expiry too far"
     price_id: uint256 = (staticcall IEngine(ENGINE).underlyings(underlying)).price_id
     index: uint256 = staticcall IOracle(ORACLE).index_price(price_id)
-    assert strike * MAX_STRIKE_RATIO >= index and strike <= index * MAX_STRIKE_RATIO, "options: strike out of bounds"
+    assert strike * MAX_STRIKE_RATIO >= index and strike <= index * MAX_STRIKE_RATIO and strike <= LOW128, "options: strike out of bounds"
     key: bytes32 = keccak256(abi_encode(underlying, strike, expiry, is_call))
     assert self._series_slot[key] == 0, "options: series exists"
     series_id: uint256 = self.series_count
     assert series_id < constants.MAX_SERIES, "options: too many series"
-    self.series[series_id] = Series(
-        underlying=underlying, price_id=price_id, strike=strike, expiry=expiry, is_call=is_call, settlement_price=0
-    )
+    # underlying < MAX_UNDERLYINGS and price id < MAX_PRICE_IDS fit 16 bits; expiry 64
+    self._series[series_id] = strike | (expiry << 128) | (underlying << 192) | (price_id << 208) | (convert(is_call, uint256) << 224)
     self._series_slot[key] = series_id + 1
     self.series_count = series_id + 1
     log SeriesListed(series=series_id, underlying=underlying, strike=strike, expiry=expiry, is_call=is_call)
@@ -403,6 +418,97 @@ def set_risk_params(params: RiskParams):
         self.risk_params_before = self._risk_params_now()
         self.risk_params_changed_at = block.timestamp
     self._set_risk_params(params)
+
+
+# ---------------------------------------------------------------- storage
+
+
+@internal
+@view
+def _series_of(series_id: uint256) -> Series:
+    """
+    @dev The series `series_id` unpacked from its slot (see `_series`).
+    """
+    packed: uint256 = self._series[series_id]
+    settlement_price: uint256 = 0
+    if packed & SETTLED_BIT != 0:
+        settlement_price = self._settlement_price[series_id]
+    return Series(
+        underlying=(packed >> 192) & 65535,
+        price_id=(packed >> 208) & 65535,
+        strike=packed & LOW128,
+        expiry=(packed >> 128) & (2**64 - 1),
+        is_call=(packed >> 224) & 1 == 1,
+        settlement_price=settlement_price,
+    )
+
+
+@internal
+@view
+def _position(account: address, series_id: uint256) -> OptionPosition:
+    """
+    @dev The position of `account` in `series_id` unpacked from its slot (see `_positions`).
+    """
+    packed: uint256 = self._positions[account][series_id]
+    size: int256 = convert(packed & LOW128, int256)
+    if size >= INT128_TOP:
+        size -= INT128_SPAN
+    return OptionPosition(size=size, entry_price=packed >> 128)
+
+
+@internal
+def _store_position(account: address, series_id: uint256, size: int256, entry_price: uint256):
+    """
+    @dev Pack and store a position (see `_positions`).
+    @custom:security Reverts "options: position out of range" beyond int128 size or uint128
+         price, far beyond any cap or collateral: the packing never truncates.
+    """
+    assert size < INT128_TOP and size >= -INT128_TOP and entry_price <= LOW128, "options: position out of range"
+    low: int256 = size
+    if size < 0:
+        low += INT128_SPAN
+    self._positions[account][series_id] = convert(low, uint256) | (entry_price << 128)
+
+
+@internal
+@view
+def _held_count(account: address) -> uint256:
+    return self._held[account][0] & 255
+
+
+@internal
+@view
+def _held_series(account: address) -> DynArray[uint256, constants.MAX_ACCOUNT_SERIES]:
+    """
+    @dev The series the account holds a position in (see `_held`), in list order.
+    """
+    word: uint256 = self._held[account][0]
+    out: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
+    for i: uint256 in range(word & 255, bound=constants.MAX_ACCOUNT_SERIES):
+        j: uint256 = i + 1
+        if j % 32 == 0:
+            word = self._held[account][j // 32]
+        out.append((word >> (j % 32 * 8)) & 255)
+    return out
+
+
+@external
+@view
+def series(series_id: uint256) -> Series:
+    """
+    @notice A listed series: (underlying, price id, strike WAD, expiry unix s, is_call,
+            settlement price WAD, 0 until settled). All zero for an unknown id.
+    """
+    return self._series_of(series_id)
+
+
+@external
+@view
+def positions(account: address, series_id: uint256) -> OptionPosition:
+    """
+    @notice The position of `account` in `series_id`: (size WAD, > 0 long; entry premium WAD).
+    """
+    return self._position(account, series_id)
 
 
 # ---------------------------------------------------------------- valuation
@@ -533,22 +639,27 @@ def _position_margin(series: Series, position: OptionPosition, prices: DynArray[
 
 @internal
 @view
-def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], live_only: bool) -> (int256, uint256, uint256, uint256):
+def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], live_only: bool) -> (int256, uint256, uint256, uint256, DynArray[uint256, constants.MAX_ACCOUNT_SERIES]):
     """
-    @dev (value, IM, MM, gross) over the account's positions: value = unrealized PnL, gross =
-         sum of ceil(|size| * mark / 1e18). With `live_only`, only positions a liquidation
-         can move (series neither settled nor expired).
+    @dev (value, IM, MM, gross, marks) over the account's positions: value = unrealized PnL,
+         gross = sum of ceil(|size| * mark / 1e18), marks = each position's mark in the order
+         of `_held_series` (a liquidation moves at them without valuing the book again). With
+         `live_only`, only positions a liquidation can move (series neither settled nor
+         expired); the others have mark 0.
     """
     value: int256 = 0
     im: uint256 = 0
     mm: uint256 = 0
     gross: uint256 = 0
+    marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
     params: RiskParams = self._risk_params_now()
-    for series_id: uint256 in self._account_series[account]:
-        series: Series = self.series[series_id]
+    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
+    for series_id: uint256 in held:
+        series: Series = self._series_of(series_id)
         if live_only and (series.settlement_price != 0 or block.timestamp >= series.expiry):
+            marks.append(0)
             continue
-        position: OptionPosition = self.positions[account][series_id]
+        position: OptionPosition = self._position(account, series_id)
         mark: uint256 = 0
         position_value: int256 = 0
         position_im: uint256 = 0
@@ -558,7 +669,8 @@ def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], 
         im += position_im
         mm += position_mm
         gross += wad._mul_div_up(convert(abs(position.size), uint256), mark, constants.WAD)
-    return value, im, mm, gross
+        marks.append(mark)
+    return value, im, mm, gross, marks
 
 
 @external
@@ -577,7 +689,8 @@ def margin_contribution(account: address, prices: DynArray[uint256, constants.MA
     im: uint256 = 0
     mm: uint256 = 0
     gross: uint256 = 0
-    value, im, mm, gross = self._book(account, prices, False)
+    marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
+    value, im, mm, gross, marks = self._book(account, prices, False)
     return value, im, mm
 
 
@@ -585,15 +698,42 @@ def margin_contribution(account: address, prices: DynArray[uint256, constants.MA
 
 
 @internal
-def _remove_series(account: address, series_id: uint256):
-    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._account_series[account]
+def _release(account: address, series_id: uint256):
+    """
+    @dev Remove `series_id` from the account's list (the last entry takes its place) and
+         rewrite the words the old list spanned, so no stale byte remains.
+    """
+    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
     n: uint256 = len(held)
     for i: uint256 in range(n, bound=constants.MAX_ACCOUNT_SERIES):
         if held[i] == series_id:
             held[i] = held[n - 1]
             held.pop()
             break
-    self._account_series[account] = held
+    words: uint256[HELD_WORDS] = empty(uint256[HELD_WORDS])
+    words[0] = len(held)
+    for i: uint256 in range(len(held), bound=constants.MAX_ACCOUNT_SERIES):
+        words[(i + 1) // 32] |= held[i] << ((i + 1) % 32 * 8)
+    for w: uint256 in range(HELD_WORDS):
+        if w * 32 > n:
+            break
+        self._held[account][w] = words[w]
+
+
+@internal
+def _hold(account: address, series_id: uint256):
+    """
+    @dev Append `series_id` to the account's list (see `_held`).
+    """
+    first: uint256 = self._held[account][0]
+    n: uint256 = first & 255
+    assert n < constants.MAX_ACCOUNT_SERIES, "options: too many positions"
+    j: uint256 = n + 1
+    if j < 32:
+        self._held[account][0] = (first | (series_id << (j * 8))) + 1
+    else:
+        self._held[account][j // 32] |= series_id << (j % 32 * 8)
+        self._held[account][0] = first + 1
 
 
 @internal
@@ -602,21 +742,20 @@ def _apply_fill(account: address, series_id: uint256, delta: int256, price: uint
     @dev Realize the position's PnL at `price` into cash, then set the new size with entry
          `price` (the engine's rule: exact and zero-sum up to rounding).
     """
-    position: OptionPosition = self.positions[account][series_id]
+    position: OptionPosition = self._position(account, series_id)
     self.position_version[account] += 1
     realized: int256 = 0
     if position.size != 0:
         realized = self._pnl(position.size, price, position.entry_price)
     else:
-        assert len(self._account_series[account]) < constants.MAX_ACCOUNT_SERIES, "options: too many positions"
-        self._account_series[account].append(series_id)
+        self._hold(account, series_id)
     new_size: int256 = position.size + delta
     self.open_interest[series_id] = self.open_interest[series_id] + convert(max(new_size, 0), uint256) - convert(max(position.size, 0), uint256)
     if new_size == 0:
-        self.positions[account][series_id] = empty(OptionPosition)
-        self._remove_series(account, series_id)
+        self._positions[account][series_id] = 0
+        self._release(account, series_id)
     else:
-        self.positions[account][series_id] = OptionPosition(size=new_size, entry_price=price)
+        self._store_position(account, series_id, new_size, price)
     if realized != 0:
         extcall IVault(VAULT).settle_cash(account, realized)
     log OptionPositionChanged(account=account, series=series_id, size=new_size, entry_price=price, realized_pnl=realized)
@@ -629,7 +768,7 @@ def _settle(series_id: uint256) -> bool:
          feed's first round at or after expiry, whenever it is called); returns whether the
          series is settled.
     """
-    series: Series = self.series[series_id]
+    series: Series = self._series_of(series_id)
     if series.settlement_price != 0:
         return True
     if block.timestamp < series.expiry:
@@ -637,7 +776,8 @@ def _settle(series_id: uint256) -> bool:
     price: uint256 = staticcall IOracle(ORACLE).expiry_price(series.price_id, series.expiry)
     if price == 0:
         return False
-    self.series[series_id].settlement_price = price
+    self._settlement_price[series_id] = price
+    self._series[series_id] |= SETTLED_BIT
     log SeriesSettled(series=series_id, settlement_price=price, settlement_value=self._intrinsic(series, price))
     return True
 
@@ -648,11 +788,11 @@ def _settle_account(account: address):
     @dev Settle what can be settled among the account's expired series and realize every
          position it holds in a settled series at the settlement value.
     """
-    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._account_series[account]
+    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
     for series_id: uint256 in held:
         if self._settle(series_id):
-            series: Series = self.series[series_id]
-            size: int256 = self.positions[account][series_id].size
+            series: Series = self._series_of(series_id)
+            size: int256 = self._position(account, series_id).size
             self._apply_fill(account, series_id, -size, self._intrinsic(series, series.settlement_price))
 
 
@@ -667,7 +807,7 @@ def settle_series(series_id: uint256):
          expiry" (the expiry price is not decided yet).
     """
     assert series_id < self.series_count, "options: unknown series"
-    assert block.timestamp >= self.series[series_id].expiry, "options: not expired"
+    assert block.timestamp >= self._series_of(series_id).expiry, "options: not expired"
     assert self._settle(series_id), "options: price before expiry"
 
 
@@ -717,7 +857,7 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
     """
     assert msg.sender == MATCHING, "options: not matching"
     assert series_id < self.series_count, "options: unknown series"
-    series: Series = self.series[series_id]
+    series: Series = self._series_of(series_id)
     assert series.settlement_price == 0 and block.timestamp < series.expiry, "options: series expired"
     assert staticcall IEngine(ENGINE).option_market() == self, "options: not wired"
 
@@ -734,8 +874,8 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
     self.position_version[taker] += 1
     maker_before: types.MarginSummary = self._summary(maker)
     taker_before: types.MarginSummary = self._summary(taker)
-    maker_old: int256 = self.positions[maker][series_id].size
-    taker_old: int256 = self.positions[taker][series_id].size
+    maker_old: int256 = self._position(maker, series_id).size
+    taker_old: int256 = self._position(taker, series_id).size
     self._apply_fill(maker, series_id, size, price)
     self._apply_fill(taker, series_id, -size, price)
     assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker)), "options: below initial margin"
@@ -750,29 +890,29 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
 
 
 @internal
-def _move_options(account: address, liquidator: address, fraction: uint256, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> uint256:
+def _move_options(account: address, liquidator: address, fraction: uint256, marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES]) -> uint256:
     """
     @dev Move ceil(fraction * |size|) of each live option position of `account` to the
-         liquidator at the account's margin mark; returns the value moved, sum of
-         ceil(|moved| * mark / 1e18).
+         liquidator at the account's margin mark (`marks`, from `_book(account, prices, True)`
+         in this state); returns the value moved, sum of ceil(|moved| * mark / 1e18).
     """
-    params: RiskParams = self._risk_params_now()
     moved_value: uint256 = 0
-    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._account_series[account]
-    for series_id: uint256 in held:
-        series: Series = self.series[series_id]
+    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
+    for i: uint256 in range(len(held), bound=constants.MAX_ACCOUNT_SERIES):
+        series_id: uint256 = held[i]
+        series: Series = self._series_of(series_id)
         if series.settlement_price != 0 or block.timestamp >= series.expiry:
             continue
-        size: int256 = self.positions[account][series_id].size
+        size: int256 = self._position(account, series_id).size
         amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, constants.WAD), convert(abs(size), uint256))
         # a series the liquidator has no room for is left to another liquidator: an account
         # spread over every series cannot make liquidation fail for one that holds others
-        if amount == 0 or (self.positions[liquidator][series_id].size == 0 and len(self._account_series[liquidator]) == constants.MAX_ACCOUNT_SERIES):
+        if amount == 0 or (self._position(liquidator, series_id).size == 0 and self._held_count(liquidator) == constants.MAX_ACCOUNT_SERIES):
             continue
         moved: int256 = convert(amount, int256)
         if size < 0:
             moved = -moved
-        mark: uint256 = self._mark(series, prices[series.price_id], size > 0, params.short_im_rate)
+        mark: uint256 = marks[i]
         self._apply_fill(account, series_id, -moved, mark)
         self._apply_fill(liquidator, series_id, moved, mark)
         moved_value += wad._mul_div_up(amount, mark, constants.WAD)
@@ -781,22 +921,23 @@ def _move_options(account: address, liquidator: address, fraction: uint256, pric
 
 
 @internal
-def _liquidate_round(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool) -> (uint256, uint256):
+def _liquidate_round(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool, summary: types.MarginSummary) -> (uint256, uint256):
     """
     @dev One pass: with options MM M_o and value G_o, moving a fraction f lowers MM by f*M_o and
          equity by penalty*f*G_o, so health reaches the engine's target t when
              f >= (t*MM - equity) / (t*M_o - penalty*G_o);
          f = 1 when the denominator is not positive or when `full`. Returns (value moved,
-         penalty charged); the penalty never exceeds the account's equity.
+         penalty charged); the penalty never exceeds the account's equity. `summary` is the
+         account's margin summary in this state (the caller has it: not computed twice).
     """
     penalty_rate: uint256 = staticcall IEngine(ENGINE).liquidation_penalty()
     target: uint256 = staticcall IEngine(ENGINE).liquidation_target()
-    summary: types.MarginSummary = self._summary(account)
     value: int256 = 0
     im: uint256 = 0
     options_mm: uint256 = 0
     gross: uint256 = 0
-    value, im, options_mm, gross = self._book(account, prices, True)
+    marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
+    value, im, options_mm, gross, marks = self._book(account, prices, True)
     # worthless longs (no value, no requirement) are not worth moving
     assert full or options_mm != 0 or gross != 0, "options: nothing to liquidate"
     fraction: uint256 = constants.WAD
@@ -805,7 +946,7 @@ def _liquidate_round(account: address, liquidator: address, prices: DynArray[uin
         deficit: int256 = convert(wad._mul_div_up(summary.maintenance_margin, target, constants.WAD), int256) - summary.equity
         if deficit > 0:
             fraction = min(constants.WAD, wad._mul_div_up(convert(deficit, uint256), constants.WAD, convert(denominator, uint256)))
-    moved: uint256 = self._move_options(account, liquidator, fraction, prices)
+    moved: uint256 = self._move_options(account, liquidator, fraction, marks)
     # moving at mark leaves equity unchanged (up to rounding): summary.equity still applies
     penalty: uint256 = min(wad._mul_div_up(moved, penalty_rate, constants.WAD), convert(max(summary.equity, 0), uint256))
     if penalty != 0:
@@ -853,12 +994,12 @@ def liquidate_options(account: address) -> uint256:
 
     moved: uint256 = 0
     penalty: uint256 = 0
-    moved, penalty = self._liquidate_round(account, msg.sender, prices, False)
+    moved, penalty = self._liquidate_round(account, msg.sender, prices, False, before)
     after: types.MarginSummary = self._summary(account)
-    if after.health_factor < before.health_factor and len(self._account_series[account]) != 0:
+    if after.health_factor < before.health_factor and self._held_count(account) != 0:
         more_moved: uint256 = 0
         more_penalty: uint256 = 0
-        more_moved, more_penalty = self._liquidate_round(account, msg.sender, prices, True)
+        more_moved, more_penalty = self._liquidate_round(account, msg.sender, prices, True, after)
         moved += more_moved
         penalty += more_penalty
         after = self._summary(account)
@@ -884,7 +1025,7 @@ def has_positions(account: address) -> bool:
     """
     @notice Whether the account holds any option position (settled but unrealized included).
     """
-    return len(self._account_series[account]) != 0
+    return self._held_count(account) != 0
 
 
 @external
@@ -909,9 +1050,10 @@ def option_states(account: address) -> DynArray[types.OptionState, constants.MAX
     prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._index_prices()
     params: RiskParams = self._risk_params_now()
     out: DynArray[types.OptionState, constants.MAX_ACCOUNT_SERIES] = []
-    for series_id: uint256 in self._account_series[account]:
-        series: Series = self.series[series_id]
-        position: OptionPosition = self.positions[account][series_id]
+    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
+    for series_id: uint256 in held:
+        series: Series = self._series_of(series_id)
+        position: OptionPosition = self._position(account, series_id)
         state: types.OptionState = types.OptionState(
             series=series_id, size=position.size, entry_price=position.entry_price, mark=0, value=0, initial_margin=0, maintenance_margin=0
         )
@@ -932,7 +1074,7 @@ def series_states() -> DynArray[SeriesState, constants.MAX_SERIES]:
     prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._index_prices()
     out: DynArray[SeriesState, constants.MAX_SERIES] = []
     for series_id: uint256 in range(self.series_count, bound=constants.MAX_SERIES):
-        series: Series = self.series[series_id]
+        series: Series = self._series_of(series_id)
         state: SeriesState = SeriesState(
             underlying=series.underlying,
             price_id=series.price_id,
