@@ -44,6 +44,10 @@ interface AggregatorV3:
 
 
 MAX_FEEDS: constant(uint256) = 3
+# @dev Fields of `_feeds` word 0 beyond the feed itself.
+FEED_BITS: constant(uint256) = 2**252 - 1
+FEED_COUNT_SHIFT: constant(uint256) = 252
+BREAKER_BIT: constant(uint256) = 2**254
 # @dev Bounds on a feed's heartbeat (staleness limit), seconds.
 MIN_HEARTBEAT: constant(uint256) = 60
 MAX_HEARTBEAT: constant(uint256) = 2 * 86400
@@ -83,14 +87,13 @@ struct CircuitBreaker:
 
 price_id_count: public(uint256)
 price_id_name: public(HashMap[uint256, String[16]])
-# @dev Each feed in one slot (`_store_feeds`): aggregator (bits 0-159), scale (160-223,
-#      at most 10**18), heartbeat (224-255, at most MAX_HEARTBEAT): an index read costs one
-#      slot per feed, not three.
-_feeds: HashMap[uint256, DynArray[uint256, MAX_FEEDS]]
+# @dev Each feed of a price id in one word (`_store_feeds`): aggregator (bits 0-159), scale
+#      (160-219, at most 10**18), heartbeat (220-251, at most MAX_HEARTBEAT); word 0 also
+#      holds the number of feeds (252-253) and whether any circuit-breaker bound is set (254).
+#      An index price of one feed reads one slot, not five.
+_feeds: HashMap[uint256, uint256[MAX_FEEDS]]
 # @dev WAD band and largest round-to-round move (WAD fraction, 0 = unchecked) per price id.
 circuit_breakers: public(HashMap[uint256, CircuitBreaker])
-# @dev Whether a price id has any breaker bound set (saves reading the three bounds when none is).
-_breaker_set: HashMap[uint256, bool]
 # @dev A proposed replacement of a price id's feeds and when it may be activated (0 = none).
 pending_feeds: public(HashMap[uint256, PendingFeeds])
 
@@ -147,18 +150,24 @@ def _feeds_of(price_id: uint256) -> DynArray[Feed, MAX_FEEDS]:
     """
     @dev The feeds of a price id, unpacked (see `_feeds`).
     """
+    first: uint256 = self._feeds[price_id][0]
     out: DynArray[Feed, MAX_FEEDS] = []
-    for word: uint256 in self._feeds[price_id]:
-        out.append(Feed(aggregator=convert(convert(word & (2**160 - 1), uint160), address), scale=(word >> 160) & (2**64 - 1), heartbeat=word >> 224))
+    for i: uint256 in range((first >> FEED_COUNT_SHIFT) & 3, bound=MAX_FEEDS):
+        word: uint256 = first
+        if i != 0:
+            word = self._feeds[price_id][i]
+        out.append(Feed(aggregator=convert(convert(word & (2**160 - 1), uint160), address), scale=(word >> 160) & (2**60 - 1), heartbeat=(word >> 220) & (2**32 - 1)))
     return out
 
 
 @internal
 def _store_feeds(price_id: uint256, feeds: DynArray[Feed, MAX_FEEDS]):
-    # scale <= 10**18 < 2**64 and heartbeat <= MAX_HEARTBEAT < 2**32 (`_check_feeds`)
-    words: DynArray[uint256, MAX_FEEDS] = []
-    for feed: Feed in feeds:
-        words.append(convert(convert(feed.aggregator, uint160), uint256) | (feed.scale << 160) | (feed.heartbeat << 224))
+    # scale <= 10**18 < 2**60 and heartbeat <= MAX_HEARTBEAT < 2**32 (`_check_feeds`); the
+    # breaker flag in word 0 is kept
+    words: uint256[MAX_FEEDS] = empty(uint256[MAX_FEEDS])
+    for i: uint256 in range(len(feeds), bound=MAX_FEEDS):
+        words[i] = convert(convert(feeds[i].aggregator, uint160), uint256) | (feeds[i].scale << 160) | (feeds[i].heartbeat << 220)
+    words[0] |= (len(feeds) << FEED_COUNT_SHIFT) | (self._feeds[price_id][0] & BREAKER_BIT)
     self._feeds[price_id] = words
 
 
@@ -278,15 +287,18 @@ def set_circuit_breaker(price_id: uint256, min_price: uint256, max_price: uint25
         looser: bool = min_price <= old.min_price and (max_price == 0 or (old.max_price != 0 and max_price >= old.max_price))
         assert looser and (max_jump == 0 or (old.max_jump != 0 and max_jump >= old.max_jump)), "oracle: breaker can only be loosened without an index"
     self.circuit_breakers[price_id] = CircuitBreaker(min_price=min_price, max_price=max_price, max_jump=max_jump)
-    self._breaker_set[price_id] = min_price != 0 or max_price != 0 or max_jump != 0
+    first: uint256 = self._feeds[price_id][0] & (FEED_BITS | (3 << FEED_COUNT_SHIFT))
+    if min_price != 0 or max_price != 0 or max_jump != 0:
+        first |= BREAKER_BIT
+    self._feeds[price_id][0] = first
     log CircuitBreakerSet(price_id=price_id, min_price=min_price, max_price=max_price, max_jump=max_jump)
 
 
 @internal
 @view
 def _breaker(price_id: uint256) -> CircuitBreaker:
-    # one storage read for the common case of no breaker, not three
-    if not self._breaker_set[price_id]:
+    # the flag shares the first feed's slot: no read of its own, and not three without a breaker
+    if self._feeds[price_id][0] & BREAKER_BIT == 0:
         return empty(CircuitBreaker)
     return self.circuit_breakers[price_id]
 

@@ -120,18 +120,30 @@ MAX_PENALTY_RAMP: constant(uint256) = 86400
 MAX_MIN_POSITION_NOTIONAL: constant(uint256) = 1000 * 10**18
 
 
+struct StoredMarket:
+    header: uint256
+    settlement_price: uint256
+    funding_index: int256
+
+
 VAULT: public(immutable(address))
 ORACLE: public(immutable(address))
 
 underlying_count: public(uint256)
-# @dev Target rates, as governance last set them; `rates_now` gives those in force.
-underlyings: public(HashMap[uint256, types.Underlying])
-# @dev The rates in force when each underlying's rates last changed, and when: raises phase in
-#      from them (`lib/ramp.vy`).
-rates_before: public(HashMap[uint256, types.Underlying])
+# @dev Target rates, as governance last set them, one slot per underlying (`_pack_rates`:
+#      price id in bits 0-7, then im, mm, spread im, spread mm rates, 60 bits each, all at most
+#      10**18); `underlyings` unpacks them, `rates_now` gives those in force.
+_underlyings: HashMap[uint256, uint256]
+# @dev The rates in force when each underlying's rates last changed (packed alike), and when:
+#      raises phase in from them (`lib/ramp.vy`).
+_rates_before: HashMap[uint256, uint256]
 rates_changed_at: public(HashMap[uint256, uint256])
 market_count: public(uint256)
-markets: public(HashMap[uint256, types.Market])
+# @dev Each market in three slots (`_market` unpacks it as `types.Market`): a header word
+#      (`_market_header`: underlying bits 0-7, is_perpetual bit 8, expiry 16-79, funding time
+#      80-143, funding rate 144-207 as int64: |rate| <= MAX_FUNDING_RATE_BOUND), the settlement
+#      price and the funding index. A margin check reads three slots per market, not seven.
+_markets: HashMap[uint256, StoredMarket]
 positions: public(HashMap[address, HashMap[uint256, types.Position]])
 _account_markets: HashMap[address, DynArray[uint256, constants.MAX_ACCOUNT_MARKETS]]
 
@@ -287,10 +299,92 @@ def _set_underlying(u: uint256, price_id: uint256, im_rate: uint256, mm_rate: ui
     assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
     assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
     assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
-    self.underlyings[u] = types.Underlying(
-        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
+    self._underlyings[u] = self._pack_rates(
+        types.Underlying(price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
     )
     log UnderlyingParamsSet(underlying=u, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+
+
+@internal
+@pure
+def _market_header(market: types.Market) -> uint256:
+    """
+    @dev The header word of a market (see `_markets`): underlying < MAX_UNDERLYINGS, expiry and
+         funding time < 2**64 (`list_market`, block time), |funding rate| <= 10**16 < 2**63.
+    """
+    rate: int256 = market.funding_rate
+    if rate < 0:
+        rate += 2**64
+    return market.underlying | (convert(market.is_perpetual, uint256) << 8) | (market.expiry << 16) | (market.funding_time << 80) | (convert(rate, uint256) << 144)
+
+
+@internal
+@view
+def _market(market_id: uint256) -> types.Market:
+    """
+    @dev A market unpacked from its three slots (see `_markets`).
+    """
+    stored: StoredMarket = self._markets[market_id]
+    header: uint256 = stored.header
+    rate: int256 = convert((header >> 144) & (2**64 - 1), int256)
+    if rate >= 2**63:
+        rate -= 2**64
+    return types.Market(
+        underlying=header & 255,
+        is_perpetual=(header >> 8) & 1 == 1,
+        expiry=(header >> 16) & (2**64 - 1),
+        settlement_price=stored.settlement_price,
+        funding_rate=rate,
+        funding_index=stored.funding_index,
+        funding_time=(header >> 80) & (2**64 - 1),
+    )
+
+
+@external
+@view
+def markets(market_id: uint256) -> types.Market:
+    """
+    @notice A market: (underlying, is_perpetual, expiry unix s or 0, settlement price WAD or 0,
+            funding rate WAD per 8 h, funding index WAD USD per unit at the last update,
+            funding time unix s). All zero for an unknown id.
+    """
+    return self._market(market_id)
+
+
+@internal
+@pure
+def _pack_rates(rates: types.Underlying) -> uint256:
+    # price id < MAX_PRICE_IDS = 8 and every rate <= MAX_IM_RATE = 10**18 < 2**60 (the bounds
+    # `_set_underlying` checks), so nothing is truncated
+    return rates.price_id | (rates.im_rate << 8) | (rates.mm_rate << 68) | (rates.spread_im_rate << 128) | (rates.spread_mm_rate << 188)
+
+
+@internal
+@pure
+def _unpack_rates(word: uint256) -> types.Underlying:
+    return types.Underlying(
+        price_id=word & 255,
+        im_rate=(word >> 8) & (2**60 - 1),
+        mm_rate=(word >> 68) & (2**60 - 1),
+        spread_im_rate=(word >> 128) & (2**60 - 1),
+        spread_mm_rate=(word >> 188) & (2**60 - 1),
+    )
+
+
+@internal
+@view
+def _price_id(u: uint256) -> uint256:
+    return self._underlyings[u] & 255
+
+
+@external
+@view
+def underlyings(underlying: uint256) -> types.Underlying:
+    """
+    @notice An underlying's oracle price id and target margin rates (WAD fractions), as
+            governance last set them; `rates_now` gives the rates in force.
+    """
+    return self._unpack_rates(self._underlyings[underlying])
 
 
 @internal
@@ -299,11 +393,11 @@ def _rates_now(u: uint256) -> types.Underlying:
     """
     @dev The margin rates of underlying `u` in force now: the targets once a raise has phased in.
     """
-    target: types.Underlying = self.underlyings[u]
+    target: types.Underlying = self._unpack_rates(self._underlyings[u])
     since: uint256 = self.rates_changed_at[u]
     if block.timestamp >= since + constants.REQUIREMENT_RAMP:
         return target
-    before: types.Underlying = self.rates_before[u]
+    before: types.Underlying = self._unpack_rates(self._rates_before[u])
     return types.Underlying(
         price_id=target.price_id,
         im_rate=ramp._raised(before.im_rate, target.im_rate, since),
@@ -356,9 +450,9 @@ def set_underlying_params(underlying: uint256, im_rate: uint256, mm_rate: uint25
     roles._check_risk_admin()
     assert underlying < self.underlying_count, "engine: unknown underlying"
     # a raise phases in from the rates in force now (`lib/ramp.vy`)
-    self.rates_before[underlying] = self._rates_now(underlying)
+    self._rates_before[underlying] = self._pack_rates(self._rates_now(underlying))
     self.rates_changed_at[underlying] = block.timestamp
-    self._set_underlying(underlying, self.underlyings[underlying].price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+    self._set_underlying(underlying, self._price_id(underlying), im_rate, mm_rate, spread_im_rate, spread_mm_rate)
 
 
 @external
@@ -373,9 +467,10 @@ def list_market(underlying: uint256, expiry: uint256) -> uint256:
     roles._check_admin()
     assert underlying < self.underlying_count, "engine: unknown underlying"
     assert expiry == 0 or expiry > block.timestamp, "engine: expiry in the past"
+    assert expiry < 2**64, "engine: expiry too far"
     market_id: uint256 = self.market_count
     assert market_id < constants.MAX_MARKETS, "engine: too many markets"
-    self.markets[market_id] = types.Market(
+    market: types.Market = types.Market(
         underlying=underlying,
         is_perpetual=expiry == 0,
         expiry=expiry,
@@ -384,6 +479,7 @@ def list_market(underlying: uint256, expiry: uint256) -> uint256:
         funding_index=0,
         funding_time=block.timestamp,
     )
+    self._markets[market_id] = StoredMarket(header=self._market_header(market), settlement_price=0, funding_index=0)
     self.market_count = market_id + 1
     log MarketListed(market=market_id, underlying=underlying, is_perpetual=expiry == 0, expiry=expiry)
     return market_id
@@ -528,10 +624,10 @@ def _margin(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]
     cash, collateral = staticcall IVault(VAULT).margin_inputs(account, prices)
     equity: int256 = cash + convert(collateral, int256)
     for market_id: uint256 in self._account_markets[account]:
-        market: types.Market = self.markets[market_id]
+        market: types.Market = self._market(market_id)
         mark: uint256 = market.settlement_price
         if mark == 0:
-            mark = prices[self.underlyings[market.underlying].price_id]
+            mark = prices[self._price_id(market.underlying)]
             assert mark != 0, "engine: no valid price"
         equity += self._position_value(self.positions[account][market_id], mark, funding._index_now(market, mark))
     ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
@@ -568,7 +664,7 @@ def _requirements(account: address, prices: DynArray[uint256, constants.MAX_PRIC
     shorts: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     alone: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     for market_id: uint256 in self._account_markets[account]:
-        market: types.Market = self.markets[market_id]
+        market: types.Market = self._market(market_id)
         if market.settlement_price != 0:
             continue
         size: int256 = self.positions[account][market_id].size
@@ -641,13 +737,13 @@ def _accrue_funding(market_id: uint256, price: uint256) -> int256:
     """
     @dev Bring a perpetual's funding index up to now; returns the index.
     """
-    market: types.Market = self.markets[market_id]
+    market: types.Market = self._market(market_id)
     if not market.is_perpetual:
         return market.funding_index
     index: int256 = funding._index_now(market, price)
     if market.funding_time != block.timestamp:
-        self.markets[market_id].funding_index = index
-        self.markets[market_id].funding_time = block.timestamp
+        market.funding_time = block.timestamp
+        self._markets[market_id] = StoredMarket(header=self._market_header(market), settlement_price=market.settlement_price, funding_index=index)
         log FundingUpdated(market=market_id, funding_index=index, funding_rate=market.funding_rate)
     return index
 
@@ -706,13 +802,13 @@ def _settle_expired(account: address):
     """
     open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
     for market_id: uint256 in open_markets:
-        market: types.Market = self.markets[market_id]
+        market: types.Market = self._market(market_id)
         if market.settlement_price == 0 and not market.is_perpetual and block.timestamp >= market.expiry:
             self._settle(market_id, market)
-        price: uint256 = self.markets[market_id].settlement_price
+        price: uint256 = self._markets[market_id].settlement_price
         if price != 0:
             size: int256 = self.positions[account][market_id].size
-            self._apply_fill(account, market_id, -size, price, self.markets[market_id].funding_index)
+            self._apply_fill(account, market_id, -size, price, self._markets[market_id].funding_index)
 
 
 @external
@@ -727,7 +823,7 @@ def settle_market(market_id: uint256):
          not decided yet: a feed has not published since expiry).
     """
     assert market_id < self.market_count, "engine: unknown market"
-    market: types.Market = self.markets[market_id]
+    market: types.Market = self._market(market_id)
     assert not market.is_perpetual, "engine: perpetual never settles"
     assert block.timestamp >= market.expiry, "engine: not expired"
     if market.settlement_price != 0:
@@ -742,10 +838,10 @@ def _settle(market_id: uint256, market: types.Market) -> bool:
          each feed's first round at or after expiry: the same whenever it is called); returns
          whether it did (False while that price is not yet decided).
     """
-    price: uint256 = staticcall IOracle(ORACLE).expiry_price(self.underlyings[market.underlying].price_id, market.expiry)
+    price: uint256 = staticcall IOracle(ORACLE).expiry_price(self._price_id(market.underlying), market.expiry)
     if price == 0:
         return False
-    self.markets[market_id].settlement_price = price
+    self._markets[market_id].settlement_price = price
     log MarketSettled(market=market_id, settlement_price=price)
     return True
 
@@ -796,10 +892,10 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     """
     assert msg.sender == self.matching, "engine: not matching"
     assert market_id < self.market_count, "engine: unknown market"
-    market: types.Market = self.markets[market_id]
+    market: types.Market = self._market(market_id)
     assert market.settlement_price == 0 and (market.is_perpetual or block.timestamp < market.expiry), "engine: market expired"
     prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices()
-    index: uint256 = prices[self.underlyings[market.underlying].price_id]
+    index: uint256 = prices[self._price_id(market.underlying)]
     assert index != 0, "engine: no valid price"
     gap: uint256 = max(price, index) - min(price, index)
     assert gap * constants.WAD <= index * self.max_price_deviation, "engine: price too far from index"
@@ -809,10 +905,15 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     self._bump_version(taker)
     funding_index: int256 = self._accrue_funding(market_id, index)
     open_interest: uint256 = self.open_interest[market_id]
-    maker_before: types.MarginSummary = self._summary(maker, prices)
-    taker_before: types.MarginSummary = self._summary(taker, prices)
     maker_old: int256 = self.positions[maker][market_id].size
     taker_old: int256 = self.positions[taker][market_id].size
+    # the rule reads the summary before the trade only for a trade that reduces a position
+    maker_before: types.MarginSummary = empty(types.MarginSummary)
+    taker_before: types.MarginSummary = empty(types.MarginSummary)
+    if trade_rules._reduces(maker_old, maker_old + size):
+        maker_before = self._summary(maker, prices)
+    if trade_rules._reduces(taker_old, taker_old - size):
+        taker_before = self._summary(taker, prices)
     self._apply_fill(maker, market_id, size, price, funding_index)
     self._apply_fill(taker, market_id, -size, price, funding_index)
     assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker, prices)), "engine: below initial margin"
@@ -824,7 +925,10 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
         rate: int256 = funding._rate_after_trade(
             market.funding_rate, price, index, convert(abs(size), uint256), max(open_interest, self.open_interest[market_id]), self.funding_smoothing, self.max_funding_rate
         )
-        self.markets[market_id].funding_rate = rate
+        # the header as `_accrue_funding` left it, with the new rate
+        market = self._market(market_id)
+        market.funding_rate = rate
+        self._markets[market_id].header = self._market_header(market)
         log FundingUpdated(market=market_id, funding_index=funding_index, funding_rate=rate)
 
 
@@ -841,7 +945,7 @@ def _close_underlying(account: address, liquidator: address, u: uint256, fractio
     notional: uint256 = 0
     open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
     for market_id: uint256 in open_markets:
-        market: types.Market = self.markets[market_id]
+        market: types.Market = self._market(market_id)
         if market.underlying != u or market.settlement_price != 0:
             continue
         if not market.is_perpetual and block.timestamp >= market.expiry:
@@ -873,13 +977,13 @@ def _underlying_mm(account: address, prices: DynArray[uint256, constants.MAX_PRI
     ims, mms = self._requirements(account, prices, True)
     sizes: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     for market_id: uint256 in self._account_markets[account]:
-        market: types.Market = self.markets[market_id]
+        market: types.Market = self._market(market_id)
         if market.settlement_price != 0 or (not market.is_perpetual and block.timestamp >= market.expiry):
             continue
         sizes[market.underlying] += convert(abs(self.positions[account][market_id].size), uint256)
     gross: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
-        gross[u] = sizes[u] * prices[self.underlyings[u].price_id] // constants.WAD
+        gross[u] = sizes[u] * prices[self._price_id(u)] // constants.WAD
     return mms, gross
 
 
@@ -918,7 +1022,7 @@ def flag_liquidatable(account: address):
 
 
 @internal
-def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool) -> (uint256, uint256):
+def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool, summary_now: types.MarginSummary) -> (uint256, uint256):
     """
     @dev Close underlyings in decreasing order of maintenance margin. For underlying u with
          maintenance margin M_u and gross notional G_u, closing a fraction f of it lowers MM by
@@ -926,7 +1030,9 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
              f >= (t*MM - equity) / (t*M_u - penalty*G_u);
          f = 1 when the denominator is not positive or when `full`. The penalty never exceeds
          the account's remaining equity, so it cannot push a solvent account into bad debt.
-         Returns (closed notional, penalty charged).
+         `summary_now` is the account's standard margin summary in this state (the caller has
+         it: the first step does not compute it again). Returns (closed notional, penalty
+         charged).
     """
     penalty_rate: uint256 = self._penalty_rate(account)
     target: uint256 = self.liquidation_target
@@ -936,6 +1042,7 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
     done: bool[constants.MAX_UNDERLYINGS] = empty(bool[constants.MAX_UNDERLYINGS])
     notional: uint256 = 0
     charged: uint256 = 0
+    summary: types.MarginSummary = summary_now
     for step: uint256 in range(constants.MAX_UNDERLYINGS):
         u: uint256 = constants.MAX_UNDERLYINGS
         for k: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
@@ -944,7 +1051,8 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
         if u == constants.MAX_UNDERLYINGS:
             break
         done[u] = True
-        summary: types.MarginSummary = self._summary(account, prices)
+        if step != 0:
+            summary = self._summary(account, prices)
         if not full and summary.equity * constants.IWAD >= convert(summary.maintenance_margin * target, int256):
             break
         fraction: uint256 = constants.WAD
@@ -952,7 +1060,7 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
         if not full and denominator > 0:
             deficit: int256 = convert(wad._mul_div_up(summary.maintenance_margin, target, constants.WAD), int256) - summary.equity
             fraction = min(constants.WAD, wad._mul_div_up(convert(deficit, uint256), constants.WAD, convert(denominator, uint256)))
-        closed: uint256 = self._close_underlying(account, liquidator, u, fraction, prices[self.underlyings[u].price_id])
+        closed: uint256 = self._close_underlying(account, liquidator, u, fraction, prices[self._price_id(u)])
         if closed == 0:
             continue
         # closing at mark leaves equity unchanged: summary.equity is still the account's equity
@@ -968,7 +1076,7 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
 @view
 def _has_open_positions(account: address) -> bool:
     for market_id: uint256 in self._account_markets[account]:
-        if self.markets[market_id].settlement_price == 0:
+        if self._markets[market_id].settlement_price == 0:
             return True
     return False
 
@@ -1000,13 +1108,17 @@ def liquidate(account: address) -> uint256:
 
     notional: uint256 = 0
     penalty: uint256 = 0
-    notional, penalty = self._liquidate_positions(account, msg.sender, prices, False)
+    # without an attestor the standard summary is `before` (the bump changes nothing)
+    standard: types.MarginSummary = before
+    if self.health_attestor != empty(address):
+        standard = self._summary(account, prices)
+    notional, penalty = self._liquidate_positions(account, msg.sender, prices, False, standard)
     after: types.MarginSummary = self._summary(account, prices)
     if self._has_open_positions(account) and after.health_factor < before.health_factor:
         # too deep for a partial close to help: close everything
         more_notional: uint256 = 0
         more_penalty: uint256 = 0
-        more_notional, more_penalty = self._liquidate_positions(account, msg.sender, prices, True)
+        more_notional, more_penalty = self._liquidate_positions(account, msg.sender, prices, True, after)
         notional += more_notional
         penalty += more_penalty
         after = self._summary(account, prices)
@@ -1099,8 +1211,8 @@ def funding_index_now(market_id: uint256) -> int256:
             (WAD USD per unit of size; `lib/funding.vy`); no accrual while the price is
             unavailable.
     """
-    market: types.Market = self.markets[market_id]
-    price: uint256 = self._prices()[self.underlyings[market.underlying].price_id]
+    market: types.Market = self._market(market_id)
+    price: uint256 = self._prices()[self._price_id(market.underlying)]
     if price == 0:
         return market.funding_index
     return funding._index_now(market, price)

@@ -872,10 +872,15 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
     # void both accounts' attestations before the trade is judged: before and after compare alike
     self.position_version[maker] += 1
     self.position_version[taker] += 1
-    maker_before: types.MarginSummary = self._summary(maker)
-    taker_before: types.MarginSummary = self._summary(taker)
     maker_old: int256 = self._position(maker, series_id).size
     taker_old: int256 = self._position(taker, series_id).size
+    # the rule reads the summary before the trade only for a trade that reduces a position
+    maker_before: types.MarginSummary = empty(types.MarginSummary)
+    taker_before: types.MarginSummary = empty(types.MarginSummary)
+    if trade_rules._reduces(maker_old, maker_old + size):
+        maker_before = self._summary(maker)
+    if trade_rules._reduces(taker_old, taker_old - size):
+        taker_before = self._summary(taker)
     self._apply_fill(maker, series_id, size, price)
     self._apply_fill(taker, series_id, -size, price)
     assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker)), "options: below initial margin"

@@ -27,17 +27,28 @@ def _grows(old_size: int256, new_size: int256) -> bool:
 
 @internal
 @pure
+def _reduces(old_size: int256, new_size: int256) -> bool:
+    """
+    @dev Whether a trade only reduces a position: same side, smaller, no flip. Only such a
+         trade is judged against the account's summary before it (`_trade_allowed`), so a
+         caller computes that summary only then.
+    """
+    return (old_size > 0 and new_size >= 0 and new_size < old_size) or (old_size < 0 and new_size <= 0 and new_size > old_size)
+
+
+@internal
+@pure
 def _trade_allowed(old_size: int256, new_size: int256, before: types.MarginSummary, after: types.MarginSummary) -> bool:
     """
     @dev After a trade an account must meet IM, unless the trade only reduces its position
-         (no flip) and raises neither its IM nor its shortfall below IM. An account below
+         (`_reduces`) and raises neither its IM nor its shortfall below IM; `before` is read
+         only for such a trade. An account below
          maintenance margin before the trade (equity <= 0 included) must also not lose equity
          at the index; above maintenance its health factor must not fall.
     """
     if after.equity >= convert(after.initial_margin, int256):
         return True
-    reducing: bool = (old_size > 0 and new_size >= 0 and new_size < old_size) or (old_size < 0 and new_size <= 0 and new_size > old_size)
-    if not reducing or after.initial_margin > before.initial_margin:
+    if not self._reduces(old_size, new_size) or after.initial_margin > before.initial_margin:
         return False
     if before.equity < convert(before.maintenance_margin, int256):
         return after.equity >= before.equity
