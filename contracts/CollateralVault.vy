@@ -719,6 +719,23 @@ def haircut_now(asset_id: uint256) -> uint256:
 
 @external
 @view
+def price_mask(account: address) -> uint256:
+    """
+    @notice The price ids `margin_inputs` and `liquidate_collateral` read for `account`, as a
+            bit mask (bit i = price id i): the settlement asset's when it is priced (the depeg
+            rule, whatever the balance) and each collateral asset's the account holds.
+    """
+    mask: uint256 = 0
+    if self.settlement_priced:
+        mask = 1 << self.settlement_price_id
+    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
+        if self.balances[account][asset_id] != 0:
+            mask |= 1 << self.assets[asset_id].price_id
+    return mask
+
+
+@external
+@view
 def margin_inputs(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256):
     """
     @notice Cash value and haircut collateral value of an account at the given index prices.

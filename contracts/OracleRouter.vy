@@ -548,6 +548,19 @@ def index_price_with_time(price_id: uint256) -> (uint256, uint256):
     return self._index_price(price_id)
 
 
+@internal
+@view
+def _index_prices(mask: uint256) -> DynArray[uint256, constants.MAX_PRICE_IDS]:
+    out: DynArray[uint256, constants.MAX_PRICE_IDS] = []
+    for price_id: uint256 in range(self.price_id_count, bound=constants.MAX_PRICE_IDS):
+        price: uint256 = 0
+        if mask & (1 << price_id) != 0:
+            updated_at: uint256 = 0
+            price, updated_at = self._median(price_id)
+        out.append(price)
+    return out
+
+
 @external
 @view
 def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]:
@@ -557,13 +570,22 @@ def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]:
             not use it; users of a price must reject 0.
     @return WAD prices, one per price id (0 = unavailable).
     """
-    out: DynArray[uint256, constants.MAX_PRICE_IDS] = []
-    for price_id: uint256 in range(self.price_id_count, bound=constants.MAX_PRICE_IDS):
-        price: uint256 = 0
-        updated_at: uint256 = 0
-        price, updated_at = self._median(price_id)
-        out.append(price)
-    return out
+    return self._index_prices(max_value(uint256))
+
+
+@external
+@view
+def index_prices_of(mask: uint256) -> DynArray[uint256, constants.MAX_PRICE_IDS]:
+    """
+    @notice As `index_prices`, reading only the price ids whose bit is set in `mask` (bit i =
+            price id i); the others are 0, like an unavailable price, so a user that reads a
+            price it did not ask for rejects it rather than misvalue with it.
+    @custom:security A margin check reads only the prices of what the account holds (about 17k
+            gas per feed not read), without trusting the mask: a price left out is 0, which
+            every valuation rejects ("no valid price"), never counts.
+    @return WAD prices, one per price id (0 = unavailable or not asked for).
+    """
+    return self._index_prices(mask)
 
 
 @external

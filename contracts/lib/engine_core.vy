@@ -70,13 +70,14 @@ initializes: roles
 
 
 interface IOracle:
-    def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]: view
+    def index_prices_of(mask: uint256) -> DynArray[uint256, constants.MAX_PRICE_IDS]: view
     def expiry_price(price_id: uint256, expiry: uint256) -> uint256: view
     def price_id_count() -> uint256: view
 
 
 interface IVault:
     def margin_inputs(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256): view
+    def price_mask(account: address) -> uint256: view
     def has_collateral(account: address) -> bool: view
     def withdrawal_count(account: address) -> uint256: view
     def settle_cash(account: address, delta: int256): nonpayable
@@ -88,6 +89,7 @@ interface IVault:
 interface IOptions:
     def margin_contribution(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256, uint256): view
     def position_version(account: address) -> uint256: view
+    def has_positions(account: address) -> bool: view
 
 
 # @dev HealthAttestor.effective_margin returns (im, mm, attested: bool); only the first two words
@@ -715,8 +717,26 @@ def _health(equity: int256, mm: uint256) -> uint256:
 
 @internal
 @view
-def _prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]:
-    return staticcall IOracle(ORACLE).index_prices()
+def _prices(mask: uint256) -> DynArray[uint256, constants.MAX_PRICE_IDS]:
+    return staticcall IOracle(ORACLE).index_prices_of(mask)
+
+
+@internal
+@view
+def _price_mask(account: address) -> uint256:
+    """
+    @dev The price ids a margin summary of `account` reads (bit i = price id i): its markets'
+         underlyings' and those its collateral needs (`CollateralVault.price_mask`); every one
+         while it holds options (the option market keeps no index of their price ids). A price
+         left out would be 0 and rejected ("no valid price"), never misused.
+    """
+    module: address = self.option_market
+    if module != empty(address) and staticcall IOptions(module).has_positions(account):
+        return max_value(uint256)
+    mask: uint256 = staticcall IVault(VAULT).price_mask(account)
+    for market_id: uint256 in self._account_markets[account]:
+        mask |= 1 << self._price_id(self._market(market_id).underlying)
+    return mask
 
 
 @internal
@@ -894,8 +914,10 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     assert market_id < self.market_count, "engine: unknown market"
     market: types.Market = self._market(market_id)
     assert market.settlement_price == 0 and (market.is_perpetual or block.timestamp < market.expiry), "engine: market expired"
-    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices()
-    index: uint256 = prices[self._price_id(market.underlying)]
+    # both accounts' prices and the traded market's (each holds it afterwards)
+    price_id: uint256 = self._price_id(market.underlying)
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(maker) | self._price_mask(taker) | (1 << price_id))
+    index: uint256 = prices[price_id]
     assert index != 0, "engine: no valid price"
     gap: uint256 = max(price, index) - min(price, index)
     assert gap * constants.WAD <= index * self.max_price_deviation, "engine: price too far from index"
@@ -1013,7 +1035,7 @@ def flag_liquidatable(account: address):
             cannot pay the full bonus in a later one.
     @dev Reverts "engine: account not liquidatable".
     """
-    summary: types.MarginSummary = self._summary(account, self._prices())
+    summary: types.MarginSummary = self._summary(account, self._prices(self._price_mask(account)))
     assert summary.equity < convert(summary.maintenance_margin, int256), "engine: account not liquidatable"
     since: uint256 = self.liquidatable_since[account]
     if since == 0 or block.timestamp - since >= 2 * self.penalty_ramp_time:
@@ -1099,7 +1121,8 @@ def liquidate(account: address) -> uint256:
     # exposure opened in this block (before a price update the trader saw coming) is not
     # liquidated in it: a coalition cannot sandwich a known gap and collect the penalty
     assert self.opened_block[account] != block.number, "engine: position opened this block"
-    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices()
+    # the account's prices and the liquidator's (its own margin is checked at the end)
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(account) | self._price_mask(msg.sender))
     self._settle_expired(account)
     before: types.MarginSummary = self._summary(account, prices)
     assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
@@ -1159,7 +1182,7 @@ def margin_summary(account: address) -> types.MarginSummary:
     @notice Equity (WAD, may be negative), IM, MM (WAD) and health factor (WAD) of an account at
             current index prices.
     """
-    return self._summary(account, self._prices())
+    return self._summary(account, self._prices(self._price_mask(account)))
 
 
 @external
@@ -1178,7 +1201,7 @@ def is_liquidatable(account: address) -> bool:
     @notice Whether equity < maintenance margin at current index prices (what `liquidate`
             checks).
     """
-    summary: types.MarginSummary = self._summary(account, self._prices())
+    summary: types.MarginSummary = self._summary(account, self._prices(self._price_mask(account)))
     return summary.equity < convert(summary.maintenance_margin, int256)
 
 
@@ -1189,7 +1212,7 @@ def meets_initial_margin(account: address) -> bool:
     @notice Whether equity >= initial margin at current index prices (the vault's withdrawal
             check and the test a trade must pass).
     """
-    summary: types.MarginSummary = self._summary(account, self._prices())
+    summary: types.MarginSummary = self._summary(account, self._prices(self._price_mask(account)))
     return summary.equity >= convert(summary.initial_margin, int256)
 
 
@@ -1212,7 +1235,8 @@ def funding_index_now(market_id: uint256) -> int256:
             unavailable.
     """
     market: types.Market = self._market(market_id)
-    price: uint256 = self._prices()[self._price_id(market.underlying)]
+    price_id: uint256 = self._price_id(market.underlying)
+    price: uint256 = self._prices(1 << price_id)[price_id]
     if price == 0:
         return market.funding_index
     return funding._index_now(market, price)

@@ -123,3 +123,56 @@ def test_oracle_feeds_read_back_as_configured(protocol):
         assert feed.aggregator == p.feeds[symbol].address
         assert feed.scale == 10 ** (18 - p.feeds[symbol].decimals())
         assert feed.heartbeat == next(c.heartbeat for c in p.config.price_ids if c.symbol == symbol)
+
+
+def test_index_prices_of_reads_only_the_asked_ids(protocol):
+    """A price not asked for is 0, like an unavailable one, which every valuation rejects."""
+    p = protocol
+    full = list(p.oracle.index_prices())
+    n = len(full)
+    assert n >= 3 and all(full)
+    for mask in range(2**n):
+        got = list(p.oracle.index_prices_of(mask))
+        assert got == [price if mask >> i & 1 else 0 for i, price in enumerate(full)]
+
+
+def test_vault_price_mask_is_the_settlement_id_and_each_held_asset(protocol):
+    p = protocol
+    ids = p.deployment.price_ids
+    settlement = 1 << ids["USDC"]
+    user = funded(p, 1_000)
+    assert p.vault.price_mask(user.address) == settlement
+    p.deposit(user, "WETH", WAD)
+    assert p.vault.price_mask(user.address) == settlement | 1 << ids["ETH"]
+    p.deposit(user, "WBTC", 10**6)
+    assert p.vault.price_mask(user.address) == settlement | 1 << ids["ETH"] | 1 << ids["BTC"]
+
+
+def test_margin_of_each_holding_reads_what_it_needs(protocol):
+    """The engine reads the prices of the account's markets and collateral only; an account
+    valued with a price left out would revert "no valid price", so each summary succeeding and
+    matching the lens's full-price inputs shows the mask covers what is held."""
+    p = protocol
+    maker = funded(p, 5_000_000)
+    cases = []
+    eth_perp = funded(p, 10_000)
+    p.trade(eth_perp, maker, "ETH-PERP", WAD, p.oracle.index_prices()[p.deployment.price_ids["ETH"]])
+    cases.append(eth_perp)
+    wbtc_only = p.new_user()
+    p.deposit(wbtc_only, "WBTC", 10**7)
+    cases.append(wbtc_only)
+    btc_with_weth = p.new_user()
+    p.deposit(btc_with_weth, "WETH", 10 * WAD)
+    p.trade(maker, btc_with_weth, "BTC-PERP", WAD // 10, p.oracle.index_prices()[p.deployment.price_ids["BTC"]])
+    cases.append(btc_with_weth)
+    full = p.oracle.index_prices()
+    for user in cases:
+        summary = p.engine.margin_summary(user.address)
+        cash, collateral = p.vault.margin_inputs(user.address, full)
+        assert summary.equity - cash - collateral == sum(
+            p.engine.positions(user.address, m).size * (full[p.engine.underlyings(p.engine.markets(m).underlying).price_id] - p.engine.positions(user.address, m).entry_price) // WAD
+            for m in p.engine.open_markets(user.address)
+        ) - sum(
+            -(-p.engine.positions(user.address, m).size * (p.engine.funding_index_now(m) - p.engine.positions(user.address, m).funding_index) // WAD)
+            for m in p.engine.open_markets(user.address)
+        )
