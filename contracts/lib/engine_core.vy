@@ -301,9 +301,10 @@ def _set_underlying(u: uint256, price_id: uint256, im_rate: uint256, mm_rate: ui
     assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
     assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
     assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
-    self._underlyings[u] = self._pack_rates(
-        types.Underlying(price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
+    rates: types.Underlying = types.Underlying(
+        price_id=price_id, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate
     )
+    self._underlyings[u] = self._pack_rates(rates)
     log UnderlyingParamsSet(underlying=u, im_rate=im_rate, mm_rate=mm_rate, spread_im_rate=spread_im_rate, spread_mm_rate=spread_mm_rate)
 
 
