@@ -49,6 +49,11 @@ holds cash. Each measured account was set up in earlier transactions
   - liquidate: `MarginEngine.liquidate` of an account long 20 ETH-PERP and 1.5 BTC-PERP on
     10,000 USDC after ETH and BTC fall 8%: a partial liquidation (health back to the target)
     by a liquidator holding only cash, so it takes over its first positions in both markets.
+  - match_orders_returning: the same trade between two accounts that each traded 1 ETH-PERP with
+    a market maker in an earlier block (nonce word, position slot and market list exist): the
+    cold-account case of the contract-core issue's figures, without first-time writes.
+  - liquidate_returning: the liquidate scenario by a liquidator that liquidated a like account
+    earlier (prices restored in between), so it already holds both markets.
   - withdraw_usdc: 1,000 USDC withdrawn (initial-margin check) from an account with 10,000 USDC
     and 1 ETH-PERP long; its wallet already holds some USDC.
   - deposit_usdc: 1,000 USDC deposited into an account that already holds 1,000 USDC of cash;
@@ -352,15 +357,21 @@ def scenario_withdraw_usdc(b: Bench) -> list[Tx]:
     return [b.meter.send("CollateralVault.withdraw", p.vault, "withdraw", p.usdc.address, 1_000 * 10**6, sender=user.address)]
 
 
-def scenario_match_orders(b: Bench) -> list[Tx]:
+def _match_one_eth(b: Bench, buyer, seller) -> list[Tx]:
+    """The measured transaction of both match scenarios: `buyer` buys 1 ETH-PERP from `seller`
+    at the index, through the relayer."""
     p = b.p
-    buyer, seller = b.funded(10_000), b.funded(10_000)
-    b.tick()
     price = b.price("ETH-PERP")
     maker, maker_sig = p.order(buyer, "ETH-PERP", WAD, price)
     taker, taker_sig = p.order(seller, "ETH-PERP", -WAD, price)
     contract, fn = b.adapter.match_orders(p)
     return [b.meter.send(b.adapter.order_label, contract, fn, maker, maker_sig, taker, taker_sig, sender=b.relayer)]
+
+
+def scenario_match_orders(b: Bench) -> list[Tx]:
+    buyer, seller = b.funded(10_000), b.funded(10_000)
+    b.tick()
+    return _match_one_eth(b, buyer, seller)
 
 
 def scenario_match_orders_returning(b: Bench) -> list[Tx]:
@@ -370,10 +381,7 @@ def scenario_match_orders_returning(b: Bench) -> list[Tx]:
     p.trade(buyer, b.makers[0], "ETH-PERP", WAD, price)
     p.trade(b.makers[1], seller, "ETH-PERP", WAD, price)
     b.tick()
-    maker, maker_sig = p.order(buyer, "ETH-PERP", WAD, price)
-    taker, taker_sig = p.order(seller, "ETH-PERP", -WAD, price)
-    contract, fn = b.adapter.match_orders(p)
-    return [b.meter.send(b.adapter.order_label, contract, fn, maker, maker_sig, taker, taker_sig, sender=b.relayer)]
+    return _match_one_eth(b, buyer, seller)
 
 
 def scenario_liquidate_returning(b: Bench) -> list[Tx]:
