@@ -1,6 +1,6 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
-# pragma optimize gas
+# pragma optimize codesize
 # pragma nonreentrancy off
 """
 @title Margin engine: markets, positions, cross-margin requirements, trading and liquidation

@@ -64,6 +64,7 @@ from . import types
 from . import funding
 from . import trade_rules
 from . import ramp
+from . import packing
 
 initializes: roles
 
@@ -128,6 +129,11 @@ struct StoredMarket:
     funding_index: int256
 
 
+struct StoredPosition:
+    word: uint256
+    funding_index: int256
+
+
 VAULT: public(immutable(address))
 ORACLE: public(immutable(address))
 
@@ -144,10 +150,16 @@ market_count: public(uint256)
 # @dev Each market in three slots (`_market` unpacks it as `types.Market`): a header word
 #      (`_market_header`: underlying bits 0-7, is_perpetual bit 8, expiry 16-79, funding time
 #      80-143, funding rate 144-207 as int64: |rate| <= MAX_FUNDING_RATE_BOUND), the settlement
-#      price and the funding index. A margin check reads three slots per market, not seven.
+#      price (a dated future's; a perpetual never settles) and the funding index (a
+#      perpetual's; a future has none). A margin check reads two slots per market, not seven.
 _markets: HashMap[uint256, StoredMarket]
-positions: public(HashMap[address, HashMap[uint256, types.Position]])
-_account_markets: HashMap[address, DynArray[uint256, constants.MAX_ACCOUNT_MARKETS]]
+# @dev Each position in two slots (`_position` unpacks it, `_store_position` packs it): size as
+#      int128 in the low 128 bits (`lib/packing.vy`) and entry price as uint128 above it, then
+#      the funding index at entry. The requirements read the first slot alone.
+_positions: HashMap[address, HashMap[uint256, StoredPosition]]
+# @dev The markets an account holds a position in, one word: the count in bits 0-7, then
+#      each market id (< MAX_MARKETS = 16) in one byte, in list order (`_open_markets`).
+_account_markets: HashMap[address, uint256]
 
 liquidation_penalty: public(uint256)
 max_liquidation_penalty: public(uint256)
@@ -325,20 +337,27 @@ def _market_header(market: types.Market) -> uint256:
 @view
 def _market(market_id: uint256) -> types.Market:
     """
-    @dev A market unpacked from its three slots (see `_markets`).
+    @dev A market unpacked from its slots (see `_markets`): the header and, for a perpetual,
+         the funding index or, for a future, the settlement price (the other is always 0).
     """
-    stored: StoredMarket = self._markets[market_id]
-    header: uint256 = stored.header
+    header: uint256 = self._markets[market_id].header
     rate: int256 = convert((header >> 144) & (2**64 - 1), int256)
     if rate >= 2**63:
         rate -= 2**64
+    is_perpetual: bool = (header >> 8) & 1 == 1
+    settlement_price: uint256 = 0
+    funding_index: int256 = 0
+    if is_perpetual:
+        funding_index = self._markets[market_id].funding_index
+    else:
+        settlement_price = self._markets[market_id].settlement_price
     return types.Market(
         underlying=header & 255,
-        is_perpetual=(header >> 8) & 1 == 1,
+        is_perpetual=is_perpetual,
         expiry=(header >> 16) & (2**64 - 1),
-        settlement_price=stored.settlement_price,
+        settlement_price=settlement_price,
         funding_rate=rate,
-        funding_index=stored.funding_index,
+        funding_index=funding_index,
         funding_time=(header >> 80) & (2**64 - 1),
     )
 
@@ -592,6 +611,92 @@ def set_matching(matching: address):
     log MatchingSet(matching=matching)
 
 
+# ---------------------------------------------------------------- positions storage
+
+
+@internal
+@view
+def _position(account: address, market_id: uint256) -> types.Position:
+    """
+    @dev A position unpacked from its two slots (see `_positions`).
+    """
+    stored: StoredPosition = self._positions[account][market_id]
+    return types.Position(size=packing._int128_at(stored.word), entry_price=stored.word >> 128, funding_index=stored.funding_index)
+
+
+@internal
+@view
+def _size(account: address, market_id: uint256) -> int256:
+    """
+    @dev A position's size, from its first slot alone.
+    """
+    return packing._int128_at(self._positions[account][market_id].word)
+
+
+@internal
+def _store_position(account: address, market_id: uint256, size: int256, entry_price: uint256, funding_index: int256):
+    """
+    @dev Pack and store a position (see `_positions`); a flat one clears both slots.
+    @custom:security Reverts "engine: position out of range" beyond int128 size or uint128
+         price, far beyond any cap or collateral: the packing never truncates.
+    """
+    if size == 0:
+        self._positions[account][market_id] = empty(StoredPosition)
+        return
+    assert packing._fits_int128(size) and entry_price <= packing.LOW128, "engine: position out of range"
+    self._positions[account][market_id] = StoredPosition(word=packing._low128_of(size) | (entry_price << 128), funding_index=funding_index)
+
+
+@external
+@view
+def positions(account: address, market_id: uint256) -> types.Position:
+    """
+    @notice An account's position in a market: (size WAD units, > 0 long; entry price WAD USD;
+            funding index at entry WAD USD per unit). All zero when flat.
+    """
+    return self._position(account, market_id)
+
+
+@internal
+@view
+def _open_markets(account: address) -> DynArray[uint256, constants.MAX_ACCOUNT_MARKETS]:
+    """
+    @dev The markets the account holds a position in (see `_account_markets`), in list order.
+    """
+    word: uint256 = self._account_markets[account]
+    out: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = []
+    for i: uint256 in range(word & 255, bound=constants.MAX_ACCOUNT_MARKETS):
+        out.append((word >> (8 * i + 8)) & 255)
+    return out
+
+
+@internal
+def _add_market(account: address, market_id: uint256):
+    """
+    @dev Append `market_id` to the account's list (see `_account_markets`).
+    """
+    word: uint256 = self._account_markets[account]
+    n: uint256 = word & 255
+    assert n < constants.MAX_ACCOUNT_MARKETS, "engine: too many positions"
+    self._account_markets[account] = (word | (market_id << (8 * n + 8))) + 1
+
+
+@internal
+def _remove_market(account: address, market_id: uint256):
+    """
+    @dev Remove `market_id` from the account's list: the last entry takes its place and its
+         byte is cleared, so no stale byte remains.
+    """
+    word: uint256 = self._account_markets[account]
+    n: uint256 = word & 255
+    for i: uint256 in range(n, bound=constants.MAX_ACCOUNT_MARKETS):
+        if (word >> (8 * i + 8)) & 255 == market_id:
+            last: uint256 = (word >> (8 * n)) & 255
+            word = (word & ~(255 << (8 * i + 8))) | (last << (8 * i + 8))
+            self._account_markets[account] = (word & ~(255 << (8 * n))) - 1
+            return
+
+
 # ---------------------------------------------------------------- valuation
 
 
@@ -613,6 +718,9 @@ def _charge(amount: uint256, price: uint256, rate: uint256) -> uint256:
     """
     @dev ceil(amount * price * rate / 1e36): a margin charge in WAD USD, rounded up.
     """
+    # most legs of a requirement are empty (no spread, no expiring future)
+    if amount == 0:
+        return 0
     return wad._mul_div_up(amount * price, rate, constants.WAD * constants.WAD)
 
 
@@ -626,13 +734,14 @@ def _margin(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]
     collateral: uint256 = 0
     cash, collateral = staticcall IVault(VAULT).margin_inputs(account, prices)
     equity: int256 = cash + convert(collateral, int256)
-    for market_id: uint256 in self._account_markets[account]:
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
+    for market_id: uint256 in open_markets:
         market: types.Market = self._market(market_id)
         mark: uint256 = market.settlement_price
         if mark == 0:
             mark = prices[self._price_id(market.underlying)]
             assert mark != 0, "engine: no valid price"
-        equity += self._position_value(self.positions[account][market_id], mark, funding._index_now(market, mark))
+        equity += self._position_value(self._position(account, market_id), mark, funding._index_now(market, mark))
     ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     ims, mms = self._requirements(account, prices, False)
@@ -666,11 +775,12 @@ def _requirements(account: address, prices: DynArray[uint256, constants.MAX_PRIC
     longs: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     shorts: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     alone: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    for market_id: uint256 in self._account_markets[account]:
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
+    for market_id: uint256 in open_markets:
         market: types.Market = self._market(market_id)
         if market.settlement_price != 0:
             continue
-        size: int256 = self.positions[account][market_id].size
+        size: int256 = self._size(account, market_id)
         amount: uint256 = convert(abs(size), uint256)
         if not market.is_perpetual and block.timestamp + EXPIRY_RAMP > market.expiry:
             if closable_only and block.timestamp >= market.expiry:
@@ -735,7 +845,8 @@ def _price_mask(account: address) -> uint256:
     if module != empty(address) and staticcall IOptions(module).has_positions(account):
         return max_value(uint256)
     mask: uint256 = staticcall IVault(VAULT).price_mask(account)
-    for market_id: uint256 in self._account_markets[account]:
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
+    for market_id: uint256 in open_markets:
         mask |= 1 << self._price_id(self._market(market_id).underlying)
     return mask
 
@@ -777,38 +888,23 @@ def _bump_version(account: address):
 
 
 @internal
-def _remove_market(account: address, market_id: uint256):
-    markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
-    n: uint256 = len(markets)
-    for i: uint256 in range(n, bound=constants.MAX_ACCOUNT_MARKETS):
-        if markets[i] == market_id:
-            markets[i] = markets[n - 1]
-            markets.pop()
-            break
-    self._account_markets[account] = markets
-
-
-@internal
 def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint256, funding_index: int256):
     """
     @dev Realize the position's PnL at `price` and its funding into cash, then set the new size
          with entry `price`. Realizing at every fill keeps PnL accounting exact and zero-sum.
     """
-    position: types.Position = self.positions[account][market_id]
+    position: types.Position = self._position(account, market_id)
     self._bump_version(account)
     realized: int256 = 0
     if position.size != 0:
         realized = self._position_value(position, price, funding_index)
     else:
-        assert len(self._account_markets[account]) < constants.MAX_ACCOUNT_MARKETS, "engine: too many positions"
-        self._account_markets[account].append(market_id)
+        self._add_market(account, market_id)
     new_size: int256 = position.size + delta
     self.open_interest[market_id] = self.open_interest[market_id] + convert(max(new_size, 0), uint256) - convert(max(position.size, 0), uint256)
+    self._store_position(account, market_id, new_size, price, funding_index)
     if new_size == 0:
-        self.positions[account][market_id] = empty(types.Position)
         self._remove_market(account, market_id)
-    else:
-        self.positions[account][market_id] = types.Position(size=new_size, entry_price=price, funding_index=funding_index)
     if realized != 0:
         extcall IVault(VAULT).settle_cash(account, realized)
     log PositionChanged(account=account, market=market_id, size=new_size, entry_price=price, realized_pnl=realized)
@@ -821,14 +917,14 @@ def _settle_expired(account: address):
          realize every position of `account` in a settled market: a hedge is never unwound
          leg by leg after expiry.
     """
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
     for market_id: uint256 in open_markets:
         market: types.Market = self._market(market_id)
         if market.settlement_price == 0 and not market.is_perpetual and block.timestamp >= market.expiry:
             self._settle(market_id, market)
         price: uint256 = self._markets[market_id].settlement_price
         if price != 0:
-            size: int256 = self.positions[account][market_id].size
+            size: int256 = self._size(account, market_id)
             self._apply_fill(account, market_id, -size, price, self._markets[market_id].funding_index)
 
 
@@ -928,8 +1024,8 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     self._bump_version(taker)
     funding_index: int256 = self._accrue_funding(market_id, index)
     open_interest: uint256 = self.open_interest[market_id]
-    maker_old: int256 = self.positions[maker][market_id].size
-    taker_old: int256 = self.positions[taker][market_id].size
+    maker_old: int256 = self._size(maker, market_id)
+    taker_old: int256 = self._size(taker, market_id)
     # the rule reads the summary before the trade only for a trade that reduces a position
     maker_before: types.MarginSummary = empty(types.MarginSummary)
     taker_before: types.MarginSummary = empty(types.MarginSummary)
@@ -966,14 +1062,14 @@ def _close_underlying(account: address, liquidator: address, u: uint256, fractio
          expiry are left for settlement: nobody could trade them.
     """
     notional: uint256 = 0
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._account_markets[account]
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
     for market_id: uint256 in open_markets:
         market: types.Market = self._market(market_id)
         if market.underlying != u or market.settlement_price != 0:
             continue
         if not market.is_perpetual and block.timestamp >= market.expiry:
             continue
-        size: int256 = self.positions[account][market_id].size
+        size: int256 = self._size(account, market_id)
         amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, constants.WAD), convert(abs(size), uint256))
         if amount == 0:
             continue
@@ -999,11 +1095,12 @@ def _underlying_mm(account: address, prices: DynArray[uint256, constants.MAX_PRI
     mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     ims, mms = self._requirements(account, prices, True)
     sizes: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    for market_id: uint256 in self._account_markets[account]:
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
+    for market_id: uint256 in open_markets:
         market: types.Market = self._market(market_id)
         if market.settlement_price != 0 or (not market.is_perpetual and block.timestamp >= market.expiry):
             continue
-        sizes[market.underlying] += convert(abs(self.positions[account][market_id].size), uint256)
+        sizes[market.underlying] += convert(abs(self._size(account, market_id)), uint256)
     gross: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
         gross[u] = sizes[u] * prices[self._price_id(u)] // constants.WAD
@@ -1045,7 +1142,7 @@ def flag_liquidatable(account: address):
 
 
 @internal
-def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool, summary_now: types.MarginSummary) -> (uint256, uint256):
+def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool, summary_now: types.MarginSummary) -> (uint256, uint256, types.MarginSummary, bool):
     """
     @dev Close underlyings in decreasing order of maintenance margin. For underlying u with
          maintenance margin M_u and gross notional G_u, closing a fraction f of it lowers MM by
@@ -1055,7 +1152,8 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
          the account's remaining equity, so it cannot push a solvent account into bad debt.
          `summary_now` is the account's standard margin summary in this state (the caller has
          it: the first step does not compute it again). Returns (closed notional, penalty
-         charged).
+         charged, the last summary computed, whether it is still the account's summary: nothing
+         was closed since, so the caller need not compute it again).
     """
     penalty_rate: uint256 = self._penalty_rate(account)
     target: uint256 = self.liquidation_target
@@ -1066,6 +1164,7 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
     notional: uint256 = 0
     charged: uint256 = 0
     summary: types.MarginSummary = summary_now
+    current: bool = True
     for step: uint256 in range(constants.MAX_UNDERLYINGS):
         u: uint256 = constants.MAX_UNDERLYINGS
         for k: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
@@ -1074,8 +1173,9 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
         if u == constants.MAX_UNDERLYINGS:
             break
         done[u] = True
-        if step != 0:
+        if not current:
             summary = self._summary(account, prices)
+            current = True
         if not full and summary.equity * constants.IWAD >= convert(summary.maintenance_margin * target, int256):
             break
         fraction: uint256 = constants.WAD
@@ -1086,20 +1186,22 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
         closed: uint256 = self._close_underlying(account, liquidator, u, fraction, prices[self._price_id(u)])
         if closed == 0:
             continue
+        current = False
         # closing at mark leaves equity unchanged: summary.equity is still the account's equity
         penalty: uint256 = min(wad._mul_div_up(closed, penalty_rate, constants.WAD), convert(max(summary.equity, 0), uint256))
         if penalty != 0:
             extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, penalty * self.liquidator_share // constants.WAD)
         notional += closed
         charged += penalty
-    return notional, charged
+    return notional, charged, summary, current
 
 
 @internal
 @view
 def _has_open_positions(account: address) -> bool:
-    for market_id: uint256 in self._account_markets[account]:
-        if self._markets[market_id].settlement_price == 0:
+    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
+    for market_id: uint256 in open_markets:
+        if self._market(market_id).settlement_price == 0:
             return True
     return False
 
@@ -1136,16 +1238,20 @@ def liquidate(account: address) -> uint256:
     standard: types.MarginSummary = before
     if self.health_attestor != empty(address):
         standard = self._summary(account, prices)
-    notional, penalty = self._liquidate_positions(account, msg.sender, prices, False, standard)
-    after: types.MarginSummary = self._summary(account, prices)
+    after: types.MarginSummary = empty(types.MarginSummary)
+    current: bool = False
+    notional, penalty, after, current = self._liquidate_positions(account, msg.sender, prices, False, standard)
+    if not current:
+        after = self._summary(account, prices)
     if self._has_open_positions(account) and after.health_factor < before.health_factor:
         # too deep for a partial close to help: close everything
         more_notional: uint256 = 0
         more_penalty: uint256 = 0
-        more_notional, more_penalty = self._liquidate_positions(account, msg.sender, prices, True, after)
+        more_notional, more_penalty, after, current = self._liquidate_positions(account, msg.sender, prices, True, after)
         notional += more_notional
         penalty += more_penalty
-        after = self._summary(account, prices)
+        if not current:
+            after = self._summary(account, prices)
     acted: bool = notional != 0
     if not self._has_open_positions(account) and after.equity < 0:
         acted = extcall IVault(VAULT).liquidate_collateral(account, msg.sender, prices, self.liquidation_penalty) or acted
@@ -1192,7 +1298,7 @@ def open_markets(account: address) -> DynArray[uint256, constants.MAX_ACCOUNT_MA
     """
     @notice Market ids in which the account has a position.
     """
-    return self._account_markets[account]
+    return self._open_markets(account)
 
 
 @external

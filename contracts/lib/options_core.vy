@@ -60,6 +60,7 @@ from . import constants
 from . import types
 from . import trade_rules
 from . import ramp
+from . import packing
 
 initializes: roles
 
@@ -97,10 +98,7 @@ interface IVolFeed:
 
 
 # @dev Field widths of the packed series and positions (see `_series`, `_positions`).
-LOW128: constant(uint256) = 2**128 - 1
 SETTLED_BIT: constant(uint256) = 2**225
-INT128_SPAN: constant(int256) = 2**128
-INT128_TOP: constant(int256) = 2**127
 HELD_WORDS: constant(uint256) = (constants.MAX_ACCOUNT_SERIES + 32) // 32
 
 # @dev Smile floor, as keeper.risk.scenarios.MIN_VOL.
@@ -314,7 +312,7 @@ def list_option(underlying: uint256, strike: uint256, expiry: uint256, is_call: 
     assert expiry - block.timestamp <= constants.MAX_EXPIRY_HORIZON, "options: expiry too far"
     price_id: uint256 = (staticcall IEngine(ENGINE).underlyings(underlying)).price_id
     index: uint256 = staticcall IOracle(ORACLE).index_price(price_id)
-    assert strike * MAX_STRIKE_RATIO >= index and strike <= index * MAX_STRIKE_RATIO and strike <= LOW128, "options: strike out of bounds"
+    assert strike * MAX_STRIKE_RATIO >= index and strike <= index * MAX_STRIKE_RATIO and strike <= packing.LOW128, "options: strike out of bounds"
     key: bytes32 = keccak256(abi_encode(underlying, strike, expiry, is_call))
     assert self._series_slot[key] == 0, "options: series exists"
     series_id: uint256 = self.series_count
@@ -436,7 +434,7 @@ def _series_of(series_id: uint256) -> Series:
     return Series(
         underlying=(packed >> 192) & 65535,
         price_id=(packed >> 208) & 65535,
-        strike=packed & LOW128,
+        strike=packed & packing.LOW128,
         expiry=(packed >> 128) & (2**64 - 1),
         is_call=(packed >> 224) & 1 == 1,
         settlement_price=settlement_price,
@@ -450,10 +448,7 @@ def _position(account: address, series_id: uint256) -> OptionPosition:
     @dev The position of `account` in `series_id` unpacked from its slot (see `_positions`).
     """
     packed: uint256 = self._positions[account][series_id]
-    size: int256 = convert(packed & LOW128, int256)
-    if size >= INT128_TOP:
-        size -= INT128_SPAN
-    return OptionPosition(size=size, entry_price=packed >> 128)
+    return OptionPosition(size=packing._int128_at(packed), entry_price=packed >> 128)
 
 
 @internal
@@ -463,11 +458,8 @@ def _store_position(account: address, series_id: uint256, size: int256, entry_pr
     @custom:security Reverts "options: position out of range" beyond int128 size or uint128
          price, far beyond any cap or collateral: the packing never truncates.
     """
-    assert size < INT128_TOP and size >= -INT128_TOP and entry_price <= LOW128, "options: position out of range"
-    low: int256 = size
-    if size < 0:
-        low += INT128_SPAN
-    self._positions[account][series_id] = convert(low, uint256) | (entry_price << 128)
+    assert packing._fits_int128(size) and entry_price <= packing.LOW128, "options: position out of range"
+    self._positions[account][series_id] = packing._low128_of(size) | (entry_price << 128)
 
 
 @internal

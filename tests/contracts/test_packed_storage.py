@@ -1,5 +1,6 @@
-"""Packed storage: option series, option positions, each account's list of held series, and
-oracle feeds are stored several fields to a slot (gas: one cold read instead of three to six).
+"""Packed storage: option series, option and engine positions, each account's list of held
+series and of open markets, market headers and oracle feeds are stored several fields to a slot
+(gas: one cold read instead of two to nine).
 
 Each packing is checked against a plain model of what it stores: the list against a Python
 list with the contract's swap-and-pop removal, positions and series against the values traded
@@ -11,7 +12,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, OptionsKit
+from tests.boa_protocol import WAD, OptionsKit, events, republish
 
 ETH = 0
 DAY = 86400
@@ -176,3 +177,93 @@ def test_margin_of_each_holding_reads_what_it_needs(protocol):
             -(-p.engine.positions(user.address, m).size * (p.engine.funding_index_now(m) - p.engine.positions(user.address, m).funding_index) // WAD)
             for m in p.engine.open_markets(user.address)
         )
+
+
+def index(p, symbol: str) -> int:
+    return p.oracle.index_prices()[p.deployment.price_ids[symbol]]
+
+
+def test_open_market_list_follows_swap_and_pop_and_positions_read_back(protocol):
+    """An account's open markets are one packed word (count, then one byte per market id): with
+    the admin listing futures up to 9 markets, 8 positions fill the list and a 9th reverts "too
+    many positions"; closing from the front, the middle and the back and re-opening keeps the
+    exact order a swap-and-pop list has, and every position reads back its signed size, entry
+    price and funding index."""
+    p, e = protocol, protocol.engine
+    while e.market_count() < 9:
+        market = e.list_market(e.market_count() % 2, now() + (30 + e.market_count()) * DAY)
+        e.set_position_caps(market, 2000 * WAD, 1500 * WAD)
+    symbol = {m: ("ETH", "BTC")[e.markets(m).underlying] for m in range(9)}
+    size = {"ETH": WAD, "BTC": WAD // 20}
+    user, maker = funded(p, 1_000_000), funded(p, 10_000_000)
+    order = [5, 0, 7, 2, 8, 1, 3, 6]
+    model: list[int] = []
+    for i, m in enumerate(order):
+        if i % 2 == 0:
+            p.trade(user, maker, m, size[symbol[m]], index(p, symbol[m]))  # long
+        else:
+            p.trade(maker, user, m, size[symbol[m]], index(p, symbol[m]))  # short
+        model.append(m)
+        assert list(e.open_markets(user.address)) == model
+    with boa.reverts("engine: too many positions"):
+        p.trade(user, maker, 4, size[symbol[4]], index(p, symbol[4]))
+    for i, m in enumerate(order):
+        position, other = e.positions(user.address, m), e.positions(maker.address, m)
+        assert position.size == (1 if i % 2 == 0 else -1) * size[symbol[m]] == -other.size
+        assert position.entry_price == other.entry_price == index(p, symbol[m])
+        assert position.funding_index == other.funding_index == e.markets(m).funding_index
+
+    def close(m: int) -> None:
+        held = e.positions(user.address, m).size
+        if held > 0:
+            p.trade(maker, user, m, held, index(p, symbol[m]))
+        else:
+            p.trade(user, maker, m, -held, index(p, symbol[m]))
+        i = model.index(m)
+        model[i] = model[-1]
+        model.pop()
+        assert tuple(e.positions(user.address, m)) == (0, 0, 0)
+        assert list(e.open_markets(user.address)) == model
+
+    for m in (5, 2, 6, 0):  # front, middle, back, front again
+        close(m)
+    p.trade(user, maker, 4, size[symbol[4]], index(p, symbol[4]))
+    model.append(4)
+    assert list(e.open_markets(user.address)) == model
+    for m in list(model):
+        close(m)
+    assert list(e.open_markets(user.address)) == []
+
+
+def test_engine_position_out_of_packing_range_reverts(protocol):
+    """A size beyond int128 cannot be stored in its half slot: the fill reverts with a reason
+    before anything is written, never truncated into a smaller (or opposite) position."""
+    p, e = protocol, protocol.engine
+    e.set_position_caps(p.deployment.markets["ETH-PERP"], 0, 0)
+    user, maker = funded(p, 1_000), funded(p, 1_000)
+    with boa.reverts("engine: position out of range"):
+        p.trade(user, maker, "ETH-PERP", 2**127, index(p, "ETH"))
+    assert tuple(e.positions(user.address, p.deployment.markets["ETH-PERP"])) == (0, 0, 0)
+
+
+def test_markets_read_back_funding_index_for_perpetuals_and_settlement_for_futures(protocol):
+    """`_market` reads a perpetual's funding index and a future's settlement price (the other
+    field of each is never written): the views match the values the events state."""
+    p, e = protocol, protocol.engine
+    user, maker = funded(p, 100_000), funded(p, 100_000)
+    perp, fut = p.deployment.markets["ETH-PERP"], p.deployment.markets["ETH-FUT"]
+    p.trade(user, maker, perp, 10 * WAD, index(p, "ETH") * 1001 // 1000)
+    boa.env.time_travel(seconds=8 * 3600)
+    p.set_price("ETH", 2000)
+    p.trade(user, maker, perp, WAD, index(p, "ETH"))
+    funding = events(e, "FundingUpdated")[-1]
+    assert e.markets(perp).funding_index == funding.funding_index != 0
+    assert e.markets(perp).settlement_price == 0
+    p.trade(user, maker, fut, WAD, index(p, "ETH"))
+    boa.env.time_travel(seconds=e.markets(fut).expiry - now() + 60)
+    for symbol in p.feeds:
+        republish(p.feeds[symbol].address)
+    e.settle_market(fut)
+    settled = events(e, "MarketSettled")[-1]
+    assert e.markets(fut).settlement_price == settled.settlement_price > 0
+    assert e.markets(fut).funding_index == 0
