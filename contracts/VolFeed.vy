@@ -286,7 +286,25 @@ def is_fresh(underlying: uint256, expiry: uint256) -> bool:
     @param expiry Unix seconds.
     @return True if fresh.
     """
-    stamp: uint256 = self._points[underlying][expiry].timestamp
+    return self._fresh(self._points[underlying][expiry].timestamp, expiry)
+
+
+@external
+@view
+def fresh_vol(underlying: uint256, expiry: uint256) -> (bool, uint256, int256):
+    """
+    @notice What a valuation reads, in one call: `is_fresh` and the values of `vol_params`.
+    @param underlying The underlying's oracle price id.
+    @param expiry Unix seconds.
+    @return (fresh, atm_vol WAD annualised, skew signed WAD per unit ln(K/F)).
+    """
+    point: VolPoint = self._points[underlying][expiry]
+    return self._fresh(point.timestamp, expiry), point.atm_vol, point.skew
+
+
+@internal
+@view
+def _fresh(stamp: uint256, expiry: uint256) -> bool:
     return stamp != 0 and block.timestamp - stamp <= self._heartbeat_now() and block.timestamp < expiry
 
 

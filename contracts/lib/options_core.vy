@@ -93,8 +93,7 @@ interface IVault:
 
 
 interface IVolFeed:
-    def vol_params(underlying: uint256, expiry: uint256) -> (uint256, int256, uint256): view
-    def is_fresh(underlying: uint256, expiry: uint256) -> bool: view
+    def fresh_vol(underlying: uint256, expiry: uint256) -> (bool, uint256, int256): view
 
 
 # @dev Field widths of the packed series and positions (see `_series`, `_positions`).
@@ -148,6 +147,13 @@ struct RiskParams:
     long_mm_haircut: uint256
     abs_price_band: uint256
     rel_price_band: uint256
+
+
+# @dev A series' vol as the vol feed has it now (`_vol`).
+struct SeriesVol:
+    fresh: bool
+    atm_vol: uint256
+    skew: int256
 
 
 struct SeriesState:
@@ -536,17 +542,26 @@ def _intrinsic(series: Series, price: uint256) -> uint256:
 
 @internal
 @view
-def _smile_vol(series: Series, forward: uint256) -> uint256:
+def _vol(series: Series) -> SeriesVol:
+    """
+    @dev The series' vol now, from the vol feed (`VolFeed.fresh_vol`).
+    """
+    fresh: bool = False
+    atm_vol: uint256 = 0
+    skew: int256 = 0
+    fresh, atm_vol, skew = staticcall IVolFeed(VOL_FEED).fresh_vol(series.price_id, series.expiry)
+    return SeriesVol(fresh=fresh, atm_vol=atm_vol, skew=skew)
+
+
+@internal
+@pure
+def _smile_vol(series: Series, forward: uint256, vol: SeriesVol) -> uint256:
     """
     @dev max(atm_vol + skew * ln(K / F), MIN_VOL), WAD (keeper.risk.scenarios.smile_vol);
          the product is truncated towards zero.
     """
-    atm_vol: uint256 = 0
-    skew: int256 = 0
-    stamp: uint256 = 0
-    atm_vol, skew, stamp = staticcall IVolFeed(VOL_FEED).vol_params(series.price_id, series.expiry)
     log_moneyness: int256 = black76._ln_wad(series.strike * constants.WAD // forward)
-    sigma: int256 = convert(atm_vol, int256) + skew * log_moneyness // constants.IWAD
+    sigma: int256 = convert(vol.atm_vol, int256) + vol.skew * log_moneyness // constants.IWAD
     return max(convert(max(sigma, 0), uint256), MIN_VOL)
 
 
@@ -568,16 +583,17 @@ def _model_value(series: Series, forward: uint256, sigma: uint256) -> uint256:
 
 @internal
 @view
-def _mark(series: Series, index: uint256, is_long: bool, short_im_rate: uint256) -> uint256:
+def _mark(series: Series, index: uint256, is_long: bool, short_im_rate: uint256, vol: SeriesVol) -> uint256:
     """
     @dev The mark for margin (never needs a vol): at or after expiry the intrinsic value; with
          a fresh vol the Black-76 value; otherwise a long at intrinsic and a short at
-         min(intrinsic + ceil(short_im_rate * S), S for a call / K for a put).
+         min(intrinsic + ceil(short_im_rate * S), S for a call / K for a put). `vol` is the
+         series' vol now (`_vol`).
     """
     if block.timestamp >= series.expiry:
         return self._intrinsic(series, index)
-    if staticcall IVolFeed(VOL_FEED).is_fresh(series.price_id, series.expiry):
-        return self._model_value(series, index, self._smile_vol(series, index))
+    if vol.fresh:
+        return self._model_value(series, index, self._smile_vol(series, index, vol))
     intrinsic: uint256 = self._intrinsic(series, index)
     if is_long:
         return intrinsic
@@ -598,10 +614,11 @@ def _pnl(size: int256, mark: uint256, entry: uint256) -> int256:
 
 @internal
 @view
-def _position_margin(series: Series, position: OptionPosition, prices: DynArray[uint256, constants.MAX_PRICE_IDS], params: RiskParams) -> (uint256, int256, uint256, uint256):
+def _position_margin(series: Series, position: OptionPosition, prices: DynArray[uint256, constants.MAX_PRICE_IDS], params: RiskParams, vol: SeriesVol) -> (uint256, int256, uint256, uint256):
     """
     @dev (mark, value, IM, MM) of one position; see the contract notice. A settled position is
-         worth exactly its settlement value and has nothing left at risk.
+         worth exactly its settlement value and has nothing left at risk. `vol` is the series'
+         vol now (`_vol`; unread for a settled or expired series).
     """
     if series.settlement_price != 0:
         settled: uint256 = self._intrinsic(series, series.settlement_price)
@@ -609,7 +626,7 @@ def _position_margin(series: Series, position: OptionPosition, prices: DynArray[
     index: uint256 = prices[series.price_id]
     assert index != 0, "options: no valid price"
     amount: uint256 = convert(abs(position.size), uint256)
-    mark: uint256 = self._mark(series, index, position.size > 0, params.short_im_rate)
+    mark: uint256 = self._mark(series, index, position.size > 0, params.short_im_rate, vol)
     value: int256 = self._pnl(position.size, mark, position.entry_price)
     if position.size > 0:
         im: uint256 = wad._mul_div_up(amount * mark, constants.WAD - params.long_im_haircut, constants.WAD * constants.WAD)
@@ -651,12 +668,13 @@ def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], 
         if live_only and (series.settlement_price != 0 or block.timestamp >= series.expiry):
             marks.append(0)
             continue
+        vol: SeriesVol = self._vol(series)
         position: OptionPosition = self._position(account, series_id)
         mark: uint256 = 0
         position_value: int256 = 0
         position_im: uint256 = 0
         position_mm: uint256 = 0
-        mark, position_value, position_im, position_mm = self._position_margin(series, position, prices, params)
+        mark, position_value, position_im, position_mm = self._position_margin(series, position, prices, params, vol)
         value += position_value
         im += position_im
         mm += position_mm
@@ -731,8 +749,19 @@ def _hold(account: address, series_id: uint256):
 @internal
 def _apply_fill(account: address, series_id: uint256, delta: int256, price: uint256):
     """
-    @dev Realize the position's PnL at `price` into cash, then set the new size with entry
-         `price` (the engine's rule: exact and zero-sum up to rounding).
+    @dev `_fill`, with the realized PnL settled into cash at once.
+    """
+    realized: int256 = self._fill(account, series_id, delta, price)
+    if realized != 0:
+        extcall IVault(VAULT).settle_cash(account, realized)
+
+
+@internal
+def _fill(account: address, series_id: uint256, delta: int256, price: uint256) -> int256:
+    """
+    @dev Realize the position's PnL at `price`, then set the new size with entry `price` (the
+         engine's rule: exact and zero-sum up to rounding). Returns the realized PnL (WAD USD),
+         which the caller settles into cash: a liquidation settles each account's sum once.
     """
     position: OptionPosition = self._position(account, series_id)
     self.position_version[account] += 1
@@ -748,9 +777,8 @@ def _apply_fill(account: address, series_id: uint256, delta: int256, price: uint
         self._release(account, series_id)
     else:
         self._store_position(account, series_id, new_size, price)
-    if realized != 0:
-        extcall IVault(VAULT).settle_cash(account, realized)
     log OptionPositionChanged(account=account, series=series_id, size=new_size, entry_price=price, realized_pnl=realized)
+    return realized
 
 
 @internal
@@ -855,8 +883,9 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
 
     index: uint256 = (self._index_prices())[series.price_id]
     assert index != 0, "options: no valid price"
-    assert staticcall IVolFeed(VOL_FEED).is_fresh(series.price_id, series.expiry), "options: stale vol"
-    mark: uint256 = self._model_value(series, index, self._smile_vol(series, index))
+    vol: SeriesVol = self._vol(series)
+    assert vol.fresh, "options: stale vol"
+    mark: uint256 = self._model_value(series, index, self._smile_vol(series, index, vol))
     gap: uint256 = max(price, mark) - min(price, mark)
     params: RiskParams = self._risk_params_now()
     assert gap * constants.WAD <= max(params.abs_price_band * index, params.rel_price_band * mark), "options: price too far from mark"
@@ -894,6 +923,9 @@ def _move_options(account: address, liquidator: address, fraction: uint256, mark
          in this state); returns the value moved, sum of ceil(|moved| * mark / 1e18).
     """
     moved_value: uint256 = 0
+    # realized PnL summed per account and settled once (`_fill`): cash moves add up exactly
+    account_realized: int256 = 0
+    liquidator_realized: int256 = 0
     held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
     for i: uint256 in range(len(held), bound=constants.MAX_ACCOUNT_SERIES):
         series_id: uint256 = held[i]
@@ -910,10 +942,14 @@ def _move_options(account: address, liquidator: address, fraction: uint256, mark
         if size < 0:
             moved = -moved
         mark: uint256 = marks[i]
-        self._apply_fill(account, series_id, -moved, mark)
-        self._apply_fill(liquidator, series_id, moved, mark)
+        account_realized += self._fill(account, series_id, -moved, mark)
+        liquidator_realized += self._fill(liquidator, series_id, moved, mark)
         moved_value += wad._mul_div_up(amount, mark, constants.WAD)
         log OptionLiquidated(account=account, liquidator=liquidator, series=series_id, size=moved, price=mark)
+    if account_realized != 0:
+        extcall IVault(VAULT).settle_cash(account, account_realized)
+    if liquidator_realized != 0:
+        extcall IVault(VAULT).settle_cash(liquidator, liquidator_realized)
     return moved_value
 
 
@@ -1054,7 +1090,7 @@ def option_states(account: address) -> DynArray[types.OptionState, constants.MAX
         state: types.OptionState = types.OptionState(
             series=series_id, size=position.size, entry_price=position.entry_price, mark=0, value=0, initial_margin=0, maintenance_margin=0
         )
-        state.mark, state.value, state.initial_margin, state.maintenance_margin = self._position_margin(series, position, prices, params)
+        state.mark, state.value, state.initial_margin, state.maintenance_margin = self._position_margin(series, position, prices, params, self._vol(series))
         out.append(state)
     return out
 
@@ -1072,6 +1108,7 @@ def series_states() -> DynArray[SeriesState, constants.MAX_SERIES]:
     out: DynArray[SeriesState, constants.MAX_SERIES] = []
     for series_id: uint256 in range(self.series_count, bound=constants.MAX_SERIES):
         series: Series = self._series_of(series_id)
+        vol: SeriesVol = self._vol(series)
         state: SeriesState = SeriesState(
             underlying=series.underlying,
             price_id=series.price_id,
@@ -1081,7 +1118,7 @@ def series_states() -> DynArray[SeriesState, constants.MAX_SERIES]:
             settlement_price=series.settlement_price,
             open_interest=self.open_interest[series_id],
             index_price=prices[series.price_id],
-            vol_fresh=staticcall IVolFeed(VOL_FEED).is_fresh(series.price_id, series.expiry),
+            vol_fresh=vol.fresh,
             sigma=0,
             mark=0,
         )
@@ -1089,7 +1126,7 @@ def series_states() -> DynArray[SeriesState, constants.MAX_SERIES]:
             state.mark = self._intrinsic(series, series.settlement_price)
         elif state.index_price != 0:
             if state.vol_fresh:
-                state.sigma = self._smile_vol(series, state.index_price)
+                state.sigma = self._smile_vol(series, state.index_price, vol)
                 state.mark = self._model_value(series, state.index_price, state.sigma)
             else:
                 state.mark = self._intrinsic(series, state.index_price)

@@ -570,6 +570,42 @@ def test_liquidation_of_an_under_margined_short(kit):
     assert 0 < moved < 10 * WAD  # partial
 
 
+def test_liquidation_settles_each_accounts_realized_pnl_once_and_exactly(kit):
+    """A liquidation moving several series realizes PnL at every fill (OptionPositionChanged
+    states it) and moves each account's sum into cash in one CashSettled: the account's cash
+    changes by exactly its realized PnL less the penalty, the liquidator's (which already held
+    two of the series, so realizes too) by its realized PnL plus its share."""
+    p, m = kit.p, kit.market
+    expiry = now() + 30 * DAY
+    series = [kit.list(ETH, k * WAD, expiry, is_call) for k in (1900, 2100) for is_call in (True, False)]
+    kit.set_vol(ETH, expiry, ATM, SKEW)
+    buyer, seller, liquidator = funded(p, 1_000_000), funded(p, 4_000), funded(p, 1_000_000)
+    for s in series:
+        kit.trade(buyer, seller, s, 3 * WAD, series_state(kit, s).mark)
+    for s in series[:2]:
+        kit.trade(buyer, liquidator, s, WAD, series_state(kit, s).mark)
+    refresh(kit, 2600, expiry)
+    assert p.engine.is_liquidatable(seller.address)
+    cash0 = {u.address: p.vault.cash(u.address) for u in (seller, liquidator)}
+    with boa.env.prank(liquidator.address):
+        m.liquidate_options(seller.address)
+    (ev,) = events(m, "OptionsLiquidation")
+    changes = events(m, "OptionPositionChanged")
+    realized = {u.address: sum(c.realized_pnl for c in changes if c.account == u.address) for u in (seller, liquidator)}
+    assert len([c for c in changes if c.account == seller.address]) == len(series)
+    assert realized[seller.address] != 0 and realized[liquidator.address] != 0
+    share = ev.penalty // 2
+    # one settlement of realized PnL per account, then the penalty's (charge_penalty)
+    assert [(str(c.account), c.delta) for c in events(p.vault, "CashSettled")] == [
+        (seller.address, realized[seller.address]),
+        (liquidator.address, realized[liquidator.address]),
+        (seller.address, -ev.penalty),
+        (liquidator.address, share),
+    ]
+    assert p.vault.cash(seller.address) - cash0[seller.address] == realized[seller.address] - ev.penalty
+    assert p.vault.cash(liquidator.address) - cash0[liquidator.address] == realized[liquidator.address] + share
+
+
 def test_liquidation_works_without_a_fresh_vol(kit):
     p, m = kit.p, kit.market
     expiry = now() + 30 * DAY

@@ -130,6 +130,25 @@ def test_freshness_follows_heartbeat_and_expiry(feed):
     assert not feed.is_fresh(ETH, u.expiry)  # expired, though only 100 s old
 
 
+def test_fresh_vol_is_is_fresh_and_vol_params_in_one_call(feed):
+    """`fresh_vol` (what the option market reads per valuation) agrees with `is_fresh` and
+    `vol_params` at every stage: never published, fresh, stale, expired."""
+    u = update(expiry=now() + 2 * DAY, skew=WAD // 7)
+
+    def agrees() -> bool:
+        fresh, atm_vol, skew = feed.fresh_vol(ETH, u.expiry)
+        return (fresh, atm_vol, skew) == (feed.is_fresh(ETH, u.expiry), *feed.vol_params(ETH, u.expiry)[:2])
+
+    assert agrees() and feed.fresh_vol(ETH, u.expiry) == (False, 0, 0)
+    submit(feed, u)
+    assert agrees() and feed.fresh_vol(ETH, u.expiry) == (True, u.atm_vol, u.skew)
+    boa.env.time_travel(seconds=feed.heartbeat() + 1)
+    assert agrees() and feed.fresh_vol(ETH, u.expiry) == (False, u.atm_vol, u.skew)
+    submit(feed, update(expiry=u.expiry))
+    boa.env.time_travel(seconds=u.expiry - now())
+    assert agrees() and not feed.fresh_vol(ETH, u.expiry)[0]
+
+
 def test_timestamps_are_per_underlying_and_expiry(feed):
     t = now()
     submit(feed, update(timestamp=t))
