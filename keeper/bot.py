@@ -46,10 +46,10 @@ from keeper.chain.event_index import EventIndex, write_json_atomic
 from keeper.chain.follower import ChainFollower, HeadUpdate
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
+from keeper.units import WAD
 
 log = logging.getLogger("keeper.bot")
 
-WAD = 10**18
 RPC_ERRORS = (requests.RequestException, Web3Exception, OSError, ValueError)
 TERMS_REFRESH_BLOCKS = 50  # liquidation parameters change only by governance
 LOW_BALANCE_REPEAT_BLOCKS = 100

@@ -22,14 +22,14 @@ from keeper.chain.event_index import CheckpointError
 from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
 from keeper.journal import JournalError
-from keeper.replay.prices import PriceDataError, align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
+from keeper.marketdata.prices import PriceDataError, align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
 from keeper.settings import SettingsError
+from keeper.units import WAD
 
 console = Console(stderr=True)
 # tables keep their full width when piped to a file or another program
 stdout = Console(width=None if sys.stdout.isatty() else 160)
 EXPECTED = (PriceDataError, ConfigError, ManifestError, ChainError, AnvilError, SettingsError, CheckpointError, JournalError)
-WAD = 10**18
 
 
 def _setup_logging(level: str) -> None:
@@ -160,9 +160,10 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     the scenario table and the isolated, standard and portfolio margin requirements."""
     from eth_utils import is_address, to_checksum_address
 
+    from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
     from keeper.risk.margin import cash_value, isolated_initial_margin, margin, settlement_price
     from keeper.risk.portfolio import account_reports
-    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, build_risk_tables, load_scenario_params, portfolio_margin
+    from keeper.risk.scenarios import build_risk_tables, portfolio_margin
 
     if not is_address(address):
         raise click.ClickException(f"not an address: {address!r}")
@@ -339,7 +340,7 @@ def _attestation_service(client, tx, settings, metrics):
     """The AttestationService `keeper run` starts when `attestation.enabled` (keys from the
     environment variables the settings name)."""
     from keeper.attest import AttestationService, RefreshRules, ScenarioParamsNotGoverned
-    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params
+    from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
     from keeper.settings import attestation_keys
 
     a = settings.attestation

@@ -36,8 +36,8 @@ from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.cli_common import chain_options, one_line_errors
 from keeper.replay.driver import ReplayError, User, confirm, deposit_all, spec_deposits, trade_all
 from keeper.replay.population import KIND_WEIGHTS, make_population
+from keeper.units import WAD
 
-WAD = 10**18
 DEV_CHAIN_IDS = (31337,)  # Anvil's and Hardhat's default chain id
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # Anvil's default: public
 FUNDER, LIQUIDATOR, MAKER, FIRST_TRADER = 0, 1, 2, 3  # indices of Anvil's development accounts

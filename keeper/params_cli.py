@@ -45,8 +45,8 @@ from keeper.params.timelock import (
     timelock_contract,
     utc,
 )
+from keeper.units import WAD
 
-WAD = 10**18
 LIQUIDATIONS_EXIT = 2
 stdout = Console(width=None if sys.stdout.isatty() else 160)
 

@@ -15,6 +15,7 @@ from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Excep
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
+from keeper.errors import KeeperError
 from keeper.risk.book import RiskBook, SeriesInfo, VolPoint, build_book
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams
 
@@ -25,7 +26,7 @@ log = logging.getLogger("keeper.chain")
 BATCH = 200
 
 
-class ChainError(RuntimeError):
+class ChainError(KeeperError, RuntimeError):
     """The RPC endpoint cannot be reached, or answers for another chain or deployment."""
 
 

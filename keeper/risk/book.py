@@ -26,10 +26,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from keeper.risk.scenarios import CALL, FUTURE, PERPETUAL, PUT, Instruments, MarketState, VolSurface
+from keeper.units import WAD
 
 __all__ = ["RiskBook", "SeriesInfo", "VolPoint", "build_book", "series_name"]
 
-WAD = 10**18
 
 
 @dataclass(frozen=True)

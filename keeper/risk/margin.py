@@ -42,12 +42,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from keeper.config import ProtocolConfig
-from keeper.risk.fixed import MAX_UINT256, WAD, mul_div_up
+from keeper.units import MAX_UINT256, WAD, mul_div_up
 
 WAD2 = WAD * WAD
 # `MarginEngine.EXPIRY_RAMP`: a future's netting credit fades over its last 7 days
@@ -135,6 +134,50 @@ def as_prices(prices: Any) -> np.ndarray:
 # ---------------------------------------------------------------- data model
 
 
+class _UnderlyingLike(Protocol):
+    @property
+    def price_id(self) -> int: ...
+    @property
+    def im_rate(self) -> int: ...
+    @property
+    def mm_rate(self) -> int: ...
+    @property
+    def spread_im_rate(self) -> int: ...
+    @property
+    def spread_mm_rate(self) -> int: ...
+
+
+class _AssetLike(Protocol):
+    @property
+    def price_id(self) -> int: ...
+    @property
+    def decimals(self) -> int: ...
+    @property
+    def haircut(self) -> int: ...
+
+
+class _DepegLike(Protocol):
+    @property
+    def price_id(self) -> int: ...
+    @property
+    def threshold(self) -> int: ...
+    @property
+    def factor(self) -> int: ...
+
+
+class ListingLike(Protocol):
+    """What :meth:`RiskParams.from_config` reads of a protocol listing: the fields of
+    `keeper.config.ProtocolConfig` it uses (WAD integers), without this module importing the config
+    loader. Any object with these attributes fits."""
+
+    @property
+    def underlyings(self) -> Sequence[_UnderlyingLike]: ...
+    @property
+    def assets(self) -> Sequence[_AssetLike]: ...
+    @property
+    def depeg(self) -> _DepegLike | None: ...
+
+
 @dataclass(frozen=True, eq=False)
 class RiskParams:
     """Margin parameters of U underlyings and A collateral assets (the engine's `underlyings(u)` and
@@ -201,8 +244,9 @@ class RiskParams:
         return len(self.asset_price_id)
 
     @classmethod
-    def from_config(cls, config: ProtocolConfig) -> "RiskParams":
-        """The parameters a deployment of `config` lists (`keeper.chain.deploy.deploy_protocol`
+    def from_config(cls, config: ListingLike) -> "RiskParams":
+        """The parameters a deployment of `config` (a `keeper.config.ProtocolConfig`, or anything
+        with the same fields: :class:`ListingLike`) lists (`keeper.chain.deploy.deploy_protocol`
         lists underlyings and assets in config order, so ids are config indices)."""
         us, assets = config.underlyings, config.assets
         depeg = config.depeg

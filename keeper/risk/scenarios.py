@@ -1,6 +1,7 @@
 """Portfolio margin: the worst loss of each account over a grid of scenarios, plus contingencies.
 
-SPAN / Deribit / Derive (Lyra v2 PMRM) style. Pure: no I/O except :func:`load_scenario_params`.
+SPAN / Deribit / Derive (Lyra v2 PMRM) style. Pure: no I/O (the parameters are read from YAML by
+:func:`keeper.config.load_scenario_params`).
 
 Data model (the on-chain side mirrors it):
 
@@ -54,17 +55,15 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from eth_utils import keccak
 
-from keeper.config import ConfigError, read_yaml
+from keeper.errors import ConfigError
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_greeks, bs_value
 
 __all__ = [
     "CALL",
-    "DEFAULT_PM_CONFIG",
     "FUTURE",
     "MIN_VOL",
     "PERPETUAL",
@@ -80,7 +79,6 @@ __all__ = [
     "build_grid",
     "build_risk_tables",
     "instrument_vols",
-    "load_scenario_params",
     "portfolio_margin",
     "portfolio_margin_loop",
     "revalue",
@@ -94,7 +92,6 @@ PERPETUAL, FUTURE, CALL, PUT = 0, 1, 2, 3
 #: Floor of the smile, annualised (a 1% vol): keeps far wings from going to zero or negative.
 MIN_VOL = 0.01
 DAY = 86400.0
-DEFAULT_PM_CONFIG = Path(__file__).resolve().parents[2] / "config" / "portfolio_margin.yaml"
 # Accounts per block of the positions @ table product: bounds the (block x scenarios) P&L buffer.
 _BLOCK = 32768
 
@@ -299,28 +296,6 @@ class ScenarioParams:
     def describe(cls) -> list[tuple[str, object, tuple, str]]:
         """(name, default, (lo, hi), source) of every parameter."""
         return [(f.name, f.default, f.metadata["bounds"], f.metadata["source"]) for f in dataclasses.fields(cls)]
-
-
-def load_scenario_params(path: str | Path = DEFAULT_PM_CONFIG) -> ScenarioParams:
-    """Read the ``portfolio_margin:`` section of a YAML file into :class:`ScenarioParams`.
-
-    Absent keys take their documented defaults; unknown keys are errors (a typo must not fall
-    back to a default silently). Raises ConfigError with one line naming the file and field."""
-    path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict) or "portfolio_margin" not in raw:
-        raise ConfigError(f"{path}: missing section 'portfolio_margin'")
-    section = raw["portfolio_margin"]
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: portfolio_margin: must be a mapping, got {section!r}")
-    known = {f.name for f in dataclasses.fields(ScenarioParams)}
-    unknown = sorted(str(k) for k in section if k not in known)
-    if unknown:
-        raise ConfigError(f"{path}: portfolio_margin: unknown parameter(s) {', '.join(unknown)}")
-    try:
-        return ScenarioParams(**section)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
 
 
 def scenario_params_canonical(params: ScenarioParams) -> bytes:

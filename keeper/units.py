@@ -1,4 +1,8 @@
-"""Fixed-point (WAD) rounding that mirrors `contracts/lib/wad.vy` and Vyper's integer semantics.
+"""Units: the WAD fixed-point scale, uint256 bounds, and rounding that mirrors `contracts/lib/wad.vy`
+and Vyper's integer semantics.
+
+The ground floor of the keeper package: it imports nothing from `keeper`, and every module that
+needs WAD or a rounding helper imports it from here (one definition).
 
 Python's ``//`` floors (rounds towards -infinity) while Vyper's ``//`` on signed integers
 truncates towards zero; every helper here names its rounding so the keeper's numbers equal the
