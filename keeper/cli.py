@@ -16,20 +16,16 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keeper.chain.anvil import AnvilError
-from keeper.chain.client import ChainError, ProtocolClient, connect
-from keeper.chain.event_index import CheckpointError
-from keeper.chain.manifest import ManifestError, load_manifest
-from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
-from keeper.journal import JournalError
-from keeper.marketdata.prices import PriceDataError, align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
-from keeper.settings import SettingsError
+from keeper.chain.client import ProtocolClient, connect
+from keeper.chain.manifest import load_manifest
+from keeper.config import DEFAULT_CONFIG, load_config
+from keeper.errors import KeeperError
+from keeper.marketdata.prices import align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
 from keeper.units import WAD
 
 console = Console(stderr=True)
 # tables keep their full width when piped to a file or another program
 stdout = Console(width=None if sys.stdout.isatty() else 160)
-EXPECTED = (PriceDataError, ConfigError, ManifestError, ChainError, AnvilError, SettingsError, CheckpointError, JournalError)
 
 
 def _setup_logging(level: str) -> None:
@@ -483,6 +479,6 @@ def main() -> None:
     except click.ClickException as e:
         console.print(f"error: {e.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code or 1)
-    except EXPECTED as e:
+    except KeeperError as e:  # an error raised on purpose: its one line, no traceback
         console.print(f"error: {e}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -28,13 +28,13 @@ from rich.console import Console
 from rich.table import Table
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from keeper.chain.anvil import AnvilError
 from keeper.chain.artifacts import load_artifact
-from keeper.chain.client import ChainError, ProtocolClient, connect
+from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deployment import Deployment
-from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.chain.manifest import load_manifest
 from keeper.cli_common import chain_options, one_line_errors
-from keeper.replay.driver import ReplayError, User, confirm, deposit_all, spec_deposits, trade_all
+from keeper.errors import KeeperError
+from keeper.replay.driver import User, confirm, deposit_all, spec_deposits, trade_all
 from keeper.replay.population import KIND_WEIGHTS, make_population
 from keeper.units import WAD
 
@@ -103,7 +103,7 @@ def mock_addresses(deployment: Deployment) -> dict[str, str]:
     return mocks
 
 
-_one_line_errors = one_line_errors(ManifestError, ChainError, AnvilError, ReplayError)
+_one_line_errors = one_line_errors(KeeperError)
 _chain_options = chain_options
 
 

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from keeper.chain.anvil import AnvilError
-from keeper.chain.client import ChainError, ProtocolClient, connect
-from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.chain.client import ProtocolClient, connect
+from keeper.chain.manifest import load_manifest
 from keeper.cli_common import chain_options, one_line_errors
+from keeper.errors import KeeperError
 from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.params.changes import ChangeError, load_changes
 from keeper.params.current import read_current
@@ -57,7 +57,7 @@ class WouldLiquidate(click.ClickException):
     exit_code = LIQUIDATIONS_EXIT
 
 
-_one_line_errors = one_line_errors(ChangeError, ManifestError, ChainError, AnvilError, TimelockError)
+_one_line_errors = one_line_errors(KeeperError)
 _chain_options = chain_options
 
 
