@@ -61,7 +61,9 @@ def to_wad(value: str | float | int | Decimal) -> int:
     if not d.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
     # exact integer arithmetic on the digits: Decimal multiplication would round to 28 digits
-    sign, digits, exponent = d.as_tuple()
+    sign, digits, exp = d.as_tuple()
+    assert isinstance(exp, int)  # a finite Decimal's exponent ('n', 'N', 'F' mark NaN and infinity)
+    exponent = exp
     text = "".join(map(str, digits)).rstrip("0")
     if not text:
         return 0
@@ -70,5 +72,5 @@ def to_wad(value: str | float | int | Decimal) -> int:
         raise ValueError(f"more than 18 decimals: {value!r}")
     if len(text) + exponent > 60:  # above 10**78 WAD: more than any uint256
         raise ValueError(f"too large: {value!r}")
-    wad = int(text) * 10 ** (exponent + 18)
+    wad: int = int(text) * 10 ** (exponent + 18)  # exponent + 18 >= 0: an int
     return -wad if sign else wad

@@ -125,12 +125,13 @@ def _single_books(spot: float, sigma: float, now: int) -> tuple[Instruments, Mar
     k_call10 = spot * np.exp(z * sd + 0.5 * sd * sd)  # N(d1) = 0.10 (Black-76, r = 0)
     k_put10 = spot * np.exp(-z * sd + 0.5 * sd * sd)  # N(d1) = 0.90: put delta -0.10
     inst = Instruments(
-        underlying=[0] * 6,
-        kind=[PERPETUAL, CALL, PUT, CALL, PUT, CALL],
-        strike=[0.0, spot, spot, k_call10, k_put10, 1.1 * spot],
-        expiry=[0] + [expiry] * 5,
+        underlying=np.zeros(6, dtype=np.int64),
+        kind=np.array([PERPETUAL, CALL, PUT, CALL, PUT, CALL]),
+        strike=np.array([0.0, spot, spot, k_call10, k_put10, 1.1 * spot]),
+        expiry=np.array([0] + [expiry] * 5),
     )
-    market = MarketState([spot], VolSurface([0], [expiry], [sigma], [0.0]), now)
+    surface = VolSurface(np.array([0]), np.array([expiry]), np.array([sigma]), np.array([0.0]))
+    market = MarketState(np.array([spot]), surface, now)
     # delta of the ATM straddle (per unit): 2 N(sd / 2) - 1 (Black-76, r = 0)
     straddle_delta = 2.0 * NormalDist().cdf(0.5 * sd) - 1.0
     books = np.array(
@@ -214,8 +215,9 @@ def _hedge_backtest(history: DailyHistory, params: ScenarioParams, days: np.ndar
     """Long 1 ETH perpetual / short ETH-notional of BTC perpetual, margined on the joint grid."""
     e, b = history.symbols.index("ETH"), history.symbols.index("BTC")
     ts, px = history.timestamps, history.prices
-    inst = Instruments([0, 1], [PERPETUAL, PERPETUAL], [0.0, 0.0], [0, 0])
-    empty = VolSurface([], [], [], [])
+    inst = Instruments(np.array([0, 1]), np.array([PERPETUAL, PERPETUAL]), np.zeros(2), np.zeros(2, dtype=np.int64))
+    none = np.array([])
+    empty = VolSurface(none, none, none, none)
     counts = {h: 0 for h in HORIZONS}
     exceed = {h: 0 for h in HORIZONS}
     worst, mm_sum = -np.inf, 0.0
