@@ -21,7 +21,7 @@ from keeper.chain.manifest import load_manifest
 from keeper.config import DEFAULT_CONFIG, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
-from keeper.units import WAD
+from keeper.units import MAX_UINT256, WAD
 
 console = Console(stderr=True)
 # tables keep their full width when piped to a file or another program
@@ -233,7 +233,7 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     hf = onchain[3]
     summary.add_row(
         f"{onchain[0] / WAD:,.2f}", f"{onchain[1] / WAD:,.2f}", f"{onchain[2] / WAD:,.2f}",
-        "inf" if hf == 2**256 - 1 else f"{hf / WAD:.4f}", "yes" if onchain[0] < onchain[2] else "no",
+        "inf" if hf == MAX_UINT256 else f"{hf / WAD:.4f}", "yes" if onchain[0] < onchain[2] else "no",
     )  # fmt: skip
     out.print(summary)
     if not book.positions.any():

@@ -1,5 +1,9 @@
 """Protocol listing configuration (`config/*.yaml`): price ids, assets, underlyings, markets and
-risk parameters. Pure data: loading validates and converts fractions to exact WAD integers."""
+risk parameters. Pure data: loading validates and converts fractions to exact WAD integers.
+
+Also the portfolio-margin scenario parameters (`config/portfolio_margin.yaml`,
+:func:`load_scenario_params`): the risk engine (`keeper.risk`) defines and checks them, this
+module reads them from YAML."""
 
 from __future__ import annotations
 

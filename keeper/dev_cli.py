@@ -36,7 +36,7 @@ from keeper.cli_common import chain_options, one_line_errors
 from keeper.errors import KeeperError
 from keeper.replay.driver import User, confirm, deposit_all, spec_deposits, trade_all
 from keeper.replay.population import KIND_WEIGHTS, make_population
-from keeper.units import WAD
+from keeper.units import MAX_UINT256, WAD
 
 DEV_CHAIN_IDS = (31337,)  # Anvil's and Hardhat's default chain id
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # Anvil's default: public
@@ -171,7 +171,7 @@ def _usd(wad: int) -> str:
 
 
 def _health(h: int) -> str:
-    return "inf" if h == 2**256 - 1 else f"{h / WAD:.3f}"
+    return "inf" if h == MAX_UINT256 else f"{h / WAD:.3f}"
 
 
 def _print_book(chain: DevChain, users: list[User], title: str) -> None:

@@ -45,7 +45,7 @@ from keeper.params.timelock import (
     timelock_contract,
     utc,
 )
-from keeper.units import WAD
+from keeper.units import MAX_UINT256, WAD
 
 LIQUIDATIONS_EXIT = 2
 stdout = Console(width=None if sys.stdout.isatty() else 160)
@@ -112,7 +112,7 @@ def _usd(wad: int) -> str:
 
 
 def _health(h: int) -> str:
-    return "inf" if h == 2**256 - 1 else f"{h / WAD:.4f}"
+    return "inf" if h == MAX_UINT256 else f"{h / WAD:.4f}"
 
 
 def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
