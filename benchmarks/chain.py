@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from keeper.chain.anvil import DEV_ACCOUNTS
+from keeper.marketdata.prices import synthetic_path
 from keeper.replay.driver import Replay, ReplayOptions
-from keeper.replay.prices import synthetic_path
 from keeper.risk.margin import margin
 
 WAD = 10**18

@@ -23,6 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from keeper.config import load_scenario_params
 from keeper.risk.scenarios import (
     CALL,
     FUTURE,
@@ -32,7 +33,6 @@ from keeper.risk.scenarios import (
     MarketState,
     VolSurface,
     build_risk_tables,
-    load_scenario_params,
     portfolio_margin,
     portfolio_margin_loop,
 )

@@ -37,17 +37,18 @@ from web3.exceptions import ContractLogicError
 
 from keeper.chain.attestations import HealthAttestation, sign_attestation
 from keeper.chain.client import AttestorTerms, ProtocolClient, StoredAttestation
+from keeper.errors import KeeperError
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
 from keeper.risk.scenarios import ScenarioParams, build_risk_tables, portfolio_margin, scenario_params_hash
+from keeper.units import WAD
 
 log = logging.getLogger("keeper.attest")
 
-WAD = 10**18
 CENT = 10**16  # one cent in WAD USD
 
 
-class ScenarioParamsNotGoverned(Exception):
+class ScenarioParamsNotGoverned(KeeperError):
     """The keeper's scenario parameters are not the ones the attestor is governed to (one line)."""
 
 

@@ -39,18 +39,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import requests
-from web3.exceptions import ContractLogicError, Web3Exception
+from web3.exceptions import ContractLogicError
 
-from keeper.chain.client import LiquidationTerms, ProtocolClient
+from keeper.chain.client import RPC_ERRORS, LiquidationTerms, ProtocolClient
 from keeper.chain.event_index import EventIndex, write_json_atomic
 from keeper.chain.follower import ChainFollower, HeadUpdate
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
+from keeper.units import WAD
 
 log = logging.getLogger("keeper.bot")
 
-WAD = 10**18
-RPC_ERRORS = (requests.RequestException, Web3Exception, OSError, ValueError)
 TERMS_REFRESH_BLOCKS = 50  # liquidation parameters change only by governance
 LOW_BALANCE_REPEAT_BLOCKS = 100
 MAX_BACKOFF_BLOCKS = 64  # an account failing every attempt is tried at least this often

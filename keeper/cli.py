@@ -16,20 +16,16 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keeper.chain.anvil import AnvilError
-from keeper.chain.client import ChainError, ProtocolClient, connect
-from keeper.chain.event_index import CheckpointError
-from keeper.chain.manifest import ManifestError, load_manifest
-from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
-from keeper.journal import JournalError
-from keeper.replay.prices import PriceDataError, align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
-from keeper.settings import SettingsError
+from keeper.chain.client import ProtocolClient, connect
+from keeper.chain.manifest import load_manifest
+from keeper.config import DEFAULT_CONFIG, load_config
+from keeper.errors import KeeperError
+from keeper.marketdata.prices import align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
+from keeper.units import MAX_UINT256, WAD
 
 console = Console(stderr=True)
 # tables keep their full width when piped to a file or another program
 stdout = Console(width=None if sys.stdout.isatty() else 160)
-EXPECTED = (PriceDataError, ConfigError, ManifestError, ChainError, AnvilError, SettingsError, CheckpointError, JournalError)
-WAD = 10**18
 
 
 def _setup_logging(level: str) -> None:
@@ -160,9 +156,10 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     the scenario table and the isolated, standard and portfolio margin requirements."""
     from eth_utils import is_address, to_checksum_address
 
+    from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
     from keeper.risk.margin import cash_value, isolated_initial_margin, margin, settlement_price
     from keeper.risk.portfolio import account_reports
-    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, build_risk_tables, load_scenario_params, portfolio_margin
+    from keeper.risk.scenarios import build_risk_tables, portfolio_margin
 
     if not is_address(address):
         raise click.ClickException(f"not an address: {address!r}")
@@ -236,7 +233,7 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     hf = onchain[3]
     summary.add_row(
         f"{onchain[0] / WAD:,.2f}", f"{onchain[1] / WAD:,.2f}", f"{onchain[2] / WAD:,.2f}",
-        "inf" if hf == 2**256 - 1 else f"{hf / WAD:.4f}", "yes" if onchain[0] < onchain[2] else "no",
+        "inf" if hf == MAX_UINT256 else f"{hf / WAD:.4f}", "yes" if onchain[0] < onchain[2] else "no",
     )  # fmt: skip
     out.print(summary)
     if not book.positions.any():
@@ -339,7 +336,7 @@ def _attestation_service(client, tx, settings, metrics):
     """The AttestationService `keeper run` starts when `attestation.enabled` (keys from the
     environment variables the settings name)."""
     from keeper.attest import AttestationService, RefreshRules, ScenarioParamsNotGoverned
-    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params
+    from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
     from keeper.settings import attestation_keys
 
     a = settings.attestation
@@ -482,6 +479,6 @@ def main() -> None:
     except click.ClickException as e:
         console.print(f"error: {e.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code or 1)
-    except EXPECTED as e:
+    except KeeperError as e:  # an error raised on purpose: its one line, no traceback
         console.print(f"error: {e}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -11,8 +11,9 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 
 
 def one_line_errors(*expected: type[Exception]):
-    """Decorator: the `expected` exceptions, and a call the node refuses, become one-line click
-    errors (exit code 1) instead of tracebacks."""
+    """Decorator: the `expected` exceptions (the command groups pass `keeper.errors.KeeperError`,
+    the root of the errors the keeper raises on purpose), and a call the node refuses, become
+    one-line click errors (exit code 1) instead of tracebacks."""
 
     def decorate(fn):
         @functools.wraps(fn)

@@ -1,22 +1,29 @@
 """Protocol listing configuration (`config/*.yaml`): price ids, assets, underlyings, markets and
-risk parameters. Pure data: loading validates and converts fractions to exact WAD integers."""
+risk parameters. Pure data: loading validates and converts fractions to exact WAD integers.
+
+Also the portfolio-margin scenario parameters (`config/portfolio_margin.yaml`,
+:func:`load_scenario_params`): the risk engine (`keeper.risk`) defines and checks them, this
+module reads them from YAML."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from keeper.errors import ConfigError
 from keeper.params.bounds import MAX_MIN_POSITION_NOTIONAL
-from keeper.risk.fixed import MAX_UINT256, WAD, to_wad
+from keeper.risk.scenarios import ScenarioParams
+from keeper.units import MAX_UINT256, WAD, to_wad
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
+# the portfolio-margin scenario parameters (`keeper.risk.scenarios.ScenarioParams`), set by governance
+DEFAULT_PM_CONFIG = Path(__file__).resolve().parent.parent / "config" / "portfolio_margin.yaml"
 
 
-class ConfigError(ValueError):
-    """A protocol configuration file is missing, malformed or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -717,3 +724,25 @@ def _parse(raw: dict) -> ProtocolConfig:
         backstop_coverage=_fraction(backstop, "coverage", "backstop", 0, 10) if "coverage" in backstop else WAD,
         depeg=depeg,
     )
+
+
+def load_scenario_params(path: str | Path = DEFAULT_PM_CONFIG) -> ScenarioParams:
+    """Read the ``portfolio_margin:`` section of a YAML file into :class:`ScenarioParams`.
+
+    Absent keys take their documented defaults; unknown keys are errors (a typo must not fall
+    back to a default silently). Raises ConfigError with one line naming the file and field."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or "portfolio_margin" not in raw:
+        raise ConfigError(f"{path}: missing section 'portfolio_margin'")
+    section = raw["portfolio_margin"]
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: portfolio_margin: must be a mapping, got {section!r}")
+    known = {f.name for f in dataclasses.fields(ScenarioParams)}
+    unknown = sorted(str(k) for k in section if k not in known)
+    if unknown:
+        raise ConfigError(f"{path}: portfolio_margin: unknown parameter(s) {', '.join(unknown)}")
+    try:
+        return ScenarioParams(**section)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -28,16 +28,16 @@ from rich.console import Console
 from rich.table import Table
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from keeper.chain.anvil import AnvilError
 from keeper.chain.artifacts import load_artifact
-from keeper.chain.client import ChainError, ProtocolClient, connect
+from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deployment import Deployment
-from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.chain.manifest import load_manifest
 from keeper.cli_common import chain_options, one_line_errors
-from keeper.replay.driver import ReplayError, User, confirm, deposit_all, spec_deposits, trade_all
+from keeper.errors import KeeperError
+from keeper.replay.driver import User, confirm, deposit_all, spec_deposits, trade_all
 from keeper.replay.population import KIND_WEIGHTS, make_population
+from keeper.units import MAX_UINT256, WAD
 
-WAD = 10**18
 DEV_CHAIN_IDS = (31337,)  # Anvil's and Hardhat's default chain id
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # Anvil's default: public
 FUNDER, LIQUIDATOR, MAKER, FIRST_TRADER = 0, 1, 2, 3  # indices of Anvil's development accounts
@@ -103,7 +103,7 @@ def mock_addresses(deployment: Deployment) -> dict[str, str]:
     return mocks
 
 
-_one_line_errors = one_line_errors(ManifestError, ChainError, AnvilError, ReplayError)
+_one_line_errors = one_line_errors(KeeperError)
 _chain_options = chain_options
 
 
@@ -171,7 +171,7 @@ def _usd(wad: int) -> str:
 
 
 def _health(h: int) -> str:
-    return "inf" if h == 2**256 - 1 else f"{h / WAD:.3f}"
+    return "inf" if h == MAX_UINT256 else f"{h / WAD:.3f}"
 
 
 def _print_book(chain: DevChain, users: list[User], title: str) -> None:

@@ -23,6 +23,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from keeper.errors import KeeperError
+
 SCHEMA_VERSION = "1"
 # status of a record: still replaceable / finished (see TxRecord.status)
 PENDING = "pending"
@@ -32,7 +34,7 @@ REPLACED_BY_OTHER = "replaced-by-other"
 STATUSES = (PENDING, MINED, FAILED, REPLACED_BY_OTHER)
 
 
-class JournalError(RuntimeError):
+class JournalError(KeeperError, RuntimeError):
     """The journal file cannot be used (unreadable, or written for another key or chain)."""
 
 

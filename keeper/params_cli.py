@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from keeper.chain.anvil import AnvilError
-from keeper.chain.client import ChainError, ProtocolClient, connect
-from keeper.chain.manifest import ManifestError, load_manifest
+from keeper.chain.client import ProtocolClient, connect
+from keeper.chain.manifest import load_manifest
 from keeper.cli_common import chain_options, one_line_errors
+from keeper.errors import KeeperError
 from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.params.changes import ChangeError, load_changes
 from keeper.params.current import read_current
@@ -45,8 +45,8 @@ from keeper.params.timelock import (
     timelock_contract,
     utc,
 )
+from keeper.units import MAX_UINT256, WAD
 
-WAD = 10**18
 LIQUIDATIONS_EXIT = 2
 stdout = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -57,7 +57,7 @@ class WouldLiquidate(click.ClickException):
     exit_code = LIQUIDATIONS_EXIT
 
 
-_one_line_errors = one_line_errors(ChangeError, ManifestError, ChainError, AnvilError, TimelockError)
+_one_line_errors = one_line_errors(KeeperError)
 _chain_options = chain_options
 
 
@@ -112,7 +112,7 @@ def _usd(wad: int) -> str:
 
 
 def _health(h: int) -> str:
-    return "inf" if h == 2**256 - 1 else f"{h / WAD:.4f}"
+    return "inf" if h == MAX_UINT256 else f"{h / WAD:.4f}"
 
 
 def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:

@@ -41,10 +41,12 @@ from typing import Mapping
 
 import yaml
 
+from keeper.errors import KeeperError
+
 GWEI = 10**9
 
 
-class SettingsError(ValueError):
+class SettingsError(KeeperError, ValueError):
     """A keeper settings file, environment variable or option is missing or malformed."""
 
 

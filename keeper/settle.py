@@ -30,10 +30,10 @@ from typing import Sequence
 from web3.exceptions import ContractLogicError
 
 from keeper.metrics import KeeperMetrics
+from keeper.units import WAD
 
 log = logging.getLogger("keeper.settle")
 
-WAD = 10**18
 MARKET, SERIES = "market", "series"
 PRICE_NOT_PUBLISHED = "price before expiry"  # the contracts' revert when no post-expiry price yet
 WARN_REPEAT_BLOCKS = 100  # a failure repeating every block is logged at WARNING this often

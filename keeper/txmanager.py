@@ -34,6 +34,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
+from keeper.errors import KeeperError
 from keeper.journal import FAILED, MINED, REPLACED_BY_OTHER, TxJournal, TxRecord
 
 log = logging.getLogger("keeper.tx")
@@ -76,7 +77,7 @@ class GasPolicy:
                 raise ValueError(f"gas policy: {message}")
 
 
-class FeeCapExceeded(RuntimeError):
+class FeeCapExceeded(KeeperError, RuntimeError):
     """The network's base fee is above what the gas policy allows to pay."""
 
 

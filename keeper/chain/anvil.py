@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from keeper.errors import KeeperError
+
 ROOT = Path(__file__).resolve().parents[2]
 # Anvil's well-known development accounts (mnemonic "test test ... junk"): local chains only.
 DEV_ACCOUNTS = (
@@ -19,7 +21,7 @@ DEV_ACCOUNTS = (
 )
 
 
-class AnvilError(RuntimeError):
+class AnvilError(KeeperError, RuntimeError):
     """Anvil could not be found or started."""
 
 

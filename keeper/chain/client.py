@@ -15,6 +15,7 @@ from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Excep
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
+from keeper.errors import KeeperError
 from keeper.risk.book import RiskBook, SeriesInfo, VolPoint, build_book
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams
 
@@ -25,7 +26,13 @@ log = logging.getLogger("keeper.chain")
 BATCH = 200
 
 
-class ChainError(RuntimeError):
+# What a JSON-RPC call raises when the node or the transport fails (EndpointError, the fallback
+# provider's, is a ConnectionError, so an OSError): the liquidator counts them as RPC errors and
+# retries; `connect` turns them into one ChainError line.
+RPC_ERRORS = (requests.RequestException, Web3Exception, OSError, ValueError)
+
+
+class ChainError(KeeperError, RuntimeError):
     """The RPC endpoint cannot be reached, or answers for another chain or deployment."""
 
 
@@ -74,7 +81,7 @@ def connect(url: str, timeout: float = 10.0) -> Web3:
     w3 = Web3(provider)
     try:
         chain_id = w3.eth.chain_id
-    except (requests.RequestException, Web3Exception, OSError, ValueError) as e:
+    except RPC_ERRORS as e:
         raise ChainError(rpc_failure(url, e)) from None
     if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 0:
         answer = "null" if chain_id is None else repr(chain_id)
@@ -477,7 +484,7 @@ class LiquidationTerms:
 def connect_any(urls: Sequence[str], timeout: float = 10.0) -> Web3:
     """A Web3 over FallbackProvider(urls) (see keeper.chain.rpc), checked like `connect`: raises
     ChainError with one line if no endpoint answers eth_chainId with a chain id."""
-    from keeper.chain.rpc import EndpointError, FallbackProvider
+    from keeper.chain.rpc import FallbackProvider
 
     if isinstance(urls, str) or not urls:
         raise ChainError(f"RPC URLs must be a non-empty list, got {urls!r}")
@@ -487,7 +494,7 @@ def connect_any(urls: Sequence[str], timeout: float = 10.0) -> Web3:
     w3 = Web3(FallbackProvider(urls, timeout=timeout, max_attempts=len(urls), backoff_initial=0.05, backoff_max=0.5))
     try:
         chain_id = w3.eth.chain_id
-    except (EndpointError, requests.RequestException, Web3Exception, OSError, ValueError) as e:
+    except RPC_ERRORS as e:
         raise ChainError(rpc_failure(", ".join(urls), e)) from None
     if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 0:
         raise ChainError(f"RPC at {', '.join(urls)} answered eth_chainId with {chain_id!r}, not a chain id")

@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 from keeper.chain.deployment import ZERO_ADDRESS, Backend, Deployment
 from keeper.config import ProtocolConfig
+from keeper.errors import KeeperError
 
 
-class DeployError(RuntimeError):
+class DeployError(KeeperError, RuntimeError):
     """A deployment transaction reverted or could not be sent, or a deployment cannot go on."""
 
 
@@ -328,7 +329,8 @@ def governed_scenario_params_hash(config: ProtocolConfig) -> bytes:
     """The hash (32 bytes) of the portfolio-margin parameters `options.attestation.scenario_params`
     names (default config/portfolio_margin.yaml): the HealthAttestor's `scenario_params_hash`.
     Raises ConfigError (one line) for a missing or invalid file."""
-    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params, scenario_params_hash
+    from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
+    from keeper.risk.scenarios import scenario_params_hash
 
     path = config.options.attestation.scenario_params if config.options else ""
     return scenario_params_hash(load_scenario_params(path or DEFAULT_PM_CONFIG))

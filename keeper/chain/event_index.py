@@ -20,6 +20,7 @@ from pathlib import Path
 
 from keeper.chain.client import ProtocolClient, ProtocolLog
 from keeper.chain.follower import BlockRef, hash_hex
+from keeper.errors import KeeperError
 
 log = logging.getLogger("keeper.index")
 
@@ -27,7 +28,7 @@ CHECKPOINT_FILE = "event-index.json"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(KeeperError, RuntimeError):
     """The checkpoint in state_dir is unreadable or belongs to another deployment."""
 
 

@@ -21,11 +21,12 @@ from pathlib import Path, PurePosixPath
 from eth_utils import is_address, to_checksum_address
 
 from keeper.chain.deployment import Deployment
+from keeper.errors import KeeperError
 
 ADDRESS_FIELDS = ("oracle", "vault", "engine", "settlement_token")
 
 
-class ManifestError(ValueError):
+class ManifestError(KeeperError, ValueError):
     """A deployment manifest is missing, malformed, or does not match the chain."""
 
 

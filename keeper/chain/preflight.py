@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from keeper.errors import KeeperError
+
 _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
-class PreflightError(RuntimeError):
+class PreflightError(KeeperError, RuntimeError):
     """A setting the deployment needs is missing: one line saying which and how to set it."""
 
 

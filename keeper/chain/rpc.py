@@ -24,6 +24,8 @@ from web3 import Web3
 from web3.providers.base import JSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
+from keeper.errors import KeeperError
+
 log = logging.getLogger("keeper.rpc")
 
 # JSON-RPC error codes providers use for "slow down" (EIP-1474 -32005 limit exceeded)
@@ -31,7 +33,7 @@ RATE_LIMIT_CODES = {-32005, 429}
 RETRY_HTTP_STATUS = {429, 500, 502, 503, 504}
 
 
-class EndpointError(ConnectionError):
+class EndpointError(KeeperError, ConnectionError):
     """An endpoint failed in a way another endpoint (or a later attempt) may not: unreachable,
     timed out, rate limited or a server error. Subclasses ConnectionError so callers that
     catch OSError treat it as an RPC outage."""

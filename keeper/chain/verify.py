@@ -26,8 +26,7 @@ from keeper.chain.deploy import config_echo, governed_scenario_params_hash
 from keeper.chain.deployment import ZERO_ADDRESS, Deployment
 from keeper.chain.governance import governed as governed_contracts
 from keeper.config import ProtocolConfig
-
-WAD = 10**18
+from keeper.units import WAD
 
 
 @dataclass(frozen=True)

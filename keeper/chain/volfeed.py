@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.attestations import VolUpdate, sign_vol_update
 from keeper.chain.deployment import Deployment
+from keeper.errors import KeeperError
 
 SUBMIT_GAS = 400_000
 
 
-class VolPostError(RuntimeError):
+class VolPostError(KeeperError, RuntimeError):
     """The deployment has no vol feed, or a vol update reverted."""
 
 

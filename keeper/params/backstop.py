@@ -28,7 +28,8 @@ from fractions import Fraction
 from numbers import Real
 from typing import Iterable
 
-WAD = 10**18
+from keeper.units import WAD
+
 DEFAULT_COVERAGE = 1.0
 
 

@@ -13,7 +13,8 @@ when options are deployed, `contracts/HealthAttestor.vy` (`set_margin_floor`,
 
 from __future__ import annotations
 
-WAD = 10**18
+from keeper.units import WAD
+
 # lib/constants.vy: a stricter margin rate or haircut phases in over this many seconds
 REQUIREMENT_RAMP = 7 * 86400
 

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from keeper.risk.fixed import to_wad
+from keeper.errors import KeeperError
+from keeper.units import to_wad
 
 FRACTION, NUMBER, USD, AMOUNT, SECONDS, HEARTBEATS = "fraction", "number", "usd", "amount", "seconds", "heartbeats"
 HASH = "hash"  # 32 bytes
@@ -75,7 +76,7 @@ MAX_SECONDS = 10**9
 MAX_FEEDS = 3
 
 
-class ChangeError(ValueError):
+class ChangeError(KeeperError, ValueError):
     """A change file is unreadable or has mistakes; `problems` holds one line per mistake."""
 
     def __init__(self, problems: list[str], source: str = ""):
@@ -159,8 +160,8 @@ def _fields(section: str, raw: dict, where: str, problems: list[str]) -> dict:
 
 def _portfolio_margin(i: int, entry: dict, problems: list[str]) -> Change | None:
     """`{portfolio_margin: <file>}`: the file's parameters and their hash."""
-    from keeper.config import ConfigError
-    from keeper.risk.scenarios import load_scenario_params, scenario_params_hash
+    from keeper.config import ConfigError, load_scenario_params
+    from keeper.risk.scenarios import scenario_params_hash
 
     where = f"changes[{i}] portfolio_margin"
     path = entry["portfolio_margin"]

@@ -21,9 +21,10 @@ from eth_utils import keccak
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
 from keeper.params import bounds
-from keeper.params.bounds import WAD, wad_text
+from keeper.params.bounds import wad_text
 from keeper.params.changes import AMOUNT, FIELDS, HASH, HEARTBEATS, OPTION_SECTIONS, SECONDS, Change, ChangeError
 from keeper.params.current import GOVERNED_CONTRACTS, OPTION_RISK_FIELDS, CurrentParams
+from keeper.units import WAD
 
 CONTRACT_NAMES = GOVERNED_CONTRACTS  # manifest field -> contract name
 NO_OPTIONS = "this deployment has no options"
@@ -157,8 +158,8 @@ def _text(section: str, key: str, value, decimals: int | None) -> str:
 def known_scenario_params(h: bytes, candidates=None):
     """The ScenarioParams of the first file among `candidates` (default: the repository's
     config/portfolio_margin.yaml) whose hash is `h`, else None (the current file is not known)."""
-    from keeper.config import ConfigError
-    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params, scenario_params_hash
+    from keeper.config import DEFAULT_PM_CONFIG, ConfigError, load_scenario_params
+    from keeper.risk.scenarios import scenario_params_hash
 
     for path in candidates if candidates is not None else (DEFAULT_PM_CONFIG,):
         try:

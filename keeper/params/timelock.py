@@ -21,6 +21,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from keeper.chain.artifacts import load_artifact
+from keeper.errors import KeeperError
 from keeper.params.plan import CONTRACT_NAMES, Call, call_data
 from keeper.params.rehearsal import _reason
 
@@ -28,7 +29,7 @@ GRACE_PERIOD = 14 * 86400  # Timelock.vy
 RECEIPT_TIMEOUT = 120
 
 
-class TimelockError(RuntimeError):
+class TimelockError(KeeperError, RuntimeError):
     """A timelock operation cannot be sent, or reverted; the message is one line."""
 
 

@@ -35,15 +35,16 @@ from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import save_manifest
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
+from keeper.errors import KeeperError
+from keeper.marketdata.prices import PricePath
 from keeper.replay import option_books
 from keeper.replay.population import AccountSpec, make_population
-from keeper.replay.prices import PricePath
 from keeper.replay.report import ReplayReport, build_report
 from keeper.risk.margin import isolated_initial_margin, margin
+from keeper.units import WAD
 
 log = logging.getLogger("keeper.replay")
 
-WAD = 10**18
 SETUP_GAS = 2_000_000
 MM_DEPOSIT_USD = 500_000_000  # per market maker
 # accounts per market maker: keeps each maker's position within the listing's position caps
@@ -110,7 +111,7 @@ def population_caps_problem(config: ProtocolConfig, specs: list[AccountSpec], ma
     return None
 
 
-class ReplayError(RuntimeError):
+class ReplayError(KeeperError, RuntimeError):
     """The replay could not run (chain, keeper process or setup failure)."""
 
 
@@ -125,7 +126,7 @@ class ReplayOptions:
     config: ProtocolConfig = field(default_factory=load_config)
     workdir: Path | None = None
     # option books (the config needs an `options:` section), vols from this data folder
-    # (default: keeper.risk.backtest.DEFAULT_DATA_DIR) and the keeper's attestation service on
+    # (default: keeper.marketdata.daily.DEFAULT_DATA_DIR) and the keeper's attestation service on
     options: bool = False
     vol_data_dir: Path | None = None
 
@@ -418,7 +419,7 @@ class Replay:
             "KEEPER_ATTESTATION_SIGNER_KEY_ENVS": ",".join(names),
             "KEEPER_ATTESTATION_ACCOUNTS": ",".join(u.address for u in users if u.spec.attest) or "all",
         }
-        from keeper.risk.scenarios import load_scenario_params
+        from keeper.config import load_scenario_params
 
         self.regimes = option_books.RegimeTracker(
             self.client, [u.address for u in users], {u.address for u in holders}, load_scenario_params())

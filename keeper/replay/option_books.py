@@ -15,8 +15,8 @@ Counterfactual liquidations: the accounts whose equity (the contract's, which no
 fell below each regime's maintenance margin at the end of any block.
 
 Implied vols: Deribit DVOL (daily close, the last day at or before the step) where the data has
-it (from 2021-03-24), else the trailing 30-day realised vol of daily closes (the proxy of
-keeper.risk.backtest, whose loaders are reused). The smile's skew is a constant SKEW.
+it (from 2021-03-24), else the trailing 30-day realised vol of daily closes (the backtest's proxy,
+keeper.risk.backtest.realised_vol, over the history keeper.marketdata.daily loads). The smile's skew is a constant SKEW.
 """
 
 from __future__ import annotations
@@ -29,16 +29,18 @@ import numpy as np
 
 from keeper.chain.attestations import VolUpdate
 from keeper.chain.orders import OptionOrder, sign_option_order
-from keeper.risk.backtest import DEFAULT_DATA_DIR, _realised_vol, load_daily_history
+from keeper.errors import KeeperError
+from keeper.marketdata.daily import DEFAULT_DATA_DIR, load_daily_history
+from keeper.risk.backtest import realised_vol
+from keeper.units import WAD
 
-WAD = 10**18
 SKEW = -0.1  # vol points per unit of ln(K / F): puts dearer, as crypto smiles usually are
 VOL_VALID_SECONDS = 3600
 OPTION_GAS = 1_500_000
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # Anvil's default
 
 
-class OptionReplayError(RuntimeError):
+class OptionReplayError(KeeperError, RuntimeError):
     """Vol data missing, a signer that is not a local dev account, or a leg with no series."""
 
 
@@ -77,7 +79,7 @@ def load_vol_history(data_dir: str | Path = DEFAULT_DATA_DIR, symbols: tuple[str
         h = load_daily_history(data_dir, symbols)
     except Exception as e:  # PriceDataError: one line naming the file
         raise OptionReplayError(f"implied-vol data: {e}") from None
-    realised = _realised_vol(h.prices, h.timestamps)
+    realised = realised_vol(h.prices, h.timestamps)
     use_dvol = np.isfinite(h.dvol)
     vol = np.where(use_dvol, h.dvol, realised)
     source = np.where(use_dvol, "dvol", "realised")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-WAD = 10**18
+from keeper.units import WAD
 
 
 @dataclass

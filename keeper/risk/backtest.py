@@ -17,32 +17,25 @@ Volatility at t: Deribit DVOL (30-day ATM implied vol index) where it exists (fr
 else the trailing 30-day realised volatility (annualised, 365 days) as a proxy; flat smile. Where
 either day lacks DVOL the option vols are held unchanged over the horizon.
 
-Data (``shared/data`` beside the repository, see its SOURCES.md): ``eth_usd_1d_coingecko.csv``,
-``btc_usd_1d_coingecko.csv`` (daily snapshots near 00:00 UTC, snapped to the day),
-``eth_dvol_1d_deribit.csv``, ``btc_dvol_1d_deribit.csv``; read with
-:func:`keeper.replay.prices.load_price_csv`.
+Pure: a :class:`DailyHistory` and :class:`~keeper.risk.scenarios.ScenarioParams` in, counts out.
+The history is loaded by :func:`keeper.marketdata.daily.load_daily_history` (``shared/data`` beside
+the repository, see its SOURCES.md); the report is printed by :mod:`keeper.backtest_cli`:
 
-    python -m keeper.risk.backtest [--data-dir DIR] [--config config/portfolio_margin.yaml]
-                                   [--start 2021-01-01] [--end 2024-01-01]
+    python -m keeper.backtest_cli [--data-dir DIR] [--config config/portfolio_margin.yaml]
+                                  [--start 2021-01-01] [--end 2024-01-01]
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from statistics import NormalDist
 
-import click
 import numpy as np
 
-from keeper.config import ConfigError
-from keeper.replay.prices import PriceDataError, PriceSeries, align, load_price_csv, parse_utc
 from keeper.risk.black_scholes import YEAR_DAYS
 from keeper.risk.scenarios import (
     CALL,
-    DEFAULT_PM_CONFIG,
     PERPETUAL,
     PUT,
     Instruments,
@@ -50,24 +43,24 @@ from keeper.risk.scenarios import (
     ScenarioParams,
     VolSurface,
     build_risk_tables,
-    load_scenario_params,
     portfolio_margin,
     revalue,
 )
+from keeper.risk.var import HistoricalMoves, historical_var, parametric_var
 
 __all__ = [
     "BOOKS",
-    "DEFAULT_DATA_DIR",
+    "HEDGE_BOOK",
     "BacktestRow",
     "DailyHistory",
-    "load_daily_history",
+    "VarRow",
+    "backtest_days",
+    "realised_vol",
     "run_backtest",
+    "var_rows",
 ]
 
 DAY = 86400
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
-PRICE_FILES = {"ETH": "eth_usd_1d_coingecko.csv", "BTC": "btc_usd_1d_coingecko.csv"}
-DVOL_FILES = {"ETH": "eth_dvol_1d_deribit.csv", "BTC": "btc_dvol_1d_deribit.csv"}
 OPTION_DAYS = 30
 REALISED_VOL_DAYS = 30
 #: Book names, in report order; each is one unit of the underlying (per leg).
@@ -94,38 +87,7 @@ class DailyHistory:
     dvol: np.ndarray
 
 
-def _snap(series: PriceSeries) -> PriceSeries:
-    # CoinGecko snapshots a few minutes after midnight on some days: same UTC day
-    return PriceSeries(series.symbol, series.timestamps // DAY * DAY, series.close, series.source)
-
-
-def load_daily_history(data_dir: str | Path = DEFAULT_DATA_DIR, symbols: tuple[str, ...] = ("ETH", "BTC")) -> DailyHistory:
-    """Load and join the daily prices and DVOL of ``symbols`` (days every price file has).
-
-    Raises PriceDataError (one line) for a missing directory or file or bad data."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise PriceDataError(f"market data directory {data_dir} not found (expected shared/data beside the repository)")
-    prices = {}
-    for s in symbols:
-        if s not in PRICE_FILES:
-            raise PriceDataError(f"no daily price file known for {s}")
-        prices[s] = _snap(load_price_csv(data_dir / PRICE_FILES[s], s))
-    path = align(prices)
-    dvol = np.full(path.prices.shape, np.nan)
-    for j, s in enumerate(symbols):
-        file = data_dir / DVOL_FILES[s]
-        if not file.exists():
-            continue  # realised-vol proxy everywhere
-        series = _snap(load_price_csv(file, s))
-        idx = np.searchsorted(series.timestamps, path.timestamps)
-        idx_ok = np.minimum(idx, len(series) - 1)
-        hit = series.timestamps[idx_ok] == path.timestamps
-        dvol[hit, j] = series.close[idx_ok[hit]] / 100.0
-    return DailyHistory(tuple(symbols), np.asarray(path.timestamps), np.asarray(path.prices), dvol)
-
-
-def _realised_vol(prices: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+def realised_vol(prices: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
     """Trailing 30-day realised vol of daily log returns, annualised with 365 days; NaN for the
     first 30 days or when the window has a gap."""
     logret = np.diff(np.log(prices), axis=0)
@@ -163,12 +125,13 @@ def _single_books(spot: float, sigma: float, now: int) -> tuple[Instruments, Mar
     k_call10 = spot * np.exp(z * sd + 0.5 * sd * sd)  # N(d1) = 0.10 (Black-76, r = 0)
     k_put10 = spot * np.exp(-z * sd + 0.5 * sd * sd)  # N(d1) = 0.90: put delta -0.10
     inst = Instruments(
-        underlying=[0] * 6,
-        kind=[PERPETUAL, CALL, PUT, CALL, PUT, CALL],
-        strike=[0.0, spot, spot, k_call10, k_put10, 1.1 * spot],
-        expiry=[0] + [expiry] * 5,
+        underlying=np.zeros(6, dtype=np.int64),
+        kind=np.array([PERPETUAL, CALL, PUT, CALL, PUT, CALL]),
+        strike=np.array([0.0, spot, spot, k_call10, k_put10, 1.1 * spot]),
+        expiry=np.array([0] + [expiry] * 5),
     )
-    market = MarketState([spot], VolSurface([0], [expiry], [sigma], [0.0]), now)
+    surface = VolSurface(np.array([0]), np.array([expiry]), np.array([sigma]), np.array([0.0]))
+    market = MarketState(np.array([spot]), surface, now)
     # delta of the ATM straddle (per unit): 2 N(sd / 2) - 1 (Black-76, r = 0)
     straddle_delta = 2.0 * NormalDist().cdf(0.5 * sd) - 1.0
     books = np.array(
@@ -185,7 +148,8 @@ def _single_books(spot: float, sigma: float, now: int) -> tuple[Instruments, Mar
     return inst, market, books
 
 
-def _window(history: DailyHistory, start: datetime | None, end: datetime | None) -> np.ndarray:
+def backtest_days(history: DailyHistory, start: datetime | None, end: datetime | None) -> np.ndarray:
+    """Indices of the history's days t with ``start <= t < end`` (None = no bound)."""
     mask = np.ones(history.timestamps.shape, dtype=bool)
     if start is not None:
         mask &= history.timestamps >= start.timestamp()
@@ -203,9 +167,9 @@ def run_backtest(
     """Exceedance counts of every reference book (module docstring) over days t with
     ``start <= t < end`` (UTC, None = no bound). Deterministic; no I/O."""
     ts, px, dvol = history.timestamps, history.prices, history.dvol
-    realised = _realised_vol(px, ts)
+    realised = realised_vol(px, ts)
     vol = np.where(np.isfinite(dvol), dvol, realised)
-    days = _window(history, start, end)
+    days = backtest_days(history, start, end)
     rows: list[BacktestRow] = []
     for j, sym in enumerate(history.symbols):
         n_b = len(BOOKS)
@@ -251,8 +215,9 @@ def _hedge_backtest(history: DailyHistory, params: ScenarioParams, days: np.ndar
     """Long 1 ETH perpetual / short ETH-notional of BTC perpetual, margined on the joint grid."""
     e, b = history.symbols.index("ETH"), history.symbols.index("BTC")
     ts, px = history.timestamps, history.prices
-    inst = Instruments([0, 1], [PERPETUAL, PERPETUAL], [0.0, 0.0], [0, 0])
-    empty = VolSurface([], [], [], [])
+    inst = Instruments(np.array([0, 1]), np.array([PERPETUAL, PERPETUAL]), np.zeros(2), np.zeros(2, dtype=np.int64))
+    none = np.array([])
+    empty = VolSurface(none, none, none, none)
     counts = {h: 0 for h in HORIZONS}
     exceed = {h: 0 for h in HORIZONS}
     worst, mm_sum = -np.inf, 0.0
@@ -274,68 +239,28 @@ def _hedge_backtest(history: DailyHistory, params: ScenarioParams, days: np.ndar
     return BacktestRow(HEDGE_BOOK, "ETH+BTC", counts, exceed, float(worst), mm_sum / len(days) if len(days) else float("nan"))
 
 
-@click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default="shared/data beside the repository")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_PM_CONFIG, show_default="config/portfolio_margin.yaml")
-@click.option("--start", default=None, help="first day, UTC (e.g. 2021-01-01)")
-@click.option("--end", default=None, help="end day, exclusive, UTC")
-def main(data_dir: Path, config_path: Path, start: str | None, end: str | None) -> None:
-    """Count the days real ETH and BTC moves exceeded the grid's maintenance margin."""
-    from rich.console import Console
-    from rich.table import Table
+@dataclass(frozen=True)
+class VarRow:
+    """One book opened on the window's last day: its MM against 1-day historical VaR 99% / ES 97.5%
+    and delta-gamma-normal VaR 99%, each a fraction of notional, over ``n_days`` daily moves."""
 
-    try:
-        params = load_scenario_params(config_path)
-        lo = parse_utc(start) if start else None
-        hi = parse_utc(end) if end else None
-        history = load_daily_history(data_dir)
-    except (ConfigError, PriceDataError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    days = _window(history, lo, hi)
-    if days.size == 0:
-        click.echo("error: no day of the daily history is inside --start .. --end", err=True)
-        sys.exit(2)
-    rows = run_backtest(history, params, lo, hi)
-    first, last = (datetime.fromtimestamp(int(history.timestamps[i]), timezone.utc).date() for i in (days[0], days[-1]))
-    table = Table(title=f"Portfolio MM vs realised losses, daily ETH and BTC {first} .. {last} "
-                        f"(spot +-{params.spot_range:.0%}, correlation {params.correlation:g})")
-    for col in ("book", "underlying", "mean MM / notional", "1-day days", "1-day exceed", "rate", "2-day days", "2-day exceed", "rate", "max 1-day loss / MM"):
-        table.add_column(col, justify="left" if col in ("book", "underlying") else "right")
-    for r in rows:
-        table.add_row(
-            r.book, r.underlying, f"{r.mean_mm:.1%}",
-            str(r.days[1]), str(r.exceedances[1]), f"{r.rate(1):.2%}",
-            str(r.days[2]), str(r.exceedances[2]), f"{r.rate(2):.2%}", f"{r.worst_ratio:.2f}",
-        )
-    console = Console(width=None if sys.stdout.isatty() else 170)  # a file or pipe gets the whole table
-    console.print(table)
-    t = days[days + 1 < history.timestamps.size]
-    for j, s in enumerate(history.symbols):
-        r = history.prices[t + 1, j] / history.prices[t, j] - 1.0
-        ok = history.timestamps[t + 1] - history.timestamps[t] == DAY
-        if not ok.any():
-            continue
-        beyond = int((np.abs(r[ok]) > params.spot_range).sum())
-        console.print(f"{s}: {ok.sum()} daily moves, largest fall {r[ok].min():.1%}, rise {r[ok].max():.1%}, "
-                      f"{beyond} beyond +-{params.spot_range:.0%}")
-    console.print(var_table(history, params, days))
+    book: str
+    underlying: str
+    mm: float
+    hist_var: float
+    hist_es: float
+    delta_gamma_var: float
+    n_days: int
 
 
-def var_table(history: DailyHistory, params: ScenarioParams, days: np.ndarray):
-    """A rich table: the reference books opened on the window's last day, their MM against
-    1-day historical VaR 99% / ES 97.5% (full revaluation over the window's daily moves, DVOL
-    ratios where known) and delta-gamma-normal VaR 99%, as fractions of notional."""
-    from rich.table import Table
-
-    from keeper.risk.var import HistoricalMoves, historical_var, parametric_var
-
+def var_rows(history: DailyHistory, params: ScenarioParams, days: np.ndarray) -> list[VarRow]:
+    """The reference books opened on the last of ``days``, their MM against 1-day historical VaR 99% /
+    ES 97.5% (full revaluation over the window's daily moves, DVOL ratios where known) and
+    delta-gamma-normal VaR 99%, as fractions of notional. An underlying with no volatility on that
+    day, or fewer than 2 daily moves in the window, has no row."""
     t = int(days[-1])
-    vol = np.where(np.isfinite(history.dvol), history.dvol, _realised_vol(history.prices, history.timestamps))
-    table = Table(title=f"Books opened {datetime.fromtimestamp(int(history.timestamps[t]), timezone.utc).date()}: "
-                        "MM vs 1-day VaR / ES (fractions of notional)")
-    for col in ("book", "underlying", "MM", "hist. VaR 99%", "hist. ES 97.5%", "delta-gamma VaR 99%", "days"):
-        table.add_column(col, justify="left" if col in ("book", "underlying") else "right")
+    vol = np.where(np.isfinite(history.dvol), history.dvol, realised_vol(history.prices, history.timestamps))
+    rows: list[VarRow] = []
     for j, sym in enumerate(history.symbols):
         if not np.isfinite(vol[t, j]):
             continue
@@ -351,10 +276,6 @@ def var_table(history: DailyHistory, params: ScenarioParams, days: np.ndarray):
         hist = historical_var(inst, market, books, moves)
         dg = parametric_var(tables, books, moves)
         for b, name in enumerate(BOOKS):
-            table.add_row(name, sym, f"{mm[b] / spot:.1%}", f"{hist.var[b] / spot:.1%}", f"{hist.es[b] / spot:.1%}",
-                          f"{dg.var[b] / spot:.1%}", str(hist.n_days))
-    return table
-
-
-if __name__ == "__main__":
-    main()
+            rows.append(VarRow(name, sym, float(mm[b] / spot), float(hist.var[b] / spot), float(hist.es[b] / spot),
+                               float(dg.var[b] / spot), int(hist.n_days)))
+    return rows

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["YEAR_DAYS", "YEAR_SECONDS", "Greeks", "bs_greeks", "bs_value", "norm_cdf", "norm_pdf"]
 
@@ -45,16 +46,17 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _erfc = np.frompyfunc(math.erfc, 1, 1)
 
 
-def norm_cdf(x) -> np.ndarray:
+def norm_cdf(x: ArrayLike) -> np.ndarray:
     """Standard normal CDF N(x) = erfc(-x / sqrt 2) / 2, float64, the shape of ``x``."""
-    x = np.asarray(x, dtype=np.float64)
-    return 0.5 * np.asarray(_erfc(-x / _SQRT2), dtype=np.float64)
+    a = np.asarray(x, dtype=np.float64)
+    return 0.5 * np.asarray(_erfc(-a / _SQRT2), dtype=np.float64)
 
 
-def norm_pdf(x) -> np.ndarray:
+def norm_pdf(x: ArrayLike) -> np.ndarray:
     """Standard normal density n(x) = exp(-x**2 / 2) / sqrt(2 pi), float64."""
-    x = np.asarray(x, dtype=np.float64)
-    return _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    a = np.asarray(x, dtype=np.float64)
+    out: np.ndarray = _INV_SQRT_2PI * np.exp(-0.5 * a * a)
+    return out
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,11 @@ class Greeks:
         return self.theta / YEAR_DAYS
 
 
-def _inputs(spot, strike, t, sigma, is_call, r, q):
+_Inputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _inputs(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
+            r: ArrayLike, q: ArrayLike) -> _Inputs:
     arrays = np.broadcast_arrays(
         np.asarray(spot, dtype=np.float64),
         np.asarray(strike, dtype=np.float64),
@@ -86,19 +92,20 @@ def _inputs(spot, strike, t, sigma, is_call, r, q):
         np.asarray(r, dtype=np.float64),
         np.asarray(q, dtype=np.float64),
     )
-    s, k, t, v, c, r, q = arrays
+    s, k, tt, v, c, rr, qq = arrays
     if not (np.all(np.isfinite(s)) and np.all(s > 0)):
         raise ValueError("spot/forward must be finite and > 0")
     if not (np.all(np.isfinite(k)) and np.all(k > 0)):
         raise ValueError("strike must be finite and > 0")
-    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(v)) and np.all(v >= 0)):
+    if not (np.all(np.isfinite(tt)) and np.all(np.isfinite(v)) and np.all(v >= 0)):
         raise ValueError("time to expiry must be finite and volatility finite and >= 0")
-    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(q))):
+    if not (np.all(np.isfinite(rr)) and np.all(np.isfinite(qq))):
         raise ValueError("rates must be finite")
-    return s, k, np.maximum(t, 0.0), v, c, r, q
+    return s, k, np.maximum(tt, 0.0), v, c, rr, qq
 
 
-def _d1_d2(s, k, t, v, r, q):
+def _d1_d2(s: np.ndarray, k: np.ndarray, t: np.ndarray, v: np.ndarray, r: np.ndarray,
+           q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     sd = v * np.sqrt(t)
     live = sd > 0.0
     safe = np.where(live, sd, 1.0)
@@ -106,7 +113,8 @@ def _d1_d2(s, k, t, v, r, q):
     return live, safe, d1, d1 - safe
 
 
-def bs_value(spot, strike, t, sigma, is_call, r=0.0, q=0.0) -> np.ndarray:
+def bs_value(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
+             r: ArrayLike = 0.0, q: ArrayLike = 0.0) -> np.ndarray:
     """Value of one European option (Hull 9th ed. eqs. 15.20-15.21 with a yield q, §17.4).
 
     Args (broadcast together): spot USD > 0 (the forward for Black-76), strike USD > 0, t years
@@ -119,10 +127,12 @@ def bs_value(spot, strike, t, sigma, is_call, r=0.0, q=0.0) -> np.ndarray:
     sign = np.where(c, 1.0, -1.0)
     value = sign * (ds * norm_cdf(sign * d1) - dk * norm_cdf(sign * d2))
     intrinsic = np.maximum(sign * (ds - dk), 0.0)
-    return np.where(live, np.maximum(value, 0.0), intrinsic)  # max: float noise deep out of the money
+    out: np.ndarray = np.where(live, np.maximum(value, 0.0), intrinsic)  # max: float noise deep out of the money
+    return out
 
 
-def bs_greeks(spot, strike, t, sigma, is_call, r=0.0, q=0.0) -> Greeks:
+def bs_greeks(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
+              r: ArrayLike = 0.0, q: ArrayLike = 0.0) -> Greeks:
     """Value, delta, gamma, vega (per 1.00 vol) and theta (per year) of one European option.
 
     Formulas: Hull 9th ed. Table 19.6 (see the module docstring). Same arguments and errors as

@@ -24,12 +24,13 @@ from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keeper.risk.scenarios import CALL, FUTURE, PERPETUAL, PUT, Instruments, MarketState, VolSurface
+from keeper.units import WAD
 
 __all__ = ["RiskBook", "SeriesInfo", "VolPoint", "build_book", "series_name"]
 
-WAD = 10**18
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ class RiskBook:
 
     def has_options(self) -> np.ndarray:
         """(A,) bool: the account holds an option in the book."""
-        return (self.positions[:, self.instruments.is_option] != 0).any(axis=1)
+        held: np.ndarray = (self.positions[:, self.instruments.is_option] != 0).any(axis=1)
+        return held
 
 
 def series_name(symbol: str, s: SeriesInfo) -> str:
@@ -98,7 +100,7 @@ def build_book(
     market_underlying: Sequence[int],
     market_expiry: Sequence[int],
     market_settlement: Sequence[int],
-    perp_sizes,
+    perp_sizes: ArrayLike,
     series: Sequence[SeriesInfo],
     option_sizes: Sequence[Mapping[int, int]],
     vols: Mapping[tuple[int, int], VolPoint],
@@ -141,8 +143,11 @@ def build_book(
         if int(settled) != 0:
             continue
         kinds.append(PERPETUAL if int(expiry) == 0 else FUTURE)
-        unds.append(int(u)), strikes.append(0.0), expiries.append(int(expiry))
-        names.append(names_of.get(m, f"market {m}")), refs.append(("market", m))
+        unds.append(int(u))
+        strikes.append(0.0)
+        expiries.append(int(expiry))
+        names.append(names_of.get(m, f"market {m}"))
+        refs.append(("market", m))
 
     by_id = {s.series_id: s for s in series}
     held = {sid for row in option_sizes for sid, size in row.items() if size}
@@ -163,7 +168,9 @@ def build_book(
             stale.add(s.series_id)
         points[(s.underlying, s.expiry)] = point
         kinds.append(CALL if s.is_call else PUT)
-        unds.append(s.underlying), strikes.append(s.strike / WAD), expiries.append(s.expiry)
+        unds.append(s.underlying)
+        strikes.append(s.strike / WAD)
+        expiries.append(s.expiry)
         names.append(series_name(symbols[s.underlying] if s.underlying < len(symbols) else f"U{s.underlying}", s))
         refs.append(("series", s.series_id))
 

@@ -42,12 +42,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from keeper.config import ProtocolConfig
-from keeper.risk.fixed import MAX_UINT256, WAD, mul_div_up
+from keeper.units import MAX_UINT256, WAD, mul_div_up
 
 WAD2 = WAD * WAD
 # `MarginEngine.EXPIRY_RAMP`: a future's netting credit fades over its last 7 days
@@ -124,6 +123,11 @@ def _check_nonnegative(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: value above max uint256 (2**256 - 1)")
 
 
+def _objects(values: Iterable[Any]) -> np.ndarray:
+    """A 1-D object array of `values` as given (the dataclasses check and convert them)."""
+    return np.array(list(values), dtype=object)
+
+
 def as_prices(prices: Any) -> np.ndarray:
     """Index prices as a read-only object (P,) array of Python ints (WAD USD per whole unit), by
     price id, as `OracleRouter.index_prices()` returns them. Raises TypeError / ValueError."""
@@ -133,6 +137,50 @@ def as_prices(prices: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- data model
+
+
+class _UnderlyingLike(Protocol):
+    @property
+    def price_id(self) -> int: ...
+    @property
+    def im_rate(self) -> int: ...
+    @property
+    def mm_rate(self) -> int: ...
+    @property
+    def spread_im_rate(self) -> int: ...
+    @property
+    def spread_mm_rate(self) -> int: ...
+
+
+class _AssetLike(Protocol):
+    @property
+    def price_id(self) -> int: ...
+    @property
+    def decimals(self) -> int: ...
+    @property
+    def haircut(self) -> int: ...
+
+
+class _DepegLike(Protocol):
+    @property
+    def price_id(self) -> int: ...
+    @property
+    def threshold(self) -> int: ...
+    @property
+    def factor(self) -> int: ...
+
+
+class ListingLike(Protocol):
+    """What :meth:`RiskParams.from_config` reads of a protocol listing: the fields of
+    `keeper.config.ProtocolConfig` it uses (WAD integers), without this module importing the config
+    loader. Any object with these attributes fits."""
+
+    @property
+    def underlyings(self) -> Sequence[_UnderlyingLike]: ...
+    @property
+    def assets(self) -> Sequence[_AssetLike]: ...
+    @property
+    def depeg(self) -> _DepegLike | None: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,20 +249,21 @@ class RiskParams:
         return len(self.asset_price_id)
 
     @classmethod
-    def from_config(cls, config: ProtocolConfig) -> "RiskParams":
-        """The parameters a deployment of `config` lists (`keeper.chain.deploy.deploy_protocol`
+    def from_config(cls, config: ListingLike) -> "RiskParams":
+        """The parameters a deployment of `config` (a `keeper.config.ProtocolConfig`, or anything
+        with the same fields: :class:`ListingLike`) lists (`keeper.chain.deploy.deploy_protocol`
         lists underlyings and assets in config order, so ids are config indices)."""
         us, assets = config.underlyings, config.assets
         depeg = config.depeg
         return cls(
-            price_id=[u.price_id for u in us],
-            im_rate=[u.im_rate for u in us],
-            mm_rate=[u.mm_rate for u in us],
-            spread_im_rate=[u.spread_im_rate for u in us],
-            spread_mm_rate=[u.spread_mm_rate for u in us],
-            asset_price_id=[a.price_id for a in assets],
-            asset_decimals=[a.decimals for a in assets],
-            asset_haircut=[a.haircut for a in assets],
+            price_id=_objects([u.price_id for u in us]),
+            im_rate=_objects([u.im_rate for u in us]),
+            mm_rate=_objects([u.mm_rate for u in us]),
+            spread_im_rate=_objects([u.spread_im_rate for u in us]),
+            spread_mm_rate=_objects([u.spread_mm_rate for u in us]),
+            asset_price_id=_objects([a.price_id for a in assets]),
+            asset_decimals=_objects([a.decimals for a in assets]),
+            asset_haircut=_objects([a.haircut for a in assets]),
             settlement_price_id=-1 if depeg is None else depeg.price_id,
             depeg_threshold=0 if depeg is None else depeg.threshold,
             depeg_factor=0 if depeg is None else depeg.factor,
@@ -263,7 +312,8 @@ class MarketTable:
     @property
     def live(self) -> np.ndarray:
         """bool (M,): not settled (its positions count towards margin requirements)."""
-        return self.settlement_price == 0
+        live: np.ndarray = self.settlement_price == 0
+        return live
 
     @property
     def netting_left(self) -> list[int]:
@@ -281,10 +331,10 @@ class MarketTable:
         settlement_price, funding_rate, funding_index), read by position so titanoboa structs and
         web3 tuples both work, at block time `timestamp`."""
         return cls(
-            underlying=[s[0] for s in states],
-            settlement_price=[s[3] for s in states],
-            funding_index=[s[5] for s in states],
-            expiry=[0 if s[1] else s[2] for s in states],
+            underlying=_objects(s[0] for s in states),
+            settlement_price=_objects(s[3] for s in states),
+            funding_index=_objects(s[5] for s in states),
+            expiry=_objects(0 if s[1] else s[2] for s in states),
             timestamp=int(timestamp),
         )
 
@@ -484,14 +534,14 @@ def _cash_units(params: RiskParams, prices: Any) -> tuple[int, int] | None:
 def cash_value(cash: Any, params: RiskParams, prices: Any) -> np.ndarray:
     """object (N,): cash valued by the depeg rule (module docstring; `CollateralVault._cash_value`),
     WAD USD, to the wei. `cash` (N,) WAD ints, signed."""
-    cash = _exact(cash, "cash", 1)
+    amounts = _exact(cash, "cash", 1)
     units = _cash_units(params, as_prices(prices))
     if units is None:
-        return cash.copy()
+        return amounts.copy()
     unit, debt = units
     # floor of a negative product = minus the ceiling of the debt's value
-    out = np.where(np.asarray(cash >= 0, dtype=bool), (cash * unit) // WAD2, (cash * debt) // WAD)
-    return np.asarray(out, dtype=object).reshape(len(cash))
+    out = np.where(np.asarray(amounts >= 0, dtype=bool), (amounts * unit) // WAD2, (amounts * debt) // WAD)
+    return np.asarray(out, dtype=object).reshape(len(amounts))
 
 
 # ---------------------------------------------------------------- exact, vectorized
@@ -516,7 +566,8 @@ def _check_inputs(book: AccountBook, markets: MarketTable, params: RiskParams, p
 
 def _market_index_prices(markets: MarketTable, params: RiskParams, prices: np.ndarray) -> np.ndarray:
     """object (M,): index price of each market's underlying."""
-    return prices[params.price_id[markets.underlying]]
+    index: np.ndarray = prices[params.price_id[markets.underlying]]
+    return index
 
 
 def _marks(markets: MarketTable, params: RiskParams, prices: np.ndarray) -> np.ndarray:
@@ -615,7 +666,18 @@ def _priced(book: AccountBook, markets: MarketTable, params: RiskParams, prices:
     return ~missing
 
 
-def _margin_block(book, lo, hi, block, assets, marks, funding, groups, left, cash_units=None):
+def _margin_block(
+    book: AccountBook,
+    lo: int,
+    hi: int,
+    block: Sequence[tuple[np.ndarray, ...] | None],
+    assets: Sequence[tuple[int, int]],
+    marks: Sequence[Any],
+    funding: Sequence[Any],
+    groups: Any,
+    left: list[int],
+    cash_units: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(equity, IM, MM) of accounts lo..hi-1; see `margin`."""
     k = hi - lo
     # cash by the depeg rule (1:1 without a settlement price), then collateral:

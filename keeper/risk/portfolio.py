@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keeper.risk.black_scholes import YEAR_DAYS
 from keeper.risk.scenarios import PortfolioMargin, RiskTables, as_positions, portfolio_margin
@@ -47,7 +48,7 @@ class AccountGreeks:
     value: np.ndarray
 
 
-def account_greeks(tables: RiskTables, positions) -> AccountGreeks:
+def account_greeks(tables: RiskTables, positions: ArrayLike) -> AccountGreeks:
     """Net Greeks per underlying and per account; ``positions`` (A, I) or (I,). Raises
     ValueError for a wrong shape or non-finite size."""
     p = as_positions(positions, len(tables.instruments))
@@ -109,7 +110,7 @@ def _requirement(req: Requirement, p: np.ndarray, name: str) -> np.ndarray | Non
 
 def account_reports(
     tables: RiskTables,
-    positions,
+    positions: ArrayLike,
     isolated_im: Requirement = None,
     standard_im: Requirement = None,
     margin: PortfolioMargin | None = None,

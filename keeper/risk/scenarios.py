@@ -1,6 +1,7 @@
 """Portfolio margin: the worst loss of each account over a grid of scenarios, plus contingencies.
 
-SPAN / Deribit / Derive (Lyra v2 PMRM) style. Pure: no I/O except :func:`load_scenario_params`.
+SPAN / Deribit / Derive (Lyra v2 PMRM) style. Pure: no I/O (the parameters are read from YAML by
+:func:`keeper.config.load_scenario_params`).
 
 Data model (the on-chain side mirrors it):
 
@@ -54,17 +55,17 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
-from eth_utils import keccak
+from eth_utils.crypto import keccak
+from numpy.typing import ArrayLike, DTypeLike
 
-from keeper.config import ConfigError, read_yaml
+from keeper.errors import ConfigError
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_greeks, bs_value
 
 __all__ = [
     "CALL",
-    "DEFAULT_PM_CONFIG",
     "FUTURE",
     "MIN_VOL",
     "PERPETUAL",
@@ -80,7 +81,6 @@ __all__ = [
     "build_grid",
     "build_risk_tables",
     "instrument_vols",
-    "load_scenario_params",
     "portfolio_margin",
     "portfolio_margin_loop",
     "revalue",
@@ -94,12 +94,11 @@ PERPETUAL, FUTURE, CALL, PUT = 0, 1, 2, 3
 #: Floor of the smile, annualised (a 1% vol): keeps far wings from going to zero or negative.
 MIN_VOL = 0.01
 DAY = 86400.0
-DEFAULT_PM_CONFIG = Path(__file__).resolve().parents[2] / "config" / "portfolio_margin.yaml"
 # Accounts per block of the positions @ table product: bounds the (block x scenarios) P&L buffer.
 _BLOCK = 32768
 
 
-def _vector(x, name: str, dtype) -> np.ndarray:
+def _vector(x: ArrayLike, name: str, dtype: DTypeLike) -> np.ndarray:
     a = np.array(x, dtype=dtype, copy=True)
     if a.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {a.shape}")
@@ -110,7 +109,7 @@ def _vector(x, name: str, dtype) -> np.ndarray:
 # ---------------------------------------------------------------- market data
 
 
-def smile_vol(atm_vol, skew, strike, forward) -> np.ndarray:
+def smile_vol(atm_vol: ArrayLike, skew: ArrayLike, strike: ArrayLike, forward: ArrayLike) -> np.ndarray:
     """Volatility at a strike: ``max(atm_vol + skew * ln(K / F), MIN_VOL)``, annualised, float64.
 
     The one place the smile is defined (a linear-in-log-moneyness skew; negative skew = puts
@@ -188,12 +187,12 @@ class VolSurface:
     def lookup(self, underlying: np.ndarray, expiry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(atm_vol, skew) for each (underlying, expiry) pair; ValueError names a missing one."""
         index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(self.underlying, self.expiry))}
-        rows = []
+        found = []
         for a, b in zip(np.asarray(underlying).tolist(), np.asarray(expiry).tolist()):
             if (a, b) not in index:
                 raise ValueError(f"vol surface: no point for underlying {a} expiry {b}")
-            rows.append(index[(a, b)])
-        rows = np.array(rows, dtype=np.int64)
+            found.append(index[(a, b)])
+        rows = np.array(found, dtype=np.int64)
         return self.atm_vol[rows], self.skew[rows]
 
 
@@ -250,7 +249,7 @@ def _years(instruments: Instruments, now: float) -> np.ndarray:
 # ---------------------------------------------------------------- parameters
 
 
-def _param(default, lo, hi, source: str):
+def _param(default: float, lo: float, hi: float, source: str) -> Any:  # a dataclass field
     return field(default=default, metadata={"bounds": (lo, hi), "source": source})
 
 
@@ -296,31 +295,9 @@ class ScenarioParams:
                 object.__setattr__(self, f.name, float(value))
 
     @classmethod
-    def describe(cls) -> list[tuple[str, object, tuple, str]]:
+    def describe(cls) -> list[tuple[str, object, tuple[float, float], str]]:
         """(name, default, (lo, hi), source) of every parameter."""
         return [(f.name, f.default, f.metadata["bounds"], f.metadata["source"]) for f in dataclasses.fields(cls)]
-
-
-def load_scenario_params(path: str | Path = DEFAULT_PM_CONFIG) -> ScenarioParams:
-    """Read the ``portfolio_margin:`` section of a YAML file into :class:`ScenarioParams`.
-
-    Absent keys take their documented defaults; unknown keys are errors (a typo must not fall
-    back to a default silently). Raises ConfigError with one line naming the file and field."""
-    path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict) or "portfolio_margin" not in raw:
-        raise ConfigError(f"{path}: missing section 'portfolio_margin'")
-    section = raw["portfolio_margin"]
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: portfolio_margin: must be a mapping, got {section!r}")
-    known = {f.name for f in dataclasses.fields(ScenarioParams)}
-    unknown = sorted(str(k) for k in section if k not in known)
-    if unknown:
-        raise ConfigError(f"{path}: portfolio_margin: unknown parameter(s) {', '.join(unknown)}")
-    try:
-        return ScenarioParams(**section)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
 
 
 def scenario_params_canonical(params: ScenarioParams) -> bytes:
@@ -371,14 +348,14 @@ def build_grid(params: ScenarioParams, symbols: tuple[str, ...]) -> ScenarioGrid
     points = [(float(m), v, 1.0) for m in np.linspace(-r, r, params.spot_steps) for v in (1, 0, -1)]
     points += [(sign * params.extreme_multiple * r, 0, params.extreme_cover) for sign in (1.0, -1.0)]
     rho = params.correlation
-    rows: dict[tuple, float] = {}
-    for move, vdir, weight in points:
-        rows.setdefault((tuple([move] * n_u), tuple([vdir] * n_u)), weight)
+    rows: dict[tuple[tuple[float, ...], tuple[int, ...]], float] = {}
+    for move, vdir, point_weight in points:
+        rows.setdefault((tuple([move] * n_u), tuple([vdir] * n_u)), point_weight)
         if n_u > 1:
             for d in range(n_u):
                 moves = tuple(move if u == d else rho * move for u in range(n_u))
                 dirs = tuple(vdir if u == d else 0 for u in range(n_u))
-                rows.setdefault((moves, dirs), weight)
+                rows.setdefault((moves, dirs), point_weight)
     spot_move = np.array([k[0] for k in rows], dtype=np.float64).reshape(-1, n_u)
     vol_dir = np.array([k[1] for k in rows], dtype=np.int8).reshape(-1, n_u)
     weight = np.array(list(rows.values()), dtype=np.float64)
@@ -393,7 +370,7 @@ def build_grid(params: ScenarioParams, symbols: tuple[str, ...]) -> ScenarioGrid
     return ScenarioGrid(spot_move, vol_dir, weight, labels)
 
 
-def vol_shock_factors(params: ScenarioParams, t_years) -> tuple[np.ndarray, np.ndarray]:
+def vol_shock_factors(params: ScenarioParams, t_years: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(up, down) multipliers of an option's vol for time to expiry ``t_years`` (Derive
     ``PMRMLib._addVolShocks``): mult = (ref / max(T, floor)) ** (short power if T <= ref else long
     power), all in days; up = 1 + vol_range_up * mult, down = max(0, 1 - vol_range_down * mult)."""
@@ -424,7 +401,7 @@ def revalue(
         raise ValueError("spot_move: moves must be finite and > -100%")
     u = instruments.underlying
     s0 = market.spot[u]  # (I,)
-    pnl = (s0[:, None] * spot_move[:, u].T).copy()  # delta-one rows are final
+    pnl: np.ndarray = (s0[:, None] * spot_move[:, u].T).copy()  # delta-one rows are final
     opt = np.flatnonzero(instruments.is_option)
     if opt.size:
         sigma0 = instrument_vols(instruments, market)[opt]
@@ -472,8 +449,8 @@ class RiskTables:
     option_bucket_underlying: np.ndarray
 
 
-def _buckets(keys: list[tuple]) -> tuple[np.ndarray, list[tuple]]:
-    order: dict[tuple, int] = {}
+def _buckets(keys: list[tuple[int, ...]]) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    order: dict[tuple[int, ...], int] = {}
     idx = np.array([order.setdefault(k, len(order)) for k in keys], dtype=np.int64)
     return idx, list(order)
 
@@ -541,7 +518,7 @@ def _ceil_cents(x: np.ndarray) -> np.ndarray:
     return np.ceil(x * 100.0) / 100.0
 
 
-def as_positions(positions, n_i: int) -> np.ndarray:
+def as_positions(positions: ArrayLike, n_i: int) -> np.ndarray:
     """Positions as a float64 (A, I) matrix ((I,) becomes one row); ValueError on a wrong shape
     or a non-finite size."""
     p = np.asarray(positions, dtype=np.float64)
@@ -554,7 +531,7 @@ def as_positions(positions, n_i: int) -> np.ndarray:
     return p
 
 
-def portfolio_margin(tables: RiskTables, positions) -> PortfolioMargin:
+def portfolio_margin(tables: RiskTables, positions: ArrayLike) -> PortfolioMargin:
     """Portfolio MM and IM of every account: ``positions`` (A, I) float (or (I,) for one account),
     signed units. Grid P&L is ``positions @ tables.pnl`` in blocks of accounts."""
     p = as_positions(positions, len(tables.instruments))
@@ -592,11 +569,14 @@ def _scalar_black76(f: float, k: float, t: float, sigma: float, call: bool) -> f
         return max(f - k, 0.0) if call else max(k - f, 0.0)
     d1 = (math.log(f / k) + 0.5 * sd * sd) / sd
     d2 = d1 - sd
-    n = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
+
+    def n(x: float) -> float:
+        return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
     return f * n(d1) - k * n(d2) if call else k * n(-d2) - f * n(-d1)
 
 
-def portfolio_margin_loop(instruments: Instruments, market: MarketState, params: ScenarioParams, positions) -> PortfolioMargin:
+def portfolio_margin_loop(instruments: Instruments, market: MarketState, params: ScenarioParams, positions: ArrayLike) -> PortfolioMargin:
     """The same portfolio margin as :func:`portfolio_margin`, one account, one position and one
     scenario at a time with scalar maths (math.erf Black-76). The baseline the table beats, and a
     second implementation for tests; only :func:`build_grid` is shared."""
@@ -605,7 +585,7 @@ def portfolio_margin_loop(instruments: Instruments, market: MarketState, params:
     grid = build_grid(params, market.symbols)
     n_s = len(grid)
     year_days = YEAR_SECONDS / DAY
-    results = {k: [] for k in ("grid_loss", "worst", "worst_pnl", "d1", "basis", "naked")}
+    results: dict[str, list[float]] = {k: [] for k in ("grid_loss", "worst", "worst_pnl", "d1", "basis", "naked")}
     for row in p:
         scen = [0.0] * n_s
         net_d1: dict[int, float] = {}

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keeper.risk.black_scholes import norm_pdf
 from keeper.risk.scenarios import Instruments, MarketState, RiskTables, as_positions, revalue
@@ -76,7 +77,8 @@ class HistoricalMoves:
             object.__setattr__(self, name, a)
 
     @classmethod
-    def from_daily(cls, timestamps, prices, vol=None, horizon_days: int = 1) -> "HistoricalMoves":
+    def from_daily(cls, timestamps: ArrayLike, prices: ArrayLike, vol: ArrayLike | None = None,
+                   horizon_days: int = 1) -> "HistoricalMoves":
         """Moves over ``horizon_days`` from daily closes (overlapping windows).
 
         Args: timestamps (T,) unix seconds at day boundaries, strictly increasing; prices (T, U)
@@ -134,13 +136,13 @@ def _level(x: float, name: str) -> float:
     return float(x)
 
 
-def _horizon(h) -> float:
+def _horizon(h: object) -> float:
     if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
         raise ValueError(f"horizon_days must be a number > 0, got {h!r}")
     return float(h)
 
 
-def _equity(equity, n_a: int) -> np.ndarray | None:
+def _equity(equity: ArrayLike | None, n_a: int) -> np.ndarray | None:
     if equity is None:
         return None
     e = np.asarray(equity, dtype=np.float64).reshape(-1)
@@ -149,16 +151,17 @@ def _equity(equity, n_a: int) -> np.ndarray | None:
     return e
 
 
-def empirical_var(losses, confidence: float = 0.99) -> np.ndarray:
+def empirical_var(losses: ArrayLike, confidence: float = 0.99) -> np.ndarray:
     """Empirical VaR of each row of ``losses`` (..., n): the ceil(n a)-th smallest loss."""
     a = _level(confidence, "confidence")
     x = np.asarray(losses, dtype=np.float64)
     n = x.shape[-1]
     k = min(max(math.ceil(n * a - 1e-9), 1), n) - 1  # 1e-9: n a = 990.0000000001 is 990
-    return np.partition(x, k, axis=-1)[..., k]
+    out: np.ndarray = np.partition(x, k, axis=-1)[..., k]
+    return out
 
 
-def empirical_es(losses, confidence: float = 0.975) -> np.ndarray:
+def empirical_es(losses: ArrayLike, confidence: float = 0.975) -> np.ndarray:
     """Empirical ES of each row of ``losses`` (..., n): mean of the worst n (1 - a) losses, the
     boundary loss weighted by the fractional part (Acerbi & Tasche 2002)."""
     a = _level(confidence, "es_confidence")
@@ -171,18 +174,19 @@ def empirical_es(losses, confidence: float = 0.975) -> np.ndarray:
     total = top[..., :whole].sum(axis=-1)
     if frac > 1e-12:
         total = total + frac * top[..., whole]
-    return total / k
+    out: np.ndarray = total / k
+    return out
 
 
 def historical_var(
     instruments: Instruments,
     market: MarketState,
-    positions,
+    positions: ArrayLike,
     moves: HistoricalMoves,
     confidence: float = 0.99,
     es_confidence: float = 0.975,
     horizon_days: float = 1.0,
-    equity=None,
+    equity: ArrayLike | None = None,
 ) -> VarResult:
     """Historical VaR / ES by full revaluation of every instrument under every historical move.
 
@@ -206,13 +210,13 @@ def historical_var(
 
 def parametric_var(
     tables: RiskTables,
-    positions,
+    positions: ArrayLike,
     moves: HistoricalMoves,
     confidence: float = 0.99,
     es_confidence: float = 0.975,
     horizon_days: float = 1.0,
     gamma: bool = True,
-    equity=None,
+    equity: ArrayLike | None = None,
 ) -> VarResult:
     """Delta-gamma-normal (``gamma=True``) or delta-normal VaR / ES (module docstring).
 

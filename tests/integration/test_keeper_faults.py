@@ -30,8 +30,8 @@ from web3.exceptions import TransactionNotFound
 
 from keeper.chain.anvil import DEV_ACCOUNTS, free_port
 from keeper.journal import TxJournal
+from keeper.marketdata.prices import synthetic_path
 from keeper.replay.driver import Replay, ReplayOptions
-from keeper.replay.prices import synthetic_path
 
 pytestmark = pytest.mark.anvil
 

@@ -41,13 +41,12 @@ from keeper.chain.follower import ChainFollower
 from keeper.chain.manifest import save_manifest
 from keeper.chain.orders import OptionOrder, sign_option_order
 from keeper.cli import cli
-from keeper.config import load_config
+from keeper.config import load_config, load_scenario_params
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
 from keeper.risk.scenarios import (
     ScenarioParams,
     build_risk_tables,
-    load_scenario_params,
     portfolio_margin,
     scenario_params_hash,
 )

@@ -174,7 +174,8 @@ def test_portfolio_margin_file_queues_and_executes_its_hash(env):
     """A new grid file: `show` prints both hashes and the changed parameters (the current file,
     config/portfolio_margin.yaml, is known by its hash); queue -> wait -> execute governs the
     attestor to the new hash."""
-    from keeper.risk.scenarios import DEFAULT_PM_CONFIG, load_scenario_params, scenario_params_hash
+    from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
+    from keeper.risk.scenarios import scenario_params_hash
 
     chain, manifest, tmp_path = env
     old = scenario_params_hash(load_scenario_params(DEFAULT_PM_CONFIG))

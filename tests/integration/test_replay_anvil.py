@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from keeper.marketdata.prices import align, load_price_csv, parse_utc
 from keeper.replay.driver import Replay, ReplayOptions
-from keeper.replay.prices import align, load_price_csv, parse_utc
 from tests.conftest import data_file
 
 pytestmark = pytest.mark.anvil

@@ -18,10 +18,10 @@ from keeper.chain.manifest import load_manifest
 from keeper.chain.verify import mismatches, verify_deployment
 from keeper.chain.volfeed import VolPostError, post_vols, vol_update
 from keeper.config import ConfigError, load_config
+from keeper.marketdata.prices import align, load_price_csv, parse_utc
 from keeper.replay.driver import Replay, ReplayOptions
 from keeper.replay.option_books import dev_keys
 from keeper.replay.population import OPTION_KINDS
-from keeper.replay.prices import align, load_price_csv, parse_utc
 from tests.conftest import DATA_DIR, data_file
 
 OPTIONS_CONFIG = Path(__file__).resolve().parents[2] / "config" / "options.yaml"

@@ -11,8 +11,8 @@ import pytest
 
 from keeper.chain.anvil import Anvil
 from keeper.chain.client import connect
+from keeper.marketdata.prices import synthetic_path
 from keeper.replay.driver import Replay, ReplayError, ReplayOptions
-from keeper.replay.prices import synthetic_path
 
 pytestmark = pytest.mark.anvil
 

@@ -1,5 +1,5 @@
 """The grid backtest over the daily ETH / BTC history in shared/data (beside the clone, located as
-keeper/replay/prices.py's tests do). Tests that need the data skip, saying why, when it is absent."""
+keeper/marketdata/prices.py's tests do). Tests that need the data skip, saying why, when it is absent."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from keeper.risk.backtest import BOOKS, HEDGE_BOOK, load_daily_history, main, run_backtest
+from keeper.backtest_cli import main
+from keeper.marketdata.daily import load_daily_history
+from keeper.risk.backtest import BOOKS, HEDGE_BOOK, run_backtest
 from keeper.risk.scenarios import ScenarioParams
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"

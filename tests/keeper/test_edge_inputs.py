@@ -3,7 +3,7 @@ input gives one clear error - the module's own exception type, one line, naming 
 never a bare traceback from deep inside and never a silently wrong number.
 
 Edges: the protocol config (keeper.config.load_config -> ConfigError), price CSV files
-(keeper.replay.prices.load_price_csv -> PriceDataError; the common cases are in test_prices.py),
+(keeper.marketdata.prices.load_price_csv -> PriceDataError; the common cases are in test_prices.py),
 the deployment manifest (keeper.chain.manifest.load_manifest -> ManifestError), RPC answers
 (keeper.chain.client.connect -> ChainError) and the risk engine's inputs (keeper.risk.margin ->
 ValueError / TypeError).
@@ -30,9 +30,9 @@ import yaml
 from keeper.chain.client import ChainError, connect, connect_any
 from keeper.chain.manifest import ManifestError, load_manifest
 from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
-from keeper.replay.prices import PriceDataError, align, load_price_csv
-from keeper.risk.fixed import WAD
+from keeper.marketdata.prices import PriceDataError, align, load_price_csv
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin, margin_float
+from keeper.units import WAD
 
 
 def slip(reason: str):

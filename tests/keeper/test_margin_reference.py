@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from keeper.config import load_config
-from keeper.risk.fixed import MAX_UINT256, WAD
 from keeper.risk.margin import (
     AccountBook,
     MarginResult,
@@ -22,6 +21,7 @@ from keeper.risk.margin import (
     margin_float,
     margin_loop,
 )
+from keeper.units import MAX_UINT256, WAD
 
 PCT = WAD // 100
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = range(4)

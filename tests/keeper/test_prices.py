@@ -1,4 +1,4 @@
-"""Tests for keeper.replay.prices (pure data handling, no chain)."""
+"""Tests for keeper.marketdata.prices (pure data handling, no chain)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keeper.replay.prices import (
+from keeper.marketdata.prices import (
     PriceDataError,
     PricePath,
     PriceSeries,
@@ -356,7 +356,7 @@ def test_real_binance_march_2020() -> None:
 
 
 def _hourly(hours: list[int]) -> "PriceSeries":
-    from keeper.replay.prices import PriceSeries
+    from keeper.marketdata.prices import PriceSeries
 
     t0 = int(datetime(2020, 3, 12, tzinfo=timezone.utc).timestamp())
     return PriceSeries("ETH", np.array([t0 + 3600 * h for h in hours], dtype=np.int64), np.full(len(hours), 100.0), "test")
@@ -364,7 +364,7 @@ def _hourly(hours: list[int]) -> "PriceSeries":
 
 def test_align_warns_about_a_25_hour_hole(caplog) -> None:
     """A day missing from hourly data is named (start, end, length) instead of stepped over silently."""
-    from keeper.replay.prices import find_gaps
+    from keeper.marketdata.prices import find_gaps
 
     s = _hourly([0, 1, 2, 27, 28, 29])  # 02:00 -> next day 03:00: 25 h, 24 rows missing
     assert find_gaps(s.timestamps) == [(int(s.timestamps[2]), int(s.timestamps[3]), 24)]

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from eth_utils import keccak
 
+from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
 from keeper.risk.scenarios import (
-    DEFAULT_PM_CONFIG,
     ScenarioParams,
-    load_scenario_params,
     scenario_params_canonical,
     scenario_params_hash,
 )

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keeper.config import ConfigError
+from keeper.config import DEFAULT_PM_CONFIG, ConfigError, load_scenario_params
 from keeper.risk.portfolio import account_greeks, account_reports
 from keeper.risk.scenarios import (
     CALL,
-    DEFAULT_PM_CONFIG,
     FUTURE,
     PERPETUAL,
     PUT,
@@ -38,7 +37,6 @@ from keeper.risk.scenarios import (
     VolSurface,
     build_grid,
     build_risk_tables,
-    load_scenario_params,
     portfolio_margin,
     portfolio_margin_loop,
     smile_vol,

@@ -1,4 +1,8 @@
-"""Fixed-point (WAD) rounding that mirrors `contracts/lib/wad.vy` and Vyper's integer semantics.
+"""Units: the WAD fixed-point scale, uint256 bounds, and rounding that mirrors `contracts/lib/wad.vy`
+and Vyper's integer semantics.
+
+The ground floor of the keeper package: it imports nothing from `keeper`, and every module that
+needs WAD or a rounding helper imports it from here (one definition).
 
 Python's ``//`` floors (rounds towards -infinity) while Vyper's ``//`` on signed integers
 truncates towards zero; every helper here names its rounding so the keeper's numbers equal the
@@ -57,7 +61,9 @@ def to_wad(value: str | float | int | Decimal) -> int:
     if not d.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
     # exact integer arithmetic on the digits: Decimal multiplication would round to 28 digits
-    sign, digits, exponent = d.as_tuple()
+    sign, digits, exp = d.as_tuple()
+    assert isinstance(exp, int)  # a finite Decimal's exponent ('n', 'N', 'F' mark NaN and infinity)
+    exponent = exp
     text = "".join(map(str, digits)).rstrip("0")
     if not text:
         return 0
@@ -66,5 +72,5 @@ def to_wad(value: str | float | int | Decimal) -> int:
         raise ValueError(f"more than 18 decimals: {value!r}")
     if len(text) + exponent > 60:  # above 10**78 WAD: more than any uint256
         raise ValueError(f"too large: {value!r}")
-    wad = int(text) * 10 ** (exponent + 18)
+    wad: int = int(text) * 10 ** (exponent + 18)  # exponent + 18 >= 0: an int
     return -wad if sign else wad

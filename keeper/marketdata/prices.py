@@ -1,4 +1,5 @@
-"""Price paths for replaying a crash on a local chain, one price step per block.
+"""Price data: historical price CSV files, and price paths for replaying a crash on a local chain,
+one price step per block.
 
 Pure data handling, no chain I/O:
 
@@ -27,6 +28,10 @@ from types import MappingProxyType
 
 import numpy as np
 
+from keeper.errors import PriceDataError
+
+# the logger keeps the name it had when this module was keeper.marketdata.prices: the gap warnings
+# `keeper replay` prints (and operators may filter on) are unchanged
 log = logging.getLogger("keeper.replay")
 
 __all__ = [
@@ -67,8 +72,6 @@ _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|\+00:00)")
 
 
-class PriceDataError(ValueError):
-    """Bad price data or price argument; the message is one line meant for a human."""
 
 
 def _fmt_ts(ts: int | np.integer) -> str:
