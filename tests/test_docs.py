@@ -1,0 +1,220 @@
+"""The README and docs/: the README stays short, relative links resolve, and the figures renderer
+(tools/figures.py, bin/figures) renders sample reports as documented and leaves a block alone
+when its report is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README_MAX_LINES = 250
+
+_spec = importlib.util.spec_from_file_location("figures", ROOT / "tools" / "figures.py")
+figures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(figures)
+
+
+def markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+CODE = re.compile(r"`[^`\n]*`")
+
+
+def relative_links(text: str) -> list[str]:
+    text = CODE.sub("", FENCE.sub("", text))
+    return [t for t in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+def test_readme_is_short():
+    lines = (ROOT / "README.md").read_text().count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/"
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_point_to_files(path):
+    missing = []
+    for target in relative_links(path.read_text()):
+        file = target.split("#", 1)[0]
+        if not (path.parent / file).exists():
+            missing.append(target)
+    assert not missing, f"{path.relative_to(ROOT)} links to missing files: {missing}"
+
+
+def test_link_finder_skips_code_and_urls():
+    text = "[a](docs/x.md) [b](https://e.org) [c](#top) `[d](no.md)` ![img](i.png)\n```\n[e](no.md)\n```\n"
+    assert relative_links(text) == ["docs/x.md"]
+
+
+def test_every_block_in_the_docs_has_a_renderer():
+    for path in markdown_files():
+        _, names = figures.replace_blocks(path.read_text(), {})
+        assert set(names) <= set(figures.BLOCKS), path
+
+
+# ---------------------------------------------------------------- figures renderer
+
+GAS = {
+    "match_orders": 200_000, "match_orders_first_trade": 300_000, "liquidate": 250_000, "liquidate_first": 350_000,
+    "withdraw_usdc": 150_000, "deposit_usdc": 60_000, "margin_check_16_options": 400_000,
+    "max_liquidation_call": 3_000_000,
+}
+GAS_REPORT = {
+    **GAS,
+    "baseline": {**{k: 2 * v for k, v in GAS.items()}, "deposit_usdc": 50_000},
+    "baseline_rev": "abc1234",
+    "targets": {"match_orders": 250_000, "withdraw_usdc": 140_000},
+    "receipt_gas": {k: v + 30_000 for k, v in GAS.items()},
+    "baseline_receipt_gas": {k: 2 * v + 30_000 for k, v in GAS.items()},
+    "max_liquidation_calls": {
+        "current": [["-15% OptionMarket.liquidate_options", 3_000_000], ["-25% MarginEngine.liquidate", 1_000_000]],
+        "baseline": [["-15% OptionMarket.liquidate_options", 6_000_000], ["-30% old call", 5]],
+    },
+}
+REPLAY_REPORT = {
+    "accounts": 100, "blocks": 73, "liquidations": 68, "liquidated_accounts": 48,
+    "liquidated_notional_usd": 1682577.41, "bad_debt_usd": 0.0, "insurance_fund_usd": 878411.5,
+    "max_blocks_to_liquidate": 1, "missed_liquidations": 0, "cross_margin_usd": 605784.73,
+    "isolated_margin_usd": 1113279.93, "vault_balances_reconcile": True,
+    "liquidations_by_kind": {"long": 26, "future": 5},
+    "keeper": {"processing_ms_median": 105.2, "processing_ms_max": 878.5},
+}
+
+
+def rows(table: str) -> dict[str, list[str]]:
+    out = {}
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
+def test_gas_table():
+    table = figures.render_gas(GAS_REPORT)
+    got = rows(table)
+    assert got["operation"] == ["before (abc1234)", "after", "change", "target", "receipt gas, after"]
+    assert list(got)[1:] == list(figures.GAS_OPERATIONS.values())
+    desc = figures.GAS_OPERATIONS
+    assert got[desc["match_orders"]] == ["400,000", "200,000", "-50.0%", "<= 250,000", "230,000"]
+    assert got[desc["deposit_usdc"]] == ["50,000", "60,000", "+20.0%", "-", "90,000"]
+    assert got[desc["withdraw_usdc"]][3] == "<= 140,000"
+    assert got[desc["liquidate_first"]][3] == "-"
+
+
+def test_gas_table_without_a_baseline_figure_or_receipt():
+    report = json.loads(json.dumps(GAS_REPORT))
+    del report["baseline"]["liquidate"], report["receipt_gas"]["liquidate"]
+    assert rows(figures.render_gas(report))[figures.GAS_OPERATIONS["liquidate"]] == ["-", "250,000", "-", "-", "-"]
+
+
+@pytest.mark.parametrize("drop", ["match_orders_first_trade", "receipt_gas", "baseline_rev"])
+def test_gas_report_of_an_older_benchmark_is_refused(drop):
+    report = {k: v for k, v in GAS_REPORT.items() if k != drop}
+    with pytest.raises(figures.ReportError, match=drop):
+        figures.render_gas(report)
+
+
+def test_gas_figure_must_be_an_integer():
+    with pytest.raises(figures.ReportError, match="deposit_usdc"):
+        figures.render_gas({**GAS_REPORT, "deposit_usdc": "62k"})
+
+
+def test_liquidation_calls_table():
+    got = rows(figures.render_gas_calls(GAS_REPORT))
+    assert got == {
+        "call": ["before (abc1234)", "after"],
+        "-15% OptionMarket.liquidate_options": ["6,000,000", "3,000,000"],
+        "-25% MarginEngine.liquidate": ["-", "1,000,000"],
+        "-30% old call": ["5", "-"],
+    }
+
+
+def test_replay_table():
+    got = rows(figures.render_replay(REPLAY_REPORT))
+    assert got["liquidations"] == ["68 (48 accounts)"]
+    assert got["liquidations by book kind"] == ["future 5, long 26"]
+    assert got["liquidated notional"] == ["$1,682,577"]
+    assert got["bad debt"] == ["$0.00"]
+    assert got["insurance fund at the end"] == ["$878,412"]
+    assert got["initial margin, isolated"] == ["$1,113,280"]
+    assert got["vault balances reconcile"] == ["yes"]
+    assert got["keeper processing per block"] == ["105 ms median, 878 ms max"]
+
+
+def make_tree(tmp_path: Path, reports: dict[str, dict]) -> Path:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "reports").mkdir()
+    for name, report in reports.items():
+        (tmp_path / "reports" / name).write_text(json.dumps(report))
+    (tmp_path / "README.md").write_text("# x\n\n<!-- figures:gas -->\nold gas\n<!-- /figures:gas -->\n\ntail\n")
+    (tmp_path / "docs" / "replay.md").write_text(
+        "<!-- figures:replay-black-thursday -->\nold replay\n<!-- /figures:replay-black-thursday -->\n"
+        "<!-- figures:gas -->\n<!-- /figures:gas -->\n")
+    return tmp_path
+
+
+def run(root: Path, check: bool = False) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = figures.update(root, check=check, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_update_renders_every_block_then_check_passes(tmp_path):
+    root = make_tree(tmp_path, {"gas.json": GAS_REPORT, "black-thursday.json": REPLAY_REPORT})
+    assert run(root, check=True)[0] == 1  # out of date
+    code, out, err = run(root)
+    assert (code, err) == (0, "")
+    readme = (root / "README.md").read_text()
+    gas = figures.render_gas(GAS_REPORT)
+    assert readme == f"# x\n\n<!-- figures:gas -->\n{gas}\n<!-- /figures:gas -->\n\ntail\n"
+    docs = (root / "docs" / "replay.md").read_text()
+    assert figures.render_replay(REPLAY_REPORT) in docs and gas in docs and "old replay" not in docs
+    assert run(root, check=True) == (0, "", "")
+    assert run(root)[1] == "figures: nothing to change\n"
+
+
+def test_missing_report_keeps_its_block(tmp_path):
+    root = make_tree(tmp_path, {"black-thursday.json": REPLAY_REPORT})
+    code, _, err = run(root)
+    assert code == 0
+    assert "reports/gas.json is missing" in err
+    assert "old gas" in (root / "README.md").read_text()
+    assert "old replay" not in (root / "docs" / "replay.md").read_text()
+    code, _, err = run(root, check=True)  # rendered what it could; gas.json still missing
+    assert code == 1 and "reports/gas.json is missing" in err
+
+
+def test_unreadable_report_keeps_its_block(tmp_path):
+    root = make_tree(tmp_path, {"gas.json": {"match_orders": 1}, "black-thursday.json": REPLAY_REPORT})
+    (root / "reports" / "black-thursday.json").write_text("{not json")
+    code, _, err = run(root)
+    assert code == 0
+    assert "reports/gas.json cannot be rendered" in err and "reports/black-thursday.json cannot be rendered" in err
+    assert "old gas" in (root / "README.md").read_text()
+    assert "old replay" in (root / "docs" / "replay.md").read_text()
+
+
+def test_unknown_block_is_reported_by_check(tmp_path):
+    root = make_tree(tmp_path, {"gas.json": GAS_REPORT, "black-thursday.json": REPLAY_REPORT})
+    run(root)
+    (root / "docs" / "new.md").write_text("<!-- figures:nope -->\nx\n<!-- /figures:nope -->\n")
+    code, _, err = run(root, check=True)
+    assert code == 1 and "no renderer for block 'nope'" in err
+
+
+def test_producers_use_the_given_python(tmp_path):
+    commands = figures.producers(tmp_path, "/venv/bin/python", tmp_path / "data")
+    assert set(commands) == {report for report, _ in figures.BLOCKS.values()}
+    assert commands["gas.json"] == ["/venv/bin/python", "-m", "benchmarks.gas", "--json"]
+    replay = commands["black-thursday.json"]
+    assert replay[:4] == ["/venv/bin/python", "-m", "keeper", "replay"]
+    assert replay[-2:] == ["--report", str(tmp_path / "reports" / "black-thursday.json")]

@@ -1,0 +1,297 @@
+"""Render the figures tables of README.md and docs/*.md from the JSON reports in reports/.
+
+    bin/figures [--run] [--check]          (python -m tools.figures from the repository root)
+
+A figures table lives between two markers, and everything between them is this module's output:
+
+    <!-- figures:NAME -->
+    ...
+    <!-- /figures:NAME -->
+
+Each NAME has a renderer and the report it reads (`BLOCKS`); the same block may appear in several
+files. A report that is missing or unreadable (for instance written by an older version of its
+benchmark) leaves its blocks as they are and is named on stderr.
+
+--run    first run the commands that write the reports (`producers`: minutes, not seconds)
+--check  change nothing; exit 1 if rendering would change a file or a report is missing
+
+Only the standard library: the renderers read JSON and write Markdown, and nothing here imports
+the keeper or the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# benchmarks.gas scenarios, in the order of the table, and what each one measures
+GAS_OPERATIONS = {
+    "match_orders": "`Matching.match_orders` on a perpetual between two traders who have traded the market before "
+                    "(two signatures, both margin checks, caps)",
+    "match_orders_first_trade": "the same between two traders holding only cash (their first position)",
+    "liquidate": "partial liquidation of a two-market account by a liquidator that has liquidated before "
+                 "(holds both markets)",
+    "liquidate_first": "the same by a liquidator holding only cash (its first positions)",
+    "withdraw_usdc": "USDC withdrawal with the initial-margin check",
+    "deposit_usdc": "USDC deposit",
+    "margin_check_16_options": "one margin check of an account short 16 options (`margin_summary`, a view)",
+    "max_liquidation_call": "largest call to liquidate a maximal account (8 markets, 32 series, all collateral)",
+}
+
+# the Black Thursday replay of docs/replay.md (its data files are looked up in FIGURES_DATA)
+BLACK_THURSDAY = ("--start", "2020-03-11T00:00:00Z", "--end", "2020-03-14T00:00:00Z")
+PRICE_FILES = {"ETH": "eth_usdt_1h_binance_2018-01_2021-08.csv", "BTC": "btc_usdt_1h_binance_2018-01_2021-08.csv"}
+DEFAULT_DATA = "../shared/data"
+
+
+class ReportError(ValueError):
+    """A report that exists but cannot be rendered (a missing key, a wrong type)."""
+
+
+def _require(report: dict, *keys: str) -> None:
+    if not isinstance(report, dict):
+        raise ReportError("not a JSON object")
+    missing = [k for k in keys if k not in report]
+    if missing:
+        raise ReportError("missing " + ", ".join(repr(k) for k in missing))
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ReportError(f"{what}: {value!r} is not an integer")
+    return value
+
+
+def _num(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReportError(f"{what}: {value!r} is not a number")
+    return float(value)
+
+
+def _gas(value: object | None, what: str) -> str:
+    return "-" if value is None else f"{_int(value, what):,}"
+
+
+def _change(before: int | None, after: int) -> str:
+    if not before:
+        return "-"
+    return f"{(after - before) / before * 100:+.1f}%"
+
+
+def render_gas(report: dict) -> str:
+    """Gas per operation (benchmarks.gas --json): before, after, change, target, receipt gas after."""
+    _require(report, *GAS_OPERATIONS, "baseline", "baseline_rev", "receipt_gas")
+    baseline, targets, receipt = report["baseline"], report.get("targets") or {}, report["receipt_gas"]
+    for name in ("baseline", "receipt_gas", "targets"):
+        if not isinstance(report.get(name, {}), dict):
+            raise ReportError(f"{name}: not a JSON object")
+    rev = str(report["baseline_rev"])
+    lines = [
+        "Gas is the execution gas (the computation, child calls included, without the transaction's 21,000 base and "
+        "calldata, before refunds); receipt gas is what a receipt's `gasUsed` states (21,000 + calldata + "
+        "execution - refund).",
+        "",
+        f"| operation | before ({rev}) | after | change | target | receipt gas, after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, description in GAS_OPERATIONS.items():
+        after = _int(report[key], key)
+        before = baseline.get(key)
+        before_int = None if before is None else _int(before, f"baseline.{key}")
+        target = targets.get(key)
+        lines.append(f"| {description} | {_gas(before_int, f'baseline.{key}')} | {after:,} | "
+                     f"{_change(before_int, after)} | {'-' if target is None else '<= ' + _gas(target, f'targets.{key}')} | "
+                     f"{_gas(receipt.get(key), f'receipt_gas.{key}')} |")
+    return "\n".join(lines)
+
+
+def render_gas_calls(report: dict) -> str:
+    """Each call a liquidator needs for the maximal account (benchmarks.gas max_liquidation_calls)."""
+    _require(report, "max_liquidation_calls", "baseline_rev")
+    calls = report["max_liquidation_calls"]
+    if not isinstance(calls, dict):
+        raise ReportError("max_liquidation_calls: not a JSON object")
+    columns: dict[str, dict[str, int]] = {}
+    for side in ("baseline", "current"):
+        rows = calls.get(side) or []
+        if not isinstance(rows, list):
+            raise ReportError(f"max_liquidation_calls.{side}: not a list")
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)):
+                raise ReportError(f"max_liquidation_calls.{side}: {row!r} is not [label, gas]")
+            columns.setdefault(row[0], {})[side] = _int(row[1], f"max_liquidation_calls.{side}")
+    labels = [row[0] for row in calls.get("current") or []]
+    labels += [label for label in columns if label not in labels]
+    lines = [
+        f"| call | before ({report['baseline_rev']}) | after |",
+        "|---|---|---|",
+    ]
+    for label in labels:
+        got = columns[label]
+        lines.append(f"| {label} | {_gas(got.get('baseline'), label)} | {_gas(got.get('current'), label)} |")
+    return "\n".join(lines)
+
+
+def render_replay(report: dict) -> str:
+    """The summary of a `keeper replay --report` file."""
+    _require(report, "accounts", "blocks", "liquidations", "liquidated_accounts", "liquidated_notional_usd",
+             "bad_debt_usd", "insurance_fund_usd", "max_blocks_to_liquidate", "missed_liquidations",
+             "cross_margin_usd", "isolated_margin_usd", "vault_balances_reconcile", "keeper")
+    keeper = report["keeper"]
+    _require(keeper, "processing_ms_median", "processing_ms_max")
+    kinds = report.get("liquidations_by_kind") or {}
+    if not isinstance(kinds, dict):
+        raise ReportError("liquidations_by_kind: not a JSON object")
+    by_kind = ", ".join(f"{kind} {_int(n, kind)}" for kind, n in sorted(kinds.items())) or "none"
+
+    def usd(key: str, decimals: int = 0) -> str:
+        return f"${_num(report[key], key):,.{decimals}f}"
+
+    rows = [
+        ("accounts", f"{_int(report['accounts'], 'accounts'):,}"),
+        ("blocks", f"{_int(report['blocks'], 'blocks'):,}"),
+        ("liquidations", f"{_int(report['liquidations'], 'liquidations'):,} "
+                         f"({_int(report['liquidated_accounts'], 'liquidated_accounts'):,} accounts)"),
+        ("liquidations by book kind", by_kind),
+        ("liquidated notional", usd("liquidated_notional_usd")),
+        ("bad debt", usd("bad_debt_usd", 2)),
+        ("insurance fund at the end", usd("insurance_fund_usd")),
+        ("max blocks to liquidate", str(report["max_blocks_to_liquidate"])),
+        ("missed liquidations", f"{_int(report['missed_liquidations'], 'missed_liquidations'):,}"),
+        ("initial margin, cross", usd("cross_margin_usd")),
+        ("initial margin, isolated", usd("isolated_margin_usd")),
+        ("vault balances reconcile", "yes" if report["vault_balances_reconcile"] is True else "no"),
+        ("keeper processing per block", f"{_num(keeper['processing_ms_median'], 'processing_ms_median'):.0f} ms median, "
+                                        f"{_num(keeper['processing_ms_max'], 'processing_ms_max'):.0f} ms max"),
+    ]
+    return "\n".join(["| metric | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows])
+
+
+# block name -> (report file in reports/, renderer)
+BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "gas": ("gas.json", render_gas),
+    "gas-liquidation-calls": ("gas.json", render_gas_calls),
+    "replay-black-thursday": ("black-thursday.json", render_replay),
+}
+
+
+def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
+    """report file -> the command that writes it (run from the repository root)."""
+    prices = [arg for symbol, name in PRICE_FILES.items() for arg in ("--prices", f"{symbol}={data / name}")]
+    return {
+        "gas.json": [python, "-m", "benchmarks.gas", "--json"],
+        "black-thursday.json": [python, "-m", "keeper", "replay", *prices, *BLACK_THURSDAY,
+                                "--report", str(root / "reports" / "black-thursday.json")],
+    }
+
+
+MARKER = re.compile(r"(?P<start><!-- figures:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(?P<end><!-- /figures:(?P=name) -->)",
+                    re.S)
+
+
+def replace_blocks(text: str, rendered: dict[str, str]) -> tuple[str, list[str]]:
+    """`text` with the body of every block named in `rendered` replaced; also every block name found."""
+    names: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        names.append(m["name"])
+        if m["name"] not in rendered:
+            return m[0]
+        return m["start"] + rendered[m["name"]].rstrip("\n") + "\n" + m["end"]
+
+    return MARKER.sub(sub, text), names
+
+
+def documents(root: Path) -> list[Path]:
+    return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.is_file()]
+
+
+def render_all(root: Path) -> tuple[dict[str, str], list[str]]:
+    """Every block that its report can render, and a line per report that cannot be rendered."""
+    rendered: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for name, (report, renderer) in BLOCKS.items():
+        path = root / "reports" / report
+        try:
+            rendered[name] = renderer(json.loads(path.read_text()))
+        except FileNotFoundError:
+            problems.setdefault(report, "is missing")
+        except (ReportError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            problems.setdefault(report, f"cannot be rendered ({exc}; written by an older version?)")
+    lines = []
+    for report, problem in problems.items():
+        kept = ", ".join(f"'{n}'" for n, (r, _) in BLOCKS.items() if r == report and n not in rendered)
+        lines.append(f"reports/{report} {problem}: kept block(s) {kept} as they are (bin/figures --run writes it)")
+    return rendered, lines
+
+
+def update(root: Path, check: bool = False, out=sys.stdout, err=sys.stderr) -> int:
+    """Render every block into README.md and docs/*.md (with `check`, only compare). The exit code."""
+    rendered, problems = render_all(root)
+    changed: list[str] = []
+    for path in documents(root):
+        text = path.read_text()
+        new, names = replace_blocks(text, rendered)
+        problems += [f"{path.relative_to(root)}: no renderer for block '{n}'" for n in names if n not in BLOCKS]
+        if new != text:
+            changed.append(str(path.relative_to(root)))
+            if not check:
+                path.write_text(new)
+    for line in problems:
+        print(f"figures: {line}", file=err)
+    if check:
+        for name in changed:
+            print(f"figures: {name} is out of date with reports/ (run bin/figures)", file=err)
+        return 1 if changed or problems else 0
+    for name in changed:
+        print(f"figures: rendered {name}", file=out)
+    if not changed:
+        print("figures: nothing to change", file=out)
+    return 0
+
+
+def run_producers(root: Path, data: Path) -> int:
+    venv = root / ".venv" / "bin" / "python"
+    python = str(venv) if venv.exists() else sys.executable
+    (root / "reports").mkdir(exist_ok=True)
+    failed = 0
+    for report, command in producers(root, python, data).items():
+        if report == "black-thursday.json" and not all((data / name).is_file() for name in PRICE_FILES.values()):
+            print(f"figures: {data} lacks {', '.join(PRICE_FILES.values())}: not running the replay "
+                  "(FIGURES_DATA=folder)", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"figures: writing reports/{report}: {' '.join(command)}", flush=True)
+        if subprocess.run(command, cwd=root).returncode != 0:
+            print(f"figures: the command writing reports/{report} failed", file=sys.stderr)
+            failed += 1
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bin/figures", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="store_true", help="first run the commands that write the reports")
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is out of date")
+    ap.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.run and args.check:
+        ap.error("--run and --check: run first, then check")
+    root = args.root.resolve()
+    failed = 0
+    if args.run:
+        failed = run_producers(root, (root / os.environ.get("FIGURES_DATA", DEFAULT_DATA)).resolve())
+    code = update(root, check=args.check)
+    return code or (1 if failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
