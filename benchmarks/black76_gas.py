@@ -90,8 +90,14 @@ def main() -> None:
         "black76": [_gas(b76, b76.black76, *_black76_inputs(rng)) for _ in range(args.samples)],
     }
     near_money = [
-        _gas(b76, b76.black76, 2000 * WAD, int(2000 * WAD * rng.uniform(0.7, 1.3)), int(rng.uniform(0.3, 1.5) * WAD),
-             rng.randint(86400, 180 * 86400))
+        _gas(
+            b76,
+            b76.black76,
+            2000 * WAD,
+            int(2000 * WAD * rng.uniform(0.7, 1.3)),
+            int(rng.uniform(0.3, 1.5) * WAD),
+            rng.randint(86400, 180 * 86400),
+        )
         for _ in range(args.samples)
     ]
 
@@ -103,8 +109,14 @@ def main() -> None:
         mean = statistics.fmean(gas)
         table.add_row(name, f"{mean:,.0f}", f"{max(gas):,}", f"{mean - overhead[name]:,.0f}", test, f"{lyra:,}")
     mean = statistics.fmean(near_money)
-    table.add_row("black76 (ETH, strikes 0.7-1.3 F)", f"{mean:,.0f}", f"{max(near_money):,}",
-                  f"{mean - overhead['black76']:,.0f}", "testPrices / 9", f"{LYRA['black76'][1]:,}")
+    table.add_row(
+        "black76 (ETH, strikes 0.7-1.3 F)",
+        f"{mean:,.0f}",
+        f"{max(near_money):,}",
+        f"{mean - overhead['black76']:,.0f}",
+        "testPrices / 9",
+        f"{LYRA['black76'][1]:,}",
+    )
     console = Console(width=110)
     console.print(table)
     console.print(f"16 options (one margin check): about {16 * mean:,.0f} gas of pricing")

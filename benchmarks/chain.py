@@ -56,7 +56,13 @@ def main() -> None:
             for a in addresses:
                 markets = e.open_markets(a).call(block_identifier=block)
                 positions = [e.positions(a, m).call(block_identifier=block) for m in markets]
-                out.append((v.cash(a).call(block_identifier=block), v.collateral_balances(a).call(block_identifier=block), positions))
+                out.append(
+                    (
+                        v.cash(a).call(block_identifier=block),
+                        v.collateral_balances(a).call(block_identifier=block),
+                        positions,
+                    )
+                )
             return out
 
         def summaries_batched():
@@ -115,15 +121,43 @@ def gas_used(replay: Replay, users) -> dict[str, int]:
     user = next(u for u in users if u.spec.deposits.get("USDC"))
     w3.provider.make_request("anvil_impersonateAccount", [user.address])
     for token, amount, name in ((usdc, 1_000 * 10**6, "USDC (6 dec)"), (weth, 10**18, "WETH (18 dec)")):
-        w3.eth.wait_for_transaction_receipt(token.functions.mint(user.address, amount).transact({"from": admin, **fees}))
-        w3.eth.wait_for_transaction_receipt(token.functions.approve(dep.vault, amount).transact({"from": user.address, **fees}))
-        rows.append((f"deposit {name}", used(client.vault.functions.deposit(token.address, amount).transact({"from": user.address, **fees}))))
-    rows.append(("withdraw USDC (IM check)", used(client.vault.functions.withdraw(usdc.address, 500 * 10**6).transact({"from": user.address, **fees}))))
-    rows.append(("withdraw WETH (IM check)", used(client.vault.functions.withdraw(weth.address, 10**17).transact({"from": user.address, **fees}))))
+        w3.eth.wait_for_transaction_receipt(
+            token.functions.mint(user.address, amount).transact({"from": admin, **fees})
+        )
+        w3.eth.wait_for_transaction_receipt(
+            token.functions.approve(dep.vault, amount).transact({"from": user.address, **fees})
+        )
+        rows.append(
+            (
+                f"deposit {name}",
+                used(client.vault.functions.deposit(token.address, amount).transact({"from": user.address, **fees})),
+            )
+        )
+    rows.append(
+        (
+            "withdraw USDC (IM check)",
+            used(client.vault.functions.withdraw(usdc.address, 500 * 10**6).transact({"from": user.address, **fees})),
+        )
+    )
+    rows.append(
+        (
+            "withdraw WETH (IM check)",
+            used(client.vault.functions.withdraw(weth.address, 10**17).transact({"from": user.address, **fees})),
+        )
+    )
     a, b = users[0], users[1]
     maker, msig = replay._order(a, dep.markets["ETH-PERP"], WAD // 100, replay.opts.path.as_wad(0)["ETH"])
     taker, tsig = replay._order(b, dep.markets["ETH-PERP"], -WAD // 100, replay.opts.path.as_wad(0)["ETH"])
-    rows.append(("trade (match_orders, 2 signatures)", used(client.matching.functions.match_orders(maker, msig, taker, tsig).transact({"from": admin, "gas": 2_000_000, **fees}))))
+    rows.append(
+        (
+            "trade (match_orders, 2 signatures)",
+            used(
+                client.matching.functions.match_orders(maker, msig, taker, tsig).transact(
+                    {"from": admin, "gas": 2_000_000, **fees}
+                )
+            ),
+        )
+    )
     # crash ETH and BTC by 30% and liquidate the first liquidatable account
     start = replay.opts.path.as_wad(0)
     for symbol, feed in replay.feeds.items():
@@ -134,7 +168,14 @@ def gas_used(replay: Replay, users) -> dict[str, int]:
     summaries = client.margin_summaries([u.address for u in users])
     victim = next(u for u, s in zip(users, summaries) if s[0] < s[2] and s[0] > 0)
     keeper = DEV_ACCOUNTS[1][0]
-    rows.append(("liquidate (partial, positions to liquidator)", used(client.engine.functions.liquidate(victim.address).transact({"from": keeper, "gas": 3_000_000, **fees}))))
+    rows.append(
+        (
+            "liquidate (partial, positions to liquidator)",
+            used(
+                client.engine.functions.liquidate(victim.address).transact({"from": keeper, "gas": 3_000_000, **fees})
+            ),
+        )
+    )
     return dict(rows)
 
 

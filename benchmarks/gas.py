@@ -228,8 +228,14 @@ def call_tree(computation, depth: int = 0) -> list[tuple[int, str, int, int]]:
             from eth_utils import function_abi_to_4byte_selector
 
             selector = bytes(computation.msg.data[:4])
-            fn_name = next((f["name"] for f in contract.abi if f.get("type") == "function"
-                            and function_abi_to_4byte_selector(f) == selector), "0x" + selector.hex())
+            fn_name = next(
+                (
+                    f["name"]
+                    for f in contract.abi
+                    if f.get("type") == "function" and function_abi_to_4byte_selector(f) == selector
+                ),
+                "0x" + selector.hex(),
+            )
         else:
             fn_name = fn.name
         name = f"{Path(contract.compiler_data.contract_path).stem}.{fn_name}"
@@ -359,7 +365,11 @@ def scenario_withdraw_usdc(b: Bench) -> list[Tx]:
     p.usdc.mint(user.address, 100 * 10**6)
     p.trade(user, b.makers[0], "ETH-PERP", WAD, b.price("ETH-PERP"))
     b.tick()
-    return [b.meter.send("CollateralVault.withdraw", p.vault, "withdraw", p.usdc.address, 1_000 * 10**6, sender=user.address)]
+    return [
+        b.meter.send(
+            "CollateralVault.withdraw", p.vault, "withdraw", p.usdc.address, 1_000 * 10**6, sender=user.address
+        )
+    ]
 
 
 def _match_one_eth(b: Bench, buyer, seller) -> list[Tx]:
@@ -463,7 +473,10 @@ def scenario_max_liquidation_call(b: Bench, fall: float) -> list[Tx]:
     markets = list(p.deployment.markets.values())
     with boa.env.prank(p.admin):
         for symbol, underlying in (("ETH", 0), ("BTC", 1)):
-            caps = (p.engine.max_open_interest(p.deployment.markets[f"{symbol}-FUT"]), p.engine.max_position(p.deployment.markets[f"{symbol}-FUT"]))
+            caps = (
+                p.engine.max_open_interest(p.deployment.markets[f"{symbol}-FUT"]),
+                p.engine.max_position(p.deployment.markets[f"{symbol}-FUT"]),
+            )
             for expiry in expiries:
                 market = p.engine.list_market(underlying, expiry)
                 p.engine.set_position_caps(market, *caps)
@@ -504,11 +517,19 @@ def scenario_max_liquidation_call(b: Bench, fall: float) -> list[Tx]:
         tx = None
         if kit.market.has_positions(account.address):
             try:
-                tx = b.meter.send("OptionMarket.liquidate_options", kit.market, "liquidate_options", account.address, sender=b.liquidator.address)
+                tx = b.meter.send(
+                    "OptionMarket.liquidate_options",
+                    kit.market,
+                    "liquidate_options",
+                    account.address,
+                    sender=b.liquidator.address,
+                )
             except boa.BoaError:
                 pass  # nothing left to move there: the engine's liquidation handles the rest
         if tx is None:
-            tx = b.meter.send("MarginEngine.liquidate", p.engine, "liquidate", account.address, sender=b.liquidator.address)
+            tx = b.meter.send(
+                "MarginEngine.liquidate", p.engine, "liquidate", account.address, sender=b.liquidator.address
+            )
         txs.append(tx)
     assert txs and not b.liquidatable(account), "max liquidation: the account is still liquidatable"
     return txs
@@ -550,8 +571,12 @@ def figure(txs: list[dict], key: str = "execution") -> int:
 
 
 def resolve(rev: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 class BaselineRun:
@@ -565,21 +590,32 @@ class BaselineRun:
         self.sha = resolve(rev)
         self.tree = Path(tempfile.gettempdir()) / f"crossmargin-gas-baseline-{self.sha[:12]}"
         self._remove()
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.tree), self.sha],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.tree), self.sha],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         venv = ROOT / ".venv"
         if venv.exists():
             (self.tree / ".venv").symlink_to(venv.resolve())
         env = dict(os.environ, PYTHONPATH=str(self.tree))
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker"],
-            cwd=self.tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=self.tree,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def _remove(self) -> None:
         if self.tree.exists():
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.tree)],
-                           capture_output=True, text=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.tree)],
+                capture_output=True,
+                text=True,
+            )
             shutil.rmtree(self.tree, ignore_errors=True)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True, text=True)
 
@@ -637,8 +673,13 @@ def print_table(console, current: dict, baseline: dict, rev: str) -> None:
     for i in range(max(len(now), len(base))):
         b = base[i] if i < len(base) else None
         c = now[i] if i < len(now) else None
-        calls.add_row(str(i + 1), b["label"] if b else "", f"{b['execution']:,}" if b else "", c["label"] if c else "",
-                      f"{c['execution']:,}" if c else "")
+        calls.add_row(
+            str(i + 1),
+            b["label"] if b else "",
+            f"{b['execution']:,}" if b else "",
+            c["label"] if c else "",
+            f"{c['execution']:,}" if c else "",
+        )
     console.print(calls)
 
     parts = Table(title="current tree: intrinsic + execution - refund = gas")
@@ -646,7 +687,9 @@ def print_table(console, current: dict, baseline: dict, rev: str) -> None:
         parts.add_column(col, justify="left" if col in ("scenario", "call") else "right")
     for name in SCENARIOS:
         for tx in current["scenarios"][name]:
-            parts.add_row(name, tx["label"], f"{tx['intrinsic']:,}", f"{tx['execution']:,}", f"{tx['refund']:,}", f"{tx['gas']:,}")
+            parts.add_row(
+                name, tx["label"], f"{tx['intrinsic']:,}", f"{tx['execution']:,}", f"{tx['refund']:,}", f"{tx['gas']:,}"
+            )
     console.print(parts)
 
 
@@ -733,8 +776,12 @@ def worker() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
-    ap.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"git revision to compare with (default {DEFAULT_BASELINE})")
-    ap.add_argument("--profile", metavar="NAME", choices=SCENARIOS, help="print the gas profile of one scenario on this tree")
+    ap.add_argument(
+        "--baseline", default=DEFAULT_BASELINE, help=f"git revision to compare with (default {DEFAULT_BASELINE})"
+    )
+    ap.add_argument(
+        "--profile", metavar="NAME", choices=SCENARIOS, help="print the gas profile of one scenario on this tree"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -748,8 +795,10 @@ def main() -> None:
     if args.profile:
         current = run_scenarios(ROOT, (args.profile,), profile=True)
         for tx in current["scenarios"][args.profile]:
-            console.print(f"{args.profile}: {tx['label']} gas {tx['gas']:,} (intrinsic {tx['intrinsic']:,}, "
-                          f"execution {tx['execution']:,}, refund {tx['refund']:,})")
+            console.print(
+                f"{args.profile}: {tx['label']} gas {tx['gas']:,} (intrinsic {tx['intrinsic']:,}, "
+                f"execution {tx['execution']:,}, refund {tx['refund']:,})"
+            )
         print_profile(console, current["trees"])
         return
 
@@ -765,8 +814,10 @@ def main() -> None:
         baseline_run.kill()
         raise
     print_table(console, current, baseline, args.baseline)
-    console.print(f"current: {current['adapter']}; baseline {args.baseline} ({baseline_run.sha[:12]}): "
-                  f"{baseline['adapter']}; {time.perf_counter() - start:.0f} s")
+    console.print(
+        f"current: {current['adapter']}; baseline {args.baseline} ({baseline_run.sha[:12]}): "
+        f"{baseline['adapter']}; {time.perf_counter() - start:.0f} s"
+    )
     out = report(current, baseline, args.baseline)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(out, indent=2) + "\n")

@@ -43,7 +43,9 @@ def on_anvil(config) -> dict:
         usdc = backend.at("MockERC20", dep.settlement_token)
         vault = backend.at("CollateralVault", dep.vault)
         adapter = detect_adapter(ROOT)
-        entry = backend.at("Matching" if adapter.order_entry == "matching" else "MarginEngine", getattr(dep, adapter.order_entry))
+        entry = backend.at(
+            "Matching" if adapter.order_entry == "matching" else "MarginEngine", getattr(dep, adapter.order_entry)
+        )
 
         def send(fn, sender):
             receipt = w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "gas": 10_000_000}))

@@ -69,7 +69,9 @@ def synthetic_positions(n: int, n_instruments: int, seed: int) -> np.ndarray:
     lognormal around $20k."""
     rng = np.random.default_rng(seed)
     held = rng.random((n, n_instruments)) < 5.0 / n_instruments
-    sizes = rng.lognormal(np.log(2.0), 1.0, size=(n, n_instruments)) * np.where(rng.random((n, n_instruments)) < 0.5, 1, -1)
+    sizes = rng.lognormal(np.log(2.0), 1.0, size=(n, n_instruments)) * np.where(
+        rng.random((n, n_instruments)) < 0.5, 1, -1
+    )
     # BTC instruments (the second half) in BTC units: same notional scale
     sizes[:, n_instruments // 2 :] *= SPOT[0] / SPOT[1]
     return np.where(held, sizes, 0.0)
@@ -110,11 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         t_loop = (time.perf_counter() - t0) * n / m
         if not np.allclose(pm.mm[:m], loop.mm, rtol=1e-9, atol=0.011):
             worst = int(np.argmax(np.abs(pm.mm[:m] - loop.mm)))
-            print(f"error: table and loop disagree on account {worst}: {pm.mm[worst]} vs {loop.mm[worst]}", file=sys.stderr)
+            print(
+                f"error: table and loop disagree on account {worst}: {pm.mm[worst]} vs {loop.mm[worst]}",
+                file=sys.stderr,
+            )
             return 1
         label = "" if m == n else f" (extrapolated from {m})"
         table.add_row(
-            f"{n:,}", f"{t_table:.3f}", f"{n / t_table:,.0f}", f"{t_loop:.2f}{label}", f"{n / t_loop:,.0f}", f"{t_loop / t_table:,.0f}x"
+            f"{n:,}",
+            f"{t_table:.3f}",
+            f"{n / t_table:,.0f}",
+            f"{t_loop:.2f}{label}",
+            f"{n / t_loop:,.0f}",
+            f"{t_loop / t_table:,.0f}x",
         )
     console.print(table)
     return 0

@@ -172,7 +172,10 @@ class AttestationService:
             if governed != local:
                 log.warning(
                     "governance set the scenario parameters hash to 0x%s; %s hash to 0x%s: not attesting until they agree",
-                    governed.hex(), self.scenario_source, local.hex(), extra={"governed": "0x" + governed.hex()},
+                    governed.hex(),
+                    self.scenario_source,
+                    local.hex(),
+                    extra={"governed": "0x" + governed.hex()},
                 )
             elif self._governed is not None:
                 log.info("the scenario parameters hash is governed to ours again (0x%s): attesting", local.hex())
@@ -232,7 +235,9 @@ class AttestationService:
             return []
         return self._attest(due, block, timestamp, prices, terms)
 
-    def _attest(self, accounts: list[str], block: int, timestamp: int, prices: list[int], terms: AttestorTerms) -> list[str]:
+    def _attest(
+        self, accounts: list[str], block: int, timestamp: int, prices: list[int], terms: AttestorTerms
+    ) -> list[str]:
         client = self.client
         snap = client.snapshot(accounts, block)
         params = client.risk_params(block)
@@ -245,22 +250,33 @@ class AttestationService:
         for i, account in enumerate(accounts):
             version = client.position_versions([account], block)[0]
             if book.holds_unpriced[i] or book.holds_stale[i]:
-                self._skip(account, "stale_vol", "holds a series without a fresh vol", version, prices, timestamp, validity)
+                self._skip(
+                    account, "stale_vol", "holds a series without a fresh vol", version, prices, timestamp, validity
+                )
                 continue
             _, option_im, option_mm = client.option_margin(account, prices, block)
             std_im = int(standard.initial_margin[i]) + option_im
             std_mm = int(standard.maintenance_margin[i]) + option_mm
             margins = attested_margins(float(pm.im[i]), float(pm.mm[i]), std_im, std_mm)
             if margins is None:
-                self._skip(account, "not_lower", f"portfolio IM {pm.im[i]:,.2f} >= standard {std_im / WAD:,.2f} USD", version, prices, timestamp, validity)
+                self._skip(
+                    account,
+                    "not_lower",
+                    f"portfolio IM {pm.im[i]:,.2f} >= standard {std_im / WAD:,.2f} USD",
+                    version,
+                    prices,
+                    timestamp,
+                    validity,
+                )
                 continue
             self._skipped.pop(account, None)
             stored = client.stored_attestation(account, block)
             issued = timestamp if stored is None else max(timestamp, stored.issued_at + 1)
             if issued > timestamp:
                 continue  # an attestation from this very second is stored: next block
-            att = HealthAttestation(account, version, tuple(prices), margins[0], margins[1], issued, issued + validity,
-                                    self.params_hash)
+            att = HealthAttestation(
+                account, version, tuple(prices), margins[0], margins[1], issued, issued + validity, self.params_hash
+            )
             args = sign_attestation(att, self.signer_keys, client.deployment.chain_id, client.attestor.address)
             call = client.attestor.functions.submit_attestation(*args)
             try:
@@ -268,7 +284,12 @@ class AttestationService:
                 gas = call.estimate_gas({"from": self.tx.address}, block_identifier="latest")
             except ContractLogicError as e:
                 self.metrics.attestations_failed.inc()
-                log.warning("attestation of %s not sent: simulation reverted (%s)", account, e.message or e, extra={"account": account})
+                log.warning(
+                    "attestation of %s not sent: simulation reverted (%s)",
+                    account,
+                    e.message or e,
+                    extra={"account": account},
+                )
                 continue
             tx_hash = self.tx.send(call, gas, attestation_key(account))
             if tx_hash is None:
@@ -286,16 +307,31 @@ class AttestationService:
     def _skip(self, account, reason, why, version, prices, timestamp, validity) -> None:
         self.metrics.attestations_skipped.labels(reason=reason).inc()
         previous = self._skipped.get(account)
-        self._skipped[account] = StoredAttestation(version, tuple(prices), 0, 0, timestamp, timestamp + validity, self._terms.signer_set_version)
+        self._skipped[account] = StoredAttestation(
+            version, tuple(prices), 0, 0, timestamp, timestamp + validity, self._terms.signer_set_version
+        )
         if previous is None or previous.position_version != version:
-            log.info("no attestation for %s (%s): %s", account, reason, why, extra={"account": account, "reason": reason})
+            log.info(
+                "no attestation for %s (%s): %s", account, reason, why, extra={"account": account, "reason": reason}
+            )
 
     def handle_outcome(self, outcome) -> None:
         """A settled "attest:<account>" transaction (keeper.txmanager.Outcome)."""
         account = outcome.key.partition(":")[2]
         receipt = outcome.receipt
         if outcome.status == "mined" and receipt is not None and receipt.get("status") == 1:
-            log.info("attestation of %s mined in block %d", account, receipt["blockNumber"], extra={"account": account, "tx": outcome.tx_hash})
+            log.info(
+                "attestation of %s mined in block %d",
+                account,
+                receipt["blockNumber"],
+                extra={"account": account, "tx": outcome.tx_hash},
+            )
             return
         self.metrics.attestations_failed.inc()
-        log.warning("attestation of %s %s (tx %s): prices or position moved first", account, outcome.status, outcome.tx_hash, extra={"account": account})
+        log.warning(
+            "attestation of %s %s (tx %s): prices or position moved first",
+            account,
+            outcome.status,
+            outcome.tx_hash,
+            extra={"account": account},
+        )

@@ -26,8 +26,19 @@ __all__ = ["main", "var_table"]
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default="shared/data beside the repository")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_PM_CONFIG, show_default="config/portfolio_margin.yaml")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default="shared/data beside the repository",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_PM_CONFIG,
+    show_default="config/portfolio_margin.yaml",
+)
 @click.option("--start", default=None, help="first day, UTC (e.g. 2021-01-01)")
 @click.option("--end", default=None, help="end day, exclusive, UTC")
 def main(data_dir: Path, config_path: Path, start: str | None, end: str | None) -> None:
@@ -49,15 +60,35 @@ def main(data_dir: Path, config_path: Path, start: str | None, end: str | None) 
         sys.exit(2)
     rows = run_backtest(history, params, lo, hi)
     first, last = (datetime.fromtimestamp(int(history.timestamps[i]), timezone.utc).date() for i in (days[0], days[-1]))
-    table = Table(title=f"Portfolio MM vs realised losses, daily ETH and BTC {first} .. {last} "
-                        f"(spot +-{params.spot_range:.0%}, correlation {params.correlation:g})")
-    for col in ("book", "underlying", "mean MM / notional", "1-day days", "1-day exceed", "rate", "2-day days", "2-day exceed", "rate", "max 1-day loss / MM"):
+    table = Table(
+        title=f"Portfolio MM vs realised losses, daily ETH and BTC {first} .. {last} "
+        f"(spot +-{params.spot_range:.0%}, correlation {params.correlation:g})"
+    )
+    for col in (
+        "book",
+        "underlying",
+        "mean MM / notional",
+        "1-day days",
+        "1-day exceed",
+        "rate",
+        "2-day days",
+        "2-day exceed",
+        "rate",
+        "max 1-day loss / MM",
+    ):
         table.add_column(col, justify="left" if col in ("book", "underlying") else "right")
     for r in rows:
         table.add_row(
-            r.book, r.underlying, f"{r.mean_mm:.1%}",
-            str(r.days[1]), str(r.exceedances[1]), f"{r.rate(1):.2%}",
-            str(r.days[2]), str(r.exceedances[2]), f"{r.rate(2):.2%}", f"{r.worst_ratio:.2f}",
+            r.book,
+            r.underlying,
+            f"{r.mean_mm:.1%}",
+            str(r.days[1]),
+            str(r.exceedances[1]),
+            f"{r.rate(1):.2%}",
+            str(r.days[2]),
+            str(r.exceedances[2]),
+            f"{r.rate(2):.2%}",
+            f"{r.worst_ratio:.2f}",
         )
     console = Console(width=None if sys.stdout.isatty() else 170)  # a file or pipe gets the whole table
     console.print(table)
@@ -68,8 +99,10 @@ def main(data_dir: Path, config_path: Path, start: str | None, end: str | None) 
         if not ok.any():
             continue
         beyond = int((np.abs(r[ok]) > params.spot_range).sum())
-        console.print(f"{s}: {ok.sum()} daily moves, largest fall {r[ok].min():.1%}, rise {r[ok].max():.1%}, "
-                      f"{beyond} beyond +-{params.spot_range:.0%}")
+        console.print(
+            f"{s}: {ok.sum()} daily moves, largest fall {r[ok].min():.1%}, rise {r[ok].max():.1%}, "
+            f"{beyond} beyond +-{params.spot_range:.0%}"
+        )
     console.print(var_table(history, params, days))
 
 
@@ -80,13 +113,22 @@ def var_table(history: DailyHistory, params: ScenarioParams, days: np.ndarray):
     from rich.table import Table
 
     t = int(days[-1])
-    table = Table(title=f"Books opened {datetime.fromtimestamp(int(history.timestamps[t]), timezone.utc).date()}: "
-                        "MM vs 1-day VaR / ES (fractions of notional)")
+    table = Table(
+        title=f"Books opened {datetime.fromtimestamp(int(history.timestamps[t]), timezone.utc).date()}: "
+        "MM vs 1-day VaR / ES (fractions of notional)"
+    )
     for col in ("book", "underlying", "MM", "hist. VaR 99%", "hist. ES 97.5%", "delta-gamma VaR 99%", "days"):
         table.add_column(col, justify="left" if col in ("book", "underlying") else "right")
     for r in var_rows(history, params, days):
-        table.add_row(r.book, r.underlying, f"{r.mm:.1%}", f"{r.hist_var:.1%}", f"{r.hist_es:.1%}",
-                      f"{r.delta_gamma_var:.1%}", str(r.n_days))
+        table.add_row(
+            r.book,
+            r.underlying,
+            f"{r.mm:.1%}",
+            f"{r.hist_var:.1%}",
+            f"{r.hist_es:.1%}",
+            f"{r.delta_gamma_var:.1%}",
+            str(r.n_days),
+        )
     return table
 
 

@@ -113,7 +113,10 @@ def reward_bounds(snap, params, rows=None) -> tuple[list[int], list[int]]:
         if int(markets.settlement_price[m]) != 0 or (expiry != 0 and int(markets.timestamp) >= expiry):
             continue
         closable_markets.append((m, int(prices[int(params.price_id[int(markets.underlying[m])])])))
-    assets = [(a, int(prices[int(params.asset_price_id[a])]), 10 ** int(params.asset_decimals[a])) for a in range(book.collateral.shape[1])]
+    assets = [
+        (a, int(prices[int(params.asset_price_id[a])]), 10 ** int(params.asset_decimals[a]))
+        for a in range(book.collateral.shape[1])
+    ]
     closable, value = [], []
     for i in rows:
         sizes, balances = book.size[i], book.collateral[i]
@@ -167,7 +170,9 @@ def collateral_reward(equity: int, balances, params, prices, penalty_rate: int) 
     return gain
 
 
-def rank(candidates: list[int], bounds: list[int | None], health: list[int], threshold: int | None) -> tuple[list[int], list[int]]:
+def rank(
+    candidates: list[int], bounds: list[int | None], health: list[int], threshold: int | None
+) -> tuple[list[int], list[int]]:
     """(accounts to try, in order; accounts skipped as unable to pay for their gas).
 
     `candidates`: indices of liquidatable accounts; `bounds[i]`: upper bound of account i's
@@ -177,7 +182,9 @@ def rank(candidates: list[int], bounds: list[int | None], health: list[int], thr
     lowest health first), then unknown ones by ascending health."""
     below = [i for i in candidates if threshold is not None and bounds[i] is not None and bounds[i] <= threshold]
     skip = set(below)
-    known = sorted((i for i in candidates if i not in skip and bounds[i] is not None), key=lambda i: (-bounds[i], health[i], i))
+    known = sorted(
+        (i for i in candidates if i not in skip and bounds[i] is not None), key=lambda i: (-bounds[i], health[i], i)
+    )
     unknown = sorted((i for i in candidates if bounds[i] is None), key=lambda i: (health[i], i))
     return known + unknown, below
 
@@ -343,7 +350,12 @@ class Liquidator:
         except RPC_ERRORS as e:  # receipts are looked up again next block; the journal keeps keys pending
             self.stats.rpc_errors += 1
             self.metrics.rpc_errors.inc()
-            log.warning("cannot poll pending transactions at block %d (%s: %s); liquidations go on, retrying next block", block, e.__class__.__name__, str(e)[:160])
+            log.warning(
+                "cannot poll pending transactions at block %d (%s: %s); liquidations go on, retrying next block",
+                block,
+                e.__class__.__name__,
+                str(e)[:160],
+            )
             outcomes = []
         self._handle_outcomes(outcomes, block)
 
@@ -365,7 +377,9 @@ class Liquidator:
             self._scan_portfolio_accounts(block)
             onchain = [i for i, a in enumerate(accounts) if a in self.portfolio_accounts]
             if onchain:  # the contract's answer, options and attestations included
-                for i, (eq, _im, mm, hf) in zip(onchain, self.client.margin_summaries([accounts[i] for i in onchain], block)):
+                for i, (eq, _im, mm, hf) in zip(
+                    onchain, self.client.margin_summaries([accounts[i] for i in onchain], block)
+                ):
                     equity[i], health[i], liquidatable[i] = eq, hf, eq < mm
             order = [i for i in range(len(accounts)) if liquidatable[i]]
             self._track_episodes([accounts[i] for i in sorted(order, key=lambda i: health[i])], block)
@@ -412,7 +426,13 @@ class Liquidator:
             account = accounts[i]
             if liquidation_key(account) in pending:
                 continue
-            extra = 0 if i in onchain else collateral_reward(equity[i], snap.book.collateral[i], self._params, snap.prices, self._terms.penalty)
+            extra = (
+                0
+                if i in onchain
+                else collateral_reward(
+                    equity[i], snap.book.collateral[i], self._params, snap.prices, self._terms.penalty
+                )
+            )
             self._attempt(account, equity[i], head, eth_price, extra)
 
     def _settle_expired(self, head, markets, stale: bool) -> None:
@@ -424,7 +444,12 @@ class Liquidator:
         except Exception as e:  # noqa: BLE001 - settlement must never stop liquidations or the loop
             job.errors += 1
             self.metrics.settlement_errors.inc()
-            log.warning("settlement job failed at block %d (%s: %s); liquidations go on, retrying next block", head.number, e.__class__.__name__, str(e)[:200])
+            log.warning(
+                "settlement job failed at block %d (%s: %s); liquidations go on, retrying next block",
+                head.number,
+                e.__class__.__name__,
+                str(e)[:200],
+            )
         self.stats.settlements_sent, self.stats.settlements_succeeded = job.sent, job.succeeded
         self.stats.settlements_failed, self.stats.settlement_errors = job.failed, job.errors
 
@@ -501,7 +526,12 @@ class Liquidator:
                 self.missed_counted.add(account)
                 self.stats.missed += 1
                 self.metrics.missed.inc()
-                log.warning("missed liquidation: %s liquidatable since block %d, no liquidation by anyone in %d blocks", account, since, block - since)
+                log.warning(
+                    "missed liquidation: %s liquidatable since block %d, no liquidation by anyone in %d blocks",
+                    account,
+                    since,
+                    block - since,
+                )
 
     def _episode_ended(self, account: str, mined: int) -> None:
         """A liquidation of `account` (by anyone) mined in block `mined` ends its liquidatable
@@ -538,7 +568,11 @@ class Liquidator:
         """(call, value moved or notional) of the liquidation to send, options first; raises
         ContractLogicError when neither simulates."""
         options = getattr(self.client, "options", None)
-        if options is not None and account in self.portfolio_accounts and options.functions.has_positions(account).call(block_identifier="latest"):
+        if (
+            options is not None
+            and account in self.portfolio_accounts
+            and options.functions.has_positions(account).call(block_identifier="latest")
+        ):
             call = options.functions.liquidate_options(account)
             try:
                 return call, call.call({"from": self.address}, block_identifier="latest")
@@ -563,7 +597,12 @@ class Liquidator:
         share of the penalty on the simulated closed notional, plus `collateral_gain` (the
         discount on collateral bought from an account left in bad debt, `collateral_reward`)."""
         if head.base_fee + self.priority_fee > self.max_fee_per_gas:
-            self._skip(account, "fee_cap", f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei", logging.WARNING)
+            self._skip(
+                account,
+                "fee_cap",
+                f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei",
+                logging.WARNING,
+            )
             return
         try:
             call, notional = self._liquidation_call(account)
@@ -571,14 +610,19 @@ class Liquidator:
         except ContractLogicError as e:
             reason = str(e.message or e)
             if OPENED_THIS_BLOCK in reason:  # expected: the account traded this block; next block
-                self._skip(account, "opened_this_block", f"simulation reverted ({reason}); retrying next block", logging.DEBUG)
+                self._skip(
+                    account, "opened_this_block", f"simulation reverted ({reason}); retrying next block", logging.DEBUG
+                )
                 return
             self._skip(account, "unsafe", f"simulation reverted ({reason})")
             self._back_off(account, head.number)
             return
         terms = self._terms
         flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
-        reward = expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share) + collateral_gain
+        reward = (
+            expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
+            + collateral_gain
+        )
         cost = gas_cost_usd(gas, self._max_fee(head.base_fee), eth_price)
         profit = reward - cost
         threshold = self._threshold(gas, head.base_fee, eth_price)
@@ -614,7 +658,10 @@ class Liquidator:
             if kind in ("settle_market", "settle_series"):
                 if self.settlement is not None:
                     self.settlement.handle_outcome(o)
-                    self.stats.settlements_succeeded, self.stats.settlements_failed = self.settlement.succeeded, self.settlement.failed
+                    self.stats.settlements_succeeded, self.stats.settlements_failed = (
+                        self.settlement.succeeded,
+                        self.settlement.failed,
+                    )
                 continue
             if kind != "liquidate":
                 continue
@@ -629,7 +676,13 @@ class Liquidator:
                 # usually the index saw this liquidation's event first and already counted it;
                 # an options liquidation (OptionsLiquidation, not indexed) is counted here
                 self._episode_ended(account, mined)
-                log.info("liquidated %s in block %d (tx %s)", account, mined, o.tx_hash, extra={"account": account, "tx": o.tx_hash})
+                log.info(
+                    "liquidated %s in block %d (tx %s)",
+                    account,
+                    mined,
+                    o.tx_hash,
+                    extra={"account": account, "tx": o.tx_hash},
+                )
             else:
                 self.stats.failed += 1
                 self.metrics.failed.inc()

@@ -41,29 +41,102 @@ def _setup_logging(level: str) -> None:
 
 @click.group()
 @click.version_option(package_name="crossmargin-keeper", message="keeper %(version)s")
-@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 def cli(log_level: str) -> None:
     """Cross-margin protocol keeper: liquidator bot, account inspector, crash replay."""
     _setup_logging(log_level)
 
 
 @cli.command()
-@click.option("--rpc", "rpc_urls", multiple=True, metavar="URL", help="JSON-RPC endpoint; repeat for fallbacks, first preferred (or KEEPER_RPC_URLS, comma-separated).")
-@click.option("--manifest", type=click.Path(path_type=Path), default=None, help="Deployment manifest JSON (or KEEPER_MANIFEST).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Keeper settings YAML (see config/keeper.example.yaml).")
-@click.option("--private-key-env", default=None, help="Environment variable holding the liquidator's key [default: KEEPER_PRIVATE_KEY].")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help="Folder for the transaction journal and the event-index checkpoint (default: nothing persisted).")
-@click.option("--from-block", type=click.IntRange(min=0), default=None, help="First block to scan for accounts when there is no checkpoint (default: the manifest's deploy block).")
-@click.option("--min-profit-usd", type=str, default=None, metavar="USD|always", help="Send a liquidation only if its expected reward exceeds gas x (1 + gas_margin) + this [default: 0, never at a loss]; 'always' liquidates every account whatever it earns.")
+@click.option(
+    "--rpc",
+    "rpc_urls",
+    multiple=True,
+    metavar="URL",
+    help="JSON-RPC endpoint; repeat for fallbacks, first preferred (or KEEPER_RPC_URLS, comma-separated).",
+)
+@click.option(
+    "--manifest", type=click.Path(path_type=Path), default=None, help="Deployment manifest JSON (or KEEPER_MANIFEST)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keeper settings YAML (see config/keeper.example.yaml).",
+)
+@click.option(
+    "--private-key-env",
+    default=None,
+    help="Environment variable holding the liquidator's key [default: KEEPER_PRIVATE_KEY].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the transaction journal and the event-index checkpoint (default: nothing persisted).",
+)
+@click.option(
+    "--from-block",
+    type=click.IntRange(min=0),
+    default=None,
+    help="First block to scan for accounts when there is no checkpoint (default: the manifest's deploy block).",
+)
+@click.option(
+    "--min-profit-usd",
+    type=str,
+    default=None,
+    metavar="USD|always",
+    help="Send a liquidation only if its expected reward exceeds gas x (1 + gas_margin) + this [default: 0, never at a loss]; 'always' liquidates every account whatever it earns.",
+)
 @click.option("--max-fee-gwei", type=float, default=None, help="Never pay more than this per gas [default: 500].")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics on this port at /metrics.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port at /metrics.",
+)
 @click.option("--log-json", is_flag=True, default=False, help="Log one JSON object per line.")
-@click.option("--poll", type=click.FloatRange(min=0.01), default=None, help="Seconds between head checks [default: 0.5].")
-@click.option("--status-file", type=click.Path(path_type=Path), default=None, help="Write the keeper's counters here after every block.")
-@click.option("--max-blocks", type=click.IntRange(min=1), default=None, help="Stop after this many blocks (default: run forever).")
-@click.option("--settle-expired/--no-settle-expired", default=None, help="Settle expired dated futures and option series each block (or settle_expired / KEEPER_SETTLE_EXPIRED) [default: on].")
+@click.option(
+    "--poll", type=click.FloatRange(min=0.01), default=None, help="Seconds between head checks [default: 0.5]."
+)
+@click.option(
+    "--status-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the keeper's counters here after every block.",
+)
+@click.option(
+    "--max-blocks", type=click.IntRange(min=1), default=None, help="Stop after this many blocks (default: run forever)."
+)
+@click.option(
+    "--settle-expired/--no-settle-expired",
+    default=None,
+    help="Settle expired dated futures and option series each block (or settle_expired / KEEPER_SETTLE_EXPIRED) [default: on].",
+)
 @click.pass_context
-def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_block, min_profit_usd, max_fee_gwei, metrics_port, log_json, poll, status_file, max_blocks, settle_expired) -> None:
+def run(
+    ctx,
+    rpc_urls,
+    manifest,
+    config_path,
+    private_key_env,
+    state_dir,
+    from_block,
+    min_profit_usd,
+    max_fee_gwei,
+    metrics_port,
+    log_json,
+    poll,
+    status_file,
+    max_blocks,
+    settle_expired,
+) -> None:
     """Run the liquidator bot against RPC for the deployment in MANIFEST.
 
     Settings come from --config, then KEEPER_* environment variables, then these options."""
@@ -77,7 +150,11 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
     from keeper.settings import load_settings, private_key_from_env, validate_for_run
     from keeper.txmanager import GasPolicy, TxManager
 
-    level = ctx.parent.params.get("log_level") if ctx.parent.get_parameter_source("log_level") == click.core.ParameterSource.COMMANDLINE else None
+    level = (
+        ctx.parent.params.get("log_level")
+        if ctx.parent.get_parameter_source("log_level") == click.core.ParameterSource.COMMANDLINE
+        else None
+    )
     settings = load_settings(
         config_path,
         rpc_urls=list(rpc_urls) or None, manifest=manifest, private_key_env=private_key_env, state_dir=state_dir,
@@ -99,7 +176,9 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
             raise click.ClickException(f"cannot create state dir {settings.state_dir}: {e.strerror}") from None
         journal_path = settings.state_dir / "tx-journal.sqlite"
     gas = settings.gas
-    policy = GasPolicy(priority_fee=gas.priority_fee_wei, base_fee_multiplier=gas.base_fee_multiplier, max_fee_cap=gas.max_fee_wei)
+    policy = GasPolicy(
+        priority_fee=gas.priority_fee_wei, base_fee_multiplier=gas.base_fee_multiplier, max_fee_cap=gas.max_fee_wei
+    )
     try:
         tx = TxManager(w3, key, policy=policy, journal=TxJournal(journal_path))
     except ValueError as e:
@@ -107,7 +186,9 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
             raise click.ClickException(f"{settings.private_key_env} does not hold a valid private key") from None
         raise
     start = deployment.deploy_block if settings.from_block is None else settings.from_block
-    index = EventIndex(client, start, settings.state_dir, chunk_blocks=settings.log_chunk_blocks, keep_recent=settings.reorg_depth)
+    index = EventIndex(
+        client, start, settings.state_dir, chunk_blocks=settings.log_chunk_blocks, keep_recent=settings.reorg_depth
+    )
     index.load()
     metrics = KeeperMetrics()
     bot = Liquidator(
@@ -121,20 +202,33 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
     if settings.settle_expired:
         from keeper.settle import SettlementJob
 
-        bot.settlement = SettlementJob(client, tx, metrics, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei)
-    log.info("settlement of expired futures and option series %s", "on" if settings.settle_expired else "off (settle_expired)")
+        bot.settlement = SettlementJob(
+            client, tx, metrics, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei
+        )
+    log.info(
+        "settlement of expired futures and option series %s",
+        "on" if settings.settle_expired else "off (settle_expired)",
+    )
     if settings.attestation.enabled:
         bot.attestation = _attestation_service(client, tx, settings, metrics)
-        log.info("health attestations on: %d signer keys, accounts %s", len(settings.attestation.signer_key_envs),
-                 "all holding options" if settings.attestation.accounts is None else len(settings.attestation.accounts))
+        log.info(
+            "health attestations on: %d signer keys, accounts %s",
+            len(settings.attestation.signer_key_envs),
+            "all holding options" if settings.attestation.accounts is None else len(settings.attestation.accounts),
+        )
     if settings.metrics_port is not None:
         try:
             metrics.serve(settings.metrics_port, settings.metrics_addr)
         except OSError as e:
-            raise click.ClickException(f"cannot serve metrics on {settings.metrics_addr}:{settings.metrics_port}: {e.strerror}") from None
+            raise click.ClickException(
+                f"cannot serve metrics on {settings.metrics_addr}:{settings.metrics_port}: {e.strerror}"
+            ) from None
         log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
-    profit = ("liquidate all (min_profit_usd: always)" if settings.min_profit_usd is None
-              else f"reward > gas x {1 + settings.gas_margin:g} + {settings.min_profit_usd:g} USD")
+    profit = (
+        "liquidate all (min_profit_usd: always)"
+        if settings.min_profit_usd is None
+        else f"reward > gas x {1 + settings.gas_margin:g} + {settings.min_profit_usd:g} USD"
+    )
     log.info(
         "liquidator %s following %s (engine %s; %s; max fee %g gwei; state %s)", tx.address, w3.provider, deployment.engine,
         profit, gas.max_fee_gwei, settings.state_dir or "in memory",
@@ -148,9 +242,26 @@ def run(ctx, rpc_urls, manifest, config_path, private_key_env, state_dir, from_b
 @cli.command()
 @click.argument("address")
 @click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")
-@click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST", help="Deployment manifest JSON.")
-@click.option("--scenario-config", type=click.Path(path_type=Path), default=None, help="Portfolio margin parameters YAML [default: config/portfolio_margin.yaml].")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write a PNG heat map of the account's P&L by spot move and vol shock here.")
+@click.option(
+    "--manifest",
+    required=True,
+    type=click.Path(path_type=Path),
+    envvar="KEEPER_MANIFEST",
+    help="Deployment manifest JSON.",
+)
+@click.option(
+    "--scenario-config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Portfolio margin parameters YAML [default: config/portfolio_margin.yaml].",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a PNG heat map of the account's P&L by spot move and vol shock here.",
+)
 def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     """Positions, collateral, equity, IM, MM and health of ADDRESS; with options: its Greeks,
     the scenario table and the isolated, standard and portfolio margin requirements."""
@@ -181,8 +292,13 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     # cash by the vault's depeg rule: the settlement asset's own price when it has one
     settle_px = settlement_price(params, snap.prices)
     cash_val = cash_value(snap.book.cash[:1], params, snap.prices)[0]
-    assets.add_row("cash (" + "USDC" + ")", f"{snap.book.cash[0] / WAD:,.2f}",
-                   f"{settle_px / WAD:,.4f}" if settle_px else "1", "depeg rule" if settle_px else "1", f"{cash_val / WAD:,.2f}")
+    assets.add_row(
+        "cash (" + "USDC" + ")",
+        f"{snap.book.cash[0] / WAD:,.2f}",
+        f"{settle_px / WAD:,.4f}" if settle_px else "1",
+        "depeg rule" if settle_px else "1",
+        f"{cash_val / WAD:,.2f}",
+    )
     for symbol, asset_id in deployment.asset_ids.items():
         bal = snap.book.collateral[0, asset_id]
         if bal:
@@ -190,7 +306,9 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
             dec = deployment.asset_decimals[symbol]
             hc = params.asset_haircut[asset_id]
             value = bal * price * hc // (10**dec * WAD)
-            assets.add_row(symbol, f"{bal / 10**dec:,.6f}", f"{price / WAD:,.2f}", f"{hc / WAD:.2f}", f"{value / WAD:,.2f}")
+            assets.add_row(
+                symbol, f"{bal / 10**dec:,.6f}", f"{price / WAD:,.2f}", f"{hc / WAD:.2f}", f"{value / WAD:,.2f}"
+            )
     out.print(assets)
 
     names = {v: k for k, v in deployment.markets.items()}
@@ -203,7 +321,13 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
             settled = snap.markets.settlement_price[m]
             mark = settled or snap.prices[params.price_id[snap.markets.underlying[m]]]
             pnl = size * (mark - snap.book.entry_price[0, m]) // WAD
-            positions.add_row(names.get(m, str(m)), f"{size / WAD:,.6f}", f"{snap.book.entry_price[0, m] / WAD:,.2f}", f"{mark / WAD:,.2f}", f"{pnl / WAD:,.2f}")
+            positions.add_row(
+                names.get(m, str(m)),
+                f"{size / WAD:,.6f}",
+                f"{snap.book.entry_price[0, m] / WAD:,.2f}",
+                f"{mark / WAD:,.2f}",
+                f"{pnl / WAD:,.2f}",
+            )
     option_im = option_mm = option_value = 0
     book = client.risk_book(snap, params)
     if client.options is not None:
@@ -215,7 +339,9 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
             sid, size, entry, mark, value, im, mm = st
             s = series[sid]
             label = series_name(symbols[s.underlying] if s.underlying < len(symbols) else f"U{s.underlying}", s)
-            positions.add_row(label, f"{size / WAD:,.6f}", f"{entry / WAD:,.2f}", f"{mark / WAD:,.2f}", f"{value / WAD:,.2f}")
+            positions.add_row(
+                label, f"{size / WAD:,.6f}", f"{entry / WAD:,.2f}", f"{mark / WAD:,.2f}", f"{value / WAD:,.2f}"
+            )
         option_value, option_im, option_mm = client.option_margin(address, [int(p) for p in snap.prices], block)
     out.print(positions)
 
@@ -223,9 +349,15 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     standard_im = int(result.initial_margin[0]) + option_im
     standard_mm = int(result.maintenance_margin[0]) + option_mm
     equity = int(result.equity[0]) + option_value
-    attested = client.attestor is not None and client.attestor.functions.attestation_holds(address).call(block_identifier=block)
+    attested = client.attestor is not None and client.attestor.functions.attestation_holds(address).call(
+        block_identifier=block
+    )
     # an attestation can only lower the requirement; without one the contract's is the standard
-    requirement_ok = onchain[1] <= standard_im and onchain[2] <= standard_mm if attested else (onchain[1], onchain[2]) == (standard_im, standard_mm)
+    requirement_ok = (
+        onchain[1] <= standard_im and onchain[2] <= standard_mm
+        if attested
+        else (onchain[1], onchain[2]) == (standard_im, standard_mm)
+    )
     agrees = equity == onchain[0] and requirement_ok
     summary = Table(title="Margin (keeper = contract)" if agrees else "Margin (KEEPER DIFFERS FROM CONTRACT)")
     for col in ("equity (USD)", "initial margin", "maintenance margin", "health factor", "liquidatable"):
@@ -238,21 +370,40 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     out.print(summary)
     if not book.positions.any():
         if plot_path is not None:  # exit 0: the report above is complete; there is just nothing to plot
-            click.echo(f"no heat map written to {plot_path}: {address} has no positions (its P&L is 0 in every scenario)", err=True)
+            click.echo(
+                f"no heat map written to {plot_path}: {address} has no positions (its P&L is 0 in every scenario)",
+                err=True,
+            )
         return
 
     tables = build_risk_tables(book.instruments, book.market, scenario_params)
     pm = portfolio_margin(tables, book.positions)
     isolated = int(isolated_initial_margin(snap.book, snap.markets, params, snap.prices)[0]) + option_im
-    (report,) = account_reports(tables, book.positions, isolated_im=[isolated / WAD], standard_im=[standard_im / WAD], margin=pm)
+    (report,) = account_reports(
+        tables, book.positions, isolated_im=[isolated / WAD], standard_im=[standard_im / WAD], margin=pm
+    )
 
     greeks = Table(title="Greeks (Black-76, r = 0; delta in units, vega USD per 1.00 vol, theta USD per day)")
     for col in ("underlying", "spot", "delta", "gamma", "vega", "theta / day"):
         greeks.add_column(col, justify="right" if col != "underlying" else "left")
     for u, sym in enumerate(book.market.symbols):
         if any(abs(x[sym]) > 0 for x in (report.delta, report.gamma, report.vega, report.theta_day)):
-            greeks.add_row(sym, f"{book.market.spot[u]:,.2f}", f"{report.delta[sym]:,.4f}", f"{report.gamma[sym]:,.6f}", f"{report.vega[sym]:,.2f}", f"{report.theta_day[sym]:,.2f}")
-    greeks.add_row("account (USD)", "", f"{report.delta_usd:,.2f} / 100%", f"{report.gamma_usd:,.2f} / 1%", f"{report.vega_total:,.2f}", f"{report.theta_day_total:,.2f}")
+            greeks.add_row(
+                sym,
+                f"{book.market.spot[u]:,.2f}",
+                f"{report.delta[sym]:,.4f}",
+                f"{report.gamma[sym]:,.6f}",
+                f"{report.vega[sym]:,.2f}",
+                f"{report.theta_day[sym]:,.2f}",
+            )
+    greeks.add_row(
+        "account (USD)",
+        "",
+        f"{report.delta_usd:,.2f} / 100%",
+        f"{report.gamma_usd:,.2f} / 1%",
+        f"{report.vega_total:,.2f}",
+        f"{report.theta_day_total:,.2f}",
+    )
     out.print(greeks)
 
     grid = Table(title="Scenario P&L (portfolio margin grid, weighted; worst marked)")
@@ -262,7 +413,11 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     worst = int(pm.worst_scenario[0])
     held_u = {int(u) for u in book.instruments.underlying[book.positions[0] != 0]}
     for s, label in enumerate(tables.grid.labels):
-        moving = {u for u in range(book.market.n_underlyings) if tables.grid.spot_move[s, u] != 0 or tables.grid.vol_dir[s, u] != 0}
+        moving = {
+            u
+            for u in range(book.market.n_underlyings)
+            if tables.grid.spot_move[s, u] != 0 or tables.grid.vol_dir[s, u] != 0
+        }
         if s != worst and moving and not moving & held_u:
             continue  # scenarios that move only underlyings the account does not hold
         grid.add_row(("[bold red]" + label + " (worst)[/]") if s == worst else label, f"{pnl[s]:,.2f}")
@@ -289,7 +444,10 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
             f"valid until {stored.valid_until} ({'holds' if holds else 'VOID'})", highlight=False,
         )  # fmt: skip
     if book.unpriced or book.stale:
-        out.print(f"warning: series without a fresh vol: {sorted(book.unpriced | book.stale)} (unpriced ones are left out)", highlight=False)
+        out.print(
+            f"warning: series without a fresh vol: {sorted(book.unpriced | book.stale)} (unpriced ones are left out)",
+            highlight=False,
+        )
     if plot_path is not None:
         written = plot_heat_map(book, 0, plot_path, scenario_params.spot_range)
         out.print(f"heat map written to {written}", highlight=False)
@@ -312,7 +470,9 @@ def plot_heat_map(book, row: int, path: Path, spot_range: float = 0.15, spot_ste
     n_u, n_i = book.market.n_underlyings, len(book.instruments)
     spot_move = np.repeat(moves, len(shocks))[:, None] * np.ones((1, n_u))
     vol_mult = np.tile(1.0 + shocks, len(moves))[:, None] * np.ones((1, n_i))
-    pnl = (book.positions[row] @ revalue(book.instruments, book.market, spot_move, vol_mult)).reshape(len(moves), len(shocks))
+    pnl = (book.positions[row] @ revalue(book.instruments, book.market, spot_move, vol_mult)).reshape(
+        len(moves), len(shocks)
+    )
     fig, ax = plt.subplots(figsize=(8, 5.5))
     limit = float(np.abs(pnl).max()) or 1.0
     image = ax.imshow(pnl.T, origin="lower", aspect="auto", cmap="RdYlGn", vmin=-limit, vmax=limit)
@@ -345,7 +505,9 @@ def _attestation_service(client, tx, settings, metrics):
     keys = attestation_keys(a)
     threshold = client.attestor_terms().threshold
     if len(keys) < threshold:
-        raise click.ClickException(f"the attestor needs {threshold} signatures; attestation.signer_key_envs names {len(keys)}")
+        raise click.ClickException(
+            f"the attestor needs {threshold} signatures; attestation.signer_key_envs names {len(keys)}"
+        )
     source = a.scenario_config or DEFAULT_PM_CONFIG
     service = AttestationService(
         client, tx, keys, load_scenario_params(source),
@@ -359,20 +521,79 @@ def _attestation_service(client, tx, settings, metrics):
 
 
 @cli.command()
-@click.option("--prices", "price_args", multiple=True, metavar="SYMBOL=CSV", help="Price CSV per asset (timestamp,open,high,low,close,volume); repeat for ETH and BTC. Default: a seeded synthetic crash.")
+@click.option(
+    "--prices",
+    "price_args",
+    multiple=True,
+    metavar="SYMBOL=CSV",
+    help="Price CSV per asset (timestamp,open,high,low,close,volume); repeat for ETH and BTC. Default: a seeded synthetic crash.",
+)
 @click.option("--start", default=None, help="Window start, ISO-8601 UTC (e.g. 2020-03-11T00:00:00Z).")
 @click.option("--end", default=None, help="Window end (exclusive), ISO-8601 UTC.")
 @click.option("--accounts", type=click.IntRange(1, 5000), default=100, show_default=True, help="Accounts to open.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the population and synthetic path.")
-@click.option("--steps", type=click.IntRange(2, 100_000), default=300, show_default=True, help="Steps of the synthetic path.")
-@click.option("--block-seconds", type=click.IntRange(1, 86_400), default=12, show_default=True, help="Chain time between replay blocks.")
+@click.option(
+    "--steps", type=click.IntRange(2, 100_000), default=300, show_default=True, help="Steps of the synthetic path."
+)
+@click.option(
+    "--block-seconds",
+    type=click.IntRange(1, 86_400),
+    default=12,
+    show_default=True,
+    help="Chain time between replay blocks.",
+)
 @click.option("--rpc", default=None, help="Use this RPC endpoint instead of starting Anvil.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Protocol listing YAML [default: config/local.yaml, with --options config/options.yaml].")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("reports/replay.json"), show_default=True, help="Where to write the JSON report.")
-@click.option("--keeper-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to wait for the keeper per block.")
-@click.option("--options/--no-options", "with_options", default=False, show_default=True, help="Add option books (covered calls, straddles, spreads...), signed vols each step and the keeper's attestations; report isolated / standard / portfolio margin.")
-@click.option("--vol-data", "vol_data", type=click.Path(path_type=Path, file_okay=False), default=None, help="Folder with the daily price and DVOL files for the option vols [default: shared/data beside the repository].")
-def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, config_path, report_path, keeper_timeout, with_options, vol_data) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Protocol listing YAML [default: config/local.yaml, with --options config/options.yaml].",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    default=Path("reports/replay.json"),
+    show_default=True,
+    help="Where to write the JSON report.",
+)
+@click.option(
+    "--keeper-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the keeper per block.",
+)
+@click.option(
+    "--options/--no-options",
+    "with_options",
+    default=False,
+    show_default=True,
+    help="Add option books (covered calls, straddles, spreads...), signed vols each step and the keeper's attestations; report isolated / standard / portfolio margin.",
+)
+@click.option(
+    "--vol-data",
+    "vol_data",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder with the daily price and DVOL files for the option vols [default: shared/data beside the repository].",
+)
+def replay(
+    price_args,
+    start,
+    end,
+    accounts,
+    seed,
+    steps,
+    block_seconds,
+    rpc,
+    config_path,
+    report_path,
+    keeper_timeout,
+    with_options,
+    vol_data,
+) -> None:
     """Replay a price path block by block on a local chain with the keeper running."""
     from keeper.replay.driver import Replay, ReplayError, ReplayOptions
 
@@ -385,14 +606,20 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
         for arg in price_args:  # every argument checked before any file is read
             symbol, csv = parse_price_arg(arg)
             if symbol in files:
-                raise click.ClickException(f"--prices {symbol} is given twice ({files[symbol]} and {csv}): give one file per symbol")
+                raise click.ClickException(
+                    f"--prices {symbol} is given twice ({files[symbol]} and {csv}): give one file per symbol"
+                )
             if symbol not in known:
-                raise click.ClickException(f"--prices {symbol}: {config_path} has no price id {symbol} (known: {', '.join(known)})")
+                raise click.ClickException(
+                    f"--prices {symbol}: {config_path} has no price id {symbol} (known: {', '.join(known)})"
+                )
             files[symbol] = csv
         series = {symbol: load_price_csv(csv, symbol) for symbol, csv in files.items()}
         missing = {"ETH", "BTC"} - set(series)
         if missing:
-            raise click.ClickException(f"--prices needs a file for each of ETH and BTC (missing {', '.join(sorted(missing))})")
+            raise click.ClickException(
+                f"--prices needs a file for each of ETH and BTC (missing {', '.join(sorted(missing))})"
+            )
         path = align(series, parse_utc(start) if start else None, parse_utc(end) if end else None)
     else:
         if start or end:
@@ -401,7 +628,9 @@ def replay(price_args, start, end, accounts, seed, steps, block_seconds, rpc, co
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
                          keeper_timeout=keeper_timeout, config=config, options=with_options,
                          vol_data_dir=vol_data)  # fmt: skip
-    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int) -> None:
@@ -434,7 +663,10 @@ def _print_report(d: dict) -> None:
         ("initial margin, cross", f"${d['cross_margin_usd']:,.0f}"),
         ("initial margin, isolated", f"${d['isolated_margin_usd']:,.0f}"),
         ("vault balances reconcile", "yes" if d["vault_balances_reconcile"] else "NO"),
-        ("keeper processing / block", f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max"),
+        (
+            "keeper processing / block",
+            f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max",
+        ),
     ]
     for k, v in rows:
         t.add_row(k, v)
@@ -449,17 +681,36 @@ def _print_options(o: dict) -> None:
         t.add_column(col, justify="right")
     for name in ("isolated", "standard", "portfolio", "on_chain"):
         start, end = o["requirement_at_start_usd"][name], o["requirement_at_end_usd"][name]
-        t.add_row(name, f"${start['im']:,.0f}", f"${start['mm']:,.0f}", f"${end['im']:,.0f}", f"${end['mm']:,.0f}",
-                  f"{o['below_maintenance_accounts'][name]}")
-    t.add_row("liquidated (on chain)", "", "", "", "", f"{o['liquidated_accounts']} ({o['option_liquidations']} option liquidations)")
+        t.add_row(
+            name,
+            f"${start['im']:,.0f}",
+            f"${start['mm']:,.0f}",
+            f"${end['im']:,.0f}",
+            f"${end['mm']:,.0f}",
+            f"{o['below_maintenance_accounts'][name]}",
+        )
+    t.add_row(
+        "liquidated (on chain)",
+        "",
+        "",
+        "",
+        "",
+        f"{o['liquidated_accounts']} ({o['option_liquidations']} option liquidations)",
+    )
     stdout.print(t)
     k = Table(title="Initial margin by book kind, at the start")
     for col in ("kind", "accounts", "isolated", "standard", "portfolio", "portfolio / standard"):
         k.add_column(col, justify="right")
     for kind, r in sorted(o["by_kind"].items()):
         ratio = r["portfolio_over_standard"]
-        k.add_row(kind, f"{r['accounts']}", f"${r['isolated_im_usd']:,.0f}", f"${r['standard_im_usd']:,.0f}",
-                  f"${r['portfolio_im_usd']:,.0f}", "-" if ratio is None else f"{ratio:.3f}")
+        k.add_row(
+            kind,
+            f"{r['accounts']}",
+            f"${r['isolated_im_usd']:,.0f}",
+            f"${r['standard_im_usd']:,.0f}",
+            f"${r['portfolio_im_usd']:,.0f}",
+            "-" if ratio is None else f"{ratio:.3f}",
+        )
     stdout.print(k)
 
 

@@ -32,6 +32,13 @@ def one_line_errors(*expected: type[Exception]):
 
 def chain_options(fn):
     """--rpc (or KEEPER_RPC_URL) and --manifest (or KEEPER_MANIFEST)."""
-    fn = click.option("--manifest", required=True, type=click.Path(path_type=Path), envvar="KEEPER_MANIFEST",
-                      help="Deployment manifest JSON (or KEEPER_MANIFEST).")(fn)
-    return click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")(fn)
+    fn = click.option(
+        "--manifest",
+        required=True,
+        type=click.Path(path_type=Path),
+        envvar="KEEPER_MANIFEST",
+        help="Deployment manifest JSON (or KEEPER_MANIFEST).",
+    )(fn)
+    return click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")(
+        fn
+    )

@@ -24,8 +24,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml
 DEFAULT_PM_CONFIG = Path(__file__).resolve().parent.parent / "config" / "portfolio_margin.yaml"
 
 
-
-
 @dataclass(frozen=True)
 class FeedConfig:
     """An existing Chainlink-compatible aggregator for a price id."""
@@ -117,8 +115,15 @@ class OptionRiskConfig:
 
     def as_tuple(self) -> tuple[int, ...]:
         """In the order of the contract's RiskParams struct."""
-        return (self.short_im_rate, self.short_im_floor, self.short_mm_rate, self.long_im_haircut,
-                self.long_mm_haircut, self.abs_price_band, self.rel_price_band)
+        return (
+            self.short_im_rate,
+            self.short_im_floor,
+            self.short_mm_rate,
+            self.long_im_haircut,
+            self.long_mm_haircut,
+            self.abs_price_band,
+            self.rel_price_band,
+        )
 
 
 @dataclass(frozen=True)
@@ -315,9 +320,7 @@ def _deposit_cap(a: dict, where: str, decimals: int) -> int:
     if isinstance(value, float) and value.is_integer():  # finite and exact: 1e6 is 1000000
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(
-            f"{where}: deposit_cap: must be a non-negative whole number of tokens, got {_show(written)}"
-        )
+        raise ConfigError(f"{where}: deposit_cap: must be a non-negative whole number of tokens, got {_show(written)}")
     units = value * 10**decimals
     if units > MAX_UINT256:
         raise ConfigError(f"{where}: deposit_cap: {_show(value)} tokens is above max uint256 token units")
@@ -343,13 +346,19 @@ def _feeds(p: dict, where: str) -> tuple[FeedConfig, ...]:
     """`feeds: [{address, heartbeat}, ...]`: one to MAX_FEEDS existing aggregators, no duplicates."""
     value = p["feeds"]
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_FEEDS:
-        raise ConfigError(f"{where}: feeds: must be a list of 1 to {MAX_FEEDS} {{address, heartbeat}} entries, got {_show(value)}")
+        raise ConfigError(
+            f"{where}: feeds: must be a list of 1 to {MAX_FEEDS} {{address, heartbeat}} entries, got {_show(value)}"
+        )
     feeds = []
     for j, f in enumerate(value):
         at = f"{where} feeds[{j}]"
         if not isinstance(f, dict):
             raise ConfigError(f"{at}: must be a mapping {{address, heartbeat}}, got {_show(f)}")
-        feeds.append(FeedConfig(_address(f, "address", at), _integer(f, "heartbeat", at, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds")))
+        feeds.append(
+            FeedConfig(
+                _address(f, "address", at), _integer(f, "heartbeat", at, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds")
+            )
+        )
     _unique([f.address for f in feeds], f"{where} feeds")
     return tuple(feeds)
 
@@ -410,8 +419,12 @@ OPTIONS_KEYS = {"series", "risk", "vol_feed", "attestation"}
 def _numbers(d: dict, key: str, where: str, lo: float, hi: float, what: str) -> tuple[float, ...]:
     """A non-empty list of distinct numbers in (lo, hi]."""
     value = _get(d, key, where)
-    ok = isinstance(value, list) and value and all(
-        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and lo < v <= hi for v in value
+    ok = (
+        isinstance(value, list)
+        and value
+        and all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and lo < v <= hi for v in value
+        )
     )
     if not ok:
         raise ConfigError(f"{where}: {key}: must be a non-empty list of {what} in ({lo}, {hi}], got {_show(value)}")
@@ -433,7 +446,9 @@ def _scenario_params_path(a: dict, where: str) -> str:
     """The optional `scenario_params:` path (a YAML file with a `portfolio_margin:` section)."""
     value = a.get("scenario_params", "")
     if not isinstance(value, str) or (value and not value.strip()):
-        raise ConfigError(f"{where}: scenario_params: must be the path of a portfolio margin YAML file, got {_show(value)}")
+        raise ConfigError(
+            f"{where}: scenario_params: must be the path of a portfolio margin YAML file, got {_show(value)}"
+        )
     return value.strip()
 
 
@@ -451,15 +466,21 @@ def _options(raw: dict, u_symbols: list[str]) -> OptionsConfig | None:
         if not isinstance(underlying, str) or underlying not in u_symbols:
             raise ConfigError(f"options.series[{i}]: unknown underlying {_show(underlying)}")
         where = f"options.series[{i}] {underlying}"
-        series.append(OptionSeriesConfig(
-            underlying=u_symbols.index(underlying),
-            expiry_days=_numbers(e, "expiry_days", where, 0, MAX_OPTION_EXPIRY_DAYS, "days"),
-            strikes=_numbers(e, "strikes", where, 1 / MAX_STRIKE_MULTIPLE, MAX_STRIKE_MULTIPLE, "multiples of the index price"),
-        ))
+        series.append(
+            OptionSeriesConfig(
+                underlying=u_symbols.index(underlying),
+                expiry_days=_numbers(e, "expiry_days", where, 0, MAX_OPTION_EXPIRY_DAYS, "days"),
+                strikes=_numbers(
+                    e, "strikes", where, 1 / MAX_STRIKE_MULTIPLE, MAX_STRIKE_MULTIPLE, "multiples of the index price"
+                ),
+            )
+        )
     _unique([u_symbols[s.underlying] for s in series], "options.series")
     count = sum(2 * len(s.expiry_days) * len(s.strikes) for s in series)
     if count > MAX_OPTION_SERIES:
-        raise ConfigError(f"options.series: {count} series (calls and puts), the option market lists at most {MAX_OPTION_SERIES}")
+        raise ConfigError(
+            f"options.series: {count} series (calls and puts), the option market lists at most {MAX_OPTION_SERIES}"
+        )
     r = _get(o, "risk", "options")
     if not isinstance(r, dict):
         raise ConfigError(f"options.risk: must be a mapping, got {_show(r)}")
@@ -661,7 +682,9 @@ def _parse(raw: dict) -> ProtocolConfig:
                 spread_im_rate=_fraction(u, "spread_im_rate", where),
                 spread_mm_rate=_fraction(u, "spread_mm_rate", where),
                 max_gap=_fraction(u, "max_gap", where) if "max_gap" in u else 0,
-                reference_price=_integer(u, "reference_price", where, 1, 10**15, " USD") if "reference_price" in u else 0,
+                reference_price=_integer(u, "reference_price", where, 1, 10**15, " USD")
+                if "reference_price" in u
+                else 0,
             )
         )
     u_symbols = [u.symbol for u in underlyings]
@@ -712,15 +735,22 @@ def _parse(raw: dict) -> ProtocolConfig:
         max_price_deviation=_fraction(trading, "max_price_deviation", "trading"),
         max_funding_rate=_fraction(trading, "max_funding_rate", "trading"),
         funding_smoothing=_fraction(trading, "funding_smoothing", "trading"),
-        min_position_notional=(_fraction(trading, "min_position_notional", "trading", 0, MAX_MIN_POSITION_NOTIONAL // WAD)
-                               if "min_position_notional" in trading else 0),
+        min_position_notional=(
+            _fraction(trading, "min_position_notional", "trading", 0, MAX_MIN_POSITION_NOTIONAL // WAD)
+            if "min_position_notional" in trading
+            else 0
+        ),
         max_liquidation_penalty=_fraction(liq, "max_penalty", "liquidation") if "max_penalty" in liq else 0,
-        penalty_ramp_time=_integer(liq, "penalty_ramp_seconds", "liquidation", 60, 86400) if "penalty_ramp_seconds" in liq else 3600,
+        penalty_ramp_time=_integer(liq, "penalty_ramp_seconds", "liquidation", 60, 86400)
+        if "penalty_ramp_seconds" in liq
+        else 3600,
         settlement_address=settlement_address,
         allow_mocks=allow_mocks,
         governance=_governance(raw),
         options=_options(raw, u_symbols),
-        insurance_fund_usd=_integer(backstop, "insurance_fund_usd", "backstop", 0, 10**15, " USD") if "insurance_fund_usd" in backstop else 0,
+        insurance_fund_usd=_integer(backstop, "insurance_fund_usd", "backstop", 0, 10**15, " USD")
+        if "insurance_fund_usd" in backstop
+        else 0,
         backstop_coverage=_fraction(backstop, "coverage", "backstop", 0, 10) if "coverage" in backstop else WAD,
         depeg=depeg,
     )

@@ -191,21 +191,42 @@ def _print_book(chain: DevChain, users: list[User], title: str) -> None:
             balance = snap.book.collateral[row, asset_id]
             if balance:
                 collateral.append(f"{balance / 10 ** dep.asset_decimals[symbol]:,.4f} {symbol}")
-        positions = [f"{markets.get(m, m)} {snap.book.size[row, m] / WAD:+,.4f}"
-                     for m in range(snap.book.size.shape[1]) if snap.book.size[row, m]]
-        t.add_row(u.address, u.spec.kind if u.spec else "", "\n".join(collateral), "\n".join(positions),
-                  _usd(s[0]), _usd(s[2]), _health(s[3]))
+        positions = [
+            f"{markets.get(m, m)} {snap.book.size[row, m] / WAD:+,.4f}"
+            for m in range(snap.book.size.shape[1])
+            if snap.book.size[row, m]
+        ]
+        t.add_row(
+            u.address,
+            u.spec.kind if u.spec else "",
+            "\n".join(collateral),
+            "\n".join(positions),
+            _usd(s[0]),
+            _usd(s[2]),
+            _health(s[3]),
+        )
     stdout.print(t)
 
 
 @dev.command()
-@click.option("--count", type=click.IntRange(1, 100), default=6, show_default=True,
-              help="Accounts to open (Anvil accounts 3 and up; more than 7 needs `anvil --accounts N+3`).")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 100),
+    default=6,
+    show_default=True,
+    help="Accounts to open (Anvil accounts 3 and up; more than 7 needs `anvil --accounts N+3`).",
+)
 # seed 23: all six kinds on both underlyings, one on WETH collateral; ETH at 1,500 (-25%) makes
 # three of them liquidatable, none with negative equity (the README's walkthrough)
-@click.option("--seed", type=int, default=23, show_default=True, help="Seed of the portfolios (keeper.replay.population).")
-@click.option("--liquidator", default=None, metavar="ADDRESS",
-              help="Also deposit 1,000,000 USDC for this liquidator [default: Anvil account 1, the README's keeper].")
+@click.option(
+    "--seed", type=int, default=23, show_default=True, help="Seed of the portfolios (keeper.replay.population)."
+)
+@click.option(
+    "--liquidator",
+    default=None,
+    metavar="ADDRESS",
+    help="Also deposit 1,000,000 USDC for this liquidator [default: Anvil account 1, the README's keeper].",
+)
 @_chain_options
 @_one_line_errors
 def accounts(count, seed, liquidator, rpc, manifest) -> None:
@@ -249,8 +270,11 @@ def accounts(count, seed, liquidator, rpc, manifest) -> None:
     tokens[settlement] = settlement_token
     decimals = {**dep.asset_decimals, settlement: dep.settlement_decimals}
     usd = 10**dep.settlement_decimals
-    deposits = [(maker.address, settlement, MAKER_DEPOSIT_USD * usd), (liquidator, settlement, LIQUIDATOR_DEPOSIT_USD * usd),
-                *spec_deposits(users, decimals)]
+    deposits = [
+        (maker.address, settlement, MAKER_DEPOSIT_USD * usd),
+        (liquidator, settlement, LIQUIDATOR_DEPOSIT_USD * usd),
+        *spec_deposits(users, decimals),
+    ]
     vault = chain.client.vault
     insurance = (settlement, INSURANCE_USD * usd) if vault.functions.insurance_fund().call() == 0 else None
     funder = dev_account(FUNDER)[0]
@@ -261,8 +285,10 @@ def accounts(count, seed, liquidator, rpc, manifest) -> None:
     prices = ", ".join(f"{u} {p / WAD:,.2f}" for u, p in index.items())
     stdout.print(f"sized and traded at the index prices: {prices} USD")
     stdout.print(f"market maker {maker.address} (Anvil account 2) holds the other side of every trade")
-    stdout.print(f"liquidator {liquidator} has {LIQUIDATOR_DEPOSIT_USD:,} {settlement} more in the vault"
-                 + (f"; insurance fund funded with {INSURANCE_USD:,} {settlement}" if insurance else ""))
+    stdout.print(
+        f"liquidator {liquidator} has {LIQUIDATOR_DEPOSIT_USD:,} {settlement} more in the vault"
+        + (f"; insurance fund funded with {INSURANCE_USD:,} {settlement}" if insurance else "")
+    )
 
 
 # ---------------------------------------------------------------- price
@@ -303,7 +329,9 @@ def price(symbol, usd, rpc, manifest) -> None:
     chain = open_dev_chain(rpc, manifest)
     symbol = symbol.upper()
     if symbol not in chain.deployment.price_ids:
-        raise click.ClickException(f"unknown price id {symbol!r}: the deployment has {', '.join(chain.deployment.price_ids)}")
+        raise click.ClickException(
+            f"unknown price id {symbol!r}: the deployment has {', '.join(chain.deployment.price_ids)}"
+        )
     value = parse_usd(usd)
     before = chain.index_prices()[symbol]
     hashes = []
@@ -353,9 +381,15 @@ def warp(seconds, rpc, manifest) -> None:
         _rpc(chain.w3, "evm_mine", [])
     moved = chain.w3.eth.get_block("latest")
     answers = [(symbol, feed, feed.functions.latestRoundData().call()[1]) for symbol, feed in feeds]
-    confirm(chain.w3, [chain.send(feed.functions.set_answer(answer), 200_000) for _, feed, answer in answers], "set_answer")
-    stdout.print(f"chain time {_utc(start)} -> {_utc(moved['timestamp'])} (+{moved['timestamp'] - start:,} s), block {moved['number']}")
+    confirm(
+        chain.w3, [chain.send(feed.functions.set_answer(answer), 200_000) for _, feed, answer in answers], "set_answer"
+    )
+    stdout.print(
+        f"chain time {_utc(start)} -> {_utc(moved['timestamp'])} (+{moved['timestamp'] - start:,} s), block {moved['number']}"
+    )
     index = chain.index_prices()
     listed = ", ".join(f"{s} {_usd(p)}" if p else f"{s} NO VALID PRICE" for s, p in index.items())
-    stdout.print(f"re-posted the latest answer of {len(answers)} mock feed(s) so the oracle is fresh "
-                 f"(a feed older than its heartbeat is ignored): index prices {listed} USD")
+    stdout.print(
+        f"re-posted the latest answer of {len(answers)} mock feed(s) so the oracle is fresh "
+        f"(a feed older than its heartbeat is ignored): index prices {listed} USD"
+    )

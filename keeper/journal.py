@@ -70,7 +70,22 @@ class TxRecord:
     mined_hash: str = ""
 
 
-_COLUMNS = ("nonce", "key", "hashes", "max_fee", "tip", "gas", "to_address", "data", "value", "sent_block", "bumps", "status", "raw_tx", "mined_hash")
+_COLUMNS = (
+    "nonce",
+    "key",
+    "hashes",
+    "max_fee",
+    "tip",
+    "gas",
+    "to_address",
+    "data",
+    "value",
+    "sent_block",
+    "bumps",
+    "status",
+    "raw_tx",
+    "mined_hash",
+)
 
 
 class TxJournal:
@@ -147,7 +162,9 @@ class TxJournal:
             rec.nonce, rec.key, json.dumps(rec.hashes), str(rec.max_fee), str(rec.tip), rec.gas, rec.to, rec.data,
             str(rec.value), rec.sent_block, rec.bumps, rec.status, rec.raw_tx, rec.mined_hash,
         )  # fmt: skip
-        self._db.execute(f"INSERT OR REPLACE INTO txs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+        self._db.execute(
+            f"INSERT OR REPLACE INTO txs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row
+        )
 
     def delete(self, nonce: int) -> None:
         """Forget the record of `nonce` (a transaction the node refused: it holds no nonce)."""
@@ -170,7 +187,10 @@ class TxJournal:
         return {r[0] for r in self._db.execute("SELECT key FROM txs WHERE status = ?", (PENDING,))}
 
     def is_pending(self, key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM txs WHERE status = ? AND key = ? LIMIT 1", (PENDING, key)).fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM txs WHERE status = ? AND key = ? LIMIT 1", (PENDING, key)).fetchone()
+            is not None
+        )
 
     # ------------------------------------------------------------------ lifetime
 

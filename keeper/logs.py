@@ -25,7 +25,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: IO[str] | None
     if fmt == "json":
         handler = logging.StreamHandler(stream)
         handler.setFormatter(
-            JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"}, timestamp=False)
+            JsonFormatter(
+                JSON_FIELDS,
+                rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+                timestamp=False,
+            )
         )
     elif fmt == "text":
         if stream.isatty():

@@ -53,14 +53,25 @@ class KeeperMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.accounts_tracked = Gauge("keeper_accounts_tracked", "Accounts in the event index", registry=r)
-        self.accounts_liquidatable = Gauge("keeper_accounts_liquidatable", "Accounts with equity below maintenance margin at the head", registry=r)
+        self.accounts_liquidatable = Gauge(
+            "keeper_accounts_liquidatable", "Accounts with equity below maintenance margin at the head", registry=r
+        )
         self.sent = Counter("keeper_liquidations_sent", "Liquidation transactions sent", registry=r)
-        self.succeeded = Counter("keeper_liquidations_succeeded", "Liquidations mined with status 1 and a Liquidation event", registry=r)
-        self.failed = Counter("keeper_liquidations_failed", "Liquidations reverted, without the event, or dropped", registry=r)
+        self.succeeded = Counter(
+            "keeper_liquidations_succeeded", "Liquidations mined with status 1 and a Liquidation event", registry=r
+        )
+        self.failed = Counter(
+            "keeper_liquidations_failed", "Liquidations reverted, without the event, or dropped", registry=r
+        )
         self.skipped = Counter("keeper_liquidations_skipped", "Liquidatable accounts not sent", ["reason"], registry=r)
         for reason in SKIP_REASONS:
             self.skipped.labels(reason=reason)
-        self.liquidation_errors = Counter("keeper_liquidation_errors", "Per-account liquidation attempts failed (isolated, backed off)", ["reason"], registry=r)
+        self.liquidation_errors = Counter(
+            "keeper_liquidation_errors",
+            "Per-account liquidation attempts failed (isolated, backed off)",
+            ["reason"],
+            registry=r,
+        )
         for reason in ERROR_REASONS:
             self.liquidation_errors.labels(reason=reason)
         self.detection_latency = Histogram(
@@ -69,10 +80,18 @@ class KeeperMetrics:
             buckets=(0, 1, 2, 3, 5, 10, 25, 100),
             registry=r,
         )
-        self.missed = Counter("keeper_missed_liquidations", "Accounts liquidatable for more than N blocks without any liquidation", registry=r)
-        self.gas_spent_eth = Counter("keeper_gas_spent_eth", "Gas paid by the keeper's mined transactions, ETH", registry=r)
+        self.missed = Counter(
+            "keeper_missed_liquidations",
+            "Accounts liquidatable for more than N blocks without any liquidation",
+            registry=r,
+        )
+        self.gas_spent_eth = Counter(
+            "keeper_gas_spent_eth", "Gas paid by the keeper's mined transactions, ETH", registry=r
+        )
         self.balance_eth = Gauge("keeper_balance_eth", "The keeper's ETH balance", registry=r)
-        self.low_balance = Gauge("keeper_low_balance", "1 while the keeper's balance is below the warning threshold", registry=r)
+        self.low_balance = Gauge(
+            "keeper_low_balance", "1 while the keeper's balance is below the warning threshold", registry=r
+        )
         self.head_block = Gauge("keeper_head_block", "Last block processed", registry=r)
         self.head_lag = Gauge("keeper_head_lag_seconds", "Wall clock minus the head block's timestamp", registry=r)
         self.node_stale = Gauge("keeper_node_stale", "1 while sending is paused: the node's head is stale", registry=r)
@@ -86,23 +105,49 @@ class KeeperMetrics:
         )
 
         self.attestations_submitted = Counter("keeper_attestations_submitted", "Health attestations sent", registry=r)
-        self.attestations_failed = Counter("keeper_attestations_failed", "Health attestations reverted in simulation or on chain, or dropped", registry=r)
-        self.attestations_skipped = Counter("keeper_attestations_skipped", "Accounts not attested", ["reason"], registry=r)
+        self.attestations_failed = Counter(
+            "keeper_attestations_failed",
+            "Health attestations reverted in simulation or on chain, or dropped",
+            registry=r,
+        )
+        self.attestations_skipped = Counter(
+            "keeper_attestations_skipped", "Accounts not attested", ["reason"], registry=r
+        )
         for reason in ATTESTATION_SKIP_REASONS:
             self.attestations_skipped.labels(reason=reason)
-        self.accounts_attested = Gauge("keeper_accounts_attested", "Candidate accounts with a stored attestation needing no refresh", registry=r)
+        self.accounts_attested = Gauge(
+            "keeper_accounts_attested", "Candidate accounts with a stored attestation needing no refresh", registry=r
+        )
 
-        self.settlements_due = Gauge("keeper_settlements_due", "Expired futures and series without a settlement price, not in flight", registry=r)
-        self.settlements_sent = Counter("keeper_settlements_sent", "settle_market / settle_series transactions sent", ["kind"], registry=r)
-        self.settlements_succeeded = Counter("keeper_settlements_succeeded", "Settlements mined with status 1 and the settled event", ["kind"], registry=r)
-        self.settlements_failed = Counter("keeper_settlements_failed", "Settlements reverted, dropped, or mined without the event", ["kind"], registry=r)
+        self.settlements_due = Gauge(
+            "keeper_settlements_due", "Expired futures and series without a settlement price, not in flight", registry=r
+        )
+        self.settlements_sent = Counter(
+            "keeper_settlements_sent", "settle_market / settle_series transactions sent", ["kind"], registry=r
+        )
+        self.settlements_succeeded = Counter(
+            "keeper_settlements_succeeded",
+            "Settlements mined with status 1 and the settled event",
+            ["kind"],
+            registry=r,
+        )
+        self.settlements_failed = Counter(
+            "keeper_settlements_failed",
+            "Settlements reverted, dropped, or mined without the event",
+            ["kind"],
+            registry=r,
+        )
         for kind in SETTLEMENT_KINDS:
             for c in (self.settlements_sent, self.settlements_succeeded, self.settlements_failed):
                 c.labels(kind=kind)
-        self.settlements_skipped = Counter("keeper_settlements_skipped", "Due settlements not sent", ["reason"], registry=r)
+        self.settlements_skipped = Counter(
+            "keeper_settlements_skipped", "Due settlements not sent", ["reason"], registry=r
+        )
         for reason in SETTLEMENT_SKIP_REASONS:
             self.settlements_skipped.labels(reason=reason)
-        self.settlement_errors = Counter("keeper_settlement_errors", "Settlement attempts failed on an RPC error or other exception", registry=r)
+        self.settlement_errors = Counter(
+            "keeper_settlement_errors", "Settlement attempts failed on an RPC error or other exception", registry=r
+        )
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
         """Serve `/metrics` on addr:port in a daemon thread; returns (server, thread)."""

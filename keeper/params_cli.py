@@ -62,8 +62,12 @@ _chain_options = chain_options
 
 
 def _key_option(fn):
-    return click.option("--private-key-env", default="GOVERNANCE_PRIVATE_KEY", show_default=True,
-                        help="Environment variable holding the timelock governance's key.")(fn)
+    return click.option(
+        "--private-key-env",
+        default="GOVERNANCE_PRIVATE_KEY",
+        show_default=True,
+        help="Environment variable holding the timelock governance's key.",
+    )(fn)
 
 
 @click.group("params")
@@ -96,13 +100,22 @@ def _plan(changes_path: Path, rpc: str, manifest: Path):
 def _print_calls(calls: list[Call], block: int) -> None:
     table = Table(title=f"Parameter changes (current values at block {block})")
     for col in ("#", "item", "setter", "parameter", "current", "new"):
-        table.add_column(col, justify="right" if col in ("current", "new") else "left",
-                         overflow="fold" if col in ("current", "new") else "ellipsis")  # full hashes
+        table.add_column(
+            col,
+            justify="right" if col in ("current", "new") else "left",
+            overflow="fold" if col in ("current", "new") else "ellipsis",
+        )  # full hashes
     for n, call in enumerate(calls):
         for j, row in enumerate(call.rows):
             new = f"[bold yellow]{row.new}[/]" if row.changed else f"[dim]{row.new}[/]"
-            table.add_row(str(n) if j == 0 else "", call.label if j == 0 else "",
-                          f"{call.contract}.{call.function}" if j == 0 else "", row.field, row.current, new)
+            table.add_row(
+                str(n) if j == 0 else "",
+                call.label if j == 0 else "",
+                f"{call.contract}.{call.function}" if j == 0 else "",
+                row.field,
+                row.current,
+                new,
+            )
         table.add_section()
     stdout.print(table)
 
@@ -119,12 +132,22 @@ def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
     stdout.print(f"Rehearsal on an Anvil fork at block {r.block}, calls sent as {r.actor}: {len(r.accounts)} accounts")
     if r.failed is not None:
         i, reason = r.failed
-        stdout.print(Panel(f"call {i} ({calls[i].label}: {calls[i].describe()}) would revert: {reason}",
-                           title="REHEARSAL FAILED", style="bold red"))
+        stdout.print(
+            Panel(
+                f"call {i} ({calls[i].label}: {calls[i].describe()}) would revert: {reason}",
+                title="REHEARSAL FAILED",
+                style="bold red",
+            )
+        )
         return
     if r.after_error is not None:
-        stdout.print(Panel(f"after the change the margins cannot be read: {r.after_error}",
-                           title="REHEARSAL FAILED", style="bold red"))
+        stdout.print(
+            Panel(
+                f"after the change the margins cannot be read: {r.after_error}",
+                title="REHEARSAL FAILED",
+                style="bold red",
+            )
+        )
         return
     totals = Table(title="Totals over all accounts")
     for col in ("", "before", "after (phased in)", "change"):
@@ -142,16 +165,32 @@ def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
             stdout.print(f"{title.split(' (')[0].lower()}: none")
             continue
         t = Table(title=f"{title}: {len(rows)}", title_style=style)
-        for col in ("account", "equity", "IM before", "IM after", "MM before", "MM after", "health before", "health after"):
+        for col in (
+            "account",
+            "equity",
+            "IM before",
+            "IM after",
+            "MM before",
+            "MM after",
+            "health before",
+            "health after",
+        ):
             t.add_column(col, justify="left" if col == "account" else "right")
         for i in rows:
             b, a = r.before[i], r.after[i]
-            t.add_row(r.accounts[i], _usd(a[0]), _usd(b[1]), _usd(a[1]), _usd(b[2]), _usd(a[2]), _health(b[3]), _health(a[3]))
+            t.add_row(
+                r.accounts[i], _usd(a[0]), _usd(b[1]), _usd(a[1]), _usd(b[2]), _usd(a[2]), _health(b[3]), _health(a[3])
+            )
         stdout.print(t)
     if r.newly_liquidatable:
-        stdout.print(Panel(f"{len(r.newly_liquidatable)} account(s) would become LIQUIDATABLE once this change has "
-                           f"phased in ({REQUIREMENT_RAMP // 86400} days), at today's prices, unless they add margin or reduce",
-                           title="WARNING", style="bold red"))
+        stdout.print(
+            Panel(
+                f"{len(r.newly_liquidatable)} account(s) would become LIQUIDATABLE once this change has "
+                f"phased in ({REQUIREMENT_RAMP // 86400} days), at today's prices, unless they add margin or reduce",
+                title="WARNING",
+                style="bold red",
+            )
+        )
 
 
 def _rehearse(rpc: str, deployment, calls: list[Call]) -> Rehearsal:
@@ -180,8 +219,10 @@ def _sender(w3, private_key_env: str) -> Sender:
 def _timelock(deployment) -> str:
     address = getattr(deployment, "timelock", "")
     if not address:
-        raise click.ClickException("the deployment manifest has no timelock: install one first "
-                                   "(keeper.chain.governance.install_timelock, or `governance:` in the deploy config)")
+        raise click.ClickException(
+            "the deployment manifest has no timelock: install one first "
+            "(keeper.chain.governance.install_timelock, or `governance:` in the deploy config)"
+        )
     return address
 
 
@@ -197,8 +238,12 @@ def _store(manifest: Path, operations: Path | None, deployment, w3, timelock: st
 
 
 def _operations_option(fn):
-    return click.option("--operations", type=click.Path(path_type=Path), default=None,
-                        help="Operations JSON [default: <manifest>.operations.json beside the manifest].")(fn)
+    return click.option(
+        "--operations",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Operations JSON [default: <manifest>.operations.json beside the manifest].",
+    )(fn)
 
 
 # ---------------------------------------------------------------- commands
@@ -233,10 +278,20 @@ def rehearse_cmd(changes, rpc, manifest) -> None:
 @_chain_options
 @_key_option
 @_operations_option
-@click.option("--accept-liquidations", is_flag=True, default=False,
-              help="Queue even though the rehearsal shows accounts becoming liquidatable.")
-@click.option("--buffer", "buffer_seconds", type=click.IntRange(0, 86400), default=300, show_default=True,
-              help="Seconds added to the delay for the eta, so the queue transactions land before it.")
+@click.option(
+    "--accept-liquidations",
+    is_flag=True,
+    default=False,
+    help="Queue even though the rehearsal shows accounts becoming liquidatable.",
+)
+@click.option(
+    "--buffer",
+    "buffer_seconds",
+    type=click.IntRange(0, 86400),
+    default=300,
+    show_default=True,
+    help="Seconds added to the delay for the eta, so the queue transactions land before it.",
+)
 @_one_line_errors
 def queue(changes, rpc, manifest, private_key_env, operations, accept_liquidations, buffer_seconds) -> None:
     """Rehearse CHANGES, then queue them on the timelock (one operation per setter call, one eta)."""
@@ -250,13 +305,16 @@ def queue(changes, rpc, manifest, private_key_env, operations, accept_liquidatio
     for name in sorted({c.contract for c in calls}):
         risk_admin = current.roles[name][1]
         if risk_admin.lower() != timelock.lower():
-            raise click.ClickException(f"the timelock {timelock} is not the risk admin of the {name} ({risk_admin}): "
-                                       "its calls would revert")
+            raise click.ClickException(
+                f"the timelock {timelock} is not the risk admin of the {name} ({risk_admin}): its calls would revert"
+            )
     _print_calls(calls, current.block)
     result = _rehearse(rpc, deployment, calls)
     if result.newly_liquidatable and not accept_liquidations:
-        raise WouldLiquidate(f"refusing to queue: {len(result.newly_liquidatable)} account(s) would become "
-                             "liquidatable; pass --accept-liquidations to queue anyway")
+        raise WouldLiquidate(
+            f"refusing to queue: {len(result.newly_liquidatable)} account(s) would become "
+            "liquidatable; pass --accept-liquidations to queue anyway"
+        )
     eta = w3.eth.get_block("latest")["timestamp"] + contract.functions.delay().call() + buffer_seconds
     store = _store(manifest, operations, deployment, w3, timelock)
     queued = []
@@ -331,7 +389,9 @@ def cancel(rpc, manifest, private_key_env, operations, ids, all_queued) -> None:
 @params.command()
 @_chain_options
 @_operations_option
-@click.option("--recover", is_flag=True, default=False, help="Rebuild the operations file from the timelock's Queued events.")
+@click.option(
+    "--recover", is_flag=True, default=False, help="Rebuild the operations file from the timelock's Queued events."
+)
 @_one_line_errors
 def status(rpc, manifest, operations, recover) -> None:
     """Every operation queued through the timelock: eta and state (waiting, ready, expired,

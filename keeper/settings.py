@@ -141,7 +141,11 @@ def _attestation_field(name: str, value, where: str):
     if name == "signer_key_envs":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v.isidentifier() for v in value):
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(isinstance(v, str) and v.isidentifier() for v in value)
+        ):
             raise SettingsError(f"{where}: must list environment variable names, got {value!r}")
         if len(set(value)) != len(value):
             raise SettingsError(f"{where}: a variable is named twice")
@@ -153,7 +157,11 @@ def _attestation_field(name: str, value, where: str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         from eth_utils import is_address, to_checksum_address
 
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and is_address(v) for v in value):
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(isinstance(v, str) and is_address(v) for v in value)
+        ):
             raise SettingsError(f"{where}: must be all or a list of addresses, got {value!r}")
         return tuple(to_checksum_address(v) for v in value)
     if name == "scenario_config":
@@ -162,7 +170,11 @@ def _attestation_field(name: str, value, where: str):
         if not isinstance(value, (str, Path)) or not str(value).strip():
             raise SettingsError(f"{where}: must be a path, got {value!r}")
         return Path(value).expanduser()
-    limits = {"validity_seconds": (60, 86400, True), "refresh_before_seconds": (0, 86400, True), "price_move_fraction": (0.01, 1.0, False)}
+    limits = {
+        "validity_seconds": (60, 86400, True),
+        "refresh_before_seconds": (0, 86400, True),
+        "price_move_fraction": (0.01, 1.0, False),
+    }
     lo, hi, integer = limits[name]
     return _number(value, where, lo, hi, integer)
 
@@ -222,7 +234,9 @@ def _convert(name: str, value, where: str):
         if isinstance(value, str) and value.strip().lower() == "always":
             return None
         if value is None:
-            raise SettingsError(f"{where}: must be a number (USD; 0 = never at a loss) or always (liquidate all, the old null), got null")
+            raise SettingsError(
+                f"{where}: must be a number (USD; 0 = never at a loss) or always (liquidate all, the old null), got null"
+            )
     if name in ("metrics_port", "from_block") and value is None:
         return None
     limits = {
@@ -256,7 +270,9 @@ def _apply(base: KeeperSettings, values: Mapping[str, object], source: str) -> K
                 raise SettingsError(f"{source}: attestation: must be a mapping, got {value!r}")
             for k, v in value.items():
                 if k not in _ATT:
-                    raise SettingsError(f"{source}: attestation: unknown field {k!r} (known: {', '.join(sorted(_ATT))})")
+                    raise SettingsError(
+                        f"{source}: attestation: unknown field {k!r} (known: {', '.join(sorted(_ATT))})"
+                    )
                 att[k] = _attestation_field(k, v, f"{source}: attestation.{k}")
         elif name == "gas":
             if not isinstance(value, Mapping):
@@ -266,11 +282,15 @@ def _apply(base: KeeperSettings, values: Mapping[str, object], source: str) -> K
                     raise SettingsError(f"{source}: gas: unknown field {k!r} (known: {', '.join(sorted(_GAS))})")
                 gas[k] = _convert(k, v, f"{source}: gas.{k}")
         elif name == "private_key":
-            raise SettingsError(f"{source}: never put a private key in settings; name its environment variable in private_key_env")
+            raise SettingsError(
+                f"{source}: never put a private key in settings; name its environment variable in private_key_env"
+            )
         elif name in _TOP:
             top[name] = _convert(name, value, f"{source}: {name}")
         else:
-            raise SettingsError(f"{source}: unknown field {name!r} (known: {', '.join(sorted(_TOP | {'gas', 'attestation'}))})")
+            raise SettingsError(
+                f"{source}: unknown field {name!r} (known: {', '.join(sorted(_TOP | {'gas', 'attestation'}))})"
+            )
     if gas:
         top["gas"] = replace(base.gas, **gas)
     if att:
@@ -304,12 +324,18 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     # one variable at a time, so that an error names the variable
     if env.get("KEEPER_RPC_URL"):
         settings = _apply(settings, {"rpc_urls": env["KEEPER_RPC_URL"]}, "environment KEEPER_RPC_URL")
-    for section, names, prefix in ((None, _TOP, "KEEPER_"), ("gas", _GAS, "KEEPER_GAS_"), ("attestation", _ATT, "KEEPER_ATTESTATION_")):
+    for section, names, prefix in (
+        (None, _TOP, "KEEPER_"),
+        ("gas", _GAS, "KEEPER_GAS_"),
+        ("attestation", _ATT, "KEEPER_ATTESTATION_"),
+    ):
         for name in sorted(names):
             var = f"{prefix}{name.upper()}"
             value = env.get(var)
             if value:  # empty = unset
-                settings = _apply(settings, {name: value} if section is None else {section: {name: value}}, f"environment {var}")
+                settings = _apply(
+                    settings, {name: value} if section is None else {section: {name: value}}, f"environment {var}"
+                )
     # KEEPER_PRIVATE_KEY_ENV would be confusing next to KEEPER_PRIVATE_KEY; it is still honoured
     given = {k: v for k, v in overrides.items() if v is not None}
     gas_over = {k: given.pop(k) for k in list(given) if k in _GAS}
@@ -325,7 +351,9 @@ def validate_for_run(settings: KeeperSettings) -> None:
     if not settings.rpc_urls:
         raise SettingsError("no RPC URL: give --rpc, rpc_urls in the settings file, or KEEPER_RPC_URLS")
     if settings.manifest is None:
-        raise SettingsError("no deployment manifest: give --manifest, manifest in the settings file, or KEEPER_MANIFEST")
+        raise SettingsError(
+            "no deployment manifest: give --manifest, manifest in the settings file, or KEEPER_MANIFEST"
+        )
     if settings.attestation.enabled and not settings.attestation.signer_key_envs:
         raise SettingsError("attestation.enabled needs signer_key_envs (or KEEPER_ATTESTATION_SIGNER_KEY_ENVS)")
 
@@ -356,7 +384,9 @@ def private_key_from_env(name: str, env: Mapping[str, str] | None = None) -> str
         raise SettingsError(f"no private key: set the environment variable {name}")
     digits = value[2:] if value[:2].lower() == "0x" else value
     if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise SettingsError(f"{name} does not hold a valid private key: expected 64 hex digits (32 bytes), got {len(digits)} characters")
+        raise SettingsError(
+            f"{name} does not hold a valid private key: expected 64 hex digits (32 bytes), got {len(digits)} characters"
+        )
     number = int(digits, 16)
     if number == 0:
         raise SettingsError(f"{name} does not hold a valid private key: it is zero (a placeholder?); set a real key")

@@ -78,7 +78,11 @@ def due_settlements(
         for m, (expiry, price) in enumerate(zip(market_expiry, market_settlement_price))
         if 0 < int(expiry) <= timestamp and int(price) == 0
     ]
-    out += [Settlement(SERIES, int(s.series_id), int(s.expiry)) for s in series if int(s.expiry) <= timestamp and int(s.settlement_price) == 0]
+    out += [
+        Settlement(SERIES, int(s.series_id), int(s.expiry))
+        for s in series
+        if int(s.expiry) <= timestamp and int(s.settlement_price) == 0
+    ]
     out = [s for s in out if s.key not in pending]
     return sorted(out, key=lambda s: (s.expiry, s.kind != MARKET, s.id))
 
@@ -136,7 +140,15 @@ class SettlementJob:
         except Exception as e:  # noqa: BLE001
             self.errors += 1
             self.metrics.settlement_errors.inc()
-            self._warn(Settlement(what, -1, 0), block, "settlement: cannot read the %s at block %d (%s: %s); retrying next block", what, block, e.__class__.__name__, str(e)[:200])
+            self._warn(
+                Settlement(what, -1, 0),
+                block,
+                "settlement: cannot read the %s at block %d (%s: %s); retrying next block",
+                what,
+                block,
+                e.__class__.__name__,
+                str(e)[:200],
+            )
             return None
 
     def step(self, head, markets=None, stale: bool = False) -> int:
@@ -151,7 +163,12 @@ class SettlementJob:
             self._skip_all(due, "stale_node")
             return 0
         if head.base_fee + self.priority_fee > self.max_fee_per_gas:
-            self._skip_all(due, "fee_cap", f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei", head.number)
+            self._skip_all(
+                due,
+                "fee_cap",
+                f"base fee {head.base_fee / 1e9:.1f} gwei + tip is above the cap {self.max_fee_per_gas / 1e9:.1f} gwei",
+                head.number,
+            )
             return 0
         sent = 0
         for s in due:
@@ -160,7 +177,14 @@ class SettlementJob:
             except Exception as e:  # noqa: BLE001 - one settlement's failure must not stop the others or the loop
                 self.errors += 1
                 self.metrics.settlement_errors.inc()
-                self._warn(s, head.number, "settle %s: %s: %s; retrying next block", s.label, e.__class__.__name__, str(e)[:200])
+                self._warn(
+                    s,
+                    head.number,
+                    "settle %s: %s: %s; retrying next block",
+                    s.label,
+                    e.__class__.__name__,
+                    str(e)[:200],
+                )
         self._waiting &= {s.key for s in due}
         return sent
 
@@ -177,7 +201,11 @@ class SettlementJob:
                 self.metrics.settlements_skipped.labels(reason="price_not_published").inc()
                 if s.key not in self._waiting:
                     self._waiting.add(s.key)
-                    log.info("settle %s: expired, waiting for a price published after expiry", s.label, extra={"settle": s.label})
+                    log.info(
+                        "settle %s: expired, waiting for a price published after expiry",
+                        s.label,
+                        extra={"settle": s.label},
+                    )
                 return 0
             self.metrics.settlements_skipped.labels(reason="reverted").inc()
             self._warn(s, head.number, "settle %s: simulation reverted (%s); retrying next block", s.label, reason)
@@ -196,7 +224,14 @@ class SettlementJob:
         self._warned.pop(s.key, None)
         self.sent += 1
         self.metrics.settlements_sent.labels(kind=s.kind).inc()
-        log.info("settle %s (expiry %d): sent %s (gas %d)", s.label, s.expiry, tx_hash, gas, extra={"settle": s.label, "tx": tx_hash, "gas": gas})
+        log.info(
+            "settle %s (expiry %d): sent %s (gas %d)",
+            s.label,
+            s.expiry,
+            tx_hash,
+            gas,
+            extra={"settle": s.label, "tx": tx_hash, "gas": gas},
+        )
         return 1
 
     def _call(self, s: Settlement):

@@ -65,7 +65,10 @@ class GasPolicy:
             (self.priority_fee >= 0, "priority_fee must be >= 0"),
             (self.base_fee_multiplier >= 1, "base_fee_multiplier must be >= 1"),
             (self.max_fee_cap > 0, "max_fee_cap must be > 0"),
-            (self.priority_fee <= min(self.max_priority_fee_cap, self.max_fee_cap), "priority_fee must be <= max_priority_fee_cap and max_fee_cap"),
+            (
+                self.priority_fee <= min(self.max_priority_fee_cap, self.max_fee_cap),
+                "priority_fee must be <= max_priority_fee_cap and max_fee_cap",
+            ),
             (self.gas_limit_margin >= 1, "gas_limit_margin must be >= 1"),
             (self.gas_limit_headroom >= 0, "gas_limit_headroom must be >= 0"),
             (self.bump_after_blocks >= 1, "bump_after_blocks must be >= 1"),
@@ -167,8 +170,12 @@ class TxManager:
 
     def _fees(self, base: int) -> tuple[int, int]:
         if base + self.policy.priority_fee > self.policy.max_fee_cap:
-            raise FeeCapExceeded(f"base fee {base / GWEI:.1f} gwei is above the cap {self.policy.max_fee_cap / GWEI:.0f} gwei")
-        return min(base * self.policy.base_fee_multiplier + self.policy.priority_fee, self.policy.max_fee_cap), self.policy.priority_fee
+            raise FeeCapExceeded(
+                f"base fee {base / GWEI:.1f} gwei is above the cap {self.policy.max_fee_cap / GWEI:.0f} gwei"
+            )
+        return min(
+            base * self.policy.base_fee_multiplier + self.policy.priority_fee, self.policy.max_fee_cap
+        ), self.policy.priority_fee
 
     def fees(self) -> tuple[int, int]:
         """(max fee per gas, max priority fee per gas) in wei for a new transaction."""
@@ -206,7 +213,14 @@ class TxManager:
         max_fee, tip = self._fees(base)
         gas = int(gas_estimate * self.policy.gas_limit_margin) + self.policy.gas_limit_headroom
         built = call.build_transaction(
-            {"from": self.address, "nonce": self.nonce, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip, "chainId": self.chain_id}
+            {
+                "from": self.address,
+                "nonce": self.nonce,
+                "gas": gas,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+                "chainId": self.chain_id,
+            }
         )
         rec = TxRecord(
             key=key or "", nonce=self.nonce, hashes=[], max_fee=max_fee, tip=tip, gas=gas, to=built["to"],
@@ -218,7 +232,13 @@ class TxManager:
         kind, error = self._broadcast(rec.raw_tx)
         if kind in (_SENT, _UNKNOWN):
             if kind == _UNKNOWN:
-                log.warning("nonce %d (%s): node unreachable while sending %s (%s); journalled, will re-broadcast", rec.nonce, rec.key, rec.hashes[-1], error)
+                log.warning(
+                    "nonce %d (%s): node unreachable while sending %s (%s); journalled, will re-broadcast",
+                    rec.nonce,
+                    rec.key,
+                    rec.hashes[-1],
+                    error,
+                )
             self.nonce += 1
             return rec.hashes[-1]
         self.journal.delete(rec.nonce)
@@ -295,7 +315,13 @@ class TxManager:
             except (Web3RPCError, ValueError, *_TRANSPORT_ERRORS) as e:
                 # one transaction's receipt or lookup failing must not hold up the others: it
                 # stays pending in the journal and is looked at again next poll
-                log.warning("nonce %d (%s): cannot check it now (%s: %s); next poll", rec.nonce, rec.key, e.__class__.__name__, str(e)[:160])
+                log.warning(
+                    "nonce %d (%s): cannot check it now (%s: %s); next poll",
+                    rec.nonce,
+                    rec.key,
+                    e.__class__.__name__,
+                    str(e)[:160],
+                )
         if dropped:
             self.nonce = self._next_nonce()
 
@@ -310,7 +336,12 @@ class TxManager:
             log.info("nonce %d (%s): %s %s in block %d", rec.nonce, rec.key, status, tx_hash, receipt["blockNumber"])
             return Outcome(rec.key, tx_hash, status, dict(receipt))
         self.journal.put(replace(rec, status=REPLACED_BY_OTHER))
-        log.warning("nonce %d (%s): used on chain by a transaction that is not ours; dropped %s", rec.nonce, rec.key, ", ".join(rec.hashes))
+        log.warning(
+            "nonce %d (%s): used on chain by a transaction that is not ours; dropped %s",
+            rec.nonce,
+            rec.key,
+            ", ".join(rec.hashes),
+        )
         return Outcome(rec.key, rec.hashes[-1], "dropped", None)
 
     def _node_knows(self, tx_hash: str) -> bool:
@@ -337,7 +368,15 @@ class TxManager:
     def _bump(self, rec: TxRecord, block: int, base_fee: int) -> bool:
         """Replace `rec` with higher fees. True if a replacement was signed (nothing more to do)."""
         if rec.bumps >= self.policy.max_bumps:
-            self._warn_once(rec, "max", "nonce %d (%s): not mined after %d replacements; leaving it at max fee %.2f gwei", rec.nonce, rec.key, rec.bumps, rec.max_fee / GWEI)
+            self._warn_once(
+                rec,
+                "max",
+                "nonce %d (%s): not mined after %d replacements; leaving it at max fee %.2f gwei",
+                rec.nonce,
+                rec.key,
+                rec.bumps,
+                rec.max_fee / GWEI,
+            )
             return False
         fees = replacement_fees(rec.max_fee, rec.tip, base_fee, self.policy)
         if fees is None:

@@ -186,8 +186,16 @@ def check(w3: Any, deployment: Deployment, config: ProtocolConfig, abi: Any = No
         raise SystemExit(f"deploy: post-deploy check: {len(bad)} of {len(checks)} parameters MISMATCH")
 
 
-def dry_run(config: ProtocolConfig, manifest_path: Path, *, target_url: str, deployer: str, development: bool,
-            force_new: bool = False, artifacts: Any = None) -> Deployment:
+def dry_run(
+    config: ProtocolConfig,
+    manifest_path: Path,
+    *,
+    target_url: str,
+    deployer: str,
+    development: bool,
+    force_new: bool = False,
+    artifacts: Any = None,
+) -> Deployment:
     """Deploy on an Anvil fork of `target_url` from `deployer` (impersonated), writing the
     manifest to `dry_run_path(manifest_path)`; an unfinished real deployment recorded at
     `manifest_path` is resumed on the fork, a complete one refused, as the real run would.
@@ -208,7 +216,12 @@ def dry_run(config: ProtocolConfig, manifest_path: Path, *, target_url: str, dep
         else:
             out.unlink(missing_ok=True)
         deployment = deploy_to_manifest(
-            backend, config, out, admin=deployer, chain_id=chain_id, development=development,
+            backend,
+            config,
+            out,
+            admin=deployer,
+            chain_id=chain_id,
+            development=development,
             compiler=f"vyper {compiler_version()}",
         )
         print(f"\nDry run on an Anvil fork of chain {chain_id} from {deployer}; manifest: {out}")
@@ -236,9 +249,7 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
     """Deploy from `config_path` and write the manifest to `manifest_path`; returns the Deployment."""
     config_path = Path(config_path or os.environ.get("PROTOCOL_CONFIG") or DEFAULT_CONFIG)
     manifest_path = Path(
-        manifest_path
-        or os.environ.get("DEPLOYMENT_MANIFEST")
-        or ROOT / "deployments" / f"{network.show_active()}.json"
+        manifest_path or os.environ.get("DEPLOYMENT_MANIFEST") or ROOT / "deployments" / f"{network.show_active()}.json"
     )
     try:
         loaded = load_config(config_path)
@@ -246,30 +257,49 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
     except ConfigError as e:
         raise SystemExit(f"deploy: {e}") from None
     if loaded.governance is not None and loaded.governance.address == DEPLOYER and not is_development():
-        print(f"deploy: note: {config_path} has the placeholder `governance: address: deployer`: the deployer "
-              f"{config.governance.address} governs; use a multisig's address for anything others rely on")
+        print(
+            f"deploy: note: {config_path} has the placeholder `governance: address: deployer`: the deployer "
+            f"{config.governance.address} governs; use a multisig's address for anything others rely on"
+        )
     proj = active_project()
     force_new = env_flag("DEPLOY_FORCE_NEW")
     if env_flag("DEPLOY_DRY_RUN"):
         try:
-            return dry_run(config, manifest_path, target_url=web3.provider.endpoint_uri, deployer=deployer_address(),
-                           development=is_development(), force_new=force_new, artifacts=_brownie_artifacts(proj))
+            return dry_run(
+                config,
+                manifest_path,
+                target_url=web3.provider.endpoint_uri,
+                deployer=deployer_address(),
+                development=is_development(),
+                force_new=force_new,
+                artifacts=_brownie_artifacts(proj),
+            )
         except (DeployError, ManifestError) as e:
             raise SystemExit(f"deploy (dry run): {e}") from None
         except Exception as e:  # e.g. the deployer lacks ether on the target, a contract is too large
-            raise SystemExit(f"deploy (dry run): stopped ({_one_line(e)}); nothing was sent to the real network") from None
+            raise SystemExit(
+                f"deploy (dry run): stopped ({_one_line(e)}); nothing was sent to the real network"
+            ) from None
 
     sender = deployer_account()
     backend = BrownieBackend(proj, sender, tx_params())
     try:
         deployment = deploy_to_manifest(
-            backend, config, manifest_path, admin=sender.address, chain_id=chain.id,
-            development=is_development(), compiler=f"vyper {compiler_version()}", force_new=force_new,
+            backend,
+            config,
+            manifest_path,
+            admin=sender.address,
+            chain_id=chain.id,
+            development=is_development(),
+            compiler=f"vyper {compiler_version()}",
+            force_new=force_new,
         )
     except (DeployError, ManifestError) as e:
         raise SystemExit(f"deploy: {e}") from None
     except Exception as e:  # a transaction failed: the steps done so far are in the manifest
-        raise SystemExit(f"deploy: stopped ({_one_line(e)}); {manifest_path} records the steps done: run again to resume") from None
+        raise SystemExit(
+            f"deploy: stopped ({_one_line(e)}); {manifest_path} records the steps done: run again to resume"
+        ) from None
 
     print(f"\nDeployed on {network.show_active()} (chain {deployment.chain_id}) from {sender.address}:")
     rows = [

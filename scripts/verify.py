@@ -26,9 +26,7 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
     """Check the deployment; returns the number of checks. SystemExit on a mismatch or bad input."""
     config_path = Path(config_path or os.environ.get("PROTOCOL_CONFIG") or DEFAULT_CONFIG)
     manifest_path = Path(
-        manifest_path
-        or os.environ.get("DEPLOYMENT_MANIFEST")
-        or ROOT / "deployments" / f"{network.show_active()}.json"
+        manifest_path or os.environ.get("DEPLOYMENT_MANIFEST") or ROOT / "deployments" / f"{network.show_active()}.json"
     )
     try:
         deployment = load_manifest(manifest_path)

@@ -108,7 +108,9 @@ class BoaProtocol:
             admin=admin,
             oracle=at("OracleRouter", dep.oracle),
             vault=at("CollateralVault", dep.vault),
-            engine=with_delegate_events(at("MarginEngine", dep.engine), at("EngineLiquidation", dep.engine_liquidation)),
+            engine=with_delegate_events(
+                at("MarginEngine", dep.engine), at("EngineLiquidation", dep.engine_liquidation)
+            ),
             lens=at("MarginLens", dep.lens),
             matching=at("Matching", dep.matching),
             usdc=at("MockERC20", dep.settlement_token),
@@ -267,7 +269,12 @@ class OptionsKit:
         att = None
         if attestor:
             att = deploy_unique(
-                source_deployer("HealthAttestor.vy"), p.admin, p.engine.address, p.oracle.address, [signer.address], 1,
+                source_deployer("HealthAttestor.vy"),
+                p.admin,
+                p.engine.address,
+                p.oracle.address,
+                [signer.address],
+                1,
                 scenario_params_hash(ScenarioParams()),  # the defaults = config/portfolio_margin.yaml
             )
         kit = cls(p, market, vol_feed, att, signer)
@@ -287,8 +294,16 @@ class OptionsKit:
         from keeper.chain.attestations import HealthAttestation
 
         t = boa.env.evm.patch.timestamp
-        return HealthAttestation(account, self.p.engine.position_version(account), tuple(self.p.oracle.index_prices()),
-                                 im, mm, t, t + validity, bytes(self.attestor.scenario_params_hash()))
+        return HealthAttestation(
+            account,
+            self.p.engine.position_version(account),
+            tuple(self.p.oracle.index_prices()),
+            im,
+            mm,
+            t,
+            t + validity,
+            bytes(self.attestor.scenario_params_hash()),
+        )
 
     def set_vol(self, price_id: int, expiry: int, atm_vol: int, skew: int = 0) -> None:
         """Publish (atm_vol, skew) WAD for (price id, expiry), stamped now."""
@@ -296,7 +311,9 @@ class OptionsKit:
 
         t = boa.env.evm.patch.timestamp
         upd = VolUpdate(price_id, expiry, atm_vol, skew, t, t + 60)
-        self.vol_feed.submit_vol(*sign_vol_update(upd, [self.signer.key], boa.env.evm.patch.chain_id, self.vol_feed.address))
+        self.vol_feed.submit_vol(
+            *sign_vol_update(upd, [self.signer.key], boa.env.evm.patch.chain_id, self.vol_feed.address)
+        )
 
     def list(self, underlying: int, strike: int, expiry: int, is_call: bool) -> int:
         with boa.env.prank(self.p.admin):
@@ -341,4 +358,3 @@ def replace_feeds(oracle, price_id: int, aggregators: list, heartbeats: list) ->
     for address in live | set(aggregators):
         republish(address)
     oracle.activate_feeds(price_id)
-

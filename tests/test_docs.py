@@ -63,8 +63,13 @@ def test_every_block_in_the_docs_has_a_renderer():
 # ---------------------------------------------------------------- figures renderer
 
 GAS = {
-    "match_orders": 200_000, "match_orders_first_trade": 300_000, "liquidate": 250_000, "liquidate_first": 350_000,
-    "withdraw_usdc": 150_000, "deposit_usdc": 60_000, "margin_check_16_options": 400_000,
+    "match_orders": 200_000,
+    "match_orders_first_trade": 300_000,
+    "liquidate": 250_000,
+    "liquidate_first": 350_000,
+    "withdraw_usdc": 150_000,
+    "deposit_usdc": 60_000,
+    "margin_check_16_options": 400_000,
     "max_liquidation_call": 3_000_000,
 }
 GAS_REPORT = {
@@ -80,10 +85,18 @@ GAS_REPORT = {
     },
 }
 REPLAY_REPORT = {
-    "accounts": 100, "blocks": 73, "liquidations": 68, "liquidated_accounts": 48,
-    "liquidated_notional_usd": 1682577.41, "bad_debt_usd": 0.0, "insurance_fund_usd": 878411.5,
-    "max_blocks_to_liquidate": 1, "missed_liquidations": 0, "cross_margin_usd": 605784.73,
-    "isolated_margin_usd": 1113279.93, "vault_balances_reconcile": True,
+    "accounts": 100,
+    "blocks": 73,
+    "liquidations": 68,
+    "liquidated_accounts": 48,
+    "liquidated_notional_usd": 1682577.41,
+    "bad_debt_usd": 0.0,
+    "insurance_fund_usd": 878411.5,
+    "max_blocks_to_liquidate": 1,
+    "missed_liquidations": 0,
+    "cross_margin_usd": 605784.73,
+    "isolated_margin_usd": 1113279.93,
+    "vault_balances_reconcile": True,
     "liquidations_by_kind": {"long": 26, "future": 5},
     "keeper": {"processing_ms_median": 105.2, "processing_ms_max": 878.5},
 }
@@ -158,7 +171,8 @@ def make_tree(tmp_path: Path, reports: dict[str, dict]) -> Path:
     (tmp_path / "README.md").write_text("# x\n\n<!-- figures:gas -->\nold gas\n<!-- /figures:gas -->\n\ntail\n")
     (tmp_path / "docs" / "replay.md").write_text(
         "<!-- figures:replay-black-thursday -->\nold replay\n<!-- /figures:replay-black-thursday -->\n"
-        "<!-- figures:gas -->\n<!-- /figures:gas -->\n")
+        "<!-- figures:gas -->\n<!-- /figures:gas -->\n"
+    )
     return tmp_path
 
 

@@ -147,9 +147,7 @@ class _Module:
         self.path = path
         self.display = display
         self.tree = tree
-        self.functions: dict[str, vy.FunctionDef] = {
-            n.name: n for n in tree.body if isinstance(n, vy.FunctionDef)
-        }
+        self.functions: dict[str, vy.FunctionDef] = {n.name: n for n in tree.body if isinstance(n, vy.FunctionDef)}
         self.storage: set[str] = {
             n.target.id
             for n in tree.body
@@ -411,7 +409,9 @@ def _check_module(an: _Analyzer, module: _Module) -> list[Finding]:
                 if effects:
                     eff_node, reason = effects[0]
                     parent = node.get_ancestor()
-                    what = f"log {_render(node.func)}" if isinstance(parent, vy.Log) else f"call to {_render(node.func)}"
+                    what = (
+                        f"log {_render(node.func)}" if isinstance(parent, vy.Log) else f"call to {_render(node.func)}"
+                    )
                     if isinstance(parent, vy.ExtCall):
                         what = f"extcall {_render(node.func)}"
                     report(

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # benchmarks.gas scenarios, in the order of the table, and what each one measures
 GAS_OPERATIONS = {
     "match_orders": "`Matching.match_orders` on a perpetual between two traders who have traded the market before "
-                    "(two signatures, both margin checks, caps)",
+    "(two signatures, both margin checks, caps)",
     "match_orders_first_trade": "the same between two traders holding only cash (their first position)",
     "liquidate": "partial liquidation of a two-market account by a liquidator that has liquidated before "
-                 "(holds both markets)",
+    "(holds both markets)",
     "liquidate_first": "the same by a liquidator holding only cash (its first positions)",
     "withdraw_usdc": "USDC withdrawal with the initial-margin check",
     "deposit_usdc": "USDC deposit",
@@ -107,9 +107,11 @@ def render_gas(report: dict) -> str:
         before = baseline.get(key)
         before_int = None if before is None else _int(before, f"baseline.{key}")
         target = targets.get(key)
-        lines.append(f"| {description} | {_gas(before_int, f'baseline.{key}')} | {after:,} | "
-                     f"{_change(before_int, after)} | {'-' if target is None else '<= ' + _gas(target, f'targets.{key}')} | "
-                     f"{_gas(receipt.get(key), f'receipt_gas.{key}')} |")
+        lines.append(
+            f"| {description} | {_gas(before_int, f'baseline.{key}')} | {after:,} | "
+            f"{_change(before_int, after)} | {'-' if target is None else '<= ' + _gas(target, f'targets.{key}')} | "
+            f"{_gas(receipt.get(key), f'receipt_gas.{key}')} |"
+        )
     return "\n".join(lines)
 
 
@@ -142,9 +144,22 @@ def render_gas_calls(report: dict) -> str:
 
 def render_replay(report: dict) -> str:
     """The summary of a `keeper replay --report` file."""
-    _require(report, "accounts", "blocks", "liquidations", "liquidated_accounts", "liquidated_notional_usd",
-             "bad_debt_usd", "insurance_fund_usd", "max_blocks_to_liquidate", "missed_liquidations",
-             "cross_margin_usd", "isolated_margin_usd", "vault_balances_reconcile", "keeper")
+    _require(
+        report,
+        "accounts",
+        "blocks",
+        "liquidations",
+        "liquidated_accounts",
+        "liquidated_notional_usd",
+        "bad_debt_usd",
+        "insurance_fund_usd",
+        "max_blocks_to_liquidate",
+        "missed_liquidations",
+        "cross_margin_usd",
+        "isolated_margin_usd",
+        "vault_balances_reconcile",
+        "keeper",
+    )
     keeper = report["keeper"]
     _require(keeper, "processing_ms_median", "processing_ms_max")
     kinds = report.get("liquidations_by_kind") or {}
@@ -158,8 +173,11 @@ def render_replay(report: dict) -> str:
     rows = [
         ("accounts", f"{_int(report['accounts'], 'accounts'):,}"),
         ("blocks", f"{_int(report['blocks'], 'blocks'):,}"),
-        ("liquidations", f"{_int(report['liquidations'], 'liquidations'):,} "
-                         f"({_int(report['liquidated_accounts'], 'liquidated_accounts'):,} accounts)"),
+        (
+            "liquidations",
+            f"{_int(report['liquidations'], 'liquidations'):,} "
+            f"({_int(report['liquidated_accounts'], 'liquidated_accounts'):,} accounts)",
+        ),
         ("liquidations by book kind", by_kind),
         ("liquidated notional", usd("liquidated_notional_usd")),
         ("bad debt", usd("bad_debt_usd", 2)),
@@ -169,8 +187,11 @@ def render_replay(report: dict) -> str:
         ("initial margin, cross", usd("cross_margin_usd")),
         ("initial margin, isolated", usd("isolated_margin_usd")),
         ("vault balances reconcile", "yes" if report["vault_balances_reconcile"] is True else "no"),
-        ("keeper processing per block", f"{_num(keeper['processing_ms_median'], 'processing_ms_median'):.0f} ms median, "
-                                        f"{_num(keeper['processing_ms_max'], 'processing_ms_max'):.0f} ms max"),
+        (
+            "keeper processing per block",
+            f"{_num(keeper['processing_ms_median'], 'processing_ms_median'):.0f} ms median, "
+            f"{_num(keeper['processing_ms_max'], 'processing_ms_max'):.0f} ms max",
+        ),
     ]
     return "\n".join(["| metric | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows])
 
@@ -188,13 +209,22 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
     prices = [arg for symbol, name in PRICE_FILES.items() for arg in ("--prices", f"{symbol}={data / name}")]
     return {
         "gas.json": [python, "-m", "benchmarks.gas", "--json"],
-        "black-thursday.json": [python, "-m", "keeper", "replay", *prices, *BLACK_THURSDAY,
-                                "--report", str(root / "reports" / "black-thursday.json")],
+        "black-thursday.json": [
+            python,
+            "-m",
+            "keeper",
+            "replay",
+            *prices,
+            *BLACK_THURSDAY,
+            "--report",
+            str(root / "reports" / "black-thursday.json"),
+        ],
     }
 
 
-MARKER = re.compile(r"(?P<start><!-- figures:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(?P<end><!-- /figures:(?P=name) -->)",
-                    re.S)
+MARKER = re.compile(
+    r"(?P<start><!-- figures:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(?P<end><!-- /figures:(?P=name) -->)", re.S
+)
 
 
 def replace_blocks(text: str, rendered: dict[str, str]) -> tuple[str, list[str]]:
@@ -265,8 +295,11 @@ def run_producers(root: Path, data: Path) -> int:
     failed = 0
     for report, command in producers(root, python, data).items():
         if report == "black-thursday.json" and not all((data / name).is_file() for name in PRICE_FILES.values()):
-            print(f"figures: {data} lacks {', '.join(PRICE_FILES.values())}: not running the replay "
-                  "(FIGURES_DATA=folder)", file=sys.stderr)
+            print(
+                f"figures: {data} lacks {', '.join(PRICE_FILES.values())}: not running the replay "
+                "(FIGURES_DATA=folder)",
+                file=sys.stderr,
+            )
             failed += 1
             continue
         print(f"figures: writing reports/{report}: {' '.join(command)}", flush=True)
@@ -277,8 +310,9 @@ def run_producers(root: Path, data: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bin/figures", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bin/figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--run", action="store_true", help="first run the commands that write the reports")
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is out of date")
     ap.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)

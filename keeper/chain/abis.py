@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         prog=COMMAND,
         description="Write abi/<Contract>.json and interfaces/<Contract>.vyi for every deployable contract.",
     )
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 with one line per missing or stale file")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 with one line per missing or stale file"
+    )
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = args.root.resolve()

@@ -15,9 +15,18 @@ from keeper.errors import KeeperError
 ROOT = Path(__file__).resolve().parents[2]
 # Anvil's well-known development accounts (mnemonic "test test ... junk"): local chains only.
 DEV_ACCOUNTS = (
-    ("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
-    ("0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"),
-    ("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"),
+    (
+        "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    ),
+    (
+        "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    ),
+    (
+        "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+        "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    ),
 )
 
 
@@ -53,7 +62,17 @@ class Anvil:
 
     def start(self, timeout: float = 20.0) -> str:
         # the contracts target cancun (see keeper/chain/artifacts.py); the chain matches it
-        cmd = [anvil_binary(), "--port", str(self.port), "--silent", "--hardfork", "cancun", "--gas-limit", "100000000", *self.extra_args]
+        cmd = [
+            anvil_binary(),
+            "--port",
+            str(self.port),
+            "--silent",
+            "--hardfork",
+            "cancun",
+            "--gas-limit",
+            "100000000",
+            *self.extra_args,
+        ]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

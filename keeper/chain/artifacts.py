@@ -99,8 +99,12 @@ def storage_slot(name: str, *path: str) -> int:
         from vyper.cli.vyper_compile import compile_files
         from vyper.compiler.settings import Settings
 
-        out = compile_files([str(CONTRACTS / NAMES[name])], ("layout",), paths=[str(CONTRACTS)],
-                            settings=Settings(evm_version=EVM_VERSION))
+        out = compile_files(
+            [str(CONTRACTS / NAMES[name])],
+            ("layout",),
+            paths=[str(CONTRACTS)],
+            settings=Settings(evm_version=EVM_VERSION),
+        )
         layout = next(iter(out.values()))["layout"]["storage_layout"]
         CACHE.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps(layout))

@@ -103,7 +103,12 @@ class HealthAttestation:
 
 
 def _domain(name: str, chain_id: int, contract: str) -> dict:
-    return {"name": name, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": to_checksum_address(contract)}
+    return {
+        "name": name,
+        "version": DOMAIN_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": to_checksum_address(contract),
+    }
 
 
 def vol_update_typed_data(update: VolUpdate, chain_id: int, feed: str) -> dict:

@@ -46,8 +46,11 @@ def rpc_failure(url: str, e: BaseException) -> str:
     from keeper.chain.rpc import EndpointError
 
     reason = getattr(e, "reason", "") if isinstance(e, EndpointError) else ""
-    if (isinstance(e, requests.exceptions.JSONDecodeError) or (isinstance(e, ValueError) and "JSON" in e.__class__.__name__)
-            or "other than JSON" in reason):
+    if (
+        isinstance(e, requests.exceptions.JSONDecodeError)
+        or (isinstance(e, ValueError) and "JSON" in e.__class__.__name__)
+        or "other than JSON" in reason
+    ):
         what = "not valid JSON (an HTML page or another service at this URL?)"
     elif isinstance(e, requests.HTTPError) or reason.startswith("HTTP"):
         status = getattr(getattr(e, "response", None), "status_code", None)
@@ -114,7 +117,9 @@ class ProtocolClient:
         self.lens = w3.eth.contract(address=deployment.lens, abi=load_artifact("MarginLens").abi)
         # signed orders of every instrument go through the matching contract
         self.matching = (
-            w3.eth.contract(address=deployment.matching, abi=load_artifact("Matching").abi) if deployment.matching else None
+            w3.eth.contract(address=deployment.matching, abi=load_artifact("Matching").abi)
+            if deployment.matching
+            else None
         )
         self._lens_batches = True  # False once the lens turns out to predate the batched module views
 
@@ -210,7 +215,6 @@ class ProtocolClient:
             for log in self.engine.events.Liquidation.get_logs(from_block=from_block, to_block=to_block)
         ]
 
-
     # ------------------------------------------------------------------ keeper additions
 
     def protocol_logs(self, from_block: int, to_block: int) -> list[ProtocolLog]:
@@ -267,7 +271,6 @@ class ProtocolClient:
         """Timestamp the account was flagged (0 = not flagged)."""
         return self.engine.functions.liquidatable_since(account).call(block_identifier=block)
 
-
     # ------------------------------------------------------------------ options and attestations
 
     def _module(self, field: str, getter: str, name: str):
@@ -303,7 +306,15 @@ class ProtocolClient:
             return []
         states = self.options.functions.series_states().call(block_identifier=block)
         return [
-            SeriesInfo(series_id=i, underlying=s[0], price_id=s[1], strike=s[2], expiry=s[3], is_call=s[4], settlement_price=s[5])
+            SeriesInfo(
+                series_id=i,
+                underlying=s[0],
+                price_id=s[1],
+                strike=s[2],
+                expiry=s[3],
+                is_call=s[4],
+                settlement_price=s[5],
+            )
             for i, s in enumerate(states)
         ]
 
@@ -317,7 +328,11 @@ class ProtocolClient:
 
     def _option_states_one(self, account: str, block: int | str) -> list:
         f = self.options.functions
-        return f.option_states(account).call(block_identifier=block) if f.has_positions(account).call(block_identifier=block) else []
+        return (
+            f.option_states(account).call(block_identifier=block)
+            if f.has_positions(account).call(block_identifier=block)
+            else []
+        )
 
     def _batched(self, view: str, accounts: Sequence[str], block: int | str, one) -> list:
         """MarginLens.<view> over `accounts` in batches of BATCH, all at `block`. A lens deployed
@@ -332,9 +347,13 @@ class ProtocolClient:
             try:
                 out += getattr(self.lens.functions, view)(chunk).call(block_identifier=block)
             except (ContractLogicError, BadFunctionCallOutput) as e:
-                if getattr(e, "data", None) not in (None, "0x", b"") or (getattr(e, "message", None) or "").strip() not in ("", "execution reverted"):
+                if getattr(e, "data", None) not in (None, "0x", b"") or (
+                    getattr(e, "message", None) or ""
+                ).strip() not in ("", "execution reverted"):
                     raise  # a reason: the module's own revert (e.g. "options: no valid price")
-                log.warning("lens %s has no %s (an older MarginLens): reading account by account", self.lens.address, view)
+                log.warning(
+                    "lens %s has no %s (an older MarginLens): reading account by account", self.lens.address, view
+                )
                 self._lens_batches = False
                 return out + [one(a, block) for a in accounts[i:]]
         return out
@@ -392,7 +411,9 @@ class ProtocolClient:
             return None
         return _stored(self.attestor.functions.attestation(account).call(block_identifier=block))
 
-    def stored_attestations(self, accounts: Sequence[str], block: int | str = "latest") -> list[StoredAttestation | None]:
+    def stored_attestations(
+        self, accounts: Sequence[str], block: int | str = "latest"
+    ) -> list[StoredAttestation | None]:
         """Each account's latest stored attestation (None if none; all None without an
         attestor), read in batches of 200 (MarginLens.attestations_of) at `block`."""
         if self.attestor is None:
@@ -475,7 +496,12 @@ class LiquidationTerms:
         MarginEngine._penalty_rate: base, growing linearly to max over the ramp; a flag older
         than two ramps earns no bonus. WAD, rounded down as the contract does."""
         top = max(self.penalty, self.max_penalty)
-        if flagged_at == 0 or top == self.penalty or self.ramp_seconds == 0 or now - flagged_at >= 2 * self.ramp_seconds:
+        if (
+            flagged_at == 0
+            or top == self.penalty
+            or self.ramp_seconds == 0
+            or now - flagged_at >= 2 * self.ramp_seconds
+        ):
             return self.penalty
         elapsed = min(max(now - flagged_at, 0), self.ramp_seconds)
         return self.penalty + (top - self.penalty) * elapsed // self.ramp_seconds

@@ -36,9 +36,16 @@ def config_echo(config: ProtocolConfig) -> dict:
 
 def _empty(config: ProtocolConfig, admin: str, chain_id: int) -> Deployment:
     return Deployment(
-        chain_id=chain_id, oracle="", vault="", engine="", settlement_token="",
-        settlement_decimals=config.settlement_decimals, admin=admin, deployer=admin,
-        parameters=config_echo(config), status="partial",
+        chain_id=chain_id,
+        oracle="",
+        vault="",
+        engine="",
+        settlement_token="",
+        settlement_decimals=config.settlement_decimals,
+        admin=admin,
+        deployer=admin,
+        parameters=config_echo(config),
+        status="partial",
     )
 
 
@@ -53,8 +60,10 @@ class _Steps:
 
     def _record(self, key: str, sent: bool = True, **extra: Any) -> dict:
         """Record step `key`; `sent`: done by the backend's last transaction (its block and gas)."""
-        record = {"block": int(getattr(self.backend, "last_block", 0) or 0) if sent else 0,
-                  "gas": int(getattr(self.backend, "last_gas", 0) or 0) if sent else 0}
+        record = {
+            "block": int(getattr(self.backend, "last_block", 0) or 0) if sent else 0,
+            "gas": int(getattr(self.backend, "last_gas", 0) or 0) if sent else 0,
+        }
         record.update(extra)
         self.dep.steps[key] = record
         if self.on_step is not None:
@@ -74,8 +83,9 @@ class _Steps:
         self._record(key, address=handle.address)
         return handle
 
-    def call(self, key: str, contract: Any, fn: str, *args: Any, done: Callable[[], bool] | None = None,
-             **extra: Any) -> dict:
+    def call(
+        self, key: str, contract: Any, fn: str, *args: Any, done: Callable[[], bool] | None = None, **extra: Any
+    ) -> dict:
         """Send `fn` once. `done` reads the chain when resuming: a call mined before a crash but
         not yet recorded is recorded without being sent again (listings are not idempotent)."""
         record = self.dep.steps.get(key)
@@ -154,13 +164,20 @@ def _check_existing(backend: Backend, config: ProtocolConfig) -> None:
         return on_chain
 
     if config.settlement_address:
-        check(f"settlement {config.settlement_symbol}", config.settlement_address, "MockERC20", config.settlement_decimals)
+        check(
+            f"settlement {config.settlement_symbol}", config.settlement_address, "MockERC20", config.settlement_decimals
+        )
     for i, a in enumerate(config.assets):
         if a.address:
             check(f"assets[{i}] {a.symbol}", a.address, "MockERC20", a.decimals)
     for i, p in enumerate(config.price_ids):
         for j, f in enumerate(p.feeds):
-            check(f"price_ids[{i}] {p.symbol} feeds[{j}]", f.address, "MockAggregator", p.feed_decimals if j == 0 else None)
+            check(
+                f"price_ids[{i}] {p.symbol} feeds[{j}]",
+                f.address,
+                "MockAggregator",
+                p.feed_decimals if j == 0 else None,
+            )
 
 
 def warn_backstop(config: ProtocolConfig) -> str | None:
@@ -213,7 +230,9 @@ def deploy_protocol(
     if config.settlement_address:
         dep.settlement_token = config.settlement_address
     else:
-        usdc = run.contract("settlement_token", "MockERC20", "USD Coin", config.settlement_symbol, config.settlement_decimals)
+        usdc = run.contract(
+            "settlement_token", "MockERC20", "USD Coin", config.settlement_symbol, config.settlement_decimals
+        )
         dep.settlement_token = usdc.address
     oracle = run.contract("oracle", "OracleRouter", admin)
     dep.oracle = oracle.address
@@ -226,12 +245,20 @@ def deploy_protocol(
                 decimals = int(view(backend.at("MockAggregator", addresses[0]), "decimals"))
         else:
             feed = run.contract(
-                f"feeds.{p.symbol}", "MockAggregator",
-                p.feed_decimals, f"{p.symbol} / USD", p.initial_price * 10**p.feed_decimals,
+                f"feeds.{p.symbol}",
+                "MockAggregator",
+                p.feed_decimals,
+                f"{p.symbol} / USD",
+                p.initial_price * 10**p.feed_decimals,
             )
             addresses, heartbeats, decimals = [feed.address], [p.heartbeat], p.feed_decimals
-        run.call(f"add_price_id {p.symbol}", oracle, "add_price_id", p.symbol,
-                 done=lambda i=i: view(oracle, "price_id_count") > i)
+        run.call(
+            f"add_price_id {p.symbol}",
+            oracle,
+            "add_price_id",
+            p.symbol,
+            done=lambda i=i: view(oracle, "price_id_count") > i,
+        )
         run.call(f"set_feeds {p.symbol}", oracle, "set_feeds", i, addresses, heartbeats)
         dep.feeds[p.symbol] = addresses[0]
         dep.feed_decimals[p.symbol] = decimals
@@ -244,41 +271,87 @@ def deploy_protocol(
     dep.engine = engine.address
     matching = run.contract("matching", "Matching", engine.address)
     dep.matching = matching.address
-    run.call("set_matching", engine, "set_matching", matching.address,
-             done=lambda: view(engine, "matching") != ZERO_ADDRESS)
-    run.call("set_engine", vault, "set_engine", engine.address,
-             done=lambda: view(vault, "engine") != ZERO_ADDRESS)
+    run.call(
+        "set_matching", engine, "set_matching", matching.address, done=lambda: view(engine, "matching") != ZERO_ADDRESS
+    )
+    run.call("set_engine", vault, "set_engine", engine.address, done=lambda: view(vault, "engine") != ZERO_ADDRESS)
     lens = run.contract("lens", "MarginLens", engine.address, vault.address)
     dep.lens = lens.address
     if config.depeg is not None:
         # the settlement asset's USD price: cash is valued by the vault's depeg rule from here on
         depeg = config.depeg
-        run.call("set_depeg_params", vault, "set_depeg_params", depeg.threshold, depeg.factor,
-                 done=lambda: (view(vault, "depeg_threshold"), view(vault, "depeg_factor")) == (depeg.threshold, depeg.factor))
-        run.call("set_settlement_price_id", vault, "set_settlement_price_id", depeg.price_id,
-                 done=lambda: view(vault, "settlement_priced") and view(vault, "settlement_price_id") == depeg.price_id)
+        run.call(
+            "set_depeg_params",
+            vault,
+            "set_depeg_params",
+            depeg.threshold,
+            depeg.factor,
+            done=lambda: (
+                (view(vault, "depeg_threshold"), view(vault, "depeg_factor")) == (depeg.threshold, depeg.factor)
+            ),
+        )
+        run.call(
+            "set_settlement_price_id",
+            vault,
+            "set_settlement_price_id",
+            depeg.price_id,
+            done=lambda: view(vault, "settlement_priced") and view(vault, "settlement_price_id") == depeg.price_id,
+        )
     for i, a in enumerate(config.assets):
         if a.address:
             token_address = a.address
         else:
-            token_address = run.contract(f"tokens.{a.symbol}", "MockERC20", f"Wrapped {a.symbol}", a.symbol, a.decimals).address
-        run.call(f"list_asset {a.symbol}", vault, "list_asset", token_address, a.price_id, a.haircut, a.deposit_cap,
-                 done=lambda i=i: view(vault, "asset_count") > i)
+            token_address = run.contract(
+                f"tokens.{a.symbol}", "MockERC20", f"Wrapped {a.symbol}", a.symbol, a.decimals
+            ).address
+        run.call(
+            f"list_asset {a.symbol}",
+            vault,
+            "list_asset",
+            token_address,
+            a.price_id,
+            a.haircut,
+            a.deposit_cap,
+            done=lambda i=i: view(vault, "asset_count") > i,
+        )
         dep.tokens[a.symbol] = token_address
         dep.asset_ids[a.symbol] = i
         dep.asset_decimals[a.symbol] = a.decimals
     # liquidation parameters first: underlying bounds check mm_rate against the penalty
-    run.call("set_liquidation_params", engine, "set_liquidation_params",
-             config.liquidation_penalty, config.liquidator_share, config.liquidation_target)
-    run.call("set_trade_params", engine, "set_trade_params",
-             config.max_price_deviation, config.max_funding_rate, config.funding_smoothing, config.min_position_notional)
+    run.call(
+        "set_liquidation_params",
+        engine,
+        "set_liquidation_params",
+        config.liquidation_penalty,
+        config.liquidator_share,
+        config.liquidation_target,
+    )
+    run.call(
+        "set_trade_params",
+        engine,
+        "set_trade_params",
+        config.max_price_deviation,
+        config.max_funding_rate,
+        config.funding_smoothing,
+        config.min_position_notional,
+    )
     for i, u in enumerate(config.underlyings):
-        run.call(f"add_underlying {u.symbol}", engine, "add_underlying",
-                 u.price_id, u.im_rate, u.mm_rate, u.spread_im_rate, u.spread_mm_rate,
-                 done=lambda i=i: view(engine, "underlying_count") > i)
+        run.call(
+            f"add_underlying {u.symbol}",
+            engine,
+            "add_underlying",
+            u.price_id,
+            u.im_rate,
+            u.mm_rate,
+            u.spread_im_rate,
+            u.spread_mm_rate,
+            done=lambda i=i: view(engine, "underlying_count") > i,
+        )
         dep.underlyings[u.symbol] = i
     if config.max_liquidation_penalty:
-        run.call("set_penalty_ramp", engine, "set_penalty_ramp", config.max_liquidation_penalty, config.penalty_ramp_time)
+        run.call(
+            "set_penalty_ramp", engine, "set_penalty_ramp", config.max_liquidation_penalty, config.penalty_ramp_time
+        )
     now: int | None = None
     for i, m in enumerate(config.markets):
         key = f"list_market {m.name}"
@@ -291,8 +364,15 @@ def deploy_protocol(
                 expiry = now + int(m.expiry_days * 86400)
             if run.resuming and view(engine, "market_count") > i:  # listed before a crash
                 expiry = int(view(engine, "markets", i)[2])
-        run.call(key, engine, "list_market", m.underlying, expiry, expiry=expiry,
-                 done=lambda i=i: view(engine, "market_count") > i)
+        run.call(
+            key,
+            engine,
+            "list_market",
+            m.underlying,
+            expiry,
+            expiry=expiry,
+            done=lambda i=i: view(engine, "market_count") > i,
+        )
         if m.max_open_interest or m.max_position:
             run.call(f"set_position_caps {m.name}", engine, "set_position_caps", i, m.max_open_interest, m.max_position)
         dep.markets[m.name] = i
@@ -308,7 +388,9 @@ def deploy_protocol(
             if run.resuming:
                 from keeper.chain.governance import contract_at, governed
 
-                _check_roles_untouched(view, admin, {name: contract_at(backend, name, at) for _, name, at in governed(dep)})
+                _check_roles_untouched(
+                    view, admin, {name: contract_at(backend, name, at) for _, name, at in governed(dep)}
+                )
             metered = _Metered(backend)
             governor = admin if config.governance.address == "deployer" else config.governance.address
             address = install_timelock(metered, dep, governor, config.governance.timelock_delay)
@@ -336,8 +418,16 @@ def governed_scenario_params_hash(config: ProtocolConfig) -> bytes:
     return scenario_params_hash(load_scenario_params(path or DEFAULT_PM_CONFIG))
 
 
-def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: Deployment, admin: str,
-                    engine: Any, vault: Any, oracle: Any) -> None:
+def _deploy_options(
+    run: _Steps,
+    backend: Backend,
+    config: ProtocolConfig,
+    dep: Deployment,
+    admin: str,
+    engine: Any,
+    vault: Any,
+    oracle: Any,
+) -> None:
     """VolFeed, OptionMarket, HealthAttestor (version source: the engine; its scenario parameters
     hash from `governed_scenario_params_hash`), their parameters, the
     series of `config.options` (strike = multiple x the index at listing, whole USD; expiry =
@@ -352,13 +442,22 @@ def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: 
     run.call("set_vol_heartbeat", feed, "set_heartbeat", vf.heartbeat)
     option_liquidation = run.contract("option_liquidation", "OptionLiquidation", engine.address, feed.address)
     dep.option_liquidation = option_liquidation.address
-    market = run.contract("option_market", "OptionMarket", admin, engine.address, feed.address,
-                          option_liquidation.address)
+    market = run.contract(
+        "option_market", "OptionMarket", admin, engine.address, feed.address, option_liquidation.address
+    )
     dep.option_market = market.address
     run.call("set_option_risk_params", market, "set_risk_params", opts.risk.as_tuple())
     at = opts.attestation
-    attestor = run.contract("health_attestor", "HealthAttestor", admin, engine.address, oracle.address,
-                            list(at.signers.signers), at.signers.threshold, governed_scenario_params_hash(config))
+    attestor = run.contract(
+        "health_attestor",
+        "HealthAttestor",
+        admin,
+        engine.address,
+        oracle.address,
+        list(at.signers.signers),
+        at.signers.threshold,
+        governed_scenario_params_hash(config),
+    )
     dep.health_attestor = attestor.address
     run.call("set_margin_floor", attestor, "set_margin_floor", at.margin_floor)
     run.call("set_attestation_price_band", attestor, "set_price_band", at.price_band)
@@ -385,15 +484,37 @@ def _deploy_options(run: _Steps, backend: Backend, config: ProtocolConfig, dep: 
                             strike = max(1, round(multiple * index / 10**18)) * 10**18
                             expiry = now + int(days * 86400)
                         name = series_name(u.symbol, days, is_call, strike // 10**18)
-                        record = run.call(key, market, "list_option", s.underlying, strike, expiry, is_call,
-                                          done=lambda n=n: view(market, "series_count") > n,
-                                          name=name, series=n, strike=strike, expiry=expiry)
+                        record = run.call(
+                            key,
+                            market,
+                            "list_option",
+                            s.underlying,
+                            strike,
+                            expiry,
+                            is_call,
+                            done=lambda n=n: view(market, "series_count") > n,
+                            name=name,
+                            series=n,
+                            strike=strike,
+                            expiry=expiry,
+                        )
                     dep.option_series[record["name"]] = record["series"]
                     n += 1
-    run.call("set_portfolio_modules", engine, "set_portfolio_modules", market.address, attestor.address,
-             done=lambda: view(engine, "option_market") != ZERO_ADDRESS)
-    run.call("set_option_market", vault, "set_option_market", market.address,
-             done=lambda: view(vault, "option_market") != ZERO_ADDRESS)
+    run.call(
+        "set_portfolio_modules",
+        engine,
+        "set_portfolio_modules",
+        market.address,
+        attestor.address,
+        done=lambda: view(engine, "option_market") != ZERO_ADDRESS,
+    )
+    run.call(
+        "set_option_market",
+        vault,
+        "set_option_market",
+        market.address,
+        done=lambda: view(vault, "option_market") != ZERO_ADDRESS,
+    )
 
 
 # ---------------------------------------------------------------- deployment with a manifest
@@ -404,8 +525,15 @@ def _code(backend: Backend, address: str) -> bool:
     return True if code_at is None else bool(code_at(address))
 
 
-def prepare(backend: Backend, config: ProtocolConfig, manifest_path: str | Path, chain_id: int, *,
-            development: bool, force_new: bool = False) -> Deployment | None:
+def prepare(
+    backend: Backend,
+    config: ProtocolConfig,
+    manifest_path: str | Path,
+    chain_id: int,
+    *,
+    development: bool,
+    force_new: bool = False,
+) -> Deployment | None:
     """Decide what to do given the manifest at `manifest_path`: None = deploy afresh, or the
     partial Deployment to resume. Raises DeployError (one line) when the manifest records a
     complete deployment, another chain, changed parameters, or addresses without code; and
@@ -450,8 +578,17 @@ def prepare(backend: Backend, config: ProtocolConfig, manifest_path: str | Path,
     return previous
 
 
-def deploy_to_manifest(backend: Backend, config: ProtocolConfig, manifest_path: str | Path, *, admin: str,
-                       chain_id: int, development: bool, compiler: str = "", force_new: bool = False) -> Deployment:
+def deploy_to_manifest(
+    backend: Backend,
+    config: ProtocolConfig,
+    manifest_path: str | Path,
+    *,
+    admin: str,
+    chain_id: int,
+    development: bool,
+    compiler: str = "",
+    force_new: bool = False,
+) -> Deployment:
     """Deploy (or resume) and keep `manifest_path` up to date after every step (atomic writes).
 
     Refuses (DeployError, one line) as `prepare` does. A forced fresh deployment first moves

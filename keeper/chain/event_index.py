@@ -68,7 +68,14 @@ class EventIndex:
     keep_recent : how many scanned heads' hashes the checkpoint keeps for reorg checks.
     """
 
-    def __init__(self, client: ProtocolClient, start_block: int, state_dir: Path | None = None, chunk_blocks: int = 2000, keep_recent: int = 64):
+    def __init__(
+        self,
+        client: ProtocolClient,
+        start_block: int,
+        state_dir: Path | None = None,
+        chunk_blocks: int = 2000,
+        keep_recent: int = 64,
+    ):
         self.client = client
         self.start_block = start_block
         self.path = Path(state_dir) / CHECKPOINT_FILE if state_dir is not None else None
@@ -96,9 +103,13 @@ class EventIndex:
             recent = [(int(n), str(h)) for n, h in data["recent"]]
             accounts = {str(a): int(b) for a, b in data["accounts"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{self.path}: unreadable checkpoint ({e.__class__.__name__}); move it away to rescan") from None
+            raise CheckpointError(
+                f"{self.path}: unreadable checkpoint ({e.__class__.__name__}); move it away to rescan"
+            ) from None
         if identity != self._identity():
-            raise CheckpointError(f"{self.path}: checkpoint is for {identity}, not this deployment; use another state dir")
+            raise CheckpointError(
+                f"{self.path}: checkpoint is for {identity}, not this deployment; use another state dir"
+            )
         self.scanned_to, self.accounts = scanned_to, accounts
         self.recent.clear()
         self.recent.extend(recent)
@@ -155,7 +166,12 @@ class EventIndex:
             del self.accounts[a]
         while self.recent and self.recent[-1][0] > ancestor:
             self.recent.pop()
-        log.warning("event index: rewound from block %d to %d (%d accounts forgotten until seen again)", self.scanned_to, ancestor, len(dropped))
+        log.warning(
+            "event index: rewound from block %d to %d (%d accounts forgotten until seen again)",
+            self.scanned_to,
+            ancestor,
+            len(dropped),
+        )
         self.scanned_to = max(ancestor, self.start_block - 1)
         self.save()
 

@@ -32,7 +32,11 @@ class BlockRef:
     @classmethod
     def from_block(cls, block) -> BlockRef:
         return cls(
-            int(block["number"]), hash_hex(block["hash"]), hash_hex(block["parentHash"]), int(block["timestamp"]), int(block.get("baseFeePerGas") or 0)
+            int(block["number"]),
+            hash_hex(block["hash"]),
+            hash_hex(block["parentHash"]),
+            int(block["timestamp"]),
+            int(block.get("baseFeePerGas") or 0),
         )
 
 
@@ -65,7 +69,9 @@ class HeadUpdate:
 class ChainFollower:
     """Follow the node's head; see the module docstring."""
 
-    def __init__(self, w3: Web3, depth: int = 64, stale_after_seconds: float = 120.0, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, w3: Web3, depth: int = 64, stale_after_seconds: float = 120.0, clock: Callable[[], float] = time.time
+    ):
         if depth < 1:
             raise ValueError("depth must be >= 1")
         self.w3 = w3
@@ -118,7 +124,14 @@ class ChainFollower:
                 found = self._common_ancestor(head)
                 ancestor = found if found < last.number else None
             if ancestor is not None:
-                log.warning("reorg: head %d %s; common ancestor %d (was head %d %s)", head.number, head.hash[:10], ancestor, last.number, last.hash[:10])
+                log.warning(
+                    "reorg: head %d %s; common ancestor %d (was head %d %s)",
+                    head.number,
+                    head.hash[:10],
+                    ancestor,
+                    last.number,
+                    last.hash[:10],
+                )
                 while self.recent and self.recent[-1].number > ancestor:
                     self.recent.pop()
         if is_new:

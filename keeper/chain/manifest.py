@@ -64,8 +64,10 @@ def _is_address(value) -> bool:
 def _check_address(value, what: str) -> str:
     """`value` as a checksummed address, or an error text naming `what`."""
     if isinstance(value, str) and is_address(value) and not _is_address(value):
-        raise _Bad(f"{what} has a wrong EIP-55 checksum (a typo?): {value!r}; "
-                   "check the address (all lower case carries no checksum)")
+        raise _Bad(
+            f"{what} has a wrong EIP-55 checksum (a typo?): {value!r}; "
+            "check the address (all lower case carries no checksum)"
+        )
     if not _is_address(value):
         raise _Bad(f"{what} is not an address: {_show(value, repr)}")
     return to_checksum_address(value)
@@ -161,8 +163,10 @@ def _check_optional(key: str, value):
         label = f"{key}.{name}" if name.isprintable() else f"{key}[{name!r}]"
         if kind == "paths":
             if not _relative_path(item):
-                raise _Bad(f"{label} must be a path relative to the repository (such as abi/MarginEngine.json), "
-                           f"got {_show(item)}")
+                raise _Bad(
+                    f"{label} must be a path relative to the repository (such as abi/MarginEngine.json), "
+                    f"got {_show(item)}"
+                )
             out[name] = item
         elif kind == "ids":
             if not _uint(item):

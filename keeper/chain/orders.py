@@ -135,8 +135,15 @@ def option_order_digest(order: OptionOrder, chain_id: int, matching: str) -> byt
     struct_hash = keccak(
         encode(
             ["bytes32", "address", "uint256", "int256", "uint256", "uint256", "uint256"],
-            [OPTION_ORDER_TYPEHASH, order.account, order.series, order.size, order.limit_price, order.nonce,
-             order.deadline],
+            [
+                OPTION_ORDER_TYPEHASH,
+                order.account,
+                order.series,
+                order.size,
+                order.limit_price,
+                order.nonce,
+                order.deadline,
+            ],
         )
     )
     return keccak(b"\x19\x01" + domain + struct_hash)
@@ -150,4 +157,3 @@ def sign_option_order(order: OptionOrder, private_key: bytes, chain_id: int, mat
         raise ValueError("private key does not belong to the order's account")
     sig = key.sign_msg_hash(option_order_digest(order, chain_id, matching))
     return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
-

@@ -98,7 +98,9 @@ class FallbackProvider(JSONBaseProvider):
 
     def _post(self, url: str, payload: bytes) -> Any:
         try:
-            response = self._session.post(url, data=payload, headers={"Content-Type": "application/json"}, timeout=self.timeout)
+            response = self._session.post(
+                url, data=payload, headers={"Content-Type": "application/json"}, timeout=self.timeout
+            )
         except requests.Timeout:
             raise EndpointError(_redact(url), "timed out") from None
         except requests.RequestException as e:
@@ -137,7 +139,9 @@ class FallbackProvider(JSONBaseProvider):
             self._active = (index + 1) % len(self.urls)
             self._failed_over_at = time.monotonic()
             self.failovers += 1
-        log.warning("RPC endpoint %s failed (%s); switching to %s", error.url, error.reason, _redact(self.urls[self._active]))
+        log.warning(
+            "RPC endpoint %s failed (%s); switching to %s", error.url, error.reason, _redact(self.urls[self._active])
+        )
 
     def _request(self, payload: bytes) -> Any:
         def attempt() -> Any:
@@ -157,7 +161,9 @@ class FallbackProvider(JSONBaseProvider):
 
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential_jitter(multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial),
+            wait=wait_exponential_jitter(
+                multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
+            ),
             retry=retry_if_exception_type(EndpointError),
             reraise=True,
             sleep=self._sleep,

@@ -77,8 +77,9 @@ def _show(value: Any, wad: bool) -> str:
     return str(value)
 
 
-def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
-                      abi: Callable[[str], list] | None = None) -> list[Check]:
+def verify_deployment(
+    w3, deployment: Deployment, config: ProtocolConfig, abi: Callable[[str], list] | None = None
+) -> list[Check]:
     """All checks of `deployment` on the chain behind `w3` against `config`.
 
     `abi(name)` gives a contract's ABI (default: compiled from `contracts/`). Never raises for
@@ -109,8 +110,13 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
 
     add("chain", "chain id", d.chain_id, w3.eth.chain_id)
     add("manifest", "parameters = config", "same", "same" if d.parameters == config_echo(config) else "differ")
-    addresses = {"OracleRouter": d.oracle, "CollateralVault": d.vault, "MarginEngine": d.engine,
-                 "MarginLens": d.lens, f"settlement {config.settlement_symbol}": d.settlement_token}
+    addresses = {
+        "OracleRouter": d.oracle,
+        "CollateralVault": d.vault,
+        "MarginEngine": d.engine,
+        "MarginLens": d.lens,
+        f"settlement {config.settlement_symbol}": d.settlement_token,
+    }
     addresses |= {f"token {s}": a for s, a in d.tokens.items()}
     if d.timelock:
         addresses["Timelock"] = d.timelock
@@ -148,8 +154,12 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
     settlement = config.settlement_address or d.settlement_token
     add("CollateralVault", "SETTLEMENT_TOKEN", settlement, read(vault, "SETTLEMENT_TOKEN"))
     add("CollateralVault", "SETTLEMENT_SCALE", 10 ** (18 - config.settlement_decimals), read(vault, "SETTLEMENT_SCALE"))
-    add(f"settlement {config.settlement_symbol}", "decimals", config.settlement_decimals,
-        read(at("MockERC20", d.settlement_token), "decimals"))
+    add(
+        f"settlement {config.settlement_symbol}",
+        "decimals",
+        config.settlement_decimals,
+        read(at("MockERC20", d.settlement_token), "decimals"),
+    )
     add("CollateralVault", "ORACLE", d.oracle, read(vault, "ORACLE"))
     add("CollateralVault", "engine", d.engine, read(vault, "engine"))
     add("CollateralVault", "asset_count", len(config.assets), read(vault, "asset_count"))
@@ -210,7 +220,13 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
         add("MarginEngine", f"{m.name} underlying", m.underlying, got[0])
         add("MarginEngine", f"{m.name} perpetual", m.expiry_days is None, got[1])
         add("MarginEngine", f"{m.name} expiry", d.market_expiries.get(m.name, 0), got[2])
-        add("MarginEngine", f"{m.name} max_open_interest", m.max_open_interest, read(engine, "max_open_interest", i), wad=True)
+        add(
+            "MarginEngine",
+            f"{m.name} max_open_interest",
+            m.max_open_interest,
+            read(engine, "max_open_interest", i),
+            wad=True,
+        )
         add("MarginEngine", f"{m.name} max_position", m.max_position, read(engine, "max_position", i), wad=True)
 
     if d.lens:
@@ -230,7 +246,12 @@ def verify_deployment(w3, deployment: Deployment, config: ProtocolConfig,
         admin, pending_admin = read(contract, "admin"), read(contract, "pending_admin")
         # governance (not the deployer) accepts the admin role later: the deployer is admin
         # with the timelock proposed until then
-        waiting = governed and bool(d.timelock) and _norm(pending_admin) == _norm(d.timelock) and _norm(admin) == _norm(d.admin)
+        waiting = (
+            governed
+            and bool(d.timelock)
+            and _norm(pending_admin) == _norm(d.timelock)
+            and _norm(admin) == _norm(d.admin)
+        )
         add(label, "admin", holder, admin, pending=waiting)
         add(label, "risk_admin", holder, read(contract, "risk_admin"))
         add(label, "pending_admin", d.timelock if waiting else ZERO_ADDRESS, pending_admin)
@@ -246,11 +267,19 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
     matching contract and liquidation code, the attestor's version source = the engine),
     parameters, signer sets and every listed series."""
     o = config.options
-    for label, address in (("OptionMarket", d.option_market), ("VolFeed", d.vol_feed), ("HealthAttestor", d.health_attestor)):
+    for label, address in (
+        ("OptionMarket", d.option_market),
+        ("VolFeed", d.vol_feed),
+        ("HealthAttestor", d.health_attestor),
+    ):
         add(label, "recorded in the manifest", True, bool(address))
         if not address:
             return
-    market, feed, attestor = at("OptionMarket", d.option_market), at("VolFeed", d.vol_feed), at("HealthAttestor", d.health_attestor)
+    market, feed, attestor = (
+        at("OptionMarket", d.option_market),
+        at("VolFeed", d.vol_feed),
+        at("HealthAttestor", d.health_attestor),
+    )
     add("MarginEngine", "option_market", d.option_market, read(engine, "option_market"))
     add("MarginEngine", "health_attestor", d.health_attestor, read(engine, "health_attestor"))
     add("CollateralVault", "option_market", d.option_market, read(vault, "option_market"))
@@ -261,21 +290,47 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
     add("HealthAttestor", "engine (position version source)", d.engine, read(attestor, "engine"))
     add("HealthAttestor", "oracle", d.oracle, read(attestor, "oracle"))
     params = read(market, "risk_params")
-    names = ("short_im_rate", "short_im_floor", "short_mm_rate", "long_im_haircut", "long_mm_haircut",
-             "abs_price_band", "rel_price_band")
+    names = (
+        "short_im_rate",
+        "short_im_floor",
+        "short_mm_rate",
+        "long_im_haircut",
+        "long_mm_haircut",
+        "abs_price_band",
+        "rel_price_band",
+    )
     for j, name in enumerate(names):
-        add("OptionMarket", name, getattr(o.risk, name), params if isinstance(params, _ReadError) else params[j], wad=True)
-    for fn, expected in (("min_atm_vol", o.vol_feed.min_atm_vol), ("max_atm_vol", o.vol_feed.max_atm_vol),
-                         ("max_abs_skew", o.vol_feed.max_abs_skew)):
+        add(
+            "OptionMarket",
+            name,
+            getattr(o.risk, name),
+            params if isinstance(params, _ReadError) else params[j],
+            wad=True,
+        )
+    for fn, expected in (
+        ("min_atm_vol", o.vol_feed.min_atm_vol),
+        ("max_atm_vol", o.vol_feed.max_atm_vol),
+        ("max_abs_skew", o.vol_feed.max_abs_skew),
+    ):
         add("VolFeed", fn, expected, read(feed, fn), wad=True)
     add("VolFeed", "heartbeat (s)", o.vol_feed.heartbeat, read(feed, "heartbeat"))
-    for fn, expected, wad in (("margin_floor", o.attestation.margin_floor, True), ("price_band", o.attestation.price_band, True),
-                              ("max_validity", o.attestation.max_validity, False)):
+    for fn, expected, wad in (
+        ("margin_floor", o.attestation.margin_floor, True),
+        ("price_band", o.attestation.price_band, True),
+        ("max_validity", o.attestation.max_validity, False),
+    ):
         add("HealthAttestor", fn, expected, read(attestor, fn), wad=wad)
     got = read(attestor, "scenario_params_hash")
-    add("HealthAttestor", "scenario_params_hash", "0x" + governed_scenario_params_hash(config).hex(),
-        got if isinstance(got, _ReadError) else "0x" + bytes(got).hex())
-    for label, contract, signers in (("VolFeed", feed, o.vol_feed.signers), ("HealthAttestor", attestor, o.attestation.signers)):
+    add(
+        "HealthAttestor",
+        "scenario_params_hash",
+        "0x" + governed_scenario_params_hash(config).hex(),
+        got if isinstance(got, _ReadError) else "0x" + bytes(got).hex(),
+    )
+    for label, contract, signers in (
+        ("VolFeed", feed, o.vol_feed.signers),
+        ("HealthAttestor", attestor, o.attestation.signers),
+    ):
         add(label, "threshold", signers.threshold, read(contract, "threshold"))
         add(label, "signer_count", len(signers.signers), read(contract, "signer_count"))
         for a in signers.signers:
@@ -287,10 +342,19 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
         got = read(market, "series", sid)
         r = records.get(sid)
         if isinstance(got, _ReadError) or r is None:
-            add("OptionMarket", f"series {sid} {name}", "listed as recorded", got if isinstance(got, _ReadError) else "no step record")
+            add(
+                "OptionMarket",
+                f"series {sid} {name}",
+                "listed as recorded",
+                got if isinstance(got, _ReadError) else "no step record",
+            )
             continue
-        add("OptionMarket", f"{name} (strike, expiry, call)", [r["strike"], r["expiry"], name.split("-")[2] == "C"],
-            [got[2], got[3], got[4]])
+        add(
+            "OptionMarket",
+            f"{name} (strike, expiry, call)",
+            [r["strike"], r["expiry"], name.split("-")[2] == "C"],
+            [got[2], got[3], got[4]],
+        )
 
 
 def mismatches(checks: list[Check]) -> list[Check]:
@@ -309,7 +373,11 @@ def print_checks(checks: list[Check], console=None) -> None:
     table = Table(title="Post-deploy check: chain vs config", show_lines=False)
     for column in ("contract", "parameter", "expected", "on chain", "result"):
         table.add_column(column)
-    style = {"OK": "[green]OK[/green]", "PENDING": "[yellow]PENDING[/yellow]", "MISMATCH": "[bold red]MISMATCH[/bold red]"}
+    style = {
+        "OK": "[green]OK[/green]",
+        "PENDING": "[yellow]PENDING[/yellow]",
+        "MISMATCH": "[bold red]MISMATCH[/bold red]",
+    }
     for c in checks:
         table.add_row(c.contract, c.parameter, _show(c.expected, c.wad), _show(c.actual, c.wad), style[c.result])
     console.print(table)
@@ -320,8 +388,10 @@ def print_checks(checks: list[Check], console=None) -> None:
     else:
         console.print(f"[green]all {len(checks)} checks OK[/green]" + (f" ({len(waiting)} PENDING)" if waiting else ""))
     if waiting:
-        console.print("[yellow]PENDING: governance must accept the admin role of each contract through the "
-                      "timelock (Timelock.accept_admin_of; keeper.chain.governance.accept_admin_roles)[/yellow]")
+        console.print(
+            "[yellow]PENDING: governance must accept the admin role of each contract through the "
+            "timelock (Timelock.accept_admin_of; keeper.chain.governance.accept_admin_roles)[/yellow]"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,8 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     @click.command()
     @click.option("--rpc", required=True, envvar="KEEPER_RPC", help="JSON-RPC endpoint URL.")
     @click.option("--manifest", required=True, type=click.Path(path_type=Path), help="Deployment manifest JSON.")
-    @click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
-                  show_default=True, help="Protocol config the deployment should match.")
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        help="Protocol config the deployment should match.",
+    )
     def cli(rpc: str, manifest: Path, config_path: Path) -> None:
         try:
             deployment = load_manifest(manifest)

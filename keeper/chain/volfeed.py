@@ -28,8 +28,16 @@ def vol_update(price_id: int, expiry: int, atm_vol: float, skew: float, now: int
     return VolUpdate(price_id, expiry, int(round(atm_vol * 10**18)), int(round(skew * 10**18)), now, now + valid_for)
 
 
-def post_vols(w3, deployment: Deployment, signer_keys: Sequence[bytes | str], updates: Sequence[VolUpdate],
-              sender: str, *, tx: dict | None = None, wait: bool = True) -> list[bytes]:
+def post_vols(
+    w3,
+    deployment: Deployment,
+    signer_keys: Sequence[bytes | str],
+    updates: Sequence[VolUpdate],
+    sender: str,
+    *,
+    tx: dict | None = None,
+    wait: bool = True,
+) -> list[bytes]:
     """Sign each of `updates` with every key in `signer_keys` and send `VolFeed.submit_vol`
     from `sender`. `tx`: extra transaction fields (e.g. fees). With `wait`, waits for every
     receipt and raises VolPostError naming the (price id, expiry) of one that reverted (e.g. a
@@ -47,6 +55,8 @@ def post_vols(w3, deployment: Deployment, signer_keys: Sequence[bytes | str], up
         for update, h in zip(updates, hashes):
             receipt = w3.eth.wait_for_transaction_receipt(h, timeout=60)
             if receipt["status"] != 1:
-                raise VolPostError(f"vol update for price id {update.underlying} expiry {update.expiry} reverted "
-                                   f"(tx 0x{bytes(h).hex()})")
+                raise VolPostError(
+                    f"vol update for price id {update.underlying} expiry {update.expiry} reverted "
+                    f"(tx 0x{bytes(h).hex()})"
+                )
     return hashes

@@ -31,7 +31,9 @@ def _snap(series: PriceSeries) -> PriceSeries:
     return PriceSeries(series.symbol, series.timestamps // DAY * DAY, series.close, series.source)
 
 
-def load_daily_history(data_dir: str | Path = DEFAULT_DATA_DIR, symbols: tuple[str, ...] = ("ETH", "BTC")) -> DailyHistory:
+def load_daily_history(
+    data_dir: str | Path = DEFAULT_DATA_DIR, symbols: tuple[str, ...] = ("ETH", "BTC")
+) -> DailyHistory:
     """Load and join the daily prices and DVOL of ``symbols`` (days every price file has).
 
     Raises PriceDataError (one line) for a missing directory or file or bad data."""

@@ -72,8 +72,6 @@ _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|\+00:00)")
 
 
-
-
 def _fmt_ts(ts: int | np.integer) -> str:
     """Unix seconds -> ``YYYY-MM-DDTHH:MM:SSZ``."""
     return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -158,9 +156,7 @@ class PricePath:
         if not symbols or len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols must be non-empty and unique, got {symbols}")
         if ts.ndim != 1 or prices.shape != (ts.size, len(symbols)):
-            raise ValueError(
-                f"prices shape {prices.shape} does not match (T, n_assets) = ({ts.size}, {len(symbols)})"
-            )
+            raise ValueError(f"prices shape {prices.shape} does not match (T, n_assets) = ({ts.size}, {len(symbols)})")
         if ts.size < 2:
             raise ValueError(f"a price path needs at least 2 steps, got {ts.size}")
         if not np.all(np.diff(ts) > 0):
@@ -422,7 +418,10 @@ def align(
     for start_ts, end_ts, missing in find_gaps(common):
         log.warning(
             "price data gap: no common price between %s and %s (%s, %d missing steps); the replay steps over it in one block",
-            _fmt_ts(start_ts), _fmt_ts(end_ts), _fmt_span(end_ts - start_ts), missing,
+            _fmt_ts(start_ts),
+            _fmt_ts(end_ts),
+            _fmt_span(end_ts - start_ts),
+            missing,
         )
     cols = []
     for s in series.values():

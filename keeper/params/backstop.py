@@ -77,8 +77,10 @@ def problems(exposures: Iterable[Exposure], insurance_fund_usd: float, coverage:
         if loss <= budget:
             continue
         if not e.max_open_interest:
-            out.append(f"market {e.market}: no open-interest cap, so a {float(e.max_gap):.0%} gap's loss beyond margin is "
-                       f"unbounded against a ${float(insurance_fund_usd):,.0f} insurance fund")
+            out.append(
+                f"market {e.market}: no open-interest cap, so a {float(e.max_gap):.0%} gap's loss beyond margin is "
+                f"unbounded against a ${float(insurance_fund_usd):,.0f} insurance fund"
+            )
             continue
         allowed = float(e.max_open_interest_allowed(insurance_fund_usd, coverage))
         out.append(
@@ -102,8 +104,16 @@ def config_exposures(config) -> tuple[list[Exposure], list[str]]:
         if not price:
             missing.append(f"underlyings {u.symbol}: reference_price")
             continue
-        exposures.append(Exposure(m.name, u.symbol, Fraction(m.max_open_interest, WAD), Fraction(price),
-                                  Fraction(u.max_gap, WAD), Fraction(u.mm_rate, WAD)))
+        exposures.append(
+            Exposure(
+                m.name,
+                u.symbol,
+                Fraction(m.max_open_interest, WAD),
+                Fraction(price),
+                Fraction(u.max_gap, WAD),
+                Fraction(u.mm_rate, WAD),
+            )
+        )
     return exposures, sorted(set(missing))
 
 
@@ -113,7 +123,9 @@ def check_config(config) -> list[str]:
     if not config.insurance_fund_usd:
         missing.append("backstop: insurance_fund_usd")
     if missing:
-        return [f"cannot check open-interest caps against the insurance fund: the config does not state {', '.join(missing)}"]
+        return [
+            f"cannot check open-interest caps against the insurance fund: the config does not state {', '.join(missing)}"
+        ]
     return problems(exposures, Fraction(config.insurance_fund_usd), Fraction(config.backstop_coverage, WAD))
 
 

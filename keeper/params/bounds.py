@@ -113,16 +113,24 @@ def check_underlying(new: dict[str, int], penalty: int, max_penalty: int) -> lis
     im, mm, sim, smm = new["im_rate"], new["mm_rate"], new["spread_im_rate"], new["spread_mm_rate"]
     out = _within("im_rate", im, MIN_IM_RATE, MAX_IM_RATE, "engine: im_rate out of bounds")
     if not MIN_MM_RATE <= mm <= im:
-        out.append(f"mm_rate {wad_text(mm)} is outside [{wad_text(MIN_MM_RATE)}, im_rate {wad_text(im)}] "
-                   "(engine: mm_rate out of bounds)")
+        out.append(
+            f"mm_rate {wad_text(mm)} is outside [{wad_text(MIN_MM_RATE)}, im_rate {wad_text(im)}] "
+            "(engine: mm_rate out of bounds)"
+        )
     elif mm < 2 * max(penalty, max_penalty):
-        out.append(f"mm_rate {wad_text(mm)} is below 2 x the liquidation penalty {wad_text(max(penalty, max_penalty))} "
-                   "(engine: mm_rate below 2x penalty); lower the penalty in an earlier entry")
+        out.append(
+            f"mm_rate {wad_text(mm)} is below 2 x the liquidation penalty {wad_text(max(penalty, max_penalty))} "
+            "(engine: mm_rate below 2x penalty); lower the penalty in an earlier entry"
+        )
     if sim > im:
-        out.append(f"spread_im_rate {wad_text(sim)} is above im_rate {wad_text(im)} (engine: spread_im_rate out of bounds)")
+        out.append(
+            f"spread_im_rate {wad_text(sim)} is above im_rate {wad_text(im)} (engine: spread_im_rate out of bounds)"
+        )
     if smm > sim or smm > mm:
-        out.append(f"spread_mm_rate {wad_text(smm)} is above spread_im_rate {wad_text(sim)} or mm_rate {wad_text(mm)} "
-                   "(engine: spread_mm_rate out of bounds)")
+        out.append(
+            f"spread_mm_rate {wad_text(smm)} is above spread_im_rate {wad_text(sim)} or mm_rate {wad_text(mm)} "
+            "(engine: spread_mm_rate out of bounds)"
+        )
     return out
 
 
@@ -140,12 +148,16 @@ def check_penalty_ramp(new: dict[str, int], penalty: int, mm_rates: dict[str, in
     mm_rate >= 2 x max penalty."""
     out = []
     if not penalty <= new["max_penalty"] <= MAX_PENALTY:
-        out.append(f"max_penalty {wad_text(new['max_penalty'])} is outside [penalty {wad_text(penalty)}, "
-                   f"{wad_text(MAX_PENALTY)}] (engine: max penalty out of bounds)")
+        out.append(
+            f"max_penalty {wad_text(new['max_penalty'])} is outside [penalty {wad_text(penalty)}, "
+            f"{wad_text(MAX_PENALTY)}] (engine: max penalty out of bounds)"
+        )
     ramp = new["penalty_ramp_seconds"]
     if not MIN_PENALTY_RAMP <= ramp <= MAX_PENALTY_RAMP:
-        out.append(f"penalty_ramp_seconds {ramp} is outside [{MIN_PENALTY_RAMP}, {MAX_PENALTY_RAMP}] "
-                   "(engine: ramp time out of bounds)")
+        out.append(
+            f"penalty_ramp_seconds {ramp} is outside [{MIN_PENALTY_RAMP}, {MAX_PENALTY_RAMP}] "
+            "(engine: ramp time out of bounds)"
+        )
     return out + _mm_vs_penalty(mm_rates, new["max_penalty"], "max_penalty")
 
 
@@ -153,22 +165,37 @@ def check_position_caps(new: dict[str, int]) -> list[str]:
     """`set_position_caps`: 0 = no cap; a position cap above a set OI cap is refused."""
     oi, pos = new["max_open_interest"], new["max_position"]
     if oi and pos > oi:
-        return [f"max_position {wad_text(pos)} is above max_open_interest {wad_text(oi)} (engine: position cap above OI cap)"]
+        return [
+            f"max_position {wad_text(pos)} is above max_open_interest {wad_text(oi)} (engine: position cap above OI cap)"
+        ]
     return []
 
 
 def check_trading(new: dict[str, int]) -> list[str]:
     """`set_trade_params`: deviation in [0.1%, 20%], funding cap <= 1% per 8 h, smoothing in (0, 1],
     minimum position notional <= $1,000."""
-    out = _within("max_price_deviation", new["max_price_deviation"], MIN_PRICE_DEVIATION, MAX_PRICE_DEVIATION,
-                  "engine: max_price_deviation out of bounds")
-    out += _within("max_funding_rate", new["max_funding_rate"], 0, MAX_FUNDING_RATE_BOUND,
-                   "engine: max_funding_rate out of bounds")
+    out = _within(
+        "max_price_deviation",
+        new["max_price_deviation"],
+        MIN_PRICE_DEVIATION,
+        MAX_PRICE_DEVIATION,
+        "engine: max_price_deviation out of bounds",
+    )
+    out += _within(
+        "max_funding_rate", new["max_funding_rate"], 0, MAX_FUNDING_RATE_BOUND, "engine: max_funding_rate out of bounds"
+    )
     if not 0 < new["funding_smoothing"] <= WAD:
-        out.append(f"funding_smoothing {wad_text(new['funding_smoothing'])} is outside (0, 1] "
-                   "(engine: funding_smoothing out of bounds)")
-    out += _within("min_position_notional", new.get("min_position_notional", 0), 0, MAX_MIN_POSITION_NOTIONAL,
-                   "engine: min_position_notional out of bounds")
+        out.append(
+            f"funding_smoothing {wad_text(new['funding_smoothing'])} is outside (0, 1] "
+            "(engine: funding_smoothing out of bounds)"
+        )
+    out += _within(
+        "min_position_notional",
+        new.get("min_position_notional", 0),
+        0,
+        MAX_MIN_POSITION_NOTIONAL,
+        "engine: min_position_notional out of bounds",
+    )
     return out
 
 
@@ -180,8 +207,9 @@ def check_asset(new: dict[str, int]) -> list[str]:
 def check_depeg(new: dict[str, int]) -> list[str]:
     """`set_depeg_params`: threshold in [0.9, 1], factor in [0, 3] (Derive v2 StandardManager:
     threshold <= 1, factor <= 3)."""
-    out = _within("threshold", new["threshold"], MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD,
-                  "vault: depeg threshold out of bounds")
+    out = _within(
+        "threshold", new["threshold"], MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD, "vault: depeg threshold out of bounds"
+    )
     return out + _within("factor", new["factor"], 0, MAX_DEPEG_FACTOR, "vault: depeg factor out of bounds")
 
 
@@ -191,8 +219,10 @@ def check_feeds(new: dict) -> list[str]:
     checks that.)"""
     beats, feeds = new["heartbeats"], new["aggregators"]
     if len(beats) != len(feeds):
-        return [f"heartbeats has {len(beats)} values for {len(feeds)} feeds (oracle: length mismatch); "
-                "the feeds are kept, give one heartbeat per feed"]
+        return [
+            f"heartbeats has {len(beats)} values for {len(feeds)} feeds (oracle: length mismatch); "
+            "the feeds are kept, give one heartbeat per feed"
+        ]
     return [
         f"heartbeats[{i}] {h} is outside [{MIN_HEARTBEAT}, {MAX_HEARTBEAT}] seconds (oracle: heartbeat out of bounds)"
         for i, h in enumerate(beats)
@@ -204,15 +234,18 @@ def check_circuit_breaker(new: dict[str, int]) -> list[str]:
     """`set_circuit_breaker`: max_price 0 (no ceiling) or above min_price; max_jump <= 100%."""
     out = []
     if new["max_price"] and new["max_price"] <= new["min_price"]:
-        out.append(f"max_price {wad_text(new['max_price'])} is not above min_price {wad_text(new['min_price'])} "
-                   "(oracle: empty price band)")
+        out.append(
+            f"max_price {wad_text(new['max_price'])} is not above min_price {wad_text(new['min_price'])} "
+            "(oracle: empty price band)"
+        )
     return out + _within("max_jump", new["max_jump"], 0, WAD, "oracle: max_jump out of bounds")
 
 
 def check_margin_floor(new: dict[str, int]) -> list[str]:
     """`HealthAttestor.set_margin_floor`: floor in [0.2, 1] (an attestation lowers margin by at most 80%)."""
-    return _within("margin_floor", new["margin_floor"], MIN_MARGIN_FLOOR, MAX_MARGIN_FLOOR,
-                   "attestor: floor out of bounds")
+    return _within(
+        "margin_floor", new["margin_floor"], MIN_MARGIN_FLOOR, MAX_MARGIN_FLOOR, "attestor: floor out of bounds"
+    )
 
 
 def check_price_band(new: dict[str, int]) -> list[str]:
@@ -255,7 +288,9 @@ def check_series_caps(new: dict[str, int]) -> list[str]:
     """`OptionMarket.set_series_caps`: 0 = no cap; a position cap above a set OI cap is refused."""
     oi, pos = new["max_open_interest"], new["max_position"]
     if oi and pos > oi:
-        return [f"max_position {wad_text(pos)} is above max_open_interest {wad_text(oi)} (options: position cap above OI cap)"]
+        return [
+            f"max_position {wad_text(pos)} is above max_open_interest {wad_text(oi)} (options: position cap above OI cap)"
+        ]
     return []
 
 
@@ -270,7 +305,9 @@ def check_vol_bounds(new: dict[str, int]) -> list[str]:
     if lo >= hi:
         out.append(f"min_atm_vol {wad_text(lo)} is not below max_atm_vol {wad_text(hi)} (vol: empty vol range)")
     if skew > HARD_MAX_ABS_SKEW:
-        out.append(f"max_abs_skew {wad_text(skew)} is above {wad_text(HARD_MAX_ABS_SKEW)} (vol: max skew above hard bound)")
+        out.append(
+            f"max_abs_skew {wad_text(skew)} is above {wad_text(HARD_MAX_ABS_SKEW)} (vol: max skew above hard bound)"
+        )
     return out
 
 
@@ -279,7 +316,9 @@ def check_vol_heartbeat(new: dict[str, int]) -> list[str]:
     h = new["heartbeat"]
     if MIN_VOL_HEARTBEAT <= h <= MAX_VOL_HEARTBEAT:
         return []
-    return [f"heartbeat {h} is outside [{MIN_VOL_HEARTBEAT}, {MAX_VOL_HEARTBEAT}] seconds (vol: heartbeat out of bounds)"]
+    return [
+        f"heartbeat {h} is outside [{MIN_VOL_HEARTBEAT}, {MAX_VOL_HEARTBEAT}] seconds (vol: heartbeat out of bounds)"
+    ]
 
 
 def check_config(config) -> list[str]:
@@ -298,35 +337,83 @@ def check_config(config) -> list[str]:
         beats = [f.heartbeat for f in p.feeds] or [p.heartbeat]
         add(f"price_ids[{i}] {p.symbol}", check_feeds({"heartbeats": beats, "aggregators": beats}))
     # set_liquidation_params runs before any underlying exists and before the penalty ramp
-    add("liquidation", check_liquidation(
-        {"penalty": config.liquidation_penalty, "liquidator_share": config.liquidator_share,
-         "target": config.liquidation_target}, 0, {}))
-    add("trading", check_trading(
-        {"max_price_deviation": config.max_price_deviation, "max_funding_rate": config.max_funding_rate,
-         "funding_smoothing": config.funding_smoothing, "min_position_notional": config.min_position_notional}))
+    add(
+        "liquidation",
+        check_liquidation(
+            {
+                "penalty": config.liquidation_penalty,
+                "liquidator_share": config.liquidator_share,
+                "target": config.liquidation_target,
+            },
+            0,
+            {},
+        ),
+    )
+    add(
+        "trading",
+        check_trading(
+            {
+                "max_price_deviation": config.max_price_deviation,
+                "max_funding_rate": config.max_funding_rate,
+                "funding_smoothing": config.funding_smoothing,
+                "min_position_notional": config.min_position_notional,
+            }
+        ),
+    )
     for i, u in enumerate(config.underlyings):
-        add(f"underlyings[{i}] {u.symbol}", check_underlying(
-            {"im_rate": u.im_rate, "mm_rate": u.mm_rate, "spread_im_rate": u.spread_im_rate,
-             "spread_mm_rate": u.spread_mm_rate}, config.liquidation_penalty, 0))
+        add(
+            f"underlyings[{i}] {u.symbol}",
+            check_underlying(
+                {
+                    "im_rate": u.im_rate,
+                    "mm_rate": u.mm_rate,
+                    "spread_im_rate": u.spread_im_rate,
+                    "spread_mm_rate": u.spread_mm_rate,
+                },
+                config.liquidation_penalty,
+                0,
+            ),
+        )
     if config.max_liquidation_penalty:
         mm_rates = {u.symbol: u.mm_rate for u in config.underlyings}
-        add("liquidation", check_penalty_ramp(
-            {"max_penalty": config.max_liquidation_penalty, "penalty_ramp_seconds": config.penalty_ramp_time},
-            config.liquidation_penalty, mm_rates))
+        add(
+            "liquidation",
+            check_penalty_ramp(
+                {"max_penalty": config.max_liquidation_penalty, "penalty_ramp_seconds": config.penalty_ramp_time},
+                config.liquidation_penalty,
+                mm_rates,
+            ),
+        )
     for m in config.markets:
-        add(f"market {m.name}", check_position_caps(
-            {"max_open_interest": m.max_open_interest, "max_position": m.max_position}))
+        add(
+            f"market {m.name}",
+            check_position_caps({"max_open_interest": m.max_open_interest, "max_position": m.max_position}),
+        )
     opts = getattr(config, "options", None)
     if opts is not None:
         vf, at = opts.vol_feed, opts.attestation
-        add("options: vol_feed", check_vol_bounds(
-            {"min_atm_vol": vf.min_atm_vol, "max_atm_vol": vf.max_atm_vol, "max_abs_skew": vf.max_abs_skew}))
+        add(
+            "options: vol_feed",
+            check_vol_bounds(
+                {"min_atm_vol": vf.min_atm_vol, "max_atm_vol": vf.max_atm_vol, "max_abs_skew": vf.max_abs_skew}
+            ),
+        )
         add("options: vol_feed", check_vol_heartbeat({"heartbeat": vf.heartbeat}))
         r = opts.risk
-        add("options: risk", check_option_risk(
-            {"short_im_rate": r.short_im_rate, "short_im_floor": r.short_im_floor, "short_mm_rate": r.short_mm_rate,
-             "long_im_haircut": r.long_im_haircut, "long_mm_haircut": r.long_mm_haircut,
-             "abs_price_band": r.abs_price_band, "rel_price_band": r.rel_price_band}))
+        add(
+            "options: risk",
+            check_option_risk(
+                {
+                    "short_im_rate": r.short_im_rate,
+                    "short_im_floor": r.short_im_floor,
+                    "short_mm_rate": r.short_mm_rate,
+                    "long_im_haircut": r.long_im_haircut,
+                    "long_mm_haircut": r.long_mm_haircut,
+                    "abs_price_band": r.abs_price_band,
+                    "rel_price_band": r.rel_price_band,
+                }
+            ),
+        )
         add("options: attestation", check_margin_floor({"margin_floor": at.margin_floor}))
         add("options: attestation", check_price_band({"price_band": at.price_band}))
         add("options: attestation", check_max_validity({"max_validity": at.max_validity}))

@@ -70,8 +70,13 @@ FIELDS: dict[str, dict[str, str]] = {
 NAMED = ("underlying", "asset", "market", "price_id", "series")
 GLOBAL = ("liquidation", "trading", "depeg", "attestation", "options", "vol_feed", "portfolio_margin")
 # sections that exist only when the deployment has options, -> the manifest field they need
-OPTION_SECTIONS = {"attestation": "health_attestor", "options": "option_market", "series": "option_market",
-                   "vol_feed": "vol_feed", "portfolio_margin": "health_attestor"}
+OPTION_SECTIONS = {
+    "attestation": "health_attestor",
+    "options": "option_market",
+    "series": "option_market",
+    "vol_feed": "vol_feed",
+    "portfolio_margin": "health_attestor",
+}
 MAX_SECONDS = 10**9
 MAX_FEEDS = 3
 
@@ -125,7 +130,10 @@ def _value(kind: str, key: str, value) -> tuple[object, str | None]:
         return value, None
     if kind == HEARTBEATS:
         if not isinstance(value, list) or not 1 <= len(value) <= MAX_FEEDS:
-            return None, f"{key}: must be a list of 1 to {MAX_FEEDS} heartbeats in seconds (one per feed), got {_show(value)}"
+            return (
+                None,
+                f"{key}: must be a list of 1 to {MAX_FEEDS} heartbeats in seconds (one per feed), got {_show(value)}",
+            )
         for v in value:
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SECONDS:
                 return None, f"{key}: each heartbeat must be a whole number of seconds, got {_show(v)}"
@@ -167,7 +175,9 @@ def _portfolio_margin(i: int, entry: dict, problems: list[str]) -> Change | None
     path = entry["portfolio_margin"]
     if len(entry) != 1:
         extra = ", ".join(str(k) for k in entry if k != "portfolio_margin")
-        problems.append(f"{where}: takes only the parameters file (portfolio_margin: path.yaml), found {extra} beside it")
+        problems.append(
+            f"{where}: takes only the parameters file (portfolio_margin: path.yaml), found {extra} beside it"
+        )
         return None
     if not isinstance(path, str) or not path.strip():
         problems.append(f"{where}: must be the path of a portfolio margin YAML file, got {_show(path)}")
@@ -177,8 +187,12 @@ def _portfolio_margin(i: int, entry: dict, problems: list[str]) -> Change | None
     except ConfigError as e:
         problems.append(f"{where}: {e}")
         return None
-    return Change(i, "portfolio_margin", "", {"scenario_params_hash": scenario_params_hash(params), "params": params,
-                                              "path": path.strip()})
+    return Change(
+        i,
+        "portfolio_margin",
+        "",
+        {"scenario_params_hash": scenario_params_hash(params), "params": params, "path": path.strip()},
+    )
 
 
 def _entry(i: int, entry, problems: list[str]) -> Change | None:
@@ -198,7 +212,9 @@ def _entry(i: int, entry, problems: list[str]) -> Change | None:
         body = entry[section]
         if len(entry) != 1:
             extra = ", ".join(str(k) for k in entry if k != section)
-            problems.append(f"{where}: {section} takes its fields inside it ({section}: {{...}}), found {extra} beside it")
+            problems.append(
+                f"{where}: {section} takes its fields inside it ({section}: {{...}}), found {extra} beside it"
+            )
             return None
         if not isinstance(body, dict):
             problems.append(f"{where}: {section}: must be a mapping of fields, got {_show(body)}")

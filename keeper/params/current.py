@@ -62,8 +62,15 @@ GOVERNED_CONTRACTS = {
     "vol_feed": "VolFeed",
     "health_attestor": "HealthAttestor",
 }
-OPTION_RISK_FIELDS = ("short_im_rate", "short_im_floor", "short_mm_rate", "long_im_haircut", "long_mm_haircut",
-                      "abs_price_band", "rel_price_band")  # OptionMarket RiskParams, in order
+OPTION_RISK_FIELDS = (
+    "short_im_rate",
+    "short_im_floor",
+    "short_mm_rate",
+    "long_im_haircut",
+    "long_mm_haircut",
+    "abs_price_band",
+    "rel_price_band",
+)  # OptionMarket RiskParams, in order
 
 
 def contracts(w3: Web3, deployment: Deployment) -> dict:
@@ -99,7 +106,10 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
         out.ids["asset"][name] = a
         out.asset_decimals[name] = decimals
     for m, name in _names(deployment.markets, get(e.market_count())):
-        out.values["market"][name] = {"max_open_interest": get(e.max_open_interest(m)), "max_position": get(e.max_position(m))}
+        out.values["market"][name] = {
+            "max_open_interest": get(e.max_open_interest(m)),
+            "max_position": get(e.max_position(m)),
+        }
         out.ids["market"][name] = m
     for p, name in _names(deployment.price_ids, get(o.price_id_count())):
         feeds = get(o.feeds(p))
@@ -137,8 +147,10 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
         out.values["options"] = {"": dict(zip(OPTION_RISK_FIELDS, get(m.risk_params())))}
         out.values["series"], out.ids["series"] = {}, {}
         for i, name in _names(deployment.option_series, get(m.series_count())):
-            out.values["series"][name] = {"max_open_interest": get(m.max_open_interest(i)),
-                                          "max_position": get(m.max_position(i))}
+            out.values["series"][name] = {
+                "max_open_interest": get(m.max_open_interest(i)),
+                "max_position": get(m.max_position(i)),
+            }
             out.ids["series"][name] = i
     if "vol_feed" in c:
         f = c["vol_feed"].functions

@@ -116,15 +116,21 @@ class Call:
         return self.section + (f" {self.name}" if self.name else "")
 
     def describe(self) -> str:
-        args = ", ".join(f"[{', '.join(map(str, a))}]" if isinstance(a, (list, tuple))
-                         else "0x" + a.hex() if isinstance(a, bytes) else str(a) for a in self.args)
+        args = ", ".join(
+            f"[{', '.join(map(str, a))}]"
+            if isinstance(a, (list, tuple))
+            else "0x" + a.hex()
+            if isinstance(a, bytes)
+            else str(a)
+            for a in self.args
+        )
         return f"{self.contract}.{self.function}({args})"
 
 
 def _abi_type(arg: dict) -> str:
     """Canonical ABI type: a struct is `(type,type,...)` (Solidity ABI spec, "tuple")."""
     if arg["type"].startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in arg["components"]) + ")" + arg["type"][len("tuple"):]
+        return "(" + ",".join(_abi_type(c) for c in arg["components"]) + ")" + arg["type"][len("tuple") :]
     return arg["type"]
 
 
@@ -178,8 +184,11 @@ def _scenario_rows(current_hash: bytes, new_params) -> tuple[Row, ...]:
     old = known_scenario_params(current_hash)
     if old is None:
         return (Row("parameters", "(current file not known)", "see the file"),)
-    return tuple(Row(f.name, repr(getattr(old, f.name)), repr(getattr(new_params, f.name)))
-                 for f in dataclasses.fields(new_params) if getattr(old, f.name) != getattr(new_params, f.name))
+    return tuple(
+        Row(f.name, repr(getattr(old, f.name)), repr(getattr(new_params, f.name)))
+        for f in dataclasses.fields(new_params)
+        if getattr(old, f.name) != getattr(new_params, f.name)
+    )
 
 
 def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deployment) -> list[Call]:
@@ -192,10 +201,14 @@ def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deploy
     state = current.copy()
     problems: list[str] = []
     calls: list[Call] = []
-    without = [c for c in changes if c.section in OPTION_SECTIONS and not getattr(deployment, OPTION_SECTIONS[c.section], "")]
+    without = [
+        c for c in changes if c.section in OPTION_SECTIONS and not getattr(deployment, OPTION_SECTIONS[c.section], "")
+    ]
     if without:
-        problems.append(f"{', '.join(c.where for c in without)}: {NO_OPTIONS} "
-                        "(its manifest names no option market, vol feed or health attestor)")
+        problems.append(
+            f"{', '.join(c.where for c in without)}: {NO_OPTIONS} "
+            "(its manifest names no option market, vol feed or health attestor)"
+        )
     skip = {c.index for c in without}
     for change in changes:
         if change.index in skip:

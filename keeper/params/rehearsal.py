@@ -56,11 +56,7 @@ class Rehearsal:
     backstop_warning: str | None = None
 
     def _changed(self, col: int) -> list[int]:
-        return [
-            i
-            for i, (b, a) in enumerate(zip(self.before, self.after))
-            if b[0] >= b[col] and a[0] < a[col]
-        ]
+        return [i for i, (b, a) in enumerate(zip(self.before, self.after)) if b[0] >= b[col] and a[0] < a[col]]
 
     @property
     def newly_liquidatable(self) -> list[int]:
@@ -91,7 +87,7 @@ def _reason(e: Exception) -> str:
     text = str(e.args[0] if e.args else e)
     for prefix in ("execution reverted: ", "execution reverted"):
         if text.startswith(prefix):
-            return text[len(prefix):] or "reverted without a reason"
+            return text[len(prefix) :] or "reverted without a reason"
     return text
 
 
@@ -133,6 +129,7 @@ def _ramp_starts(w3: Web3, deployment: Deployment) -> list[tuple[str, int]]:
     `rates_changed_at`, each asset's `haircut_changed_at`, the option market's
     `risk_params_changed_at`, the attestor's `margin_floor_changed_at`, the vol feed's
     `heartbeat_changed_at`."""
+
     def element(base: int, key: int) -> int:
         return int.from_bytes(keccak(base.to_bytes(32, "big") + key.to_bytes(32, "big")), "big")
 
@@ -182,10 +179,16 @@ def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | N
     with Anvil(extra_args=("--fork-url", rpc, "--fork-block-number", str(head))) as fork_url:
         w3 = connect(fork_url, timeout=60)
         client = ProtocolClient(w3, deployment)
-        accounts = tuple(sorted(client.discover_accounts(deployment.deploy_block, head)
-                                | option_accounts(w3, deployment, deployment.deploy_block, head)))
+        accounts = tuple(
+            sorted(
+                client.discover_accounts(deployment.deploy_block, head)
+                | option_accounts(w3, deployment, deployment.deploy_block, head)
+            )
+        )
         before = client.margin_summaries(accounts, head)
-        result = Rehearsal(block=head, actor=actor or "risk admin", accounts=accounts, before=[tuple(r) for r in before])
+        result = Rehearsal(
+            block=head, actor=actor or "risk admin", accounts=accounts, before=[tuple(r) for r in before]
+        )
         result.failed = apply_calls(w3, calls, actor)
         if result.failed is not None:
             return result

@@ -85,11 +85,17 @@ class OperationStore:
             ops = [Operation(**o) for o in raw["operations"]]
             return cls(path, raw["timelock"], raw["chain_id"], ops)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise TimelockError(f"operations file {path} is unreadable ({e.__class__.__name__}); "
-                                "move it away to rebuild it from the timelock's events") from None
+            raise TimelockError(
+                f"operations file {path} is unreadable ({e.__class__.__name__}); "
+                "move it away to rebuild it from the timelock's events"
+            ) from None
 
     def save(self) -> Path:
-        data = {"timelock": self.timelock, "chain_id": self.chain_id, "operations": [asdict(o) for o in self.operations]}
+        data = {
+            "timelock": self.timelock,
+            "chain_id": self.chain_id,
+            "operations": [asdict(o) for o in self.operations],
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(data, indent=2) + "\n")
         return self.path
@@ -146,8 +152,16 @@ def recover_operations(w3: Web3, timelock: str, deployment, from_block: int = 0)
         a = log["args"]
         target_name = names.get(a["target"].lower(), "")
         label = describe_calldata(w3, target_name, a["target"], bytes(a["data"]))
-        ops.append(Operation("0x" + bytes(a["id"]).hex(), a["target"], "0x" + bytes(a["data"]).hex(), a["eta"], label,
-                             queued_tx="0x" + bytes(log["transactionHash"]).hex()))
+        ops.append(
+            Operation(
+                "0x" + bytes(a["id"]).hex(),
+                a["target"],
+                "0x" + bytes(a["data"]).hex(),
+                a["eta"],
+                label,
+                queued_tx="0x" + bytes(log["transactionHash"]).hex(),
+            )
+        )
     return ops
 
 
@@ -203,8 +217,13 @@ def queue_calls(tx: Sender, timelock: str, calls: list[Call], eta: int) -> list[
     ops = []
     for call in calls:
         data = call_data(call)
-        op = Operation(operation_id(call.address, data, eta), call.address, "0x" + data.hex(), eta,
-                       f"{call.label}: {call.describe()}")
+        op = Operation(
+            operation_id(call.address, data, eta),
+            call.address,
+            "0x" + data.hex(),
+            eta,
+            f"{call.label}: {call.describe()}",
+        )
         op.queued_tx = tx.send(contract.functions.queue(call.address, data, eta), f"queue {op.label}")
         receipt = tx.w3.eth.get_transaction_receipt(op.queued_tx)
         logged = contract.events.Queued().process_receipt(receipt)
@@ -220,7 +239,9 @@ def execute_operation(tx: Sender, timelock: str, op: Operation) -> str:
     now = tx.w3.eth.get_block("latest")["timestamp"]
     st = state(tx.w3, timelock, op, now)
     if st == "waiting":
-        raise TimelockError(f"operation {op.short_id} ({op.label}) is not ready: eta {utc(op.eta)}, in {op.eta - now} s")
+        raise TimelockError(
+            f"operation {op.short_id} ({op.label}) is not ready: eta {utc(op.eta)}, in {op.eta - now} s"
+        )
     if st != "ready":
         raise TimelockError(f"operation {op.short_id} ({op.label}) is {st}, not executable")
     contract = timelock_contract(tx.w3, timelock)

@@ -74,9 +74,13 @@ def at_start_prices(config: ProtocolConfig, start: dict[str, float]) -> Protocol
             scale[j] = Fraction(reference) / Fraction(price_ids[u.price_id].initial_price)
             underlyings[j] = dataclasses.replace(u, reference_price=price_ids[u.price_id].initial_price)
     markets = tuple(
-        dataclasses.replace(m, max_open_interest=int(m.max_open_interest * scale[m.underlying]),
-                            max_position=int(m.max_position * scale[m.underlying]))
-        if m.underlying in scale else m
+        dataclasses.replace(
+            m,
+            max_open_interest=int(m.max_open_interest * scale[m.underlying]),
+            max_position=int(m.max_position * scale[m.underlying]),
+        )
+        if m.underlying in scale
+        else m
         for m in config.markets
     )
     return dataclasses.replace(config, price_ids=tuple(price_ids), underlyings=tuple(underlyings), markets=markets)
@@ -102,12 +106,16 @@ def population_caps_problem(config: ProtocolConfig, specs: list[AccountSpec], ma
         cap, pos = m.max_open_interest / WAD, m.max_position / WAD
         symbol = config.underlyings[m.underlying].symbol
         if cap and oi[m.name] > cap:
-            return (f"{len(specs)} accounts need {oi[m.name]:,.1f} {symbol} of {m.name} open interest, above the config's cap "
-                    f"{cap:,.6g} (sized to its insurance fund, docs/threat-model.md): use fewer --accounts or a config "
-                    "with larger caps and insurance fund")
+            return (
+                f"{len(specs)} accounts need {oi[m.name]:,.1f} {symbol} of {m.name} open interest, above the config's cap "
+                f"{cap:,.6g} (sized to its insurance fund, docs/threat-model.md): use fewer --accounts or a config "
+                "with larger caps and insurance fund"
+            )
         if pos and largest[m.name] > pos:
-            return (f"the population needs a {m.name} position of {largest[m.name]:,.1f} {symbol}, above the config's "
-                    f"max_position {pos:,.6g}: use a config with a larger max_position")
+            return (
+                f"the population needs a {m.name} position of {largest[m.name]:,.1f} {symbol}, above the config's "
+                f"max_position {pos:,.6g}: use a config with a larger max_position"
+            )
     return None
 
 
@@ -163,13 +171,22 @@ def confirm(w3, hashes: list, what: str) -> None:
 def spec_deposits(users: list[User], decimals: dict[str, int]) -> list[tuple[str, str, int]]:
     """(account, symbol, token units) of every deposit the users' specs hold."""
     return [
-        (u.address, symbol, _units(amount, decimals[symbol])) for u in users for symbol, amount in u.spec.deposits.items()
+        (u.address, symbol, _units(amount, decimals[symbol]))
+        for u in users
+        for symbol, amount in u.spec.deposits.items()
     ]
 
 
-def deposit_all(send: Send, vault, tokens: dict, funder: str, deposits: list[tuple[str, str, int]], *,
-                insurance: tuple[str, int] | None = None,
-                progress: Callable[[str, int, int], None] | None = None) -> list:
+def deposit_all(
+    send: Send,
+    vault,
+    tokens: dict,
+    funder: str,
+    deposits: list[tuple[str, str, int]],
+    *,
+    insurance: tuple[str, int] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list:
     """Mint each mock token's total to `funder`, approve the vault for it, fund the insurance
     fund (`insurance`: settlement symbol and token units) and deposit every (account, symbol,
     token units) into its account. `tokens`: symbol -> web3 contract of a mock (mintable) token.
@@ -193,8 +210,14 @@ def deposit_all(send: Send, vault, tokens: dict, funder: str, deposits: list[tup
     return hashes
 
 
-def trade_all(send: Send, matching, deployment: Deployment, pairs: list[tuple[User, User]], index: dict[str, int],
-              progress: Callable[[str, int, int], None] | None = None) -> list:
+def trade_all(
+    send: Send,
+    matching,
+    deployment: Deployment,
+    pairs: list[tuple[User, User]],
+    index: dict[str, int],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list:
     """Open each user's spec trades against its market maker at the index price: pairs are
     (user, maker); `index`: underlying -> WAD index price. Legs are split as `_legs` does.
     Returns the `match_orders` transaction hashes (see `confirm`)."""
@@ -295,7 +318,9 @@ class Replay:
             else:
                 self._rpc("evm_setAutomine", [automine])
         except Exception as e:  # noqa: BLE001 - never hide the error that ended the replay
-            log.warning("could not restore the chain's mining mode (automine %s, interval %s): %s", automine, interval, e)
+            log.warning(
+                "could not restore the chain's mining mode (automine %s, interval %s): %s", automine, interval, e
+            )
         else:
             self._mining = None
 
@@ -351,8 +376,15 @@ class Replay:
             *spec_deposits(users, self.decimals),
         ]
         insurance = (usd, (cfg.insurance_fund_usd or INSURANCE_USD) * 10 ** self.decimals[usd])
-        hashes = deposit_all(self._send, self.client.vault, self.tokens, self.admin, deposits,
-                             insurance=insurance, progress=self.progress)
+        hashes = deposit_all(
+            self._send,
+            self.client.vault,
+            self.tokens,
+            self.admin,
+            deposits,
+            insurance=insurance,
+            progress=self.progress,
+        )
         self._confirm(hashes, "deposit")
         return users
 
@@ -360,7 +392,9 @@ class Replay:
         opts = self.opts
         start = {s: float(opts.path.prices[0, i]) for i, s in enumerate(opts.path.symbols)}
         vols = self.vol_history.at(int(opts.path.timestamps[0])) if opts.options else None
-        return make_population(opts.accounts, start, opts.seed, opts.config.settlement_symbol, options=opts.options, vols=vols)
+        return make_population(
+            opts.accounts, start, opts.seed, opts.config.settlement_symbol, options=opts.options, vols=vols
+        )
 
     def _check_population(self) -> None:
         """Before the first transaction: the population fits the caps the replay will list."""
@@ -381,7 +415,9 @@ class Replay:
 
     def _trade(self, users: list[User]) -> None:
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(users)]
-        hashes = trade_all(self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress)
+        hashes = trade_all(
+            self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress
+        )
         self._confirm(hashes, "trade")
 
     # ------------------------------------------------------------------ options
@@ -393,8 +429,7 @@ class Replay:
 
         vols = self.vol_history.at(int(self.opts.path.timestamps[step]))
         updates = option_books.vol_updates(self.series, vols, now)
-        return post_vols(self.w3, self.deployment, self.vol_keys, updates, self.admin,
-                         tx=self._fees(), wait=False)
+        return post_vols(self.w3, self.deployment, self.vol_keys, updates, self.admin, tx=self._fees(), wait=False)
 
     def _open_options(self, users: list[User]) -> None:
         """Post the first vols, open every option leg against the market makers, and set up the
@@ -407,8 +442,16 @@ class Replay:
         start = {s: float(self.opts.path.prices[0, i]) for i, s in enumerate(self.opts.path.symbols)}
         holders = [u for u in users if u.spec.options]
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(holders)]
-        hashes = option_books.option_trades(self._send, self.client.options, self.client.matching,
-                                            self.deployment.chain_id, pairs, self.series, start, now + 86400)
+        hashes = option_books.option_trades(
+            self._send,
+            self.client.options,
+            self.client.matching,
+            self.deployment.chain_id,
+            pairs,
+            self.series,
+            start,
+            now + 86400,
+        )
         self._confirm(hashes, "option trade")
         risk = cfg.attestation.signers
         keys = option_books.dev_keys(risk.signers[: risk.threshold])
@@ -422,7 +465,8 @@ class Replay:
         from keeper.config import load_scenario_params
 
         self.regimes = option_books.RegimeTracker(
-            self.client, [u.address for u in users], {u.address for u in holders}, load_scenario_params())
+            self.client, [u.address for u in users], {u.address for u in holders}, load_scenario_params()
+        )
 
     # ------------------------------------------------------------------ keeper process
 
@@ -449,7 +493,9 @@ class Replay:
         deadline = time.monotonic() + self.opts.keeper_timeout
         while time.monotonic() < deadline:
             if self.keeper.poll() is not None:
-                raise ReplayError(f"the keeper process exited (code {self.keeper.returncode}); see {self.workdir / 'keeper.log'}")
+                raise ReplayError(
+                    f"the keeper process exited (code {self.keeper.returncode}); see {self.workdir / 'keeper.log'}"
+                )
             try:
                 stats = json.loads(status.read_text())
                 if stats["block"] >= block:
@@ -474,9 +520,12 @@ class Replay:
         self._update_fees()
         if self.opts.options:
             if self.opts.config.options is None:
-                raise ReplayError("--options needs a protocol config with an `options:` section (e.g. config/options.yaml)")
-            self.vol_history = option_books.load_vol_history(self.opts.vol_data_dir or option_books.DEFAULT_DATA_DIR,
-                                                             tuple(self.opts.path.symbols))
+                raise ReplayError(
+                    "--options needs a protocol config with an `options:` section (e.g. config/options.yaml)"
+                )
+            self.vol_history = option_books.load_vol_history(
+                self.opts.vol_data_dir or option_books.DEFAULT_DATA_DIR, tuple(self.opts.path.symbols)
+            )
         self._check_population()
         self.deployment = self._deploy()
         self._confirm(self._publish(0), "price update")

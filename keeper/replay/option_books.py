@@ -123,8 +123,9 @@ def listed_series(options_contract, deployment) -> list[ListedSeries]:
     ]
 
 
-def resolve_leg(series: Sequence[ListedSeries], underlying: str, is_call: bool, multiple: float,
-                start_price: float) -> ListedSeries:
+def resolve_leg(
+    series: Sequence[ListedSeries], underlying: str, is_call: bool, multiple: float, start_price: float
+) -> ListedSeries:
     """The listed series of `underlying` and type nearest to strike multiple x start_price (the
     nearest expiry among equals)."""
     candidates = [s for s in series if s.underlying == underlying and s.is_call == is_call]
@@ -143,8 +144,16 @@ def vol_updates(series: Sequence[ListedSeries], vols: dict[str, float], now: int
     ]
 
 
-def option_trades(send: Callable[[Any, int], bytes], market, matching, chain_id: int, pairs: list,
-                  series: list[ListedSeries], start: dict[str, float], deadline: int) -> list:
+def option_trades(
+    send: Callable[[Any, int], bytes],
+    market,
+    matching,
+    chain_id: int,
+    pairs: list,
+    series: list[ListedSeries],
+    start: dict[str, float],
+    deadline: int,
+) -> list:
     """Open each user's option legs against its market maker at the current on-chain mark
     (within the trade price band by construction): `pairs` are (user, maker) as in
     driver.trade_all; long legs first, so the shorts' margin is met with the wings in place.
@@ -193,7 +202,9 @@ class RegimeTracker:
     option_accounts: set[str]
     scenario_params: Any
     steps: list[dict] = field(default_factory=list)
-    below: dict[str, set[str]] = field(default_factory=lambda: {"isolated": set(), "standard": set(), "portfolio": set(), "on_chain": set()})
+    below: dict[str, set[str]] = field(
+        default_factory=lambda: {"isolated": set(), "standard": set(), "portfolio": set(), "on_chain": set()}
+    )
     first: dict | None = None  # per-account figures at the first step
 
     def observe(self, block: int, summaries: list[tuple]) -> dict:
@@ -221,8 +232,10 @@ class RegimeTracker:
             "isolated": ((iso_im + opt_im) / WAD, (iso_mm + opt_mm) / WAD),
             "standard": ((perps.initial_margin + opt_im) / WAD, (perps.maintenance_margin + opt_mm) / WAD),
             "portfolio": (pm.im, pm.mm),
-            "on_chain": (np.array([s[1] for s in summaries], dtype=object) / WAD,
-                         np.array([s[2] for s in summaries], dtype=object) / WAD),
+            "on_chain": (
+                np.array([s[1] for s in summaries], dtype=object) / WAD,
+                np.array([s[2] for s in summaries], dtype=object) / WAD,
+            ),
         }
         row = {"block": block}
         for name, (im, mm) in reg.items():
@@ -233,7 +246,9 @@ class RegimeTracker:
             self.below[name] |= {a for a, e, m in zip(self.accounts, equity, mm) if float(e) < m}
         self.steps.append(row)
         if self.first is None:
-            self.first = {name: (np.asarray(im, dtype=float), np.asarray(mm, dtype=float)) for name, (im, mm) in reg.items()}
+            self.first = {
+                name: (np.asarray(im, dtype=float), np.asarray(mm, dtype=float)) for name, (im, mm) in reg.items()
+            }
         return row
 
     def ratios_by_kind(self, kinds: dict[str, str]) -> dict[str, dict]:
@@ -241,12 +256,16 @@ class RegimeTracker:
         out: dict[str, dict] = {}
         for i, a in enumerate(self.accounts):
             k = kinds.get(a, "other")
-            d = out.setdefault(k, {"accounts": 0, "isolated_im_usd": 0.0, "standard_im_usd": 0.0, "portfolio_im_usd": 0.0})
+            d = out.setdefault(
+                k, {"accounts": 0, "isolated_im_usd": 0.0, "standard_im_usd": 0.0, "portfolio_im_usd": 0.0}
+            )
             d["accounts"] += 1
             for name in ("isolated", "standard", "portfolio"):
                 d[f"{name}_im_usd"] += float(self.first[name][0][i])
         for d in out.values():
-            d["portfolio_over_standard"] = round(d["portfolio_im_usd"] / d["standard_im_usd"], 4) if d["standard_im_usd"] else None
+            d["portfolio_over_standard"] = (
+                round(d["portfolio_im_usd"] / d["standard_im_usd"], 4) if d["standard_im_usd"] else None
+            )
             for key in ("isolated_im_usd", "standard_im_usd", "portfolio_im_usd"):
                 d[key] = round(d[key], 2)
         return out
@@ -255,7 +274,14 @@ class RegimeTracker:
 def option_liquidations(options_contract, from_block: int, to_block: int) -> list[dict]:
     """OptionsLiquidation events as the report's liquidation dicts (notional = value moved)."""
     return [
-        {"account": log["args"]["account"], "liquidator": log["args"]["liquidator"], "notional": log["args"]["value_moved"],
-         "penalty": log["args"]["penalty"], "block": log["blockNumber"], "tx": log["transactionHash"].hex(), "options": True}
+        {
+            "account": log["args"]["account"],
+            "liquidator": log["args"]["liquidator"],
+            "notional": log["args"]["value_moved"],
+            "penalty": log["args"]["penalty"],
+            "block": log["blockNumber"],
+            "tx": log["transactionHash"].hex(),
+            "options": True,
+        }
         for log in options_contract.events.OptionsLiquidation.get_logs(from_block=from_block, to_block=to_block)
     ]

@@ -69,8 +69,9 @@ def straddle_delta(vol: float, days: float = OPTION_DAYS) -> float:
     return 2.0 * NormalDist().cdf(0.5 * vol * (days / 365.0) ** 0.5) - 1.0
 
 
-def _option_spec(kind: str, rng: np.random.Generator, equity: float, und: str, px: float, vol: float,
-                 settlement: str) -> AccountSpec:
+def _option_spec(
+    kind: str, rng: np.random.Generator, equity: float, und: str, px: float, vol: float, settlement: str
+) -> AccountSpec:
     """One option book; sizes keep the standard initial margin well inside equity."""
     perp = f"{und}-PERP"
     deposits = {settlement: equity}
@@ -83,8 +84,9 @@ def _option_spec(kind: str, rng: np.random.Generator, equity: float, und: str, p
     if kind == "delta_hedged_straddle":
         units = equity * rng.uniform(0.8, 2.0) / px
         hedge = units * straddle_delta(vol)  # a short straddle is short this delta: buy it back
-        return AccountSpec(kind, deposits, ((perp, hedge),), equity,
-                           ((und, True, 1.0, -units), (und, False, 1.0, -units)), True)
+        return AccountSpec(
+            kind, deposits, ((perp, hedge),), equity, ((und, True, 1.0, -units), (und, False, 1.0, -units)), True
+        )
     if kind == "protective_put":
         units = equity * rng.uniform(1.0, 3.0) / px
         return AccountSpec(kind, deposits, ((perp, units),), equity, ((und, False, 0.9, units),), True)
@@ -101,8 +103,15 @@ def _option_spec(kind: str, rng: np.random.Generator, equity: float, und: str, p
     raise ValueError(f"unknown option kind {kind!r}")
 
 
-def make_population(n: int, prices: dict[str, float], seed: int = 0, settlement: str = "USDC", *,
-                    options: bool = False, vols: dict[str, float] | None = None) -> list[AccountSpec]:
+def make_population(
+    n: int,
+    prices: dict[str, float],
+    seed: int = 0,
+    settlement: str = "USDC",
+    *,
+    options: bool = False,
+    vols: dict[str, float] | None = None,
+) -> list[AccountSpec]:
     """`n` account specs sized at `prices` (USD per whole unit of ETH and BTC).
 
     `options`: a share (OPTION_KINDS) holds option books, at least one of each kind when n
@@ -126,8 +135,10 @@ def make_population(n: int, prices: dict[str, float], seed: int = 0, settlement:
         o_kinds = list(OPTION_KINDS)
         o_weights = np.array(list(OPTION_KINDS.values()))
         picks = o_kinds[: min(n_options, len(o_kinds))] + [
-            o_kinds[int(i)] for i in option_rng.choice(len(o_kinds), size=max(0, n_options - len(o_kinds)),
-                                                        p=o_weights / o_weights.sum())
+            o_kinds[int(i)]
+            for i in option_rng.choice(
+                len(o_kinds), size=max(0, n_options - len(o_kinds)), p=o_weights / o_weights.sum()
+            )
         ]
         for kind in picks:
             equity = float(np.clip(option_rng.lognormal(np.log(20_000), 0.8), 2_000, 500_000))

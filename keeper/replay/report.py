@@ -151,8 +151,9 @@ def _options_section(options: dict, liquidations: list[dict], missed: int) -> di
         "vol_at_start": options["vol_at_start"],
         "requirement_at_start_usd": {n: {"im": first[f"{n}_im_usd"], "mm": first[f"{n}_mm_usd"]} for n in names},
         "requirement_at_end_usd": {n: {"im": steps[-1][f"{n}_im_usd"], "mm": steps[-1][f"{n}_mm_usd"]} for n in names},
-        "requirement_peak_usd": {n: {"im": max(r[f"{n}_im_usd"] for r in steps), "mm": max(r[f"{n}_mm_usd"] for r in steps)}
-                                 for n in names},
+        "requirement_peak_usd": {
+            n: {"im": max(r[f"{n}_im_usd"] for r in steps), "mm": max(r[f"{n}_mm_usd"] for r in steps)} for n in names
+        },
         # counterfactual: accounts whose equity fell below the regime's MM at the end of some block
         "below_maintenance_accounts": {n: len(regimes.below[n]) for n in names},
         "liquidated_accounts": len({ev["account"] for ev in liquidations}),

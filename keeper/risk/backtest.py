@@ -200,10 +200,12 @@ def run_backtest(
         for b, name in enumerate(BOOKS):
             rows.append(
                 BacktestRow(
-                    book=name, underlying=sym,
+                    book=name,
+                    underlying=sym,
                     days={h: int(counts[h][b]) for h in HORIZONS},
                     exceedances={h: int(exceed[h][b]) for h in HORIZONS},
-                    worst_ratio=float(worst[b]), mean_mm=float(mm_sum[b] / mm_n) if mm_n else float("nan"),
+                    worst_ratio=float(worst[b]),
+                    mean_mm=float(mm_sum[b] / mm_n) if mm_n else float("nan"),
                 )
             )
     if {"ETH", "BTC"} <= set(history.symbols):
@@ -236,7 +238,9 @@ def _hedge_backtest(history: DailyHistory, params: ScenarioParams, days: np.ndar
             exceed[h] += loss > mm
             if h == 1:
                 worst = max(worst, loss / mm)
-    return BacktestRow(HEDGE_BOOK, "ETH+BTC", counts, exceed, float(worst), mm_sum / len(days) if len(days) else float("nan"))
+    return BacktestRow(
+        HEDGE_BOOK, "ETH+BTC", counts, exceed, float(worst), mm_sum / len(days) if len(days) else float("nan")
+    )
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,9 @@ def var_rows(history: DailyHistory, params: ScenarioParams, days: np.ndarray) ->
             continue
         lo, hi = int(days[0]), t + 1
         try:
-            moves = HistoricalMoves.from_daily(history.timestamps[lo:hi], history.prices[lo:hi, j : j + 1], history.dvol[lo:hi, j : j + 1])
+            moves = HistoricalMoves.from_daily(
+                history.timestamps[lo:hi], history.prices[lo:hi, j : j + 1], history.dvol[lo:hi, j : j + 1]
+            )
         except ValueError:
             continue  # fewer than 2 daily moves in the window
         spot = float(history.prices[t, j])
@@ -276,6 +282,15 @@ def var_rows(history: DailyHistory, params: ScenarioParams, days: np.ndarray) ->
         hist = historical_var(inst, market, books, moves)
         dg = parametric_var(tables, books, moves)
         for b, name in enumerate(BOOKS):
-            rows.append(VarRow(name, sym, float(mm[b] / spot), float(hist.var[b] / spot), float(hist.es[b] / spot),
-                               float(dg.var[b] / spot), int(hist.n_days)))
+            rows.append(
+                VarRow(
+                    name,
+                    sym,
+                    float(mm[b] / spot),
+                    float(hist.var[b] / spot),
+                    float(hist.es[b] / spot),
+                    float(dg.var[b] / spot),
+                    int(hist.n_days),
+                )
+            )
     return rows

@@ -81,8 +81,9 @@ class Greeks:
 _Inputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _inputs(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
-            r: ArrayLike, q: ArrayLike) -> _Inputs:
+def _inputs(
+    spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, is_call: ArrayLike, r: ArrayLike, q: ArrayLike
+) -> _Inputs:
     arrays = np.broadcast_arrays(
         np.asarray(spot, dtype=np.float64),
         np.asarray(strike, dtype=np.float64),
@@ -104,8 +105,9 @@ def _inputs(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, 
     return s, k, np.maximum(tt, 0.0), v, c, rr, qq
 
 
-def _d1_d2(s: np.ndarray, k: np.ndarray, t: np.ndarray, v: np.ndarray, r: np.ndarray,
-           q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _d1_d2(
+    s: np.ndarray, k: np.ndarray, t: np.ndarray, v: np.ndarray, r: np.ndarray, q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     sd = v * np.sqrt(t)
     live = sd > 0.0
     safe = np.where(live, sd, 1.0)
@@ -113,8 +115,15 @@ def _d1_d2(s: np.ndarray, k: np.ndarray, t: np.ndarray, v: np.ndarray, r: np.nda
     return live, safe, d1, d1 - safe
 
 
-def bs_value(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
-             r: ArrayLike = 0.0, q: ArrayLike = 0.0) -> np.ndarray:
+def bs_value(
+    spot: ArrayLike,
+    strike: ArrayLike,
+    t: ArrayLike,
+    sigma: ArrayLike,
+    is_call: ArrayLike,
+    r: ArrayLike = 0.0,
+    q: ArrayLike = 0.0,
+) -> np.ndarray:
     """Value of one European option (Hull 9th ed. eqs. 15.20-15.21 with a yield q, §17.4).
 
     Args (broadcast together): spot USD > 0 (the forward for Black-76), strike USD > 0, t years
@@ -131,8 +140,15 @@ def bs_value(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike,
     return out
 
 
-def bs_greeks(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
-              r: ArrayLike = 0.0, q: ArrayLike = 0.0) -> Greeks:
+def bs_greeks(
+    spot: ArrayLike,
+    strike: ArrayLike,
+    t: ArrayLike,
+    sigma: ArrayLike,
+    is_call: ArrayLike,
+    r: ArrayLike = 0.0,
+    q: ArrayLike = 0.0,
+) -> Greeks:
     """Value, delta, gamma, vega (per 1.00 vol) and theta (per year) of one European option.
 
     Formulas: Hull 9th ed. Table 19.6 (see the module docstring). Same arguments and errors as

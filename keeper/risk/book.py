@@ -32,7 +32,6 @@ from keeper.units import WAD
 __all__ = ["RiskBook", "SeriesInfo", "VolPoint", "build_book", "series_name"]
 
 
-
 @dataclass(frozen=True)
 class SeriesInfo:
     """One listed option series as `OptionMarket.series_states()` gives it: ``underlying`` the
@@ -86,7 +85,7 @@ class RiskBook:
 
 
 def series_name(symbol: str, s: SeriesInfo) -> str:
-    """"ETH-20250131-2200-C": underlying, expiry date (UTC), strike, C or P."""
+    """ "ETH-20250131-2200-C": underlying, expiry date (UTC), strike, C or P."""
     day = datetime.fromtimestamp(s.expiry, tz=timezone.utc).strftime("%Y%m%d")
     strike = s.strike / WAD
     text = f"{strike:.0f}" if strike == int(strike) else f"{strike:g}"
@@ -127,8 +126,14 @@ def build_book(
     n_a, n_u = len(accounts), len(price_id_of)
     if len(option_sizes) != n_a:
         raise ValueError(f"option_sizes: {len(option_sizes)} rows for {n_a} accounts")
-    sizes = np.asarray(perp_sizes, dtype=object).reshape(n_a, -1) if n_a else np.zeros((0, len(market_underlying)), dtype=object)
-    if sizes.shape[1] != len(market_underlying) or not len(market_underlying) == len(market_expiry) == len(market_settlement):
+    sizes = (
+        np.asarray(perp_sizes, dtype=object).reshape(n_a, -1)
+        if n_a
+        else np.zeros((0, len(market_underlying)), dtype=object)
+    )
+    if sizes.shape[1] != len(market_underlying) or not len(market_underlying) == len(market_expiry) == len(
+        market_settlement
+    ):
         raise ValueError(f"markets: sizes have {sizes.shape[1]} columns for {len(market_underlying)} markets")
     spot = []
     for u, pid in enumerate(price_id_of):

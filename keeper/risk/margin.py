@@ -301,9 +301,7 @@ class MarketTable:
         _check_nonnegative(self.expiry, "expiry")
         m = self.underlying.shape
         if self.settlement_price.shape != m or self.funding_index.shape != m or self.expiry.shape != m:
-            raise ValueError(
-                f"markets: shapes {m}, {self.settlement_price.shape}, {self.funding_index.shape} differ"
-            )
+            raise ValueError(f"markets: shapes {m}, {self.settlement_price.shape}, {self.funding_index.shape} differ")
 
     @property
     def n_markets(self) -> int:
@@ -648,16 +646,16 @@ def margin(book: AccountBook, markets: MarketTable, params: RiskParams, prices: 
             book, lo, hi, block, assets, marks, funding, groups, left, cash_units
         )
     priced = _priced(book, markets, params, prices)
-    return MarginResult(equity, im, mm, _health(equity, mm), np.asarray(equity < mm, dtype=bool).reshape(n) & priced, priced)
+    return MarginResult(
+        equity, im, mm, _health(equity, mm), np.asarray(equity < mm, dtype=bool).reshape(n) & priced, priced
+    )
 
 
 def _priced(book: AccountBook, markets: MarketTable, params: RiskParams, prices: np.ndarray) -> np.ndarray:
     """bool (N,): no live position on an unpriced underlying and no unpriced collateral held."""
     unpriced_assets = [a for a in range(params.n_assets) if prices[params.asset_price_id[a]] == 0]
     index = prices[params.price_id]
-    unpriced_markets = [
-        m for m in range(markets.n_markets) if markets.live[m] and index[markets.underlying[m]] == 0
-    ]
+    unpriced_markets = [m for m in range(markets.n_markets) if markets.live[m] and index[markets.underlying[m]] == 0]
     missing = np.zeros(book.n_accounts, dtype=bool)
     if unpriced_assets:
         missing |= (book.collateral[:, unpriced_assets] != 0).any(axis=1)
@@ -930,5 +928,10 @@ def margin_loop(book: AccountBook, markets: MarketTable, params: RiskParams, pri
         return arr
 
     return MarginResult(
-        col(out_eq), col(out_im), col(out_mm), col(out_hf), np.array(out_liq, dtype=bool), np.array(out_priced, dtype=bool)
+        col(out_eq),
+        col(out_im),
+        col(out_mm),
+        col(out_hf),
+        np.array(out_liq, dtype=bool),
+        np.array(out_priced, dtype=bool),
     )

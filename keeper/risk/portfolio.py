@@ -59,9 +59,15 @@ def account_greeks(tables: RiskTables, positions: ArrayLike) -> AccountGreeks:
     vega = p @ (tables.vega[:, None] * onehot)
     theta_day = p @ (tables.theta[:, None] * onehot) / YEAR_DAYS
     return AccountGreeks(
-        delta=delta, gamma=gamma, vega=vega, theta_day=theta_day,
-        delta_usd=delta @ spot, gamma_usd=gamma @ (spot * spot) / 100.0,
-        vega_total=vega.sum(axis=1), theta_day_total=theta_day.sum(axis=1), value=p @ tables.value,
+        delta=delta,
+        gamma=gamma,
+        vega=vega,
+        theta_day=theta_day,
+        delta_usd=delta @ spot,
+        gamma_usd=gamma @ (spot * spot) / 100.0,
+        vega_total=vega.sum(axis=1),
+        theta_day_total=theta_day.sum(axis=1),
+        value=p @ tables.value,
     )
 
 
@@ -141,14 +147,22 @@ def account_reports(
             AccountReport(
                 account=a,
                 positions={int(i): float(p[a, i]) for i in held},
-                delta=per_u(g.delta, a), gamma=per_u(g.gamma, a), vega=per_u(g.vega, a), theta_day=per_u(g.theta_day, a),
-                delta_usd=float(g.delta_usd[a]), gamma_usd=float(g.gamma_usd[a]),
-                vega_total=float(g.vega_total[a]), theta_day_total=float(g.theta_day_total[a]),
-                worst_scenario=pm.labels[int(pm.worst_scenario[a])], worst_pnl=float(pm.worst_pnl[a]),
-                grid_loss=float(pm.grid_loss[a]), delta_one_contingency=float(pm.delta_one_contingency[a]),
+                delta=per_u(g.delta, a),
+                gamma=per_u(g.gamma, a),
+                vega=per_u(g.vega, a),
+                theta_day=per_u(g.theta_day, a),
+                delta_usd=float(g.delta_usd[a]),
+                gamma_usd=float(g.gamma_usd[a]),
+                vega_total=float(g.vega_total[a]),
+                theta_day_total=float(g.theta_day_total[a]),
+                worst_scenario=pm.labels[int(pm.worst_scenario[a])],
+                worst_pnl=float(pm.worst_pnl[a]),
+                grid_loss=float(pm.grid_loss[a]),
+                delta_one_contingency=float(pm.delta_one_contingency[a]),
                 basis_contingency=float(pm.basis_contingency[a]),
                 naked_option_contingency=float(pm.naked_option_contingency[a]),
-                portfolio_mm=float(pm.mm[a]), portfolio_im=float(pm.im[a]),
+                portfolio_mm=float(pm.mm[a]),
+                portfolio_im=float(pm.im[a]),
                 isolated_im=None if iso is None else float(iso[a]),
                 standard_im=None if std is None else float(std[a]),
             )

@@ -116,7 +116,9 @@ def smile_vol(atm_vol: ArrayLike, skew: ArrayLike, strike: ArrayLike, forward: A
     richer, as crypto surfaces usually are). Arguments broadcast; K and F in USD, > 0."""
     k = np.asarray(strike, dtype=np.float64)
     f = np.asarray(forward, dtype=np.float64)
-    return np.maximum(np.asarray(atm_vol, dtype=np.float64) + np.asarray(skew, dtype=np.float64) * np.log(k / f), MIN_VOL)
+    return np.maximum(
+        np.asarray(atm_vol, dtype=np.float64) + np.asarray(skew, dtype=np.float64) * np.log(k / f), MIN_VOL
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -260,20 +262,36 @@ class ScenarioParams:
 
     Raises ConfigError (one line) for a value outside its bounds or of the wrong type."""
 
-    spot_range: float = _param(0.15, 0.15, 0.9, "Derive PMRM v1 default grid +-15% (scripts/config-mainnet.sol getDefaultScenarios); CME SPAN price scan range")
+    spot_range: float = _param(
+        0.15,
+        0.15,
+        0.9,
+        "Derive PMRM v1 default grid +-15% (scripts/config-mainnet.sol getDefaultScenarios); CME SPAN price scan range",
+    )
     spot_steps: int = _param(7, 7, 41, "Derive PMRM v1: 7 spot points (0.85..1.15); odd so that 0 is a point")
     vol_range_up: float = _param(0.6, 0.0, 2.0, "Derive PMRM v1 getPMRMParams volRangeUp 0.6 (setter <= 2)")
     vol_range_down: float = _param(0.3, 0.0, 1.0, "Derive PMRM v1 getPMRMParams volRangeDown 0.3")
     short_term_power: float = _param(0.3, 0.0, 1.0, "Derive PMRM shortTermPower 0.3; Deribit PM (30/DTE)^0.30")
-    long_term_power: float = _param(0.13, 0.0, 1.0, "Derive PMRM longTermPower 0.13; Deribit PME long_term_vega_power 0.13")
-    vol_reference_days: float = _param(30.0, 1.0, 365.0, "the 30 d of (30 d / T)^p (Derive PMRMLib._addVolShocks, Deribit PM)")
+    long_term_power: float = _param(
+        0.13, 0.0, 1.0, "Derive PMRM longTermPower 0.13; Deribit PME long_term_vega_power 0.13"
+    )
+    vol_reference_days: float = _param(
+        30.0, 1.0, 365.0, "the 30 d of (30 d / T)^p (Derive PMRMLib._addVolShocks, Deribit PM)"
+    )
     dte_floor_days: float = _param(1.0, 0.01, 100.0, "Derive PMRM dteFloor 1 day (setter bounds 864 s .. 100 d)")
     extreme_multiple: float = _param(2.0, 1.0, 5.0, "CME SPAN scenarios 15-16: 2x the price scan range")
     extreme_cover: float = _param(0.35, 0.0, 1.0, "CME SPAN scenarios 15-16: 35% of the extreme-move loss")
-    correlation: float = _param(0.5, 0.0, 1.0, "cross-underlying co-move (SPAN inter-commodity credit); set from the ETH/BTC backtest (keeper.risk.backtest)")
+    correlation: float = _param(
+        0.5,
+        0.0,
+        1.0,
+        "cross-underlying co-move (SPAN inter-commodity credit); set from the ETH/BTC backtest (keeper.risk.backtest)",
+    )
     delta_one_contingency: float = _param(0.03, 0.0, 0.5, "Derive PMRM static contingency perpPercent 3%")
     naked_option_contingency: float = _param(0.02, 0.0, 0.5, "Derive PMRM optionPercent 2% of naked short options")
-    basis_contingency: float = _param(0.01, 0.0, 0.5, "Deribit PM 1% of underlying for offsetting futures; CME SPAN intra-commodity spread charge")
+    basis_contingency: float = _param(
+        0.01, 0.0, 0.5, "Deribit PM 1% of underlying for offsetting futures; CME SPAN intra-commodity spread charge"
+    )
     im_factor: float = _param(1.25, 1.0, 4.0, "Derive PMRM v1 imFactor 1.25 (setter bounds 1..4)")
 
     def __post_init__(self) -> None:
@@ -281,8 +299,15 @@ class ScenarioParams:
             value = getattr(self, f.name)
             lo, hi = f.metadata["bounds"]
             if f.type in (int, "int"):
-                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi or value % 2 == 0:
-                    raise ConfigError(f"portfolio_margin: {f.name}: must be an odd integer in [{lo}, {hi}], got {value!r}")
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, np.integer))
+                    or not lo <= value <= hi
+                    or value % 2 == 0
+                ):
+                    raise ConfigError(
+                        f"portfolio_margin: {f.name}: must be an odd integer in [{lo}, {hi}], got {value!r}"
+                    )
                 object.__setattr__(self, f.name, int(value))
             else:
                 if (
@@ -309,7 +334,10 @@ def scenario_params_canonical(params: ScenarioParams) -> bytes:
     back to the same IEEE-754 double (Python >= 3.1, identical on every platform), so ``30`` and
     ``30.0`` in the YAML encode alike (both are the float 30.0) and no float formatting ever
     depends on the machine."""
-    values = {f.name: str(v) if isinstance(v := getattr(params, f.name), int) else repr(float(v)) for f in dataclasses.fields(params)}
+    values = {
+        f.name: str(v) if isinstance(v := getattr(params, f.name), int) else repr(float(v))
+        for f in dataclasses.fields(params)
+    }
     return json.dumps(values, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -412,7 +440,11 @@ def revalue(
         mult = 1.0 if vol_mult is None else np.asarray(vol_mult, dtype=np.float64)[:, opt].T
         v0 = bs_value(s0[opt], k, t0, sigma0, call)
         v1 = bs_value(
-            (s0[opt, None] * (1.0 + spot_move[:, u[opt]].T)), k[:, None], t1[:, None], sigma0[:, None] * mult, call[:, None]
+            (s0[opt, None] * (1.0 + spot_move[:, u[opt]].T)),
+            k[:, None],
+            t1[:, None],
+            sigma0[:, None] * mult,
+            call[:, None],
         )
         pnl[opt] = v1 - v0[:, None]
     return pnl
@@ -472,7 +504,13 @@ def build_risk_tables(instruments: Instruments, market: MarketState, params: Sce
     value, delta = np.zeros(n_i), np.ones(n_i)
     gamma, vega, theta = np.zeros(n_i), np.zeros(n_i), np.zeros(n_i)
     if opt.any():
-        g = bs_greeks(market.spot[u[opt]], instruments.strike[opt], t[opt], instrument_vols(instruments, market)[opt], instruments.kind[opt] == CALL)
+        g = bs_greeks(
+            market.spot[u[opt]],
+            instruments.strike[opt],
+            t[opt],
+            instrument_vols(instruments, market)[opt],
+            instruments.kind[opt] == CALL,
+        )
         value[opt], delta[opt], gamma[opt], vega[opt], theta[opt] = g.value, g.delta, g.gamma, g.vega, g.theta
 
     onehot = np.zeros((n_i, n_u))
@@ -486,8 +524,15 @@ def build_risk_tables(instruments: Instruments, market: MarketState, params: Sce
     option_bucket = np.zeros((n_i, len(k_keys)))
     option_bucket[o_pos, k_idx] = 1.0
     arrays = dict(
-        pnl=pnl, value=value, delta=delta, gamma=gamma, vega=vega, theta=theta, underlying_onehot=onehot,
-        delta_one=delta_one, expiry_bucket_delta=bucket_delta,
+        pnl=pnl,
+        value=value,
+        delta=delta,
+        gamma=gamma,
+        vega=vega,
+        theta=theta,
+        underlying_onehot=onehot,
+        delta_one=delta_one,
+        expiry_bucket_delta=bucket_delta,
         bucket_underlying=np.array([k[0] for k in b_keys], dtype=np.int64),
         option_bucket=option_bucket,
         option_bucket_underlying=np.array([k[0] for k in k_keys], dtype=np.int64),
@@ -553,9 +598,15 @@ def portfolio_margin(tables: RiskTables, positions: ArrayLike) -> PortfolioMargi
     p_naked = naked @ spot[tables.option_bucket_underlying] * tables.params.naked_option_contingency
     total = grid_loss + p_d1 + p_basis + p_naked
     return PortfolioMargin(
-        grid_loss=grid_loss, worst_scenario=worst, worst_pnl=worst_pnl,
-        delta_one_contingency=p_d1, basis_contingency=p_basis, naked_option_contingency=p_naked,
-        mm=_ceil_cents(total), im=_ceil_cents(total * tables.params.im_factor), labels=tables.grid.labels,
+        grid_loss=grid_loss,
+        worst_scenario=worst,
+        worst_pnl=worst_pnl,
+        delta_one_contingency=p_d1,
+        basis_contingency=p_basis,
+        naked_option_contingency=p_naked,
+        mm=_ceil_cents(total),
+        im=_ceil_cents(total * tables.params.im_factor),
+        labels=tables.grid.labels,
     )
 
 
@@ -576,7 +627,9 @@ def _scalar_black76(f: float, k: float, t: float, sigma: float, call: bool) -> f
     return f * n(d1) - k * n(d2) if call else k * n(-d2) - f * n(-d1)
 
 
-def portfolio_margin_loop(instruments: Instruments, market: MarketState, params: ScenarioParams, positions: ArrayLike) -> PortfolioMargin:
+def portfolio_margin_loop(
+    instruments: Instruments, market: MarketState, params: ScenarioParams, positions: ArrayLike
+) -> PortfolioMargin:
     """The same portfolio margin as :func:`portfolio_margin`, one account, one position and one
     scenario at a time with scalar maths (math.erf Black-76). The baseline the table beats, and a
     second implementation for tests; only :func:`build_grid` is shared."""
@@ -638,11 +691,19 @@ def portfolio_margin_loop(instruments: Instruments, market: MarketState, params:
             ns = [n for (bu, _), n in buckets.items() if bu == ui]
             basis += max(0.0, (sum(abs(n) for n in ns) - abs(sum(ns))) / 2.0) * market.spot[ui]
         results["basis"].append(basis * params.basis_contingency)
-        results["naked"].append(sum(max(0.0, -n) * market.spot[ui] for (ui, _, _), n in opt_net.items()) * params.naked_option_contingency)
+        results["naked"].append(
+            sum(max(0.0, -n) * market.spot[ui] for (ui, _, _), n in opt_net.items()) * params.naked_option_contingency
+        )
     arr = {k: np.array(v, dtype=np.int64 if k == "worst" else np.float64) for k, v in results.items()}
     total = arr["grid_loss"] + arr["d1"] + arr["basis"] + arr["naked"]
     return PortfolioMargin(
-        grid_loss=arr["grid_loss"], worst_scenario=arr["worst"], worst_pnl=arr["worst_pnl"],
-        delta_one_contingency=arr["d1"], basis_contingency=arr["basis"], naked_option_contingency=arr["naked"],
-        mm=_ceil_cents(total), im=_ceil_cents(total * params.im_factor), labels=grid.labels,
+        grid_loss=arr["grid_loss"],
+        worst_scenario=arr["worst"],
+        worst_pnl=arr["worst_pnl"],
+        delta_one_contingency=arr["d1"],
+        basis_contingency=arr["basis"],
+        naked_option_contingency=arr["naked"],
+        mm=_ceil_cents(total),
+        im=_ceil_cents(total * params.im_factor),
+        labels=grid.labels,
     )

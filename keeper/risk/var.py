@@ -66,7 +66,9 @@ class HistoricalMoves:
         r = np.asarray(self.returns, dtype=np.float64)
         v = np.asarray(self.vol_ratio, dtype=np.float64)
         if r.ndim != 2 or ts.shape != (r.shape[0],) or v.shape != r.shape:
-            raise ValueError(f"historical moves: shapes {ts.shape}, {r.shape}, {v.shape} do not match (N,), (N, U), (N, U)")
+            raise ValueError(
+                f"historical moves: shapes {ts.shape}, {r.shape}, {v.shape} do not match (N,), (N, U), (N, U)"
+            )
         if r.shape[0] < 2:
             raise ValueError(f"historical moves: need at least 2 days, got {r.shape[0]}")
         if not (np.all(np.isfinite(r)) and np.all(r > -1.0) and np.all(np.isfinite(v)) and np.all(v > 0)):
@@ -77,8 +79,9 @@ class HistoricalMoves:
             object.__setattr__(self, name, a)
 
     @classmethod
-    def from_daily(cls, timestamps: ArrayLike, prices: ArrayLike, vol: ArrayLike | None = None,
-                   horizon_days: int = 1) -> "HistoricalMoves":
+    def from_daily(
+        cls, timestamps: ArrayLike, prices: ArrayLike, vol: ArrayLike | None = None, horizon_days: int = 1
+    ) -> "HistoricalMoves":
         """Moves over ``horizon_days`` from daily closes (overlapping windows).
 
         Args: timestamps (T,) unix seconds at day boundaries, strictly increasing; prices (T, U)
@@ -194,7 +197,9 @@ def historical_var(
     ``equity`` (A,) USD for the report. Raises ValueError on shapes or levels."""
     p = as_positions(positions, len(instruments))
     if moves.returns.shape[1] != market.n_underlyings:
-        raise ValueError(f"historical moves have {moves.returns.shape[1]} underlyings, the market {market.n_underlyings}")
+        raise ValueError(
+            f"historical moves have {moves.returns.shape[1]} underlyings, the market {market.n_underlyings}"
+        )
     h = _horizon(horizon_days)
     scale = math.sqrt(h)
     spot_move = np.expm1(scale * np.log1p(moves.returns))
@@ -205,7 +210,9 @@ def historical_var(
         losses = -(p[lo : lo + _BLOCK] @ table)
         var[lo : lo + _BLOCK] = empirical_var(losses, confidence)
         es[lo : lo + _BLOCK] = empirical_es(losses, es_confidence)
-    return VarResult(var, es, confidence, es_confidence, h, "historical", int(table.shape[1]), _equity(equity, p.shape[0]))
+    return VarResult(
+        var, es, confidence, es_confidence, h, "historical", int(table.shape[1]), _equity(equity, p.shape[0])
+    )
 
 
 def parametric_var(

@@ -66,7 +66,7 @@ def _abi_type(param: dict) -> str:
     """Canonical ABI type: a tuple (a struct) is written out as the tuple of its members."""
     t = param["type"]
     if t.startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in param["components"]) + ")" + t[len("tuple"):]
+        return "(" + ",".join(_abi_type(c) for c in param["components"]) + ")" + t[len("tuple") :]
     return t
 
 
@@ -108,7 +108,9 @@ def test_generated_interface_compiles_to_the_contract_functions(name):
         pytest.fail(f"{abis.interface_path(name)} missing: {REGENERATE}")
     declared = set(_functions(_vyi_abi(path)))
     compiled = set(_functions(_abi(name)))
-    assert declared <= compiled, f"{name}: not in the compiled ABI: {sorted(map(_show, declared - compiled))}: {REGENERATE}"
+    assert declared <= compiled, (
+        f"{name}: not in the compiled ABI: {sorted(map(_show, declared - compiled))}: {REGENERATE}"
+    )
     assert {s[0] for s in declared} == {s[0] for s in compiled}, f"{name}: {REGENERATE}"
 
 
@@ -223,8 +225,11 @@ CALLEES: dict[str, tuple[str, ...]] = {
 # (file under contracts/, interface, function) -> why its declared outputs may be a leading part
 # of the callee's. Only for static outputs (each a fixed 32-byte word), which decode the same.
 OUTPUT_PREFIX_ALLOWED: dict[tuple[str, str, str], str] = {
-    ("lib/engine_core.vy", "IAttestor", "effective_margin"):
-        "reads (im, mm) of HealthAttestor's (im, mm, attested): the flag is not needed (see its @dev)",
+    (
+        "lib/engine_core.vy",
+        "IAttestor",
+        "effective_margin",
+    ): "reads (im, mm) of HealthAttestor's (im, mm, attested): the flag is not needed (see its @dev)",
 }
 
 
@@ -246,7 +251,9 @@ def _declared(rel: str) -> dict[str, list[dict]]:
     from vyper.compiler.settings import Settings
 
     bundle = FilesystemInputBundle(get_search_paths([str(CONTRACTS)]))
-    module = CompilerData(bundle.load_file(CONTRACTS / rel), bundle, Settings(evm_version=EVM_VERSION)).annotated_vyper_module
+    module = CompilerData(
+        bundle.load_file(CONTRACTS / rel), bundle, Settings(evm_version=EVM_VERSION)
+    ).annotated_vyper_module
     out = {}
     for node in module.get_children(vy_ast.InterfaceDef):
         interface_t = node._metadata["interface_type"]
@@ -313,7 +320,9 @@ def test_inline_interface_matches_its_callee(rel, interface):
 def test_allowed_output_prefixes_are_still_needed():
     """Each OUTPUT_PREFIX_ALLOWED entry still names a declaration that reads fewer outputs."""
     for (rel, interface, fn), _why in OUTPUT_PREFIX_ALLOWED.items():
-        entries = [e for e in _declared(rel).get(interface, []) if e["name"] == fn] if (CONTRACTS / rel).exists() else []
+        entries = (
+            [e for e in _declared(rel).get(interface, []) if e["name"] == fn] if (CONTRACTS / rel).exists() else []
+        )
         assert entries, f"OUTPUT_PREFIX_ALLOWED names {rel} {interface}.{fn}, which no longer exists: remove the entry"
         callees = CALLEES.get(f"{rel}:{interface}", CALLEES.get(interface, ()))
         assert any(_mismatch(e, _callee_abi(c), False) for e in entries for c in callees), (
@@ -322,8 +331,13 @@ def test_allowed_output_prefixes_are_still_needed():
 
 
 def _fn(name, ins, outs, mut="view"):
-    return {"type": "function", "name": name, "stateMutability": mut,
-            "inputs": [{"name": "", "type": t} for t in ins], "outputs": outs}
+    return {
+        "type": "function",
+        "name": name,
+        "stateMutability": mut,
+        "inputs": [{"name": "", "type": t} for t in ins],
+        "outputs": outs,
+    }
 
 
 _U, _B, _ARR = {"type": "uint256"}, {"type": "bool"}, {"type": "uint256[]"}
@@ -334,7 +348,12 @@ _STRUCT = {"type": "tuple", "components": [{"name": "a", "type": "uint256"}, {"n
     ("declared", "callee", "prefix_allowed", "expected"),
     [
         (_fn("f", ["address"], [_STRUCT]), _fn("f", ["address"], [_STRUCT]), False, None),
-        (_fn("f", ["address"], [_STRUCT]), _fn("f", ["address"], [_U, _ARR]), False, "returns ((uint256,uint256[])) here"),
+        (
+            _fn("f", ["address"], [_STRUCT]),
+            _fn("f", ["address"], [_U, _ARR]),
+            False,
+            "returns ((uint256,uint256[])) here",
+        ),
         (_fn("f", ["address"], [_U]), _fn("f", ["uint256"], [_U]), False, "takes other inputs there"),
         (_fn("f", [], [_U]), _fn("g", [], [_U]), False, "not an external function"),
         (_fn("f", [], [_U]), _fn("f", [], [_U], "nonpayable"), False, "declared view but is nonpayable"),
@@ -344,8 +363,18 @@ _STRUCT = {"type": "tuple", "components": [{"name": "a", "type": "uint256"}, {"n
         (_fn("f", [], [_U, _U]), _fn("f", [], [_U, _U, _B]), True, None),
         (_fn("f", [], [_U]), _fn("f", [], [_U, _ARR]), True, "returns (uint256) here"),  # dynamic tail
     ],
-    ids=["struct", "struct-vs-values", "inputs", "missing", "view-vs-write", "nonpayable-any", "payable",
-         "prefix", "prefix-allowed", "prefix-dynamic"],
+    ids=[
+        "struct",
+        "struct-vs-values",
+        "inputs",
+        "missing",
+        "view-vs-write",
+        "nonpayable-any",
+        "payable",
+        "prefix",
+        "prefix-allowed",
+        "prefix-dynamic",
+    ],
 )
 def test_interface_comparison_rules(declared, callee, prefix_allowed, expected):
     """The comparison itself, on synthetic ABI entries (so a broken rule cannot pass silently)."""

@@ -455,6 +455,7 @@ def test_euler_no_user_function_skips_the_margin_check(euler, fn):
             guarded(p, acting, lambda: v.withdraw(token.address, 1), "vault: below initial margin")
 
     elif fn == "match_orders":
+
         def attempt(buyer, seller, size, price, market=ETH_PERP):
             m, ms = make(p, buyer, market, size, price)
             t, ts = make(p, seller, market, -size, price)
@@ -769,7 +770,9 @@ def _vault_calls(p, r, aid, u):
         "deposit settlement token": v.deposit.prepare_calldata(p.usdc.address, USDC),
         "withdraw settlement token": v.withdraw.prepare_calldata(p.usdc.address, USDC),
         "withdraw same token": v.withdraw.prepare_calldata(r.address, WAD),
-        "withdraw settlement token to another receiver": v.withdraw_to.prepare_calldata(p.usdc.address, USDC, u.address),
+        "withdraw settlement token to another receiver": v.withdraw_to.prepare_calldata(
+            p.usdc.address, USDC, u.address
+        ),
         "fund_insurance": v.fund_insurance.prepare_calldata(USDC),
         "settle_cash": v.settle_cash.prepare_calldata(r.address, 10**18),
         "charge_penalty": v.charge_penalty.prepare_calldata(u.address, r.address, 10**18, 10**18),
@@ -886,8 +889,13 @@ def test_vyper_lock_engine_only_vault_functions_cannot_be_reentered(protocol):
 
     def state():
         return (
-            vault2.cash(u.address), vault2.cash(s.address), vault2.insurance_fund(), vault2.bad_debt(),
-            vault2.settlement_total(), vault2.balances(u.address, 0), vault2.balances(s.address, 0),
+            vault2.cash(u.address),
+            vault2.cash(s.address),
+            vault2.insurance_fund(),
+            vault2.bad_debt(),
+            vault2.settlement_total(),
+            vault2.balances(u.address, 0),
+            vault2.balances(s.address, 0),
         )
 
     for data in calls.values():
@@ -1083,7 +1091,9 @@ def test_donations_sent_straight_to_the_vault_are_ignored(protocol):
     p.deposit(victim, "USDC", 1)
     p.deposit(victim, "WETH", 1)
     assert (v.cash(victim.address), v.balances(victim.address, WBTC_ID), v.balances(victim.address, WETH_ID)) == (
-        10**12, 5 * 10**8, 1,
+        10**12,
+        5 * 10**8,
+        1,
     )
     assert summary(p, victim)[0] == 10**12 + 5 * 30_000 * HAIRCUT + 2000 * HAIRCUT // WAD
     with boa.reverts("vault: deposit cap exceeded"):
@@ -1107,7 +1117,9 @@ def test_donations_sent_straight_to_the_vault_are_ignored(protocol):
         with boa.reverts("vault: insufficient collateral"):
             v.withdraw(wbtc.address, 1)
     assert (usdc.balanceOf(v.address), wbtc.balanceOf(v.address), weth.balanceOf(v.address)) == (
-        1_000_000 * USDC, 5 * 10**8, 100 * WAD,
+        1_000_000 * USDC,
+        5 * 10**8,
+        100 * WAD,
     )
 
 

@@ -503,8 +503,14 @@ class World:
         for m, size in ((ETH_PERP, 100 * WAD), (BTC_PERP, 5 * WAD)):
             p.trade(h0, h1, m, size, prices[self.pid[m]])
             assert p.engine.markets(m).funding_rate == 0  # premium 0
-        self.pos0 = {u.address: {m: p.engine.positions(u.address, m).size for m in range(self.n_markets)
-                                 if p.engine.positions(u.address, m).size} for u in self.all}
+        self.pos0 = {
+            u.address: {
+                m: p.engine.positions(u.address, m).size
+                for m in range(self.n_markets)
+                if p.engine.positions(u.address, m).size
+            }
+            for u in self.all
+        }
 
 
 _WORLD: World | None = None
@@ -515,7 +521,9 @@ MARKET = st.integers(0, 3)
 PERMILLE = st.integers(0, 1000)
 # index moves in basis points: big jumps, the band and maintenance edges, and anything in between
 MOVE_BP = st.one_of(
-    st.sampled_from([-5000, -3000, -1500, -1050, -600, -510, -500, -499, -100, 100, 499, 500, 510, 600, 1050, 3000, 10000]),
+    st.sampled_from(
+        [-5000, -3000, -1500, -1050, -600, -510, -500, -499, -100, 100, 499, 500, 510, 600, 1050, 3000, 10000]
+    ),
     st.integers(-2000, 2000),
 )
 # adverse gaps for a position just opened (sign flipped for shorts)
@@ -526,11 +534,25 @@ WARP = st.sampled_from([1, 12, 600, 3599, 3601, 8 * 3600, 86400, 10 * 86400, -1,
 PRICE_MODE = st.sampled_from([0, 1, 1, 2, 2, 3, 4])
 # the risk admin's changes, each an extreme of a bound (`risk_admin_change`); the trading
 # parameters the funding envelope reads (band, cap, smoothing) stay as deployed
-GOV = st.sampled_from([
-    "rates_max_eth", "rates_max_btc", "rates_min_eth", "rates_min_btc", "rates_default_eth", "rates_default_btc",
-    "liquidation_max", "liquidation_min", "liquidation_default", "penalty_ramp_max",
-    "min_notional_max", "min_notional_none", "min_notional_default", "caps_min", "caps_none",
-])
+GOV = st.sampled_from(
+    [
+        "rates_max_eth",
+        "rates_max_btc",
+        "rates_min_eth",
+        "rates_min_btc",
+        "rates_default_eth",
+        "rates_default_btc",
+        "liquidation_max",
+        "liquidation_min",
+        "liquidation_default",
+        "penalty_ramp_max",
+        "min_notional_max",
+        "min_notional_none",
+        "min_notional_default",
+        "caps_min",
+        "caps_none",
+    ]
+)
 # coalition sizes: 0 one wei, 1 close the seller's / buyer's whole position, 2 fraction of max leverage
 SIZE_MODE = st.sampled_from([0, 0, 1, 2, 2, 2])
 
@@ -637,7 +659,10 @@ class CoalitionMachine(RuleBasedStateMachine):
         p = self.w.p
         v, e = p.vault, p.engine
         return (
-            v.insurance_fund(), v.bad_debt(), v.settlement_total(), v.total_positive_cash(),
+            v.insurance_fund(),
+            v.bad_debt(),
+            v.settlement_total(),
+            v.total_positive_cash(),
             [tuple(e.markets(m)) + (e.open_interest(m),) for m in range(self.w.n_markets)],
             # position_version moves on every fill (and on every authorised order)
             [(v.cash(a), e.position_version(a), e.liquidatable_since(a)) for a in addrs],
@@ -694,7 +719,9 @@ class CoalitionMachine(RuleBasedStateMachine):
         oi0 = e.open_interest(market)
         index = self._prices()[self.w.pid[market]]
         old = {u.address: self.pos[u.address].get(market, 0) for u in (buyer, seller)}
-        r = self._attempt(lambda: self.w.p.trade(buyer, seller, market, size, price), what, [buyer.address, seller.address])
+        r = self._attempt(
+            lambda: self.w.p.trade(buyer, seller, market, size, price), what, [buyer.address, seller.address]
+        )
         if r is None:
             self._touch(buyer.address, seller.address)
             new = {u.address: self.pos[u.address].get(market, 0) for u in (buyer, seller)}
@@ -760,8 +787,11 @@ class CoalitionMachine(RuleBasedStateMachine):
         self.settled_checked.add(m)
         want = self._expected_settlement(m)
         if got != want:
-            self._fail("settle", f"market {m} settled at {got / WAD} (now {boa.env.evm.patch.timestamp - self.w.mk[m].expiry} s after expiry), "
-                       f"first answers at or after expiry give {None if want is None else want / WAD}")
+            self._fail(
+                "settle",
+                f"market {m} settled at {got / WAD} (now {boa.env.evm.patch.timestamp - self.w.mk[m].expiry} s after expiry), "
+                f"first answers at or after expiry give {None if want is None else want / WAD}",
+            )
             return False
         return True
 
@@ -784,12 +814,19 @@ class CoalitionMachine(RuleBasedStateMachine):
                 e.liquidate(target)
                 logs.extend(e.get_logs(strict=False))
 
-        r = self._attempt(call, "liquidate:" + ("keeper" if liquidator is self.w.keeper else "coalition"), [target, liquidator.address])
+        r = self._attempt(
+            call,
+            "liquidate:" + ("keeper" if liquidator is self.w.keeper else "coalition"),
+            [target, liquidator.address],
+        )
         if r is None:
             self._touch(target, liquidator.address)
             if self.last_increase.get(target) == boa.env.evm.patch.block_number:
-                self._fail("block", f"{target[:8]} liquidated in block {boa.env.evm.patch.block_number}, "
-                           "the block in which it increased a position")
+                self._fail(
+                    "block",
+                    f"{target[:8]} liquidated in block {boa.env.evm.patch.block_number}, "
+                    "the block in which it increased a position",
+                )
             for lg in named(logs, "DeficitCovered"):
                 amount = lg.from_insurance + lg.bad_debt
                 if str(lg.account) in self.w.C:
@@ -828,7 +865,11 @@ class CoalitionMachine(RuleBasedStateMachine):
     def _gross(self, pos: dict, u: int, prices) -> dict:
         out = {}
         for a, mk in pos.items():
-            out[a] = sum(abs(sz) for m, sz in mk.items() if self.w.mk[m].underlying == u) * prices[self.w.und[u].price_id] // WAD
+            out[a] = (
+                sum(abs(sz) for m, sz in mk.items() if self.w.mk[m].underlying == u)
+                * prices[self.w.und[u].price_id]
+                // WAD
+            )
         return out
 
     def _move(self, pid: int, bp: int):
@@ -867,7 +908,7 @@ class CoalitionMachine(RuleBasedStateMachine):
     def _step(self):
         caller = sys._getframe(1)
         code = caller.f_code
-        args = ", ".join(f"{k}={caller.f_locals[k]!r}" for k in code.co_varnames[1:code.co_argcount])
+        args = ", ".join(f"{k}={caller.f_locals[k]!r}" for k in code.co_varnames[1 : code.co_argcount])
         self.log.append(f"state.{code.co_name}({args})")
         self.steps += 1
         STATS["steps"] += 1
@@ -892,8 +933,15 @@ class CoalitionMachine(RuleBasedStateMachine):
         buyer, seller = (hu, cu) if honest_buys else (cu, hu)
         self._trade(buyer, seller, market, size, index, "honest-coalition")
 
-    @rule(a=ACTOR_C, d=st.integers(1, COALITION_N - 1), market=MARKET, pmode=PRICE_MODE, smode=SIZE_MODE,
-          x=PERMILLE, a_buys=st.booleans())
+    @rule(
+        a=ACTOR_C,
+        d=st.integers(1, COALITION_N - 1),
+        market=MARKET,
+        pmode=PRICE_MODE,
+        smode=SIZE_MODE,
+        x=PERMILLE,
+        a_buys=st.booleans(),
+    )
     def coalition_trade(self, a, d, market, pmode, smode, x, a_buys):
         """Two coalition accounts trade at any price the band allows (edges included, and one
         wei beyond it, which must be refused) and any size down to one wei."""
@@ -903,8 +951,13 @@ class CoalitionMachine(RuleBasedStateMachine):
         buyer, seller = (ua, ub) if a_buys else (ub, ua)
         index = self._prices()[w.pid[market]]
         edge = index * w.dev // WAD
-        price = {0: index, 1: index + edge, 2: index - edge, 3: index - edge + 2 * edge * x // 1000,
-                 4: index + edge + 1 if a_buys else index - edge - 1}[pmode]
+        price = {
+            0: index,
+            1: index + edge,
+            2: index - edge,
+            3: index - edge + 2 * edge * x // 1000,
+            4: index + edge + 1 if a_buys else index - edge - 1,
+        }[pmode]
         if smode == 0:
             size = 1
         elif smode == 1:  # close a whole position: the seller's long, else the buyer's short
@@ -929,7 +982,9 @@ class CoalitionMachine(RuleBasedStateMachine):
         user = (w.coal + [w.cliq] + w.honest)[who]
         cash = w.p.vault.cash(user.address)
         s = self._summaries([user.address])[user.address]
-        units = {0: cash // w.scale, 1: max(0, s.equity - s.initial_margin) // w.scale, 2: 1}.get(mode, cash * x // 1000 // w.scale)
+        units = {0: cash // w.scale, 1: max(0, s.equity - s.initial_margin) // w.scale, 2: 1}.get(
+            mode, cash * x // 1000 // w.scale
+        )
         units = max(units, 1)
         bal0 = w.p.usdc.balanceOf(user.address)
 
@@ -1005,8 +1060,13 @@ class CoalitionMachine(RuleBasedStateMachine):
             if summ[a].equity < summ[a].maintenance_margin:
                 self._liquidate(w.cliq, a)
 
-    @rule(dt=WARP, bp_eth=st.sampled_from([0, 0, 0, -300, 300, -1000, 1000]), bp_btc=st.sampled_from([0, 0, -300, 300]),
-          always=st.booleans(), settle_after=st.sampled_from([None, -500, 500, 2000, 0]))
+    @rule(
+        dt=WARP,
+        bp_eth=st.sampled_from([0, 0, 0, -300, 300, -1000, 1000]),
+        bp_btc=st.sampled_from([0, 0, -300, 300]),
+        always=st.booleans(),
+        settle_after=st.sampled_from([None, -500, 500, 2000, 0]),
+    )
     def warp(self, dt, bp_eth, bp_btc, always, settle_after):
         """Time passes (a little, past a heartbeat, days, or to just after expiry); the feeds
         republish (when stale, when moved, or always). If `settle_after` is set, the coalition
@@ -1033,8 +1093,12 @@ class CoalitionMachine(RuleBasedStateMachine):
                 self._settle(m, w.coal[0])
         self._keeper()
 
-    @rule(k=st.sampled_from([1, 60, 3000]), bp_first=st.sampled_from([0, -300, 300]),
-          bp_then=st.sampled_from([-1000, -500, 500, 2000]), c=ACTOR_C)
+    @rule(
+        k=st.sampled_from([1, 60, 3000]),
+        bp_first=st.sampled_from([0, -300, 300]),
+        bp_then=st.sampled_from([-1000, -500, 500, 2000]),
+        c=ACTOR_C,
+    )
     def settle_race(self, k, bp_first, bp_then, c):
         """The settlement race: time reaches expiry + k (if not past it already), the feeds
         publish (ETH moved by bp_first), ETH then moves by bp_then, and the coalition settles
@@ -1088,8 +1152,15 @@ class CoalitionMachine(RuleBasedStateMachine):
 
         self._attempt(call, "cancel")
 
-    @rule(v=ACTOR_C, pid=st.integers(0, 1), x=st.sampled_from([500, 900, 1000, 1000]), bp=GAP_BP, long_=st.booleans(),
-          dump=st.sampled_from([True, True, False]), top_up=st.sampled_from([0, 10_000, 100_000]))
+    @rule(
+        v=ACTOR_C,
+        pid=st.integers(0, 1),
+        x=st.sampled_from([500, 900, 1000, 1000]),
+        bp=GAP_BP,
+        long_=st.booleans(),
+        dump=st.sampled_from([True, True, False]),
+        top_up=st.sampled_from([0, 10_000, 100_000]),
+    )
     def same_block_gap(self, v, pid, x, bp, long_, dump, top_up):
         """Finding 4's pattern: in one block V opens a leveraged position (x per mille of its
         free margin at 1 / im_rate) against the coalition account W (the liquidator included)
@@ -1197,18 +1268,27 @@ class CoalitionMachine(RuleBasedStateMachine):
         st_total = v.settlement_total()
         fund, bad = v.insurance_fund(), v.bad_debt()
         if held < st_total or st_total * w.scale < sum(eq.values()) + fund - bad:
-            self._fail("solvency", f"USDC held {held}, recorded {st_total}, equity {sum(eq.values())} + fund {fund} - bad debt {bad}")
+            self._fail(
+                "solvency",
+                f"USDC held {held}, recorded {st_total}, equity {sum(eq.values())} + fund {fund} - bad debt {bad}",
+            )
 
         # (a) coalition profit <= honest losses + gap allowance
         profit_c = sum(self.wd[a] + eq[a] - self.dep[a] for a in w.C)
         losses_h = sum(self.dep[a] - self.wd[a] - eq[a] for a in w.H) + self.deficit_h
         if profit_c > losses_h + self.allow:
-            self._fail("a", f"coalition profit {profit_c / WAD:,.2f} > honest losses {losses_h / WAD:,.2f} "
-                       f"+ gap allowance {float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})")
+            self._fail(
+                "a",
+                f"coalition profit {profit_c / WAD:,.2f} > honest losses {losses_h / WAD:,.2f} "
+                f"+ gap allowance {float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})",
+            )
         # (b) the waterfall never pays a coalition deficit beyond the gap allowance
         if self.deficit_c > self.allow:
-            self._fail("b", f"fund + socialized losses paid {self.deficit_c / WAD:,.2f} for coalition accounts > gap allowance "
-                       f"{float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})")
+            self._fail(
+                "b",
+                f"fund + socialized losses paid {self.deficit_c / WAD:,.2f} for coalition accounts > gap allowance "
+                f"{float(self.allow) / WAD:,.2f} (gross-notional formula: {float(self.allow_notional) / WAD:,.2f})",
+            )
 
         # (c1) funding rate within the size-weighted envelope
         for m in w.perps:
@@ -1242,9 +1322,16 @@ class CoalitionMachine(RuleBasedStateMachine):
                         continue
                     paid = size * dF // WAD
                     self.h_paid += max(0, paid)
-                    self.h_bound += Fraction(abs(size) * rho0[m] * p_max * (now_ - t_f), WAD * WAD * FUNDING_PERIOD) + 2 * abs(size) // WAD + 2
+                    self.h_bound += (
+                        Fraction(abs(size) * rho0[m] * p_max * (now_ - t_f), WAD * WAD * FUNDING_PERIOD)
+                        + 2 * abs(size) // WAD
+                        + 2
+                    )
             if self.h_paid > self.h_bound:
-                self._fail("c2", f"honest accounts paid {self.h_paid / WAD:,.6f} of funding > bound {float(self.h_bound) / WAD:,.6f}")
+                self._fail(
+                    "c2",
+                    f"honest accounts paid {self.h_paid / WAD:,.6f} of funding > bound {float(self.h_bound) / WAD:,.6f}",
+                )
         rho = {m: max(abs(x) for x in self.env[m]) for m in w.perps}
         self._funding_ref = (now_, ref, pos_h, rho)
 
@@ -1276,13 +1363,19 @@ def test_coalition_machine(_deployed):
                 print(f"  {k}: {v}")
             for tag, hits in sorted(FOUND.items()):
                 steps = sorted(s for _, s in hits)
-                print(f"  VIOLATION {tag} ({TAGS[tag]}): {len(hits)} examples, first step min {steps[0]} median {steps[len(steps) // 2]}")
+                print(
+                    f"  VIOLATION {tag} ({TAGS[tag]}): {len(hits)} examples, first step min {steps[0]} median {steps[len(steps) // 2]}"
+                )
     if FOUND:
-        lines = [f"{STATS['examples']} examples, {STATS['steps']} steps: the coalition broke {len(FOUND)} invariant classes"]
+        lines = [
+            f"{STATS['examples']} examples, {STATS['steps']} steps: the coalition broke {len(FOUND)} invariant classes"
+        ]
         for tag in TAGS:
             if tag not in FOUND:
                 continue
             example, step, actions, msg = FIRST[tag]
-            lines.append(f"\n[{tag}] {TAGS[tag]}: in {len(FOUND[tag])} examples; first in example {example} at step {step}:\n  {msg}")
+            lines.append(
+                f"\n[{tag}] {TAGS[tag]}: in {len(FOUND[tag])} examples; first in example {example} at step {step}:\n  {msg}"
+            )
             lines += [f"    {a}" for a in actions]
         pytest.fail("\n".join(lines), pytrace=False)

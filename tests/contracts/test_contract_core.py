@@ -18,13 +18,19 @@ ETH_PERP = "ETH-PERP"
 
 def _layout(source: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "vyper", "-f", "layout", source], capture_output=True, text=True, check=True, cwd=CONTRACTS
+        [sys.executable, "-m", "vyper", "-f", "layout", source],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=CONTRACTS,
     )
     layout = json.loads(out.stdout)
     return {"storage": layout["storage_layout"], "transient": layout.get("transient_storage_layout", {})}
 
 
-@pytest.mark.parametrize(("owner", "code"), [("MarginEngine.vy", "EngineLiquidation.vy"), ("OptionMarket.vy", "OptionLiquidation.vy")])
+@pytest.mark.parametrize(
+    ("owner", "code"), [("MarginEngine.vy", "EngineLiquidation.vy"), ("OptionMarket.vy", "OptionLiquidation.vy")]
+)
 def test_liquidation_code_shares_its_owners_storage_layout(owner, code):
     """Delegatecall is safe only if both deployables see the same slots: both lay out their storage
     through one module, so the layouts are equal slot for slot (the owner's immutables live in code)."""
@@ -98,7 +104,9 @@ def test_each_struct_and_constant_is_declared_once():
     seen: dict[str, list[str]] = {}
     for path in _sources():
         text = path.read_text()
-        for name in re.findall(r"^struct (\w+):", text, flags=re.M) + re.findall(r"^(\w+): constant\(", text, flags=re.M):
+        for name in re.findall(r"^struct (\w+):", text, flags=re.M) + re.findall(
+            r"^(\w+): constant\(", text, flags=re.M
+        ):
             seen.setdefault(name, []).append(str(path.relative_to(CONTRACTS)))
     assert {n: files for n, files in seen.items() if len(files) > 1} == {}
 
@@ -125,7 +133,10 @@ def test_trade_rule_mirror_equals_the_contract():
     rules = source_deployer("lib/trade_rules.vy").deploy()
     sizes = [(5, 3), (5, 5), (5, 7), (5, -1), (-5, -3), (-5, 2), (0, 1)]
     befores = [Summary(100, 80, 50, 2 * WAD), Summary(40, 80, 50, 8 * WAD // 10), Summary(-10, 80, 50, 0)]
-    afters = [Summary(e, im, 50, hf) for e, im, hf in itertools.product((-20, 39, 40, 41, 90), (70, 80, 90), (0, 8 * WAD // 10, 2 * WAD))]
+    afters = [
+        Summary(e, im, 50, hf)
+        for e, im, hf in itertools.product((-20, 39, 40, 41, 90), (70, 80, 90), (0, 8 * WAD // 10, 2 * WAD))
+    ]
     checked = 0
     for (old, new), before, after in itertools.product(sizes, befores, afters):
         want = rules.trade_allowed(old, new, tuple(before), tuple(after))

@@ -115,7 +115,9 @@ def test_contract_wallet_order_matched_by_a_third_party(setup):
         p.matching.match_orders(maker.as_tuple(), b"", taker, taker_sig)
     fills = events(p.matching, "OrderFilled")
     assert [(f.account, f.nonce, f.size, f.price) for f in fills] == [
-        (wallet.address, maker.nonce, 3 * WAD, price), (trader.address, taker[4], -3 * WAD, price)]
+        (wallet.address, maker.nonce, 3 * WAD, price),
+        (trader.address, taker[4], -3 * WAD, price),
+    ]
     assert p.engine.positions(wallet.address, ETH_PERP).size == 3 * WAD
     assert p.engine.positions(trader.address, ETH_PERP).size == -3 * WAD
     assert p.engine.open_markets(wallet.address) == [ETH_PERP]
@@ -319,7 +321,9 @@ def test_contract_wallet_option_order(protocol):
     with boa.env.prank(relayer):
         p.matching.match_option_orders(maker.as_tuple(), b"", taker, taker_sig)
     fills = events(p.matching, "OptionOrderFilled")
-    assert [(f.account, f.series, f.size) for f in fills] == [(wallet.address, series, 2 * WAD),
-                                                              (writer.address, series, -2 * WAD)]
+    assert [(f.account, f.series, f.size) for f in fills] == [
+        (wallet.address, series, 2 * WAD),
+        (writer.address, series, -2 * WAD),
+    ]
     assert tuple(kit.market.positions(wallet.address, series)) == (2 * WAD, mark)
     assert tuple(kit.market.positions(writer.address, series)) == (-2 * WAD, mark)

@@ -292,15 +292,20 @@ def test_march_2023_rounds_value_100k_usdc_by_the_rule(protocol):
     liq = cash_user(p, 1_000_000)
     with boa.env.prank(liq.address):
         assert p.engine.liquidate(trader.address) > 0
-    print(f"\nMarch 2023 low {low[0]} at {low[1]}: 100,000 USDC counts {low[2] / WAD:,.2f} USD; "
-          f"liquidatable in {len(flips)} of {len(rows)} rounds ({flips[0]} .. {flips[-1]})")
+    print(
+        f"\nMarch 2023 low {low[0]} at {low[1]}: 100,000 USDC counts {low[2] / WAD:,.2f} USD; "
+        f"liquidatable in {len(flips)} of {len(rows)} rounds ({flips[0]} .. {flips[-1]})"
+    )
 
 
 # ------------------------------------------------------------------ collateral sale in a depeg
 
 
-@pytest.mark.parametrize("usdc,divisor", [(90 * 10**16, 90 * 10**16), (WAD, WAD), (102 * 10**16, WAD), (0, WAD)],
-                         ids=["0.90", "par", "above par", "no price"])
+@pytest.mark.parametrize(
+    "usdc,divisor",
+    [(90 * 10**16, 90 * 10**16), (WAD, WAD), (102 * 10**16, WAD), (0, WAD)],
+    ids=["0.90", "par", "above par", "no price"],
+)
 def test_collateral_sale_is_priced_in_settlement_units(protocol, usdc, divisor):
     """`liquidate_collateral` sells WETH at index x (1 - discount) / min(p, 1) settlement units per
     token: with USDC at 0.90 the liquidator pays 1/0.9 more cash, so it gets the discount (2%)

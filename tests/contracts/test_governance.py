@@ -123,10 +123,14 @@ def test_constructors_reject_zero_admin_and_log_roles(protocol):
     assert (logs[0].previous, logs[0].admin) == (ZERO, admin)
     assert (logs[1].previous, logs[1].risk_admin) == (ZERO, admin)
     assert (logs[2].liquidation_penalty, logs[2].liquidator_share, logs[2].liquidation_target) == (
-        2 * 10**16, 5 * 10**17, 125 * 10**16,
+        2 * 10**16,
+        5 * 10**17,
+        125 * 10**16,
     )
     assert (logs[3].max_price_deviation, logs[3].max_funding_rate, logs[3].funding_smoothing) == (
-        5 * 10**16, 5 * 10**15, 10**17,
+        5 * 10**16,
+        5 * 10**15,
+        10**17,
     )
     assert (engine.admin(), engine.risk_admin()) == (admin, admin)
 
@@ -201,12 +205,26 @@ def test_add_underlying(protocol):
     assert u == 2
     added, params = events(e, "UnderlyingAdded"), events(e, "UnderlyingParamsSet")
     assert (added[0].underlying, added[0].price_id) == (2, 1)
-    assert (params[0].underlying, params[0].im_rate, params[0].mm_rate, params[0].spread_im_rate, params[0].spread_mm_rate) == (
-        2, 2 * 10**17, 10**17, 3 * 10**16, 10**16,
+    assert (
+        params[0].underlying,
+        params[0].im_rate,
+        params[0].mm_rate,
+        params[0].spread_im_rate,
+        params[0].spread_mm_rate,
+    ) == (
+        2,
+        2 * 10**17,
+        10**17,
+        3 * 10**16,
+        10**16,
     )
     x = e.underlyings(2)
     assert (x.price_id, x.im_rate, x.mm_rate, x.spread_im_rate, x.spread_mm_rate) == (
-        1, 2 * 10**17, 10**17, 3 * 10**16, 10**16,
+        1,
+        2 * 10**17,
+        10**17,
+        3 * 10**16,
+        10**16,
     )
     assert e.underlying_count() == 3
     assert e.add_underlying(0, WAD, WAD, WAD, WAD) == 3
@@ -273,8 +291,22 @@ def test_list_market(protocol):
     (ev,) = events(e, "MarketListed")
     assert (ev.market, ev.underlying, ev.is_perpetual, ev.expiry) == (4, 1, False, now() + 1)
     x = e.markets(4)
-    assert (x.underlying, x.is_perpetual, x.expiry, x.settlement_price, x.funding_rate, x.funding_index, x.funding_time) == (
-        1, False, now() + 1, 0, 0, 0, now(),
+    assert (
+        x.underlying,
+        x.is_perpetual,
+        x.expiry,
+        x.settlement_price,
+        x.funding_rate,
+        x.funding_index,
+        x.funding_time,
+    ) == (
+        1,
+        False,
+        now() + 1,
+        0,
+        0,
+        0,
+        now(),
     )
     assert e.list_market(0, 0) == 5
     assert e.markets(5).is_perpetual
@@ -356,10 +388,19 @@ def test_trade_params_valid_extremes(protocol):
     e = protocol.engine
     e.set_trade_params(10**15, 0, 1, 0)
     (ev,) = events(e, "TradeParamsSet")
-    assert (ev.max_price_deviation, ev.max_funding_rate, ev.funding_smoothing, ev.min_position_notional) == (10**15, 0, 1, 0)
+    assert (ev.max_price_deviation, ev.max_funding_rate, ev.funding_smoothing, ev.min_position_notional) == (
+        10**15,
+        0,
+        1,
+        0,
+    )
     e.set_trade_params(2 * 10**17, 10**16, WAD, 1000 * WAD)
     assert (e.max_price_deviation(), e.max_funding_rate(), e.funding_smoothing(), e.min_position_notional()) == (
-        2 * 10**17, 10**16, WAD, 1000 * WAD)
+        2 * 10**17,
+        10**16,
+        WAD,
+        1000 * WAD,
+    )
 
 
 def test_zero_funding_cap_stops_funding(protocol):

@@ -48,7 +48,12 @@ def _setup(admin):
             oracle.set_feeds(price_id, [feed.address], [86400])
     engine = deploy_unique(source_deployer("mocks/MockVersioned.vy"))
     attestor = deploy_unique(
-        source_deployer("HealthAttestor.vy"), admin, engine.address, oracle.address, [s.address for s in SIGNERS], 2,
+        source_deployer("HealthAttestor.vy"),
+        admin,
+        engine.address,
+        oracle.address,
+        [s.address for s in SIGNERS],
+        2,
         PARAMS_HASH,
     )
     engine.set_health_attestor(attestor.address)
@@ -121,8 +126,15 @@ def reference_digest(att: HealthAttestation, chain: int, contract: str) -> bytes
         encode(
             ["bytes32", "address", "uint256", "bytes32", "uint256", "uint256", "uint256", "uint256", "bytes32"],
             [
-                type_hash, att.account, att.position_version, prices_hash, att.initial_margin,
-                att.maintenance_margin, att.issued_at, att.valid_until, att.scenario_params,
+                type_hash,
+                att.account,
+                att.position_version,
+                prices_hash,
+                att.initial_margin,
+                att.maintenance_margin,
+                att.issued_at,
+                att.valid_until,
+                att.scenario_params,
             ],
         )  # fmt: skip
     )
@@ -165,11 +177,18 @@ def test_submit_stores_logs_and_lowers_margin(env, attestor):
     submit(attestor, att)
     (ev,) = events(attestor, "AttestationSubmitted")
     assert (ev.account, ev.position_version, list(ev.prices), ev.initial_margin, ev.maintenance_margin) == (
-        ACCOUNT, 5, [ETH_PRICE, BTC_PRICE], 400 * USD, 300 * USD
+        ACCOUNT,
+        5,
+        [ETH_PRICE, BTC_PRICE],
+        400 * USD,
+        300 * USD,
     )
     stored = attestor.attestation(ACCOUNT)
     assert (stored.position_version, list(stored.prices), stored.issued_at, stored.valid_until) == (
-        5, [ETH_PRICE, BTC_PRICE], att.issued_at, att.valid_until
+        5,
+        [ETH_PRICE, BTC_PRICE],
+        att.issued_at,
+        att.valid_until,
     )
     assert attestor.attestation_holds(ACCOUNT)
     # standard (1000, 800), floor 0.5 -> floors (500, 400); attested (400, 300) is below them
@@ -242,7 +261,10 @@ def test_floor_raise_phases_in(env, attestor, admin):
     floor = WAD // 2 + (WAD // 2) * 599 // REQUIREMENT_RAMP
     assert attestor.margin_floor_now() == floor
     assert attestor.effective_margin(ACCOUNT, 1000 * USD, 800 * USD) == (
-        ceil_div(1000 * USD * floor, WAD), ceil_div(800 * USD * floor, WAD), True)
+        ceil_div(1000 * USD * floor, WAD),
+        ceil_div(800 * USD * floor, WAD),
+        True,
+    )
 
 
 def test_floor_applies_at_once_before_the_engine_uses_the_attestor(env, attestor, admin):
@@ -350,8 +372,15 @@ def test_scenario_params_hash_only_risk_admin(env, attestor, admin):
 
 def test_constructor_refuses_zero_scenario_params_hash(env, admin):
     with boa.reverts("attestor: zero scenario params hash"):
-        deploy_unique(source_deployer("HealthAttestor.vy"), admin, env[1].address, env[2].address,
-                      [s.address for s in SIGNERS], 2, b"\0" * 32)
+        deploy_unique(
+            source_deployer("HealthAttestor.vy"),
+            admin,
+            env[1].address,
+            env[2].address,
+            [s.address for s in SIGNERS],
+            2,
+            b"\0" * 32,
+        )
 
 
 # ---------------------------------------------------------------- rejections at submission
@@ -373,7 +402,12 @@ def test_signature_rejections(env, attestor, admin):
     with boa.reverts("signer_set: not a signer"):
         submit(attestor, att, chain=chain_id() + 1)  # wrong chain
     other = deploy_unique(
-        source_deployer("HealthAttestor.vy"), admin, env[1].address, env[2].address, [s.address for s in SIGNERS], 2,
+        source_deployer("HealthAttestor.vy"),
+        admin,
+        env[1].address,
+        env[2].address,
+        [s.address for s in SIGNERS],
+        2,
         PARAMS_HASH,
     )
     with boa.reverts("signer_set: not a signer"):

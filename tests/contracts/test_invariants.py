@@ -145,9 +145,20 @@ class Snap:
     raw_states: object = field(default=None, compare=False, repr=False)  # lens.account_states, for the keeper
 
     def state(self) -> tuple:
-        return (self.cash, self.coll, self.pos, self.markets, self.insurance, self.bad_debt,
-                self.settlement_total, self.vault_tokens, self.asset_totals, self.total_positive_cash,
-                self.open_interest, self.flags)
+        return (
+            self.cash,
+            self.coll,
+            self.pos,
+            self.markets,
+            self.insurance,
+            self.bad_debt,
+            self.settlement_total,
+            self.vault_tokens,
+            self.asset_totals,
+            self.total_positive_cash,
+            self.open_interest,
+            self.flags,
+        )
 
     def user(self, i: int) -> tuple:
         return self.cash[i], self.coll[i], self.pos[i]
@@ -207,14 +218,14 @@ class World:
         else:
             moved = {m for m in range(self.n_markets) if markets[m] != prev.markets[m]}
             stale = set(involved) | {
-                i for i in range(N_USERS)
-                if (cash[i], coll[i], pos[i]) != prev.user(i) or moved & set(pos[i])
+                i for i in range(N_USERS) if (cash[i], coll[i], pos[i]) != prev.user(i) or moved & set(pos[i])
             }
         stale = sorted(stale)
         fresh = dict(zip(stale, self.lens.margin_summaries([self.addrs[i] for i in stale]))) if stale else {}
         summ = tuple(
             Summary(fresh[i].equity, fresh[i].initial_margin, fresh[i].maintenance_margin, fresh[i].health_factor)
-            if i in fresh else prev.summ[i]
+            if i in fresh
+            else prev.summ[i]
             for i in range(N_USERS)
         )
         return Snap(
@@ -420,8 +431,10 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @initialize(usd=st.lists(st.integers(0, 500_000), min_size=N_USERS, max_size=N_USERS),
-                weth=st.lists(st.integers(0, 100), min_size=N_USERS, max_size=N_USERS))
+    @initialize(
+        usd=st.lists(st.integers(0, 500_000), min_size=N_USERS, max_size=N_USERS),
+        weth=st.lists(st.integers(0, 100), min_size=N_USERS, max_size=N_USERS),
+    )
     def seed_accounts(self, usd, weth):
         """Starting capital, so that most examples trade from the first steps."""
         w = self.w
@@ -575,12 +588,19 @@ class ProtocolMachine(RuleBasedStateMachine):
         if outcome is not None:  # a rejected order must not burn its nonce
             assert not w.matching.nonce_used(w.addrs[b], nonce0 + 1)
             assert not w.matching.nonce_used(w.addrs[sl], nonce0 + 2)
-        self._set_ctx("trade", [b, sl], outcome, buyer=b, seller=sl, market=m, size=size, price=price,
-                      index=index, logs=logs)
+        self._set_ctx(
+            "trade", [b, sl], outcome, buyer=b, seller=sl, market=m, size=size, price=price, index=index, logs=logs
+        )
 
     TRADE_ARGS = dict(
-        b=USER, off=OTHER, m=st.integers(0, 3), size_mode=st.integers(0, 9), size_x=FRACTION,
-        band=st.integers(0, 7), bps=st.integers(-500, 500), out_bps=st.integers(501, 3000),
+        b=USER,
+        off=OTHER,
+        m=st.integers(0, 3),
+        size_mode=st.integers(0, 9),
+        size_x=FRACTION,
+        band=st.integers(0, 7),
+        bps=st.integers(-500, 500),
+        out_bps=st.integers(501, 3000),
         out_sign=st.sampled_from([-1, 1]),
     )
 
@@ -905,9 +925,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         getattr(self, f"_after_{kind}")(a, b, ctx, changed_markets)
 
     def _same_globals(self, a, b, **expected):
-        fields = dict(insurance=a.insurance, bad_debt=a.bad_debt, settlement_total=a.settlement_total,
-                      vault_tokens=a.vault_tokens, asset_totals=a.asset_totals, markets=a.markets,
-                      open_interest=a.open_interest)
+        fields = dict(
+            insurance=a.insurance,
+            bad_debt=a.bad_debt,
+            settlement_total=a.settlement_total,
+            vault_tokens=a.vault_tokens,
+            asset_totals=a.asset_totals,
+            markets=a.markets,
+            open_interest=a.open_interest,
+        )
         fields.update(expected)
         for k, v in fields.items():
             assert getattr(b, k) == v, f"{k}: {getattr(b, k)} != {v}"
@@ -948,8 +974,13 @@ class ProtocolMachine(RuleBasedStateMachine):
             paid, withheld = ctx["paid"], ctx["withheld"]
             assert b.cash[i] == a.cash[i] - amt * w.scale >= 0 and b.coll[i] == a.coll[i]
             vt = (a.vault_tokens[0] - paid,) + a.vault_tokens[1:]
-            self._same_globals(a, b, settlement_total=a.settlement_total - paid, vault_tokens=vt,
-                               bad_debt=a.bad_debt - min(withheld * w.scale, a.bad_debt))
+            self._same_globals(
+                a,
+                b,
+                settlement_total=a.settlement_total - paid,
+                vault_tokens=vt,
+                bad_debt=a.bad_debt - min(withheld * w.scale, a.bad_debt),
+            )
         else:
             k = self._aid(sym)
             assert b.cash[i] == a.cash[i] and b.coll[i][k] == a.coll[i][k] - amt
@@ -964,8 +995,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         amt = ctx["amount"]
         vt = (a.vault_tokens[0] + amt,) + a.vault_tokens[1:]
         retired = min(amt * self.w.scale, a.bad_debt)  # money for the fund retires bad debt first
-        self._same_globals(a, b, insurance=a.insurance + amt * self.w.scale - retired, bad_debt=a.bad_debt - retired,
-                           settlement_total=a.settlement_total + amt, vault_tokens=vt)
+        self._same_globals(
+            a,
+            b,
+            insurance=a.insurance + amt * self.w.scale - retired,
+            bad_debt=a.bad_debt - retired,
+            settlement_total=a.settlement_total + amt,
+            vault_tokens=vt,
+        )
 
     def _after_trade(self, a, b, ctx, changed):
         w, m, size, price, index = self.w, ctx["market"], ctx["size"], ctx["price"], ctx["index"]
@@ -1023,8 +1060,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         for k in range(len(self.w.assets)):
             assert a.coll[i][k] + a.coll[liq][k] == b.coll[i][k] + b.coll[liq][k]
             assert b.coll[i][k] <= a.coll[i][k]
-        self._same_globals(a, b, markets=b.markets, insurance=b.insurance, bad_debt=b.bad_debt,
-                           open_interest=b.open_interest)
+        self._same_globals(
+            a, b, markets=b.markets, insurance=b.insurance, bad_debt=b.bad_debt, open_interest=b.open_interest
+        )
 
     def _after_settle_market(self, a, b, ctx, changed):
         m = ctx["market"]

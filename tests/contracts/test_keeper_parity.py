@@ -214,7 +214,9 @@ def test_keeper_margin_equals_contract(isolated_env, case):
     assert (book.cash < 0).any()
     usdc_price = prices[p.deployment.price_ids["USDC"]]
     if usdc:  # the rule changed the value of cash (positive below the threshold, debt above par)
-        moved = result.equity != margin(book, markets, dataclasses.replace(params, settlement_price_id=-1), prices).equity
+        moved = (
+            result.equity != margin(book, markets, dataclasses.replace(params, settlement_price_id=-1), prices).equity
+        )
         assert np.asarray(moved, dtype=bool).any() and usdc_price != WAD
     else:
         assert usdc_price == 0
@@ -227,14 +229,19 @@ def test_keeper_margin_equals_contract(isolated_env, case):
     # a third of the way into a phase-in: every rate raised, every haircut cut; the keeper's
     # params (the values in force) still give the contract's figures to the wei
     for u in range(p.engine.underlying_count()):
-        p.engine.set_underlying_params(u, *(min(WAD, 2 * r) for r in tuple(p.engine.underlyings(u))[1:]), sender=p.admin)
+        p.engine.set_underlying_params(
+            u, *(min(WAD, 2 * r) for r in tuple(p.engine.underlyings(u))[1:]), sender=p.admin
+        )
     for a in range(p.vault.asset_count()):
         p.vault.set_asset_params(a, p.vault.assets(a)[3] // 2, 2**256 - 1, sender=p.admin)
     boa.env.time_travel(seconds=bounds.REQUIREMENT_RAMP // 3)
     for feed in p.feeds.values():  # fresh again, same answers
         republish(feed.address)
     ramped = params_on_chain(p)
-    assert ramped.mm_rate.tolist() != params.mm_rate.tolist() and ramped.asset_haircut.tolist() != params.asset_haircut.tolist()
+    assert (
+        ramped.mm_rate.tolist() != params.mm_rate.tolist()
+        and ramped.asset_haircut.tolist() != params.asset_haircut.tolist()
+    )
     states = p.lens.account_states(addresses)
     markets = MarketTable.from_states(p.lens.market_states(), boa.env.evm.patch.timestamp)
     book = AccountBook.from_states(states, p.vault.asset_count(), p.engine.market_count())

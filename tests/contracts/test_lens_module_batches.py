@@ -37,7 +37,9 @@ def holders(kit: OptionsKit):
         boa.env.time_travel(seconds=1)
         a = users[2].address
         att = kit.attestation(a, 400 * WAD, 300 * WAD)
-        kit.attestor.submit_attestation(*sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address))
+        kit.attestor.submit_attestation(
+            *sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address)
+        )
     return [u.address for u in users] + [rich.address]
 
 

@@ -162,11 +162,20 @@ def test_partial_liquidation_exact(setup):
     mm_after = charge(40 * WAD - amount, price, MM)
     health_after = (equity - penalty) * WAD // mm_after
     assert (ev.account, ev.liquidator, ev.notional, ev.penalty, ev.health_before, ev.health_after) == (
-        a.address, liq.address, closed, penalty, health_before, health_after,
+        a.address,
+        liq.address,
+        closed,
+        penalty,
+        health_before,
+        health_after,
     )
     (moved,) = logged("PositionLiquidated")
     assert (moved.account, moved.liquidator, moved.market, moved.size, moved.price) == (
-        a.address, liq.address, ETH_PERP, amount, price,
+        a.address,
+        liq.address,
+        ETH_PERP,
+        amount,
+        price,
     )
     # positions moved at mark; the account's loss is realized at the fill
     assert e.positions(a.address, ETH_PERP)[:2] == (40 * WAD - amount, price)
@@ -309,14 +318,19 @@ def test_deep_underwater_with_bad_debt(setup):
     # WETH sold at 1700 * (1 - min(2%, 15%/2)) = 1666
     (sale,) = logged("CollateralLiquidated")
     assert (sale.account, sale.liquidator, sale.asset_id, sale.amount, sale.payment) == (
-        a.address, liq.address, 0, WAD, 1666 * WAD,
+        a.address,
+        liq.address,
+        0,
+        WAD,
+        1666 * WAD,
     )
     # cash after close and sale: 1000 - 3000 + 1666 = -334; the fund is empty
     (cover,) = logged("DeficitCovered")
     assert (cover.account, cover.from_insurance, cover.bad_debt) == (a.address, 0, 334 * WAD)
     assert cash_settled() == [
         (a.address, -3000 * WAD),  # the loss realized at the close
-        (liq.address, -1666 * WAD), (a.address, 1666 * WAD),  # the sale
+        (liq.address, -1666 * WAD),
+        (a.address, 1666 * WAD),  # the sale
         (a.address, 334 * WAD),  # written off
     ]
     assert v.insurance_fund() == 0  # never negative
@@ -428,7 +442,10 @@ def test_liquidation_settles_expired_futures_first(setup):
     liquidate(p, liq, a)
     changes = logged("PositionChanged")
     assert (changes[0].account, changes[0].market, changes[0].size, changes[0].realized_pnl) == (
-        a.address, ETH_FUT, 0, -2000 * WAD,
+        a.address,
+        ETH_FUT,
+        0,
+        -2000 * WAD,
     )
     # the settled future is realized, not handed to the liquidator
     assert [x.market for x in logged("PositionLiquidated")] == [ETH_PERP]
@@ -515,7 +532,10 @@ def test_penalty_capped_at_small_positive_equity(setup):
 
     ev = logged("Liquidation")[0]
     assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (
-        closed, 200 * WAD, 200 * WAD * WAD // (900 * WAD), MAX_UINT,
+        closed,
+        200 * WAD,
+        200 * WAD * WAD // (900 * WAD),
+        MAX_UINT,
     )
     # the penalty is exactly the equity: cash ends at exactly 0, nothing to cover
     assert cash_settled() == [(a.address, -2000 * WAD), (a.address, -200 * WAD), (liq.address, 100 * WAD)]
@@ -551,7 +571,10 @@ def test_penalty_cap_spans_underlyings(setup):
     assert logged("Liquidation")[0].penalty == pen1 == 1200 * WAD
     # one penalty charge only: the BTC close finds equity 0 and charges nothing
     assert cash_settled() == [
-        (a.address, -8800 * WAD), (a.address, -1200 * WAD), (liq.address, 600 * WAD), (a.address, -1000 * WAD),
+        (a.address, -8800 * WAD),
+        (a.address, -1200 * WAD),
+        (liq.address, 600 * WAD),
+        (a.address, -1000 * WAD),
     ]
     assert v.cash(a.address) == 0
     assert e.margin_summary(a.address) == (0, 0, 0, MAX_UINT)
@@ -569,7 +592,12 @@ def test_negative_equity_pays_no_penalty(setup):
     p.set_price("ETH", 1780)
     assert e.margin_summary(a.address)[::2] == (-200 * WAD, 890 * WAD)
     # a full close: 2% of 17800 = 356 would be due on a solvent account
-    assert close_step(-200 * WAD, 890 * WAD, 890 * WAD, 17_800 * WAD, 10 * WAD, 1780 * WAD) == (10 * WAD, 17_800 * WAD, 0, 0)
+    assert close_step(-200 * WAD, 890 * WAD, 890 * WAD, 17_800 * WAD, 10 * WAD, 1780 * WAD) == (
+        10 * WAD,
+        17_800 * WAD,
+        0,
+        0,
+    )
     liq_cash = v.cash(liq.address)
 
     assert liquidate(p, liq, a) == 17_800 * WAD
@@ -609,11 +637,23 @@ def test_event_penalty_is_liquidator_share_plus_fund_increase(setup, capped):
     assert e.margin_summary(a.address)[::2] == (equity, mm_eth + mm_btc)
     assert mm_eth > mm_btc
     amount1, closed1, pen1, share1 = close_step(
-        equity, mm_eth + mm_btc, mm_eth, size * eth // WAD, size, eth, share=ODD_SHARE,
+        equity,
+        mm_eth + mm_btc,
+        mm_eth,
+        size * eth // WAD,
+        size,
+        eth,
+        share=ODD_SHARE,
     )
     assert amount1 == size
     amount2, closed2, pen2, share2 = close_step(
-        equity - pen1, mm_btc, mm_btc, btc, WAD, btc, share=ODD_SHARE,
+        equity - pen1,
+        mm_btc,
+        mm_btc,
+        btc,
+        WAD,
+        btc,
+        share=ODD_SHARE,
     )
     if capped:
         assert pen1 == equity < ceil_div(closed1 * PENALTY, WAD) and (amount2, pen2) == (WAD, 0)

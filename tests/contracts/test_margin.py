@@ -239,7 +239,9 @@ def test_negative_premium_truncates_towards_zero_and_longs_receive(ab):
     assert p.equity(a.address) > 10_000 * WAD + pnl_a
 
 
-def next_rate(rate: int, price: int, index: int, size: int, oi_before: int, oi_after: int, smoothing: int, cap: int) -> int:
+def next_rate(
+    rate: int, price: int, index: int, size: int, oi_before: int, oi_after: int, smoothing: int, cap: int
+) -> int:
     """The funding update by hand: the premium (T - I) / I moves the rate by smoothing times the
     trade's share of open interest, each step truncated towards zero, then the clamp."""
     premium = trunc_div((price - index) * WAD, index)
@@ -418,10 +420,14 @@ def test_engine_wiring(protocol):
     assert (u.price_id, u.im_rate, u.mm_rate, u.spread_im_rate, u.spread_mm_rate) == (0, IM, MM, SIM, SMM)
     assert e.underlyings(1).price_id == 1
     assert (e.liquidation_penalty(), e.liquidator_share(), e.liquidation_target()) == (
-        2 * 10**16, 5 * 10**17, 125 * 10**16,
+        2 * 10**16,
+        5 * 10**17,
+        125 * 10**16,
     )
     assert (e.max_price_deviation(), e.max_funding_rate(), e.funding_smoothing()) == (
-        5 * 10**16, 5 * 10**15, 10**17,
+        5 * 10**16,
+        5 * 10**15,
+        10**17,
     )
 
 
@@ -515,7 +521,10 @@ def test_settle_positions_realizes_exact_pnl(ab):
     e.settle_positions(a.address)
     (change,) = events(e, "PositionChanged")
     assert (change.account, change.market, change.size, change.realized_pnl) == (
-        a.address, ETH_FUT, 0, 2 * (settle - 2000 * WAD),
+        a.address,
+        ETH_FUT,
+        0,
+        2 * (settle - 2000 * WAD),
     )
     assert v.cash(a.address) == 10_000 * WAD + 44444 * WAD // 100
     assert e.open_markets(a.address) == [ETH_PERP]

@@ -118,7 +118,12 @@ def test_risk_params_bounds(kit):
         for params in bad_margin:
             with boa.reverts("options: margin params out of bounds"):
                 m.set_risk_params(params + default[5:])
-        for band in ((10**14 - 1, 10**17), (5 * 10**16 + 1, 10**17), (5 * 10**15, 10**15 - 1), (5 * 10**15, WAD // 2 + 1)):
+        for band in (
+            (10**14 - 1, 10**17),
+            (5 * 10**16 + 1, 10**17),
+            (5 * 10**15, 10**15 - 1),
+            (5 * 10**15, WAD // 2 + 1),
+        ):
             with boa.reverts("options: price band out of bounds"):
                 m.set_risk_params(default[:5] + band)
         new = (20 * 10**16, 10 * 10**16, 10**16, 0, 9 * 10**17, 10**14, WAD // 2)
@@ -160,13 +165,16 @@ OPTION_EXTREMES = {
     # OptionMarket.set_risk_params: every margin rate 100%, long haircuts 90%, widest bands
     "risk_max": lambda k: k.market.set_risk_params(
         (WAD, WAD, WAD, bounds.MAX_LONG_HAIRCUT, bounds.MAX_LONG_HAIRCUT, bounds.MAX_ABS_BAND, bounds.MAX_REL_BAND),
-        sender=k.p.admin),
+        sender=k.p.admin,
+    ),
     "risk_min": lambda k: k.market.set_risk_params(
-        (bounds.MIN_SHORT_MM_RATE,) * 3 + (0, 0, bounds.MIN_ABS_BAND, bounds.MIN_REL_BAND), sender=k.p.admin),
+        (bounds.MIN_SHORT_MM_RATE,) * 3 + (0, 0, bounds.MIN_ABS_BAND, bounds.MIN_REL_BAND), sender=k.p.admin
+    ),
     # VolFeed: the shortest heartbeat, the narrowest bounds
     "heartbeat_min": lambda k: k.vol_feed.set_heartbeat(bounds.MIN_VOL_HEARTBEAT, sender=k.p.admin),
-    "vol_bounds_narrowest": lambda k: k.vol_feed.set_vol_bounds(bounds.HARD_MIN_ATM_VOL, bounds.HARD_MIN_ATM_VOL + 1, 0,
-                                                                sender=k.p.admin),
+    "vol_bounds_narrowest": lambda k: k.vol_feed.set_vol_bounds(
+        bounds.HARD_MIN_ATM_VOL, bounds.HARD_MIN_ATM_VOL + 1, 0, sender=k.p.admin
+    ),
 }
 
 
@@ -327,7 +335,9 @@ def test_order_digest_is_eip712(kit):
     signed over it (relayed by a third party, so the signature path is taken)."""
     order = (kit.p.admin, 7, -(3 * WAD + 1), 123 * WAD, 42, 1_900_000_000)
     typed = option_order_typed_data(order, boa.env.evm.patch.chain_id, kit.p.matching.address)
-    assert option_order_digest(OptionOrder(*order), boa.env.evm.patch.chain_id, kit.p.matching.address) == typed_data_digest(typed)
+    assert option_order_digest(
+        OptionOrder(*order), boa.env.evm.patch.chain_id, kit.p.matching.address
+    ) == typed_data_digest(typed)
     assert kit.p.matching.option_order_digest(order) == typed_data_digest(typed)
     p = kit.p
     series = list_with_vol(kit, 2100 * WAD, 30, True)
@@ -383,7 +393,13 @@ def short_charges(strike: int, index: int, is_call: bool, size: int) -> tuple[in
 
 @pytest.mark.parametrize(
     "strike_usd, is_call, size",
-    [(2100, True, 10 * WAD), (1800, True, 3 * WAD + 7), (1900, False, 5 * WAD), (2200, False, 2 * WAD), (250, False, 4 * WAD)],
+    [
+        (2100, True, 10 * WAD),
+        (1800, True, 3 * WAD + 7),
+        (1900, False, 5 * WAD),
+        (2200, False, 2 * WAD),
+        (250, False, 4 * WAD),
+    ],
 )
 def test_short_option_margin_by_hand(kit, strike_usd, is_call, size):
     p = kit.p
@@ -447,7 +463,10 @@ def test_missing_vol_uses_conservative_marks(kit):
     la, sb = state_of(kit, a, series), state_of(kit, b, series)
     assert (la.mark, sb.mark) == (long_mark, short_mark)
     assert la.value == 2 * (long_mark - entry) and sb.value == -2 * (short_mark - entry)
-    assert (la.initial_margin, la.maintenance_margin) == (ceil_div(2 * long_mark * 25, 100), ceil_div(2 * long_mark * 20, 100))
+    assert (la.initial_margin, la.maintenance_margin) == (
+        ceil_div(2 * long_mark * 25, 100),
+        ceil_div(2 * long_mark * 20, 100),
+    )
     assert (sb.initial_margin, sb.maintenance_margin) == short_charges(1900 * WAD, S0, True, 2 * WAD)
     assert p.engine.margin_summary(b.address).equity == 100_000 * WAD + sb.value
 
@@ -518,7 +537,15 @@ def test_settlement_is_intrinsic_once_and_zero_sum(kit):
 
 
 def test_settlement_rounding_never_pays_out_more_than_collected(kit):
-    sizes = [3 * WAD + 1, 2 * WAD + 7, 15 * WAD // 10 + 3, WAD - 1, 7 * WAD // 10 + 11, 24 * WAD // 10, 5 * WAD // 10 + 5]
+    sizes = [
+        3 * WAD + 1,
+        2 * WAD + 7,
+        15 * WAD // 10 + 3,
+        WAD - 1,
+        7 * WAD // 10 + 11,
+        24 * WAD // 10,
+        5 * WAD // 10 + 5,
+    ]
     total = _settle_many_holders(kit, sizes)
     # at most 1 wei per realization (2 per fill, 1 per settled holder), kept by the protocol
     assert -(2 * len(sizes) + 6) <= total <= 0
@@ -688,7 +715,9 @@ def test_modules_unset_change_nothing(protocol):
 def attest(kit, user, im: int, mm: int) -> None:
     boa.env.time_travel(seconds=1)  # each attestation must be newer than the stored one
     att = kit.attestation(user.address, im, mm)
-    kit.attestor.submit_attestation(*sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address))
+    kit.attestor.submit_attestation(
+        *sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address)
+    )
     assert kit.attestor.attestation_holds(user.address)
 
 
@@ -816,7 +845,7 @@ def test_finding5_liquidator_with_full_book_still_liquidates_what_fits(kit):
     # the liquidator holds 31 other positions of its own: one free slot
     helper = funded(p, 10_000_000)
     kit.trade(liquidator, helper, ids[n], WAD, series_state(kit, ids[n]).mark)
-    for sid in ids[1:n - 1]:
+    for sid in ids[1 : n - 1]:
         kit.trade(liquidator, helper, sid, WAD, series_state(kit, sid).mark)
     assert len([s for s in m.option_states(liquidator.address)]) == n - 1
     price = 2000
@@ -846,7 +875,9 @@ def test_attestation_cannot_be_stored_while_the_engine_does_not_use_its_attestor
     boa.env.time_travel(seconds=1)
     att = kit.attestation(a.address, 10 * WAD, 5 * WAD)
     with boa.reverts("attestor: not wired"):
-        kit.attestor.submit_attestation(*sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address))
+        kit.attestor.submit_attestation(
+            *sign_attestation(att, [kit.signer.key], boa.env.evm.patch.chain_id, kit.attestor.address)
+        )
     # the same account trades on unseen (the engine's counter is still); once wired, the old
     # signed attestation cannot be replayed either: it was never stored
     p.trade(a, rich, "ETH-PERP", WAD, S0)

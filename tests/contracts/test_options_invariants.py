@@ -163,12 +163,14 @@ class OptionsMachine(RuleBasedStateMachine):
         std = []
         for i in range(N_USERS):
             perp = w.summary(s.cash[i], s.coll[i], s.pos[i], s.markets, s.prices, s.now)
-            std.append((perp.im + sum(o.initial_margin for o in opts[i]),
-                        perp.mm + sum(o.maintenance_margin for o in opts[i])))
+            std.append(
+                (perp.im + sum(o.initial_margin for o in opts[i]), perp.mm + sum(o.maintenance_margin for o in opts[i]))
+            )
         holds = [c.attestor.attestation_holds(a) for a in w.addrs]
         atts = list(w.lens.attestations_of(w.addrs))
-        return dict(s=s, series=series, opts=opts, held=held, ledger=ledger, std=std, versions=versions,
-                    holds=holds, atts=atts)
+        return dict(
+            s=s, series=series, opts=opts, held=held, ledger=ledger, std=std, versions=versions, holds=holds, atts=atts
+        )
 
     def _done(self, kind: str, outcome=None, **extra):
         assert self.step is None, "two actions in one step"
@@ -195,8 +197,10 @@ class OptionsMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @initialize(usd=st.lists(st.integers(3_000, 300_000), min_size=N_USERS, max_size=N_USERS),
-                weth=st.lists(st.integers(0, 50), min_size=N_USERS, max_size=N_USERS))
+    @initialize(
+        usd=st.lists(st.integers(3_000, 300_000), min_size=N_USERS, max_size=N_USERS),
+        weth=st.lists(st.integers(0, 50), min_size=N_USERS, max_size=N_USERS),
+    )
     def seed(self, usd, weth):
         p = self.w.p
         for user, dollars, eth in zip(self.w.users, usd, weth):
@@ -233,8 +237,13 @@ class OptionsMachine(RuleBasedStateMachine):
                 w.vault.withdraw(token.address, amount)
         except boa.BoaError as e:
             outcome = reason(e)
-        assert outcome in (None, "vault: below initial margin", "vault: insufficient cash",
-                           "vault: insufficient collateral", "vault: settlement liquidity short"), outcome
+        assert outcome in (
+            None,
+            "vault: below initial margin",
+            "vault: insufficient cash",
+            "vault: insufficient collateral",
+            "vault: settlement liquidity short",
+        ), outcome
         paid = token.balanceOf(user.address) - wallet
         if outcome is None and not weth:
             self.net_usdc -= paid
@@ -242,8 +251,14 @@ class OptionsMachine(RuleBasedStateMachine):
             self.unassigned += (amount - paid) * w.scale - retired
         self._done("withdraw", outcome, accounts=(i,))
 
-    @rule(b=st.integers(0, N_USERS - 1), off=st.integers(1, N_USERS - 1), k=st.integers(0, len(STRIKES) * 4 - 1),
-          size=st.integers(1, 3000), mode=st.integers(0, 9), tilt=st.integers(-50, 50))
+    @rule(
+        b=st.integers(0, N_USERS - 1),
+        off=st.integers(1, N_USERS - 1),
+        k=st.integers(0, len(STRIKES) * 4 - 1),
+        size=st.integers(1, 3000),
+        mode=st.integers(0, 9),
+        tilt=st.integers(-50, 50),
+    )
     def option_trade(self, b, off, k, size, mode, tilt):
         """b buys `size` (0.01 units) of series k from seller; mode 0 closes b's position (a
         flip or close for the seller too), mode 1 sells back half of what b holds."""
@@ -256,7 +271,11 @@ class OptionsMachine(RuleBasedStateMachine):
             amount = -(held // 2) or -held
         elif mode >= 6:  # up to all the free margin of the tighter side (short IM ~15% of the index)
             free = min(s["s"].summ[j].equity - s["s"].summ[j].im for j in (b, sl))
-            amount = max(WAD // 100, free * (3000 + size) // 6000 * WAD // (15 * s["s"].prices[0] // 100)) if free > 0 else WAD
+            amount = (
+                max(WAD // 100, free * (3000 + size) // 6000 * WAD // (15 * s["s"].prices[0] // 100))
+                if free > 0
+                else WAD
+            )
         else:
             amount = size * WAD // 100
         buyer, seller = (b, sl) if amount > 0 else (sl, b)
@@ -269,12 +288,23 @@ class OptionsMachine(RuleBasedStateMachine):
             self._collect_option_logs()
         except boa.BoaError as e:
             outcome = reason(e)
-        assert outcome in (None, "options: below initial margin", "options: stale vol", "options: series expired",
-                           "options: position above cap", "options: open interest above cap",
-                           "options: too many positions"), outcome
+        assert outcome in (
+            None,
+            "options: below initial margin",
+            "options: stale vol",
+            "options: series expired",
+            "options: position above cap",
+            "options: open interest above cap",
+            "options: too many positions",
+        ), outcome
         self._done("option_trade", outcome, accounts=(b, sl))
 
-    @rule(b=st.integers(0, N_USERS - 1), off=st.integers(1, N_USERS - 1), size=st.integers(1, 5000), leveraged=st.booleans())
+    @rule(
+        b=st.integers(0, N_USERS - 1),
+        off=st.integers(1, N_USERS - 1),
+        size=st.integers(1, 5000),
+        leveraged=st.booleans(),
+    )
     def perp_trade(self, b, off, size, leveraged):
         """`leveraged`: use up to all the free margin of the tighter side (IM 10% of notional)."""
         w, s = self.w, self.prev["s"]
@@ -373,14 +403,25 @@ class OptionsMachine(RuleBasedStateMachine):
         expired = any(self.prev["s"].now >= self.prev["series"][k].expiry for k in self.prev["held"][i])
         if not via_engine and (pre.equity >= pre.mm or expired):
             # liquidate_options settles expired series first: equity unchanged, their MM drops to 0
-            assert outcome in ((None, "options: nothing to liquidate", "options: liquidator below IM",
-                                "options: account not liquidatable") if pre.equity < pre.mm
-                               else ("options: account not liquidatable",)), outcome
+            assert outcome in (
+                (
+                    None,
+                    "options: nothing to liquidate",
+                    "options: liquidator below IM",
+                    "options: account not liquidatable",
+                )
+                if pre.equity < pre.mm
+                else ("options: account not liquidatable",)
+            ), outcome
         elif pre.equity >= pre.mm:
             assert outcome == "engine: account not liquidatable", outcome
         else:
-            assert outcome in (None, f"{prefix}: nothing to liquidate", f"{prefix}: liquidator below IM",
-                               "options: too many positions"), outcome
+            assert outcome in (
+                None,
+                f"{prefix}: nothing to liquidate",
+                f"{prefix}: liquidator below IM",
+                "options: too many positions",
+            ), outcome
         self._done("liquidate_engine" if via_engine else "liquidate_options", outcome, account=i, liquidator=liq)
 
     @rule(i=st.integers(0, N_USERS - 1), im_x=st.integers(0, 1000), mm_x=st.integers(0, 1000))
@@ -395,8 +436,9 @@ class OptionsMachine(RuleBasedStateMachine):
         im = std_im * im_x // 1000
         mm = min(im, std_mm * mm_x // 1000)
         att = c.kit.attestation(w.addrs[i], im, mm)
-        c.attestor.submit_attestation(*sign_attestation(att, [c.kit.signer.key], boa.env.evm.patch.chain_id,
-                                                        c.attestor.address))
+        c.attestor.submit_attestation(
+            *sign_attestation(att, [c.kit.signer.key], boa.env.evm.patch.chain_id, c.attestor.address)
+        )
         assert c.attestor.attestation_holds(w.addrs[i])
         self._done("attest", account=i, im=im, mm=mm)
 
@@ -456,8 +498,10 @@ class OptionsMachine(RuleBasedStateMachine):
                 assert fraction_up(sv, c.floor) <= iv <= sv, f"user {i}: in-force {name} {iv} outside [floor, {sv}]"
             if b["holds"][i]:
                 att = b["atts"][i]
-                expect = (min(std_im, max(att.initial_margin, fraction_up(std_im, c.floor))),
-                          min(std_mm, max(att.maintenance_margin, fraction_up(std_mm, c.floor))))
+                expect = (
+                    min(std_im, max(att.initial_margin, fraction_up(std_im, c.floor))),
+                    min(std_mm, max(att.maintenance_margin, fraction_up(std_mm, c.floor))),
+                )
                 assert (inf.im, inf.mm) == expect
                 # 7. a holding attestation is bound to the current position version
                 assert att.position_version == b["versions"][i]
@@ -491,10 +535,14 @@ class OptionsMachine(RuleBasedStateMachine):
             i, liq = step["account"], step["liquidator"]
             assert sb.summ[liq].equity >= sb.summ[liq].im, "liquidator below IM"
             if kind == "liquidate_engine":
-                closed = not any(sb.markets[m].settlement_price == 0 and (sb.markets[m].is_perp or sb.now < sb.markets[m].expiry)
-                                 for m in sb.pos[i])
+                closed = not any(
+                    sb.markets[m].settlement_price == 0 and (sb.markets[m].is_perp or sb.now < sb.markets[m].expiry)
+                    for m in sb.pos[i]
+                )
             else:
-                live = [k for k in b["held"][i] if b["series"][k].settlement_price == 0 and sb.now < b["series"][k].expiry]
+                live = [
+                    k for k in b["held"][i] if b["series"][k].settlement_price == 0 and sb.now < b["series"][k].expiry
+                ]
                 closed = not live
             STATS[f"{kind}:{'closed' if closed else 'partial'}"] += 1
             if not closed:

@@ -26,8 +26,6 @@ def now() -> int:
     return boa.env.evm.patch.timestamp
 
 
-
-
 # ------------------------------------------------------------------ deployment state
 
 

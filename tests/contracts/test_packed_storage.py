@@ -171,10 +171,19 @@ def test_margin_of_each_holding_reads_what_it_needs(protocol):
         summary = p.engine.margin_summary(user.address)
         cash, collateral = p.vault.margin_inputs(user.address, full)
         assert summary.equity - cash - collateral == sum(
-            p.engine.positions(user.address, m).size * (full[p.engine.underlyings(p.engine.markets(m).underlying).price_id] - p.engine.positions(user.address, m).entry_price) // WAD
+            p.engine.positions(user.address, m).size
+            * (
+                full[p.engine.underlyings(p.engine.markets(m).underlying).price_id]
+                - p.engine.positions(user.address, m).entry_price
+            )
+            // WAD
             for m in p.engine.open_markets(user.address)
         ) - sum(
-            -(-p.engine.positions(user.address, m).size * (p.engine.funding_index_now(m) - p.engine.positions(user.address, m).funding_index) // WAD)
+            -(
+                -p.engine.positions(user.address, m).size
+                * (p.engine.funding_index_now(m) - p.engine.positions(user.address, m).funding_index)
+                // WAD
+            )
             for m in p.engine.open_markets(user.address)
         )
 

@@ -410,8 +410,17 @@ def test_penalty_ramp_exact(underwater, price, elapsed):
             refresh_feeds(p, price)  # heartbeat 3600
     rate = ramp_rate(elapsed)
     # 5e15 * 1000 // 3600 = 1388888888888888 (rounded down); 1800 s: exactly 2.25%
-    assert rate == {None: PENALTY, 0: PENALTY, 1000: PENALTY + 1388888888888888, 1800: 225 * 10**14,
-                    3600: MAX_PENALTY, 7199: MAX_PENALTY}[elapsed]
+    assert (
+        rate
+        == {
+            None: PENALTY,
+            0: PENALTY,
+            1000: PENALTY + 1388888888888888,
+            1800: 225 * 10**14,
+            3600: MAX_PENALTY,
+            7199: MAX_PENALTY,
+        }[elapsed]
+    )
     equity = 10_000 * WAD + 40 * (price - 2000) * WAD
     mm = 40 * price * MM  # = 2 * price WAD
     gross = 40 * price * WAD

@@ -236,7 +236,12 @@ OUT_OF_BOUNDS = [
     ("engine", "set_trade_params", (3 * 10**17, 5 * 10**15, 10**17, 0), "engine: max_price_deviation out of bounds"),
     ("engine", "set_trade_params", (5 * 10**16, 2 * 10**16, 10**17, 0), "engine: max_funding_rate out of bounds"),
     ("engine", "set_trade_params", (5 * 10**16, 5 * 10**15, 0, 0), "engine: funding_smoothing out of bounds"),
-    ("engine", "set_trade_params", (5 * 10**16, 5 * 10**15, 10**17, 1000 * 10**18 + 1), "engine: min_position_notional out of bounds"),
+    (
+        "engine",
+        "set_trade_params",
+        (5 * 10**16, 5 * 10**15, 10**17, 1000 * 10**18 + 1),
+        "engine: min_position_notional out of bounds",
+    ),
     ("vault", "set_asset_params", (0, WAD + 1, 0), "vault: haircut out of bounds"),
     ("oracle", "set_circuit_breaker", (0, 10 * WAD, 5 * WAD, 0), "oracle: empty price band"),
     ("oracle", "set_circuit_breaker", (0, 0, 0, WAD + 1), "oracle: max_jump out of bounds"),
@@ -247,7 +252,11 @@ def _python_check(function: str, args: tuple, p) -> list[str]:
     """The keeper's mirror of the same bound, with the deployed state (penalty 2%, max 2.5%,
     every mm_rate 5%)."""
     mm = {"ETH": 5 * 10**16, "BTC": 5 * 10**16}
-    a = args[1:] if function in ("set_underlying_params", "set_position_caps", "set_asset_params", "set_circuit_breaker") else args
+    a = (
+        args[1:]
+        if function in ("set_underlying_params", "set_position_caps", "set_asset_params", "set_circuit_breaker")
+        else args
+    )
     named = {
         "set_underlying_params": lambda: bounds.check_underlying(dict(zip(("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"), a)), 2 * 10**16, 25 * 10**15),
         "set_liquidation_params": lambda: bounds.check_liquidation(dict(zip(("penalty", "liquidator_share", "target"), a)), 25 * 10**15, mm),
@@ -278,8 +287,12 @@ def test_setter_bounds_still_hold_through_the_timelock_and_the_keeper_mirrors_th
 
 
 def test_a_valid_change_passes_the_mirror_too(protocol):
-    assert bounds.check_underlying(dict(zip(("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"), ETH_RATES)),
-                                   2 * 10**16, 25 * 10**15) == []
+    assert (
+        bounds.check_underlying(
+            dict(zip(("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"), ETH_RATES)), 2 * 10**16, 25 * 10**15
+        )
+        == []
+    )
 
 
 # ------------------------------------------------------------------ delay and governance

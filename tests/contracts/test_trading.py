@@ -92,7 +92,10 @@ def test_taker_buys_from_maker_and_close_realizes_pnl(ab):
     taker, tsig = make(p, a, ETH_FUT, 3 * WAD, 1995 * WAD)
     p.matching.match_orders(maker, msig, taker, tsig)
     fills = events(e, "OrderFilled")
-    assert [(f.account, f.size, f.price) for f in fills] == [(b.address, -3 * WAD, 1990 * WAD), (a.address, 3 * WAD, 1990 * WAD)]
+    assert [(f.account, f.size, f.price) for f in fills] == [
+        (b.address, -3 * WAD, 1990 * WAD),
+        (a.address, 3 * WAD, 1990 * WAD),
+    ]
     # futures have no funding rate
     assert e.markets(ETH_FUT).funding_rate == 0
     p.set_price("ETH", 2021.5)

@@ -167,15 +167,22 @@ EXTREMES: dict[str, list[tuple[str, str, tuple]]] = {
     "position_caps_none": [(E, "set_position_caps", (m, 0, 0)) for m in range(4)],
     # MarginEngine.set_trade_params: deviation [0.1%, 20%], funding cap [0, 1%], smoothing (0, 1],
     # minimum position notional [0, $1,000]
-    "trade_max": [(E, "set_trade_params", (bounds.MAX_PRICE_DEVIATION, bounds.MAX_FUNDING_RATE_BOUND, WAD,
-                                           bounds.MAX_MIN_POSITION_NOTIONAL))],
+    "trade_max": [
+        (
+            E,
+            "set_trade_params",
+            (bounds.MAX_PRICE_DEVIATION, bounds.MAX_FUNDING_RATE_BOUND, WAD, bounds.MAX_MIN_POSITION_NOTIONAL),
+        )
+    ],
     "trade_min": [(E, "set_trade_params", (bounds.MIN_PRICE_DEVIATION, 0, 1, 0))],
     # CollateralVault.set_asset_params: haircut [0, 100%], any deposit cap; a cut phases in
     "weth_haircut_zero": [(V, "set_asset_params", (WETH_ID, 0, 0))],
     "weth_haircut_full": [(V, "set_asset_params", (WETH_ID, bounds.MAX_HAIRCUT, 2**256 - 1))],
     # OracleRouter.set_circuit_breaker: min <= 20% of the index, max >= 5x or 0, jump 0 or >= 25%
-    "breaker_tightest": [(OR, "set_circuit_breaker", (ETH, ETH_LIVE // 5, ETH_LIVE * 5, 25 * PCT)),
-                         (OR, "set_circuit_breaker", (BTC, 28_400 * WAD // 5, 28_400 * WAD * 5, 25 * PCT))],
+    "breaker_tightest": [
+        (OR, "set_circuit_breaker", (ETH, ETH_LIVE // 5, ETH_LIVE * 5, 25 * PCT)),
+        (OR, "set_circuit_breaker", (BTC, 28_400 * WAD // 5, 28_400 * WAD * 5, 25 * PCT)),
+    ],
     "breaker_off": [(OR, "set_circuit_breaker", (ETH, 0, 0, 0)), (OR, "set_circuit_breaker", (BTC, 0, 0, 0))],
 }
 
@@ -282,8 +289,12 @@ def test_a_raise_phases_in(book):
     assert tuple(p.engine.underlyings(ETH))[1:] == (WAD,) * 4  # the targets
     with boa.env.anchor():
         boa.env.time_travel(seconds=RAMP_TIME // 2)
-        assert tuple(p.engine.rates_now(ETH))[1:] == (10 * PCT + 45 * PCT, 5 * PCT + 475 * PCT // 10,
-                                                      2 * PCT + 49 * PCT, PCT + 495 * PCT // 10)
+        assert tuple(p.engine.rates_now(ETH))[1:] == (
+            10 * PCT + 45 * PCT,
+            5 * PCT + 475 * PCT // 10,
+            2 * PCT + 49 * PCT,
+            PCT + 495 * PCT // 10,
+        )
     with boa.env.anchor():
         boa.env.time_travel(seconds=RAMP_TIME)
         assert tuple(p.engine.rates_now(ETH))[1:] == (WAD,) * 4
@@ -399,8 +410,9 @@ def test_set_feeds_is_admin_only_and_refuses_a_disagreeing_feed(book):
         p.oracle.set_feeds(ETH, [new_feed(4_000_000).address], [3600], sender=p.admin)
     # a majority of lying feeds is refused too (the median is what must agree)
     with boa.reverts("oracle: feeds disagree with the index"):
-        p.oracle.set_feeds(ETH, [honest, new_feed(4_000_000).address, new_feed(4_000_000).address],
-                           [3600] * 3, sender=p.admin)
+        p.oracle.set_feeds(
+            ETH, [honest, new_feed(4_000_000).address, new_feed(4_000_000).address], [3600] * 3, sender=p.admin
+        )
     assert [f[0] for f in p.oracle.feeds(ETH)] == [honest]
     assert p.oracle.index_price(ETH) == 2000 * WAD
 

@@ -36,11 +36,20 @@ def test_vault_wiring(protocol):
     assert v.asset_count() == 2
     weth = v.assets(WETH_ID)
     assert (weth.token, weth.decimals, weth.price_id, weth.haircut, weth.deposit_cap, weth.total) == (
-        p.tokens["WETH"].address, 18, 0, HAIRCUT, 10_000_000 * 10**18, 0,
+        p.tokens["WETH"].address,
+        18,
+        0,
+        HAIRCUT,
+        10_000_000 * 10**18,
+        0,
     )
     wbtc = v.assets(WBTC_ID)
     assert (wbtc.token, wbtc.decimals, wbtc.price_id, wbtc.haircut, wbtc.deposit_cap) == (
-        p.tokens["WBTC"].address, 8, 1, HAIRCUT, 1_000_000 * 10**8,
+        p.tokens["WBTC"].address,
+        8,
+        1,
+        HAIRCUT,
+        1_000_000 * 10**8,
     )
     assert v.asset_id_of(p.tokens["WETH"].address) == WETH_ID
     assert v.asset_id_of(p.tokens["WBTC"].address) == WBTC_ID
@@ -59,7 +68,11 @@ def test_usdc_deposit_and_withdraw_exact(protocol):
     (ev,) = events(v, "Deposit")
     assert v.cash(a.address) == 10**12
     assert (ev.account, ev.sender, ev.token, ev.amount, ev.credited_wad) == (
-        a.address, a.address, usdc.address, 1, 10**12,
+        a.address,
+        a.address,
+        usdc.address,
+        1,
+        10**12,
     )
     p.deposit(a, "USDC", 123_456_789)
     assert v.cash(a.address) == 123_456_790 * 10**12
@@ -272,7 +285,11 @@ def test_fee_on_transfer_collateral_credits_what_arrived(protocol):
     assert asset_id == 2
     (ev,) = events(v, "AssetListed")
     assert (ev.asset_id, ev.token, ev.price_id, ev.haircut, ev.deposit_cap) == (
-        2, fee.address, 0, 8 * 10**17, 10**6 * WAD,
+        2,
+        fee.address,
+        0,
+        8 * 10**17,
+        10**6 * WAD,
     )
     fee.set_fee(100)  # 1%
     a = p.new_user()
@@ -442,7 +459,13 @@ def test_engine_ledger_moves(protocol):
         sold = (310 * WAD + 1) * WAD // (190 * WAD) + 1
         payment = sold * 190 * WAD // WAD
         ev = events(v, "CollateralLiquidated")[0]
-        assert (ev.account, ev.liquidator, ev.asset_id, ev.amount, ev.payment) == (a.address, liq.address, WETH_ID, sold, payment)
+        assert (ev.account, ev.liquidator, ev.asset_id, ev.amount, ev.payment) == (
+            a.address,
+            liq.address,
+            WETH_ID,
+            sold,
+            payment,
+        )
         assert v.balances(a.address, WETH_ID) == 2 * WAD - sold
         assert v.balances(liq.address, WETH_ID) == sold
         assert v.cash(liq.address) == 5 * WAD - payment
@@ -503,7 +526,9 @@ def test_settlement_decimals_above_18_rejected(protocol):
     with boa.reverts("vault: decimals above 18"):
         deploy_unique(deployer("CollateralVault"), p.admin, bad.address, p.oracle.address)
     eighteen = deploy_unique(deployer("MockERC20"), "DAI", "DAI", 18)
-    assert deploy_unique(deployer("CollateralVault"), p.admin, eighteen.address, p.oracle.address).SETTLEMENT_SCALE() == 1
+    assert (
+        deploy_unique(deployer("CollateralVault"), p.admin, eighteen.address, p.oracle.address).SETTLEMENT_SCALE() == 1
+    )
 
 
 # ------------------------------------------------------------------ listing

@@ -44,7 +44,9 @@ def chain_id() -> int:
 
 def update(**kw) -> VolUpdate:
     t = now()
-    fields = dict(underlying=ETH, expiry=t + 30 * DAY, atm_vol=8 * WAD // 10, skew=-WAD // 5, timestamp=t, deadline=t + 60)
+    fields = dict(
+        underlying=ETH, expiry=t + 30 * DAY, atm_vol=8 * WAD // 10, skew=-WAD // 5, timestamp=t, deadline=t + 60
+    )
     fields.update(kw)
     return VolUpdate(**fields)
 
@@ -90,7 +92,11 @@ def test_submit_stores_and_logs(feed):
     submit(feed, u)
     (ev,) = events(feed, "VolUpdated")
     assert (ev.underlying, ev.expiry, ev.atm_vol, ev.skew, ev.timestamp) == (
-        ETH, u.expiry, u.atm_vol, u.skew, u.timestamp
+        ETH,
+        u.expiry,
+        u.atm_vol,
+        u.skew,
+        u.timestamp,
     )
     assert feed.vol_params(ETH, u.expiry) == (u.atm_vol, u.skew, u.timestamp)
     assert feed.is_fresh(ETH, u.expiry)
@@ -231,7 +237,10 @@ def test_high_s_rejected(feed):
 
 def test_default_bounds(feed):
     assert (feed.min_atm_vol(), feed.max_atm_vol(), feed.max_abs_skew(), feed.heartbeat()) == (
-        5 * WAD // 100, 3 * WAD, WAD, 1200
+        5 * WAD // 100,
+        3 * WAD,
+        WAD,
+        1200,
     )
 
 

@@ -56,8 +56,14 @@ def config_file(tmp_path: Path, mutate=None) -> Path:
 
 def deploy(w3, manifest: Path, config=CONFIG, backend=None, development=True, force_new=False):
     return deploy_to_manifest(
-        backend or Web3Backend(w3, ADMIN), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id,
-        development=development, compiler="vyper 0.4.3", force_new=force_new,
+        backend or Web3Backend(w3, ADMIN),
+        config,
+        manifest,
+        admin=ADMIN,
+        chain_id=w3.eth.chain_id,
+        development=development,
+        compiler="vyper 0.4.3",
+        force_new=force_new,
     )
 
 
@@ -96,13 +102,29 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
     assert data["parameters"]["assets"][0]["haircut"] == 850_000_000_000_000_000  # 0.85 WAD, as listed
     assert data["deployed_at"] == w3.eth.get_block("latest")["timestamp"]
     # a block for every contract deployed, the first of them is the deploy block
-    assert set(data["blocks"]) == {"settlement_token", "oracle", "feeds.ETH", "feeds.BTC", "feeds.USDC", "vault",
-                                   "engine_liquidation", "engine", "matching", "lens", "tokens.WETH", "tokens.WBTC"}
+    assert set(data["blocks"]) == {
+        "settlement_token",
+        "oracle",
+        "feeds.ETH",
+        "feeds.BTC",
+        "feeds.USDC",
+        "vault",
+        "engine_liquidation",
+        "engine",
+        "matching",
+        "lens",
+        "tokens.WETH",
+        "tokens.WBTC",
+    }
     assert data["deploy_block"] == first_block == min(data["blocks"].values())
     for key, block in data["blocks"].items():
         address = data["steps"][key]["address"]
-        assert w3.eth.get_transaction_receipt(
-            w3.eth.get_block(block, full_transactions=True)["transactions"][0]["hash"])["contractAddress"] == address
+        assert (
+            w3.eth.get_transaction_receipt(w3.eth.get_block(block, full_transactions=True)["transactions"][0]["hash"])[
+                "contractAddress"
+            ]
+            == address
+        )
     assert len(data["steps"]) == CLEAN_TXS and w3.eth.get_transaction_count(ADMIN) == CLEAN_TXS
     assert all(r["gas"] > 0 and r["block"] >= first_block for r in data["steps"].values())
     assert load_manifest(manifest) == dep
@@ -112,9 +134,17 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
 
 @pytest.mark.parametrize(
     ("fail_at", "step", "after_send"),
-    [(1, "oracle", False), (1, "oracle", True), (3, "add_price_id ETH", True), (15, "set_matching", True),
-     (16, "set_engine", True), (18, "set_depeg_params", True), (19, "set_settlement_price_id", True),
-     (21, "list_asset WETH", False), (31, "list_market ETH-FUT", True)],
+    [
+        (1, "oracle", False),
+        (1, "oracle", True),
+        (3, "add_price_id ETH", True),
+        (15, "set_matching", True),
+        (16, "set_engine", True),
+        (18, "set_depeg_params", True),
+        (19, "set_settlement_price_id", True),
+        (21, "list_asset WETH", False),
+        (31, "list_market ETH-FUT", True),
+    ],
     ids=lambda v: {False: "before-send", True: "after-mined"}.get(v, str(v)) if isinstance(v, bool) else str(v),
 )
 def test_resume_after_failure_equals_clean_deployment(w3, tmp_path, fail_at, step, after_send):
@@ -166,13 +196,17 @@ def test_refusals_for_other_chain_changed_config_missing_code_and_mocks(w3, tmp_
     data = json.loads(manifest.read_text())
     data["steps"]["vault"]["address"] = "0x" + "11" * 20
     manifest.write_text(json.dumps(data))
-    with pytest.raises(DeployError, match=r"step 'vault' recorded 0x1111111111111111111111111111111111111111, "
-                                          r"which has no code on chain 31337"):
+    with pytest.raises(
+        DeployError,
+        match=r"step 'vault' recorded 0x1111111111111111111111111111111111111111, "
+        r"which has no code on chain 31337",
+    ):
         prepare(backend, CONFIG, manifest, 31337, development=True)
     with pytest.raises(DeployError) as e:
         prepare(backend, CONFIG, tmp_path / "none.json", 11155111, development=False)
     assert str(e.value).startswith(
-        "the config deploys mocks for USDC, WETH, WBTC, ETH feed, BTC feed, USDC feed on a non-development chain:")
+        "the config deploys mocks for USDC, WETH, WBTC, ETH feed, BTC feed, USDC feed on a non-development chain:"
+    )
     allowed = load_config(config_file(tmp_path, lambda raw: raw.update(allow_mocks=True)))
     assert prepare(backend, allowed, tmp_path / "none.json", 11155111, development=False) is None
 
@@ -184,8 +218,10 @@ def existing_assets(w3) -> dict:
         "USDC": backend.deploy("MockERC20", "USD Coin", "USDC", 6).address,
         "WETH": backend.deploy("MockERC20", "Wrapped Ether", "WETH", 18).address,
         "WBTC": backend.deploy("MockERC20", "Wrapped BTC", "WBTC", 8).address,
-        "ETH": [backend.deploy("MockAggregator", 8, "ETH / USD", 2000 * 10**8).address,
-                backend.deploy("MockAggregator", 18, "ETH / USD", 2001 * 10**18).address],
+        "ETH": [
+            backend.deploy("MockAggregator", 8, "ETH / USD", 2000 * 10**8).address,
+            backend.deploy("MockAggregator", 18, "ETH / USD", 2001 * 10**18).address,
+        ],
         "BTC": [backend.deploy("MockAggregator", 8, "BTC / USD", 30000 * 10**8).address],
         "USDC / USD": [backend.deploy("MockAggregator", 8, "USDC / USD", 10**8).address],
     }
@@ -199,7 +235,10 @@ def test_existing_tokens_and_feeds_no_mocks_on_non_development_chain(w3, tmp_pat
         for a in raw["assets"]:
             a["address"] = have[a["symbol"]]
         for p in raw["price_ids"]:
-            p["feeds"] = [{"address": f, "heartbeat": 7200} for f in have[p["symbol"] + (" / USD" if p["symbol"] == "USDC" else "")]]
+            p["feeds"] = [
+                {"address": f, "heartbeat": 7200}
+                for f in have[p["symbol"] + (" / USD" if p["symbol"] == "USDC" else "")]
+            ]
             del p["feed_decimals"], p["initial_price"], p["heartbeat"]
 
     config = load_config(config_file(tmp_path, use_existing))
@@ -208,11 +247,21 @@ def test_existing_tokens_and_feeds_no_mocks_on_non_development_chain(w3, tmp_pat
     assert dep.settlement_token == have["USDC"] and dep.tokens == {"WETH": have["WETH"], "WBTC": have["WBTC"]}
     assert dep.feeds == {"ETH": have["ETH"][0], "BTC": have["BTC"][0], "USDC": have["USDC / USD"][0]}
     assert dep.feed_decimals == {"ETH": 8, "BTC": 8, "USDC": 8}
-    assert dep.blocks.keys() == {"oracle", "vault", "engine_liquidation", "engine", "matching", "lens"}  # nothing but the protocol deployed
+    assert dep.blocks.keys() == {
+        "oracle",
+        "vault",
+        "engine_liquidation",
+        "engine",
+        "matching",
+        "lens",
+    }  # nothing but the protocol deployed
     checks = verify_deployment(w3, dep, config)
     assert mismatches(checks) == []
     feeds = next(c for c in checks if c.parameter == "ETH feeds")
-    assert feeds.actual == have["ETH"] and next(c for c in checks if c.parameter == "ETH heartbeats (s)").actual == [7200, 7200]
+    assert feeds.actual == have["ETH"] and next(c for c in checks if c.parameter == "ETH heartbeats (s)").actual == [
+        7200,
+        7200,
+    ]
 
     wrong = load_config(config_file(tmp_path, lambda raw: (use_existing(raw), raw["assets"][1].update(decimals=18))))
     with pytest.raises(DeployError) as e:
@@ -222,8 +271,9 @@ def test_existing_tokens_and_feeds_no_mocks_on_non_development_chain(w3, tmp_pat
 
 @pytest.mark.parametrize("governance", [ADMIN, OTHER], ids=["deployer-governs", "multisig-governs"])
 def test_timelock_takes_the_roles(w3, tmp_path, governance):
-    config = load_config(config_file(tmp_path, lambda raw: raw.update(
-        governance={"address": governance, "timelock_delay": 86400})))
+    config = load_config(
+        config_file(tmp_path, lambda raw: raw.update(governance={"address": governance, "timelock_delay": 86400}))
+    )
     dep = deploy(w3, tmp_path / "gov.json", config=config)
     assert dep.timelock and load_manifest(tmp_path / "gov.json").timelock == dep.timelock
     assert dep.steps["timelock"]["gas"] > 0 and dep.blocks["timelock"] > 0
@@ -237,8 +287,9 @@ def test_timelock_takes_the_roles(w3, tmp_path, governance):
 
 
 def test_interrupted_governance_handover_is_retried_or_refused(w3, tmp_path):
-    config = load_config(config_file(tmp_path, lambda raw: raw.update(
-        governance={"address": ADMIN, "timelock_delay": 3600})))
+    config = load_config(
+        config_file(tmp_path, lambda raw: raw.update(governance={"address": ADMIN, "timelock_delay": 3600}))
+    )
     # after the protocol's CLEAN_TXS (37) transactions: deploy the timelock (37), set_risk_admin +
     # propose_admin on oracle, vault, engine (38-43), accept_admin_of oracle, vault, engine (44-46)
     retry = tmp_path / "retry.json"
@@ -249,10 +300,12 @@ def test_interrupted_governance_handover_is_retried_or_refused(w3, tmp_path):
 
     refused = tmp_path / "refused.json"
     with pytest.raises(RuntimeError):
-        deploy(w3, refused, config=config, backend=FailingBackend(w3, CLEAN_TXS + 8, after_send=False),
-               force_new=True)
-    with pytest.raises(DeployError, match=r"^the governance handover was interrupted after OracleRouter accepted "
-                                          r"admin 0x[0-9a-fA-F]{40}: finish it by hand"):
+        deploy(w3, refused, config=config, backend=FailingBackend(w3, CLEAN_TXS + 8, after_send=False), force_new=True)
+    with pytest.raises(
+        DeployError,
+        match=r"^the governance handover was interrupted after OracleRouter accepted "
+        r"admin 0x[0-9a-fA-F]{40}: finish it by hand",
+    ):
         deploy(w3, refused, config=config)
 
 
@@ -264,7 +317,8 @@ def test_check_reports_a_tampered_parameter(w3, tmp_path, capsys):
     vault.functions.set_asset_params(0, 800_000_000_000_000_000, cap).transact({"from": ADMIN})
     bad = mismatches(verify_deployment(w3, dep, CONFIG))
     assert [(c.contract, c.parameter, c.expected, c.actual) for c in bad] == [
-        ("CollateralVault", "WETH haircut", 850_000_000_000_000_000, 800_000_000_000_000_000)]
+        ("CollateralVault", "WETH haircut", 850_000_000_000_000_000, 800_000_000_000_000_000)
+    ]
     config = config_file(tmp_path)
     assert verify_main(["--rpc", w3.provider.endpoint_uri, "--manifest", str(manifest), "--config", str(config)]) == 1
     out = capsys.readouterr().out
@@ -283,7 +337,8 @@ def test_dry_run_forks_the_target_and_never_writes_the_real_manifest(w3, tmp_pat
     assert written == dep and written.chain_id == 31337
     # the fork deployed from the deployer's real nonce: the same addresses the real run would get
     assert dep.settlement_token == Web3.to_checksum_address(
-        Web3.keccak(b"\xd6\x94" + bytes.fromhex(ADMIN[2:]) + b"\x80")[12:])  # CREATE address, nonce 0
+        Web3.keccak(b"\xd6\x94" + bytes.fromhex(ADMIN[2:]) + b"\x80")[12:]
+    )  # CREATE address, nonce 0
     assert w3.eth.get_code(dep.engine) == b"" and w3.eth.get_transaction_count(ADMIN) == 0  # target untouched
     out = capsys.readouterr().out
     assert "Gas per deployment step" in out and "total" in out and "checks OK" in out
@@ -302,6 +357,7 @@ def test_deployer_key_is_required_off_development(monkeypatch):
         with pytest.raises(SystemExit) as e:
             get()
         assert str(e.value) == (
-            "deploy: network 'sepolia' is not a development network: set DEPLOYER_PRIVATE_KEY or DEPLOYER_ACCOUNT")
+            "deploy: network 'sepolia' is not a development network: set DEPLOYER_PRIVATE_KEY or DEPLOYER_ACCOUNT"
+        )
     monkeypatch.setenv("DEPLOYER_PRIVATE_KEY", DEV_ACCOUNTS[1][1])
     assert script.deployer_address() == OTHER

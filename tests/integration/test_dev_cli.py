@@ -39,8 +39,9 @@ class Chain:
         self.manifest = manifest
         self.w3 = connect(url)
         config = with_default_governance(load_config(), ADMIN, development=True)
-        self.dep = deploy_to_manifest(Web3Backend(self.w3, ADMIN), config, manifest, admin=ADMIN,
-                                      chain_id=self.w3.eth.chain_id, development=True)
+        self.dep = deploy_to_manifest(
+            Web3Backend(self.w3, ADMIN), config, manifest, admin=ADMIN, chain_id=self.w3.eth.chain_id, development=True
+        )
         self.client = ProtocolClient(self.w3, self.dep)
         agg = load_artifact("MockAggregator").abi
         self.feeds = {s: self.w3.eth.contract(address=a, abi=agg) for s, a in self.dep.feeds.items()}
@@ -57,8 +58,9 @@ class Chain:
 
 
 def keeper_dev(chain, *args: str, manifest=None) -> tuple[int, str]:
-    result = CliRunner().invoke(dev, [*args, "--rpc", chain.url, "--manifest", str(manifest or chain.manifest)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        dev, [*args, "--rpc", chain.url, "--manifest", str(manifest or chain.manifest)], catch_exceptions=False
+    )
     return result.exit_code, result.output
 
 
@@ -197,11 +199,25 @@ def test_walkthrough_keeper_liquidates_after_a_crash_and_after_a_parameter_chang
     status = tmp_path / "status.json"
     keeper_env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
     keeper_env["KEEPER_PRIVATE_KEY"] = DEV_ACCOUNTS[1][1]
-    cmd = [sys.executable, "-m", "keeper", "run", "--rpc", env.url, "--manifest", str(env.manifest),
-           "--status-file", str(status), "--poll", "0.05", "--log-json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "keeper",
+        "run",
+        "--rpc",
+        env.url,
+        "--manifest",
+        str(env.manifest),
+        "--status-file",
+        str(status),
+        "--poll",
+        "0.05",
+        "--log-json",
+    ]
     with open(tmp_path / "keeper.log", "w") as log:
         keeper = subprocess.Popen(cmd, env=keeper_env, stdout=log, stderr=subprocess.STDOUT)
     try:
+
         def stats():
             assert keeper.poll() is None, (tmp_path / "keeper.log").read_text()
             try:

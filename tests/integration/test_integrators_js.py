@@ -46,8 +46,10 @@ ADMIN = DEV_ACCOUNTS[0][0]
 KEYS = {"alice": "0x" + "a1" * 32, "bob": "0x" + "b0" * 32, "relayer": "0x" + "c3" * 32}
 WALLET_OWNER_KEY = "0x" + "d4" * 32
 # config/options.yaml's vol signers: Anvil dev accounts 4 and 5 of the default mnemonic (2 of 2)
-VOL_KEYS = ["0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
-            "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"]
+VOL_KEYS = [
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+]
 SERIES = "ETH-30D-C-2200"
 ETH_PERP = "ETH-PERP"
 
@@ -58,16 +60,21 @@ def _node_or_skip() -> str:
         pytest.skip("node is not on PATH (Node.js 20+ runs the ethers/viem integrator script)")
     for package in ("ethers", "viem"):
         if not (ROOT / "node_modules" / package / "package.json").is_file():
-            pytest.skip(f"node_modules/{package} is missing: run `npm ci` (bin/bootstrap.sh does) to install "
-                        "the devDependencies ethers and viem")
+            pytest.skip(
+                f"node_modules/{package} is missing: run `npm ci` (bin/bootstrap.sh does) to install "
+                "the devDependencies ethers and viem"
+            )
     return node
 
 
 def _committed_abis_are_current() -> None:
     """The script reads abi/*.json as an integrator would: they must match the contracts."""
-    stale = [abi_path(name) for name in deployables()
-             if not (ROOT / abi_path(name)).is_file()
-             or (ROOT / abi_path(name)).read_text(encoding="utf-8") != render_abi(name)]
+    stale = [
+        abi_path(name)
+        for name in deployables()
+        if not (ROOT / abi_path(name)).is_file()
+        or (ROOT / abi_path(name)).read_text(encoding="utf-8") != render_abi(name)
+    ]
     if stale:
         pytest.fail(f"committed ABIs are missing or stale ({', '.join(stale)}): run bin/abi")
 
@@ -128,8 +135,12 @@ class Chain:
             "manifest": str(self.manifest),
             "keys": KEYS,
             "deposit": str(DEPOSIT),
-            "wallet": {"address": self.wallet.address, "owner_key": WALLET_OWNER_KEY, "abi": str(self.wallet_abi),
-                       "deposit": str(DEPOSIT)},
+            "wallet": {
+                "address": self.wallet.address,
+                "owner_key": WALLET_OWNER_KEY,
+                "abi": str(self.wallet_abi),
+                "deposit": str(DEPOSIT),
+            },
             "option_series": SERIES,
         }
 
@@ -150,7 +161,9 @@ def run(tmp_path_factory):
         try:
             results = json.loads(out.stdout)
         except json.JSONDecodeError:
-            pytest.fail(f"integrator.mjs printed no JSON (exit {out.returncode}): {out.stdout[-2000:]}{out.stderr[-2000:]}")
+            pytest.fail(
+                f"integrator.mjs printed no JSON (exit {out.returncode}): {out.stdout[-2000:]}{out.stderr[-2000:]}"
+            )
         if out.returncode != 0 or "fatal" in results:
             pytest.fail(f"integrator.mjs failed (exit {out.returncode}): {results.get('fatal')}\n{out.stderr[-2000:]}")
         yield results, chain, seconds
@@ -195,8 +208,12 @@ def test_domains_come_from_eip5267(run):
     for key, (name, address) in expected.items():
         d = domains[key]
         assert d["fields"] == "0x0f", key  # name, version, chainId, verifyingContract
-        assert d["domain"] == {"name": name, "version": "1", "chainId": str(chain.dep.chain_id),
-                               "verifyingContract": address}, key
+        assert d["domain"] == {
+            "name": name,
+            "version": "1",
+            "chainId": str(chain.dep.chain_id),
+            "verifyingContract": address,
+        }, key
         assert d["separator_ethers"] == d["separator_contract"], key
     # the Vyper ABI leaves eip712Domain's outputs unnamed: ethers reads them by position only
     assert {d["named_outputs"] for d in domains.values()} == {False}
@@ -241,8 +258,20 @@ def test_match_orders_by_plain_name(run):
     assert m["status"] == 1 and m["sender"] == chain.addr["relayer"]
     market = chain.dep.markets[ETH_PERP]
     assert m["fills"] == [
-        {"account": chain.addr["alice"], "nonce": "1", "market": str(market), "size": str(2 * WAD), "price": str(2000 * WAD)},
-        {"account": chain.addr["bob"], "nonce": "1", "market": str(market), "size": str(-2 * WAD), "price": str(2000 * WAD)},
+        {
+            "account": chain.addr["alice"],
+            "nonce": "1",
+            "market": str(market),
+            "size": str(2 * WAD),
+            "price": str(2000 * WAD),
+        },
+        {
+            "account": chain.addr["bob"],
+            "nonce": "1",
+            "market": str(market),
+            "size": str(-2 * WAD),
+            "price": str(2000 * WAD),
+        },
     ]
     assert m["nonce_used"] == {"alice": True, "bob": True}
     assert m["positions"]["alice"]["size"] == str(2 * WAD)
@@ -312,7 +341,9 @@ def test_viem_agrees(run):
 def _gas_at(chain, call: dict, timestamp: int) -> int:
     """Gas a call would use at the latest state if its block had `timestamp` (Anvil's
     debug_traceCall with block overrides)."""
-    trace = chain.rpc("debug_traceCall", [call, "latest", {"tracer": "callTracer", "blockOverrides": {"time": hex(timestamp)}}])
+    trace = chain.rpc(
+        "debug_traceCall", [call, "latest", {"tracer": "callTracer", "blockOverrides": {"time": hex(timestamp)}}]
+    )
     assert "error" not in trace, (trace.get("error"), trace.get("revertReason"))
     return int(trace["gasUsed"], 16)
 
@@ -327,8 +358,11 @@ def test_margin_checked_calls_cost_more_once_funding_accrues(run):
     market = chain.dep.markets[ETH_PERP]
     fields = next(f for f in chain.engine.abi if f.get("name") == "markets")["outputs"][0]["components"]
     funding_time = chain.engine.functions.markets(market).call()[[c["name"] for c in fields].index("funding_time")]
-    call = {"from": chain.addr["alice"], "to": chain.dep.vault,
-            "data": chain.vault.encode_abi("withdraw", [chain.dep.settlement_token, USDC])}
+    call = {
+        "from": chain.addr["alice"],
+        "to": chain.dep.vault,
+        "data": chain.vault.encode_abi("withdraw", [chain.dep.settlement_token, USDC]),
+    }
     same_second = _gas_at(chain, call, funding_time)
     later = _gas_at(chain, call, funding_time + 60)
     assert later > same_second
@@ -374,9 +408,23 @@ def test_option_order_through_ethers(run):
     assert o["wrong_type"]["reason"] == "matching: invalid signature"
     assert o["match_status"] == 1
     assert o["fills"] == [
-        {"account": chain.addr["alice"], "nonce": "3", "series": str(chain.series), "size": str(WAD), "price": o["mark"]},
-        {"account": chain.addr["bob"], "nonce": "3", "series": str(chain.series), "size": str(-WAD), "price": o["mark"]},
+        {
+            "account": chain.addr["alice"],
+            "nonce": "3",
+            "series": str(chain.series),
+            "size": str(WAD),
+            "price": o["mark"],
+        },
+        {
+            "account": chain.addr["bob"],
+            "nonce": "3",
+            "series": str(chain.series),
+            "size": str(-WAD),
+            "price": o["mark"],
+        },
     ]
-    assert o["positions"] == {"alice": {"size": str(WAD), "entry_price": o["mark"]},
-                              "bob": {"size": str(-WAD), "entry_price": o["mark"]}}
+    assert o["positions"] == {
+        "alice": {"size": str(WAD), "entry_price": o["mark"]},
+        "bob": {"size": str(-WAD), "entry_price": o["mark"]},
+    }
     assert tuple(chain.market.functions.positions(chain.addr["alice"], chain.series).call()) == (WAD, int(o["mark"]))

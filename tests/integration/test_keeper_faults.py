@@ -124,7 +124,13 @@ class Chain:
         usd = r.opts.config.settlement_symbol
         amount = 100_000_000 * 10 ** r.decimals[usd]
         token, vault = r.tokens[usd], self.client.vault
-        r._confirm([r._send(token.functions.mint(self.admin, amount), 200_000), r._send(token.functions.approve(vault.address, amount), 200_000)], "mint")
+        r._confirm(
+            [
+                r._send(token.functions.mint(self.admin, amount), 200_000),
+                r._send(token.functions.approve(vault.address, amount), 200_000),
+            ],
+            "mint",
+        )
         r._confirm([r._send(vault.functions.deposit_for(token.address, amount, self.rival), 300_000)], "deposit")
         self.start_prices = {s: int(p) for s, p in r.opts.path.as_wad(0).items()}
         self.rpc("evm_setAutomine", [False])
@@ -152,7 +158,11 @@ class Chain:
             if symbol not in self.start_prices:  # the USDC / USD feed of the depeg rule stays at par
                 continue
             answer = int(self.start_prices[symbol] * CRASH) // 10 ** (18 - self.dep.feed_decimals[symbol])
-            hashes.append(feed.functions.set_answer(answer).transact({"from": self.admin, "gas": 100_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0}))
+            hashes.append(
+                feed.functions.set_answer(answer).transact(
+                    {"from": self.admin, "gas": 100_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0}
+                )
+            )
         self.mine()
         for h in hashes:
             assert self.w3.eth.get_transaction_receipt(h)["status"] == 1
@@ -187,7 +197,15 @@ class Chain:
 class Keeper:
     """`keeper run` as its own process against `url`, with a state dir and a status file."""
 
-    def __init__(self, chain: Chain, url: str, state: Path, *extra: str, env: dict | None = None, min_profit: str | None = "always"):
+    def __init__(
+        self,
+        chain: Chain,
+        url: str,
+        state: Path,
+        *extra: str,
+        env: dict | None = None,
+        min_profit: str | None = "always",
+    ):
         """`min_profit` None: the keeper's default (never at a loss). These fault scenarios crash
         prices far enough to leave accounts in bad debt, which pay a liquidator nothing: they
         run the protocol's own backstop keeper, `--min-profit-usd always`."""
@@ -195,7 +213,21 @@ class Keeper:
         self.status = state.parent / f"{state.name}-status.json"
         self.log_path = state.parent / f"{state.name}.log"
         profit = [] if min_profit is None else ["--min-profit-usd", min_profit]
-        self.args = ["--rpc", url, "--manifest", str(chain.replay.manifest), "--state-dir", str(state), "--status-file", str(self.status), "--poll", "0.05", "--log-json", *profit, *extra]
+        self.args = [
+            "--rpc",
+            url,
+            "--manifest",
+            str(chain.replay.manifest),
+            "--state-dir",
+            str(state),
+            "--status-file",
+            str(self.status),
+            "--poll",
+            "0.05",
+            "--log-json",
+            *profit,
+            *extra,
+        ]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
         self.env.update({"KEEPER_PRIVATE_KEY": chain.keeper_key, **(env or {})})
         self.process: subprocess.Popen | None = None
@@ -203,7 +235,12 @@ class Keeper:
     def start(self) -> None:
         self.status.unlink(missing_ok=True)
         self._log = open(self.log_path, "a")
-        self.process = subprocess.Popen([sys.executable, "-m", "keeper", "run", *self.args], env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keeper", "run", *self.args],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def stats(self) -> dict:
         try:
@@ -216,12 +253,16 @@ class Keeper:
         block = self.chain.w3.eth.block_number if block is None else block
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"keeper exited ({self.process.returncode}):\n{self.log_path.read_text()[-3000:]}"
+            assert self.process.poll() is None, (
+                f"keeper exited ({self.process.returncode}):\n{self.log_path.read_text()[-3000:]}"
+            )
             stats = self.stats()
             if stats.get("block", -1) >= block and (until is None or until(stats)):
                 return stats
             time.sleep(0.02)
-        raise AssertionError(f"keeper did not reach block {block} in {timeout} s: {self.stats()}\n{self.log_path.read_text()[-3000:]}")
+        raise AssertionError(
+            f"keeper did not reach block {block} in {timeout} s: {self.stats()}\n{self.log_path.read_text()[-3000:]}"
+        )
 
     def kill(self) -> None:
         self.process.kill()
@@ -331,8 +372,12 @@ def test_keeper_killed_with_liquidations_in_flight_and_restarted(fresh, tmp_path
         drive(chain, keeper, 2)
         stats = keeper.stats()
         assert stats["succeeded"] == len(liquidatable) and stats["sent"] == 0
-        scans = [line["message"] for line in keeper.log_lines() if line["message"].startswith("event index: scanned blocks")]
-        assert not any(m.startswith(f"event index: scanned blocks {chain.dep.deploy_block}..") for m in scans[1:]), scans
+        scans = [
+            line["message"] for line in keeper.log_lines() if line["message"].startswith("event index: scanned blocks")
+        ]
+        assert not any(m.startswith(f"event index: scanned blocks {chain.dep.deploy_block}..") for m in scans[1:]), (
+            scans
+        )
         assert_each_liquidated_once(chain, keeper, liquidatable, start)
     finally:
         keeper.stop()
@@ -383,7 +428,9 @@ def test_base_fee_spike_50x_while_liquidations_are_pending(fresh, tmp_path):
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert f"keeper_liquidations_succeeded_total {float(len(liquidatable))}" in metrics
         assert f"keeper_detection_latency_blocks_count {float(len(liquidatable))}" in metrics  # ours, once each
-        assert f"keeper_accounts_tracked {float(len(chain.users) + 2)}" in metrics  # the users, the market maker, the rival
+        assert (
+            f"keeper_accounts_tracked {float(len(chain.users) + 2)}" in metrics
+        )  # the users, the market maker, the rival
         assert "keeper_gas_spent_eth_total" in metrics and "keeper_balance_eth" in metrics
         assert_each_liquidated_once(chain, keeper, liquidatable, start)
         assert any("replaced after" in line["message"] for line in keeper.log_lines())
@@ -423,7 +470,9 @@ def test_rival_liquidator_front_runs(fresh, tmp_path):
         keeper.wait(until=lambda s: s["sent"] >= len(liquidatable))
         target = liquidatable[0]
         # the rival outbids the keeper's tip and is mined first in the same block
-        chain.client.engine.functions.liquidate(target).transact({"from": chain.rival, "gas": 3_000_000, "maxFeePerGas": 50 * GWEI, "maxPriorityFeePerGas": 50 * GWEI})
+        chain.client.engine.functions.liquidate(target).transact(
+            {"from": chain.rival, "gas": 3_000_000, "maxFeePerGas": 50 * GWEI, "maxPriorityFeePerGas": 50 * GWEI}
+        )
         drive(chain, keeper, 3)
         stats = keeper.stats()
         assert stats["failed"] == 1 and stats["succeeded"] == len(liquidatable) - 1
@@ -501,7 +550,11 @@ def test_expired_future_is_settled_within_two_blocks(fresh, tmp_path):
         assert stats["settlements_sent"] == 0 and stats["settlement_errors"] == 0
         assert engine.functions.markets(market).call()[3] == 0
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        waited = next(line for line in metrics.splitlines() if line.startswith('keeper_settlements_skipped_total{reason="price_not_published"}'))
+        waited = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith('keeper_settlements_skipped_total{reason="price_not_published"}')
+        )
         assert float(waited.split()[-1]) >= 1
         # the feeds publish (unchanged prices) at or after expiry
         hashes = []
@@ -528,9 +581,15 @@ def test_expired_future_is_settled_within_two_blocks(fresh, tmp_path):
         assert 'keeper_settlements_sent_total{kind="market"} 1.0' in metrics
         lines = keeper.log_lines()
         messages = [line["message"] for line in lines]
-        assert sum(m == f"settle market {market}: expired, waiting for a price published after expiry" for m in messages) == 1
+        assert (
+            sum(m == f"settle market {market}: expired, waiting for a price published after expiry" for m in messages)
+            == 1
+        )
         assert any(m.startswith(f"settle market {market} (expiry {expiry}): sent 0x") for m in messages)
-        assert f"settled market {market} at {settlement / WAD:.6f} USD in block {events[0]['blockNumber']} (tx {events[0]['transactionHash'].to_0x_hex()})" in messages
+        assert (
+            f"settled market {market} at {settlement / WAD:.6f} USD in block {events[0]['blockNumber']} (tx {events[0]['transactionHash'].to_0x_hex()})"
+            in messages
+        )
         assert not [line for line in lines if line.get("logger") == "keeper.settle" and line["level"] != "INFO"]
     finally:
         keeper.stop()

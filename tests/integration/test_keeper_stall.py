@@ -107,9 +107,15 @@ class RpcProxy:
                 with self._lock:
                     self.per_account[named] += 1
                 if named in self.fail:
-                    error = {"jsonrpc": "2.0", "id": request.get("id"), "error": {"code": -32000, "message": "proxy: injected failure for this account"}}
+                    error = {
+                        "jsonrpc": "2.0",
+                        "id": request.get("id"),
+                        "error": {"code": -32000, "message": "proxy: injected failure for this account"},
+                    }
                     return json.dumps(error).encode()
-        return self._session.post(self.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30).content
+        return self._session.post(
+            self.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30
+        ).content
 
     def close(self) -> None:
         self._server.shutdown()
@@ -133,7 +139,9 @@ def allow_dust(chain: Chain) -> None:
     """Set the minimum position notional to 0 (the deployer holds the risk admin role here)."""
     e = chain.client.engine.functions
     args = (e.max_price_deviation().call(), e.max_funding_rate().call(), e.funding_smoothing().call(), 0)
-    h = e.set_trade_params(*args).transact({"from": chain.admin, "gas": 200_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0})
+    h = e.set_trade_params(*args).transact(
+        {"from": chain.admin, "gas": 200_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0}
+    )
     chain.mine()
     assert chain.w3.eth.get_transaction_receipt(h)["status"] == 1
 
@@ -173,7 +181,9 @@ def drop_eth(chain: Chain) -> int:
     """Publish ETH 6 % lower in the next block (mined); returns that block."""
     feed = chain.replay.feeds["ETH"]
     answer = int(chain.start_prices["ETH"] * DROP) // 10 ** (18 - chain.dep.feed_decimals["ETH"])
-    h = feed.functions.set_answer(answer).transact({"from": chain.admin, "gas": 100_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0})
+    h = feed.functions.set_answer(answer).transact(
+        {"from": chain.admin, "gas": 100_000, "maxFeePerGas": 10**13, "maxPriorityFeePerGas": 0}
+    )
     block = chain.mine()
     assert chain.w3.eth.get_transaction_receipt(h)["status"] == 1
     return block
@@ -216,16 +226,24 @@ def test_dust_accounts_cost_nothing_and_the_real_liquidation_lands_first(fresh, 
         mined_in = chain.mine()
         keeper.wait(mined_in, until=lambda s: s["succeeded"] >= 1)
         events = chain.client.liquidations(start, chain.w3.eth.block_number)
-        assert [(ev["account"], ev["block"]) for ev in events] == [(real[0], dropped + 1)]  # the first block it could land in
+        assert [(ev["account"], ev["block"]) for ev in events] == [
+            (real[0], dropped + 1)
+        ]  # the first block it could land in
         for _ in range(2):  # later blocks: the dust stays unsimulated
             keeper.wait(chain.mine())
-        assert not [ev for ev in chain.client.liquidations(start, chain.w3.eth.block_number) if ev["account"] in set(dust)]
+        assert not [
+            ev for ev in chain.client.liquidations(start, chain.w3.eth.block_number) if ev["account"] in set(dust)
+        ]
         ours = keeper_transactions(chain, start, chain.w3.eth.block_number)
         assert [liquidated_account(chain, tx) for tx in ours] == real  # no transaction for the dust
-        assert sum(proxy.per_account.values()) == 0, proxy.per_account  # no eth_call / eth_estimateGas naming a dust account
+        assert sum(proxy.per_account.values()) == 0, (
+            proxy.per_account
+        )  # no eth_call / eth_estimateGas naming a dust account
         assert proxy.methods["eth_sendRawTransaction"] == 1
-        print(f"\ndefault: {DUST_PAIRS} dust accounts cost 0 per-account calls and 0 gas; keeper RPC calls by method over "
-              f"{chain.w3.eth.block_number - start + 1} blocks: {dict(proxy.methods)}")
+        print(
+            f"\ndefault: {DUST_PAIRS} dust accounts cost 0 per-account calls and 0 gas; keeper RPC calls by method over "
+            f"{chain.w3.eth.block_number - start + 1} blocks: {dict(proxy.methods)}"
+        )
     finally:
         keeper.stop()
         proxy.close()
@@ -256,8 +274,10 @@ def test_always_still_liquidates_dust_but_after_the_real_account(fresh, tmp_path
         receipts = {tx["hash"]: chain.w3.eth.get_transaction_receipt(tx["hash"]) for tx in ours}
         dust_gas = sum(receipts[tx["hash"]]["gasUsed"] for tx in ours if liquidated_account(chain, tx) in set(dust))
         calls = sum(proxy.per_account.values())
-        print(f"\nalways: 20 dust accounts cost {calls} per-account eth_call/eth_estimateGas, {dust_gas} gas ({dust_gas // 20} each) "
-              f"and {seconds:.1f} s of the block's processing")
+        print(
+            f"\nalways: 20 dust accounts cost {calls} per-account eth_call/eth_estimateGas, {dust_gas} gas ({dust_gas // 20} each) "
+            f"and {seconds:.1f} s of the block's processing"
+        )
         assert calls >= 2 * 20 and dust_gas > 0
     finally:
         keeper.stop()
@@ -286,7 +306,9 @@ def test_one_account_failing_every_rpc_call_does_not_stop_the_others(fresh, tmp_
         assert sorted(ev["account"] for ev in events) == sorted(others)
         assert {ev["block"] for ev in events} == {dropped + 1}  # all five in the block after the drop
         assert proxy.per_account[RpcProxy.address_word(bad)] >= 1
-        failures = [line for line in keeper.log_lines() if line["message"].startswith(f"liquidation of {bad} failed (rpc_error")]
+        failures = [
+            line for line in keeper.log_lines() if line["message"].startswith(f"liquidation of {bad} failed (rpc_error")
+        ]
         assert failures and failures[0]["level"] == "WARNING"
         keeper.wait(chain.mine())  # the block after: tried again (and fails again)
         assert proxy.per_account[RpcProxy.address_word(bad)] > calls

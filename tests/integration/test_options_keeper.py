@@ -90,8 +90,15 @@ class Chain:
         liquidation = b.deploy("OptionLiquidation", self.dep.engine, self.vol_feed.address)
         self.market = b.deploy("OptionMarket", ADMIN, self.dep.engine, self.vol_feed.address, liquidation.address)
         signers = sorted((Account.from_key(k).address for k in RISK_KEYS), key=lambda a: int(a, 16))
-        self.attestor = b.deploy("HealthAttestor", ADMIN, self.dep.engine, self.dep.oracle, signers, 2,
-                                 scenario_params_hash(load_scenario_params()))
+        self.attestor = b.deploy(
+            "HealthAttestor",
+            ADMIN,
+            self.dep.engine,
+            self.dep.oracle,
+            signers,
+            2,
+            scenario_params_hash(load_scenario_params()),
+        )
         b.transact(self.client.vault, "set_option_market", self.market.address)
         b.transact(self.client.engine, "set_portfolio_modules", self.market.address, self.attestor.address)
 
@@ -121,7 +128,11 @@ class Chain:
     def post_vol(self, expiry: int) -> None:
         t = self.now()
         update = VolUpdate(0, expiry, ATM, SKEW, t, t + 600)
-        self.send(self.vol_feed.functions.submit_vol(*sign_vol_update(update, [VOL_KEY], self.dep.chain_id, self.vol_feed.address)))
+        self.send(
+            self.vol_feed.functions.submit_vol(
+                *sign_vol_update(update, [VOL_KEY], self.dep.chain_id, self.vol_feed.address)
+            )
+        )
 
     def list(self, strike: int, expiry: int, is_call: bool) -> int:
         series = self.market.functions.series_count().call()
@@ -162,7 +173,9 @@ def keeper(chain: Chain) -> Liquidator:
     client = ProtocolClient(chain.w3, chain.dep)
     tx = TxManager(chain.w3, KEEPER_KEY)
     metrics = KeeperMetrics()
-    service = AttestationService(client, tx, ["0x" + k.hex() for k in RISK_KEYS], load_scenario_params(), metrics=metrics)
+    service = AttestationService(
+        client, tx, ["0x" + k.hex() for k in RISK_KEYS], load_scenario_params(), metrics=metrics
+    )
     service.check_governed()
     index = EventIndex(client, chain.dep.deploy_block)
     index.load()
@@ -238,10 +251,18 @@ def test_attestations_and_option_liquidation(chain, tmp_path):
     assert bot.metrics.value("keeper_attestations_skipped_total", reason="scenario_params") == 1
     assert bot.client.stored_attestation(fly).issued_at == after.issued_at  # nothing sent
     # a keeper started with the old file is refused, naming both hashes
-    fresh = AttestationService(bot.client, bot.tx, ["0x" + k.hex() for k in RISK_KEYS], load_scenario_params(),
-                               scenario_source="config/portfolio_margin.yaml")
-    with pytest.raises(ScenarioParamsNotGoverned, match=f"hash to 0x{bytes(governed).hex()} but the attestor is "
-                       f"governed to 0x{scenario_params_hash(other).hex()}; use the governed file"):
+    fresh = AttestationService(
+        bot.client,
+        bot.tx,
+        ["0x" + k.hex() for k in RISK_KEYS],
+        load_scenario_params(),
+        scenario_source="config/portfolio_margin.yaml",
+    )
+    with pytest.raises(
+        ScenarioParamsNotGoverned,
+        match=f"hash to 0x{bytes(governed).hex()} but the attestor is "
+        f"governed to 0x{scenario_params_hash(other).hex()}; use the governed file",
+    ):
         fresh.check_governed()
     # set back: the stored attestation (old hash) holds again; the keeper re-checks and attests on
     c.send(c.attestor.functions.set_scenario_params_hash(governed))
@@ -267,10 +288,22 @@ def test_attestations_and_option_liquidation(chain, tmp_path):
     # keeper account: Greeks, scenario table, the three requirements, and the heat map
     manifest = save_manifest(c.dep, tmp_path / "deployment.json")
     png = tmp_path / "heat.png"
-    result = CliRunner().invoke(cli, ["account", fly, "--rpc", c.url, "--manifest", str(manifest), "--plot", str(png)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["account", fly, "--rpc", c.url, "--manifest", str(manifest), "--plot", str(png)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     out = result.output
-    for text in ("Greeks", "Scenario P&L", "(worst)", "isolated", "standard", "portfolio", "keeper = contract", "ETH-", "-2200-C"):
+    for text in (
+        "Greeks",
+        "Scenario P&L",
+        "(worst)",
+        "isolated",
+        "standard",
+        "portfolio",
+        "keeper = contract",
+        "ETH-",
+        "-2200-C",
+    ):
         assert text in out, text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -287,9 +320,23 @@ def test_keeper_process_settles_expired_future_and_series(chain, tmp_path):
     status, log_path = tmp_path / "status.json", tmp_path / "keeper.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}  # PYTHONPATH passes through
     env["KEEPER_PRIVATE_KEY"] = KEEPER_KEY
-    args = ["--rpc", c.url, "--manifest", str(manifest), "--state-dir", str(tmp_path / "state"), "--status-file", str(status), "--poll", "0.05", "--log-json"]
+    args = [
+        "--rpc",
+        c.url,
+        "--manifest",
+        str(manifest),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--status-file",
+        str(status),
+        "--poll",
+        "0.05",
+        "--log-json",
+    ]
     with open(log_path, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "keeper", "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keeper", "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
     def wait(block: int, until=lambda s: True, timeout: float = 30.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -318,8 +365,12 @@ def test_keeper_process_settles_expired_future_and_series(chain, tmp_path):
         assert stats["settlements_sent"] == 2 and stats["settlements_failed"] == 0 and stats["settlement_errors"] == 0
         markets = c.client.engine.events.MarketSettled.get_logs(from_block=published)
         settled = c.market.events.SeriesSettled.get_logs(from_block=published)
-        assert [ev["args"]["market"] for ev in markets] == [market] and [ev["args"]["series"] for ev in settled] == [series]
-        assert all(ev["blockNumber"] <= published + 2 for ev in markets + settled)  # automine: one block per transaction
+        assert [ev["args"]["market"] for ev in markets] == [market] and [ev["args"]["series"] for ev in settled] == [
+            series
+        ]
+        assert all(
+            ev["blockNumber"] <= published + 2 for ev in markets + settled
+        )  # automine: one block per transaction
         assert c.client.engine.functions.markets(market).call()[3] == index
         assert c.market.functions.series_states().call()[series][5] == index
     finally:
@@ -329,7 +380,9 @@ def test_keeper_process_settles_expired_future_and_series(chain, tmp_path):
     messages = [line["message"] for line in lines]
     for kind, ident in (("market", market), ("series", series)):
         assert f"settle {kind} {ident}: expired, waiting for a price published after expiry" in messages
-        assert any(m.startswith(f"settled {kind} {ident} at {index / WAD:.6f} USD in block ") for m in messages), messages[-20:]
+        assert any(m.startswith(f"settled {kind} {ident} at {index / WAD:.6f} USD in block ") for m in messages), (
+            messages[-20:]
+        )
     assert not [line for line in lines if line.get("logger") == "keeper.settle" and line["level"] != "INFO"]
 
 
@@ -339,8 +392,11 @@ def test_account_plot_without_positions_says_so(chain, tmp_path):
     manifest = save_manifest(chain.dep, tmp_path / "deployment.json")
     png = tmp_path / "heat.png"
     empty = "0x" + "5a" * 20
-    result = CliRunner().invoke(cli, ["account", empty, "--rpc", chain.url, "--manifest", str(manifest), "--plot", str(png)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["account", empty, "--rpc", chain.url, "--manifest", str(manifest), "--plot", str(png)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "no heat map written" in lines[0] and "has no positions" in lines[0], result.stderr

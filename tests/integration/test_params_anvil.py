@@ -61,7 +61,11 @@ class Chain:
         self.feeds = {s: self.w3.eth.contract(address=a, abi=agg) for s, a in self.dep.feeds.items()}
         self.addr = {name: _address(key) for name, key in KEYS.items()}
         self.nonce = 0
-        assert self.client.oracle.functions.index_prices().call() == [2000 * WAD, 30000 * WAD, WAD]  # as config/local.yaml
+        assert self.client.oracle.functions.index_prices().call() == [
+            2000 * WAD,
+            30000 * WAD,
+            WAD,
+        ]  # as config/local.yaml
         self._open_positions()
         # governance is not the deployer: the admin proposals stay pending until it accepts
         install_timelock(Web3Backend(self.w3, ADMIN), self.dep, GOVERNANCE, DELAY)
@@ -134,7 +138,9 @@ def env(chain, tmp_path, monkeypatch):
 
 
 def keeper_params(chain, manifest, *args: str):
-    result = CliRunner().invoke(params, [*args, "--rpc", chain.url, "--manifest", str(manifest)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        params, [*args, "--rpc", chain.url, "--manifest", str(manifest)], catch_exceptions=False
+    )
     return result.exit_code, result.output
 
 
@@ -159,7 +165,9 @@ def test_show_prints_current_and_new_values(env):
     assert "engine.set_underlying_params" in out
     assert "im_rate" in out and "0.1" in out and "0.13" in out
     # a value outside the on-chain bounds is refused before anything is sent
-    code, out = keeper_params(chain, manifest, "show", change_file(tmp_path, "changes:\n  - {underlying: ETH, im_rate: 2}\n"))
+    code, out = keeper_params(
+        chain, manifest, "show", change_file(tmp_path, "changes:\n  - {underlying: ETH, im_rate: 2}\n")
+    )
     assert code == 1
     assert "im_rate 2 is outside [0.01, 1] (engine: im_rate out of bounds)" in out
 
@@ -167,8 +175,11 @@ def test_show_prints_current_and_new_values(env):
 def test_rehearsal_of_a_harmless_change(env):
     chain, manifest, tmp_path = env
     dep = load_manifest(manifest)
-    calls = plan_calls(parse_changes({"changes": [{"underlying": "ETH", "im_rate": 0.13, "mm_rate": 0.06}]}),
-                       read_current(chain.w3, dep), dep)
+    calls = plan_calls(
+        parse_changes({"changes": [{"underlying": "ETH", "im_rate": 0.13, "mm_rate": 0.06}]}),
+        read_current(chain.w3, dep),
+        dep,
+    )
     r = rehearse(chain.url, dep, calls)
     assert r.applied and r.safe and r.actor == dep.timelock
     assert set(r.accounts) == set(chain.addr.values())
@@ -222,12 +233,16 @@ def test_queue_wait_execute_changes_the_parameter(env):
     code, out = keeper_params(chain, manifest, "queue", change_file(tmp_path, HARMLESS))
     assert code == 0, out
     (op,) = json.loads(store_path(manifest).read_text())["operations"]
-    assert op["label"].startswith("underlying ETH: engine.set_underlying_params(0, 130000000000000000, 60000000000000000")
+    assert op["label"].startswith(
+        "underlying ETH: engine.set_underlying_params(0, 130000000000000000, 60000000000000000"
+    )
     now = chain.w3.eth.get_block("latest")["timestamp"]
     assert DELAY <= op["eta"] - now <= DELAY + 300
     code, out = keeper_params(chain, manifest, "execute")
     assert code == 1
-    assert f"operation {op['id'][:10]} (underlying ETH: engine.set_underlying_params" in out and "is not ready: eta" in out
+    assert (
+        f"operation {op['id'][:10]} (underlying ETH: engine.set_underlying_params" in out and "is not ready: eta" in out
+    )
     code, out = keeper_params(chain, manifest, "status")
     assert code == 0 and "waiting" in out
     chain.travel(op["eta"] - now)
@@ -266,8 +281,11 @@ def test_rehearsal_warns_when_a_cap_outgrows_the_insurance_fund(env):
     chain.send(chain.usdc.functions.approve(chain.dep.vault, fund))
     chain.send(chain.client.vault.functions.fund_insurance(fund))
     dep = load_manifest(manifest)
-    calls = plan_calls(parse_changes({"changes": [{"underlying": "ETH", "im_rate": 0.13, "mm_rate": 0.06}]}),
-                       read_current(chain.w3, dep), dep)
+    calls = plan_calls(
+        parse_changes({"changes": [{"underlying": "ETH", "im_rate": 0.13, "mm_rate": 0.06}]}),
+        read_current(chain.w3, dep),
+        dep,
+    )
     assert rehearse(chain.url, dep, calls).backstop_warning is None
     wide = "changes:\n  - {market: ETH-PERP, max_open_interest: 5000000, max_position: 1000}\n"
     calls = plan_calls(load_changes(change_file(tmp_path, wide)), read_current(chain.w3, dep), dep)
@@ -275,8 +293,11 @@ def test_rehearsal_warns_when_a_cap_outgrows_the_insurance_fund(env):
     assert r.safe and r.backstop_warning is not None and "\n" not in r.backstop_warning
     assert r.backstop_warning.startswith("backstop: market ETH-PERP: cap 5,000,000 ETH x $2,000 x (0.3 gap - 0.05 mm)")
     assert "$2,500,000,000" in r.backstop_warning and "ETH-FUT" not in r.backstop_warning
-    result = CliRunner().invoke(params, ["rehearse", change_file(tmp_path, wide), "--rpc", chain.url, "--manifest", str(manifest)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        params,
+        ["rehearse", change_file(tmp_path, wide), "--rpc", chain.url, "--manifest", str(manifest)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: backstop:")]
     assert len(warnings) == 1 and "cap at most 2,000 ETH" in warnings[0], result.stderr

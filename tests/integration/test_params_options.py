@@ -111,7 +111,9 @@ def env(chain, tmp_path, monkeypatch):
 
 
 def keeper_params(chain, manifest, *args: str):
-    result = CliRunner().invoke(params, [*args, "--rpc", chain.url, "--manifest", str(manifest)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        params, [*args, "--rpc", chain.url, "--manifest", str(manifest)], catch_exceptions=False
+    )
     return result.exit_code, result.output
 
 
@@ -124,8 +126,10 @@ def change_file(tmp_path, text: str) -> str:
 def test_timelock_holds_the_option_contracts_roles(env):
     chain, _, _ = env
     roles = read_current(chain.w3, chain.dep).roles
-    assert roles == {name: (chain.dep.timelock, chain.dep.timelock)
-                     for name in ("oracle", "vault", "engine", "option_market", "vol_feed", "health_attestor")}
+    assert roles == {
+        name: (chain.dep.timelock, chain.dep.timelock)
+        for name in ("oracle", "vault", "engine", "option_market", "vol_feed", "health_attestor")
+    }
 
 
 def test_rehearsal_shows_the_option_writer_becoming_liquidatable(env):
@@ -154,7 +158,9 @@ def test_queue_wait_execute_changes_the_attestation_floor_and_an_option_rate(env
     assert code == 0, out
     ops = json.loads(store_path(manifest).read_text())["operations"]
     assert [op["label"].split("(")[0] for op in ops] == [
-        "attestation: health_attestor.set_margin_floor", "options: option_market.set_risk_params"]
+        "attestation: health_attestor.set_margin_floor",
+        "options: option_market.set_risk_params",
+    ]
     assert ops[1]["label"].startswith(f"options: option_market.set_risk_params([{16 * E16}, {13 * E16}, {9 * E16}")
     now = chain.w3.eth.get_block("latest")["timestamp"]
     chain.rpc("evm_increaseTime", [ops[0]["eta"] - now])
@@ -162,8 +168,15 @@ def test_queue_wait_execute_changes_the_attestation_floor_and_an_option_rate(env
     code, out = keeper_params(chain, manifest, "execute")
     assert code == 0, out
     assert chain.attestor.functions.margin_floor().call() == 30 * E16
-    assert tuple(chain.market.functions.risk_params().call()) == (16 * E16, 13 * E16, 9 * E16, 75 * E16, 80 * E16,
-                                                                   5 * 10**15, 10 * E16)
+    assert tuple(chain.market.functions.risk_params().call()) == (
+        16 * E16,
+        13 * E16,
+        9 * E16,
+        75 * E16,
+        80 * E16,
+        5 * 10**15,
+        10 * E16,
+    )
     store_path(manifest).unlink()  # rebuilt from the timelock's events, with readable labels
     code, out = keeper_params(chain, manifest, "status")
     assert code == 0, out
@@ -199,4 +212,6 @@ def test_portfolio_margin_file_queues_and_executes_its_hash(env):
     assert chain.attestor.functions.scenario_params_hash().call() == new
     # the same file again changes nothing
     with pytest.raises(Exception, match="changes nothing"):
-        plan_calls(parse_changes({"changes": [{"portfolio_margin": str(grid)}]}), read_current(chain.w3, chain.dep), chain.dep)
+        plan_calls(
+            parse_changes({"changes": [{"portfolio_margin": str(grid)}]}), read_current(chain.w3, chain.dep), chain.dep
+        )

@@ -42,22 +42,37 @@ def _write(tmp_path: Path, mutate) -> Path:
     [
         (lambda o: o.update(extra=1), "options: unknown key 'extra'"),
         (lambda o: o["series"][0].update(underlying="SOL"), "options.series[0]: unknown underlying 'SOL'"),
-        (lambda o: o["series"][0].update(strikes=[1.0, 11]), "options.series[0] ETH: strikes: must be a non-empty list"),
+        (
+            lambda o: o["series"][0].update(strikes=[1.0, 11]),
+            "options.series[0] ETH: strikes: must be a non-empty list",
+        ),
         (lambda o: o["series"][0].update(strikes=[1.0, 1.0]), "strikes: duplicate value"),
-        (lambda o: o["series"][0].update(expiry_days=[800]), "expiry_days: must be a non-empty list of days in (0, 730]"),
+        (
+            lambda o: o["series"][0].update(expiry_days=[800]),
+            "expiry_days: must be a non-empty list of days in (0, 730]",
+        ),
         (lambda o: o["series"][1].update(underlying="ETH"), "options.series: duplicate 'ETH'"),
-        (lambda o: o["series"][0].update(strikes=[round(0.2 + 0.01 * i, 2) for i in range(130)]), "the option market lists at most 256"),
+        (
+            lambda o: o["series"][0].update(strikes=[round(0.2 + 0.01 * i, 2) for i in range(130)]),
+            "the option market lists at most 256",
+        ),
         (lambda o: o["risk"].update(short_mm_rate=0.2), "options.risk: need 0.01 <= short_mm_rate <= short_im_floor"),
         (lambda o: o["risk"].update(long_mm_haircut=0.95), "long_im_haircut <= long_mm_haircut <= 0.9"),
         (lambda o: o["vol_feed"].update(threshold=3), "options.vol_feed: threshold: must be an integer in [1, 2]"),
         (lambda o: o["vol_feed"]["signers"].append(o["vol_feed"]["signers"][0]), "options.vol_feed signers: duplicate"),
-        (lambda o: o["vol_feed"].update(signers=["0x123"]), "options.vol_feed signers[0]: signers: must be a 0x-prefixed"),
+        (
+            lambda o: o["vol_feed"].update(signers=["0x123"]),
+            "options.vol_feed signers[0]: signers: must be a 0x-prefixed",
+        ),
         (lambda o: o["vol_feed"].update(min_atm_vol=3.0), "need 0.01 <= min_atm_vol < max_atm_vol"),
         (lambda o: o["attestation"].update(margin_floor=0.1), "margin_floor: must be in [0.2, 1]"),
         (lambda o: o["attestation"].update(price_band=0.2), "price_band: must be in (0, 0.1]"),
         (lambda o: o["attestation"].update(max_validity=10), "max_validity: must be an integer in [60, 86400] seconds"),
         (lambda o: o.pop("attestation"), "options: missing 'attestation'"),
-        (lambda o: o["attestation"].update(scenario_params=5), "options.attestation: scenario_params: must be the path"),
+        (
+            lambda o: o["attestation"].update(scenario_params=5),
+            "options.attestation: scenario_params: must be the path",
+        ),
     ],
 )
 def test_options_config_mistakes_give_one_line(tmp_path, mutate, message):
@@ -105,8 +120,12 @@ def test_options_deploy_resumes_wires_verifies_and_posts_vols(tmp_path):
         # liquidation code, market, risk params, attestor, 3 attestor params, then listings: crash after the 3rd
         # listing was mined
         with pytest.raises(RuntimeError):
-            deploy_to_manifest(_Failing(w3, 37 + 10 + 2), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True)
-        dep = deploy_to_manifest(Web3Backend(w3, ADMIN), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True)
+            deploy_to_manifest(
+                _Failing(w3, 37 + 10 + 2), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True
+            )
+        dep = deploy_to_manifest(
+            Web3Backend(w3, ADMIN), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True
+        )
         assert dep.steps["list_option ETH 30D C x0.8"].get("found_on_chain") is True  # series 2
         assert len(dep.option_series) == 28 and sorted(dep.option_series.values()) == list(range(28))
         assert dep.option_series["ETH-30D-C-2200"] == 8  # 1.1 x the 2000 USD mock index, a call
@@ -115,8 +134,12 @@ def test_options_deploy_resumes_wires_verifies_and_posts_vols(tmp_path):
         # the attestor is governed to config/portfolio_margin.yaml; a config naming another grid differs
         grid = tmp_path / "pm.yaml"
         grid.write_text("portfolio_margin: {im_factor: 1.5}\n")
-        other = dataclasses.replace(config, options=dataclasses.replace(
-            config.options, attestation=dataclasses.replace(config.options.attestation, scenario_params=str(grid))))
+        other = dataclasses.replace(
+            config,
+            options=dataclasses.replace(
+                config.options, attestation=dataclasses.replace(config.options.attestation, scenario_params=str(grid))
+            ),
+        )
         found = [c.parameter for c in mismatches(verify_deployment(w3, dep, other))]
         assert found == ["parameters = config", "scenario_params_hash"]
         engine = w3.eth.contract(address=dep.engine, abi=load_artifact_abi("MarginEngine"))
@@ -148,8 +171,15 @@ def test_black_thursday_with_option_books(tmp_path):
     path = align({"ETH": eth, "BTC": btc}, parse_utc("2020-03-12T06:00:00Z"), parse_utc("2020-03-12T22:00:00Z"))
     for name in ("eth_usd_1d_coingecko.csv", "btc_usd_1d_coingecko.csv"):  # the realised-vol proxy's daily closes
         data_file(name)
-    opts = ReplayOptions(path=path, accounts=30, seed=7, workdir=tmp_path, options=True,
-                         config=load_config(OPTIONS_CONFIG), vol_data_dir=DATA_DIR)
+    opts = ReplayOptions(
+        path=path,
+        accounts=30,
+        seed=7,
+        workdir=tmp_path,
+        options=True,
+        config=load_config(OPTIONS_CONFIG),
+        vol_data_dir=DATA_DIR,
+    )
     report = Replay(opts).run().data
     o = report["options"]
 

@@ -36,9 +36,23 @@ def test_replay_on_a_plain_anvil_twice_and_automine_is_restored(plain_anvil, tmp
     assert int(w3.eth.get_block("latest")["baseFeePerGas"]) > 0
     for run in range(2):  # the second run hung 60 s when the first left automine off
         out = subprocess.run(
-            [sys.executable, "-m", "keeper", "replay", "--rpc", plain_anvil, "--steps", "6", "--accounts", "8",
-             "--report", str(tmp_path / f"r{run}.json")],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "keeper",
+                "replay",
+                "--rpc",
+                plain_anvil,
+                "--steps",
+                "6",
+                "--accounts",
+                "8",
+                "--report",
+                str(tmp_path / f"r{run}.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "Traceback" not in out.stderr
@@ -61,5 +75,7 @@ def test_mining_mode_is_restored_after_an_error(plain_anvil, tmp_path):
             raise ReplayError("trade reverted during setup")
 
     with pytest.raises(ReplayError):
-        Failing(ReplayOptions(path=synthetic_path(steps=4, seed=1), accounts=4, rpc=plain_anvil, workdir=tmp_path)).run()
+        Failing(
+            ReplayOptions(path=synthetic_path(steps=4, seed=1), accounts=4, rpc=plain_anvil, workdir=tmp_path)
+        ).run()
     assert mining(w3) == (False, None)

@@ -20,7 +20,16 @@ PRICES = (2000 * WAD, 30000 * WAD)
 
 @pytest.mark.parametrize(
     "usd, cents",
-    [(0.0, 0), (1234.56, 123456), (1234.561, 123457), (0.001, 1), (0.01, 1), (99.999, 10000), (1e6, 10**8), (184.46, 18446)],
+    [
+        (0.0, 0),
+        (1234.56, 123456),
+        (1234.561, 123457),
+        (0.001, 1),
+        (0.01, 1),
+        (99.999, 10000),
+        (1e6, 10**8),
+        (184.46, 18446),
+    ],
 )
 def test_rounds_up_to_the_cent_then_to_wad(usd, cents):
     assert usd_to_wad_up(usd) == cents * CENT
@@ -130,8 +139,9 @@ def governed_service(governed_by_file: bool):
 
     ours = scenario_params_hash(ScenarioParams())
     attestor = FakeAttestor(ours if governed_by_file else scenario_params_hash(ScenarioParams(im_factor=1.5)))
-    service = AttestationService(SimpleNamespace(attestor=attestor), tx=None, signer_keys=["0x01"],
-                                 scenario_source="pm.yaml")
+    service = AttestationService(
+        SimpleNamespace(attestor=attestor), tx=None, signer_keys=["0x01"], scenario_source="pm.yaml"
+    )
     return service, attestor, ours
 
 
@@ -141,8 +151,10 @@ def test_refuses_to_start_with_an_ungoverned_file():
     service, attestor, ours = governed_service(False)
     with pytest.raises(ScenarioParamsNotGoverned) as e:
         service.check_governed()
-    assert str(e.value) == (f"the scenario parameters in pm.yaml hash to 0x{ours.hex()} but the attestor is governed to "
-                            f"0x{attestor.governed.hex()}; use the governed file")
+    assert str(e.value) == (
+        f"the scenario parameters in pm.yaml hash to 0x{ours.hex()} but the attestor is governed to "
+        f"0x{attestor.governed.hex()}; use the governed file"
+    )
     governed_service(True)[0].check_governed()  # no error
 
 

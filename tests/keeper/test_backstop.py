@@ -30,8 +30,10 @@ def test_rule_by_hand():
     # one more ETH of cap: 1 x $2,000 x 0.25 = $500 over; k = 2 doubles the budget
     over = dataclasses.replace(eth, max_open_interest=Fraction(2001))
     (line,) = problems([over], 1_000_000)
-    assert line == ("market ETH-PERP: cap 2,001 ETH x $2,000 x (0.3 gap - 0.05 mm) = $1,000,500 of loss beyond margin, "
-                    "above 1 x the $1,000,000 insurance fund (cap at most 2,000 ETH)")
+    assert line == (
+        "market ETH-PERP: cap 2,001 ETH x $2,000 x (0.3 gap - 0.05 mm) = $1,000,500 of loss beyond margin, "
+        "above 1 x the $1,000,000 insurance fund (cap at most 2,000 ETH)"
+    )
     assert problems([over], 1_000_000, coverage=2) == []
     # a gap within the maintenance margin costs the fund nothing, whatever the cap
     assert Exposure("X", "X", Fraction(10**9), Fraction(1), Fraction(3, 100), Fraction(5, 100)).gap_loss_usd == 0
@@ -57,8 +59,11 @@ def test_every_shipped_config_states_its_inputs_and_satisfies_it(name):
 
 def test_every_protocol_config_under_config_is_covered():
     listed = {"local.yaml", "options.yaml", "replay-large.yaml", "testnet.example.yaml"}
-    protocol = {p.name for p in CONFIGS.glob("*.yaml")
-                if isinstance(raw := yaml.safe_load(p.read_text()), dict) and ("settlement" in raw or "extends" in raw)}
+    protocol = {
+        p.name
+        for p in CONFIGS.glob("*.yaml")
+        if isinstance(raw := yaml.safe_load(p.read_text()), dict) and ("settlement" in raw or "extends" in raw)
+    }
     assert protocol == listed
 
 
@@ -73,8 +78,12 @@ def test_missing_inputs_are_named(tmp_path):
 
 
 def wide(config):
-    markets = tuple(dataclasses.replace(m, max_open_interest=5_000_000 * WAD, max_position=500_000 * WAD)
-                    if m.name == "ETH-PERP" else m for m in config.markets)
+    markets = tuple(
+        dataclasses.replace(m, max_open_interest=5_000_000 * WAD, max_position=500_000 * WAD)
+        if m.name == "ETH-PERP"
+        else m
+        for m in config.markets
+    )
     return dataclasses.replace(config, markets=markets)
 
 
@@ -86,7 +95,10 @@ def test_deploy_warns_in_one_line_before_the_first_transaction_and_goes_on(caplo
     assert warn_backstop(load_config()) is None
     backend = RecordingBackend()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="keeper.deploy"), pytest.raises(AssertionError, match="nothing may be deployed"):
+    with (
+        caplog.at_level(logging.WARNING, logger="keeper.deploy"),
+        pytest.raises(AssertionError, match="nothing may be deployed"),
+    ):
         deploy_protocol(backend, config, "0x" + "11" * 20, 31337)  # warned, then went on to deploy
     assert [r.getMessage() for r in caplog.records if r.name == "keeper.deploy"] == [line]
     assert len(backend.sent) == 1  # the first deployment was attempted: a warning, not a refusal
@@ -96,10 +108,22 @@ def test_deploy_warns_in_one_line_before_the_first_transaction_and_goes_on(caplo
     ("mutate", "message"),
     [
         (lambda raw: raw["underlyings"][0].update(max_gap="abc"), "underlyings[0] ETH: max_gap: not a number: 'abc'"),
-        (lambda raw: raw["underlyings"][0].update(max_gap=1.5), "underlyings[0] ETH: max_gap: must be a number in [0, 1], got 1.5"),
-        (lambda raw: raw["underlyings"][1].update(reference_price=-3), "underlyings[1] BTC: reference_price: must be an integer"),
-        (lambda raw: raw["backstop"].update(fund=1), "backstop: unknown key 'fund' (expected coverage, insurance_fund_usd)"),
-        (lambda raw: raw["backstop"].update(insurance_fund_usd="lots"), "backstop: insurance_fund_usd: must be an integer"),
+        (
+            lambda raw: raw["underlyings"][0].update(max_gap=1.5),
+            "underlyings[0] ETH: max_gap: must be a number in [0, 1], got 1.5",
+        ),
+        (
+            lambda raw: raw["underlyings"][1].update(reference_price=-3),
+            "underlyings[1] BTC: reference_price: must be an integer",
+        ),
+        (
+            lambda raw: raw["backstop"].update(fund=1),
+            "backstop: unknown key 'fund' (expected coverage, insurance_fund_usd)",
+        ),
+        (
+            lambda raw: raw["backstop"].update(insurance_fund_usd="lots"),
+            "backstop: insurance_fund_usd: must be an integer",
+        ),
         (lambda raw: raw["backstop"].update(coverage=-1), "backstop: coverage: must be a number in [0, 10], got -1"),
     ],
 )

@@ -68,7 +68,9 @@ def test_black_thursday_window_counts_match_an_independent_count(history) -> Non
 
 
 def test_cli_prints_the_table(history) -> None:
-    result = CliRunner().invoke(main, ["--data-dir", str(DATA_DIR), "--start", "2022-06-01", "--end", "2022-06-15"], terminal_width=250)
+    result = CliRunner().invoke(
+        main, ["--data-dir", str(DATA_DIR), "--start", "2022-06-01", "--end", "2022-06-15"], terminal_width=250
+    )
     assert result.exit_code == 0, result.output
     assert "short ATM straddle 30d" in result.output and "long ETH / short BTC" in result.output
     assert "beyond +-15%" in result.output

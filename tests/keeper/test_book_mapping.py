@@ -75,7 +75,9 @@ def test_bad_input_is_one_clear_error(kwargs, message):
 
 def test_missing_index_price_is_an_error():
     with pytest.raises(ValueError, match="no valid index price for price id 1"):
-        build_book(["0xa"], [2000 * WAD, 0], [0, 1], M_UNDERLYING, M_EXPIRY, M_SETTLED, [[0] * 4], SERIES, [{}], VOLS, NOW)
+        build_book(
+            ["0xa"], [2000 * WAD, 0], [0, 1], M_UNDERLYING, M_EXPIRY, M_SETTLED, [[0] * 4], SERIES, [{}], VOLS, NOW
+        )
 
 
 def test_long_perpetual_portfolio_margin_by_hand():

@@ -224,7 +224,13 @@ class LatencyClient(FakeClient):
 
 
 def our_liquidation(account: str, mined: int) -> Outcome:
-    receipt = {"status": 1, "blockNumber": mined, "gasUsed": 0, "effectiveGasPrice": 0, "events": [{"args": {"account": account}}]}
+    receipt = {
+        "status": 1,
+        "blockNumber": mined,
+        "gasUsed": 0,
+        "effectiveGasPrice": 0,
+        "events": [{"args": {"account": account}}],
+    }
     return Outcome(liquidation_key(account), "0x" + "cd" * 32, "mined", receipt)
 
 
@@ -290,7 +296,9 @@ DUST_SIZE = 4 * 10**9  # 4e-9 ETH: 8e-6 USD of notional at 2,000 USD, 8x leverag
 
 def snapshot(rows: list[tuple[int, int, int, int]], markets: MarketTable | None = None) -> Snapshot:
     """rows: (cash WAD, WETH balance, ETH-PERP size, entry price) per account; ETH at 2,000 USD."""
-    markets = markets or MarketTable(underlying=[0], settlement_price=[0], funding_index=[0], expiry=[0], timestamp=1000)
+    markets = markets or MarketTable(
+        underlying=[0], settlement_price=[0], funding_index=[0], expiry=[0], timestamp=1000
+    )
     m = markets.n_markets
     book = AccountBook(
         cash=[r[0] for r in rows], collateral=[[r[1]] for r in rows],
@@ -317,7 +325,9 @@ def test_screen_rewards_hand_calculations():
     # the penalty is capped by equity: min(500, 300) x 0.5 = $150
     assert bounds[3] == 150 * WAD
     # a future past expiry (and a settled one) cannot be closed by a liquidation: nothing to earn
-    expired = MarketTable(underlying=[0, 0], settlement_price=[0, 0], funding_index=[0, 0], expiry=[900, 0], timestamp=1000)
+    expired = MarketTable(
+        underlying=[0, 0], settlement_price=[0, 0], funding_index=[0, 0], expiry=[900, 0], timestamp=1000
+    )
     assert screen_rewards(snapshot([(2900 * WAD, 0, 10 * WAD, 2200 * WAD)], expired), PARAMS, TERMS, [900 * WAD]) == [0]
 
 
@@ -414,7 +424,9 @@ def book_bot(rows, make_call, **kw):
     calls_made: Counter = Counter()
     calls = {a: make_call(i, a, calls_made) for i, a in enumerate(snap.accounts)}
     tx = LatencyTx()
-    bot = Liquidator(BookClient(snap, calls), tx, BookIndex(snap.accounts), follower=None, metrics=KeeperMetrics(), **kw)
+    bot = Liquidator(
+        BookClient(snap, calls), tx, BookIndex(snap.accounts), follower=None, metrics=KeeperMetrics(), **kw
+    )
     return bot, tx, snap.accounts, calls_made
 
 
@@ -426,8 +438,13 @@ def test_dust_costs_no_rpc_call_and_the_largest_reward_goes_first():
     """200 dust accounts (1 USDC unit, 4e-9 ETH long, 8x) below their margin after ETH fell from
     2,200 to 2,000, and two real ones: with the default settings the real ones are sent, larger
     reward first, and no dust account is simulated, estimated or sent."""
-    rows = [(USDC_UNIT, 0, DUST_SIZE, 2200 * WAD)] * 200 + [(2900 * WAD, 0, 10 * WAD, 2200 * WAD), (5800 * WAD, 0, 20 * WAD, 2200 * WAD)]
-    bot, tx, accounts, calls = book_bot(rows, lambda i, a, c: CountingCall(c, a, 20_000 * WAD * (1 + (i == 201)), 400_000))
+    rows = [(USDC_UNIT, 0, DUST_SIZE, 2200 * WAD)] * 200 + [
+        (2900 * WAD, 0, 10 * WAD, 2200 * WAD),
+        (5800 * WAD, 0, 20 * WAD, 2200 * WAD),
+    ]
+    bot, tx, accounts, calls = book_bot(
+        rows, lambda i, a, c: CountingCall(c, a, 20_000 * WAD * (1 + (i == 201)), 400_000)
+    )
     process_at(bot, 10)
     real_small, real_large = accounts[200], accounts[201]
     assert tx.sent == [liquidation_key(real_large), liquidation_key(real_small)]
@@ -438,7 +455,9 @@ def test_dust_costs_no_rpc_call_and_the_largest_reward_goes_first():
 
 def test_always_keeps_liquidating_dust_but_after_real_value():
     rows = [(USDC_UNIT, 0, DUST_SIZE, 2200 * WAD)] * 3 + [(2900 * WAD, 0, 10 * WAD, 2200 * WAD)]
-    bot, tx, accounts, calls = book_bot(rows, lambda i, a, c: CountingCall(c, a, 8 * 10**12, 240_000), min_profit_usd=None)
+    bot, tx, accounts, calls = book_bot(
+        rows, lambda i, a, c: CountingCall(c, a, 8 * 10**12, 240_000), min_profit_usd=None
+    )
     process_at(bot, 10)
     assert tx.sent[0] == liquidation_key(accounts[3]) and len(tx.sent) == 4
 

@@ -30,7 +30,12 @@ class FakeChain:
     def add(self, tag: str = "", timestamp: int | None = None) -> dict:
         n = len(self.blocks)
         parent = self.blocks[-1]["hash"] if self.blocks else "0x" + "00" * 32
-        block = {"number": n, "hash": "0x" + f"{n:04x}{tag}".encode().hex().ljust(64, "0")[:64], "parentHash": parent, "timestamp": timestamp if timestamp is not None else 1000 + 12 * n}
+        block = {
+            "number": n,
+            "hash": "0x" + f"{n:04x}{tag}".encode().hex().ljust(64, "0")[:64],
+            "parentHash": parent,
+            "timestamp": timestamp if timestamp is not None else 1000 + 12 * n,
+        }
         self.blocks.append(block)
         return block
 
@@ -58,11 +63,17 @@ class FakeClient:
     def __init__(self, chain: FakeChain):
         self.w3 = chain
         self.chain = chain
-        self.deployment = Deployment(chain_id=31337, oracle="0xO", vault="0xV", engine="0xE", settlement_token="0xT", settlement_decimals=6)
+        self.deployment = Deployment(
+            chain_id=31337, oracle="0xO", vault="0xV", engine="0xE", settlement_token="0xT", settlement_decimals=6
+        )
 
     def protocol_logs(self, a: int, b: int) -> list[ProtocolLog]:
         self.chain.get_logs_ranges.append((a, b))
-        return [ProtocolLog(event, account, n, self.chain.blocks[n]["hash"], "0x", {}) for n in range(a, b + 1) for event, account in self.chain.logs.get(n, [])]
+        return [
+            ProtocolLog(event, account, n, self.chain.blocks[n]["hash"], "0x", {})
+            for n in range(a, b + 1)
+            for event, account in self.chain.logs.get(n, [])
+        ]
 
 
 # ---------------------------------------------------------------- follower
@@ -193,7 +204,9 @@ def test_checkpoint_of_another_deployment_or_corrupt_is_refused(tmp_path):
     make_history(chain)
     EventIndex(FakeClient(chain), 1, tmp_path).catch_up(chain.ref(10))
     other = FakeClient(chain)
-    other.deployment = Deployment(chain_id=1, oracle="0xO", vault="0xV", engine="0xE2", settlement_token="0xT", settlement_decimals=6)
+    other.deployment = Deployment(
+        chain_id=1, oracle="0xO", vault="0xV", engine="0xE2", settlement_token="0xT", settlement_decimals=6
+    )
     with pytest.raises(CheckpointError, match="not this deployment"):
         EventIndex(other, 1, tmp_path).load()
     (tmp_path / CHECKPOINT_FILE).write_text("{broken")

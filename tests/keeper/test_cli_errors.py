@@ -26,7 +26,18 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> No
 def manifest(tmp_path):
     path = tmp_path / "deployment.json"
     zero = "0x" + "00" * 19 + "01"
-    path.write_text(json.dumps({"chain_id": 31337, "settlement_decimals": 6, "oracle": zero, "vault": zero, "engine": zero, "settlement_token": zero}))
+    path.write_text(
+        json.dumps(
+            {
+                "chain_id": 31337,
+                "settlement_decimals": 6,
+                "oracle": zero,
+                "vault": zero,
+                "engine": zero,
+                "settlement_token": zero,
+            }
+        )
+    )
     return path
 
 
@@ -106,7 +117,13 @@ def test_run_without_key(manifest):
 
 @pytest.mark.parametrize(
     "key, needle",
-    [("0" * 64, "zero"), ("0x" + "0" * 64, "zero"), ("0x" + "f" * 64, "group order"), ("0x1234", "64 hex digits"), ("zz" * 32, "64 hex digits")],
+    [
+        ("0" * 64, "zero"),
+        ("0x" + "0" * 64, "zero"),
+        ("0x" + "f" * 64, "group order"),
+        ("0x1234", "64 hex digits"),
+        ("zz" * 32, "64 hex digits"),
+    ],
 )
 def test_run_with_invalid_key(manifest, key, needle):
     """A placeholder or out-of-range key is refused in one line naming the variable, before any RPC."""
@@ -125,7 +142,9 @@ def test_replay_malformed_csv(tmp_path):
 
 def test_replay_needs_both_assets(tmp_path):
     csv = tmp_path / "eth.csv"
-    csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    csv.write_text(
+        "timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n"
+    )
     out = keeper("replay", "--prices", f"ETH={csv}")
     assert_one_line_error(out, "BTC")
 
@@ -133,14 +152,18 @@ def test_replay_needs_both_assets(tmp_path):
 def test_replay_same_symbol_twice(tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     for f in (a, b):
-        f.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+        f.write_text(
+            "timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n"
+        )
     out = keeper("replay", "--prices", f"ETH={a}", "--prices", f"ETH={b}", "--prices", f"BTC={a}")
     assert_one_line_error(out, "--prices ETH is given twice", "a.csv", "b.csv")
 
 
 def test_replay_unknown_symbol(tmp_path):
     a = tmp_path / "a.csv"
-    a.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    a.write_text(
+        "timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n"
+    )
     out = keeper("replay", "--prices", f"ETH={a}", "--prices", f"BTC={a}", "--prices", f"SOL={a}")
     assert_one_line_error(out, "--prices SOL", "no price id SOL", "known: ETH, BTC")
 
@@ -152,7 +175,9 @@ def test_replay_bad_price_argument():
 
 def test_replay_bad_window_date(tmp_path):
     csv = tmp_path / "eth.csv"
-    csv.write_text("timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n")
+    csv.write_text(
+        "timestamp,open,high,low,close,volume\n2020-03-12T00:00:00Z,1,1,1,2,1\n2020-03-12T01:00:00Z,1,1,1,2,1\n"
+    )
     out = keeper("replay", "--prices", f"ETH={csv}", "--prices", f"BTC={csv}", "--start", "yesterday")
     assert_one_line_error(out, "yesterday")
 

@@ -32,11 +32,20 @@ def mm_above_im(raw):
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [
-        (mm_above_im, "underlyings[0] ETH: mm_rate 0.2 is outside [0.005, im_rate 0.1] (engine: mm_rate out of bounds)"),
-        (lambda raw: raw["underlyings"][1].update(im_rate=0.005), "underlyings[1] BTC: im_rate 0.005 is outside [0.01, 1]"),
+        (
+            mm_above_im,
+            "underlyings[0] ETH: mm_rate 0.2 is outside [0.005, im_rate 0.1] (engine: mm_rate out of bounds)",
+        ),
+        (
+            lambda raw: raw["underlyings"][1].update(im_rate=0.005),
+            "underlyings[1] BTC: im_rate 0.005 is outside [0.01, 1]",
+        ),
         (lambda raw: raw["underlyings"][1].update(mm_rate=0.03), "below 2 x the liquidation penalty"),
         (lambda raw: raw["liquidation"].update(penalty=0.2), "liquidation: penalty 0.2 is outside [0.001, 0.1]"),
-        (lambda raw: raw["liquidation"].update(max_penalty=0.04), "liquidation: max_penalty needs every mm_rate in force >= 0.08"),
+        (
+            lambda raw: raw["liquidation"].update(max_penalty=0.04),
+            "liquidation: max_penalty needs every mm_rate in force >= 0.08",
+        ),
         (lambda raw: raw["trading"].update(max_price_deviation=0.5), "trading: max_price_deviation 0.5 is outside"),
         (lambda raw: raw["underlyings"][0].update(spread_im_rate=0.2), "spread_im_rate 0.2 is above im_rate 0.1"),
     ],
@@ -86,8 +95,9 @@ def test_deploy_refuses_before_the_first_transaction():
 
 def test_replay_with_mm_above_im_is_one_line(tmp_path):
     path = write(tmp_path, mm_above_im)
-    out = subprocess.run([sys.executable, "-m", "keeper", "replay", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "keeper", "replay", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert len(lines) == 1 and "mm_rate 0.2 is outside" in lines[0], out.stderr

@@ -107,7 +107,9 @@ def test_config_not_yaml(tmp_path, text):
     assert_config_error(config_file(tmp_path, text=text), "not valid YAML")
 
 
-@pytest.mark.parametrize("text", ["", "- 1\n- 2\n", "42\n", "just a string\n"], ids=["empty", "list", "number", "string"])
+@pytest.mark.parametrize(
+    "text", ["", "- 1\n- 2\n", "42\n", "just a string\n"], ids=["empty", "list", "number", "string"]
+)
 def test_config_not_a_mapping(tmp_path, text):
     # the message names the first section it cannot find at the top level
     assert_config_error(config_file(tmp_path, text=text), "top level", "missing 'settlement'")
@@ -120,19 +122,32 @@ def test_config_missing_section(tmp_path, section):
 
 @pytest.mark.parametrize(
     ("section", "key"),
-    [("assets", "decimals"), ("assets", "haircut"), ("price_ids", "heartbeat"), ("underlyings", "mm_rate"), ("markets", "name")],
+    [
+        ("assets", "decimals"),
+        ("assets", "haircut"),
+        ("price_ids", "heartbeat"),
+        ("underlyings", "mm_rate"),
+        ("markets", "name"),
+    ],
 )
 def test_config_missing_field(tmp_path, section, key):
     assert_config_error(config_file(tmp_path, lambda raw: raw[section][0].pop(key)), f"{section}: missing '{key}'")
 
 
 def test_config_missing_fraction_in_section(tmp_path):
-    assert_config_error(config_file(tmp_path, lambda raw: raw["liquidation"].pop("target")), "liquidation: missing 'target'")
+    assert_config_error(
+        config_file(tmp_path, lambda raw: raw["liquidation"].pop("target")), "liquidation: missing 'target'"
+    )
 
 
-@pytest.mark.parametrize(("value", "needle"), [(".nan", "not a finite number"), (".inf", "not a finite number"), ("-.inf", "not a finite number")])
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [(".nan", "not a finite number"), (".inf", "not a finite number"), ("-.inf", "not a finite number")],
+)
 def test_config_haircut_not_finite(tmp_path, value, needle):
-    text = DEFAULT_CONFIG.read_text().replace("haircut: 0.85, deposit_cap: 10000000", f"haircut: {value}, deposit_cap: 10000000")
+    text = DEFAULT_CONFIG.read_text().replace(
+        "haircut: 0.85, deposit_cap: 10000000", f"haircut: {value}, deposit_cap: 10000000"
+    )
     assert_config_error(config_file(tmp_path, text=text), needle)
 
 
@@ -167,7 +182,9 @@ def test_config_expiry_not_a_number(tmp_path):
 
 
 def test_config_entry_not_a_mapping(tmp_path):
-    assert_config_error(config_file(tmp_path, lambda raw: raw["markets"].__setitem__(0, "ETH-PERP")), "markets: missing 'name'")
+    assert_config_error(
+        config_file(tmp_path, lambda raw: raw["markets"].__setitem__(0, "ETH-PERP")), "markets: missing 'name'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -237,8 +254,11 @@ def test_config_deposit_cap_invalid(tmp_path, value):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [pytest.param("heartbeat", -1, id="heartbeat"), pytest.param("feed_decimals", -8, id="feed_decimals"),
-     pytest.param("initial_price", -2000, id="initial_price")],
+    [
+        pytest.param("heartbeat", -1, id="heartbeat"),
+        pytest.param("feed_decimals", -8, id="feed_decimals"),
+        pytest.param("initial_price", -2000, id="initial_price"),
+    ],
 )
 def test_config_negative_price_id_setting(tmp_path, key, value):
     assert_config_error(config_file(tmp_path, setter("price_ids", 0, key, value)), key)
@@ -400,7 +420,9 @@ def test_manifest_missing_file(tmp_path):
     assert_manifest_error(tmp_path / "deployment.json", "not found")
 
 
-@pytest.mark.parametrize("text", ["", "{not json", "{'single': 'quotes'}", "[1,"], ids=["empty", "brace", "quotes", "truncated"])
+@pytest.mark.parametrize(
+    "text", ["", "{not json", "{'single': 'quotes'}", "[1,"], ids=["empty", "brace", "quotes", "truncated"]
+)
 def test_manifest_not_json(tmp_path, text):
     assert_manifest_error(manifest_file(tmp_path, text=text), "not valid JSON")
 
@@ -419,16 +441,16 @@ def test_manifest_bad_address(tmp_path, value):
     assert_manifest_error(manifest_file(tmp_path, vault=value), "vault is not an address")
 
 
-@pytest.mark.parametrize(
-    "value", ["31337", -1, True, 1.0, None], ids=["string", "negative", "bool", "float", "null"]
-)
+@pytest.mark.parametrize("value", ["31337", -1, True, 1.0, None], ids=["string", "negative", "bool", "float", "null"])
 def test_manifest_bad_chain_id(tmp_path, value):
     assert_manifest_error(manifest_file(tmp_path, chain_id=value), "chain_id must be a non-negative integer")
 
 
 @pytest.mark.parametrize("value", [-6, "6", 6.5, False], ids=["negative", "string", "float", "bool"])
 def test_manifest_bad_settlement_decimals(tmp_path, value):
-    assert_manifest_error(manifest_file(tmp_path, settlement_decimals=value), "settlement_decimals must be a non-negative integer")
+    assert_manifest_error(
+        manifest_file(tmp_path, settlement_decimals=value), "settlement_decimals must be a non-negative integer"
+    )
 
 
 @pytest.mark.parametrize("key", ["chain_id", "settlement_decimals", "oracle", "vault", "engine", "settlement_token"])
@@ -437,7 +459,9 @@ def test_manifest_missing_field(tmp_path, key):
 
 
 def test_manifest_missing_every_field(tmp_path):
-    assert_manifest_error(manifest_file(tmp_path, raw={}), "lacks chain_id, settlement_decimals, oracle, vault, engine, settlement_token")
+    assert_manifest_error(
+        manifest_file(tmp_path, raw={}), "lacks chain_id, settlement_decimals, oracle, vault, engine, settlement_token"
+    )
 
 
 def test_manifest_binary_file(tmp_path):
@@ -565,7 +589,9 @@ def test_rpc_not_an_http_url(url):
     assert_chain_error(url, "must start with http:// or https://", within=1)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:80 80"], ids=["port-out-of-range", "space"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999", "http://127.0.0.1:80 80"], ids=["port-out-of-range", "space"]
+)
 def test_rpc_invalid_http_url(url):
     assert_chain_error(url, "cannot reach RPC", "InvalidURL", within=10)
 
@@ -686,14 +712,29 @@ def test_margin_prices_wrong_shape(prices, needles):
 @pytest.mark.parametrize(
     ("make", "needles"),
     [
-        pytest.param(lambda: margin(book(collateral=[[1, 0, 0]]), markets(), params(), PRICES), ("3 collateral assets", "params 2"), id="assets"),
         pytest.param(
-            lambda: margin(book(), MarketTable(underlying=[0, 0, 1], settlement_price=[0] * 3, funding_index=[0] * 3), params(), PRICES),
+            lambda: margin(book(collateral=[[1, 0, 0]]), markets(), params(), PRICES),
+            ("3 collateral assets", "params 2"),
+            id="assets",
+        ),
+        pytest.param(
+            lambda: margin(
+                book(),
+                MarketTable(underlying=[0, 0, 1], settlement_price=[0] * 3, funding_index=[0] * 3),
+                params(),
+                PRICES,
+            ),
             ("4 markets", "market table 3"),
             id="markets",
         ),
-        pytest.param(lambda: margin(book(), markets(underlying=[0, 0, 1, 5]), params(), PRICES), ("underlying id 5",), id="underlying-id"),
-        pytest.param(lambda: margin(book(), markets(), params(price_id=[0, 7]), PRICES), ("price id 7",), id="price-id"),
+        pytest.param(
+            lambda: margin(book(), markets(underlying=[0, 0, 1, 5]), params(), PRICES),
+            ("underlying id 5",),
+            id="underlying-id",
+        ),
+        pytest.param(
+            lambda: margin(book(), markets(), params(price_id=[0, 7]), PRICES), ("price id 7",), id="price-id"
+        ),
         pytest.param(lambda: book(size=[[0] * 4, [0] * 4]), ("size", "2 rows for 1 accounts"), id="rows"),
         pytest.param(lambda: book(size=[[0] * 3]), ("same (N, M) shape",), id="columns"),
         pytest.param(lambda: book(size=[[0] * 4, [0] * 2]), ("size", "expected 2 dimension"), id="ragged"),
@@ -701,8 +742,16 @@ def test_margin_prices_wrong_shape(prices, needles):
         pytest.param(lambda: book(collateral=[1, 0]), ("collateral", "expected 2 dimension"), id="collateral-1d"),
         pytest.param(lambda: params(im_rate=[10 * PCT]), ("im_rate", "shape (1,)"), id="rates"),
         pytest.param(lambda: markets(settlement_price=[0] * 3), ("shapes",), id="market-fields"),
-        pytest.param(lambda: AccountBook.from_states([(1, [0], [])], 2, 4), ("1 collateral balances, expected 2",), id="state-balances"),
-        pytest.param(lambda: AccountBook.from_states([(1, [0, 0], [(9, WAD, WAD, 0)])], 2, 4), ("market id 9",), id="state-market"),
+        pytest.param(
+            lambda: AccountBook.from_states([(1, [0], [])], 2, 4),
+            ("1 collateral balances, expected 2",),
+            id="state-balances",
+        ),
+        pytest.param(
+            lambda: AccountBook.from_states([(1, [0, 0], [(9, WAD, WAD, 0)])], 2, 4),
+            ("market id 9",),
+            id="state-market",
+        ),
     ],
 )
 def test_margin_inputs_wrong_shape(make, needles):
@@ -713,7 +762,9 @@ def test_margin_inputs_wrong_shape(make, needles):
     ("make", "name"),
     [
         pytest.param(lambda: margin(book(), markets(), params(), [-2000 * WAD, 30000 * WAD]), "prices", id="price"),
-        pytest.param(lambda: margin_float(book(), markets(), params(), [-1, 30000 * WAD]), "prices", id="price-float-path"),
+        pytest.param(
+            lambda: margin_float(book(), markets(), params(), [-1, 30000 * WAD]), "prices", id="price-float-path"
+        ),
         pytest.param(lambda: book(collateral=[[-1, 0]]), "collateral", id="collateral"),
         pytest.param(lambda: book(entry_price=[[-1, 0, 0, 0]]), "entry_price", id="entry-price"),
         pytest.param(lambda: params(im_rate=[-1, 10 * PCT]), "im_rate", id="rate"),
@@ -734,18 +785,30 @@ def test_margin_decimals_above_18():
 @pytest.mark.parametrize(
     ("make", "needles"),
     [
-        pytest.param(lambda: margin(book(), markets(), params(), [2000.5e18, 30000 * WAD]), ("prices", "float"), id="price"),
-        pytest.param(lambda: margin(book(), markets(), params(), [2000e18, 30000 * WAD]), ("prices", "float"), id="whole-float"),
-        pytest.param(lambda: margin(book(), markets(), params(), [float("nan"), 30000 * WAD]), ("prices", "float"), id="nan"),
-        pytest.param(lambda: margin(book(), markets(), params(), np.array([2e21, 3e22])), ("prices", "float"), id="numpy-float"),
-        pytest.param(lambda: margin(book(), markets(), params(), ["2000", 30000 * WAD]), ("prices", "str"), id="string"),
+        pytest.param(
+            lambda: margin(book(), markets(), params(), [2000.5e18, 30000 * WAD]), ("prices", "float"), id="price"
+        ),
+        pytest.param(
+            lambda: margin(book(), markets(), params(), [2000e18, 30000 * WAD]), ("prices", "float"), id="whole-float"
+        ),
+        pytest.param(
+            lambda: margin(book(), markets(), params(), [float("nan"), 30000 * WAD]), ("prices", "float"), id="nan"
+        ),
+        pytest.param(
+            lambda: margin(book(), markets(), params(), np.array([2e21, 3e22])), ("prices", "float"), id="numpy-float"
+        ),
+        pytest.param(
+            lambda: margin(book(), markets(), params(), ["2000", 30000 * WAD]), ("prices", "str"), id="string"
+        ),
         pytest.param(lambda: margin(book(), markets(), params(), [True, 30000 * WAD]), ("prices", "bool"), id="bool"),
         pytest.param(lambda: book(cash=[1e22]), ("cash", "float"), id="cash"),
         pytest.param(lambda: book(size=[[1.5 * WAD, 0, 0, 0]]), ("size", "float"), id="size"),
         pytest.param(lambda: params(im_rate=[0.1, 10 * PCT]), ("im_rate", "float"), id="rate"),
         pytest.param(lambda: markets(settlement_price=[1.5, 0, 0, 0]), ("settlement_price", "float"), id="settlement"),
         pytest.param(lambda: params(price_id=[0.0, 1]), ("price_id", "integers"), id="price-id"),
-        pytest.param(lambda: AccountBook.from_states([(1, [0, 0], [(0, 1.5, WAD, 0)])], 2, 4), ("size", "float"), id="state-size"),
+        pytest.param(
+            lambda: AccountBook.from_states([(1, [0, 0], [(0, 1.5, WAD, 0)])], 2, 4), ("size", "float"), id="state-size"
+        ),
     ],
 )
 def test_margin_floats_instead_of_ints(make, needles):

@@ -380,7 +380,9 @@ def test_accounts_needing_an_unavailable_price_are_flagged_and_never_liquidatabl
         asset_haircut=np.array([W * 85 // 100], dtype=object),
     )
     markets = MarketTable(
-        underlying=np.array([0, 1]), settlement_price=np.array([0, 0], dtype=object), funding_index=np.array([0, 0], dtype=object)
+        underlying=np.array([0, 1]),
+        settlement_price=np.array([0, 0], dtype=object),
+        funding_index=np.array([0, 0], dtype=object),
     )
     z = lambda *rows: np.array(rows, dtype=object)  # noqa: E731
     book = AccountBook(

@@ -43,23 +43,47 @@ def test_example_file_parses_to_exact_wad_values():
 @pytest.mark.parametrize(
     "entry,expected",
     [
-        ({"underlying": "ETH", "im": 0.1}, "changes[0] underlying ETH: unknown field 'im'; underlying takes im_rate, mm_rate"),
+        (
+            {"underlying": "ETH", "im": 0.1},
+            "changes[0] underlying ETH: unknown field 'im'; underlying takes im_rate, mm_rate",
+        ),
         ({"underlying": "ETH"}, "changes[0] underlying ETH: nothing to change"),
         ({"underlying": "ETH", "asset": "WETH", "haircut": 0.8}, "changes[0]: needs exactly one of underlying"),
-        ({"im_rate": 0.1}, "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, depeg, attestation, options, vol_feed, portfolio_margin (found none)"),
+        (
+            {"im_rate": 0.1},
+            "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, depeg, attestation, options, vol_feed, portfolio_margin (found none)",
+        ),
         ({"underlying": 3, "im_rate": 0.1}, "changes[0]: underlying: must be a name from the manifest, got 3"),
         ({"underlying": "ETH", "im_rate": "ten"}, "changes[0] underlying ETH: im_rate: not a number: 'ten'"),
         ({"underlying": "ETH", "im_rate": True}, "changes[0] underlying ETH: im_rate: must be a number, got true"),
         ({"underlying": "ETH", "im_rate": None}, "changes[0] underlying ETH: im_rate: must be a number, got null"),
         ({"underlying": "ETH", "im_rate": -0.1}, "changes[0] underlying ETH: im_rate: must not be negative, got -0.1"),
-        ({"underlying": "ETH", "im_rate": "0.1000000000000000001"}, "changes[0] underlying ETH: im_rate: more than 18 decimals"),
+        (
+            {"underlying": "ETH", "im_rate": "0.1000000000000000001"},
+            "changes[0] underlying ETH: im_rate: more than 18 decimals",
+        ),
         ({"underlying": "ETH", "im_rate": float("nan")}, "changes[0] underlying ETH: im_rate: not a finite number"),
-        ({"price_id": "ETH", "heartbeats": 1800}, "changes[0] price_id ETH: heartbeats: must be a list of 1 to 3 heartbeats"),
-        ({"price_id": "ETH", "heartbeats": [60, 60, 60, 60]}, "changes[0] price_id ETH: heartbeats: must be a list of 1 to 3"),
-        ({"price_id": "ETH", "heartbeats": [1800.5]}, "changes[0] price_id ETH: heartbeats: each heartbeat must be a whole number of seconds, got 1800.5"),
-        ({"liquidation": {"penalty_ramp_seconds": 60.0}}, "changes[0] liquidation: penalty_ramp_seconds: must be a whole number of seconds"),
+        (
+            {"price_id": "ETH", "heartbeats": 1800},
+            "changes[0] price_id ETH: heartbeats: must be a list of 1 to 3 heartbeats",
+        ),
+        (
+            {"price_id": "ETH", "heartbeats": [60, 60, 60, 60]},
+            "changes[0] price_id ETH: heartbeats: must be a list of 1 to 3",
+        ),
+        (
+            {"price_id": "ETH", "heartbeats": [1800.5]},
+            "changes[0] price_id ETH: heartbeats: each heartbeat must be a whole number of seconds, got 1800.5",
+        ),
+        (
+            {"liquidation": {"penalty_ramp_seconds": 60.0}},
+            "changes[0] liquidation: penalty_ramp_seconds: must be a whole number of seconds",
+        ),
         ({"liquidation": {"penalty": 0.02}, "trading": {}}, "changes[0]: needs exactly one of"),
-        ({"liquidation": {"penalty": 0.02}, "note": "x"}, "changes[0]: liquidation takes its fields inside it (liquidation: {...}), found note beside it"),
+        (
+            {"liquidation": {"penalty": 0.02}, "note": "x"},
+            "changes[0]: liquidation takes its fields inside it (liquidation: {...}), found note beside it",
+        ),
         ({"liquidation": 0.02}, "changes[0]: liquidation: must be a mapping of fields, got 0.02"),
         ({"trading": {"max_funding": 0.01}}, "changes[0] trading: unknown field 'max_funding'"),
         ({"liquidation": {}}, "changes[0] liquidation: nothing to change"),
@@ -207,14 +231,22 @@ def test_units_of_caps():
 def test_entries_are_checked_in_file_order():
     # a 3% penalty needs every mm_rate in force >= 6%: refused before or after the raises, which
     # only phase in (lib/ramp.vy) ...
-    problem = ("changes[{i}] liquidation: penalty needs every mm_rate in force >= 0.06, underlying {u} has 0.05 "
-               "(engine: mm_rate below 2x penalty); raise its mm_rate first (on a live deployment the raise phases in "
-               "over 7 days before a penalty can rely on it)")
-    found = plan_problems({"liquidation": {"penalty": 0.03}}, {"underlying": "ETH", "mm_rate": 0.06},
-                          {"underlying": "BTC", "mm_rate": 0.06})
+    problem = (
+        "changes[{i}] liquidation: penalty needs every mm_rate in force >= 0.06, underlying {u} has 0.05 "
+        "(engine: mm_rate below 2x penalty); raise its mm_rate first (on a live deployment the raise phases in "
+        "over 7 days before a penalty can rely on it)"
+    )
+    found = plan_problems(
+        {"liquidation": {"penalty": 0.03}},
+        {"underlying": "ETH", "mm_rate": 0.06},
+        {"underlying": "BTC", "mm_rate": 0.06},
+    )
     assert found == [problem.format(i=0, u="ETH"), problem.format(i=0, u="BTC")]
-    found = plan_problems({"underlying": "ETH", "mm_rate": 0.06}, {"underlying": "BTC", "mm_rate": 0.06},
-                          {"liquidation": {"penalty": 0.03}})
+    found = plan_problems(
+        {"underlying": "ETH", "mm_rate": 0.06},
+        {"underlying": "BTC", "mm_rate": 0.06},
+        {"liquidation": {"penalty": 0.03}},
+    )
     assert found == [problem.format(i=2, u="ETH"), problem.format(i=2, u="BTC")]
     # ... and accepted once they are in force
     state = current()
@@ -249,7 +281,9 @@ def test_on_chain_bounds_are_mirrored(entry, expected):
 def test_calldata_matches_an_independent_encoding():
     data = calldata("engine", "set_underlying_params", (1, 10 * E16, 6 * E16, 2 * E16, E16))
     selector = keccak(text="set_underlying_params(uint256,uint256,uint256,uint256,uint256)")[:4]
-    assert data == selector + (1).to_bytes(32, "big") + b"".join(v.to_bytes(32, "big") for v in (10 * E16, 6 * E16, 2 * E16, E16))
+    assert data == selector + (1).to_bytes(32, "big") + b"".join(
+        v.to_bytes(32, "big") for v in (10 * E16, 6 * E16, 2 * E16, E16)
+    )
     feeds = calldata("oracle", "set_feeds", (0, ("0x" + "aa" * 20,), (1800,)))
     assert feeds == keccak(text="set_feeds(uint256,address[],uint256[])")[:4] + encode(
         ["uint256", "address[]", "uint256[]"], [0, ["0x" + "aa" * 20], [1800]]
@@ -264,8 +298,15 @@ def test_keeper_cli_registers_the_params_group():
 
 # ------------------------------------------------------------------ portfolio-margin parameters (options)
 
-OPTION_RISK = {"short_im_rate": 15 * E16, "short_im_floor": 13 * E16, "short_mm_rate": 9 * E16, "long_im_haircut": 75 * E16,
-               "long_mm_haircut": 80 * E16, "abs_price_band": 5 * 10**15, "rel_price_band": 10 * E16}  # config/options.yaml
+OPTION_RISK = {
+    "short_im_rate": 15 * E16,
+    "short_im_floor": 13 * E16,
+    "short_mm_rate": 9 * E16,
+    "long_im_haircut": 75 * E16,
+    "long_mm_haircut": 80 * E16,
+    "abs_price_band": 5 * 10**15,
+    "rel_price_band": 10 * E16,
+}  # config/options.yaml
 
 
 def option_deployment() -> Deployment:
@@ -278,9 +319,13 @@ def option_current() -> CurrentParams:
     c = current()
     c.values["attestation"] = {"": {"margin_floor": 25 * E16, "price_band": 5 * E16, "max_validity": 900}}
     c.values["options"] = {"": dict(OPTION_RISK)}
-    c.values["series"] = {"ETH-30D-P-1800": {"max_open_interest": 0, "max_position": 0},
-                          "ETH-30D-C-2200": {"max_open_interest": 0, "max_position": 0}}
-    c.values["vol_feed"] = {"": {"min_atm_vol": 5 * E16, "max_atm_vol": 3 * WAD, "max_abs_skew": WAD, "heartbeat": 1200}}
+    c.values["series"] = {
+        "ETH-30D-P-1800": {"max_open_interest": 0, "max_position": 0},
+        "ETH-30D-C-2200": {"max_open_interest": 0, "max_position": 0},
+    }
+    c.values["vol_feed"] = {
+        "": {"min_atm_vol": 5 * E16, "max_atm_vol": 3 * WAD, "max_abs_skew": WAD, "heartbeat": 1200}
+    }
     c.ids["series"] = {"ETH-30D-P-1800": 2, "ETH-30D-C-2200": 8}
     return c
 
@@ -319,8 +364,11 @@ def test_option_entry_mistakes_are_one_line(entry, expected):
 
 def test_option_entries_without_options_give_one_line():
     with pytest.raises(ChangeError) as e:
-        plan({"attestation": {"margin_floor": 0.3}}, {"underlying": "ETH", "im_rate": 0.12},
-             {"series": "ETH-30D-C-2200", "max_position": 1})
+        plan(
+            {"attestation": {"margin_floor": 0.3}},
+            {"underlying": "ETH", "im_rate": 0.12},
+            {"series": "ETH-30D-C-2200", "max_position": 1},
+        )
     assert e.value.problems == [
         "changes[0] attestation, changes[2] series ETH-30D-C-2200: this deployment has no options "
         "(its manifest names no option market, vol feed or health attestor)"
@@ -331,8 +379,10 @@ def test_option_risk_params_send_the_whole_struct_with_unspecified_fields_kept()
     (call,) = option_plan({"options": {"short_im_rate": 0.16, "short_mm_rate": 0.1}})
     assert (call.contract, call.address, call.function) == ("option_market", "0x" + "04" * 20, "set_risk_params")
     assert call.args == ((16 * E16, 13 * E16, 10 * E16, 75 * E16, 80 * E16, 5 * 10**15, 10 * E16),)
-    assert [(r.field, r.current, r.new) for r in call.rows if r.changed] == [("short_im_rate", "0.15", "0.16"),
-                                                                             ("short_mm_rate", "0.09", "0.1")]
+    assert [(r.field, r.current, r.new) for r in call.rows if r.changed] == [
+        ("short_im_rate", "0.15", "0.16"),
+        ("short_mm_rate", "0.09", "0.1"),
+    ]
     # calldata against an independent encoding of the struct (a static tuple: its words inline)
     data = call_data_of(call)
     selector = keccak(text="set_risk_params((uint256,uint256,uint256,uint256,uint256,uint256,uint256))")[:4]
@@ -361,7 +411,8 @@ def test_attestation_series_and_vol_feed_setters():
     ]
     assert calls[5].rows[0].current == "1200 s" and calls[5].rows[0].new == "600 s"
     assert calldata("health_attestor", "set_margin_floor", (30 * E16,)) == (
-        keccak(text="set_margin_floor(uint256)")[:4] + (30 * E16).to_bytes(32, "big"))
+        keccak(text="set_margin_floor(uint256)")[:4] + (30 * E16).to_bytes(32, "big")
+    )
 
 
 @pytest.mark.parametrize("entry,expected", [
@@ -428,9 +479,11 @@ def test_portfolio_margin_entry_reads_the_file_and_its_hash(tmp_path):
     (c,) = parse_changes({"changes": [{"portfolio_margin": str(f)}]})
     assert (c.section, c.name, c.values["path"]) == ("portfolio_margin", "", str(f))
     assert c.values["scenario_params_hash"] == scenario_params_hash(ScenarioParams(im_factor=1.5))
-    for entry, problem in (({"portfolio_margin": 5}, "must be the path of a portfolio margin YAML file, got 5"),
-                           ({"portfolio_margin": str(f), "x": 1}, "takes only the parameters file"),
-                           ({"portfolio_margin": str(tmp_path / "none.yaml")}, "file not found")):
+    for entry, problem in (
+        ({"portfolio_margin": 5}, "must be the path of a portfolio margin YAML file, got 5"),
+        ({"portfolio_margin": str(f), "x": 1}, "takes only the parameters file"),
+        ({"portfolio_margin": str(tmp_path / "none.yaml")}, "file not found"),
+    ):
         with pytest.raises(ChangeError, match=problem) as e:
             parse_changes({"changes": [entry]})
         assert "\n" not in str(e.value) and str(e.value).startswith("changes[0] portfolio_margin: ")

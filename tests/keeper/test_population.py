@@ -34,7 +34,7 @@ def test_population_is_seeded_mixed_and_opens_within_initial_margin():
         assert 0 < initial_margin_fraction(spec) < 0.95, spec
     # collateral_long accounts hold the asset they are long, and nothing else
     for spec in (s for s in a if s.kind == "collateral_long"):
-        (market, size), = spec.trades
+        ((market, size),) = spec.trades
         assert size > 0 and set(spec.deposits) == {"WETH" if market.startswith("ETH") else "WBTC"}
     basis = [s for s in a if s.kind == "basis"]
     assert all(s.trades[0][1] == -s.trades[1][1] for s in basis)

@@ -49,7 +49,9 @@ def test_live_network_without_governance_is_one_line(tmp_path):
     path = tmp_path / "nogov.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(PreflightError, match=r"nogov.yaml: .*no `governance` section.*address: deployer"):
-        preflight(["--network", "sepolia"], NETWORKS, {"WEB3_INFURA_PROJECT_ID": "x", "PROTOCOL_CONFIG": str(path)}, ROOT)
+        preflight(
+            ["--network", "sepolia"], NETWORKS, {"WEB3_INFURA_PROJECT_ID": "x", "PROTOCOL_CONFIG": str(path)}, ROOT
+        )
     preflight([], NETWORKS, {"PROTOCOL_CONFIG": str(path)}, ROOT)  # development: the deployer governs
 
 
@@ -65,8 +67,14 @@ def test_governance_placeholder_is_only_the_word_deployer(tmp_path):
 def test_bin_deploy_without_infura_id_prints_one_line():
     env = {k: v for k, v in os.environ.items() if k != "WEB3_INFURA_PROJECT_ID"}
     env["PROTOCOL_CONFIG"] = str(ROOT / "config" / "testnet.example.yaml")
-    out = subprocess.run([str(ROOT / "bin" / "deploy"), "--network", "sepolia"], capture_output=True, text=True,
-                         timeout=120, env=env, cwd=ROOT)
+    out = subprocess.run(
+        [str(ROOT / "bin" / "deploy"), "--network", "sepolia"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert len(lines) == 1 and "WEB3_INFURA_PROJECT_ID" in lines[0], out.stderr

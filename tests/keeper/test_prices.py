@@ -205,7 +205,9 @@ def test_align_errors() -> None:
 
 
 def test_as_wad_exact() -> None:
-    path = PricePath(("ETH", "BTC", "DAI"), np.array([0, 60]), np.array([[86.0, 3782.13, 1.013371], [0.1, 5000.5, 1.0]]))
+    path = PricePath(
+        ("ETH", "BTC", "DAI"), np.array([0, 60]), np.array([[86.0, 3782.13, 1.013371], [0.1, 5000.5, 1.0]])
+    )
     assert path.as_wad(0) == {"ETH": 86 * 10**18, "BTC": 378213 * 10**16, "DAI": 1013371 * 10**12}
     assert path.as_wad(1) == {"ETH": 10**17, "BTC": 50005 * 10**17, "DAI": 10**18}
     assert path.as_wad(-1) == path.as_wad(1)
@@ -327,7 +329,14 @@ def test_parse_utc() -> None:
     assert parse_utc("2020-03-11T00:00:00+00:00") == want
     assert parse_utc("2020-03-11") == want
     assert parse_utc("2020-03-11T05:06:07Z").utcoffset() == timedelta(0)
-    for bad in ("2020-03-11T00:00:00", "2020-03-11T00:00:00+01:00", "2020-13-01", "2020-03-11 00:00:00Z", "yesterday", ""):
+    for bad in (
+        "2020-03-11T00:00:00",
+        "2020-03-11T00:00:00+01:00",
+        "2020-13-01",
+        "2020-03-11 00:00:00Z",
+        "yesterday",
+        "",
+    ):
         with pytest.raises(PriceDataError):
             parse_utc(bad)
 
@@ -359,7 +368,9 @@ def _hourly(hours: list[int]) -> "PriceSeries":
     from keeper.marketdata.prices import PriceSeries
 
     t0 = int(datetime(2020, 3, 12, tzinfo=timezone.utc).timestamp())
-    return PriceSeries("ETH", np.array([t0 + 3600 * h for h in hours], dtype=np.int64), np.full(len(hours), 100.0), "test")
+    return PriceSeries(
+        "ETH", np.array([t0 + 3600 * h for h in hours], dtype=np.int64), np.full(len(hours), 100.0), "test"
+    )
 
 
 def test_align_warns_about_a_25_hour_hole(caplog) -> None:
@@ -390,7 +401,22 @@ def test_replay_cli_prints_the_gap_on_stderr(tmp_path) -> None:
     rows = "".join(f"2020-03-{12 + h // 24:02d}T{h % 24:02d}:00:00Z,1,1,1,{100 + h},1\n" for h in [0, 1, 2, 27, 28, 29])
     csv = write_csv(tmp_path, rows)
     # an unreachable RPC: the replay stops with one line right after aligning the prices
-    out = subprocess.run([sys.executable, "-m", "keeper", "replay", "--prices", f"ETH={csv}", "--prices", f"BTC={csv}",
-                          "--rpc", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keeper",
+            "replay",
+            "--prices",
+            f"ETH={csv}",
+            "--prices",
+            f"BTC={csv}",
+            "--rpc",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "price data gap" in out.stderr and "25 h" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr

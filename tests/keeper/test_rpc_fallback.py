@@ -29,7 +29,11 @@ def serve(behaviour: str):
             elif behaviour == "rpc32005":
                 body = {"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32005, "message": "limit exceeded"}}
             elif behaviour == "revert":
-                body = {"jsonrpc": "2.0", "id": request["id"], "error": {"code": 3, "message": "execution reverted: engine: account not liquidatable"}}
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": request["id"],
+                    "error": {"code": 3, "message": "execution reverted: engine: account not liquidatable"},
+                }
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -37,8 +37,10 @@ def test_canonical_encoding_and_pinned_hash():
 def test_same_values_written_differently_hash_alike(tmp_path: Path):
     """Integers for float fields, trailing zeros, key order and comments do not matter."""
     f = tmp_path / "pm.yaml"
-    f.write_text("# reordered\nportfolio_margin:\n  vol_reference_days: 30\n  im_factor: 1.250\n  spot_range: 0.150\n"
-                 "  dte_floor_days: 1.0\n")
+    f.write_text(
+        "# reordered\nportfolio_margin:\n  vol_reference_days: 30\n  im_factor: 1.250\n  spot_range: 0.150\n"
+        "  dte_floor_days: 1.0\n"
+    )
     assert scenario_params_hash(load_scenario_params(f)).hex() == DEFAULT_HASH
 
 

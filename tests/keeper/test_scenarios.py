@@ -155,7 +155,11 @@ def test_risk_defined_books_need_a_third_of_a_naked_straddle() -> None:
     premium = black76(2000, 2000, T30, 0.6, True) - black76(2000, 2200, T30, 0.6, True)
     assert 0 < pm.grid_loss[2] <= premium
     # and the iron fly's loss at expiry is bounded by 200 - credit
-    credit = 2 * black76(2000, 2000, T30, 0.6, True) - black76(2000, 1800, T30, 0.6, False) - black76(2000, 2200, T30, 0.6, True)
+    credit = (
+        2 * black76(2000, 2000, T30, 0.6, True)
+        - black76(2000, 1800, T30, 0.6, False)
+        - black76(2000, 2200, T30, 0.6, True)
+    )
     assert pm.grid_loss[1] <= 200 - credit
 
 
@@ -166,8 +170,11 @@ def test_cross_underlying_hedge_gets_correlation_credit_only() -> None:
     notional = 10_000.0
     # hedge: ETH -15% with BTC -7.5% (correlation 0.5): 10,000 x (0.15 - 0.5 x 0.15)
     assert float(pm.grid_loss[0]) == pytest.approx(notional * 0.15 * (1 - 0.5))
-    assert pm.labels[int(pm.worst_scenario[0])] in ("ETH -15.0% vol up, BTC -7.5% vol flat", "ETH -15.0% vol flat, BTC -7.5% vol flat",
-                                                   "ETH -15.0% vol down, BTC -7.5% vol flat")
+    assert pm.labels[int(pm.worst_scenario[0])] in (
+        "ETH -15.0% vol up, BTC -7.5% vol flat",
+        "ETH -15.0% vol flat, BTC -7.5% vol flat",
+        "ETH -15.0% vol down, BTC -7.5% vol flat",
+    )
     # long/long: the common move takes both down 15%
     assert float(pm.grid_loss[1]) == pytest.approx(2 * notional * 0.15)
     # no netting across underlyings in the contingencies: 3% of each leg
@@ -216,10 +223,12 @@ def test_account_report_greeks_and_caller_requirements() -> None:
     delta_e = -2 * n(sd_e / 2) + 1.0  # short 2 ATM calls + 1 perp
     delta_b = 0.5 * (n(sd_b / 2) - 1.0)
     np.testing.assert_allclose(g.delta[0], [delta_e, delta_b], rtol=1e-12)
-    vega_e = -2 * 2000 * math.exp(-(sd_e / 2) ** 2 / 2) / math.sqrt(2 * math.pi) * math.sqrt(T30)
+    vega_e = -2 * 2000 * math.exp(-((sd_e / 2) ** 2) / 2) / math.sqrt(2 * math.pi) * math.sqrt(T30)
     assert float(g.vega[0, 0]) == pytest.approx(vega_e, rel=1e-12)
     assert float(g.delta_usd[0]) == pytest.approx(delta_e * 2000 + delta_b * 30000)
-    reports = account_reports(tables, positions, isolated_im=lambda p: np.abs(p).sum(axis=1) * 1000, standard_im=np.array([123.0]))
+    reports = account_reports(
+        tables, positions, isolated_im=lambda p: np.abs(p).sum(axis=1) * 1000, standard_im=np.array([123.0])
+    )
     r = reports[0]
     assert r.positions == {0: -2.0, 1: 1.0, 2: 0.5}
     assert r.delta == {"ETH": pytest.approx(delta_e), "BTC": pytest.approx(delta_b)}

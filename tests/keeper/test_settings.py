@@ -20,7 +20,13 @@ def write(tmp_path, text: str) -> Path:
 def test_defaults_without_file_or_environment():
     s = load_settings(env={})
     assert s == KeeperSettings()
-    assert s.min_profit_usd == 0.0 and s.gas_margin == 0.25 and s.liquidation_gas_floor == 200_000 and s.metrics_port is None and s.log_format == "text"
+    assert (
+        s.min_profit_usd == 0.0
+        and s.gas_margin == 0.25
+        and s.liquidation_gas_floor == 200_000
+        and s.metrics_port is None
+        and s.log_format == "text"
+    )
 
 
 def test_example_file_loads():
@@ -30,8 +36,16 @@ def test_example_file_loads():
 
 
 def test_file_then_environment_then_options(tmp_path):
-    path = write(tmp_path, "rpc_urls: [http://a:8545, http://b:8545]\nmin_profit_usd: 5\ngas: {max_fee_gwei: 100}\nmetrics_port: 9100\n")
-    env = {"KEEPER_MIN_PROFIT_USD": "7.5", "KEEPER_GAS_MAX_FEE_GWEI": "200", "KEEPER_STATE_DIR": "/var/lib/keeper", "KEEPER_LOG_FORMAT": ""}
+    path = write(
+        tmp_path,
+        "rpc_urls: [http://a:8545, http://b:8545]\nmin_profit_usd: 5\ngas: {max_fee_gwei: 100}\nmetrics_port: 9100\n",
+    )
+    env = {
+        "KEEPER_MIN_PROFIT_USD": "7.5",
+        "KEEPER_GAS_MAX_FEE_GWEI": "200",
+        "KEEPER_STATE_DIR": "/var/lib/keeper",
+        "KEEPER_LOG_FORMAT": "",
+    }
     s = load_settings(path, env=env, metrics_port=9200, min_profit_usd=None)
     assert s.rpc_urls == ("http://a:8545", "http://b:8545")
     assert s.min_profit_usd == 7.5  # environment over file; None option = not given
@@ -108,7 +122,9 @@ def test_cli_run_with_a_bad_settings_file_gives_one_line(tmp_path):
     import sys
 
     path = write(tmp_path, "gas: {max_fee_gwei: lots}\n")
-    out = subprocess.run([sys.executable, "-m", "keeper", "run", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "keeper", "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 1 and len(lines) == 1 and "Traceback" not in out.stderr
     assert "gas.max_fee_gwei" in lines[0] and str(path) in lines[0]

@@ -25,7 +25,9 @@ T = 1_000_000
 
 
 def series(i: int, expiry: int, settled: int = 0) -> SeriesInfo:
-    return SeriesInfo(series_id=i, underlying=0, price_id=0, strike=2000 * WAD, expiry=expiry, is_call=True, settlement_price=settled)
+    return SeriesInfo(
+        series_id=i, underlying=0, price_id=0, strike=2000 * WAD, expiry=expiry, is_call=True, settlement_price=settled
+    )
 
 
 # ---------------------------------------------------------------- the pure decision
@@ -41,13 +43,17 @@ def test_due_markets_expired_and_unsettled_only():
 
 
 def test_due_series_and_order():
-    got = due_settlements([T - 5], [0], [series(0, T - 5), series(1, T - 100), series(2, T, settled=WAD), series(3, T + 60)], T)
+    got = due_settlements(
+        [T - 5], [0], [series(0, T - 5), series(1, T - 100), series(2, T, settled=WAD), series(3, T + 60)], T
+    )
     # oldest expiry first; a market before a series of the same expiry
     assert [(s.kind, s.id) for s in got] == [(SERIES, 1), (MARKET, 0), (SERIES, 0)]
 
 
 def test_due_leaves_out_what_is_in_flight():
-    got = due_settlements([T - 1, T - 1], [0, 0], [series(0, T - 1)], T, pending={"settle_market:0", "settle_series:0", "liquidate:0xA"})
+    got = due_settlements(
+        [T - 1, T - 1], [0, 0], [series(0, T - 1)], T, pending={"settle_market:0", "settle_series:0", "liquidate:0xA"}
+    )
     assert got == [Settlement(MARKET, 1, T - 1)]
 
 
@@ -196,7 +202,9 @@ def test_one_failure_does_not_stop_the_others(caplog):
     assert job.metrics.value("keeper_settlements_skipped_total", reason="reverted") == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("settle market 0: ReadTimeout" in m for m in warnings)
-    assert any("settle market 1: simulation reverted (execution reverted: oracle: no valid price)" in m for m in warnings)
+    assert any(
+        "settle market 1: simulation reverted (execution reverted: oracle: no valid price)" in m for m in warnings
+    )
     # the same failures next block: counted again, logged at DEBUG (no new warning)
     caplog.clear()
     job.step(BlockRef(11, "0x", "0x", T + 12, base_fee=GWEI))
@@ -242,7 +250,10 @@ def test_outcomes_logged_and_counted(caplog):
     assert job.failed == 3 and job.succeeded == 1
     assert job.metrics.value("keeper_settlements_failed_total", kind="series") == 1
     assert job.metrics.value("keeper_settlements_failed_total", kind="market") == 2
-    series_settled = {"event": "SeriesSettled", "args": {"series": 4, "settlement_price": 2100 * WAD, "settlement_value": 100 * WAD}}
+    series_settled = {
+        "event": "SeriesSettled",
+        "args": {"series": 4, "settlement_price": 2100 * WAD, "settlement_value": 100 * WAD},
+    }
     job.handle_outcome(Outcome("settle_series:4", "0xee", "mined", receipt([series_settled])))
     assert job.metrics.value("keeper_settlements_succeeded_total", kind="series") == 1
 
@@ -296,7 +307,10 @@ def test_a_failing_settlement_job_never_stops_the_block(caplog):
     process(10)
     assert bot.stats.block == 10 and bot.stats.settlement_errors == 3  # two reads and the pass
     assert metrics.value("keeper_settlement_errors_total") == 3
-    assert any("settlement job failed at block 10 (RuntimeError: neither the markets nor the option series" in r.getMessage() for r in caplog.records)
+    assert any(
+        "settlement job failed at block 10 (RuntimeError: neither the markets nor the option series" in r.getMessage()
+        for r in caplog.records
+    )
     del client.market_table, client.option_series  # the node answers again: sent next block
     process(11)
     assert tx.sent == ["settle_market:0"] and bot.stats.settlements_sent == 1
@@ -330,8 +344,12 @@ def test_setting_on_by_default_and_turned_off_by_file_env_or_option(tmp_path):
     assert load_settings(path, env={"KEEPER_SETTLE_EXPIRED": "on"}).settle_expired is True
     for off in ("0", "false", "No", "OFF"):
         assert load_settings(env={"KEEPER_SETTLE_EXPIRED": off}).settle_expired is False
-    assert load_settings(env={"KEEPER_SETTLE_EXPIRED": "0"}, settle_expired=True).settle_expired is True  # option over env
-    with pytest.raises(SettingsError, match="environment KEEPER_SETTLE_EXPIRED: settle_expired: must be true or false, got 'maybe'"):
+    assert (
+        load_settings(env={"KEEPER_SETTLE_EXPIRED": "0"}, settle_expired=True).settle_expired is True
+    )  # option over env
+    with pytest.raises(
+        SettingsError, match="environment KEEPER_SETTLE_EXPIRED: settle_expired: must be true or false, got 'maybe'"
+    ):
         load_settings(env={"KEEPER_SETTLE_EXPIRED": "maybe"})
     path.write_text("settle_expired: 3\n")
     with pytest.raises(SettingsError, match="settle_expired: must be true or false, got 3"):
@@ -348,7 +366,10 @@ def test_a_failing_series_read_does_not_hold_back_the_futures(caplog):
     job, tx = job_with(client)
     assert job.step(HEAD) == 1 and tx.sent == ["settle_market:0"]
     assert job.errors == 1 and job.metrics.value("keeper_settlement_errors_total") == 1
-    assert any("settlement: cannot read the option series at block 10 (ContractLogicError" in r.getMessage() for r in caplog.records)
+    assert any(
+        "settlement: cannot read the option series at block 10 (ContractLogicError" in r.getMessage()
+        for r in caplog.records
+    )
     client.market_table = broken  # both unreadable: the pass fails (the liquidator logs and counts it)
     with pytest.raises(RuntimeError, match="neither the markets nor the option series could be read"):
         job.step(BlockRef(11, "0x", "0x", T + 12))

@@ -45,7 +45,10 @@ def test_replacement_fees_match_hand_calculation():
     assert replacement_fees(20 * GWEI, 1 * GWEI, 50 * GWEI, GasPolicy(max_fee_cap=20 * GWEI)) is None
     assert replacement_fees(3 * GWEI, 1 * GWEI, 1 * GWEI, GasPolicy(max_priority_fee_cap=1 * GWEI)) is None
     # the cap binds below the base-fee target but still allows a full bump: 50 x 2 + 1.13 -> 20
-    assert replacement_fees(3 * GWEI, 1 * GWEI, 50 * GWEI, GasPolicy(max_fee_cap=20 * GWEI)) == (20 * GWEI, 1_130_000_000)
+    assert replacement_fees(3 * GWEI, 1 * GWEI, 50 * GWEI, GasPolicy(max_fee_cap=20 * GWEI)) == (
+        20 * GWEI,
+        1_130_000_000,
+    )
 
 
 def test_gas_policy_refuses_a_bump_clients_would_reject():
@@ -63,7 +66,9 @@ def test_journal_round_trips_through_the_file(tmp_path):
     )  # fmt: skip
     with TxJournal(path) as j:
         j.put(rec)
-        j.put(TxRecord("other", 8, ["0x03"], 1, 1, 21_000, "0x" + "22" * 20, "0x", 13, status="mined", mined_hash="0x03"))
+        j.put(
+            TxRecord("other", 8, ["0x03"], 1, 1, 21_000, "0x" + "22" * 20, "0x", 13, status="mined", mined_hash="0x03")
+        )
         j.put(TxRecord("gone", 9, ["0x04"], 1, 1, 21_000, "0x" + "22" * 20, "0x", 13))
         j.delete(9)
     with TxJournal(path) as j:  # reopened: what was written before close is there
@@ -132,7 +137,9 @@ def chain():
         w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
         art = load_artifact("MockERC20")
         factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
-        receipt = w3.eth.wait_for_transaction_receipt(factory.constructor("Test", "TST", 18).transact({"from": DEPLOYER}))
+        receipt = w3.eth.wait_for_transaction_receipt(
+            factory.constructor("Test", "TST", 18).transact({"from": DEPLOYER})
+        )
         token = w3.eth.contract(address=receipt["contractAddress"], abi=art.abi)
         rpc(w3, "evm_setAutomine", False)
         mine(w3, base_fee=1 * GWEI)  # a known base fee to start from

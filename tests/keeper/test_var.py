@@ -100,7 +100,7 @@ def test_parametric_var_of_a_linear_book_is_z_sigma_delta() -> None:
     for gamma in (False, True):  # no gamma in a linear book: both methods agree
         res = parametric_var(tables, [[-3.0], [2.0]], h, gamma=gamma)
         np.testing.assert_allclose(res.var, z99 * sigma * np.array([3.0, 2.0]) * 2000.0, rtol=1e-12)
-        es_factor = math.exp(-z975**2 / 2) / math.sqrt(2 * math.pi) / 0.025  # 2.3378
+        es_factor = math.exp(-(z975**2) / 2) / math.sqrt(2 * math.pi) / 0.025  # 2.3378
         np.testing.assert_allclose(res.es, es_factor * sigma * np.array([3.0, 2.0]) * 2000.0, rtol=1e-12)
     four_day = parametric_var(tables, [[1.0]], h, horizon_days=4, gamma=False)
     assert float(four_day.var[0]) == pytest.approx(2 * z99 * sigma * 2000.0)  # sqrt(4) = 2
