@@ -875,7 +875,9 @@ def _accrue_funding(market_id: uint256, price: uint256) -> int256:
     index: int256 = funding._index_now(market, price)
     if market.funding_time != block.timestamp:
         market.funding_time = block.timestamp
-        self._markets[market_id] = StoredMarket(header=self._market_header(market), settlement_price=market.settlement_price, funding_index=index)
+        # a perpetual's settlement slot is never written (nor read)
+        self._markets[market_id].header = self._market_header(market)
+        self._markets[market_id].funding_index = index
         log FundingUpdated(market=market_id, funding_index=index, funding_rate=market.funding_rate)
     return index
 
@@ -920,12 +922,15 @@ def _settle_expired(account: address):
     open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
     for market_id: uint256 in open_markets:
         market: types.Market = self._market(market_id)
-        if market.settlement_price == 0 and not market.is_perpetual and block.timestamp >= market.expiry:
-            self._settle(market_id, market)
-        price: uint256 = self._markets[market_id].settlement_price
-        if price != 0:
+        # a perpetual never settles (and its settlement slot is never read)
+        if market.is_perpetual:
+            continue
+        if market.settlement_price == 0 and block.timestamp >= market.expiry:
+            if self._settle(market_id, market):
+                market.settlement_price = self._markets[market_id].settlement_price
+        if market.settlement_price != 0:
             size: int256 = self._size(account, market_id)
-            self._apply_fill(account, market_id, -size, price, self._markets[market_id].funding_index)
+            self._apply_fill(account, market_id, -size, market.settlement_price, market.funding_index)
 
 
 @external
