@@ -33,15 +33,16 @@ Settlement of expired dated futures and option series (keeper.settle) is on by d
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any, Mapping
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from keeper.errors import KeeperError
+from keeper.validation import Float, Int, bounds, first_problem, is_integer_field
 
 GWEI = 10**9
 
@@ -50,13 +51,71 @@ class SettingsError(KeeperError, ValueError):
     """A keeper settings file, environment variable or option is missing or malformed."""
 
 
-@dataclass(frozen=True)
-class GasSettings:
+_MODEL = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _listed(value: Any) -> Any:
+    """A comma-separated string (from the environment) as a list."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _invalid(value: Any) -> Any:
+    raise PydanticCustomError("invalid", "invalid")
+
+
+def _bool(value: Any) -> Any:
+    """true/false, or (from the environment) 1/0, true/false, yes/no, on/off in any case."""
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return value if isinstance(value, bool) else _invalid(value)
+
+
+def _path(value: Any) -> Any:
+    return Path(value).expanduser() if isinstance(value, (str, Path)) and str(value).strip() else _invalid(value)
+
+
+def _identifier(value: str) -> str:
+    return value if value.isidentifier() else _invalid(value)
+
+
+def _address(value: str) -> str:
+    from eth_utils import is_address, to_checksum_address
+
+    return to_checksum_address(value) if is_address(value) else _invalid(value)
+
+
+def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(names)) != len(names):
+        raise ValueError("a variable is named twice")
+    return names
+
+
+def _all_or_listed(value: Any) -> Any:
+    return None if value is None or (isinstance(value, str) and value.strip().lower() == "all") else _listed(value)
+
+
+def _always(value: Any) -> Any:
+    if value is None:
+        raise ValueError(
+            "must be a number (USD; 0 = never at a loss) or always (liquidate all, the old null), got null"
+        )
+    return None if isinstance(value, str) and value.strip().lower() == "always" else value
+
+
+Bool = Annotated[bool, BeforeValidator(_bool)]
+OptPath = Annotated[Path | None, BeforeValidator(_path)]
+EnvName = Annotated[str, AfterValidator(_identifier)]
+Url = Annotated[str, Field(pattern=r"^https?://\S*$")]
+
+
+class GasSettings(BaseModel):
     """EIP-1559 fee policy: max fee = base_fee_multiplier x base fee + priority fee, <= max_fee."""
 
-    max_fee_gwei: float = 500.0
-    priority_fee_gwei: float = 1.0
-    base_fee_multiplier: int = 2
+    model_config = _MODEL
+
+    max_fee_gwei: Float = Field(500.0, ge=0, le=1e7)
+    priority_fee_gwei: Float = Field(1.0, ge=0, le=1e7)
+    base_fee_multiplier: Int = Field(2, ge=1, le=100)
 
     @property
     def max_fee_wei(self) -> int:
@@ -67,24 +126,29 @@ class GasSettings:
         return int(round(self.priority_fee_gwei * GWEI))
 
 
-@dataclass(frozen=True)
-class AttestationSettings:
+class AttestationSettings(BaseModel):
     """The attestation service (keeper.attest): off unless `enabled`. `accounts` None = all
     tracked accounts holding options, else checksummed addresses; times in seconds;
     `price_move_fraction` of the attestor's price band; `scenario_config` None = the default
     config/portfolio_margin.yaml."""
 
-    enabled: bool = False
-    signer_key_envs: tuple[str, ...] = ()
-    accounts: tuple[str, ...] | None = None
-    validity_seconds: int = 600
-    refresh_before_seconds: int = 120
-    price_move_fraction: float = 0.5
-    scenario_config: Path | None = None
+    model_config = _MODEL
+
+    enabled: Bool = False
+    signer_key_envs: Annotated[
+        tuple[EnvName, ...], BeforeValidator(_listed), Field(min_length=1), AfterValidator(_distinct)
+    ] = ()
+    accounts: Annotated[
+        Annotated[tuple[Annotated[str, AfterValidator(_address)], ...], Field(min_length=1)] | None,
+        BeforeValidator(_all_or_listed),
+    ] = None
+    validity_seconds: Int = Field(600, ge=60, le=86400)
+    refresh_before_seconds: Int = Field(120, ge=0, le=86400)
+    price_move_fraction: Float = Field(0.5, ge=0.01, le=1.0)
+    scenario_config: Annotated[Path | None, BeforeValidator(lambda v: v if v is None else _path(v))] = None
 
 
-@dataclass(frozen=True)
-class KeeperSettings:
+class KeeperSettings(BaseModel):
     """Everything `keeper run` needs besides the key.
 
     Units: gas in gwei, amounts in USD or ETH as named, times in seconds, depths in blocks.
@@ -96,206 +160,112 @@ class KeeperSettings:
     skipped before any RPC call.
     """
 
-    rpc_urls: tuple[str, ...] = ()
-    manifest: Path | None = None
-    private_key_env: str = "KEEPER_PRIVATE_KEY"
-    state_dir: Path | None = None  # journal and event-index checkpoint; None = nothing persisted
-    from_block: int | None = None  # None = the manifest's deploy block
-    gas: GasSettings = field(default_factory=GasSettings)
-    min_profit_usd: float | None = 0.0  # None = "always" (liquidate all)
-    gas_margin: float = 0.25
-    liquidation_gas_floor: int = 200_000
-    metrics_port: int | None = None  # None = no /metrics endpoint
-    metrics_addr: str = "127.0.0.1"
-    log_format: str = "text"  # text | json
-    log_level: str = "INFO"
-    low_balance_eth: float = 0.05
-    reorg_depth: int = 64
-    stale_after_seconds: float = 120.0
-    missed_after_blocks: int = 3
-    poll_seconds: float = 0.5
-    rpc_timeout_seconds: float = 10.0
-    log_chunk_blocks: int = 2000
-    settle_expired: bool = True  # settle expired dated futures and option series (keeper.settle)
-    attestation: AttestationSettings = field(default_factory=AttestationSettings)
+    model_config = _MODEL
+
+    rpc_urls: Annotated[tuple[Url, ...], BeforeValidator(_listed), Field(min_length=1)] = ()
+    manifest: OptPath = None
+    private_key_env: EnvName = "KEEPER_PRIVATE_KEY"
+    state_dir: OptPath = None  # journal and event-index checkpoint; None = nothing persisted
+    from_block: Int | None = Field(None, ge=0)  # None = the manifest's deploy block
+    gas: GasSettings = GasSettings()
+    min_profit_usd: Annotated[Float | None, BeforeValidator(_always)] = Field(0.0, ge=-1e12, le=1e12)  # None = "always"
+    gas_margin: Float = Field(0.25, ge=0, le=100)
+    liquidation_gas_floor: Int = Field(200_000, ge=0, le=30_000_000)
+    metrics_port: Int | None = Field(None, ge=1, le=65535)  # None = no /metrics endpoint
+    metrics_addr: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    log_format: Annotated[str, Field(pattern="^(text|json)$")] = "text"
+    log_level: Annotated[str, AfterValidator(str.upper), Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+    low_balance_eth: Float = Field(0.05, ge=0, le=1e9)
+    reorg_depth: Int = Field(64, ge=1, le=10_000)
+    stale_after_seconds: Float = Field(120.0, ge=1, le=1e7)
+    missed_after_blocks: Int = Field(3, ge=1, le=1e6)
+    poll_seconds: Float = Field(0.5, ge=0.01, le=3600)
+    rpc_timeout_seconds: Float = Field(10.0, ge=0.1, le=600)
+    log_chunk_blocks: Int = Field(2000, ge=1, le=1e7)
+    settle_expired: Bool = True  # settle expired dated futures and option series (keeper.settle)
+    attestation: AttestationSettings = AttestationSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_private_key(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "private_key" in data:
+            raise ValueError("never put a private key in settings; name its environment variable in private_key_env")
+        return data
 
 
-_TOP = {f.name for f in fields(KeeperSettings)} - {"gas", "attestation"}
-_GAS = {f.name for f in fields(GasSettings)}
-_ATT = {f.name for f in fields(AttestationSettings)}
+_SECTIONS: dict[str, type[BaseModel]] = {"gas": GasSettings, "attestation": AttestationSettings}
+_TOP = set(KeeperSettings.model_fields) - set(_SECTIONS)
+_GAS = set(GasSettings.model_fields)
+_ATT = set(AttestationSettings.model_fields)
+
+# the wording for any bad value of these fields: "<where>: <wording>, got <value>"
+_WORDING = {
+    "rpc_urls": "must be a non-empty list of RPC URLs",
+    "manifest": "must be a path",
+    "state_dir": "must be a path",
+    "scenario_config": "must be a path",
+    "private_key_env": "must name an environment variable",
+    "log_format": "must be text or json",
+    "log_level": "must be DEBUG, INFO, WARNING or ERROR",
+    "metrics_addr": "must be a host address",
+    "enabled": "must be true or false",
+    "settle_expired": "must be true or false",
+    "signer_key_envs": "must list environment variable names",
+    "accounts": "must be all or a list of addresses",
+}
 
 
-def _bool(value, where: str) -> bool:
-    """true/false, or (from the environment) 1/0, true/false, yes/no, on/off in any case."""
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    if not isinstance(value, bool):
-        raise SettingsError(f"{where}: must be true or false, got {value!r}")
-    return value
+def _message(e: ValidationError, values: Mapping[str, Any], source: str) -> str:
+    """pydantic's first error as today's one line: `<source>: <field>: <problem>, got <value>`."""
+    p = first_problem(e)
+    if not p.loc:  # a model-wide rule
+        return f"{source}: {p.text}"
+    section = p.loc[0] if p.loc[0] in _SECTIONS and len(p.loc) > 1 else None
+    model = _SECTIONS[section] if section else KeeperSettings
+    name = str(p.loc[1] if section else p.loc[0])
+    if p.kind == "extra_forbidden":
+        known = _SECTIONS[section].model_fields if section else _TOP | set(_SECTIONS)
+        prefix = f"{section}: " if section else ""
+        return f"{source}: {prefix}unknown field {name!r} (known: {', '.join(sorted(known))})"
+    if p.kind == "model_type":
+        return f"{source}: {name}: must be a mapping, got {p.value!r}"
+    where = f"{source}: {section}.{name}" if section else f"{source}: {name}"
+    if p.kind == "value_error":
+        return f"{where}: {p.text}"
+    if name == "rpc_urls" and len(p.loc) > 1:  # one URL of the list
+        return f"{where}: an RPC URL must start with http:// or https://, got {p.value!r}"
+    if name in _WORDING:
+        raw = values[section][name] if section else values[name]  # type: ignore[index]
+        shown = raw if name in ("enabled", "settle_expired") else _listed(raw) if name in _LISTS else raw
+        return f"{where}: {_WORDING[name]}, got {shown!r}"
+    integer = is_integer_field(model, name)
+    if p.kind in ("int_type", "int_parsing", "int_from_float", "float_type", "float_parsing") or (
+        integer and p.kind == "finite_number"
+    ):
+        return f"{where}: must be {'an integer' if integer else 'a number'}, got {p.value!r}"
+    lo, hi = bounds(model, name)
+    value = p.value
+    if isinstance(value, str):  # from the environment: shown as the number it was read as
+        value = float(value) if not integer else int(float(value))
+    return f"{where}: must be in [{lo:g}, {hi:g}], got {value!r}"
 
 
-def _attestation_field(name: str, value, where: str):
-    """One `attestation:` field, validated."""
-    if name == "enabled":
-        return _bool(value, where)
-    if name == "signer_key_envs":
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if (
-            not isinstance(value, (list, tuple))
-            or not value
-            or not all(isinstance(v, str) and v.isidentifier() for v in value)
-        ):
-            raise SettingsError(f"{where}: must list environment variable names, got {value!r}")
-        if len(set(value)) != len(value):
-            raise SettingsError(f"{where}: a variable is named twice")
-        return tuple(value)
-    if name == "accounts":
-        if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
-            return None
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        from eth_utils import is_address, to_checksum_address
-
-        if (
-            not isinstance(value, (list, tuple))
-            or not value
-            or not all(isinstance(v, str) and is_address(v) for v in value)
-        ):
-            raise SettingsError(f"{where}: must be all or a list of addresses, got {value!r}")
-        return tuple(to_checksum_address(v) for v in value)
-    if name == "scenario_config":
-        if value is None:
-            return None
-        if not isinstance(value, (str, Path)) or not str(value).strip():
-            raise SettingsError(f"{where}: must be a path, got {value!r}")
-        return Path(value).expanduser()
-    limits = {
-        "validity_seconds": (60, 86400, True),
-        "refresh_before_seconds": (0, 86400, True),
-        "price_move_fraction": (0.01, 1.0, False),
-    }
-    lo, hi, integer = limits[name]
-    return _number(value, where, lo, hi, integer)
-
-
-def _number(value, where: str, lo: float, hi: float = math.inf, integer: bool = False):
-    if isinstance(value, str):
-        try:
-            value = float(value) if not integer else int(value, 0)
-        except ValueError:
-            raise SettingsError(f"{where}: must be {'an integer' if integer else 'a number'}, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(f"{where}: must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if integer and (isinstance(value, float) and not value.is_integer()):
-        raise SettingsError(f"{where}: must be an integer, got {value!r}")
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise SettingsError(f"{where}: must be in [{lo:g}, {hi:g}], got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def _url(value, where: str) -> str:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
-        raise SettingsError(f"{where}: an RPC URL must start with http:// or https://, got {value!r}")
-    return value
-
-
-def _convert(name: str, value, where: str):
-    """One field's value, validated; `where` names the source for the error line."""
-    if name == "rpc_urls":
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not value:
-            raise SettingsError(f"{where}: must be a non-empty list of RPC URLs, got {value!r}")
-        return tuple(_url(v, where) for v in value)
-    if name in ("manifest", "state_dir"):
-        if not isinstance(value, (str, Path)) or not str(value).strip():
-            raise SettingsError(f"{where}: must be a path, got {value!r}")
-        return Path(value).expanduser()
-    if name == "private_key_env":
-        if not isinstance(value, str) or not value.isidentifier():
-            raise SettingsError(f"{where}: must name an environment variable, got {value!r}")
-        return value
-    if name == "log_format":
-        if value not in ("text", "json"):
-            raise SettingsError(f"{where}: must be text or json, got {value!r}")
-        return value
-    if name == "log_level":
-        if not isinstance(value, str) or value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(f"{where}: must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
-        return value.upper()
-    if name == "settle_expired":
-        return _bool(value, where)
-    if name == "metrics_addr":
-        if not isinstance(value, str) or not value:
-            raise SettingsError(f"{where}: must be a host address, got {value!r}")
-        return value
-    if name == "min_profit_usd":
-        if isinstance(value, str) and value.strip().lower() == "always":
-            return None
-        if value is None:
-            raise SettingsError(
-                f"{where}: must be a number (USD; 0 = never at a loss) or always (liquidate all, the old null), got null"
-            )
-    if name in ("metrics_port", "from_block") and value is None:
-        return None
-    limits = {
-        "from_block": (0, math.inf, True),
-        "min_profit_usd": (-1e12, 1e12, False),
-        "gas_margin": (0, 100, False),
-        "liquidation_gas_floor": (0, 30_000_000, True),
-        "metrics_port": (1, 65535, True),
-        "low_balance_eth": (0, 1e9, False),
-        "reorg_depth": (1, 10_000, True),
-        "stale_after_seconds": (1, 1e7, False),
-        "missed_after_blocks": (1, 1e6, True),
-        "poll_seconds": (0.01, 3600, False),
-        "rpc_timeout_seconds": (0.1, 600, False),
-        "log_chunk_blocks": (1, 1e7, True),
-        "max_fee_gwei": (0, 1e7, False),
-        "priority_fee_gwei": (0, 1e7, False),
-        "base_fee_multiplier": (1, 100, True),
-    }
-    lo, hi, integer = limits[name]
-    return _number(value, where, lo, hi, integer)
+_LISTS = {"rpc_urls", "signer_key_envs", "accounts"}
 
 
 def _apply(base: KeeperSettings, values: Mapping[str, object], source: str) -> KeeperSettings:
-    top: dict = {}
-    gas: dict = {}
-    att: dict = {}
-    for name, value in values.items():
-        if name == "attestation":
-            if not isinstance(value, Mapping):
-                raise SettingsError(f"{source}: attestation: must be a mapping, got {value!r}")
-            for k, v in value.items():
-                if k not in _ATT:
-                    raise SettingsError(
-                        f"{source}: attestation: unknown field {k!r} (known: {', '.join(sorted(_ATT))})"
-                    )
-                att[k] = _attestation_field(k, v, f"{source}: attestation.{k}")
-        elif name == "gas":
-            if not isinstance(value, Mapping):
-                raise SettingsError(f"{source}: gas: must be a mapping, got {value!r}")
-            for k, v in value.items():
-                if k not in _GAS:
-                    raise SettingsError(f"{source}: gas: unknown field {k!r} (known: {', '.join(sorted(_GAS))})")
-                gas[k] = _convert(k, v, f"{source}: gas.{k}")
-        elif name == "private_key":
-            raise SettingsError(
-                f"{source}: never put a private key in settings; name its environment variable in private_key_env"
-            )
-        elif name in _TOP:
-            top[name] = _convert(name, value, f"{source}: {name}")
-        else:
-            raise SettingsError(
-                f"{source}: unknown field {name!r} (known: {', '.join(sorted(_TOP | {'gas', 'attestation'}))})"
-            )
-    if gas:
-        top["gas"] = replace(base.gas, **gas)
-    if att:
-        top["attestation"] = replace(base.attestation, **att)
-    return replace(base, **top)
+    """`base` with the fields named in `values` (raw, from `source`) validated and set."""
+    try:
+        given = KeeperSettings.model_validate(values)
+    except ValidationError as e:
+        raise SettingsError(_message(e, values, source)) from None
+    update: dict[str, Any] = {}
+    for name in given.model_fields_set:
+        value = getattr(given, name)
+        if name in _SECTIONS:  # only the section's fields that were given
+            value = getattr(base, name).model_copy(update={k: getattr(value, k) for k in value.model_fields_set})
+        update[name] = value
+    return base.model_copy(update=update)
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides) -> KeeperSettings:
