@@ -17,11 +17,25 @@ import os
 import tempfile
 from dataclasses import fields
 from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
 
 from eth_utils import is_address, to_checksum_address
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic_core import PydanticCustomError
 
 from keeper.chain.deployment import Deployment
 from keeper.errors import KeeperError
+from keeper.validation import first_problem
 
 ADDRESS_FIELDS = ("oracle", "vault", "engine", "settlement_token")
 
@@ -52,25 +66,32 @@ def save_manifest(deployment: Deployment, path: str | Path) -> Path:
     return path
 
 
-def _is_address(value) -> bool:
-    """A 20-byte hex address; mixed case must carry a correct EIP-55 checksum (all lower or all
-    upper case carries none and is accepted)."""
+def _checksummed(value: Any) -> str:
+    """`value` as a checksummed 20-byte hex address (pydantic error `address` if it is not one);
+    mixed case must carry a correct EIP-55 checksum (error `checksum`: a typo), all lower or all
+    upper case carries none and is accepted."""
     if not isinstance(value, str) or not is_address(value):
-        return False
+        raise PydanticCustomError("address", "not an address")
     digits = value[2:]
-    return digits in (digits.lower(), digits.upper()) or value == to_checksum_address(value)
-
-
-def _check_address(value, what: str) -> str:
-    """`value` as a checksummed address, or an error text naming `what`."""
-    if isinstance(value, str) and is_address(value) and not _is_address(value):
-        raise _Bad(
-            f"{what} has a wrong EIP-55 checksum (a typo?): {value!r}; "
-            "check the address (all lower case carries no checksum)"
-        )
-    if not _is_address(value):
-        raise _Bad(f"{what} is not an address: {_show(value, repr)}")
+    if digits not in (digits.lower(), digits.upper()) and value != to_checksum_address(value):
+        raise PydanticCustomError("checksum", "wrong EIP-55 checksum")
     return to_checksum_address(value)
+
+
+def _address(value: Any, info: ValidationInfo) -> str:
+    """A checksummed address, or "" where the field may be empty (an optional address, or a
+    contract a partial deployment has not deployed yet)."""
+    if value == "" and (info.field_name not in ADDRESS_FIELDS or (info.context or {}).get("partial")):
+        return value
+    return _checksummed(value)
+
+
+def _relative_path(value: str) -> str:
+    """A non-empty relative POSIX path that stays inside the folder it is relative to."""
+    path = PurePosixPath(value)
+    if not value or "\\" in value or not value.isprintable() or path.is_absolute() or ".." in path.parts:
+        raise PydanticCustomError("path", "not a relative path")
+    return value
 
 
 def _show(value, fmt=json.dumps) -> str:
@@ -79,102 +100,111 @@ def _show(value, fmt=json.dumps) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class _Bad(Exception):
-    """A field problem; load_manifest adds the manifest path."""
-
-
-def _uint(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-# Optional fields: name -> kind ("ids": object of name -> non-negative integer; "addresses":
-# object of name -> address; "paths": object of name -> relative file path; "uint":
-# non-negative integer; "address": an address or ""; "text": a string).
-OPTIONAL_FIELDS = {
-    "asset_ids": "ids",
-    "asset_decimals": "ids",
-    "feed_decimals": "ids",
-    "price_ids": "ids",
-    "underlyings": "ids",
-    "markets": "ids",
-    "market_expiries": "ids",
-    "tokens": "addresses",
-    "feeds": "addresses",
-    "deploy_block": "uint",
-    "admin": "address",
-    "lens": "address",
-    "compiler": "text",
-    "timelock": "address",
-    "deployer": "address",
-    "deployed_at": "uint",
-    "blocks": "ids",
-    "parameters": "object",
-    "steps": "steps",
-    "status": "status",
-    "option_market": "address",
-    "vol_feed": "address",
-    "health_attestor": "address",
-    "option_series": "ids",
-    "abis": "paths",
-}
 STATUSES = ("partial", "complete")
+Address = Annotated[str, BeforeValidator(_address)]
+Checksummed = Annotated[str, BeforeValidator(_checksummed)]
+Uint = Annotated[StrictInt, Field(ge=0)]
+Ids = dict[str, Uint]
 
 
-def _relative_path(value) -> bool:
-    """A non-empty relative POSIX path that stays inside the folder it is relative to."""
-    if not isinstance(value, str) or not value or "\\" in value or not value.isprintable():
-        return False
-    path = PurePosixPath(value)
-    return not path.is_absolute() and ".." not in path.parts
+class _Step(BaseModel):
+    """One deployment step's record: {"block", "gas"[, "address", "expiry"]}, kept as written."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    address: Checksummed = ""
 
 
-def _check_optional(key: str, value):
-    kind = OPTIONAL_FIELDS[key]
-    if kind == "uint":
-        if not _uint(value):
-            raise _Bad(f"{key} must be a non-negative integer, got {_show(value)}")
-        return value
-    if kind == "text":
-        if not isinstance(value, str):
-            raise _Bad(f"{key} must be a string, got {_show(value)}")
-        return value
-    if kind == "address":
-        return value if value == "" else _check_address(value, key)
-    if kind == "status":
-        if value not in STATUSES:
-            raise _Bad(f"{key} must be one of {', '.join(STATUSES)}, got {_show(value)}")
-        return value
-    if kind == "object":
-        if not isinstance(value, dict):
-            raise _Bad(f"{key} must be a JSON object, got {_show(value)}")
-        return value
-    if kind == "steps":
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise _Bad(f"{key} must be a JSON object of step -> object, got {_show(value)}")
-        for name, record in value.items():
-            if "address" in record:
-                record["address"] = _check_address(record["address"], f"{key}[{name!r}].address")
-        return value
-    if not isinstance(value, dict):
-        what = {"addresses": "address", "paths": "relative path"}.get(kind, "non-negative integer")
-        raise _Bad(f"{key} must be a JSON object of name -> {what}, got {_show(value)}")
-    out = {}
-    for name, item in value.items():
-        label = f"{key}.{name}" if name.isprintable() else f"{key}[{name!r}]"
-        if kind == "paths":
-            if not _relative_path(item):
-                raise _Bad(
-                    f"{label} must be a path relative to the repository (such as abi/MarginEngine.json), "
-                    f"got {_show(item)}"
-                )
-            out[name] = item
-        elif kind == "ids":
-            if not _uint(item):
-                raise _Bad(f"{label} must be a non-negative integer, got {_show(item)}")
-            out[name] = item
-        else:
-            out[name] = _check_address(item, label)
-    return out
+class _Manifest(BaseModel):
+    """The manifest's fields, checked in this order (the first problem is reported); unknown
+    keys are ignored, so an older keeper reads a newer manifest."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    oracle: Address
+    vault: Address
+    engine: Address
+    settlement_token: Address
+    chain_id: Uint
+    settlement_decimals: Annotated[StrictInt, Field(ge=0, le=18)]
+    asset_ids: Ids = {}
+    asset_decimals: Ids = {}
+    feed_decimals: Ids = {}
+    price_ids: Ids = {}
+    underlyings: Ids = {}
+    markets: Ids = {}
+    market_expiries: Ids = {}
+    tokens: dict[str, Checksummed] = {}
+    feeds: dict[str, Checksummed] = {}
+    deploy_block: Uint = 0
+    admin: Address = ""
+    lens: Address = ""
+    compiler: StrictStr = ""
+    timelock: Address = ""
+    deployer: Address = ""
+    deployed_at: Uint = 0
+    blocks: Ids = {}
+    parameters: dict[str, Any] = {}
+    steps: dict[str, _Step] = {}
+    status: Literal[STATUSES] = "complete"
+    option_market: Address = ""
+    vol_feed: Address = ""
+    health_attestor: Address = ""
+    option_series: Ids = {}
+    abis: dict[str, Annotated[StrictStr, AfterValidator(_relative_path)]] = {}
+    # passed through unchecked, as before
+    matching: Any = ""
+    engine_liquidation: Any = ""
+    option_liquidation: Any = ""
+
+
+# the wording of a problem with a whole field, by field (default: a non-negative integer)
+_WORDING = {
+    "status": f"must be one of {', '.join(STATUSES)}",
+    "parameters": "must be a JSON object",
+    "compiler": "must be a string",
+    "tokens": "must be a JSON object of name -> address",
+    "feeds": "must be a JSON object of name -> address",
+    "abis": "must be a JSON object of name -> relative path",
+    **{
+        k: "must be a JSON object of name -> non-negative integer"
+        for k, f in _Manifest.model_fields.items()
+        if f.annotation == Ids
+    },
+}
+
+
+def _problem(e: ValidationError, raw: dict) -> str:
+    """pydantic's first error as today's line (after `deployment manifest <file>`)."""
+    errors = e.errors(include_url=False)
+    missing = {err["loc"][0] for err in errors if err["type"] == "missing"}
+    if missing:  # every required field that is missing, at once
+        return f" lacks {', '.join(k for k in ('chain_id', 'settlement_decimals', *ADDRESS_FIELDS) if k in missing)}"
+    p = first_problem(e)
+    key, name = str(p.loc[0]), str(p.loc[1]) if len(p.loc) > 1 else ""
+    label = key if not name else f"{key}.{name}" if name.isprintable() else f"{key}[{name!r}]"
+    if key == "steps":  # a step that is not an object is reported before a step's bad address
+        if any(err["loc"][0] == "steps" and err["loc"][2:] != ("address",) for err in errors):
+            return f": steps must be a JSON object of step -> object, got {_show(raw[key])}"
+        label = f"steps[{name!r}].address"
+    if p.kind == "checksum":
+        return (
+            f": {label} has a wrong EIP-55 checksum (a typo?): {p.value!r}; "
+            "check the address (all lower case carries no checksum)"
+        )
+    if p.kind == "address":
+        return f": {label} is not an address: {_show(p.value, repr)}"
+    if key == "abis" and name:
+        return (
+            f": {label} must be a path relative to the repository (such as abi/MarginEngine.json), got {_show(p.value)}"
+        )
+    if key in ("chain_id", "settlement_decimals"):
+        if p.kind == "less_than_equal":
+            return f": {key} must be at most 18 (the vault lists 0..18), got {p.value}"
+        return f": {key} must be a non-negative integer"
+    if name:  # an item of an object of name -> non-negative integer
+        return f": {label} must be a non-negative integer, got {_show(p.value)}"
+    return f": {key} {_WORDING.get(key, 'must be a non-negative integer')}, got {_show(p.value)}"
 
 
 def load_manifest(path: str | Path, allow_partial: bool = False) -> Deployment:
@@ -210,27 +240,9 @@ def load_manifest(path: str | Path, allow_partial: bool = False) -> Deployment:
     if partial:  # addresses not deployed yet are empty
         for key in ADDRESS_FIELDS:
             raw.setdefault(key, "")
-    missing = [k for k in ("chain_id", "settlement_decimals", *ADDRESS_FIELDS) if k not in raw]
-    if missing:
-        raise ManifestError(f"deployment manifest {path} lacks {', '.join(missing)}")
     try:
-        for key in ADDRESS_FIELDS:
-            if not (partial and raw[key] == ""):
-                raw[key] = _check_address(raw[key], key)
-    except _Bad as e:
-        raise ManifestError(f"deployment manifest {path}: {e}") from None
-    for key in ("chain_id", "settlement_decimals"):
-        if not _uint(raw[key]):
-            raise ManifestError(f"deployment manifest {path}: {key} must be a non-negative integer")
-    if raw["settlement_decimals"] > 18:
-        raise ManifestError(
-            f"deployment manifest {path}: settlement_decimals must be at most 18 (the vault lists 0..18), "
-            f"got {raw['settlement_decimals']}"
-        )
-    try:
-        for key in OPTIONAL_FIELDS:
-            if key in raw:
-                raw[key] = _check_optional(key, raw[key])
-    except _Bad as e:
-        raise ManifestError(f"deployment manifest {path}: {e}") from None
-    return Deployment(**{k: v for k, v in raw.items() if k in known})
+        manifest = _Manifest.model_validate(raw, context={"partial": partial})
+    except ValidationError as e:
+        raise ManifestError(f"deployment manifest {path}{_problem(e, raw)}") from None
+    checked = manifest.model_dump(exclude_unset=True)
+    return Deployment(**{k: v for k, v in checked.items() if k in known})
