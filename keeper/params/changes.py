@@ -34,8 +34,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, create_model
 
 from keeper.errors import KeeperError
 from keeper.units import to_wad
@@ -122,48 +124,67 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _value(kind: str, key: str, value) -> tuple[object, str | None]:
-    """(converted value, None) or (None, problem)."""
-    if kind == SECONDS:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SECONDS:
-            return None, f"{key}: must be a whole number of seconds, got {_show(value)}"
-        return value, None
-    if kind == HEARTBEATS:
-        if not isinstance(value, list) or not 1 <= len(value) <= MAX_FEEDS:
-            return (
-                None,
-                f"{key}: must be a list of 1 to {MAX_FEEDS} heartbeats in seconds (one per feed), got {_show(value)}",
-            )
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SECONDS:
-                return None, f"{key}: each heartbeat must be a whole number of seconds, got {_show(v)}"
-        return tuple(value), None
+def _wad(value: Any) -> int:
+    """A non-negative decimal as a WAD integer (keeper.units.to_wad: exact to 18 decimals)."""
     try:
         wad = to_wad(value)
     except TypeError:
-        return None, f"{key}: must be a number, got {_show(value)}"
-    except ValueError as e:
-        return None, f"{key}: {e}"
+        raise ValueError(f"must be a number, got {_show(value)}") from None
     if wad < 0:
-        return None, f"{key}: must not be negative, got {_show(value)}"
-    return wad, None
+        raise ValueError(f"must not be negative, got {_show(value)}")
+    return wad
+
+
+Seconds = Annotated[StrictInt, Field(ge=0, le=MAX_SECONDS)]
+_TYPES: dict[str, Any] = {
+    SECONDS: Seconds,
+    HEARTBEATS: Annotated[tuple[Seconds, ...], Field(min_length=1, max_length=MAX_FEEDS)],
+    **{kind: Annotated[int, BeforeValidator(_wad)] for kind in (FRACTION, NUMBER, USD, AMOUNT)},
+}
+# a bad whole number of seconds, by kind and depth (a heartbeats list, or one item of it)
+_WORDING = {
+    (SECONDS, 1): "must be a whole number of seconds",
+    (HEARTBEATS, 1): f"must be a list of 1 to {MAX_FEEDS} heartbeats in seconds (one per feed)",
+    (HEARTBEATS, 2): "each heartbeat must be a whole number of seconds",
+}
+# section -> the model of its fields (all optional; unknown fields refused)
+_MODELS: dict[str, type[BaseModel]] = {
+    section: create_model(
+        f"{section}_fields",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        **{key: (_TYPES[kind], None) for key, kind in kinds.items()},
+    )
+    for section, kinds in FIELDS.items()
+    if section != "portfolio_margin"
+}
 
 
 def _fields(section: str, raw: dict, where: str, problems: list[str]) -> dict:
+    """The fields of one entry, validated by its section's model; one problem per bad field, in
+    the file's order."""
     allowed = FIELDS[section]
-    values = {}
-    for key, value in raw.items():
-        if key not in allowed:
-            problems.append(f"{where}: unknown field {_show(key)}; {section} takes {', '.join(allowed)}")
-            continue
-        converted, problem = _value(allowed[key], key, value)
-        if problem:
-            problems.append(f"{where}: {problem}")
-        else:
-            values[key] = converted
     if not raw:
         problems.append(f"{where}: nothing to change; give at least one of {', '.join(allowed)}")
-    return values
+        return {}
+    try:
+        checked = _MODELS[section].model_validate(raw)
+    except ValidationError as e:
+        first: dict = {}  # the first (outermost) error of each field
+        for err in sorted(e.errors(include_url=False), key=lambda err: len(err["loc"])):
+            if err["type"] == "too_short" and len(err["input"]) >= err["ctx"]["min_length"]:
+                continue  # counted after dropping the bad items, which are reported instead
+            first.setdefault(err["loc"][0], err)
+        order = list(raw)
+        for key, err in sorted(first.items(), key=lambda item: order.index(item[0])):
+            if err["type"] in ("extra_forbidden", "invalid_key"):
+                problem = f"unknown field {_show(key)}; {section} takes {', '.join(allowed)}"
+            elif err["type"] == "value_error":  # _wad's own wording
+                problem = f"{key}: {err['ctx']['error']}"
+            else:
+                problem = f"{key}: {_WORDING[allowed[key], len(err['loc'])]}, got {_show(err['input'])}"
+            problems.append(f"{where}: {problem}")
+        return {}
+    return {key: getattr(checked, key) for key in raw}
 
 
 def _portfolio_margin(i: int, entry: dict, problems: list[str]) -> Change | None:
