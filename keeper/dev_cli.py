@@ -32,7 +32,7 @@ from keeper.chain.artifacts import load_artifact
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import load_manifest
-from keeper.chain.types import UnderlyingRates
+from keeper.chain.types import FeedInfo, UnderlyingRates
 from keeper.cli_common import chain_options, one_line_errors
 from keeper.errors import KeeperError
 from keeper.replay.driver import User, confirm, deposit_all, spec_deposits, trade_all
@@ -76,7 +76,8 @@ class DevChain:
     def feeds(self, symbol: str) -> list[tuple[object, int]]:
         """The oracle's feeds of price id `symbol` as (mock feed contract, scale = 10**(18 - decimals))."""
         pid = self.deployment.price_ids[symbol]
-        return [(self.mock_feed(symbol, f[0]), f[1]) for f in self.client.oracle.functions.feeds(pid).call()]
+        feeds = [FeedInfo.decode(f) for f in self.client.oracle.functions.feeds(pid).call()]
+        return [(self.mock_feed(symbol, f.aggregator), f.scale) for f in feeds]
 
     def index_prices(self) -> dict[str, int]:
         """Price id symbol -> WAD index price (0 when the oracle has no valid feed for it)."""

@@ -148,3 +148,51 @@ class OptionMargin(NamedTuple):
     @classmethod
     def decode(cls, raw: Sequence[Any]) -> OptionMargin:
         return cls(*(int(x) for x in raw))
+
+
+class MarketInfo(NamedTuple):
+    """`MarginEngine.markets(market_id)`: the stored market (funding index as of funding_time,
+    not accrued; `MarketState` has it accrued)."""
+
+    underlying: int
+    is_perpetual: bool
+    expiry: int
+    settlement_price: int
+    funding_rate: int
+    funding_index: int
+    funding_time: int
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> MarketInfo:
+        u, perpetual, *rest = raw
+        return cls(int(u), bool(perpetual), *(int(x) for x in rest))
+
+
+class OptionSeries(NamedTuple):
+    """`OptionMarket.series(series_id)`: a listed series (WAD strike, settlement price 0 while live)."""
+
+    underlying: int
+    price_id: int
+    strike: int
+    expiry: int
+    is_call: bool
+    settlement_price: int
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> OptionSeries:
+        u, pid, strike, expiry, is_call, settled = raw
+        return cls(int(u), int(pid), int(strike), int(expiry), bool(is_call), int(settled))
+
+
+class FeedInfo(NamedTuple):
+    """One entry of `OracleRouter.feeds(price_id)`: aggregator address, scale to WAD
+    (10**(18 - decimals)), heartbeat seconds."""
+
+    aggregator: str
+    scale: int
+    heartbeat: int
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> FeedInfo:
+        aggregator, scale, heartbeat = raw
+        return cls(str(aggregator), int(scale), int(heartbeat))

@@ -51,3 +51,11 @@ def test_decoded_values_are_unchanged_and_still_tuples():
     assert (book.cash.tolist(), book.size.tolist(), book.funding_index.tolist()) == ([-3], [[0, -WAD]], [[0, 7]])
     market = MarketState.decode((0, True, 0, 0, -5, 9))
     assert market.is_perpetual is True and MarketTable.from_states([market], 0).funding_index.tolist() == [9]
+
+
+def test_single_struct_reads_are_named_as_the_abi():
+    from keeper.chain.types import FeedInfo, MarketInfo, OptionSeries
+
+    assert list(MarketInfo._fields) == _outputs("MarginEngine", "markets")
+    assert list(OptionSeries._fields) == _outputs("OptionMarket", "series")
+    assert list(FeedInfo._fields) == _outputs("OracleRouter", "feeds")
