@@ -1,7 +1,7 @@
 """Gas per call of the in-house exp, ln, normal CDF and Black-76 (contracts/lib/black76.vy),
 measured in titanoboa, next to the figures of lyra-utils' `Black76.sol` / `FixedPointMathLib`.
 
-    python -m benchmarks.black76_gas [--samples 2000] [--seed 11]
+    python -m benchmarks.black76_gas [--samples 2000] [--seed 11] [--json]
 
 Inputs are drawn at random over each function's supported range (the module docstring). "call"
 is the execution gas of one external call of the wrapper (dispatch and ABI decoding included,
@@ -10,12 +10,14 @@ empty function with the same signature, i.e. roughly what an importing contract 
 
 Lyra's figures are whole Foundry tests from its `.gas-snapshot` (several assertions each), so
 they are upper bounds of a single call; "Black76 per call+put" is testPrices (67,226 gas for 9
-pricings) / 9. Prints figures; asserts nothing.
+pricings) / 9. Prints figures; asserts nothing. With --json, also writes them to
+reports/black76-gas.json (the docs' table is rendered from there by bin/figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import statistics
@@ -28,6 +30,7 @@ from rich.table import Table
 WAD = 10**18
 YEAR = 365 * 86400
 SOURCE = Path(__file__).resolve().parents[1] / "contracts" / "lib" / "black76.vy"
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "black76-gas.json"
 
 # Empty functions with the wrappers' signatures: the per-call overhead to subtract.
 EMPTY = """
@@ -73,6 +76,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument(
+        "--json", action="store_true", help=f"also write the figures to {REPORT.relative_to(REPORT.parents[1])}"
+    )
     args = ap.parse_args()
     rng = random.Random(args.seed)
     b76 = boa.load(str(SOURCE))
@@ -120,6 +126,24 @@ def main() -> None:
     console = Console(width=110)
     console.print(table)
     console.print(f"16 options (one margin check): about {16 * mean:,.0f} gas of pricing")
+    if args.json:
+        rows = samples | {"black76_near_money": near_money}
+        report = {
+            "samples": args.samples,
+            "seed": args.seed,
+            "functions": {
+                name: {
+                    "call_mean": round(statistics.fmean(gas)),
+                    "call_max": max(gas),
+                    "internal_mean": round(statistics.fmean(gas) - overhead[name.removesuffix("_near_money")]),
+                    "lyra_test": LYRA[name.removesuffix("_near_money")][0],
+                    "lyra_gas": LYRA[name.removesuffix("_near_money")][1],
+                }
+                for name, gas in rows.items()
+            },
+        }
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Gas of one margin check of an account holding N options, next to Derive (Lyra v2)'s standard
 manager (SRM), in titanoboa.
 
-    python -m benchmarks.option_margin_gas [--sizes 1,4,8,16,32]
+    python -m benchmarks.option_margin_gas [--sizes 1,4,8,16,32] [--json]
 
 For each N a fresh account sells N distinct option series (calls and puts, two expiries, fresh
 vols from the VolFeed) and holds nothing else; the figures are the execution gas of one call
@@ -12,12 +12,15 @@ vols from the VolFeed) and holds nothing else; the figures are the execution gas
   - `OptionMarket.margin_contribution`: the options part alone.
 Lyra's figures are from derivexyz/v2-core PR #272 "misc: metrics" (SRM margin check, 1 market,
 1 expiry: 16 options 966K, 32 options 2,494K; see ../shared/anchors/protocols.md 1.6).
-Prints figures; asserts nothing.
+Prints figures; asserts nothing. With --json, also writes them to reports/option-margin-gas.json
+(the docs' table is rendered from there by bin/figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import boa
 from rich.console import Console
@@ -27,6 +30,7 @@ from tests.boa_protocol import WAD, BoaProtocol, OptionsKit
 
 DAY = 86400
 LYRA_SRM = {16: 966_000, 32: 2_494_000}
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "option-margin-gas.json"
 
 
 def _series(kit: OptionsKit, n: int) -> list[int]:
@@ -74,6 +78,7 @@ def measure(sizes: list[int]) -> list[tuple[int, int, int, int]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,4,8,16,32", help="comma-separated numbers of options (<= 32)")
+    ap.add_argument("--json", action="store_true", help="also write the figures to reports/option-margin-gas.json")
     args = ap.parse_args()
     try:
         sizes = sorted({int(x) for x in args.sizes.split(",")})
@@ -84,10 +89,26 @@ def main() -> None:
     table = Table(title="gas of one margin check, N short options (titanoboa, execution gas, cold)")
     for col in ("options", "engine.margin_summary", "engine.is_liquidatable", "options part", "per option", "Lyra SRM"):
         table.add_column(col, justify="right")
-    for n, engine, lens, options in measure(sizes):
+    rows = measure(sizes)
+    for n, engine, lens, options in rows:
         lyra = f"{LYRA_SRM[n]:,}" if n in LYRA_SRM else "-"
         table.add_row(str(n), f"{engine:,}", f"{lens:,}", f"{options:,}", f"{options // n:,}", lyra)
     Console(width=140).print(table)
+    if args.json:
+        report = {
+            "rows": [
+                {
+                    "options": n,
+                    "margin_summary": engine,
+                    "is_liquidatable": lens,
+                    "options_part": options,
+                    "derive_srm": LYRA_SRM.get(n),
+                }
+                for n, engine, lens, options in rows
+            ]
+        }
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -254,9 +254,9 @@ class AttestationService:
                     account, "stale_vol", "holds a series without a fresh vol", version, prices, timestamp, validity
                 )
                 continue
-            _, option_im, option_mm = client.option_margin(account, prices, block)
-            std_im = int(standard.initial_margin[i]) + option_im
-            std_mm = int(standard.maintenance_margin[i]) + option_mm
+            options = client.option_margin(account, prices, block)
+            std_im = int(standard.initial_margin[i]) + options.initial_margin
+            std_mm = int(standard.maintenance_margin[i]) + options.maintenance_margin
             margins = attested_margins(float(pm.im[i]), float(pm.mm[i]), std_im, std_mm)
             if margins is None:
                 self._skip(

@@ -377,10 +377,8 @@ class Liquidator:
             self._scan_portfolio_accounts(block)
             onchain = [i for i, a in enumerate(accounts) if a in self.portfolio_accounts]
             if onchain:  # the contract's answer, options and attestations included
-                for i, (eq, _im, mm, hf) in zip(
-                    onchain, self.client.margin_summaries([accounts[i] for i in onchain], block)
-                ):
-                    equity[i], health[i], liquidatable[i] = eq, hf, eq < mm
+                for i, s in zip(onchain, self.client.margin_summaries([accounts[i] for i in onchain], block)):
+                    equity[i], health[i], liquidatable[i] = s.equity, s.health_factor, s.equity < s.maintenance_margin
             order = [i for i in range(len(accounts)) if liquidatable[i]]
             self._track_episodes([accounts[i] for i in sorted(order, key=lambda i: health[i])], block)
             if not update.is_stale:

@@ -262,112 +262,44 @@ def run(
     default=None,
     help="Write a PNG heat map of the account's P&L by spot move and vol shock here.",
 )
-def account(address, rpc, manifest, scenario_config, plot_path) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    default=False,
+    help="Print collateral, positions and margin as one JSON object (WAD integers) instead of tables.",
+)
+def account(address, rpc, manifest, scenario_config, plot_path, as_json) -> None:
     """Positions, collateral, equity, IM, MM and health of ADDRESS; with options: its Greeks,
-    the scenario table and the isolated, standard and portfolio margin requirements."""
+    the scenario table and the isolated, standard and portfolio margin requirements.
+
+    Unrealized P&L is the engine's: price P&L minus the funding a position owes, so equity =
+    cash + collateral value + unrealized P&L."""
     from eth_utils import is_address, to_checksum_address
 
+    from keeper.chain.account import read_account
     from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
-    from keeper.risk.margin import cash_value, isolated_initial_margin, margin, settlement_price
-    from keeper.risk.portfolio import account_reports
-    from keeper.risk.scenarios import build_risk_tables, portfolio_margin
 
     if not is_address(address):
         raise click.ClickException(f"not an address: {address!r}")
+    if as_json and plot_path is not None:
+        raise click.ClickException("--json and --plot do not go together: the JSON is the account's numbers only")
     address = to_checksum_address(address)
-    scenario_params = load_scenario_params(scenario_config or DEFAULT_PM_CONFIG)
+    scenario_params = None if as_json else load_scenario_params(scenario_config or DEFAULT_PM_CONFIG)
     deployment = load_manifest(manifest)
     client = ProtocolClient(connect(rpc), deployment)
     client.check_chain()
-    block = client.w3.eth.block_number
-    snap = client.snapshot([address], block)
-    params = client.risk_params(block)
-    result = margin(snap.book, snap.markets, params, snap.prices)
-    onchain = client.margin_summaries([address], block)[0]
+    view = read_account(client, address, client.w3.eth.block_number)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(_account_json(view, client), indent=2))
+        return
     out = stdout
-
-    assets = Table(title=f"Collateral of {address} at block {block}")
-    for col in ("asset", "balance", "index price", "haircut", "margin value (USD)"):
-        assets.add_column(col, justify="right" if col != "asset" else "left")
-    # cash by the vault's depeg rule: the settlement asset's own price when it has one
-    settle_px = settlement_price(params, snap.prices)
-    cash_val = cash_value(snap.book.cash[:1], params, snap.prices)[0]
-    assets.add_row(
-        "cash (" + "USDC" + ")",
-        f"{snap.book.cash[0] / WAD:,.2f}",
-        f"{settle_px / WAD:,.4f}" if settle_px else "1",
-        "depeg rule" if settle_px else "1",
-        f"{cash_val / WAD:,.2f}",
-    )
-    for symbol, asset_id in deployment.asset_ids.items():
-        bal = snap.book.collateral[0, asset_id]
-        if bal:
-            price = snap.prices[params.asset_price_id[asset_id]]
-            dec = deployment.asset_decimals[symbol]
-            hc = params.asset_haircut[asset_id]
-            value = bal * price * hc // (10**dec * WAD)
-            assets.add_row(
-                symbol, f"{bal / 10**dec:,.6f}", f"{price / WAD:,.2f}", f"{hc / WAD:.2f}", f"{value / WAD:,.2f}"
-            )
-    out.print(assets)
-
-    names = {v: k for k, v in deployment.markets.items()}
-    positions = Table(title="Positions")
-    for col in ("market", "size", "entry", "mark", "unrealized PnL (USD)"):
-        positions.add_column(col, justify="right" if col != "market" else "left")
-    for m in range(snap.book.size.shape[1]):
-        size = snap.book.size[0, m]
-        if size:
-            settled = snap.markets.settlement_price[m]
-            mark = settled or snap.prices[params.price_id[snap.markets.underlying[m]]]
-            pnl = size * (mark - snap.book.entry_price[0, m]) // WAD
-            positions.add_row(
-                names.get(m, str(m)),
-                f"{size / WAD:,.6f}",
-                f"{snap.book.entry_price[0, m] / WAD:,.2f}",
-                f"{mark / WAD:,.2f}",
-                f"{pnl / WAD:,.2f}",
-            )
-    option_im = option_mm = option_value = 0
-    book = client.risk_book(snap, params)
-    if client.options is not None:
-        series = {s.series_id: s for s in client.option_series(block)}
-        symbols = book.market.symbols
-        from keeper.risk.book import series_name
-
-        for st in client.options.functions.option_states(address).call(block_identifier=block):
-            sid, size, entry, mark, value, im, mm = st
-            s = series[sid]
-            label = series_name(symbols[s.underlying] if s.underlying < len(symbols) else f"U{s.underlying}", s)
-            positions.add_row(
-                label, f"{size / WAD:,.6f}", f"{entry / WAD:,.2f}", f"{mark / WAD:,.2f}", f"{value / WAD:,.2f}"
-            )
-        option_value, option_im, option_mm = client.option_margin(address, [int(p) for p in snap.prices], block)
-    out.print(positions)
-
-    # standard = the engine's cross margin + the option market's standard margin, no attestation
-    standard_im = int(result.initial_margin[0]) + option_im
-    standard_mm = int(result.maintenance_margin[0]) + option_mm
-    equity = int(result.equity[0]) + option_value
-    attested = client.attestor is not None and client.attestor.functions.attestation_holds(address).call(
-        block_identifier=block
-    )
-    # an attestation can only lower the requirement; without one the contract's is the standard
-    requirement_ok = (
-        onchain[1] <= standard_im and onchain[2] <= standard_mm
-        if attested
-        else (onchain[1], onchain[2]) == (standard_im, standard_mm)
-    )
-    agrees = equity == onchain[0] and requirement_ok
-    summary = Table(title="Margin (keeper = contract)" if agrees else "Margin (KEEPER DIFFERS FROM CONTRACT)")
-    for col in ("equity (USD)", "initial margin", "maintenance margin", "health factor", "liquidatable"):
-        summary.add_column(col, justify="right")
-    hf = onchain[3]
-    summary.add_row(
-        f"{onchain[0] / WAD:,.2f}", f"{onchain[1] / WAD:,.2f}", f"{onchain[2] / WAD:,.2f}",
-        "inf" if hf == MAX_UINT256 else f"{hf / WAD:.4f}", "yes" if onchain[0] < onchain[2] else "no",
-    )  # fmt: skip
-    out.print(summary)
+    out.print(_collateral_table(view, deployment))
+    book = client.risk_book(view.snap, view.params)
+    out.print(_positions_table(view, deployment, client, book.market.symbols))
+    out.print(_margin_table(view))
     if not book.positions.any():
         if plot_path is not None:  # exit 0: the report above is complete; there is just nothing to plot
             click.echo(
@@ -375,10 +307,156 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
                 err=True,
             )
         return
+    _print_portfolio(view, client, book, scenario_params)
+    if plot_path is not None:
+        written = plot_heat_map(book, 0, plot_path, scenario_params.spot_range)
+        out.print(f"heat map written to {written}", highlight=False)
 
+
+def _collateral_rows(view, deployment) -> list[dict]:
+    """Each non-zero collateral balance: symbol, balance (token units), index price, haircut and
+    value (WAD), as the vault values it."""
+    book, params, prices = view.snap.book, view.params, view.snap.prices
+    rows = []
+    for symbol, asset_id in deployment.asset_ids.items():
+        balance = int(book.collateral[0, asset_id])
+        if balance:
+            rows.append(
+                {
+                    "asset": symbol,
+                    "balance": balance,
+                    "decimals": int(deployment.asset_decimals[symbol]),
+                    "index_price": int(prices[params.asset_price_id[asset_id]]),
+                    "haircut": int(params.asset_haircut[asset_id]),
+                    "value": int(view.values.collateral_value[0, asset_id]),
+                }
+            )
+    return rows
+
+
+def _position_rows(view, deployment) -> list[dict]:
+    """Each open future or perpetual: size, entry, mark, price P&L, funding owed and unrealized
+    P&L (price P&L - funding owed), WAD."""
+    names = {v: k for k, v in deployment.markets.items()}
+    book, values = view.snap.book, view.values
+    rows = []
+    for m in range(book.size.shape[1]):
+        size = int(book.size[0, m])
+        if size:
+            rows.append(
+                {
+                    "market": names.get(m, str(m)),
+                    "size": size,
+                    "entry_price": int(book.entry_price[0, m]),
+                    "mark": int(values.mark[m]),
+                    "price_pnl": int(values.price_pnl[0, m]),
+                    "funding": int(values.funding[0, m]),
+                    "unrealized_pnl": int(values.unrealized_pnl[0, m]),
+                }
+            )
+    return rows
+
+
+def _account_json(view, client) -> dict:
+    c = view.onchain
+    return {
+        "address": view.address,
+        "block": view.block,
+        "cash": {"balance": int(view.snap.book.cash[0]), "value": view.cash_value},
+        "collateral": _collateral_rows(view, client.deployment),
+        "collateral_value": view.collateral_value,
+        "positions": _position_rows(view, client.deployment),
+        "options": [s._asdict() for s in view.options],
+        "option_margin": view.option_margin._asdict(),
+        "unrealized_pnl": view.unrealized_pnl,
+        "margin": {**c._asdict(), "liquidatable": c.equity < c.maintenance_margin},
+        "keeper_agrees": view.agrees,
+    }
+
+
+def _collateral_table(view, deployment) -> Table:
+    from keeper.risk.margin import settlement_price
+
+    t = Table(title=f"Collateral of {view.address} at block {view.block}")
+    for col in ("asset", "balance", "index price", "haircut", "margin value (USD)"):
+        t.add_column(col, justify="right" if col != "asset" else "left")
+    # cash by the vault's depeg rule: the settlement asset's own price when it has one
+    settle_px = settlement_price(view.params, view.snap.prices)
+    t.add_row(
+        "cash (" + "USDC" + ")",
+        f"{view.snap.book.cash[0] / WAD:,.2f}",
+        f"{settle_px / WAD:,.4f}" if settle_px else "1",
+        "depeg rule" if settle_px else "1",
+        f"{view.cash_value / WAD:,.2f}",
+    )
+    for r in _collateral_rows(view, deployment):
+        t.add_row(
+            r["asset"],
+            f"{r['balance'] / 10 ** r['decimals']:,.6f}",
+            f"{r['index_price'] / WAD:,.2f}",
+            f"{r['haircut'] / WAD:.2f}",
+            f"{r['value'] / WAD:,.2f}",
+        )
+    return t
+
+
+def _positions_table(view, deployment, client, symbols) -> Table:
+    from keeper.risk.book import series_name
+
+    t = Table(title="Positions (unrealized P&L includes accrued funding)")
+    for col in ("market", "size", "entry", "mark", "funding owed (USD)", "unrealized PnL (USD)"):
+        t.add_column(col, justify="right" if col != "market" else "left")
+    for r in _position_rows(view, deployment):
+        t.add_row(
+            r["market"],
+            f"{r['size'] / WAD:,.6f}",
+            f"{r['entry_price'] / WAD:,.2f}",
+            f"{r['mark'] / WAD:,.2f}",
+            f"{r['funding'] / WAD:,.2f}",
+            f"{r['unrealized_pnl'] / WAD:,.2f}",
+        )
+    if view.options:
+        series = {s.series_id: s for s in client.option_series(view.block)}
+        for st in view.options:
+            s = series[st.series]
+            label = series_name(symbols[s.underlying] if s.underlying < len(symbols) else f"U{s.underlying}", s)
+            t.add_row(
+                label,
+                f"{st.size / WAD:,.6f}",
+                f"{st.entry_price / WAD:,.2f}",
+                f"{st.mark / WAD:,.2f}",
+                "",
+                f"{st.value / WAD:,.2f}",
+            )
+    return t
+
+
+def _margin_table(view) -> Table:
+    t = Table(title="Margin (keeper = contract)" if view.agrees else "Margin (KEEPER DIFFERS FROM CONTRACT)")
+    for col in ("equity (USD)", "initial margin", "maintenance margin", "health factor", "liquidatable"):
+        t.add_column(col, justify="right")
+    c = view.onchain
+    hf = c.health_factor
+    t.add_row(
+        f"{c.equity / WAD:,.2f}", f"{c.initial_margin / WAD:,.2f}", f"{c.maintenance_margin / WAD:,.2f}",
+        "inf" if hf == MAX_UINT256 else f"{hf / WAD:.4f}", "yes" if c.equity < c.maintenance_margin else "no",
+    )  # fmt: skip
+    return t
+
+
+def _print_portfolio(view, client, book, scenario_params) -> None:
+    """Greeks, the scenario grid and the isolated, standard and portfolio requirements."""
+    from keeper.risk.margin import isolated_initial_margin
+    from keeper.risk.portfolio import account_reports
+    from keeper.risk.scenarios import build_risk_tables, portfolio_margin
+
+    out = stdout
+    snap, address, block = view.snap, view.address, view.block
+    standard_im, standard_mm = view.standard_im, view.standard_mm
     tables = build_risk_tables(book.instruments, book.market, scenario_params)
     pm = portfolio_margin(tables, book.positions)
-    isolated = int(isolated_initial_margin(snap.book, snap.markets, params, snap.prices)[0]) + option_im
+    isolated = int(isolated_initial_margin(snap.book, snap.markets, view.params, snap.prices)[0])
+    isolated += view.option_margin.initial_margin
     (report,) = account_reports(
         tables, book.positions, isolated_im=[isolated / WAD], standard_im=[standard_im / WAD], margin=pm
     )
@@ -429,7 +507,11 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
     req.add_row("isolated (each position alone)", f"{isolated / WAD:,.2f}", "")
     req.add_row("standard (cross margin + option SRM)", f"{standard_im / WAD:,.2f}", f"{standard_mm / WAD:,.2f}")
     req.add_row("portfolio (scenario grid)", f"{report.portfolio_im:,.2f}", f"{report.portfolio_mm:,.2f}")
-    req.add_row("in force on chain", f"{onchain[1] / WAD:,.2f}", f"{onchain[2] / WAD:,.2f}")
+    req.add_row(
+        "in force on chain",
+        f"{view.onchain.initial_margin / WAD:,.2f}",
+        f"{view.onchain.maintenance_margin / WAD:,.2f}",
+    )
     out.print(req)
     out.print(
         f"worst scenario: {report.worst_scenario} P&L {report.worst_pnl:,.2f} USD; grid loss {report.grid_loss:,.2f} + contingencies "
@@ -448,9 +530,6 @@ def account(address, rpc, manifest, scenario_config, plot_path) -> None:
             f"warning: series without a fresh vol: {sorted(book.unpriced | book.stale)} (unpriced ones are left out)",
             highlight=False,
         )
-    if plot_path is not None:
-        written = plot_heat_map(book, 0, plot_path, scenario_params.spot_range)
-        out.print(f"heat map written to {written}", highlight=False)
 
 
 def plot_heat_map(book, row: int, path: Path, spot_range: float = 0.15, spot_steps: int = 13, vol_shocks=None) -> Path:

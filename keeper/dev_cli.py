@@ -32,6 +32,7 @@ from keeper.chain.artifacts import load_artifact
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import load_manifest
+from keeper.chain.types import FeedInfo, UnderlyingRates
 from keeper.cli_common import chain_options, one_line_errors
 from keeper.errors import KeeperError
 from keeper.replay.driver import User, confirm, deposit_all, spec_deposits, trade_all
@@ -75,7 +76,8 @@ class DevChain:
     def feeds(self, symbol: str) -> list[tuple[object, int]]:
         """The oracle's feeds of price id `symbol` as (mock feed contract, scale = 10**(18 - decimals))."""
         pid = self.deployment.price_ids[symbol]
-        return [(self.mock_feed(symbol, f[0]), f[1]) for f in self.client.oracle.functions.feeds(pid).call()]
+        feeds = [FeedInfo.decode(f) for f in self.client.oracle.functions.feeds(pid).call()]
+        return [(self.mock_feed(symbol, f.aggregator), f.scale) for f in feeds]
 
     def index_prices(self) -> dict[str, int]:
         """Price id symbol -> WAD index price (0 when the oracle has no valid feed for it)."""
@@ -163,7 +165,10 @@ def _underlying_index(chain: DevChain) -> dict[str, int]:
     """Underlying symbol -> WAD index price of its price id."""
     prices = chain.client.oracle.functions.index_prices().call()
     engine = chain.client.engine.functions
-    return {u: prices[engine.underlyings(i).call()[0]] for u, i in chain.deployment.underlyings.items()}
+    return {
+        u: prices[UnderlyingRates.decode(engine.underlyings(i).call()).price_id]
+        for u, i in chain.deployment.underlyings.items()
+    }
 
 
 def _usd(wad: int) -> str:
@@ -201,9 +206,9 @@ def _print_book(chain: DevChain, users: list[User], title: str) -> None:
             u.spec.kind if u.spec else "",
             "\n".join(collateral),
             "\n".join(positions),
-            _usd(s[0]),
-            _usd(s[2]),
-            _health(s[3]),
+            _usd(s.equity),
+            _usd(s.maintenance_margin),
+            _health(s.health_factor),
         )
     stdout.print(t)
 
@@ -314,8 +319,11 @@ def _liquidatable_line(chain: DevChain, block: int) -> str:
         summaries = chain.client.margin_summaries(found, block)
     except (ContractLogicError, Web3RPCError) as e:
         return f"margins cannot be read at this price ({e})"
-    bad = [(a, s) for a, s in zip(found, summaries) if s[0] < s[2]]
-    listed = "".join(f"\n  {a}  equity {_usd(s[0])} < MM {_usd(s[2])} USD, health {_health(s[3])}" for a, s in bad)
+    bad = [(a, s) for a, s in zip(found, summaries) if s.equity < s.maintenance_margin]
+    listed = "".join(
+        f"\n  {a}  equity {_usd(s.equity)} < MM {_usd(s.maintenance_margin)} USD, health {_health(s.health_factor)}"
+        for a, s in bad
+    )
     return f"liquidatable now (equity < maintenance margin): {len(bad)} of {len(found)} accounts{listed}"
 
 

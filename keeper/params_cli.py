@@ -152,8 +152,12 @@ def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
     totals = Table(title="Totals over all accounts")
     for col in ("", "before", "after (phased in)", "change"):
         totals.add_column(col, justify="left" if not col else "right")
-    for label, col in (("initial margin", 1), ("maintenance margin", 2), ("equity", 0)):
-        b, a = r.total("before", col), r.total("after", col)
+    for label, name in (
+        ("initial margin", "initial_margin"),
+        ("maintenance margin", "maintenance_margin"),
+        ("equity", "equity"),
+    ):
+        b, a = r.total("before", name), r.total("after", name)
         pct = f" ({(a - b) / b:+.2%})" if b > 0 else ""
         totals.add_row(label, _usd(b), _usd(a), f"{(a - b) / WAD:+,.2f}{pct}")
     stdout.print(totals)
@@ -179,7 +183,14 @@ def _print_rehearsal(r: Rehearsal, calls: list[Call]) -> None:
         for i in rows:
             b, a = r.before[i], r.after[i]
             t.add_row(
-                r.accounts[i], _usd(a[0]), _usd(b[1]), _usd(a[1]), _usd(b[2]), _usd(a[2]), _health(b[3]), _health(a[3])
+                r.accounts[i],
+                _usd(a.equity),
+                _usd(b.initial_margin),
+                _usd(a.initial_margin),
+                _usd(b.maintenance_margin),
+                _usd(a.maintenance_margin),
+                _health(b.health_factor),
+                _health(a.health_factor),
             )
         stdout.print(t)
     if r.newly_liquidatable:

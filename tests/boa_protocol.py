@@ -24,6 +24,11 @@ CONTRACT_TESTS_CONFIG = Path(__file__).resolve().parent / "config" / "contract_t
 WAD = 10**18
 
 
+def now() -> int:
+    """The timestamp of the block titanoboa is building (unix seconds)."""
+    return boa.env.evm.patch.timestamp
+
+
 # Every transaction in its own block, as on a chain that mines each one (Anvil's automine): the
 # protocol refuses some things within one block (a liquidation of exposure opened in it), so
 # tests that mean one block say so with `same_block()`.
@@ -137,6 +142,17 @@ class BoaProtocol:
 
     def deposit_usd(self, user: User, dollars: int) -> None:
         self.deposit(user, self.config.settlement_symbol, dollars * 10**self.config.settlement_decimals)
+
+    def fund_insurance(self, dollars: int | float) -> list:
+        """Mint `dollars` of the settlement token to the admin and pay them into the insurance
+        fund (`CollateralVault.fund_insurance`, which first retires bad debt); returns the
+        vault's logs of the call."""
+        units = round(dollars * 10**self.config.settlement_decimals)
+        self.usdc.mint(self.admin, units)
+        with boa.env.prank(self.admin):
+            self.usdc.approve(self.vault.address, units)
+            self.vault.fund_insurance(units)
+        return self.vault.get_logs()
 
     def set_price(self, symbol: str, usd: float | int) -> None:
         """Publish a new answer on the price id's mock feed, stamped now."""

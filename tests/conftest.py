@@ -7,6 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from tests import profiles
+
+profiles.register()
+
+
+def pytest_configure(config) -> None:
+    name = config.getoption("hypothesis_profile", default=None)
+    if name in profiles.NAMES:
+        profiles.select(name)
+
+
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

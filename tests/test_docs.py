@@ -151,6 +151,45 @@ def test_liquidation_calls_table():
     }
 
 
+_B76_ROW = {"call_mean": 1046, "call_max": 1113, "internal_mean": 917, "lyra_test": "testExp", "lyra_gas": 20217}
+BLACK76_REPORT = {
+    "samples": 10,
+    "functions": {k: dict(_B76_ROW, call_mean=1000 + i) for i, k in enumerate(figures.BLACK76_FUNCTIONS)},
+}
+OPTION_MARGIN_REPORT = {
+    "rows": [
+        {"options": 1, "margin_summary": 144_792, "is_liquidatable": 1, "options_part": 52_519, "derive_srm": None},
+        {
+            "options": 16,
+            "margin_summary": 407_599,
+            "is_liquidatable": 1,
+            "options_part": 315_312,
+            "derive_srm": 966_000,
+        },
+    ]
+}
+
+
+def test_black76_gas_table():
+    report = json.loads(json.dumps(BLACK76_REPORT))
+    got = rows(figures.render_black76_gas(report))
+    assert got["`exp_wad`"] == ["1,000 (1,113)", "20,217 (`testExp`)"]
+    assert got["`black76`, ETH strikes 0.7-1.3 F"] == ["1,004 (1,113)", "20,217 (`testExp`)"]
+    del report["functions"]["ln_wad"]
+    with pytest.raises(figures.ReportError, match="functions.ln_wad: missing"):
+        figures.render_black76_gas(report)
+
+
+def test_option_margin_gas_table():
+    report = json.loads(json.dumps(OPTION_MARGIN_REPORT))
+    got = rows(figures.render_option_margin_gas(report))
+    assert got["1"] == ["144,792", "52,519", ""]
+    assert got["16"] == ["407,599", "19,707", "966,000"]  # per option: the options part / 16, rounded down
+    report["rows"][0]["options_part"] = 1.5
+    with pytest.raises(figures.ReportError, match="options_part"):
+        figures.render_option_margin_gas(report)
+
+
 def test_replay_table():
     got = rows(figures.render_replay(REPLAY_REPORT))
     assert got["liquidations"] == ["68 (48 accounts)"]
@@ -183,7 +222,13 @@ def run(root: Path, check: bool = False) -> tuple[int, str, str]:
 
 
 def test_update_renders_every_block_then_check_passes(tmp_path):
-    root = make_tree(tmp_path, {"gas.json": GAS_REPORT, "black-thursday.json": REPLAY_REPORT})
+    reports = {
+        "gas.json": GAS_REPORT,
+        "black-thursday.json": REPLAY_REPORT,
+        "black76-gas.json": BLACK76_REPORT,
+        "option-margin-gas.json": OPTION_MARGIN_REPORT,
+    }
+    root = make_tree(tmp_path, reports)
     assert run(root, check=True)[0] == 1  # out of date
     code, out, err = run(root)
     assert (code, err) == (0, "")

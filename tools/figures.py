@@ -196,11 +196,58 @@ def render_replay(report: dict) -> str:
     return "\n".join(["| metric | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows])
 
 
+BLACK76_FUNCTIONS = {
+    "exp_wad": "`exp_wad`",
+    "ln_wad": "`ln_wad`",
+    "norm_cdf": "`norm_cdf`",
+    "black76": "`black76`, call and put",
+    "black76_near_money": "`black76`, ETH strikes 0.7-1.3 F",
+}
+
+
+def render_black76_gas(report: dict) -> str:
+    """Gas per call of the fixed-point maths (benchmarks.black76_gas --json) next to lyra-utils."""
+    _require(report, "functions", "samples")
+    functions = report["functions"]
+    if not isinstance(functions, dict):
+        raise ReportError("functions: not a JSON object")
+    lines = ["| function | gas, mean (max) | lyra-utils |", "|---|---|---|"]
+    for key, label in BLACK76_FUNCTIONS.items():
+        row = functions.get(key)
+        if not isinstance(row, dict):
+            raise ReportError(f"functions.{key}: missing")
+        lyra = f"{_int(row.get('lyra_gas'), key):,} (`{row.get('lyra_test')}`)"
+        lines.append(f"| {label} | {_int(row.get('call_mean'), key):,} ({_int(row.get('call_max'), key):,}) | {lyra} |")
+    return "\n".join(lines)
+
+
+def render_option_margin_gas(report: dict) -> str:
+    """One margin check with N short options (benchmarks.option_margin_gas --json)."""
+    _require(report, "rows")
+    rows = report["rows"]
+    if not isinstance(rows, list):
+        raise ReportError("rows: not a list")
+    lines = ["| options | gas | per option | Derive SRM (lyra v2-core PR #272) |", "|---|---|---|---|"]
+    for row in rows:
+        if not isinstance(row, dict):
+            raise ReportError(f"rows: {row!r} is not an object")
+        n = _int(row.get("options"), "options")
+        part = _int(row.get("options_part"), "options_part")
+        srm = row.get("derive_srm")
+        lines.append(
+            f"| {n} | {_int(row.get('margin_summary'), 'margin_summary'):,} | {part // n:,} | "
+            f"{'' if srm is None else format(_int(srm, 'derive_srm'), ',')} |"
+        )
+    return "\n".join(lines)
+
+
 # block name -> (report file in reports/, renderer)
 BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "gas": ("gas.json", render_gas),
     "gas-liquidation-calls": ("gas.json", render_gas_calls),
     "replay-black-thursday": ("black-thursday.json", render_replay),
+    "black76-gas": ("black76-gas.json", render_black76_gas),
+    "option-margin-gas": ("option-margin-gas.json", render_option_margin_gas),
 }
 
 
@@ -209,6 +256,8 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
     prices = [arg for symbol, name in PRICE_FILES.items() for arg in ("--prices", f"{symbol}={data / name}")]
     return {
         "gas.json": [python, "-m", "benchmarks.gas", "--json"],
+        "black76-gas.json": [python, "-m", "benchmarks.black76_gas", "--json"],
+        "option-margin-gas.json": [python, "-m", "benchmarks.option_margin_gas", "--json"],
         "black-thursday.json": [
             python,
             "-m",

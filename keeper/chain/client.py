@@ -15,6 +15,16 @@ from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Excep
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
+from keeper.chain.types import (
+    AccountState,
+    AssetInfo,
+    MarginSummary,
+    MarketState,
+    OptionMargin,
+    OptionState,
+    SeriesState,
+    UnderlyingRates,
+)
 from keeper.errors import KeeperError
 from keeper.risk.book import RiskBook, SeriesInfo, VolPoint, build_book
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams
@@ -138,18 +148,18 @@ class ProtocolClient:
         (a governance raise phases in over days: `MarginEngine.rates_now`, `haircut_now`)."""
         e, v = self.engine.functions, self.vault.functions
         n_u = e.underlying_count().call(block_identifier=block)
-        underlyings = [e.rates_now(u).call(block_identifier=block) for u in range(n_u)]
+        underlyings = [UnderlyingRates.decode(e.rates_now(u).call(block_identifier=block)) for u in range(n_u)]
         n_a = v.asset_count().call(block_identifier=block)
-        assets = [v.assets(a).call(block_identifier=block) for a in range(n_a)]
+        assets = [AssetInfo.decode(v.assets(a).call(block_identifier=block)) for a in range(n_a)]
         haircuts = [v.haircut_now(a).call(block_identifier=block) for a in range(n_a)]
         return RiskParams(
-            price_id=np.array([u[0] for u in underlyings], dtype=np.int64),
-            im_rate=np.array([u[1] for u in underlyings], dtype=object),
-            mm_rate=np.array([u[2] for u in underlyings], dtype=object),
-            spread_im_rate=np.array([u[3] for u in underlyings], dtype=object),
-            spread_mm_rate=np.array([u[4] for u in underlyings], dtype=object),
-            asset_price_id=np.array([a[2] for a in assets], dtype=np.int64),
-            asset_decimals=np.array([a[1] for a in assets], dtype=np.int64),
+            price_id=np.array([u.price_id for u in underlyings], dtype=np.int64),
+            im_rate=np.array([u.im_rate for u in underlyings], dtype=object),
+            mm_rate=np.array([u.mm_rate for u in underlyings], dtype=object),
+            spread_im_rate=np.array([u.spread_im_rate for u in underlyings], dtype=object),
+            spread_mm_rate=np.array([u.spread_mm_rate for u in underlyings], dtype=object),
+            asset_price_id=np.array([a.price_id for a in assets], dtype=np.int64),
+            asset_decimals=np.array([a.decimals for a in assets], dtype=np.int64),
             asset_haircut=np.array(haircuts, dtype=object),
             **self.depeg_params(block),
         )
@@ -174,10 +184,8 @@ class ProtocolClient:
     def snapshot(self, accounts: Sequence[str], block: int) -> Snapshot:
         """Prices, markets and the raw state of `accounts`, all read at `block`."""
         prices = np.array(self.oracle.functions.index_prices().call(block_identifier=block), dtype=object)
-        markets = self.lens.functions.market_states().call(block_identifier=block)
-        states: list = []
-        for i in range(0, len(accounts), BATCH):
-            states += self.lens.functions.account_states(list(accounts[i : i + BATCH])).call(block_identifier=block)
+        markets = self.market_states(block)
+        states = self.account_states(accounts, block)
         n_assets = self.vault.functions.asset_count().call(block_identifier=block)
         return Snapshot(
             block=block,
@@ -190,14 +198,26 @@ class ProtocolClient:
     def market_table(self, block: int) -> MarketTable:
         """Every market (MarginLens.market_states) at `block`, as the snapshot reads them: expiry
         0 for a perpetual, settlement price 0 while live."""
-        markets = self.lens.functions.market_states().call(block_identifier=block)
-        return MarketTable.from_states(markets, self.w3.eth.get_block(block)["timestamp"])
+        return MarketTable.from_states(self.market_states(block), self.w3.eth.get_block(block)["timestamp"])
 
-    def margin_summaries(self, accounts: Sequence[str], block: int | str = "latest") -> list[tuple]:
-        """The contract's (equity, IM, MM, health) for each account, read at `block`."""
-        out: list = []
+    def market_states(self, block: int | str = "latest") -> list[MarketState]:
+        """Every market (MarginLens.market_states) at `block`, funding index accrued to its time."""
+        return [MarketState.decode(m) for m in self.lens.functions.market_states().call(block_identifier=block)]
+
+    def account_states(self, accounts: Sequence[str], block: int | str = "latest") -> list[AccountState]:
+        """Cash, collateral balances and positions of each account (MarginLens.account_states) at `block`."""
+        out: list[AccountState] = []
         for i in range(0, len(accounts), BATCH):
-            out += self.lens.functions.margin_summaries(list(accounts[i : i + BATCH])).call(block_identifier=block)
+            chunk = self.lens.functions.account_states(list(accounts[i : i + BATCH])).call(block_identifier=block)
+            out += [AccountState.decode(s) for s in chunk]
+        return out
+
+    def margin_summaries(self, accounts: Sequence[str], block: int | str = "latest") -> list[MarginSummary]:
+        """The contract's (equity, IM, MM, health) for each account, read at `block`."""
+        out: list[MarginSummary] = []
+        for i in range(0, len(accounts), BATCH):
+            chunk = self.lens.functions.margin_summaries(list(accounts[i : i + BATCH])).call(block_identifier=block)
+            out += [MarginSummary.decode(s) for s in chunk]
         return out
 
     def discover_accounts(self, from_block: int, to_block: int) -> set[str]:
@@ -304,27 +324,39 @@ class ProtocolClient:
         """Every listed series (OptionMarket.series_states) at `block`; [] without options."""
         if self.options is None:
             return []
-        states = self.options.functions.series_states().call(block_identifier=block)
         return [
             SeriesInfo(
                 series_id=i,
-                underlying=s[0],
-                price_id=s[1],
-                strike=s[2],
-                expiry=s[3],
-                is_call=s[4],
-                settlement_price=s[5],
+                underlying=s.underlying,
+                price_id=s.price_id,
+                strike=s.strike,
+                expiry=s.expiry,
+                is_call=s.is_call,
+                settlement_price=s.settlement_price,
             )
-            for i, s in enumerate(states)
+            for i, s in enumerate(self.series_states(block))
         ]
+
+    def series_states(self, block: int | str = "latest") -> list[SeriesState]:
+        """OptionMarket.series_states at `block` (marks, sigma, open interest); [] without options."""
+        if self.options is None:
+            return []
+        return [SeriesState.decode(s) for s in self.options.functions.series_states().call(block_identifier=block)]
 
     def option_positions(self, accounts: Sequence[str], block: int | str = "latest") -> list[dict[int, int]]:
         """{series id: signed WAD size} of each account at `block` (OptionMarket.positions of the
         series it holds, via option_states); empty dicts without options."""
         if self.options is None:
             return [{} for _ in accounts]
+        return [{s.series: s.size for s in states if s.size} for states in self.option_states(accounts, block)]
+
+    def option_states(self, accounts: Sequence[str], block: int | str = "latest") -> list[list[OptionState]]:
+        """Each account's option positions with their marks, values and standard margins
+        (MarginLens.option_states_of) at `block`; empty lists without options."""
+        if self.options is None:
+            return [[] for _ in accounts]
         rows = self._batched("option_states_of", accounts, block, self._option_states_one)
-        return [{int(s[0]): int(s[1]) for s in states if s[1]} for states in rows]
+        return [[OptionState.decode(s) for s in states] for states in rows]
 
     def _option_states_one(self, account: str, block: int | str) -> list:
         f = self.options.functions
@@ -358,11 +390,12 @@ class ProtocolClient:
                 return out + [one(a, block) for a in accounts[i:]]
         return out
 
-    def option_margin(self, account: str, prices: Sequence[int], block: int | str = "latest") -> tuple[int, int, int]:
+    def option_margin(self, account: str, prices: Sequence[int], block: int | str = "latest") -> OptionMargin:
         """(value, IM, MM) WAD USD the option market adds to `account` at `prices` (standard margin)."""
         if self.options is None:
-            return 0, 0, 0
-        return tuple(self.options.functions.margin_contribution(account, list(prices)).call(block_identifier=block))
+            return OptionMargin(0, 0, 0)
+        call = self.options.functions.margin_contribution(account, list(prices))
+        return OptionMargin.decode(call.call(block_identifier=block))
 
     def vol_points(self, series: Sequence[SeriesInfo], block: int | str = "latest") -> dict[tuple[int, int], VolPoint]:
         """The VolFeed entry of every (price id, expiry) of `series`, read at `block`."""
@@ -441,8 +474,11 @@ class ProtocolClient:
 
 
 def _stored(a) -> StoredAttestation | None:
-    """HealthAttestor.attestation's tuple; None when nothing is stored (issued_at 0)."""
-    return None if a[4] == 0 else StoredAttestation(a[0], tuple(a[1]), a[2], a[3], a[4], a[5], a[6])
+    """HealthAttestor.attestation's tuple (fields in the ABI's order); None when nothing is
+    stored (issued_at 0)."""
+    version, prices, *rest = a
+    stored = StoredAttestation(int(version), tuple(int(p) for p in prices), *(int(x) for x in rest))
+    return None if stored.issued_at == 0 else stored
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from keeper.chain.deployment import ZERO_ADDRESS, Backend, Deployment
+from keeper.chain.types import MarketInfo, OptionSeries
 from keeper.config import ProtocolConfig
 from keeper.errors import KeeperError
 
@@ -363,7 +364,7 @@ def deploy_protocol(
                 now = backend.timestamp() if now is None else now
                 expiry = now + int(m.expiry_days * 86400)
             if run.resuming and view(engine, "market_count") > i:  # listed before a crash
-                expiry = int(view(engine, "markets", i)[2])
+                expiry = MarketInfo.decode(view(engine, "markets", i)).expiry
         run.call(
             key,
             engine,
@@ -474,8 +475,8 @@ def _deploy_options(
                     record = dep.steps.get(key)
                     if record is None:
                         if run.resuming and view(market, "series_count") > n:  # listed before a crash
-                            listed = view(market, "series", n)
-                            strike, expiry = int(listed[2]), int(listed[3])
+                            listed = OptionSeries.decode(view(market, "series", n))
+                            strike, expiry = listed.strike, listed.expiry
                         else:
                             now = backend.timestamp() if now is None else now
                             if index is None:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from keeper.chain.deploy import config_echo, governed_scenario_params_hash
 from keeper.chain.deployment import ZERO_ADDRESS, Deployment
 from keeper.chain.governance import governed as governed_contracts
+from keeper.chain.types import AssetInfo, FeedInfo, MarketInfo, OptionSeries, UnderlyingRates
 from keeper.config import ProtocolConfig
 from keeper.units import WAD
 
@@ -140,15 +141,16 @@ def verify_deployment(
         if isinstance(feeds, _ReadError):
             add("OracleRouter", f"{p.symbol} feeds", aggregators, feeds)
             continue
-        add("OracleRouter", f"{p.symbol} feeds", aggregators, [f[0] for f in feeds])
-        add("OracleRouter", f"{p.symbol} heartbeats (s)", heartbeats, [f[2] for f in feeds])
+        feeds = [FeedInfo.decode(f) for f in feeds]
+        add("OracleRouter", f"{p.symbol} feeds", aggregators, [f.aggregator for f in feeds])
+        add("OracleRouter", f"{p.symbol} heartbeats (s)", heartbeats, [f.heartbeat for f in feeds])
         for j, f in enumerate(feeds):
-            decimals = read(at("MockAggregator", f[0]), "decimals")
+            decimals = read(at("MockAggregator", f.aggregator), "decimals")
             if j == 0:
                 expected = p.feed_decimals if p.feed_decimals is not None else d.feed_decimals.get(p.symbol)
                 add("OracleRouter", f"{p.symbol} feed {j} decimals", expected, decimals)
             if isinstance(decimals, int):
-                add("OracleRouter", f"{p.symbol} feed {j} scale", 10 ** (18 - decimals), f[1])
+                add("OracleRouter", f"{p.symbol} feed {j} scale", 10 ** (18 - decimals), f.scale)
 
     # vault: settlement, wiring, assets
     settlement = config.settlement_address or d.settlement_token
@@ -169,12 +171,13 @@ def verify_deployment(
         if isinstance(asset, _ReadError):
             add("CollateralVault", f"asset {i} {a.symbol}", token, asset)
             continue
-        add("CollateralVault", f"{a.symbol} token", token, asset[0])
-        add("CollateralVault", f"{a.symbol} decimals", a.decimals, asset[1])
-        add(f"token {a.symbol}", "decimals", a.decimals, read(at("MockERC20", asset[0]), "decimals"))
-        add("CollateralVault", f"{a.symbol} price id", a.price_id, asset[2])
-        add("CollateralVault", f"{a.symbol} haircut", a.haircut, asset[3], wad=True)
-        add("CollateralVault", f"{a.symbol} deposit cap (units)", a.deposit_cap, asset[4])
+        asset = AssetInfo.decode(asset)
+        add("CollateralVault", f"{a.symbol} token", token, asset.token)
+        add("CollateralVault", f"{a.symbol} decimals", a.decimals, asset.decimals)
+        add(f"token {a.symbol}", "decimals", a.decimals, read(at("MockERC20", asset.token), "decimals"))
+        add("CollateralVault", f"{a.symbol} price id", a.price_id, asset.price_id)
+        add("CollateralVault", f"{a.symbol} haircut", a.haircut, asset.haircut, wad=True)
+        add("CollateralVault", f"{a.symbol} deposit cap (units)", a.deposit_cap, asset.deposit_cap)
 
     # vault: the settlement asset's price and the depeg rule (unset: cash counts 1:1)
     add("CollateralVault", "settlement_priced", config.depeg is not None, read(vault, "settlement_priced"))
@@ -208,18 +211,20 @@ def verify_deployment(
         if isinstance(got, _ReadError):
             add("MarginEngine", f"underlying {i} {u.symbol}", u.price_id, got)
             continue
-        add("MarginEngine", f"{u.symbol} price id", u.price_id, got[0])
-        for j, name in enumerate(("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"), start=1):
-            add("MarginEngine", f"{u.symbol} {name}", getattr(u, name), got[j], wad=True)
+        rates = UnderlyingRates.decode(got)
+        add("MarginEngine", f"{u.symbol} price id", u.price_id, rates.price_id)
+        for name in ("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"):
+            add("MarginEngine", f"{u.symbol} {name}", getattr(u, name), getattr(rates, name), wad=True)
     add("MarginEngine", "market_count", len(config.markets), read(engine, "market_count"))
     for i, m in enumerate(config.markets):
         got = read(engine, "markets", i)
         if isinstance(got, _ReadError):
             add("MarginEngine", f"market {i} {m.name}", m.underlying, got)
             continue
-        add("MarginEngine", f"{m.name} underlying", m.underlying, got[0])
-        add("MarginEngine", f"{m.name} perpetual", m.expiry_days is None, got[1])
-        add("MarginEngine", f"{m.name} expiry", d.market_expiries.get(m.name, 0), got[2])
+        market = MarketInfo.decode(got)
+        add("MarginEngine", f"{m.name} underlying", m.underlying, market.underlying)
+        add("MarginEngine", f"{m.name} perpetual", m.expiry_days is None, market.is_perpetual)
+        add("MarginEngine", f"{m.name} expiry", d.market_expiries.get(m.name, 0), market.expiry)
         add(
             "MarginEngine",
             f"{m.name} max_open_interest",
@@ -349,11 +354,12 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
                 got if isinstance(got, _ReadError) else "no step record",
             )
             continue
+        listed = OptionSeries.decode(got)
         add(
             "OptionMarket",
             f"{name} (strike, expiry, call)",
             [r["strike"], r["expiry"], name.split("-")[2] == "C"],
-            [got[2], got[3], got[4]],
+            [listed.strike, listed.expiry, listed.is_call],
         )
 
 

@@ -138,6 +138,7 @@ def onchain_exposures(w3, deployment, block="latest") -> tuple[list[Exposure], F
     """The rule's inputs as they are on chain at `block`: caps, mm rates, index prices and the
     vault's insurance fund; max_gap and coverage from the config recorded in the manifest
     (`parameters`). None when the manifest records no max_gap (deployed before the rule)."""
+    from keeper.chain.types import MarketInfo, UnderlyingRates
     from keeper.params.current import contracts
 
     params = getattr(deployment, "parameters", None) or {}
@@ -150,8 +151,9 @@ def onchain_exposures(w3, deployment, block="latest") -> tuple[list[Exposure], F
     names = {i: n for n, i in deployment.underlyings.items()}
     out = []
     for name, m in deployment.markets.items():
-        u = int(engine.markets(m).call(block_identifier=block)[0])
-        price_id, _, mm, _, _ = engine.underlyings(u).call(block_identifier=block)
+        u = MarketInfo.decode(engine.markets(m).call(block_identifier=block)).underlying
+        rates = UnderlyingRates.decode(engine.underlyings(u).call(block_identifier=block))
+        price_id, mm = rates.price_id, rates.mm_rate
         price = Fraction(oracle.index_price(price_id).call(block_identifier=block), WAD)
         cap = Fraction(engine.max_open_interest(m).call(block_identifier=block), WAD)
         symbol = names.get(u, str(u))

@@ -18,6 +18,7 @@ from web3 import Web3
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
+from keeper.chain.types import AssetInfo, FeedInfo, UnderlyingRates
 
 
 @dataclass
@@ -96,15 +97,20 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
     out.values = {s: {} for s in ("underlying", "asset", "market", "price_id")}
     out.ids = {s: {} for s in out.values}
     for u, name in _names(deployment.underlyings, get(e.underlying_count())):
-        _, im, mm, sim, smm = get(e.underlyings(u))
-        out.values["underlying"][name] = {"im_rate": im, "mm_rate": mm, "spread_im_rate": sim, "spread_mm_rate": smm}
-        out.mm_rates_in_force[name] = get(e.rates_now(u))[2]
+        rates = UnderlyingRates.decode(get(e.underlyings(u)))
+        out.values["underlying"][name] = {
+            "im_rate": rates.im_rate,
+            "mm_rate": rates.mm_rate,
+            "spread_im_rate": rates.spread_im_rate,
+            "spread_mm_rate": rates.spread_mm_rate,
+        }
+        out.mm_rates_in_force[name] = UnderlyingRates.decode(get(e.rates_now(u))).mm_rate
         out.ids["underlying"][name] = u
     for a, name in _names(deployment.asset_ids, get(v.asset_count())):
-        _, decimals, _, haircut, cap, _ = get(v.assets(a))
-        out.values["asset"][name] = {"haircut": haircut, "deposit_cap": cap}
+        asset = AssetInfo.decode(get(v.assets(a)))
+        out.values["asset"][name] = {"haircut": asset.haircut, "deposit_cap": asset.deposit_cap}
         out.ids["asset"][name] = a
-        out.asset_decimals[name] = decimals
+        out.asset_decimals[name] = asset.decimals
     for m, name in _names(deployment.markets, get(e.market_count())):
         out.values["market"][name] = {
             "max_open_interest": get(e.max_open_interest(m)),
@@ -112,11 +118,11 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
         }
         out.ids["market"][name] = m
     for p, name in _names(deployment.price_ids, get(o.price_id_count())):
-        feeds = get(o.feeds(p))
+        feeds = [FeedInfo.decode(f) for f in get(o.feeds(p))]
         lo, hi, jump = get(o.circuit_breakers(p))
         out.values["price_id"][name] = {
-            "aggregators": tuple(f[0] for f in feeds),
-            "heartbeats": tuple(f[2] for f in feeds),
+            "aggregators": tuple(f.aggregator for f in feeds),
+            "heartbeats": tuple(f.heartbeat for f in feeds),
             "min_price": lo,
             "max_price": hi,
             "max_jump": jump,

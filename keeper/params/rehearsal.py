@@ -30,6 +30,7 @@ from keeper.chain.anvil import Anvil
 from keeper.chain.artifacts import load_artifact, storage_slot
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deployment import Deployment
+from keeper.chain.types import MarginSummary
 from keeper.params.plan import CONTRACT_NAMES, Call, call_data
 
 ACTOR_BALANCE = 10**20  # wei given to the impersonated account for gas on the fork
@@ -47,30 +48,35 @@ class Rehearsal:
     block: int
     actor: str
     accounts: tuple[str, ...]
-    before: list[tuple]
-    after: list[tuple] = field(default_factory=list)
+    before: list[MarginSummary]
+    after: list[MarginSummary] = field(default_factory=list)
     failed: tuple[int, str] | None = None
     after_error: str | None = None
     # one line if, after the change, an open-interest cap is not coherent with the insurance
     # fund (keeper.params.backstop, read on the fork); None if coherent or not checkable
     backstop_warning: str | None = None
 
-    def _changed(self, col: int) -> list[int]:
-        return [i for i, (b, a) in enumerate(zip(self.before, self.after)) if b[0] >= b[col] and a[0] < a[col]]
+    def _changed(self, requirement: str) -> list[int]:
+        return [
+            i
+            for i, (b, a) in enumerate(zip(self.before, self.after))
+            if b.equity >= getattr(b, requirement) and a.equity < getattr(a, requirement)
+        ]
 
     @property
     def newly_liquidatable(self) -> list[int]:
         """Indices into `accounts` of accounts that become liquidatable (equity < MM)."""
-        return self._changed(2)
+        return self._changed("maintenance_margin")
 
     @property
     def newly_below_im(self) -> list[int]:
         """Indices of accounts that fall below initial margin (equity < IM)."""
-        return self._changed(1)
+        return self._changed("initial_margin")
 
-    def total(self, which: str, col: int) -> int:
+    def total(self, which: str, field: str | int) -> int:
+        """Sum over the accounts of one MarginSummary field (a name, or its position)."""
         rows = self.before if which == "before" else self.after
-        return sum(r[col] for r in rows)
+        return sum(r[field] if isinstance(field, int) else getattr(r, field) for r in rows)
 
     @property
     def applied(self) -> bool:
@@ -186,15 +192,13 @@ def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | N
             )
         )
         before = client.margin_summaries(accounts, head)
-        result = Rehearsal(
-            block=head, actor=actor or "risk admin", accounts=accounts, before=[tuple(r) for r in before]
-        )
+        result = Rehearsal(block=head, actor=actor or "risk admin", accounts=accounts, before=before)
         result.failed = apply_calls(w3, calls, actor)
         if result.failed is not None:
             return result
         complete_phase_in(w3, deployment)
         try:
-            result.after = [tuple(r) for r in client.margin_summaries(accounts, "latest")]
+            result.after = client.margin_summaries(accounts, "latest")
         except (ContractLogicError, Web3RPCError) as e:
             result.after_error = _reason(e)
             return result

@@ -568,7 +568,9 @@ class Replay:
                 if stats:
                     processing.append(stats["processing_ms"])
                 summaries = self.client.margin_summaries(addresses, block)
-                liquidatable_at.append((block, {a for a, s in zip(addresses, summaries) if s[0] < s[2]}))
+                liquidatable_at.append(
+                    (block, {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin})
+                )
                 if self.opts.options:
                     self.regimes.observe(block, summaries)
                 self.progress("replay", step, steps + tail_blocks - 1)

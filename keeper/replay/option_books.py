@@ -29,6 +29,7 @@ import numpy as np
 
 from keeper.chain.attestations import VolUpdate
 from keeper.chain.orders import OptionOrder, sign_option_order
+from keeper.chain.types import MarginSummary, SeriesState
 from keeper.errors import KeeperError
 from keeper.marketdata.daily import DEFAULT_DATA_DIR, load_daily_history
 from keeper.risk.backtest import realised_vol
@@ -118,8 +119,8 @@ def listed_series(options_contract, deployment) -> list[ListedSeries]:
     """Every listed series with its underlying symbol (from the deployment's names)."""
     names = {v: k for k, v in deployment.underlyings.items()}
     return [
-        ListedSeries(i, names[s[0]], int(s[1]), int(s[2]), int(s[3]), bool(s[4]))
-        for i, s in enumerate(options_contract.functions.series_states().call())
+        ListedSeries(i, names[s.underlying], s.price_id, s.strike, s.expiry, s.is_call)
+        for i, s in enumerate(SeriesState.decode(raw) for raw in options_contract.functions.series_states().call())
     ]
 
 
@@ -158,7 +159,7 @@ def option_trades(
     (within the trade price band by construction): `pairs` are (user, maker) as in
     driver.trade_all; long legs first, so the shorts' margin is met with the wings in place.
     Returns the transaction hashes."""
-    marks = [int(s[10]) for s in market.functions.series_states().call()]
+    marks = [SeriesState.decode(s).mark for s in market.functions.series_states().call()]
     hashes = []
     for user, maker in pairs:
         legs = sorted(user.spec.options, key=lambda leg: leg[3] < 0)
@@ -207,7 +208,7 @@ class RegimeTracker:
     )
     first: dict | None = None  # per-account figures at the first step
 
-    def observe(self, block: int, summaries: list[tuple]) -> dict:
+    def observe(self, block: int, summaries: list[MarginSummary]) -> dict:
         """Record block `block`: `summaries` the lens' (equity, IM, MM, health) of `accounts`.
         Returns the step's totals (USD)."""
         from keeper.risk.margin import isolated_initial_margin, margin
@@ -224,17 +225,18 @@ class RegimeTracker:
         opt_mm = np.zeros(len(self.accounts), dtype=object)
         for i, a in enumerate(self.accounts):
             if a in self.option_accounts:
-                _, opt_im[i], opt_mm[i] = c.option_margin(a, prices, block)
+                contribution = c.option_margin(a, prices, block)
+                opt_im[i], opt_mm[i] = contribution.initial_margin, contribution.maintenance_margin
         book = c.risk_book(snap, params)
         pm = portfolio_margin(build_risk_tables(book.instruments, book.market, self.scenario_params), book.positions)
-        equity = np.array([s[0] for s in summaries], dtype=object) / WAD
+        equity = np.array([s.equity for s in summaries], dtype=object) / WAD
         reg = {
             "isolated": ((iso_im + opt_im) / WAD, (iso_mm + opt_mm) / WAD),
             "standard": ((perps.initial_margin + opt_im) / WAD, (perps.maintenance_margin + opt_mm) / WAD),
             "portfolio": (pm.im, pm.mm),
             "on_chain": (
-                np.array([s[1] for s in summaries], dtype=object) / WAD,
-                np.array([s[2] for s in summaries], dtype=object) / WAD,
+                np.array([s.initial_margin for s in summaries], dtype=object) / WAD,
+                np.array([s.maintenance_margin for s in summaries], dtype=object) / WAD,
             ),
         }
         row = {"block": block}

@@ -88,7 +88,7 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
     summaries = client.margin_summaries(holders, end_block)
     cash = sum(vault.cash(a).call(block_identifier=end_block) for a in holders)
     collateral = sum(vault.collateral_value(a).call(block_identifier=end_block) for a in holders)
-    equity = sum(s[0] for s in summaries)
+    equity = sum(s.equity for s in summaries)
     unrealized = equity - cash - collateral
     insurance = vault.insurance_fund().call(block_identifier=end_block)
     bad_debt = vault.bad_debt().call(block_identifier=end_block)

@@ -58,12 +58,14 @@ __all__ = [
     "MarginResult",
     "MarketTable",
     "RiskParams",
+    "Valuation",
     "as_prices",
     "cash_value",
     "isolated_initial_margin",
     "margin",
     "margin_float",
     "margin_loop",
+    "valuation",
 ]
 
 
@@ -775,6 +777,58 @@ def isolated_initial_margin(book: AccountBook, markets: MarketTable, params: Ris
         if markets.live[m] and col.rows.size:
             _add_charges(neg, col.rows, abs(col.size), _reduced(index[u] * params.im_rate[u], WAD2))
     return -neg
+
+
+@dataclass(frozen=True, eq=False)
+class Valuation:
+    """The parts of the engine's equity, per account, WAD USD (object arrays of Python ints):
+    `cash_value` (N,) by the depeg rule; `collateral_value` (N, A) per asset, haircut applied;
+    `mark` (M,) of each market; `price_pnl` (N, M) floor(size * (mark - entry) / 1e18);
+    `funding` (N, M) ceil(size * (F - F_entry) / 1e18), the funding the position owes (negative
+    when it is owed funding). equity = cash_value + collateral + sum of unrealized P&L, exactly
+    `margin(...).equity` (and `MarginEngine.margin_summary`'s equity without options)."""
+
+    cash_value: np.ndarray
+    collateral_value: np.ndarray
+    mark: np.ndarray
+    price_pnl: np.ndarray
+    funding: np.ndarray
+
+    @property
+    def unrealized_pnl(self) -> np.ndarray:
+        """object (N, M): `MarginEngine._position_value` of each position: price P&L minus the
+        funding it owes, 0 where there is no position."""
+        out: np.ndarray = self.price_pnl - self.funding
+        return out
+
+    @property
+    def equity(self) -> np.ndarray:
+        """object (N,): cash value + collateral value + unrealized P&L (funding included)."""
+        out: np.ndarray = self.cash_value + self.collateral_value.sum(axis=1) + self.unrealized_pnl.sum(axis=1)
+        return out
+
+
+def valuation(book: AccountBook, markets: MarketTable, params: RiskParams, prices: Any) -> Valuation:
+    """Each account's equity split into cash, collateral by asset and P&L by position (funding
+    accrued to the markets' funding index included), by the formulas of the module docstring
+    (`CollateralVault._collateral_value`, `MarginEngine._position_value`). Per-account,
+    per-position detail for reports; `margin` is the fast path for the totals. Raises as `margin`."""
+    prices = as_prices(prices)
+    _check_inputs(book, markets, params, prices)
+    n = book.n_accounts
+    collateral = np.zeros((n, params.n_assets), dtype=object)
+    for a in range(params.n_assets):
+        num = prices[params.asset_price_id[a]] * params.asset_haircut[a]
+        collateral[:, a] = (book.collateral[:, a] * num) // (10 ** int(params.asset_decimals[a]) * WAD)
+    mark = np.asarray(_marks(markets, params, prices), dtype=object).reshape(markets.n_markets)
+    price_pnl = np.zeros(book.size.shape, dtype=object)
+    funding = np.zeros(book.size.shape, dtype=object)
+    for m, col in enumerate(book._columns):
+        if col.rows.size:
+            price_pnl[col.rows, m] = (col.size * (mark[m] - col.entry_price)) // WAD
+            # ceil(x / WAD) = -floor(-x / WAD)
+            funding[col.rows, m] = -((col.size * (col.funding_index - markets.funding_index[m])) // WAD)
+    return Valuation(cash_value(book.cash, params, prices), collateral, mark, price_pnl, funding)
 
 
 # ---------------------------------------------------------------- float64 screening

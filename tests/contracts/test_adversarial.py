@@ -29,7 +29,7 @@ from eth_abi import decode
 from eth_keys import keys
 
 from keeper.chain.orders import Order, order_digest, sign_order
-from tests.boa_protocol import WAD, deploy_unique, deployer, events, replace_feeds, source_deployer
+from tests.boa_protocol import WAD, deploy_unique, deployer, events, now, replace_feeds, source_deployer
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
@@ -43,10 +43,6 @@ MAX_UINT = 2**256 - 1
 ZERO = "0x0000000000000000000000000000000000000000"
 
 _nonce = [7 * 10**12]
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def ceil_div(a: int, d: int) -> int:
@@ -79,13 +75,6 @@ def summary(p, who) -> tuple:
 
 def meets_im(p, who) -> bool:
     return p.engine.meets_initial_margin(who if isinstance(who, str) else who.address)
-
-
-def fund_insurance(p, units: int) -> None:
-    p.usdc.mint(p.admin, units)
-    with boa.env.prank(p.admin):
-        p.usdc.approve(p.vault.address, units)
-        p.vault.fund_insurance(units)
 
 
 def liquidate(p, liquidator, account):
@@ -1323,7 +1312,7 @@ def test_healthy_account_liquidation_reverts_and_changes_nothing(protocol):
     p.deposit_usd(b, 1_000_000)
     p.deposit_usd(rich, 1_000_000)
     p.deposit_usd(poor, 10)
-    fund_insurance(p, 5_000 * USDC)
+    p.fund_insurance(5_000)
     trade(p, a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
     set_eth(p, 1900 * 10**8)
     trade(p, b, a, ETH_PERP, 5 * WAD, 1900 * WAD)  # realizes the whole -1,000: negative cash

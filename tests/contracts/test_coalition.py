@@ -122,12 +122,11 @@ hypothesis' own notation). COALITION_FAILFAST=1 fails each example at its teardo
 that hypothesis reports each class as a distinct failure and, with the deep profile, shrinks it
 (slower: hypothesis keeps generating past failing examples; ~90 s of CPU for 14 examples).
 Verbosity and report_multiple_bugs are set here, over brownie's hypothesis profile.
-Profiles, as test_invariants.py:
-  COALITION_PROFILE=ci (default): 32 examples x 30 steps (hypothesis starts with about ten
-    tiny examples); derandomized (fixed seed) when CI is set or COALITION_DERANDOMIZE=1,
-    exploring otherwise; no shrinking.
-  COALITION_PROFILE=deep: 600 examples x 80 steps, random, shrinking.
-  COALITION_EXAMPLES / COALITION_STEPS override; COALITION_STATS=1 (with -s) prints the tally.
+Hypothesis profiles (tests/profiles.py; pytest --hypothesis-profile NAME):
+  ci (the default under CI=true) and dev (elsewhere): 32 examples x 30 steps (hypothesis starts
+    with about ten tiny examples); ci derandomized (fixed seed), dev exploring; no shrinking.
+  deep: 600 examples x 80 steps, random, shrinking.
+  COALITION_STATS=1 (with -s) prints the tally.
 
 MEASURED ON THE FIXED CONTRACTS WITH EACH FIX REVERTED ALONE (CI profile, fixed seed):
   trade rule (finding 1): (a) and (b) in 6 examples, first in example 21 at step 9;
@@ -166,22 +165,19 @@ from fractions import Fraction
 
 import boa
 import pytest
-from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis import Phase, Verbosity
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from keeper.params import bounds
-from tests.boa_protocol import WAD, same_block
+from tests import profiles
+from tests.boa_protocol import WAD, now, same_block
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
 USDC = 10**6  # one dollar in USDC units
 FUNDING_PERIOD = 8 * 3600
 MM_RATE = 5 * 10**16  # config/local.yaml, both underlyings
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def block() -> int:
@@ -195,14 +191,6 @@ def reason(err: Exception) -> str:
 
 def named(logs, name: str) -> list:
     return [lg for lg in logs if type(lg).__name__ == name]
-
-
-def fund_insurance(p, dollars: int) -> None:
-    units = dollars * USDC
-    p.usdc.mint(p.admin, units)
-    with boa.env.prank(p.admin):
-        p.usdc.approve(p.vault.address, units)
-        p.vault.fund_insurance(units)
 
 
 def set_eth(p, answer8: int) -> None:
@@ -240,7 +228,7 @@ def test_finding1_insolvent_account_cannot_pay_colluder(protocol):
     p = protocol
     e = p.engine
     a, b, keeper = p.new_user(), p.new_user(), p.new_user()
-    fund_insurance(p, 1_000_000)
+    p.fund_insurance(1_000_000)
     p.deposit_usd(a, 10_000)
     p.deposit_usd(b, 1_000_000)
     p.deposit_usd(keeper, 1_000_000)
@@ -374,7 +362,7 @@ def test_finding4_same_block_gap_front_run(protocol):
     p = protocol
     e = p.engine
     v, w, liq, keeper = (p.new_user() for _ in range(4))
-    fund_insurance(p, 1_000_000)
+    p.fund_insurance(1_000_000)
     p.deposit_usd(v, 10_000)
     for x in (w, liq, keeper):
         p.deposit_usd(x, 1_000_000)
@@ -401,13 +389,6 @@ def test_finding4_same_block_gap_front_run(protocol):
 
 # ====================================================================== the coalition machine
 
-PROFILES = {  # (examples, steps per example)
-    "ci": (32, 30),
-    "deep": (600, 80),
-}
-PROFILE = os.environ.get("COALITION_PROFILE", "ci")
-EXAMPLES = int(os.environ.get("COALITION_EXAMPLES", PROFILES[PROFILE][0]))
-STEPS = int(os.environ.get("COALITION_STEPS", PROFILES[PROFILE][1]))
 # By default every example runs to its end whatever it violates; the test then fails once,
 # listing every invariant class violated, in how many examples, and the actions of the first
 # example that violated it (no hypothesis shrinking: a replay of a 30-step example takes
@@ -415,20 +396,14 @@ STEPS = int(os.environ.get("COALITION_STEPS", PROFILES[PROFILE][1]))
 # hypothesis shrinks it (with the deep profile). COALITION_STATS=1 (with -s) prints the tally.
 FAILFAST = os.environ.get("COALITION_FAILFAST", "") not in ("", "0", "false")
 
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    stateful_step_count=STEPS,
-    deadline=None,
-    database=None,  # several engineers share this tree: do not write .hypothesis/
+# (examples, steps per example) by hypothesis profile (tests/profiles.py); the deep profile
+# shrinks what it finds, the others report the failing examples as found (each replay of a
+# 30-step example costs seconds; shrinking would take minutes)
+SETTINGS = profiles.machine_settings(
+    {"ci": (32, 30), "dev": (32, 30), "deep": (600, 80)},
     verbosity=Verbosity.normal,  # not brownie's verbose profile
     report_multiple_bugs=True,  # each finding class fails on its own line: report them apart
-    # CI reports the failing examples as found (each replay of a 30-step example costs seconds;
-    # shrinking would take minutes); the deep profile shrinks them
-    phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if PROFILE != "ci" else []),
-    # as test_invariants.py: CI runs a fixed sequence (a merge is judged on known examples),
-    # local runs explore
-    derandomize=os.environ.get("COALITION_DERANDOMIZE", os.environ.get("CI", "")) not in ("", "0", "false"),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if profiles.current() == "deep" else []),
 )
 
 STATS: Counter = Counter()
@@ -493,7 +468,7 @@ class World:
         keeper 100M, USDC); honest open interest on both perpetuals at the index (100 ETH,
         5 BTC: so that funding has open interest to weigh a trade against)."""
         p = self.p
-        fund_insurance(p, 10_000_000)
+        p.fund_insurance(10_000_000)
         self.dep0 = Counter()
         for u, dollars in zip(self.all, [10_000] * COALITION_N + [5_000_000] + [1_000_000] * HONEST_N + [100_000_000]):
             p.deposit_usd(u, dollars)

@@ -19,17 +19,13 @@ from eth_keys import keys
 from eth_utils import keccak
 
 from keeper.chain.orders import OptionOrder, Order, option_order_digest, order_digest, sign_order
-from tests.boa_protocol import WAD, OptionsKit, deployer, events, sign_option_order
+from tests.boa_protocol import WAD, OptionsKit, deployer, events, now, sign_option_order
 
 ETH_PERP = 0
 ETH = 0  # oracle price id and engine underlying of ETH
 DAY = 86400
 MAGIC = bytes.fromhex("1626ba7e")
 _nonce = [7 * 10**9]
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def next_nonce() -> int:

@@ -6,17 +6,13 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, deploy_unique, deployer, events
+from tests.boa_protocol import WAD, deploy_unique, deployer, events, now
 
 # a target of 1.0 would leave the account at MM, liquidatable again at the next tick
 MIN_TARGET = 105 * 10**16
 
 ZERO = "0x0000000000000000000000000000000000000000"
 CONTRACTS = ["oracle", "vault", "engine"]
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def addr(p) -> str:

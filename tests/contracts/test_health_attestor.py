@@ -19,7 +19,7 @@ from keeper.chain.attestations import (
 )
 from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
-from tests.boa_protocol import WAD, deploy_unique, events, source_deployer
+from tests.boa_protocol import WAD, deploy_unique, events, now, source_deployer
 
 SIGNERS = [Account.from_key(keccak(text=f"attestor test signer {i}")) for i in range(3)]
 OUTSIDER = Account.from_key(keccak(text="attestor test outsider"))
@@ -72,10 +72,6 @@ def attestor(env):
 
 
 ACCOUNT = boa.env.generate_address("attested account")
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def chain_id() -> int:

@@ -39,9 +39,10 @@ Plus: each account's equity / IM / MM / health factor equals the Python mirror t
 accounts not involved in an action are left untouched by it, and a penalty-ramp flag is only
 set by flag_liquidatable and only cleared by a liquidation that restores health.
 
-Steps: INVARIANT_EXAMPLES x INVARIANT_STEPS (defaults 40 x 40 = 1,600 steps, about two minutes in CI). A longer local
-run: `INVARIANT_EXAMPLES=500 INVARIANT_STEPS=60 pytest ... tests/contracts/test_invariants.py`.
-`INVARIANT_STATS=1` (with `-s`) prints outcome counts; `INVARIANT_DERANDOMIZE=1` fixes the seed.
+Steps: 40 examples x 40 steps (1,600 steps, about two minutes in CI) in the ci and dev hypothesis
+profiles (tests/profiles.py: ci derandomized, dev exploring); a longer run, 500 x 60:
+`bin/test tests/contracts/test_invariants.py --hypothesis-profile deep`.
+`INVARIANT_STATS=1` (with `-s`) prints outcome counts.
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ from collections import Counter, namedtuple
 from dataclasses import dataclass, field
 
 import boa
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin
+from tests import profiles
 
 WAD = 10**18
 MAX_UINT = 2**256 - 1
@@ -65,18 +66,8 @@ DAY = 86400
 EXPIRY_RAMP = 7 * DAY  # a future's netting credit fades over its last week
 N_USERS = 5
 
-EXAMPLES = int(os.environ.get("INVARIANT_EXAMPLES", "40"))
-STEPS = int(os.environ.get("INVARIANT_STEPS", "40"))
-
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    stateful_step_count=STEPS,
-    deadline=None,
-    database=None,  # several engineers share this tree: do not write .hypothesis/
-    # CI runs a fixed sequence so that a merge is judged on known examples; local runs explore
-    derandomize=os.environ.get("INVARIANT_DERANDOMIZE", os.environ.get("CI", "")) not in ("", "0", "false"),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
+# (examples, steps per example) by hypothesis profile (tests/profiles.py)
+SETTINGS = profiles.machine_settings({"ci": (40, 40), "dev": (40, 40), "deep": (500, 60)})
 
 STATS: Counter = Counter()
 

@@ -60,12 +60,6 @@ def cash_settled() -> list:
     return [(x.account, x.delta) for x in logged("CashSettled")]
 
 
-def fund_insurance(p, dollars: int) -> None:
-    p.usdc.mint(p.admin, dollars * 10**6)
-    p.usdc.approve(p.vault.address, dollars * 10**6)
-    p.vault.fund_insurance(dollars * 10**6)
-
-
 def snapshot(p, *users):
     v = p.vault
     return (
@@ -350,7 +344,7 @@ def test_deep_underwater_with_bad_debt(setup):
 def test_deep_underwater_covered_by_insurance(setup):
     p, a, b, liq = setup
     v = p.vault
-    fund_insurance(p, 10_000)
+    p.fund_insurance(10_000)
     _underwater(p, a, b, 1000, WAD)
     liq_cash = v.cash(liq.address)
     liquidate(p, liq, a)
@@ -586,7 +580,7 @@ def test_penalty_cap_spans_underlyings(setup):
 def test_negative_equity_pays_no_penalty(setup):
     p, a, b, liq = setup
     e, v = p.engine, p.vault
-    fund_insurance(p, 1_000)
+    p.fund_insurance(1_000)
     p.deposit_usd(a, 2_000)
     p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
     p.set_price("ETH", 1780)

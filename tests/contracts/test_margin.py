@@ -7,7 +7,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, deploy_unique, events, source_deployer
+from tests.boa_protocol import WAD, deploy_unique, events, now, source_deployer
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 IM, MM, SIM, SMM = 10**17, 5 * 10**16, 2 * 10**16, 10**16
@@ -28,10 +28,6 @@ def trunc_div(a: int, d: int) -> int:
 
 def charge(amount: int, price: int, rate: int) -> int:
     return ceil_div(amount * price * rate, WAD * WAD)
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def refresh(p, eth=2000, btc=30000):

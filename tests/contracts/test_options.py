@@ -16,7 +16,7 @@ from keeper.chain.orders import OptionOrder, option_order_digest
 from keeper.params import bounds
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_value
 from keeper.risk.scenarios import smile_vol
-from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, option_order_typed_data, same_block
+from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, now, option_order_typed_data, same_block
 
 ETH = 0  # engine underlying id and oracle price id
 DAY = 86400
@@ -26,10 +26,6 @@ ATM, SKEW = 8 * WAD // 10, -WAD // 5
 
 def ceil_div(a: int, b: int) -> int:
     return -((-a) // b)
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 @pytest.fixture

@@ -40,11 +40,10 @@ Invariants checked after EVERY step (`OptionsMachine.invariants_hold`):
      attestation that holds is bound to the current `MarginLens.position_version`, and after
      a step that changed an account's version its attestation no longer holds.
 
-Steps: INVARIANT_EXAMPLES x INVARIANT_STEPS, shared with test_invariants.py (here defaults
-30 x 20, about 450 steps in 90 s; derandomized when CI is set). Marks are Black-76 in the EVM,
-so a step costs ~0.2 s: only accounts touched by a step are re-read when no price, vol, time
-or settlement moved. A longer local run:
-`INVARIANT_EXAMPLES=300 INVARIANT_STEPS=50 pytest ... tests/contracts/test_options_invariants.py`;
+Steps: 30 examples x 20 steps in the ci and dev hypothesis profiles (tests/profiles.py; about
+450 steps in 90 s; ci derandomized). Marks are Black-76 in the EVM, so a step costs ~0.2 s: only
+accounts touched by a step are re-read when no price, vol, time or settlement moved. A longer
+run, 300 x 40: `bin/test tests/contracts/test_options_invariants.py --hypothesis-profile deep`;
 `INVARIANT_STATS=1` (with `-s`) prints outcome counts.
 """
 
@@ -55,11 +54,11 @@ import time
 from collections import Counter
 
 import boa
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from keeper.chain.attestations import sign_attestation
+from tests import profiles
 from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit
 from tests.contracts.test_invariants import N_USERS, World, named, reason
 
@@ -68,17 +67,8 @@ ETH = 0  # engine underlying id and oracle price id
 STRIKES = (1800, 2000, 2200)
 EXPIRY_DAYS = (7, 30)
 
-EXAMPLES = int(os.environ.get("INVARIANT_EXAMPLES", "30"))
-STEPS = int(os.environ.get("INVARIANT_STEPS", "20"))
-
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    stateful_step_count=STEPS,
-    deadline=None,
-    database=None,  # shared tree: do not write .hypothesis/
-    derandomize=os.environ.get("INVARIANT_DERANDOMIZE", os.environ.get("CI", "")) not in ("", "0", "false"),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
+# (examples, steps per example) by hypothesis profile (tests/profiles.py)
+SETTINGS = profiles.machine_settings({"ci": (30, 20), "dev": (30, 20), "deep": (300, 40)})
 
 STATS: Counter = Counter()
 

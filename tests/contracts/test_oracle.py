@@ -7,7 +7,7 @@ import itertools
 import boa
 import pytest
 
-from tests.boa_protocol import FEED_DELAY, WAD, deploy_unique, deployer, events, replace_feeds, republish
+from tests.boa_protocol import FEED_DELAY, WAD, deploy_unique, deployer, events, now, replace_feeds, republish
 
 ETH, BTC, USDC = 0, 1, 2
 MIN_HB, MAX_HB = 60, 2 * 86400
@@ -20,10 +20,6 @@ def feed(decimals: int, answer: int):
 def usd8(x: int | float) -> int:
     """A whole-dollar (or cents) price as an 8-decimal feed answer."""
     return int(round(x * 10**8))
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 # ------------------------------------------------------------------ deployment state

@@ -12,15 +12,11 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, OptionsKit, events, republish
+from tests.boa_protocol import WAD, OptionsKit, events, now, republish
 
 ETH = 0
 DAY = 86400
 ATM, SKEW = 8 * WAD // 10, -WAD // 5
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def funded(p, dollars: int):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, deploy_unique, deployer, events, replace_feeds
+from tests.boa_protocol import WAD, deploy_unique, deployer, events, now, replace_feeds
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids and underlyings
@@ -23,10 +23,6 @@ PENALTY, MAX_PENALTY, RAMP = 2 * 10**16, 25 * 10**15, 3600
 SHARE, TARGET = 5 * 10**17, 125 * 10**16
 USDC = 10**6  # one dollar in token units
 SCALE = 10**12  # one USDC token unit in WAD
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def ceil_div(a: int, d: int) -> int:
@@ -70,14 +66,6 @@ def close_step(equity, mm_total, mm_u, gross_u, size_, price, *, penalty_rate):
     closed = ceil_div(amount * price, WAD)
     penalty = min(ceil_div(closed * penalty_rate, WAD), max(equity, 0))
     return amount, closed, penalty
-
-
-def fund_insurance(p, units: int) -> list:
-    p.usdc.mint(p.admin, units)
-    with boa.env.prank(p.admin):
-        p.usdc.approve(p.vault.address, units)
-        p.vault.fund_insurance(units)
-    return p.vault.get_logs()
 
 
 def refresh_feeds(p, eth, btc=30000) -> None:
@@ -652,20 +640,20 @@ def test_funding_insurance_retires_bad_debt_first(bad_debt):
     p, users = bad_debt
     v = p.vault
     balance = p.usdc.balanceOf(v.address)
-    logs = fund_insurance(p, 100 * USDC)  # less than the bad debt: all of it retires bad debt
+    logs = p.fund_insurance(100)  # less than the bad debt: all of it retires bad debt
     (ev,) = named(logs, "BadDebtRetired")
     assert (ev.amount, ev.by_withdrawal) == (100 * WAD, False)
     (fund,) = named(logs, "InsuranceFunded")
     assert fund.amount == 100 * WAD
     assert (v.bad_debt(), v.insurance_fund()) == (900 * WAD, 0)
     accounting(p, users)
-    logs = fund_insurance(p, 5_000 * USDC)  # the rest goes to the fund
+    logs = p.fund_insurance(5_000)  # the rest goes to the fund
     (ev,) = named(logs, "BadDebtRetired")
     assert (ev.amount, ev.by_withdrawal) == (900 * WAD, False)
     assert (v.bad_debt(), v.insurance_fund()) == (0, 4_100 * WAD)
     assert p.usdc.balanceOf(v.address) == balance + 5_100 * USDC
     accounting(p, users)
-    logs = fund_insurance(p, 1 * USDC)  # no bad debt: no retirement
+    logs = p.fund_insurance(1)  # no bad debt: no retirement
     assert named(logs, "BadDebtRetired") == []
     assert v.insurance_fund() == 4_101 * WAD
     # and without bad debt a withdrawal pays in full
@@ -714,7 +702,7 @@ def test_penalty_larger_than_bad_debt_splits(bad_debt):
     p, users = bad_debt
     a, b, liq = users
     v = p.vault
-    fund_insurance(p, 990 * USDC)  # bad debt 1000 -> 10
+    p.fund_insurance(990)  # bad debt 1000 -> 10
     assert (v.bad_debt(), v.insurance_fund()) == (10 * WAD, 0)
     c = p.new_user()
     users.append(c)

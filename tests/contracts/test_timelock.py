@@ -12,7 +12,7 @@ from keeper.chain.governance import accept_admin_roles, install_timelock
 from keeper.params import bounds
 from keeper.params.plan import calldata
 from keeper.params.timelock import operation_id
-from tests.boa_protocol import WAD, BoaBackend, deployer, events
+from tests.boa_protocol import WAD, BoaBackend, deployer, events, now
 
 HOUR, DAY = 3600, 86400
 MIN_DELAY, MAX_DELAY, GRACE = HOUR, 30 * DAY, 14 * DAY
@@ -36,10 +36,6 @@ class SenderBackend(BoaBackend):
 
     def at(self, name: str, address: str):
         return deployer(name).at(address)
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 @pytest.fixture

@@ -10,15 +10,11 @@ from eth_keys import keys
 from eth_utils import keccak
 
 from keeper.chain.orders import Order, domain_separator, order_digest, sign_order, typed_data
-from tests.boa_protocol import WAD, events
+from tests.boa_protocol import WAD, events, now
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 _nonce = [10**9]
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def chain_id() -> int:

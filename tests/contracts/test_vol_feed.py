@@ -10,7 +10,7 @@ from eth_utils import keccak
 
 from keeper.chain.attestations import VolUpdate, sign_vol_update, typed_data_digest, vol_update_typed_data
 from keeper.params.bounds import REQUIREMENT_RAMP
-from tests.boa_protocol import WAD, deploy_unique, events, source_deployer
+from tests.boa_protocol import WAD, deploy_unique, events, now, source_deployer
 
 SIGNERS = [Account.from_key(keccak(text=f"vol feed test signer {i}")) for i in range(3)]
 OUTSIDER = Account.from_key(keccak(text="vol feed test outsider"))
@@ -32,10 +32,6 @@ def _feed(admin):
 def feed(_feed):
     with boa.env.anchor():
         yield _feed
-
-
-def now() -> int:
-    return boa.env.evm.patch.timestamp
 
 
 def chain_id() -> int:

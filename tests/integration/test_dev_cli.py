@@ -254,3 +254,50 @@ def test_walkthrough_keeper_liquidates_after_a_crash_and_after_a_parameter_chang
     finally:
         keeper.terminate()
         keeper.wait(timeout=10)
+
+
+def test_account_pnl_includes_the_funding_the_engine_charges(env):
+    """`keeper account --json`: a perpetual trade 2% above the index sets a funding rate; a day
+    later the P&L of a perpetual holder includes its accrued funding, so cash value + collateral
+    value + P&L is the engine's equity, to the wei."""
+    from keeper.cli import cli
+    from keeper.dev_cli import FUNDER, LIQUIDATOR, MAKER, NONCE_STRIDE
+    from keeper.replay.driver import User
+
+    perp = env.dep.markets["ETH-PERP"]
+    snap = env.client.snapshot(TRADERS, env.w3.eth.block_number)
+    holder = next(a for row, a in enumerate(TRADERS) if snap.book.size[row, perp])
+    nonce = (env.w3.eth.block_number + 1) * NONCE_STRIDE
+    taker, maker = User(*dev_account(LIQUIDATOR), nonce=nonce), User(*dev_account(MAKER), nonce=nonce)
+    size, price = 50 * WAD, env.index()["ETH"] * 102 // 100
+    ours, our_sig = taker.order(perp, size, price, env.dep.chain_id, env.dep.matching)
+    theirs, their_sig = maker.order(perp, -size, price, env.dep.chain_id, env.dep.matching)
+    tx = env.client.matching.functions.match_orders(ours, our_sig, theirs, their_sig).transact(
+        {"from": dev_account(FUNDER)[0]}
+    )
+    assert env.w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    assert env.client.market_states()[perp].funding_rate > 0
+    code, out = keeper_dev(env, "warp", "86400")  # a day of funding, feeds kept fresh
+    assert code == 0, out
+
+    result = CliRunner().invoke(
+        cli, ["account", holder, "--rpc", env.url, "--manifest", str(env.manifest), "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    block = report["block"]
+    engine = env.client.engine.functions
+    equity = engine.margin_summary(holder).call(block_identifier=block)[0]
+    assert report["margin"]["equity"] == equity and report["keeper_agrees"]
+    assert report["unrealized_pnl"] == equity - report["cash"]["value"] - report["collateral_value"]
+    (row,) = [p for p in report["positions"] if p["market"] == "ETH-PERP"]
+    # MarginEngine._position_value: funding owed = ceil(size x (funding_index_now - entry index) / 1e18)
+    _, _, entry_index = engine.positions(holder, perp).call(block_identifier=block)
+    owed = -((row["size"] * (entry_index - engine.funding_index_now(perp).call(block_identifier=block))) // WAD)
+    assert row["funding"] == owed != 0
+    assert row["unrealized_pnl"] == row["price_pnl"] - owed
+    assert report["unrealized_pnl"] == sum(p["unrealized_pnl"] for p in report["positions"])
+
+    table = CliRunner().invoke(cli, ["account", holder, "--rpc", env.url, "--manifest", str(env.manifest)])
+    assert table.exit_code == 0, table.output
+    assert "funding owed" in table.output and "keeper = contract" in table.output

@@ -20,6 +20,7 @@ from keeper.risk.margin import (
     margin,
     margin_float,
     margin_loop,
+    valuation,
 )
 from keeper.units import MAX_UINT256, WAD
 
@@ -251,6 +252,31 @@ def test_bad_inputs_raise():
 
 
 # ---------------------------------------------------------------- random books
+
+
+def test_valuation_splits_equity_into_cash_collateral_and_pnl_with_funding():
+    # the long of the test above, 10 WETH at 85% and 1,000 cash, ETH at 2,100
+    size = WAD + 1
+    markets = MarketTable([0, 0, 1, 1], [0, 0, 0, 0], [7 * WAD + 3, 0, 0, 0])
+    states = [account(1000 * WAD, (10 * WAD, 0, 0), [(ETH_PERP, size, 2000 * WAD, 0)])]
+    book = AccountBook.from_states(states, PARAMS.n_assets, markets.n_markets)
+    v = valuation(book, markets, PARAMS, prices(2100 * WAD))
+    assert v.cash_value.tolist() == [1000 * WAD]
+    assert v.collateral_value.tolist() == [[17_850 * WAD, 0, 0]]
+    assert v.price_pnl[0, ETH_PERP] == 100 * WAD + 100  # (1e18 + 1) x 100 USD
+    assert v.funding[0, ETH_PERP] == 7 * WAD + 11  # owed, rounded up
+    assert v.unrealized_pnl[0].tolist() == [93 * WAD + 89, 0, 0, 0]
+    assert v.equity.tolist() == [(1000 + 17_850 + 93) * WAD + 89]
+    assert v.equity.tolist() == margin(book, markets, PARAMS, prices(2100 * WAD)).equity.tolist()
+
+
+def test_valuation_equity_equals_margin_equity_on_random_books():
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        book, markets, params, index = random_case(rng)
+        v = valuation(book, markets, params, index)
+        assert v.equity.tolist() == margin(book, markets, params, index).equity.tolist()
+        assert (v.unrealized_pnl[np.asarray(book.size == 0, dtype=bool)] == 0).all()
 
 
 def big(rng: np.random.Generator, shape, magnitude: int, signed: bool = True) -> np.ndarray:
