@@ -234,20 +234,18 @@ def _message(e: ValidationError, values: Mapping[str, Any], source: str) -> str:
         return f"{where}: {p.text}"
     if name == "rpc_urls" and len(p.loc) > 1:  # one URL of the list
         return f"{where}: an RPC URL must start with http:// or https://, got {p.value!r}"
+    raw = values[section][name] if section else values[name]  # type: ignore[index]  # as given
     if name in _WORDING:
-        raw = values[section][name] if section else values[name]  # type: ignore[index]
-        shown = raw if name in ("enabled", "settle_expired") else _listed(raw) if name in _LISTS else raw
-        return f"{where}: {_WORDING[name]}, got {shown!r}"
+        return f"{where}: {_WORDING[name]}, got {_listed(raw) if name in _LISTS else raw!r}"
     integer = is_integer_field(model, name)
     if p.kind in ("int_type", "int_parsing", "int_from_float", "float_type", "float_parsing") or (
         integer and p.kind == "finite_number"
     ):
         return f"{where}: must be {'an integer' if integer else 'a number'}, got {p.value!r}"
     lo, hi = bounds(model, name)
-    value = p.value
-    if isinstance(value, str):  # from the environment: shown as the number it was read as
-        value = float(value) if not integer else int(float(value))
-    return f"{where}: must be in [{lo:g}, {hi:g}], got {value!r}"
+    if isinstance(raw, str):  # from the environment: shown as the number it was read as
+        raw = int(raw, 0) if integer else float(raw)
+    return f"{where}: must be in [{lo:g}, {hi:g}], got {raw!r}"
 
 
 _LISTS = {"rpc_urls", "signer_key_envs", "accounts"}

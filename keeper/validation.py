@@ -18,7 +18,8 @@ def _number(value: Any) -> Any:
 
 
 def _integer(value: Any) -> Any:
-    """An int, or a decimal, 0x hex, 0o or 0b string (as Python's int(text, 0) reads it)."""
+    """An int, a float with no fraction, or a decimal, 0x hex, 0o or 0b string (as Python's
+    int(text, 0) reads it)."""
     if isinstance(value, bool):
         raise PydanticCustomError("int_type", "not an integer")
     if isinstance(value, str):
@@ -26,6 +27,8 @@ def _integer(value: Any) -> Any:
             return int(value, 0)
         except ValueError:
             raise PydanticCustomError("int_parsing", "not an integer") from None
+    if isinstance(value, float) and value.is_integer():  # 1e6, also above pydantic's 64 bits
+        return int(value)
     return value
 
 
