@@ -25,7 +25,7 @@ from typing import Any, Callable
 from keeper.chain.deploy import config_echo, governed_scenario_params_hash
 from keeper.chain.deployment import ZERO_ADDRESS, Deployment
 from keeper.chain.governance import governed as governed_contracts
-from keeper.chain.types import AssetInfo, FeedInfo, MarketInfo, OptionSeries, UnderlyingRates
+from keeper.chain.types import AssetInfo, FeedInfo, MarketInfo, OptionRiskParams, OptionSeries, UnderlyingRates
 from keeper.config import ProtocolConfig
 from keeper.units import WAD
 
@@ -295,16 +295,7 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
     add("HealthAttestor", "engine (position version source)", d.engine, read(attestor, "engine"))
     add("HealthAttestor", "oracle", d.oracle, read(attestor, "oracle"))
     params = read(market, "risk_params")
-    names = (
-        "short_im_rate",
-        "short_im_floor",
-        "short_mm_rate",
-        "long_im_haircut",
-        "long_mm_haircut",
-        "abs_price_band",
-        "rel_price_band",
-    )
-    for j, name in enumerate(names):
+    for j, name in enumerate(OptionRiskParams._fields):
         add(
             "OptionMarket",
             name,

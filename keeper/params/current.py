@@ -18,7 +18,7 @@ from web3 import Web3
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
-from keeper.chain.types import AssetInfo, FeedInfo, UnderlyingRates
+from keeper.chain.types import AssetInfo, FeedInfo, OptionRiskParams, UnderlyingRates
 
 
 @dataclass
@@ -63,15 +63,7 @@ GOVERNED_CONTRACTS = {
     "vol_feed": "VolFeed",
     "health_attestor": "HealthAttestor",
 }
-OPTION_RISK_FIELDS = (
-    "short_im_rate",
-    "short_im_floor",
-    "short_mm_rate",
-    "long_im_haircut",
-    "long_mm_haircut",
-    "abs_price_band",
-    "rel_price_band",
-)  # OptionMarket RiskParams, in order
+OPTION_RISK_FIELDS = OptionRiskParams._fields  # OptionMarket RiskParams, in order
 
 
 def contracts(w3: Web3, deployment: Deployment) -> dict:
