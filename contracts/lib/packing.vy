@@ -43,3 +43,18 @@ def _int128_at(word: uint256) -> int256:
     if x >= INT128_TOP:
         return x - INT128_SPAN
     return x
+
+
+# @dev External wrappers: the packing for reference tests, and so the file also compiles as a
+#      contract (brownie builds every file under contracts/).
+@external
+@pure
+def pack(x: int256, high: uint256) -> uint256:
+    assert self._fits_int128(x) and high <= LOW128, "packing: out of range"
+    return self._low128_of(x) | (high << 128)
+
+
+@external
+@pure
+def unpack(word: uint256) -> (int256, uint256):
+    return self._int128_at(word), word >> 128

@@ -12,7 +12,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, OptionsKit, events, now, republish
+from tests.boa_protocol import WAD, OptionsKit, events, now, republish, source_deployer
 
 ETH = 0
 DAY = 86400
@@ -272,3 +272,23 @@ def test_markets_read_back_funding_index_for_perpetuals_and_settlement_for_futur
     settled = events(e, "MarketSettled")[-1]
     assert e.markets(fut).settlement_price == settled.settlement_price > 0
     assert e.markets(fut).funding_index == 0
+
+
+@pytest.mark.parametrize(
+    "x, high",
+    [(0, 0), (1, 2), (-1, 2**128 - 1), (2**127 - 1, 7), (-(2**127), 2**128 - 1), (-3 * 10**18, 2000 * 10**18)],
+)
+def test_signed_field_round_trips_at_its_bounds(x, high):
+    """lib/packing.vy: a signed amount in the low 128 bits (two's complement) and an unsigned
+    field above it read back exactly, at both ends of int128 and uint128."""
+    packing = source_deployer("lib/packing.vy").deploy()
+    word = packing.pack(x, high)
+    assert word == (x % 2**128) | (high << 128)  # the two's-complement reference
+    assert packing.unpack(word) == (x, high)
+
+
+@pytest.mark.parametrize("x, high", [(2**127, 0), (-(2**127) - 1, 0), (0, 2**128)])
+def test_signed_field_out_of_range_is_refused(x, high):
+    packing = source_deployer("lib/packing.vy").deploy()
+    with boa.reverts("packing: out of range"):
+        packing.pack(x, high)
