@@ -679,7 +679,7 @@ def test_dydx_yfi_open_interest_is_capped(protocol):
     listing caps ETH-PERP at 500,000 ETH per account and 5,000,000 ETH of open interest (sum
     of longs): one wei more than either reverts, with IM met many times over, so the incident's
     1,000,000 ETH (2 billion USD) position is refused (see also
-    test_safety_features.py::test_listing_caps_stop_a_dydx_sized_position); and the risk admin
+    test_position_caps.py::test_listing_caps_stop_a_dydx_sized_position); and the risk admin
     can tighten a market at once."""
     p = protocol
     e = p.engine
