@@ -17,7 +17,7 @@ import numpy as np
 
 from keeper.config import DEFAULT_PM_CONFIG, load_scenario_params
 from keeper.errors import ConfigError, PriceDataError
-from keeper.marketdata.daily import DEFAULT_DATA_DIR, load_daily_history
+from keeper.marketdata.daily import load_daily_history
 from keeper.marketdata.prices import parse_utc
 from keeper.risk.backtest import DAY, DailyHistory, backtest_days, run_backtest, var_rows
 from keeper.risk.scenarios import ScenarioParams
@@ -29,8 +29,8 @@ __all__ = ["main", "var_table"]
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    default=DEFAULT_DATA_DIR,
-    show_default="shared/data beside the repository",
+    default=None,
+    show_default="$KEEPER_DATA_DIR, else ../shared/data from the working directory",
 )
 @click.option(
     "--config",

@@ -656,7 +656,7 @@ def _attestation_service(client, tx, settings, metrics):
     "vol_data",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Folder with the daily price and DVOL files for the option vols [default: shared/data beside the repository].",
+    help="Folder with the daily price and DVOL files for the option vols [default: $KEEPER_DATA_DIR, else ../shared/data from the working directory].",
 )
 def replay(
     price_args,

@@ -134,7 +134,7 @@ class ReplayOptions:
     config: ProtocolConfig = field(default_factory=load_config)
     workdir: Path | None = None
     # option books (the config needs an `options:` section), vols from this data folder
-    # (default: keeper.marketdata.daily.DEFAULT_DATA_DIR) and the keeper's attestation service on
+    # (default: keeper.marketdata.daily.data_dir(), $KEEPER_DATA_DIR) and the keeper's attestation service on
     options: bool = False
     vol_data_dir: Path | None = None
 
@@ -523,9 +523,7 @@ class Replay:
                 raise ReplayError(
                     "--options needs a protocol config with an `options:` section (e.g. config/options.yaml)"
                 )
-            self.vol_history = option_books.load_vol_history(
-                self.opts.vol_data_dir or option_books.DEFAULT_DATA_DIR, tuple(self.opts.path.symbols)
-            )
+            self.vol_history = option_books.load_vol_history(self.opts.vol_data_dir, tuple(self.opts.path.symbols))
         self._check_population()
         self.deployment = self._deploy()
         self._confirm(self._publish(0), "price update")

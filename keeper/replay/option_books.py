@@ -31,7 +31,7 @@ from keeper.chain.attestations import VolUpdate
 from keeper.chain.orders import OptionOrder, sign_option_order
 from keeper.chain.types import MarginSummary, SeriesState
 from keeper.errors import KeeperError
-from keeper.marketdata.daily import DEFAULT_DATA_DIR, load_daily_history
+from keeper.marketdata.daily import load_daily_history
 from keeper.risk.backtest import realised_vol
 from keeper.units import WAD
 
@@ -74,8 +74,9 @@ class VolHistory:
         return {s: str(self.source[i, j]) for j, s in enumerate(self.symbols)}
 
 
-def load_vol_history(data_dir: str | Path = DEFAULT_DATA_DIR, symbols: tuple[str, ...] = ("ETH", "BTC")) -> VolHistory:
-    """DVOL where present, else the 30-day realised vol (see the module docstring)."""
+def load_vol_history(data_dir: str | Path | None = None, symbols: tuple[str, ...] = ("ETH", "BTC")) -> VolHistory:
+    """DVOL where present, else the 30-day realised vol (see the module docstring), from the
+    market-data folder `data_dir` (default `keeper.marketdata.daily.data_dir()`)."""
     try:
         h = load_daily_history(data_dir, symbols)
     except Exception as e:  # PriceDataError: one line naming the file

@@ -18,8 +18,8 @@ else the trailing 30-day realised volatility (annualised, 365 days) as a proxy; 
 either day lacks DVOL the option vols are held unchanged over the horizon.
 
 Pure: a :class:`DailyHistory` and :class:`~keeper.risk.scenarios.ScenarioParams` in, counts out.
-The history is loaded by :func:`keeper.marketdata.daily.load_daily_history` (``shared/data`` beside
-the repository, see its SOURCES.md); the report is printed by :mod:`keeper.backtest_cli`:
+The history is loaded by :func:`keeper.marketdata.daily.load_daily_history` (the market-data
+folder, ``$KEEPER_DATA_DIR``; see the data's SOURCES.md); the report is printed by :mod:`keeper.backtest_cli`:
 
     python -m keeper.backtest_cli [--data-dir DIR] [--config config/portfolio_margin.yaml]
                                   [--start 2021-01-01] [--end 2024-01-01]

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from keeper.backtest_cli import main
-from keeper.marketdata.daily import load_daily_history
+from keeper.marketdata.daily import DATA_DIR_ENV, data_dir, load_daily_history
 from keeper.risk.backtest import BOOKS, HEDGE_BOOK, run_backtest
 from keeper.risk.scenarios import ScenarioParams
 
@@ -81,6 +81,23 @@ def test_cli_missing_data_dir_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "market data directory" in lines[0] and "not found" in lines[0]
+
+
+def test_market_data_folder_is_a_setting(tmp_path: Path, monkeypatch) -> None:
+    """$KEEPER_DATA_DIR names the folder; without it, ../shared/data from the working directory
+    (beside a checkout run from its root), never a path relative to the installed package."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "mine"))
+    assert data_dir() == tmp_path / "mine"
+    monkeypatch.delenv(DATA_DIR_ENV)
+    monkeypatch.chdir(tmp_path)
+    assert data_dir() == tmp_path.parent / "shared" / "data"
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "absent"))
+    result = CliRunner().invoke(main, [])  # the backtest's default folder is the setting
+    assert result.exit_code == 2
+    absent = tmp_path / "absent"
+    assert (
+        result.output == f"error: market data directory {absent} not found (set KEEPER_DATA_DIR or pass the folder)\n"
+    )
 
 
 def test_cli_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
