@@ -29,6 +29,28 @@ def now() -> int:
     return boa.env.evm.patch.timestamp
 
 
+def ceil_div(a: int, d: int) -> int:
+    """ceil(a / d) for d > 0: the rounding up the contracts apply to requirements and penalties."""
+    return -(-a // d)
+
+
+def usd8(x: int | float) -> int:
+    """A dollar price as an 8-decimal feed answer."""
+    return int(round(x * 10**8))
+
+
+def named(logs, name: str) -> list:
+    """The decoded logs of `logs` whose event is `name`."""
+    return [log for log in logs if type(log).__name__ == name]
+
+
+def funded(p: "BoaProtocol", dollars: int) -> "User":
+    """A new user holding `dollars` of settlement-token cash in the vault."""
+    user = p.new_user()
+    p.deposit_usd(user, dollars)
+    return user
+
+
 # Every transaction in its own block, as on a chain that mines each one (Anvil's automine): the
 # protocol refuses some things within one block (a liquidation of exposure opened in it), so
 # tests that mean one block say so with `same_block()`.

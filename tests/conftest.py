@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import profiles
-
-profiles.register()
+from tests import profiles  # registers the hypothesis profiles ci, dev and deep (tests/profiles.py)
 
 
 def pytest_configure(config) -> None:

@@ -1,5 +1,6 @@
 """Hypothesis profiles of the state machines (tests/contracts/test_invariants.py,
-test_options_invariants.py, test_coalition.py), registered by tests/conftest.py.
+test_options_invariants.py, test_coalition.py), registered when tests/conftest.py imports this
+module (or a machine module does, outside pytest).
 
     ci    the default under CI=true: a fixed sequence (derandomized), so a merge is judged on
           known examples; the coalition machine reports what it finds without shrinking
@@ -29,6 +30,9 @@ def register() -> None:
     settings.register_profile("ci", derandomize=True, **_COMMON)
     settings.register_profile("dev", **_COMMON)
     settings.register_profile("deep", **_COMMON)
+
+
+register()  # on import too: a machine module imported outside pytest still finds its profile
 
 
 def select(name: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import boa
 
-from tests.boa_protocol import WAD
+from tests.boa_protocol import WAD, ceil_div
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids and underlyings
@@ -20,15 +20,6 @@ PENALTY, MAX_PENALTY, RAMP = 2 * 10**16, 25 * 10**15, 3600
 SHARE, TARGET = 5 * 10**17, 125 * 10**16
 USDC = 10**6  # one dollar in token units
 SCALE = 10**12  # one USDC token unit in WAD
-
-
-def ceil_div(a: int, d: int) -> int:
-    return -(-a // d)
-
-
-def usd8(x: int | float) -> int:
-    """An 8-decimal feed answer."""
-    return int(round(x * 10**8))
 
 
 def size(p, user, market) -> int:
@@ -45,10 +36,6 @@ def liquidate(p, liquidator, account):
         notional = p.engine.liquidate(account.address)
         logs = p.engine.get_logs()
     return notional, logs
-
-
-def named(logs, name: str) -> list:
-    return [x for x in logs if type(x).__name__ == name]
 
 
 def close_step(equity, mm_total, mm_u, gross_u, size_, price, *, penalty_rate):

@@ -29,7 +29,17 @@ from eth_abi import decode
 from eth_keys import keys
 
 from keeper.chain.orders import Order, order_digest, sign_order
-from tests.boa_protocol import WAD, deploy_unique, deployer, events, now, replace_feeds, source_deployer
+from tests.boa_protocol import (
+    WAD,
+    ceil_div,
+    deploy_unique,
+    deployer,
+    events,
+    named,
+    now,
+    replace_feeds,
+    source_deployer,
+)
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
@@ -43,10 +53,6 @@ MAX_UINT = 2**256 - 1
 ZERO = "0x0000000000000000000000000000000000000000"
 
 _nonce = [7 * 10**12]
-
-
-def ceil_div(a: int, d: int) -> int:
-    return -(-a // d)
 
 
 def make(p, user, market, size, price, *, nonce=None, deadline=None):
@@ -84,10 +90,6 @@ def liquidate(p, liquidator, account):
         notional = p.engine.liquidate(account if isinstance(account, str) else account.address)
         logs = p.engine.get_logs()
     return notional, logs
-
-
-def named(logs, name):
-    return [x for x in logs if type(x).__name__ == name]
 
 
 def world(p, *accounts) -> dict:

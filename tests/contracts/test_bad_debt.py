@@ -10,19 +10,8 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD
-from tests.contracts.default_listing import (
-    BTC_PERP,
-    ETH_PERP,
-    PENALTY,
-    SCALE,
-    SHARE,
-    USDC,
-    ceil_div,
-    close_step,
-    liquidate,
-    named,
-)
+from tests.boa_protocol import WAD, ceil_div, named
+from tests.contracts.default_listing import BTC_PERP, ETH_PERP, PENALTY, SCALE, SHARE, USDC, close_step, liquidate
 
 
 def accounting(p, users) -> int:

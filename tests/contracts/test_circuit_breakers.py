@@ -10,13 +10,8 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, deploy_unique, deployer, events, now, replace_feeds
-from tests.contracts.default_listing import (
-    BTC,
-    ETH,
-    ETH_PERP,
-    usd8,
-)
+from tests.boa_protocol import WAD, deploy_unique, deployer, events, now, replace_feeds, usd8
+from tests.contracts.default_listing import BTC, ETH, ETH_PERP
 
 
 def feed(answer8: int):

@@ -171,7 +171,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from keeper.params import bounds
 from tests import profiles
-from tests.boa_protocol import WAD, now, same_block
+from tests.boa_protocol import WAD, named, now, same_block
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
@@ -187,10 +187,6 @@ def block() -> int:
 def reason(err: Exception) -> str:
     frame = err.stack_trace.last_frame
     return frame if isinstance(frame, str) else str(frame.pretty_vm_reason)
-
-
-def named(logs, name: str) -> list:
-    return [lg for lg in logs if type(lg).__name__ == name]
 
 
 def set_eth(p, answer8: int) -> None:

@@ -19,7 +19,7 @@ from keeper.chain.attestations import (
 )
 from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
-from tests.boa_protocol import WAD, deploy_unique, events, now, source_deployer
+from tests.boa_protocol import WAD, ceil_div, deploy_unique, events, now, source_deployer
 
 SIGNERS = [Account.from_key(keccak(text=f"attestor test signer {i}")) for i in range(3)]
 OUTSIDER = Account.from_key(keccak(text="attestor test outsider"))
@@ -135,10 +135,6 @@ def reference_digest(att: HealthAttestation, chain: int, contract: str) -> bytes
         )  # fmt: skip
     )
     return keccak(b"\x19\x01" + domain + struct)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # ---------------------------------------------------------------- digest, happy path, arithmetic

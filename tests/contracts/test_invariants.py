@@ -58,6 +58,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin
 from tests import profiles
+from tests.boa_protocol import ceil_div, named
 
 WAD = 10**18
 MAX_UINT = 2**256 - 1
@@ -78,10 +79,6 @@ def vdiv(a: int, d: int) -> int:
     """Vyper's `//` on int256: truncates towards zero."""
     q = abs(a) // abs(d)
     return q if (a < 0) == (d < 0) else -q
-
-
-def ceil_div(a: int, d: int) -> int:
-    return -((-a) // d)
 
 
 def charge(amount: int, price: int, rate: int) -> int:
@@ -333,10 +330,6 @@ _WORLD: World | None = None
 def reason(err: Exception) -> str:
     frame = err.stack_trace.last_frame
     return frame if isinstance(frame, str) else str(frame.pretty_vm_reason)
-
-
-def named(logs, name: str) -> list:
-    return [lg for lg in logs if type(lg).__name__ == name]
 
 
 def meets_im(s: Summary) -> bool:

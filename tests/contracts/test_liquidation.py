@@ -9,7 +9,7 @@ from fractions import Fraction
 import boa
 import pytest
 
-from tests.boa_protocol import WAD
+from tests.boa_protocol import WAD, ceil_div
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 MM = 5 * 10**16
@@ -17,10 +17,6 @@ PENALTY = 2 * 10**16
 SHARE = 5 * 10**17
 TARGET = 125 * 10**16
 MAX_UINT = 2**256 - 1
-
-
-def ceil_div(a: int, d: int) -> int:
-    return -(-a // d)
 
 
 def charge(amount: int, price: int, rate: int) -> int:

@@ -7,17 +7,13 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, deploy_unique, events, now, source_deployer
+from tests.boa_protocol import WAD, ceil_div, deploy_unique, events, now, source_deployer
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 IM, MM, SIM, SMM = 10**17, 5 * 10**16, 2 * 10**16, 10**16
 HAIRCUT = 85 * 10**16
 FUNDING_PERIOD = 8 * 3600
 MAX_UINT = 2**256 - 1
-
-
-def ceil_div(a: int, d: int) -> int:
-    return -(-a // d)
 
 
 def trunc_div(a: int, d: int) -> int:

@@ -16,16 +16,22 @@ from keeper.chain.orders import OptionOrder, option_order_digest
 from keeper.params import bounds
 from keeper.risk.black_scholes import YEAR_SECONDS, bs_value
 from keeper.risk.scenarios import smile_vol
-from tests.boa_protocol import WAD, ZERO_ADDRESS, OptionsKit, events, now, option_order_typed_data, same_block
+from tests.boa_protocol import (
+    WAD,
+    ZERO_ADDRESS,
+    OptionsKit,
+    ceil_div,
+    events,
+    funded,
+    now,
+    option_order_typed_data,
+    same_block,
+)
 
 ETH = 0  # engine underlying id and oracle price id
 DAY = 86400
 S0 = 2000 * WAD  # ETH index in config/local.yaml
 ATM, SKEW = 8 * WAD // 10, -WAD // 5
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -((-a) // b)
 
 
 @pytest.fixture
@@ -36,12 +42,6 @@ def kit(protocol) -> OptionsKit:
 @pytest.fixture
 def akit(protocol) -> OptionsKit:
     return OptionsKit.deploy(protocol, attestor=True)
-
-
-def funded(p, dollars: int):
-    user = p.new_user()
-    p.deposit_usd(user, dollars)
-    return user
 
 
 def series_state(kit, series: int):

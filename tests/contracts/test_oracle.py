@@ -7,7 +7,7 @@ import itertools
 import boa
 import pytest
 
-from tests.boa_protocol import FEED_DELAY, WAD, deploy_unique, deployer, events, now, replace_feeds, republish
+from tests.boa_protocol import FEED_DELAY, WAD, deploy_unique, deployer, events, now, replace_feeds, republish, usd8
 
 ETH, BTC, USDC = 0, 1, 2
 MIN_HB, MAX_HB = 60, 2 * 86400
@@ -15,11 +15,6 @@ MIN_HB, MAX_HB = 60, 2 * 86400
 
 def feed(decimals: int, answer: int):
     return deploy_unique(deployer("MockAggregator"), decimals, "x", answer)
-
-
-def usd8(x: int | float) -> int:
-    """A whole-dollar (or cents) price as an 8-decimal feed answer."""
-    return int(round(x * 10**8))
 
 
 # ------------------------------------------------------------------ deployment state

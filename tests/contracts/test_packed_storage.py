@@ -12,17 +12,11 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, OptionsKit, events, now, republish, source_deployer
+from tests.boa_protocol import WAD, OptionsKit, events, funded, now, republish, source_deployer
 
 ETH = 0
 DAY = 86400
 ATM, SKEW = 8 * WAD // 10, -WAD // 5
-
-
-def funded(p, dollars: int):
-    user = p.new_user()
-    p.deposit_usd(user, dollars)
-    return user
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, events, now
+from tests.boa_protocol import WAD, ceil_div, events, named, now
 from tests.contracts.default_listing import (
     BTC,
     ETH,
@@ -21,10 +21,8 @@ from tests.contracts.default_listing import (
     PENALTY,
     RAMP,
     SHARE,
-    ceil_div,
     close_step,
     liquidate,
-    named,
     refresh_feeds,
     size,
 )

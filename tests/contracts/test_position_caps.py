@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import boa
 
-from tests.boa_protocol import WAD, events, now
+from tests.boa_protocol import WAD, events, named, now
 from tests.contracts.default_listing import (
     BTC_FUT,
     BTC_PERP,
@@ -20,7 +20,6 @@ from tests.contracts.default_listing import (
     close_step,
     liquidate,
     long_sum,
-    named,
     refresh_feeds,
     size,
 )
