@@ -114,16 +114,8 @@ class OptionRiskConfig:
     rel_price_band: int
 
     def as_tuple(self) -> tuple[int, ...]:
-        """In the order of the contract's RiskParams struct."""
-        return (
-            self.short_im_rate,
-            self.short_im_floor,
-            self.short_mm_rate,
-            self.long_im_haircut,
-            self.long_mm_haircut,
-            self.abs_price_band,
-            self.rel_price_band,
-        )
+        """In the order of the contract's RiskParams struct (the fields' order)."""
+        return dataclasses.astuple(self)
 
 
 @dataclass(frozen=True)

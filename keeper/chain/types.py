@@ -184,22 +184,6 @@ class OptionSeries(NamedTuple):
         return cls(int(u), int(pid), int(strike), int(expiry), bool(is_call), int(settled))
 
 
-class OptionRiskParams(NamedTuple):
-    """`OptionMarket.risk_params` / `risk_params_now`: the option margin parameters, WAD."""
-
-    short_im_rate: int
-    short_im_floor: int
-    short_mm_rate: int
-    long_im_haircut: int
-    long_mm_haircut: int
-    abs_price_band: int
-    rel_price_band: int
-
-    @classmethod
-    def decode(cls, raw: Sequence[Any]) -> OptionRiskParams:
-        return cls(*(int(x) for x in raw))
-
-
 class FeedInfo(NamedTuple):
     """One entry of `OracleRouter.feeds(price_id)`: aggregator address, scale to WAD
     (10**(18 - decimals)), heartbeat seconds."""

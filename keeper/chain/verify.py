@@ -16,6 +16,7 @@ the attestor's version source = the lens, parameters, signer sets, every listed 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,8 +26,8 @@ from typing import Any, Callable
 from keeper.chain.deploy import config_echo, governed_scenario_params_hash
 from keeper.chain.deployment import ZERO_ADDRESS, Deployment
 from keeper.chain.governance import governed as governed_contracts
-from keeper.chain.types import AssetInfo, FeedInfo, MarketInfo, OptionRiskParams, OptionSeries, UnderlyingRates
-from keeper.config import ProtocolConfig
+from keeper.chain.types import AssetInfo, FeedInfo, MarketInfo, OptionSeries, UnderlyingRates
+from keeper.config import OptionRiskConfig, ProtocolConfig
 from keeper.units import WAD
 
 
@@ -295,7 +296,7 @@ def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine,
     add("HealthAttestor", "engine (position version source)", d.engine, read(attestor, "engine"))
     add("HealthAttestor", "oracle", d.oracle, read(attestor, "oracle"))
     params = read(market, "risk_params")
-    for j, name in enumerate(OptionRiskParams._fields):
+    for j, name in enumerate(f.name for f in dataclasses.fields(OptionRiskConfig)):
         add(
             "OptionMarket",
             name,

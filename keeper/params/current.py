@@ -12,13 +12,15 @@ penalty must stay within half of every underlying's mm_rate).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 from web3 import Web3
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
-from keeper.chain.types import AssetInfo, FeedInfo, OptionRiskParams, UnderlyingRates
+from keeper.chain.types import AssetInfo, FeedInfo, UnderlyingRates
+from keeper.config import OptionRiskConfig
 
 
 @dataclass
@@ -63,7 +65,7 @@ GOVERNED_CONTRACTS = {
     "vol_feed": "VolFeed",
     "health_attestor": "HealthAttestor",
 }
-OPTION_RISK_FIELDS = OptionRiskParams._fields  # OptionMarket RiskParams, in order
+OPTION_RISK_FIELDS = tuple(f.name for f in dataclasses.fields(OptionRiskConfig))  # OptionMarket RiskParams, in order
 
 
 def contracts(w3: Web3, deployment: Deployment) -> dict:

@@ -54,9 +54,13 @@ def test_decoded_values_are_unchanged_and_still_tuples():
 
 
 def test_single_struct_reads_are_named_as_the_abi():
-    from keeper.chain.types import FeedInfo, MarketInfo, OptionRiskParams, OptionSeries
+    import dataclasses
+
+    from keeper.chain.types import FeedInfo, MarketInfo, OptionSeries
+    from keeper.config import OptionRiskConfig
 
     assert list(MarketInfo._fields) == _outputs("MarginEngine", "markets")
     assert list(OptionSeries._fields) == _outputs("OptionMarket", "series")
-    assert list(OptionRiskParams._fields) == _outputs("OptionMarket", "risk_params")
+    # the listing's option risk parameters are the contract's RiskParams, field for field
+    assert [f.name for f in dataclasses.fields(OptionRiskConfig)] == _outputs("OptionMarket", "risk_params")
     assert list(FeedInfo._fields) == _outputs("OracleRouter", "feeds")
