@@ -4,8 +4,9 @@
 # pragma nonreentrancy off
 """
 @title Engine liquidation: the code `MarginEngine.liquidate` runs
-@notice Partial liquidation of perpetual and future positions and the penalty ramp
-        (`lib/engine_core.vy` `liquidate`, `flag_liquidatable`), deployed apart from the engine
+@notice Partial liquidation of perpetual and future positions, the penalty ramp and the
+        liquidation parameters (`lib/engine_core.vy` `liquidate`, `flag_liquidatable`,
+        `set_liquidation_params`, `set_penalty_ramp`), deployed apart from the engine
         so that each stays well under the EIP-170 code size limit.
 @dev Meant to be reached only by the engine's delegatecall, in the engine's storage. Called
      directly it acts on its own, empty storage: it holds no funds and no role, and the vault
@@ -25,6 +26,8 @@ exports: (
     core.ORACLE,
     core.liquidate,
     core.flag_liquidatable,
+    core.set_liquidation_params,
+    core.set_penalty_ramp,
 )
 
 

@@ -8,8 +8,8 @@
         summary every other contract asks for, and the entry points for trades (from the
         matching contract) and liquidation. The rules are in `lib/engine_core.vy`, whose notice
         states every formula.
-@dev `liquidate` and `flag_liquidatable` run the liquidation code of the
-     `EngineLiquidation` deployable in this contract's storage (delegatecall). Both deployables
+@dev `liquidate`, `flag_liquidatable` and the liquidation parameter setters run the code of
+     the `EngineLiquidation` deployable in this contract's storage (delegatecall). Both deployables
      lay out their storage through the one module `lib/engine_core.vy`, so the layouts cannot
      diverge (a test compares them); liquidation keeps the engine's address, so the vault's
      and option market's checks of `msg.sender == engine` apply unchanged.
@@ -63,8 +63,6 @@ exports: (
     core.add_underlying,
     core.set_underlying_params,
     core.list_market,
-    core.set_liquidation_params,
-    core.set_penalty_ramp,
     core.set_position_caps,
     core.set_trade_params,
     core.set_portfolio_modules,
@@ -87,7 +85,8 @@ interface ILiquidation:
     def ORACLE() -> address: view
 
 
-# @dev The EngineLiquidation deployable whose code `liquidate` and `flag_liquidatable` run.
+# @dev The EngineLiquidation deployable whose code `liquidate`, `flag_liquidatable` and the
+#      liquidation parameter setters run.
 LIQUIDATION: public(immutable(address))
 
 
@@ -126,5 +125,23 @@ def flag_liquidatable(account: address):
     """
     @notice Start the penalty ramp of a liquidatable account (`engine_core.flag_liquidatable`).
     @dev Reverts "engine: account not liquidatable".
+    """
+    raw_call(LIQUIDATION, msg.data, is_delegate_call=True)
+
+
+@external
+def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: uint256):
+    """
+    @notice Change liquidation parameters (risk admin; `engine_core.set_liquidation_params`
+            states the bounds).
+    """
+    raw_call(LIQUIDATION, msg.data, is_delegate_call=True)
+
+
+@external
+def set_penalty_ramp(max_penalty: uint256, ramp_time: uint256):
+    """
+    @notice How far the liquidation penalty grows while a flagged account is not liquidated
+            (risk admin; `engine_core.set_penalty_ramp` states the bounds).
     """
     raw_call(LIQUIDATION, msg.data, is_delegate_call=True)

@@ -134,6 +134,22 @@ struct StoredPosition:
     funding_index: int256
 
 
+# The liquidation parameters, stored in one word (`_liquidation`).
+struct LiquidationParams:
+    penalty: uint256
+    max_penalty: uint256
+    liquidator_share: uint256
+    target: uint256
+
+
+# An account's open market, the market and the account's position in it: what valuing the
+# account reads from storage (`_holdings`), read once per margin check.
+struct Holding:
+    market_id: uint256
+    market: types.Market
+    position: types.Position
+
+
 VAULT: public(immutable(address))
 ORACLE: public(immutable(address))
 
@@ -161,15 +177,15 @@ _positions: HashMap[address, HashMap[uint256, StoredPosition]]
 #      each market id (< MAX_MARKETS = 16) in one byte, in list order (`_open_markets`).
 _account_markets: HashMap[address, uint256]
 
-liquidation_penalty: public(uint256)
-max_liquidation_penalty: public(uint256)
+# @dev The liquidation parameters, one word that a liquidation reads once
+#      (`_liquidation_params`): penalty, max penalty, liquidator share and target, 64 bits
+#      each in that order (WAD; the setters' bounds keep each <= 2 * 10**18 < 2**64).
+_liquidation: uint256
 penalty_ramp_time: public(uint256)
 liquidatable_since: public(HashMap[address, uint256])
 open_interest: public(HashMap[uint256, uint256])
 max_open_interest: public(HashMap[uint256, uint256])
 max_position: public(HashMap[uint256, uint256])
-liquidator_share: public(uint256)
-liquidation_target: public(uint256)
 max_price_deviation: public(uint256)
 max_funding_rate: public(uint256)
 funding_smoothing: public(uint256)
@@ -288,10 +304,8 @@ def __init__(admin_: address, vault: address, oracle: address):
     roles.__init__(admin_)
     VAULT = vault
     ORACLE = oracle
-    self.liquidation_penalty = 2 * 10**16
+    self._store_liquidation_params(LiquidationParams(penalty=2 * 10**16, max_penalty=0, liquidator_share=5 * 10**17, target=125 * 10**16))
     self.penalty_ramp_time = 3600
-    self.liquidator_share = 5 * 10**17
-    self.liquidation_target = 125 * 10**16
     self.max_price_deviation = 5 * 10**16
     self.max_funding_rate = 5 * 10**15
     self.funding_smoothing = 10**17
@@ -310,7 +324,8 @@ def _set_underlying(u: uint256, price_id: uint256, im_rate: uint256, mm_rate: ui
     assert im_rate >= MIN_IM_RATE and im_rate <= MAX_IM_RATE, "engine: im_rate out of bounds"
     assert mm_rate >= MIN_MM_RATE and mm_rate <= im_rate, "engine: mm_rate out of bounds"
     # a partial liquidation must be able to restore health: penalty <= mm_rate / 2
-    assert mm_rate >= 2 * max(self.liquidation_penalty, self.max_liquidation_penalty), "engine: mm_rate below 2x penalty"
+    params: LiquidationParams = self._liquidation_params()
+    assert mm_rate >= 2 * max(params.penalty, params.max_penalty), "engine: mm_rate below 2x penalty"
     assert spread_im_rate <= im_rate, "engine: spread_im_rate out of bounds"
     assert spread_mm_rate <= spread_im_rate and spread_mm_rate <= mm_rate, "engine: spread_mm_rate out of bounds"
     rates: types.Underlying = types.Underlying(
@@ -507,6 +522,54 @@ def list_market(underlying: uint256, expiry: uint256) -> uint256:
     return market_id
 
 
+@internal
+@view
+def _liquidation_params() -> LiquidationParams:
+    word: uint256 = self._liquidation
+    return LiquidationParams(penalty=word & (2**64 - 1), max_penalty=(word >> 64) & (2**64 - 1), liquidator_share=(word >> 128) & (2**64 - 1), target=word >> 192)
+
+
+@internal
+def _store_liquidation_params(params: LiquidationParams):
+    self._liquidation = params.penalty | (params.max_penalty << 64) | (params.liquidator_share << 128) | (params.target << 192)
+
+
+@external
+@view
+def liquidation_penalty() -> uint256:
+    """
+    @notice The liquidation penalty before any ramp: WAD fraction of closed notional.
+    """
+    return self._liquidation_params().penalty
+
+
+@external
+@view
+def max_liquidation_penalty() -> uint256:
+    """
+    @notice The penalty the ramp reaches (WAD fraction; not above `liquidation_penalty`: no ramp).
+    """
+    return self._liquidation_params().max_penalty
+
+
+@external
+@view
+def liquidator_share() -> uint256:
+    """
+    @notice The liquidator's share of a penalty (WAD fraction); the insurance fund takes the rest.
+    """
+    return self._liquidation_params().liquidator_share
+
+
+@external
+@view
+def liquidation_target() -> uint256:
+    """
+    @notice The health factor a partial liquidation restores (WAD).
+    """
+    return self._liquidation_params().target
+
+
 @external
 def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: uint256):
     """
@@ -519,10 +582,12 @@ def set_liquidation_params(penalty: uint256, liquidator_share: uint256, target: 
     assert penalty >= MIN_PENALTY and penalty <= MAX_PENALTY, "engine: penalty out of bounds"
     assert liquidator_share <= constants.WAD, "engine: liquidator_share out of bounds"
     assert target >= MIN_TARGET and target <= MAX_TARGET, "engine: target out of bounds"
-    self._check_penalty_fits(max(penalty, self.max_liquidation_penalty))
-    self.liquidation_penalty = penalty
-    self.liquidator_share = liquidator_share
-    self.liquidation_target = target
+    params: LiquidationParams = self._liquidation_params()
+    self._check_penalty_fits(max(penalty, params.max_penalty))
+    params.penalty = penalty
+    params.liquidator_share = liquidator_share
+    params.target = target
+    self._store_liquidation_params(params)
     log LiquidationParamsSet(liquidation_penalty=penalty, liquidator_share=liquidator_share, liquidation_target=target)
 
 
@@ -536,10 +601,12 @@ def set_penalty_ramp(max_penalty: uint256, ramp_time: uint256):
     @param ramp_time Seconds from the flag to the full penalty, in [60, 86400].
     """
     roles._check_risk_admin()
-    assert max_penalty >= self.liquidation_penalty and max_penalty <= MAX_PENALTY, "engine: max penalty out of bounds"
+    params: LiquidationParams = self._liquidation_params()
+    assert max_penalty >= params.penalty and max_penalty <= MAX_PENALTY, "engine: max penalty out of bounds"
     assert ramp_time >= MIN_PENALTY_RAMP and ramp_time <= MAX_PENALTY_RAMP, "engine: ramp time out of bounds"
     self._check_penalty_fits(max_penalty)
-    self.max_liquidation_penalty = max_penalty
+    params.max_penalty = max_penalty
+    self._store_liquidation_params(params)
     self.penalty_ramp_time = ramp_time
     log PenaltyRampSet(max_liquidation_penalty=max_penalty, penalty_ramp_time=ramp_time)
 
@@ -659,6 +726,22 @@ def positions(account: address, market_id: uint256) -> types.Position:
 
 @internal
 @view
+def _holdings(account: address) -> DynArray[Holding, constants.MAX_ACCOUNT_MARKETS]:
+    """
+    @dev The account's open markets (see `_account_markets`) with each market and position, in
+         list order: one read of the storage a margin check values, which the check and a
+         liquidation step then share.
+    """
+    word: uint256 = self._account_markets[account]
+    out: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = []
+    for i: uint256 in range(word & 255, bound=constants.MAX_ACCOUNT_MARKETS):
+        market_id: uint256 = (word >> (8 * i + 8)) & 255
+        out.append(Holding(market_id=market_id, market=self._market(market_id), position=self._position(account, market_id)))
+    return out
+
+
+@internal
+@view
 def _open_markets(account: address) -> DynArray[uint256, constants.MAX_ACCOUNT_MARKETS]:
     """
     @dev The markets the account holds a position in (see `_account_markets`), in list order.
@@ -726,25 +809,24 @@ def _charge(amount: uint256, price: uint256, rate: uint256) -> uint256:
 
 @internal
 @view
-def _margin(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256, uint256):
+def _margin(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256, uint256):
     """
-    @dev (equity, IM, MM) of an account at the given index prices; see the contract notice.
+    @dev (equity, IM, MM) of an account holding `held` (`_holdings`) at the given index prices;
+         see the contract notice.
     """
     cash: int256 = 0
     collateral: uint256 = 0
     cash, collateral = staticcall IVault(VAULT).margin_inputs(account, prices)
     equity: int256 = cash + convert(collateral, int256)
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
-    for market_id: uint256 in open_markets:
-        market: types.Market = self._market(market_id)
-        mark: uint256 = market.settlement_price
+    for holding: Holding in held:
+        mark: uint256 = holding.market.settlement_price
         if mark == 0:
-            mark = prices[self._price_id(market.underlying)]
+            mark = prices[self._price_id(holding.market.underlying)]
             assert mark != 0, "engine: no valid price"
-        equity += self._position_value(self._position(account, market_id), mark, funding._index_now(market, mark))
+        equity += self._position_value(holding.position, mark, funding._index_now(holding.market, mark))
     ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    ims, mms = self._requirements(account, prices, False)
+    ims, mms = self._requirements(held, prices, False)
     im: uint256 = 0
     mm: uint256 = 0
     for u: uint256 in range(constants.MAX_UNDERLYINGS):
@@ -767,20 +849,19 @@ def _margin(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]
 
 @internal
 @view
-def _requirements(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], closable_only: bool) -> (uint256[constants.MAX_UNDERLYINGS], uint256[constants.MAX_UNDERLYINGS]):
+def _requirements(held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], prices: DynArray[uint256, constants.MAX_PRICE_IDS], closable_only: bool) -> (uint256[constants.MAX_UNDERLYINGS], uint256[constants.MAX_UNDERLYINGS]):
     """
-    @dev IM and MM per underlying (see the contract notice), over live positions, or only over
-         those a liquidation can close (`closable_only`: futures past expiry excluded).
+    @dev IM and MM per underlying (see the contract notice) of the live positions in `held`, or
+         only of those a liquidation can close (`closable_only`: futures past expiry excluded).
     """
     longs: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     shorts: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     alone: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
-    for market_id: uint256 in open_markets:
-        market: types.Market = self._market(market_id)
+    for holding: Holding in held:
+        market: types.Market = holding.market
         if market.settlement_price != 0:
             continue
-        size: int256 = self._size(account, market_id)
+        size: int256 = holding.position.size
         amount: uint256 = convert(abs(size), uint256)
         if not market.is_perpetual and block.timestamp + EXPIRY_RAMP > market.expiry:
             if closable_only and block.timestamp >= market.expiry:
@@ -834,7 +915,7 @@ def _prices(mask: uint256) -> DynArray[uint256, constants.MAX_PRICE_IDS]:
 
 @internal
 @view
-def _price_mask(account: address) -> uint256:
+def _price_mask(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS]) -> uint256:
     """
     @dev The price ids a margin summary of `account` reads (bit i = price id i): its markets'
          underlyings' and those its collateral needs (`CollateralVault.price_mask`); every one
@@ -845,20 +926,29 @@ def _price_mask(account: address) -> uint256:
     if module != empty(address) and staticcall IOptions(module).has_positions(account):
         return max_value(uint256)
     mask: uint256 = staticcall IVault(VAULT).price_mask(account)
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
-    for market_id: uint256 in open_markets:
-        mask |= 1 << self._price_id(self._market(market_id).underlying)
+    for holding: Holding in held:
+        mask |= 1 << self._price_id(holding.market.underlying)
     return mask
 
 
 @internal
 @view
-def _summary(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> types.MarginSummary:
+def _summary(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> types.MarginSummary:
     equity: int256 = 0
     im: uint256 = 0
     mm: uint256 = 0
-    equity, im, mm = self._margin(account, prices)
+    equity, im, mm = self._margin(account, held, prices)
     return types.MarginSummary(equity=equity, initial_margin=im, maintenance_margin=mm, health_factor=self._health(equity, mm))
+
+
+@internal
+@view
+def _summary_now(account: address) -> types.MarginSummary:
+    """
+    @dev The account's margin summary at current index prices (the prices it needs only).
+    """
+    held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = self._holdings(account)
+    return self._summary(account, held, self._prices(self._price_mask(account, held)))
 
 
 # ---------------------------------------------------------------- positions
@@ -913,24 +1003,25 @@ def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint
 
 
 @internal
-def _settle_expired(account: address):
+def _settle_expired(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS]) -> bool:
     """
     @dev Settle the expired futures of `account` that a post-expiry price can settle, and
-         realize every position of `account` in a settled market: a hedge is never unwound
-         leg by leg after expiry.
+         realize every position of `account` (holding `held`, `_holdings`) in a settled market: a
+         hedge is never unwound leg by leg after expiry. Returns whether a position changed.
     """
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
-    for market_id: uint256 in open_markets:
-        market: types.Market = self._market(market_id)
+    changed: bool = False
+    for holding: Holding in held:
+        market: types.Market = holding.market
         # a perpetual never settles (and its settlement slot is never read)
         if market.is_perpetual:
             continue
         if market.settlement_price == 0 and block.timestamp >= market.expiry:
-            if self._settle(market_id, market):
-                market.settlement_price = self._markets[market_id].settlement_price
+            if self._settle(holding.market_id, market):
+                market.settlement_price = self._markets[holding.market_id].settlement_price
         if market.settlement_price != 0:
-            size: int256 = self._size(account, market_id)
-            self._apply_fill(account, market_id, -size, market.settlement_price, market.funding_index)
+            self._apply_fill(account, holding.market_id, -holding.position.size, market.settlement_price, market.funding_index)
+            changed = True
+    return changed
 
 
 @external
@@ -975,7 +1066,7 @@ def settle_positions(account: address):
     @notice Realize an account's positions in settled futures into cash, settling any of its
             expired futures that a post-expiry price can settle. Permissionless.
     """
-    self._settle_expired(account)
+    self._settle_expired(account, self._holdings(account))
 
 
 # ---------------------------------------------------------------- trading
@@ -1018,7 +1109,9 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     assert market.settlement_price == 0 and (market.is_perpetual or block.timestamp < market.expiry), "engine: market expired"
     # both accounts' prices and the traded market's (each holds it afterwards)
     price_id: uint256 = self._price_id(market.underlying)
-    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(maker) | self._price_mask(taker) | (1 << price_id))
+    maker_held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = self._holdings(maker)
+    taker_held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = self._holdings(taker)
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(maker, maker_held) | self._price_mask(taker, taker_held) | (1 << price_id))
     index: uint256 = prices[price_id]
     assert index != 0, "engine: no valid price"
     gap: uint256 = max(price, index) - min(price, index)
@@ -1034,14 +1127,15 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
     # the rule reads the summary before the trade only for a trade that reduces a position
     maker_before: types.MarginSummary = empty(types.MarginSummary)
     taker_before: types.MarginSummary = empty(types.MarginSummary)
+    # the views read before the accrual value the traded market alike: its index at `index`
     if trade_rules._reduces(maker_old, maker_old + size):
-        maker_before = self._summary(maker, prices)
+        maker_before = self._summary(maker, maker_held, prices)
     if trade_rules._reduces(taker_old, taker_old - size):
-        taker_before = self._summary(taker, prices)
+        taker_before = self._summary(taker, taker_held, prices)
     self._apply_fill(maker, market_id, size, price, funding_index)
     self._apply_fill(taker, market_id, -size, price, funding_index)
-    assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker, prices)), "engine: below initial margin"
-    assert trade_rules._trade_allowed(taker_old, taker_old - size, taker_before, self._summary(taker, prices)), "engine: below initial margin"
+    assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker, self._holdings(maker), prices)), "engine: below initial margin"
+    assert trade_rules._trade_allowed(taker_old, taker_old - size, taker_before, self._summary(taker, self._holdings(taker), prices)), "engine: below initial margin"
     self._check_caps(maker, market_id, maker_old, maker_old + size, index)
     self._check_caps(taker, market_id, taker_old, taker_old - size, index)
 
@@ -1060,21 +1154,21 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
 
 
 @internal
-def _close_underlying(account: address, liquidator: address, u: uint256, fraction: uint256, price: uint256) -> uint256:
+def _close_underlying(account: address, liquidator: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], u: uint256, fraction: uint256, price: uint256) -> uint256:
     """
-    @dev Move ceil(fraction * |size|) of every position of `account` on underlying `u` to the
-         liquidator at mark; returns the closed notional (WAD USD, rounded up). Futures past
-         expiry are left for settlement: nobody could trade them.
+    @dev Move ceil(fraction * |size|) of every position of `account` (holding `held`) on
+         underlying `u` to the liquidator at mark; returns the closed notional (WAD USD, rounded
+         up). Futures past expiry are left for settlement: nobody could trade them.
     """
     notional: uint256 = 0
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
-    for market_id: uint256 in open_markets:
-        market: types.Market = self._market(market_id)
+    for holding: Holding in held:
+        market: types.Market = holding.market
+        market_id: uint256 = holding.market_id
         if market.underlying != u or market.settlement_price != 0:
             continue
         if not market.is_perpetual and block.timestamp >= market.expiry:
             continue
-        size: int256 = self._size(account, market_id)
+        size: int256 = holding.position.size
         amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, constants.WAD), convert(abs(size), uint256))
         if amount == 0:
             continue
@@ -1091,21 +1185,20 @@ def _close_underlying(account: address, liquidator: address, u: uint256, fractio
 
 @internal
 @view
-def _underlying_mm(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (uint256[constants.MAX_UNDERLYINGS], uint256[constants.MAX_UNDERLYINGS]):
+def _underlying_mm(held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (uint256[constants.MAX_UNDERLYINGS], uint256[constants.MAX_UNDERLYINGS]):
     """
-    @dev Per underlying: maintenance margin and gross notional (WAD USD) of the positions a
-         liquidation can close (not settled, not past expiry).
+    @dev Per underlying: maintenance margin and gross notional (WAD USD) of the positions in
+         `held` a liquidation can close (not settled, not past expiry).
     """
     ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    ims, mms = self._requirements(account, prices, True)
+    ims, mms = self._requirements(held, prices, True)
     sizes: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    open_markets: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = self._open_markets(account)
-    for market_id: uint256 in open_markets:
-        market: types.Market = self._market(market_id)
+    for holding: Holding in held:
+        market: types.Market = holding.market
         if market.settlement_price != 0 or (not market.is_perpetual and block.timestamp >= market.expiry):
             continue
-        sizes[market.underlying] += convert(abs(self._size(account, market_id)), uint256)
+        sizes[market.underlying] += convert(abs(holding.position.size), uint256)
     gross: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
         gross[u] = sizes[u] * prices[self._price_id(u)] // constants.WAD
@@ -1114,19 +1207,24 @@ def _underlying_mm(account: address, prices: DynArray[uint256, constants.MAX_PRI
 
 @internal
 @view
-def _penalty_rate(account: address) -> uint256:
+def _penalty_rate(account: address, params: LiquidationParams) -> uint256:
     """
     @dev liquidation_penalty, growing linearly to max_liquidation_penalty over
          penalty_ramp_time from the time the account was flagged.
     """
-    base: uint256 = self.liquidation_penalty
-    since: uint256 = self.liquidatable_since[account]
-    top: uint256 = max(base, self.max_liquidation_penalty)
-    # a flag older than two ramps is stale (the account may have recovered since): no bonus
-    if since == 0 or top == base or block.timestamp - since >= 2 * self.penalty_ramp_time:
+    base: uint256 = params.penalty
+    top: uint256 = max(base, params.max_penalty)
+    if top == base:
         return base
-    elapsed: uint256 = min(block.timestamp - since, self.penalty_ramp_time)
-    return base + (top - base) * elapsed // self.penalty_ramp_time
+    since: uint256 = self.liquidatable_since[account]
+    if since == 0:
+        return base
+    ramp_time: uint256 = self.penalty_ramp_time
+    # a flag older than two ramps is stale (the account may have recovered since): no bonus
+    if block.timestamp - since >= 2 * ramp_time:
+        return base
+    elapsed: uint256 = min(block.timestamp - since, ramp_time)
+    return base + (top - base) * elapsed // ramp_time
 
 
 @external
@@ -1138,7 +1236,7 @@ def flag_liquidatable(account: address):
             cannot pay the full bonus in a later one.
     @dev Reverts "engine: account not liquidatable".
     """
-    summary: types.MarginSummary = self._summary(account, self._prices(self._price_mask(account)))
+    summary: types.MarginSummary = self._summary_now(account)
     assert summary.equity < convert(summary.maintenance_margin, int256), "engine: account not liquidatable"
     since: uint256 = self.liquidatable_since[account]
     if since == 0 or block.timestamp - since >= 2 * self.penalty_ramp_time:
@@ -1147,7 +1245,7 @@ def flag_liquidatable(account: address):
 
 
 @internal
-def _liquidate_positions(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool, summary_now: types.MarginSummary) -> (uint256, uint256, types.MarginSummary, bool):
+def _liquidate_positions(account: address, liquidator: address, params: LiquidationParams, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool, summary_now: types.MarginSummary, held_now: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS]) -> (uint256, uint256, types.MarginSummary, bool):
     """
     @dev Close underlyings in decreasing order of maintenance margin. For underlying u with
          maintenance margin M_u and gross notional G_u, closing a fraction f of it lowers MM by
@@ -1155,16 +1253,17 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
              f >= (t*MM - equity) / (t*M_u - penalty*G_u);
          f = 1 when the denominator is not positive or when `full`. The penalty never exceeds
          the account's remaining equity, so it cannot push a solvent account into bad debt.
-         `summary_now` is the account's standard margin summary in this state (the caller has
-         it: the first step does not compute it again). Returns (closed notional, penalty
+         `summary_now` and `held_now` are the account's standard margin summary and holdings in
+         this state (the caller has them: the first step does not read them again). Returns (closed notional, penalty
          charged, the last summary computed, whether it is still the account's summary: nothing
          was closed since, so the caller need not compute it again).
     """
-    penalty_rate: uint256 = self._penalty_rate(account)
-    target: uint256 = self.liquidation_target
+    penalty_rate: uint256 = self._penalty_rate(account, params)
+    target: uint256 = params.target
     mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     gross: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    mms, gross = self._underlying_mm(account, prices)
+    held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = held_now
+    mms, gross = self._underlying_mm(held, prices)
     done: bool[constants.MAX_UNDERLYINGS] = empty(bool[constants.MAX_UNDERLYINGS])
     notional: uint256 = 0
     charged: uint256 = 0
@@ -1179,7 +1278,8 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
             break
         done[u] = True
         if not current:
-            summary = self._summary(account, prices)
+            held = self._holdings(account)
+            summary = self._summary(account, held, prices)
             current = True
         if not full and summary.equity * constants.IWAD >= convert(summary.maintenance_margin * target, int256):
             break
@@ -1188,14 +1288,14 @@ def _liquidate_positions(account: address, liquidator: address, prices: DynArray
         if not full and denominator > 0:
             deficit: int256 = convert(wad._mul_div_up(summary.maintenance_margin, target, constants.WAD), int256) - summary.equity
             fraction = min(constants.WAD, wad._mul_div_up(convert(deficit, uint256), constants.WAD, convert(denominator, uint256)))
-        closed: uint256 = self._close_underlying(account, liquidator, u, fraction, prices[self._price_id(u)])
+        closed: uint256 = self._close_underlying(account, liquidator, held, u, fraction, prices[self._price_id(u)])
         if closed == 0:
             continue
         current = False
         # closing at mark leaves equity unchanged: summary.equity is still the account's equity
         penalty: uint256 = min(wad._mul_div_up(closed, penalty_rate, constants.WAD), convert(max(summary.equity, 0), uint256))
         if penalty != 0:
-            extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, penalty * self.liquidator_share // constants.WAD)
+            extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, penalty * params.liquidator_share // constants.WAD)
         notional += closed
         charged += penalty
     return notional, charged, summary, current
@@ -1230,48 +1330,52 @@ def liquidate(account: address) -> uint256:
     # liquidated in it: a coalition cannot sandwich a known gap and collect the penalty
     assert self.opened_block[account] != block.number, "engine: position opened this block"
     # the account's prices and the liquidator's (its own margin is checked at the end)
-    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(account) | self._price_mask(msg.sender))
-    self._settle_expired(account)
-    before: types.MarginSummary = self._summary(account, prices)
+    held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = self._holdings(account)
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(account, held) | self._price_mask(msg.sender, self._holdings(msg.sender)))
+    if self._settle_expired(account, held):
+        held = self._holdings(account)
+    before: types.MarginSummary = self._summary(account, held, prices)
     assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
     # an attestation decides whether to liquidate; how much is judged on the standard margin
     self._bump_version(account)
 
+    params: LiquidationParams = self._liquidation_params()
     notional: uint256 = 0
     penalty: uint256 = 0
     # without an attestor the standard summary is `before` (the bump changes nothing)
     standard: types.MarginSummary = before
     if self.health_attestor != empty(address):
-        standard = self._summary(account, prices)
+        standard = self._summary(account, held, prices)
     after: types.MarginSummary = empty(types.MarginSummary)
     current: bool = False
-    notional, penalty, after, current = self._liquidate_positions(account, msg.sender, prices, False, standard)
+    notional, penalty, after, current = self._liquidate_positions(account, msg.sender, params, prices, False, standard, held)
     if not current:
-        after = self._summary(account, prices)
+        held = self._holdings(account)
+        after = self._summary(account, held, prices)
     if self._has_open_positions(account) and after.health_factor < before.health_factor:
         # too deep for a partial close to help: close everything
         more_notional: uint256 = 0
         more_penalty: uint256 = 0
-        more_notional, more_penalty, after, current = self._liquidate_positions(account, msg.sender, prices, True, after)
+        more_notional, more_penalty, after, current = self._liquidate_positions(account, msg.sender, params, prices, True, after, held)
         notional += more_notional
         penalty += more_penalty
         if not current:
-            after = self._summary(account, prices)
+            after = self._summary(account, self._holdings(account), prices)
     acted: bool = notional != 0
     if not self._has_open_positions(account) and after.equity < 0:
-        acted = extcall IVault(VAULT).liquidate_collateral(account, msg.sender, prices, self.liquidation_penalty) or acted
+        acted = extcall IVault(VAULT).liquidate_collateral(account, msg.sender, prices, params.penalty) or acted
         if not staticcall IVault(VAULT).has_collateral(account):
             covered: uint256 = 0
             uncovered: uint256 = 0
             covered, uncovered = extcall IVault(VAULT).cover_deficit(account)
             acted = acted or covered + uncovered != 0
-        after = self._summary(account, prices)
+        after = self._summary(account, self._holdings(account), prices)
     # e.g. only an expired future awaiting settlement: say so rather than burn the caller's gas
     assert acted, "engine: nothing to liquidate"
 
     if after.equity >= convert(after.maintenance_margin, int256):
         self.liquidatable_since[account] = 0
-    liquidator: types.MarginSummary = self._summary(msg.sender, prices)
+    liquidator: types.MarginSummary = self._summary(msg.sender, self._holdings(msg.sender), prices)
     assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below IM"
     log Liquidation(
         account=account,
@@ -1294,7 +1398,7 @@ def margin_summary(account: address) -> types.MarginSummary:
     @notice Equity (WAD, may be negative), IM, MM (WAD) and health factor (WAD) of an account at
             current index prices.
     """
-    return self._summary(account, self._prices(self._price_mask(account)))
+    return self._summary_now(account)
 
 
 @external
@@ -1313,7 +1417,7 @@ def is_liquidatable(account: address) -> bool:
     @notice Whether equity < maintenance margin at current index prices (what `liquidate`
             checks).
     """
-    summary: types.MarginSummary = self._summary(account, self._prices(self._price_mask(account)))
+    summary: types.MarginSummary = self._summary_now(account)
     return summary.equity < convert(summary.maintenance_margin, int256)
 
 
@@ -1324,7 +1428,7 @@ def meets_initial_margin(account: address) -> bool:
     @notice Whether equity >= initial margin at current index prices (the vault's withdrawal
             check and the test a trade must pass).
     """
-    summary: types.MarginSummary = self._summary(account, self._prices(self._price_mask(account)))
+    summary: types.MarginSummary = self._summary_now(account)
     return summary.equity >= convert(summary.initial_margin, int256)
 
 
