@@ -11,13 +11,35 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Callable
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from keeper.errors import ConfigError
-from keeper.params.bounds import MAX_MIN_POSITION_NOTIONAL
+from keeper.params.bounds import MAX_DEPEG_FACTOR, MAX_MIN_POSITION_NOTIONAL, MIN_DEPEG_THRESHOLD
 from keeper.risk.scenarios import ScenarioParams
 from keeper.units import MAX_UINT256, WAD, to_wad
+from keeper.validation import checksummed, first_problem
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
 # the portfolio-margin scenario parameters (`keeper.risk.scenarios.ScenarioParams`), set by governance
@@ -198,29 +220,6 @@ class ProtocolConfig:
         raise ConfigError(f"unknown price id {symbol!r}")
 
 
-class _At(str):
-    """Where a field is: prints as `assets[0] WETH` (for problems with a value), and `missing`
-    names the section first (`assets: missing 'haircut' in entry 0 (WETH)`)."""
-
-    section: str
-    entry: str
-
-    def __new__(cls, section: str, index: int | None = None, name: str | None = None) -> "_At":
-        label = section if index is None else f"{section}[{index}]" + ("" if name is None else f" {name}")
-        self = super().__new__(cls, label)
-        self.section = section
-        self.entry = "" if index is None else f" in entry {index}" + ("" if name is None else f" ({name})")
-        return self
-
-
-def _get(d: dict, key: str, where: str):
-    if not isinstance(d, dict) or key not in d:
-        if isinstance(where, _At):
-            raise ConfigError(f"{where.section}: missing '{key}'{where.entry}")
-        raise ConfigError(f"{where}: missing '{key}'")
-    return d[key]
-
-
 # Bounds the contracts enforce (OracleRouter MIN_HEARTBEAT / MAX_HEARTBEAT, decimals <= 18).
 MIN_HEARTBEAT = 60
 MAX_HEARTBEAT = 2 * 86400
@@ -236,6 +235,16 @@ MAX_FEEDS = 3
 # Timelock.vy MIN_DELAY / MAX_DELAY.
 MIN_TIMELOCK_DELAY = 3600
 MAX_TIMELOCK_DELAY = 30 * 86400
+# Contract bounds: OptionMarket (MAX_STRIKE_RATIO, MAX_EXPIRY_HORIZON, MAX_SERIES, risk params),
+# VolFeed (HARD_* vol bounds, heartbeat) and HealthAttestor (floor, band, validity), signer_set (16).
+MAX_STRIKE_MULTIPLE = 10
+MAX_OPTION_EXPIRY_DAYS = 2 * 365
+MAX_OPTION_SERIES = 256
+MAX_SIGNERS = 16
+
+# `governance: {address: deployer}`: the deploying account governs (a placeholder for trying a
+# testnet deployment as copied; resolved by `with_default_governance` / `deploy_protocol`).
+DEPLOYER = "deployer"
 
 
 def _show(value) -> str:
@@ -248,281 +257,541 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _fraction(d: dict, key: str, where: str, lo: int = 0, hi: int = 1) -> int:
-    """A decimal number in [lo, hi] as an exact WAD integer."""
-    value = _get(d, key, where)
+# ---------------------------------------------------------------- value types
+#
+# The listing file is validated by the pydantic models below (the file's shape), then turned
+# into the public dataclasses above by `_Listing.config`. Every problem reaches the user as one
+# line: a value's problem is a `config` error whose text follows `<where>: <field>: `, a rule
+# across fields raises ValueError with its whole line, and `_message` words the rest (missing
+# keys, a section of the wrong shape) as the loader always has.
+
+
+def _bad(text: str) -> PydanticCustomError:
+    """A value's problem, worded for the user (after `<where>: <field>: `)."""
+    return PydanticCustomError("config", "{text}", {"text": text})
+
+
+def _says(wording: str, entries: bool = False) -> WrapValidator:
+    """Any problem with the value reads `<wording>, got <the value as written>`, except a
+    problem already worded (`_bad`); with `entries`, a problem inside one entry of a list is
+    left to that entry."""
+
+    def wrap(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            if err["type"] == "config" or (entries and err["loc"]):
+                raise
+            raise _bad(f"{wording}, got {_show(value)}") from None
+
+    return WrapValidator(wrap)
+
+
+def _also(rule: Callable[[Any], bool], text: str) -> WrapValidator:
+    """A further rule on an already valid value: `text` (`{got}` = the value as written) if not."""
+
+    def wrap(value: Any, handler: Callable[[Any], Any]) -> Any:
+        checked = handler(value)
+        if not rule(checked):
+            raise _bad(text.format(got=_show(value)))
+        return checked
+
+    return WrapValidator(wrap)
+
+
+def _to_wad(value: Any) -> int:
     try:
-        wad = to_wad(value)
-    except TypeError:
-        wad = None  # bool, null, a list or a mapping
+        return to_wad(value)
+    except TypeError:  # bool, null, a list or a mapping
+        raise PydanticCustomError("float_type", "not a number") from None
     except ValueError as e:  # not a number, not finite, more than 18 decimals, too large
-        raise ConfigError(f"{where}: {key}: {e}") from None
-    if wad is None or not lo * WAD <= wad <= hi * WAD:
-        raise ConfigError(f"{where}: {key}: must be a number in [{lo}, {hi}], got {_show(value)}")
-    return wad
+        raise _bad(str(e)) from None
 
 
-def _integer(d: dict, key: str, where: str, lo: int, hi: int, unit: str = "") -> int:
+def Fraction(lo: int, hi: int) -> Any:
+    """A decimal number in [lo, hi], as an exact WAD integer (keeper.units.to_wad)."""
+    return Annotated[
+        int, BeforeValidator(_to_wad), Field(ge=lo * WAD, le=hi * WAD), _says(f"must be a number in [{lo}, {hi}]")
+    ]
+
+
+def Integer(lo: int, hi: int, unit: str = "") -> Any:
     """An integer in [lo, hi]: a YAML int, not a bool, a float or a string."""
-    value = _get(d, key, where)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{where}: {key}: must be an integer in [{lo}, {hi}]{unit}, got {_show(value)}")
-    return value
+    return Annotated[StrictInt, Field(ge=lo, le=hi), _says(f"must be an integer in [{lo}, {hi}]{unit}")]
 
 
-def _symbol(d: dict, key: str, where: str) -> str:
-    value = _get(d, key, where)
-    if not isinstance(value, str) or not value.strip() or not value.isprintable():
-        raise ConfigError(f"{where}: {key}: must be a non-empty one-line string, got {_show(value)}")
-    return value
-
-
-def _entries(raw: dict, section: str, required: bool = True) -> list:
-    """A section that is a list of mappings."""
-    if required or section in raw:
-        value = _get(raw, section, "top level")
-    else:
-        value = []
-    if not isinstance(value, list):
-        raise ConfigError(f"{section}: must be a list of entries, got {_show(value)}")
-    return value
-
-
-def _mapping(raw: dict, section: str) -> dict:
-    value = _get(raw, section, "top level")
-    if not isinstance(value, dict):
-        raise ConfigError(f"{section}: must be a mapping, got {_show(value)}")
-    return value
-
-
-def _unique(names: list[str], section: str) -> None:
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"{section}: duplicate {name!r} (entries {names.index(name)} and {i})")
-
-
-def _deposit_cap(a: dict, where: str, decimals: int) -> int:
-    """Whole tokens, an int or an integer-valued float that is exact; returns token units."""
-    value = _get(a, "deposit_cap", where)
-    if isinstance(value, float) and value > MAX_EXACT_FLOAT and math.isfinite(value):
-        raise ConfigError(
-            f"{where}: deposit_cap: {value!r} is a float above 2**53, which is not exact; write it as an integer"
-        )
-    written = value
-    if isinstance(value, float) and value.is_integer():  # finite and exact: 1e6 is 1000000
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where}: deposit_cap: must be a non-negative whole number of tokens, got {_show(written)}")
-    units = value * 10**decimals
-    if units > MAX_UINT256:
-        raise ConfigError(f"{where}: deposit_cap: {_show(value)} tokens is above max uint256 token units")
-    return units
-
-
-def _address(d: dict, key: str, where: str) -> str:
-    """An EIP-55 address (all lower or all upper case carries no checksum and is accepted)."""
-    from eth_utils import is_address, to_checksum_address
-
-    value = _get(d, key, where)
-    if not isinstance(value, str) or not is_address(value):
-        raise ConfigError(f"{where}: {key}: must be a 0x-prefixed 20-byte hex address, got {_show(value)}")
-    digits = value[2:]
-    if digits not in (digits.lower(), digits.upper()) and value != to_checksum_address(value):
-        raise ConfigError(f"{where}: {key}: wrong EIP-55 checksum (a typo?): {value}")
-    if int(value, 16) == 0:
-        raise ConfigError(f"{where}: {key}: is the zero address")
-    return to_checksum_address(value)
-
-
-def _feeds(p: dict, where: str) -> tuple[FeedConfig, ...]:
-    """`feeds: [{address, heartbeat}, ...]`: one to MAX_FEEDS existing aggregators, no duplicates."""
-    value = p["feeds"]
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_FEEDS:
-        raise ConfigError(
-            f"{where}: feeds: must be a list of 1 to {MAX_FEEDS} {{address, heartbeat}} entries, got {_show(value)}"
-        )
-    feeds = []
-    for j, f in enumerate(value):
-        at = f"{where} feeds[{j}]"
-        if not isinstance(f, dict):
-            raise ConfigError(f"{at}: must be a mapping {{address, heartbeat}}, got {_show(f)}")
-        feeds.append(
-            FeedConfig(
-                _address(f, "address", at), _integer(f, "heartbeat", at, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds")
-            )
-        )
-    _unique([f.address for f in feeds], f"{where} feeds")
-    return tuple(feeds)
-
-
-def _price_id(p: dict, symbol: str, where: "_At") -> PriceIdConfig:
-    if "feeds" in p:
-        feeds = _feeds(p, where)
-        decimals = _integer(p, "feed_decimals", where, 0, MAX_DECIMALS) if "feed_decimals" in p else None
-        return PriceIdConfig(symbol, decimals, 0, feeds[0].heartbeat, feeds)
-    return PriceIdConfig(
-        symbol=symbol,
-        feed_decimals=_integer(p, "feed_decimals", where, 0, MAX_DECIMALS),
-        initial_price=_integer(p, "initial_price", where, 1, MAX_INITIAL_PRICE, " USD"),
-        heartbeat=_integer(p, "heartbeat", where, MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds"),
-    )
-
-
-# `governance: {address: deployer}`: the deploying account governs (a placeholder for trying a
-# testnet deployment as copied; resolved by `with_default_governance` / `deploy_protocol`).
-DEPLOYER = "deployer"
-
-
-def _governance(raw: dict) -> GovernanceConfig | None:
-    if "governance" not in raw:
-        return None
-    g = _mapping(raw, "governance")
-    return GovernanceConfig(
-        address=DEPLOYER if g.get("address") == DEPLOYER else _address(g, "address", "governance"),
-        timelock_delay=_integer(g, "timelock_delay", "governance", MIN_TIMELOCK_DELAY, MAX_TIMELOCK_DELAY, " seconds"),
-    )
-
-
-def _expiry_days(m: dict, where: str) -> float | None:
-    value = m.get("expiry_days")
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0 < value <= MAX_EXPIRY_DAYS
-    ):
-        raise ConfigError(
-            f"{where}: expiry_days: must be a number of days in (0, {MAX_EXPIRY_DAYS}], got {_show(value)}"
-        )
-    return float(value)
-
-
-# Contract bounds: OptionMarket (MAX_STRIKE_RATIO, MAX_EXPIRY_HORIZON, MAX_SERIES, risk params),
-# VolFeed (HARD_* vol bounds, heartbeat) and HealthAttestor (floor, band, validity), signer_set (16).
-MAX_STRIKE_MULTIPLE = 10
-MAX_OPTION_EXPIRY_DAYS = 2 * 365
-MAX_OPTION_SERIES = 256
-MAX_SIGNERS = 16
-OPTIONS_KEYS = {"series", "risk", "vol_feed", "attestation"}
-
-
-def _numbers(d: dict, key: str, where: str, lo: float, hi: float, what: str) -> tuple[float, ...]:
+def _numbers(lo: float, hi: float, what: str) -> Any:
     """A non-empty list of distinct numbers in (lo, hi]."""
-    value = _get(d, key, where)
-    ok = (
-        isinstance(value, list)
-        and value
-        and all(
-            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and lo < v <= hi for v in value
-        )
-    )
-    if not ok:
-        raise ConfigError(f"{where}: {key}: must be a non-empty list of {what} in ({lo}, {hi}], got {_show(value)}")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: {key}: duplicate value in {_show(value)}")
-    return tuple(float(v) for v in value)
+    number = Annotated[float, Strict(), Field(gt=lo, le=hi, allow_inf_nan=False)]
+    return Annotated[
+        tuple[number, ...],
+        Field(min_length=1),
+        _says(f"must be a non-empty list of {what} in ({lo}, {hi}]"),
+        _also(lambda v: len(set(v)) == len(v), "duplicate value in {got}"),
+    ]
 
 
-def _signer_set(d: dict, where: str) -> SignerSetConfig:
-    value = _get(d, "signers", where)
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_SIGNERS:
-        raise ConfigError(f"{where}: signers: must be a list of 1 to {MAX_SIGNERS} addresses, got {_show(value)}")
-    signers = tuple(_address({"signers": v}, "signers", f"{where} signers[{i}]") for i, v in enumerate(value))
-    _unique(list(signers), f"{where} signers")
-    return SignerSetConfig(signers, _integer(d, "threshold", where, 1, len(signers)))
+def _distinct(key: str | None = None) -> AfterValidator:
+    """No two entries of a list with the same `key` (the entries themselves without one)."""
+
+    def check(entries: tuple) -> tuple:
+        names = [e if key is None else getattr(e, key) for e in entries]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise PydanticCustomError("duplicate", "duplicate", {"name": name, "i": names.index(name), "j": i})
+        return entries
+
+    return AfterValidator(check)
 
 
-def _scenario_params_path(a: dict, where: str) -> str:
-    """The optional `scenario_params:` path (a YAML file with a `portfolio_margin:` section)."""
-    value = a.get("scenario_params", "")
-    if not isinstance(value, str) or (value and not value.strip()):
-        raise ConfigError(
-            f"{where}: scenario_params: must be the path of a portfolio margin YAML file, got {_show(value)}"
-        )
-    return value.strip()
+def _one_line(value: str) -> str:
+    if not value.strip() or not value.isprintable():
+        raise ValueError("not a one-line string")
+    return value
 
 
-def _options(raw: dict, u_symbols: list[str]) -> OptionsConfig | None:
-    if "options" not in raw:
-        return None
-    o = _mapping(raw, "options")
-    unknown = sorted(set(o) - OPTIONS_KEYS)
-    if unknown:
-        raise ConfigError(f"options: unknown key {unknown[0]!r} (expected {', '.join(sorted(OPTIONS_KEYS))})")
-    series = []
-    for i, e in enumerate(_entries(o, "series")):
-        at = _At("options.series", i)
-        underlying = _get(e, "underlying", at)
-        if not isinstance(underlying, str) or underlying not in u_symbols:
-            raise ConfigError(f"options.series[{i}]: unknown underlying {_show(underlying)}")
-        where = f"options.series[{i}] {underlying}"
-        series.append(
-            OptionSeriesConfig(
-                underlying=u_symbols.index(underlying),
-                expiry_days=_numbers(e, "expiry_days", where, 0, MAX_OPTION_EXPIRY_DAYS, "days"),
-                strikes=_numbers(
-                    e, "strikes", where, 1 / MAX_STRIKE_MULTIPLE, MAX_STRIKE_MULTIPLE, "multiples of the index price"
-                ),
+def _address(value: Any) -> str:
+    """An EIP-55 address (all lower or all upper case carries no checksum and is accepted)."""
+    try:
+        address = checksummed(value)
+    except PydanticCustomError as e:
+        if e.type == "checksum":
+            raise _bad(f"wrong EIP-55 checksum (a typo?): {value}") from None
+        raise _bad(f"must be a 0x-prefixed 20-byte hex address, got {_show(value)}") from None
+    if int(address, 16) == 0:
+        raise _bad("is the zero address")
+    return address
+
+
+def _whole_tokens(value: Any) -> Any:
+    """Whole tokens: an int, or an integer-valued float that is exact (1e6 is 1000000)."""
+    if isinstance(value, float) and value > MAX_EXACT_FLOAT and math.isfinite(value):
+        raise _bad(f"{value!r} is a float above 2**53, which is not exact; write it as an integer")
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Symbol = Annotated[StrictStr, AfterValidator(_one_line), _says("must be a non-empty one-line string")]
+Address = Annotated[str, BeforeValidator(_address)]
+Seconds = Integer(MIN_HEARTBEAT, MAX_HEARTBEAT, " seconds")
+Decimals = Integer(0, MAX_DECIMALS)
+Tokens = Annotated[StrictInt, BeforeValidator(_whole_tokens), Field(ge=0)]
+# a symbol naming an entry of another section, checked by `_Listing._references`
+Reference = Any
+
+
+# ---------------------------------------------------------------- the file's sections
+
+
+class _Section(BaseModel):
+    """Keys the loader does not know are ignored (as always), except where a section says."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class _Depeg(_Section):
+    threshold: Annotated[
+        Fraction(0, 1), _also(lambda wad: wad >= MIN_DEPEG_THRESHOLD, "must be a number in [0.9, 1], got {got}")
+    ]
+    factor: Fraction(0, MAX_DEPEG_FACTOR // WAD)
+    price_id: Reference
+
+
+class _Settlement(_Section):
+    symbol: Symbol
+    decimals: Decimals
+    address: Address = ""
+    depeg: _Depeg = None  # type: ignore[assignment]  # absent = None, null = an error
+
+
+class _Feed(_Section):
+    address: Address
+    heartbeat: Seconds
+
+
+class _MockPriceId(_Section):
+    """A price id whose feed a deployment mocks."""
+
+    symbol: Symbol
+    feed_decimals: Decimals
+    initial_price: Integer(1, MAX_INITIAL_PRICE, " USD")
+    heartbeat: Seconds
+
+    def config(self) -> PriceIdConfig:
+        return PriceIdConfig(self.symbol, self.feed_decimals, self.initial_price, self.heartbeat)
+
+
+class _FedPriceId(_Section):
+    """A price id read from existing aggregators (`feeds:`)."""
+
+    symbol: Symbol
+    feeds: Annotated[
+        tuple[_Feed, ...],
+        Field(min_length=1, max_length=MAX_FEEDS),
+        _says(f"must be a list of 1 to {MAX_FEEDS} {{address, heartbeat}} entries", entries=True),
+        _distinct("address"),
+    ]
+    feed_decimals: Decimals = None  # None: read from the existing feed at deployment
+
+    def config(self) -> PriceIdConfig:
+        feeds = tuple(FeedConfig(**dict(f)) for f in self.feeds)
+        return PriceIdConfig(self.symbol, self.feed_decimals, 0, feeds[0].heartbeat, feeds)
+
+
+_PriceId = Annotated[
+    Annotated[_MockPriceId, Tag("mock")] | Annotated[_FedPriceId, Tag("fed")],
+    Discriminator(lambda p: "fed" if isinstance(p, dict) and "feeds" in p else "mock"),
+]
+_TAGS = ("mock", "fed")
+
+
+class _Asset(_Section):
+    symbol: Symbol
+    decimals: Decimals
+    price_id: Reference
+    haircut: Fraction(0, 1)
+    deposit_cap: Annotated[Tokens, _says("must be a non-negative whole number of tokens")]
+    address: Address = ""
+
+    @field_validator("deposit_cap")
+    @classmethod
+    def _token_units(cls, tokens: int, info: ValidationInfo) -> int:
+        units = tokens * 10 ** info.data.get("decimals", 0)
+        if units > MAX_UINT256:
+            raise _bad(f"{_show(tokens)} tokens is above max uint256 token units")
+        return units
+
+
+class _Underlying(_Section):
+    symbol: Symbol
+    price_id: Reference
+    im_rate: Fraction(0, 1)
+    mm_rate: Fraction(0, 1)
+    spread_im_rate: Fraction(0, 1)
+    spread_mm_rate: Fraction(0, 1)
+    max_gap: Fraction(0, 1) = 0
+    reference_price: Integer(1, 10**15, " USD") = 0
+
+
+class _Market(_Section):
+    name: Symbol
+    underlying: Reference
+    expiry_days: Annotated[
+        Annotated[float, Strict(), Field(gt=0, le=MAX_EXPIRY_DAYS, allow_inf_nan=False)] | None,
+        _says(f"must be a number of days in (0, {MAX_EXPIRY_DAYS}]"),
+    ] = None  # None = perpetual
+    max_open_interest: Integer(0, 10**30) = 0  # whole units of the underlying
+    max_position: Integer(0, 10**30) = 0
+
+    @model_validator(mode="after")
+    def _position_within_open_interest(self) -> _Market:
+        if self.max_open_interest and self.max_position > self.max_open_interest:
+            raise ValueError(f"market {self.name}: max_position is above max_open_interest")
+        return self
+
+
+class _Liquidation(_Section):
+    penalty: Fraction(0, 1)
+    liquidator_share: Fraction(0, 1)
+    target: Fraction(1, 2)
+    max_penalty: Fraction(0, 1) = 0
+    penalty_ramp_seconds: Integer(60, 86400) = 3600
+
+
+class _Trading(_Section):
+    max_price_deviation: Fraction(0, 1)
+    max_funding_rate: Fraction(0, 1)
+    funding_smoothing: Fraction(0, 1)
+    min_position_notional: Fraction(0, MAX_MIN_POSITION_NOTIONAL // WAD) = 0
+
+
+class _Backstop(_Section):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    insurance_fund_usd: Integer(0, 10**15, " USD") = 0
+    coverage: Fraction(0, 10) = WAD
+
+
+class _Governance(_Section):
+    address: Annotated[str, BeforeValidator(lambda a: a if a == DEPLOYER else _address(a))]
+    timelock_delay: Integer(MIN_TIMELOCK_DELAY, MAX_TIMELOCK_DELAY, " seconds")
+
+
+class _Series(_Section):
+    underlying: Reference
+    expiry_days: _numbers(0, MAX_OPTION_EXPIRY_DAYS, "days")
+    strikes: _numbers(1 / MAX_STRIKE_MULTIPLE, MAX_STRIKE_MULTIPLE, "multiples of the index price")
+
+
+class _OptionRisk(_Section):
+    short_im_rate: Fraction(0, 1)
+    short_im_floor: Fraction(0, 1)
+    short_mm_rate: Fraction(0, 1)
+    long_im_haircut: Fraction(0, 1)
+    long_mm_haircut: Fraction(0, 1)
+    abs_price_band: Annotated[Fraction(0, 1), _also(lambda w: 10**14 <= w <= 5 * 10**16, "must be in [0.0001, 0.05]")]
+    rel_price_band: Annotated[Fraction(0, 1), _also(lambda w: 10**15 <= w <= 5 * 10**17, "must be in [0.001, 0.5]")]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _OptionRisk:
+        if not (10**16 <= self.short_mm_rate <= self.short_im_floor <= self.short_im_rate):
+            raise ValueError("options.risk: need 0.01 <= short_mm_rate <= short_im_floor <= short_im_rate")
+        if not self.long_im_haircut <= self.long_mm_haircut <= 9 * 10**17:
+            raise ValueError("options.risk: need long_im_haircut <= long_mm_haircut <= 0.9")
+        return self
+
+
+class _Signed(_Section):
+    """m-of-n signers, beside the section's other keys."""
+
+    signers: Annotated[
+        tuple[Address, ...],
+        Field(min_length=1, max_length=MAX_SIGNERS),
+        _says(f"must be a list of 1 to {MAX_SIGNERS} addresses", entries=True),
+        _distinct(),
+    ]
+    threshold: int
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _m_of_n(cls, m: Any, info: ValidationInfo) -> int:
+        return TypeAdapter(Integer(1, len(info.data.get("signers", ())))).validate_python(m)
+
+    def signer_set(self) -> SignerSetConfig:
+        return SignerSetConfig(self.signers, self.threshold)
+
+
+class _VolFeed(_Signed):
+    min_atm_vol: Fraction(0, 5)
+    max_atm_vol: Fraction(0, 5)
+    max_abs_skew: Fraction(0, 5)
+    heartbeat: Integer(60, 86400, " seconds")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _VolFeed:
+        if not 10**16 <= self.min_atm_vol < self.max_atm_vol:
+            raise ValueError("options.vol_feed: need 0.01 <= min_atm_vol < max_atm_vol <= 5")
+        return self
+
+
+class _Attestation(_Signed):
+    margin_floor: Annotated[
+        Fraction(0, 1),
+        _also(lambda w: w >= 2 * 10**17, "must be in [0.2, 1] (an attestation lowers margin by at most 80%)"),
+    ]
+    price_band: Annotated[Fraction(0, 1), _also(lambda w: 0 < w <= 10**17, "must be in (0, 0.1]")]
+    max_validity: Integer(60, 86400, " seconds")
+    # a portfolio margin YAML file (a `portfolio_margin:` section); "" = config/portfolio_margin.yaml
+    scenario_params: Annotated[
+        StrictStr,
+        Field(pattern=r"^$|\S"),
+        AfterValidator(str.strip),
+        _says("must be the path of a portfolio margin YAML file"),
+    ] = ""
+
+
+class _Options(_Section):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    series: Annotated[tuple[_Series, ...], _distinct("underlying")]
+    risk: _OptionRisk
+    vol_feed: _VolFeed
+    attestation: _Attestation
+
+    @model_validator(mode="after")
+    def _listable(self) -> _Options:
+        count = sum(2 * len(s.expiry_days) * len(s.strikes) for s in self.series)
+        if count > MAX_OPTION_SERIES:
+            raise ValueError(
+                f"options.series: {count} series (calls and puts), the option market lists at most {MAX_OPTION_SERIES}"
             )
+        return self
+
+
+class _Listing(_Section):
+    """The whole file, its sections in the order they are checked."""
+
+    settlement: _Settlement
+    price_ids: Annotated[tuple[_PriceId, ...], _distinct("symbol")]
+    assets: Annotated[tuple[_Asset, ...], _distinct("symbol")] = ()
+    allow_mocks: Annotated[StrictBool, _says("must be true or false")] = False
+    underlyings: Annotated[tuple[_Underlying, ...], _distinct("symbol")]
+    markets: Annotated[tuple[_Market, ...], _distinct("name")]
+    liquidation: _Liquidation
+    trading: _Trading
+    backstop: _Backstop = _Backstop()
+    governance: _Governance = None  # type: ignore[assignment]  # None: the deployer keeps both roles
+    options: _Options = None  # type: ignore[assignment]  # None: no option market
+
+    @model_validator(mode="after")
+    def _references(self) -> _Listing:
+        """Price ids and underlyings named by symbol exist; no token is listed twice."""
+        symbols = [p.symbol for p in self.price_ids]
+        u_symbols = [u.symbol for u in self.underlyings]
+        for section in ("assets", "underlyings"):
+            for i, e in enumerate(getattr(self, section)):
+                if not isinstance(e.price_id, str) or e.price_id not in symbols:
+                    raise ValueError(f"{section}: unknown price id {_show(e.price_id)} in entry {i} ({e.symbol})")
+        seen = {self.settlement.address: "settlement"} if self.settlement.address else {}
+        for i, a in enumerate(self.assets):
+            if a.address in seen:
+                raise ValueError(
+                    f"assets[{i}] {a.symbol}: address {a.address} is already the token of {seen[a.address]}"
+                )
+            if a.address:
+                seen[a.address] = f"assets[{i}] {a.symbol}"
+        for m in self.markets:
+            if not isinstance(m.underlying, str) or m.underlying not in u_symbols:
+                raise ValueError(f"market {m.name}: unknown underlying {m.underlying!r}")
+        depeg = self.settlement.depeg
+        if depeg is not None and (not isinstance(depeg.price_id, str) or depeg.price_id not in symbols):
+            raise ValueError(f"settlement depeg: unknown price id {_show(depeg.price_id)}")
+        for i, s in enumerate(self.options.series if self.options else ()):
+            if not isinstance(s.underlying, str) or s.underlying not in u_symbols:
+                raise ValueError(f"options.series[{i}]: unknown underlying {_show(s.underlying)}")
+        return self
+
+    def config(self) -> ProtocolConfig:
+        symbols = [p.symbol for p in self.price_ids]
+        u_symbols = [u.symbol for u in self.underlyings]
+        s, liq, trading, o = self.settlement, self.liquidation, self.trading, self.options
+        options = None
+        if o is not None:
+            options = OptionsConfig(
+                series=tuple(
+                    OptionSeriesConfig(u_symbols.index(e.underlying), e.expiry_days, e.strikes) for e in o.series
+                ),
+                risk=OptionRiskConfig(**dict(o.risk)),
+                vol_feed=VolFeedConfig(
+                    o.vol_feed.signer_set(), o.vol_feed.min_atm_vol, o.vol_feed.max_atm_vol, o.vol_feed.max_abs_skew,
+                    o.vol_feed.heartbeat,
+                ),
+                attestation=AttestationConfig(
+                    o.attestation.signer_set(), o.attestation.margin_floor, o.attestation.price_band,
+                    o.attestation.max_validity, o.attestation.scenario_params,
+                ),
+            )  # fmt: skip
+        return ProtocolConfig(
+            settlement_symbol=s.symbol,
+            settlement_decimals=s.decimals,
+            price_ids=tuple(p.config() for p in self.price_ids),
+            assets=tuple(AssetConfig(**{**dict(a), "price_id": symbols.index(a.price_id)}) for a in self.assets),
+            underlyings=tuple(
+                UnderlyingConfig(**{**dict(u), "price_id": symbols.index(u.price_id)}) for u in self.underlyings
+            ),
+            markets=tuple(
+                MarketConfig(
+                    m.name,
+                    u_symbols.index(m.underlying),
+                    m.expiry_days,
+                    m.max_open_interest * WAD,
+                    m.max_position * WAD,
+                )
+                for m in self.markets
+            ),
+            liquidation_penalty=liq.penalty,
+            liquidator_share=liq.liquidator_share,
+            liquidation_target=liq.target,
+            max_price_deviation=trading.max_price_deviation,
+            max_funding_rate=trading.max_funding_rate,
+            funding_smoothing=trading.funding_smoothing,
+            max_liquidation_penalty=liq.max_penalty,
+            penalty_ramp_time=liq.penalty_ramp_seconds,
+            min_position_notional=trading.min_position_notional,
+            settlement_address=s.address,
+            allow_mocks=self.allow_mocks,
+            governance=GovernanceConfig(**dict(self.governance)) if self.governance else None,
+            options=options,
+            insurance_fund_usd=self.backstop.insurance_fund_usd,
+            backstop_coverage=self.backstop.coverage,
+            depeg=DepegConfig(symbols.index(s.depeg.price_id), s.depeg.threshold, s.depeg.factor) if s.depeg else None,
         )
-    _unique([u_symbols[s.underlying] for s in series], "options.series")
-    count = sum(2 * len(s.expiry_days) * len(s.strikes) for s in series)
-    if count > MAX_OPTION_SERIES:
-        raise ConfigError(
-            f"options.series: {count} series (calls and puts), the option market lists at most {MAX_OPTION_SERIES}"
-        )
-    r = _get(o, "risk", "options")
-    if not isinstance(r, dict):
-        raise ConfigError(f"options.risk: must be a mapping, got {_show(r)}")
-    at = "options.risk"
-    risk = OptionRiskConfig(
-        short_im_rate=_fraction(r, "short_im_rate", at),
-        short_im_floor=_fraction(r, "short_im_floor", at),
-        short_mm_rate=_fraction(r, "short_mm_rate", at),
-        long_im_haircut=_fraction(r, "long_im_haircut", at),
-        long_mm_haircut=_fraction(r, "long_mm_haircut", at),
-        abs_price_band=_fraction(r, "abs_price_band", at),
-        rel_price_band=_fraction(r, "rel_price_band", at),
+
+
+# list entries named by one of their keys (`assets[0] WETH`, `market ETH-PERP`, `options.series[1] BTC`)
+_NAMES = {"price_ids": "symbol", "assets": "symbol", "underlyings": "symbol", "markets": "name", "series": "underlying"}
+
+
+def _place(loc: tuple, raw: Any, named: bool = True) -> str:
+    """Where `loc` is, as the messages name it: `top level`, `settlement depeg`, `assets[0] WETH`,
+    `market ETH-PERP`, `price_ids[0] ETH feeds[1]`, `options.vol_feed signers[0]`; the last
+    entry without its name unless `named`."""
+    text, node, parent = "", raw, None
+    for n, key in enumerate(loc):
+        node = node[key]
+        if isinstance(key, int):
+            name = node.get(_NAMES[parent]) if parent in _NAMES and isinstance(node, dict) else None
+            if name is None or (not named and n == len(loc) - 1):
+                text += f"[{key}]"
+            else:
+                text = f"market {name}" if parent == "markets" else f"{text}[{key}] {name}"
+        else:
+            text = key if not text else f"{text}{'.' if text == 'options' else ' '}{key}"
+        parent = key
+    return text or "top level"
+
+
+def _message(e: ValidationError, raw: Any) -> str:
+    """pydantic's first problem as the one line this loader has always given (without the file)."""
+    errors = e.errors(include_url=False)
+    loc = tuple(k for k in errors[0]["loc"] if k not in _TAGS)
+    unknown = sorted(
+        str(err["loc"][-1])
+        for err in errors
+        if err["type"] == "extra_forbidden" and loc[: len(err["loc"]) - 1] == err["loc"][:-1]
     )
-    if not (10**16 <= risk.short_mm_rate <= risk.short_im_floor <= risk.short_im_rate):
-        raise ConfigError(f"{at}: need 0.01 <= short_mm_rate <= short_im_floor <= short_im_rate")
-    if not risk.long_im_haircut <= risk.long_mm_haircut <= 9 * 10**17:
-        raise ConfigError(f"{at}: need long_im_haircut <= long_mm_haircut <= 0.9")
-    if not 10**14 <= risk.abs_price_band <= 5 * 10**16:
-        raise ConfigError(f"{at}: abs_price_band: must be in [0.0001, 0.05]")
-    if not 10**15 <= risk.rel_price_band <= 5 * 10**17:
-        raise ConfigError(f"{at}: rel_price_band: must be in [0.001, 0.5]")
-    v = _get(o, "vol_feed", "options")
-    if not isinstance(v, dict):
-        raise ConfigError(f"options.vol_feed: must be a mapping, got {_show(v)}")
-    at = "options.vol_feed"
-    vol = VolFeedConfig(
-        signers=_signer_set(v, at),
-        min_atm_vol=_fraction(v, "min_atm_vol", at, 0, 5),
-        max_atm_vol=_fraction(v, "max_atm_vol", at, 0, 5),
-        max_abs_skew=_fraction(v, "max_abs_skew", at, 0, 5),
-        heartbeat=_integer(v, "heartbeat", at, 60, 86400, " seconds"),
-    )
-    if not 10**16 <= vol.min_atm_vol < vol.max_atm_vol:
-        raise ConfigError(f"{at}: need 0.01 <= min_atm_vol < max_atm_vol <= 5")
-    a = _get(o, "attestation", "options")
-    if not isinstance(a, dict):
-        raise ConfigError(f"options.attestation: must be a mapping, got {_show(a)}")
-    at = "options.attestation"
-    attestation = AttestationConfig(
-        signers=_signer_set(a, at),
-        margin_floor=_fraction(a, "margin_floor", at),
-        price_band=_fraction(a, "price_band", at, 0, 1),
-        max_validity=_integer(a, "max_validity", at, 60, 86400, " seconds"),
-        scenario_params=_scenario_params_path(a, at),
-    )
-    if attestation.margin_floor < 2 * 10**17:
-        raise ConfigError(f"{at}: margin_floor: must be in [0.2, 1] (an attestation lowers margin by at most 80%)")
-    if not 0 < attestation.price_band <= 10**17:
-        raise ConfigError(f"{at}: price_band: must be in (0, 0.1]")
-    return OptionsConfig(tuple(series), risk, vol, attestation)
+    if unknown:  # a section that names its keys (backstop, options): before any other problem in it
+        section = str(loc[0])
+        known = (_Backstop if section == "backstop" else _Options).model_fields
+        return f"{section}: unknown key {unknown[0]!r} (expected {', '.join(sorted(known))})"
+    p = first_problem(e)
+    key = loc[-1] if loc else None
+    entry = len(loc) >= 2 and isinstance(loc[-2 if p.kind == "missing" else -1], int)
+    section = loc[-3 if p.kind == "missing" else -2] if entry else None
+    if p.kind == "value_error":  # a rule across fields: its own whole line
+        return p.text
+    if p.kind == "duplicate":
+        return f"{_place(loc, raw)}: duplicate {p.ctx['name']!r} (entries {p.ctx['i']} and {p.ctx['j']})"
+    if p.kind == "config":  # a value's problem, after where it is and the field (a list's field for its entries)
+        if isinstance(key, int):
+            return f"{_place(loc, raw)}: {next(k for k in reversed(loc) if isinstance(k, str))}: {p.ctx['text']}"
+        named = len(loc) < 3 or key != _NAMES.get(str(loc[-3]))
+        return f"{_place(loc[:-1], raw, named)}: {key}: {p.ctx['text']}"
+    if p.kind in ("tuple_type", "list_type"):
+        return f"{key}: must be a list of entries, got {_show(p.value)}"
+    if p.kind == "model_type" and section == "feeds":
+        return f"{_place(loc, raw)}: must be a mapping {{address, heartbeat}}, got {_show(p.value)}"
+    if p.kind in ("missing", "model_type") and section in _NAMES:  # an entry of a section
+        label = _NAMES[str(section)]
+        missing = key if p.kind == "missing" else label
+        i = loc[-2] if p.kind == "missing" else loc[-1]
+        if section in ("price_ids", "assets", "underlyings") or missing == label:
+            name = "" if missing == label else f" ({_dig(raw, loc[:-1])[label]})"
+            return f"{'options.series' if section == 'series' else section}: missing '{missing}' in entry {i}{name}"
+    if p.kind == "missing":
+        where = "top level" if loc[:-1] == ("options",) and key == "series" else _place(loc[:-1], raw)
+        return f"{where}: missing '{key}'"
+    if p.kind == "model_type" and not loc:
+        return "top level: missing 'settlement'"
+    if p.kind == "model_type" and loc == ("settlement", "depeg"):
+        return f"settlement: depeg: must be a mapping {{price_id, threshold, factor}}, got {_show(p.value)}"
+    if p.kind == "model_type":
+        return f"{_place(loc, raw)}: must be a mapping, got {_show(p.value)}"
+    return f"{_place(loc, raw)}: {p.kind}: {_show(p.value)}"  # not expected: every kind is worded above
+
+
+def _dig(raw: Any, loc: tuple) -> Any:
+    for key in loc:
+        raw = raw[key]
+    return raw
+
+
+def _parse(raw: Any) -> ProtocolConfig:
+    try:
+        listing = _Listing.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_message(e, raw)) from None
+    return listing.config()
 
 
 def with_default_governance(config: ProtocolConfig, deployer: str, development: bool) -> ProtocolConfig:
@@ -618,134 +887,6 @@ def _resolve_paths(config: ProtocolConfig, base: Path) -> ProtocolConfig:
         return config
     attestation = dataclasses.replace(config.options.attestation, scenario_params=str((base / sp).resolve()))
     return dataclasses.replace(config, options=dataclasses.replace(config.options, attestation=attestation))
-
-
-def _parse(raw: dict) -> ProtocolConfig:
-    settlement = _mapping(raw, "settlement")
-    price_ids = []
-    for i, p in enumerate(_entries(raw, "price_ids")):
-        symbol = _symbol(p, "symbol", _At("price_ids", i))
-        where = _At("price_ids", i, symbol)
-        price_ids.append(_price_id(p, symbol, where))
-    symbols = [p.symbol for p in price_ids]
-    _unique(symbols, "price_ids")
-
-    def pid(symbol, where: _At) -> int:
-        if not isinstance(symbol, str) or symbol not in symbols:
-            raise ConfigError(f"{where.section}: unknown price id {_show(symbol)}{where.entry}")
-        return symbols.index(symbol)
-
-    assets = []
-    for i, a in enumerate(_entries(raw, "assets", required=False)):
-        symbol = _symbol(a, "symbol", _At("assets", i))
-        where = _At("assets", i, symbol)
-        decimals = _integer(a, "decimals", where, 0, MAX_DECIMALS)
-        assets.append(
-            AssetConfig(
-                symbol=symbol,
-                decimals=decimals,
-                price_id=pid(_get(a, "price_id", where), where),
-                haircut=_fraction(a, "haircut", where),
-                deposit_cap=_deposit_cap(a, where, decimals),
-                address=_address(a, "address", where) if "address" in a else "",
-            )
-        )
-    _unique([a.symbol for a in assets], "assets")
-    settlement_address = _address(settlement, "address", "settlement") if "address" in settlement else ""
-    seen = {settlement_address: "settlement"} if settlement_address else {}
-    for i, a in enumerate(assets):
-        if a.address in seen:
-            raise ConfigError(f"assets[{i}] {a.symbol}: address {a.address} is already the token of {seen[a.address]}")
-        if a.address:
-            seen[a.address] = f"assets[{i}] {a.symbol}"
-    allow_mocks = raw.get("allow_mocks", False)
-    if not isinstance(allow_mocks, bool):
-        raise ConfigError(f"top level: allow_mocks: must be true or false, got {_show(allow_mocks)}")
-    underlyings = []
-    for i, u in enumerate(_entries(raw, "underlyings")):
-        symbol = _symbol(u, "symbol", _At("underlyings", i))
-        where = _At("underlyings", i, symbol)
-        underlyings.append(
-            UnderlyingConfig(
-                symbol=symbol,
-                price_id=pid(_get(u, "price_id", where), where),
-                im_rate=_fraction(u, "im_rate", where),
-                mm_rate=_fraction(u, "mm_rate", where),
-                spread_im_rate=_fraction(u, "spread_im_rate", where),
-                spread_mm_rate=_fraction(u, "spread_mm_rate", where),
-                max_gap=_fraction(u, "max_gap", where) if "max_gap" in u else 0,
-                reference_price=_integer(u, "reference_price", where, 1, 10**15, " USD")
-                if "reference_price" in u
-                else 0,
-            )
-        )
-    u_symbols = [u.symbol for u in underlyings]
-    _unique(u_symbols, "underlyings")
-    markets = []
-    for i, m in enumerate(_entries(raw, "markets")):
-        name = _symbol(m, "name", _At("markets", i))
-        underlying = _get(m, "underlying", f"market {name}")
-        if not isinstance(underlying, str) or underlying not in u_symbols:
-            raise ConfigError(f"market {name}: unknown underlying {underlying!r}")
-        caps = {
-            key: _integer(m, key, f"market {name}", 0, 10**30) * WAD if key in m else 0
-            for key in ("max_open_interest", "max_position")
-        }
-        if caps["max_open_interest"] and caps["max_position"] > caps["max_open_interest"]:
-            raise ConfigError(f"market {name}: max_position is above max_open_interest")
-        markets.append(MarketConfig(name, u_symbols.index(underlying), _expiry_days(m, f"market {name}"), **caps))
-    _unique([m.name for m in markets], "markets")
-    liq = _mapping(raw, "liquidation")
-    trading = _mapping(raw, "trading")
-    backstop = _mapping(raw, "backstop") if "backstop" in raw else {}
-    unknown = sorted(set(backstop) - {"insurance_fund_usd", "coverage"})
-    if unknown:
-        raise ConfigError(f"backstop: unknown key {unknown[0]!r} (expected coverage, insurance_fund_usd)")
-    depeg = None
-    if "depeg" in settlement:
-        d = settlement["depeg"]
-        if not isinstance(d, dict):
-            raise ConfigError(f"settlement: depeg: must be a mapping {{price_id, threshold, factor}}, got {_show(d)}")
-        from keeper.params.bounds import MAX_DEPEG_FACTOR, MIN_DEPEG_THRESHOLD
-
-        where = _At("settlement depeg")
-        threshold = _fraction(d, "threshold", "settlement depeg")
-        if threshold < MIN_DEPEG_THRESHOLD:
-            raise ConfigError(f"settlement depeg: threshold: must be a number in [0.9, 1], got {_show(d['threshold'])}")
-        factor = _fraction(d, "factor", "settlement depeg", 0, MAX_DEPEG_FACTOR // WAD)
-        depeg = DepegConfig(pid(_get(d, "price_id", where), where), threshold, factor)
-    return ProtocolConfig(
-        settlement_symbol=_symbol(settlement, "symbol", "settlement"),
-        settlement_decimals=_integer(settlement, "decimals", "settlement", 0, MAX_DECIMALS),
-        price_ids=tuple(price_ids),
-        assets=tuple(assets),
-        underlyings=tuple(underlyings),
-        markets=tuple(markets),
-        liquidation_penalty=_fraction(liq, "penalty", "liquidation"),
-        liquidator_share=_fraction(liq, "liquidator_share", "liquidation"),
-        liquidation_target=_fraction(liq, "target", "liquidation", 1, 2),
-        max_price_deviation=_fraction(trading, "max_price_deviation", "trading"),
-        max_funding_rate=_fraction(trading, "max_funding_rate", "trading"),
-        funding_smoothing=_fraction(trading, "funding_smoothing", "trading"),
-        min_position_notional=(
-            _fraction(trading, "min_position_notional", "trading", 0, MAX_MIN_POSITION_NOTIONAL // WAD)
-            if "min_position_notional" in trading
-            else 0
-        ),
-        max_liquidation_penalty=_fraction(liq, "max_penalty", "liquidation") if "max_penalty" in liq else 0,
-        penalty_ramp_time=_integer(liq, "penalty_ramp_seconds", "liquidation", 60, 86400)
-        if "penalty_ramp_seconds" in liq
-        else 3600,
-        settlement_address=settlement_address,
-        allow_mocks=allow_mocks,
-        governance=_governance(raw),
-        options=_options(raw, u_symbols),
-        insurance_fund_usd=_integer(backstop, "insurance_fund_usd", "backstop", 0, 10**15, " USD")
-        if "insurance_fund_usd" in backstop
-        else 0,
-        backstop_coverage=_fraction(backstop, "coverage", "backstop", 0, 10) if "coverage" in backstop else WAD,
-        depeg=depeg,
-    )
 
 
 def load_scenario_params(path: str | Path = DEFAULT_PM_CONFIG) -> ScenarioParams:

@@ -53,6 +53,20 @@ class Problem:
         return str(error) if error is not None else self.kind
 
 
+def checksummed(value: Any) -> str:
+    """`value` as a checksummed 20-byte hex address (pydantic error `address` if it is not one);
+    mixed case must carry a correct EIP-55 checksum (error `checksum`: a typo), all lower or all
+    upper case carries none and is accepted."""
+    from eth_utils import is_address, to_checksum_address
+
+    if not isinstance(value, str) or not is_address(value):
+        raise PydanticCustomError("address", "not an address")
+    digits = value[2:]
+    if digits not in (digits.lower(), digits.upper()) and value != to_checksum_address(value):
+        raise PydanticCustomError("checksum", "wrong EIP-55 checksum")
+    return str(to_checksum_address(value))
+
+
 def first_problem(e: ValidationError) -> Problem:
     err = e.errors(include_url=False)[0]
     return Problem(tuple(err["loc"]), err["type"], err.get("input"), dict(err.get("ctx") or {}))

@@ -19,7 +19,6 @@ from dataclasses import fields
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from eth_utils import is_address, to_checksum_address
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,7 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from keeper.chain.deployment import Deployment
 from keeper.errors import KeeperError
-from keeper.validation import first_problem
+from keeper.validation import checksummed, first_problem
 
 ADDRESS_FIELDS = ("oracle", "vault", "engine", "settlement_token")
 
@@ -66,24 +65,12 @@ def save_manifest(deployment: Deployment, path: str | Path) -> Path:
     return path
 
 
-def _checksummed(value: Any) -> str:
-    """`value` as a checksummed 20-byte hex address (pydantic error `address` if it is not one);
-    mixed case must carry a correct EIP-55 checksum (error `checksum`: a typo), all lower or all
-    upper case carries none and is accepted."""
-    if not isinstance(value, str) or not is_address(value):
-        raise PydanticCustomError("address", "not an address")
-    digits = value[2:]
-    if digits not in (digits.lower(), digits.upper()) and value != to_checksum_address(value):
-        raise PydanticCustomError("checksum", "wrong EIP-55 checksum")
-    return to_checksum_address(value)
-
-
 def _address(value: Any, info: ValidationInfo) -> str:
     """A checksummed address, or "" where the field may be empty (an optional address, or a
     contract a partial deployment has not deployed yet)."""
     if value == "" and (info.field_name not in ADDRESS_FIELDS or (info.context or {}).get("partial")):
         return value
-    return _checksummed(value)
+    return checksummed(value)
 
 
 def _relative_path(value: str) -> str:
@@ -102,7 +89,7 @@ def _show(value, fmt=json.dumps) -> str:
 
 STATUSES = ("partial", "complete")
 Address = Annotated[str, BeforeValidator(_address)]
-Checksummed = Annotated[str, BeforeValidator(_checksummed)]
+Checksummed = Annotated[str, BeforeValidator(checksummed)]
 Uint = Annotated[StrictInt, Field(ge=0)]
 Ids = dict[str, Uint]
 
