@@ -5,19 +5,25 @@ the same run, on seeded synthetic books over 40 instruments (per underlying ETH 
 perpetual, a future, and calls and puts at 3 strikes x 3 expiries) and the default grid of
 `config/portfolio_margin.yaml` (67 joint scenarios for two underlyings).
 
-    python -m benchmarks.portfolio_risk [--accounts 1000 10000 100000] [--loop-accounts 1000] [--seed 7]
+    python -m benchmarks.portfolio_risk [--accounts 1000 10000 100000] [--loop-accounts 1000] [--seed 7] [--json]
 
 The loop runs on the first `--loop-accounts` accounts only; its figure for larger books is
 extrapolated linearly and labelled so. Checks that both give the same MM on that subset (exits 1
 otherwise). The table figure is the best of 3 runs, the loop's a single run. Prints figures;
-asserts nothing about speed.
+asserts nothing about speed. With --json, also writes them to reports/portfolio-risk.json (the
+docs' table is rendered from there by bin/figures). Run it with the BLAS threads at 1
+(`OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`, as bin/figures --run does): the figures are then
+one core's, whatever else the machine runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -41,6 +47,8 @@ NOW = 1_700_000_000
 SPOT = (2_000.0, 30_000.0)
 EXPIRY_DAYS = (7, 30, 90)
 STRIKES = (0.9, 1.0, 1.1)  # x spot
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "portfolio-risk.json"
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def instruments_and_market() -> tuple[Instruments, MarketState]:
@@ -82,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accounts", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     ap.add_argument("--loop-accounts", type=int, default=1_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--json", action="store_true", help=f"also write the figures to {REPORT.relative_to(REPORT.parents[1])}"
+    )
     args = ap.parse_args(argv)
     if min(args.accounts) < 1 or args.loop_accounts < 1:
         print("error: --accounts and --loop-accounts must be >= 1", file=sys.stderr)
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title="Portfolio margin throughput (accounts/s)")
     for col in ("accounts", "table: s", "table: accounts/s", "loop: s", "loop: accounts/s", "speed-up"):
         table.add_column(col, justify="right")
+    rows = []
     for n in args.accounts:
         positions = synthetic_positions(n, len(inst), args.seed)
         t_table = float("inf")
@@ -117,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+        rows.append(
+            {"accounts": n, "table_s": t_table, "loop_accounts": m, "loop_s": t_loop, "loop_extrapolated": m != n}
+        )
         label = "" if m == n else f" (extrapolated from {m})"
         table.add_row(
             f"{n:,}",
@@ -127,6 +142,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{t_loop / t_table:,.0f}x",
         )
     console.print(table)
+    if args.json:
+        report = {
+            "instruments": len(inst),
+            "scenarios": len(tables.grid),
+            "table_build_ms": build_s * 1e3,
+            "seed": args.seed,
+            "threads": {name: os.environ.get(name) for name in THREAD_ENV},
+            "rows": rows,
+        }
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from keeper import resources
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.manifest import load_manifest
 from keeper.config import DEFAULT_CONFIG, load_config
@@ -677,7 +678,7 @@ def replay(
     from keeper.replay.driver import Replay, ReplayError, ReplayOptions
 
     if config_path is None:
-        config_path = DEFAULT_CONFIG.with_name("options.yaml") if with_options else DEFAULT_CONFIG
+        config_path = resources.config_file("options.yaml") if with_options else DEFAULT_CONFIG
     config = load_config(config_path)
     if price_args:
         files: dict[str, Path] = {}

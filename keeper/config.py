@@ -35,15 +35,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from keeper import resources
 from keeper.errors import ConfigError
 from keeper.params.bounds import MAX_DEPEG_FACTOR, MAX_MIN_POSITION_NOTIONAL, MIN_DEPEG_THRESHOLD
 from keeper.risk.scenarios import ScenarioParams
 from keeper.units import MAX_UINT256, WAD, to_wad
 from keeper.validation import checksummed, first_problem
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
+# the checkout's config/, or the installed package's copy (`keeper.resources`)
+DEFAULT_CONFIG = resources.config_file("local.yaml")
 # the portfolio-margin scenario parameters (`keeper.risk.scenarios.ScenarioParams`), set by governance
-DEFAULT_PM_CONFIG = Path(__file__).resolve().parent.parent / "config" / "portfolio_margin.yaml"
+DEFAULT_PM_CONFIG = resources.config_file("portfolio_margin.yaml")
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,91 @@ def test_option_margin_gas_table():
         figures.render_option_margin_gas(report)
 
 
+PORTFOLIO_REPORT = {
+    "instruments": 40,
+    "scenarios": 67,
+    "table_build_ms": 1.62,
+    "seed": 7,
+    "threads": {"OMP_NUM_THREADS": "1"},
+    "rows": [
+        {"accounts": 1_000, "table_s": 0.0016053, "loop_accounts": 1_000, "loop_s": 0.3575, "loop_extrapolated": False},
+        {"accounts": 100_000, "table_s": 0.045064, "loop_accounts": 1_000, "loop_s": 43.82, "loop_extrapolated": True},
+    ],
+}
+
+
+def options_report(start: str, end: str, option_liquidations: int, vol_source: dict[str, str]) -> dict:
+    def kind(standard: float, portfolio: float) -> dict:
+        return {"accounts": 3, "standard_im_usd": standard, "portfolio_im_usd": portfolio}
+
+    return {
+        **REPLAY_REPORT,
+        "liquidations": 57,
+        "liquidated_accounts": 38,
+        "insurance_fund_usd": 933_647.4,
+        "price_path": {"start": start, "end": end},
+        "options": {
+            "vol_source": vol_source,
+            "vol_at_start": {"ETH": 1.1049, "BTC": 0.5912},
+            "requirement_at_start_usd": {
+                "isolated": {"im": 1_104_000.0},
+                "standard": {"im": 683_400.0},
+                "portfolio": {"im": 797_100.0},
+                "on_chain": {"im": 700_000.0},
+            },
+            "below_maintenance_accounts": {"isolated": 46, "standard": 38, "portfolio": 39, "on_chain": 38},
+            "option_liquidations": option_liquidations,
+            "by_kind": {
+                "risk_defined": kind(10_000.0, 220.0),
+                "call_spread": kind(1_000.0, 280.0),
+                "put_spread": kind(1_000.0, 210.0),
+                "delta_hedged_straddle": kind(1_000.0, 810.0),
+                "short_straddle": kind(1_000.0, 860.0),
+                "covered_call": kind(1_000.0, 1_090.0),
+                "protective_put": kind(1_000.0, 1_620.0),
+                "long": kind(1_000.0, 2_000.0),
+                "future": kind(1_000.0, 2_500.0),
+            },
+        },
+    }
+
+
+OPTIONS_2020 = options_report(
+    "2020-03-11T00:00:00Z", "2020-03-13T23:00:00Z", 13, {"ETH": "realised", "BTC": "realised"}
+)
+OPTIONS_2021 = options_report("2021-05-18T00:00:00Z", "2021-05-20T23:00:00Z", 0, {"ETH": "dvol", "BTC": "realised"})
+
+
+def test_portfolio_risk_table():
+    table = figures.render_portfolio_risk(PORTFOLIO_REPORT)
+    assert table.startswith("40 instruments x 67 scenarios; the scenario table is built in 1.6 ms")
+    got = rows(table)
+    assert got["1,000"] == ["623,000", "2,800", "223x"]
+    assert got["100,000"] == ["2,220,000", "2,280 (extrapolated)", "972x"]
+    with pytest.raises(figures.ReportError, match="not positive"):
+        figures.render_portfolio_risk({**PORTFOLIO_REPORT, "rows": [{**PORTFOLIO_REPORT["rows"][0], "table_s": 0}]})
+
+
+def test_option_replay_tables():
+    got = rows(figures.render_options_replay(OPTIONS_2020, OPTIONS_2021))
+    assert got["100 accounts"] == ["2020-03-11 .. 2020-03-13", "2021-05-18 .. 2021-05-20"]
+    assert got["vol at the start (ETH / BTC)"] == ["realised 1.10 / 0.59", "DVOL 1.10 / realised 0.59"]
+    assert got["liquidations (accounts)"] == ["57 (38), 13 of them option liquidations", "57 (38)"]
+    assert got["missed liquidations / max blocks to liquidate"] == ["0 / 1", "0 / 1"]
+    assert got["bad debt"] == ["$0", "$0"]
+    assert got["insurance fund at the end"] == ["$933,647", "$933,647"]
+    assert got["initial margin at the start: isolated / standard / portfolio"][0] == "$1.10M / $683k / $797k"
+    assert got["accounts that fell below MM: isolated / standard / portfolio / on chain"][1] == "46 / 38 / 39 / 38"
+    books = rows(figures.render_options_books(OPTIONS_2020, OPTIONS_2021))
+    assert books["risk-defined (short straddle + long 90/110 strangle)"] == ["0.022 / 0.022"]
+    assert books["call spread / put spread"] == ["0.28 / 0.28, 0.21 / 0.21"]
+    assert books["perpetuals and futures alone"] == ["2.25 / 2.25"]  # (2,000 + 2,500) / (1,000 + 1,000)
+    old = json.loads(json.dumps(OPTIONS_2021))
+    del old["options"]["by_kind"]
+    with pytest.raises(figures.ReportError, match="by_kind"):
+        figures.render_options_books(OPTIONS_2020, old)
+
+
 def test_replay_table():
     got = rows(figures.render_replay(REPLAY_REPORT))
     assert got["liquidations"] == ["68 (48 accounts)"]
@@ -227,6 +312,9 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "black-thursday.json": REPLAY_REPORT,
         "black76-gas.json": BLACK76_REPORT,
         "option-margin-gas.json": OPTION_MARGIN_REPORT,
+        "portfolio-risk.json": PORTFOLIO_REPORT,
+        "options-2020.json": OPTIONS_2020,
+        "options-2021.json": OPTIONS_2021,
     }
     root = make_tree(tmp_path, reports)
     assert run(root, check=True)[0] == 1  # out of date
@@ -272,8 +360,26 @@ def test_unknown_block_is_reported_by_check(tmp_path):
 
 def test_producers_use_the_given_python(tmp_path):
     commands = figures.producers(tmp_path, "/venv/bin/python", tmp_path / "data")
-    assert set(commands) == {report for report, _ in figures.BLOCKS.values()}
+    assert set(commands) == {report for reports, _ in figures.BLOCKS.values() for report in reports}
     assert commands["gas.json"] == ["/venv/bin/python", "-m", "benchmarks.gas", "--json"]
     replay = commands["black-thursday.json"]
     assert replay[:4] == ["/venv/bin/python", "-m", "keeper", "replay"]
     assert replay[-2:] == ["--report", str(tmp_path / "reports" / "black-thursday.json")]
+    options = commands["options-2021.json"]
+    assert options[:5] == ["/venv/bin/python", "-m", "keeper", "replay", "--options"]
+    assert options[-6:] == [
+        "--start",
+        "2021-05-18T00:00:00Z",
+        "--end",
+        "2021-05-21T00:00:00Z",
+        "--report",
+        str(tmp_path / "reports" / "options-2021.json"),
+    ]
+
+
+def test_a_block_of_two_reports_waits_for_both(tmp_path):
+    root = make_tree(tmp_path, {"options-2020.json": OPTIONS_2020})
+    (root / "docs" / "replay.md").write_text("<!-- figures:replay-options -->\nold\n<!-- /figures:replay-options -->\n")
+    code, _, err = run(root)
+    assert code == 0 and "reports/options-2021.json is missing: kept block(s) 'replay-options'" in err
+    assert "old" in (root / "docs" / "replay.md").read_text()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -50,6 +51,9 @@ GAS_OPERATIONS = {
 BLACK_THURSDAY = ("--start", "2020-03-11T00:00:00Z", "--end", "2020-03-14T00:00:00Z")
 PRICE_FILES = {"ETH": "eth_usdt_1h_binance_2018-01_2021-08.csv", "BTC": "btc_usdt_1h_binance_2018-01_2021-08.csv"}
 DEFAULT_DATA = "../shared/data"
+OPTION_REPLAY_POPULATION = ("--accounts", "100", "--seed", "7")
+# the benchmarks' timings are one core's: numpy's BLAS runs one thread (the machine may be shared)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class ReportError(ValueError):
@@ -241,21 +245,223 @@ def render_option_margin_gas(report: dict) -> str:
     return "\n".join(lines)
 
 
-# block name -> (report file in reports/, renderer)
-BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
-    "gas": ("gas.json", render_gas),
-    "gas-liquidation-calls": ("gas.json", render_gas_calls),
-    "replay-black-thursday": ("black-thursday.json", render_replay),
-    "black76-gas": ("black76-gas.json", render_black76_gas),
-    "option-margin-gas": ("option-margin-gas.json", render_option_margin_gas),
+def _sig(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant figures, with thousands separators: 714,000, 3,320, 21.5."""
+    if value <= 0:
+        return f"{value:,.0f}"
+    decimals = digits - 1 - math.floor(math.log10(value))
+    return f"{round(value, decimals):,.{max(0, decimals)}f}"
+
+
+def render_portfolio_risk(report: dict) -> str:
+    """Portfolio margin throughput (benchmarks.portfolio_risk --json): the scenario table against the
+    per-account loop, in accounts per second (3 significant figures)."""
+    _require(report, "instruments", "scenarios", "table_build_ms", "rows")
+    rows = report["rows"]
+    if not isinstance(rows, list) or not rows:
+        raise ReportError("rows: not a non-empty list")
+    lines = [
+        f"{_int(report['instruments'], 'instruments')} instruments x {_int(report['scenarios'], 'scenarios')} "
+        f"scenarios; the scenario table is built in {_num(report['table_build_ms'], 'table_build_ms'):.1f} ms "
+        "(once per market state, included in the figures).",
+        "",
+        "| accounts | scenario table x positions matrix, accounts / s | per-account loop, accounts / s | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        if not isinstance(row, dict):
+            raise ReportError(f"rows: {row!r} is not an object")
+        n = _int(row.get("accounts"), "accounts")
+        table_s, loop_s = _num(row.get("table_s"), "table_s"), _num(row.get("loop_s"), "loop_s")
+        if table_s <= 0 or loop_s <= 0:
+            raise ReportError(f"rows: the timings of {n} accounts are not positive")
+        extrapolated = " (extrapolated)" if row.get("loop_extrapolated") else ""
+        lines.append(f"| {n:,} | {_sig(n / table_s)} | {_sig(n / loop_s)}{extrapolated} | {_sig(loop_s / table_s)}x |")
+    return "\n".join(lines)
+
+
+# the option books of `keeper replay --options` (keeper.replay.population.OPTION_KINDS), as the
+# docs' table groups them; every other book kind is a perpetuals-and-futures one
+OPTION_BOOKS = {
+    "risk-defined (short straddle + long 90/110 strangle)": ("risk_defined",),
+    "call spread / put spread": ("call_spread", "put_spread"),
+    "delta-hedged short straddle": ("delta_hedged_straddle",),
+    "short straddle": ("short_straddle",),
+    "covered call / protective put": ("covered_call", "protective_put"),
+}
+OPTION_KINDS = frozenset(kind for kinds in OPTION_BOOKS.values() for kind in kinds)
+MARGIN_REGIMES = ("isolated", "standard", "portfolio", "on_chain")
+
+
+def _options(report: dict) -> dict:
+    _require(
+        report,
+        "accounts",
+        "liquidations",
+        "liquidated_accounts",
+        "missed_liquidations",
+        "max_blocks_to_liquidate",
+        "bad_debt_usd",
+        "insurance_fund_usd",
+        "price_path",
+        "options",
+    )
+    _require(report["price_path"], "start", "end")
+    options = report["options"]
+    _require(
+        options,
+        "vol_source",
+        "vol_at_start",
+        "requirement_at_start_usd",
+        "below_maintenance_accounts",
+        "option_liquidations",
+        "by_kind",
+    )
+    for key in ("vol_source", "vol_at_start", "requirement_at_start_usd", "below_maintenance_accounts", "by_kind"):
+        if not isinstance(options[key], dict):
+            raise ReportError(f"options.{key}: not a JSON object")
+    return options
+
+
+def _period(report: dict) -> str:
+    """The replay's window, first to last block: `2020-03-11 .. 2020-03-13`."""
+    path = report["price_path"]
+    return f"{str(path['start'])[:10]} .. {str(path['end'])[:10]}"
+
+
+def _short_usd(value: float) -> str:
+    if abs(value) >= 1e6:
+        return f"${value / 1e6:.2f}M"
+    if abs(value) >= 1e3:
+        return f"${value / 1e3:.0f}k"
+    return f"${value:.0f}"
+
+
+def _vols(options: dict) -> str:
+    sources, vols = options["vol_source"], options["vol_at_start"]
+    names = {"dvol": "DVOL", "realised": "realised"}
+    symbols = ("ETH", "BTC")
+    figures = [f"{_num(vols.get(s), f'vol_at_start.{s}'):.2f}" for s in symbols]
+    labels = [names.get(str(sources.get(s)), str(sources.get(s))) for s in symbols]
+    if labels[0] == labels[1]:
+        return f"{labels[0]} {figures[0]} / {figures[1]}"
+    return " / ".join(f"{label} {figure}" for label, figure in zip(labels, figures))
+
+
+def render_options_replay(*reports: dict) -> str:
+    """The option replays side by side (`keeper replay --options --report`, one per window)."""
+    options = [_options(r) for r in reports]
+    accounts = {_int(r["accounts"], "accounts") for r in reports}
+    head = f"{'/'.join(f'{n:,}' for n in sorted(accounts))} accounts"
+
+    def liquidations(r: dict, o: dict) -> str:
+        text = (
+            f"{_int(r['liquidations'], 'liquidations'):,} ({_int(r['liquidated_accounts'], 'liquidated_accounts'):,})"
+        )
+        n = _int(o["option_liquidations"], "option_liquidations")
+        return text + (f", {n:,} of them option liquidations" if n else "")
+
+    def margins(o: dict) -> str:
+        start = o["requirement_at_start_usd"]
+        got = []
+        for name in MARGIN_REGIMES[:3]:
+            if not isinstance(start.get(name), dict):
+                raise ReportError(f"options.requirement_at_start_usd.{name}: missing")
+            got.append(_short_usd(_num(start[name].get("im"), f"requirement_at_start_usd.{name}.im")))
+        return " / ".join(got)
+
+    def below(o: dict) -> str:
+        counts = o["below_maintenance_accounts"]
+        return " / ".join(str(_int(counts.get(n), f"below_maintenance_accounts.{n}")) for n in MARGIN_REGIMES)
+
+    rows = [
+        (head, [_period(r) for r in reports]),
+        ("vol at the start (ETH / BTC)", [_vols(o) for o in options]),
+        ("liquidations (accounts)", [liquidations(r, o) for r, o in zip(reports, options)]),
+        (
+            "missed liquidations / max blocks to liquidate",
+            [
+                f"{_int(r['missed_liquidations'], 'missed_liquidations')} / {r['max_blocks_to_liquidate']}"
+                for r in reports
+            ],
+        ),
+        ("bad debt", [f"${_num(r['bad_debt_usd'], 'bad_debt_usd'):,.0f}" for r in reports]),
+        (
+            "insurance fund at the end",
+            [f"${_num(r['insurance_fund_usd'], 'insurance_fund_usd'):,.0f}" for r in reports],
+        ),
+        ("initial margin at the start: isolated / standard / portfolio", [margins(o) for o in options]),
+        ("accounts that fell below MM: isolated / standard / portfolio / on chain", [below(o) for o in options]),
+    ]
+    lines = [f"| {rows[0][0]} | " + " | ".join(rows[0][1]) + " |", "|---" * (len(reports) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows[1:]]
+    return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    """Two decimals, or two significant figures below 0.1: 0.81, 2.25, 0.022."""
+    if value <= 0 or value >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.{1 - math.floor(math.log10(value))}f}"
+
+
+def render_options_books(*reports: dict) -> str:
+    """Portfolio over standard initial margin at the start, by book, one figure per replay."""
+    by_kind = [_options(r)["by_kind"] for r in reports]
+
+    def ratio(kinds: dict, names: tuple[str, ...] | None) -> str:
+        picked = [d for k, d in kinds.items() if (k in names if names else k not in OPTION_KINDS)]
+        if not picked:
+            return "-"
+        for d in picked:
+            if not isinstance(d, dict):
+                raise ReportError(f"options.by_kind: {d!r} is not an object")
+        standard = sum(_num(d.get("standard_im_usd"), "standard_im_usd") for d in picked)
+        portfolio = sum(_num(d.get("portfolio_im_usd"), "portfolio_im_usd") for d in picked)
+        return _ratio(portfolio / standard) if standard else "-"
+
+    lines = [f"| book | portfolio / standard ({' / '.join(_period(r) for r in reports)}) |", "|---|---|"]
+    for label, kinds in OPTION_BOOKS.items():
+        cells = [" / ".join(ratio(k, (kind,)) for k in by_kind) for kind in kinds]
+        lines.append(f"| {label} | {', '.join(cells)} |")
+    lines.append(f"| perpetuals and futures alone | {' / '.join(ratio(k, None) for k in by_kind)} |")
+    return "\n".join(lines)
+
+
+# the option replays of docs/replay.md, one report per window (their data files are in FIGURES_DATA)
+OPTION_REPLAYS = {
+    "options-2020.json": ("--start", "2020-03-11T00:00:00Z", "--end", "2020-03-14T00:00:00Z"),
+    "options-2021.json": ("--start", "2021-05-18T00:00:00Z", "--end", "2021-05-21T00:00:00Z"),
+}
+
+# block name -> (the report files in reports/ it reads, renderer taking them in that order)
+BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
+    "gas": (("gas.json",), render_gas),
+    "gas-liquidation-calls": (("gas.json",), render_gas_calls),
+    "replay-black-thursday": (("black-thursday.json",), render_replay),
+    "black76-gas": (("black76-gas.json",), render_black76_gas),
+    "option-margin-gas": (("option-margin-gas.json",), render_option_margin_gas),
+    "portfolio-risk": (("portfolio-risk.json",), render_portfolio_risk),
+    "replay-options": (tuple(OPTION_REPLAYS), render_options_replay),
+    "replay-options-books": (tuple(OPTION_REPLAYS), render_options_books),
 }
 
 
 def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
     """report file -> the command that writes it (run from the repository root)."""
     prices = [arg for symbol, name in PRICE_FILES.items() for arg in ("--prices", f"{symbol}={data / name}")]
+    options = [
+        python,
+        "-m",
+        "keeper",
+        "replay",
+        "--options",
+        *OPTION_REPLAY_POPULATION,
+        *prices,
+    ]
     return {
         "gas.json": [python, "-m", "benchmarks.gas", "--json"],
+        "portfolio-risk.json": [python, "-m", "benchmarks.portfolio_risk", "--json"],
         "black76-gas.json": [python, "-m", "benchmarks.black76_gas", "--json"],
         "option-margin-gas.json": [python, "-m", "benchmarks.option_margin_gas", "--json"],
         "black-thursday.json": [
@@ -268,6 +474,10 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
             "--report",
             str(root / "reports" / "black-thursday.json"),
         ],
+        **{
+            report: [*options, *window, "--report", str(root / "reports" / report)]
+            for report, window in OPTION_REPLAYS.items()
+        },
     }
 
 
@@ -297,17 +507,25 @@ def render_all(root: Path) -> tuple[dict[str, str], list[str]]:
     """Every block that its report can render, and a line per report that cannot be rendered."""
     rendered: dict[str, str] = {}
     problems: dict[str, str] = {}
-    for name, (report, renderer) in BLOCKS.items():
-        path = root / "reports" / report
+    for name, (reports, renderer) in BLOCKS.items():
+        loaded = []
+        for report in reports:
+            try:
+                loaded.append(json.loads((root / "reports" / report).read_text()))
+            except FileNotFoundError:
+                problems.setdefault(report, "is missing")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                problems.setdefault(report, f"cannot be rendered ({exc}; written by an older version?)")
+        if len(loaded) < len(reports):
+            continue
         try:
-            rendered[name] = renderer(json.loads(path.read_text()))
-        except FileNotFoundError:
-            problems.setdefault(report, "is missing")
-        except (ReportError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            problems.setdefault(report, f"cannot be rendered ({exc}; written by an older version?)")
+            rendered[name] = renderer(*loaded)
+        except ReportError as exc:
+            for report in reports:  # which of several reports is at fault, the message names
+                problems.setdefault(report, f"cannot be rendered ({exc}; written by an older version?)")
     lines = []
     for report, problem in problems.items():
-        kept = ", ".join(f"'{n}'" for n, (r, _) in BLOCKS.items() if r == report and n not in rendered)
+        kept = ", ".join(f"'{n}'" for n, (r, _) in BLOCKS.items() if report in r and n not in rendered)
         lines.append(f"reports/{report} {problem}: kept block(s) {kept} as they are (bin/figures --run writes it)")
     return rendered, lines
 
@@ -343,7 +561,8 @@ def run_producers(root: Path, data: Path) -> int:
     (root / "reports").mkdir(exist_ok=True)
     failed = 0
     for report, command in producers(root, python, data).items():
-        if report == "black-thursday.json" and not all((data / name).is_file() for name in PRICE_FILES.values()):
+        replay = report == "black-thursday.json" or report in OPTION_REPLAYS
+        if replay and not all((data / name).is_file() for name in PRICE_FILES.values()):
             print(
                 f"figures: {data} lacks {', '.join(PRICE_FILES.values())}: not running the replay "
                 "(FIGURES_DATA=folder)",
@@ -352,7 +571,10 @@ def run_producers(root: Path, data: Path) -> int:
             failed += 1
             continue
         print(f"figures: writing reports/{report}: {' '.join(command)}", flush=True)
-        if subprocess.run(command, cwd=root).returncode != 0:
+        env = {**os.environ, **ONE_THREAD}
+        if report in OPTION_REPLAYS:  # the vols come from the daily files of the same folder
+            env["KEEPER_DATA_DIR"] = str(data)
+        if subprocess.run(command, cwd=root, env=env).returncode != 0:
             print(f"figures: the command writing reports/{report} failed", file=sys.stderr)
             failed += 1
     return failed

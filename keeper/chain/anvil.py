@@ -6,13 +6,12 @@ import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import requests
 
+from keeper import resources
 from keeper.errors import KeeperError
 
-ROOT = Path(__file__).resolve().parents[2]
 # Anvil's well-known development accounts (mnemonic "test test ... junk"): local chains only.
 DEV_ACCOUNTS = (
     (
@@ -35,9 +34,10 @@ class AnvilError(KeeperError, RuntimeError):
 
 
 def anvil_binary() -> str:
-    """Path of the anvil binary: the project's node_modules first, then PATH."""
-    local = ROOT / "node_modules" / ".bin" / "anvil"
-    if local.exists():
+    """Path of the anvil binary: the checkout's node_modules first, then PATH."""
+    checkout = resources.checkout_root()
+    local = checkout / "node_modules" / ".bin" / "anvil" if checkout is not None else None
+    if local is not None and local.exists():
         return str(local)
     found = shutil.which("anvil")
     if not found:

@@ -1,7 +1,9 @@
 """Compiled contract artifacts (ABI + bytecode), compiled from `contracts/` with the pinned Vyper.
 
-Artifacts are cached under `build/keeper/` keyed by a hash of every contract source, so a
-changed contract is recompiled and nothing stale is ever deployed.
+Artifacts are cached under `build/keeper/` (outside a checkout, the per-user cache of
+`keeper.resources.cache_dir`) keyed by a hash of every contract source, so a changed contract is
+recompiled and nothing stale is ever deployed. `contracts/` is the checkout's, or the installed
+package's data (`keeper.resources`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTRACTS = ROOT / "contracts"
-CACHE = ROOT / "build" / "keeper"
+from keeper import resources
+
+ROOT = resources.data_root()  # holds contracts/, abi/ and config/: the checkout, else the package data
+CONTRACTS = resources.contracts_dir()
+CACHE = resources.cache_dir("keeper")
 EVM_VERSION = "cancun"
 
 NAMES = {
