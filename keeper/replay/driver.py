@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from keeper.chain.anvil import DEV_ACCOUNTS, Anvil
 from keeper.chain.artifacts import compiler_version, load_artifact
@@ -37,6 +38,7 @@ from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import PricePath
+from keeper.params.rehearsal import revert_message
 from keeper.replay import option_books
 from keeper.replay.population import AccountSpec, make_population
 from keeper.replay.report import ReplayReport, build_report
@@ -161,11 +163,28 @@ Send = Callable[[Any, int], bytes]
 
 
 def confirm(w3, hashes: list, what: str) -> None:
-    """Wait for every transaction in `hashes`; ReplayError naming `what` if one reverted."""
+    """Wait for every transaction in `hashes`; ReplayError naming `what` and the revert reason
+    if one reverted."""
     for h in hashes:
         receipt = w3.eth.wait_for_transaction_receipt(h, timeout=60)
         if receipt["status"] != 1:
-            raise ReplayError(f"{what} reverted during setup (tx 0x{bytes(h).hex()})")
+            reason = revert_reason(w3, h, receipt["blockNumber"])
+            raise ReplayError(f"{what} reverted during setup: {reason} (tx 0x{bytes(h).hex()})")
+
+
+def revert_reason(w3, tx_hash, block: int) -> str:
+    """The reason a mined transaction reverted: the same call replayed on the state before its
+    block (`block`; set-up transactions are mined one per block), or a phrase saying it is
+    unknown."""
+    try:
+        tx = w3.eth.get_transaction(tx_hash)
+        call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": tx["gas"], "value": tx["value"]}
+        w3.eth.call(call, block_identifier=block - 1)
+    except (ContractLogicError, Web3RPCError) as e:
+        return revert_message(e)
+    except Exception as e:  # noqa: BLE001 - the reason is a courtesy: never hide the revert itself
+        return f"reason unknown ({e.__class__.__name__} replaying it)"
+    return "reason unknown (the call succeeds when replayed)"
 
 
 def spec_deposits(users: list[User], decimals: dict[str, int]) -> list[tuple[str, str, int]]:
