@@ -40,7 +40,7 @@ from keeper.errors import KeeperError
 from keeper.marketdata.prices import PricePath
 from keeper.params.rehearsal import revert_message
 from keeper.replay import option_books
-from keeper.replay.population import AccountSpec, make_population
+from keeper.replay.population import AccountSpec, make_population, trade_size
 from keeper.replay.report import ReplayReport, build_report
 from keeper.risk.margin import isolated_initial_margin, margin
 from keeper.units import WAD
@@ -244,7 +244,7 @@ def trade_all(
     trades = [(user, maker, m, s) for user, maker in pairs for m, s in _legs(user.spec, index)]
     for n, (user, maker, market_name, size_units) in enumerate(trades):
         market = deployment.markets[market_name]
-        size = int(round(size_units * 10**6)) * 10**12
+        size = trade_size(size_units)
         if size == 0:
             continue
         price = index[market_name.split("-")[0]]
@@ -460,15 +460,25 @@ class Replay:
         self._confirm(self._post_vols(0, now), "vol update")
         start = {s: float(self.opts.path.prices[0, i]) for i, s in enumerate(self.opts.path.symbols)}
         holders = [u for u in users if u.spec.options]
-        pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(holders)]
+        # the legs sized to the deployment's minimum position notional, at the index they trade at
+        prices = self.client.oracle.functions.index_prices().call()
+        index = {s.underlying: int(prices[s.price_id]) for s in self.series}
+        min_notional = self.client.engine.functions.min_position_notional().call()
+
+        def series_of(und: str, is_call: bool, multiple: float) -> option_books.ListedSeries:
+            return option_books.resolve_leg(self.series, und, is_call, multiple, start[und])
+
+        specs, fills = option_books.plan_option_fills(
+            [u.spec for u in holders], len(self.market_makers), index, min_notional, series_of
+        )
+        for u, spec in zip(holders, specs):
+            u.spec = spec
         hashes = option_books.option_trades(
             self._send,
             self.client.options,
             self.client.matching,
             self.deployment.chain_id,
-            pairs,
-            self.series,
-            start,
+            [(holders[f.holder], self.market_makers[f.maker], series_of(*f.leg[:3]), f.size) for f in fills],
             now + 86400,
         )
         self._confirm(hashes, "option trade")
