@@ -89,7 +89,9 @@ class Rehearsal:
         return self.applied and not self.newly_liquidatable
 
 
-def _reason(e: Exception) -> str:
+def revert_message(e: Exception) -> str:
+    """The revert reason of a refused call (`ContractLogicError`, `Web3RPCError`): the
+    contract's message without the node's "execution reverted: " prefix."""
     text = str(e.args[0] if e.args else e)
     for prefix in ("execution reverted: ", "execution reverted"):
         if text.startswith(prefix):
@@ -123,7 +125,7 @@ def apply_calls(w3: Web3, calls: list[Call], actor: str | None) -> tuple[int, st
         try:
             w3.eth.call(tx)
         except (ContractLogicError, Web3RPCError) as e:
-            return i, _reason(e)
+            return i, revert_message(e)
         receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction({**tx, "gas": CALL_GAS}), timeout=60)
         if receipt["status"] != 1:
             return i, "reverted"
@@ -200,7 +202,7 @@ def rehearse(rpc: str, deployment: Deployment, calls: list[Call], actor: str | N
         try:
             result.after = client.margin_summaries(accounts, "latest")
         except (ContractLogicError, Web3RPCError) as e:
-            result.after_error = _reason(e)
+            result.after_error = revert_message(e)
             return result
         result.backstop_warning = backstop_after(w3, deployment)
     return result

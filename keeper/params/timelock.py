@@ -23,7 +23,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from keeper.chain.artifacts import load_artifact
 from keeper.errors import KeeperError
 from keeper.params.plan import CONTRACT_NAMES, Call, call_data
-from keeper.params.rehearsal import _reason
+from keeper.params.rehearsal import revert_message
 
 GRACE_PERIOD = 14 * 86400  # Timelock.vy
 RECEIPT_TIMEOUT = 120
@@ -196,7 +196,7 @@ class Sender:
         try:
             gas = call.estimate_gas({"from": self.address})
         except (ContractLogicError, Web3RPCError) as e:
-            raise TimelockError(f"{what} would revert: {_reason(e)}") from None
+            raise TimelockError(f"{what} would revert: {revert_message(e)}") from None
         tx = call.build_transaction({
             "from": self.address,
             "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from keeper.chain.anvil import DEV_ACCOUNTS, Anvil
 from keeper.chain.artifacts import compiler_version, load_artifact
@@ -37,8 +38,9 @@ from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import PricePath
+from keeper.params.rehearsal import revert_message
 from keeper.replay import option_books
-from keeper.replay.population import AccountSpec, make_population
+from keeper.replay.population import AccountSpec, make_population, trade_size
 from keeper.replay.report import ReplayReport, build_report
 from keeper.risk.margin import isolated_initial_margin, margin
 from keeper.units import WAD
@@ -161,11 +163,28 @@ Send = Callable[[Any, int], bytes]
 
 
 def confirm(w3, hashes: list, what: str) -> None:
-    """Wait for every transaction in `hashes`; ReplayError naming `what` if one reverted."""
+    """Wait for every transaction in `hashes`; ReplayError naming `what` and the revert reason
+    if one reverted."""
     for h in hashes:
         receipt = w3.eth.wait_for_transaction_receipt(h, timeout=60)
         if receipt["status"] != 1:
-            raise ReplayError(f"{what} reverted during setup (tx 0x{bytes(h).hex()})")
+            reason = revert_reason(w3, h, receipt["blockNumber"])
+            raise ReplayError(f"{what} reverted during setup: {reason} (tx 0x{bytes(h).hex()})")
+
+
+def revert_reason(w3, tx_hash, block: int) -> str:
+    """The reason a mined transaction reverted: the same call replayed on the state before its
+    block (`block`; set-up transactions are mined one per block), or a phrase saying it is
+    unknown."""
+    try:
+        tx = w3.eth.get_transaction(tx_hash)
+        call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": tx["gas"], "value": tx["value"]}
+        w3.eth.call(call, block_identifier=block - 1)
+    except (ContractLogicError, Web3RPCError) as e:
+        return revert_message(e)
+    except Exception as e:  # noqa: BLE001 - the reason is a courtesy: never hide the revert itself
+        return f"reason unknown ({e.__class__.__name__} replaying it)"
+    return "reason unknown (the call succeeds when replayed)"
 
 
 def spec_deposits(users: list[User], decimals: dict[str, int]) -> list[tuple[str, str, int]]:
@@ -225,7 +244,7 @@ def trade_all(
     trades = [(user, maker, m, s) for user, maker in pairs for m, s in _legs(user.spec, index)]
     for n, (user, maker, market_name, size_units) in enumerate(trades):
         market = deployment.markets[market_name]
-        size = int(round(size_units * 10**6)) * 10**12
+        size = trade_size(size_units)
         if size == 0:
             continue
         price = index[market_name.split("-")[0]]
@@ -441,15 +460,25 @@ class Replay:
         self._confirm(self._post_vols(0, now), "vol update")
         start = {s: float(self.opts.path.prices[0, i]) for i, s in enumerate(self.opts.path.symbols)}
         holders = [u for u in users if u.spec.options]
-        pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(holders)]
+        # the legs sized to the deployment's minimum position notional, at the index they trade at
+        prices = self.client.oracle.functions.index_prices().call()
+        index = {s.underlying: int(prices[s.price_id]) for s in self.series}
+        min_notional = self.client.engine.functions.min_position_notional().call()
+
+        def series_of(und: str, is_call: bool, multiple: float) -> option_books.ListedSeries:
+            return option_books.resolve_leg(self.series, und, is_call, multiple, start[und])
+
+        specs, fills = option_books.plan_option_fills(
+            [u.spec for u in holders], len(self.market_makers), index, min_notional, series_of
+        )
+        for u, spec in zip(holders, specs):
+            u.spec = spec
         hashes = option_books.option_trades(
             self._send,
             self.client.options,
             self.client.matching,
             self.deployment.chain_id,
-            pairs,
-            self.series,
-            start,
+            [(holders[f.holder], self.market_makers[f.maker], series_of(*f.leg[:3]), f.size) for f in fills],
             now + 86400,
         )
         self._confirm(hashes, "option trade")

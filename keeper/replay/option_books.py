@@ -21,9 +21,10 @@ keeper.risk.backtest.realised_vol, over the history keeper.marketdata.daily load
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -32,8 +33,9 @@ from keeper.chain.orders import OptionOrder, sign_option_order
 from keeper.chain.types import MarginSummary, SeriesState
 from keeper.errors import KeeperError
 from keeper.marketdata.daily import load_daily_history
+from keeper.replay.population import TRADE_UNIT, AccountSpec, trade_size
 from keeper.risk.backtest import realised_vol
-from keeper.units import WAD
+from keeper.units import WAD, ceil_div, mul_div_up
 
 SKEW = -0.1  # vol points per unit of ln(K / F): puts dearer, as crypto smiles usually are
 VOL_VALID_SECONDS = 3600
@@ -146,36 +148,113 @@ def vol_updates(series: Sequence[ListedSeries], vols: dict[str, float], now: int
     ]
 
 
+def min_position_units(min_notional: int, index: int) -> int:
+    """The least non-zero option position (WAD units of the underlying) a trade may leave, as
+    OptionMarket.trade judges it: ceil(min_notional x 1e18 / index), `min_notional` the engine's
+    `min_position_notional` (WAD USD) and `index` the underlying's index price (WAD)."""
+    return mul_div_up(min_notional, WAD, index)
+
+
+class OptionFill(NamedTuple):
+    """One option trade of the replay's set-up: `holder` (index into the population) trades
+    `size` (WAD units of the underlying, > 0 buys) of its leg `leg` against market maker `maker`
+    (index into the makers), who takes the opposite side."""
+
+    holder: int
+    maker: int
+    leg: tuple[str, bool, float, float]
+    size: int
+
+
+def _sign(x: int) -> int:
+    return 1 if x > 0 else -1
+
+
+def plan_option_fills(
+    specs: Sequence[AccountSpec],
+    makers: int,
+    index: dict[str, int],
+    min_notional: int,
+    series_key: Callable[[str, bool, float], Hashable] | None = None,
+) -> tuple[list[AccountSpec], list[OptionFill]]:
+    """Size and order the option legs of `specs` so that every trade leaves both sides flat or
+    at least the minimum notional (`min_position_units` of `min_notional` at `index`, WAD USD per
+    underlying, rounded up to the order grid TRADE_UNIT), as OptionMarket.trade requires.
+
+    Order: holders in population order, the j-th against maker j % `makers`, long legs first (the
+    shorts' margin is met with the wings in place). A leg below the minimum is raised to it. A
+    fill that would leave its maker a position below the minimum (the makers net many users'
+    legs) goes to the next maker it leaves flat or above it; with none, the leg is resized to
+    leave its own maker flat or at the minimum, whichever is nearer (it changes by less than
+    the minimum). `series_key` maps a leg (underlying, is_call, strike multiple) to the series
+    it trades (default: the leg itself). Returns the population with the legs as traded (specs
+    whose legs did not change are the same objects) and the fills in trading order."""
+    key_of = series_key or (lambda und, is_call, multiple: (und, is_call, multiple))
+    least = {u: ceil_div(min_position_units(min_notional, p), TRADE_UNIT) * TRADE_UNIT for u, p in index.items()}
+    held: dict[tuple[int, Hashable], int] = {}  # (holder, series) -> WAD
+    book: dict[tuple[int, Hashable], int] = {}  # (maker, series) -> WAD
+    out = list(specs)
+    fills = []
+
+    def fits(position: int, lo: int) -> bool:
+        return position == 0 or abs(position) >= lo
+
+    holders = [i for i, spec in enumerate(specs) if spec.options]
+    for j, i in enumerate(holders):
+        legs = list(specs[i].options)
+        for k in sorted(range(len(legs)), key=lambda k: legs[k][3] < 0):
+            und, is_call, multiple, units = legs[k]
+            size = trade_size(units)
+            if size == 0:
+                continue
+            key, lo = key_of(und, is_call, multiple), least[und]
+            mine = held.get((i, key), 0)
+            if not fits(mine + size, lo):
+                size = _sign(mine + size) * lo - mine
+            preferred = j % makers
+            order = [(preferred + d) % makers for d in range(makers)]
+            maker = next((m for m in order if fits(book.get((m, key), 0) - size, lo)), None)
+            if maker is None:
+                # the size nearest the leg's that leaves the maker flat or at the minimum
+                maker, position = preferred, book.get((preferred, key), 0)
+                nearest = sorted((position + d for d in (0, lo, -lo)), key=lambda c: abs(c - size))
+                size = next((c for c in nearest if c != 0 and fits(mine + c, lo)), 0)
+                if size == 0:
+                    raise OptionReplayError(
+                        f"cannot size the {und} {'call' if is_call else 'put'} x{multiple} leg of account {i} "
+                        "to the minimum position notional against any market maker"
+                    )
+            held[(i, key)] = mine + size
+            book[(maker, key)] = book.get((maker, key), 0) - size
+            fills.append(OptionFill(i, maker, legs[k], size))
+            if size != trade_size(units):
+                legs[k] = (und, is_call, multiple, size / WAD)
+        if tuple(legs) != specs[i].options:
+            out[i] = dataclasses.replace(specs[i], options=tuple(legs))
+    return out, fills
+
+
 def option_trades(
     send: Callable[[Any, int], bytes],
     market,
     matching,
     chain_id: int,
-    pairs: list,
-    series: list[ListedSeries],
-    start: dict[str, float],
+    fills: Sequence[tuple[Any, Any, ListedSeries, int]],
     deadline: int,
 ) -> list:
-    """Open each user's option legs against its market maker at the current on-chain mark
-    (within the trade price band by construction): `pairs` are (user, maker) as in
-    driver.trade_all; long legs first, so the shorts' margin is met with the wings in place.
-    Returns the transaction hashes."""
+    """Open each fill (user, maker, series, size: WAD units, > 0 the user buys) at the current
+    on-chain mark (within the trade price band by construction); `plan_option_fills` sizes and
+    orders them. Users and makers are driver.User. Returns the transaction hashes."""
     marks = [SeriesState.decode(s).mark for s in market.functions.series_states().call()]
     hashes = []
-    for user, maker in pairs:
-        legs = sorted(user.spec.options, key=lambda leg: leg[3] < 0)
-        for und, is_call, multiple, size_units in legs:
-            s = resolve_leg(series, und, is_call, multiple, start[und])
-            size = int(round(size_units * 10**6)) * 10**12
-            if size == 0:
-                continue
-            price = marks[s.series_id]
-            signed = []
-            for account, amount in ((user, size), (maker, -size)):
-                account.nonce += 1
-                order = OptionOrder(account.address, s.series_id, amount, price, account.nonce, deadline)
-                signed += [order.as_tuple(), sign_option_order(order, account.key, chain_id, matching.address)]
-            hashes.append(send(matching.functions.match_option_orders(*signed), OPTION_GAS))
+    for user, maker, s, size in fills:
+        price = marks[s.series_id]
+        signed = []
+        for account, amount in ((user, size), (maker, -size)):
+            account.nonce += 1
+            order = OptionOrder(account.address, s.series_id, amount, price, account.nonce, deadline)
+            signed += [order.as_tuple(), sign_option_order(order, account.key, chain_id, matching.address)]
+        hashes.append(send(matching.functions.match_option_orders(*signed), OPTION_GAS))
     return hashes
 
 

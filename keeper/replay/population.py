@@ -10,8 +10,9 @@ With `options=True` a share of the population holds option books (OPTION_KINDS):
 offsets the straddle's Black-76 delta), protective puts (long perpetual + long OTM put),
 risk-defined books (short ATM straddle + long 90/110 strangle, an iron butterfly), and call and
 put debit spreads. Option legs name a strike as a multiple of the starting index price; the
-replay maps it to the listed series nearest to it. Option books opt into health attestations
-(portfolio margin), all others keep the standard margin.
+replay maps it to the listed series nearest to it, and sizes the legs to the deployment's
+minimum position notional when it trades them (keeper.replay.option_books.plan_option_fills).
+Option books opt into health attestations (portfolio margin), all others keep the standard margin.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from keeper.units import WAD
 
 # kind -> share of the population
 KIND_WEIGHTS = {
@@ -41,6 +44,14 @@ OPTION_KINDS = {
     "put_spread": 0.04,
 }
 OPTION_DAYS = 30  # the listed expiry the population trades (config/options.yaml)
+# the replay orders sizes in millionths of a unit: WAD units of the underlying per step
+TRADE_UNIT = 10**12
+
+
+def trade_size(units: float) -> int:
+    """A spec size (whole units of the underlying, > 0 long) as the replay orders it: WAD, rounded
+    to the nearest TRADE_UNIT."""
+    return int(round(units * (WAD // TRADE_UNIT))) * TRADE_UNIT
 
 
 @dataclass(frozen=True)

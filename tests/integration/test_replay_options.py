@@ -19,9 +19,11 @@ from keeper.chain.verify import mismatches, verify_deployment
 from keeper.chain.volfeed import VolPostError, post_vols, vol_update
 from keeper.config import ConfigError, load_config
 from keeper.marketdata.prices import align, load_price_csv, parse_utc
-from keeper.replay.driver import Replay, ReplayOptions
-from keeper.replay.option_books import dev_keys
-from keeper.replay.population import OPTION_KINDS
+from keeper.replay import option_books
+from keeper.replay.driver import Replay, ReplayError, ReplayOptions
+from keeper.replay.option_books import OptionFill, dev_keys
+from keeper.replay.population import OPTION_KINDS, trade_size
+from keeper.units import WAD
 from tests.conftest import DATA_DIR, data_file
 
 OPTIONS_CONFIG = Path(__file__).resolve().parents[2] / "config" / "options.yaml"
@@ -207,3 +209,58 @@ def test_black_thursday_with_option_books(tmp_path):
     assert end["on_chain"]["im"] >= 0.25 * end["standard"]["im"] - 1
     # the counterfactual regimes were evaluated at every block, the start included
     assert len(o["steps"]) == report["blocks"] + 1
+
+
+def _documented_population(tmp_path, start: str, end: str) -> ReplayOptions:
+    """docs/replay.md's option replay population (100 accounts, seed 7) over [start, end)."""
+    eth = load_price_csv(data_file("eth_usdt_1h_binance_2018-01_2021-08.csv"))
+    btc = load_price_csv(data_file("btc_usdt_1h_binance_2018-01_2021-08.csv"))
+    for name in ("eth_usd_1d_coingecko.csv", "btc_usd_1d_coingecko.csv"):
+        data_file(name)
+    return ReplayOptions(
+        path=align({"ETH": eth, "BTC": btc}, parse_utc(start), parse_utc(end)),
+        accounts=100,
+        seed=7,
+        workdir=tmp_path,
+        options=True,
+        config=load_config(OPTIONS_CONFIG),
+        vol_data_dir=DATA_DIR,
+    )
+
+
+@pytest.mark.anvil
+def test_documented_option_population_opens_within_the_minimum_position_notional(tmp_path):
+    # seed 7 nets a market maker's ATM ETH put to $0.43 unless the fill goes elsewhere: the
+    # set-up reverted "options: position below minimum notional"
+    replay = Replay(_documented_population(tmp_path, "2021-05-18T00:00:00Z", "2021-05-18T02:00:00Z"))
+    try:
+        users = replay.setup()
+        minimum = replay.client.engine.functions.min_position_notional().call()
+        index = replay.client.oracle.functions.index_prices().call()
+        price_of = {s.series_id: index[s.price_id] for s in replay.series}
+        for account in [*(u.address for u in users), *(m.address for m in replay.market_makers)]:
+            (positions,) = replay.client.option_positions([account])
+            for series_id, size in positions.items():
+                assert size == 0 or abs(size) * price_of[series_id] >= minimum * WAD, (account, series_id, size)
+    finally:
+        replay.close()
+
+
+@pytest.mark.anvil
+def test_an_option_trade_that_reverts_names_its_reason(tmp_path, monkeypatch):
+    # the legs as the seed states them, each holder against one maker (the sizing this replaced)
+    def unsized(specs, makers, index, min_notional, series_key=None):
+        holders = [i for i, s in enumerate(specs) if s.options]
+        fills = [
+            OptionFill(i, j % makers, leg, trade_size(leg[3]))
+            for j, i in enumerate(holders)
+            for leg in sorted(specs[i].options, key=lambda leg: leg[3] < 0)
+        ]
+        return list(specs), fills
+
+    monkeypatch.setattr(option_books, "plan_option_fills", unsized)
+    replay = Replay(_documented_population(tmp_path, "2020-03-11T00:00:00Z", "2020-03-11T02:00:00Z"))
+    with pytest.raises(
+        ReplayError, match=r"^option trade reverted during setup: options: position below minimum notional \(tx 0x"
+    ):
+        replay.run()
