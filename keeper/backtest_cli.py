@@ -25,7 +25,7 @@ from keeper.risk.scenarios import ScenarioParams
 __all__ = ["main", "var_table"]
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),

@@ -40,7 +40,7 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler])
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="crossmargin-keeper", message="keeper %(version)s")
 @click.option(
     "--log-level",
@@ -56,6 +56,7 @@ def cli(log_level: str) -> None:
 @cli.command()
 @click.option(
     "--rpc",
+    "--rpc-url",
     "rpc_urls",
     multiple=True,
     metavar="URL",
@@ -242,7 +243,9 @@ def run(
 
 @cli.command()
 @click.argument("address")
-@click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")
+@click.option(
+    "--rpc", "--rpc-url", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL)."
+)
 @click.option(
     "--manifest",
     required=True,
@@ -622,7 +625,7 @@ def _attestation_service(client, tx, settings, metrics):
     show_default=True,
     help="Chain time between replay blocks.",
 )
-@click.option("--rpc", default=None, help="Use this RPC endpoint instead of starting Anvil.")
+@click.option("--rpc", "--rpc-url", default=None, help="Use this RPC endpoint instead of starting Anvil.")
 @click.option(
     "--config",
     "config_path",

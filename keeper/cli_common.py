@@ -39,6 +39,6 @@ def chain_options(fn):
         envvar="KEEPER_MANIFEST",
         help="Deployment manifest JSON (or KEEPER_MANIFEST).",
     )(fn)
-    return click.option("--rpc", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL).")(
-        fn
-    )
+    return click.option(
+        "--rpc", "--rpc-url", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL)."
+    )(fn)

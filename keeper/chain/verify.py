@@ -400,8 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     from keeper.chain.manifest import ManifestError, load_manifest
     from keeper.config import DEFAULT_CONFIG, ConfigError, load_config
 
-    @click.command()
-    @click.option("--rpc", required=True, envvar="KEEPER_RPC", help="JSON-RPC endpoint URL.")
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("--rpc", "--rpc-url", required=True, envvar="KEEPER_RPC", help="JSON-RPC endpoint URL.")
     @click.option("--manifest", required=True, type=click.Path(path_type=Path), help="Deployment manifest JSON.")
     @click.option(
         "--config",

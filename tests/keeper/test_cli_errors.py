@@ -185,3 +185,17 @@ def test_replay_bad_window_date(tmp_path):
 def test_replay_rejects_zero_accounts():
     out = keeper("replay", "--accounts", "0")
     assert_one_line_error(out, "--accounts")
+
+
+@pytest.mark.parametrize("command", [(), ("run",), ("account",), ("params",), ("params", "show"), ("dev",), ("replay",)])
+def test_short_help_flag(command):
+    """`-h` is `--help` on every command, as operators type it."""
+    short, long = keeper(*command, "-h"), keeper(*command, "--help")
+    assert short.returncode == 0 and short.stdout.startswith("Usage: ")
+    assert short.stdout == long.stdout
+
+
+def test_rpc_url_is_the_foundry_style_name_for_rpc(manifest):
+    """`--rpc-url` (forge, cast) is accepted wherever `--rpc` is, with the same one-line error."""
+    out = keeper("account", "0x" + "11" * 20, "--rpc-url", "http://127.0.0.1:9", "--manifest", str(manifest))
+    assert_one_line_error(out, "127.0.0.1:9")
