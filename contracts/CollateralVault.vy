@@ -93,13 +93,26 @@ struct Asset:
     total: uint256
 
 
+# The settings stored in `_settings`.
+struct Settings:
+    asset_count: uint256
+    settlement_priced: bool
+    settlement_price_id: uint256
+    depeg_threshold: uint256
+    depeg_factor: uint256
+
+
 SETTLEMENT_TOKEN: public(immutable(address))
 # @dev 10**(18 - settlement decimals): one token unit in WAD.
 SETTLEMENT_SCALE: public(immutable(uint256))
 ORACLE: public(immutable(address))
 
 engine: public(address)
-asset_count: public(uint256)
+# @dev The settings every margin check reads, one word (`_settings_now`): the asset count in
+#      bits 0-7, whether the settlement asset is priced in bit 8, its price id in bits 16-23,
+#      the depeg threshold in bits 64-127 and factor in bits 128-191 (each far inside its
+#      field by its setter's bounds: < MAX_ASSETS, < MAX_PRICE_IDS, <= 1e18, <= 3e18).
+_settings: uint256
 assets: public(HashMap[uint256, Asset])
 # @dev token -> asset id + 1 (0 = not listed).
 _asset_slot: HashMap[address, uint256]
@@ -116,16 +129,6 @@ option_market: public(address)
 # @dev Withdrawals per account while a health attestor is wired; part of the position version
 #      health attestations bind to.
 withdrawal_count: public(HashMap[address, uint256])
-# @dev Whether the settlement asset has a USD price id (False: cash counts 1:1, as before).
-settlement_priced: public(bool)
-# @dev Oracle price id of the settlement asset (WAD USD per token); meaningful when priced.
-settlement_price_id: public(uint256)
-# @dev WAD USD price below which positive cash takes the extra depeg haircut, in
-#      [MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD] once set (0 until then: cash at min(p, 1)).
-depeg_threshold: public(uint256)
-# @dev WAD multiplier of the shortfall (threshold - p) taken off each unit of positive cash,
-#      <= MAX_DEPEG_FACTOR.
-depeg_factor: public(uint256)
 # @dev The haircut in force when each asset's haircut last changed, and when: a cut phases in
 #      from it (`lib/ramp.vy`); `assets` holds the target, `haircut_now` the one in force.
 haircut_before: public(HashMap[uint256, uint256])
@@ -268,7 +271,8 @@ def list_asset(token: address, price_id: uint256, haircut: uint256, deposit_cap:
     roles._check_admin()
     assert token != SETTLEMENT_TOKEN, "vault: settlement token is cash"
     assert self._asset_slot[token] == 0, "vault: asset already listed"
-    asset_id: uint256 = self.asset_count
+    settings: Settings = self._settings_now()
+    asset_id: uint256 = settings.asset_count
     assert asset_id < constants.MAX_ASSETS, "vault: too many assets"
     assert haircut <= MAX_HAIRCUT, "vault: haircut out of bounds"
     decimals: uint256 = convert(staticcall IERC20Decimals(token).decimals(), uint256)
@@ -278,7 +282,8 @@ def list_asset(token: address, price_id: uint256, haircut: uint256, deposit_cap:
         token=token, decimals=decimals, price_id=price_id, haircut=haircut, deposit_cap=deposit_cap, total=0
     )
     self._asset_slot[token] = asset_id + 1
-    self.asset_count = asset_id + 1
+    settings.asset_count = asset_id + 1
+    self._store_settings(settings)
     log AssetListed(asset_id=asset_id, token=token, price_id=price_id, haircut=haircut, deposit_cap=deposit_cap)
     return asset_id
 
@@ -295,7 +300,7 @@ def set_asset_params(asset_id: uint256, haircut: uint256, deposit_cap: uint256):
     @param deposit_cap Token units; lowering it below current deposits only stops new ones.
     """
     roles._check_risk_admin()
-    assert asset_id < self.asset_count, "vault: unknown asset"
+    assert asset_id < self._settings_now().asset_count, "vault: unknown asset"
     assert haircut <= MAX_HAIRCUT, "vault: haircut out of bounds"
     self.haircut_before[asset_id] = self._haircut_now(asset_id, self.assets[asset_id].haircut)
     self.haircut_changed_at[asset_id] = block.timestamp
@@ -317,8 +322,10 @@ def set_settlement_price_id(price_id: uint256):
     price: uint256 = staticcall IOracle(ORACLE).index_price(price_id)
     assert price >= MIN_SETTLEMENT_PRICE and price <= MAX_SETTLEMENT_PRICE, "vault: settlement price out of bounds"
     assert price_id < constants.MAX_PRICE_IDS, "vault: price id out of bounds"
-    self.settlement_price_id = price_id
-    self.settlement_priced = True
+    settings: Settings = self._settings_now()
+    settings.settlement_price_id = price_id
+    settings.settlement_priced = True
+    self._store_settings(settings)
     log SettlementPriceIdSet(price_id=price_id, price=price)
 
 
@@ -334,8 +341,10 @@ def set_depeg_params(threshold: uint256, factor: uint256):
     roles._check_risk_admin()
     assert threshold >= MIN_DEPEG_THRESHOLD and threshold <= MAX_DEPEG_THRESHOLD, "vault: depeg threshold out of bounds"
     assert factor <= MAX_DEPEG_FACTOR, "vault: depeg factor out of bounds"
-    self.depeg_threshold = threshold
-    self.depeg_factor = factor
+    settings: Settings = self._settings_now()
+    settings.depeg_threshold = threshold
+    settings.depeg_factor = factor
+    self._store_settings(settings)
     log DepegParamsSet(threshold=threshold, factor=factor)
 
 
@@ -486,11 +495,12 @@ def _withdraw(token: address, amount: uint256, receiver: address):
     assert summary.equity >= convert(summary.initial_margin, int256), "vault: below initial margin"
     # without a settlement price positive cash counts at par (see `_cash_value`): collateral
     # may not leave an account with risk that leans on it (risk-free accounts withdraw freely)
-    if self.settlement_priced and token != SETTLEMENT_TOKEN and summary.initial_margin != 0 and self.cash[msg.sender] > 0:
+    settings: Settings = self._settings_now()
+    if settings.settlement_priced and token != SETTLEMENT_TOKEN and summary.initial_margin != 0 and self.cash[msg.sender] > 0:
         # one price id, not every index: a failed read is no price
         ok: bool = False
         answer: Bytes[32] = b""
-        ok, answer = raw_call(ORACLE, abi_encode(self.settlement_price_id, method_id=method_id("index_price(uint256)")), max_outsize=32, is_static_call=True, revert_on_failure=False)
+        ok, answer = raw_call(ORACLE, abi_encode(settings.settlement_price_id, method_id=method_id("index_price(uint256)")), max_outsize=32, is_static_call=True, revert_on_failure=False)
         assert ok and len(answer) == 32 and convert(answer, uint256) != 0, "vault: no settlement price"
     # a withdrawal changes the portfolio: health attestations signed before it lapse (with no
     # attestor wired there is nothing to void, and the write is saved)
@@ -580,7 +590,7 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
     self._check_engine()
     sold: bool = False
     settlement: uint256 = self._settlement_price(prices)
-    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
+    for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
         cash: int256 = self.cash[account]
         balance: uint256 = self.balances[account][asset_id]
         if cash >= 0:
@@ -662,7 +672,7 @@ def _collateral_value(account: address, prices: DynArray[uint256, constants.MAX_
     @dev sum over assets of floor(balance * price * haircut / (10**decimals * 1e18)), WAD USD.
     """
     value: uint256 = 0
-    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
+    for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
         amount: uint256 = self.balances[account][asset_id]
         if amount == 0:
             continue
@@ -679,9 +689,10 @@ def _settlement_price(prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> uin
     """
     @dev The settlement asset's WAD USD price in `prices`, 0 when unset, unavailable or absent.
     """
-    if not self.settlement_priced or self.settlement_price_id >= len(prices):
+    settings: Settings = self._settings_now()
+    if not settings.settlement_priced or settings.settlement_price_id >= len(prices):
         return 0
-    return prices[self.settlement_price_id]
+    return prices[settings.settlement_price_id]
 
 
 @internal
@@ -701,10 +712,75 @@ def _cash_value(cash: int256, prices: DynArray[uint256, constants.MAX_PRICE_IDS]
     if cash < 0:
         return -convert((convert(-cash, uint256) * max(p, constants.WAD) + constants.WAD - 1) // constants.WAD, int256)
     unit: uint256 = min(p, constants.WAD) * constants.WAD
-    threshold: uint256 = self.depeg_threshold
-    if p < threshold:
-        unit -= min(unit, self.depeg_factor * (threshold - p))
+    settings: Settings = self._settings_now()
+    if p < settings.depeg_threshold:
+        unit -= min(unit, settings.depeg_factor * (settings.depeg_threshold - p))
     return convert(convert(cash, uint256) * unit // (constants.WAD * constants.WAD), int256)
+
+
+@internal
+@view
+def _settings_now() -> Settings:
+    word: uint256 = self._settings
+    return Settings(
+        asset_count=word & 255,
+        settlement_priced=(word >> 8) & 1 == 1,
+        settlement_price_id=(word >> 16) & 255,
+        depeg_threshold=(word >> 64) & (2**64 - 1),
+        depeg_factor=(word >> 128) & (2**64 - 1),
+    )
+
+
+@internal
+def _store_settings(settings: Settings):
+    self._settings = settings.asset_count | (convert(settings.settlement_priced, uint256) << 8) | (settings.settlement_price_id << 16) | (settings.depeg_threshold << 64) | (settings.depeg_factor << 128)
+
+
+@external
+@view
+def asset_count() -> uint256:
+    """
+    @notice The number of listed collateral assets (ids 0 .. count - 1).
+    """
+    return self._settings_now().asset_count
+
+
+@external
+@view
+def settlement_priced() -> bool:
+    """
+    @notice Whether the settlement asset has a USD price id (False: cash counts 1:1 as USD).
+    """
+    return self._settings_now().settlement_priced
+
+
+@external
+@view
+def settlement_price_id() -> uint256:
+    """
+    @notice Oracle price id of the settlement asset (WAD USD per token); meaningful when priced.
+    """
+    return self._settings_now().settlement_price_id
+
+
+@external
+@view
+def depeg_threshold() -> uint256:
+    """
+    @notice WAD USD price below which positive cash takes the extra depeg haircut, in
+            [MIN_DEPEG_THRESHOLD, MAX_DEPEG_THRESHOLD] once set (0 until then: cash at min(p, 1)).
+    """
+    return self._settings_now().depeg_threshold
+
+
+@external
+@view
+def depeg_factor() -> uint256:
+    """
+    @notice WAD multiplier of the shortfall (threshold - p) taken off each unit of positive
+            cash, <= MAX_DEPEG_FACTOR.
+    """
+    return self._settings_now().depeg_factor
 
 
 @external
@@ -725,10 +801,11 @@ def price_mask(account: address) -> uint256:
             bit mask (bit i = price id i): the settlement asset's when it is priced (the depeg
             rule, whatever the balance) and each collateral asset's the account holds.
     """
+    settings: Settings = self._settings_now()
     mask: uint256 = 0
-    if self.settlement_priced:
-        mask = 1 << self.settlement_price_id
-    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
+    if settings.settlement_priced:
+        mask = 1 << settings.settlement_price_id
+    for asset_id: uint256 in range(settings.asset_count, bound=constants.MAX_ASSETS):
         if self.balances[account][asset_id] != 0:
             mask |= 1 << self.assets[asset_id].price_id
     return mask
@@ -772,7 +849,7 @@ def collateral_balances(account: address) -> DynArray[uint256, constants.MAX_ASS
     @notice An account's balance of every listed asset, in asset id order, token units.
     """
     out: DynArray[uint256, constants.MAX_ASSETS] = []
-    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
+    for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
         out.append(self.balances[account][asset_id])
     return out
 
@@ -783,7 +860,7 @@ def has_collateral(account: address) -> bool:
     """
     @notice Whether an account holds any listed asset.
     """
-    for asset_id: uint256 in range(self.asset_count, bound=constants.MAX_ASSETS):
+    for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
         if self.balances[account][asset_id] != 0:
             return True
     return False
