@@ -3,18 +3,22 @@ screening path `margin_float`, `isolated_initial_margin`, and the naive per-acco
 `margin_loop`, on seeded synthetic books (4 markets: ETH/BTC perpetual and future; 2 collateral
 assets: WETH 18 decimals, WBTC 8 decimals; the local config's rates and haircuts).
 
-    python -m benchmarks.risk_engine [--accounts 10000 100000] [--loop-accounts 10000] [--seed 7]
+    python -m benchmarks.risk_engine [--accounts 10000 100000] [--loop-accounts 10000] [--seed 7] [--json]
 
 The loop runs on the first `--loop-accounts` accounts only; its figure for larger books is
 extrapolated linearly and labelled so. Checks that the vectorized result equals the loop's on that
-subset (exits 1 otherwise). Prints figures; asserts nothing about speed.
+subset (exits 1 otherwise). Prints figures; asserts nothing about speed. With --json, also writes
+them to reports/risk-engine.json (the docs' table is rendered from there by bin/figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -34,6 +38,17 @@ from keeper.risk.margin import (
 
 WAD = 10**18
 INDEX_USD = (2_000, 30_000)  # ETH, BTC
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "risk-engine.json"
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# the report's name of each timed method, in the order of the printed table
+METHODS = (
+    "margin_first_call",
+    "margin",
+    "margin_float_first_call",
+    "margin_float",
+    "isolated_initial_margin",
+    "margin_loop",
+)
 
 
 def synthetic(n: int, seed: int) -> tuple[AccountBook, MarketTable, np.ndarray]:
@@ -96,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loop-accounts", type=int, default=10_000, help="accounts the naive loop runs on")
     ap.add_argument("--repeat", type=int, default=3, help="report the best of this many runs")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--json", action="store_true", help=f"also write the figures to {REPORT.relative_to(REPORT.parents[1])}"
+    )
     args = ap.parse_args(argv)
     if min(args.accounts) < 1 or args.loop_accounts < 1 or args.repeat < 1:
         ap.error("--accounts, --loop-accounts and --repeat must be positive")
@@ -107,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column, justify="right" if column not in ("method", "note") else "left")
 
     ok = True
+    report_rows = []
     for n in args.accounts:
         book, markets, prices = synthetic(n, args.seed)
         run = lambda fn, b=book: fn(b, markets, params, prices)  # noqa: E731
@@ -144,6 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         for method, seconds, note in rows:
             speed = f"{loop_full / seconds:,.1f}x"
             table.add_row(f"{n:,}", method, f"{seconds:.4f}", f"{n / seconds:,.0f}", speed, note)
+        report_rows.append(
+            {
+                "accounts": n,
+                "seconds": {name: seconds for name, (_, seconds, _) in zip(METHODS, rows)},
+                "loop_accounts": k,
+                "loop_extrapolated": k != n,
+                "exact_equals_loop": same,
+            }
+        )
         table.add_section()
         result = margin(book, markets, params, prices)
         cross = sum(result.initial_margin.tolist())
@@ -153,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
             f"${cross / 1e18:,.0f} vs isolated ${isolated / 1e18:,.0f} ({1 - cross / isolated:.1%} saved)"
         )
     console.print(table)
+    if args.json:
+        report = {
+            "markets": 4,
+            "collateral_assets": 2,
+            "seed": args.seed,
+            "repeat": args.repeat,
+            "threads": {name: os.environ.get(name) for name in THREAD_ENV},
+            "rows": report_rows,
+        }
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(json.dumps(report, indent=2) + "\n")
     if not ok:
         console.print("[red]vectorized margin differs from margin_loop[/red]")
         return 1

@@ -203,6 +203,70 @@ PORTFOLIO_REPORT = {
 }
 
 
+RISK_ENGINE_REPORT = {
+    "markets": 4,
+    "collateral_assets": 2,
+    "seed": 7,
+    "repeat": 3,
+    "rows": [
+        {
+            "accounts": 10_000,
+            "seconds": {
+                "margin_first_call": 0.05,
+                "margin": 0.025,
+                "margin_float_first_call": 0.0069,
+                "margin_float": 0.0016,
+                "isolated_initial_margin": 0.0047,
+                "margin_loop": 0.09,
+            },
+            "loop_accounts": 10_000,
+            "loop_extrapolated": False,
+        },
+        {
+            "accounts": 100_000,
+            "seconds": {
+                "margin_first_call": 0.5,
+                "margin": 0.36,
+                "margin_float_first_call": 0.073,
+                "margin_float": 0.0175,
+                "isolated_initial_margin": 0.0915,
+                "margin_loop": 0.72,
+            },
+            "loop_accounts": 10_000,
+            "loop_extrapolated": True,
+        },
+    ],
+}
+CHAIN_READS_REPORT = {
+    "accounts": 1_000,
+    "config": "replay-large.yaml",
+    "block": 4321,
+    "seconds": {"raw_batched": 0.3547, "raw_naive": 14.7, "summaries_batched": 0.2387, "summaries_naive": 3.96},
+    "receipt_gas": {"deposit USDC (6 dec)": 62_053},
+}
+
+
+OPERATOR_JOBS_REPORT = {
+    "config": "local.yaml",
+    "changes": "changes.example.yaml",
+    "deploy_steps": 30,
+    "deploy_gas": 15_912_345,
+    "handover_gas": 1_203_456,
+    "timelock_delay_s": 3600,
+    "rehearsal_s": 0.3468,
+    "rehearsal_accounts": 0,
+    "setters": [
+        {
+            "call": "engine.set_underlying_params",
+            "label": "underlying ETH",
+            "queue_gas": 56_123,
+            "execute_gas": 68_456,
+        },
+        {"call": "vault.set_asset_params", "label": "asset WETH", "queue_gas": 55_987, "execute_gas": 99_012},
+    ],
+}
+
+
 def options_report(start: str, end: str, option_liquidations: int, vol_source: dict[str, str]) -> dict:
     def kind(standard: float, portfolio: float) -> dict:
         return {"accounts": 3, "standard_im_usd": standard, "portfolio_im_usd": portfolio}
@@ -253,6 +317,45 @@ def test_portfolio_risk_table():
     assert got["100,000"] == ["2,220,000", "2,280 (extrapolated)", "972x"]
     with pytest.raises(figures.ReportError, match="not positive"):
         figures.render_portfolio_risk({**PORTFOLIO_REPORT, "rows": [{**PORTFOLIO_REPORT["rows"][0], "table_s": 0}]})
+
+
+def test_risk_engine_table():
+    got = [line.split(" | ") for line in figures.render_risk_engine(RISK_ENGINE_REPORT).splitlines()[2:]]
+    assert len(got) == 2 * len(figures.RISK_ENGINE_METHODS)
+    assert got[0] == ["| 10,000", "exact integer, vectorized (`margin`)", "400,000", "3.6x |"]
+    assert got[2][2:] == ["6,250,000", "56x |"]
+    assert got[5][1:] == ["per-account Python loop (`margin_loop`)", "111,000", "1.0x |"]
+    assert got[11][1:] == ["per-account Python loop (`margin_loop`) (extrapolated from 10,000)", "139,000", "1.0x |"]
+    old = json.loads(json.dumps(RISK_ENGINE_REPORT))
+    del old["rows"][1]["seconds"]["margin_first_call"]
+    with pytest.raises(figures.ReportError, match="seconds.margin_first_call"):
+        figures.render_risk_engine(old)
+
+
+def test_chain_reads_table():
+    got = rows(figures.render_chain_reads(CHAIN_READS_REPORT))
+    assert got["reading 1,000 accounts"] == ["seconds", "accounts / s"]
+    assert got[figures.CHAIN_READS["raw_batched"]] == ["0.355", "2,820"]
+    assert got[figures.CHAIN_READS["summaries_batched"]] == ["0.239", "4,190"]
+    assert got[figures.CHAIN_READS["raw_naive"]] == ["14.7", "68.0"]
+    with pytest.raises(figures.ReportError, match="seconds.raw_naive"):
+        figures.render_chain_reads({**CHAIN_READS_REPORT, "seconds": {"raw_batched": 1.0}})
+
+
+def test_operator_jobs_tables():
+    got = rows(figures.render_operator_jobs(OPERATOR_JOBS_REPORT))
+    assert got["deploy `config/local.yaml` (30 steps)"] == ["15,912,345 gas"]
+    assert got["hand its admin roles to a timelock (install, accept)"] == ["1,203,456 gas"]
+    assert got["rehearse `config/changes.example.yaml` on a fork (2 setter calls, 0 accounts)"] == ["0.35 s"]
+    assert got["`engine.set_underlying_params` (underlying ETH)"] == ["56,123", "68,456"]
+    assert got["`vault.set_asset_params` (asset WETH)"] == ["55,987", "99,012"]
+    with pytest.raises(figures.ReportError, match="setters"):
+        figures.render_operator_jobs({**OPERATOR_JOBS_REPORT, "setters": []})
+
+
+def test_replay_keeper_time_line():
+    line = figures.render_replay_keeper_time(OPTIONS_2020)
+    assert line == "2020-03-11 .. 2020-03-13, 100 accounts, 73 blocks: 105 ms median keeper time per block, 878 ms max."
 
 
 def test_option_replay_tables():
@@ -313,6 +416,9 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "black76-gas.json": BLACK76_REPORT,
         "option-margin-gas.json": OPTION_MARGIN_REPORT,
         "portfolio-risk.json": PORTFOLIO_REPORT,
+        "risk-engine.json": RISK_ENGINE_REPORT,
+        "chain-reads.json": CHAIN_READS_REPORT,
+        "operator-jobs.json": OPERATOR_JOBS_REPORT,
         "options-2020.json": OPTIONS_2020,
         "options-2021.json": OPTIONS_2021,
     }

@@ -280,6 +280,113 @@ def render_portfolio_risk(report: dict) -> str:
     return "\n".join(lines)
 
 
+# benchmarks.risk_engine's methods, in the order of the table, and what each one is
+RISK_ENGINE_METHODS = {
+    "margin": "exact integer, vectorized (`margin`)",
+    "margin_first_call": "the same, first call on a book (builds the per-market view)",
+    "margin_float": "float64 screen (`margin_float`)",
+    "margin_float_first_call": "the same, first call on a book (copies to float64)",
+    "isolated_initial_margin": "isolated initial margin, exact (`isolated_initial_margin`)",
+    "margin_loop": "per-account Python loop (`margin_loop`)",
+}
+
+
+def render_risk_engine(report: dict) -> str:
+    """Risk engine throughput (benchmarks.risk_engine --json): accounts per second of each method
+    and its speed against the per-account loop (3 and 2 significant figures)."""
+    _require(report, "rows")
+    rows = report["rows"]
+    if not isinstance(rows, list) or not rows:
+        raise ReportError("rows: not a non-empty list")
+    lines = ["| accounts | method | accounts / s | vs loop |", "|---|---|---|---|"]
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("seconds"), dict):
+            raise ReportError(f"rows: {row!r} is not an object with 'seconds'")
+        n = _int(row.get("accounts"), "accounts")
+        seconds = {key: _num(row["seconds"].get(key), f"seconds.{key}") for key in RISK_ENGINE_METHODS}
+        if min(seconds.values()) <= 0:
+            raise ReportError(f"rows: the timings of {n} accounts are not positive")
+        for key, label in RISK_ENGINE_METHODS.items():
+            if key == "margin_loop" and row.get("loop_extrapolated"):
+                label += f" (extrapolated from {_int(row.get('loop_accounts'), 'loop_accounts'):,})"
+            lines.append(
+                f"| {n:,} | {label} | {_sig(n / seconds[key])} | {_sig(seconds['margin_loop'] / seconds[key], 2)}x |"
+            )
+    return "\n".join(lines)
+
+
+# the ways benchmarks.chain reads the accounts, in the order of the table
+CHAIN_READS = {
+    "raw_batched": "raw state batched (`account_states` x200) + keeper valuation",
+    "raw_naive": "raw state, one call per account and field (naive)",
+    "summaries_batched": "contract margin via `MarginLens.margin_summaries` (x200)",
+    "summaries_naive": "contract `margin_summary`, one call per account (naive)",
+}
+
+
+def render_chain_reads(report: dict) -> str:
+    """Reading N accounts from Anvil at one block (benchmarks.chain --json): seconds and accounts
+    per second of each way."""
+    _require(report, "accounts", "seconds")
+    n = _int(report["accounts"], "accounts")
+    seconds = report["seconds"]
+    if not isinstance(seconds, dict):
+        raise ReportError("seconds: not a JSON object")
+    lines = [f"| reading {n:,} accounts | seconds | accounts / s |", "|---|---|---|"]
+    for key, label in CHAIN_READS.items():
+        t = _num(seconds.get(key), f"seconds.{key}")
+        if t <= 0:
+            raise ReportError(f"seconds.{key}: not positive")
+        lines.append(f"| {label} | {_sig(t)} | {_sig(n / t)} |")
+    return "\n".join(lines)
+
+
+def render_operator_jobs(report: dict) -> str:
+    """Deploy, timelock handover, rehearsal and timelock queue / execute (benchmarks.operator_jobs
+    --json): gas from receipts, the rehearsal's seconds."""
+    _require(
+        report, "config", "changes", "deploy_steps", "deploy_gas", "handover_gas", "rehearsal_s", "rehearsal_accounts"
+    )
+    setters = report.get("setters")
+    if not isinstance(setters, list) or not setters:
+        raise ReportError("setters: not a non-empty list")
+    rehearsal_s = _num(report["rehearsal_s"], "rehearsal_s")
+    lines = [
+        "| job | gas or time |",
+        "|---|---|",
+        f"| deploy `config/{report['config']}` ({_int(report['deploy_steps'], 'deploy_steps')} steps) | "
+        f"{_int(report['deploy_gas'], 'deploy_gas'):,} gas |",
+        f"| hand its admin roles to a timelock (install, accept) | {_int(report['handover_gas'], 'handover_gas'):,} gas |",
+        f"| rehearse `config/{report['changes']}` on a fork ({len(setters)} setter calls, "
+        f"{_int(report['rehearsal_accounts'], 'rehearsal_accounts')} accounts) | {_sig(rehearsal_s, 2)} s |",
+        "",
+        "| setter call, through the timelock | queue gas | execute gas |",
+        "|---|---|---|",
+    ]
+    for row in setters:
+        if not isinstance(row, dict):
+            raise ReportError(f"setters: {row!r} is not an object")
+        lines.append(
+            f"| `{row.get('call')}` ({row.get('label')}) | {_int(row.get('queue_gas'), 'queue_gas'):,} | "
+            f"{_int(row.get('execute_gas'), 'execute_gas'):,} |"
+        )
+    return "\n".join(lines)
+
+
+def render_replay_keeper_time(report: dict) -> str:
+    """The keeper's processing time per block in a `keeper replay --report` file, as one line."""
+    _require(report, "accounts", "blocks", "keeper", "price_path")
+    _require(report["keeper"], "processing_ms_median", "processing_ms_max")
+    _require(report["price_path"], "start", "end")
+    keeper = report["keeper"]
+    return (
+        f"{_period(report)}, {_int(report['accounts'], 'accounts'):,} accounts, "
+        f"{_int(report['blocks'], 'blocks'):,} blocks: "
+        f"{_num(keeper['processing_ms_median'], 'processing_ms_median'):,.0f} ms median keeper time per block, "
+        f"{_num(keeper['processing_ms_max'], 'processing_ms_max'):,.0f} ms max."
+    )
+
+
 # the option books of `keeper replay --options` (keeper.replay.population.OPTION_KINDS), as the
 # docs' table groups them; every other book kind is a perpetuals-and-futures one
 OPTION_BOOKS = {
@@ -442,6 +549,10 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
     "black76-gas": (("black76-gas.json",), render_black76_gas),
     "option-margin-gas": (("option-margin-gas.json",), render_option_margin_gas),
     "portfolio-risk": (("portfolio-risk.json",), render_portfolio_risk),
+    "risk-engine": (("risk-engine.json",), render_risk_engine),
+    "chain-reads": (("chain-reads.json",), render_chain_reads),
+    "operator-jobs": (("operator-jobs.json",), render_operator_jobs),
+    "replay-options-keeper": (("options-2020.json",), render_replay_keeper_time),
     "replay-options": (tuple(OPTION_REPLAYS), render_options_replay),
     "replay-options-books": (tuple(OPTION_REPLAYS), render_options_books),
 }
@@ -462,6 +573,9 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
     return {
         "gas.json": [python, "-m", "benchmarks.gas", "--json"],
         "portfolio-risk.json": [python, "-m", "benchmarks.portfolio_risk", "--json"],
+        "risk-engine.json": [python, "-m", "benchmarks.risk_engine", "--json"],
+        "chain-reads.json": [python, "-m", "benchmarks.chain", "--json"],
+        "operator-jobs.json": [python, "-m", "benchmarks.operator_jobs", "--json"],
         "black76-gas.json": [python, "-m", "benchmarks.black76_gas", "--json"],
         "option-margin-gas.json": [python, "-m", "benchmarks.option_margin_gas", "--json"],
         "black-thursday.json": [
