@@ -52,6 +52,27 @@ def funded(p: "BoaProtocol", dollars: int) -> "User":
     return user
 
 
+_last_liquidation: list = []
+
+
+def liquidate(p: "BoaProtocol", liquidator, account, *, strict: bool = True) -> tuple[int, list]:
+    """`MarginEngine.liquidate(account)` sent by `liquidator` (each a User or an address);
+    returns (the closed notional, the call's decoded logs: engine and vault). `strict=False`
+    keeps a log titanoboa cannot decode (raw) instead of raising. The logs are also kept until
+    the next successful call, for `last_liquidation_logs`."""
+    sender = liquidator if isinstance(liquidator, str) else liquidator.address
+    with boa.env.prank(sender):
+        notional = p.engine.liquidate(account if isinstance(account, str) else account.address)
+        logs = p.engine.get_logs(strict=strict)
+    _last_liquidation[:] = logs
+    return notional, logs
+
+
+def last_liquidation_logs(name: str) -> list:
+    """Events named `name` of the last successful `liquidate` (engine and vault)."""
+    return named(_last_liquidation, name)
+
+
 # Every transaction in its own block, as on a chain that mines each one (Anvil's automine): the
 # protocol refuses some things within one block (a liquidation of exposure opened in it), so
 # tests that mean one block say so with `same_block()`.
