@@ -5,7 +5,8 @@
 Each scenario runs on titanoboa (in-process EVM, every transaction in its own block as
 tests/boa_protocol.py arranges) against the default deployment: config/local.yaml deployed by
 `keeper.chain.deploy.deploy_protocol` (through `BoaProtocol.deploy`), with an option market from
-`OptionsKit` where a scenario needs one. The same scenario code runs twice in one invocation:
+`OptionsKit` where a scenario needs one (here, deploy_protocol's option steps with
+tests/config/option_tests.yaml's `options:` section, no attestor wired). The same scenario code runs twice in one invocation:
 here, on the working tree, and in a subprocess on a temporary detached worktree of the baseline
 revision (default 6771a1a, the design before the core2 redesign; removed afterwards), whose own
 keeper/ and tests/boa_protocol.py are imported. `Adapter` holds the only API difference the

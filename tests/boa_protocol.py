@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +13,11 @@ import boa
 from eth_account import Account
 
 from keeper.chain.artifacts import CONTRACTS, NAMES
-from keeper.chain.deploy import deploy_protocol
+from keeper.chain.deploy import config_echo, deploy_protocol
 from keeper.chain.deployment import Deployment
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
 from keeper.params.bounds import REQUIREMENT_RAMP
-from keeper.risk.scenarios import ScenarioParams, scenario_params_hash
 
 # config/local.yaml with position caps that do not bind (see the file)
 CONTRACT_TESTS_CONFIG = Path(__file__).resolve().parent / "config" / "contract_tests.yaml"
@@ -51,6 +52,27 @@ def funded(p: "BoaProtocol", dollars: int) -> "User":
     return user
 
 
+_last_liquidation: list = []
+
+
+def liquidate(p: "BoaProtocol", liquidator, account, *, strict: bool = True) -> tuple[int, list]:
+    """`MarginEngine.liquidate(account)` sent by `liquidator` (each a User or an address);
+    returns (the closed notional, the call's decoded logs: engine and vault). `strict=False`
+    keeps a log titanoboa cannot decode (raw) instead of raising. The logs are also kept until
+    the next successful call, for `last_liquidation_logs`."""
+    sender = liquidator if isinstance(liquidator, str) else liquidator.address
+    with boa.env.prank(sender):
+        notional = p.engine.liquidate(account if isinstance(account, str) else account.address)
+        logs = p.engine.get_logs(strict=strict)
+    _last_liquidation[:] = logs
+    return notional, logs
+
+
+def last_liquidation_logs(name: str) -> list:
+    """Events named `name` of the last successful `liquidate` (engine and vault)."""
+    return named(_last_liquidation, name)
+
+
 # Every transaction in its own block, as on a chain that mines each one (Anvil's automine): the
 # protocol refuses some things within one block (a liquidation of exposure opened in it), so
 # tests that mean one block say so with `same_block()`.
@@ -83,10 +105,9 @@ def same_block():
         _block_state["same_block"] -= 1
 
 
-@functools.lru_cache(maxsize=None)
 def deployer(name: str):
-    """Compiled once per test session."""
-    return boa.load_partial(str(CONTRACTS / NAMES[name]))
+    """Contract `name` (keeper.chain.artifacts.NAMES), compiled once per test session."""
+    return source_deployer(NAMES[name])
 
 
 class BoaBackend:
@@ -283,13 +304,73 @@ def sign_option_order(order: tuple, key: bytes, chain_id: int, matching: str) ->
     return sig
 
 
+# the options section the option tests deploy with (see the file): its signer is SIGNER_KEY's
+OPTION_TESTS_CONFIG = Path(__file__).resolve().parent / "config" / "option_tests.yaml"
+
+# steps of `deploy_protocol` (keeper.chain.deploy._deploy_options) that wire the option market
+# into the engine and the vault
+WIRING_STEPS = ("set_portfolio_modules", "set_option_market")
+
+
+class _OptionsBackend(BoaBackend):
+    """`BoaBackend` for adding the option market to a protocol deployed in the session, inside a
+    test's rolled-back state: every contract comes from a fresh sender (`deploy_unique`, so its
+    address was never used before in the session; the constructors take the admin as an
+    argument) and every call is sent by the protocol's admin, as `deploy_protocol` requires.
+    `skip`: names of calls not sent (an unwired market: `OptionsKit.deploy(wire=False)`)."""
+
+    def __init__(self, p: BoaProtocol, skip: tuple[str, ...] = ()):
+        self.admin = p.admin
+        self.skip = skip
+        # the protocol's own handles: a second handle on an address would replace the one
+        # titanoboa decodes that address's logs with (the engine's carries its delegate's events)
+        contracts = [p.oracle, p.vault, p.engine, p.lens, p.matching, p.usdc, *p.tokens.values(), *p.feeds.values()]
+        self.handles = {str(c.address).lower(): c for c in contracts}
+
+    def deploy(self, name: str, *args):
+        return deploy_unique(deployer(name), *args)
+
+    def transact(self, contract, fn: str, *args):
+        if fn in self.skip:
+            return None
+        with boa.env.prank(self.admin):
+            return getattr(contract, fn)(*args)
+
+    def at(self, name: str, address: str):
+        return self.handles.get(str(address).lower()) or deployer(name).at(address)
+
+    def view(self, contract, fn: str, *args):
+        return getattr(contract, fn)(*args)
+
+
+@functools.lru_cache(maxsize=None)
+def option_tests_options():
+    """The `options:` section of tests/config/option_tests.yaml (an OptionsConfig)."""
+    return load_config(OPTION_TESTS_CONFIG).options
+
+
 @dataclass
 class OptionsKit:
-    """An OptionMarket, its VolFeed and (optionally) a HealthAttestor, wired into a BoaProtocol:
-    the engine counts the market's positions, the vault lets it move cash, and the attestor reads
-    `position_version` from the engine. `signer` signs vol updates and attestations (1 of 1)."""
+    """An OptionMarket, its VolFeed and HealthAttestor added to a BoaProtocol by
+    `keeper.chain.deploy.deploy_protocol` with the `options:` section of
+    tests/config/option_tests.yaml, as `keeper deploy` deploys them: the protocol's deployment
+    record is resumed (its core steps are done) with that section, so the option steps run
+    exactly as in a full deployment (contracts, parameters, signer sets, wiring). The kit's
+    contracts are those of the resulting record, `deployment`. `signer` (SIGNER_KEY, the config's
+    1-of-1 signer of both sets) signs vol updates and attestations.
+
+    Two exceptions to what a user's deployment produces, both for what tests check:
+    - `attestor=False` (the default): the user path always wires its HealthAttestor; the kit then
+      turns it off as governance can (`engine.set_portfolio_modules(market, 0)`), so these tests
+      see an engine that consults no attestor and counts no position versions. `attestor` is
+      None.
+    - `wire=False`: the wiring steps (WIRING_STEPS) are not sent, so that tests can check an
+      option market the engine and vault do not use yet, and wire it later (`wire`)."""
+
+    SIGNER_KEY = bytes(range(1, 33))
 
     p: BoaProtocol
+    deployment: Deployment
     market: object
     vol_feed: object
     attestor: object | None
@@ -297,34 +378,41 @@ class OptionsKit:
 
     @classmethod
     def deploy(cls, p: BoaProtocol, attestor: bool = False, wire: bool = True) -> "OptionsKit":
-        signer = Account.from_key(bytes(range(1, 33)))
-        vol_feed = deploy_unique(source_deployer("VolFeed.vy"), p.admin, [signer.address], 1)
-        liquidation = deploy_unique(source_deployer("OptionLiquidation.vy"), p.engine.address, vol_feed.address)
-        market = deploy_unique(
-            source_deployer("OptionMarket.vy"), p.admin, p.engine.address, vol_feed.address, liquidation.address
+        signer = Account.from_key(cls.SIGNER_KEY)
+        options = option_tests_options()
+        assert options.vol_feed.signers.signers == options.attestation.signers.signers == (signer.address,)
+        config = dataclasses.replace(p.config, options=options)
+        progress = copy.deepcopy(p.deployment)  # the session's record of the core stays as it is
+        progress.parameters = config_echo(config)
+        backend = _OptionsBackend(p, skip=() if wire else WIRING_STEPS)
+        dep = deploy_protocol(backend, config, p.admin, boa.env.evm.patch.chain_id, progress=progress)
+        if not wire:
+            for step in WIRING_STEPS:  # recorded as done, but not sent
+                del dep.steps[step]
+        market = with_delegate_events(
+            deployer("OptionMarket").at(dep.option_market), deployer("OptionLiquidation").at(dep.option_liquidation)
         )
-        with_delegate_events(market, liquidation)
-        att = None
-        if attestor:
-            att = deploy_unique(
-                source_deployer("HealthAttestor.vy"),
-                p.admin,
-                p.engine.address,
-                p.oracle.address,
-                [signer.address],
-                1,
-                scenario_params_hash(ScenarioParams()),  # the defaults = config/portfolio_margin.yaml
-            )
-        kit = cls(p, market, vol_feed, att, signer)
-        if wire:
-            kit.wire()
+        kit = cls(
+            p,
+            dep,
+            market,
+            deployer("VolFeed").at(dep.vol_feed),
+            deployer("HealthAttestor").at(dep.health_attestor) if attestor else None,
+            signer,
+        )
+        if wire and not attestor:
+            with boa.env.prank(p.admin):
+                p.engine.set_portfolio_modules(market.address, ZERO_ADDRESS)
         return kit
 
     def wire(self) -> None:
+        """What `deploy_protocol`'s wiring steps do (for a kit deployed with `wire=False`): the
+        engine counts the market (and uses the attestor, if the kit has one), then the vault
+        lets the market move cash."""
         with boa.env.prank(self.p.admin):
-            self.p.vault.set_option_market(self.market.address)
             attestor = self.attestor.address if self.attestor is not None else ZERO_ADDRESS
             self.p.engine.set_portfolio_modules(self.market.address, attestor)
+            self.p.vault.set_option_market(self.market.address)
 
     def attestation(self, account: str, im: int, mm: int, validity: int = 600):
         """A HealthAttestation of (IM, MM) WAD USD for `account` now, at its current position version

@@ -9,8 +9,6 @@ ETH IM 10% / MM 5%, penalty 2% ramping to 2.5% over 3600 s, liquidator share 50%
 
 from __future__ import annotations
 
-import boa
-
 from tests.boa_protocol import WAD, ceil_div
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
@@ -28,14 +26,6 @@ def size(p, user, market) -> int:
 
 def long_sum(p, users, market) -> int:
     return sum(max(size(p, u, market), 0) for u in users)
-
-
-def liquidate(p, liquidator, account):
-    """Liquidate as `liquidator`; returns (notional, logs of the call, engine and vault)."""
-    with boa.env.prank(liquidator.address):
-        notional = p.engine.liquidate(account.address)
-        logs = p.engine.get_logs()
-    return notional, logs
 
 
 def close_step(equity, mm_total, mm_u, gross_u, size_, price, *, penalty_rate):

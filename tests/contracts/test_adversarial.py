@@ -35,6 +35,7 @@ from tests.boa_protocol import (
     deploy_unique,
     deployer,
     events,
+    liquidate,
     named,
     now,
     replace_feeds,
@@ -81,15 +82,6 @@ def summary(p, who) -> tuple:
 
 def meets_im(p, who) -> bool:
     return p.engine.meets_initial_margin(who if isinstance(who, str) else who.address)
-
-
-def liquidate(p, liquidator, account):
-    """Liquidate as `liquidator`; returns (notional, logs of the call, engine and vault)."""
-    who = liquidator if isinstance(liquidator, str) else liquidator.address
-    with boa.env.prank(who):
-        notional = p.engine.liquidate(account if isinstance(account, str) else account.address)
-        logs = p.engine.get_logs()
-    return notional, logs
 
 
 def world(p, *accounts) -> dict:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, ceil_div, named
-from tests.contracts.default_listing import BTC_PERP, ETH_PERP, PENALTY, SCALE, SHARE, USDC, close_step, liquidate
+from tests.boa_protocol import WAD, ceil_div, liquidate, named
+from tests.contracts.default_listing import BTC_PERP, ETH_PERP, PENALTY, SCALE, SHARE, USDC, close_step
 
 
 def accounting(p, users) -> int:

@@ -171,7 +171,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from keeper.params import bounds
 from tests import profiles
-from tests.boa_protocol import WAD, named, now, same_block
+from tests.boa_protocol import WAD, liquidate, named, now, same_block
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 ETH, BTC = 0, 1  # price ids
@@ -196,12 +196,6 @@ def set_eth(p, answer8: int) -> None:
 
 def equity(p, user) -> int:
     return p.engine.margin_summary(user.address).equity
-
-
-def liquidate(p, liquidator, account) -> list:
-    with boa.env.prank(liquidator.address):
-        p.engine.liquidate(account.address)
-        return p.engine.get_logs(strict=False)
 
 
 def waterfall(p) -> int:
@@ -238,7 +232,7 @@ def test_finding1_insolvent_account_cannot_pay_colluder(protocol):
     assert e.positions(a.address, ETH_PERP).size == 50 * WAD
     assert equity(p, a) == -500 * WAD
 
-    logs = liquidate(p, keeper, a)
+    _, logs = liquidate(p, keeper, a, strict=False)
     (cover,) = named(logs, "DeficitCovered")
     assert cover.from_insurance + cover.bad_debt == 500 * WAD
     assert waterfall(p) - paid0 == 500 * WAD
@@ -376,7 +370,7 @@ def test_finding4_same_block_gap_front_run(protocol):
     assert e.positions(v.address, ETH_PERP).size == 50 * WAD
 
     boa.env.time_travel(blocks=1)
-    liquidate(p, keeper, v)
+    liquidate(p, keeper, v, strict=False)
     loss = waterfall(p) - paid0
     allowance = sum(gap_allowance_notional(g, 2000 * WAD, 1400 * WAD, MM_RATE) for g in gross.values())
     assert loss <= allowance

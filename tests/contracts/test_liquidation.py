@@ -9,7 +9,8 @@ from fractions import Fraction
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, ceil_div
+from tests.boa_protocol import WAD, ceil_div, liquidate
+from tests.boa_protocol import last_liquidation_logs as logged
 
 ETH_PERP, ETH_FUT, BTC_PERP, BTC_FUT = 0, 1, 2, 3
 MM = 5 * 10**16
@@ -33,22 +34,6 @@ def close_step(equity, mm_total, mm_u, gross_u, size, price, *, target=TARGET, p
     closed = ceil_div(amount * price, WAD)
     penalty = min(ceil_div(closed * penalty_rate, WAD), max(equity, 0))
     return amount, closed, penalty, penalty * share // WAD
-
-
-_LOGS: list = []
-
-
-def liquidate(p, liquidator, account):
-    """Liquidate as `liquidator`; returns the closed notional and keeps the call's logs for `logged`."""
-    with boa.env.prank(liquidator.address):
-        notional = p.engine.liquidate(account.address)
-        _LOGS[:] = p.engine.get_logs()
-    return notional
-
-
-def logged(name: str) -> list:
-    """Events named `name` of the last successful `liquidate` (engine and vault)."""
-    return [x for x in _LOGS if type(x).__name__ == name]
 
 
 def cash_settled() -> list:
@@ -145,7 +130,7 @@ def test_partial_liquidation_exact(setup):
     assert 0 < amount < 40 * WAD
     liq_cash, fund = v.cash(liq.address), v.insurance_fund()
 
-    notional = liquidate(p, liq, a)
+    notional = liquidate(p, liq, a)[0]
 
     assert notional == closed
     (ev,) = logged("Liquidation")
@@ -198,7 +183,7 @@ def test_penalty_split_follows_liquidator_share(setup):
     amount, closed, penalty, share = close_step(equity, mm, mm, gross, 40 * WAD + 3, price, share=3 * 10**17)
     assert (closed * PENALTY) % WAD != 0  # the penalty really rounds up
     liq_cash, fund = v.cash(liq.address), v.insurance_fund()
-    assert liquidate(p, liq, a) == closed
+    assert liquidate(p, liq, a)[0] == closed
     assert v.cash(liq.address) - liq_cash == penalty * 3 // 10 == share
     assert v.insurance_fund() - fund == penalty - share
     assert logged("Liquidation")[0].penalty == penalty
@@ -216,7 +201,7 @@ def test_most_margin_intensive_underlying_first(setup):
     mm_btc = charge(WAD // 10, 30000 * WAD, MM)
     assert e.margin_summary(a.address)[:3:2] == (equity, mm_eth + mm_btc)
     amount, closed, _, _ = close_step(equity, mm_eth + mm_btc, mm_eth, 40 * 1820 * WAD, 40 * WAD, 1820 * WAD)
-    assert liquidate(p, liq, a) == closed
+    assert liquidate(p, liq, a)[0] == closed
     assert [x.market for x in logged("PositionLiquidated")] == [ETH_PERP]
     assert e.positions(a.address, ETH_PERP).size == 40 * WAD - amount
     assert e.positions(a.address, BTC_PERP).size == WAD // 10  # untouched
@@ -256,7 +241,7 @@ def test_first_underlying_closed_fully_then_next_partially(setup):
     amount2, closed2, pen2, share2 = close_step(equity, mm_btc, mm_btc, 29000 * WAD, WAD, 29000 * WAD)
     assert 0 < amount2 < WAD
     fund = v.insurance_fund()
-    assert liquidate(p, liq, a) == closed1 + closed2
+    assert liquidate(p, liq, a)[0] == closed1 + closed2
     moved = logged("PositionLiquidated")
     assert [(x.market, x.size) for x in moved] == [(ETH_PERP, 40 * WAD), (BTC_PERP, amount2)]
     assert e.open_markets(a.address) == [BTC_PERP]
@@ -277,7 +262,7 @@ def test_short_position_partial_liquidation(setup):
     mm = charge(40 * WAD, 2170 * WAD, MM)
     assert equity < mm
     amount, closed, _, _ = close_step(equity, mm, mm, 40 * 2170 * WAD, -40 * WAD, 2170 * WAD)
-    assert liquidate(p, liq, a) == closed
+    assert liquidate(p, liq, a)[0] == closed
     assert e.positions(a.address, ETH_PERP).size == -(40 * WAD - amount)
     assert e.positions(liq.address, ETH_PERP).size == -amount
     assert logged("PositionLiquidated")[0].size == -amount
@@ -303,7 +288,7 @@ def test_deep_underwater_with_bad_debt(setup):
     assert p.equity(a.address) == -555 * WAD
     liq_cash = v.cash(liq.address)
     assert v.insurance_fund() == 0
-    assert liquidate(p, liq, a) == 17_000 * WAD
+    assert liquidate(p, liq, a)[0] == 17_000 * WAD
     # negative equity: no penalty at all (2% of 17000 would have been 340)
     # WETH sold at 1700 * (1 - min(2%, 15%/2)) = 1666
     (sale,) = logged("CollateralLiquidated")
@@ -388,7 +373,7 @@ def test_capped_penalty_leaves_collateral_backed_cash(setup):
     # 1840 + 1445 - 3000 = 285 < MM 850; 2% of 17000 = 340 > 285
     assert e.margin_summary(a.address)[::2] == (285 * WAD, 850 * WAD)
     fund, liq_cash = v.insurance_fund(), v.cash(liq.address)
-    assert liquidate(p, liq, a) == 17_000 * WAD
+    assert liquidate(p, liq, a)[0] == 17_000 * WAD
     ev = logged("Liquidation")[0]
     assert (ev.penalty, ev.health_after) == (285 * WAD, MAX_UINT)
     assert v.insurance_fund() - fund == 285 * WAD - 285 * WAD // 2
@@ -410,7 +395,7 @@ def test_account_without_positions_and_negative_equity(setup):
         v.settle_cash(a.address, -1500 * WAD)  # equity = -1500 + 1700 = 200... at 2000
     p.set_price("ETH", 1700)  # -1500 + 1445 = -55
     assert p.engine.is_liquidatable(a.address)
-    assert liquidate(p, liq, a) == 0
+    assert liquidate(p, liq, a)[0] == 0
     (sale,) = logged("CollateralLiquidated")
     assert sale.payment >= 1500 * WAD
     assert v.cash(a.address) >= 0
@@ -472,7 +457,7 @@ def test_liquidation_leaves_expired_unsettled_future_for_settlement(setup):
     assert (amount, closed, penalty) == (10 * WAD, 18_200 * WAD, 364 * WAD)
     liq_cash, fund = v.cash(liq.address), v.insurance_fund()
 
-    assert liquidate(p, liq, a) == closed
+    assert liquidate(p, liq, a)[0] == closed
 
     (moved,) = logged("PositionLiquidated")
     assert (moved.market, moved.size, moved.price) == (ETH_PERP, 10 * WAD, price)
@@ -518,7 +503,7 @@ def test_penalty_capped_at_small_positive_equity(setup):
     assert ceil_div(closed * PENALTY, WAD) == 360 * WAD > penalty == 200 * WAD
     liq_cash, fund = v.cash(liq.address), v.insurance_fund()
 
-    assert liquidate(p, liq, a) == closed
+    assert liquidate(p, liq, a)[0] == closed
 
     ev = logged("Liquidation")[0]
     assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (
@@ -555,7 +540,7 @@ def test_penalty_cap_spans_underlyings(setup):
     assert (amount2, pen2) == (WAD, 0)
     liq_cash, fund = v.cash(liq.address), v.insurance_fund()
 
-    assert liquidate(p, liq, a) == closed1 + closed2
+    assert liquidate(p, liq, a)[0] == closed1 + closed2
 
     assert [(x.market, x.size) for x in logged("PositionLiquidated")] == [(ETH_PERP, 40 * WAD), (BTC_PERP, WAD)]
     assert logged("Liquidation")[0].penalty == pen1 == 1200 * WAD
@@ -590,7 +575,7 @@ def test_negative_equity_pays_no_penalty(setup):
     )
     liq_cash = v.cash(liq.address)
 
-    assert liquidate(p, liq, a) == 17_800 * WAD
+    assert liquidate(p, liq, a)[0] == 17_800 * WAD
 
     ev = logged("Liquidation")[0]
     assert (ev.notional, ev.penalty, ev.health_before, ev.health_after) == (17_800 * WAD, 0, 0, MAX_UINT)
@@ -654,7 +639,7 @@ def test_event_penalty_is_liquidator_share_plus_fund_increase(setup, capped):
     assert (pen1 * ODD_SHARE) % WAD != 0  # the split really floors
     liq_cash, fund = v.cash(liq.address), v.insurance_fund()
 
-    assert liquidate(p, liq, a) == closed1 + closed2
+    assert liquidate(p, liq, a)[0] == closed1 + closed2
 
     ev = logged("Liquidation")[0]
     assert ev.penalty == pen1 + pen2
@@ -681,7 +666,7 @@ def _ladder(p, prices, target):
     for px in prices:
         p.set_price("ETH", px)
         if p.engine.is_liquidatable(a.address):
-            notionals.append(liquidate(p, liq, a))
+            notionals.append(liquidate(p, liq, a)[0])
             penalties.append(logged("Liquidation")[0].penalty)
     # every penalty is ceil(2% of notional) and the fund got exactly its half of each
     assert penalties == [ceil_div(n * PENALTY, WAD) for n in notionals]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, ceil_div, events, named, now
+from tests.boa_protocol import WAD, ceil_div, events, liquidate, named, now
 from tests.contracts.default_listing import (
     BTC,
     ETH,
@@ -22,7 +22,6 @@ from tests.contracts.default_listing import (
     RAMP,
     SHARE,
     close_step,
-    liquidate,
     refresh_feeds,
     size,
 )

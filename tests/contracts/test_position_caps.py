@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import boa
 
-from tests.boa_protocol import WAD, events, named, now
+from tests.boa_protocol import WAD, events, liquidate, named, now
 from tests.contracts.default_listing import (
     BTC_FUT,
     BTC_PERP,
@@ -18,7 +18,6 @@ from tests.contracts.default_listing import (
     ETH_PERP,
     PENALTY,
     close_step,
-    liquidate,
     long_sum,
     refresh_feeds,
     size,
