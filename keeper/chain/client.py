@@ -134,12 +134,15 @@ class ProtocolClient:
         self._lens_batches = True  # False once the lens turns out to predate the batched module views
 
     def check_chain(self) -> None:
-        """Raise ChainError if the endpoint is another chain or has no engine at the address."""
-        chain_id = self.w3.eth.chain_id
-        if chain_id != self.deployment.chain_id:
-            raise ChainError(f"RPC is chain {chain_id} but the manifest is for chain {self.deployment.chain_id}")
-        if not self.w3.eth.get_code(self.deployment.engine):
-            raise ChainError(f"no contract at the manifest's engine address {self.deployment.engine}")
+        """Raise ChainError if the endpoint is another chain or has no engine at the address
+        (the first of `keeper.chain.startup`'s checks, which `keeper run` runs in full)."""
+        from keeper.chain.startup import chain_problem, code_problems
+
+        problem = chain_problem(self.w3, self.deployment)
+        if problem is None:
+            problem = next(iter(code_problems(self.w3, self.deployment, only=("engine",))), None)
+        if problem is not None:
+            raise ChainError(problem)
 
     # ------------------------------------------------------------------ parameters
 
