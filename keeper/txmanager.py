@@ -413,3 +413,53 @@ class TxManager:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class DryRunTx:
+    """The transaction manager of `keeper run --dry-run`: the same reads, no key, no journal, and
+    nothing signed or sent. `send` simulates the call with eth_call from `address` at the latest
+    block, logs what would be sent and returns None (as for a key already in flight). The
+    liquidator logs its own liquidations (with the expected reward) and does not call `send`."""
+
+    def __init__(self, w3: Web3, address: str):
+        self.w3 = w3
+        self.address = Web3.to_checksum_address(address)
+        self.chain_id = w3.eth.chain_id
+        self.sent = 0
+
+    def reconcile(self) -> list[Outcome]:
+        return []
+
+    def poll(self, block: int) -> list[Outcome]:
+        return []
+
+    def resync_nonce(self) -> None:
+        pass
+
+    def pending_keys(self) -> set[str]:
+        return set()
+
+    def balance(self) -> int:
+        return self.w3.eth.get_balance(self.address)
+
+    def send(self, call, gas_estimate: int, key: str | None = None) -> None:
+        try:
+            result = call.call({"from": self.address}, block_identifier="latest")
+            outcome = f"simulated result {result!r}"
+        except Exception as e:  # noqa: BLE001 - a dry run reports the revert instead of sending
+            outcome = f"simulation reverted ({getattr(e, 'message', None) or e})"
+        log.info(
+            "dry-run: would send %s (%s, gas estimate %d); %s; not sent",
+            key or "a transaction", call.fn_name, gas_estimate, outcome,
+            extra={"key": key, "gas": gas_estimate, "dry_run": True},
+        )  # fmt: skip
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> DryRunTx:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
