@@ -105,7 +105,7 @@ def _always(value: Any) -> Any:
 Bool = Annotated[bool, BeforeValidator(_bool)]
 OptPath = Annotated[Path | None, BeforeValidator(_path)]
 EnvName = Annotated[str, AfterValidator(_identifier)]
-Url = Annotated[str, Field(pattern=r"^https?://\S*$")]
+Url = Annotated[str, Field(pattern=r"^(https?|wss?)://\S*$")]
 
 
 class GasSettings(BaseModel):
@@ -233,7 +233,7 @@ def _message(e: ValidationError, values: Mapping[str, Any], source: str) -> str:
     if p.kind == "value_error":
         return f"{where}: {p.text}"
     if name == "rpc_urls" and len(p.loc) > 1:  # one URL of the list
-        return f"{where}: an RPC URL must start with http:// or https://, got {p.value!r}"
+        return f"{where}: an RPC URL must start with http://, https://, ws:// or wss://, got {p.value!r}"
     raw = values[section][name] if section else values[name]  # type: ignore[index]  # as given
     if name in _WORDING:
         return f"{where}: {_WORDING[name]}, got {_listed(raw) if name in _LISTS else raw!r}"
