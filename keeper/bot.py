@@ -225,6 +225,8 @@ class BotStats:
     settlement_errors: int = 0
     account_errors: int = 0  # per-account failures (RPC error, timeout, unexpected revert), isolated
     below_gas: int = 0  # liquidatable accounts at the last block whose reward cannot pay the gas
+    dry_run: bool = False  # `keeper run --dry-run`: liquidations simulated and logged, never sent
+    would_liquidate: int = 0  # dry run: liquidations that would have been sent
 
 
 @dataclass
@@ -279,6 +281,13 @@ class Liquidator:
     backoff: dict[str, tuple[int, int]] = field(default_factory=dict)
     _unfinished: bool = False  # the last process_block raised: process the same head again
     _below_gas_logged: int = 0
+    # `keeper run --dry-run`: judge every account as usual, but log each liquidation that would
+    # be sent (account, expected reward, gas estimate, simulated result) instead of sending it
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        self.stats.dry_run = self.dry_run
+        self.metrics.dry_run.set(1 if self.dry_run else 0)
 
     @property
     def address(self) -> str:
@@ -588,7 +597,21 @@ class Liquidator:
     def _skip(self, account: str, reason: str, why: str, level: int = logging.INFO) -> None:
         self.stats.skipped += 1
         self.metrics.skipped.labels(reason=reason).inc()
-        log.log(level, "skip %s (%s): %s", account, reason, why, extra={"account": account, "reason": reason})
+        log.log(
+            level, "%sskip %s (%s): %s", "dry-run: " if self.dry_run else "", account, reason, why,
+            extra={"account": account, "reason": reason},
+        )  # fmt: skip
+
+    def _would_liquidate(self, account: str, call, notional: int, reward: int, profit: int, gas: int) -> None:
+        """Dry run: what `_liquidate` would send, logged and counted instead."""
+        self.stats.would_liquidate += 1
+        self.metrics.dry_run_liquidations.inc()
+        log.info(
+            "dry-run: would liquidate %s with %s (simulated at the latest block from %s: notional %.2f USD; expected reward %.2f USD, expected profit %.2f USD, gas estimate %d); not sent",
+            account, call.fn_name, self.address, notional / WAD, reward / WAD, profit / WAD, gas,
+            extra={"account": account, "dry_run": True, "function": call.fn_name, "notional_usd": notional / WAD,
+                   "reward_usd": reward / WAD, "profit_usd": profit / WAD, "gas": gas},
+        )  # fmt: skip
 
     def _liquidate(self, account: str, equity: int, head, eth_price: int, collateral_gain: int = 0) -> None:
         """Simulate, price and send one account's liquidation. The reward is the liquidator's
@@ -629,6 +652,9 @@ class Liquidator:
                 account, "unprofitable",
                 f"reward {reward / WAD:.2f} USD <= gas {cost / WAD:.2f} USD x {1 + self.gas_margin:g} + min profit {self.min_profit_usd:.2f} USD = {threshold / WAD:.2f} USD",
             )  # fmt: skip
+            return
+        if self.dry_run:
+            self._would_liquidate(account, call, notional, reward, profit, gas)
             return
         try:
             tx_hash = self.tx.send(call, gas, liquidation_key(account))
@@ -715,7 +741,7 @@ class Liquidator:
         balance = self.tx.balance()
         eth = balance / WAD
         self.metrics.balance_eth.set(eth)
-        if eth < self.low_balance_eth:
+        if eth < self.low_balance_eth and not self.dry_run:  # a dry run pays no gas
             self.metrics.low_balance.set(1)
             if self._low_since is None or block - self._low_since >= LOW_BALANCE_REPEAT_BLOCKS:
                 self._low_since = block

@@ -121,6 +121,25 @@ def cli(log_level: str) -> None:
     default=None,
     help="Settle expired dated futures and option series each block (or settle_expired / KEEPER_SETTLE_EXPIRED) [default: on].",
 )
+@click.option(
+    "--send-rpc",
+    default=None,
+    metavar="URL",
+    help="Send transactions (eth_sendRawTransaction) through this endpoint, e.g. a private relay; reads and receipts stay on --rpc (or send_rpc / KEEPER_SEND_RPC).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=False,
+    help="Follow the chain and judge accounts as usual, but simulate each liquidation (eth_call) and log it instead of sending; needs no funded key.",
+)
+@click.option(
+    "--from",
+    "from_address",
+    default=None,
+    metavar="ADDRESS",
+    help="With --dry-run: simulate from this address (no key needed) [default: the key's address].",
+)
 @click.pass_context
 def run(
     ctx,
@@ -138,19 +157,26 @@ def run(
     status_file,
     max_blocks,
     settle_expired,
+    send_rpc,
+    dry_run,
+    from_address,
 ) -> None:
     """Run the liquidator bot against RPC for the deployment in MANIFEST.
 
     Settings come from --config, then KEEPER_* environment variables, then these options."""
+    from eth_account import Account
+
     from keeper.bot import Liquidator
     from keeper.chain.client import connect_any
     from keeper.chain.event_index import EventIndex
     from keeper.chain.follower import ChainFollower
+    from keeper.chain.rpc import fallback_web3
+    from keeper.chain.startup import startup_checks
     from keeper.journal import TxJournal
     from keeper.logs import setup_logging
     from keeper.metrics import KeeperMetrics
-    from keeper.settings import load_settings, private_key_from_env, validate_for_run
-    from keeper.txmanager import GasPolicy, TxManager
+    from keeper.settings import SettingsError, load_settings, private_key_from_env, validate_for_run
+    from keeper.txmanager import DryRunTx, GasPolicy, TxManager
 
     level = (
         ctx.parent.params.get("log_level")
@@ -162,27 +188,68 @@ def run(
         rpc_urls=list(rpc_urls) or None, manifest=manifest, private_key_env=private_key_env, state_dir=state_dir,
         from_block=from_block, min_profit_usd=min_profit_usd, max_fee_gwei=max_fee_gwei, metrics_port=metrics_port,
         log_format="json" if log_json else None, poll_seconds=poll, log_level=level, settle_expired=settle_expired,
+        send_rpc=send_rpc,
     )  # fmt: skip
     validate_for_run(settings)
     setup_logging(settings.log_level, settings.log_format)
-    key = private_key_from_env(settings.private_key_env)
+    key = None
+    if from_address is not None:
+        if not dry_run:
+            raise click.ClickException("--from is only for --dry-run: a keeper that sends uses its key's address")
+        from eth_utils import is_address, to_checksum_address
+
+        if not is_address(from_address):
+            raise click.ClickException(f"--from: not an address (or a wrong EIP-55 checksum): {from_address!r}")
+        address = to_checksum_address(from_address)
+    else:
+        try:
+            key = private_key_from_env(settings.private_key_env)
+        except SettingsError as e:
+            if dry_run and str(e).startswith("no private key"):
+                raise SettingsError(f"{e}, or give --from ADDRESS with --dry-run") from None
+            raise
+        address = Account.from_key(key).address
     deployment = load_manifest(settings.manifest)
     w3 = connect_any(settings.rpc_urls, timeout=settings.rpc_timeout_seconds)
+    # built without a request: the startup checks below ask it for its chain id
+    send_w3 = (
+        fallback_web3([settings.send_rpc], timeout=settings.rpc_timeout_seconds)
+        if settings.send_rpc is not None and not dry_run
+        else None
+    )
     client = ProtocolClient(w3, deployment)
-    client.check_chain()
+    gas = settings.gas
+    report = startup_checks(
+        w3, deployment, address, vault=client.vault, send_w3=send_w3, dry_run=dry_run, gas_floor=settings.liquidation_gas_floor,
+        max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei, base_fee_multiplier=gas.base_fee_multiplier,
+        low_balance_eth=settings.low_balance_eth, stale_after_seconds=settings.stale_after_seconds,
+    )  # fmt: skip
+    log = logging.getLogger("keeper")
+    for warning in report.warnings:
+        log.warning("startup: %s", warning)
+    report.raise_if_failed()
+    log.info("startup checks passed: %s", ", ".join(report.notes))
     journal_path = None
-    if settings.state_dir is not None:
+    if settings.state_dir is not None and not dry_run:  # a dry run sends nothing: no journal
         try:
             settings.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise click.ClickException(f"cannot create state dir {settings.state_dir}: {e.strerror}") from None
         journal_path = settings.state_dir / "tx-journal.sqlite"
-    gas = settings.gas
     policy = GasPolicy(
         priority_fee=gas.priority_fee_wei, base_fee_multiplier=gas.base_fee_multiplier, max_fee_cap=gas.max_fee_wei
     )
+    if settings.state_dir is not None and dry_run:
+        try:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.ClickException(f"cannot create state dir {settings.state_dir}: {e.strerror}") from None
     try:
-        tx = TxManager(w3, key, policy=policy, journal=TxJournal(journal_path))
+        tx = (
+            DryRunTx(w3, address)
+            if dry_run
+            else TxManager(w3, key, policy=policy, journal=TxJournal(journal_path), send_w3=send_w3)
+        )
     except ValueError as e:
         if "key" in str(e).lower() or "hex" in str(e).lower() or "non-hexadecimal" in str(e).lower():
             raise click.ClickException(f"{settings.private_key_env} does not hold a valid private key") from None
@@ -198,9 +265,8 @@ def run(
         min_profit_usd=settings.min_profit_usd, gas_margin=settings.gas_margin, liquidation_gas_floor=settings.liquidation_gas_floor,
         max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei,
         base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
-        missed_after_blocks=settings.missed_after_blocks, status_file=status_file,
+        missed_after_blocks=settings.missed_after_blocks, status_file=status_file, dry_run=dry_run,
     )  # fmt: skip
-    log = logging.getLogger("keeper")
     if settings.settle_expired:
         from keeper.settle import SettlementJob
 
@@ -231,9 +297,16 @@ def run(
         if settings.min_profit_usd is None
         else f"reward > gas x {1 + settings.gas_margin:g} + {settings.min_profit_usd:g} USD"
     )
+    if dry_run:
+        log.warning(
+            "DRY RUN: nothing is signed or sent; each liquidation is simulated from %s at the latest block and logged",
+            address,
+        )
+    elif send_w3 is not None:
+        log.info("transactions are sent through %s; reads and receipts through --rpc", send_w3.provider)
     log.info(
-        "liquidator %s following %s (engine %s; %s; max fee %g gwei; state %s)", tx.address, w3.provider, deployment.engine,
-        profit, gas.max_fee_gwei, settings.state_dir or "in memory",
+        "%s %s following %s (engine %s; %s; max fee %g gwei; state %s)", "dry-run liquidator" if dry_run else "liquidator",
+        tx.address, w3.provider, deployment.engine, profit, gas.max_fee_gwei, settings.state_dir or "in memory",
     )  # fmt: skip
     try:
         bot.run(poll_interval=settings.poll_seconds, max_blocks=max_blocks)
@@ -813,6 +886,7 @@ def main() -> None:
     except click.ClickException as e:
         console.print(f"error: {e.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code or 1)
-    except KeeperError as e:  # an error raised on purpose: its one line, no traceback
-        console.print(f"error: {e}", highlight=False, soft_wrap=True)
+    except KeeperError as e:  # an error raised on purpose: its line (one per problem), no traceback
+        for line in str(e).splitlines() or [""]:
+            console.print(f"error: {line}", highlight=False, soft_wrap=True)
         sys.exit(1)

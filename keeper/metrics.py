@@ -32,6 +32,8 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_settlements_succeeded_total{kind} | counter | mined with status 1 and the MarketSettled / SeriesSettled event for the id |
 | keeper_settlements_failed_total{kind} | counter | mined but reverted, dropped, or mined without the event (someone else settled first) |
 | keeper_settlements_skipped_total{reason} | counter | due but not sent: price_not_published (no price stamped at or after expiry yet; retried next block), reverted (simulation reverted otherwise), fee_cap, stale_node |
+| keeper_dry_run | gauge | 1 when the keeper runs with `--dry-run` (nothing is sent) |
+| keeper_dry_run_liquidations_total | counter | dry run: liquidations simulated and logged that would have been sent |
 | keeper_settlement_errors_total | counter | settlement attempts or whole settlement passes that failed on an RPC error, timeout or other exception (retried next block; liquidations go on) |
 """
 
@@ -91,6 +93,10 @@ class KeeperMetrics:
         self.balance_eth = Gauge("keeper_balance_eth", "The keeper's ETH balance", registry=r)
         self.low_balance = Gauge(
             "keeper_low_balance", "1 while the keeper's balance is below the warning threshold", registry=r
+        )
+        self.dry_run = Gauge("keeper_dry_run", "1 when the keeper runs with --dry-run: nothing is sent", registry=r)
+        self.dry_run_liquidations = Counter(
+            "keeper_dry_run_liquidations", "Dry run: liquidations simulated that would have been sent", registry=r
         )
         self.head_block = Gauge("keeper_head_block", "Last block processed", registry=r)
         self.head_lag = Gauge("keeper_head_lag_seconds", "Wall clock minus the head block's timestamp", registry=r)

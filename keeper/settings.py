@@ -26,6 +26,10 @@ Health attestations (keeper.attest), the `attestation:` section, all optional:
 least the attestor's threshold of them); the keys themselves never appear in settings.
 `accounts: all` attests every tracked account that holds an option; a list opts in only those.
 
+A separate endpoint for sending transactions, e.g. a private relay: `send_rpc: https://...`
+(`KEEPER_SEND_RPC`, `keeper run --send-rpc`); reads, head-following and receipts stay on
+`rpc_urls`. RPC URLs are http://, https://, ws:// or wss://.
+
 Settlement of expired dated futures and option series (keeper.settle) is on by default:
 `settle_expired: false` in the file, or `KEEPER_SETTLE_EXPIRED=0` (also false / no / off), or
 `keeper run --no-settle-expired` turns it off.
@@ -105,7 +109,7 @@ def _always(value: Any) -> Any:
 Bool = Annotated[bool, BeforeValidator(_bool)]
 OptPath = Annotated[Path | None, BeforeValidator(_path)]
 EnvName = Annotated[str, AfterValidator(_identifier)]
-Url = Annotated[str, Field(pattern=r"^https?://\S*$")]
+Url = Annotated[str, Field(pattern=r"^(https?|wss?)://\S*$")]
 
 
 class GasSettings(BaseModel):
@@ -163,6 +167,7 @@ class KeeperSettings(BaseModel):
     model_config = _MODEL
 
     rpc_urls: Annotated[tuple[Url, ...], BeforeValidator(_listed), Field(min_length=1)] = ()
+    send_rpc: Url | None = None  # transactions are broadcast here (e.g. a private relay); None = rpc_urls
     manifest: OptPath = None
     private_key_env: EnvName = "KEEPER_PRIVATE_KEY"
     state_dir: OptPath = None  # journal and event-index checkpoint; None = nothing persisted
@@ -201,6 +206,7 @@ _ATT = set(AttestationSettings.model_fields)
 # the wording for any bad value of these fields: "<where>: <wording>, got <value>"
 _WORDING = {
     "rpc_urls": "must be a non-empty list of RPC URLs",
+    "send_rpc": "must be one RPC URL starting with http://, https://, ws:// or wss://",
     "manifest": "must be a path",
     "state_dir": "must be a path",
     "scenario_config": "must be a path",
@@ -233,7 +239,7 @@ def _message(e: ValidationError, values: Mapping[str, Any], source: str) -> str:
     if p.kind == "value_error":
         return f"{where}: {p.text}"
     if name == "rpc_urls" and len(p.loc) > 1:  # one URL of the list
-        return f"{where}: an RPC URL must start with http:// or https://, got {p.value!r}"
+        return f"{where}: an RPC URL must start with http://, https://, ws:// or wss://, got {p.value!r}"
     raw = values[section][name] if section else values[name]  # type: ignore[index]  # as given
     if name in _WORDING:
         return f"{where}: {_WORDING[name]}, got {_listed(raw) if name in _LISTS else raw!r}"

@@ -133,10 +133,21 @@ class TxManager:
 
     `journal`: where records persist (None: in memory, lost on exit). Raises JournalLocked /
     JournalError if the journal is held by another process or belongs to another key or chain.
+    `send_w3`: where signed transactions are broadcast (eth_sendRawTransaction), e.g. a private
+    relay; None = `w3`. Everything else (nonce, fees, receipts, whether the node knows a
+    transaction) is read from `w3`.
     """
 
-    def __init__(self, w3: Web3, private_key: str, policy: GasPolicy = GasPolicy(), journal: TxJournal | None = None):
+    def __init__(
+        self,
+        w3: Web3,
+        private_key: str,
+        policy: GasPolicy = GasPolicy(),
+        journal: TxJournal | None = None,
+        send_w3: Web3 | None = None,
+    ):
         self.w3 = w3
+        self.send_w3 = send_w3
         self.journal = journal if journal is not None else TxJournal(None)
         try:
             self.account = Account.from_key(private_key)
@@ -257,7 +268,7 @@ class TxManager:
 
     def _broadcast(self, raw_tx: str) -> tuple[str, Exception | None]:
         try:
-            self.w3.eth.send_raw_transaction(raw_tx)
+            (self.send_w3 or self.w3).eth.send_raw_transaction(raw_tx)
         except Web3RPCError as e:
             msg = str(e).lower()
             if "already known" in msg or "already imported" in msg or "known transaction" in msg:
@@ -353,7 +364,11 @@ class TxManager:
 
     def _rebroadcast(self, rec: TxRecord) -> None:
         kind, error = self._broadcast(rec.raw_tx)
-        if kind == _SENT:
+        if kind == _SENT and self.send_w3 is not None:
+            # a private relay's transactions are unknown to the read endpoint until mined: sent
+            # to the relay again every poll (it answers "already known"), quietly
+            log.debug("nonce %d (%s): re-sent %s to the send endpoint", rec.nonce, rec.key, rec.hashes[-1])
+        elif kind == _SENT:
             log.info("nonce %d (%s): node had forgotten %s; re-broadcast", rec.nonce, rec.key, rec.hashes[-1])
         elif kind in (_REJECTED, _UNKNOWN):
             log.warning("nonce %d (%s): re-broadcast of %s failed: %s", rec.nonce, rec.key, rec.hashes[-1], error)
@@ -409,6 +424,56 @@ class TxManager:
         self.journal.close()
 
     def __enter__(self) -> TxManager:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DryRunTx:
+    """The transaction manager of `keeper run --dry-run`: the same reads, no key, no journal, and
+    nothing signed or sent. `send` simulates the call with eth_call from `address` at the latest
+    block, logs what would be sent and returns None (as for a key already in flight). The
+    liquidator logs its own liquidations (with the expected reward) and does not call `send`."""
+
+    def __init__(self, w3: Web3, address: str):
+        self.w3 = w3
+        self.address = Web3.to_checksum_address(address)
+        self.chain_id = w3.eth.chain_id
+        self.sent = 0
+
+    def reconcile(self) -> list[Outcome]:
+        return []
+
+    def poll(self, block: int) -> list[Outcome]:
+        return []
+
+    def resync_nonce(self) -> None:
+        pass
+
+    def pending_keys(self) -> set[str]:
+        return set()
+
+    def balance(self) -> int:
+        return self.w3.eth.get_balance(self.address)
+
+    def send(self, call, gas_estimate: int, key: str | None = None) -> None:
+        try:
+            result = call.call({"from": self.address}, block_identifier="latest")
+            outcome = f"simulated result {result!r}"
+        except Exception as e:  # noqa: BLE001 - a dry run reports the revert instead of sending
+            outcome = f"simulation reverted ({getattr(e, 'message', None) or e})"
+        log.info(
+            "dry-run: would send %s (%s, gas estimate %d); %s; not sent",
+            key or "a transaction", call.fn_name, gas_estimate, outcome,
+            extra={"key": key, "gas": gas_estimate, "dry_run": True},
+        )  # fmt: skip
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> DryRunTx:
         return self
 
     def __exit__(self, *exc) -> None:

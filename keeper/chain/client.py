@@ -88,8 +88,10 @@ def connect(url: str, timeout: float = 10.0) -> Web3:
     backoff."""
     if not isinstance(url, str):
         raise ChainError(f"RPC URL must be a string like http://127.0.0.1:8545, got {url!r}")
+    if url.startswith(("ws://", "wss://")):
+        return connect_any([url], timeout=timeout)
     if not url.startswith(("http://", "https://")):
-        raise ChainError(f"RPC URL must start with http:// or https://: {url!r}")
+        raise ChainError(f"RPC URL must start with http://, https://, ws:// or wss://: {url!r}")
     provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
     w3 = Web3(provider)
     try:
@@ -134,12 +136,15 @@ class ProtocolClient:
         self._lens_batches = True  # False once the lens turns out to predate the batched module views
 
     def check_chain(self) -> None:
-        """Raise ChainError if the endpoint is another chain or has no engine at the address."""
-        chain_id = self.w3.eth.chain_id
-        if chain_id != self.deployment.chain_id:
-            raise ChainError(f"RPC is chain {chain_id} but the manifest is for chain {self.deployment.chain_id}")
-        if not self.w3.eth.get_code(self.deployment.engine):
-            raise ChainError(f"no contract at the manifest's engine address {self.deployment.engine}")
+        """Raise ChainError if the endpoint is another chain or has no engine at the address
+        (the first of `keeper.chain.startup`'s checks, which `keeper run` runs in full)."""
+        from keeper.chain.startup import chain_problem, code_problems
+
+        problem = chain_problem(self.w3, self.deployment)
+        if problem is None:
+            problem = next(iter(code_problems(self.w3, self.deployment, only=("engine",))), None)
+        if problem is not None:
+            raise ChainError(problem)
 
     # ------------------------------------------------------------------ parameters
 
@@ -546,13 +551,13 @@ class LiquidationTerms:
 def connect_any(urls: Sequence[str], timeout: float = 10.0) -> Web3:
     """A Web3 over FallbackProvider(urls) (see keeper.chain.rpc), checked like `connect`: raises
     ChainError with one line if no endpoint answers eth_chainId with a chain id."""
-    from keeper.chain.rpc import FallbackProvider
+    from keeper.chain.rpc import SCHEMES, FallbackProvider
 
     if isinstance(urls, str) or not urls:
         raise ChainError(f"RPC URLs must be a non-empty list, got {urls!r}")
     for url in urls:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ChainError(f"RPC URL must start with http:// or https://: {url!r}")
+        if not isinstance(url, str) or not url.startswith(SCHEMES):
+            raise ChainError(f"RPC URL must start with http://, https://, ws:// or wss://: {url!r}")
     w3 = Web3(FallbackProvider(urls, timeout=timeout, max_attempts=len(urls), backoff_initial=0.05, backoff_max=0.5))
     try:
         chain_id = w3.eth.chain_id

@@ -1,4 +1,4 @@
-"""An HTTP JSON-RPC provider that falls back across several endpoints.
+"""A JSON-RPC provider that falls back across several endpoints, over HTTP or WebSocket.
 
 Each request goes to the active endpoint. A connection error, a timeout, an HTTP 429/5xx
 answer or a JSON-RPC rate-limit error (code -32005 "limit exceeded", or code 429, as Infura,
@@ -9,10 +9,17 @@ the provider goes back to the first (preferred) endpoint.
 
 Errors the node returns for the request itself (a revert, a bad nonce) are not retried: they
 are the answer.
+
+An endpoint is http://, https://, ws:// or wss:// (URLs of both kinds may be mixed). A WebSocket
+endpoint is one persistent connection through web3's synchronous WebSocket provider
+(`LegacyWebSocketProvider`, web3 7), one request at a time; a dropped connection is opened again
+at the next request, and its failures fail over like an HTTP endpoint's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -31,6 +38,12 @@ log = logging.getLogger("keeper.rpc")
 # JSON-RPC error codes providers use for "slow down" (EIP-1474 -32005 limit exceeded)
 RATE_LIMIT_CODES = {-32005, 429}
 RETRY_HTTP_STATUS = {429, 500, 502, 503, 504}
+SCHEMES = ("http://", "https://", "ws://", "wss://")
+WS_MAX_MESSAGE = 64 * 2**20  # bytes: a batch of 200 accounts' states is well above websockets' 1 MiB default
+
+
+def is_websocket(url: str) -> bool:
+    return url.startswith(("ws://", "wss://"))
 
 
 class EndpointError(KeeperError, ConnectionError):
@@ -55,8 +68,8 @@ class FallbackProvider(JSONBaseProvider):
 
     Parameters
     ----------
-    urls : endpoints, http:// or https://, at least one.
-    timeout : seconds per HTTP request.
+    urls : endpoints, http://, https://, ws:// or wss://, at least one.
+    timeout : seconds per request (WebSocket: also to open the connection).
     max_attempts : attempts per request across endpoints before raising EndpointError.
     backoff_initial, backoff_max : seconds; the wait before attempt n is about
         min(backoff_max, backoff_initial * 2**n) plus up to `backoff_initial` of jitter.
@@ -84,6 +97,19 @@ class FallbackProvider(JSONBaseProvider):
         self.primary_retry_seconds = primary_retry_seconds
         self._sleep = sleep
         self._session = requests.Session()
+        # one synchronous WebSocket provider per ws:// or wss:// URL (its connection opens at the
+        # first request); imported only then: web3 warns that it builds on websockets.legacy
+        self.websockets: dict[str, Any] = {}
+        for url in self.urls:
+            if is_websocket(url):
+                from web3.providers.legacy_websocket import LegacyWebSocketProvider
+
+                self.websockets[url] = LegacyWebSocketProvider(
+                    url,
+                    websocket_timeout=timeout,
+                    websocket_kwargs={"open_timeout": timeout, "max_size": WS_MAX_MESSAGE},
+                )
+        self._ws_lock = threading.Lock()  # a persistent connection carries one request at a time
         self._active = 0
         self._failed_over_at = 0.0
         self._lock = threading.Lock()
@@ -96,7 +122,26 @@ class FallbackProvider(JSONBaseProvider):
     def active_url(self) -> str:
         return self.urls[self._active]
 
+    def _ws_request(self, url: str, payload: bytes) -> Any:
+        import websockets
+
+        provider = self.websockets[url]
+        with self._ws_lock:
+            future = asyncio.run_coroutine_threadsafe(provider.coro_make_request(payload), provider._loop)
+            try:
+                # the provider's own timeouts (open, send, receive) end the request first
+                return future.result(timeout=3 * self.timeout + 1)
+            except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError):
+                future.cancel()
+                raise EndpointError(_redact(url), "timed out") from None
+            except ValueError:  # json.JSONDecodeError; an invalid URI is a WebSocketException
+                raise EndpointError(_redact(url), "answered with something other than JSON") from None
+            except (OSError, websockets.exceptions.WebSocketException) as e:
+                raise EndpointError(_redact(url), f"unreachable ({e.__class__.__name__})") from None
+
     def _post(self, url: str, payload: bytes) -> Any:
+        if url in self.websockets:
+            return self._ws_request(url, payload)
         try:
             response = self._session.post(
                 url, data=payload, headers={"Content-Type": "application/json"}, timeout=self.timeout

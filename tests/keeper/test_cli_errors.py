@@ -201,3 +201,36 @@ def test_rpc_url_is_the_foundry_style_name_for_rpc(manifest):
     """`--rpc-url` (forge, cast) is accepted wherever `--rpc` is, with the same one-line error."""
     out = keeper("account", "0x" + "11" * 20, "--rpc-url", "http://127.0.0.1:9", "--manifest", str(manifest))
     assert_one_line_error(out, "127.0.0.1:9")
+
+
+def test_from_without_dry_run(manifest):
+    """`--from` names the address a dry run simulates from; a keeper that sends uses its key's."""
+    out = keeper("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), "--from", "0x" + "11" * 20)
+    assert_one_line_error(out, "--from is only for --dry-run")
+
+
+def test_dry_run_from_not_an_address(manifest):
+    args = ("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), "--dry-run", "--from", "0x1234")
+    assert_one_line_error(keeper(*args), "--from: not an address", "'0x1234'")
+
+
+def test_dry_run_without_key_or_from(manifest):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "KEEPER_PRIVATE_KEY"}
+    out = keeper("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), "--dry-run", env=env)
+    assert_one_line_error(out, "KEEPER_PRIVATE_KEY", "or give --from ADDRESS with --dry-run")
+
+
+@pytest.mark.parametrize("url", ["localhost:8545", "ftp://relay.example"])
+def test_send_rpc_not_a_url(manifest, url):
+    env = {**__import__("os").environ, "KEEPER_PRIVATE_KEY": "0x" + "01" * 32}
+    out = keeper("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), "--send-rpc", url, env=env)
+    assert_one_line_error(out, "command line: send_rpc: must be one RPC URL starting with http://", repr(url))
+    env["KEEPER_SEND_RPC"] = url
+    out = keeper("run", "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest), env=env)
+    assert_one_line_error(out, "environment KEEPER_SEND_RPC: send_rpc:")
+
+
+def test_run_with_unreachable_websocket_rpc(manifest):
+    env = {**__import__("os").environ, "KEEPER_PRIVATE_KEY": "0x" + "01" * 32}
+    out = keeper("run", "--rpc", "ws://127.0.0.1:9", "--manifest", str(manifest), env=env)
+    assert_one_line_error(out, "cannot reach RPC at ws://127.0.0.1:9")

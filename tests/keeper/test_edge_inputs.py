@@ -584,9 +584,9 @@ def test_rpc_closed_port():
     assert_chain_error(url, "cannot reach RPC", url, within=10)
 
 
-@pytest.mark.parametrize("url", ["ws://127.0.0.1:8545", "localhost:8545", "", "ftp://example.org", "127.0.0.1"])
+@pytest.mark.parametrize("url", ["localhost:8545", "", "ftp://example.org", "127.0.0.1"])
 def test_rpc_not_an_http_url(url):
-    assert_chain_error(url, "must start with http:// or https://", within=1)
+    assert_chain_error(url, "must start with http://, https://, ws:// or wss://", within=1)
 
 
 @pytest.mark.parametrize(

@@ -61,12 +61,28 @@ def test_rpc_urls_from_environment_list():
     assert load_settings(env={"KEEPER_RPC_URL": "http://one:1"}).rpc_urls == ("http://one:1",)
 
 
+def test_websocket_rpc_urls_and_a_send_endpoint(tmp_path):
+    """ws:// and wss:// are RPC URLs; `send_rpc` (file, KEEPER_SEND_RPC, option) is one URL."""
+    path = tmp_path / "keeper.yaml"
+    path.write_text("rpc_urls: [ws://a:8546, https://b/key]\nsend_rpc: https://relay.example/fast\n")
+    s = load_settings(path, env={})
+    assert s.rpc_urls == ("ws://a:8546", "https://b/key") and s.send_rpc == "https://relay.example/fast"
+    assert load_settings(env={}).send_rpc is None
+    assert load_settings(path, env={"KEEPER_SEND_RPC": "wss://relay/x"}).send_rpc == "wss://relay/x"
+    assert load_settings(path, env={"KEEPER_SEND_RPC": "wss://relay/x"}, send_rpc="http://c:1").send_rpc == "http://c:1"
+
+
 @pytest.mark.parametrize(
     "text, needle",
     [
         ("private_key: '0xabc'\n", "never put a private key"),
         ("rpc_url: http://a\n", "unknown field 'rpc_url'"),
-        ("rpc_urls: [localhost:8545]\n", "http://"),
+        ("rpc_urls: [localhost:8545]\n", "an RPC URL must start with http://, https://, ws:// or wss://"),
+        ("send_rpc: [http://a:1, http://b:1]\n", "send_rpc: must be one RPC URL"),
+        (
+            "send_rpc: relay:8545\n",
+            "send_rpc: must be one RPC URL starting with http://, https://, ws:// or wss://, got 'relay:8545'",
+        ),
         ("rpc_urls: []\n", "non-empty list"),
         ("min_profit_usd: abc\n", "min_profit_usd"),
         ("min_profit_usd: null\n", "min_profit_usd: must be a number (USD; 0 = never at a loss) or always"),
