@@ -1,4 +1,4 @@
-"""`keeper` command line: run the liquidator, inspect an account, replay a crash.
+"""`keeper` command line: run the liquidator, inspect an account or all of them, replay a crash.
 
 Every expected failure (bad input, unreachable RPC, wrong manifest, missing data) is one line
 on stderr and exit code 1; no tracebacks.
@@ -19,6 +19,7 @@ from rich.table import Table
 from keeper import resources
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.manifest import load_manifest
+from keeper.cli_common import one_line_errors
 from keeper.config import DEFAULT_CONFIG, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
@@ -315,6 +316,87 @@ def account(address, rpc, manifest, scenario_config, plot_path, as_json) -> None
     if plot_path is not None:
         written = plot_heat_map(book, 0, plot_path, scenario_params.spot_range)
         out.print(f"heat map written to {written}", highlight=False)
+
+
+@cli.command("accounts")
+@click.option(
+    "--rpc", "--rpc-url", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL)."
+)
+@click.option(
+    "--manifest",
+    required=True,
+    type=click.Path(path_type=Path),
+    envvar="KEEPER_MANIFEST",
+    help="Deployment manifest JSON.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["health", "equity", "mm", "address"]),
+    default="health",
+    show_default=True,
+    help="health: lowest first; equity, mm: largest first; address.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N accounts (after sorting).")
+@click.option(
+    "--liquidatable-only", is_flag=True, default=False, help="Only accounts with equity < maintenance margin."
+)
+@click.option(
+    "--from-block",
+    type=click.IntRange(min=0),
+    default=None,
+    help="First block to scan for accounts [default: the manifest's deploy block].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    default=False,
+    help="Print one JSON array of objects (WAD integers, as `keeper account --json`) instead of a table.",
+)
+@one_line_errors(KeeperError)
+def accounts_cmd(rpc, manifest, sort, limit, liquidatable_only, from_block, as_json) -> None:
+    """Every account's equity, IM, MM, health factor and whether it is liquidatable, read at one
+    block: accounts found from Deposit and PositionChanged events as `keeper run` finds them,
+    their margin the contract's own (MarginLens.margin_summaries, in batches)."""
+    from keeper.chain.account import read_health, select_health
+
+    deployment = load_manifest(manifest)
+    client = ProtocolClient(connect(rpc), deployment)
+    client.check_chain()
+    block = client.w3.eth.block_number
+    rows = read_health(client, deployment.deploy_block if from_block is None else from_block, block)
+    shown = select_health(rows, sort, limit, liquidatable_only)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(_health_json(shown), indent=2))
+        return
+    stdout.print(_health_table(shown, rows, block))
+
+
+def _health_json(rows) -> list[dict]:
+    """One object per account, the numbers as `keeper account --json` prints its margin: WAD ints."""
+    return [
+        {"address": r.address, "block": r.block, **r.margin._asdict(), "liquidatable": r.liquidatable} for r in rows
+    ]
+
+
+def _health_table(shown, rows, block: int) -> Table:
+    liquidatable = sum(r.liquidatable for r in rows)
+    title = f"{len(rows)} accounts at block {block}, {liquidatable} liquidatable"
+    if len(shown) != len(rows):
+        title += f" (showing {len(shown)})"
+    t = Table(title=title)
+    for col in ("account", "equity (USD)", "IM (USD)", "MM (USD)", "health", "liquidatable"):
+        t.add_column(col, justify="left" if col == "account" else "right")
+    for r in shown:
+        m = r.margin
+        hf = "inf" if m.health_factor == MAX_UINT256 else f"{m.health_factor / WAD:.4f}"
+        t.add_row(
+            r.address, f"{m.equity / WAD:,.2f}", f"{m.initial_margin / WAD:,.2f}",
+            f"{m.maintenance_margin / WAD:,.2f}", hf, "[bold red]yes[/]" if r.liquidatable else "no",
+        )  # fmt: skip
+    return t
 
 
 def _collateral_rows(view, deployment) -> list[dict]:

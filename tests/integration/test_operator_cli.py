@@ -1,0 +1,74 @@
+"""What an operator reaches for first, against a real Anvil chain (the deployment of
+`test_params_anvil`: a few positions, roles handed to a timelock): `keeper accounts` over every
+account, the governance key from an encrypted keystore, and the calldata of a queue for a
+multisig (`keeper params queue --calldata-only`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from keeper.chain.anvil import Anvil
+from keeper.chain.manifest import save_manifest
+from keeper.cli import cli
+from keeper.units import MAX_UINT256
+from tests.integration.test_params_anvil import Chain
+
+pytestmark = pytest.mark.anvil
+
+
+@pytest.fixture(scope="module")
+def chain():
+    with Anvil() as url:
+        yield Chain(url)
+
+
+@pytest.fixture
+def env(chain, tmp_path, monkeypatch):
+    snapshot = chain.rpc("evm_snapshot", [])
+    chain.refresh_prices()
+    monkeypatch.delenv("GOVERNANCE_PRIVATE_KEY", raising=False)
+    monkeypatch.delenv("KEEPER_KEYSTORE_PASSWORD", raising=False)
+    manifest = save_manifest(chain.dep, tmp_path / "deployment.json")
+    yield chain, manifest, tmp_path
+    chain.rpc("evm_revert", [snapshot])
+
+
+def keeper(chain, manifest, *args: str):
+    result = CliRunner().invoke(cli, [*args, "--rpc", chain.url, "--manifest", str(manifest)], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+# ---------------------------------------------------------------- keeper accounts
+
+
+def test_accounts_lists_every_account_with_the_contracts_margin(env):
+    chain, manifest, _ = env
+    code, out = keeper(chain, manifest, "accounts", "--json")
+    assert code == 0, out
+    rows = json.loads(out)
+    assert {r["address"] for r in rows} == set(chain.addr.values())
+    block = rows[0]["block"]
+    onchain = chain.client.margin_summaries([r["address"] for r in rows], block)
+    for r, m in zip(rows, onchain, strict=True):
+        assert (r["equity"], r["initial_margin"], r["maintenance_margin"], r["health_factor"]) == tuple(m)
+        assert r["liquidatable"] is (m.equity < m.maintenance_margin) is False
+    health = [r["health_factor"] for r in rows]
+    assert health == sorted(health) and health[-1] < MAX_UINT256  # riskiest first
+    assert rows[0]["address"] == chain.addr["levered"]
+
+
+def test_accounts_after_a_price_fall_shows_the_liquidatable_one(env):
+    chain, manifest, _ = env
+    feed = chain.feeds["ETH"]
+    decimals = feed.functions.decimals().call()
+    chain.send(feed.functions.set_answer(1800 * 10**decimals))  # levered: equity 2,000 < MM 3,600
+    code, out = keeper(chain, manifest, "accounts", "--liquidatable-only", "--json")
+    assert code == 0, out
+    assert [r["address"] for r in json.loads(out)] == [chain.addr["levered"]]
+    code, out = keeper(chain, manifest, "accounts", "--sort", "mm", "--limit", "2")
+    assert code == 0, out
+    assert "4 accounts at block" in out and "1 liquidatable (showing 2)" in out
+    assert chain.addr["maker"] in out and chain.addr["btc_short"] not in out
