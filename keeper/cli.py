@@ -19,7 +19,7 @@ from rich.table import Table
 from keeper import resources
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.manifest import load_manifest
-from keeper.cli_common import one_line_errors
+from keeper.cli_common import key_options, one_line_errors, signing_key
 from keeper.config import DEFAULT_CONFIG, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
@@ -73,11 +73,7 @@ def cli(log_level: str) -> None:
     default=None,
     help="Keeper settings YAML (see config/keeper.example.yaml).",
 )
-@click.option(
-    "--private-key-env",
-    default=None,
-    help="Environment variable holding the liquidator's key [default: KEEPER_PRIVATE_KEY].",
-)
+@key_options("KEEPER_PRIVATE_KEY", "the liquidator")
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -129,6 +125,8 @@ def run(
     manifest,
     config_path,
     private_key_env,
+    keystore,
+    password_env,
     state_dir,
     from_block,
     min_profit_usd,
@@ -150,7 +148,7 @@ def run(
     from keeper.journal import TxJournal
     from keeper.logs import setup_logging
     from keeper.metrics import KeeperMetrics
-    from keeper.settings import load_settings, private_key_from_env, validate_for_run
+    from keeper.settings import load_settings, validate_for_run
     from keeper.txmanager import GasPolicy, TxManager
 
     level = (
@@ -166,7 +164,7 @@ def run(
     )  # fmt: skip
     validate_for_run(settings)
     setup_logging(settings.log_level, settings.log_format)
-    key = private_key_from_env(settings.private_key_env)
+    signer = signing_key(private_key_env, keystore, password_env, settings.private_key_env)
     deployment = load_manifest(settings.manifest)
     w3 = connect_any(settings.rpc_urls, timeout=settings.rpc_timeout_seconds)
     client = ProtocolClient(w3, deployment)
@@ -183,10 +181,10 @@ def run(
         priority_fee=gas.priority_fee_wei, base_fee_multiplier=gas.base_fee_multiplier, max_fee_cap=gas.max_fee_wei
     )
     try:
-        tx = TxManager(w3, key, policy=policy, journal=TxJournal(journal_path))
+        tx = TxManager(w3, signer.key, policy=policy, journal=TxJournal(journal_path))
     except ValueError as e:
         if "key" in str(e).lower() or "hex" in str(e).lower() or "non-hexadecimal" in str(e).lower():
-            raise click.ClickException(f"{settings.private_key_env} does not hold a valid private key") from None
+            raise click.ClickException(f"{signer.source} does not hold a valid private key") from None
         raise
     start = deployment.deploy_block if settings.from_block is None else settings.from_block
     index = EventIndex(

@@ -8,13 +8,13 @@
     keeper params status                                    queued operations, eta, ready/expired
 
 Queue, execute and cancel sign with the governance key from GOVERNANCE_PRIVATE_KEY (or the
-variable named by --private-key-env). Every expected failure is one line on stderr with exit
+variable named by --private-key-env), or from an encrypted keystore (--keystore PATH, its
+password from KEEPER_KEYSTORE_PASSWORD, --password-env VAR, or a prompt on a terminal). Every expected failure is one line on stderr with exit
 code 1; a rehearsal (or a refused queue) that would make accounts liquidatable exits with 2.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from rich.table import Table
 
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.manifest import load_manifest
-from keeper.cli_common import chain_options, one_line_errors
+from keeper.cli_common import chain_options, key_options, one_line_errors, signing_key
 from keeper.errors import KeeperError
 from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.params.changes import ChangeError, load_changes
@@ -45,6 +45,7 @@ from keeper.params.timelock import (
     timelock_contract,
     utc,
 )
+from keeper.settings import SigningKey
 from keeper.units import MAX_UINT256, WAD
 
 LIQUIDATIONS_EXIT = 2
@@ -61,13 +62,8 @@ _one_line_errors = one_line_errors(KeeperError)
 _chain_options = chain_options
 
 
-def _key_option(fn):
-    return click.option(
-        "--private-key-env",
-        default="GOVERNANCE_PRIVATE_KEY",
-        show_default=True,
-        help="Environment variable holding the timelock governance's key.",
-    )(fn)
+GOVERNANCE_KEY_ENV = "GOVERNANCE_PRIVATE_KEY"
+_key_option = key_options(GOVERNANCE_KEY_ENV, "the timelock governance")
 
 
 @click.group("params")
@@ -217,14 +213,16 @@ def _rehearse(rpc: str, deployment, calls: list[Call]) -> Rehearsal:
     return result
 
 
-def _sender(w3, private_key_env: str) -> Sender:
-    key = os.environ.get(private_key_env)
-    if not key:
-        raise click.ClickException(f"no governance key: set the environment variable {private_key_env}")
+def _signer(private_key_env: str | None, keystore: Path | None, password_env: str | None) -> SigningKey:
+    """The governance key (from the environment or a keystore), read before any RPC call."""
+    return signing_key(private_key_env, keystore, password_env, GOVERNANCE_KEY_ENV, what="governance key")
+
+
+def _sender(w3, signer: SigningKey) -> Sender:
     try:
-        return Sender(w3, key)
+        return Sender(w3, signer.key)
     except ValueError:
-        raise click.ClickException(f"{private_key_env} does not hold a valid private key") from None
+        raise click.ClickException(f"{signer.source} does not hold a valid private key") from None
 
 
 def _timelock(deployment) -> str:
@@ -304,15 +302,18 @@ def rehearse_cmd(changes, rpc, manifest) -> None:
     help="Seconds added to the delay for the eta, so the queue transactions land before it.",
 )
 @_one_line_errors
-def queue(changes, rpc, manifest, private_key_env, operations, accept_liquidations, buffer_seconds) -> None:
+def queue(
+    changes, rpc, manifest, private_key_env, keystore, password_env, operations, accept_liquidations, buffer_seconds
+) -> None:
     """Rehearse CHANGES, then queue them on the timelock (one operation per setter call, one eta)."""
+    signer = _signer(private_key_env, keystore, password_env)
     deployment, w3, current, calls = _plan(changes, rpc, manifest)
     timelock = _timelock(deployment)
-    tx = _sender(w3, private_key_env)
+    tx = _sender(w3, signer)
     contract = timelock_contract(w3, timelock)
     governance = contract.functions.governance().call()
     if governance.lower() != tx.address.lower():
-        raise click.ClickException(f"{private_key_env} is {tx.address}, but the timelock's governance is {governance}")
+        raise click.ClickException(f"{signer.source} is {tx.address}, but the timelock's governance is {governance}")
     for name in sorted({c.contract for c in calls}):
         risk_admin = current.roles[name][1]
         if risk_admin.lower() != timelock.lower():
@@ -352,8 +353,9 @@ def _selected(store: OperationStore, ids: tuple[str, ...]):
 @_operations_option
 @click.option("--id", "ids", multiple=True, help="Operation id or unique prefix; repeat (default: every queued one).")
 @_one_line_errors
-def execute(rpc, manifest, private_key_env, operations, ids) -> None:
+def execute(rpc, manifest, private_key_env, keystore, password_env, operations, ids) -> None:
     """Execute queued operations whose eta has come, in the order they were queued."""
+    signer = _signer(private_key_env, keystore, password_env)
     deployment, w3 = _connect(rpc, manifest)
     timelock = _timelock(deployment)
     store = _store(manifest, operations, deployment, w3, timelock)
@@ -362,7 +364,7 @@ def execute(rpc, manifest, private_key_env, operations, ids) -> None:
         chosen = [op for op in chosen if state(w3, timelock, op) in ("waiting", "ready", "expired")]
         if not chosen:
             raise click.ClickException("nothing to execute: no queued operation")
-    tx = _sender(w3, private_key_env)
+    tx = _sender(w3, signer)
     try:
         for op in chosen:
             tx_hash = execute_operation(tx, timelock, op)
@@ -378,17 +380,18 @@ def execute(rpc, manifest, private_key_env, operations, ids) -> None:
 @click.option("--id", "ids", multiple=True, help="Operation id or unique prefix; repeat.")
 @click.option("--all", "all_queued", is_flag=True, default=False, help="Cancel every queued operation.")
 @_one_line_errors
-def cancel(rpc, manifest, private_key_env, operations, ids, all_queued) -> None:
+def cancel(rpc, manifest, private_key_env, keystore, password_env, operations, ids, all_queued) -> None:
     """Cancel queued operations (by --id, or --all)."""
     if bool(ids) == all_queued:
         raise click.ClickException("give --id (repeatable) or --all")
+    signer = _signer(private_key_env, keystore, password_env)
     deployment, w3 = _connect(rpc, manifest)
     timelock = _timelock(deployment)
     store = _store(manifest, operations, deployment, w3, timelock)
     chosen = _selected(store, ids)
     if all_queued:
         chosen = [op for op in chosen if state(w3, timelock, op) in ("waiting", "ready", "expired")]
-    tx = _sender(w3, private_key_env)
+    tx = _sender(w3, signer)
     try:
         for op in chosen:
             tx_hash = cancel_operation(tx, timelock, op)

@@ -72,3 +72,31 @@ def test_accounts_after_a_price_fall_shows_the_liquidatable_one(env):
     assert code == 0, out
     assert "4 accounts at block" in out and "1 liquidatable (showing 2)" in out
     assert chain.addr["maker"] in out and chain.addr["btc_short"] not in out
+
+
+# ---------------------------------------------------------------- keys from a keystore
+
+
+def test_governance_queues_and_cancels_with_a_keystore(env, monkeypatch):
+    from eth_account import Account
+
+    from keeper.params.timelock import store_path
+    from tests.integration.test_params_anvil import GOVERNANCE_KEY, HARMLESS, change_file
+
+    chain, manifest, tmp_path = env
+    keystore = tmp_path / "governance.json"
+    keystore.write_text(json.dumps(Account.encrypt(GOVERNANCE_KEY, "s3cret", kdf="pbkdf2", iterations=1000)))
+    monkeypatch.setenv("GOV_PASSWORD", "s3cret")
+    key = ("--keystore", str(keystore), "--password-env", "GOV_PASSWORD")
+    code, out = keeper(chain, manifest, "params", "queue", change_file(tmp_path, HARMLESS), *key)
+    assert code == 0, out
+    (op,) = json.loads(store_path(manifest).read_text())["operations"]
+    code, out = keeper(chain, manifest, "params", "cancel", "--all", *key)
+    assert code == 0, out
+    assert f"cancelled {op['id'][:10]}" in out
+    # a keystore of another key is named in the refusal
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(Account.encrypt("0x" + "22" * 32, "s3cret", kdf="pbkdf2", iterations=1000)))
+    code, out = keeper(chain, manifest, "params", "queue", change_file(tmp_path, HARMLESS), "--keystore", str(other),
+                       "--password-env", "GOV_PASSWORD")  # fmt: skip
+    assert code == 1 and f"keystore {other} is {Account.from_key('0x' + '22' * 32).address}, but" in out
