@@ -187,7 +187,9 @@ def test_replay_rejects_zero_accounts():
     assert_one_line_error(out, "--accounts")
 
 
-@pytest.mark.parametrize("command", [(), ("run",), ("account",), ("params",), ("params", "show"), ("dev",), ("replay",)])
+@pytest.mark.parametrize(
+    "command", [(), ("run",), ("account",), ("params",), ("params", "show"), ("dev",), ("replay",)]
+)
 def test_short_help_flag(command):
     """`-h` is `--help` on every command, as operators type it."""
     short, long = keeper(*command, "-h"), keeper(*command, "--help")
