@@ -2,7 +2,7 @@
 
     keeper params show     CHANGES --rpc URL --manifest M   current and new values side by side
     keeper params rehearse CHANGES ...                      apply on an Anvil fork, compare margins
-    keeper params queue    CHANGES ... [--accept-liquidations]
+    keeper params queue    CHANGES ... [--accept-liquidations] [--calldata-only] [--safe-json FILE]
     keeper params execute  [--id ID]...                     after the delay
     keeper params cancel   (--id ID... | --all)
     keeper params status                                    queued operations, eta, ready/expired
@@ -15,7 +15,9 @@ code 1; a rehearsal (or a refused queue) that would make accounts liquidatable e
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -38,8 +40,11 @@ from keeper.params.timelock import (
     TimelockError,
     cancel_operation,
     execute_operation,
+    plan_operations,
+    queue_calldata,
     queue_calls,
     recover_operations,
+    safe_batch,
     state,
     store_path,
     timelock_contract,
@@ -301,19 +306,53 @@ def rehearse_cmd(changes, rpc, manifest) -> None:
     show_default=True,
     help="Seconds added to the delay for the eta, so the queue transactions land before it.",
 )
+@click.option(
+    "--eta",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Earliest execution time, unix seconds [default: chain time + delay + --buffer]; the queue "
+    "transactions must be mined at least the delay before it.",
+)
+@click.option(
+    "--calldata-only",
+    is_flag=True,
+    default=False,
+    help="Send nothing, need no key: print each operation's call (target, value, calldata) and the "
+    "Timelock.queue transaction governance sends, for a multisig to send.",
+)
+@click.option(
+    "--safe-json",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write the queue transactions as a Safe Transaction Builder batch to FILE (implies --calldata-only).",
+)
 @_one_line_errors
 def queue(
-    changes, rpc, manifest, private_key_env, keystore, password_env, operations, accept_liquidations, buffer_seconds
-) -> None:
-    """Rehearse CHANGES, then queue them on the timelock (one operation per setter call, one eta)."""
-    signer = _signer(private_key_env, keystore, password_env)
+    changes, rpc, manifest, private_key_env, keystore, password_env, operations, accept_liquidations, buffer_seconds,
+    eta, calldata_only, safe_json,
+) -> None:  # fmt: skip
+    """Rehearse CHANGES, then queue them on the timelock (one operation per setter call, one eta).
+
+    With --calldata-only (or --safe-json) nothing is sent: the same checks and rehearsal run, and
+    the transactions the keyed queue would send are printed for governance to send itself."""
+    calldata_only = calldata_only or safe_json is not None
+    if calldata_only and (private_key_env or keystore or password_env):
+        raise click.ClickException(
+            "--calldata-only signs nothing: drop --private-key-env, --keystore and --password-env"
+        )
+    signer = None if calldata_only else _signer(private_key_env, keystore, password_env)
     deployment, w3, current, calls = _plan(changes, rpc, manifest)
     timelock = _timelock(deployment)
-    tx = _sender(w3, signer)
     contract = timelock_contract(w3, timelock)
     governance = contract.functions.governance().call()
-    if governance.lower() != tx.address.lower():
-        raise click.ClickException(f"{signer.source} is {tx.address}, but the timelock's governance is {governance}")
+    tx = None
+    if signer is not None:
+        tx = _sender(w3, signer)
+        if governance.lower() != tx.address.lower():
+            raise click.ClickException(
+                f"{signer.source} is {tx.address}, but the timelock's governance is {governance}"
+            )
     for name in sorted({c.contract for c in calls}):
         risk_admin = current.roles[name][1]
         if risk_admin.lower() != timelock.lower():
@@ -327,7 +366,32 @@ def queue(
             f"refusing to queue: {len(result.newly_liquidatable)} account(s) would become "
             "liquidatable; pass --accept-liquidations to queue anyway"
         )
-    eta = w3.eth.get_block("latest")["timestamp"] + contract.functions.delay().call() + buffer_seconds
+    now = w3.eth.get_block("latest")["timestamp"]
+    delay = contract.functions.delay().call()
+    if eta is None and calldata_only:
+        click.echo(
+            f"note: the eta is chain time + delay + {buffer_seconds} s, so the queue transactions must be mined "
+            "within that many seconds; give --eta for the time a multisig needs to collect signatures",
+            err=True,
+        )
+    if eta is None:
+        eta = now + delay + buffer_seconds
+    elif eta < now + delay:
+        raise click.ClickException(
+            f"--eta {eta} ({utc(eta)}) is less than the timelock's delay ({delay} s) after chain time "
+            f"{utc(now)}: the timelock would refuse it"
+        )
+    if calldata_only:
+        ops = plan_operations(calls, eta)
+        _print_calldata(w3, timelock, governance, delay, ops)
+        if safe_json is not None:
+            batch = safe_batch(deployment.chain_id, timelock, governance, ops, int(time.time() * 1000))
+            try:
+                safe_json.write_text(json.dumps(batch, indent=2) + "\n")
+            except OSError as e:
+                raise click.ClickException(f"cannot write {safe_json}: {e.strerror}") from None
+            stdout.print(f"Safe Transaction Builder batch written to {safe_json}", highlight=False)
+        return
     store = _store(manifest, operations, deployment, w3, timelock)
     queued = []
     for call in calls:  # saved one by one: a failure half-way leaves the queued ones on record
@@ -341,6 +405,22 @@ def queue(
         t.add_row(op.id, op.label)
     stdout.print(t)
     stdout.print(f"operations saved to {path}")
+
+
+def _print_calldata(w3, timelock: str, governance: str, delay: int, ops) -> None:
+    """Each operation's call and the Timelock.queue transaction that queues it, in full (plain
+    lines: hex is never wrapped or cut)."""
+    click.echo(
+        f"Not sent. To queue {len(ops)} operation(s), governance {governance} sends these transactions "
+        f"to the timelock {timelock}, in this order, mined before {utc(ops[0].eta - delay) if ops else '-'} "
+        f"(eta {ops[0].eta if ops else '-'} minus the {delay} s delay); each is then executable from "
+        f"{utc(ops[0].eta) if ops else '-'} for 14 days."
+    )
+    for n, op in enumerate(ops, 1):
+        click.echo(f"\noperation {n} of {len(ops)}: {op.id}\n  {op.label}")
+        click.echo(f"  the timelock will call: to {op.target} value 0 data {op.data}")
+        click.echo(f"  queue transaction:      to {timelock} value 0 data {queue_calldata(w3, timelock, op)}")
+    click.echo("\nOnce mined, `keeper params status --recover` records them in the operations file.")
 
 
 def _selected(store: OperationStore, ids: tuple[str, ...]):

@@ -100,3 +100,74 @@ def test_governance_queues_and_cancels_with_a_keystore(env, monkeypatch):
     code, out = keeper(chain, manifest, "params", "queue", change_file(tmp_path, HARMLESS), "--keystore", str(other),
                        "--password-env", "GOV_PASSWORD")  # fmt: skip
     assert code == 1 and f"keystore {other} is {Account.from_key('0x' + '22' * 32).address}, but" in out
+
+
+# ---------------------------------------------------------------- queue calldata for a multisig
+
+
+def test_calldata_only_prints_and_writes_exactly_what_the_keyed_queue_sends(env, monkeypatch):
+    from web3 import Web3
+
+    from keeper import resources
+    from keeper.params.timelock import store_path
+    from tests.integration.test_params_anvil import GOVERNANCE, GOVERNANCE_KEY, change_file
+
+    chain, manifest, tmp_path = env
+    two_calls = "changes:\n  - {underlying: ETH, im_rate: 0.13, mm_rate: 0.06}\n  - {asset: WETH, haircut: 0.84}\n"
+    changes = change_file(tmp_path, two_calls)
+    eta = chain.w3.eth.get_block("latest")["timestamp"] + 2 * 86400
+    safe = tmp_path / "safe.json"
+    code, out = keeper(chain, manifest, "params", "queue", changes, "--eta", str(eta), "--safe-json", str(safe))
+    assert code == 0, out  # no key in the environment: none needed
+    assert not store_path(manifest).exists()  # nothing queued, nothing recorded
+    timelock = chain.w3.eth.contract(
+        address=chain.dep.timelock, abi=json.loads(resources.abi_file("Timelock").read_text())
+    )
+    assert list(timelock.events.Queued.get_logs(from_block=0)) == []
+    batch = json.loads(safe.read_text())
+    assert batch["version"] == "1.0" and batch["chainId"] == str(chain.w3.eth.chain_id)
+    assert batch["meta"]["createdFromSafeAddress"] == GOVERNANCE
+    txs = batch["transactions"]
+    assert len(txs) == 2 and all(t["to"] == chain.dep.timelock and t["value"] == "0" for t in txs)
+    # each is Timelock.queue(target, data, eta) of the shipped ABI, to the engine then the vault
+    decoded = [timelock.decode_function_input(t["data"]) for t in txs]
+    assert [fn.fn_name for fn, _ in decoded] == ["queue", "queue"]
+    assert [args["target"] for _, args in decoded] == [chain.dep.engine, chain.dep.vault]
+    assert {args["eta"] for _, args in decoded} == {eta}
+    for t, (_, args) in zip(txs, decoded, strict=True):
+        assert t["data"] in out and "0x" + bytes(args["data"]).hex() in out  # printed in full
+    inner = [
+        c.decode_function_input(args["data"])
+        for c, (_, args) in zip((chain.client.engine, chain.client.vault), decoded)
+    ]
+    assert [(fn.fn_name, a.get("haircut")) for fn, a in inner] == [
+        ("set_underlying_params", None),
+        ("set_asset_params", 84 * 10**16),
+    ]
+    # the keyed queue at the same eta sends exactly these transactions, in this order
+    monkeypatch.setenv("GOVERNANCE_PRIVATE_KEY", GOVERNANCE_KEY)
+    code, out = keeper(chain, manifest, "params", "queue", changes, "--eta", str(eta))
+    assert code == 0, out
+    sent = [
+        chain.w3.eth.get_transaction(op["queued_tx"])
+        for op in json.loads(store_path(manifest).read_text())["operations"]
+    ]
+    assert [(s["to"], Web3.to_hex(s["input"]), s["from"]) for s in sent] == [
+        (t["to"], t["data"], GOVERNANCE) for t in txs
+    ]
+
+
+def test_calldata_only_refusals(env, monkeypatch):
+    from tests.integration.test_params_anvil import HARMLESS, LIQUIDATING, change_file
+
+    chain, manifest, tmp_path = env
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    code, out = keeper(chain, manifest, "params", "queue", change_file(tmp_path, HARMLESS), "--calldata-only",
+                       "--eta", str(now + 60))  # fmt: skip
+    assert code == 1 and "is less than the timelock's delay (3600 s) after chain time" in out
+    code, out = keeper(chain, manifest, "params", "queue", change_file(tmp_path, HARMLESS), "--calldata-only",
+                       "--private-key-env", "GOVERNANCE_PRIVATE_KEY")  # fmt: skip
+    assert code == 1 and "--calldata-only signs nothing" in out
+    code, out = keeper(chain, manifest, "params", "queue", change_file(tmp_path, LIQUIDATING), "--calldata-only")
+    assert code == 2 and "refusing to queue: 1 account(s) would become liquidatable" in out
+    assert "queue transaction" not in out
