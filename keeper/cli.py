@@ -1,4 +1,4 @@
-"""`keeper` command line: run the liquidator, inspect an account, replay a crash.
+"""`keeper` command line: run the liquidator, inspect an account or all of them, replay a crash.
 
 Every expected failure (bad input, unreachable RPC, wrong manifest, missing data) is one line
 on stderr and exit code 1; no tracebacks.
@@ -19,6 +19,7 @@ from rich.table import Table
 from keeper import resources
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.manifest import load_manifest
+from keeper.cli_common import key_options, one_line_errors, signing_key
 from keeper.config import DEFAULT_CONFIG, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
@@ -72,11 +73,7 @@ def cli(log_level: str) -> None:
     default=None,
     help="Keeper settings YAML (see config/keeper.example.yaml).",
 )
-@click.option(
-    "--private-key-env",
-    default=None,
-    help="Environment variable holding the liquidator's key [default: KEEPER_PRIVATE_KEY].",
-)
+@key_options("KEEPER_PRIVATE_KEY", "the liquidator")
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -147,6 +144,8 @@ def run(
     manifest,
     config_path,
     private_key_env,
+    keystore,
+    password_env,
     state_dir,
     from_block,
     min_profit_usd,
@@ -175,7 +174,7 @@ def run(
     from keeper.journal import TxJournal
     from keeper.logs import setup_logging
     from keeper.metrics import KeeperMetrics
-    from keeper.settings import SettingsError, load_settings, private_key_from_env, validate_for_run
+    from keeper.settings import SettingsError, load_settings, validate_for_run
     from keeper.txmanager import DryRunTx, GasPolicy, TxManager
 
     level = (
@@ -193,6 +192,7 @@ def run(
     validate_for_run(settings)
     setup_logging(settings.log_level, settings.log_format)
     key = None
+    source = ""
     if from_address is not None:
         if not dry_run:
             raise click.ClickException("--from is only for --dry-run: a keeper that sends uses its key's address")
@@ -203,11 +203,12 @@ def run(
         address = to_checksum_address(from_address)
     else:
         try:
-            key = private_key_from_env(settings.private_key_env)
+            signer = signing_key(private_key_env, keystore, password_env, settings.private_key_env)
         except SettingsError as e:
             if dry_run and str(e).startswith("no private key"):
                 raise SettingsError(f"{e}, or give --from ADDRESS with --dry-run") from None
             raise
+        key, source = signer.key, signer.source
         address = Account.from_key(key).address
     deployment = load_manifest(settings.manifest)
     w3 = connect_any(settings.rpc_urls, timeout=settings.rpc_timeout_seconds)
@@ -252,7 +253,7 @@ def run(
         )
     except ValueError as e:
         if "key" in str(e).lower() or "hex" in str(e).lower() or "non-hexadecimal" in str(e).lower():
-            raise click.ClickException(f"{settings.private_key_env} does not hold a valid private key") from None
+            raise click.ClickException(f"{source} does not hold a valid private key") from None
         raise
     start = deployment.deploy_block if settings.from_block is None else settings.from_block
     index = EventIndex(
@@ -388,6 +389,87 @@ def account(address, rpc, manifest, scenario_config, plot_path, as_json) -> None
     if plot_path is not None:
         written = plot_heat_map(book, 0, plot_path, scenario_params.spot_range)
         out.print(f"heat map written to {written}", highlight=False)
+
+
+@cli.command("accounts")
+@click.option(
+    "--rpc", "--rpc-url", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL)."
+)
+@click.option(
+    "--manifest",
+    required=True,
+    type=click.Path(path_type=Path),
+    envvar="KEEPER_MANIFEST",
+    help="Deployment manifest JSON.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["health", "equity", "mm", "address"]),
+    default="health",
+    show_default=True,
+    help="health: lowest first; equity, mm: largest first; address.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N accounts (after sorting).")
+@click.option(
+    "--liquidatable-only", is_flag=True, default=False, help="Only accounts with equity < maintenance margin."
+)
+@click.option(
+    "--from-block",
+    type=click.IntRange(min=0),
+    default=None,
+    help="First block to scan for accounts [default: the manifest's deploy block].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    default=False,
+    help="Print one JSON array of objects (WAD integers, as `keeper account --json`) instead of a table.",
+)
+@one_line_errors(KeeperError)
+def accounts_cmd(rpc, manifest, sort, limit, liquidatable_only, from_block, as_json) -> None:
+    """Every account's equity, IM, MM, health factor and whether it is liquidatable, read at one
+    block: accounts found from Deposit and PositionChanged events as `keeper run` finds them,
+    their margin the contract's own (MarginLens.margin_summaries, in batches)."""
+    from keeper.chain.account import read_health, select_health
+
+    deployment = load_manifest(manifest)
+    client = ProtocolClient(connect(rpc), deployment)
+    client.check_chain()
+    block = client.w3.eth.block_number
+    rows = read_health(client, deployment.deploy_block if from_block is None else from_block, block)
+    shown = select_health(rows, sort, limit, liquidatable_only)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(_health_json(shown), indent=2))
+        return
+    stdout.print(_health_table(shown, rows, block))
+
+
+def _health_json(rows) -> list[dict]:
+    """One object per account, the numbers as `keeper account --json` prints its margin: WAD ints."""
+    return [
+        {"address": r.address, "block": r.block, **r.margin._asdict(), "liquidatable": r.liquidatable} for r in rows
+    ]
+
+
+def _health_table(shown, rows, block: int) -> Table:
+    liquidatable = sum(r.liquidatable for r in rows)
+    title = f"{len(rows)} accounts at block {block}, {liquidatable} liquidatable"
+    if len(shown) != len(rows):
+        title += f" (showing {len(shown)})"
+    t = Table(title=title)
+    for col in ("account", "equity (USD)", "IM (USD)", "MM (USD)", "health", "liquidatable"):
+        t.add_column(col, justify="left" if col == "account" else "right")
+    for r in shown:
+        m = r.margin
+        hf = "inf" if m.health_factor == MAX_UINT256 else f"{m.health_factor / WAD:.4f}"
+        t.add_row(
+            r.address, f"{m.equity / WAD:,.2f}", f"{m.initial_margin / WAD:,.2f}",
+            f"{m.maintenance_margin / WAD:,.2f}", hf, "[bold red]yes[/]" if r.liquidatable else "no",
+        )  # fmt: skip
+    return t
 
 
 def _collateral_rows(view, deployment) -> list[dict]:

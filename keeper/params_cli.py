@@ -2,20 +2,22 @@
 
     keeper params show     CHANGES --rpc URL --manifest M   current and new values side by side
     keeper params rehearse CHANGES ...                      apply on an Anvil fork, compare margins
-    keeper params queue    CHANGES ... [--accept-liquidations]
+    keeper params queue    CHANGES ... [--accept-liquidations] [--calldata-only] [--safe-json FILE]
     keeper params execute  [--id ID]...                     after the delay
     keeper params cancel   (--id ID... | --all)
     keeper params status                                    queued operations, eta, ready/expired
 
 Queue, execute and cancel sign with the governance key from GOVERNANCE_PRIVATE_KEY (or the
-variable named by --private-key-env). Every expected failure is one line on stderr with exit
+variable named by --private-key-env), or from an encrypted keystore (--keystore PATH, its
+password from KEEPER_KEYSTORE_PASSWORD, --password-env VAR, or a prompt on a terminal). Every expected failure is one line on stderr with exit
 code 1; a rehearsal (or a refused queue) that would make accounts liquidatable exits with 2.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -25,7 +27,7 @@ from rich.table import Table
 
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.manifest import load_manifest
-from keeper.cli_common import chain_options, one_line_errors
+from keeper.cli_common import chain_options, key_options, one_line_errors, signing_key
 from keeper.errors import KeeperError
 from keeper.params.bounds import REQUIREMENT_RAMP
 from keeper.params.changes import ChangeError, load_changes
@@ -38,13 +40,17 @@ from keeper.params.timelock import (
     TimelockError,
     cancel_operation,
     execute_operation,
+    plan_operations,
+    queue_calldata,
     queue_calls,
     recover_operations,
+    safe_batch,
     state,
     store_path,
     timelock_contract,
     utc,
 )
+from keeper.settings import SigningKey
 from keeper.units import MAX_UINT256, WAD
 
 LIQUIDATIONS_EXIT = 2
@@ -61,13 +67,8 @@ _one_line_errors = one_line_errors(KeeperError)
 _chain_options = chain_options
 
 
-def _key_option(fn):
-    return click.option(
-        "--private-key-env",
-        default="GOVERNANCE_PRIVATE_KEY",
-        show_default=True,
-        help="Environment variable holding the timelock governance's key.",
-    )(fn)
+GOVERNANCE_KEY_ENV = "GOVERNANCE_PRIVATE_KEY"
+_key_option = key_options(GOVERNANCE_KEY_ENV, "the timelock governance")
 
 
 @click.group("params")
@@ -217,14 +218,16 @@ def _rehearse(rpc: str, deployment, calls: list[Call]) -> Rehearsal:
     return result
 
 
-def _sender(w3, private_key_env: str) -> Sender:
-    key = os.environ.get(private_key_env)
-    if not key:
-        raise click.ClickException(f"no governance key: set the environment variable {private_key_env}")
+def _signer(private_key_env: str | None, keystore: Path | None, password_env: str | None) -> SigningKey:
+    """The governance key (from the environment or a keystore), read before any RPC call."""
+    return signing_key(private_key_env, keystore, password_env, GOVERNANCE_KEY_ENV, what="governance key")
+
+
+def _sender(w3, signer: SigningKey) -> Sender:
     try:
-        return Sender(w3, key)
+        return Sender(w3, signer.key)
     except ValueError:
-        raise click.ClickException(f"{private_key_env} does not hold a valid private key") from None
+        raise click.ClickException(f"{signer.source} does not hold a valid private key") from None
 
 
 def _timelock(deployment) -> str:
@@ -303,16 +306,53 @@ def rehearse_cmd(changes, rpc, manifest) -> None:
     show_default=True,
     help="Seconds added to the delay for the eta, so the queue transactions land before it.",
 )
+@click.option(
+    "--eta",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Earliest execution time, unix seconds [default: chain time + delay + --buffer]; the queue "
+    "transactions must be mined at least the delay before it.",
+)
+@click.option(
+    "--calldata-only",
+    is_flag=True,
+    default=False,
+    help="Send nothing, need no key: print each operation's call (target, value, calldata) and the "
+    "Timelock.queue transaction governance sends, for a multisig to send.",
+)
+@click.option(
+    "--safe-json",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write the queue transactions as a Safe Transaction Builder batch to FILE (implies --calldata-only).",
+)
 @_one_line_errors
-def queue(changes, rpc, manifest, private_key_env, operations, accept_liquidations, buffer_seconds) -> None:
-    """Rehearse CHANGES, then queue them on the timelock (one operation per setter call, one eta)."""
+def queue(
+    changes, rpc, manifest, private_key_env, keystore, password_env, operations, accept_liquidations, buffer_seconds,
+    eta, calldata_only, safe_json,
+) -> None:  # fmt: skip
+    """Rehearse CHANGES, then queue them on the timelock (one operation per setter call, one eta).
+
+    With --calldata-only (or --safe-json) nothing is sent: the same checks and rehearsal run, and
+    the transactions the keyed queue would send are printed for governance to send itself."""
+    calldata_only = calldata_only or safe_json is not None
+    if calldata_only and (private_key_env or keystore or password_env):
+        raise click.ClickException(
+            "--calldata-only signs nothing: drop --private-key-env, --keystore and --password-env"
+        )
+    signer = None if calldata_only else _signer(private_key_env, keystore, password_env)
     deployment, w3, current, calls = _plan(changes, rpc, manifest)
     timelock = _timelock(deployment)
-    tx = _sender(w3, private_key_env)
     contract = timelock_contract(w3, timelock)
     governance = contract.functions.governance().call()
-    if governance.lower() != tx.address.lower():
-        raise click.ClickException(f"{private_key_env} is {tx.address}, but the timelock's governance is {governance}")
+    tx = None
+    if signer is not None:
+        tx = _sender(w3, signer)
+        if governance.lower() != tx.address.lower():
+            raise click.ClickException(
+                f"{signer.source} is {tx.address}, but the timelock's governance is {governance}"
+            )
     for name in sorted({c.contract for c in calls}):
         risk_admin = current.roles[name][1]
         if risk_admin.lower() != timelock.lower():
@@ -326,7 +366,32 @@ def queue(changes, rpc, manifest, private_key_env, operations, accept_liquidatio
             f"refusing to queue: {len(result.newly_liquidatable)} account(s) would become "
             "liquidatable; pass --accept-liquidations to queue anyway"
         )
-    eta = w3.eth.get_block("latest")["timestamp"] + contract.functions.delay().call() + buffer_seconds
+    now = w3.eth.get_block("latest")["timestamp"]
+    delay = contract.functions.delay().call()
+    if eta is None and calldata_only:
+        click.echo(
+            f"note: the eta is chain time + delay + {buffer_seconds} s, so the queue transactions must be mined "
+            "within that many seconds; give --eta for the time a multisig needs to collect signatures",
+            err=True,
+        )
+    if eta is None:
+        eta = now + delay + buffer_seconds
+    elif eta < now + delay:
+        raise click.ClickException(
+            f"--eta {eta} ({utc(eta)}) is less than the timelock's delay ({delay} s) after chain time "
+            f"{utc(now)}: the timelock would refuse it"
+        )
+    if calldata_only:
+        ops = plan_operations(calls, eta)
+        _print_calldata(w3, timelock, governance, delay, ops)
+        if safe_json is not None:
+            batch = safe_batch(deployment.chain_id, timelock, governance, ops, int(time.time() * 1000))
+            try:
+                safe_json.write_text(json.dumps(batch, indent=2) + "\n")
+            except OSError as e:
+                raise click.ClickException(f"cannot write {safe_json}: {e.strerror}") from None
+            stdout.print(f"Safe Transaction Builder batch written to {safe_json}", highlight=False)
+        return
     store = _store(manifest, operations, deployment, w3, timelock)
     queued = []
     for call in calls:  # saved one by one: a failure half-way leaves the queued ones on record
@@ -342,6 +407,22 @@ def queue(changes, rpc, manifest, private_key_env, operations, accept_liquidatio
     stdout.print(f"operations saved to {path}")
 
 
+def _print_calldata(w3, timelock: str, governance: str, delay: int, ops) -> None:
+    """Each operation's call and the Timelock.queue transaction that queues it, in full (plain
+    lines: hex is never wrapped or cut)."""
+    click.echo(
+        f"Not sent. To queue {len(ops)} operation(s), governance {governance} sends these transactions "
+        f"to the timelock {timelock}, in this order, mined before {utc(ops[0].eta - delay) if ops else '-'} "
+        f"(eta {ops[0].eta if ops else '-'} minus the {delay} s delay); each is then executable from "
+        f"{utc(ops[0].eta) if ops else '-'} for 14 days."
+    )
+    for n, op in enumerate(ops, 1):
+        click.echo(f"\noperation {n} of {len(ops)}: {op.id}\n  {op.label}")
+        click.echo(f"  the timelock will call: to {op.target} value 0 data {op.data}")
+        click.echo(f"  queue transaction:      to {timelock} value 0 data {queue_calldata(w3, timelock, op)}")
+    click.echo("\nOnce mined, `keeper params status --recover` records them in the operations file.")
+
+
 def _selected(store: OperationStore, ids: tuple[str, ...]):
     return [store.find(i) for i in ids] if ids else list(store.operations)
 
@@ -352,8 +433,9 @@ def _selected(store: OperationStore, ids: tuple[str, ...]):
 @_operations_option
 @click.option("--id", "ids", multiple=True, help="Operation id or unique prefix; repeat (default: every queued one).")
 @_one_line_errors
-def execute(rpc, manifest, private_key_env, operations, ids) -> None:
+def execute(rpc, manifest, private_key_env, keystore, password_env, operations, ids) -> None:
     """Execute queued operations whose eta has come, in the order they were queued."""
+    signer = _signer(private_key_env, keystore, password_env)
     deployment, w3 = _connect(rpc, manifest)
     timelock = _timelock(deployment)
     store = _store(manifest, operations, deployment, w3, timelock)
@@ -362,7 +444,7 @@ def execute(rpc, manifest, private_key_env, operations, ids) -> None:
         chosen = [op for op in chosen if state(w3, timelock, op) in ("waiting", "ready", "expired")]
         if not chosen:
             raise click.ClickException("nothing to execute: no queued operation")
-    tx = _sender(w3, private_key_env)
+    tx = _sender(w3, signer)
     try:
         for op in chosen:
             tx_hash = execute_operation(tx, timelock, op)
@@ -378,17 +460,18 @@ def execute(rpc, manifest, private_key_env, operations, ids) -> None:
 @click.option("--id", "ids", multiple=True, help="Operation id or unique prefix; repeat.")
 @click.option("--all", "all_queued", is_flag=True, default=False, help="Cancel every queued operation.")
 @_one_line_errors
-def cancel(rpc, manifest, private_key_env, operations, ids, all_queued) -> None:
+def cancel(rpc, manifest, private_key_env, keystore, password_env, operations, ids, all_queued) -> None:
     """Cancel queued operations (by --id, or --all)."""
     if bool(ids) == all_queued:
         raise click.ClickException("give --id (repeatable) or --all")
+    signer = _signer(private_key_env, keystore, password_env)
     deployment, w3 = _connect(rpc, manifest)
     timelock = _timelock(deployment)
     store = _store(manifest, operations, deployment, w3, timelock)
     chosen = _selected(store, ids)
     if all_queued:
         chosen = [op for op in chosen if state(w3, timelock, op) in ("waiting", "ready", "expired")]
-    tx = _sender(w3, private_key_env)
+    tx = _sender(w3, signer)
     try:
         for op in chosen:
             tx_hash = cancel_operation(tx, timelock, op)

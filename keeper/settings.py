@@ -38,8 +38,9 @@ Settlement of expired dated futures and option series (keeper.settle) is on by d
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Callable, Mapping
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -367,3 +368,98 @@ def private_key_from_env(name: str, env: Mapping[str, str] | None = None) -> str
     if number >= SECP256K1_ORDER:
         raise SettingsError(f"{name} does not hold a valid private key: it is not below the secp256k1 group order")
     return "0x" + digits.lower()
+
+
+# ---------------------------------------------------------------- signing keys
+
+DEFAULT_PASSWORD_ENV = "KEEPER_KEYSTORE_PASSWORD"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key (0x hex, never shown: left out of the repr) and where it came from: the
+    environment variable's name or `keystore <path>`, for messages."""
+
+    key: str = field(repr=False)
+    source: str
+
+
+def load_signing_key(
+    private_key_env: str | None,
+    default_env: str,
+    keystore: str | Path | None = None,
+    password_env: str | None = None,
+    *,
+    what: str = "private key",
+    env: Mapping[str, str] | None = None,
+    prompt: Callable[[str], str] | None = None,
+) -> SigningKey:
+    """The signing key of every keyed command (`keeper run`, `keeper params queue/execute/cancel`):
+    from the environment variable `private_key_env` (None: `default_env`, checked by
+    `private_key_from_env`), or from an encrypted eth-account keystore (JSON v3) at `keystore`
+    whose password is in the environment variable `password_env` (None: KEEPER_KEYSTORE_PASSWORD)
+    or, when that is unset, asked through `prompt` (the commands pass one on a terminal only).
+
+    Raises SettingsError with one line (never the key or the password): both sources given, a
+    keystore that cannot be read or is not a keystore, no password, a wrong password."""
+    if keystore is not None and private_key_env is not None:
+        raise SettingsError("give either --private-key-env or --keystore, not both")
+    if keystore is None:
+        if password_env is not None:
+            raise SettingsError("--password-env names the password of a keystore: give it with --keystore PATH")
+        name = private_key_env or default_env
+        if not (env if env is not None else os.environ).get(name, "").strip():
+            raise SettingsError(f"no {what}: set the environment variable {name} (or give --keystore PATH)")
+        return SigningKey(private_key_from_env(name, env), name)
+    return SigningKey(
+        key_from_keystore(Path(keystore), password_env or DEFAULT_PASSWORD_ENV, env=env, prompt=prompt),
+        f"keystore {keystore}",
+    )
+
+
+def key_from_keystore(
+    path: Path,
+    password_env: str = DEFAULT_PASSWORD_ENV,
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: Callable[[str], str] | None = None,
+) -> str:
+    """The private key (0x hex) in the eth-account keystore file `path` (JSON v3, as
+    `eth_account.Account.encrypt` and geth write it), decrypted with the password held by the
+    environment variable `password_env` (an empty value is an empty password), else the one
+    `prompt` returns; see `load_signing_key`."""
+    import json
+
+    from eth_account import Account
+
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SettingsError(f"cannot read keystore {path}: {e.strerror or e.__class__.__name__}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path} is not a keystore: not a UTF-8 text file") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise SettingsError(f"{path} is not a keystore: not valid JSON") from None
+    crypto = data.get("crypto", data.get("Crypto")) if isinstance(data, dict) else None
+    if not isinstance(crypto, dict) or data.get("version") != 3:
+        raise SettingsError(f"{path} is not an eth-account keystore (JSON v3 with a 'crypto' section)")
+    password = env.get(password_env)
+    if password is None:
+        if prompt is None:
+            raise SettingsError(
+                f"no password for keystore {path}: set the environment variable {password_env} "
+                "(or run on a terminal to be asked)"
+            )
+        password = prompt(f"Password of keystore {path}")
+    try:
+        key = Account.decrypt(data, password)
+    except ValueError as e:
+        if "MAC mismatch" in str(e):
+            raise SettingsError(f"wrong password for keystore {path}") from None
+        raise SettingsError(f"cannot decrypt keystore {path} ({e.__class__.__name__})") from None
+    except (KeyError, TypeError, AttributeError, NotImplementedError) as e:
+        raise SettingsError(f"cannot decrypt keystore {path}: malformed keystore ({e.__class__.__name__})") from None
+    return "0x" + bytes(key).hex()

@@ -1,4 +1,5 @@
-"""One account read at one block, with its numbers worked out: what `keeper account` prints.
+"""One account read at one block, with its numbers worked out: what `keeper account` prints;
+and every account's margin at one block: what `keeper accounts` prints.
 
 The keeper's valuation (keeper.risk.margin: collateral by asset, P&L by position with accrued
 funding, the standard margin) next to the contract's own `margin_summary`, so the command only
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keeper.chain.client import ProtocolClient, Snapshot
+from keeper.chain.event_index import EventIndex
+from keeper.chain.follower import BlockRef
 from keeper.chain.types import MarginSummary, OptionMargin, OptionState
 from keeper.risk.margin import MarginResult, RiskParams, Valuation, margin, valuation
 
@@ -95,3 +98,50 @@ def read_account(client: ProtocolClient, address: str, block: int) -> AccountVie
         onchain=client.margin_summaries([address], block)[0],
         attested=attested,
     )
+
+
+# ---------------------------------------------------------------- every account at once
+
+SORTS = ("health", "equity", "mm", "address")
+
+
+@dataclass(frozen=True)
+class AccountHealth:
+    """One account's margin as the contract states it (`MarginLens.margin_summaries`) at `block`."""
+
+    address: str
+    block: int
+    margin: MarginSummary
+
+    @property
+    def liquidatable(self) -> bool:
+        """equity < maintenance margin, as `keeper account` and the liquidator decide it."""
+        return self.margin.equity < self.margin.maintenance_margin
+
+
+def read_health(client: ProtocolClient, from_block: int, block: int) -> list[AccountHealth]:
+    """Every account of the deployment and its margin at `block`: accounts found as the keeper
+    finds them (Deposit and PositionChanged logs in [from_block, block], keeper.chain.event_index,
+    nothing persisted), their margin read in batches through the lens, pinned to `block`."""
+    index = EventIndex(client, from_block)
+    index.catch_up(BlockRef.from_block(client.w3.eth.get_block(block)))
+    accounts = sorted(index.accounts, key=str.lower)
+    return [AccountHealth(a, block, m) for a, m in zip(accounts, client.margin_summaries(accounts, block), strict=True)]
+
+
+def select_health(
+    rows: list[AccountHealth], sort: str = "health", limit: int | None = None, liquidatable_only: bool = False
+) -> list[AccountHealth]:
+    """`rows` filtered and ordered for display: health ascending (riskiest first; accounts with
+    nothing to maintain last), equity or maintenance margin largest first, or address; ties by
+    address. At most `limit` rows (None: all)."""
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+    keys = {
+        "health": lambda r: (r.margin.health_factor, r.address.lower()),
+        "equity": lambda r: (-r.margin.equity, r.address.lower()),
+        "mm": lambda r: (-r.margin.maintenance_margin, r.address.lower()),
+        "address": lambda r: r.address.lower(),
+    }
+    chosen = sorted((r for r in rows if r.liquidatable or not liquidatable_only), key=keys[sort])
+    return chosen if limit is None else chosen[:limit]

@@ -210,26 +210,77 @@ class Sender:
         return hex_hash
 
 
+def plan_operations(calls: list[Call], eta: int) -> list[Operation]:
+    """The timelock operation of each call, all with `eta`: the one place the operations to queue
+    are built, for `queue_calls` (which sends them) and `keeper params queue --calldata-only`
+    (which prints them for a multisig)."""
+    ops = []
+    for call in calls:
+        data = call_data(call)
+        ops.append(
+            Operation(
+                operation_id(call.address, data, eta),
+                call.address,
+                "0x" + data.hex(),
+                eta,
+                f"{call.label}: {call.describe()}",
+            )
+        )
+    return ops
+
+
+def queue_call(contract, op: Operation):
+    """`Timelock.queue(target, data, eta)` of `op` on the timelock `contract` (a web3 contract
+    function call: sent by `queue_calls`, encoded by `queue_calldata`)."""
+    return contract.functions.queue(op.target, bytes.fromhex(op.data[2:]), op.eta)
+
+
+def queue_calldata(w3: Web3, timelock: str, op: Operation) -> str:
+    """The 0x hex calldata of the transaction governance sends to `timelock` to queue `op`."""
+    return queue_call(timelock_contract(w3, timelock), op)._encode_transaction_data()
+
+
+def safe_batch(chain_id: int, timelock: str, governance: str, ops: list[Operation], created_at_ms: int) -> dict:
+    """A Safe Transaction Builder batch (JSON format version 1.0) of the `Timelock.queue` calls
+    of `ops`, for a Safe that is the timelock's `governance` to propose and sign. It carries no
+    `meta.checksum` (the Transaction Builder computes one when it saves a batch itself)."""
+    w3 = Web3()
+    eta = ops[0].eta if ops else 0
+    return {
+        "version": "1.0",
+        "chainId": str(chain_id),
+        "createdAt": created_at_ms,
+        "meta": {
+            "name": f"Timelock queue: {len(ops)} operation(s), eta {eta} ({utc(eta)})",
+            "description": "; ".join(f"{op.short_id} {op.label}" for op in ops),
+            "txBuilderVersion": "",
+            "createdFromSafeAddress": governance,
+            "createdFromOwnerAddress": "",
+        },
+        "transactions": [
+            {
+                "to": to_checksum_address(timelock),
+                "value": "0",
+                "data": queue_calldata(w3, timelock, op),
+                "contractMethod": None,
+                "contractInputsValues": None,
+            }
+            for op in ops
+        ],
+    }
+
+
 def queue_calls(tx: Sender, timelock: str, calls: list[Call], eta: int) -> list[Operation]:
     """Queue every call with the same `eta` (unix seconds, >= chain time + delay when mined),
     in order. Returns the operations, each checked against the id the timelock logged."""
     contract = timelock_contract(tx.w3, timelock)
-    ops = []
-    for call in calls:
-        data = call_data(call)
-        op = Operation(
-            operation_id(call.address, data, eta),
-            call.address,
-            "0x" + data.hex(),
-            eta,
-            f"{call.label}: {call.describe()}",
-        )
-        op.queued_tx = tx.send(contract.functions.queue(call.address, data, eta), f"queue {op.label}")
+    ops = plan_operations(calls, eta)
+    for op in ops:
+        op.queued_tx = tx.send(queue_call(contract, op), f"queue {op.label}")
         receipt = tx.w3.eth.get_transaction_receipt(op.queued_tx)
         logged = contract.events.Queued().process_receipt(receipt)
         if not logged or "0x" + bytes(logged[0]["args"]["id"]).hex() != op.id:
             raise TimelockError(f"queue {op.label}: the timelock logged another operation id than {op.id}")
-        ops.append(op)
     return ops
 
 
