@@ -19,7 +19,7 @@ from rich.table import Table
 from keeper import resources
 from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.manifest import load_manifest
-from keeper.cli_common import key_options, one_line_errors, signing_key
+from keeper.cli_common import chain_options, key_options, one_line_errors, signing_key
 from keeper.config import DEFAULT_CONFIG, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import align, load_price_csv, parse_price_arg, parse_utc, synthetic_path
@@ -317,16 +317,7 @@ def run(
 
 @cli.command()
 @click.argument("address")
-@click.option(
-    "--rpc", "--rpc-url", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL)."
-)
-@click.option(
-    "--manifest",
-    required=True,
-    type=click.Path(path_type=Path),
-    envvar="KEEPER_MANIFEST",
-    help="Deployment manifest JSON.",
-)
+@chain_options
 @click.option(
     "--scenario-config",
     type=click.Path(path_type=Path),
@@ -392,16 +383,7 @@ def account(address, rpc, manifest, scenario_config, plot_path, as_json) -> None
 
 
 @cli.command("accounts")
-@click.option(
-    "--rpc", "--rpc-url", required=True, envvar="KEEPER_RPC_URL", help="JSON-RPC endpoint (or KEEPER_RPC_URL)."
-)
-@click.option(
-    "--manifest",
-    required=True,
-    type=click.Path(path_type=Path),
-    envvar="KEEPER_MANIFEST",
-    help="Deployment manifest JSON.",
-)
+@chain_options
 @click.option(
     "--sort",
     type=click.Choice(["health", "equity", "mm", "address"]),
