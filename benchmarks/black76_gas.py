@@ -27,7 +27,8 @@ import boa
 from rich.console import Console
 from rich.table import Table
 
-WAD = 10**18
+from keeper.units import WAD
+
 YEAR = 365 * 86400
 SOURCE = Path(__file__).resolve().parents[1] / "contracts" / "lib" / "black76.vy"
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "black76-gas.json"

@@ -28,8 +28,8 @@ from keeper.config import load_config
 from keeper.marketdata.prices import synthetic_path
 from keeper.replay.driver import Replay, ReplayOptions
 from keeper.risk.margin import margin
+from keeper.units import WAD
 
-WAD = 10**18
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "chain-reads.json"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "replay-large.yaml"
 # the report's name of each way of reading, and the printed table's

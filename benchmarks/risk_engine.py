@@ -35,8 +35,8 @@ from keeper.risk.margin import (
     margin_float,
     margin_loop,
 )
+from keeper.units import WAD
 
-WAD = 10**18
 INDEX_USD = (2_000, 30_000)  # ETH, BTC
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "risk-engine.json"
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

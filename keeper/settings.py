@@ -47,9 +47,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from keeper.errors import KeeperError
+from keeper.units import GWEI
 from keeper.validation import Float, Int, bounds, first_problem, is_integer_field
-
-GWEI = 10**9
 
 
 class SettingsError(KeeperError, ValueError):

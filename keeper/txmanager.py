@@ -36,10 +36,9 @@ from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from keeper.errors import KeeperError
 from keeper.journal import FAILED, MINED, REPLACED_BY_OTHER, TxJournal, TxRecord
+from keeper.units import GWEI
 
 log = logging.getLogger("keeper.tx")
-
-GWEI = 10**9
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import TypeVar
 import numpy as np
 
 WAD = 10**18
+# wei per gwei: gas prices.
+GWEI = 10**9
 # Vyper's max_value(uint256): what the engine's health factor returns with nothing to maintain.
 MAX_UINT256 = 2**256 - 1
 

@@ -31,9 +31,7 @@ from web3 import Web3
 
 from keeper.chain.deployment import Deployment
 from keeper.errors import KeeperError
-
-GWEI = 10**9
-WAD = 10**18
+from keeper.units import GWEI, WAD
 
 # manifest fields holding a contract address (admin and deployer are accounts, not contracts)
 CONTRACT_FIELDS = (
