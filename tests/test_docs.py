@@ -390,6 +390,18 @@ def test_replay_table():
     assert got["keeper processing per block"] == ["105 ms median, 878 ms max"]
 
 
+PRICE_GAPS_REPORT = {
+    "rows": [
+        {
+            "data": "ETH 10-minute",
+            "moves": [
+                {"kind": "one hour", "move": -0.2918, "start": "2021-05-19T12:00:00Z", "end": "2021-05-19T13:00:00Z"}
+            ],
+        }
+    ]
+}
+
+
 def make_tree(tmp_path: Path, reports: dict[str, dict]) -> Path:
     (tmp_path / "docs").mkdir()
     (tmp_path / "reports").mkdir()
@@ -421,6 +433,7 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "operator-jobs.json": OPERATOR_JOBS_REPORT,
         "options-2020.json": OPTIONS_2020,
         "options-2021.json": OPTIONS_2021,
+        "price-gaps.json": PRICE_GAPS_REPORT,
     }
     root = make_tree(tmp_path, reports)
     assert run(root, check=True)[0] == 1  # out of date

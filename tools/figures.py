@@ -542,7 +542,46 @@ OPTION_REPLAYS = {
 }
 
 # block name -> (the report files in reports/ it reads, renderer taking them in that order)
+# tools.price_gaps' kinds of move, as the table words them ({pct}, {day} and {time} of the move's
+# start or end bar, UTC)
+PRICE_GAP_WORDS = {
+    "one hour": ("{pct} in one hour ({start_time} → {end_time} UTC)"),
+    "one 10-minute step": "{pct} in one 10-minute step",
+    "close to close": "{pct} close to close ({end_day} {end_time} UTC)",
+    "open to low within an hour": "{pct} open to low within an hour ({start_day} {start_time} UTC)",
+}
+
+
+def render_price_gaps(report: dict) -> str:
+    """The worst moves in the market data (tools.price_gaps --json), one row per file."""
+    _require(report, "rows")
+    rows = report["rows"]
+    if not isinstance(rows, list) or not rows:
+        raise ReportError("rows: not a non-empty list")
+    lines = ["| data | worst move |", "|---|---|"]
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("moves"), list):
+            raise ReportError(f"rows: {row!r} is not an object with 'moves'")
+        words = []
+        for move in row["moves"]:
+            kind = move.get("kind")
+            if kind not in PRICE_GAP_WORDS:
+                raise ReportError(f"moves: unknown kind {kind!r}")
+            pct = _num(move.get("move"), "move") * 100
+            stamps = {}
+            for side in ("start", "end"):
+                stamp = str(move.get(side, ""))
+                if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp):
+                    raise ReportError(f"moves: {side} {stamp!r} is not a UTC timestamp")
+                stamps[f"{side}_day"], stamps[f"{side}_time"] = stamp[:10], stamp[11:16]
+            sign = "−" if pct < 0 else "+"
+            words.append(PRICE_GAP_WORDS[kind].format(pct=f"{sign}{abs(pct):.1f}%", **stamps))
+        lines.append(f"| {row.get('data')} | {'; '.join(words)} |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
+    "price-gaps": (("price-gaps.json",), render_price_gaps),
     "gas": (("gas.json",), render_gas),
     "gas-liquidation-calls": (("gas.json",), render_gas_calls),
     "replay-black-thursday": (("black-thursday.json",), render_replay),
@@ -572,6 +611,7 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
     ]
     return {
         "gas.json": [python, "-m", "benchmarks.gas", "--json"],
+        "price-gaps.json": [python, "-m", "tools.price_gaps", "--data", str(data), "--json"],
         "portfolio-risk.json": [python, "-m", "benchmarks.portfolio_risk", "--json"],
         "risk-engine.json": [python, "-m", "benchmarks.risk_engine", "--json"],
         "chain-reads.json": [python, "-m", "benchmarks.chain", "--json"],
