@@ -41,11 +41,13 @@ from pathlib import Path
 import requests
 from web3.exceptions import ContractLogicError
 
+from keeper import sharding
 from keeper.chain.client import RPC_ERRORS, LiquidationTerms, ProtocolClient
 from keeper.chain.event_index import EventIndex, write_json_atomic
 from keeper.chain.follower import ChainFollower, HeadUpdate
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
+from keeper.sharding import Shard
 from keeper.units import WAD
 
 log = logging.getLogger("keeper.bot")
@@ -284,10 +286,16 @@ class Liquidator:
     # `keeper run --dry-run`: judge every account as usual, but log each liquidation that would
     # be sent (account, expected reward, gas estimate, simulated result) instead of sending it
     dry_run: bool = False
+    # `keeper run --shard I/N` (keeper.sharding): this keeper tries the accounts it owns, and
+    # another shard's once liquidatable for its takeover delay (multiples of takeover_blocks)
+    shard: Shard | None = None
+    takeover_blocks: int = 2
 
     def __post_init__(self) -> None:
         self.stats.dry_run = self.dry_run
         self.metrics.dry_run.set(1 if self.dry_run else 0)
+        self.metrics.shard_index.set(self.shard.index if self.shard else 0)
+        self.metrics.shard_count.set(self.shard.count if self.shard else 1)
 
     @property
     def address(self) -> str:
@@ -392,8 +400,13 @@ class Liquidator:
             self._track_episodes([accounts[i] for i in sorted(order, key=lambda i: health[i])], block)
             if not update.is_stale:
                 self._liquidate_all(accounts, order, equity, health, onchain, snap, head)
-                if self.attestation is not None:
-                    self.attestation.step(block, head.timestamp, accounts)
+                if self.attestation is not None:  # each shard attests the accounts it owns
+                    own = [
+                        a
+                        for a in accounts
+                        if self.shard is None or sharding.owner(a, self.shard.count) == self.shard.index
+                    ]
+                    self.attestation.step(block, head.timestamp, own)
             elif order:
                 self.stats.skipped += len(order)
                 self.metrics.skipped.labels(reason="stale_node").inc(len(order))
@@ -433,6 +446,17 @@ class Liquidator:
             account = accounts[i]
             if liquidation_key(account) in pending:
                 continue
+            if not sharding.mine(account, self.shard, self.first_seen.get(account), head.number, self.takeover_blocks):
+                continue  # its shard's, which has not had its turn yet
+            if self.shard is not None and sharding.owner(account, self.shard.count) != self.shard.index:
+                self.metrics.takeovers.inc()
+                log.warning(
+                    "takeover: %s (shard %d's) liquidatable since block %d: trying it from shard %s",
+                    account,
+                    sharding.owner(account, self.shard.count),
+                    self.first_seen.get(account, head.number),
+                    self.shard,
+                )
             extra = (
                 0
                 if i in onchain

@@ -125,6 +125,18 @@ def cli(log_level: str) -> None:
     help="Send transactions (eth_sendRawTransaction) through this endpoint, e.g. a private relay; reads and receipts stay on --rpc (or send_rpc / KEEPER_SEND_RPC).",
 )
 @click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Run as shard I of N keepers (one key each): liquidate the accounts this shard owns, and another shard's once it has been liquidatable past the takeover delay (or shard / KEEPER_SHARD).",
+)
+@click.option(
+    "--takeover-blocks",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Blocks the next shard in ring order waits before taking over a stopped shard's liquidatable account [default: 2] (or takeover_blocks / KEEPER_TAKEOVER_BLOCKS).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     default=False,
@@ -157,6 +169,8 @@ def run(
     max_blocks,
     settle_expired,
     send_rpc,
+    shard,
+    takeover_blocks,
     dry_run,
     from_address,
 ) -> None:
@@ -187,7 +201,7 @@ def run(
         rpc_urls=list(rpc_urls) or None, manifest=manifest, private_key_env=private_key_env, state_dir=state_dir,
         from_block=from_block, min_profit_usd=min_profit_usd, max_fee_gwei=max_fee_gwei, metrics_port=metrics_port,
         log_format="json" if log_json else None, poll_seconds=poll, log_level=level, settle_expired=settle_expired,
-        send_rpc=send_rpc,
+        send_rpc=send_rpc, shard=shard, takeover_blocks=takeover_blocks,
     )  # fmt: skip
     validate_for_run(settings)
     setup_logging(settings.log_level, settings.log_format)
@@ -267,6 +281,7 @@ def run(
         max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei,
         base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file, dry_run=dry_run,
+        shard=settings.shard, takeover_blocks=settings.takeover_blocks,
     )  # fmt: skip
     if settings.settle_expired:
         from keeper.settle import SettlementJob
@@ -305,6 +320,12 @@ def run(
         )
     elif send_w3 is not None:
         log.info("transactions are sent through %s; reads and receipts through --rpc", send_w3.provider)
+    if settings.shard is not None:
+        log.info(
+            "shard %s: the accounts this shard owns, and another shard's after %d blocks per step in ring order",
+            settings.shard,
+            settings.takeover_blocks,
+        )
     log.info(
         "%s %s following %s (engine %s; %s; max fee %g gwei; state %s)", "dry-run liquidator" if dry_run else "liquidator",
         tx.address, w3.provider, deployment.engine, profit, gas.max_fee_gwei, settings.state_dir or "in memory",

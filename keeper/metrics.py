@@ -34,6 +34,8 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_settlements_skipped_total{reason} | counter | due but not sent: price_not_published (no price stamped at or after expiry yet; retried next block), reverted (simulation reverted otherwise), fee_cap, stale_node |
 | keeper_dry_run | gauge | 1 when the keeper runs with `--dry-run` (nothing is sent) |
 | keeper_dry_run_liquidations_total | counter | dry run: liquidations simulated and logged that would have been sent |
+| keeper_shard_index, keeper_shard_count | gauge | this keeper's shard (`--shard I/N`; 0 and 1 when it is the only keeper) |
+| keeper_takeovers_total | counter | liquidations tried for an account of another shard, liquidatable longer than the takeover delay (that shard looks down) |
 | keeper_settlement_errors_total | counter | settlement attempts or whole settlement passes that failed on an RPC error, timeout or other exception (retried next block; liquidations go on) |
 """
 
@@ -97,6 +99,11 @@ class KeeperMetrics:
         self.dry_run = Gauge("keeper_dry_run", "1 when the keeper runs with --dry-run: nothing is sent", registry=r)
         self.dry_run_liquidations = Counter(
             "keeper_dry_run_liquidations", "Dry run: liquidations simulated that would have been sent", registry=r
+        )
+        self.shard_index = Gauge("keeper_shard_index", "This keeper's shard index (--shard I/N)", registry=r)
+        self.shard_count = Gauge("keeper_shard_count", "Number of keeper shards (--shard I/N)", registry=r)
+        self.takeovers = Counter(
+            "keeper_takeovers", "Liquidations tried for another shard's account past the takeover delay", registry=r
         )
         self.head_block = Gauge("keeper_head_block", "Last block processed", registry=r)
         self.head_lag = Gauge("keeper_head_lag_seconds", "Wall clock minus the head block's timestamp", registry=r)

@@ -47,6 +47,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from keeper.errors import KeeperError
+from keeper.sharding import Shard
 from keeper.units import GWEI
 from keeper.validation import Float, Int, bounds, first_problem, is_integer_field
 
@@ -104,6 +105,12 @@ def _always(value: Any) -> Any:
             "must be a number (USD; 0 = never at a loss) or always (liquidate all, the old null), got null"
         )
     return None if isinstance(value, str) and value.strip().lower() == "always" else value
+
+
+def _shard(value: Any) -> Shard | None:
+    if value is None or isinstance(value, Shard):
+        return value
+    return Shard.parse(str(value))
 
 
 Bool = Annotated[bool, BeforeValidator(_bool)]
@@ -188,6 +195,9 @@ class KeeperSettings(BaseModel):
     rpc_timeout_seconds: Float = Field(10.0, ge=0.1, le=600)
     log_chunk_blocks: Int = Field(2000, ge=1, le=1e7)
     settle_expired: Bool = True  # settle expired dated futures and option series (keeper.settle)
+    # this process's shard of the accounts (keeper.sharding): "I/N", None = the only keeper
+    shard: Annotated[Shard | None, BeforeValidator(_shard)] = None
+    takeover_blocks: Int = Field(2, ge=1, le=100_000)  # a stopped shard's accounts wait this x ring distance
     attestation: AttestationSettings = AttestationSettings()
 
     @model_validator(mode="before")
