@@ -408,6 +408,12 @@ def series_name(underlying: str, expiry_days: float, is_call: bool, strike_usd: 
     return f"{underlying}-{expiry_days:g}D-{'C' if is_call else 'P'}-{strike_usd}"
 
 
+def listing_strike(multiple: float, index: int) -> int:
+    """The strike (WAD USD) a series listed at `multiple` x the index `index` (WAD) gets: whole
+    USD, at least 1 (the contract keeps it within [index / 10, index * 10])."""
+    return max(1, round(multiple * index / 10**18)) * 10**18
+
+
 def governed_scenario_params_hash(config: ProtocolConfig) -> bytes:
     """The hash (32 bytes) of the portfolio-margin parameters `options.attestation.scenario_params`
     names (default config/portfolio_margin.yaml): the HealthAttestor's `scenario_params_hash`.
@@ -481,8 +487,7 @@ def _deploy_options(
                             now = backend.timestamp() if now is None else now
                             if index is None:
                                 index = int(view(oracle, "index_price", u.price_id))
-                            # whole USD, at least 1: the contract keeps it within [index / 10, index * 10]
-                            strike = max(1, round(multiple * index / 10**18)) * 10**18
+                            strike = listing_strike(multiple, index)
                             expiry = now + int(days * 86400)
                         name = series_name(u.symbol, days, is_call, strike // 10**18)
                         record = run.call(

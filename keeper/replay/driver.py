@@ -461,25 +461,8 @@ class Replay:
         start = {s: float(self.opts.path.prices[0, i]) for i, s in enumerate(self.opts.path.symbols)}
         holders = [u for u in users if u.spec.options]
         # the legs sized to the deployment's minimum position notional, at the index they trade at
-        prices = self.client.oracle.functions.index_prices().call()
-        index = {s.underlying: int(prices[s.price_id]) for s in self.series}
-        min_notional = self.client.engine.functions.min_position_notional().call()
-
-        def series_of(und: str, is_call: bool, multiple: float) -> option_books.ListedSeries:
-            return option_books.resolve_leg(self.series, und, is_call, multiple, start[und])
-
-        specs, fills = option_books.plan_option_fills(
-            [u.spec for u in holders], len(self.market_makers), index, min_notional, series_of
-        )
-        for u, spec in zip(holders, specs):
-            u.spec = spec
-        hashes = option_books.option_trades(
-            self._send,
-            self.client.options,
-            self.client.matching,
-            self.deployment.chain_id,
-            [(holders[f.holder], self.market_makers[f.maker], series_of(*f.leg[:3]), f.size) for f in fills],
-            now + 86400,
+        hashes = option_books.open_option_legs(
+            self._send, self.client, self.series, holders, self.market_makers, start, now + 86400
         )
         self._confirm(hashes, "option trade")
         risk = cfg.attestation.signers

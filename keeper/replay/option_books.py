@@ -258,6 +258,41 @@ def option_trades(
     return hashes
 
 
+def open_option_legs(
+    send: Callable[[Any, int], bytes],
+    client,
+    series: Sequence[ListedSeries],
+    holders: Sequence[Any],
+    makers: Sequence[Any],
+    start: dict[str, float],
+    deadline: int,
+) -> list:
+    """Size the option legs of `holders` (driver.User with specs) with `plan_option_fills` at
+    the deployment's minimum position notional and the current index, map each leg to the listed
+    series nearest its strike multiple x `start` (USD per unit, by underlying: `resolve_leg`),
+    and send them against `makers` (`option_trades`, at the marks: post fresh vols first).
+    `client` is a keeper.chain.client.ProtocolClient. Each holder's spec becomes the legs as
+    traded. Returns the transaction hashes."""
+    prices = client.oracle.functions.index_prices().call()
+    index = {s.underlying: int(prices[s.price_id]) for s in series}
+    min_notional = client.engine.functions.min_position_notional().call()
+
+    def series_of(und: str, is_call: bool, multiple: float) -> ListedSeries:
+        return resolve_leg(series, und, is_call, multiple, start[und])
+
+    specs, fills = plan_option_fills([u.spec for u in holders], len(makers), index, min_notional, series_of)
+    for u, spec in zip(holders, specs):
+        u.spec = spec
+    return option_trades(
+        send,
+        client.options,
+        client.matching,
+        client.deployment.chain_id,
+        [(holders[f.holder], makers[f.maker], series_of(*f.leg[:3]), f.size) for f in fills],
+        deadline,
+    )
+
+
 def _isolated_mm(book, markets, params, prices) -> np.ndarray:
     """object (N,): sum over live positions of ceil(|size| x index x mm_rate / 1e36), WAD."""
     out = np.zeros(book.n_accounts, dtype=object)
