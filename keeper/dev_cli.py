@@ -1,6 +1,7 @@
 """`keeper dev`: helpers for a local development chain (Anvil) only.
 
-    keeper dev accounts [--count N] [--seed S]   open a small, varied book of accounts
+    keeper dev accounts [--count N] [--seed S]   open a small, varied book of accounts (with
+                                                 option books on an options deployment)
     keeper dev price SYMBOL USD                  publish a new answer on a price id's mock feeds
     keeper dev warp SECONDS                      move chain time on, then re-post every mock
                                                  feed's answer so the oracle stays fresh
@@ -11,7 +12,8 @@ tokens are not the mocks its own deployment created (the manifest's `steps` reco
 deployed). Transactions are sent from Anvil's unlocked development accounts (mnemonic
 "test test ... junk", public test keys): account 0 (the deployer) funds and sends, account 1
 is the README's keeper (liquidator), account 2 the market maker on the other side of every
-trade, accounts 3 and up the traders.
+trade, accounts 3 and up the traders. On an options deployment the vol feed's signers must be
+development accounts too (config/options.yaml: accounts 4 and 5) for fresh vols to be posted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation, localcontext
+from itertools import zip_longest
 from pathlib import Path
 
 import click
@@ -30,13 +33,16 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 
 from keeper.chain.artifacts import load_artifact
 from keeper.chain.client import ProtocolClient, connect
+from keeper.chain.deploy import listing_strike
 from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import load_manifest
 from keeper.chain.types import FeedInfo, UnderlyingRates
 from keeper.cli_common import chain_options, one_line_errors
 from keeper.errors import KeeperError
+from keeper.replay import option_books
 from keeper.replay.driver import User, confirm, deposit_all, spec_deposits, trade_all
-from keeper.replay.population import KIND_WEIGHTS, make_population
+from keeper.replay.population import KIND_WEIGHTS, OPTION_DAYS, make_population
+from keeper.risk.book import series_name
 from keeper.units import MAX_UINT256, WAD
 
 DEV_CHAIN_IDS = (31337,)  # Anvil's and Hardhat's default chain id
@@ -48,7 +54,22 @@ INSURANCE_USD = 1_000_000  # funded once, when the insurance fund is empty
 MAX_INT256 = 2**255 - 1
 # orders of one run use nonces from (next block) x NONCE_STRIDE up: a rerun never reuses one
 NONCE_STRIDE = 10**6
-POPULATION_POOL = 600  # specs drawn before picking each kind in turn (the rarest kind has ~10%)
+POPULATION_POOL = 600  # specs drawn before picking each kind in turn (the rarest kind has ~4%)
+# option books, every other account, in this order: calls and puts long and short in the first three
+OPTION_ORDER = (
+    "call_spread",
+    "put_spread",
+    "covered_call",
+    "protective_put",
+    "short_straddle",
+    "risk_defined",
+    "delta_hedged_straddle",
+)
+DEV_ATM_VOL = 0.8  # the ATM vol posted for every listed expiry (the population sizes delta hedges with it)
+DEV_KEY_ACCOUNTS = 20  # the development accounts whose keys `keeper dev` knows (vol signers, an admin)
+MIN_SERIES_LIFE = 86400  # a series expiring sooner is not traded; with none left, new ones are listed
+LISTED_STRIKES = (0.9, 1.0, 1.1)  # listed (calls and puts, OPTION_DAYS out) when no series is live
+LIST_GAS = 300_000
 
 stdout = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -147,18 +168,32 @@ def dev() -> None:
 # ---------------------------------------------------------------- accounts
 
 
-def varied_specs(count: int, prices: dict[str, float], seed: int, settlement: str):
-    """`count` specs from `make_population`, taking each kind in turn (long, short, future,
-    basis, cross hedge, collateral long, ...) so that even a small book has every kind."""
-    pool = make_population(POPULATION_POOL, prices, seed, settlement)  # one pool: --count 2 = first 2 of --count 6
-    by_kind = {k: [s for s in pool if s.kind == k] for k in KIND_WEIGHTS}
-    picked = []
+def _in_turn(pool, kinds, count: int) -> list:
+    """The first `count` specs of `pool` taking each of `kinds` in turn."""
+    by_kind = {k: [s for s in pool if s.kind == k] for k in kinds}
+    picked: list = []
     while len(picked) < count:
         ready = [queue.pop(0) for queue in by_kind.values() if queue]
         if not ready:
             raise ValueError(f"the population of {POPULATION_POOL} has fewer than {count} accounts")
         picked += ready[: count - len(picked)]
     return picked
+
+
+def varied_specs(count: int, prices: dict[str, float], seed: int, settlement: str, options: bool = False):
+    """`count` specs from `make_population`, taking each kind in turn (long, short, future,
+    basis, cross hedge, collateral long, ...) so that even a small book has every kind. With
+    `options` every other account (the 2nd, 4th, ...) holds an option book instead, its kinds
+    in the order OPTION_ORDER (call spread, put spread, covered call, protective put, ...): the
+    perpetual/future accounts are the first ones of the same seed without options."""
+    vols = {u: DEV_ATM_VOL for u in prices}
+    # one pool: --count 2 = first 2 of --count 6
+    pool = make_population(POPULATION_POOL, prices, seed, settlement, options=options, vols=vols)
+    if not options:
+        return _in_turn(pool, KIND_WEIGHTS, count)
+    perps = _in_turn(pool, KIND_WEIGHTS, (count + 1) // 2)
+    books = _in_turn(pool, OPTION_ORDER, count // 2)
+    return [spec for pair in zip_longest(perps, books) for spec in pair if spec is not None]
 
 
 def _underlying_index(chain: DevChain) -> dict[str, int]:
@@ -179,16 +214,25 @@ def _health(h: int) -> str:
     return "inf" if h == MAX_UINT256 else f"{h / WAD:.3f}"
 
 
-def _print_book(chain: DevChain, users: list[User], title: str) -> None:
+def _print_book(chain: DevChain, users: list[User], title: str, options: bool) -> None:
+    """The accounts' collateral, positions (option series too with `options`), and the engine's
+    margin summary (through the lens: option values and standard margins included)."""
     dep = chain.deployment
     block = chain.w3.eth.block_number
-    snap = chain.client.snapshot([u.address for u in users], block)
-    summaries = chain.client.margin_summaries([u.address for u in users], block)
+    addresses = [u.address for u in users]
+    snap = chain.client.snapshot(addresses, block)
+    summaries = chain.client.margin_summaries(addresses, block)
+    option_states = chain.client.option_states(addresses, block) if options else [[] for _ in users]
+    series = {s.series_id: s for s in chain.client.option_series(block)} if options else {}
+    symbols = chain.client.underlying_symbols() if options else ()
     markets = {i: name for name, i in dep.markets.items()}
     t = Table(title=title)
-    for col in ("account", "kind", "collateral", "positions", "equity (USD)", "MM (USD)", "health"):
-        t.add_column(col, justify="right" if col in ("equity (USD)", "MM (USD)", "health") else "left")
-    for row, (u, s) in enumerate(zip(users, summaries)):
+    numbers = ("equity (USD)", "MM (USD)", "options MM", "health")
+    columns = ("account", "kind", "collateral", "positions", *numbers)
+    for col in columns if options else [c for c in columns if c != "options MM"]:
+        # the whole address, whatever the width: it is what the other commands take
+        t.add_column(col, justify="right" if col in numbers else "left", no_wrap=col == "account")
+    for row, (u, s, held) in enumerate(zip(users, summaries, option_states)):
         collateral = []
         if snap.book.cash[row]:
             collateral.append(f"{snap.book.cash[row] / WAD:,.2f} USDC")
@@ -201,6 +245,13 @@ def _print_book(chain: DevChain, users: list[User], title: str) -> None:
             for m in range(snap.book.size.shape[1])
             if snap.book.size[row, m]
         ]
+        positions += [
+            f"{series_name(symbols[series[o.series].underlying], series[o.series])} {o.size / WAD:+,.4f}"
+            for o in held
+            if o.size
+        ]
+        # the part of the engine's MM the option market adds (standard margin, per position)
+        option_mm = [_usd(sum(o.maintenance_margin for o in held)) if held else ""] if options else []
         t.add_row(
             u.address,
             u.spec.kind if u.spec else "",
@@ -208,9 +259,115 @@ def _print_book(chain: DevChain, users: list[User], title: str) -> None:
             "\n".join(positions),
             _usd(s.equity),
             _usd(s.maintenance_margin),
+            *option_mm,
             _health(s.health_factor),
         )
     stdout.print(t)
+
+
+# ---------------------------------------------------------------- option books
+
+
+@dataclass
+class OptionSetup:
+    """What opening option books needs, checked before the first transaction."""
+
+    keys: list[bytes]  # keys of `threshold` of the vol feed's signers (development accounts)
+    series: list[option_books.ListedSeries]  # the live series ([]: `lister` lists some)
+    lister: str | None  # the option market's admin, a development account, when none is live
+
+
+def _dev_addresses() -> set[str]:
+    return {dev_account(i)[0].lower() for i in range(DEV_KEY_ACCOUNTS)}
+
+
+def _live_series(chain: DevChain, now: int) -> list[option_books.ListedSeries]:
+    """The listed series that expire more than MIN_SERIES_LIFE after `now`."""
+    return [
+        s
+        for s in option_books.listed_series(chain.client.options, chain.deployment)
+        if s.expiry > now + MIN_SERIES_LIFE
+    ]
+
+
+def option_setup(chain: DevChain, specs) -> OptionSetup:
+    """The vol signers' keys and the series the option legs of `specs` trade, or a one-line
+    click error: the vol feed's signers are not development accounts, or no series is live and
+    the option market's admin is not a development account (a timelock) to list some, or a leg
+    has no listed series of its underlying and type."""
+    feed = chain.client.vol_feed
+    signers = feed.functions.signers().call()
+    threshold = feed.functions.threshold().call()
+    dev = _dev_addresses()
+    ours = [a for a in signers if a.lower() in dev]
+    if len(ours) < threshold:
+        raise click.ClickException(
+            f"the vol feed needs {threshold} of its {len(signers)} signers and {len(ours)} of them are Anvil "
+            "development accounts: `keeper dev accounts` cannot post vols (--no-options opens no option books)"
+        )
+    keys = option_books.dev_keys(ours[:threshold], DEV_KEY_ACCOUNTS)
+    series = _live_series(chain, chain.w3.eth.get_block("latest")["timestamp"])
+    if not series:
+        admin = chain.client.options.functions.admin().call()
+        if admin.lower() not in dev or admin not in chain.w3.eth.accounts:
+            raise click.ClickException(
+                f"the option market lists no series expiring in more than a day and its admin {admin} is not an "
+                "Anvil development account (a timelock?) to list some: list series through governance, or pass --no-options"
+            )
+        return OptionSetup(keys, [], admin)
+    listed = {(s.underlying, s.is_call) for s in series}
+    missing = sorted({(und, is_call) for spec in specs for und, is_call, _, _ in spec.options} - listed)
+    if missing:
+        names = ", ".join(f"{und} {'calls' if is_call else 'puts'}" for und, is_call in missing)
+        raise click.ClickException(
+            f"the option market lists no live {names}, which the option books trade: pass --no-options"
+        )
+    return OptionSetup(keys, series, None)
+
+
+def _list_series(chain: DevChain, lister: str, index: dict[str, int]) -> list[option_books.ListedSeries]:
+    """List calls and puts at LISTED_STRIKES x the index, OPTION_DAYS out, on every underlying
+    (sent by the option market's admin, a development account); returns the live series."""
+    market = chain.client.options.functions
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    expiry = now + OPTION_DAYS * 86400
+    hashes = [
+        market.list_option(u, listing_strike(multiple, index[symbol]), expiry, is_call).transact(
+            {"from": lister, "gas": LIST_GAS}
+        )
+        for symbol, u in chain.deployment.underlyings.items()
+        for multiple in LISTED_STRIKES
+        for is_call in (True, False)
+    ]
+    confirm(chain.w3, hashes, "list_option")
+    return _live_series(chain, now)
+
+
+def open_option_books(
+    chain: DevChain, setup: OptionSetup, users: list[User], maker: User, index: dict[str, int]
+) -> tuple[list[option_books.ListedSeries], int]:
+    """List series if none is live, post fresh vols (ATM DEV_ATM_VOL, the replay's skew) for
+    every live expiry, then trade the option legs of `users` against `maker` at the marks, sized
+    by the replay's rule (keeper.replay.option_books.open_option_legs: the minimum position
+    notional). Returns the series listed here ([] if none) and the number of vol points posted."""
+    from keeper.chain.volfeed import post_vols
+
+    series, listed = setup.series, []
+    if setup.lister:
+        series = listed = _list_series(chain, setup.lister, index)
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    feed = chain.client.vol_feed.functions
+    updates = [
+        u
+        for u in option_books.vol_updates(series, {und: DEV_ATM_VOL for und in index}, now)
+        if feed.vol_params(u.underlying, u.expiry).call()[2] < now  # else posted this second: fresh
+    ]
+    post_vols(chain.w3, chain.deployment, setup.keys, updates, dev_account(FUNDER)[0])
+    holders = [u for u in users if u.spec.options]
+    start = {und: p / WAD for und, p in index.items()}
+    hashes = option_books.open_option_legs(chain.send, chain.client, series, holders, [maker], start, now + 86400)
+    confirm(chain.w3, hashes, "option trade")
+    return listed, len(updates)
 
 
 @dev.command()
@@ -232,12 +389,19 @@ def _print_book(chain: DevChain, users: list[User], title: str) -> None:
     metavar="ADDRESS",
     help="Also deposit 1,000,000 USDC for this liquidator [default: Anvil account 1, the README's keeper].",
 )
+@click.option(
+    "--options/--no-options",
+    default=None,
+    help="Open option books on every other account (posting fresh vols first) [default: on when the deployment has an option market].",
+)
 @_chain_options
 @_one_line_errors
-def accounts(count, seed, liquidator, rpc, manifest) -> None:
+def accounts(count, seed, liquidator, options, rpc, manifest) -> None:
     """Open a small, varied book: cash and WETH/WBTC collateral, leveraged longs and shorts, a
     future, a basis trade, a cross-asset hedge, sized at the current index prices, each trade
-    matched at the index against a market maker (Anvil account 2)."""
+    matched at the index against a market maker (Anvil account 2). On an options deployment
+    every other account holds an option book instead (spreads, a covered call, a protective put,
+    straddles), traded at the marks against the market maker after fresh vols are posted."""
     from eth_utils import is_address, to_checksum_address
 
     chain = open_dev_chain(rpc, manifest)
@@ -263,10 +427,17 @@ def accounts(count, seed, liquidator, rpc, manifest) -> None:
     abi = load_artifact("MockERC20").abi
     settlement_token = chain.w3.eth.contract(address=dep.settlement_token, abi=abi)
     settlement = settlement_token.functions.symbol().call()
+    if options is None:
+        options = chain.client.options is not None
+    elif options and chain.client.options is None:
+        raise click.ClickException(
+            "--options: the deployment has no option market (deploy one with `keeper deploy --config config/options.yaml`)"
+        )
     try:
-        specs = varied_specs(count, {u: p / WAD for u, p in index.items()}, seed, settlement)
+        specs = varied_specs(count, {u: p / WAD for u, p in index.items()}, seed, settlement, options)
     except ValueError as e:
         raise click.ClickException(f"cannot size the book: {e}") from None
+    setup = option_setup(chain, specs) if options and any(s.options for s in specs) else None
     first_nonce = (chain.w3.eth.block_number + 1) * NONCE_STRIDE
     users = [User(address, key, spec, nonce=first_nonce) for (address, key), spec in zip(needed, specs)]
     maker = User(*dev_account(MAKER), nonce=first_nonce)
@@ -285,11 +456,23 @@ def accounts(count, seed, liquidator, rpc, manifest) -> None:
     funder = dev_account(FUNDER)[0]
     confirm(chain.w3, deposit_all(chain.send, vault, tokens, funder, deposits, insurance=insurance), "deposit")
     confirm(chain.w3, trade_all(chain.send, chain.client.matching, dep, [(u, maker) for u in users], index), "trade")
+    listed, posted = open_option_books(chain, setup, users, maker, index) if setup is not None else ([], 0)
 
-    _print_book(chain, users, f"{count} accounts opened at block {chain.w3.eth.block_number}")
+    _print_book(chain, users, f"{count} accounts opened at block {chain.w3.eth.block_number}", options)
     prices = ", ".join(f"{u} {p / WAD:,.2f}" for u, p in index.items())
     stdout.print(f"sized and traded at the index prices: {prices} USD")
     stdout.print(f"market maker {maker.address} (Anvil account 2) holds the other side of every trade")
+    if setup is not None:
+        minimum = chain.client.engine.functions.min_position_notional().call()
+        if listed:
+            stdout.print(
+                f"listed {len(listed)} option series ({OPTION_DAYS} days, strikes "
+                f"{', '.join(f'{m:g}' for m in LISTED_STRIKES)} x the index): none was live"
+            )
+        stdout.print(
+            f"option legs traded at the marks after posting {posted} vol point(s) (ATM {DEV_ATM_VOL:.0%}, skew "
+            f"{option_books.SKEW:+g} per unit of ln(K/F)); each position at least the minimum notional {_usd(minimum)} USD"
+        )
     stdout.print(
         f"liquidator {liquidator} has {LIQUIDATOR_DEPOSIT_USD:,} {settlement} more in the vault"
         + (f"; insurance fund funded with {INSURANCE_USD:,} {settlement}" if insurance else "")

@@ -153,6 +153,7 @@ def test_bad_input_is_one_line(env):
         (("price", "ETH", "0.000000001"), "is not a positive int256 answer at the feed's 8 decimals"),
         (("accounts", "--count", "8"), "the node unlocks 10 accounts; --count 8 needs 11"),
         (("accounts", "--liquidator", "0x123"), "--liquidator is not an address: '0x123'"),
+        (("accounts", "--options"), "--options: the deployment has no option market"),
     ):
         code, out = keeper_dev(env, *args)
         assert code == 1, out
