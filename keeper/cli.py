@@ -807,6 +807,19 @@ def _attestation_service(client, tx, settings, metrics):
     help="Seconds to wait for the keeper per block.",
 )
 @click.option(
+    "--keepers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Keeper processes, each `keeper run --shard i/K` with its own key and collateral (docs/keeper.md, shards).",
+)
+@click.option(
+    "--stop-keeper",
+    default=None,
+    metavar="I@STEP",
+    help="Stop keeper I just before step STEP (a shard going down mid-crash: the others take its accounts over).",
+)
+@click.option(
     "--options/--no-options",
     "with_options",
     default=False,
@@ -832,10 +845,22 @@ def replay(
     config_path,
     report_path,
     keeper_timeout,
+    keepers,
+    stop_keeper,
     with_options,
     vol_data,
 ) -> None:
     """Replay a price path block by block on a local chain with the keeper running."""
+    stop = None
+    if stop_keeper is not None:
+        which, _, at = str(stop_keeper).partition("@")
+        if not (which.isdigit() and at.isdigit() and int(which) < keepers and int(at) >= 1):
+            raise click.ClickException(
+                f"--stop-keeper is I@STEP with I < --keepers ({keepers}) and STEP >= 1, got {stop_keeper!r}"
+            )
+        if keepers < 2:
+            raise click.ClickException("--stop-keeper needs --keepers 2 or more: another keeper must take over")
+        stop = (int(which), int(at))
     from keeper.replay.driver import Replay, ReplayError, ReplayOptions
 
     if config_path is None:
@@ -868,7 +893,7 @@ def replay(
         path = synthetic_path(steps=steps, seed=seed)
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
                          keeper_timeout=keeper_timeout, config=config, options=with_options,
-                         vol_data_dir=vol_data)  # fmt: skip
+                         vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop)  # fmt: skip
     with Progress(
         TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -904,6 +929,11 @@ def _print_report(d: dict) -> None:
         ("initial margin, cross", f"${d['cross_margin_usd']:,.0f}"),
         ("initial margin, isolated", f"${d['isolated_margin_usd']:,.0f}"),
         ("vault balances reconcile", "yes" if d["vault_balances_reconcile"] else "NO"),
+        (
+            "keepers",
+            f"{d['keeper'].get('keepers', 1)}"
+            + (f" ({d['keeper']['keepers_stopped']} stopped)" if d["keeper"].get("keepers_stopped") else ""),
+        ),
         (
             "keeper processing / block",
             f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max",

@@ -53,6 +53,7 @@ MM_DEPOSIT_USD = 500_000_000  # per market maker
 # (config/local.yaml: 1,500 ETH / 120 BTC; 20 accounts' net is at most about 1,300 ETH / 110 BTC)
 ACCOUNTS_PER_MAKER = 20
 KEEPER_DEPOSIT_USD = 500_000_000
+KEEPER_GAS_ETH = 100  # each keeper beyond Anvil's account 1 (`--keepers`) gets this much ETH for gas
 INSURANCE_USD = 1_000_000  # when the config states no backstop.insurance_fund_usd
 
 
@@ -139,6 +140,10 @@ class ReplayOptions:
     # (default: keeper.marketdata.daily.data_dir(), $KEEPER_DATA_DIR) and the keeper's attestation service on
     options: bool = False
     vol_data_dir: Path | None = None
+    # keeper processes, each `keeper run --shard i/keepers` with its own key and collateral
+    keepers: int = 1
+    # (keeper i, step s): stop keeper i just before step s, to watch the other shards take over
+    stop_keeper: tuple[int, int] | None = None
 
 
 @dataclass
@@ -277,7 +282,9 @@ class Replay:
         self.workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="keeper-replay-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.anvil: Anvil | None = None
-        self.keeper: subprocess.Popen | None = None
+        self.keepers: list[subprocess.Popen] = []
+        self.keeper_logs: list = []
+        self.stopped: set[int] = set()  # keepers stopped on purpose (`stop_keeper`)
         self._max_fee = 0  # see _fees
         self._mining: tuple[bool, int | None] | None = None  # the chain's mining mode, to restore
 
@@ -387,11 +394,11 @@ class Replay:
         users = [User(*self._keypair(rng), spec=s) for s in specs]
         self.market_makers = [User(*self._keypair(rng)) for _ in range(math.ceil(len(users) / ACCOUNTS_PER_MAKER))]
 
-        self.keeper_address, self.keeper_key = DEV_ACCOUNTS[1]
+        self.keeper_keys = self._keeper_keys()
         usd = cfg.settlement_symbol
         deposits: list[tuple[str, str, int]] = [
             *((mm.address, usd, MM_DEPOSIT_USD * 10 ** self.decimals[usd]) for mm in self.market_makers),
-            (self.keeper_address, usd, KEEPER_DEPOSIT_USD * 10 ** self.decimals[usd]),
+            *((address, usd, KEEPER_DEPOSIT_USD * 10 ** self.decimals[usd]) for address, _ in self.keeper_keys),
             *spec_deposits(users, self.decimals),
         ]
         insurance = (usd, (cfg.insurance_fund_usd or INSURANCE_USD) * 10 ** self.decimals[usd])
@@ -422,6 +429,20 @@ class Replay:
         problem = population_caps_problem(at_start_prices(self.opts.config, start), self._population(), makers)
         if problem:
             raise ReplayError(problem)
+
+    def _keeper_keys(self) -> list[tuple[str, str]]:
+        """(address, 0x key) of each keeper process: Anvil's account 1, then keys derived from
+        the seed, given gas by `anvil_setBalance` (local chains only, as the whole replay)."""
+        from eth_account import Account
+        from eth_utils import keccak
+
+        keys = [DEV_ACCOUNTS[1]]
+        for i in range(1, self.opts.keepers):
+            key = "0x" + keccak(f"replay keeper {self.opts.seed} {i}".encode()).hex()
+            address = Account.from_key(key).address
+            self._rpc("anvil_setBalance", [address, hex(KEEPER_GAS_ETH * 10**18)])
+            keys.append((address, key))
+        return keys
 
     def _keypair(self, rng: np.random.Generator) -> tuple[str, bytes]:
         from eth_keys import keys
@@ -482,10 +503,17 @@ class Replay:
 
     # ------------------------------------------------------------------ keeper process
 
-    def _start_keeper(self, from_block: int) -> Path:
-        status = self.workdir / "keeper-status.json"
+    def _start_keepers(self, from_block: int) -> list[Path]:
+        """Start each keeper process (shard i of `keepers` when there are several); returns the
+        status file each writes after every block."""
+        count = len(self.keeper_keys)
+        return [self._start_keeper(from_block, i, count, key) for i, (_, key) in enumerate(self.keeper_keys)]
+
+    def _start_keeper(self, from_block: int, shard: int, count: int, key: str) -> Path:
+        name = "keeper" if count == 1 else f"keeper-{shard}"
+        status = self.workdir / f"{name}-status.json"
         status.unlink(missing_ok=True)
-        env = {**os.environ, "KEEPER_PRIVATE_KEY": self.keeper_key, **getattr(self, "keeper_env", {})}
+        env = {**os.environ, "KEEPER_PRIVATE_KEY": key, **getattr(self, "keeper_env", {})}
         cmd = [
             sys.executable, "-m", "keeper", "run",
             "--rpc", self.rpc_url,
@@ -497,26 +525,53 @@ class Replay:
             # but must still be closed (the insurance fund covers them)
             "--min-profit-usd", "always",
         ]  # fmt: skip
-        self.keeper_log = open(self.workdir / "keeper.log", "w")
-        self.keeper = subprocess.Popen(cmd, env=env, stdout=self.keeper_log, stderr=subprocess.STDOUT)
+        if count > 1:
+            cmd += ["--shard", f"{shard}/{count}"]
+        log_file = open(self.workdir / f"{name}.log", "w")
+        self.keeper_logs.append(log_file)
+        self.keepers.append(subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT))
         return status
 
-    def _wait_keeper(self, status: Path, block: int) -> dict:
+    def _stop_keeper(self, i: int) -> None:
+        """Stop keeper `i` (a shard going down); the others go on."""
+        log.warning("stopping keeper %d of %d (shard %d/%d)", i, len(self.keepers), i, len(self.keepers))
+        self.keepers[i].terminate()
+        self.keepers[i].wait(timeout=10)
+        self.stopped.add(i)
+
+    def _wait_keepers(self, statuses: list[Path], block: int) -> dict:
+        """Wait until every keeper has processed `block`; their counters summed, the slowest
+        one's processing time (the block is done when all are), and `keepers`."""
         deadline = time.monotonic() + self.opts.keeper_timeout
-        while time.monotonic() < deadline:
-            if self.keeper.poll() is not None:
-                raise ReplayError(
-                    f"the keeper process exited (code {self.keeper.returncode}); see {self.workdir / 'keeper.log'}"
-                )
-            try:
-                stats = json.loads(status.read_text())
-                if stats["block"] >= block:
-                    return stats
-            except (FileNotFoundError, json.JSONDecodeError, KeyError):
-                pass
+        seen: dict[int, dict] = {}
+        running = len(statuses) - len(self.stopped)
+        while time.monotonic() < deadline and len(seen) < running:
+            for i, (process, status) in enumerate(zip(self.keepers, statuses)):
+                if i in self.stopped:
+                    continue
+                if process.poll() is not None:
+                    raise ReplayError(
+                        f"the keeper process exited (code {process.returncode}); see {self.keeper_logs[i].name}"
+                    )
+                if i in seen:
+                    continue
+                try:
+                    stats = json.loads(status.read_text())
+                    if stats["block"] >= block:
+                        seen[i] = stats
+                except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                    pass
             time.sleep(0.01)
-        log.warning("keeper did not report block %d within %.0f s", block, self.opts.keeper_timeout)
-        return {}
+        if len(seen) < running:
+            log.warning("a keeper did not report block %d within %.0f s", block, self.opts.keeper_timeout)
+            return {}
+        total = {k: sum(s.get(k, 0) for s in seen.values()) for k in ("sent", "succeeded", "failed", "rpc_errors")}
+        return {
+            **total,
+            "processing_ms": max(s["processing_ms"] for s in seen.values()),
+            "keepers": len(statuses),
+            "keepers_stopped": len(self.stopped),
+        }
 
     # ------------------------------------------------------------------ main
 
@@ -560,21 +615,23 @@ class Replay:
                 self.regimes.observe(setup_block, self.client.margin_summaries(addresses, setup_block))
             self._update_fees()
             self._mine_by_hand()
-            status = self._start_keeper(self.deployment.deploy_block)
+            statuses = self._start_keepers(self.deployment.deploy_block)
             self._mine()
-            self._wait_keeper(status, self.w3.eth.block_number)
+            self._wait_keepers(statuses, self.w3.eth.block_number)
 
             liquidatable_at: list[tuple[int, set[str]]] = []
             processing: list[float] = []
             steps = self.opts.path.steps
             tail_blocks = 2  # let the keeper act on the last prices
             for step in range(1, steps + tail_blocks):
+                if self.opts.stop_keeper is not None and self.opts.stop_keeper[1] == step:
+                    self._stop_keeper(self.opts.stop_keeper[0])
                 if step < steps:
                     self._publish(step)
                     if self.opts.options:
                         self._post_vols(step, self.w3.eth.get_block("latest")["timestamp"] + self.opts.block_seconds)
                 block = self._mine()
-                stats = self._wait_keeper(status, block)
+                stats = self._wait_keepers(statuses, block)
                 if stats:
                     processing.append(stats["processing_ms"])
                 summaries = self.client.margin_summaries(addresses, block)
@@ -585,7 +642,7 @@ class Replay:
                     self.regimes.observe(block, summaries)
                 self.progress("replay", step, steps + tail_blocks - 1)
             end_block = self.w3.eth.block_number
-            keeper_stats = json.loads(status.read_text()) if status.exists() else {}
+            keeper_stats = self._wait_keepers(statuses, end_block)
             return build_report(
                 client=self.client,
                 users=users,
@@ -630,13 +687,15 @@ class Replay:
             self._stop_processes()
 
     def _stop_processes(self) -> None:
-        if self.keeper and self.keeper.poll() is None:
-            self.keeper.terminate()
+        for process in self.keepers:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.keepers:
             try:
-                self.keeper.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.keeper.kill()
-        if getattr(self, "keeper_log", None):
-            self.keeper_log.close()
+                process.kill()
+        for log_file in self.keeper_logs:
+            log_file.close()
         if self.anvil:
             self.anvil.stop()

@@ -121,6 +121,8 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         "vault_balances_reconcile": all(r["equal"] for r in reconcile.values()),
         "reconciliation": reconcile,
         "keeper": {
+            "keepers": keeper_stats.get("keepers", 1),
+            "keepers_stopped": keeper_stats.get("keepers_stopped", 0),
             "sent": keeper_stats.get("sent", 0),
             "succeeded": keeper_stats.get("succeeded", 0),
             "failed": keeper_stats.get("failed", 0),

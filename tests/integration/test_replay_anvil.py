@@ -50,3 +50,20 @@ def test_keeper_account_command_matches_the_contract(tmp_path):
         assert "maintenance margin" in out.stdout
     finally:
         replay.close()
+
+
+def test_three_shards_and_one_stops_mid_crash(tmp_path):
+    """Three keeper processes split the accounts (`keeper run --shard i/3`); shard 1 stops before
+    the crash's worst hours and the next shard takes its accounts over after the takeover delay
+    (2 blocks): nothing is missed, nothing fails, no bad debt, every vault balance reconciles."""
+    path = black_thursday("2020-03-12T06:00:00Z", "2020-03-13T04:00:00Z")
+    opts = ReplayOptions(path=path, accounts=40, seed=7, workdir=tmp_path, keepers=3, stop_keeper=(1, 4))
+    report = Replay(opts).run().data
+    assert report["keeper"]["keepers"] == 3 and report["keeper"]["keepers_stopped"] == 1
+    assert report["liquidations"] > 0 and report["missed_liquidations"] == 0
+    # first seen liquidatable, then the 2-block takeover delay, then mined in the next block
+    assert report["max_blocks_to_liquidate"] <= 3
+    assert report["keeper"]["succeeded"] == report["liquidations"] and report["keeper"]["failed"] == 0
+    assert report["bad_debt_usd"] == 0
+    assert report["vault_balances_reconcile"], report["reconciliation"]
+    assert any("takeover:" in line for i in (0, 2) for line in (tmp_path / f"keeper-{i}.log").read_text().splitlines())
