@@ -267,6 +267,21 @@ def run(
         base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file, dry_run=dry_run,
     )  # fmt: skip
+    if settings.scoring.event_driven:
+        from keeper.scoring import RescoreIndex
+
+        sc = settings.scoring
+        bot.rescore = RescoreIndex(
+            high_risk_health=sc.high_risk_health, rescore_every_blocks=sc.rescore_every_blocks,
+            resync_every_blocks=sc.resync_every_blocks, headroom_fraction=sc.headroom_fraction,
+        )  # fmt: skip
+    log.info(
+        "re-scoring: %s",
+        f"event-driven (high-risk below health {settings.scoring.high_risk_health:g}, every account at least every "
+        f"{settings.scoring.rescore_every_blocks} blocks, full resync every {settings.scoring.resync_every_blocks})"
+        if settings.scoring.event_driven
+        else "every account every block (scoring.event_driven off)",
+    )
     if settings.settle_expired:
         from keeper.settle import SettlementJob
 
