@@ -839,6 +839,8 @@ def _print_report(d: dict) -> None:
             f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max",
         ),
     ]
+    if d.get("setup_seconds") is not None:
+        rows.append(("set-up (deploy, open accounts)", f"{d['setup_seconds']:,.1f} s"))
     for k, v in rows:
         t.add_row(k, v)
     stdout.print(t)
