@@ -242,6 +242,9 @@ def revert_reason(w3, tx_hash, block: int) -> str:
     """The reason a mined transaction reverted: the same call replayed on the state before its
     block (`block`; set-up batches put several transactions in a block, whose earlier ones the
     replayed call does not see), or a phrase saying it is unknown."""
+    traced = _traced_revert(w3, tx_hash)
+    if traced is not None:
+        return traced
     try:
         tx = w3.eth.get_transaction(tx_hash)
         call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": tx["gas"], "value": tx["value"]}
@@ -251,6 +254,25 @@ def revert_reason(w3, tx_hash, block: int) -> str:
     except Exception as e:  # noqa: BLE001 - the reason is a courtesy: never hide the revert itself
         return f"reason unknown ({e.__class__.__name__} replaying it)"
     return "reason unknown (the call succeeds when replayed)"
+
+
+def _traced_revert(w3, tx_hash) -> str | None:
+    """The revert string of a mined transaction from the node's trace of it (Anvil's
+    `debug_traceTransaction`: the state just before it, earlier transactions of its block
+    included), or None when the node does not trace or the output is not an Error(string)."""
+    try:
+        response = w3.provider.make_request(
+            "debug_traceTransaction", ["0x" + bytes(tx_hash).hex(), {"disableStorage": True, "disableStack": True}]
+        )
+        out = (response.get("result") or {}).get("returnValue") or ""
+        data = bytes.fromhex(out[2:] if out.startswith("0x") else out)
+        if data[:4] != bytes.fromhex("08c379a0"):
+            return None
+        from eth_abi import decode
+
+        return str(decode(["string"], data[4:])[0])
+    except Exception:  # noqa: BLE001 - a courtesy: fall back to replaying the call
+        return None
 
 
 def spec_deposits(users: list[User], decimals: dict[str, int]) -> list[tuple[str, str, int]]:
