@@ -47,6 +47,7 @@ from keeper.chain.event_index import EventIndex, write_json_atomic
 from keeper.chain.follower import ChainFollower, HeadUpdate
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
+from keeper.scoring import RescoreIndex, score_rows
 from keeper.sharding import Shard
 from keeper.units import WAD
 
@@ -229,6 +230,8 @@ class BotStats:
     below_gas: int = 0  # liquidatable accounts at the last block whose reward cannot pay the gas
     dry_run: bool = False  # `keeper run --dry-run`: liquidations simulated and logged, never sent
     would_liquidate: int = 0  # dry run: liquidations that would have been sent
+    rescored: int = 0  # accounts valued at the last block (all of them without event-driven re-scoring)
+    exact_confirmed: int = 0  # of those, confirmed with the exact mirror after the float screen
 
 
 @dataclass
@@ -290,6 +293,8 @@ class Liquidator:
     # another shard's once liquidatable for its takeover delay (multiples of takeover_blocks)
     shard: Shard | None = None
     takeover_blocks: int = 2
+    # event-driven re-scoring (keeper.scoring); None = value every account every block
+    rescore: RescoreIndex | None = None
 
     def __post_init__(self) -> None:
         self.stats.dry_run = self.dry_run
@@ -315,6 +320,8 @@ class Liquidator:
             self.stats.reorgs += 1
             self.metrics.reorgs.inc()
             self.index.rewind(update.reorg_ancestor)
+            if self.rescore is not None:  # budgets were taken on the replaced blocks
+                self.rescore.reset()
             # our transactions in the replaced blocks may be gone: take the nonce from the chain again
             self.tx.resync_nonce()
             # episodes that started above the ancestor are re-judged on the new chain
@@ -387,10 +394,7 @@ class Liquidator:
         snap = None
         if accounts:
             snap = self.client.snapshot(accounts, block)
-            result = margin(snap.book, snap.markets, self._params, snap.prices)
-            equity = [int(x) for x in result.equity]
-            health = [int(x) for x in result.health_factor]
-            liquidatable = [bool(x) for x in result.liquidatable]
+            equity, health, liquidatable = self._value(accounts, snap, block)
             self._scan_portfolio_accounts(block)
             onchain = [i for i, a in enumerate(accounts) if a in self.portfolio_accounts]
             if onchain:  # the contract's answer, options and attestations included
@@ -423,6 +427,35 @@ class Liquidator:
         self.stats.processing_ms = elapsed * 1000
         self.stats.max_processing_ms = max(self.stats.max_processing_ms, self.stats.processing_ms)
         self._write_status()
+
+    def _value(self, accounts: list[str], snap, block: int) -> tuple[list[int], list[int], list[bool]]:
+        """(equity, health, liquidatable) per account. Without `rescore`: every account with the
+        exact mirror. With it: only the accounts `keeper.scoring.RescoreIndex` plans (state
+        changed, an input moved far enough, the high-risk tier, the schedule, a resync), float
+        screen then exact confirmation; an account not valued is not liquidatable (its budget
+        guarantees it), and the equity and health of accounts that are not liquidatable are not
+        used."""
+        if self.rescore is None:
+            result = margin(snap.book, snap.markets, self._params, snap.prices)
+            self.stats.rescored = self.stats.exact_confirmed = len(accounts)
+            return (
+                [int(x) for x in result.equity],
+                [int(x) for x in result.health_factor],
+                [bool(x) for x in result.liquidatable],
+            )
+        n = len(accounts)
+        equity, health, liquidatable = [0] * n, [0] * n, [False] * n
+        try:
+            plan = self.rescore.plan(block, accounts, snap.book, snap.markets, self._params, snap.prices)
+            scored = score_rows(snap.book, snap.markets, self._params, snap.prices, plan.rows)
+            self.rescore.record(block, snap.book, snap.markets, self._params, snap.prices, scored)
+        except BaseException:
+            self.rescore.reset()  # half-recorded budgets are not trusted: resync next time
+            raise
+        for j in scored.rows[scored.liquidatable].tolist():
+            equity[j], health[j], liquidatable[j] = scored.equity[j], scored.exact_health[j], True
+        self.stats.rescored, self.stats.exact_confirmed = len(plan.rows), scored.confirmed
+        return equity, health, liquidatable
 
     def _liquidate_all(self, accounts, order, equity, health, onchain, snap, head) -> None:
         """Screen, rank and try the liquidatable accounts `order` (indices into `accounts`)."""

@@ -283,6 +283,21 @@ def run(
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file, dry_run=dry_run,
         shard=settings.shard, takeover_blocks=settings.takeover_blocks,
     )  # fmt: skip
+    if settings.scoring.event_driven:
+        from keeper.scoring import RescoreIndex
+
+        sc = settings.scoring
+        bot.rescore = RescoreIndex(
+            high_risk_health=sc.high_risk_health, rescore_every_blocks=sc.rescore_every_blocks,
+            resync_every_blocks=sc.resync_every_blocks, headroom_fraction=sc.headroom_fraction,
+        )  # fmt: skip
+    log.info(
+        "re-scoring: %s",
+        f"event-driven (high-risk below health {settings.scoring.high_risk_health:g}, every account at least every "
+        f"{settings.scoring.rescore_every_blocks} blocks, full resync every {settings.scoring.resync_every_blocks})"
+        if settings.scoring.event_driven
+        else "every account every block (scoring.event_driven off)",
+    )
     if settings.settle_expired:
         from keeper.settle import SettlementJob
 
@@ -939,6 +954,8 @@ def _print_report(d: dict) -> None:
             f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max",
         ),
     ]
+    if d.get("setup_seconds") is not None:
+        rows.append(("set-up (deploy, open accounts)", f"{d['setup_seconds']:,.1f} s"))
     for k, v in rows:
         t.add_row(k, v)
     stdout.print(t)

@@ -33,6 +33,15 @@ A separate endpoint for sending transactions, e.g. a private relay: `send_rpc: h
 Settlement of expired dated futures and option series (keeper.settle) is on by default:
 `settle_expired: false` in the file, or `KEEPER_SETTLE_EXPIRED=0` (also false / no / off), or
 `keeper run --no-settle-expired` turns it off.
+
+Event-driven re-scoring (keeper.scoring), the `scoring:` section, all optional:
+
+    scoring:
+      event_driven: true          # KEEPER_SCORING_EVENT_DRIVEN=0: value every account every block
+      high_risk_health: 1.25      # KEEPER_SCORING_HIGH_RISK_HEALTH: below it, valued on every input change
+      rescore_every_blocks: 20    # KEEPER_SCORING_RESCORE_EVERY_BLOCKS: every account at least this often
+      resync_every_blocks: 200    # KEEPER_SCORING_RESYNC_EVERY_BLOCKS: a full re-score this often
+      headroom_fraction: 0.5      # KEEPER_SCORING_HEADROOM_FRACTION: of equity - MM an input move may use
 """
 
 from __future__ import annotations
@@ -159,6 +168,24 @@ class AttestationSettings(BaseModel):
     scenario_config: Annotated[Path | None, BeforeValidator(lambda v: v if v is None else _path(v))] = None
 
 
+class ScoringSettings(BaseModel):
+    """Which accounts `keeper run` values at each block (keeper.scoring, docs/keeper.md).
+
+    `event_driven` false values every account every block (the full re-score). Otherwise an
+    account is valued when its state changed, when an input it is exposed to (a price, a funding
+    index) moved by more than `headroom_fraction` of its distance to maintenance margin allows,
+    on every input change while its health is below `high_risk_health`, at least every
+    `rescore_every_blocks` blocks, and at a full resync every `resync_every_blocks` blocks."""
+
+    model_config = _MODEL
+
+    event_driven: Bool = True
+    high_risk_health: Float = Field(1.25, ge=1.0, le=100.0)
+    rescore_every_blocks: Int = Field(20, ge=1, le=100_000)
+    resync_every_blocks: Int = Field(200, ge=1, le=1_000_000)
+    headroom_fraction: Float = Field(0.5, gt=0.0, le=0.9)
+
+
 class KeeperSettings(BaseModel):
     """Everything `keeper run` needs besides the key.
 
@@ -199,6 +226,7 @@ class KeeperSettings(BaseModel):
     shard: Annotated[Shard | None, BeforeValidator(_shard)] = None
     takeover_blocks: Int = Field(2, ge=1, le=100_000)  # a stopped shard's accounts wait this x ring distance
     attestation: AttestationSettings = AttestationSettings()
+    scoring: ScoringSettings = ScoringSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -208,10 +236,15 @@ class KeeperSettings(BaseModel):
         return data
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {"gas": GasSettings, "attestation": AttestationSettings}
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "gas": GasSettings,
+    "attestation": AttestationSettings,
+    "scoring": ScoringSettings,
+}
 _TOP = set(KeeperSettings.model_fields) - set(_SECTIONS)
 _GAS = set(GasSettings.model_fields)
 _ATT = set(AttestationSettings.model_fields)
+_SCORING = set(ScoringSettings.model_fields)
 
 # the wording for any bad value of these fields: "<where>: <wording>, got <value>"
 _WORDING = {
@@ -312,6 +345,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         (None, _TOP, "KEEPER_"),
         ("gas", _GAS, "KEEPER_GAS_"),
         ("attestation", _ATT, "KEEPER_ATTESTATION_"),
+        ("scoring", _SCORING, "KEEPER_SCORING_"),
     ):
         for name in sorted(names):
             var = f"{prefix}{name.upper()}"

@@ -332,6 +332,35 @@ def test_risk_engine_table():
         figures.render_risk_engine(old)
 
 
+KEEPER_SCORING_REPORT = {
+    "markets": 4,
+    "collateral_assets": 2,
+    "seed": 7,
+    "move": 0.01,
+    "quiet_blocks": 3,
+    "repeat": 3,
+    "rows": [
+        {"accounts": 1_000, "full_ms": 4.0, "event_ms": 2.0, "valued": 170, "exact_confirmed": 60,
+         "exposed_to_btc": 820, "liquidatable": 60, "same_liquidations": True},
+        {"accounts": 100_000, "full_ms": 612.0, "event_ms": 153.0, "valued": 16_100, "exact_confirmed": 5_900,
+         "exposed_to_btc": 82_000, "liquidatable": 5_900, "same_liquidations": True},
+    ],
+}  # fmt: skip
+
+
+def test_keeper_scoring_table():
+    table = figures.render_keeper_scoring(KEEPER_SCORING_REPORT)
+    assert "event-driven, ms (BTC -1.0%)" in table.splitlines()[0]
+    got = rows(table)
+    assert got["1,000"] == ["4.00", "2.00", "2.0x", "170", "60", "yes"]
+    assert got["100,000"] == ["612", "153", "4.0x", "16,100", "5,900", "yes"]
+    bad = {**KEEPER_SCORING_REPORT, "rows": [{**KEEPER_SCORING_REPORT["rows"][0], "event_ms": 0}]}
+    with pytest.raises(figures.ReportError, match="not positive"):
+        figures.render_keeper_scoring(bad)
+    with pytest.raises(figures.ReportError, match="move"):
+        figures.render_keeper_scoring({"rows": KEEPER_SCORING_REPORT["rows"]})
+
+
 def test_chain_reads_table():
     got = rows(figures.render_chain_reads(CHAIN_READS_REPORT))
     assert got["reading 1,000 accounts"] == ["seconds", "accounts / s"]
@@ -429,6 +458,7 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "option-margin-gas.json": OPTION_MARGIN_REPORT,
         "portfolio-risk.json": PORTFOLIO_REPORT,
         "risk-engine.json": RISK_ENGINE_REPORT,
+        "keeper-scoring.json": KEEPER_SCORING_REPORT,
         "chain-reads.json": CHAIN_READS_REPORT,
         "operator-jobs.json": OPERATOR_JOBS_REPORT,
         "options-2020.json": OPTIONS_2020,

@@ -315,6 +315,37 @@ def render_risk_engine(report: dict) -> str:
     return "\n".join(lines)
 
 
+def render_keeper_scoring(report: dict) -> str:
+    """Keeper time per block valuing the book (benchmarks.keeper_scoring --json): the full
+    re-score against event-driven re-scoring at a block where BTC moved, per book size."""
+    _require(report, "rows", "move")
+    rows = report["rows"]
+    if not isinstance(rows, list) or not rows:
+        raise ReportError("rows: not a non-empty list")
+    move = _num(report["move"], "move")
+    lines = [
+        f"| accounts | full re-score, ms | event-driven, ms (BTC {-move:+.1%}) | speed-up | accounts valued | "
+        "confirmed exactly | same liquidations |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not isinstance(row, dict):
+            raise ReportError(f"rows: {row!r} is not an object")
+        n = _int(row.get("accounts"), "accounts")
+        full, event = _num(row.get("full_ms"), "full_ms"), _num(row.get("event_ms"), "event_ms")
+        if full <= 0 or event <= 0:
+            raise ReportError(f"rows: the timings of {n} accounts are not positive")
+        same = row.get("same_liquidations")
+        if not isinstance(same, bool):
+            raise ReportError("same_liquidations: not true or false")
+        lines.append(
+            f"| {n:,} | {_sig(full)} | {_sig(event)} | {_sig(full / event, 2)}x | "
+            f"{_int(row.get('valued'), 'valued'):,} | {_int(row.get('exact_confirmed'), 'exact_confirmed'):,} | "
+            f"{'yes' if same else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
 # the ways benchmarks.chain reads the accounts, in the order of the table
 CHAIN_READS = {
     "raw_batched": "raw state batched (`account_states` x200) + keeper valuation",
@@ -589,6 +620,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
     "option-margin-gas": (("option-margin-gas.json",), render_option_margin_gas),
     "portfolio-risk": (("portfolio-risk.json",), render_portfolio_risk),
     "risk-engine": (("risk-engine.json",), render_risk_engine),
+    "keeper-scoring": (("keeper-scoring.json",), render_keeper_scoring),
     "chain-reads": (("chain-reads.json",), render_chain_reads),
     "operator-jobs": (("operator-jobs.json",), render_operator_jobs),
     "replay-options-keeper": (("options-2020.json",), render_replay_keeper_time),
@@ -614,6 +646,7 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
         "price-gaps.json": [python, "-m", "tools.price_gaps", "--data", str(data), "--json"],
         "portfolio-risk.json": [python, "-m", "benchmarks.portfolio_risk", "--json"],
         "risk-engine.json": [python, "-m", "benchmarks.risk_engine", "--json"],
+        "keeper-scoring.json": [python, "-m", "benchmarks.keeper_scoring", "--json"],
         "chain-reads.json": [python, "-m", "benchmarks.chain", "--json"],
         "operator-jobs.json": [python, "-m", "benchmarks.operator_jobs", "--json"],
         "black76-gas.json": [python, "-m", "benchmarks.black76_gas", "--json"],

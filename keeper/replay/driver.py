@@ -7,6 +7,11 @@ reaction to block N are mined in block N+1, ahead of that block's price updates 
 priority fee; the driver's updates pay none). The driver waits for the keeper to report that it
 has processed a block before mining the next, up to `keeper_timeout` seconds: a real chain's
 12-second blocks are far longer than the keeper needs (the report gives its processing time).
+
+Set-up (after the deployment) sends its transactions in batches with explicit nonces and
+automine off, mines blocks until each batch is in and checks its receipts (`confirm`): thousands
+of accounts never queue thousands of transactions at the node, and a stall is one line naming
+what stalled. The report gives the set-up time.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from keeper.chain.anvil import DEV_ACCOUNTS, Anvil
 from keeper.chain.artifacts import compiler_version, load_artifact
@@ -55,6 +60,17 @@ ACCOUNTS_PER_MAKER = 20
 KEEPER_DEPOSIT_USD = 500_000_000
 KEEPER_GAS_ETH = 100  # each keeper beyond Anvil's account 1 (`--keepers`) gets this much ETH for gas
 INSURANCE_USD = 1_000_000  # when the config states no backstop.insurance_fund_usd
+# set-up sends its transactions in batches of this many (explicit nonces, automine off), then
+# mines blocks until the batch is in: thousands of accounts never queue thousands of transactions
+SETUP_BATCH = 250
+# how long a batch may take to be mined, and how many blocks may pass without one of its
+# transactions being included, before set-up is declared stalled
+STALL_BASE_SECONDS = 60.0
+STALL_SECONDS_PER_TX = 0.5
+STALL_BLOCKS = 5
+# a batch also ends once its declared gas fills this many blocks: the driver's max fee (twice the
+# base fee when the batch starts) then still covers the base fee when its last block is mined
+BATCH_BLOCKS = 5
 
 
 def at_start_prices(config: ProtocolConfig, start: dict[str, float]) -> ProtocolConfig:
@@ -167,20 +183,73 @@ class User:
 Send = Callable[[Any, int], bytes]
 
 
-def confirm(w3, hashes: list, what: str) -> None:
-    """Wait for every transaction in `hashes`; ReplayError naming `what` and the revert reason
-    if one reverted."""
-    for h in hashes:
-        receipt = w3.eth.wait_for_transaction_receipt(h, timeout=60)
+def _receipt(w3, h):
+    try:
+        return w3.eth.get_transaction_receipt(h)
+    except TransactionNotFound:
+        return None
+
+
+def stall_timeout(n: int) -> float:
+    """Seconds `n` set-up transactions may take to be mined."""
+    return STALL_BASE_SECONDS + STALL_SECONDS_PER_TX * n
+
+
+def _stalled(what: str, done: int, total: int, h, seconds: float, how: str) -> ReplayError:
+    return ReplayError(
+        f"set-up stalled: {total - done} of {total} {what} transaction(s) not mined after {seconds:.0f} s{how} "
+        f"(first: 0x{bytes(h).hex()}); the node may be overloaded, its block gas limit too low, or something "
+        "else sending from the set-up account"
+    )
+
+
+def check_receipts(w3, hashes: list, receipts: list, what: str) -> None:
+    """ReplayError naming `what` and the revert reason if a transaction reverted."""
+    for h, receipt in zip(hashes, receipts):
         if receipt["status"] != 1:
             reason = revert_reason(w3, h, receipt["blockNumber"])
             raise ReplayError(f"{what} reverted during setup: {reason} (tx 0x{bytes(h).hex()})")
 
 
+def confirm(w3, hashes: list, what: str, mine: Callable[[], None] | None = None) -> None:
+    """Wait for every transaction in `hashes` (in order: one sender's are mined in nonce order),
+    calling `mine` (when given) whenever the next one is not in yet; ReplayError naming `what`
+    and the revert reason if one reverted, or one line naming what stalled (never web3's
+    TimeExhausted) if they are not all mined within `stall_timeout(len(hashes))` seconds or,
+    when mining, `STALL_BLOCKS` blocks pass without progress."""
+    started = time.monotonic()
+    deadline = started + stall_timeout(len(hashes))
+    receipts: list = []
+    idle = 0
+    while len(receipts) < len(hashes):
+        receipt = _receipt(w3, hashes[len(receipts)])
+        if receipt is not None:
+            receipts.append(receipt)
+            idle = 0
+            continue
+        now = time.monotonic()
+        if now > deadline:
+            raise _stalled(what, len(receipts), len(hashes), hashes[len(receipts)], now - started, "")
+        if mine is None:
+            time.sleep(0.05)
+            continue
+        if idle >= STALL_BLOCKS:
+            raise _stalled(
+                what, len(receipts), len(hashes), hashes[len(receipts)], now - started,
+                f" and {idle} blocks without one of them",
+            )  # fmt: skip
+        mine()
+        idle += 1
+    check_receipts(w3, hashes, receipts, what)
+
+
 def revert_reason(w3, tx_hash, block: int) -> str:
     """The reason a mined transaction reverted: the same call replayed on the state before its
-    block (`block`; set-up transactions are mined one per block), or a phrase saying it is
-    unknown."""
+    block (`block`; set-up batches put several transactions in a block, whose earlier ones the
+    replayed call does not see), or a phrase saying it is unknown."""
+    traced = _traced_revert(w3, tx_hash)
+    if traced is not None:
+        return traced
     try:
         tx = w3.eth.get_transaction(tx_hash)
         call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": tx["gas"], "value": tx["value"]}
@@ -190,6 +259,25 @@ def revert_reason(w3, tx_hash, block: int) -> str:
     except Exception as e:  # noqa: BLE001 - the reason is a courtesy: never hide the revert itself
         return f"reason unknown ({e.__class__.__name__} replaying it)"
     return "reason unknown (the call succeeds when replayed)"
+
+
+def _traced_revert(w3, tx_hash) -> str | None:
+    """The revert string of a mined transaction from the node's trace of it (Anvil's
+    `debug_traceTransaction`: the state just before it, earlier transactions of its block
+    included), or None when the node does not trace or the output is not an Error(string)."""
+    try:
+        response = w3.provider.make_request(
+            "debug_traceTransaction", ["0x" + bytes(tx_hash).hex(), {"disableStorage": True, "disableStack": True}]
+        )
+        out = (response.get("result") or {}).get("returnValue") or ""
+        data = bytes.fromhex(out[2:] if out.startswith("0x") else out)
+        if data[:4] != bytes.fromhex("08c379a0"):
+            return None
+        from eth_abi import decode
+
+        return str(decode(["string"], data[4:])[0])
+    except Exception:  # noqa: BLE001 - a courtesy: fall back to replaying the call
+        return None
 
 
 def spec_deposits(users: list[User], decimals: dict[str, int]) -> list[tuple[str, str, int]]:
@@ -286,6 +374,13 @@ class Replay:
         self.keeper_logs: list = []
         self.stopped: set[int] = set()  # keepers stopped on purpose (`stop_keeper`)
         self._max_fee = 0  # see _fees
+        # set-up batching (see _begin_batches): the next nonce and the transactions not yet mined
+        self._nonce: int | None = None
+        self._in_flight: list = []
+        self._in_flight_gas = 0
+        self._block_gas = 30_000_000
+        self._stage = "set-up"
+        self.setup_seconds: float | None = None
         self._mining: tuple[bool, int | None] | None = None  # the chain's mining mode, to restore
 
     # ------------------------------------------------------------------ chain helpers
@@ -314,7 +409,40 @@ class Replay:
         self._max_fee = 2 * int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
 
     def _send(self, call, gas: int = SETUP_GAS) -> bytes:
-        return call.transact({"from": self.admin, "gas": gas, **self._fees()})
+        if self._nonce is None:
+            return call.transact({"from": self.admin, "gas": gas, **self._fees()})
+        tx_hash = call.transact({"from": self.admin, "gas": gas, "nonce": self._nonce, **self._fees()})
+        self._nonce += 1
+        self._in_flight.append(tx_hash)
+        self._in_flight_gas += gas
+        if len(self._in_flight) >= SETUP_BATCH or self._in_flight_gas >= BATCH_BLOCKS * self._block_gas:
+            self._flush(self._stage)
+        return tx_hash
+
+    # ------------------------------------------------------------------ set-up batches
+
+    def _begin_batches(self) -> None:
+        """From here to `_end_batches`: automine off, transactions sent with explicit nonces and
+        mined by the driver `SETUP_BATCH` at a time (`_flush`)."""
+        self._rpc("evm_setAutomine", [False])
+        self._nonce = self.w3.eth.get_transaction_count(self.admin, "pending")
+        self._in_flight, self._in_flight_gas = [], 0
+        self._block_gas = int(self.w3.eth.get_block("latest")["gasLimit"])
+
+    def _flush(self, what: str) -> None:
+        """Mine blocks until every transaction sent in this batch is in; check their receipts."""
+        batch, self._in_flight, self._in_flight_gas = self._in_flight, [], 0
+        if batch:
+            confirm(self.w3, batch, what, mine=self._mine_setup_block)
+            self._update_fees()
+
+    def _mine_setup_block(self) -> None:
+        self._rpc("evm_mine", [])
+
+    def _end_batches(self) -> None:
+        self._flush(self._stage)
+        self._nonce = None
+        self._rpc("evm_setAutomine", [True])  # as before: set-up leaves the chain automining
 
     # ------------------------------------------------------------------ the user's mining mode
 
@@ -351,7 +479,15 @@ class Replay:
             self._mining = None
 
     def _confirm(self, hashes: list, what: str) -> None:
-        confirm(self.w3, hashes, what)
+        """Every transaction in `hashes` mined and successful. While batching: the current batch
+        is mined first, then any of `hashes` sent by others (e.g. signed vol updates), mining
+        blocks as needed; the nonce is then read again (others may have sent from the admin)."""
+        if self._nonce is None:
+            confirm(self.w3, hashes, what)
+            return
+        self._flush(what)
+        confirm(self.w3, hashes, what, mine=self._mine_setup_block)
+        self._nonce = self.w3.eth.get_transaction_count(self.admin, "pending")
 
     # ------------------------------------------------------------------ phases
 
@@ -402,6 +538,7 @@ class Replay:
             *spec_deposits(users, self.decimals),
         ]
         insurance = (usd, (cfg.insurance_fund_usd or INSURANCE_USD) * 10 ** self.decimals[usd])
+        self._stage = "deposit"
         hashes = deposit_all(
             self._send,
             self.client.vault,
@@ -455,6 +592,7 @@ class Replay:
 
     def _trade(self, users: list[User]) -> None:
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(users)]
+        self._stage = "trade"
         hashes = trade_all(
             self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress
         )
@@ -482,6 +620,7 @@ class Replay:
         start = {s: float(self.opts.path.prices[0, i]) for i, s in enumerate(self.opts.path.symbols)}
         holders = [u for u in users if u.spec.options]
         # the legs sized to the deployment's minimum position notional, at the index they trade at
+        self._stage = "option trade"
         hashes = option_books.open_option_legs(
             self._send, self.client, self.series, holders, self.market_makers, start, now + 86400
         )
@@ -592,12 +731,21 @@ class Replay:
                 )
             self.vol_history = option_books.load_vol_history(self.opts.vol_data_dir, tuple(self.opts.path.symbols))
         self._check_population()
+        started = time.monotonic()
         self.deployment = self._deploy()
-        self._confirm(self._publish(0), "price update")
-        users = self._open_accounts()
-        self._trade(users)
-        if self.opts.options:
-            self._open_options(users)
+        self._begin_batches()
+        try:
+            self._stage = "price update"
+            self._confirm(self._publish(0), "price update")
+            users = self._open_accounts()
+            self._trade(users)
+            if self.opts.options:
+                self._open_options(users)
+            self._end_batches()
+        finally:
+            self._nonce = None
+        self.setup_seconds = time.monotonic() - started
+        log.info("set-up: %d accounts opened in %.1f s", len(users), self.setup_seconds)
         return users
 
     def run(self) -> ReplayReport:
@@ -655,6 +803,7 @@ class Replay:
                 isolated_margin=sum(isolated),
                 keeper_stats=keeper_stats,
                 processing_ms=processing,
+                setup_seconds=self.setup_seconds,
                 path=self.opts.path,
                 workdir=self.workdir,
                 options=self._options_figures(users, setup_block, end_block) if self.opts.options else None,

@@ -62,12 +62,13 @@ def latency_episodes(
 
 def build_report(*, client, users, tokens, settlement_symbol, start_block, end_block, liquidatable_at,
                  cross_margin, isolated_margin, keeper_stats, processing_ms, path, workdir,
-                 options: dict | None = None) -> ReplayReport:  # fmt: skip
+                 options: dict | None = None, setup_seconds: float | None = None) -> ReplayReport:  # fmt: skip
     """Assemble the report from chain state at `end_block` and what the driver observed.
 
     `options`: None, or {"regimes": RegimeTracker, "kinds": account -> book kind,
     "option_liquidations": OptionsLiquidation events as liquidation dicts, "vol_source",
-    "vol_at_start"}; option liquidations then count with the engine's."""
+    "vol_at_start"}; option liquidations then count with the engine's. `setup_seconds`: how long
+    deploying and opening the accounts took (wall clock)."""
     liquidations = client.liquidations(start_block + 1, end_block)
     if options is not None:
         liquidations = sorted(liquidations + options["option_liquidations"], key=lambda ev: ev["block"])
@@ -129,7 +130,10 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
             "rpc_errors": keeper_stats.get("rpc_errors", 0),
             "processing_ms_median": float(np.median(processing_ms)) if processing_ms else None,
             "processing_ms_max": float(np.max(processing_ms)) if processing_ms else None,
+            "processing_ms_mean": float(np.mean(processing_ms)) if processing_ms else None,
+            "accounts_valued_last_block": keeper_stats.get("rescored"),
         },
+        "setup_seconds": None if setup_seconds is None else round(setup_seconds, 1),
         "price_path": {
             "symbols": list(path.symbols),
             "steps": path.steps,
