@@ -68,6 +68,17 @@ def _require(report: dict, *keys: str) -> None:
         raise ReportError("missing " + ", ".join(repr(k) for k in missing))
 
 
+def _rows(report: dict) -> list[dict]:
+    """report["rows"]: a non-empty list of objects."""
+    rows = report["rows"]
+    if not isinstance(rows, list) or not rows:
+        raise ReportError("rows: not a non-empty list")
+    for row in rows:
+        if not isinstance(row, dict):
+            raise ReportError(f"rows: {row!r} is not an object")
+    return rows
+
+
 def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ReportError(f"{what}: {value!r} is not an integer")
@@ -233,8 +244,6 @@ def render_option_margin_gas(report: dict) -> str:
         raise ReportError("rows: not a list")
     lines = ["| options | gas | per option | Derive SRM (lyra v2-core PR #272) |", "|---|---|---|---|"]
     for row in rows:
-        if not isinstance(row, dict):
-            raise ReportError(f"rows: {row!r} is not an object")
         n = _int(row.get("options"), "options")
         part = _int(row.get("options_part"), "options_part")
         srm = row.get("derive_srm")
@@ -257,9 +266,7 @@ def render_portfolio_risk(report: dict) -> str:
     """Portfolio margin throughput (benchmarks.portfolio_risk --json): the scenario table against the
     per-account loop, in accounts per second (3 significant figures)."""
     _require(report, "instruments", "scenarios", "table_build_ms", "rows")
-    rows = report["rows"]
-    if not isinstance(rows, list) or not rows:
-        raise ReportError("rows: not a non-empty list")
+    rows = _rows(report)
     lines = [
         f"{_int(report['instruments'], 'instruments')} instruments x {_int(report['scenarios'], 'scenarios')} "
         f"scenarios; the scenario table is built in {_num(report['table_build_ms'], 'table_build_ms'):.1f} ms "
@@ -269,8 +276,6 @@ def render_portfolio_risk(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for row in rows:
-        if not isinstance(row, dict):
-            raise ReportError(f"rows: {row!r} is not an object")
         n = _int(row.get("accounts"), "accounts")
         table_s, loop_s = _num(row.get("table_s"), "table_s"), _num(row.get("loop_s"), "loop_s")
         if table_s <= 0 or loop_s <= 0:
@@ -295,9 +300,7 @@ def render_risk_engine(report: dict) -> str:
     """Risk engine throughput (benchmarks.risk_engine --json): accounts per second of each method
     and its speed against the per-account loop (3 and 2 significant figures)."""
     _require(report, "rows")
-    rows = report["rows"]
-    if not isinstance(rows, list) or not rows:
-        raise ReportError("rows: not a non-empty list")
+    rows = _rows(report)
     lines = ["| accounts | method | accounts / s | vs loop |", "|---|---|---|---|"]
     for row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("seconds"), dict):
@@ -319,9 +322,7 @@ def render_keeper_scoring(report: dict) -> str:
     """Keeper time per block valuing the book (benchmarks.keeper_scoring --json): the full
     re-score against event-driven re-scoring at a block where BTC moved, per book size."""
     _require(report, "rows", "move")
-    rows = report["rows"]
-    if not isinstance(rows, list) or not rows:
-        raise ReportError("rows: not a non-empty list")
+    rows = _rows(report)
     move = _num(report["move"], "move")
     lines = [
         f"| accounts | full re-score, ms | event-driven, ms (BTC {-move:+.1%}) | speed-up | accounts valued | "
@@ -329,8 +330,6 @@ def render_keeper_scoring(report: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        if not isinstance(row, dict):
-            raise ReportError(f"rows: {row!r} is not an object")
         n = _int(row.get("accounts"), "accounts")
         full, event = _num(row.get("full_ms"), "full_ms"), _num(row.get("event_ms"), "event_ms")
         if full <= 0 or event <= 0:
@@ -586,9 +585,7 @@ PRICE_GAP_WORDS = {
 def render_price_gaps(report: dict) -> str:
     """The worst moves in the market data (tools.price_gaps --json), one row per file."""
     _require(report, "rows")
-    rows = report["rows"]
-    if not isinstance(rows, list) or not rows:
-        raise ReportError("rows: not a non-empty list")
+    rows = _rows(report)
     lines = ["| data | worst move |", "|---|---|"]
     for row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("moves"), list):
