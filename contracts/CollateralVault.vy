@@ -37,6 +37,7 @@ import lib.roles as roles
 import lib.constants as constants
 import lib.types as types
 import lib.ramp as ramp
+import lib.packing as packing
 
 initializes: roles
 
@@ -116,7 +117,11 @@ _settings: uint256
 assets: public(HashMap[uint256, Asset])
 # @dev token -> asset id + 1 (0 = not listed).
 _asset_slot: HashMap[address, uint256]
-cash: public(HashMap[address, int256])
+# @dev Each account's cash and which assets it holds, one word (`cash`, `_held_assets`): cash
+#      (WAD USD, negative = debt) as int128 in the low 128 bits (`lib/packing.vy`), and bit
+#      128 + i set while its balance of asset i is not zero (`_set_balance`), so that a margin
+#      check reads the balances it values and no other.
+_accounts: HashMap[address, uint256]
 balances: public(HashMap[address, HashMap[uint256, uint256]])
 # @dev Settlement token units held for cash (accounts' deposits less withdrawals + fund).
 settlement_total: public(uint256)
@@ -365,11 +370,39 @@ def _pull(token: address, amount: uint256) -> uint256:
 def _add_cash(account: address, delta: int256):
     """
     @dev Every change of an account's cash goes through here, keeping total_positive_cash.
+    @custom:security Reverts "vault: cash out of range" beyond int128 (1.7e20 USD), far beyond
+         any balance: the packing never truncates.
     """
-    before: int256 = self.cash[account]
+    word: uint256 = self._accounts[account]
+    before: int256 = packing._int128_at(word)
     after: int256 = before + delta
-    self.cash[account] = after
+    assert packing._fits_int128(after), "vault: cash out of range"
+    self._accounts[account] = (word & ~packing.LOW128) | packing._low128_of(after)
     self.total_positive_cash = self.total_positive_cash + convert(max(after, 0), uint256) - convert(max(before, 0), uint256)
+
+
+@internal
+def _set_balance(account: address, asset_id: uint256, amount: uint256):
+    """
+    @dev Every change of a collateral balance goes through here, keeping the account's bit of
+         held assets (see `_accounts`).
+    """
+    self.balances[account][asset_id] = amount
+    word: uint256 = self._accounts[account]
+    held: uint256 = word & ~(1 << (128 + asset_id))
+    if amount != 0:
+        held |= 1 << (128 + asset_id)
+    if held != word:
+        self._accounts[account] = held
+
+
+@internal
+@view
+def _held_assets(account: address) -> uint256:
+    """
+    @dev Bit i set while the account's balance of asset i is not zero.
+    """
+    return self._accounts[account] >> 128
 
 
 @internal
@@ -429,7 +462,7 @@ def _deposit(token: address, amount: uint256, account: address):
     total: uint256 = self.assets[asset_id].total + received
     assert total <= self.assets[asset_id].deposit_cap, "vault: deposit cap exceeded"
     self.assets[asset_id].total = total
-    self.balances[account][asset_id] += received
+    self._set_balance(account, asset_id, self.balances[account][asset_id] + received)
     log Deposit(account=account, sender=msg.sender, token=token, amount=received, credited_wad=0)
 
 
@@ -471,7 +504,7 @@ def _withdraw(token: address, amount: uint256, receiver: address):
     paid: uint256 = amount
     if token == SETTLEMENT_TOKEN:
         debit: int256 = convert(amount * SETTLEMENT_SCALE, int256)
-        assert self.cash[msg.sender] >= debit, "vault: insufficient cash"
+        assert packing._int128_at(self._accounts[msg.sender]) >= debit, "vault: insufficient cash"
         if self.bad_debt != 0:
             # the withdrawer's share of the loss, rounded up: amount * bad_debt / positive cash
             withheld: uint256 = min(amount, (amount * self.bad_debt + self.total_positive_cash - 1) // self.total_positive_cash)
@@ -488,15 +521,16 @@ def _withdraw(token: address, amount: uint256, receiver: address):
         slot: uint256 = self._asset_slot[token]
         assert slot != 0, "vault: unknown asset"
         asset_id: uint256 = slot - 1
-        assert self.balances[msg.sender][asset_id] >= amount, "vault: insufficient collateral"
-        self.balances[msg.sender][asset_id] -= amount
+        balance: uint256 = self.balances[msg.sender][asset_id]
+        assert balance >= amount, "vault: insufficient collateral"
+        self._set_balance(msg.sender, asset_id, balance - amount)
         self.assets[asset_id].total -= amount
     summary: types.MarginSummary = staticcall IMarginEngine(self.engine).margin_summary(msg.sender)
     assert summary.equity >= convert(summary.initial_margin, int256), "vault: below initial margin"
     # without a settlement price positive cash counts at par (see `_cash_value`): collateral
     # may not leave an account with risk that leans on it (risk-free accounts withdraw freely)
     settings: Settings = self._settings_now()
-    if settings.settlement_priced and token != SETTLEMENT_TOKEN and summary.initial_margin != 0 and self.cash[msg.sender] > 0:
+    if settings.settlement_priced and token != SETTLEMENT_TOKEN and summary.initial_margin != 0 and packing._int128_at(self._accounts[msg.sender]) > 0:
         # one price id, not every index: a failed read is no price
         ok: bool = False
         answer: Bytes[32] = b""
@@ -591,7 +625,7 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
     sold: bool = False
     settlement: uint256 = self._settlement_price(prices)
     for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
-        cash: int256 = self.cash[account]
+        cash: int256 = packing._int128_at(self._accounts[account])
         balance: uint256 = self.balances[account][asset_id]
         if cash >= 0:
             break
@@ -609,8 +643,8 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
         debt: uint256 = convert(-cash, uint256)
         amount: uint256 = min(balance, (debt * unit + price - 1) // price)
         payment: uint256 = amount * price // unit
-        self.balances[account][asset_id] = balance - amount
-        self.balances[liquidator][asset_id] += amount
+        self._set_balance(account, asset_id, balance - amount)
+        self._set_balance(liquidator, asset_id, self.balances[liquidator][asset_id] + amount)
         self._add_cash(liquidator, -convert(payment, int256))
         self._add_cash(account, convert(payment, int256))
         sold = True
@@ -633,7 +667,7 @@ def cover_deficit(account: address) -> (uint256, uint256):
     @return (WAD paid by the insurance fund, WAD recorded as bad debt).
     """
     self._check_engine()
-    balance: int256 = self.cash[account]
+    balance: int256 = packing._int128_at(self._accounts[account])
     if balance >= 0:
         return 0, 0
     market: address = self.option_market
@@ -672,10 +706,11 @@ def _collateral_value(account: address, prices: DynArray[uint256, constants.MAX_
     @dev sum over assets of floor(balance * price * haircut / (10**decimals * 1e18)), WAD USD.
     """
     value: uint256 = 0
+    held: uint256 = self._held_assets(account)
     for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
-        amount: uint256 = self.balances[account][asset_id]
-        if amount == 0:
+        if held & (1 << asset_id) == 0:
             continue
+        amount: uint256 = self.balances[account][asset_id]
         asset: Asset = self.assets[asset_id]
         price: uint256 = prices[asset.price_id]
         assert price != 0, "vault: no valid price"
@@ -805,8 +840,9 @@ def price_mask(account: address) -> uint256:
     mask: uint256 = 0
     if settings.settlement_priced:
         mask = 1 << settings.settlement_price_id
+    held: uint256 = self._held_assets(account)
     for asset_id: uint256 in range(settings.asset_count, bound=constants.MAX_ASSETS):
-        if self.balances[account][asset_id] != 0:
+        if held & (1 << asset_id) != 0:
             mask |= 1 << self.assets[asset_id].price_id
     return mask
 
@@ -821,7 +857,17 @@ def margin_inputs(account: address, prices: DynArray[uint256, constants.MAX_PRIC
     @param prices WAD index prices indexed by price id (as `OracleRouter.index_prices`).
     @return (cash value WAD, rounded towards the protocol; haircut collateral value WAD rounded down).
     """
-    return self._cash_value(self.cash[account], prices), self._collateral_value(account, prices)
+    return self._cash_value(packing._int128_at(self._accounts[account]), prices), self._collateral_value(account, prices)
+
+
+@external
+@view
+def cash(account: address) -> int256:
+    """
+    @notice An account's cash ledger balance, WAD USD (negative = debt); `cash_value` values it
+            by the depeg rule.
+    """
+    return packing._int128_at(self._accounts[account])
 
 
 @external
@@ -830,7 +876,7 @@ def cash_value(account: address) -> int256:
     """
     @notice An account's cash valued by the depeg rule at current index prices (WAD USD).
     """
-    return self._cash_value(self.cash[account], staticcall IOracle(ORACLE).index_prices())
+    return self._cash_value(packing._int128_at(self._accounts[account]), staticcall IOracle(ORACLE).index_prices())
 
 
 @external
@@ -860,10 +906,7 @@ def has_collateral(account: address) -> bool:
     """
     @notice Whether an account holds any listed asset.
     """
-    for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
-        if self.balances[account][asset_id] != 0:
-            return True
-    return False
+    return self._held_assets(account) != 0
 
 
 @external

@@ -103,6 +103,16 @@ interface IAttestor:
 #      so that expiry settlement never raises an account's requirement.
 EXPIRY_RAMP: constant(uint256) = 7 * 86400
 
+# @dev In an underlying's rates word: the last change raised a rate (see `_underlyings`).
+RAISE_BIT: constant(uint256) = 1 << 255
+# @dev Switches in `_config`.
+OPTIONS_BIT: constant(uint256) = 1 << 16
+ATTESTOR_BIT: constant(uint256) = 1 << 17
+# @dev Fields of an account's word (see `_accounts`).
+OPENED_SHIFT: constant(uint256) = 128
+FLAGGED_SHIFT: constant(uint256) = 192
+FIELD64: constant(uint256) = 2**64 - 1
+
 # @dev On-chain bounds of every risk parameter (WAD fractions).
 MIN_IM_RATE: constant(uint256) = 10**16
 MAX_IM_RATE: constant(uint256) = 10**18
@@ -153,16 +163,21 @@ struct Holding:
 VAULT: public(immutable(address))
 ORACLE: public(immutable(address))
 
-underlying_count: public(uint256)
+# @dev What every margin check reads first, one word: the underlying count in bits 0-7, the
+#      market count in bits 8-15 (< MAX_UNDERLYINGS, MAX_MARKETS), and whether an option market
+#      (OPTIONS_BIT) and a health attestor (ATTESTOR_BIT) are wired, so that a deployment
+#      without them reads neither address.
+_config: uint256
 # @dev Target rates, as governance last set them, one slot per underlying (`_pack_rates`:
 #      price id in bits 0-7, then im, mm, spread im, spread mm rates, 60 bits each, all at most
-#      10**18); `underlyings` unpacks them, `rates_now` gives those in force.
+#      10**18; bit 255 (RAISE_BIT) while the last change raised a rate, so that a margin check
+#      reads when it changed only then); `underlyings` unpacks them, `rates_now` gives those
+#      in force.
 _underlyings: HashMap[uint256, uint256]
 # @dev The rates in force when each underlying's rates last changed (packed alike), and when:
 #      raises phase in from them (`lib/ramp.vy`).
 _rates_before: HashMap[uint256, uint256]
 rates_changed_at: public(HashMap[uint256, uint256])
-market_count: public(uint256)
 # @dev Each market in three slots (`_market` unpacks it as `types.Market`): a header word
 #      (`_market_header`: underlying bits 0-7, is_perpetual bit 8, expiry 16-79, funding time
 #      80-143, funding rate 144-207 as int64: |rate| <= MAX_FUNDING_RATE_BOUND), the settlement
@@ -173,16 +188,18 @@ _markets: HashMap[uint256, StoredMarket]
 #      int128 in the low 128 bits (`lib/packing.vy`) and entry price as uint128 above it, then
 #      the funding index at entry. The requirements read the first slot alone.
 _positions: HashMap[address, HashMap[uint256, StoredPosition]]
-# @dev The markets an account holds a position in, one word: the count in bits 0-7, then
-#      each market id (< MAX_MARKETS = 16) in one byte, in list order (`_open_markets`).
-_account_markets: HashMap[address, uint256]
+# @dev Each account in one word, which a liquidation reads once: the markets it holds a
+#      position in (the count in bits 0-7, then each market id < MAX_MARKETS = 16 in one byte,
+#      in list order: `_open_markets`), the block of its last trade that grew a position in
+#      bits 128-191 (`opened_block`) and when it was flagged liquidatable in bits 192-255
+#      (`liquidatable_since`; block numbers and times < 2**64).
+_accounts: HashMap[address, uint256]
 
 # @dev The liquidation parameters, one word that a liquidation reads once
 #      (`_liquidation_params`): penalty, max penalty, liquidator share and target, 64 bits
 #      each in that order (WAD; the setters' bounds keep each <= 2 * 10**18 < 2**64).
 _liquidation: uint256
 penalty_ramp_time: public(uint256)
-liquidatable_since: public(HashMap[address, uint256])
 open_interest: public(HashMap[uint256, uint256])
 max_open_interest: public(HashMap[uint256, uint256])
 max_position: public(HashMap[uint256, uint256])
@@ -201,8 +218,6 @@ matching: public(address)
 #      wired (nothing to void without one); `position_version` adds the vault's and the option
 #      market's counters.
 _fill_count: HashMap[address, uint256]
-# @dev Block number of each account's last trade that grew a position.
-opened_block: public(HashMap[address, uint256])
 
 
 event UnderlyingAdded:
@@ -430,7 +445,11 @@ def _rates_now(u: uint256) -> types.Underlying:
     """
     @dev The margin rates of underlying `u` in force now: the targets once a raise has phased in.
     """
-    target: types.Underlying = self._unpack_rates(self._underlyings[u])
+    word: uint256 = self._underlyings[u]
+    target: types.Underlying = self._unpack_rates(word)
+    # no rate raised by the last change: the targets are in force (`ramp._raised`)
+    if word & RAISE_BIT == 0:
+        return target
     since: uint256 = self.rates_changed_at[u]
     if block.timestamp >= since + constants.REQUIREMENT_RAMP:
         return target
@@ -450,7 +469,7 @@ def _check_penalty_fits(penalty: uint256):
     """
     @dev Every underlying's mm_rate must be at least twice the largest penalty rate.
     """
-    for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+    for u: uint256 in range(self._config & 255, bound=constants.MAX_UNDERLYINGS):
         # the rate in force: during a raise it is below the target, and only rises
         assert self._rates_now(u).mm_rate >= 2 * penalty, "engine: mm_rate below 2x penalty"
 
@@ -467,12 +486,12 @@ def add_underlying(price_id: uint256, im_rate: uint256, mm_rate: uint256, spread
     @return The underlying id.
     """
     roles._check_admin()
-    u: uint256 = self.underlying_count
+    u: uint256 = self._config & 255
     assert u < constants.MAX_UNDERLYINGS, "engine: too many underlyings"
     assert price_id < staticcall IOracle(ORACLE).price_id_count(), "engine: unknown price id"
     log UnderlyingAdded(underlying=u, price_id=price_id)
     self._set_underlying(u, price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
-    self.underlying_count = u + 1
+    self._config += 1
     return u
 
 
@@ -485,11 +504,14 @@ def set_underlying_params(underlying: uint256, im_rate: uint256, mm_rate: uint25
             the change lands becomes liquidatable in that block.
     """
     roles._check_risk_admin()
-    assert underlying < self.underlying_count, "engine: unknown underlying"
+    assert underlying < self._config & 255, "engine: unknown underlying"
     # a raise phases in from the rates in force now (`lib/ramp.vy`)
-    self._rates_before[underlying] = self._pack_rates(self._rates_now(underlying))
+    before: types.Underlying = self._rates_now(underlying)
+    self._rates_before[underlying] = self._pack_rates(before)
     self.rates_changed_at[underlying] = block.timestamp
-    self._set_underlying(underlying, self._price_id(underlying), im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+    self._set_underlying(underlying, before.price_id, im_rate, mm_rate, spread_im_rate, spread_mm_rate)
+    if im_rate > before.im_rate or mm_rate > before.mm_rate or spread_im_rate > before.spread_im_rate or spread_mm_rate > before.spread_mm_rate:
+        self._underlyings[underlying] |= RAISE_BIT
 
 
 @external
@@ -502,10 +524,10 @@ def list_market(underlying: uint256, expiry: uint256) -> uint256:
     @return The market id.
     """
     roles._check_admin()
-    assert underlying < self.underlying_count, "engine: unknown underlying"
+    assert underlying < self._config & 255, "engine: unknown underlying"
     assert expiry == 0 or expiry > block.timestamp, "engine: expiry in the past"
     assert expiry < 2**64, "engine: expiry too far"
-    market_id: uint256 = self.market_count
+    market_id: uint256 = (self._config >> 8) & 255
     assert market_id < constants.MAX_MARKETS, "engine: too many markets"
     market: types.Market = types.Market(
         underlying=underlying,
@@ -517,7 +539,7 @@ def list_market(underlying: uint256, expiry: uint256) -> uint256:
         funding_time=block.timestamp,
     )
     self._markets[market_id] = StoredMarket(header=self._market_header(market), settlement_price=0, funding_index=0)
-    self.market_count = market_id + 1
+    self._config += 256
     log MarketListed(market=market_id, underlying=underlying, is_perpetual=expiry == 0, expiry=expiry)
     return market_id
 
@@ -620,7 +642,7 @@ def set_position_caps(market_id: uint256, max_open_interest: uint256, max_positi
     @param max_position WAD units, <= max_open_interest when both are set.
     """
     roles._check_risk_admin()
-    assert market_id < self.market_count, "engine: unknown market"
+    assert market_id < (self._config >> 8) & 255, "engine: unknown market"
     assert max_open_interest == 0 or max_position <= max_open_interest, "engine: position cap above OI cap"
     self.max_open_interest[market_id] = max_open_interest
     self.max_position[market_id] = max_position
@@ -661,6 +683,12 @@ def set_portfolio_modules(option_market: address, health_attestor: address):
     roles._check_admin()
     self.option_market = option_market
     self.health_attestor = health_attestor
+    wired: uint256 = 0
+    if option_market != empty(address):
+        wired |= OPTIONS_BIT
+    if health_attestor != empty(address):
+        wired |= ATTESTOR_BIT
+    self._config = (self._config & ~(OPTIONS_BIT | ATTESTOR_BIT)) | wired
     log PortfolioModulesSet(option_market=option_market, health_attestor=health_attestor)
 
 
@@ -676,6 +704,43 @@ def set_matching(matching: address):
     assert matching != empty(address), "engine: zero address"
     self.matching = matching
     log MatchingSet(matching=matching)
+
+
+@internal
+@view
+def _option_market() -> address:
+    """
+    @dev The wired option market, or empty; its slot is read only when one is (`_config`).
+    """
+    if self._config & OPTIONS_BIT == 0:
+        return empty(address)
+    return self.option_market
+
+
+@internal
+@view
+def _health_attestor() -> address:
+    if self._config & ATTESTOR_BIT == 0:
+        return empty(address)
+    return self.health_attestor
+
+
+@external
+@view
+def underlying_count() -> uint256:
+    """
+    @notice The number of underlyings listed (ids 0 .. count - 1).
+    """
+    return self._config & 255
+
+
+@external
+@view
+def market_count() -> uint256:
+    """
+    @notice The number of markets listed (ids 0 .. count - 1).
+    """
+    return (self._config >> 8) & 255
 
 
 # ---------------------------------------------------------------- positions storage
@@ -728,11 +793,11 @@ def positions(account: address, market_id: uint256) -> types.Position:
 @view
 def _holdings(account: address) -> DynArray[Holding, constants.MAX_ACCOUNT_MARKETS]:
     """
-    @dev The account's open markets (see `_account_markets`) with each market and position, in
+    @dev The account's open markets (see `_accounts`) with each market and position, in
          list order: one read of the storage a margin check values, which the check and a
          liquidation step then share.
     """
-    word: uint256 = self._account_markets[account]
+    word: uint256 = self._accounts[account]
     out: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = []
     for i: uint256 in range(word & 255, bound=constants.MAX_ACCOUNT_MARKETS):
         market_id: uint256 = (word >> (8 * i + 8)) & 255
@@ -744,9 +809,9 @@ def _holdings(account: address) -> DynArray[Holding, constants.MAX_ACCOUNT_MARKE
 @view
 def _open_markets(account: address) -> DynArray[uint256, constants.MAX_ACCOUNT_MARKETS]:
     """
-    @dev The markets the account holds a position in (see `_account_markets`), in list order.
+    @dev The markets the account holds a position in (see `_accounts`), in list order.
     """
-    word: uint256 = self._account_markets[account]
+    word: uint256 = self._accounts[account]
     out: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = []
     for i: uint256 in range(word & 255, bound=constants.MAX_ACCOUNT_MARKETS):
         out.append((word >> (8 * i + 8)) & 255)
@@ -754,14 +819,50 @@ def _open_markets(account: address) -> DynArray[uint256, constants.MAX_ACCOUNT_M
 
 
 @internal
+@view
+def _account_field(account: address, at: uint256) -> uint256:
+    """
+    @dev The 64-bit field at bit `at` of the account's word (see `_accounts`).
+    """
+    return (self._accounts[account] >> at) & FIELD64
+
+
+@internal
+def _set_account_field(account: address, at: uint256, field: uint256):
+    # block numbers and times: < 2**64 (see `_accounts`)
+    word: uint256 = self._accounts[account]
+    self._accounts[account] = (word & ~(FIELD64 << at)) | (field << at)
+
+
+@external
+@view
+def opened_block(account: address) -> uint256:
+    """
+    @notice The block of the account's last trade that grew a position (0: none); in that
+            block it cannot be liquidated.
+    """
+    return self._account_field(account, OPENED_SHIFT)
+
+
+@external
+@view
+def liquidatable_since(account: address) -> uint256:
+    """
+    @notice When the account was flagged liquidatable (unix s; 0: not flagged): the start of
+            its penalty ramp (`flag_liquidatable`).
+    """
+    return self._account_field(account, FLAGGED_SHIFT)
+
+
+@internal
 def _add_market(account: address, market_id: uint256):
     """
-    @dev Append `market_id` to the account's list (see `_account_markets`).
+    @dev Append `market_id` to the account's list (see `_accounts`).
     """
-    word: uint256 = self._account_markets[account]
+    word: uint256 = self._accounts[account]
     n: uint256 = word & 255
     assert n < constants.MAX_ACCOUNT_MARKETS, "engine: too many positions"
-    self._account_markets[account] = (word | (market_id << (8 * n + 8))) + 1
+    self._accounts[account] = (word | (market_id << (8 * n + 8))) + 1
 
 
 @internal
@@ -770,13 +871,13 @@ def _remove_market(account: address, market_id: uint256):
     @dev Remove `market_id` from the account's list: the last entry takes its place and its
          byte is cleared, so no stale byte remains.
     """
-    word: uint256 = self._account_markets[account]
+    word: uint256 = self._accounts[account]
     n: uint256 = word & 255
     for i: uint256 in range(n, bound=constants.MAX_ACCOUNT_MARKETS):
         if (word >> (8 * i + 8)) & 255 == market_id:
             last: uint256 = (word >> (8 * n)) & 255
             word = (word & ~(255 << (8 * i + 8))) | (last << (8 * i + 8))
-            self._account_markets[account] = (word & ~(255 << (8 * n))) - 1
+            self._accounts[account] = (word & ~(255 << (8 * n))) - 1
             return
 
 
@@ -832,7 +933,7 @@ def _margin(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARK
     for u: uint256 in range(constants.MAX_UNDERLYINGS):
         im += ims[u]
         mm += mms[u]
-    module: address = self.option_market
+    module: address = self._option_market()
     if module != empty(address):
         value: int256 = 0
         option_im: uint256 = 0
@@ -841,7 +942,7 @@ def _margin(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARK
         equity += value
         im += option_im
         mm += option_mm
-    module = self.health_attestor
+    module = self._health_attestor()
     if module != empty(address):
         im, mm = staticcall IAttestor(module).effective_margin(account, im, mm)
     return equity, im, mm
@@ -878,7 +979,7 @@ def _requirements(held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], prices
             shorts[market.underlying] += amount
     ims: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
     mms: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+    for u: uint256 in range(self._config & 255, bound=constants.MAX_UNDERLYINGS):
         if longs[u] == 0 and shorts[u] == 0 and alone[u] == 0:
             continue
         params: types.Underlying = self._rates_now(u)
@@ -922,7 +1023,7 @@ def _price_mask(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_
          while it holds options (the option market keeps no index of their price ids). A price
          left out would be 0 and rejected ("no valid price"), never misused.
     """
-    module: address = self.option_market
+    module: address = self._option_market()
     if module != empty(address) and staticcall IOptions(module).has_positions(account):
         return max_value(uint256)
     mask: uint256 = staticcall IVault(VAULT).price_mask(account)
@@ -975,15 +1076,17 @@ def _accrue_funding(market_id: uint256, price: uint256) -> int256:
 @internal
 def _bump_version(account: address):
     # voids the account's attestation; without an attestor there is nothing to void
-    if self.health_attestor != empty(address):
+    if self._config & ATTESTOR_BIT != 0:
         self._fill_count[account] += 1
 
 
 @internal
-def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint256, funding_index: int256):
+def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint256, funding_index: int256) -> int256:
     """
     @dev Realize the position's PnL at `price` and its funding into cash, then set the new size
          with entry `price`. Realizing at every fill keeps PnL accounting exact and zero-sum.
+         Returns the change of the market's open interest, which the caller applies with the
+         other side's (`_add_open_interest`).
     """
     position: types.Position = self._position(account, market_id)
     self._bump_version(account)
@@ -993,13 +1096,23 @@ def _apply_fill(account: address, market_id: uint256, delta: int256, price: uint
     else:
         self._add_market(account, market_id)
     new_size: int256 = position.size + delta
-    self.open_interest[market_id] = self.open_interest[market_id] + convert(max(new_size, 0), uint256) - convert(max(position.size, 0), uint256)
     self._store_position(account, market_id, new_size, price, funding_index)
     if new_size == 0:
         self._remove_market(account, market_id)
     if realized != 0:
         extcall IVault(VAULT).settle_cash(account, realized)
     log PositionChanged(account=account, market=market_id, size=new_size, entry_price=price, realized_pnl=realized)
+    return max(new_size, 0) - max(position.size, 0)
+
+
+@internal
+def _add_open_interest(market_id: uint256, delta: int256):
+    """
+    @dev Apply the fills' change of a market's open interest (the sum of long sizes): a pair
+         of fills that moves a long from one account to another writes nothing.
+    """
+    if delta != 0:
+        self.open_interest[market_id] = convert(convert(self.open_interest[market_id], int256) + delta, uint256)
 
 
 @internal
@@ -1019,7 +1132,8 @@ def _settle_expired(account: address, held: DynArray[Holding, constants.MAX_ACCO
             if self._settle(holding.market_id, market):
                 market.settlement_price = self._markets[holding.market_id].settlement_price
         if market.settlement_price != 0:
-            self._apply_fill(account, holding.market_id, -holding.position.size, market.settlement_price, market.funding_index)
+            oi_delta: int256 = self._apply_fill(account, holding.market_id, -holding.position.size, market.settlement_price, market.funding_index)
+            self._add_open_interest(holding.market_id, oi_delta)
             changed = True
     return changed
 
@@ -1035,7 +1149,7 @@ def settle_market(market_id: uint256):
     @dev Reverts "engine: not expired", "engine: price before expiry" (the expiry price is
          not decided yet: a feed has not published since expiry).
     """
-    assert market_id < self.market_count, "engine: unknown market"
+    assert market_id < (self._config >> 8) & 255, "engine: unknown market"
     market: types.Market = self._market(market_id)
     assert not market.is_perpetual, "engine: perpetual never settles"
     assert block.timestamp >= market.expiry, "engine: not expired"
@@ -1083,7 +1197,7 @@ def _check_caps(account: address, market_id: uint256, old_size: int256, new_size
     assert amount == 0 or amount * index // constants.WAD >= self.min_position_notional, "engine: position below minimum notional"
     if not trade_rules._grows(old_size, new_size):
         return
-    self.opened_block[account] = block.number
+    self._set_account_field(account, OPENED_SHIFT, block.number)
     cap: uint256 = self.max_position[market_id]
     assert cap == 0 or amount <= cap, "engine: position above cap"
     cap = self.max_open_interest[market_id]
@@ -1104,7 +1218,7 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
          interest above cap", "engine: too many positions".
     """
     assert msg.sender == self.matching, "engine: not matching"
-    assert market_id < self.market_count, "engine: unknown market"
+    assert market_id < (self._config >> 8) & 255, "engine: unknown market"
     market: types.Market = self._market(market_id)
     assert market.settlement_price == 0 and (market.is_perpetual or block.timestamp < market.expiry), "engine: market expired"
     # both accounts' prices and the traded market's (each holds it afterwards)
@@ -1132,8 +1246,9 @@ def trade(maker: address, taker: address, market_id: uint256, size: int256, pric
         maker_before = self._summary(maker, maker_held, prices)
     if trade_rules._reduces(taker_old, taker_old - size):
         taker_before = self._summary(taker, taker_held, prices)
-    self._apply_fill(maker, market_id, size, price, funding_index)
-    self._apply_fill(taker, market_id, -size, price, funding_index)
+    oi_delta: int256 = self._apply_fill(maker, market_id, size, price, funding_index)
+    oi_delta += self._apply_fill(taker, market_id, -size, price, funding_index)
+    self._add_open_interest(market_id, oi_delta)
     assert trade_rules._trade_allowed(maker_old, maker_old + size, maker_before, self._summary(maker, self._holdings(maker), prices)), "engine: below initial margin"
     assert trade_rules._trade_allowed(taker_old, taker_old - size, taker_before, self._summary(taker, self._holdings(taker), prices)), "engine: below initial margin"
     self._check_caps(maker, market_id, maker_old, maker_old + size, index)
@@ -1176,8 +1291,9 @@ def _close_underlying(account: address, liquidator: address, held: DynArray[Hold
         if size < 0:
             moved = -moved
         funding_index: int256 = self._accrue_funding(market_id, price)
-        self._apply_fill(account, market_id, -moved, price, funding_index)
-        self._apply_fill(liquidator, market_id, moved, price, funding_index)
+        oi_delta: int256 = self._apply_fill(account, market_id, -moved, price, funding_index)
+        oi_delta += self._apply_fill(liquidator, market_id, moved, price, funding_index)
+        self._add_open_interest(market_id, oi_delta)
         notional += wad._mul_div_up(amount, price, constants.WAD)
         log PositionLiquidated(account=account, liquidator=liquidator, market=market_id, size=moved, price=price)
     return notional
@@ -1200,7 +1316,7 @@ def _underlying_mm(held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], price
             continue
         sizes[market.underlying] += convert(abs(holding.position.size), uint256)
     gross: uint256[constants.MAX_UNDERLYINGS] = empty(uint256[constants.MAX_UNDERLYINGS])
-    for u: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+    for u: uint256 in range(self._config & 255, bound=constants.MAX_UNDERLYINGS):
         gross[u] = sizes[u] * prices[self._price_id(u)] // constants.WAD
     return mms, gross
 
@@ -1216,7 +1332,7 @@ def _penalty_rate(account: address, params: LiquidationParams) -> uint256:
     top: uint256 = max(base, params.max_penalty)
     if top == base:
         return base
-    since: uint256 = self.liquidatable_since[account]
+    since: uint256 = self._account_field(account, FLAGGED_SHIFT)
     if since == 0:
         return base
     ramp_time: uint256 = self.penalty_ramp_time
@@ -1238,9 +1354,9 @@ def flag_liquidatable(account: address):
     """
     summary: types.MarginSummary = self._summary_now(account)
     assert summary.equity < convert(summary.maintenance_margin, int256), "engine: account not liquidatable"
-    since: uint256 = self.liquidatable_since[account]
+    since: uint256 = self._account_field(account, FLAGGED_SHIFT)
     if since == 0 or block.timestamp - since >= 2 * self.penalty_ramp_time:
-        self.liquidatable_since[account] = block.timestamp
+        self._set_account_field(account, FLAGGED_SHIFT, block.timestamp)
         log LiquidatableFlagged(account=account, since=block.timestamp)
 
 
@@ -1271,7 +1387,7 @@ def _liquidate_positions(account: address, liquidator: address, params: Liquidat
     current: bool = True
     for step: uint256 in range(constants.MAX_UNDERLYINGS):
         u: uint256 = constants.MAX_UNDERLYINGS
-        for k: uint256 in range(self.underlying_count, bound=constants.MAX_UNDERLYINGS):
+        for k: uint256 in range(self._config & 255, bound=constants.MAX_UNDERLYINGS):
             if not done[k] and gross[k] > 0 and (u == constants.MAX_UNDERLYINGS or mms[k] > mms[u]):
                 u = k
         if u == constants.MAX_UNDERLYINGS:
@@ -1328,7 +1444,7 @@ def liquidate(account: address) -> uint256:
     assert account != msg.sender, "engine: self liquidation"
     # exposure opened in this block (before a price update the trader saw coming) is not
     # liquidated in it: a coalition cannot sandwich a known gap and collect the penalty
-    assert self.opened_block[account] != block.number, "engine: position opened this block"
+    assert self._account_field(account, OPENED_SHIFT) != block.number, "engine: position opened this block"
     # the account's prices and the liquidator's (its own margin is checked at the end)
     held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = self._holdings(account)
     prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(account, held) | self._price_mask(msg.sender, self._holdings(msg.sender)))
@@ -1344,7 +1460,7 @@ def liquidate(account: address) -> uint256:
     penalty: uint256 = 0
     # without an attestor the standard summary is `before` (the bump changes nothing)
     standard: types.MarginSummary = before
-    if self.health_attestor != empty(address):
+    if self._config & ATTESTOR_BIT != 0:
         standard = self._summary(account, held, prices)
     after: types.MarginSummary = empty(types.MarginSummary)
     current: bool = False
@@ -1373,8 +1489,8 @@ def liquidate(account: address) -> uint256:
     # e.g. only an expired future awaiting settlement: say so rather than burn the caller's gas
     assert acted, "engine: nothing to liquidate"
 
-    if after.equity >= convert(after.maintenance_margin, int256):
-        self.liquidatable_since[account] = 0
+    if after.equity >= convert(after.maintenance_margin, int256) and self._account_field(account, FLAGGED_SHIFT) != 0:
+        self._set_account_field(account, FLAGGED_SHIFT, 0)
     liquidator: types.MarginSummary = self._summary(msg.sender, self._holdings(msg.sender), prices)
     assert liquidator.equity >= convert(liquidator.initial_margin, int256), "engine: liquidator below IM"
     log Liquidation(
@@ -1471,7 +1587,7 @@ def position_version(account: address) -> uint256:
          worst, reapply until they expire (max validity 1 day).
     """
     version: uint256 = self._fill_count[account] + staticcall IVault(VAULT).withdrawal_count(account)
-    module: address = self.option_market
+    module: address = self._option_market()
     if module != empty(address):
         version += staticcall IOptions(module).position_version(account)
     return version

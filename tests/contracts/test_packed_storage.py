@@ -12,7 +12,7 @@ from __future__ import annotations
 import boa
 import pytest
 
-from tests.boa_protocol import WAD, OptionsKit, events, funded, now, republish, source_deployer
+from tests.boa_protocol import WAD, OptionsKit, events, funded, liquidate, now, republish, source_deployer
 
 ETH = 0
 DAY = 86400
@@ -232,6 +232,81 @@ def test_open_market_list_follows_swap_and_pop_and_positions_read_back(protocol)
     for m in list(model):
         close(m)
     assert list(e.open_markets(user.address)) == []
+
+
+def test_account_word_keeps_markets_opened_block_and_flag_apart(protocol):
+    """An account's open markets, the block of its last trade that grew a position and the time
+    it was flagged liquidatable share one word: each changes alone, and a liquidation that
+    restores health clears the flag and nothing else."""
+    p, e = protocol, protocol.engine
+    a, b, liq = funded(p, 10_000), funded(p, 1_000_000), funded(p, 1_000_000)
+    eth_perp, btc_perp = p.deployment.markets["ETH-PERP"], p.deployment.markets["BTC-PERP"]
+    p.trade(a, b, "ETH-PERP", 40 * WAD, index(p, "ETH"))
+    opened = boa.env.evm.patch.block_number
+    assert (e.opened_block(a.address), e.liquidatable_since(a.address)) == (opened, 0)
+    assert list(e.open_markets(a.address)) == [eth_perp]
+    p.trade(a, b, "BTC-PERP", WAD // 100, index(p, "BTC"))
+    opened = boa.env.evm.patch.block_number
+    assert list(e.open_markets(a.address)) == [eth_perp, btc_perp]
+    assert e.opened_block(a.address) == opened
+    p.set_price("ETH", 1820)
+    e.flag_liquidatable(a.address)
+    flagged = now()
+    assert (e.opened_block(a.address), e.liquidatable_since(a.address)) == (opened, flagged)
+    assert list(e.open_markets(a.address)) == [eth_perp, btc_perp]
+    p.trade(b, a, "BTC-PERP", WAD // 100, index(p, "BTC"))  # reduces: the block stays
+    assert list(e.open_markets(a.address)) == [eth_perp]
+    assert (e.opened_block(a.address), e.liquidatable_since(a.address)) == (opened, flagged)
+    liquidate(p, liq, a)
+    assert not e.is_liquidatable(a.address)
+    assert (e.opened_block(a.address), e.liquidatable_since(a.address)) == (opened, 0)
+    assert list(e.open_markets(a.address)) == [eth_perp]
+    assert e.positions(a.address, eth_perp).size > 0
+
+
+def test_vault_account_word_holds_cash_and_which_assets_are_held(protocol):
+    """The vault keeps an account's cash and one bit per asset it holds in one word: the bit
+    follows the balance through deposits, withdrawals and a collateral liquidation (checked
+    against the balances each time), the cash reads back signed, and cash beyond int128
+    reverts instead of wrapping."""
+    p, v = protocol, protocol.vault
+    ids = p.deployment.price_ids
+
+    def check_bits(user) -> None:
+        held = [i for i, a in enumerate(("WETH", "WBTC")) if v.balances(user.address, i) != 0]
+        mask = 1 << ids["USDC"]
+        for i in held:
+            mask |= 1 << ids[("ETH", "BTC")[i]]
+        assert (v.has_collateral(user.address), v.price_mask(user.address)) == (bool(held), mask)
+
+    user = funded(p, 1_000)
+    assert v.cash(user.address) == 1_000 * WAD
+    check_bits(user)
+    p.deposit(user, "WETH", WAD)
+    check_bits(user)
+    assert v.cash(user.address) == 1_000 * WAD
+    with boa.env.prank(user.address):
+        v.withdraw(p.tokens["WETH"].address, WAD)
+    check_bits(user)
+    assert (v.collateral_value(user.address), v.cash(user.address)) == (0, 1_000 * WAD)
+    # a borrower margined with WBTC only goes bankrupt: its WBTC is sold to the liquidator
+    borrower, maker, liq = p.new_user(), funded(p, 1_000_000), funded(p, 1_000_000)
+    p.deposit(borrower, "WBTC", 10**7)  # 0.1 BTC
+    p.trade(borrower, maker, "ETH-PERP", 5 * WAD, index(p, "ETH"))
+    p.set_price("ETH", 1400)
+    liquidate(p, liq, borrower)
+    assert v.balances(borrower.address, 1) == 0 < v.balances(liq.address, 1)
+    check_bits(borrower)
+    check_bits(liq)
+    assert v.cash(borrower.address) == 0  # the deficit was written off
+    big = p.new_user()
+    huge = 2**127 // 10**12 + 1  # USDC units whose WAD credit passes 2**127
+    p.usdc.mint(big.address, huge)
+    with boa.env.prank(big.address):
+        p.usdc.approve(v.address, huge)
+        with boa.reverts("vault: cash out of range"):
+            v.deposit(p.usdc.address, huge)
+    assert v.cash(big.address) == 0
 
 
 def test_engine_position_out_of_packing_range_reverts(protocol):

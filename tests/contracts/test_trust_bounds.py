@@ -334,6 +334,22 @@ def test_a_change_during_a_ramp_restarts_it_from_the_rate_in_force(book):
     assert tuple(e.rates_now(ETH))[1:] == (10 * PCT, 5 * PCT, 2 * PCT, PCT)
 
 
+def test_a_change_that_raises_one_rate_and_cuts_another_ramps_only_the_raise(book):
+    """A change marks the underlying's word only when it raises a rate (a margin check then
+    reads when it changed): raising IM while cutting the spread rates ramps the raise and
+    applies the cuts at once; a later change that raises nothing ends the ramp at once."""
+    p = book.p
+    e = p.engine
+    e.set_underlying_params(ETH, 20 * PCT, 5 * PCT, PCT, PCT // 2, sender=p.admin)
+    boa.env.time_travel(seconds=DAY)
+    im = 10 * PCT + 10 * PCT * DAY // RAMP_TIME
+    assert tuple(e.rates_now(ETH))[1:] == (im, 5 * PCT, PCT, PCT // 2)
+    e.set_underlying_params(ETH, im, 5 * PCT, PCT, PCT // 2, sender=p.admin)  # nothing raised
+    boa.env.time_travel(seconds=1)
+    assert tuple(e.rates_now(ETH))[1:] == (im, 5 * PCT, PCT, PCT // 2)
+    assert tuple(e.underlyings(ETH))[1:] == (im, 5 * PCT, PCT, PCT // 2)
+
+
 def test_penalty_waits_for_the_rates_in_force(book):
     """The second review's extreme (rates 100%, penalty 10%, share 100%, target 2.0, which took
     $7,368.42 from long4x in one block) cannot land in one block any more: a 10% penalty needs
