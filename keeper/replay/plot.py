@@ -96,7 +96,7 @@ def plot_report(report: dict[str, Any], path: str | Path, *, dpi: int = 100) -> 
         ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _text(_usd(v))))
     for ax in (liq_ax, money_ax, inventory_ax):  # room above the data for the legend
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0) * 1.45)
-    inventory_ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    inventory_ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))  # type: ignore[no-untyped-call]
     inventory_ax.set_xlabel("UTC (the price path's time)")
     for ax in axes:
         ax.grid(True, alpha=0.3)

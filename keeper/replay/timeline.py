@@ -22,9 +22,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from eth_abi import decode
+from eth_abi.abi import decode
 
 from keeper.units import WAD
+
+# one position change: (block, log index, account, ("engine" | "option", market or series id),
+# new signed WAD size)
+Change = tuple[int, int, str, tuple[str, int], int]
 
 # report keys whose contracts come later: the value is None and this is why
 NOT_YET = {
@@ -133,13 +137,13 @@ def _logs(event: Any, from_block: int, to_block: int, accounts: Sequence[str] | 
     return sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
 
 
-def position_logs(client: Any, accounts: Sequence[str], from_block: int, to_block: int) -> list[tuple]:
+def position_logs(client: Any, accounts: Sequence[str], from_block: int, to_block: int) -> list[Change]:
     """Every position change of `accounts` in [from_block, to_block], in chain order:
     (block, log index, account, ("engine" | "option", market or series id), new signed WAD size),
     from PositionChanged (engine) and OptionPositionChanged (option market) events."""
     if not accounts:
         return []
-    out = [
+    out: list[Change] = [
         (
             log["blockNumber"],
             log["logIndex"],
@@ -168,7 +172,7 @@ def price_ids(client: Any, block: int) -> dict[tuple[str, int], int]:
 
 
 def inventory_by_block(
-    changes: Iterable[tuple], rows: Sequence[TimelineRow], instrument_price: dict[tuple[str, int], int]
+    changes: Iterable[Change], rows: Sequence[TimelineRow], instrument_price: dict[tuple[str, int], int]
 ) -> list[float]:
     """Gross notional (USD) of the positions `changes` build, at the end of each row's block,
     at that block's index prices: sum over positions of |size| x index of the underlying (an
@@ -191,7 +195,7 @@ def inventory_by_block(
     return out
 
 
-def flat_before(changes: Sequence[tuple], account: str, block: int, log_index: int) -> bool:
+def flat_before(changes: Sequence[Change], account: str, block: int, log_index: int) -> bool:
     """Whether `account` held no position just before the log at (`block`, `log_index`), from
     its position changes (`position_logs`, which must cover the account from its first one)."""
     sizes: dict[tuple[str, int], int] = {}
@@ -255,13 +259,13 @@ def flat_account_exposure(client: Any, holders: Sequence[str], block: int) -> fl
     states = client.account_states(list(holders), block)
     options = client.option_positions(list(holders), block)
     flat_cash = sum(max(s.cash, 0) for s, o in zip(states, options) if not s.positions and not o)
-    return bad_debt * flat_cash // positive / WAD
+    return float(int(bad_debt) * flat_cash // int(positive) / WAD)
 
 
 def risk_figures(
     client: Any,
     recorder: TimelineRecorder,
-    liquidations: Sequence[dict],
+    liquidations: Sequence[dict[str, Any]],
     keepers: Sequence[str],
     holders: Sequence[str],
     start_block: int,
