@@ -161,7 +161,7 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         "workdir": str(workdir),
     }
     if timeline is not None:
-        data["timeline_record_ms"] = timeline.overhead()
+        data["timeline_overhead_ms"] = timeline.overhead()
         data["timeline"] = rows
     if options is not None:
         data["options"] = _options_section(options, liquidations, len(missed))
