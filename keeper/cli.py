@@ -848,7 +848,26 @@ def _attestation_service(client, tx, settings, metrics):
     default=None,
     help="Folder with the daily price and DVOL files for the option vols [default: $KEEPER_DATA_DIR, else ../shared/data from the working directory].",
 )
+@click.option(
+    "--insurance-fund",
+    "insurance_fund",
+    default=None,
+    callback=lambda ctx, param, value: _whole_usd("--insurance-fund", value),
+    metavar="USD",
+    help="USD the insurance fund starts with, instead of the config's backstop.insurance_fund_usd (0: none, so deficits become bad debt).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE.png",
+    help="Draw the crash (prices, accounts below MM, liquidations, insurance fund, bad debt) to this PNG [default: beside --report when --report is given, same name with .png].",
+)
+@click.option("--no-plot", is_flag=True, default=False, help="Draw no PNG.")
+@click.pass_context
 def replay(
+    ctx,
     price_args,
     start,
     end,
@@ -864,8 +883,12 @@ def replay(
     stop_keeper,
     with_options,
     vol_data,
+    insurance_fund,
+    plot_path,
+    no_plot,
 ) -> None:
     """Replay a price path block by block on a local chain with the keeper running."""
+    plot_path = _replay_plot_path(ctx, report_path, plot_path, no_plot)
     stop = None
     if stop_keeper is not None:
         which, _, at = str(stop_keeper).partition("@")
@@ -908,7 +931,8 @@ def replay(
         path = synthetic_path(steps=steps, seed=seed)
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
                          keeper_timeout=keeper_timeout, config=config, options=with_options,
-                         vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop)  # fmt: skip
+                         vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop,
+                         insurance_fund_usd=insurance_fund)  # fmt: skip
     with Progress(
         TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -926,6 +950,38 @@ def replay(
     written = report.write(report_path)
     _print_report(report.data)
     stdout.print(f"report written to {written}")
+    if plot_path is not None:
+        from keeper.replay.plot import plot_report
+
+        stdout.print(f"picture written to {plot_report(report.data, plot_path)}")
+
+
+def _whole_usd(option: str, value: str | None) -> int | None:
+    """`value` as whole USD in [0, 10**15] (the config's bound), or None; one line otherwise."""
+    if value is None:
+        return None
+    text = str(value).strip().replace("_", "").replace(",", "")
+    if not text.isdigit() or int(text) > 10**15:
+        raise click.ClickException(f"{option} is whole USD from 0 to 10**15 (e.g. 0 or 250000), got {value!r}")
+    return int(text)
+
+
+def _replay_plot_path(ctx, report_path: Path, plot_path: Path | None, no_plot: bool) -> Path | None:
+    """The PNG `keeper replay` draws: --plot, else beside an explicit --report (same stem,
+    .png), else none; --no-plot: none. Checked before the replay runs (one line on a problem)."""
+    if no_plot:
+        if plot_path is not None:
+            raise click.ClickException("--plot and --no-plot: give one of them")
+        return None
+    if plot_path is None:
+        if ctx.get_parameter_source("report_path") != click.core.ParameterSource.COMMANDLINE:
+            return None
+        plot_path = report_path.with_suffix(".png")
+    if plot_path.suffix.lower() != ".png":
+        raise click.ClickException(f"--plot writes a PNG: give a file name ending in .png, got {str(plot_path)!r}")
+    if plot_path.is_dir():
+        raise click.ClickException(f"--plot {plot_path} is a folder: give a file name ending in .png")
+    return plot_path
 
 
 def _print_report(d: dict) -> None:
@@ -938,7 +994,13 @@ def _print_report(d: dict) -> None:
         ("liquidations", f"{d['liquidations']} ({d['liquidated_accounts']} accounts)"),
         ("liquidated notional", f"${d['liquidated_notional_usd']:,.0f}"),
         ("bad debt", f"${d['bad_debt_usd']:,.2f}"),
+        *(
+            [("insurance fund (start)", f"${d['insurance_fund_start_usd']:,.2f}")]
+            if d.get("insurance_fund_start_usd") is not None
+            else []
+        ),
         ("insurance fund (end)", f"${d['insurance_fund_usd']:,.2f}"),
+        *_risk_transfer_rows(d),
         ("max blocks to liquidate", f"{d['max_blocks_to_liquidate']}"),
         ("missed liquidations", f"{d['missed_liquidations']}"),
         ("initial margin, cross", f"${d['cross_margin_usd']:,.0f}"),
@@ -961,6 +1023,34 @@ def _print_report(d: dict) -> None:
     stdout.print(t)
     if "options" in d:
         _print_options(d["options"])
+
+
+def _risk_transfer_rows(d: dict) -> list[tuple[str, str]]:
+    """Summary rows of the risk-transfer figures (keeper.replay.timeline); none for a report
+    written before them. A figure whose contract is not in this version says so."""
+    if "keeper_max_inventory_usd" not in d:
+        return []
+
+    def usd(key: str) -> str:
+        value = d.get(key)
+        return "n/a: " + d.get("not_yet", {}).get(key, "not measured") if value is None else f"${value:,.2f}"
+
+    def pair(count_or_usd: str, usd_key: str) -> str:
+        first = d.get(count_or_usd)
+        if first is None and d.get(usd_key) is None:
+            return usd(usd_key)
+        shown = f"{first:,}" if isinstance(first, int) else usd(count_or_usd)
+        return f"{shown} / {usd(usd_key)}"
+
+    return [
+        ("socialized loss (withdrawals)", usd("socialized_loss_usd")),
+        ("flat-account losses", usd("flat_account_losses_usd")),
+        ("bad debt flat accounts would bear", usd("flat_account_socialization_exposure_usd")),
+        ("keeper max inventory", usd("keeper_max_inventory_usd")),
+        ("keeper inventory (end)", usd("keeper_inventory_end_usd")),
+        ("ADL events / notional", pair("adl_events", "adl_notional_usd")),
+        ("backstop P&L / max exposure", pair("backstop_pnl_usd", "backstop_max_exposure_usd")),
+    ]
 
 
 def _print_options(o: dict) -> None:

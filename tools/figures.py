@@ -49,6 +49,12 @@ GAS_OPERATIONS = {
 
 # the Black Thursday replay of docs/replay.md (its data files are looked up in FIGURES_DATA)
 BLACK_THURSDAY = ("--start", "2020-03-11T00:00:00Z", "--end", "2020-03-14T00:00:00Z")
+# the same crash run several ways (README: "how the protocol rode the crash"): report -> the extra
+# arguments and the picture it draws into docs/img/ (committed: the README shows it)
+BLACK_THURSDAY_RUNS = {
+    "black-thursday.json": ((), "black-thursday.png"),
+    "black-thursday-no-insurance-fund.json": (("--insurance-fund", "0"), "black-thursday-no-insurance-fund.png"),
+}
 PRICE_FILES = {"ETH": "eth_usdt_1h_binance_2018-01_2021-08.csv", "BTC": "btc_usdt_1h_binance_2018-01_2021-08.csv"}
 DEFAULT_DATA = "../shared/data"
 OPTION_REPLAY_POPULATION = ("--accounts", "100", "--seed", "7")
@@ -417,6 +423,67 @@ def render_replay_keeper_time(report: dict) -> str:
     )
 
 
+def render_replay_runs(*reports: dict) -> str:
+    """The Black Thursday runs side by side (`BLACK_THURSDAY_RUNS`): who carried the losses."""
+    for report in reports:
+        _require(
+            report,
+            "accounts",
+            "liquidations",
+            "liquidated_accounts",
+            "missed_liquidations",
+            "max_blocks_to_liquidate",
+            "bad_debt_usd",
+            "insurance_fund_usd",
+            "insurance_fund_start_usd",
+            "socialized_loss_usd",
+            "flat_account_losses_usd",
+            "flat_account_socialization_exposure_usd",
+            "keeper_max_inventory_usd",
+            "adl_events",
+            "adl_notional_usd",
+            "backstop_pnl_usd",
+            "backstop_max_exposure_usd",
+        )
+
+    def usd(report: dict, key: str) -> str:
+        return f"${_num(report[key], key):,.0f}"
+
+    def later(report: dict, *keys: str) -> str:
+        if all(report[k] is None for k in keys):
+            return "n/a (not in this version)"
+        return " / ".join("-" if report[k] is None else f"{_num(report[k], k):,.0f}" for k in keys)
+
+    cells = {
+        "insurance fund at the start / end": lambda r: (
+            f"{usd(r, 'insurance_fund_start_usd')} / {usd(r, 'insurance_fund_usd')}"
+        ),
+        "liquidations (accounts)": lambda r: (
+            f"{_int(r['liquidations'], 'liquidations'):,} ({_int(r['liquidated_accounts'], 'liquidated_accounts'):,})"
+        ),
+        "missed liquidations / max blocks to liquidate": lambda r: (
+            f"{_int(r['missed_liquidations'], 'missed_liquidations')} / {r['max_blocks_to_liquidate']}"
+        ),
+        "bad debt at the end (outstanding)": lambda r: usd(r, "bad_debt_usd"),
+        "socialized loss (taken from withdrawals)": lambda r: usd(r, "socialized_loss_usd"),
+        "flat-account losses": lambda r: usd(r, "flat_account_losses_usd"),
+        "bad debt flat accounts would bear if they withdrew": lambda r: usd(
+            r, "flat_account_socialization_exposure_usd"
+        ),
+        "keeper's largest inventory (gross notional)": lambda r: usd(r, "keeper_max_inventory_usd"),
+        "ADL events / notional": lambda r: later(r, "adl_events", "adl_notional_usd"),
+        "backstop vault P&L / largest exposure": lambda r: later(r, "backstop_pnl_usd", "backstop_max_exposure_usd"),
+    }
+    first = reports[0]
+    header = f"{_int(first['accounts'], 'accounts'):,} accounts"
+    lines = [
+        f"| {header} | as configured | `--insurance-fund 0` |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {' | '.join(cell(r) for r in reports)} |" for name, cell in cells.items()]
+    return "\n".join(lines)
+
+
 # the option books of `keeper replay --options` (keeper.replay.population.OPTION_KINDS), as the
 # docs' table groups them; every other book kind is a perpetuals-and-futures one
 OPTION_BOOKS = {
@@ -613,6 +680,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
     "gas": (("gas.json",), render_gas),
     "gas-liquidation-calls": (("gas.json",), render_gas_calls),
     "replay-black-thursday": (("black-thursday.json",), render_replay),
+    "replay-black-thursday-runs": (tuple(BLACK_THURSDAY_RUNS), render_replay_runs),
     "black76-gas": (("black76-gas.json",), render_black76_gas),
     "option-margin-gas": (("option-margin-gas.json",), render_option_margin_gas),
     "portfolio-risk": (("portfolio-risk.json",), render_portfolio_risk),
@@ -648,16 +716,22 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
         "operator-jobs.json": [python, "-m", "benchmarks.operator_jobs", "--json"],
         "black76-gas.json": [python, "-m", "benchmarks.black76_gas", "--json"],
         "option-margin-gas.json": [python, "-m", "benchmarks.option_margin_gas", "--json"],
-        "black-thursday.json": [
-            python,
-            "-m",
-            "keeper",
-            "replay",
-            *prices,
-            *BLACK_THURSDAY,
-            "--report",
-            str(root / "reports" / "black-thursday.json"),
-        ],
+        **{
+            report: [
+                python,
+                "-m",
+                "keeper",
+                "replay",
+                *prices,
+                *BLACK_THURSDAY,
+                *extra,
+                "--plot",
+                str(root / "docs" / "img" / picture),
+                "--report",
+                str(root / "reports" / report),
+            ]
+            for report, (extra, picture) in BLACK_THURSDAY_RUNS.items()
+        },
         **{
             report: [*options, *window, "--report", str(root / "reports" / report)]
             for report, window in OPTION_REPLAYS.items()
@@ -745,7 +819,7 @@ def run_producers(root: Path, data: Path) -> int:
     (root / "reports").mkdir(exist_ok=True)
     failed = 0
     for report, command in producers(root, python, data).items():
-        replay = report == "black-thursday.json" or report in OPTION_REPLAYS
+        replay = report in BLACK_THURSDAY_RUNS or report in OPTION_REPLAYS
         if replay and not all((data / name).is_file() for name in PRICE_FILES.values()):
             print(
                 f"figures: {data} lacks {', '.join(PRICE_FILES.values())}: not running the replay "

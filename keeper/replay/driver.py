@@ -47,6 +47,7 @@ from keeper.params.rehearsal import revert_message
 from keeper.replay import option_books
 from keeper.replay.population import AccountSpec, make_population, trade_size
 from keeper.replay.report import ReplayReport, build_report
+from keeper.replay.timeline import TimelineRecorder
 from keeper.risk.margin import isolated_initial_margin, margin
 from keeper.units import WAD
 
@@ -160,6 +161,9 @@ class ReplayOptions:
     keepers: int = 1
     # (keeper i, step s): stop keeper i just before step s, to watch the other shards take over
     stop_keeper: tuple[int, int] | None = None
+    # USD the insurance fund starts with (0: none, deficits become bad debt); None: the config's
+    # backstop.insurance_fund_usd, else INSURANCE_USD
+    insurance_fund_usd: int | None = None
 
 
 @dataclass
@@ -537,7 +541,8 @@ class Replay:
             *((address, usd, KEEPER_DEPOSIT_USD * 10 ** self.decimals[usd]) for address, _ in self.keeper_keys),
             *spec_deposits(users, self.decimals),
         ]
-        insurance = (usd, (cfg.insurance_fund_usd or INSURANCE_USD) * 10 ** self.decimals[usd])
+        fund = self.insurance_fund_usd()
+        insurance = (usd, fund * 10 ** self.decimals[usd]) if fund else None
         self._stage = "deposit"
         hashes = deposit_all(
             self._send,
@@ -550,6 +555,12 @@ class Replay:
         )
         self._confirm(hashes, "deposit")
         return users
+
+    def insurance_fund_usd(self) -> int:
+        """USD the replay funds the insurance fund with (see ReplayOptions.insurance_fund_usd)."""
+        if self.opts.insurance_fund_usd is not None:
+            return self.opts.insurance_fund_usd
+        return self.opts.config.insurance_fund_usd or INSURANCE_USD
 
     def _population(self) -> list[AccountSpec]:
         opts = self.opts
@@ -766,6 +777,7 @@ class Replay:
             statuses = self._start_keepers(self.deployment.deploy_block)
             self._mine()
             self._wait_keepers(statuses, self.w3.eth.block_number)
+            timeline = self._start_timeline(addresses)
 
             liquidatable_at: list[tuple[int, set[str]]] = []
             processing: list[float] = []
@@ -786,6 +798,7 @@ class Replay:
                 liquidatable_at.append(
                     (block, {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin})
                 )
+                timeline.record(block, self._step_time(step), len(liquidatable_at[-1][1]))
                 if self.opts.options:
                     self.regimes.observe(block, summaries)
                 self.progress("replay", step, steps + tail_blocks - 1)
@@ -807,9 +820,28 @@ class Replay:
                 path=self.opts.path,
                 workdir=self.workdir,
                 options=self._options_figures(users, setup_block, end_block) if self.opts.options else None,
+                timeline=timeline,
+                keepers=tuple(address for address, _ in self.keeper_keys),
+                insurance_fund_start=float(self.insurance_fund_usd()),
             )
         finally:
             self.close()
+
+    def _start_timeline(self, addresses: list[str]) -> TimelineRecorder:
+        """The per-block recorder (the report's `timeline`), with the block the keepers started on
+        as its first entry (the path's first prices)."""
+        timeline = TimelineRecorder(self.client, self.opts.path.symbols)
+        block = self.w3.eth.block_number
+        below = sum(s.equity < s.maintenance_margin for s in self.client.margin_summaries(addresses, block))
+        timeline.record(block, self._step_time(0), below)
+        return timeline
+
+    def _step_time(self, step: int) -> int:
+        """Unix time of the path step whose prices block `step` publishes; the tail blocks after
+        the last step: its time plus the chain time since."""
+        ts = self.opts.path.timestamps
+        last = len(ts) - 1
+        return int(ts[step]) if step <= last else int(ts[last]) + (step - last) * self.opts.block_seconds
 
     def _options_figures(self, users: list[User], start_block: int, end_block: int) -> dict:
         """The report's option figures (see report.build_report `options`)."""

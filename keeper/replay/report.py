@@ -62,13 +62,20 @@ def latency_episodes(
 
 def build_report(*, client, users, tokens, settlement_symbol, start_block, end_block, liquidatable_at,
                  cross_margin, isolated_margin, keeper_stats, processing_ms, path, workdir,
-                 options: dict | None = None, setup_seconds: float | None = None) -> ReplayReport:  # fmt: skip
+                 options: dict | None = None, setup_seconds: float | None = None,
+                 timeline=None, keepers: tuple[str, ...] = (), insurance_fund_start: float | None = None,
+                 ) -> ReplayReport:  # fmt: skip
     """Assemble the report from chain state at `end_block` and what the driver observed.
 
     `options`: None, or {"regimes": RegimeTracker, "kinds": account -> book kind,
     "option_liquidations": OptionsLiquidation events as liquidation dicts, "vol_source",
     "vol_at_start"}; option liquidations then count with the engine's. `setup_seconds`: how long
-    deploying and opening the accounts took (wall clock)."""
+    deploying and opening the accounts took (wall clock). `timeline`: the driver's
+    keeper.replay.timeline.TimelineRecorder, or None; with it the report gains the risk-transfer
+    figures (`socialized_loss_usd`, `flat_account_losses_usd`, `keeper_max_inventory_usd` of the
+    `keepers` addresses, the later contracts' keys as None; see keeper.replay.timeline.risk_figures)
+    and a `timeline` of one entry per recorded block. `insurance_fund_start`: USD the replay
+    funded the insurance fund with."""
     liquidations = client.liquidations(start_block + 1, end_block)
     if options is not None:
         liquidations = sorted(liquidations + options["option_liquidations"], key=lambda ev: ev["block"])
@@ -103,6 +110,14 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         "equal": 0 <= gap <= 10**12,
     }
     ts = path.timestamps
+    risk: dict = {}
+    rows: list[dict] = []
+    if timeline is not None:
+        from keeper.replay.timeline import risk_figures
+
+        risk, rows = risk_figures(
+            client, timeline, liquidations, keepers, holders, start_block, end_block, dep.deploy_block
+        )
     data = {
         "accounts": len(users),
         "blocks": len(liquidatable_at),
@@ -112,6 +127,8 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         "penalties_usd": sum(ev["penalty"] for ev in liquidations) / WAD,
         "bad_debt_usd": bad_debt / WAD,
         "insurance_fund_usd": insurance / WAD,
+        **({"insurance_fund_start_usd": insurance_fund_start} if insurance_fund_start is not None else {}),
+        **risk,
         "max_blocks_to_liquidate": max(latencies, default=0),
         "mean_blocks_to_liquidate": float(np.mean(latencies)) if latencies else 0.0,
         "missed_liquidations": len(missed),
@@ -143,6 +160,9 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         },
         "workdir": str(workdir),
     }
+    if timeline is not None:
+        data["timeline_overhead_ms"] = timeline.overhead()
+        data["timeline"] = rows
     if options is not None:
         data["options"] = _options_section(options, liquidations, len(missed))
     return ReplayReport(data)

@@ -187,6 +187,25 @@ def test_replay_rejects_zero_accounts():
     assert_one_line_error(out, "--accounts")
 
 
+@pytest.mark.parametrize("value", ["abc", "-5", "1.5", "1e20", "", str(10**15 + 1)])
+def test_replay_insurance_fund_is_whole_usd(value):
+    out = keeper("replay", "--insurance-fund", value)
+    assert_one_line_error(out, "--insurance-fund is whole USD", repr(value))
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--plot", "crash.jpg"), "ending in .png"),
+        (("--plot", "crash.png", "--no-plot"), "--plot and --no-plot"),
+        (("--plot", "."), "--plot"),
+    ],
+)
+def test_replay_plot_path(args, needle):
+    """Refused before any chain is started."""
+    assert_one_line_error(keeper("replay", *args), needle)
+
+
 @pytest.mark.parametrize(
     "command", [(), ("run",), ("account",), ("params",), ("params", "show"), ("dev",), ("replay",)]
 )
