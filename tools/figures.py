@@ -66,6 +66,18 @@ class ReportError(ValueError):
     """A report that exists but cannot be rendered (a missing key, a wrong type)."""
 
 
+# What every replay table reads of a replay report: who was liquidated, how fast, who paid.
+REPLAY_OUTCOME_KEYS = (
+    "accounts",
+    "liquidations",
+    "liquidated_accounts",
+    "missed_liquidations",
+    "max_blocks_to_liquidate",
+    "bad_debt_usd",
+    "insurance_fund_usd",
+)
+
+
 def _require(report: dict, *keys: str) -> None:
     if not isinstance(report, dict):
         raise ReportError("not a JSON object")
@@ -428,13 +440,7 @@ def render_replay_runs(*reports: dict) -> str:
     for report in reports:
         _require(
             report,
-            "accounts",
-            "liquidations",
-            "liquidated_accounts",
-            "missed_liquidations",
-            "max_blocks_to_liquidate",
-            "bad_debt_usd",
-            "insurance_fund_usd",
+            *REPLAY_OUTCOME_KEYS,
             "insurance_fund_start_usd",
             "socialized_loss_usd",
             "flat_account_losses_usd",
@@ -500,13 +506,7 @@ MARGIN_REGIMES = ("isolated", "standard", "portfolio", "on_chain")
 def _options(report: dict) -> dict:
     _require(
         report,
-        "accounts",
-        "liquidations",
-        "liquidated_accounts",
-        "missed_liquidations",
-        "max_blocks_to_liquidate",
-        "bad_debt_usd",
-        "insurance_fund_usd",
+        *REPLAY_OUTCOME_KEYS,
         "price_path",
         "options",
     )
