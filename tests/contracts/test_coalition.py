@@ -1371,11 +1371,10 @@ def test_coalition_machine(_deployed):
 # account in the block it grew an option position.
 #
 # Cost: every example starts with a coalition book of 15 to 23 series (`option_setup`), and each
-# option trade values both books in the EVM (Black-76), about 30 s of CPU per example on a
-# shared 2-core machine; the ci/dev profile is therefore 6 examples x 12 steps. Measured with
-# 12 x 25 (20 examples, 39 steps, 643 s on the busy machine): 234 coalition option trades, 7
-# option liquidations (3 moving 16 series, one each moving 8, 4 and 1, 1, most by the keeper,
-# one by the coalition's liquidator), no invariant broken.
+# option trade values both books in the EVM (Black-76). The ci/dev profile is 16 examples x 30
+# steps: with CI=1 (fixed seed) hypothesis runs 26 examples, 96 steps, in 316 s on a shared
+# 2-core machine (200 s of CPU): 326 coalition option trades, 12 option liquidations (7 moving
+# 15 or 16 series; 3 by the coalition's liquidator, 9 by the keeper), no invariant broken.
 
 MAX_LIQUIDATION_SERIES = 16  # contracts/lib/constants.vy
 OPTION_DAYS = 600  # expiry of every series: beyond any time jump of a 30- or 80-step example
@@ -1385,7 +1384,7 @@ OPTION_ATM, OPTION_SKEW = 8 * WAD // 10, -WAD // 5
 TAGS["bound"] = "bounded option liquidation: more series than the bound, or series the rule did not choose"
 
 OPTION_SETTINGS = profiles.machine_settings(
-    {"ci": (6, 12), "dev": (6, 12), "deep": (200, 50)},
+    {"ci": (16, 30), "dev": (16, 30), "deep": (200, 50)},
     verbosity=Verbosity.normal,
     report_multiple_bugs=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if profiles.current() == "deep" else []),
