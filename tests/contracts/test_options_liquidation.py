@@ -12,6 +12,8 @@ insurance fund. Ranking by MM alone is not enough either: a long's MM here is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import boa
 import pytest
 
@@ -22,6 +24,16 @@ DAY = 86400
 ATM, SKEW = 8 * WAD // 10, -WAD // 5
 # contracts/lib/constants.vy
 MAX_LIQUIDATION_SERIES = 16
+
+
+def test_the_bound_here_is_the_contracts():
+    """MAX_LIQUIDATION_SERIES of this file and of the coalition machine is the contracts' (it is
+    not in the ABI: a constant)."""
+    from tests.contracts import test_coalition
+
+    source = (Path(__file__).resolve().parents[2] / "contracts" / "lib" / "constants.vy").read_text()
+    for bound in (MAX_LIQUIDATION_SERIES, test_coalition.MAX_LIQUIDATION_SERIES):
+        assert f"MAX_LIQUIDATION_SERIES: constant(uint256) = {bound}\n" in source
 
 
 @pytest.fixture
