@@ -151,6 +151,22 @@ def test_liquidation_calls_table():
     }
 
 
+def test_liquidation_calls_table_numbers_repeated_calls():
+    """A fall that needs several calls of one function: each is numbered, and the k-th call of a
+    label is set next to the k-th call of the same label on the other side."""
+    report = json.loads(json.dumps(GAS_REPORT))
+    report["max_liquidation_calls"] = {
+        "current": [["-15% options", 300], ["-15% options", 200], ["-25% engine", 100]],
+        "baseline": [["-15% options", 700], ["-25% engine", 150]],
+    }
+    assert list(rows(figures.render_gas_calls(report)).items()) == [
+        ("call", ["before (abc1234)", "after"]),
+        ("-15% options (call 1)", ["700", "300"]),
+        ("-15% options (call 2)", ["-", "200"]),
+        ("-25% engine", ["150", "100"]),
+    ]
+
+
 _B76_ROW = {"call_mean": 1046, "call_max": 1113, "internal_mean": 917, "lyra_test": "testExp", "lyra_gas": 20217}
 BLACK76_REPORT = {
     "samples": 10,

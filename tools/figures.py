@@ -149,29 +149,39 @@ def render_gas(report: dict) -> str:
 
 
 def render_gas_calls(report: dict) -> str:
-    """Each call a liquidator needs for the maximal account (benchmarks.gas max_liquidation_calls)."""
+    """Each call a liquidator needs for the maximal account (benchmarks.gas max_liquidation_calls).
+    A label that repeats (a fall that needs several calls of one function) is numbered, and
+    the k-th call of a label on one side is set next to the k-th on the other."""
     _require(report, "max_liquidation_calls", "baseline_rev")
     calls = report["max_liquidation_calls"]
     if not isinstance(calls, dict):
         raise ReportError("max_liquidation_calls: not a JSON object")
-    columns: dict[str, dict[str, int]] = {}
+    columns: dict[tuple[str, int], dict[str, int]] = {}
+    order: dict[str, list[tuple[str, int]]] = {}
+    repeats: dict[str, int] = {}
     for side in ("baseline", "current"):
         rows = calls.get(side) or []
         if not isinstance(rows, list):
             raise ReportError(f"max_liquidation_calls.{side}: not a list")
+        seen: dict[str, int] = {}
+        order[side] = []
         for row in rows:
             if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)):
                 raise ReportError(f"max_liquidation_calls.{side}: {row!r} is not [label, gas]")
-            columns.setdefault(row[0], {})[side] = _int(row[1], f"max_liquidation_calls.{side}")
-    labels = [row[0] for row in calls.get("current") or []]
-    labels += [label for label in columns if label not in labels]
+            key = (row[0], seen.get(row[0], 0))
+            seen[row[0]] = key[1] + 1
+            repeats[row[0]] = max(repeats.get(row[0], 0), seen[row[0]])
+            order[side].append(key)
+            columns.setdefault(key, {})[side] = _int(row[1], f"max_liquidation_calls.{side}")
+    keys = order["current"] + [key for key in order["baseline"] if key not in order["current"]]
     lines = [
         f"| call | before ({report['baseline_rev']}) | after |",
         "|---|---|---|",
     ]
-    for label in labels:
-        got = columns[label]
-        lines.append(f"| {label} | {_gas(got.get('baseline'), label)} | {_gas(got.get('current'), label)} |")
+    for label, k in keys:
+        got = columns[(label, k)]
+        name = f"{label} (call {k + 1})" if repeats[label] > 1 else label
+        lines.append(f"| {name} | {_gas(got.get('baseline'), label)} | {_gas(got.get('current'), label)} |")
     return "\n".join(lines)
 
 

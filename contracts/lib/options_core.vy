@@ -43,8 +43,10 @@
           unit is exactly the intrinsic value max(S - K, 0) (call) or max(K - S, 0) (put).
           `settle_account` realizes each holder's PnL once, at that value.
         - Liquidation (`liquidate_options`): when the engine finds the account liquidatable,
-          anyone may take over a fraction f of each of its live option positions at mark, with
-          the engine's penalty rate on the value moved (sum of |moved| * mark), never above the
+          anyone may take over a fraction f of its live option positions at mark, at most
+          `constants.MAX_LIQUIDATION_SERIES` series per call, chosen by the protocol (shorts
+          first, then by maintenance margin, largest first, then by series id), with the
+          engine's penalty rate on the value moved (sum of |moved| * mark), never above the
           account's equity, shared with the insurance fund as the engine does.
 @dev Roles (lib/roles.vy): admin lists series; risk_admin sets margin, price-band and cap
      parameters within hard bounds. The engine must have this market as its `option_market`
@@ -99,6 +101,10 @@ interface IVolFeed:
 # @dev Field widths of the packed series and positions (see `_series`, `_positions`).
 SETTLED_BIT: constant(uint256) = 2**225
 HELD_WORDS: constant(uint256) = (constants.MAX_ACCOUNT_SERIES + 32) // 32
+# @dev Fields of a liquidation's ranking key (`_liquidation_subset`).
+LIQ_SHORT: constant(uint256) = 2**255
+LIQ_PRESENT: constant(uint256) = 2**254
+LIQ_MM_MASK: constant(uint256) = 2**246 - 1
 
 # @dev Smile floor, as keeper.risk.scenarios.MIN_VOL.
 MIN_VOL: constant(uint256) = 10**16
@@ -639,35 +645,38 @@ def _position_margin(series: Series, position: OptionPosition, prices: DynArray[
         otm = index - series.strike
     im_unit: uint256 = wad._mul_div_up(params.short_im_rate, index, constants.WAD)
     im_unit = max(im_unit - min(im_unit, otm), wad._mul_div_up(params.short_im_floor, index, constants.WAD))
-    mm_unit: uint256 = wad._mul_div_up(params.short_mm_rate, index, constants.WAD)
     if not series.is_call:
         im_unit = min(im_unit, series.strike)
+    return mark, value, wad._mul_div_up(amount, im_unit, constants.WAD), self._short_mm(series, amount, index, params)
+
+
+@internal
+@pure
+def _short_mm(series: Series, amount: uint256, index: uint256, params: RiskParams) -> uint256:
+    """
+    @dev MM of a short of `amount` units: ceil(amount * unit / 1e18), unit =
+         ceil(short_mm_rate * S / 1e18), capped at the strike for a put. Needs no mark, so a
+         liquidation ranks shorts by it without valuing them (`_liquidation_subset`).
+    """
+    mm_unit: uint256 = wad._mul_div_up(params.short_mm_rate, index, constants.WAD)
+    if not series.is_call:
         mm_unit = min(mm_unit, series.strike)
-    return mark, value, wad._mul_div_up(amount, im_unit, constants.WAD), wad._mul_div_up(amount, mm_unit, constants.WAD)
+    return wad._mul_div_up(amount, mm_unit, constants.WAD)
 
 
 @internal
 @view
-def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], live_only: bool) -> (int256, uint256, uint256, uint256, DynArray[uint256, constants.MAX_ACCOUNT_SERIES]):
+def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (int256, uint256, uint256):
     """
-    @dev (value, IM, MM, gross, marks) over the account's positions: value = unrealized PnL,
-         gross = sum of ceil(|size| * mark / 1e18), marks = each position's mark in the order
-         of `_held_series` (a liquidation moves at them without valuing the book again). With
-         `live_only`, only positions a liquidation can move (series neither settled nor
-         expired); the others have mark 0.
+    @dev (value, IM, MM) over the account's positions: value = unrealized PnL.
     """
     value: int256 = 0
     im: uint256 = 0
     mm: uint256 = 0
-    gross: uint256 = 0
-    marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
     params: RiskParams = self._risk_params_now()
     held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
     for series_id: uint256 in held:
         series: Series = self._series_of(series_id)
-        if live_only and (series.settlement_price != 0 or block.timestamp >= series.expiry):
-            marks.append(0)
-            continue
         vol: SeriesVol = self._vol(series)
         position: OptionPosition = self._position(account, series_id)
         mark: uint256 = 0
@@ -678,9 +687,7 @@ def _book(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], 
         value += position_value
         im += position_im
         mm += position_mm
-        gross += wad._mul_div_up(convert(abs(position.size), uint256), mark, constants.WAD)
-        marks.append(mark)
-    return value, im, mm, gross, marks
+    return value, im, mm
 
 
 @external
@@ -695,13 +702,7 @@ def margin_contribution(account: address, prices: DynArray[uint256, constants.MA
     @return (unrealized PnL of its options WAD USD rounded down, IM WAD rounded up,
             MM WAD rounded up).
     """
-    value: int256 = 0
-    im: uint256 = 0
-    mm: uint256 = 0
-    gross: uint256 = 0
-    marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
-    value, im, mm, gross, marks = self._book(account, prices, False)
-    return value, im, mm
+    return self._book(account, prices)
 
 
 # ---------------------------------------------------------------- positions
@@ -916,22 +917,101 @@ def trade(maker: address, taker: address, series_id: uint256, size: int256, pric
 
 
 @internal
-def _move_options(account: address, liquidator: address, fraction: uint256, marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES]) -> uint256:
+@view
+def _liquidation_subset(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> (DynArray[uint256, constants.MAX_LIQUIDATION_SERIES], DynArray[uint256, constants.MAX_LIQUIDATION_SERIES], uint256, uint256):
     """
-    @dev Move ceil(fraction * |size|) of each live option position of `account` to the
-         liquidator at the account's margin mark (`marks`, from `_book(account, prices, True)`
-         in this state); returns the value moved, sum of ceil(|moved| * mark / 1e18).
+    @dev The live series one liquidation call moves, in the order it moves them, with their
+         margin marks, and the subset's MM and gross value (M_S, G_S: sums of each position's
+         MM as `_position_margin` has it and of ceil(|size| * mark / 1e18)). At most
+         `MAX_LIQUIDATION_SERIES` of the account's live positions (series neither settled nor
+         expired), ranked by a key neither the account nor the liquidator chooses:
+           1. every short before any long;
+           2. then by the position's MM, largest first;
+           3. then by series id, smallest first (ids are unique: the order is total).
+         Neither the order of the account's list nor anything the liquidator holds moves the
+         key. Shorts rank by `_short_mm` (no mark needed); longs are valued only when fewer
+         shorts than the bound are live.
+    """
+    params: RiskParams = self._risk_params_now()
+    # per live position: key = PRESENT | short << 255 | MM << 8 | (255 - id); MM < 2**196
+    # (|size| < 2**127, index < 2**128, / 1e18), so the fields never overlap
+    keys: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
+    marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
+    shorts: uint256 = 0
+    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
+    for series_id: uint256 in held:
+        series: Series = self._series_of(series_id)
+        if series.settlement_price != 0 or block.timestamp >= series.expiry:
+            continue
+        size: int256 = self._position(account, series_id).size
+        index: uint256 = prices[series.price_id]
+        assert index != 0, "options: no valid price"
+        key: uint256 = LIQ_PRESENT | (255 - series_id)
+        if size < 0:
+            key |= LIQ_SHORT | (self._short_mm(series, convert(-size, uint256), index, params) << 8)
+            shorts += 1
+        keys.append(key)
+        marks.append(0)
+    if shorts < constants.MAX_LIQUIDATION_SERIES:
+        # some longs are moved: rank them by MM, which needs their mark (kept for the move)
+        for i: uint256 in range(len(keys), bound=constants.MAX_ACCOUNT_SERIES):
+            if keys[i] & LIQ_SHORT == 0:
+                series_id: uint256 = 255 - (keys[i] & 255)
+                series: Series = self._series_of(series_id)
+                mark: uint256 = 0
+                value: int256 = 0
+                im: uint256 = 0
+                mm: uint256 = 0
+                mark, value, im, mm = self._position_margin(series, self._position(account, series_id), prices, params, self._vol(series))
+                keys[i] |= mm << 8
+                marks[i] = mark
+
+    ids: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES] = []
+    subset_marks: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES] = []
+    subset_mm: uint256 = 0
+    gross: uint256 = 0
+    for n: uint256 in range(constants.MAX_LIQUIDATION_SERIES):
+        best: uint256 = 0
+        at: uint256 = 0
+        for i: uint256 in range(len(keys), bound=constants.MAX_ACCOUNT_SERIES):
+            if keys[i] > best:
+                best = keys[i]
+                at = i
+        if best == 0:
+            break
+        keys[at] = 0
+        series_id: uint256 = 255 - (best & 255)
+        series: Series = self._series_of(series_id)
+        position: OptionPosition = self._position(account, series_id)
+        mark: uint256 = marks[at]
+        if best & LIQ_SHORT != 0:
+            value: int256 = 0
+            im: uint256 = 0
+            mm: uint256 = 0
+            mark, value, im, mm = self._position_margin(series, position, prices, params, self._vol(series))
+            subset_mm += mm
+        else:
+            subset_mm += (best >> 8) & LIQ_MM_MASK
+        ids.append(series_id)
+        subset_marks.append(mark)
+        gross += wad._mul_div_up(convert(abs(position.size), uint256), mark, constants.WAD)
+    return ids, subset_marks, subset_mm, gross
+
+
+@internal
+def _move_options(account: address, liquidator: address, fraction: uint256, ids: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES], marks: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES]) -> uint256:
+    """
+    @dev Move ceil(fraction * |size|) of the account's position in each series of `ids` to the
+         liquidator at its margin mark (`marks`, from `_liquidation_subset` in this
+         transaction: the index, vol, time and risk parameters are those of the call, and a
+         position keeps its side); returns the value moved, sum of ceil(|moved| * mark / 1e18).
     """
     moved_value: uint256 = 0
     # realized PnL summed per account and settled once (`_fill`): cash moves add up exactly
     account_realized: int256 = 0
     liquidator_realized: int256 = 0
-    held: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = self._held_series(account)
-    for i: uint256 in range(len(held), bound=constants.MAX_ACCOUNT_SERIES):
-        series_id: uint256 = held[i]
-        series: Series = self._series_of(series_id)
-        if series.settlement_price != 0 or block.timestamp >= series.expiry:
-            continue
+    for i: uint256 in range(len(ids), bound=constants.MAX_LIQUIDATION_SERIES):
+        series_id: uint256 = ids[i]
         size: int256 = self._position(account, series_id).size
         amount: uint256 = min(wad._mul_div_up(convert(abs(size), uint256), fraction, constants.WAD), convert(abs(size), uint256))
         # a series the liquidator has no room for is left to another liquidator: an account
@@ -954,34 +1034,15 @@ def _move_options(account: address, liquidator: address, fraction: uint256, mark
 
 
 @internal
-def _liquidate_round(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], full: bool, summary: types.MarginSummary) -> (uint256, uint256):
+def _liquidate_round(account: address, liquidator: address, fraction: uint256, ids: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES], marks: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES], equity: int256, penalty_rate: uint256) -> (uint256, uint256):
     """
-    @dev One pass: with options MM M_o and value G_o, moving a fraction f lowers MM by f*M_o and
-         equity by penalty*f*G_o, so health reaches the engine's target t when
-             f >= (t*MM - equity) / (t*M_o - penalty*G_o);
-         f = 1 when the denominator is not positive or when `full`. Returns (value moved,
-         penalty charged); the penalty never exceeds the account's equity. `summary` is the
-         account's margin summary in this state (the caller has it: not computed twice).
+    @dev Move `fraction` of each position of the subset (`_move_options`) and charge the
+         penalty on the value moved, never above the account's equity `equity` (its margin
+         summary in this state: moving at mark leaves it unchanged up to rounding). Returns
+         (value moved, penalty charged).
     """
-    penalty_rate: uint256 = staticcall IEngine(ENGINE).liquidation_penalty()
-    target: uint256 = staticcall IEngine(ENGINE).liquidation_target()
-    value: int256 = 0
-    im: uint256 = 0
-    options_mm: uint256 = 0
-    gross: uint256 = 0
-    marks: DynArray[uint256, constants.MAX_ACCOUNT_SERIES] = []
-    value, im, options_mm, gross, marks = self._book(account, prices, True)
-    # worthless longs (no value, no requirement) are not worth moving
-    assert full or options_mm != 0 or gross != 0, "options: nothing to liquidate"
-    fraction: uint256 = constants.WAD
-    denominator: int256 = convert(options_mm * target // constants.WAD, int256) - convert(gross * penalty_rate // constants.WAD, int256)
-    if not full and denominator > 0:
-        deficit: int256 = convert(wad._mul_div_up(summary.maintenance_margin, target, constants.WAD), int256) - summary.equity
-        if deficit > 0:
-            fraction = min(constants.WAD, wad._mul_div_up(convert(deficit, uint256), constants.WAD, convert(denominator, uint256)))
-    moved: uint256 = self._move_options(account, liquidator, fraction, marks)
-    # moving at mark leaves equity unchanged (up to rounding): summary.equity still applies
-    penalty: uint256 = min(wad._mul_div_up(moved, penalty_rate, constants.WAD), convert(max(summary.equity, 0), uint256))
+    moved: uint256 = self._move_options(account, liquidator, fraction, ids, marks)
+    penalty: uint256 = min(wad._mul_div_up(moved, penalty_rate, constants.WAD), convert(max(equity, 0), uint256))
     if penalty != 0:
         share: uint256 = penalty * staticcall IEngine(ENGINE).liquidator_share() // constants.WAD
         extcall IVault(VAULT).charge_penalty(account, liquidator, penalty, share)
@@ -992,23 +1053,44 @@ def _liquidate_round(account: address, liquidator: address, prices: DynArray[uin
 def liquidate_options(account: address) -> uint256:
     """
     @notice Take over option positions of an account the engine finds liquidatable (equity <
-            maintenance margin): a fraction f of every live option position (the smallest that
-            brings health to the engine's `liquidation_target`, or all of them) moves to the
-            caller at mark, and the engine's `liquidation_penalty` on the value moved is
-            charged to the account, `liquidator_share` of it to the caller and the rest to the
-            insurance fund. Positions in settled series are realized first. If the partial move
-            would lower the account's health factor, everything live is moved. The caller must
-            meet its own initial margin afterwards. Perpetuals and futures are the engine's
-            (`MarginEngine.liquidate`), which also writes off any debt once no option is left.
-    @dev Reverts "options: self liquidation", "options: position opened this block" (the
+            maintenance margin). One call moves at most `constants.MAX_LIQUIDATION_SERIES`
+            (16) of its live series, the subset S the protocol ranks (`_liquidation_subset`):
+            every short before any long, then by the position's maintenance margin (MM),
+            largest first, then by series id. A fraction f of each position in S moves to the
+            caller at mark: the smallest that brings health to the engine's
+            `liquidation_target` t, from S's MM M_S and gross value G_S (moving f lowers MM by
+            f * M_S and equity by penalty * f * G_S):
+                f = ceil((ceil(t * MM) - equity) / (t * M_S - penalty * G_S)), at most 1,
+            and f = 1 when the denominator is not positive. The engine's `liquidation_penalty`
+            on the value moved (sum of |moved| * mark) is charged to the account, never above
+            its equity, `liquidator_share` of it to the caller and the rest to the insurance
+            fund. Positions in settled series are realized first. If the partial move lowered
+            the account's health factor and it still holds positions, the rest of S moves too
+            (f = 1 on S; series outside S stay). An account with more live series than the
+            bound needs several calls; each is permissionless and judged afresh. The caller
+            must meet its own initial margin afterwards. Perpetuals and futures are the
+            engine's (`MarginEngine.liquidate`), which also writes off any debt once no option
+            is left.
+    @dev Why a bound and why this order: moving every series in one call cost 3.77M gas for a
+         maximal account (32 series), above the 3M a single call may need (docs/benchmarks.md).
+         Which series a bounded call moves must be neither the account's (it orders its own
+         list) nor the liquidator's choice, or a coalition strips its hedges through a friendly
+         liquidator and leaves naked shorts whose loss lands on the insurance fund
+         (docs/threat-model.md). Shorts first, those that release the most margin first, is
+         the regular-margin option liquidation of centralized venues (Binance options, as
+         documented by Pi42: "all Short Options positions are liquidated next, prioritizing
+         those that release the most margin"); Deribit likewise liquidates "incrementally ...
+         in small steps". A long's MM here is (1 - long_mm_haircut) of its value, so ranking
+         by MM alone would let a deep in-the-money long hedge outrank the shorts it hedges.
+         Reverts "options: self liquidation", "options: position opened this block" (the
          account grew an option position in this block: retry in the next),
          "options: account not liquidatable",
          "options: nothing to liquidate" (no live option position but worthless longs),
-         "options: liquidator
-         below IM", or an oracle error. Series the caller has no free slot for are left for
-         another liquidator (an account spread over every series cannot block one that holds
-         others). Without a fresh vol the positions move at the conservative margin marks (long
-         at intrinsic, short at intrinsic plus the short charge), which favours the caller.
+         "options: liquidator below IM", or an oracle error. Series the caller has no free
+         slot for are left for another liquidator (an account spread over every series cannot
+         block one that holds others). Without a fresh vol the positions move at the
+         conservative margin marks (long at intrinsic, short at intrinsic plus the short
+         charge), which favours the caller.
     @param account The account to liquidate.
     @return The value moved, WAD USD (sum of |size| * mark).
     """
@@ -1025,14 +1107,33 @@ def liquidate_options(account: address) -> uint256:
     if staticcall IEngine(ENGINE).health_attestor() != empty(address):
         before = self._summary(account)
 
+    ids: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES] = []
+    marks: DynArray[uint256, constants.MAX_LIQUIDATION_SERIES] = []
+    subset_mm: uint256 = 0
+    gross: uint256 = 0
+    ids, marks, subset_mm, gross = self._liquidation_subset(account, prices)
+    # worthless longs (no value, no requirement) are not worth moving; a short always has MM,
+    # and a long has MM exactly when it has value, so S is worthless only if the book is
+    assert subset_mm != 0 or gross != 0, "options: nothing to liquidate"
+    penalty_rate: uint256 = staticcall IEngine(ENGINE).liquidation_penalty()
+    target: uint256 = staticcall IEngine(ENGINE).liquidation_target()
+    fraction: uint256 = constants.WAD
+    denominator: int256 = convert(subset_mm * target // constants.WAD, int256) - convert(gross * penalty_rate // constants.WAD, int256)
+    if denominator > 0:
+        deficit: int256 = convert(wad._mul_div_up(before.maintenance_margin, target, constants.WAD), int256) - before.equity
+        if deficit > 0:
+            fraction = min(constants.WAD, wad._mul_div_up(convert(deficit, uint256), constants.WAD, convert(denominator, uint256)))
+
     moved: uint256 = 0
     penalty: uint256 = 0
-    moved, penalty = self._liquidate_round(account, msg.sender, prices, False, before)
+    moved, penalty = self._liquidate_round(account, msg.sender, fraction, ids, marks, before.equity, penalty_rate)
     after: types.MarginSummary = self._summary(account)
-    if after.health_factor < before.health_factor and self._held_count(account) != 0:
+    if fraction < constants.WAD and after.health_factor < before.health_factor and self._held_count(account) != 0:
+        # the "full" round: the rest of the same subset, at the same marks (with f = 1 nothing
+        # of it is left: a second round would move nothing and value the book once more)
         more_moved: uint256 = 0
         more_penalty: uint256 = 0
-        more_moved, more_penalty = self._liquidate_round(account, msg.sender, prices, True, after)
+        more_moved, more_penalty = self._liquidate_round(account, msg.sender, constants.WAD, ids, marks, after.equity, penalty_rate)
         moved += more_moved
         penalty += more_penalty
         after = self._summary(account)

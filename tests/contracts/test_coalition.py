@@ -1344,3 +1344,303 @@ def test_coalition_machine(_deployed):
             )
             lines += [f"    {a}" for a in actions]
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+# ====================================================================== options in the coalition machine
+#
+# The machine above has no options. `OptionCoalitionMachine` is the same machine (every rule,
+# the keeper, invariants (a), (b), the settlement, block, revert and solvency checks) on a
+# deployment with the option market wired into the engine, where the coalition also builds
+# option books meant to exploit the bounded liquidation (`OptionMarket.liquidate_options`
+# moves at most MAX_LIQUIDATION_SERIES = 16 series per call): deep in-the-money long calls as
+# its "hedges", listed first or last in its own list, and up to 20 short calls and puts traded
+# with another coalition account at the mark or at either edge of the option price band.
+# Honest accounts trade options with it too. The keeper and the coalition's liquidator
+# liquidate as the keeper bot does (`keeper/bot.py`: `liquidate_options` while the account
+# holds options and it succeeds, else `MarginEngine.liquidate`). Vol updates are exogenous
+# events (they move marks as an index publish does): the deficits they create join the gap
+# allowance G. Options expire after every time jump the machine can make, so no option
+# settlement mixes into a liquidation.
+#
+# On every successful option liquidation it also checks the bounded rule ("bound"): at most
+# MAX_LIQUIDATION_SERIES series moved; they are, in order, the protocol's subset of the book as
+# it was (live positions ranked by short first, MM, then lower series id), less any the
+# liquidator had no free slot for; a long moves only in a call whose subset holds every live
+# short; the health factor falls only if every series of the subset moved whole. Same block
+# ("block") for option liquidations is the option market's rule: no `liquidate_options` of an
+# account in the block it grew an option position.
+#
+# Cost: every example starts with a coalition book of 15 to 23 series (`option_setup`), and each
+# option trade values both books in the EVM (Black-76). The ci/dev profile is 16 examples x 30
+# steps: with CI=1 (fixed seed) hypothesis runs 26 examples, 96 steps, in 316 s on a shared
+# 2-core machine (200 s of CPU): 326 coalition option trades, 12 option liquidations (7 moving
+# 15 or 16 series; 3 by the coalition's liquidator, 9 by the keeper), no invariant broken.
+
+MAX_LIQUIDATION_SERIES = 16  # contracts/lib/constants.vy
+OPTION_DAYS = 600  # expiry of every series: beyond any time jump of a 30- or 80-step example
+HEDGE_STRIKES = (1000, 1200, 1400)  # deep in-the-money ETH calls: the coalition's "hedges"
+SHORT_STRIKES = tuple(range(1650, 2400, 75))  # 10 strikes, a call and a put each: 20 shorts
+OPTION_ATM, OPTION_SKEW = 8 * WAD // 10, -WAD // 5
+TAGS["bound"] = "bounded option liquidation: more series than the bound, or series the rule did not choose"
+
+OPTION_SETTINGS = profiles.machine_settings(
+    {"ci": (16, 30), "dev": (16, 30), "deep": (200, 50)},
+    verbosity=Verbosity.normal,
+    report_multiple_bugs=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if profiles.current() == "deep" else []),
+)
+
+
+class OptionWorld(World):
+    """`World` plus the option market (wired into the engine, no attestor) and its series."""
+
+    def seed(self):
+        from tests.boa_protocol import OptionsKit
+
+        super().seed()
+        p = self.p
+        self.kit = OptionsKit.deploy(p)
+        self.option_expiry = now() + OPTION_DAYS * 86400
+        self.hedges = [self.kit.list(ETH, k * WAD, self.option_expiry, True) for k in HEDGE_STRIKES]
+        self.shorts = [
+            self.kit.list(ETH, k * WAD, self.option_expiry, is_call) for k in SHORT_STRIKES for is_call in (True, False)
+        ]
+        self.series = self.hedges + self.shorts
+        self.kit.set_vol(ETH, self.option_expiry, OPTION_ATM, OPTION_SKEW)
+
+
+def expected_option_subset(market, account: str) -> tuple[list[int], set[int]]:
+    """(the series one `liquidate_options` call must move, in order; the live shorts): the live
+    positions ranked by (short, MM, -series id), descending, the first MAX_LIQUIDATION_SERIES."""
+    t = now()
+    live = [
+        s
+        for s in market.option_states(account)
+        if s.size != 0 and market.series(s.series).settlement_price == 0 and t < market.series(s.series).expiry
+    ]
+    live.sort(key=lambda s: (s.size < 0, s.maintenance_margin, -s.series), reverse=True)
+    return [s.series for s in live[:MAX_LIQUIDATION_SERIES]], {s.series for s in live if s.size < 0}
+
+
+def is_subsequence(xs: list, ys: list) -> bool:
+    it = iter(ys)
+    return all(x in it for x in xs)
+
+
+class OptionCoalitionMachine(CoalitionMachine):
+    def __init__(self):
+        super().__init__()
+        self.vol = OPTION_ATM
+        self.opt_increase: dict = {}  # address -> block of its last option position increase
+
+    # ------------------------------------------------------------ reads and helpers
+
+    def _market_moved(self):
+        # an account holding only options is a holder too: drop every summary
+        self._px = None
+        self._summ.clear()
+
+    def _fingerprint(self, addrs):
+        m = self.w.kit.market
+        return (
+            super()._fingerprint(addrs),
+            [m.position_version(a) for a in addrs],
+            [m.open_interest(s) for s in self.w.series],
+        )
+
+    def _publish_vol(self, bp: int = 0):
+        """The vol feed publishes (atm moved by `bp`): exogenous, as an index publish."""
+        last = self.w.kit.vol_feed.vol_params(ETH, self.w.option_expiry)[2]
+        if last == boa.env.evm.patch.timestamp:
+            if bp == 0:
+                return  # published in this second: still fresh
+            boa.env.time_travel(seconds=1)  # the feed takes one point per second
+        before = self._summaries(self.w.C)
+        self.vol = min(3 * WAD, max(WAD // 20, self.vol * (10_000 + bp) // 10_000))  # VolFeed bounds
+        self.w.kit.set_vol(ETH, self.w.option_expiry, self.vol, OPTION_SKEW)
+        self._market_moved()
+        self._exogenous(before)
+
+    def _otrade(self, buyer, seller, series: int, size: int, pmode: int, what: str):
+        """buyer buys `size` of `series` from seller at the mark (pmode 0) or at the band edge
+        above (1) or below (2) it."""
+        m = self.w.kit.market
+        if size <= 0:
+            return "size 0"
+        state = m.series_states()[series]
+        params = m.risk_params_now()
+        edge = max(params.abs_price_band * state.index_price, params.rel_price_band * state.mark) // WAD
+        price = {0: state.mark, 1: state.mark + edge, 2: max(0, state.mark - edge)}[pmode]
+        old = {u.address: m.positions(u.address, series).size for u in (buyer, seller)}
+        r = self._attempt(
+            lambda: self.w.kit.trade(buyer, seller, series, size, price), what, [buyer.address, seller.address]
+        )
+        if r is None:
+            self._touch(buyer.address, seller.address)
+            for u in (buyer, seller):
+                if abs(m.positions(u.address, series).size) > abs(old[u.address]):
+                    self.opt_increase[u.address] = boa.env.evm.patch.block_number
+        return r
+
+    def _liquidate(self, liquidator, target: str):
+        """As the keeper bot: `liquidate_options` while the account holds options and that
+        succeeds (or must wait a block), else the engine's liquidation."""
+        if self.w.kit.market.has_positions(target):
+            r = self._liquidate_options(liquidator, target)
+            if r is None or r in ("options: position opened this block", "options: account not liquidatable"):
+                return r
+        return super()._liquidate(liquidator, target)
+
+    def _liquidate_options(self, liquidator, target: str):
+        m = self.w.kit.market
+        self._settle_expired(liquidator)
+        expected, live_shorts = expected_option_subset(m, target)
+        sizes = {s: m.positions(target, s).size for s in expected}
+        logs = []
+
+        def call():
+            with boa.env.prank(liquidator.address):
+                m.liquidate_options(target)
+                logs.extend(m.get_logs(strict=False))
+
+        who = "keeper" if liquidator is self.w.keeper else "coalition"
+        r = self._attempt(call, f"liquidate_options:{who}", [target, liquidator.address])
+        if r is not None:
+            return r
+        self._touch(target, liquidator.address)
+        block_ = boa.env.evm.patch.block_number
+        if self.opt_increase.get(target) == block_:
+            self._fail("block", f"{target[:8]} option-liquidated in block {block_}, in which it grew an option position")
+        moved = named(logs, "OptionLiquidated")
+        (ev,) = named(logs, "OptionsLiquidation")
+        got = [x.series for x in moved]
+        if len(got) > MAX_LIQUIDATION_SERIES or not is_subsequence(got, expected):
+            self._fail("bound", f"{target[:8]}: moved {got}, the rule's subset is {expected}")
+        if any(x.size > 0 for x in moved) and not live_shorts <= set(expected):
+            self._fail("bound", f"{target[:8]}: a long moved while shorts outside the call were live ({got})")
+        whole = got == expected and all(x.size == sizes[x.series] for x in moved)
+        if ev.health_after < ev.health_before and not whole:
+            self._fail(
+                "bound",
+                f"{target[:8]}: health {ev.health_before} -> {ev.health_after} without moving the subset whole",
+            )
+        STATS[f"option liquidation moved {len(got)} series"] += 1
+        return None
+
+    def _keeper(self):
+        """The honest keeper liquidates every liquidatable account, up to 8 calls each (an
+        account with more live series than the bound needs several)."""
+        k = self.w.keeper
+        targets = [a for a in self.w.addrs if a != k.address]
+        summ = self._summaries(targets)
+        for a in targets:
+            s = summ[a]
+            for _ in range(8):
+                if s.equity >= s.maintenance_margin:
+                    break
+                r = self._liquidate(k, a)
+                if r in ("engine: position opened this block", "options: position opened this block"):
+                    self._next_block()
+                elif r is not None:
+                    break
+                s = self._summaries([a])[a]
+
+    # ------------------------------------------------------------ rules
+
+    @initialize(
+        c=ACTOR_C,
+        hedges=st.integers(1, len(HEDGE_STRIKES)),
+        shorts=st.integers(14, 2 * len(SHORT_STRIKES)),
+        hedges_first=st.sampled_from([True, True, False]),
+        x=st.integers(1, 10),
+    )
+    def option_setup(self, c, hedges, shorts, hedges_first, x):
+        """Every example starts with one coalition option book of more series than the bound
+        (usually with the hedges first in the account's list), traded at the mark."""
+        w = self.w
+        self.log.append(f"state.option_setup(c={c!r}, hedges={hedges!r}, shorts={shorts!r}, hedges_first={hedges_first!r}, x={x!r})")
+        self._publish_vol()
+        self._build_book(w.coal[c], w.coal[(c + 1) % COALITION_N], hedges, shorts, hedges_first, x, 0)
+
+    def _build_book(self, cu, du, hedges, shorts, hedges_first, x, pmode):
+        w = self.w
+        size = x * WAD // 20
+        longs = [(s, 2 * size) for s in w.hedges[:hedges]]
+        shorts_ = [(s, -size) for s in w.shorts[:shorts]]
+        for series, n in longs + shorts_ if hedges_first else shorts_ + longs:
+            if n > 0:  # c buys from d
+                self._otrade(cu, du, series, n, pmode, "coalition-option")
+            else:  # d buys from c
+                self._otrade(du, cu, series, -n, pmode, "coalition-option")
+
+    @rule(
+        c=ACTOR_C,
+        d=st.integers(1, COALITION_N - 1),
+        hedges=st.integers(0, len(HEDGE_STRIKES)),
+        shorts=st.integers(4, 2 * len(SHORT_STRIKES)),
+        hedges_first=st.booleans(),
+        x=st.integers(1, 10),
+        pmode=st.sampled_from([0, 0, 1, 2]),
+    )
+    def coalition_option_book(self, c, d, hedges, shorts, hedges_first, x, pmode):
+        """Coalition account c builds an option book with coalition account d in one block:
+        `hedges` long deep in-the-money calls of 2 x size and `shorts` short calls and puts of
+        size x / 20 ETH, its hedges first in its own list or last, every leg at the mark
+        (pmode 0) or at the band edge above (1) or below (2) it."""
+        self._step()
+        w = self.w
+        cu, du = w.coal[c], w.coal[(c + d) % COALITION_N]
+        self._publish_vol()
+        self._build_book(cu, du, hedges, shorts, hedges_first, x, pmode)
+        self._keeper()
+
+    @rule(h=ACTOR_H, c=ACTOR_C, k=st.integers(0, 2 * len(SHORT_STRIKES) - 1), x=st.integers(1, 10), honest_buys=st.booleans())
+    def honest_option_trade(self, h, c, k, x, honest_buys):
+        """An honest account trades an option with a coalition account at the mark."""
+        self._step()
+        w = self.w
+        hu, cu = w.honest[h], w.coal[c]
+        self._publish_vol()
+        buyer, seller = (hu, cu) if honest_buys else (cu, hu)
+        self._otrade(buyer, seller, w.shorts[k], x * WAD // 10, 0, "honest-option")
+        self._keeper()
+
+    @rule(bp=st.sampled_from([-3000, -1000, 0, 1000, 3000, 6000]), backrun=st.booleans())
+    def vol_update(self, bp, backrun):
+        """The vol feed publishes a new ATM vol; the coalition liquidator may act first."""
+        self._step()
+        self._publish_vol(bp)
+        if backrun:
+            self._coalition_liquidations()
+        self._keeper()
+
+
+OptionCoalitionMachine.TestCase.settings = OPTION_SETTINGS
+
+
+def test_coalition_machine_with_options(_deployed):
+    """`OptionCoalitionMachine`: the coalition machine with option books built to exploit the
+    bounded option liquidation; every invariant of `test_coalition_machine` plus "bound"."""
+    global _WORLD
+    STATS.clear()
+    FOUND.clear()
+    FIRST.clear()
+    t0 = time.time()
+    try:
+        with boa.env.anchor(), same_block():
+            _WORLD = OptionWorld(_deployed)
+            _WORLD.seed()
+            run_state_machine_as_test(OptionCoalitionMachine, settings=OPTION_SETTINGS)
+    finally:
+        if os.environ.get("COALITION_STATS"):
+            print(f"\n{STATS['examples']} examples, {STATS['steps']} steps in {time.time() - t0:.1f} s")
+            for k, v in sorted(STATS.items()):
+                print(f"  {k}: {v}")
+    if FOUND:
+        lines = [f"{STATS['examples']} examples, {STATS['steps']} steps: {len(FOUND)} invariant classes broken"]
+        for tag in TAGS:
+            if tag in FOUND:
+                example, step, actions, msg = FIRST[tag]
+                lines.append(f"\n[{tag}] {TAGS[tag]}: in {len(FOUND[tag])} examples; first in example {example} at step {step}:\n  {msg}")
+                lines += [f"    {a}" for a in actions]
+        pytest.fail("\n".join(lines), pytrace=False)
