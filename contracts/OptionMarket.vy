@@ -88,7 +88,7 @@ def __init__(admin_: address, engine: address, vol_feed: address, liquidation: a
 def liquidate_options(account: address) -> uint256:
     """
     @notice Take over option positions of an account the engine finds liquidatable, at most
-            `MAX_LIQUIDATION_SERIES` (16) series per call, chosen by the protocol: shorts
+            `MAX_LIQUIDATION_SERIES` (8) series per call, chosen by the protocol: shorts
             first, then by maintenance margin, largest first, then by series id
             (`lib/options_core.vy` `liquidate_options` states the rule).
     @dev Reverts as `options_core.liquidate_options`: "options: self liquidation", "options:

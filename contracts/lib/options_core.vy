@@ -1054,7 +1054,7 @@ def liquidate_options(account: address) -> uint256:
     """
     @notice Take over option positions of an account the engine finds liquidatable (equity <
             maintenance margin). One call moves at most `constants.MAX_LIQUIDATION_SERIES`
-            (16) of its live series, the subset S the protocol ranks (`_liquidation_subset`):
+            (8) of its live series, the subset S the protocol ranks (`_liquidation_subset`):
             every short before any long, then by the position's maintenance margin (MM),
             largest first, then by series id. A fraction f of each position in S moves to the
             caller at mark: the smallest that brings health to the engine's

@@ -23,7 +23,7 @@ ETH = 0
 DAY = 86400
 ATM, SKEW = 8 * WAD // 10, -WAD // 5
 # contracts/lib/constants.vy
-MAX_LIQUIDATION_SERIES = 16
+MAX_LIQUIDATION_SERIES = 8
 
 
 def test_the_bound_here_is_the_contracts():
@@ -70,9 +70,7 @@ def coalition_book(kit, account, buyer, long_ids, short_ids, short_sizes, hedges
     """`account` buys 2 units of every long (its hedges) and sells the shorts, opening the longs
     first when `hedges_first`, so they head its own list."""
     longs = [lambda s=s: kit.trade(account, buyer, s, 2 * WAD, mark_of(kit, s)) for s in long_ids]
-    shorts = [
-        lambda s=s, n=n: kit.trade(buyer, account, s, n, mark_of(kit, s)) for s, n in zip(short_ids, short_sizes)
-    ]
+    shorts = [lambda s=s, n=n: kit.trade(buyer, account, s, n, mark_of(kit, s)) for s, n in zip(short_ids, short_sizes)]
     for open_position in longs + shorts if hedges_first else shorts + longs:
         open_position()
 
@@ -228,14 +226,15 @@ def test_the_bound_and_the_order_hold_for_a_liquidator_with_little_room(kit):
     rank lower."""
     p, m = kit.p, kit.market
     expiry = now() + 30 * DAY
-    ids = [kit.list(ETH, (1700 + 20 * i) * WAD, expiry, True) for i in range(40)]
+    free = MAX_LIQUIDATION_SERIES // 2  # free slots, fewer than the bound
+    ids = [kit.list(ETH, (1700 + 20 * i) * WAD, expiry, True) for i in range(20 + 32 - free)]
     kit.set_vol(ETH, expiry, ATM, SKEW)
     buyer, victim, liquidator, helper = (funded(p, 20_000_000) for _ in range(4))
     with boa.env.prank(victim.address):
         p.vault.withdraw(p.usdc.address, 19_960_000 * 10**6)
     for i, s in enumerate(ids[:20]):
         kit.trade(buyer, victim, s, WAD + i * WAD // 10, mark_of(kit, s))
-    for s in ids[20:]:  # 20 series of its own: 12 free slots, fewer than the bound
+    for s in ids[20:]:  # 32 - free series of its own
         kit.trade(liquidator, helper, s, WAD, mark_of(kit, s))
     price = 2000
     while not p.engine.is_liquidatable(victim.address):
@@ -247,7 +246,7 @@ def test_the_bound_and_the_order_hold_for_a_liquidator_with_little_room(kit):
     kit.set_vol(ETH, expiry, ATM, SKEW)
     expected = expected_subset(kit, victim.address)
     moved, _ = liquidate_options(kit, liquidator, victim.address)
-    assert [x.series for x in moved] == expected[:12]
+    assert [x.series for x in moved] == expected[:free]
     assert len(m.option_states(liquidator.address)) == 32
 
 
