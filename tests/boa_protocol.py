@@ -12,12 +12,17 @@ from pathlib import Path
 import boa
 from eth_account import Account
 
-from keeper.chain.artifacts import CONTRACTS, NAMES
+from keeper.chain.artifacts import CONTRACTS, NAMES, sources_digest
 from keeper.chain.deploy import config_echo, deploy_protocol
 from keeper.chain.deployment import Deployment
 from keeper.chain.orders import Order, sign_order
 from keeper.config import ProtocolConfig, load_config
 from keeper.params.bounds import REQUIREMENT_RAMP
+
+# titanoboa's compile cache keys a contract by a fingerprint of its imports that misses a change
+# two imports down (lib/constants.vy read through lib/options_core.vy: stale bytecode), so each
+# state of contracts/ gets a cache of its own
+boa.interpret.set_cache_dir(str(Path("~/.cache/titanoboa").expanduser() / sources_digest()))
 
 # config/local.yaml with position caps that do not bind (see the file)
 CONTRACT_TESTS_CONFIG = Path(__file__).resolve().parent / "config" / "contract_tests.yaml"

@@ -30,9 +30,9 @@ from keeper.chain.artifacts import (
     EVM_VERSION,
     NAMES,
     ROOT,
-    _sources_digest,
     compiler_version,
     load_artifact,
+    sources_digest,
 )
 
 COMMAND = "bin/abi"
@@ -60,7 +60,7 @@ def compiled_interface(name: str) -> str:
     """`vyper -f interface` of contract `name` (any `NAMES` entry), compiled with the same search
     path and settings as `load_artifact`; cached under build/abi/ by the source hash."""
     source = NAMES[name]
-    cache_file = CACHE / f"{name}-{_sources_digest()}-structs2.vyi"
+    cache_file = CACHE / f"{name}-{sources_digest()}-structs2.vyi"
     if cache_file.exists():
         return cache_file.read_text(encoding="utf-8")
     from vyper.cli.vyper_compile import compile_files

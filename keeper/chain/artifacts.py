@@ -50,7 +50,9 @@ class Artifact:
     bytecode: str  # 0x-prefixed creation code
 
 
-def _sources_digest() -> str:
+def sources_digest() -> str:
+    """A digest of every contract source under contracts/ (16 hex digits): the key of what is
+    compiled from them."""
     h = hashlib.sha256()
     for path in sorted(CONTRACTS.rglob("*.vy")):
         h.update(str(path.relative_to(CONTRACTS)).encode())
@@ -74,7 +76,7 @@ def load_artifact(name: str) -> Artifact:
 
 def _compiled(name: str) -> Artifact:
     source = NAMES[name]
-    cache_file = CACHE / f"{name}-{_sources_digest()}.json"
+    cache_file = CACHE / f"{name}-{sources_digest()}.json"
     if cache_file.exists():
         data = json.loads(cache_file.read_text())
         return Artifact(name, data["abi"], data["bytecode"])
@@ -95,7 +97,7 @@ def storage_slot(name: str, *path: str) -> int:
     """The storage slot of a top-level variable of a protocol contract, by its path in Vyper's
     storage layout (a module's variables under the module's name: `("core", "rates_changed_at")`).
     An element of a HashMap lives at keccak256(slot ++ key) (Vyper's `sha3_64`)."""
-    cache_file = CACHE / f"{name}-{_sources_digest()}-layout.json"
+    cache_file = CACHE / f"{name}-{sources_digest()}-layout.json"
     if cache_file.exists():
         layout = json.loads(cache_file.read_text())
     else:
