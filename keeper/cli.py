@@ -291,6 +291,17 @@ def run(
             high_risk_health=sc.high_risk_health, rescore_every_blocks=sc.rescore_every_blocks,
             resync_every_blocks=sc.resync_every_blocks, headroom_fraction=sc.headroom_fraction,
         )  # fmt: skip
+    if settings.scoring.cache_states:
+        from keeper.chain.state_cache import AccountStateCache
+
+        bot.state_cache = AccountStateCache(resync_every_blocks=settings.scoring.resync_every_blocks)
+    log.info(
+        "account reads: %s",
+        "the accounts each block's logs name, every account every "
+        f"{settings.scoring.resync_every_blocks} blocks and after a reorg"
+        if settings.scoring.cache_states
+        else "every account every block (scoring.cache_states off)",
+    )
     log.info(
         "re-scoring: %s",
         f"event-driven (high-risk below health {settings.scoring.high_risk_health:g}, every account at least every "

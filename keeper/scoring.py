@@ -268,8 +268,14 @@ class RescoreIndex:
         markets: MarketTable,
         params: RiskParams,
         prices: Any,
+        changed_rows: np.ndarray | None = None,
     ) -> Rescore:
-        """The rows of `book` (accounts in `accounts` order) to value at `block`."""
+        """The rows of `book` (accounts in `accounts` order) to value at `block`.
+
+        `changed_rows` int (K,): the rows whose raw state differs from the last plan's book, when
+        the caller knows them (`keeper.chain.state_cache` does, from the block's logs); None =
+        compare the two books row by row (O(N x columns) comparisons of Python ints). Used only
+        when the account list is the last plan's."""
         accounts = tuple(accounts)
         n = len(accounts)
         inputs = self._inputs(markets, prices)
@@ -302,7 +308,11 @@ class RescoreIndex:
             self._last = np.full(n, -1, dtype=np.int64)
             self._stagger = True
             return Rescore(np.arange(n, dtype=np.int64), True, changed=n)
-        changed = self._align(accounts, book)
+        if changed_rows is not None and accounts == self.accounts and self._book is not None:
+            changed = np.zeros(n, dtype=bool)
+            changed[np.asarray(changed_rows, dtype=np.int64)] = True
+        else:
+            changed = self._align(accounts, book)
         self.accounts, self._book = accounts, book
         prev = self._prev_inputs if self._prev_inputs is not None else inputs
         self._prev_inputs = inputs
