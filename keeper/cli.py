@@ -797,7 +797,13 @@ def _attestation_service(client, tx, settings, metrics):
 )
 @click.option("--start", default=None, help="Window start, ISO-8601 UTC (e.g. 2020-03-11T00:00:00Z).")
 @click.option("--end", default=None, help="Window end (exclusive), ISO-8601 UTC.")
-@click.option("--accounts", type=click.IntRange(1, 5000), default=100, show_default=True, help="Accounts to open.")
+@click.option(
+    "--accounts",
+    type=click.IntRange(1, 20_000),
+    default=100,
+    show_default=True,
+    help="Accounts to open (above about 100 use config/replay-large.yaml, up to 5,000, or config/replay-xl.yaml).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the population and synthetic path.")
 @click.option(
     "--steps", type=click.IntRange(2, 100_000), default=300, show_default=True, help="Steps of the synthetic path."
@@ -952,6 +958,10 @@ def _print_report(d: dict) -> None:
         ("insurance fund (end)", f"${d['insurance_fund_usd']:,.2f}"),
         ("max blocks to liquidate", f"{d['max_blocks_to_liquidate']}"),
         ("missed liquidations", f"{d['missed_liquidations']}"),
+        (
+            "duplicate sends",
+            f"{d.get('duplicate_sends', 0)} of {d.get('liquidation_transactions', 0)} liquidation transactions",
+        ),
         ("initial margin, cross", f"${d['cross_margin_usd']:,.0f}"),
         ("initial margin, isolated", f"${d['isolated_margin_usd']:,.0f}"),
         ("vault balances reconcile", "yes" if d["vault_balances_reconcile"] else "NO"),
