@@ -33,7 +33,7 @@ error) are confirmed with the exact `margin`, whose flags and numbers are the on
 acts on. A row cleared by the float screen is not liquidatable under the exact mirror either.
 
 Pure: numpy arrays and dataclasses in and out, no I/O; `keeper.bot` drives it from the block's
-snapshot and `benchmarks/keeper_scoring.py` from a synthetic book.
+snapshot and `benchmarks/keeper.py` from a synthetic book.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class ScoreResult:
     equity: dict[int, int]
     exact_health: dict[int, int]
     confirmed: int
+    # `sensitivities` of the rows at the prices they were valued at (W, gross, held), which
+    # `RescoreIndex.record` stores: computed once per valuation
+    sensitivity: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def sensitivities(
@@ -140,7 +143,7 @@ def score_rows(
     rows = np.asarray(rows, dtype=np.int64)
     sub = sub_book(book, rows) if len(rows) != book.n_accounts else book
     f = margin_float(sub, markets, params, prices)
-    _, gross, _ = sensitivities(sub, markets, params, prices)
+    w, gross, held = sensitivities(sub, markets, params, prices)
     headroom = np.asarray(f.equity - f.maintenance_margin, dtype=np.float64)
     confirm = np.flatnonzero(~(headroom > SCREEN_SLACK * gross + SCREEN_FLOOR))
     liquidatable = np.zeros(len(rows), dtype=bool)
@@ -158,7 +161,9 @@ def score_rows(
             equity[int(rows[j])] = int(e)
             exact_health[int(rows[j])] = int(h)
             headroom[j] = float(e - mm)
-    return ScoreResult(rows, liquidatable, health, headroom, priced, equity, exact_health, len(confirm))
+    return ScoreResult(
+        rows, liquidatable, health, headroom, priced, equity, exact_health, len(confirm), (w, gross, held)
+    )
 
 
 @dataclass
@@ -347,8 +352,11 @@ class RescoreIndex:
         rows = result.rows
         if not len(rows):
             return
-        sub = sub_book(book, rows) if len(rows) != book.n_accounts else book
-        w, gross, held = sensitivities(sub, markets, params, prices)
+        if result.sensitivity is not None:
+            w, gross, held = result.sensitivity
+        else:
+            sub = sub_book(book, rows) if len(rows) != book.n_accounts else book
+            w, gross, held = sensitivities(sub, markets, params, prices)
         budget = self.headroom_fraction * result.headroom - SCREEN_SLACK * gross - SCREEN_FLOOR
         unsafe = result.liquidatable | ~result.priced | ~(budget > 0)
         self._w[rows], self._held[rows] = w, held

@@ -332,33 +332,41 @@ def test_risk_engine_table():
         figures.render_risk_engine(old)
 
 
-KEEPER_SCORING_REPORT = {
+KEEPER_REPORT = {
+    "accounts": 100_000,
+    "full_rescore_ms": 40_612.0,
+    "event_rescore_ms": 190.0,
+    "read_accounts_per_s": 2_500.0,
+    "chain": {"read_accounts": 1_000, "per_block_ms": 20.0, "read_accounts_per_s": 2_500.0},
     "markets": 4,
     "collateral_assets": 2,
     "seed": 7,
     "move": 0.01,
+    "changed": 20,
     "quiet_blocks": 3,
     "repeat": 3,
     "rows": [
-        {"accounts": 1_000, "full_ms": 4.0, "event_ms": 2.0, "valued": 170, "exact_confirmed": 60,
-         "exposed_to_btc": 820, "liquidatable": 60, "same_liquidations": True},
-        {"accounts": 100_000, "full_ms": 612.0, "event_ms": 153.0, "valued": 16_100, "exact_confirmed": 5_900,
-         "exposed_to_btc": 82_000, "liquidatable": 5_900, "same_liquidations": True},
+        {"accounts": 1_000, "full_ms": 424.0, "event_ms": 30.0, "full_cpu_ms": 4.0, "event_cpu_ms": 2.0,
+         "valued": 170, "exact_confirmed": 60, "same_liquidations": True},
+        {"accounts": 100_000, "full_ms": 40_612.0, "event_ms": 190.0, "full_cpu_ms": 612.0, "event_cpu_ms": 153.0,
+         "valued": 16_100, "exact_confirmed": 5_900, "same_liquidations": True},
     ],
 }  # fmt: skip
 
 
-def test_keeper_scoring_table():
-    table = figures.render_keeper_scoring(KEEPER_SCORING_REPORT)
-    assert "event-driven, ms (BTC -1.0%)" in table.splitlines()[0]
+def test_keeper_table():
+    table = figures.render_keeper(KEEPER_REPORT)
+    assert "(BTC -1.0%, 20 accounts changed)" in table.splitlines()[0]
     got = rows(table)
-    assert got["1,000"] == ["4.00", "2.00", "2.0x", "170", "60", "yes"]
-    assert got["100,000"] == ["612", "153", "4.0x", "16,100", "5,900", "yes"]
-    bad = {**KEEPER_SCORING_REPORT, "rows": [{**KEEPER_SCORING_REPORT["rows"][0], "event_ms": 0}]}
+    assert got["1,000"] == ["424", "30.0", "14x", "4.00 / 2.00 (2.0x)", "170", "yes"]
+    assert got["100,000"] == ["40,600", "190", "210x", "612 / 153 (4.0x)", "16,100", "yes"]
+    assert "2,500 accounts/s" in table
+    bad = {**KEEPER_REPORT, "rows": [{**KEEPER_REPORT["rows"][0], "event_ms": 0}]}
     with pytest.raises(figures.ReportError, match="not positive"):
-        figures.render_keeper_scoring(bad)
+        figures.render_keeper(bad)
     with pytest.raises(figures.ReportError, match="move"):
-        figures.render_keeper_scoring({"rows": KEEPER_SCORING_REPORT["rows"]})
+        figures.render_keeper({"rows": KEEPER_REPORT["rows"], "changed": 20})
+    assert "not measured" in figures.render_keeper({**KEEPER_REPORT, "chain": None})
 
 
 def test_chain_reads_table():
@@ -458,7 +466,7 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "option-margin-gas.json": OPTION_MARGIN_REPORT,
         "portfolio-risk.json": PORTFOLIO_REPORT,
         "risk-engine.json": RISK_ENGINE_REPORT,
-        "keeper-scoring.json": KEEPER_SCORING_REPORT,
+        "keeper.json": KEEPER_REPORT,
         "chain-reads.json": CHAIN_READS_REPORT,
         "operator-jobs.json": OPERATOR_JOBS_REPORT,
         "options-2020.json": OPTIONS_2020,

@@ -318,30 +318,50 @@ def render_risk_engine(report: dict) -> str:
     return "\n".join(lines)
 
 
-def render_keeper_scoring(report: dict) -> str:
-    """Keeper time per block valuing the book (benchmarks.keeper_scoring --json): the full
-    re-score against event-driven re-scoring at a block where BTC moved, per book size."""
-    _require(report, "rows", "move")
+def render_keeper(report: dict) -> str:
+    """Keeper time per block against the book's size (benchmarks.keeper --json): reading and
+    valuing every account against the event-driven keeper (state cache, event-driven re-scoring)
+    at a block where BTC moved and a few accounts changed, chain reads included, then the
+    valuation alone."""
+    _require(report, "rows", "move", "changed")
     rows = _rows(report)
     move = _num(report["move"], "move")
+    changed = _int(report["changed"], "changed")
     lines = [
-        f"| accounts | full re-score, ms | event-driven, ms (BTC {-move:+.1%}) | speed-up | accounts valued | "
-        "confirmed exactly | same liquidations |",
+        f"| accounts | full: reads + valuation, ms | event-driven: reads + cache + valuation, ms "
+        f"(BTC {-move:+.1%}, {changed} accounts changed) | speed-up | valuation alone: full / event-driven, ms | "
+        "accounts valued | same liquidations |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         n = _int(row.get("accounts"), "accounts")
         full, event = _num(row.get("full_ms"), "full_ms"), _num(row.get("event_ms"), "event_ms")
-        if full <= 0 or event <= 0:
+        full_cpu, event_cpu = _num(row.get("full_cpu_ms"), "full_cpu_ms"), _num(row.get("event_cpu_ms"), "event_cpu_ms")
+        if min(full, event, full_cpu, event_cpu) <= 0:
             raise ReportError(f"rows: the timings of {n} accounts are not positive")
         same = row.get("same_liquidations")
         if not isinstance(same, bool):
             raise ReportError("same_liquidations: not true or false")
         lines.append(
             f"| {n:,} | {_sig(full)} | {_sig(event)} | {_sig(full / event, 2)}x | "
-            f"{_int(row.get('valued'), 'valued'):,} | {_int(row.get('exact_confirmed'), 'exact_confirmed'):,} | "
-            f"{'yes' if same else 'NO'} |"
+            f"{_sig(full_cpu)} / {_sig(event_cpu)} ({_sig(full_cpu / event_cpu, 2)}x) | "
+            f"{_int(row.get('valued'), 'valued'):,} | {'yes' if same else 'NO'} |"
         )
+    chain = report.get("chain")
+    if chain is not None:
+        if not isinstance(chain, dict):
+            raise ReportError("chain: not an object")
+        rate = _num(chain.get("read_accounts_per_s"), "chain.read_accounts_per_s")
+        per_block = _num(chain.get("per_block_ms"), "chain.per_block_ms")
+        opened = _int(chain.get("read_accounts"), "chain.read_accounts")
+        lines.append("")
+        lines.append(
+            f"Reads on Anvil through the lens: {_sig(rate)} accounts/s ({opened:,} accounts opened); "
+            f"{_sig(per_block)} ms a block whatever the book (prices, markets, risk parameters, logs)."
+        )
+    else:
+        lines.append("")
+        lines.append("Chain reads not measured (`--no-chain`): valuation only.")
     return "\n".join(lines)
 
 
@@ -617,7 +637,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
     "option-margin-gas": (("option-margin-gas.json",), render_option_margin_gas),
     "portfolio-risk": (("portfolio-risk.json",), render_portfolio_risk),
     "risk-engine": (("risk-engine.json",), render_risk_engine),
-    "keeper-scoring": (("keeper-scoring.json",), render_keeper_scoring),
+    "keeper": (("keeper.json",), render_keeper),
     "chain-reads": (("chain-reads.json",), render_chain_reads),
     "operator-jobs": (("operator-jobs.json",), render_operator_jobs),
     "replay-options-keeper": (("options-2020.json",), render_replay_keeper_time),
@@ -643,7 +663,7 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
         "price-gaps.json": [python, "-m", "tools.price_gaps", "--data", str(data), "--json"],
         "portfolio-risk.json": [python, "-m", "benchmarks.portfolio_risk", "--json"],
         "risk-engine.json": [python, "-m", "benchmarks.risk_engine", "--json"],
-        "keeper-scoring.json": [python, "-m", "benchmarks.keeper_scoring", "--json"],
+        "keeper.json": [python, "-m", "benchmarks.keeper", "--json"],
         "chain-reads.json": [python, "-m", "benchmarks.chain", "--json"],
         "operator-jobs.json": [python, "-m", "benchmarks.operator_jobs", "--json"],
         "black76-gas.json": [python, "-m", "benchmarks.black76_gas", "--json"],
