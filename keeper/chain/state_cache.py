@@ -157,7 +157,8 @@ class AccountStateCache:
             self.synced_at = block
             log.debug("state cache: full read of %d accounts at block %d (%s)", len(accounts), block, reason)
         self.last = CacheRead(block, bool(reason), reason, len(to_read), changed)
-        cash, collateral, size, entry, funding = self._arrays  # type: ignore[misc]
+        assert self._arrays is not None  # set by _update_book
+        cash, collateral, size, entry, funding = self._arrays
         return Snapshot(
             block=block,
             accounts=accounts,
