@@ -144,7 +144,7 @@ class ProtocolClient:
             if deployment.matching
             else None
         )
-        self._decoders: dict[bytes, tuple[Any, tuple[str, ...]]] | None = None  # see _log_decoders
+        self._decoders: dict[bytes, _LogDecoder] | None = None  # see _log_decoders
         self._lens_batches = True  # False once the lens turns out to predate the batched module views
 
     def check_chain(self) -> None:
@@ -285,23 +285,30 @@ class ProtocolClient:
                 tx_hash="0x" + bytes(entry["transactionHash"]).hex(),
             )
             decoder = by_topic.get(bytes(entry["topics"][0])) if entry["topics"] else None
+            if decoder is not None and decoder.name not in DECODED_EVENTS and decoder.topic_positions is not None:
+                # only the addresses are needed and they are all indexed: read them from the topics
+                topics = entry["topics"]
+                if len(topics) > max(decoder.topic_positions, default=0):
+                    touched = tuple(Web3.to_checksum_address(bytes(topics[i])[-20:]) for i in decoder.topic_positions)
+                    account = touched[decoder.names.index("account")] if "account" in decoder.names else ""
+                    out.append(ProtocolLog(event=decoder.name, account=account, args={}, touched=touched, **meta))
+                    continue
             try:
-                decoded = decoder[0].process_log(entry) if decoder is not None else None
+                decoded = decoder.event.process_log(entry) if decoder is not None else None
             except Exception:  # noqa: BLE001 - a log that does not decode is treated as unknown
                 decoded = None
             if decoder is None or decoded is None:
                 out.append(ProtocolLog(event="unknown", account="", args={}, touched=(TOUCHES_ALL,), **meta))
                 continue
             args = dict(decoded["args"])
-            touched = tuple(str(args[name]) for name in decoder[1])
+            touched = tuple(str(args[name]) for name in decoder.names)
             account = str(args.get("account", touched[0] if touched else ""))
             out.append(ProtocolLog(event=decoded["event"], account=account, args=args, touched=touched, **meta))
         out.sort(key=lambda p: p.block)
         return out
 
-    def _log_decoders(self) -> dict[bytes, tuple[Any, tuple[str, ...]]]:
-        """topic0 -> (the event's web3 decoder, names of its address arguments), for every event
-        of the vault and the engine (built once)."""
+    def _log_decoders(self) -> dict[bytes, _LogDecoder]:
+        """topic0 -> how to read each event of the vault and the engine (built once)."""
         if self._decoders is None:
             self._decoders = {}
             for contract in (self.vault, self.engine):
@@ -310,10 +317,18 @@ class ProtocolClient:
                         continue
                     inputs = item.get("inputs", [])
                     signature = f"{item['name']}({','.join(i['type'] for i in inputs)})"
-                    addresses = tuple(i["name"] for i in inputs if i["type"] == "address")
-                    self._decoders[Web3.keccak(text=signature)] = (
+                    addresses = [i for i in inputs if i["type"] == "address"]
+                    indexed = [i["name"] for i in inputs if i.get("indexed")]
+                    positions = (
+                        tuple(1 + indexed.index(a["name"]) for a in addresses)
+                        if all(a.get("indexed") for a in addresses)
+                        else None
+                    )
+                    self._decoders[Web3.keccak(text=signature)] = _LogDecoder(
+                        item["name"],
                         getattr(contract.events, item["name"])(),
-                        addresses,
+                        tuple(a["name"] for a in addresses),
+                        positions,
                     )
         return self._decoders
 
@@ -548,6 +563,20 @@ class AttestorTerms:
 
 # `ProtocolLog.touched` of a log nobody can decode: every account may have changed
 TOUCHES_ALL = "*"
+# events whose arguments the keeper uses (the event index, the bot): decoded in full; of the
+# others only the address arguments are read (from the topics when they are all indexed)
+DECODED_EVENTS = frozenset({"Deposit", "PositionChanged", "Liquidation"})
+
+
+@dataclass(frozen=True)
+class _LogDecoder:
+    """How to read one event: its name, web3 decoder, the names of its address arguments and,
+    when they are all indexed, their topic positions (None otherwise)."""
+
+    name: str
+    event: Any
+    names: tuple[str, ...]
+    topic_positions: tuple[int, ...] | None
 
 
 @dataclass(frozen=True)
