@@ -329,18 +329,37 @@ def trade_all(
     pairs: list[tuple[User, User]],
     index: dict[str, int],
     progress: Callable[[str, int, int], None] | None = None,
+    min_notional: int = 0,
 ) -> list:
     """Open each user's spec trades against its market maker at the index price: pairs are
     (user, maker); `index`: underlying -> WAD index price. Legs are split as `_legs` does.
-    Returns the `match_orders` transaction hashes (see `confirm`)."""
+    `min_notional` (WAD USD, the engine's `min_position_notional`): a maker nets many users'
+    legs, and a fill that would leave its position non-zero but below the minimum (the engine
+    reverts it) goes to the next maker that it leaves flat or above it. Returns the
+    `match_orders` transaction hashes (see `confirm`)."""
     hashes = []
     trades = [(user, maker, m, s) for user, maker in pairs for m, s in _legs(user.spec, index)]
+    makers = list(dict.fromkeys(maker.address for _, maker in pairs))
+    by_address = {maker.address: maker for _, maker in pairs}
+    held: dict[tuple[str, str], int] = {}  # (maker, market) -> WAD size after the fills so far
+
+    def too_small(position: int, price: int) -> bool:
+        return position != 0 and abs(position) * price // WAD < min_notional
+
     for n, (user, maker, market_name, size_units) in enumerate(trades):
         market = deployment.markets[market_name]
         size = trade_size(size_units)
         if size == 0:
             continue
         price = index[market_name.split("-")[0]]
+        if min_notional and too_small(held.get((maker.address, market_name), 0) - size, price):
+            start = makers.index(maker.address)
+            for k in range(1, len(makers)):
+                other = makers[(start + k) % len(makers)]
+                if not too_small(held.get((other, market_name), 0) - size, price):
+                    maker = by_address[other]
+                    break
+        held[(maker.address, market_name)] = held.get((maker.address, market_name), 0) - size
         ours, our_sig = user.order(market, size, price, deployment.chain_id, deployment.matching)
         theirs, their_sig = maker.order(market, -size, price, deployment.chain_id, deployment.matching)
         hashes.append(send(matching.functions.match_orders(ours, our_sig, theirs, their_sig), SETUP_GAS))
@@ -594,8 +613,9 @@ class Replay:
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(users)]
         self._stage = "trade"
         hashes = trade_all(
-            self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress
-        )
+            self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress,
+            min_notional=self.client.engine.functions.min_position_notional().call(),
+        )  # fmt: skip
         self._confirm(hashes, "trade")
 
     # ------------------------------------------------------------------ options
