@@ -975,6 +975,14 @@ def _print_report(d: dict) -> None:
             f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max",
         ),
     ]
+    if d.get("stopped_shards"):
+        st = d["stopped_shards"]
+        rows.append(
+            (
+                f"stopped shard(s) {', '.join(map(str, st['shards']))}: their accounts",
+                f"{st['liquidations']} liquidations, max {st['max_blocks_to_liquidate']} blocks, {st['missed_liquidations']} missed",
+            )
+        )
     if d.get("setup_seconds") is not None:
         rows.append(("set-up (deploy, open accounts)", f"{d['setup_seconds']:,.1f} s"))
     for k, v in rows:

@@ -730,6 +730,10 @@ class Replay:
             "processing_ms": max(s["processing_ms"] for s in seen.values()),
             "keepers": len(statuses),
             "keepers_stopped": len(self.stopped),
+            "stopped_shards": sorted(self.stopped),
+            # every keeper reads and values the whole book: the largest of them
+            "rescored": max(s.get("rescored", 0) for s in seen.values()),
+            "accounts_read": max(s.get("accounts_read", 0) for s in seen.values()),
         }
 
     # ------------------------------------------------------------------ main

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keeper import sharding
 from keeper.units import WAD
 
 
@@ -43,15 +44,23 @@ def latency_episodes(
     or when it is no longer liquidatable (recovered by price). Returns (latencies, accounts
     still in an open episode at the end = missed liquidations).
     """
+    episodes, missed = account_latencies(liquidatable_at, liquidations)
+    return [latency for _, latency in episodes], missed
+
+
+def account_latencies(
+    liquidatable_at: list[tuple[int, set[str]]], liquidations: list[dict]
+) -> tuple[list[tuple[str, int]], set[str]]:
+    """`latency_episodes` with the account of each episode: ([(account, blocks)], missed)."""
     by_block: dict[int, set[str]] = {}
     for ev in liquidations:
         by_block.setdefault(ev["block"], set()).add(ev["account"])
     open_since: dict[str, int] = {}
-    latencies: list[int] = []
+    latencies: list[tuple[str, int]] = []
     for block, liquidatable in liquidatable_at:
         for account in by_block.get(block, ()):
             if account in open_since:
-                latencies.append(block - open_since.pop(account))
+                latencies.append((account, block - open_since.pop(account)))
         for account in list(open_since):
             if account not in liquidatable:
                 del open_since[account]
@@ -131,7 +140,8 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
     liquidations = client.liquidations(start_block + 1, end_block)
     if options is not None:
         liquidations = sorted(liquidations + options["option_liquidations"], key=lambda ev: ev["block"])
-    latencies, missed = latency_episodes(liquidatable_at, liquidations)
+    episodes, missed = account_latencies(liquidatable_at, liquidations)
+    latencies = [latency for _, latency in episodes]
     sends = liquidation_sends(client.w3, client.engine, getattr(client, "options", None), start_block + 1, end_block)
     vault = client.vault.functions
     kinds = {u.address: u.spec.kind for u in users}
@@ -195,6 +205,7 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
             "processing_ms_max": float(np.max(processing_ms)) if processing_ms else None,
             "processing_ms_mean": float(np.mean(processing_ms)) if processing_ms else None,
             "accounts_valued_last_block": keeper_stats.get("rescored"),
+            "accounts_read_last_block": keeper_stats.get("accounts_read"),
         },
         "setup_seconds": None if setup_seconds is None else round(setup_seconds, 1),
         "price_path": {
@@ -206,6 +217,16 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         },
         "workdir": str(workdir),
     }
+    stopped = keeper_stats.get("stopped_shards") or []
+    if stopped:  # the accounts those shards owned: taken over by the others
+        count = keeper_stats.get("keepers", 1)
+        theirs = [latency for account, latency in episodes if sharding.owner(account, count) in stopped]
+        data["stopped_shards"] = {
+            "shards": sorted(stopped),
+            "liquidations": len(theirs),
+            "max_blocks_to_liquidate": max(theirs, default=0),
+            "missed_liquidations": sum(1 for a in missed if sharding.owner(a, count) in stopped),
+        }
     if options is not None:
         data["options"] = _options_section(options, liquidations, len(missed))
     return ReplayReport(data)
