@@ -40,6 +40,7 @@ from keeper.chain.deploy import Web3Backend, deploy_protocol
 from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import save_manifest
 from keeper.chain.orders import Order, sign_order
+from keeper.chain.state_cache import AccountStateCache
 from keeper.config import ProtocolConfig, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import PricePath
@@ -53,6 +54,7 @@ from keeper.units import WAD
 log = logging.getLogger("keeper.replay")
 
 SETUP_GAS = 2_000_000
+REPLAY_STALE_AFTER_SECONDS = 10_000_000  # the keepers' freshness gate, off on the replay's own clock
 MM_DEPOSIT_USD = 500_000_000  # per market maker
 # accounts per market maker: keeps each maker's position within the listing's position caps
 # (config/local.yaml: 1,500 ETH / 120 BTC; 20 accounts' net is at most about 1,300 ETH / 110 BTC)
@@ -401,6 +403,9 @@ class Replay:
         self._stage = "set-up"
         self.setup_seconds: float | None = None
         self._mining: tuple[bool, int | None] | None = None  # the chain's mining mode, to restore
+        # the driver's own view of every account's raw state (see _liquidatable)
+        self._truth: AccountStateCache | None = None
+        self._truth_logs = 0  # the driver's cache has the logs up to this block
 
     # ------------------------------------------------------------------ chain helpers
 
@@ -672,7 +677,14 @@ class Replay:
         name = "keeper" if count == 1 else f"keeper-{shard}"
         status = self.workdir / f"{name}-status.json"
         status.unlink(missing_ok=True)
-        env = {**os.environ, "KEEPER_PRIVATE_KEY": key, **getattr(self, "keeper_env", {})}
+        env = {
+            **os.environ,
+            "KEEPER_PRIVATE_KEY": key,
+            # the replay's chain keeps its own clock (block_seconds a step, however long a step
+            # takes on this machine): a head is never stale against the wall clock here
+            "KEEPER_STALE_AFTER_SECONDS": str(REPLAY_STALE_AFTER_SECONDS),
+            **getattr(self, "keeper_env", {}),
+        }
         cmd = [
             sys.executable, "-m", "keeper", "run",
             "--rpc", self.rpc_url,
@@ -806,15 +818,11 @@ class Replay:
                 stats = self._wait_keepers(statuses, block)
                 if stats:
                     processing.append(stats["processing_ms"])
-                summaries = self.client.margin_summaries(addresses, block)
-                liquidatable_at.append(
-                    (block, {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin})
-                )
-                if self.opts.options:
-                    self.regimes.observe(block, summaries)
+                liquidatable_at.append((block, self._liquidatable(addresses, block)))
                 self.progress("replay", step, steps + tail_blocks - 1)
             end_block = self.w3.eth.block_number
             keeper_stats = self._wait_keepers(statuses, end_block)
+            self._check_mirror(addresses, end_block)
             return build_report(
                 client=self.client,
                 users=users,
@@ -834,6 +842,42 @@ class Replay:
             )
         finally:
             self.close()
+
+    def _liquidatable(self, addresses: list[str], block: int) -> set[str]:
+        """The accounts with equity below maintenance margin at `block`: the contract's own
+        `margin_summaries` with option books (options are not in the raw states), else the
+        exact mirror (keeper.risk.margin) of every account, its raw states kept up to date by a
+        state cache of the driver's own (keeper.chain.state_cache): at 10,000 accounts the
+        contract's answer costs seconds a block, the mirror a fraction of that. The mirror
+        equals the contract to the wei; `_check_mirror` checks it on every account at the end."""
+        if self.opts.options:
+            summaries = self.client.margin_summaries(addresses, block)
+            self.regimes.observe(block, summaries)
+            return {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin}
+        if self._truth is None:
+            self._truth = AccountStateCache(resync_every_blocks=10**9)
+            self._truth_logs = block
+        elif block > self._truth_logs:
+            logs = self.client.protocol_logs(self._truth_logs + 1, block)
+            self._truth.note(self._truth_logs + 1, block, {a for entry in logs for a in entry.touches})
+            self._truth_logs = block
+        snap = self._truth.snapshot(self.client, addresses, block)
+        result = margin(snap.book, snap.markets, self.client.risk_params(block), snap.prices)
+        return {a for a, flag in zip(addresses, result.liquidatable.tolist()) if flag}
+
+    def _check_mirror(self, addresses: list[str], block: int) -> None:
+        """The driver's liquidatable accounts (`_liquidatable`) against the contract's
+        `margin_summaries` at `block`: a ReplayError if they differ (they never should)."""
+        if self.opts.options or self._truth is None:
+            return
+        mine = self._liquidatable(addresses, block)
+        summaries = self.client.margin_summaries(addresses, block)
+        theirs = {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin}
+        if mine != theirs:
+            raise ReplayError(
+                f"the replay's mirror of the engine disagrees with margin_summaries at block {block} on "
+                f"{len(mine ^ theirs)} account(s), e.g. {sorted(mine ^ theirs)[0]}"
+            )
 
     def _options_figures(self, users: list[User], start_block: int, end_block: int) -> dict:
         """The report's option figures (see report.build_report `options`)."""
