@@ -369,6 +369,37 @@ def test_keeper_table():
     assert "not measured" in figures.render_keeper({**KEEPER_REPORT, "chain": None})
 
 
+def fleet_report(stopped: bool) -> dict:
+    report = {
+        **REPLAY_REPORT,
+        "accounts": 10_000,
+        "liquidations": 6_800,
+        "liquidated_accounts": 4_700,
+        "duplicate_sends": 0,
+        "liquidation_transactions": 6_800,
+        "setup_seconds": 445.1,
+        "price_path": {"start": "2020-03-11T00:00:00Z", "end": "2020-03-13T23:00:00Z", "steps": 72},
+        "keeper": {"keepers": 3, "processing_ms_median": 250.4, "processing_ms_max": 9_120.0,
+                   "accounts_read_last_block": 12},
+    }  # fmt: skip
+    if stopped:
+        report["stopped_shards"] = {"shards": [1], "liquidations": 2_200, "max_blocks_to_liquidate": 3,
+                                    "missed_liquidations": 0}  # fmt: skip
+    return report
+
+
+def test_replay_fleet_table():
+    got = rows(figures.render_replay_fleet(fleet_report(False), fleet_report(True)))
+    assert got[""] == ["2020-03-11 .. 2020-03-13, 72 steps", "2020-03-11 .. 2020-03-13, 72 steps"]
+    assert got["accounts / keepers"] == ["10,000 / 3", "10,000 / 3, shard 1 stopped"]
+    assert got["set-up"] == ["445 s", "445 s"]
+    assert got["keeper time per block (slowest shard)"][0] == "250 ms median, 9,120 ms max"
+    assert got["duplicate sends"][0] == "0 of 6,800 liquidation transactions"
+    assert got["stopped shard's accounts: liquidations, max blocks, missed"] == ["-", "2,200, 3, 0"]
+    with pytest.raises(figures.ReportError, match="duplicate_sends"):
+        figures.render_replay_fleet({k: v for k, v in fleet_report(False).items() if k != "duplicate_sends"})
+
+
 def test_chain_reads_table():
     got = rows(figures.render_chain_reads(CHAIN_READS_REPORT))
     assert got["reading 1,000 accounts"] == ["seconds", "accounts / s"]
@@ -472,6 +503,9 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "options-2020.json": OPTIONS_2020,
         "options-2021.json": OPTIONS_2021,
         "price-gaps.json": PRICE_GAPS_REPORT,
+        "fleet-hourly.json": fleet_report(False),
+        "fleet-hourly-stop.json": fleet_report(True),
+        "fleet-minute.json": fleet_report(False),
     }
     root = make_tree(tmp_path, reports)
     assert run(root, check=True)[0] == 1  # out of date

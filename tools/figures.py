@@ -591,6 +591,71 @@ OPTION_REPLAYS = {
     "options-2021.json": ("--start", "2021-05-18T00:00:00Z", "--end", "2021-05-21T00:00:00Z"),
 }
 
+# the keeper fleet's replays of docs/replay.md ("Large populations"): 10,000 accounts, three keeper
+# shards; report -> (whether it replays the hourly data files, the arguments of `keeper replay`)
+FLEET = ("--accounts", "10000", "--keepers", "3", "--config", "config/replay-xl.yaml", "--keeper-timeout", "600")
+FLEET_STOP = ("--stop-keeper", "1@28")  # shard 1 stops at 2020-03-12T04:00Z, before the worst hours
+FLEET_MINUTE = ("--steps", "120", "--seed", "7", "--block-seconds", "60")  # the synthetic one-minute crash
+FLEET_REPLAYS = {
+    "fleet-hourly.json": (True, (*FLEET, *BLACK_THURSDAY)),
+    "fleet-hourly-stop.json": (True, (*FLEET, *BLACK_THURSDAY, *FLEET_STOP)),
+    "fleet-minute.json": (False, (*FLEET, *FLEET_MINUTE)),
+}
+
+
+def render_replay_fleet(*reports: dict) -> str:
+    """The fleet replays (FLEET_REPLAYS, in that order) side by side: set-up, keeper time per
+    block, liquidations, misses, latency, duplicate sends and the stopped shard's accounts."""
+    heads, rows = [], {k: [] for k in (
+        "accounts / keepers", "blocks", "set-up", "keeper time per block (slowest shard)", "liquidations",
+        "missed liquidations", "max blocks to liquidate", "duplicate sends",
+        "stopped shard's accounts: liquidations, max blocks, missed", "accounts read per block at the end",
+    )}  # fmt: skip
+    for report in reports:
+        _require(report, "accounts", "blocks", "keeper", "price_path", "missed_liquidations", "duplicate_sends")
+        keeper = report["keeper"]
+        _require(keeper, "processing_ms_median", "processing_ms_max", "keepers")
+        steps = _int(report["price_path"].get("steps"), "price_path.steps")
+        heads.append(f"{_period(report)}, {steps} steps")
+        stopped = report.get("stopped_shards")
+        rows["accounts / keepers"].append(
+            f"{_int(report['accounts'], 'accounts'):,} / {_int(keeper['keepers'], 'keepers')}"
+            + (f", shard {', '.join(map(str, stopped['shards']))} stopped" if stopped else "")
+        )
+        rows["blocks"].append(f"{_int(report['blocks'], 'blocks'):,}")
+        setup = report.get("setup_seconds")
+        rows["set-up"].append("-" if setup is None else f"{_num(setup, 'setup_seconds'):,.0f} s")
+        rows["keeper time per block (slowest shard)"].append(
+            f"{_num(keeper['processing_ms_median'], 'processing_ms_median'):,.0f} ms median, "
+            f"{_num(keeper['processing_ms_max'], 'processing_ms_max'):,.0f} ms max"
+        )
+        rows["liquidations"].append(
+            f"{_int(report.get('liquidations'), 'liquidations'):,} ({_int(report.get('liquidated_accounts'), 'liquidated_accounts'):,} accounts)"
+        )
+        rows["missed liquidations"].append(f"{_int(report['missed_liquidations'], 'missed_liquidations')}")
+        rows["max blocks to liquidate"].append(
+            f"{_int(report.get('max_blocks_to_liquidate'), 'max_blocks_to_liquidate')}"
+        )
+        rows["duplicate sends"].append(
+            f"{_int(report['duplicate_sends'], 'duplicate_sends')} of "
+            f"{_int(report.get('liquidation_transactions'), 'liquidation_transactions'):,} liquidation transactions"
+        )
+        rows["stopped shard's accounts: liquidations, max blocks, missed"].append(
+            "-"
+            if not stopped
+            else f"{_int(stopped.get('liquidations'), 'stopped_shards.liquidations'):,}, "
+            f"{_int(stopped.get('max_blocks_to_liquidate'), 'stopped_shards.max_blocks_to_liquidate')}, "
+            f"{_int(stopped.get('missed_liquidations'), 'stopped_shards.missed_liquidations')}"
+        )
+        read = keeper.get("accounts_read_last_block")
+        rows["accounts read per block at the end"].append(
+            "-" if read is None else f"{_int(read, 'accounts_read_last_block'):,}"
+        )
+    lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows.items()]
+    return "\n".join(lines)
+
+
 # block name -> (the report files in reports/ it reads, renderer taking them in that order)
 # tools.price_gaps' kinds of move, as the table words them ({pct}, {day} and {time} of the move's
 # start or end bar, UTC)
@@ -642,6 +707,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
     "operator-jobs": (("operator-jobs.json",), render_operator_jobs),
     "replay-options-keeper": (("options-2020.json",), render_replay_keeper_time),
     "replay-options": (tuple(OPTION_REPLAYS), render_options_replay),
+    "replay-fleet": (tuple(FLEET_REPLAYS), render_replay_fleet),
     "replay-options-books": (tuple(OPTION_REPLAYS), render_options_books),
 }
 
@@ -681,6 +747,19 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
         **{
             report: [*options, *window, "--report", str(root / "reports" / report)]
             for report, window in OPTION_REPLAYS.items()
+        },
+        **{
+            report: [
+                python,
+                "-m",
+                "keeper",
+                "replay",
+                *(prices if hourly else []),
+                *args,
+                "--report",
+                str(root / "reports" / report),
+            ]
+            for report, (hourly, args) in FLEET_REPLAYS.items()
         },
     }
 
@@ -765,7 +844,11 @@ def run_producers(root: Path, data: Path) -> int:
     (root / "reports").mkdir(exist_ok=True)
     failed = 0
     for report, command in producers(root, python, data).items():
-        replay = report == "black-thursday.json" or report in OPTION_REPLAYS
+        replay = (
+            report == "black-thursday.json"
+            or report in OPTION_REPLAYS
+            or (report in FLEET_REPLAYS and FLEET_REPLAYS[report][0])
+        )
         if replay and not all((data / name).is_file() for name in PRICE_FILES.values()):
             print(
                 f"figures: {data} lacks {', '.join(PRICE_FILES.values())}: not running the replay "
