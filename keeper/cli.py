@@ -852,6 +852,13 @@ def _attestation_service(client, tx, settings, metrics):
     help="Stop keeper I just before step STEP (a shard going down mid-crash: the others take its accounts over).",
 )
 @click.option(
+    "--block-gas-limit",
+    type=click.IntRange(30_000_000, 30_000_000_000),
+    default=100_000_000,
+    show_default=True,
+    help="Gas limit of every block of the Anvil the replay starts: a step's liquidations must fit in the block after it.",
+)
+@click.option(
     "--options/--no-options",
     "with_options",
     default=False,
@@ -879,6 +886,7 @@ def replay(
     keeper_timeout,
     keepers,
     stop_keeper,
+    block_gas_limit,
     with_options,
     vol_data,
 ) -> None:
@@ -925,7 +933,8 @@ def replay(
         path = synthetic_path(steps=steps, seed=seed)
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
                          keeper_timeout=keeper_timeout, config=config, options=with_options,
-                         vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop)  # fmt: skip
+                         vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop,
+                         block_gas_limit=block_gas_limit)  # fmt: skip
     with Progress(
         TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:

@@ -593,7 +593,10 @@ OPTION_REPLAYS = {
 
 # the keeper fleet's replays of docs/replay.md ("Large populations"): 10,000 accounts, three keeper
 # shards; report -> (whether it replays the hourly data files, the arguments of `keeper replay`)
-FLEET = ("--accounts", "10000", "--keepers", "3", "--config", "config/replay-xl.yaml", "--keeper-timeout", "600")
+FLEET = (
+    "--accounts", "10000", "--keepers", "3", "--config", "config/replay-xl.yaml", "--keeper-timeout", "900",
+    "--block-gas-limit", "3000000000",
+)  # fmt: skip
 FLEET_STOP = ("--stop-keeper", "1@28")  # shard 1 stops at 2020-03-12T04:00Z, before the worst hours
 FLEET_MINUTE = ("--steps", "120", "--seed", "7", "--block-seconds", "60")  # the synthetic one-minute crash
 FLEET_REPLAYS = {

@@ -162,6 +162,9 @@ class ReplayOptions:
     keepers: int = 1
     # (keeper i, step s): stop keeper i just before step s, to watch the other shards take over
     stop_keeper: tuple[int, int] | None = None
+    # the gas limit of every block of the Anvil the replay starts (not of a chain given with rpc):
+    # a step's liquidations are mined in the block after it, so the block must hold them all
+    block_gas_limit: int = 100_000_000
 
 
 @dataclass
@@ -755,7 +758,7 @@ class Replay:
         if self.opts.rpc:
             self.rpc_url = self.opts.rpc
         else:
-            self.anvil = Anvil(extra_args=("--base-fee", "0"))
+            self.anvil = Anvil(extra_args=("--base-fee", "0"), gas_limit=self.opts.block_gas_limit)
             self.rpc_url = self.anvil.start()
         self.w3 = connect(self.rpc_url)
         self._save_mining()
@@ -823,7 +826,7 @@ class Replay:
             end_block = self.w3.eth.block_number
             keeper_stats = self._wait_keepers(statuses, end_block)
             self._check_mirror(addresses, end_block)
-            return build_report(
+            report = build_report(
                 client=self.client,
                 users=users,
                 tokens=self.tokens,
@@ -840,6 +843,9 @@ class Replay:
                 workdir=self.workdir,
                 options=self._options_figures(users, setup_block, end_block) if self.opts.options else None,
             )
+            # the chain's block gas limit (None on a chain given with rpc: the user's)
+            report.data["block_gas_limit"] = None if self.opts.rpc else self.opts.block_gas_limit
+            return report
         finally:
             self.close()
 
