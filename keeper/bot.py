@@ -1,5 +1,6 @@
-"""The liquidator bot: follow the head -> index accounts from events -> read every account's state
-pinned to the head block -> value them with the risk engine -> bound each liquidatable account's
+"""The liquidator bot: follow the head -> index accounts from events -> bring every account's raw
+state up to the head block (with the state cache, keeper.chain.state_cache, only the accounts the
+block's logs name are read again; without it, every account) -> value them with the risk engine -> bound each liquidatable account's
 reward from that snapshot (no RPC call) and drop those that cannot pay a liquidation's gas (dust)
 -> for the rest, largest reward first: simulate `liquidate` with eth_call, estimate the profit
 against the current gas price (sent only if the reward exceeds gas x (1 + gas_margin) +
