@@ -1,5 +1,6 @@
-"""The liquidator bot: follow the head -> index accounts from events -> read every account's state
-pinned to the head block -> value them with the risk engine -> bound each liquidatable account's
+"""The liquidator bot: follow the head -> index accounts from events -> bring every account's raw
+state up to the head block (with the state cache, keeper.chain.state_cache, only the accounts the
+block's logs name are read again; without it, every account) -> value them with the risk engine -> bound each liquidatable account's
 reward from that snapshot (no RPC call) and drop those that cannot pay a liquidation's gas (dust)
 -> for the rest, largest reward first: simulate `liquidate` with eth_call, estimate the profit
 against the current gas price (sent only if the reward exceeds gas x (1 + gas_margin) +
@@ -45,6 +46,7 @@ from keeper import sharding
 from keeper.chain.client import RPC_ERRORS, LiquidationTerms, ProtocolClient
 from keeper.chain.event_index import EventIndex, write_json_atomic
 from keeper.chain.follower import ChainFollower, HeadUpdate
+from keeper.chain.state_cache import AccountStateCache
 from keeper.metrics import KeeperMetrics
 from keeper.risk.margin import margin
 from keeper.scoring import RescoreIndex, score_rows
@@ -232,6 +234,8 @@ class BotStats:
     would_liquidate: int = 0  # dry run: liquidations that would have been sent
     rescored: int = 0  # accounts valued at the last block (all of them without event-driven re-scoring)
     exact_confirmed: int = 0  # of those, confirmed with the exact mirror after the float screen
+    accounts_read: int = 0  # accounts whose raw state was read from the chain at the last block
+    full_reads: int = 0  # blocks at which every account was read (all of them without the state cache)
 
 
 @dataclass
@@ -295,6 +299,9 @@ class Liquidator:
     takeover_blocks: int = 2
     # event-driven re-scoring (keeper.scoring); None = value every account every block
     rescore: RescoreIndex | None = None
+    # raw account states kept between blocks (keeper.chain.state_cache); None = read every
+    # account every block
+    state_cache: AccountStateCache | None = None
 
     def __post_init__(self) -> None:
         self.stats.dry_run = self.dry_run
@@ -322,6 +329,8 @@ class Liquidator:
             self.index.rewind(update.reorg_ancestor)
             if self.rescore is not None:  # budgets were taken on the replaced blocks
                 self.rescore.reset()
+            if self.state_cache is not None:  # states were read on the replaced blocks
+                self.state_cache.reset(f"reorg below block {update.reorg_ancestor + 1}")
             # our transactions in the replaced blocks may be gone: take the nonce from the chain again
             self.tx.resync_nonce()
             # episodes that started above the ancestor are re-judged on the new chain
@@ -366,6 +375,8 @@ class Liquidator:
         head = update.head
         block = head.number
         scan = self.index.catch_up(head)
+        if self.state_cache is not None:
+            self.state_cache.note(scan.from_block, scan.to_block, scan.touched)
         for entry in scan.liquidations:
             # anyone's (ours included) ends the account's episode; if still liquidatable it restarts
             self._episode_ended(entry.account, entry.block)
@@ -393,8 +404,19 @@ class Liquidator:
         order: list[int] = []
         snap = None
         if accounts:
-            snap = self.client.snapshot(accounts, block)
-            equity, health, liquidatable = self._value(accounts, snap, block)
+            changed_rows = None
+            if self.state_cache is not None:
+                snap = self.state_cache.snapshot(self.client, accounts, block)
+                read = self.state_cache.last
+                changed_rows = read.changed_rows
+                self.stats.accounts_read = read.read
+                self.stats.full_reads += read.full
+            else:
+                snap = self.client.snapshot(accounts, block)
+                self.stats.accounts_read = len(accounts)
+                self.stats.full_reads += 1
+            self.metrics.accounts_read.set(self.stats.accounts_read)
+            equity, health, liquidatable = self._value(accounts, snap, block, changed_rows)
             self._scan_portfolio_accounts(block)
             onchain = [i for i, a in enumerate(accounts) if a in self.portfolio_accounts]
             if onchain:  # the contract's answer, options and attestations included
@@ -428,13 +450,16 @@ class Liquidator:
         self.stats.max_processing_ms = max(self.stats.max_processing_ms, self.stats.processing_ms)
         self._write_status()
 
-    def _value(self, accounts: list[str], snap, block: int) -> tuple[list[int], list[int], list[bool]]:
+    def _value(
+        self, accounts: list[str], snap, block: int, changed_rows=None
+    ) -> tuple[list[int], list[int], list[bool]]:
         """(equity, health, liquidatable) per account. Without `rescore`: every account with the
         exact mirror. With it: only the accounts `keeper.scoring.RescoreIndex` plans (state
         changed, an input moved far enough, the high-risk tier, the schedule, a resync), float
         screen then exact confirmation; an account not valued is not liquidatable (its budget
         guarantees it), and the equity and health of accounts that are not liquidatable are not
-        used."""
+        used. `changed_rows`: the rows whose raw state changed since the last block, when the
+        state cache knows them."""
         if self.rescore is None:
             result = margin(snap.book, snap.markets, self._params, snap.prices)
             self.stats.rescored = self.stats.exact_confirmed = len(accounts)
@@ -446,7 +471,7 @@ class Liquidator:
         n = len(accounts)
         equity, health, liquidatable = [0] * n, [0] * n, [False] * n
         try:
-            plan = self.rescore.plan(block, accounts, snap.book, snap.markets, self._params, snap.prices)
+            plan = self.rescore.plan(block, accounts, snap.book, snap.markets, self._params, snap.prices, changed_rows)
             scored = score_rows(snap.book, snap.markets, self._params, snap.prices, plan.rows)
             self.rescore.record(block, snap.book, snap.markets, self._params, snap.prices, scored)
         except BaseException:

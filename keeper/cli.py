@@ -291,6 +291,17 @@ def run(
             high_risk_health=sc.high_risk_health, rescore_every_blocks=sc.rescore_every_blocks,
             resync_every_blocks=sc.resync_every_blocks, headroom_fraction=sc.headroom_fraction,
         )  # fmt: skip
+    if settings.scoring.cache_states:
+        from keeper.chain.state_cache import AccountStateCache
+
+        bot.state_cache = AccountStateCache(resync_every_blocks=settings.scoring.resync_every_blocks)
+    log.info(
+        "account reads: %s",
+        "the accounts each block's logs name, every account every "
+        f"{settings.scoring.resync_every_blocks} blocks and after a reorg"
+        if settings.scoring.cache_states
+        else "every account every block (scoring.cache_states off)",
+    )
     log.info(
         "re-scoring: %s",
         f"event-driven (high-risk below health {settings.scoring.high_risk_health:g}, every account at least every "
@@ -786,7 +797,13 @@ def _attestation_service(client, tx, settings, metrics):
 )
 @click.option("--start", default=None, help="Window start, ISO-8601 UTC (e.g. 2020-03-11T00:00:00Z).")
 @click.option("--end", default=None, help="Window end (exclusive), ISO-8601 UTC.")
-@click.option("--accounts", type=click.IntRange(1, 5000), default=100, show_default=True, help="Accounts to open.")
+@click.option(
+    "--accounts",
+    type=click.IntRange(1, 20_000),
+    default=100,
+    show_default=True,
+    help="Accounts to open (above about 100 use config/replay-large.yaml, up to 5,000, or config/replay-xl.yaml).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the population and synthetic path.")
 @click.option(
     "--steps", type=click.IntRange(2, 100_000), default=300, show_default=True, help="Steps of the synthetic path."
@@ -835,6 +852,13 @@ def _attestation_service(client, tx, settings, metrics):
     help="Stop keeper I just before step STEP (a shard going down mid-crash: the others take its accounts over).",
 )
 @click.option(
+    "--block-gas-limit",
+    type=click.IntRange(30_000_000, 30_000_000_000),
+    default=100_000_000,
+    show_default=True,
+    help="Gas limit of every block of the Anvil the replay starts: a step's liquidations must fit in the block after it.",
+)
+@click.option(
     "--options/--no-options",
     "with_options",
     default=False,
@@ -881,6 +905,7 @@ def replay(
     keeper_timeout,
     keepers,
     stop_keeper,
+    block_gas_limit,
     with_options,
     vol_data,
     insurance_fund,
@@ -932,7 +957,7 @@ def replay(
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
                          keeper_timeout=keeper_timeout, config=config, options=with_options,
                          vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop,
-                         insurance_fund_usd=insurance_fund)  # fmt: skip
+                         insurance_fund_usd=insurance_fund, block_gas_limit=block_gas_limit)  # fmt: skip
     with Progress(
         TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -1003,6 +1028,10 @@ def _print_report(d: dict) -> None:
         *_risk_transfer_rows(d),
         ("max blocks to liquidate", f"{d['max_blocks_to_liquidate']}"),
         ("missed liquidations", f"{d['missed_liquidations']}"),
+        (
+            "duplicate sends",
+            f"{d.get('duplicate_sends', 0)} of {d.get('liquidation_transactions', 0)} liquidation transactions",
+        ),
         ("initial margin, cross", f"${d['cross_margin_usd']:,.0f}"),
         ("initial margin, isolated", f"${d['isolated_margin_usd']:,.0f}"),
         ("vault balances reconcile", "yes" if d["vault_balances_reconcile"] else "NO"),
@@ -1016,6 +1045,14 @@ def _print_report(d: dict) -> None:
             f"{d['keeper']['processing_ms_median'] or 0:.0f} ms median, {d['keeper']['processing_ms_max'] or 0:.0f} ms max",
         ),
     ]
+    if d.get("stopped_shards"):
+        st = d["stopped_shards"]
+        rows.append(
+            (
+                f"stopped shard(s) {', '.join(map(str, st['shards']))}: their accounts",
+                f"{st['liquidations']} liquidations, max {st['max_blocks_to_liquidate']} blocks, {st['missed_liquidations']} missed",
+            )
+        )
     if d.get("setup_seconds") is not None:
         rows.append(("set-up (deploy, open accounts)", f"{d['setup_seconds']:,.1f} s"))
     for k, v in rows:

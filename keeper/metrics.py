@@ -6,6 +6,7 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | metric | type | meaning |
 |---|---|---|
 | keeper_accounts_tracked | gauge | accounts in the event index |
+| keeper_accounts_read | gauge | accounts whose raw state was read from the chain at the last block (all of them at a full read; with the state cache otherwise only those the block's logs name) |
 | keeper_accounts_liquidatable | gauge | accounts with equity < maintenance margin at the head |
 | keeper_liquidations_sent_total | counter | liquidation transactions sent |
 | keeper_liquidations_succeeded_total | counter | mined with status 1 and a Liquidation event for the account |
@@ -57,6 +58,9 @@ class KeeperMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.accounts_tracked = Gauge("keeper_accounts_tracked", "Accounts in the event index", registry=r)
+        self.accounts_read = Gauge(
+            "keeper_accounts_read", "Accounts whose raw state was read from the chain at the last block", registry=r
+        )
         self.accounts_liquidatable = Gauge(
             "keeper_accounts_liquidatable", "Accounts with equity below maintenance margin at the head", registry=r
         )

@@ -33,7 +33,7 @@ error) are confirmed with the exact `margin`, whose flags and numbers are the on
 acts on. A row cleared by the float screen is not liquidatable under the exact mirror either.
 
 Pure: numpy arrays and dataclasses in and out, no I/O; `keeper.bot` drives it from the block's
-snapshot and `benchmarks/keeper_scoring.py` from a synthetic book.
+snapshot and `benchmarks/keeper.py` from a synthetic book.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class ScoreResult:
     equity: dict[int, int]
     exact_health: dict[int, int]
     confirmed: int
+    # `sensitivities` of the rows at the prices they were valued at (W, gross, held), which
+    # `RescoreIndex.record` stores: computed once per valuation
+    sensitivity: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def sensitivities(
@@ -140,7 +143,7 @@ def score_rows(
     rows = np.asarray(rows, dtype=np.int64)
     sub = sub_book(book, rows) if len(rows) != book.n_accounts else book
     f = margin_float(sub, markets, params, prices)
-    _, gross, _ = sensitivities(sub, markets, params, prices)
+    w, gross, held = sensitivities(sub, markets, params, prices)
     headroom = np.asarray(f.equity - f.maintenance_margin, dtype=np.float64)
     confirm = np.flatnonzero(~(headroom > SCREEN_SLACK * gross + SCREEN_FLOOR))
     liquidatable = np.zeros(len(rows), dtype=bool)
@@ -158,7 +161,9 @@ def score_rows(
             equity[int(rows[j])] = int(e)
             exact_health[int(rows[j])] = int(h)
             headroom[j] = float(e - mm)
-    return ScoreResult(rows, liquidatable, health, headroom, priced, equity, exact_health, len(confirm))
+    return ScoreResult(
+        rows, liquidatable, health, headroom, priced, equity, exact_health, len(confirm), (w, gross, held)
+    )
 
 
 @dataclass
@@ -268,8 +273,14 @@ class RescoreIndex:
         markets: MarketTable,
         params: RiskParams,
         prices: Any,
+        changed_rows: np.ndarray | None = None,
     ) -> Rescore:
-        """The rows of `book` (accounts in `accounts` order) to value at `block`."""
+        """The rows of `book` (accounts in `accounts` order) to value at `block`.
+
+        `changed_rows` int (K,): the rows whose raw state differs from the last plan's book, when
+        the caller knows them (`keeper.chain.state_cache` does, from the block's logs); None =
+        compare the two books row by row (O(N x columns) comparisons of Python ints). Used only
+        when the account list is the last plan's."""
         accounts = tuple(accounts)
         n = len(accounts)
         inputs = self._inputs(markets, prices)
@@ -302,7 +313,11 @@ class RescoreIndex:
             self._last = np.full(n, -1, dtype=np.int64)
             self._stagger = True
             return Rescore(np.arange(n, dtype=np.int64), True, changed=n)
-        changed = self._align(accounts, book)
+        if changed_rows is not None and accounts == self.accounts and self._book is not None:
+            changed = np.zeros(n, dtype=bool)
+            changed[np.asarray(changed_rows, dtype=np.int64)] = True
+        else:
+            changed = self._align(accounts, book)
         self.accounts, self._book = accounts, book
         prev = self._prev_inputs if self._prev_inputs is not None else inputs
         self._prev_inputs = inputs
@@ -337,8 +352,11 @@ class RescoreIndex:
         rows = result.rows
         if not len(rows):
             return
-        sub = sub_book(book, rows) if len(rows) != book.n_accounts else book
-        w, gross, held = sensitivities(sub, markets, params, prices)
+        if result.sensitivity is not None:
+            w, gross, held = result.sensitivity
+        else:
+            sub = sub_book(book, rows) if len(rows) != book.n_accounts else book
+            w, gross, held = sensitivities(sub, markets, params, prices)
         budget = self.headroom_fraction * result.headroom - SCREEN_SLACK * gross - SCREEN_FLOOR
         unsafe = result.liquidatable | ~result.priced | ~(budget > 0)
         self._w[rows], self._held[rows] = w, held

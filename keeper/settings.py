@@ -38,9 +38,10 @@ Event-driven re-scoring (keeper.scoring), the `scoring:` section, all optional:
 
     scoring:
       event_driven: true          # KEEPER_SCORING_EVENT_DRIVEN=0: value every account every block
+      cache_states: true          # KEEPER_SCORING_CACHE_STATES=0: read every account's state every block
       high_risk_health: 1.25      # KEEPER_SCORING_HIGH_RISK_HEALTH: below it, valued on every input change
       rescore_every_blocks: 20    # KEEPER_SCORING_RESCORE_EVERY_BLOCKS: every account at least this often
-      resync_every_blocks: 200    # KEEPER_SCORING_RESYNC_EVERY_BLOCKS: a full re-score this often
+      resync_every_blocks: 200    # KEEPER_SCORING_RESYNC_EVERY_BLOCKS: a full read and re-score this often
       headroom_fraction: 0.5      # KEEPER_SCORING_HEADROOM_FRACTION: of equity - MM an input move may use
 """
 
@@ -175,11 +176,17 @@ class ScoringSettings(BaseModel):
     account is valued when its state changed, when an input it is exposed to (a price, a funding
     index) moved by more than `headroom_fraction` of its distance to maintenance margin allows,
     on every input change while its health is below `high_risk_health`, at least every
-    `rescore_every_blocks` blocks, and at a full resync every `resync_every_blocks` blocks."""
+    `rescore_every_blocks` blocks, and at a full resync every `resync_every_blocks` blocks.
+
+    `cache_states` keeps every account's raw state in memory and re-reads at each block only the
+    accounts the block's logs name (keeper.chain.state_cache), with a full read at the same full
+    resync every `resync_every_blocks` blocks and after a reorg; false reads every account every
+    block."""
 
     model_config = _MODEL
 
     event_driven: Bool = True
+    cache_states: Bool = True
     high_risk_health: Float = Field(1.25, ge=1.0, le=100.0)
     rescore_every_blocks: Int = Field(20, ge=1, le=100_000)
     resync_every_blocks: Int = Field(200, ge=1, le=1_000_000)

@@ -348,33 +348,72 @@ def test_risk_engine_table():
         figures.render_risk_engine(old)
 
 
-KEEPER_SCORING_REPORT = {
+KEEPER_REPORT = {
+    "accounts": 100_000,
+    "full_rescore_ms": 40_612.0,
+    "event_rescore_ms": 190.0,
+    "read_accounts_per_s": 2_500.0,
+    "chain": {"read_accounts": 1_000, "per_block_ms": 20.0, "read_accounts_per_s": 2_500.0},
     "markets": 4,
     "collateral_assets": 2,
     "seed": 7,
     "move": 0.01,
+    "changed": 20,
     "quiet_blocks": 3,
     "repeat": 3,
     "rows": [
-        {"accounts": 1_000, "full_ms": 4.0, "event_ms": 2.0, "valued": 170, "exact_confirmed": 60,
-         "exposed_to_btc": 820, "liquidatable": 60, "same_liquidations": True},
-        {"accounts": 100_000, "full_ms": 612.0, "event_ms": 153.0, "valued": 16_100, "exact_confirmed": 5_900,
-         "exposed_to_btc": 82_000, "liquidatable": 5_900, "same_liquidations": True},
+        {"accounts": 1_000, "full_ms": 424.0, "event_ms": 30.0, "full_cpu_ms": 4.0, "event_cpu_ms": 2.0,
+         "valued": 170, "exact_confirmed": 60, "same_liquidations": True},
+        {"accounts": 100_000, "full_ms": 40_612.0, "event_ms": 190.0, "full_cpu_ms": 612.0, "event_cpu_ms": 153.0,
+         "valued": 16_100, "exact_confirmed": 5_900, "same_liquidations": True},
     ],
 }  # fmt: skip
 
 
-def test_keeper_scoring_table():
-    table = figures.render_keeper_scoring(KEEPER_SCORING_REPORT)
-    assert "event-driven, ms (BTC -1.0%)" in table.splitlines()[0]
+def test_keeper_table():
+    table = figures.render_keeper(KEEPER_REPORT)
+    assert "(BTC -1.0%, 20 accounts changed)" in table.splitlines()[0]
     got = rows(table)
-    assert got["1,000"] == ["4.00", "2.00", "2.0x", "170", "60", "yes"]
-    assert got["100,000"] == ["612", "153", "4.0x", "16,100", "5,900", "yes"]
-    bad = {**KEEPER_SCORING_REPORT, "rows": [{**KEEPER_SCORING_REPORT["rows"][0], "event_ms": 0}]}
+    assert got["1,000"] == ["424", "30.0", "14x", "4.00 / 2.00 (2.0x)", "170", "yes"]
+    assert got["100,000"] == ["40,600", "190", "210x", "612 / 153 (4.0x)", "16,100", "yes"]
+    assert "2,500 accounts/s" in table
+    bad = {**KEEPER_REPORT, "rows": [{**KEEPER_REPORT["rows"][0], "event_ms": 0}]}
     with pytest.raises(figures.ReportError, match="not positive"):
-        figures.render_keeper_scoring(bad)
+        figures.render_keeper(bad)
     with pytest.raises(figures.ReportError, match="move"):
-        figures.render_keeper_scoring({"rows": KEEPER_SCORING_REPORT["rows"]})
+        figures.render_keeper({"rows": KEEPER_REPORT["rows"], "changed": 20})
+    assert "not measured" in figures.render_keeper({**KEEPER_REPORT, "chain": None})
+
+
+def fleet_report(stopped: bool) -> dict:
+    report = {
+        **REPLAY_REPORT,
+        "accounts": 10_000,
+        "liquidations": 6_800,
+        "liquidated_accounts": 4_700,
+        "duplicate_sends": 0,
+        "liquidation_transactions": 6_800,
+        "setup_seconds": 445.1,
+        "price_path": {"start": "2020-03-11T00:00:00Z", "end": "2020-03-13T23:00:00Z", "steps": 72},
+        "keeper": {"keepers": 3, "processing_ms_median": 250.4, "processing_ms_max": 9_120.0,
+                   "accounts_read_last_block": 12},
+    }  # fmt: skip
+    if stopped:
+        report["stopped_shards"] = {"shards": [1], "liquidations": 2_200, "max_blocks_to_liquidate": 3,
+                                    "missed_liquidations": 0}  # fmt: skip
+    return report
+
+
+def test_replay_fleet_table():
+    got = rows(figures.render_replay_fleet(fleet_report(False), fleet_report(True)))
+    assert got[""] == ["2020-03-11 .. 2020-03-13, 72 steps", "2020-03-11 .. 2020-03-13, 72 steps"]
+    assert got["accounts / keepers"] == ["10,000 / 3", "10,000 / 3, shard 1 stopped"]
+    assert got["set-up"] == ["445 s", "445 s"]
+    assert got["keeper time per block (slowest shard)"][0] == "250 ms median, 9,120 ms max"
+    assert got["duplicate sends"][0] == "0 of 6,800 liquidation transactions"
+    assert got["stopped shard's accounts: liquidations, max blocks, missed"] == ["-", "2,200, 3, 0"]
+    with pytest.raises(figures.ReportError, match="duplicate_sends"):
+        figures.render_replay_fleet({k: v for k, v in fleet_report(False).items() if k != "duplicate_sends"})
 
 
 def test_chain_reads_table():
@@ -517,12 +556,15 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "option-margin-gas.json": OPTION_MARGIN_REPORT,
         "portfolio-risk.json": PORTFOLIO_REPORT,
         "risk-engine.json": RISK_ENGINE_REPORT,
-        "keeper-scoring.json": KEEPER_SCORING_REPORT,
+        "keeper.json": KEEPER_REPORT,
         "chain-reads.json": CHAIN_READS_REPORT,
         "operator-jobs.json": OPERATOR_JOBS_REPORT,
         "options-2020.json": OPTIONS_2020,
         "options-2021.json": OPTIONS_2021,
         "price-gaps.json": PRICE_GAPS_REPORT,
+        "fleet-hourly.json": fleet_report(False),
+        "fleet-hourly-stop.json": fleet_report(True),
+        "fleet-minute.json": fleet_report(False),
     }
     root = make_tree(tmp_path, reports)
     assert run(root, check=True)[0] == 1  # out of date

@@ -346,30 +346,50 @@ def render_risk_engine(report: dict) -> str:
     return "\n".join(lines)
 
 
-def render_keeper_scoring(report: dict) -> str:
-    """Keeper time per block valuing the book (benchmarks.keeper_scoring --json): the full
-    re-score against event-driven re-scoring at a block where BTC moved, per book size."""
-    _require(report, "rows", "move")
+def render_keeper(report: dict) -> str:
+    """Keeper time per block against the book's size (benchmarks.keeper --json): reading and
+    valuing every account against the event-driven keeper (state cache, event-driven re-scoring)
+    at a block where BTC moved and a few accounts changed, chain reads included, then the
+    valuation alone."""
+    _require(report, "rows", "move", "changed")
     rows = _rows(report)
     move = _num(report["move"], "move")
+    changed = _int(report["changed"], "changed")
     lines = [
-        f"| accounts | full re-score, ms | event-driven, ms (BTC {-move:+.1%}) | speed-up | accounts valued | "
-        "confirmed exactly | same liquidations |",
+        f"| accounts | full: reads + valuation, ms | event-driven: reads + cache + valuation, ms "
+        f"(BTC {-move:+.1%}, {changed} accounts changed) | speed-up | valuation alone: full / event-driven, ms | "
+        "accounts valued | same liquidations |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         n = _int(row.get("accounts"), "accounts")
         full, event = _num(row.get("full_ms"), "full_ms"), _num(row.get("event_ms"), "event_ms")
-        if full <= 0 or event <= 0:
+        full_cpu, event_cpu = _num(row.get("full_cpu_ms"), "full_cpu_ms"), _num(row.get("event_cpu_ms"), "event_cpu_ms")
+        if min(full, event, full_cpu, event_cpu) <= 0:
             raise ReportError(f"rows: the timings of {n} accounts are not positive")
         same = row.get("same_liquidations")
         if not isinstance(same, bool):
             raise ReportError("same_liquidations: not true or false")
         lines.append(
             f"| {n:,} | {_sig(full)} | {_sig(event)} | {_sig(full / event, 2)}x | "
-            f"{_int(row.get('valued'), 'valued'):,} | {_int(row.get('exact_confirmed'), 'exact_confirmed'):,} | "
-            f"{'yes' if same else 'NO'} |"
+            f"{_sig(full_cpu)} / {_sig(event_cpu)} ({_sig(full_cpu / event_cpu, 2)}x) | "
+            f"{_int(row.get('valued'), 'valued'):,} | {'yes' if same else 'NO'} |"
         )
+    chain = report.get("chain")
+    if chain is not None:
+        if not isinstance(chain, dict):
+            raise ReportError("chain: not an object")
+        rate = _num(chain.get("read_accounts_per_s"), "chain.read_accounts_per_s")
+        per_block = _num(chain.get("per_block_ms"), "chain.per_block_ms")
+        opened = _int(chain.get("read_accounts"), "chain.read_accounts")
+        lines.append("")
+        lines.append(
+            f"Reads on Anvil through the lens: {_sig(rate)} accounts/s ({opened:,} accounts opened); "
+            f"{_sig(per_block)} ms a block whatever the book (prices, markets, risk parameters, logs)."
+        )
+    else:
+        lines.append("")
+        lines.append("Chain reads not measured (`--no-chain`): valuation only.")
     return "\n".join(lines)
 
 
@@ -648,6 +668,74 @@ OPTION_REPLAYS = {
     "options-2021.json": ("--start", "2021-05-18T00:00:00Z", "--end", "2021-05-21T00:00:00Z"),
 }
 
+# the keeper fleet's replays of docs/replay.md ("Large populations"): 10,000 accounts, three keeper
+# shards; report -> (whether it replays the hourly data files, the arguments of `keeper replay`)
+FLEET = (
+    "--accounts", "10000", "--keepers", "3", "--config", "config/replay-xl.yaml", "--keeper-timeout", "900",
+    "--block-gas-limit", "3000000000",
+)  # fmt: skip
+FLEET_STOP = ("--stop-keeper", "1@28")  # shard 1 stops at 2020-03-12T04:00Z, before the worst hours
+FLEET_MINUTE = ("--steps", "120", "--seed", "7", "--block-seconds", "60")  # the synthetic one-minute crash
+FLEET_REPLAYS = {
+    "fleet-hourly.json": (True, (*FLEET, *BLACK_THURSDAY)),
+    "fleet-hourly-stop.json": (True, (*FLEET, *BLACK_THURSDAY, *FLEET_STOP)),
+    "fleet-minute.json": (False, (*FLEET, *FLEET_MINUTE)),
+}
+
+
+def render_replay_fleet(*reports: dict) -> str:
+    """The fleet replays (FLEET_REPLAYS, in that order) side by side: set-up, keeper time per
+    block, liquidations, misses, latency, duplicate sends and the stopped shard's accounts."""
+    heads, rows = [], {k: [] for k in (
+        "accounts / keepers", "blocks", "set-up", "keeper time per block (slowest shard)", "liquidations",
+        "missed liquidations", "max blocks to liquidate", "duplicate sends",
+        "stopped shard's accounts: liquidations, max blocks, missed", "accounts read per block at the end",
+    )}  # fmt: skip
+    for report in reports:
+        _require(report, "accounts", "blocks", "keeper", "price_path", "missed_liquidations", "duplicate_sends")
+        keeper = report["keeper"]
+        _require(keeper, "processing_ms_median", "processing_ms_max", "keepers")
+        steps = _int(report["price_path"].get("steps"), "price_path.steps")
+        heads.append(f"{_period(report)}, {steps} steps")
+        stopped = report.get("stopped_shards")
+        rows["accounts / keepers"].append(
+            f"{_int(report['accounts'], 'accounts'):,} / {_int(keeper['keepers'], 'keepers')}"
+            + (f", shard {', '.join(map(str, stopped['shards']))} stopped" if stopped else "")
+        )
+        rows["blocks"].append(f"{_int(report['blocks'], 'blocks'):,}")
+        setup = report.get("setup_seconds")
+        rows["set-up"].append("-" if setup is None else f"{_num(setup, 'setup_seconds'):,.0f} s")
+        rows["keeper time per block (slowest shard)"].append(
+            f"{_num(keeper['processing_ms_median'], 'processing_ms_median'):,.0f} ms median, "
+            f"{_num(keeper['processing_ms_max'], 'processing_ms_max'):,.0f} ms max"
+        )
+        rows["liquidations"].append(
+            f"{_int(report.get('liquidations'), 'liquidations'):,} ({_int(report.get('liquidated_accounts'), 'liquidated_accounts'):,} accounts)"
+        )
+        rows["missed liquidations"].append(f"{_int(report['missed_liquidations'], 'missed_liquidations')}")
+        rows["max blocks to liquidate"].append(
+            f"{_int(report.get('max_blocks_to_liquidate'), 'max_blocks_to_liquidate')}"
+        )
+        rows["duplicate sends"].append(
+            f"{_int(report['duplicate_sends'], 'duplicate_sends')} of "
+            f"{_int(report.get('liquidation_transactions'), 'liquidation_transactions'):,} liquidation transactions"
+        )
+        rows["stopped shard's accounts: liquidations, max blocks, missed"].append(
+            "-"
+            if not stopped
+            else f"{_int(stopped.get('liquidations'), 'stopped_shards.liquidations'):,}, "
+            f"{_int(stopped.get('max_blocks_to_liquidate'), 'stopped_shards.max_blocks_to_liquidate')}, "
+            f"{_int(stopped.get('missed_liquidations'), 'stopped_shards.missed_liquidations')}"
+        )
+        read = keeper.get("accounts_read_last_block")
+        rows["accounts read per block at the end"].append(
+            "-" if read is None else f"{_int(read, 'accounts_read_last_block'):,}"
+        )
+    lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows.items()]
+    return "\n".join(lines)
+
+
 # block name -> (the report files in reports/ it reads, renderer taking them in that order)
 # tools.price_gaps' kinds of move, as the table words them ({pct}, {day} and {time} of the move's
 # start or end bar, UTC)
@@ -695,11 +783,12 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
     "option-margin-gas": (("option-margin-gas.json",), render_option_margin_gas),
     "portfolio-risk": (("portfolio-risk.json",), render_portfolio_risk),
     "risk-engine": (("risk-engine.json",), render_risk_engine),
-    "keeper-scoring": (("keeper-scoring.json",), render_keeper_scoring),
+    "keeper": (("keeper.json",), render_keeper),
     "chain-reads": (("chain-reads.json",), render_chain_reads),
     "operator-jobs": (("operator-jobs.json",), render_operator_jobs),
     "replay-options-keeper": (("options-2020.json",), render_replay_keeper_time),
     "replay-options": (tuple(OPTION_REPLAYS), render_options_replay),
+    "replay-fleet": (tuple(FLEET_REPLAYS), render_replay_fleet),
     "replay-options-books": (tuple(OPTION_REPLAYS), render_options_books),
 }
 
@@ -721,7 +810,7 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
         "price-gaps.json": [python, "-m", "tools.price_gaps", "--data", str(data), "--json"],
         "portfolio-risk.json": [python, "-m", "benchmarks.portfolio_risk", "--json"],
         "risk-engine.json": [python, "-m", "benchmarks.risk_engine", "--json"],
-        "keeper-scoring.json": [python, "-m", "benchmarks.keeper_scoring", "--json"],
+        "keeper.json": [python, "-m", "benchmarks.keeper", "--json"],
         "chain-reads.json": [python, "-m", "benchmarks.chain", "--json"],
         "operator-jobs.json": [python, "-m", "benchmarks.operator_jobs", "--json"],
         "black76-gas.json": [python, "-m", "benchmarks.black76_gas", "--json"],
@@ -745,6 +834,19 @@ def producers(root: Path, python: str, data: Path) -> dict[str, list[str]]:
         **{
             report: [*options, *window, "--report", str(root / "reports" / report)]
             for report, window in OPTION_REPLAYS.items()
+        },
+        **{
+            report: [
+                python,
+                "-m",
+                "keeper",
+                "replay",
+                *(prices if hourly else []),
+                *args,
+                "--report",
+                str(root / "reports" / report),
+            ]
+            for report, (hourly, args) in FLEET_REPLAYS.items()
         },
     }
 
@@ -829,7 +931,11 @@ def run_producers(root: Path, data: Path) -> int:
     (root / "reports").mkdir(exist_ok=True)
     failed = 0
     for report, command in producers(root, python, data).items():
-        replay = report in BLACK_THURSDAY_RUNS or report in OPTION_REPLAYS
+        replay = (
+            report in BLACK_THURSDAY_RUNS
+            or report in OPTION_REPLAYS
+            or (report in FLEET_REPLAYS and FLEET_REPLAYS[report][0])
+        )
         if replay and not all((data / name).is_file() for name in PRICE_FILES.values()):
             print(
                 f"figures: {data} lacks {', '.join(PRICE_FILES.values())}: not running the replay "

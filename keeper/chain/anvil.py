@@ -54,8 +54,9 @@ def free_port() -> int:
 class Anvil:
     """A local Anvil process, as a context manager: `with Anvil() as rpc_url: ...`."""
 
-    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = (), gas_limit: int = 100_000_000):
         self.port = port or free_port()
+        self.gas_limit = gas_limit  # of every block
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args
         self.process: subprocess.Popen | None = None
@@ -70,7 +71,7 @@ class Anvil:
             "--hardfork",
             "cancun",
             "--gas-limit",
-            "100000000",
+            str(self.gas_limit),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import requests
@@ -115,6 +115,17 @@ class Snapshot:
     book: AccountBook
 
 
+@dataclass(frozen=True)
+class BlockInputs:
+    """The global inputs of a snapshot at `block`: `prices` object (P,) WAD index prices by price
+    id, `markets` the market table, `n_assets` the vault's listed assets (columns of a book)."""
+
+    block: int
+    prices: np.ndarray
+    markets: MarketTable
+    n_assets: int
+
+
 class ProtocolClient:
     """Typed access to the deployed oracle, vault and engine."""
 
@@ -133,6 +144,7 @@ class ProtocolClient:
             if deployment.matching
             else None
         )
+        self._decoders: dict[bytes, _LogDecoder] | None = None  # see _log_decoders
         self._lens_batches = True  # False once the lens turns out to predate the batched module views
 
     def check_chain(self) -> None:
@@ -188,17 +200,23 @@ class ProtocolClient:
 
     def snapshot(self, accounts: Sequence[str], block: int) -> Snapshot:
         """Prices, markets and the raw state of `accounts`, all read at `block`."""
-        prices = np.array(self.oracle.functions.index_prices().call(block_identifier=block), dtype=object)
-        markets = self.market_states(block)
+        inputs = self.block_inputs(block)
         states = self.account_states(accounts, block)
-        n_assets = self.vault.functions.asset_count().call(block_identifier=block)
         return Snapshot(
             block=block,
             accounts=tuple(accounts),
-            prices=prices,
-            markets=MarketTable.from_states(markets, self.w3.eth.get_block(block)["timestamp"]),
-            book=AccountBook.from_states(states, n_assets, len(markets)),
+            prices=inputs.prices,
+            markets=inputs.markets,
+            book=AccountBook.from_states(states, inputs.n_assets, inputs.markets.n_markets),
         )
+
+    def block_inputs(self, block: int) -> BlockInputs:
+        """What every account's valuation shares at `block`: index prices, the market table (block
+        time included) and the vault's asset count. Four calls, whatever the number of accounts."""
+        prices = np.array(self.oracle.functions.index_prices().call(block_identifier=block), dtype=object)
+        markets = MarketTable.from_states(self.market_states(block), self.w3.eth.get_block(block)["timestamp"])
+        n_assets = self.vault.functions.asset_count().call(block_identifier=block)
+        return BlockInputs(block=block, prices=prices, markets=markets, n_assets=int(n_assets))
 
     def market_table(self, block: int) -> MarketTable:
         """Every market (MarginLens.market_states) at `block`, as the snapshot reads them: expiry
@@ -243,44 +261,76 @@ class ProtocolClient:
     # ------------------------------------------------------------------ keeper additions
 
     def protocol_logs(self, from_block: int, to_block: int) -> list[ProtocolLog]:
-        """Deposit (vault), PositionChanged and Liquidation (engine) logs in [from_block,
-        to_block], oldest first, from one eth_getLogs call (addresses and topic0 OR-ed)."""
-        events = {
-            "Deposit": self.vault.events.Deposit(),
-            "PositionChanged": self.engine.events.PositionChanged(),
-            "Liquidation": self.engine.events.Liquidation(),
-        }
-        by_topic = {}
-        for name, event in events.items():
-            abi = event.abi
-            signature = f"{name}({','.join(i['type'] for i in abi['inputs'])})"
-            by_topic[Web3.keccak(text=signature)] = event
+        """Every log of the vault and the engine in [from_block, to_block], oldest first, from one
+        eth_getLogs call (both addresses, no topic filter), decoded with their ABIs.
+
+        `account` is the log's `account` argument (its first address argument when it has none);
+        `touched` names every address argument: the accounts whose raw state (cash, collateral
+        balances, positions: `account_states`) the log's transaction may have changed. Every such
+        change on chain logs one of these events naming the account (`Deposit`, `Withdraw`,
+        `CashSettled`, `CollateralTransferred`, `PositionChanged`, ...). A log the ABIs do not know
+        (a contract upgraded under the keeper) is returned with event "unknown" and touched
+        (`TOUCHES_ALL`,): a state cache re-reads every account rather than guess."""
+        by_topic = self._log_decoders()
         raw = self.w3.eth.get_logs(
-            {
-                "fromBlock": from_block,
-                "toBlock": to_block,
-                "address": [self.vault.address, self.engine.address],
-                "topics": [list(by_topic)],
-            }
+            {"fromBlock": from_block, "toBlock": to_block, "address": [self.vault.address, self.engine.address]}
         )
         out: list[ProtocolLog] = []
         for entry in raw:
-            event = by_topic.get(bytes(entry["topics"][0])) if entry["topics"] else None
-            if event is None or entry.get("removed"):
+            if entry.get("removed"):
                 continue
-            decoded = event.process_log(entry)
-            out.append(
-                ProtocolLog(
-                    event=decoded["event"],
-                    account=decoded["args"]["account"],
-                    block=entry["blockNumber"],
-                    block_hash="0x" + bytes(entry["blockHash"]).hex(),
-                    tx_hash="0x" + bytes(entry["transactionHash"]).hex(),
-                    args=dict(decoded["args"]),
-                )
+            meta = dict(
+                block=entry["blockNumber"],
+                block_hash="0x" + bytes(entry["blockHash"]).hex(),
+                tx_hash="0x" + bytes(entry["transactionHash"]).hex(),
             )
+            decoder = by_topic.get(bytes(entry["topics"][0])) if entry["topics"] else None
+            if decoder is not None and decoder.name not in DECODED_EVENTS and decoder.topic_positions is not None:
+                # only the addresses are needed and they are all indexed: read them from the topics
+                topics = entry["topics"]
+                if len(topics) > max(decoder.topic_positions, default=0):
+                    touched = tuple(Web3.to_checksum_address(bytes(topics[i])[-20:]) for i in decoder.topic_positions)
+                    account = touched[decoder.names.index("account")] if "account" in decoder.names else ""
+                    out.append(ProtocolLog(event=decoder.name, account=account, args={}, touched=touched, **meta))
+                    continue
+            try:
+                decoded = decoder.event.process_log(entry) if decoder is not None else None
+            except Exception:  # noqa: BLE001 - a log that does not decode is treated as unknown
+                decoded = None
+            if decoder is None or decoded is None:
+                out.append(ProtocolLog(event="unknown", account="", args={}, touched=(TOUCHES_ALL,), **meta))
+                continue
+            args = dict(decoded["args"])
+            touched = tuple(str(args[name]) for name in decoder.names)
+            account = str(args.get("account", touched[0] if touched else ""))
+            out.append(ProtocolLog(event=decoded["event"], account=account, args=args, touched=touched, **meta))
         out.sort(key=lambda p: p.block)
         return out
+
+    def _log_decoders(self) -> dict[bytes, _LogDecoder]:
+        """topic0 -> how to read each event of the vault and the engine (built once)."""
+        if self._decoders is None:
+            self._decoders = {}
+            for contract in (self.vault, self.engine):
+                for item in contract.abi:
+                    if item.get("type") != "event" or item.get("anonymous"):
+                        continue
+                    inputs = item.get("inputs", [])
+                    signature = f"{item['name']}({','.join(i['type'] for i in inputs)})"
+                    addresses = [i for i in inputs if i["type"] == "address"]
+                    indexed = [i["name"] for i in inputs if i.get("indexed")]
+                    positions = (
+                        tuple(1 + indexed.index(a["name"]) for a in addresses)
+                        if all(a.get("indexed") for a in addresses)
+                        else None
+                    )
+                    self._decoders[Web3.keccak(text=signature)] = _LogDecoder(
+                        item["name"],
+                        getattr(contract.events, item["name"])(),
+                        tuple(a["name"] for a in addresses),
+                        positions,
+                    )
+        return self._decoders
 
     def liquidation_terms(self, block: int | str = "latest") -> LiquidationTerms:
         """The engine's penalty, its ramp and the liquidator's share (WAD fractions, seconds)."""
@@ -511,9 +561,29 @@ class AttestorTerms:
     signer_set_version: int
 
 
+# `ProtocolLog.touched` of a log nobody can decode: every account may have changed
+TOUCHES_ALL = "*"
+# events whose arguments the keeper uses (the event index, the bot): decoded in full; of the
+# others only the address arguments are read (from the topics when they are all indexed)
+DECODED_EVENTS = frozenset({"Deposit", "PositionChanged", "Liquidation"})
+
+
+@dataclass(frozen=True)
+class _LogDecoder:
+    """How to read one event: its name, web3 decoder, the names of its address arguments and,
+    when they are all indexed, their topic positions (None otherwise)."""
+
+    name: str
+    event: Any
+    names: tuple[str, ...]
+    topic_positions: tuple[int, ...] | None
+
+
 @dataclass(frozen=True)
 class ProtocolLog:
-    """One decoded protocol event: `event` is Deposit, PositionChanged or Liquidation."""
+    """One decoded log of the vault or the engine (`event`: Deposit, PositionChanged,
+    Liquidation, CashSettled, ..., or "unknown"). `touched`: the addresses the log names, whose
+    raw state it may have changed; empty means just `account` (`touches`)."""
 
     event: str
     account: str
@@ -521,6 +591,12 @@ class ProtocolLog:
     block_hash: str
     tx_hash: str
     args: dict
+    touched: tuple[str, ...] = ()
+
+    @property
+    def touches(self) -> tuple[str, ...]:
+        """The accounts whose raw state this log's transaction may have changed."""
+        return self.touched or ((self.account,) if self.account else ())
 
 
 @dataclass(frozen=True)

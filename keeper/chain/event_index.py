@@ -1,5 +1,7 @@
-"""The keeper's event index: which accounts exist (from Deposit and PositionChanged logs) and
-which liquidations happened (Liquidation logs), scanned in chunked eth_getLogs ranges.
+"""The keeper's event index: which accounts exist (from Deposit and PositionChanged logs), which
+liquidations happened (Liquidation logs) and which accounts' raw state each block changed (every
+vault and engine log naming them: `ScanResult.touched`, what `keeper.chain.state_cache` re-reads),
+scanned in chunked eth_getLogs ranges.
 
 A checkpoint (last scanned block, its hash, the hashes of recently scanned heads and every
 account with the block it was first seen in) is written atomically to `state_dir` after each
@@ -25,6 +27,8 @@ from keeper.errors import KeeperError
 log = logging.getLogger("keeper.index")
 
 CHECKPOINT_FILE = "event-index.json"
+# the events that make an address an account the keeper follows
+DISCOVERY_EVENTS = frozenset({"Deposit", "PositionChanged"})
 VERSION = 1
 
 
@@ -44,6 +48,12 @@ class ScanResult:
     @property
     def liquidations(self) -> list[ProtocolLog]:
         return [entry for entry in self.logs if entry.event == "Liquidation"]
+
+    @property
+    def touched(self) -> frozenset[str]:
+        """Addresses whose raw state the scanned blocks may have changed (`ProtocolLog.touches`;
+        contains `TOUCHES_ALL` when a log could not be decoded)."""
+        return frozenset(a for entry in self.logs for a in entry.touches)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -185,7 +195,7 @@ class EventIndex:
             end = min(start + self.chunk_blocks - 1, head.number)
             for entry in self.client.protocol_logs(start, end):
                 logs.append(entry)
-                if entry.event != "Liquidation" and entry.account not in self.accounts:
+                if entry.event in DISCOVERY_EVENTS and entry.account not in self.accounts:
                     self.accounts[entry.account] = entry.block
                     new.append(entry.account)
             start = end + 1

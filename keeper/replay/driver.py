@@ -40,6 +40,7 @@ from keeper.chain.deploy import Web3Backend, deploy_protocol
 from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import save_manifest
 from keeper.chain.orders import Order, sign_order
+from keeper.chain.state_cache import AccountStateCache
 from keeper.config import ProtocolConfig, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import PricePath
@@ -54,6 +55,7 @@ from keeper.units import WAD
 log = logging.getLogger("keeper.replay")
 
 SETUP_GAS = 2_000_000
+REPLAY_STALE_AFTER_SECONDS = 10_000_000  # the keepers' freshness gate, off on the replay's own clock
 MM_DEPOSIT_USD = 500_000_000  # per market maker
 # accounts per market maker: keeps each maker's position within the listing's position caps
 # (config/local.yaml: 1,500 ETH / 120 BTC; 20 accounts' net is at most about 1,300 ETH / 110 BTC)
@@ -164,6 +166,9 @@ class ReplayOptions:
     # USD the insurance fund starts with (0: none, deficits become bad debt); None: the config's
     # backstop.insurance_fund_usd, else INSURANCE_USD
     insurance_fund_usd: int | None = None
+    # the gas limit of every block of the Anvil the replay starts (not of a chain given with rpc):
+    # a step's liquidations are mined in the block after it, so the block must hold them all
+    block_gas_limit: int = 100_000_000
 
 
 @dataclass
@@ -333,18 +338,37 @@ def trade_all(
     pairs: list[tuple[User, User]],
     index: dict[str, int],
     progress: Callable[[str, int, int], None] | None = None,
+    min_notional: int = 0,
 ) -> list:
     """Open each user's spec trades against its market maker at the index price: pairs are
     (user, maker); `index`: underlying -> WAD index price. Legs are split as `_legs` does.
-    Returns the `match_orders` transaction hashes (see `confirm`)."""
+    `min_notional` (WAD USD, the engine's `min_position_notional`): a maker nets many users'
+    legs, and a fill that would leave its position non-zero but below the minimum (the engine
+    reverts it) goes to the next maker that it leaves flat or above it. Returns the
+    `match_orders` transaction hashes (see `confirm`)."""
     hashes = []
     trades = [(user, maker, m, s) for user, maker in pairs for m, s in _legs(user.spec, index)]
+    makers = list(dict.fromkeys(maker.address for _, maker in pairs))
+    by_address = {maker.address: maker for _, maker in pairs}
+    held: dict[tuple[str, str], int] = {}  # (maker, market) -> WAD size after the fills so far
+
+    def too_small(position: int, price: int) -> bool:
+        return position != 0 and abs(position) * price // WAD < min_notional
+
     for n, (user, maker, market_name, size_units) in enumerate(trades):
         market = deployment.markets[market_name]
         size = trade_size(size_units)
         if size == 0:
             continue
         price = index[market_name.split("-")[0]]
+        if min_notional and too_small(held.get((maker.address, market_name), 0) - size, price):
+            start = makers.index(maker.address)
+            for k in range(1, len(makers)):
+                other = makers[(start + k) % len(makers)]
+                if not too_small(held.get((other, market_name), 0) - size, price):
+                    maker = by_address[other]
+                    break
+        held[(maker.address, market_name)] = held.get((maker.address, market_name), 0) - size
         ours, our_sig = user.order(market, size, price, deployment.chain_id, deployment.matching)
         theirs, their_sig = maker.order(market, -size, price, deployment.chain_id, deployment.matching)
         hashes.append(send(matching.functions.match_orders(ours, our_sig, theirs, their_sig), SETUP_GAS))
@@ -386,6 +410,9 @@ class Replay:
         self._stage = "set-up"
         self.setup_seconds: float | None = None
         self._mining: tuple[bool, int | None] | None = None  # the chain's mining mode, to restore
+        # the driver's own view of every account's raw state (see _liquidatable)
+        self._truth: AccountStateCache | None = None
+        self._truth_logs = 0  # the driver's cache has the logs up to this block
 
     # ------------------------------------------------------------------ chain helpers
 
@@ -605,8 +632,9 @@ class Replay:
         pairs = [(u, self.market_makers[i % len(self.market_makers)]) for i, u in enumerate(users)]
         self._stage = "trade"
         hashes = trade_all(
-            self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress
-        )
+            self._send, self.client.matching, self.deployment, pairs, self.opts.path.as_wad(0), self.progress,
+            min_notional=self.client.engine.functions.min_position_notional().call(),
+        )  # fmt: skip
         self._confirm(hashes, "trade")
 
     # ------------------------------------------------------------------ options
@@ -663,7 +691,14 @@ class Replay:
         name = "keeper" if count == 1 else f"keeper-{shard}"
         status = self.workdir / f"{name}-status.json"
         status.unlink(missing_ok=True)
-        env = {**os.environ, "KEEPER_PRIVATE_KEY": key, **getattr(self, "keeper_env", {})}
+        env = {
+            **os.environ,
+            "KEEPER_PRIVATE_KEY": key,
+            # the replay's chain keeps its own clock (block_seconds a step, however long a step
+            # takes on this machine): a head is never stale against the wall clock here
+            "KEEPER_STALE_AFTER_SECONDS": str(REPLAY_STALE_AFTER_SECONDS),
+            **getattr(self, "keeper_env", {}),
+        }
         cmd = [
             sys.executable, "-m", "keeper", "run",
             "--rpc", self.rpc_url,
@@ -721,6 +756,10 @@ class Replay:
             "processing_ms": max(s["processing_ms"] for s in seen.values()),
             "keepers": len(statuses),
             "keepers_stopped": len(self.stopped),
+            "stopped_shards": sorted(self.stopped),
+            # every keeper reads and values the whole book: the largest of them
+            "rescored": max(s.get("rescored", 0) for s in seen.values()),
+            "accounts_read": max(s.get("accounts_read", 0) for s in seen.values()),
         }
 
     # ------------------------------------------------------------------ main
@@ -730,7 +769,7 @@ class Replay:
         if self.opts.rpc:
             self.rpc_url = self.opts.rpc
         else:
-            self.anvil = Anvil(extra_args=("--base-fee", "0"))
+            self.anvil = Anvil(extra_args=("--base-fee", "0"), gas_limit=self.opts.block_gas_limit)
             self.rpc_url = self.anvil.start()
         self.w3 = connect(self.rpc_url)
         self._save_mining()
@@ -794,17 +833,13 @@ class Replay:
                 stats = self._wait_keepers(statuses, block)
                 if stats:
                     processing.append(stats["processing_ms"])
-                summaries = self.client.margin_summaries(addresses, block)
-                liquidatable_at.append(
-                    (block, {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin})
-                )
+                liquidatable_at.append((block, self._liquidatable(addresses, block)))
                 timeline.record(block, self._step_time(step), len(liquidatable_at[-1][1]))
-                if self.opts.options:
-                    self.regimes.observe(block, summaries)
                 self.progress("replay", step, steps + tail_blocks - 1)
             end_block = self.w3.eth.block_number
             keeper_stats = self._wait_keepers(statuses, end_block)
-            return build_report(
+            self._check_mirror(addresses, end_block)
+            report = build_report(
                 client=self.client,
                 users=users,
                 tokens=self.tokens,
@@ -824,6 +859,9 @@ class Replay:
                 keepers=tuple(address for address, _ in self.keeper_keys),
                 insurance_fund_start=float(self.insurance_fund_usd()),
             )
+            # the chain's block gas limit (None on a chain given with rpc: the user's)
+            report.data["block_gas_limit"] = None if self.opts.rpc else self.opts.block_gas_limit
+            return report
         finally:
             self.close()
 
@@ -842,6 +880,42 @@ class Replay:
         ts = self.opts.path.timestamps
         last = len(ts) - 1
         return int(ts[step]) if step <= last else int(ts[last]) + (step - last) * self.opts.block_seconds
+
+    def _liquidatable(self, addresses: list[str], block: int) -> set[str]:
+        """The accounts with equity below maintenance margin at `block`: the contract's own
+        `margin_summaries` with option books (options are not in the raw states), else the
+        exact mirror (keeper.risk.margin) of every account, its raw states kept up to date by a
+        state cache of the driver's own (keeper.chain.state_cache): at 10,000 accounts the
+        contract's answer costs seconds a block, the mirror a fraction of that. The mirror
+        equals the contract to the wei; `_check_mirror` checks it on every account at the end."""
+        if self.opts.options:
+            summaries = self.client.margin_summaries(addresses, block)
+            self.regimes.observe(block, summaries)
+            return {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin}
+        if self._truth is None:
+            self._truth = AccountStateCache(resync_every_blocks=10**9)
+            self._truth_logs = block
+        elif block > self._truth_logs:
+            logs = self.client.protocol_logs(self._truth_logs + 1, block)
+            self._truth.note(self._truth_logs + 1, block, {a for entry in logs for a in entry.touches})
+            self._truth_logs = block
+        snap = self._truth.snapshot(self.client, addresses, block)
+        result = margin(snap.book, snap.markets, self.client.risk_params(block), snap.prices)
+        return {a for a, flag in zip(addresses, result.liquidatable.tolist()) if flag}
+
+    def _check_mirror(self, addresses: list[str], block: int) -> None:
+        """The driver's liquidatable accounts (`_liquidatable`) against the contract's
+        `margin_summaries` at `block`: a ReplayError if they differ (they never should)."""
+        if self.opts.options or self._truth is None:
+            return
+        mine = self._liquidatable(addresses, block)
+        summaries = self.client.margin_summaries(addresses, block)
+        theirs = {a for a, s in zip(addresses, summaries) if s.equity < s.maintenance_margin}
+        if mine != theirs:
+            raise ReplayError(
+                f"the replay's mirror of the engine disagrees with margin_summaries at block {block} on "
+                f"{len(mine ^ theirs)} account(s), e.g. {sorted(mine ^ theirs)[0]}"
+            )
 
     def _options_figures(self, users: list[User], start_block: int, end_block: int) -> dict:
         """The report's option figures (see report.build_report `options`)."""

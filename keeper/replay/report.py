@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keeper import sharding
 from keeper.units import WAD
 
 
@@ -43,21 +44,88 @@ def latency_episodes(
     or when it is no longer liquidatable (recovered by price). Returns (latencies, accounts
     still in an open episode at the end = missed liquidations).
     """
+    episodes, missed = account_latencies(liquidatable_at, liquidations)
+    return [latency for _, latency in episodes], missed
+
+
+def account_latencies(
+    liquidatable_at: list[tuple[int, set[str]]], liquidations: list[dict]
+) -> tuple[list[tuple[str, int]], set[str]]:
+    """`latency_episodes` with the account of each episode: ([(account, blocks)], missed)."""
     by_block: dict[int, set[str]] = {}
     for ev in liquidations:
         by_block.setdefault(ev["block"], set()).add(ev["account"])
     open_since: dict[str, int] = {}
-    latencies: list[int] = []
+    latencies: list[tuple[str, int]] = []
     for block, liquidatable in liquidatable_at:
         for account in by_block.get(block, ()):
             if account in open_since:
-                latencies.append(block - open_since.pop(account))
+                latencies.append((account, block - open_since.pop(account)))
         for account in list(open_since):
             if account not in liquidatable:
                 del open_since[account]
         for account in liquidatable:
             open_since.setdefault(account, block)
     return latencies, set(open_since)
+
+
+def liquidation_sends(w3, engine, options, start_block: int, end_block: int) -> list[dict]:
+    """Every `MarginEngine.liquidate` and `OptionMarket.liquidate_options` transaction mined in
+    [start_block, end_block], oldest first: {"block", "index" (position in the block), "sender",
+    "account", "status", "liquidated" (the receipt has the engine's Liquidation or the option
+    market's OptionsLiquidation event for that account)}. One block read with its transactions
+    per block, one receipt per liquidation transaction."""
+    targets = {engine.address.lower(): (engine, "liquidate")}
+    if options is not None:
+        targets[options.address.lower()] = (options, "liquidate_options")
+    out: list[dict] = []
+    for number in range(start_block, end_block + 1):
+        for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
+            target = targets.get(str(tx.get("to") or "").lower())
+            if target is None:
+                continue
+            contract, name = target
+            try:
+                fn, args = contract.decode_function_input(tx["input"])
+            except ValueError:
+                continue
+            if fn.fn_name != name:
+                continue
+            receipt = w3.eth.get_transaction_receipt(tx["hash"])
+            events = list(engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD))
+            if options is not None:
+                events += options.events.OptionsLiquidation().process_receipt(receipt, errors=_DISCARD)
+            account = args["account"]
+            out.append(
+                {
+                    "block": number,
+                    "index": tx["transactionIndex"],
+                    "sender": tx["from"],
+                    "account": account,
+                    "status": receipt["status"],
+                    "liquidated": receipt["status"] == 1 and any(ev["args"]["account"] == account for ev in events),
+                }
+            )
+    return out
+
+
+def duplicate_sends(sends: list[dict]) -> int:
+    """Liquidation transactions sent for an account whose liquidation another transaction (by
+    another keeper, or the same one) had already taken: a send is a duplicate when an earlier
+    transaction of the same block targets the same account (both were decided on the same state:
+    at most one of them was needed, whatever each one did), or when it liquidated nothing and
+    the account was liquidated in the block before it (it was decided before that liquidation
+    was seen). A later liquidation of an account still liquidatable after a partial one is a new
+    episode, not a duplicate. `sends`: `liquidation_sends`' list."""
+    seen_in_block: set[tuple[int, str]] = set()
+    liquidated_in: set[tuple[int, str]] = {(s["block"], s["account"]) for s in sends if s["liquidated"]}
+    count = 0
+    for s in sorted(sends, key=lambda s: (s["block"], s["index"])):
+        key = (s["block"], s["account"])
+        if key in seen_in_block or (not s["liquidated"] and (s["block"] - 1, s["account"]) in liquidated_in):
+            count += 1
+        seen_in_block.add(key)
+    return count
 
 
 def build_report(*, client, users, tokens, settlement_symbol, start_block, end_block, liquidatable_at,
@@ -79,7 +147,9 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
     liquidations = client.liquidations(start_block + 1, end_block)
     if options is not None:
         liquidations = sorted(liquidations + options["option_liquidations"], key=lambda ev: ev["block"])
-    latencies, missed = latency_episodes(liquidatable_at, liquidations)
+    episodes, missed = account_latencies(liquidatable_at, liquidations)
+    latencies = [latency for _, latency in episodes]
+    sends = liquidation_sends(client.w3, client.engine, getattr(client, "options", None), start_block + 1, end_block)
     vault = client.vault.functions
     kinds = {u.address: u.spec.kind for u in users}
     dep = client.deployment
@@ -87,14 +157,15 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
     # Reconciliation: every token the vault holds is owed to an account or the insurance fund.
     holders = sorted(client.discover_accounts(0, end_block))
     reconcile: dict[str, dict] = {}
+    states = client.account_states(holders, end_block)  # cash and balances, 200 accounts a call
     for symbol, asset_id in dep.asset_ids.items():
         held = tokens[symbol].functions.balanceOf(dep.vault).call(block_identifier=end_block)
-        credited = sum(vault.balances(a, asset_id).call(block_identifier=end_block) for a in holders)
+        credited = sum(st.collateral[asset_id] for st in states)
         reconcile[symbol] = {"vault_balance": held, "credited": credited, "equal": held == credited}
     scale = 10 ** (18 - dep.settlement_decimals)
     usdc_wad = tokens[settlement_symbol].functions.balanceOf(dep.vault).call(block_identifier=end_block) * scale
     summaries = client.margin_summaries(holders, end_block)
-    cash = sum(vault.cash(a).call(block_identifier=end_block) for a in holders)
+    cash = sum(st.cash for st in states)
     collateral = sum(vault.collateral_value(a).call(block_identifier=end_block) for a in holders)
     equity = sum(s.equity for s in summaries)
     unrealized = equity - cash - collateral
@@ -132,6 +203,8 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         "max_blocks_to_liquidate": max(latencies, default=0),
         "mean_blocks_to_liquidate": float(np.mean(latencies)) if latencies else 0.0,
         "missed_liquidations": len(missed),
+        "duplicate_sends": duplicate_sends(sends),
+        "liquidation_transactions": len(sends),
         "cross_margin_usd": cross_margin / WAD,
         "isolated_margin_usd": isolated_margin / WAD,
         "liquidations_by_kind": dict(Counter(kinds.get(ev["account"], "other") for ev in liquidations)),
@@ -149,6 +222,7 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
             "processing_ms_max": float(np.max(processing_ms)) if processing_ms else None,
             "processing_ms_mean": float(np.mean(processing_ms)) if processing_ms else None,
             "accounts_valued_last_block": keeper_stats.get("rescored"),
+            "accounts_read_last_block": keeper_stats.get("accounts_read"),
         },
         "setup_seconds": None if setup_seconds is None else round(setup_seconds, 1),
         "price_path": {
@@ -160,6 +234,16 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         },
         "workdir": str(workdir),
     }
+    stopped = keeper_stats.get("stopped_shards") or []
+    if stopped:  # the accounts those shards owned: taken over by the others
+        count = keeper_stats.get("keepers", 1)
+        theirs = [latency for account, latency in episodes if sharding.owner(account, count) in stopped]
+        data["stopped_shards"] = {
+            "shards": sorted(stopped),
+            "liquidations": len(theirs),
+            "max_blocks_to_liquidate": max(theirs, default=0),
+            "missed_liquidations": sum(1 for a in missed if sharding.owner(a, count) in stopped),
+        }
     if timeline is not None:
         data["timeline_overhead_ms"] = timeline.overhead()
         data["timeline"] = rows
@@ -192,3 +276,9 @@ def _options_section(options: dict, liquidations: list[dict], missed: int) -> di
 
 def _iso(t: int) -> str:
     return datetime.fromtimestamp(int(t), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+try:  # web3 7 names the log-processing error policy in web3.logs
+    from web3.logs import DISCARD as _DISCARD
+except ImportError:  # pragma: no cover
+    _DISCARD = "discard"

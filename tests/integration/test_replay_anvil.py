@@ -67,3 +67,21 @@ def test_three_shards_and_one_stops_mid_crash(tmp_path):
     assert report["bad_debt_usd"] == 0
     assert report["vault_balances_reconcile"], report["reconciliation"]
     assert any("takeover:" in line for i in (0, 2) for line in (tmp_path / f"keeper-{i}.log").read_text().splitlines())
+    # the stopped shard's accounts, on their own: taken over within the delay plus one block
+    stopped = report["stopped_shards"]
+    assert stopped["shards"] == [1] and stopped["liquidations"] > 0
+    assert stopped["max_blocks_to_liquidate"] <= 3 and stopped["missed_liquidations"] == 0
+    assert report["duplicate_sends"] == 0
+
+
+def test_three_shards_send_each_liquidation_once(tmp_path):
+    """Three shards all running: every liquidation in the block after the account became
+    liquidatable, and no liquidation sent twice (duplicate_sends, counted from the chain)."""
+    path = black_thursday("2020-03-12T06:00:00Z", "2020-03-13T04:00:00Z")
+    report = Replay(ReplayOptions(path=path, accounts=40, seed=7, workdir=tmp_path, keepers=3)).run().data
+    assert report["liquidations"] > 0 and report["missed_liquidations"] == 0
+    assert report["max_blocks_to_liquidate"] <= 1
+    assert report["duplicate_sends"] == 0 and report["liquidation_transactions"] == report["liquidations"]
+    assert "stopped_shards" not in report
+    # the state cache: after the first block each keeper re-reads only what the logs named
+    assert report["keeper"]["accounts_read_last_block"] < report["accounts"]

@@ -50,7 +50,9 @@ def test_the_old_local_caps_break_it_by_the_safety_review_figure():
     assert problems([old], 1_000_000)
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "options.yaml", "replay-large.yaml", "testnet.example.yaml"])
+@pytest.mark.parametrize(
+    "name", ["local.yaml", "options.yaml", "replay-large.yaml", "replay-xl.yaml", "testnet.example.yaml"]
+)
 def test_every_shipped_config_states_its_inputs_and_satisfies_it(name):
     config = load_config(CONFIGS / name)
     assert config.insurance_fund_usd > 0 and all(u.max_gap for u in config.underlyings)
@@ -58,7 +60,7 @@ def test_every_shipped_config_states_its_inputs_and_satisfies_it(name):
 
 
 def test_every_protocol_config_under_config_is_covered():
-    listed = {"local.yaml", "options.yaml", "replay-large.yaml", "testnet.example.yaml"}
+    listed = {"local.yaml", "options.yaml", "replay-large.yaml", "replay-xl.yaml", "testnet.example.yaml"}
     protocol = {
         p.name
         for p in CONFIGS.glob("*.yaml")

@@ -1,4 +1,4 @@
-from keeper.replay.report import latency_episodes
+from keeper.replay.report import duplicate_sends, latency_episodes
 
 
 def test_latency_is_blocks_from_first_liquidatable_to_liquidation():
@@ -24,3 +24,21 @@ def test_account_liquidatable_at_the_end_is_missed_and_recovery_is_not():
     latencies, missed = latency_episodes(observed, [])
     assert latencies == []
     assert missed == {"a"}
+
+
+def send(block, index, account, liquidated=True, sender="k0"):
+    return {"block": block, "index": index, "sender": sender, "account": account, "status": 1, "liquidated": liquidated}
+
+
+def test_duplicate_sends_count_a_second_send_for_the_same_liquidation():
+    sends = [
+        send(5, 0, "a"),  # liquidates a
+        send(5, 1, "a", liquidated=False, sender="k1"),  # another shard, same block: duplicate
+        send(5, 2, "b"),
+        send(6, 0, "b", liquidated=False),  # decided before b's liquidation was seen: duplicate
+        send(7, 0, "a"),  # a still liquidatable after a partial liquidation: a new episode
+        send(7, 1, "a", sender="k2"),  # two sends in one block: duplicate even if it did something
+        send(9, 0, "c", liquidated=False),  # reverted for another reason: not a duplicate
+    ]
+    assert duplicate_sends(sends) == 3
+    assert duplicate_sends([]) == 0
