@@ -803,6 +803,10 @@ class CoalitionMachine(RuleBasedStateMachine):
                     self._envelope_step(m, 0, (Fraction(0), Fraction(1)))
         return r
 
+    # the keeper's calls per account and block, and the reverts it retries in the next block
+    KEEPER_CALLS = 4
+    SAME_BLOCK_REVERTS: tuple[str, ...] = ("engine: position opened this block",)
+
     def _keeper(self):
         """The honest keeper liquidates every liquidatable account (retrying in the next block
         when the contract refuses a same-block liquidation)."""
@@ -811,11 +815,11 @@ class CoalitionMachine(RuleBasedStateMachine):
         summ = self._summaries(targets)
         for a in targets:
             s = summ[a]
-            for _ in range(4):
+            for _ in range(self.KEEPER_CALLS):
                 if s.equity >= s.maintenance_margin:
                     break
                 r = self._liquidate(k, a)
-                if r == "engine: position opened this block":
+                if r in self.SAME_BLOCK_REVERTS:
                     self._next_block()
                 elif r is not None:
                     break
@@ -1529,23 +1533,9 @@ class OptionCoalitionMachine(CoalitionMachine):
         STATS[f"option liquidation moved {len(got)} series"] += 1
         return None
 
-    def _keeper(self):
-        """The honest keeper liquidates every liquidatable account, up to 8 calls each (an
-        account with more live series than the bound needs several)."""
-        k = self.w.keeper
-        targets = [a for a in self.w.addrs if a != k.address]
-        summ = self._summaries(targets)
-        for a in targets:
-            s = summ[a]
-            for _ in range(8):
-                if s.equity >= s.maintenance_margin:
-                    break
-                r = self._liquidate(k, a)
-                if r in ("engine: position opened this block", "options: position opened this block"):
-                    self._next_block()
-                elif r is not None:
-                    break
-                s = self._summaries([a])[a]
+    # an account with more live series than the bound needs several calls
+    KEEPER_CALLS = 8
+    SAME_BLOCK_REVERTS = ("engine: position opened this block", "options: position opened this block")
 
     # ------------------------------------------------------------ rules
 
