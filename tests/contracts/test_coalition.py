@@ -1312,7 +1312,10 @@ class CoalitionMachine(RuleBasedStateMachine):
 CoalitionMachine.TestCase.settings = SETTINGS
 
 
-def test_coalition_machine(_deployed):
+def run_machine(deployed, world_cls, machine_cls, machine_settings) -> None:
+    """Run a coalition machine on a fresh world over the session's deployment, print its
+    statistics with COALITION_STATS=1, and fail with the first example of each invariant class
+    it broke."""
     global _WORLD
     STATS.clear()
     FOUND.clear()
@@ -1322,9 +1325,9 @@ def test_coalition_machine(_deployed):
         # the machine moves block.number itself, one block per rule (`_step`), so that a
         # rule's trade, price update and liquidation can share a block
         with boa.env.anchor(), same_block():  # the session's deployment is shared with other tests
-            _WORLD = World(_deployed)
+            _WORLD = world_cls(deployed)
             _WORLD.seed()
-            run_state_machine_as_test(CoalitionMachine, settings=SETTINGS)
+            run_state_machine_as_test(machine_cls, settings=machine_settings)
     finally:
         if os.environ.get("COALITION_STATS"):
             print(f"\n{STATS['examples']} examples, {STATS['steps']} steps in {time.time() - t0:.1f} s")
@@ -1348,6 +1351,10 @@ def test_coalition_machine(_deployed):
             )
             lines += [f"    {a}" for a in actions]
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+def test_coalition_machine(_deployed):
+    run_machine(_deployed, World, CoalitionMachine, SETTINGS)
 
 
 # ====================================================================== options in the coalition machine
@@ -1621,28 +1628,4 @@ OptionCoalitionMachine.TestCase.settings = OPTION_SETTINGS
 def test_coalition_machine_with_options(_deployed):
     """`OptionCoalitionMachine`: the coalition machine with option books built to exploit the
     bounded option liquidation; every invariant of `test_coalition_machine` plus "bound"."""
-    global _WORLD
-    STATS.clear()
-    FOUND.clear()
-    FIRST.clear()
-    t0 = time.time()
-    try:
-        with boa.env.anchor(), same_block():
-            _WORLD = OptionWorld(_deployed)
-            _WORLD.seed()
-            run_state_machine_as_test(OptionCoalitionMachine, settings=OPTION_SETTINGS)
-    finally:
-        if os.environ.get("COALITION_STATS"):
-            print(f"\n{STATS['examples']} examples, {STATS['steps']} steps in {time.time() - t0:.1f} s")
-            for k, v in sorted(STATS.items()):
-                print(f"  {k}: {v}")
-    if FOUND:
-        lines = [f"{STATS['examples']} examples, {STATS['steps']} steps: {len(FOUND)} invariant classes broken"]
-        for tag in TAGS:
-            if tag in FOUND:
-                example, step, actions, msg = FIRST[tag]
-                lines.append(
-                    f"\n[{tag}] {TAGS[tag]}: in {len(FOUND[tag])} examples; first in example {example} at step {step}:\n  {msg}"
-                )
-                lines += [f"    {a}" for a in actions]
-        pytest.fail("\n".join(lines), pytrace=False)
+    run_machine(_deployed, OptionWorld, OptionCoalitionMachine, OPTION_SETTINGS)
