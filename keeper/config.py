@@ -181,6 +181,30 @@ class OptionsConfig:
 
 
 @dataclass(frozen=True)
+class BackstopVaultConfig:
+    """The `backstop_vault:` section: a BackstopVault (`contracts/BackstopVault.vy`) and its
+    parameters, WAD fractions and seconds, in the order of its `set_params`."""
+
+    caller_fee_share: int
+    max_margin_usage: int
+    auction_discount: int
+    auction_time: int
+    request_delay: int
+    # market name -> the vault's largest position there, WAD units (absent = no cap of its own)
+    max_exposure: tuple[tuple[str, int], ...] = ()
+
+    def params(self) -> tuple[int, int, int, int, int]:
+        """The arguments of `BackstopVault.set_params` (and of its constructor after the engine)."""
+        return (
+            self.caller_fee_share,
+            self.max_margin_usage,
+            self.auction_discount,
+            self.auction_time,
+            self.request_delay,
+        )
+
+
+@dataclass(frozen=True)
 class ProtocolConfig:
     settlement_symbol: str
     settlement_decimals: int
@@ -206,6 +230,7 @@ class ProtocolConfig:
     insurance_fund_usd: int = 0
     backstop_coverage: int = WAD
     depeg: DepegConfig | None = None  # None: cash counts 1:1 as USD (no settlement price)
+    backstop_vault: BackstopVaultConfig | None = None  # None: no backstop vault
 
     def mocks(self) -> list[str]:
         """What deployment would create as a mock (no `address` given): e.g. ["USDC", "WETH", "ETH feed"]."""
@@ -514,6 +539,29 @@ class _Backstop(_Section):
     coverage: Fraction(0, 10) = WAD
 
 
+class _BackstopVault(_Section):
+    """Bounds as `BackstopVault.set_params` enforces them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    caller_fee_share: Fraction(0, 1) = WAD // 5
+    max_margin_usage: Fraction(0, 1) = WAD // 2
+    auction_discount: Fraction(0, 1) = WAD // 100
+    auction_seconds: Integer(60, 7 * 86400, " seconds") = 3600
+    request_delay_seconds: Integer(3600, 30 * 86400, " seconds") = 86400
+    max_exposure: dict[str, Tokens] = {}
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _BackstopVault:
+        if self.caller_fee_share > WAD // 2:
+            raise ValueError("backstop_vault: caller_fee_share must be at most 0.5")
+        if not WAD // 20 <= self.max_margin_usage <= 9 * WAD // 10:
+            raise ValueError("backstop_vault: max_margin_usage must be in [0.05, 0.9]")
+        if self.auction_discount > WAD // 10:
+            raise ValueError("backstop_vault: auction_discount must be at most 0.1")
+        return self
+
+
 class _Governance(_Section):
     address: Annotated[str, BeforeValidator(lambda a: a if a == DEPLOYER else _address(a))]
     timelock_delay: Integer(MIN_TIMELOCK_DELAY, MAX_TIMELOCK_DELAY, " seconds")
@@ -622,6 +670,7 @@ class _Listing(_Section):
     liquidation: _Liquidation
     trading: _Trading
     backstop: _Backstop = _Backstop()
+    backstop_vault: _BackstopVault = None  # type: ignore[assignment]  # None: no backstop vault
     governance: _Governance = None  # type: ignore[assignment]  # None: the deployer keeps both roles
     options: _Options = None  # type: ignore[assignment]  # None: no option market
 
@@ -648,6 +697,10 @@ class _Listing(_Section):
         depeg = self.settlement.depeg
         if depeg is not None and (not isinstance(depeg.price_id, str) or depeg.price_id not in symbols):
             raise ValueError(f"settlement depeg: unknown price id {_show(depeg.price_id)}")
+        names = [m.name for m in self.markets]
+        for name in self.backstop_vault.max_exposure if self.backstop_vault else ():
+            if name not in names:
+                raise ValueError(f"backstop_vault max_exposure: unknown market {name!r}")
         for i, s in enumerate(self.options.series if self.options else ()):
             if not isinstance(s.underlying, str) or s.underlying not in u_symbols:
                 raise ValueError(f"options.series[{i}]: unknown underlying {_show(s.underlying)}")
@@ -707,6 +760,20 @@ class _Listing(_Section):
             insurance_fund_usd=self.backstop.insurance_fund_usd,
             backstop_coverage=self.backstop.coverage,
             depeg=DepegConfig(symbols.index(s.depeg.price_id), s.depeg.threshold, s.depeg.factor) if s.depeg else None,
+            backstop_vault=self._backstop_vault(),
+        )
+
+    def _backstop_vault(self) -> BackstopVaultConfig | None:
+        b = self.backstop_vault
+        if b is None:
+            return None
+        return BackstopVaultConfig(
+            b.caller_fee_share,
+            b.max_margin_usage,
+            b.auction_discount,
+            b.auction_seconds,
+            b.request_delay_seconds,
+            tuple((name, units * WAD) for name, units in b.max_exposure.items()),
         )
 
 

@@ -145,6 +145,7 @@ class BoaProtocol:
     usdc: object
     tokens: dict
     feeds: dict
+    backstop: object = None  # BackstopVault, when the config has `backstop_vault`
     _nonce: int = 0
     users: list = field(default_factory=list)
 
@@ -169,6 +170,7 @@ class BoaProtocol:
             usdc=at("MockERC20", dep.settlement_token),
             tokens={s: at("MockERC20", a) for s, a in dep.tokens.items()},
             feeds={s: at("MockAggregator", a) for s, a in dep.feeds.items()},
+            backstop=at("BackstopVault", dep.backstop_vault) if dep.backstop_vault else None,
         )
 
     def new_user(self) -> User:

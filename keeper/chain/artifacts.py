@@ -35,6 +35,7 @@ NAMES = {
     "OptionMarket": "OptionMarket.vy",
     "OptionLiquidation": "OptionLiquidation.vy",
     "MockContractWallet": "mocks/MockContractWallet.vy",
+    "BackstopVault": "BackstopVault.vy",
 }
 
 

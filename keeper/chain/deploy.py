@@ -278,6 +278,8 @@ def deploy_protocol(
     run.call("set_engine", vault, "set_engine", engine.address, done=lambda: view(vault, "engine") != ZERO_ADDRESS)
     lens = run.contract("lens", "MarginLens", engine.address, vault.address)
     dep.lens = lens.address
+    if config.backstop_vault is not None:
+        _deploy_backstop_vault(run, view, config, dep, admin, engine.address)
     if config.depeg is not None:
         # the settlement asset's USD price: cash is valued by the vault's depeg rule from here on
         depeg = config.depeg
@@ -401,6 +403,27 @@ def deploy_protocol(
         _name_abi(dep, "timelock", "Timelock")
     dep.status = "complete"
     return dep
+
+
+def _deploy_backstop_vault(
+    run: _Steps, view: Callable, config: ProtocolConfig, dep: Deployment, admin: str, engine: str
+) -> None:
+    """The BackstopVault with its parameters, then its per-market exposure caps, each a step."""
+    b = config.backstop_vault
+    assert b is not None
+    backstop = run.contract("backstop_vault", "BackstopVault", admin, engine, *b.params())
+    dep.backstop_vault = backstop.address
+    markets = {m.name: i for i, m in enumerate(config.markets)}
+    for name, size in b.max_exposure:
+        market_id = markets[name]
+        run.call(
+            f"set_max_exposure {name}",
+            backstop,
+            "set_max_exposure",
+            market_id,
+            size,
+            done=lambda market_id=market_id, size=size: view(backstop, "max_exposure", market_id) == size,
+        )
 
 
 def series_name(underlying: str, expiry_days: float, is_call: bool, strike_usd: int) -> str:

@@ -70,6 +70,7 @@ class Deployment:
     health_attestor: str = ""  # HealthAttestor (its position version source is the engine)
     option_liquidation: str = ""  # OptionLiquidation: the code OptionMarket.liquidate_options runs
     option_series: dict[str, int] = field(default_factory=dict)  # "ETH-30D-C-2200" -> series id
+    backstop_vault: str = ""  # BackstopVault ("" = none): a depositor-owned liquidator
     # manifest field ("engine", "timelock") -> its contract's committed ABI, relative to the
     # repository root ("abi/MarginEngine.json", written by bin/abi); mocks have none
     abis: dict[str, str] = field(default_factory=dict)

@@ -19,6 +19,7 @@ GOVERNED = (
     ("option_market", "OptionMarket"),
     ("vol_feed", "VolFeed"),
     ("health_attestor", "HealthAttestor"),
+    ("backstop_vault", "BackstopVault"),
 )
 
 

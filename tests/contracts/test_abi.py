@@ -212,6 +212,7 @@ CALLEES: dict[str, tuple[str, ...]] = {
     "IOptionMarket": ("OptionMarket",),
     "IAttestor": ("HealthAttestor",),
     "IVolFeed": ("VolFeed",),
+    "IMatching": ("Matching",),
     # the deployables whose code the engine and the option market run by delegatecall
     "MarginEngine.vy:ILiquidation": ("EngineLiquidation",),
     "OptionMarket.vy:ILiquidation": ("OptionLiquidation",),
