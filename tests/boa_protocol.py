@@ -249,6 +249,14 @@ def events(contract, name: str) -> list:
     return [log for log in contract.get_logs(computation=_block_state.get("last")) if type(log).__name__ == name]
 
 
+def tx_logs(contract) -> list:
+    """All logs of the last transaction (child calls included), whichever contract it entered
+    through, decoded where the emitting contract is known (raw otherwise). Not
+    `contract.get_logs()`: that reads the last call made through `contract`'s own handle, which
+    for a trade (it enters through the matching contract) is some earlier call, often a view."""
+    return contract.get_logs(computation=_block_state.get("last"), strict=False)
+
+
 def with_delegate_events(contract, code) -> object:
     """`contract` (the engine or the option market), able to decode the events its liquidation
     `code` emits from its address by delegatecall (as `keeper.chain.artifacts.DELEGATES` does
