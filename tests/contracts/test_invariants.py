@@ -58,7 +58,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from keeper.risk.margin import AccountBook, MarketTable, RiskParams, margin
 from tests import profiles
-from tests.boa_protocol import ceil_div, named
+from tests.boa_protocol import ceil_div, named, tx_logs
 
 WAD = 10**18
 MAX_UINT = 2**256 - 1
@@ -396,7 +396,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         STATS[f"{kind}:{'ok' if outcome is None else outcome}"] += 1
 
     def _engine_logs(self):
-        logs = self.w.engine.get_logs(strict=False)
+        logs = tx_logs(self.w.engine)
         self.fills += sum(1 for lg in logs if type(lg).__name__ == "PositionChanged")
         return logs
 
