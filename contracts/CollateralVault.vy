@@ -15,7 +15,9 @@
         depeg"): positive cash at min(p, 1) less depeg_factor x (depeg_threshold - p) below the
         threshold, debt at max(p, 1); unset, cash counts 1:1 as USD.
         The insurance fund is WAD USD of settlement cash; it covers accounts left with negative
-        cash and nothing else, and what it cannot cover is recorded as bad debt. Bad debt is
+        cash and nothing else. What it cannot cover is taken from the backstop vault's cash
+        (`set_backstop`, `contracts/BackstopVault.vy`), up to its equity above its initial
+        margin: its depositors carry the loss. What neither covers is recorded as bad debt. Bad debt is
         then socialized pro rata over positive cash: while any is outstanding (the fund is
         empty by then), a withdrawal of cash pays out only the share
         1 - bad_debt / total positive cash of the amount debited, and the part withheld retires
@@ -131,6 +133,8 @@ bad_debt: public(uint256)
 total_positive_cash: public(uint256)
 # @dev Second contract allowed to move cash (`settle_cash`, `charge_penalty`): the option market.
 option_market: public(address)
+# @dev The BackstopVault whose cash covers deficits after the insurance fund (zero = none).
+backstop: public(address)
 # @dev Withdrawals per account while a health attestor is wired; part of the position version
 #      health attestations bind to.
 withdrawal_count: public(HashMap[address, uint256])
@@ -206,7 +210,13 @@ event InsuranceFunded:
 event DeficitCovered:
     account: indexed(address)
     from_insurance: uint256
+    from_backstop: uint256
     bad_debt: uint256
+
+
+event BackstopSet:
+    previous: indexed(address)
+    backstop: indexed(address)
 
 
 event BadDebtRetired:
@@ -248,6 +258,18 @@ def set_engine(engine_: address):
     assert engine_ != empty(address), "vault: zero engine"
     self.engine = engine_
     log EngineSet(engine=engine_)
+
+
+@external
+def set_backstop(backstop_: address):
+    """
+    @notice Name the backstop vault whose cash covers deficits after the insurance fund
+            (admin); zero removes it.
+    @param backstop_ The BackstopVault, or zero.
+    """
+    roles._check_admin()
+    log BackstopSet(previous=self.backstop, backstop=backstop_)
+    self.backstop = backstop_
 
 
 @external
@@ -660,11 +682,13 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
 def cover_deficit(account: address) -> (uint256, uint256):
     """
     @notice Waterfall for an account left with negative cash and nothing else (engine only):
-            the insurance fund pays first; what it cannot pay is recorded as bad debt. The
-            account's cash becomes zero. The fund never goes negative. An account that still
-            holds options is not written off (returns (0, 0)): their value is part of its
-            equity, so they are liquidated first (`OptionMarket.liquidate_options`).
-    @return (WAD paid by the insurance fund, WAD recorded as bad debt).
+            the insurance fund pays first, then the backstop vault (from its cash, at most its
+            equity above its initial margin, so it is never left liquidatable by it); what
+            neither can pay is recorded as bad debt. The account's cash becomes zero. Neither
+            the fund nor the backstop's cash goes negative. An account that still holds options
+            is not written off (returns (0, 0)): their value is part of its equity, so they are
+            liquidated first (`OptionMarket.liquidate_options`).
+    @return (WAD paid by the insurance fund and the backstop vault, WAD recorded as bad debt).
     """
     self._check_engine()
     balance: int256 = packing._int128_at(self._accounts[account])
@@ -674,14 +698,38 @@ def cover_deficit(account: address) -> (uint256, uint256):
     if market != empty(address) and staticcall IOptionMarket(market).has_positions(account):
         return 0, 0
     deficit: uint256 = convert(-balance, uint256)
-    covered: uint256 = min(deficit, self.insurance_fund)
-    uncovered: uint256 = deficit - covered
-    self.insurance_fund -= covered
+    from_insurance: uint256 = min(deficit, self.insurance_fund)
+    self.insurance_fund -= from_insurance
+    from_backstop: uint256 = 0
+    backstop: address = self.backstop
+    if from_insurance < deficit and backstop != empty(address) and backstop != account:
+        from_backstop = min(deficit - from_insurance, self._backstop_capacity(backstop))
+        if from_backstop != 0:
+            self._add_cash(backstop, -convert(from_backstop, int256))
+            log CashSettled(account=backstop, delta=-convert(from_backstop, int256))
+    uncovered: uint256 = deficit - from_insurance - from_backstop
     self.bad_debt += uncovered
     self._add_cash(account, -balance)
     log CashSettled(account=account, delta=-balance)
-    log DeficitCovered(account=account, from_insurance=covered, bad_debt=uncovered)
-    return covered, uncovered
+    log DeficitCovered(account=account, from_insurance=from_insurance, from_backstop=from_backstop, bad_debt=uncovered)
+    return from_insurance + from_backstop, uncovered
+
+
+@internal
+@view
+def _backstop_capacity(backstop: address) -> uint256:
+    """
+    @dev What the backstop vault can pay towards a deficit, WAD USD: min(its positive cash,
+         its equity - initial margin), 0 when negative.
+    """
+    cash: int256 = packing._int128_at(self._accounts[backstop])
+    if cash <= 0:
+        return 0
+    summary: types.MarginSummary = staticcall IMarginEngine(self.engine).margin_summary(backstop)
+    free: int256 = summary.equity - convert(summary.initial_margin, int256)
+    if free <= 0:
+        return 0
+    return min(convert(cash, uint256), convert(free, uint256))
 
 
 # ---------------------------------------------------------------- views

@@ -279,7 +279,7 @@ def deploy_protocol(
     lens = run.contract("lens", "MarginLens", engine.address, vault.address)
     dep.lens = lens.address
     if config.backstop_vault is not None:
-        _deploy_backstop_vault(run, view, config, dep, admin, engine.address)
+        _deploy_backstop_vault(run, view, config, dep, admin, engine.address, vault)
     if config.depeg is not None:
         # the settlement asset's USD price: cash is valued by the vault's depeg rule from here on
         depeg = config.depeg
@@ -406,13 +406,21 @@ def deploy_protocol(
 
 
 def _deploy_backstop_vault(
-    run: _Steps, view: Callable, config: ProtocolConfig, dep: Deployment, admin: str, engine: str
+    run: _Steps, view: Callable, config: ProtocolConfig, dep: Deployment, admin: str, engine: str, vault: Any
 ) -> None:
-    """The BackstopVault with its parameters, then its per-market exposure caps, each a step."""
+    """The BackstopVault with its parameters, named to the collateral vault as the deficit
+    cover after the insurance fund, then its per-market exposure caps, each a step."""
     b = config.backstop_vault
     assert b is not None
     backstop = run.contract("backstop_vault", "BackstopVault", admin, engine, *b.params())
     dep.backstop_vault = backstop.address
+    run.call(
+        "set_backstop",
+        vault,
+        "set_backstop",
+        backstop.address,
+        done=lambda: view(vault, "backstop") == backstop.address,
+    )
     markets = {m.name: i for i, m in enumerate(config.markets)}
     for name, size in b.max_exposure:
         market_id = markets[name]

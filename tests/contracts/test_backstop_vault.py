@@ -425,3 +425,55 @@ def test_diluting_units_take_no_more_than_the_average(p):
     _, discount, _ = p.backstop.unwind_price(ETH_PERP, inventory)
     assert discount <= total_budget
     assert total_budget >= honest_budget and fee >= 0
+
+
+# ---------------------------------------------------------------- the deficit waterfall
+
+
+def bankrupt(p):
+    """An account long 40 ETH-PERP at $2,000 with $8,000 of cash (its initial margin), gapped
+    to $1,750: $2,000 in debt once its positions are closed at mark."""
+    a, _ = underwater(p, size_eth=40, deposit=8_000, price_after=1750)
+    assert p.equity(a.address) < 0
+    return a
+
+
+def test_backstop_covers_a_deficit_after_the_insurance_fund(p):
+    seed(p)
+    assert p.vault.backstop() == p.backstop.address and p.vault.insurance_fund() == 0
+    a = bankrupt(p)
+    deficit = -p.equity(a.address)
+    cash_before = p.vault.cash(p.backstop.address)
+    price_before = share_price(p)
+    _, logs = liquidate(p, funded(p, 1_000_000), a)
+    (cover,) = [lg for lg in logs if type(lg).__name__ == "DeficitCovered"]
+    assert (cover.from_insurance, cover.from_backstop, cover.bad_debt) == (0, deficit, 0)
+    assert p.vault.cash(p.backstop.address) == cash_before - deficit
+    assert p.vault.bad_debt() == 0
+    # the depositors carried the loss: the share price fell
+    after = share_price(p)
+    assert after[0] * price_before[1] < price_before[0] * after[1]
+
+
+def test_backstop_pays_only_its_equity_above_initial_margin(p):
+    seed(p, 1_000)
+    p.fund_insurance(500)
+    a = bankrupt(p)
+    deficit = -p.equity(a.address)  # $2,000
+    _, logs = liquidate(p, funded(p, 1_000_000), a)
+    (cover,) = [lg for lg in logs if type(lg).__name__ == "DeficitCovered"]
+    # the fund's $500 first, then the vault's $1,000 (no positions: all of it is free), the rest is bad debt
+    assert (cover.from_insurance, cover.from_backstop) == (500 * WAD, 1_000 * WAD)
+    assert cover.bad_debt == deficit - 1_500 * WAD == p.vault.bad_debt()
+    assert p.vault.cash(p.backstop.address) == 0 and p.backstop.totalAssets() == 0
+    # shares exist and the vault has no equity: a deposit would only fill the hole
+    with boa.reverts("backstop: no equity"):
+        request_deposit(p, p.new_user(), 100)
+
+
+def test_only_the_admin_names_the_backstop(p):
+    with boa.env.prank(p.new_user().address), boa.reverts("roles: not admin"):
+        p.vault.set_backstop(p.new_user().address)
+    with boa.env.prank(p.admin):
+        p.vault.set_backstop("0x0000000000000000000000000000000000000000")
+    assert p.vault.backstop() == "0x0000000000000000000000000000000000000000"
