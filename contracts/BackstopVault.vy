@@ -16,7 +16,8 @@
           takes the positions; the caller receives `caller_fee_share` of what the vault gained
           in equity from the call (its penalty share and any collateral discount), so a keeper
           needs no inventory and little capital. The caller is paid from the gain, never
-          from depositors: a liquidation never lowers the share price.
+          from depositors, and a takeover that would lower the vault's equity reverts: a
+          liquidation never lowers the share price.
         - `unwind`: anyone takes the vault's positions off at the index price less a discount
           (a Dutch auction, as Derive auctions a portfolio): it grows linearly from 0 to
           min(`auction_discount`, the engine's `max_price_deviation`) over `auction_time` from
@@ -519,8 +520,9 @@ def liquidate(account: address) -> uint256:
     """
     @notice Liquidate `account` (`MarginEngine.liquidate`) with the vault taking the positions;
             pay the caller `caller_fee_share` of the vault's equity gain from the call.
-    @dev Reverts "backstop: full" (beyond `max_margin_usage` or a market's `max_exposure`), and
-         the engine's reverts ("engine: account not liquidatable", "engine: liquidator below
+    @dev Reverts "backstop: full" (beyond `max_margin_usage` or a market's `max_exposure`),
+         "backstop: takeover at a loss" (the call would lower the vault's equity: a collateral
+         sale whose discount is below the collateral's haircut), and the engine's reverts ("engine: account not liquidatable", "engine: liquidator below
          IM", ...). The gain not paid out joins the discount budgets of the markets whose
          position grew, in proportion to the notional each grew by (`_record_inventory`).
     @param account The account to liquidate.
@@ -533,6 +535,8 @@ def liquidate(account: address) -> uint256:
     assert after.equity > 0, "backstop: full"
     assert after.initial_margin * constants.WAD <= self.max_margin_usage * convert(after.equity, uint256), "backstop: full"
     gain: int256 = after.equity - before
+    # e.g. collateral bought at a discount smaller than its haircut: the depositors would pay
+    assert gain >= 0, "backstop: takeover at a loss"
     fee: uint256 = 0
     kept: uint256 = 0
     if gain > 0:

@@ -477,3 +477,19 @@ def test_only_the_admin_names_the_backstop(p):
     with boa.env.prank(p.admin):
         p.vault.set_backstop("0x0000000000000000000000000000000000000000")
     assert p.vault.backstop() == "0x0000000000000000000000000000000000000000"
+
+
+def test_a_takeover_at_a_loss_is_refused(p):
+    """Collateral bought at a discount smaller than its haircut lowers the buyer's equity: the
+    vault refuses (its share price never falls from a routed liquidation); a direct liquidator
+    can still do it."""
+    seed(p)
+    a, b = p.new_user(), funded(p, 1_000_000)
+    p.deposit_usd(a, 1500)
+    p.deposit(a, "WETH", WAD)
+    p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
+    p.set_price("ETH", 1700)
+    with boa.reverts("backstop: takeover at a loss"):
+        via_backstop(p, p.new_user(), a)
+    notional, _ = liquidate(p, funded(p, 1_000_000), a)
+    assert notional == 17_000 * WAD
