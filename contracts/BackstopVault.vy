@@ -155,7 +155,7 @@ discount_budget: public(HashMap[uint256, uint256])
 # @dev Per market: when the vault's position last grew (the auction clock), and the position
 #      as last recorded (WAD units, signed).
 auction_start: public(HashMap[uint256, uint256])
-_exposure: HashMap[uint256, int256]
+recorded_position: public(HashMap[uint256, int256])
 # @dev Token units of requested deposits held idle here.
 pending_deposits: public(uint256)
 deposit_requests: public(HashMap[address, Request])
@@ -561,7 +561,7 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
     held: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = staticcall IEngine(ENGINE).open_markets(self)
     for market_id: uint256 in held_before:
         if market_id not in held:
-            self._exposure[market_id] = 0
+            self.recorded_position[market_id] = 0
             self.discount_budget[market_id] = 0
     grown: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = []
     weights: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = []
@@ -570,7 +570,7 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
         size: int256 = (staticcall IEngine(ENGINE).positions(self, market_id)).size
         cap: uint256 = self.max_exposure[market_id]
         assert cap == 0 or convert(abs(size), uint256) <= cap, "backstop: full"
-        recorded: int256 = self._exposure[market_id]
+        recorded: int256 = self.recorded_position[market_id]
         if recorded != 0 and (recorded > 0) != (size > 0):
             # the old units are gone: none of their budget stays
             self.discount_budget[market_id] = 0
@@ -580,7 +580,7 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
             growth = convert(abs(size) - abs(recorded), uint256)
         elif abs(size) < abs(recorded):
             self.discount_budget[market_id] = self.discount_budget[market_id] * convert(abs(size), uint256) // convert(abs(recorded), uint256)
-        self._exposure[market_id] = size
+        self.recorded_position[market_id] = size
         if growth != 0:
             self.auction_start[market_id] = block.timestamp
             weight: uint256 = growth * self._index_price(market_id) // constants.WAD
@@ -623,7 +623,7 @@ def _budget(market_id: uint256, inventory: uint256) -> uint256:
          a takeover closed part of it), the units gone took their share.
     """
     budget: uint256 = self.discount_budget[market_id]
-    recorded: uint256 = convert(abs(self._exposure[market_id]), uint256)
+    recorded: uint256 = convert(abs(self.recorded_position[market_id]), uint256)
     if inventory < recorded:
         return budget * inventory // recorded
     return budget
@@ -700,7 +700,7 @@ def unwind(taker: types.Order, taker_signature: Bytes[constants.MAX_SIGNATURE_LE
     carried: uint256 = 0
     price, discount, index, carried = self._unwind_terms(market_id, size, position)
     self.discount_budget[market_id] = self._budget(market_id, inventory) - carried
-    self._exposure[market_id] = position - taker.size
+    self.recorded_position[market_id] = position - taker.size
     nonce: uint256 = self._nonce
     self._nonce = nonce + 1
     maker: types.Order = types.Order(account=self, market=market_id, size=-taker.size, limit_price=price, nonce=nonce, deadline=block.timestamp)

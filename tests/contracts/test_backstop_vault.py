@@ -493,3 +493,66 @@ def test_a_takeover_at_a_loss_is_refused(p):
         via_backstop(p, p.new_user(), a)
     notional, _ = liquidate(p, funded(p, 1_000_000), a)
     assert notional == 17_000 * WAD
+
+
+# ---------------------------------------------------------------- the keeper's mirror
+
+
+def test_keeper_mirror_equals_the_contract(p):
+    """keeper.risk.backstop against the contract to the wei: share conversions at odd prices, the
+    routed liquidation's fee and kept gain, the unwind terms through the auction and after a
+    partial unwind, and the deficit waterfall."""
+    import numpy as np
+
+    from keeper.risk import backstop as mirror
+
+    rng = np.random.default_rng(7)
+    b = p.backstop
+    seed(p, 123_457)
+    a, _ = underwater(p)
+    equity_before = p.equity(b.address)
+    fee = via_backstop(p, p.new_user(), a)
+    gain = p.equity(b.address) + fee * SCALE - equity_before
+    assert (fee, b.discount_budget(ETH_PERP)) == mirror.caller_fee(gain, b.caller_fee_share(), SCALE)
+    total, supply = b.totalAssets(), b.totalSupply()
+    assert total == mirror.total_assets(p.equity(b.address), SCALE)
+    for x in [1, 999, *(int(v) for v in rng.integers(1, 10**15, 20))]:
+        assert b.convertToShares(x) == mirror.to_shares(x, total, supply)
+        assert b.convertToAssets(x * 10**6) == mirror.to_assets(x * 10**6, total, supply)
+    started = b.auction_start(ETH_PERP)
+    position = p.engine.positions(b.address, ETH_PERP).size
+    taker = funded(p, 1_000_000)
+    for step in range(5):
+        wait(p, int(rng.integers(60, 1500)))
+        rate = mirror.discount_rate(
+            b.auction_discount(),
+            p.engine.max_price_deviation(),
+            boa.env.evm.patch.timestamp - started,
+            b.auction_time(),
+        )
+        for size in (1, position // 3, abs(position)):
+            terms = mirror.unwind_terms(
+                1820 * WAD, rate, b.discount_budget(ETH_PERP), b.recorded_position(ETH_PERP), position, size
+            )
+            assert b.unwind_price(ETH_PERP, size) == (terms.price, terms.discount, 1820 * WAD)
+        if step == 2:  # a partial unwind, then the rest priced from what is left
+            sold = position // 4
+            terms = mirror.unwind_terms(
+                1820 * WAD, rate, b.discount_budget(ETH_PERP), b.recorded_position(ETH_PERP), position, sold
+            )
+            budget = b.discount_budget(ETH_PERP)
+            b.unwind(*take_order(p, taker, sold, 1820 * WAD))
+            position -= sold
+            assert b.discount_budget(ETH_PERP) == budget - terms.carried
+    # the waterfall: a bankrupt account with a little insurance fund
+    p.fund_insurance(300)
+    p.set_price("ETH", 2000)
+    bad = bankrupt(p)
+    deficit = -p.equity(bad.address)
+    summary = p.engine.margin_summary(b.address)
+    expected = mirror.cover_deficit(
+        deficit, p.vault.insurance_fund(), p.vault.cash(b.address), summary.equity, summary.initial_margin
+    )
+    _, logs = liquidate(p, funded(p, 1_000_000), bad)
+    (cover,) = [lg for lg in logs if type(lg).__name__ == "DeficitCovered"]
+    assert (cover.from_insurance, cover.from_backstop, cover.bad_debt) == tuple(expected)
