@@ -265,9 +265,18 @@ def set_backstop(backstop_: address):
     """
     @notice Name the backstop vault whose cash covers deficits after the insurance fund
             (admin); zero removes it.
+    @dev Reverts "vault: not a backstop of this vault" unless `backstop_` answers
+         `COLLATERAL_VAULT()` with this vault: an account that never agreed to it (an
+         ordinary user's) cannot be named to pay others' deficits.
     @param backstop_ The BackstopVault, or zero.
     """
     roles._check_admin()
+    if backstop_ != empty(address):
+        # a contract without the getter (or an account without code) answers nothing
+        ok: bool = False
+        answer: Bytes[32] = b""
+        ok, answer = raw_call(backstop_, method_id("COLLATERAL_VAULT()"), max_outsize=32, is_static_call=True, revert_on_failure=False)
+        assert ok and len(answer) == 32 and convert(answer, uint256) == convert(self, uint256), "vault: not a backstop of this vault"
     log BackstopSet(previous=self.backstop, backstop=backstop_)
     self.backstop = backstop_
 

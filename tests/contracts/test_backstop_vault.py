@@ -473,8 +473,13 @@ def test_backstop_pays_only_its_equity_above_initial_margin(p):
 
 def test_only_the_admin_names_the_backstop(p):
     with boa.env.prank(p.new_user().address), boa.reverts("roles: not admin"):
-        p.vault.set_backstop(p.new_user().address)
+        p.vault.set_backstop(p.backstop.address)
+    # an account that never agreed to pay others' deficits cannot be named
     with boa.env.prank(p.admin):
+        with boa.reverts("vault: not a backstop of this vault"):
+            p.vault.set_backstop(funded(p, 1_000).address)
+        with boa.reverts("vault: not a backstop of this vault"):
+            p.vault.set_backstop(p.engine.address)
         p.vault.set_backstop("0x0000000000000000000000000000000000000000")
     assert p.vault.backstop() == "0x0000000000000000000000000000000000000000"
 
