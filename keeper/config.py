@@ -773,7 +773,8 @@ class _Listing(_Section):
             b.auction_discount,
             b.auction_seconds,
             b.request_delay_seconds,
-            tuple((name, units * WAD) for name, units in b.max_exposure.items()),
+            # in the markets' order, whatever the file's: the config echo compares equal
+            tuple((m.name, b.max_exposure[m.name] * WAD) for m in self.markets if m.name in b.max_exposure),
         )
 
 

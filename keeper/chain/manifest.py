@@ -137,6 +137,7 @@ class _Manifest(BaseModel):
     option_market: Address = ""
     vol_feed: Address = ""
     health_attestor: Address = ""
+    backstop_vault: Address = ""
     option_series: Ids = {}
     abis: dict[str, Annotated[StrictStr, AfterValidator(_relative_path)]] = {}
     # passed through unchecked, as before

@@ -47,6 +47,7 @@ CONTRACT_FIELDS = (
     "vol_feed",
     "health_attestor",
     "option_liquidation",
+    "backstop_vault",
 )
 
 

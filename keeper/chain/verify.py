@@ -122,6 +122,8 @@ def verify_deployment(
     addresses |= {f"token {s}": a for s, a in d.tokens.items()}
     if d.timelock:
         addresses["Timelock"] = d.timelock
+    if d.backstop_vault:
+        addresses["BackstopVault"] = d.backstop_vault
     for label, address in addresses.items():
         has_code = bool(address) and len(w3.eth.get_code(address)) > 0
         add(label, "contract code at", address or "(none)", address if has_code else "no code")
@@ -242,6 +244,8 @@ def verify_deployment(
 
     if config.options is not None:
         _check_options(d, config, at, read, add, engine, vault)
+    if config.backstop_vault is not None:
+        _check_backstop_vault(d, config, at, read, add, engine, vault)
 
     # roles
     governed = config.governance is not None
@@ -266,6 +270,29 @@ def verify_deployment(
         add("Timelock", "governance", config.governance.address, read(timelock, "governance"))
         add("Timelock", "delay (s)", config.governance.timelock_delay, read(timelock, "delay"))
     return checks
+
+
+def _check_backstop_vault(d: Deployment, config: ProtocolConfig, at, read, add, engine, vault) -> None:
+    """The backstop vault: recorded, wired to this engine and named by the collateral vault as
+    its deficit cover, its parameters and per-market exposure caps as configured."""
+    b = config.backstop_vault
+    assert b is not None
+    add("BackstopVault", "recorded in the manifest", True, bool(d.backstop_vault))
+    if not d.backstop_vault:
+        return
+    backstop = at("BackstopVault", d.backstop_vault)
+    add("BackstopVault", "ENGINE", d.engine, read(backstop, "ENGINE"))
+    add("BackstopVault", "COLLATERAL_VAULT", d.vault, read(backstop, "COLLATERAL_VAULT"))
+    add("CollateralVault", "backstop", d.backstop_vault, read(vault, "backstop"))
+    for name, value in zip(
+        ("caller_fee_share", "max_margin_usage", "auction_discount", "auction_time", "request_delay"),
+        b.params(),
+        strict=True,
+    ):
+        add("BackstopVault", name, value, read(backstop, name), wad=name not in ("auction_time", "request_delay"))
+    markets = {m.name: i for i, m in enumerate(config.markets)}
+    for name, size in b.max_exposure:
+        add("BackstopVault", f"{name} max_exposure", size, read(backstop, "max_exposure", markets[name]), wad=True)
 
 
 def _check_options(d: Deployment, config: ProtocolConfig, at, read, add, engine, vault) -> None:

@@ -258,6 +258,7 @@ def test_manifest_names_each_contracts_abi(tmp_path):
         "matching": "Matching",
         "engine_liquidation": "EngineLiquidation",
         "option_liquidation": "OptionLiquidation",
+        "backstop_vault": "BackstopVault",
     }
     assert dep.abis == {key: f"abi/{name}.json" for key, name in expected.items()}
     assert all((ROOT / p).is_file() for p in dep.abis.values()), dep.abis  # committed by bin/abi

@@ -27,7 +27,7 @@ CONFIG = load_config()
 # USDC / USD), oracle, vault, engine liquidation code, engine, matching, lens, WETH, WBTC) and 25
 # calls (3 x add_price_id + set_feeds, set_matching, set_engine, the depeg rule + settlement price
 # id, 2 list_asset, liquidation + trade params, 2 add_underlying, penalty ramp, 4 x list_market + caps)
-CLEAN_TXS = 12 + 25
+CLEAN_TXS = 12 + 31
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,7 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
         "engine",
         "matching",
         "lens",
+        "backstop_vault",
         "tokens.WETH",
         "tokens.WBTC",
     }
@@ -140,10 +141,12 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
         (3, "add_price_id ETH", True),
         (15, "set_matching", True),
         (16, "set_engine", True),
-        (18, "set_depeg_params", True),
-        (19, "set_settlement_price_id", True),
-        (21, "list_asset WETH", False),
-        (31, "list_market ETH-FUT", True),
+        (19, "set_backstop", True),
+        (20, "set_max_exposure ETH-PERP", False),
+        (24, "set_depeg_params", True),
+        (25, "set_settlement_price_id", True),
+        (27, "list_asset WETH", False),
+        (37, "list_market ETH-FUT", True),
     ],
     ids=lambda v: {False: "before-send", True: "after-mined"}.get(v, str(v)) if isinstance(v, bool) else str(v),
 )
@@ -254,6 +257,7 @@ def test_existing_tokens_and_feeds_no_mocks_on_non_development_chain(w3, tmp_pat
         "engine",
         "matching",
         "lens",
+        "backstop_vault",
     }  # nothing but the protocol deployed
     checks = verify_deployment(w3, dep, config)
     assert mismatches(checks) == []
@@ -280,7 +284,7 @@ def test_timelock_takes_the_roles(w3, tmp_path, governance):
     checks = verify_deployment(w3, dep, config)
     assert mismatches(checks) == []
     admins = [c for c in checks if c.parameter == "admin"]
-    assert len(admins) == 3 and all(c.expected == dep.timelock for c in admins)
+    assert len(admins) == 4 and all(c.expected == dep.timelock for c in admins)
     # governance other than the deployer accepts the admin role later: shown as PENDING
     assert {c.result for c in admins} == ({"OK"} if governance == ADMIN else {"PENDING"})
     assert all(c.actual == dep.timelock for c in checks if c.parameter == "risk_admin")
@@ -290,8 +294,8 @@ def test_interrupted_governance_handover_is_retried_or_refused(w3, tmp_path):
     config = load_config(
         config_file(tmp_path, lambda raw: raw.update(governance={"address": ADMIN, "timelock_delay": 3600}))
     )
-    # after the protocol's CLEAN_TXS (37) transactions: deploy the timelock (37), set_risk_admin +
-    # propose_admin on oracle, vault, engine (38-43), accept_admin_of oracle, vault, engine (44-46)
+    # after the protocol's CLEAN_TXS (43) transactions: deploy the timelock (43), set_risk_admin +
+    # propose_admin on oracle, vault, engine, backstop vault (44-51), accept_admin_of each (52-55)
     retry = tmp_path / "retry.json"
     with pytest.raises(RuntimeError):
         deploy(w3, retry, config=config, backend=FailingBackend(w3, CLEAN_TXS + 3, after_send=False))
@@ -300,7 +304,7 @@ def test_interrupted_governance_handover_is_retried_or_refused(w3, tmp_path):
 
     refused = tmp_path / "refused.json"
     with pytest.raises(RuntimeError):
-        deploy(w3, refused, config=config, backend=FailingBackend(w3, CLEAN_TXS + 8, after_send=False), force_new=True)
+        deploy(w3, refused, config=config, backend=FailingBackend(w3, CLEAN_TXS + 10, after_send=False), force_new=True)
     with pytest.raises(
         DeployError,
         match=r"^the governance handover was interrupted after OracleRouter accepted "
