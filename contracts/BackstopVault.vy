@@ -21,7 +21,8 @@
         - `unwind`: anyone takes the vault's positions off at the index price less a discount
           (a Dutch auction, as Derive auctions a portfolio): it grows linearly from 0 to
           min(`auction_discount`, the engine's `max_price_deviation`) over `auction_time` from
-          the last time the vault's position in that market grew. The discounts are paid from
+          the position's start: a takeover that grows it moves the start towards now by the
+          share of the position that is new. The discounts are paid from
           the liquidation gains the vault kept (`discount_budget`, per market, shared equally by
           the units of its position there): depositors never pay out in discounts more than the
           takeovers that built a position paid them, and a coalition that is liquidated into
@@ -554,9 +555,10 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
     """
     @dev After a takeover: check the exposure caps and bring each market's recorded position,
          auction clock and discount budget up to date. A position that shrank keeps the budget
-         share of the units left; one that closed or changed side keeps none; one that grew
-         restarts its auction and receives a share of `kept` (WAD USD) in proportion to the
-         notional it grew by at the index. Reverts "backstop: full".
+         share of the units left; one that closed or changed side keeps none and starts its
+         clock again; one that grew by g units from o moves its start s to
+         now - (now - s) * o / (o + g), and receives a share of `kept` (WAD USD) in proportion
+         to the notional it grew by at the index. Reverts "backstop: full".
     """
     held: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = staticcall IEngine(ENGINE).open_markets(self)
     for market_id: uint256 in held_before:
@@ -582,7 +584,11 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
             self.discount_budget[market_id] = self.discount_budget[market_id] * convert(abs(size), uint256) // convert(abs(recorded), uint256)
         self.recorded_position[market_id] = size
         if growth != 0:
-            self.auction_start[market_id] = block.timestamp
+            # the clock moves towards now by the share of the position that is new (rounded
+            # up): a dust takeover cannot hold back the discount on a large older position
+            old: uint256 = convert(abs(recorded), uint256)
+            start: uint256 = self.auction_start[market_id]
+            self.auction_start[market_id] = block.timestamp - (block.timestamp - start) * old // (old + growth)
             weight: uint256 = growth * self._index_price(market_id) // constants.WAD
             grown.append(market_id)
             weights.append(weight)

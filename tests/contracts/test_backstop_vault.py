@@ -561,3 +561,22 @@ def test_keeper_mirror_equals_the_contract(p):
     _, logs = liquidate(p, funded(p, 1_000_000), bad)
     (cover,) = [lg for lg in logs if type(lg).__name__ == "DeficitCovered"]
     assert (cover.from_insurance, cover.from_backstop, cover.bad_debt) == tuple(expected)
+
+
+def test_a_small_takeover_barely_moves_the_auction_clock(p):
+    """Growth moves the auction's start towards now by the new share of the position only: a
+    coalition cannot hold back the discount on a large position by feeding it dust."""
+    seed(p)
+    a, _ = underwater(p)
+    via_backstop(p, p.new_user(), a)
+    first = p.engine.positions(p.backstop.address, ETH_PERP).size
+    start = p.backstop.auction_start(ETH_PERP)
+    wait(p, 3000)
+    p.set_price("ETH", 2000)
+    small, _ = underwater(p, size_eth=4, deposit=1_000)
+    via_backstop(p, p.new_user(), small)
+    now = boa.env.evm.patch.timestamp
+    grown = p.engine.positions(p.backstop.address, ETH_PERP).size - first
+    assert 0 < grown < first
+    assert p.backstop.auction_start(ETH_PERP) == now - (now - start) * first // (first + grown)
+    assert now - p.backstop.auction_start(ETH_PERP) > 2000  # most of the hour's discount stays
