@@ -97,6 +97,7 @@ interface IEngine:
 
 
 interface IVault:
+    def backstop_paid() -> uint256: view
     def deposit(token: address, amount: uint256): nonpayable
     def withdraw_to(token: address, amount: uint256, receiver: address): nonpayable
     def SETTLEMENT_TOKEN() -> address: view
@@ -520,22 +521,28 @@ def claim_redeem() -> uint256:
 def liquidate(account: address) -> uint256:
     """
     @notice Liquidate `account` (`MarginEngine.liquidate`) with the vault taking the positions;
-            pay the caller `caller_fee_share` of the vault's equity gain from the call.
+            pay the caller `caller_fee_share` of the vault's gain from the call: its equity
+            change plus any deficit of the account it covered in the call (the waterfall would
+            have taken that from it whoever liquidated).
     @dev Reverts "backstop: full" (beyond `max_margin_usage` or a market's `max_exposure`),
-         "backstop: takeover at a loss" (the call would lower the vault's equity: a collateral
-         sale whose discount is below the collateral's haircut), and the engine's reverts ("engine: account not liquidatable", "engine: liquidator below
+         "backstop: takeover at a loss" (the call would lower the vault's equity by more than
+         the deficit it covered: a collateral sale whose discount is below the collateral's
+         haircut), and the engine's reverts ("engine: account not liquidatable", "engine: liquidator below
          IM", ...). The gain not paid out joins the discount budgets of the markets whose
          position grew, in proportion to the notional each grew by (`_record_inventory`).
     @param account The account to liquidate.
     @return The caller's fee, token units.
     """
     before: int256 = (staticcall IEngine(ENGINE).margin_summary(self)).equity
+    paid_before: uint256 = staticcall IVault(COLLATERAL_VAULT).backstop_paid()
     held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = staticcall IEngine(ENGINE).open_markets(self)
     notional: uint256 = extcall IEngine(ENGINE).liquidate(account)
     after: types.MarginSummary = staticcall IEngine(ENGINE).margin_summary(self)
     assert after.equity > 0, "backstop: full"
     assert after.initial_margin * constants.WAD <= self.max_margin_usage * convert(after.equity, uint256), "backstop: full"
-    gain: int256 = after.equity - before
+    # a deficit the vault covered in this call (the waterfall) it would have paid whoever
+    # liquidated: it is not the takeover's loss
+    gain: int256 = after.equity - before + convert(staticcall IVault(COLLATERAL_VAULT).backstop_paid() - paid_before, int256)
     # e.g. collateral bought at a discount smaller than its haircut: the depositors would pay
     assert gain >= 0, "backstop: takeover at a loss"
     fee: uint256 = 0

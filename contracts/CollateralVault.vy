@@ -133,8 +133,11 @@ bad_debt: public(uint256)
 total_positive_cash: public(uint256)
 # @dev Second contract allowed to move cash (`settle_cash`, `charge_penalty`): the option market.
 option_market: public(address)
-# @dev The BackstopVault whose cash covers deficits after the insurance fund (zero = none).
+# @dev The BackstopVault whose cash covers deficits after the insurance fund (zero = none), and
+#      what it has paid so (WAD USD, only grows): it tells a takeover's gain from a deficit the
+#      vault would have paid whoever liquidated.
 backstop: public(address)
+backstop_paid: public(uint256)
 # @dev Withdrawals per account while a health attestor is wired; part of the position version
 #      health attestations bind to.
 withdrawal_count: public(HashMap[address, uint256])
@@ -714,6 +717,7 @@ def cover_deficit(account: address) -> (uint256, uint256):
     if from_insurance < deficit and backstop != empty(address) and backstop != account:
         from_backstop = min(deficit - from_insurance, self._backstop_capacity(backstop))
         if from_backstop != 0:
+            self.backstop_paid += from_backstop
             self._add_cash(backstop, -convert(from_backstop, int256))
             log CashSettled(account=backstop, delta=-convert(from_backstop, int256))
     uncovered: uint256 = deficit - from_insurance - from_backstop

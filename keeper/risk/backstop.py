@@ -7,7 +7,8 @@ the vault's share units (token decimals + 6), everything else WAD (1e18) USD or 
 - shares and assets (OpenZeppelin ERC4626 virtual shares, `_decimalsOffset` = 6), rounded down:
       to_shares(a) = floor(a * (supply + 1e6) / (total + 1)),  to_assets(s) = floor(s * (total + 1) / (supply + 1e6))
   with total = `total_assets(equity)` = floor(max(equity, 0) / scale), scale = 10**(18 - token decimals)
-- caller fee of a routed liquidation that raised the vault's equity by `gain`:
+- caller fee of a routed liquidation whose gain is `gain` (the vault's equity change plus any
+  deficit of the account the waterfall took from the vault in the call):
       fee = floor(floor(gain * caller_fee_share / 1e18) / scale) token units; the rest, gain - fee * scale, is kept
 - unwind (a Dutch auction): rate = floor(min(auction_discount, max_price_deviation) * min(elapsed, T) / T);
   the `size` units sold of an inventory of `inventory` carry floor(budget * size / inventory) of the

@@ -580,3 +580,21 @@ def test_a_small_takeover_barely_moves_the_auction_clock(p):
     assert 0 < grown < first
     assert p.backstop.auction_start(ETH_PERP) == now - (now - start) * first // (first + grown)
     assert now - p.backstop.auction_start(ETH_PERP) > 2000  # most of the hour's discount stays
+
+
+def test_a_bankrupt_account_can_be_routed_to_the_vault(p):
+    """The deficit the waterfall takes from the vault in a routed call is not the takeover's
+    loss (it would have paid it whoever liquidated): the route goes through, with no fee, and the
+    keeper still holds nothing."""
+    seed(p)
+    a = bankrupt(p)
+    deficit = -p.equity(a.address)
+    paid_before = p.vault.backstop_paid()
+    keeper = p.new_user()
+    equity_before = p.equity(p.backstop.address)
+    assert via_backstop(p, keeper, a) == 0  # no penalty from a bankrupt account: no fee
+    assert p.vault.backstop_paid() - paid_before == deficit
+    assert p.equity(p.backstop.address) == equity_before - deficit
+    assert p.engine.positions(p.backstop.address, ETH_PERP).size == 40 * WAD
+    assert p.engine.open_markets(keeper.address) == [] and p.usdc.balanceOf(keeper.address) == 0
+    assert p.vault.bad_debt() == 0
