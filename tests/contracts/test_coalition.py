@@ -1649,7 +1649,7 @@ def test_coalition_machine_with_options(_deployed):
 # nonce and settlement-race ones, the keeper, every invariant above) on a deployment whose
 # backstop vault (contracts/BackstopVault.vy) holds honest depositors' money (two honest LPs,
 # $400,000 and $200,000) and a coalition member's ($5,000), and whose insurance fund is small
-# ($20,000), so that deficits land on the vault. The coalition also:
+# ($5,000), so that deficits land on the vault. The coalition also:
 #   - requests, claims and cancels deposits and redemptions at any time, and in particular just
 #     before it moves a price, triggers liquidations it knows are coming or lets a known deficit
 #     land on the vault (`informed_move`, `self_liquidation`); honest accounts do so at random;
@@ -1704,7 +1704,7 @@ class BackstopWorld(World):
     """`World` with a small insurance fund and the backstop vault seeded by two honest LPs and
     one coalition member."""
 
-    INSURANCE = 20_000
+    INSURANCE = 5_000
     LP_DOLLARS = (400_000, 200_000)
     COALITION_LP_DOLLARS = 5_000
 
@@ -2111,7 +2111,7 @@ class BackstopCoalitionMachine(CoalitionMachine):
         pre=PRE_OP,
         dollars=DEPOSIT_DOLLARS,
         route=st.sampled_from([True, True, False]),
-        buyback=st.sampled_from([None, None, 0, 1800, 3600, 7200]),
+        buyback=st.sampled_from([None, 0, 1800, 3600, 3600, 7200]),
     )
     def self_liquidation(self, v, pid, x, bp, long_, c, pre, dollars, route, buyback):
         """A coalition account V opens a leveraged position against the coalition account with
@@ -2123,6 +2123,15 @@ class BackstopCoalitionMachine(CoalitionMachine):
         the vault's whole position in the market back at the auction price."""
         self._step()
         w = self.w
+        market = self._self_liquidation(v, pid, x, bp, long_, route, lambda: self._pre(c, pre, dollars))
+        if buyback is not None and self.pos[w.V].get(market, 0):
+            if buyback:
+                self._jump(buyback, 0)
+            self._unwind(self._richest(w.coal + [w.cliq], None), market, 1000)
+            self._keeper()
+
+    def _self_liquidation(self, v, pid, x, bp, long_, route, before_move) -> int:
+        w = self.w
         market = w.perps[pid]
         uv = w.coal[v]
         uw = self._richest(w.coal + [w.cliq], uv)
@@ -2130,16 +2139,84 @@ class BackstopCoalitionMachine(CoalitionMachine):
         size = max(1, min(self._max_size([uv.address], market), self._max_size([uw.address], market)) * x // 1000)
         buyer, seller = (uv, uw) if long_ else (uw, uv)
         self._trade(buyer, seller, market, size, index, "self-liquidation open")
-        self._pre(c, pre, dollars)
+        before_move()
         self._move(pid, bp if long_ else -bp)
         self._next_block()
         if route:
             self._route(w.cliq, uv.address)
         self._keeper()
-        if buyback is not None and self.pos[w.V].get(market, 0):
-            if buyback:
-                self._jump(buyback, 0)
+        return market
+
+    @rule(
+        h=ACTOR_H,
+        c=ACTOR_C,
+        pid=st.integers(0, 1),
+        x=st.sampled_from([900, 1000]),
+        bp=st.sampled_from([-1000, -700, -600, -300]),
+        long_=st.booleans(),
+        pre=PRE_OP,
+        dollars=DEPOSIT_DOLLARS,
+        buyback=st.sampled_from([None, 1800, 3600, 7200]),
+    )
+    def honest_routed(self, h, c, pid, x, bp, long_, pre, dollars, buyback):
+        """An honest account takes a leveraged position (x per mille of its maximum) from a
+        coalition account at the index; coalition member c acts on the vault knowing the move
+        that follows (a deposit before the liquidation gain it will route); the feed moves
+        against the honest account; next block the coalition keeper routes its liquidation into
+        the vault (and collects the caller fee), then the honest keeper acts; after `buyback`
+        seconds the coalition account with the most free margin buys the inventory back."""
+        self._step()
+        w = self.w
+        market = w.perps[pid]
+        hu = w.honest[h]
+        cu = self._richest(w.coal + [w.cliq], None)
+        size = max(1, self._max_size([hu.address], market) * x // 1000)
+        buyer, seller = (hu, cu) if long_ else (cu, hu)
+        self._trade(buyer, seller, market, size, self._prices()[pid], "honest-routed open")
+        self._pre(c, pre, dollars)
+        self._move(pid, bp if long_ else -bp)
+        self._next_block()
+        self._route(w.cliq, hu.address)
+        self._keeper()
+        if buyback and self.pos[w.V].get(market, 0):
+            self._jump(buyback, 0)
             self._unwind(self._richest(w.coal + [w.cliq], None), market, 1000)
+            self._keeper()
+
+    @rule(
+        who=st.sampled_from([0, 1, 2, 3, 4]),
+        redeem=st.booleans(),
+        dollars=DEPOSIT_DOLLARS,
+        x=st.sampled_from([100, 1000]),
+        v=ACTOR_C,
+        pid=st.integers(0, 1),
+        bp=st.sampled_from([-3000, -1500, -700, -510, 300, 1000]),
+        long_=st.booleans(),
+        route=st.booleans(),
+        offset=st.sampled_from([0, 1800, CLAIM_WINDOW]),
+        then=st.sampled_from([0, 500, 1000]),
+    )
+    def request_across_event(self, who, redeem, dollars, x, v, pid, bp, long_, route, offset, then):
+        """A request straddles an event its owner knows: coalition member or honest LP `who`
+        requests a redemption (x per mille of its shares) or a deposit; a coalition account V
+        opens a position and the feed moves by bp against it (from a liquidatable account that
+        pays the vault a penalty to one whose deficit lands on it), routed into the vault or
+        not; the feed then moves by `then` bp against the vault's inventory there (a known loss
+        on it); then time reaches `offset` seconds into the request's claim window (the feeds
+        republish, exogenous) and every matured request is claimed (checked against its quote)."""
+        self._step()
+        w = self.w
+        u = (w.coal + w.lps)[who]
+        self._vault_op(u, 3 if redeem else 0, dollars, x)
+        self._self_liquidation(v, pid, 1000, bp, long_, route, lambda: None)
+        inv = sum(sz for m, sz in self.pos[w.V].items() if w.pid[m] == pid)
+        if then and inv:
+            self._move(pid, -then if inv > 0 else then)
+            self._keeper()
+        req = (w.bv.redeem_requests if redeem else w.bv.deposit_requests)(u.address)
+        if req.amount:
+            self._jump(max(1, req.ready_at + offset - boa.env.evm.patch.timestamp), 0)
+            self._claim_matured([u])
             self._keeper()
 
     @rule(
@@ -2239,7 +2316,9 @@ BackstopCoalitionMachine.TestCase.settings = BACKSTOP_SETTINGS
 BACKSTOP_REACHED = (
     "backstop: routed liquidations",
     "backstop: routed liquidations of coalition accounts",
+    "backstop: routed liquidations of honest accounts",
     "backstop: unwinds with a discount",
+    "backstop: unwinds with a discount by the coalition",
     "backstop: deficits covered",
     "backstop: claim_deposit completed",
     "backstop: claim_redeem completed",
