@@ -2333,3 +2333,68 @@ def test_coalition_machine_with_backstop_vault(_deployed):
     if profiles.current() == "ci":
         missing = [k for k in BACKSTOP_REACHED if STATS[k] == 0]
         assert not missing, f"the fixed sequence reached none of {missing}: {dict(STATS)}"
+
+
+# ---------------------------------------------------------------- what remains (docs/threat-model.md, "Backstop vault")
+
+
+def test_backstop_matured_deposit_claimed_before_a_known_gain_shares_it(protocol):
+    """What the claim window leaves: a deposit request that has matured can be claimed at any
+    moment of its hour, so its owner claims just before a gain it knows is coming (here a
+    liquidation it will route) and shares that gain pro rata. Bounded by its pro-rata share of
+    the gains of that hour, for capital that waited idle a whole request delay; a second past
+    the window the claim is refused (`test_backstop_vault.py::
+    test_a_matured_request_cannot_be_kept_for_later`)."""
+    from tests.contracts.test_backstop_vault import DAY, claim_deposit, request_deposit, seed, underwater, via_backstop
+
+    p = protocol
+    bv = p.backstop
+    lp = seed(p, 1_000_000)
+    attacker = p.new_user()
+    request_deposit(p, attacker, 1_000_000)
+    boa.env.time_travel(seconds=DAY + 1800)  # half an hour into its claim window
+    for feed in p.feeds.values():
+        republish(feed.address)
+    a, _ = underwater(p)  # the liquidation the attacker knows is coming
+    minted = claim_deposit(p, attacker)
+    total0, supply = bv.totalAssets(), bv.totalSupply()
+    fee = via_backstop(p, p.new_user(), a)
+    gain = bv.totalAssets() - total0
+    assert gain > 0 and fee > 0
+    value = minted * (bv.totalAssets() + 1) // (supply + VIRTUAL_SHARES)
+    earned = value - 1_000_000 * USDC
+    assert earned > 0  # it shares the gain: the residual
+    assert earned <= gain * minted // supply + 1  # no more than its pro-rata share
+    lp_value = bv.balanceOf(lp.address) * (bv.totalAssets() + 1) // (supply + VIRTUAL_SHARES)
+    assert lp_value - 1_000_000 * USDC >= gain - earned - 2  # the rest stays with who was there
+
+
+def test_backstop_unwind_front_run_of_an_index_update_is_the_index_latency_class(protocol):
+    """Oracle latency: a taker who sees the next index update coming (the vault is long, ETH is
+    about to be published 5% higher) takes the inventory at the stale index less the discount
+    and keeps the move. The vault's depositors lose size x move + the discount: the move is the
+    same loss as any fill at a stale index (a liquidation at the index front-run the same way,
+    docs/threat-model.md "Price gaps"); the discount stays within the budget the takeover
+    paid."""
+    from tests.contracts.test_backstop_vault import seed, underwater, via_backstop
+
+    p = protocol
+    bv = p.backstop
+    seed(p)
+    a, _ = underwater(p)  # ETH at 1,820
+    via_backstop(p, p.new_user(), a)
+    boa.env.time_travel(seconds=bv.auction_time())
+    for feed in p.feeds.values():
+        republish(feed.address)
+    inventory = p.engine.positions(bv.address, ETH_PERP).size
+    budget = bv.discount_budget(ETH_PERP)
+    price, discount, index = bv.unwind_price(ETH_PERP, inventory)
+    assert discount <= budget and index == 1820 * WAD
+    taker = p.new_user()
+    p.deposit_usd(taker, 1_000_000)
+    eq0 = p.engine.margin_summary(taker.address).equity
+    bv.unwind(*p.order(taker, ETH_PERP, inventory, price))
+    p.set_price("ETH", 1911)  # the update it front-ran: +5%
+    gained = p.engine.margin_summary(taker.address).equity - eq0
+    move = inventory * (1911 - 1820)
+    assert abs(gained - (move + discount)) <= WAD  # the move plus the discount, to rounding
