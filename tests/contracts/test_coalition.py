@@ -1694,7 +1694,7 @@ TAGS["quote"] = "backstop: a claim paid or minted more than the worse of its two
 TAGS["pending"] = "backstop: pending deposits differ from the requests or from the tokens the vault holds"
 
 BACKSTOP_SETTINGS = profiles.machine_settings(
-    {"ci": (20, 28), "dev": (20, 28), "deep": (300, 60)},
+    {"ci": (18, 28), "dev": (18, 28), "deep": (300, 60)},
     verbosity=Verbosity.normal,
     report_multiple_bugs=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if profiles.current() == "deep" else []),
