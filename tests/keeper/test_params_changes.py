@@ -51,7 +51,7 @@ def test_example_file_parses_to_exact_wad_values():
         ({"underlying": "ETH", "asset": "WETH", "haircut": 0.8}, "changes[0]: needs exactly one of underlying"),
         (
             {"im_rate": 0.1},
-            "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, depeg, attestation, options, vol_feed, portfolio_margin (found none)",
+            "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, depeg, attestation, options, vol_feed, portfolio_margin, backstop_vault (found none)",
         ),
         ({"underlying": 3, "im_rate": 0.1}, "changes[0]: underlying: must be a name from the manifest, got 3"),
         ({"underlying": "ETH", "im_rate": "ten"}, "changes[0] underlying ETH: im_rate: not a number: 'ten'"),
@@ -107,7 +107,8 @@ def test_every_mistake_is_reported_at_once():
         "top level: unknown key 'comment'; only 'changes' is allowed",
         "changes[0] underlying ETH: im_rate: not a number: 'x'",
         "changes[2] asset WETH: duplicate of changes[1]; put both in one entry",
-        "changes[3] market ETH-PERP: unknown field 'max_oi'; market takes max_open_interest, max_position",
+        "changes[3] market ETH-PERP: unknown field 'max_oi'; market takes max_open_interest, max_position, "
+        "backstop_max_exposure",
     ]
 
 
