@@ -361,3 +361,37 @@ def test_backstop_vault_parameters_through_the_timelock(env):
     ), line
     with pytest.raises(ContractLogicError, match="backstop: caller fee share out of range"):
         vault.functions.set_params(6 * 10**17, 5 * 10**17, 2 * 10**16, 3600, 172800).call({"from": dep.timelock})
+
+
+def test_backstop_bounds_mirror_agrees_with_the_contract_at_every_edge(env):
+    """keeper.params.bounds.check_backstop_params and `BackstopVault.set_params` (called from
+    the timelock, its risk admin) accept and refuse the same values at and beside every bound,
+    and the mirror's line ends with the contract's revert reason."""
+    from keeper.params import bounds
+
+    chain, manifest, _ = env
+    dep = load_manifest(manifest)
+    vault = chain.w3.eth.contract(address=dep.backstop_vault, abi=load_artifact("BackstopVault").abi)
+    base = read_current(chain.w3, dep).values["backstop_vault"][""]
+    edges = {
+        "caller_fee_share": (0, bounds.MAX_CALLER_FEE_SHARE),
+        "max_margin_usage": (bounds.MIN_MARGIN_USAGE, bounds.MAX_MARGIN_USAGE),
+        "auction_discount": (0, bounds.MAX_AUCTION_DISCOUNT),
+        "auction_seconds": (bounds.MIN_AUCTION_TIME, bounds.MAX_AUCTION_TIME),
+        "request_delay_seconds": (bounds.MIN_REQUEST_DELAY, bounds.MAX_REQUEST_DELAY),
+    }
+    for name, (lo, hi) in edges.items():
+        for value in (lo - 1, lo, hi, hi + 1):
+            if value < 0:
+                continue
+            new = {**base, name: value}
+            found = bounds.check_backstop_params(new)
+            try:
+                vault.functions.set_params(*new.values()).call({"from": dep.timelock})
+                reason = None
+            except ContractLogicError as e:
+                reason = str(e.args[0]).removeprefix("execution reverted: ")
+            assert (reason is None) == (found == []), (name, value, found, reason)
+            if reason is not None:
+                (line,) = found
+                assert line.endswith(f"({reason})"), (line, reason)
