@@ -8,7 +8,9 @@ Sources: `contracts/lib/engine_core.vy` (`_check_underlying_params`, `set_liquid
 (`set_asset_params`, `set_depeg_params`), `contracts/OracleRouter.vy` (`set_feeds`, `set_circuit_breaker`) and,
 when options are deployed, `contracts/HealthAttestor.vy` (`set_margin_floor`,
 `set_price_band`, `set_max_validity`), `contracts/lib/options_core.vy` (`set_risk_params`,
-`set_series_caps`) and `contracts/VolFeed.vy` (`set_vol_bounds`, `set_heartbeat`).
+`set_series_caps`) and `contracts/VolFeed.vy` (`set_vol_bounds`, `set_heartbeat`) and, when a
+backstop vault is deployed, `contracts/BackstopVault.vy` (`set_params`; `set_max_exposure` takes
+any size).
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ HARD_MAX_ATM_VOL = 5 * 10**18
 HARD_MAX_ABS_SKEW = 5 * 10**18
 MIN_VOL_HEARTBEAT = 60
 MAX_VOL_HEARTBEAT = 86400
+# BackstopVault.vy
+MAX_CALLER_FEE_SHARE = 5 * 10**17
+MIN_MARGIN_USAGE = 5 * 10**16
+MAX_MARGIN_USAGE = 9 * 10**17
+MAX_AUCTION_DISCOUNT = 10**17
+MIN_AUCTION_TIME = 60
+MAX_AUCTION_TIME = 7 * 86400
+MIN_REQUEST_DELAY = 3600
+MAX_REQUEST_DELAY = 30 * 86400
 
 # Python name -> (Vyper source, constant name) of every mirrored bound, for the test that
 # reads them back.
@@ -80,6 +91,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     **{n: ("VolFeed.vy", n) for n in ("HARD_MIN_ATM_VOL", "HARD_MAX_ATM_VOL", "HARD_MAX_ABS_SKEW")},
     "MIN_VOL_HEARTBEAT": ("VolFeed.vy", "MIN_VOL_HEARTBEAT"),
     "MAX_VOL_HEARTBEAT": ("VolFeed.vy", "MAX_VOL_HEARTBEAT"),
+    **{n: ("BackstopVault.vy", n) for n in (
+        "MAX_CALLER_FEE_SHARE", "MIN_MARGIN_USAGE", "MAX_MARGIN_USAGE", "MAX_AUCTION_DISCOUNT", "MIN_AUCTION_TIME",
+        "MAX_AUCTION_TIME", "MIN_REQUEST_DELAY", "MAX_REQUEST_DELAY")},
 }  # fmt: skip
 
 
@@ -321,6 +335,32 @@ def check_vol_heartbeat(new: dict[str, int]) -> list[str]:
     ]
 
 
+def check_backstop_params(new: dict[str, int]) -> list[str]:
+    """`BackstopVault.set_params`: caller fee share <= 0.5, margin usage in [0.05, 0.9], auction
+    discount <= 0.1 (the discount applied is also never above the engine's max_price_deviation,
+    which is not a revert), auction time in [60 s, 7 days], request delay in [1 hour, 30 days]."""
+    out = _within(
+        "caller_fee_share", new["caller_fee_share"], 0, MAX_CALLER_FEE_SHARE, "backstop: caller fee share out of range"
+    )
+    out += _within(
+        "max_margin_usage",
+        new["max_margin_usage"],
+        MIN_MARGIN_USAGE,
+        MAX_MARGIN_USAGE,
+        "backstop: margin usage out of range",
+    )
+    out += _within(
+        "auction_discount", new["auction_discount"], 0, MAX_AUCTION_DISCOUNT, "backstop: auction discount out of range"
+    )
+    for name, lo, hi, revert in (
+        ("auction_seconds", MIN_AUCTION_TIME, MAX_AUCTION_TIME, "backstop: auction time out of range"),
+        ("request_delay_seconds", MIN_REQUEST_DELAY, MAX_REQUEST_DELAY, "backstop: request delay out of range"),
+    ):
+        if not lo <= new[name] <= hi:
+            out.append(f"{name} {new[name]} is outside [{lo}, {hi}] seconds ({revert})")
+    return out
+
+
 def check_config(config) -> list[str]:
     """Every on-chain bound a whole `keeper.config.ProtocolConfig` must respect, checked with the
     same functions as a change file, in the order the deployment sends the setters (so a config
@@ -417,4 +457,14 @@ def check_config(config) -> list[str]:
         add("options: attestation", check_margin_floor({"margin_floor": at.margin_floor}))
         add("options: attestation", check_price_band({"price_band": at.price_band}))
         add("options: attestation", check_max_validity({"max_validity": at.max_validity}))
+    b = getattr(config, "backstop_vault", None)
+    if b is not None:
+        fields = (
+            "caller_fee_share",
+            "max_margin_usage",
+            "auction_discount",
+            "auction_seconds",
+            "request_delay_seconds",
+        )
+        add("backstop_vault", check_backstop_params(dict(zip(fields, b.params()))))
     return out

@@ -16,16 +16,24 @@ health attestor):
       - {vol_feed: {min_atm_vol: 0.05, max_atm_vol: 3, max_abs_skew: 1, heartbeat: 1200}}
       - {portfolio_margin: config/portfolio_margin.yaml}
 
+and, when the manifest names a backstop vault (`backstop_vault`):
+
+      - {backstop_vault: {caller_fee_share: 0.2, auction_discount: 0.02, request_delay_seconds: 172800}}
+      - {market: ETH-PERP, backstop_max_exposure: 500}
+
 `portfolio_margin:` names a portfolio-margin parameters YAML (keeper.risk.scenarios, path relative
 to the working directory); the HealthAttestor is governed to its hash
 (`set_scenario_params_hash`), after which attestations must be computed with that file.
 
 An entry names one underlying, asset, market, price id or option series (by the manifest's
 names) with the fields to change, or is a one-key mapping `liquidation:` / `trading:` /
-`attestation:` / `options:` / `vol_feed:` of fields, or `portfolio_margin: <file>`. Fields not given keep their on-chain
-value. Units: rates and fractions are decimals (0.12 = 12%, exact
+`attestation:` / `options:` / `vol_feed:` / `backstop_vault:` of fields, or `portfolio_margin: <file>`.
+Fields not given keep their on-chain value. A market's `backstop_max_exposure` is the backstop
+vault's own cap on its position there (`BackstopVault.set_max_exposure`), beside the engine's
+caps of the same market. Units: rates and fractions are decimals (0.12 = 12%, exact
 to 18 decimals), prices USD, caps whole units of the underlying (`max_open_interest`,
-`max_position`) or whole tokens (`deposit_cap`), heartbeats and the ramp in seconds.
+`max_position`) or whole tokens (`deposit_cap`), heartbeats, the ramp and the backstop vault's `auction_seconds` / `request_delay_seconds` in
+seconds.
 Entries are applied in file order, so a change that depends on another (raise mm_rate before
 raising the penalty) comes after it.
 """
@@ -49,7 +57,8 @@ HASH = "hash"  # 32 bytes
 FIELDS: dict[str, dict[str, str]] = {
     "underlying": {"im_rate": FRACTION, "mm_rate": FRACTION, "spread_im_rate": FRACTION, "spread_mm_rate": FRACTION},
     "asset": {"haircut": FRACTION, "deposit_cap": AMOUNT},
-    "market": {"max_open_interest": AMOUNT, "max_position": AMOUNT},
+    # backstop_max_exposure: BackstopVault.set_max_exposure (only with a backstop vault)
+    "market": {"max_open_interest": AMOUNT, "max_position": AMOUNT, "backstop_max_exposure": AMOUNT},
     "price_id": {"heartbeats": HEARTBEATS, "min_price": USD, "max_price": USD, "max_jump": FRACTION},
     "liquidation": {"penalty": FRACTION, "liquidator_share": FRACTION, "target": NUMBER,
                     "max_penalty": FRACTION, "penalty_ramp_seconds": SECONDS},
@@ -68,9 +77,12 @@ FIELDS: dict[str, dict[str, str]] = {
     "vol_feed": {"min_atm_vol": NUMBER, "max_atm_vol": NUMBER, "max_abs_skew": NUMBER, "heartbeat": SECONDS},
     # HealthAttestor.set_scenario_params_hash: from `portfolio_margin: <file>` (not a mapping)
     "portfolio_margin": {"scenario_params_hash": HASH},
+    # BackstopVault.set_params, named as the config's `backstop_vault:` section
+    "backstop_vault": {"caller_fee_share": FRACTION, "max_margin_usage": FRACTION, "auction_discount": FRACTION,
+                       "auction_seconds": SECONDS, "request_delay_seconds": SECONDS},
 }  # fmt: skip
 NAMED = ("underlying", "asset", "market", "price_id", "series")
-GLOBAL = ("liquidation", "trading", "depeg", "attestation", "options", "vol_feed", "portfolio_margin")
+GLOBAL = ("liquidation", "trading", "depeg", "attestation", "options", "vol_feed", "portfolio_margin", "backstop_vault")
 # sections that exist only when the deployment has options, -> the manifest field they need
 OPTION_SECTIONS = {
     "attestation": "health_attestor",
@@ -79,6 +91,10 @@ OPTION_SECTIONS = {
     "vol_feed": "vol_feed",
     "portfolio_margin": "health_attestor",
 }
+# the manifest field of the backstop vault; the section and the fields of other sections that
+# address it exist only when the manifest names one
+BACKSTOP_VAULT = "backstop_vault"
+BACKSTOP_FIELDS = {"backstop_vault": tuple(FIELDS["backstop_vault"]), "market": ("backstop_max_exposure",)}
 MAX_SECONDS = 10**9
 MAX_FEEDS = 3
 
@@ -113,6 +129,11 @@ class Change:
     def where(self) -> str:
         """How error lines name the entry: `changes[0] underlying ETH`."""
         return f"changes[{self.index}] {self.section}" + (f" {self.name}" if self.name else "")
+
+    @property
+    def needs_backstop_vault(self) -> bool:
+        """The entry sets a parameter of the backstop vault (see BACKSTOP_FIELDS)."""
+        return any(f in self.values for f in BACKSTOP_FIELDS.get(self.section, ()))
 
 
 def _show(value) -> str:

@@ -4,7 +4,9 @@ Values are in the setters' own units (WAD fractions, token units, seconds), grou
 change file: `values[section][name][field]`, with name "" for `liquidation`, `trading` and
 the option sections `attestation`, `portfolio_margin` (the scenario parameters hash, 32 bytes),
 `options`, `vol_feed` (read only when the manifest names the HealthAttestor / OptionMarket /
-VolFeed; `series` with the OptionMarket).
+VolFeed; `series` with the OptionMarket) and `backstop_vault` (`BackstopVault.set_params`, read
+only when the manifest names a backstop vault, which also adds each market's
+`backstop_max_exposure`).
 Items the manifest does not name are listed as "#<id>" (they still bound other changes: a
 penalty must stay within half of every underlying's mm_rate).
 """
@@ -27,8 +29,8 @@ from keeper.config import OptionRiskConfig
 class CurrentParams:
     """Parameters read at `block`. `ids[section][name]` is the on-chain id of a named item;
     `asset_decimals[name]` the token's decimals; `roles[contract]` = (admin, risk_admin), by
-    manifest field (oracle, vault, engine, and option_market / vol_feed / health_attestor when
-    deployed)."""
+    manifest field (oracle, vault, engine, and option_market / vol_feed / health_attestor /
+    backstop_vault when deployed)."""
 
     block: int
     values: dict[str, dict[str, dict]] = field(default_factory=dict)
@@ -64,13 +66,14 @@ GOVERNED_CONTRACTS = {
     "option_market": "OptionMarket",
     "vol_feed": "VolFeed",
     "health_attestor": "HealthAttestor",
+    "backstop_vault": "BackstopVault",
 }
 OPTION_RISK_FIELDS = tuple(f.name for f in dataclasses.fields(OptionRiskConfig))  # OptionMarket RiskParams, in order
 
 
 def contracts(w3: Web3, deployment: Deployment) -> dict:
     """web3 contract objects of the governed contracts the manifest names, by manifest field
-    (the option contracts only when deployed)."""
+    (the option contracts and the backstop vault only when deployed)."""
     return {
         name: w3.eth.contract(address=getattr(deployment, name), abi=load_artifact(contract).abi)
         for name, contract in GOVERNED_CONTRACTS.items()
@@ -158,5 +161,14 @@ def read_current(w3: Web3, deployment: Deployment, block: int | None = None) -> 
             "min_atm_vol": get(f.min_atm_vol()), "max_atm_vol": get(f.max_atm_vol()),
             "max_abs_skew": get(f.max_abs_skew()), "heartbeat": get(f.heartbeat()),
         }}  # fmt: skip
+    if "backstop_vault" in c:
+        b = c["backstop_vault"].functions
+        out.values["backstop_vault"] = {"": {
+            "caller_fee_share": get(b.caller_fee_share()), "max_margin_usage": get(b.max_margin_usage()),
+            "auction_discount": get(b.auction_discount()), "auction_seconds": get(b.auction_time()),
+            "request_delay_seconds": get(b.request_delay()),
+        }}  # fmt: skip
+        for name, m in out.ids["market"].items():
+            out.values["market"][name]["backstop_max_exposure"] = get(b.max_exposure(m))
     out.roles = {name: (get(k.functions.admin()), get(k.functions.risk_admin())) for name, k in c.items()}
     return out

@@ -5,7 +5,9 @@ band -> `set_circuit_breaker`; liquidation penalty / share / target ->
 `set_liquidation_params`, max penalty / ramp -> `set_penalty_ramp`; attestation floor, band,
 validity -> one HealthAttestor setter each; a portfolio margin file -> `set_scenario_params_hash`
 (its hash; `show` lists the changed parameters when the current file is known); option risk params -> `set_risk_params` with the
-whole struct; vol bounds -> `set_vol_bounds`, heartbeat -> `set_heartbeat`), with every
+whole struct; vol bounds -> `set_vol_bounds`, heartbeat -> `set_heartbeat`; backstop vault
+parameters -> `BackstopVault.set_params`, a market's `backstop_max_exposure` ->
+`BackstopVault.set_max_exposure`), with every
 argument the entry leaves out taken from chain. Calls are checked in file order against the state the
 earlier calls leave, as they will run.
 """
@@ -22,18 +24,29 @@ from keeper.chain.artifacts import load_artifact
 from keeper.chain.deployment import Deployment
 from keeper.params import bounds
 from keeper.params.bounds import wad_text
-from keeper.params.changes import AMOUNT, FIELDS, HASH, HEARTBEATS, OPTION_SECTIONS, SECONDS, Change, ChangeError
+from keeper.params.changes import (
+    AMOUNT,
+    BACKSTOP_VAULT,
+    FIELDS,
+    HASH,
+    HEARTBEATS,
+    OPTION_SECTIONS,
+    SECONDS,
+    Change,
+    ChangeError,
+)
 from keeper.params.current import GOVERNED_CONTRACTS, OPTION_RISK_FIELDS, CurrentParams
 from keeper.units import WAD
 
 CONTRACT_NAMES = GOVERNED_CONTRACTS  # manifest field -> contract name
 NO_OPTIONS = "this deployment has no options"
+NO_BACKSTOP_VAULT = "this deployment has no backstop vault (its manifest names no backstop_vault)"
 MAX_LISTED = 10  # names shown for an unknown item (a market lists up to 256 option series)
 
 
 @dataclass(frozen=True)
 class Setter:
-    contract: str  # manifest field: oracle, vault, engine, option_market, vol_feed, health_attestor
+    contract: str  # manifest field: oracle, vault, engine, option_market, vol_feed, health_attestor, backstop_vault
     function: str
     fields: tuple[str, ...]  # arguments after the item's id (if the section is named), in order
     check: Callable[[dict, CurrentParams], list[str]]
@@ -48,8 +61,11 @@ SETTERS: dict[str, tuple[Setter, ...]] = {
     "underlying": (Setter("engine", "set_underlying_params", ("im_rate", "mm_rate", "spread_im_rate", "spread_mm_rate"),
                           lambda new, s: bounds.check_underlying(new, _liq(s)["penalty"], _liq(s)["max_penalty"])),),
     "asset": (Setter("vault", "set_asset_params", ("haircut", "deposit_cap"), lambda new, s: bounds.check_asset(new)),),
-    "market": (Setter("engine", "set_position_caps", ("max_open_interest", "max_position"),
-                      lambda new, s: bounds.check_position_caps(new)),),
+    "market": (
+        Setter("engine", "set_position_caps", ("max_open_interest", "max_position"),
+               lambda new, s: bounds.check_position_caps(new)),
+        Setter("backstop_vault", "set_max_exposure", ("backstop_max_exposure",), lambda new, s: []),  # any size
+    ),
     "price_id": (
         Setter("oracle", "set_feeds", ("aggregators", "heartbeats"), lambda new, s: bounds.check_feeds(new)),
         Setter("oracle", "set_circuit_breaker", ("min_price", "max_price", "max_jump"),
@@ -81,6 +97,8 @@ SETTERS: dict[str, tuple[Setter, ...]] = {
                lambda new, s: bounds.check_vol_bounds(new)),
         Setter("vol_feed", "set_heartbeat", ("heartbeat",), lambda new, s: bounds.check_vol_heartbeat(new)),
     ),
+    "backstop_vault": (Setter("backstop_vault", "set_params", tuple(FIELDS["backstop_vault"]),  # in set_params order
+                              lambda new, s: bounds.check_backstop_params(new)),),
 }  # fmt: skip
 
 
@@ -196,8 +214,8 @@ def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deploy
 
     Raises ChangeError with one line per problem: an unknown name, a deposit cap finer than the
     token's decimals, a value outside a setter's bounds (ending with the contract's revert
-    string), an entry that changes nothing, or option entries when the deployment has no options
-    (one line naming them all)."""
+    string), an entry that changes nothing, option entries when the deployment has no options,
+    or backstop vault entries when it has no backstop vault (one line naming them all, each)."""
     state = current.copy()
     problems: list[str] = []
     calls: list[Call] = []
@@ -209,7 +227,10 @@ def plan_calls(changes: list[Change], current: CurrentParams, deployment: Deploy
             f"{', '.join(c.where for c in without)}: {NO_OPTIONS} "
             "(its manifest names no option market, vol feed or health attestor)"
         )
-    skip = {c.index for c in without}
+    no_vault = [c for c in changes if c.needs_backstop_vault and not getattr(deployment, BACKSTOP_VAULT, "")]
+    if no_vault:
+        problems.append(f"{', '.join(c.where for c in no_vault)}: {NO_BACKSTOP_VAULT}")
+    skip = {c.index for c in without + no_vault}
     for change in changes:
         if change.index in skip:
             continue

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from web3.exceptions import ContractLogicError
 
 from keeper.chain.anvil import DEV_ACCOUNTS, Anvil
 from keeper.chain.artifacts import load_artifact
@@ -155,7 +156,7 @@ def test_manifest_records_the_timelock_holding_every_role(env):
     dep = load_manifest(manifest)
     assert dep.timelock and dep.timelock == chain.dep.timelock
     roles = read_current(chain.w3, dep).roles
-    assert roles == {name: (dep.timelock, dep.timelock) for name in ("oracle", "vault", "engine")}
+    assert roles == {name: (dep.timelock, dep.timelock) for name in ("oracle", "vault", "engine", "backstop_vault")}
 
 
 def test_show_prints_current_and_new_values(env):
@@ -301,3 +302,96 @@ def test_rehearsal_warns_when_a_cap_outgrows_the_insurance_fund(env):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: backstop:")]
     assert len(warnings) == 1 and "cap at most 2,000 ETH" in warnings[0], result.stderr
+
+
+# the backstop vault of config/local.yaml: one change of each of its setters
+BACKSTOP_CHANGES = (
+    "changes:\n"
+    "  - {backstop_vault: {auction_discount: 0.02, request_delay_seconds: 172800}}\n"
+    "  - {market: BTC-PERP, backstop_max_exposure: 40}\n"
+)
+
+
+def test_backstop_vault_parameters_through_the_timelock(env):
+    """Read from chain, shown, printed for a multisig, queued, recovered from the timelock's
+    events, executed and read back; a value out of range is refused in one line ending with the
+    revert reason the contract gives."""
+    chain, manifest, tmp_path = env
+    dep = load_manifest(manifest)
+    vault = chain.w3.eth.contract(address=dep.backstop_vault, abi=load_artifact("BackstopVault").abi)
+    current = read_current(chain.w3, dep)
+    assert current.values["backstop_vault"][""] == {
+        "caller_fee_share": 20 * 10**16,
+        "max_margin_usage": 50 * 10**16,
+        "auction_discount": 10**16,
+        "auction_seconds": 3600,
+        "request_delay_seconds": 86400,
+    }  # config/local.yaml
+    btc = dep.markets["BTC-PERP"]
+    assert current.values["market"]["BTC-PERP"]["backstop_max_exposure"] == 65 * WAD
+    path = change_file(tmp_path, BACKSTOP_CHANGES)
+    code, out = keeper_params(chain, manifest, "show", path)
+    assert code == 0, out
+    assert "backstop_vault.set_params" in out and "backstop_vault.set_max_exposure" in out
+    assert "172800 s" in out
+    code, out = keeper_params(chain, manifest, "queue", path, "--calldata-only")
+    assert code == 0, out
+    set_params = "backstop_vault: backstop_vault.set_params(200000000000000000, 500000000000000000, 20000000000000000, 3600, 172800)"
+    set_cap = f"market BTC-PERP: backstop_vault.set_max_exposure({btc}, {40 * WAD})"
+    assert set_params in out and set_cap in out
+    code, out = keeper_params(chain, manifest, "queue", path)
+    assert code == 0, out
+    store_path(manifest).unlink()  # rebuilt from the Queued events, labelled from the vault's ABI
+    chain.travel(DELAY + 300)
+    code, out = keeper_params(chain, manifest, "execute")
+    assert code == 0, out
+    assert set_params.split(": ", 1)[1] in out and set_cap.split(": ", 1)[1] in out
+    assert vault.functions.auction_discount().call() == 2 * 10**16
+    assert vault.functions.request_delay().call() == 172800
+    assert vault.functions.caller_fee_share().call() == 20 * 10**16  # left out: kept
+    assert vault.functions.max_exposure(btc).call() == 40 * WAD
+    # out of range: refused before anything is sent, with the contract's own reason
+    code, out = keeper_params(
+        chain, manifest, "show", change_file(tmp_path, "changes:\n  - {backstop_vault: {caller_fee_share: 0.6}}\n")
+    )
+    assert code == 1
+    (line,) = [line for line in out.splitlines() if line.strip()]
+    assert line.endswith(
+        "changes[0] backstop_vault: caller_fee_share 0.6 is outside [0, 0.5] (backstop: caller fee share out of range)"
+    ), line
+    with pytest.raises(ContractLogicError, match="backstop: caller fee share out of range"):
+        vault.functions.set_params(6 * 10**17, 5 * 10**17, 2 * 10**16, 3600, 172800).call({"from": dep.timelock})
+
+
+def test_backstop_bounds_mirror_agrees_with_the_contract_at_every_edge(env):
+    """keeper.params.bounds.check_backstop_params and `BackstopVault.set_params` (called from
+    the timelock, its risk admin) accept and refuse the same values at and beside every bound,
+    and the mirror's line ends with the contract's revert reason."""
+    from keeper.params import bounds
+
+    chain, manifest, _ = env
+    dep = load_manifest(manifest)
+    vault = chain.w3.eth.contract(address=dep.backstop_vault, abi=load_artifact("BackstopVault").abi)
+    base = read_current(chain.w3, dep).values["backstop_vault"][""]
+    edges = {
+        "caller_fee_share": (0, bounds.MAX_CALLER_FEE_SHARE),
+        "max_margin_usage": (bounds.MIN_MARGIN_USAGE, bounds.MAX_MARGIN_USAGE),
+        "auction_discount": (0, bounds.MAX_AUCTION_DISCOUNT),
+        "auction_seconds": (bounds.MIN_AUCTION_TIME, bounds.MAX_AUCTION_TIME),
+        "request_delay_seconds": (bounds.MIN_REQUEST_DELAY, bounds.MAX_REQUEST_DELAY),
+    }
+    for name, (lo, hi) in edges.items():
+        for value in (lo - 1, lo, hi, hi + 1):
+            if value < 0:
+                continue
+            new = {**base, name: value}
+            found = bounds.check_backstop_params(new)
+            try:
+                vault.functions.set_params(*new.values()).call({"from": dep.timelock})
+                reason = None
+            except ContractLogicError as e:
+                reason = str(e.args[0]).removeprefix("execution reverted: ")
+            assert (reason is None) == (found == []), (name, value, found, reason)
+            if reason is not None:
+                (line,) = found
+                assert line.endswith(f"({reason})"), (line, reason)

@@ -128,7 +128,7 @@ def test_timelock_holds_the_option_contracts_roles(env):
     roles = read_current(chain.w3, chain.dep).roles
     assert roles == {
         name: (chain.dep.timelock, chain.dep.timelock)
-        for name in ("oracle", "vault", "engine", "option_market", "vol_feed", "health_attestor")
+        for name in ("oracle", "vault", "engine", "option_market", "vol_feed", "health_attestor", "backstop_vault")
     }
 
 

@@ -51,7 +51,7 @@ def test_example_file_parses_to_exact_wad_values():
         ({"underlying": "ETH", "asset": "WETH", "haircut": 0.8}, "changes[0]: needs exactly one of underlying"),
         (
             {"im_rate": 0.1},
-            "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, depeg, attestation, options, vol_feed, portfolio_margin (found none)",
+            "changes[0]: needs exactly one of underlying, asset, market, price_id, series, liquidation, trading, depeg, attestation, options, vol_feed, portfolio_margin, backstop_vault (found none)",
         ),
         ({"underlying": 3, "im_rate": 0.1}, "changes[0]: underlying: must be a name from the manifest, got 3"),
         ({"underlying": "ETH", "im_rate": "ten"}, "changes[0] underlying ETH: im_rate: not a number: 'ten'"),
@@ -107,7 +107,8 @@ def test_every_mistake_is_reported_at_once():
         "top level: unknown key 'comment'; only 'changes' is allowed",
         "changes[0] underlying ETH: im_rate: not a number: 'x'",
         "changes[2] asset WETH: duplicate of changes[1]; put both in one entry",
-        "changes[3] market ETH-PERP: unknown field 'max_oi'; market takes max_open_interest, max_position",
+        "changes[3] market ETH-PERP: unknown field 'max_oi'; market takes max_open_interest, max_position, "
+        "backstop_max_exposure",
     ]
 
 
@@ -487,3 +488,162 @@ def test_portfolio_margin_entry_reads_the_file_and_its_hash(tmp_path):
         with pytest.raises(ChangeError, match=problem) as e:
             parse_changes({"changes": [entry]})
         assert "\n" not in str(e.value) and str(e.value).startswith("changes[0] portfolio_margin: ")
+
+
+# ------------------------------------------------------------------ backstop vault
+
+BACKSTOP = {
+    "caller_fee_share": 20 * E16,
+    "max_margin_usage": 50 * E16,
+    "auction_discount": E16,
+    "auction_seconds": 3600,
+    "request_delay_seconds": 86400,
+}  # config/local.yaml
+
+
+def backstop_deployment() -> Deployment:
+    return Deployment(**{**deployment().__dict__, "backstop_vault": "0x" + "07" * 20})
+
+
+def backstop_current() -> CurrentParams:
+    c = current()
+    c.values["backstop_vault"] = {"": dict(BACKSTOP)}
+    c.values["market"]["ETH-PERP"]["backstop_max_exposure"] = 1000 * WAD
+    return c
+
+
+def backstop_plan(*entries):
+    return plan_calls(parse_changes({"changes": list(entries)}), backstop_current(), backstop_deployment())
+
+
+def test_backstop_entries_parse_in_the_config_units():
+    changes = parse_changes({"changes": [
+        {"backstop_vault": {"caller_fee_share": 0.25, "max_margin_usage": 0.6, "auction_discount": 0.02,
+                            "auction_seconds": 1800, "request_delay_seconds": 172800}},
+        {"market": "ETH-PERP", "backstop_max_exposure": 500.5},
+    ]})  # fmt: skip
+    assert [(c.section, c.name, c.values, c.needs_backstop_vault) for c in changes] == [
+        ("backstop_vault", "", {"caller_fee_share": 25 * E16, "max_margin_usage": 60 * E16,
+                                "auction_discount": 2 * E16, "auction_seconds": 1800,
+                                "request_delay_seconds": 172800}, True),
+        ("market", "ETH-PERP", {"backstop_max_exposure": 5005 * WAD // 10}, True),
+    ]  # fmt: skip
+    (market,) = parse_changes({"changes": [{"market": "ETH-PERP", "max_position": 1}]})
+    assert not market.needs_backstop_vault
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ({"backstop_vault": {"auction_time": 60}}, "changes[0] backstop_vault: unknown field 'auction_time'; backstop_vault takes caller_fee_share, max_margin_usage, auction_discount, auction_seconds, request_delay_seconds"),
+    ({"backstop_vault": {"auction_seconds": 60.5}}, "changes[0] backstop_vault: auction_seconds: must be a whole number of seconds, got 60.5"),
+    ({"backstop_vault": {"request_delay_seconds": "1d"}}, "changes[0] backstop_vault: request_delay_seconds: must be a whole number of seconds, got '1d'"),
+    ({"backstop_vault": {"caller_fee_share": -0.1}}, "changes[0] backstop_vault: caller_fee_share: must not be negative"),
+    ({"backstop_vault": {}}, "changes[0] backstop_vault: nothing to change"),
+    ({"backstop_vault": 0.2}, "changes[0]: backstop_vault: must be a mapping of fields, got 0.2"),
+    ({"market": "ETH-PERP", "backstop_max_exposure": "lots"}, "changes[0] market ETH-PERP: backstop_max_exposure: not a number: 'lots'"),
+])  # fmt: skip
+def test_backstop_entry_mistakes_are_one_line(entry, expected):
+    (line,) = problems({"changes": [entry]})
+    assert line.startswith(expected), line
+    assert "\n" not in line
+
+
+def test_backstop_set_params_keeps_the_fields_left_out():
+    (call,) = backstop_plan({"backstop_vault": {"auction_discount": 0.02, "request_delay_seconds": 172800}})
+    assert (call.contract, call.function, call.address) == ("backstop_vault", "set_params", "0x" + "07" * 20)
+    assert call.args == (20 * E16, 50 * E16, 2 * E16, 3600, 172800)
+    assert [(r.field, r.current, r.new) for r in call.rows] == [
+        ("caller_fee_share", "0.2", "0.2"), ("max_margin_usage", "0.5", "0.5"),
+        ("auction_discount", "0.01", "0.02"), ("auction_seconds", "3600 s", "3600 s"),
+        ("request_delay_seconds", "86400 s", "172800 s"),
+    ]  # fmt: skip
+    selector = keccak(text="set_params(uint256,uint256,uint256,uint256,uint256)")[:4]
+    assert call_data_of(call) == selector + b"".join(v.to_bytes(32, "big") for v in call.args)
+
+
+def test_backstop_max_exposure_is_its_own_call_beside_the_engine_caps():
+    (call,) = backstop_plan({"market": "ETH-PERP", "backstop_max_exposure": 250})
+    assert (call.contract, call.function, call.args) == ("backstop_vault", "set_max_exposure", (0, 250 * WAD))
+    assert [(r.field, r.current, r.new) for r in call.rows] == [("backstop_max_exposure", "1000", "250")]
+    assert call_data_of(call) == keccak(text="set_max_exposure(uint256,uint256)")[:4] + encode(
+        ["uint256", "uint256"], [0, 250 * WAD]
+    )
+    calls = backstop_plan({"market": "ETH-PERP", "max_position": 400_000, "backstop_max_exposure": 0})  # 0 = no cap
+    assert [(c.contract, c.function, c.args) for c in calls] == [
+        ("engine", "set_position_caps", (0, 5_000_000 * WAD, 400_000 * WAD)),
+        ("backstop_vault", "set_max_exposure", (0, 0)),
+    ]
+    # any size is accepted on chain: only an unchanged one is refused
+    (call,) = backstop_plan({"market": "ETH-PERP", "backstop_max_exposure": 10**12})
+    assert call.args == (0, 10**12 * WAD)
+    assert backstop_plan_problems({"market": "ETH-PERP", "backstop_max_exposure": 1000}) == [
+        "changes[0] market ETH-PERP: changes nothing (every value equals the on-chain one)"
+    ]
+
+
+def backstop_plan_problems(*entries) -> list[str]:
+    with pytest.raises(ChangeError) as e:
+        backstop_plan(*entries)
+    return e.value.problems
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"caller_fee_share": 0.51}, "caller_fee_share 0.51 is outside [0, 0.5] (backstop: caller fee share out of range)"),
+    ({"max_margin_usage": 0.04}, "max_margin_usage 0.04 is outside [0.05, 0.9] (backstop: margin usage out of range)"),
+    ({"max_margin_usage": 0.95}, "max_margin_usage 0.95 is outside [0.05, 0.9] (backstop: margin usage out of range)"),
+    ({"auction_discount": 0.11}, "auction_discount 0.11 is outside [0, 0.1] (backstop: auction discount out of range)"),
+    ({"auction_seconds": 59}, "auction_seconds 59 is outside [60, 604800] seconds (backstop: auction time out of range)"),
+    ({"auction_seconds": 604801}, "auction_seconds 604801 is outside [60, 604800] seconds (backstop: auction time out of range)"),
+    ({"request_delay_seconds": 3599}, "request_delay_seconds 3599 is outside [3600, 2592000] seconds (backstop: request delay out of range)"),
+    ({"request_delay_seconds": 2592001}, "request_delay_seconds 2592001 is outside [3600, 2592000] seconds (backstop: request delay out of range)"),
+    ({"caller_fee_share": 0.2}, "changes nothing"),
+])  # fmt: skip
+def test_backstop_bounds_are_mirrored(fields, expected):
+    lines = backstop_plan_problems({"backstop_vault": fields})
+    assert len(lines) == 1 and lines[0].startswith("changes[0] backstop_vault: ") and expected in lines[0], lines
+
+
+def test_backstop_bounds_at_the_edges_are_accepted():
+    for fields in (
+        {"caller_fee_share": 0, "max_margin_usage": 0.05, "auction_discount": 0, "auction_seconds": 60,
+         "request_delay_seconds": 3600},
+        {"caller_fee_share": 0.5, "max_margin_usage": 0.9, "auction_discount": 0.1, "auction_seconds": 604800,
+         "request_delay_seconds": 2592000},
+    ):  # fmt: skip
+        (call,) = backstop_plan({"backstop_vault": fields})
+        assert call.function == "set_params"
+
+
+def test_backstop_entries_without_a_backstop_vault_give_one_line():
+    with pytest.raises(ChangeError) as e:
+        plan(
+            {"backstop_vault": {"caller_fee_share": 0.3}},
+            {"underlying": "ETH", "im_rate": 0.12},
+            {"market": "ETH-PERP", "max_position": 1000, "backstop_max_exposure": 5},
+        )
+    assert e.value.problems == [
+        "changes[0] backstop_vault, changes[2] market ETH-PERP: this deployment has no backstop vault "
+        "(its manifest names no backstop_vault)"
+    ]
+    # a market entry of the engine's caps alone needs no vault
+    (call,) = plan({"market": "ETH-PERP", "max_position": 1000})
+    assert call.function == "set_position_caps"
+
+
+def test_backstop_bounds_are_read_back_from_the_contract_and_checked_in_configs():
+    import dataclasses
+
+    from keeper.config import load_config
+    from keeper.params import bounds
+
+    # their values: test_every_mirrored_bound_equals_the_vyper_constant
+    assert {n for n, (src, _) in bounds.SOURCES.items() if src == "BackstopVault.vy"} == {
+        "MAX_CALLER_FEE_SHARE", "MIN_MARGIN_USAGE", "MAX_MARGIN_USAGE", "MAX_AUCTION_DISCOUNT",
+        "MIN_AUCTION_TIME", "MAX_AUCTION_TIME", "MIN_REQUEST_DELAY", "MAX_REQUEST_DELAY",
+    }  # fmt: skip
+    config = load_config()
+    assert config.backstop_vault is not None and bounds.check_config(config) == []
+    slow = dataclasses.replace(config.backstop_vault, request_delay=31 * 86400)
+    assert bounds.check_config(dataclasses.replace(config, backstop_vault=slow)) == [
+        "backstop_vault: request_delay_seconds 2678400 is outside [3600, 2592000] seconds "
+        "(backstop: request delay out of range)"
+    ]
