@@ -40,7 +40,9 @@
           redemption: fewer assets). Nobody can join just before a known gain or leave just
           before a known loss; what a redemption forgoes stays with the remaining depositors.
           Requested deposits wait idle in this contract, outside the vault's equity; a request
-          can be cancelled at any time (tokens or shares back, nothing else changes).
+          can be cancelled at any time (tokens or shares back, nothing else changes), and
+          anyone can complete a ready one for its owner (a keeper can, as soon as it is ready),
+          so a matured request is no option its owner is sure to hold.
 @dev Token amounts (assets) are settlement-token units; equity, gains and the discount budget
      are WAD USD. Reverts with "backstop: ..." reasons stated per function, and passes on the
      engine's, the collateral vault's and the matching contract's.
@@ -443,28 +445,30 @@ def request_deposit(assets: uint256) -> uint256:
 
 @external
 @nonreentrant
-def claim_deposit() -> uint256:
+def claim_deposit(owner: address = msg.sender) -> uint256:
     """
-    @notice Complete the caller's deposit request: its tokens join the vault's margin account
-            and the caller receives min(shares quoted at the request, shares at today's price).
+    @notice Complete `owner`'s deposit request (anyone may, once it is ready: a matured
+            request is no option its owner can hold for a moment of its choosing): its tokens
+            join the vault's margin account and `owner` receives min(shares quoted at the
+            request, shares at today's price).
     @dev Reverts "backstop: no request", "backstop: request not ready", "backstop: request
          expired" (more than `CLAIM_WINDOW` after it was ready: cancel it), "backstop: no
          equity", "backstop: zero shares".
     @return Shares minted.
     """
-    request: Request = self.deposit_requests[msg.sender]
+    request: Request = self.deposit_requests[owner]
     self._check_claimable(request)
     total: uint256 = 0
     supply: uint256 = 0
     total, supply = self._solvent_totals()
     minted: uint256 = min(request.quoted, self._to_shares(request.amount, total, supply))
     assert minted != 0, "backstop: zero shares"
-    self.deposit_requests[msg.sender] = empty(Request)
+    self.deposit_requests[owner] = empty(Request)
     self.pending_deposits -= request.amount
-    shares._mint(msg.sender, minted)
+    shares._mint(owner, minted)
     assert extcall IERC20(ASSET).approve(COLLATERAL_VAULT, request.amount, default_return_value=True), "backstop: approve failed"
     extcall IVault(COLLATERAL_VAULT).deposit(ASSET, request.amount)
-    log DepositClaimed(owner=msg.sender, assets=request.amount, shares=minted)
+    log DepositClaimed(owner=owner, assets=request.amount, shares=minted)
     return minted
 
 
@@ -490,10 +494,11 @@ def request_redeem(amount: uint256) -> uint256:
 
 @external
 @nonreentrant
-def claim_redeem() -> uint256:
+def claim_redeem(owner: address = msg.sender) -> uint256:
     """
-    @notice Complete the caller's redemption: burn its locked shares and pay
-            min(value quoted at the request, value at today's price) from the vault's margin
+    @notice Complete `owner`'s redemption (anyone may, once it is ready): burn its locked
+            shares and pay `owner` min(value quoted at the request, value at today's price)
+            from the vault's margin
             account (a withdrawal: it must leave the vault meeting initial margin, and while
             the protocol has bad debt the collateral vault withholds its pro-rata share).
     @dev Reverts "backstop: no request", "backstop: request not ready", "backstop: request
@@ -502,14 +507,14 @@ def claim_redeem() -> uint256:
          an unwind) or "vault: below initial margin"; the request then stays as it was.
     @return Token units debited from the vault's account.
     """
-    request: Request = self.redeem_requests[msg.sender]
+    request: Request = self.redeem_requests[owner]
     self._check_claimable(request)
     paid: uint256 = min(request.quoted, self._to_assets(request.amount, self._total_assets(), shares.totalSupply))
-    self.redeem_requests[msg.sender] = empty(Request)
+    self.redeem_requests[owner] = empty(Request)
     shares._burn(self, request.amount)
     if paid != 0:
-        extcall IVault(COLLATERAL_VAULT).withdraw_to(ASSET, paid, msg.sender)
-    log RedeemClaimed(owner=msg.sender, shares=request.amount, assets=paid)
+        extcall IVault(COLLATERAL_VAULT).withdraw_to(ASSET, paid, owner)
+    log RedeemClaimed(owner=owner, shares=request.amount, assets=paid)
     return paid
 
 

@@ -598,3 +598,23 @@ def test_a_bankrupt_account_can_be_routed_to_the_vault(p):
     assert p.engine.positions(p.backstop.address, ETH_PERP).size == 40 * WAD
     assert p.engine.open_markets(keeper.address) == [] and p.usdc.balanceOf(keeper.address) == 0
     assert p.vault.bad_debt() == 0
+
+
+def test_anyone_completes_a_ready_request_for_its_owner(p):
+    """A matured request is no option its owner is sure to hold: anyone completes it, for the
+    owner, once it is ready (shares and tokens go to the owner, never to the caller)."""
+    lp = seed(p, 1000)
+    shares = p.backstop.balanceOf(lp.address)
+    other = p.new_user()
+    with boa.env.prank(lp.address):
+        p.backstop.request_redeem(shares)
+    late = p.new_user()
+    quoted = request_deposit(p, late, 500)
+    with boa.env.prank(other.address), boa.reverts("backstop: request not ready"):
+        p.backstop.claim_deposit(late.address)
+    wait(p, DAY)
+    with boa.env.prank(other.address):
+        assert p.backstop.claim_deposit(late.address) == quoted
+        paid = p.backstop.claim_redeem(lp.address)
+    assert p.backstop.balanceOf(late.address) == quoted and p.backstop.balanceOf(other.address) == 0
+    assert p.usdc.balanceOf(lp.address) == paid > 0 and p.usdc.balanceOf(other.address) == 0
