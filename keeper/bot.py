@@ -236,6 +236,7 @@ class BotStats:
     exact_confirmed: int = 0  # of those, confirmed with the exact mirror after the float screen
     accounts_read: int = 0  # accounts whose raw state was read from the chain at the last block
     full_reads: int = 0  # blocks at which every account was read (all of them without the state cache)
+    routed: int = 0  # of `succeeded`, liquidations through the backstop vault (the vault took the positions)
 
 
 @dataclass
@@ -302,6 +303,12 @@ class Liquidator:
     # raw account states kept between blocks (keeper.chain.state_cache); None = read every
     # account every block
     state_cache: AccountStateCache | None = None
+    # "backstop": perpetual and futures liquidations go through the deployment's backstop vault
+    # when it can take them (the keeper needs no inventory), else direct; "direct": always the
+    # engine (settings `liquidation.route`)
+    route: str = "backstop"
+    # accounts whose fallback from the vault to a direct liquidation was logged this episode
+    _fallback_logged: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.stats.dry_run = self.dry_run
@@ -607,6 +614,7 @@ class Liquidator:
         for account in list(self.first_seen):
             if account not in now:  # recovered (price) or liquidated
                 del self.first_seen[account]
+                self._fallback_logged.discard(account)
                 self.missed_counted.discard(account)
                 self.backoff.pop(account, None)
         for account in liquidatable:
@@ -654,8 +662,11 @@ class Liquidator:
             start = end + 1
 
     def _liquidation_call(self, account: str):
-        """(call, value moved or notional) of the liquidation to send, options first; raises
-        ContractLogicError when neither simulates."""
+        """(call, simulated return value, route) of the liquidation to send, options first;
+        raises ContractLogicError when none simulates. Route "options": `liquidate_options`,
+        the value the amount moved; "backstop": `BackstopVault.liquidate` (with `route`
+        backstop and a vault in the deployment), the value the caller's fee in settlement-token
+        units; "direct": `MarginEngine.liquidate`, the value the closed notional, WAD USD."""
         options = getattr(self.client, "options", None)
         if (
             options is not None
@@ -664,14 +675,35 @@ class Liquidator:
         ):
             call = options.functions.liquidate_options(account)
             try:
-                return call, call.call({"from": self.address}, block_identifier="latest")
+                return call, call.call({"from": self.address}, block_identifier="latest"), "options"
             except ContractLogicError as e:
                 if OPENED_THIS_BLOCK in str(e.message or e):
                     raise  # transient: the whole account waits for the next block
                 # worthless or settled options only: the engine's liquidation handles the rest
                 log.debug("liquidate_options(%s) would revert (%s); trying the engine", account, e.message or e)
+        backstop = getattr(self.client, "backstop", None) if self.route == "backstop" else None
+        if backstop is not None and account != backstop.address:
+            call = backstop.functions.liquidate(account)
+            try:
+                return call, call.call({"from": self.address}, block_identifier="latest"), "backstop"
+            except ContractLogicError as e:
+                reason = str(e.message or e)
+                if OPENED_THIS_BLOCK in reason:
+                    raise  # transient: the engine would refuse the direct call too
+                self._log_fallback(account, reason)
         call = self.client.engine.functions.liquidate(account)
-        return call, call.call({"from": self.address}, block_identifier="latest")
+        return call, call.call({"from": self.address}, block_identifier="latest"), "direct"
+
+    def _log_fallback(self, account: str, reason: str) -> None:
+        """One INFO line per account and liquidatable episode: the backstop vault cannot take
+        the account's liquidation (full, without equity or cash, ...), the keeper goes direct."""
+        if account in self._fallback_logged:
+            return
+        self._fallback_logged.add(account)
+        log.info(
+            "backstop vault cannot take %s (%s); liquidating it directly (the keeper takes the positions)",
+            account, reason[:200], extra={"account": account, "reason": reason[:200]},
+        )  # fmt: skip
 
     def _max_fee(self, base_fee: int) -> int:
         return min(base_fee * self.base_fee_multiplier + self.priority_fee, self.max_fee_per_gas)
@@ -708,7 +740,7 @@ class Liquidator:
             )
             return
         try:
-            call, notional = self._liquidation_call(account)
+            call, value, route = self._liquidation_call(account)
             gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
         except ContractLogicError as e:
             reason = str(e.message or e)
@@ -720,12 +752,17 @@ class Liquidator:
             self._skip(account, "unsafe", f"simulation reverted ({reason})")
             self._back_off(account, head.number)
             return
-        terms = self._terms
-        flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
-        reward = (
-            expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
-            + collateral_gain
-        )
+        if route == "backstop":
+            # the vault's return value is the fee it pays the caller: the whole reward
+            notional, reward = 0, int(value) * 10 ** (18 - self.client.deployment.settlement_decimals)
+        else:
+            notional = int(value)
+            terms = self._terms
+            flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
+            reward = (
+                expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
+                + collateral_gain
+            )
         cost = gas_cost_usd(gas, self._max_fee(head.base_fee), eth_price)
         profit = reward - cost
         threshold = self._threshold(gas, head.base_fee, eth_price)
@@ -750,9 +787,16 @@ class Liquidator:
             return
         self.stats.sent += 1
         self.metrics.sent.inc()
+        if route == "backstop":
+            log.info(
+                "liquidate %s: sent %s through the backstop vault (fee %.2f USD, expected profit %.2f USD, gas %d)",
+                account, tx_hash, reward / WAD, profit / WAD, gas,
+                extra={"account": account, "tx": tx_hash, "route": route, "fee_usd": reward / WAD, "profit_usd": profit / WAD, "gas": gas},
+            )  # fmt: skip
+            return
         log.info(
             "liquidate %s: sent %s (notional %.2f USD, expected profit %.2f USD, gas %d)", account, tx_hash, notional / WAD, profit / WAD, gas,
-            extra={"account": account, "tx": tx_hash, "notional_usd": notional / WAD, "profit_usd": profit / WAD, "gas": gas},
+            extra={"account": account, "tx": tx_hash, "route": route, "notional_usd": notional / WAD, "profit_usd": profit / WAD, "gas": gas},
         )  # fmt: skip
 
     def _handle_outcomes(self, outcomes, block: int) -> None:
@@ -778,6 +822,10 @@ class Liquidator:
             if o.status == "mined" and receipt is not None and self._liquidated(receipt, account):
                 self.stats.succeeded += 1
                 self.metrics.succeeded.inc()
+                route = self._route_of(receipt)
+                self.metrics.by_route.labels(route=route).inc()
+                if route == "backstop":
+                    self.stats.routed += 1
                 mined = receipt["blockNumber"]
                 # usually the index saw this liquidation's event first and already counted it;
                 # an options liquidation (OptionsLiquidation, not indexed) is counted here
@@ -799,13 +847,38 @@ class Liquidator:
                 )  # fmt: skip
 
     def _liquidated(self, receipt, account: str) -> bool:
+        """Whether `receipt` (status 1) holds a liquidation of `account`: the engine's
+        Liquidation event, logged by the engine's address whoever called it (the keeper
+        directly, or the backstop vault, whose `liquidate` calls the engine with the vault as
+        the liquidator), or the option market's OptionsLiquidation."""
         if receipt.get("status") != 1:
             return False
-        events = list(self.client.engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD))
+        engine = self.client.engine
+        events = [
+            ev
+            for ev in engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD)
+            if str(ev["address"]).lower() == engine.address.lower()
+        ]
         options = getattr(self.client, "options", None)
         if options is not None:  # liquidate_options logs OptionsLiquidation instead
-            events += options.events.OptionsLiquidation().process_receipt(receipt, errors=_DISCARD)
+            events += [
+                ev
+                for ev in options.events.OptionsLiquidation().process_receipt(receipt, errors=_DISCARD)
+                if str(ev["address"]).lower() == options.address.lower()
+            ]
         return any(ev["args"]["account"] == account for ev in events)
+
+    def _route_of(self, receipt) -> str:
+        """The route of a mined liquidation, from the contract its transaction called (so a
+        transaction sent before a restart is counted right): backstop, options or direct."""
+        to = str(receipt.get("to") or "").lower()
+        backstop = getattr(self.client, "backstop", None)
+        options = getattr(self.client, "options", None)
+        if backstop is not None and to == backstop.address.lower():
+            return "backstop"
+        if options is not None and to == options.address.lower():
+            return "options"
+        return "direct"
 
     def _set_stale(self, update: HeadUpdate) -> None:
         self.stats.stale = update.is_stale

@@ -281,7 +281,7 @@ def run(
         max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei,
         base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file, dry_run=dry_run,
-        shard=settings.shard, takeover_blocks=settings.takeover_blocks,
+        shard=settings.shard, takeover_blocks=settings.takeover_blocks, route=settings.liquidation.route,
     )  # fmt: skip
     if settings.scoring.event_driven:
         from keeper.scoring import RescoreIndex
@@ -315,6 +315,14 @@ def run(
         bot.settlement = SettlementJob(
             client, tx, metrics, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei
         )
+    log.info(
+        "liquidation route: %s",
+        "direct (liquidation.route): the keeper takes the positions"
+        if settings.liquidation.route == "direct"
+        else f"through the backstop vault {client.backstop.address}, direct when it cannot take them"
+        if client.backstop is not None
+        else "direct: the deployment has no backstop vault",
+    )
     log.info(
         "settlement of expired futures and option series %s",
         "on" if settings.settle_expired else "off (settle_expired)",
