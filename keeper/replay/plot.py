@@ -123,7 +123,7 @@ def plot_report(report: dict[str, Any], path: str | Path, *, dpi: int = 100) -> 
     fig.autofmt_xdate()
     fig.suptitle(_text(_title(report)), fontsize=12)
     fig.text(0.5, 0.005, _text(_summary(report)), ha="center", va="bottom", fontsize=9)
-    fig.tight_layout(rect=(0, 0.025, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +147,8 @@ def _text(text: str) -> str:
 
 
 def _usd(value: float, _position: object = None) -> str:
+    if value < 0:
+        return "-" + _usd(-value)
     for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= limit:
             return f"${value / limit:,.{1 if abs(value) < 10 * limit else 0}f}{suffix}"
@@ -173,7 +175,8 @@ def _summary(report: dict[str, Any]) -> str:
         f"socialized {money('socialized_loss_usd')}, flat-account losses {money('flat_account_losses_usd')}; "
         f"keeper max inventory {money('keeper_max_inventory_usd')}"
         + (
-            f"; backstop vault P&L {money('backstop_pnl_usd')}, routed {report.get('routed_liquidations', '-')}"
+            f"\nbackstop vault: P&L {money('backstop_pnl_usd')}, largest exposure {money('backstop_max_exposure_usd')}; "
+            f"liquidations routed to it {report.get('routed_liquidations', '-')}, direct {report.get('direct_liquidations', '-')}"
             if report.get("backstop_pnl_usd") is not None
             else ""
         )

@@ -112,6 +112,15 @@ def liquidation_sends(w3, engine, options, start_block: int, end_block: int, bac
     return out
 
 
+def route_counts(liquidations: list[dict], backstop: str | None) -> tuple[int, int]:
+    """(routed, direct): of `liquidations` (Liquidation events as dicts; option liquidations,
+    which name no liquidator, count as direct), those whose liquidator is the backstop vault at
+    address `backstop` (None: no vault, all direct) and the others."""
+    vault = (backstop or "").lower()
+    routed = sum(1 for ev in liquidations if vault and str(ev.get("liquidator", "")).lower() == vault)
+    return routed, len(liquidations) - routed
+
+
 def duplicate_sends(sends: list[dict]) -> int:
     """Liquidation transactions sent for an account whose liquidation another transaction (by
     another keeper, or the same one) had already taken: a send is a duplicate when an earlier

@@ -287,6 +287,20 @@ def flat_account_exposure(client: Any, holders: Sequence[str], block: int) -> fl
     return float(int(bad_debt) * flat_cash // int(positive) / WAD)
 
 
+def backstop_figures(equity_end: int, seed_usd: float, exposure: Sequence[float | None]) -> dict[str, Any]:
+    """The report's backstop vault figures: `backstop_seed_usd` (USD the replay deposited),
+    `backstop_equity_end_usd` (its equity at the end, `equity_end` WAD USD), `backstop_pnl_usd`
+    (that equity minus the seed: the liquidation gains it kept less what the positions it took
+    over lost, USD) and `backstop_max_exposure_usd` (the largest of `exposure`, the gross
+    notional of its positions at each block's index, USD; 0 when it took none)."""
+    return {
+        "backstop_seed_usd": float(seed_usd),
+        "backstop_pnl_usd": equity_end / WAD - float(seed_usd),
+        "backstop_max_exposure_usd": max((e for e in exposure if e is not None), default=0.0),
+        "backstop_equity_end_usd": equity_end / WAD,
+    }
+
+
 def risk_figures(
     client: Any,
     recorder: TimelineRecorder,
@@ -326,12 +340,7 @@ def risk_figures(
     if vault is not None:
         exposure = list(inventory_by_block(position_logs(client, [vault], first_block, end_block), rows, instruments))
         equity = client.engine.functions.margin_summary(vault).call(block_identifier=end_block)[0]
-        backstop = {
-            "backstop_seed_usd": backstop_seed_usd,
-            "backstop_pnl_usd": equity / WAD - backstop_seed_usd,
-            "backstop_max_exposure_usd": max((e for e in exposure if e is not None), default=0.0),
-            "backstop_equity_end_usd": equity / WAD,
-        }
+        backstop = backstop_figures(int(equity), backstop_seed_usd, exposure)
     figures: dict[str, Any] = {
         **socialization(client, start_block + 1, end_block, first_block),
         "flat_account_socialization_exposure_usd": flat_account_exposure(client, holders, end_block),
