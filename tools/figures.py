@@ -45,6 +45,9 @@ GAS_OPERATIONS = {
     "deposit_usdc": "USDC deposit",
     "margin_check_16_options": "one margin check of an account short 16 options (`margin_summary`, a view)",
     "max_liquidation_call": "largest call to liquidate a maximal account (8 markets, 32 series, all collateral)",
+    "liquidate_routed": "vault-routed liquidation: the partial liquidation above through `BackstopVault.liquidate`, "
+    "the vault taking the positions and paying the caller its fee (no vault before)",
+    "unwind": "one `BackstopVault.unwind`: a taker buys half the position the vault took over, at the auction price",
 }
 
 # the Black Thursday replay of docs/replay.md (its data files are looked up in FIGURES_DATA)
