@@ -43,8 +43,19 @@ def test_no_insurance_fund_leaves_bad_debt_that_no_flat_account_has_paid(replaye
     assert r["insurance_fund_start_usd"] == 0
     assert r["liquidations"] > 0 and r["missed_liquidations"] == 0
     assert r["bad_debt_usd"] > 0  # the deficits the fund would have paid
-    # nobody withdrew during the replay: nothing was socialized yet, nothing taken from flat accounts
-    assert r["socialized_loss_usd"] == 0 and r["socialized_withdrawals"] == 0
+    # no account withdrew during the replay: the only withdrawals are the backstop vault's fee
+    # payments to the keeper (`withdraw_to`), which pay less while bad debt is outstanding;
+    # nothing was taken from flat accounts
+    client = replay.client
+    backstop = client.backstop.address
+    retired = [
+        log
+        for log in client.vault.events.BadDebtRetired.get_logs(from_block=client.deployment.deploy_block)
+        if log["args"]["by_withdrawal"] and log["args"]["amount"]
+    ]
+    assert r["socialized_withdrawals"] == len(retired)
+    assert all(replay.w3.eth.get_transaction(log["transactionHash"])["to"] == backstop for log in retired)
+    assert r["socialized_loss_usd"] < 1  # a share of fees of a few dollars each
     assert r["flat_account_losses_usd"] == 0
     for key, why in NOT_YET.items():
         assert key in r and r[key] is None and r["not_yet"][key] == why
@@ -65,9 +76,10 @@ def test_figures_and_timeline_equal_the_chain(replayed):
     events = client.liquidations(timeline[0]["block"], end)
     keepers = [address for address, _ in replay.keeper_keys]
     makers = {m.address for m in replay.market_makers}
-    users = sorted(client.discover_accounts(0, end) - makers - set(keepers))  # the population
+    backstop = client.backstop.address  # seeded: the keeper routes liquidations to it
+    users = sorted(client.discover_accounts(0, end) - makers - set(keepers) - {backstop})  # the population
     assert len(users) == r["accounts"]
-    inventories = []
+    inventories, exposures = [], []
     for row in timeline:
         block = row["block"]
         assert row["liquidations"] == sum(ev["block"] == block for ev in events)
@@ -77,20 +89,36 @@ def test_figures_and_timeline_equal_the_chain(replayed):
         ids = client.deployment.price_ids
         assert row["prices"] == {s: index[ids[s]] / WAD for s in ("ETH", "BTC")}
         # the keeper's positions as the lens reads them at that block, at that block's index
-        underlying = client.market_states(block)
-        price_id = client.risk_params(block).price_id
-        notional = sum(
-            abs(p.size) * index[price_id[underlying[p.market].underlying]] // WAD
-            for state in client.account_states(keepers, block)
-            for p in state.positions
+        assert row["keeper_inventory_usd"] == gross_notional(client, keepers, block, index)
+        inventories.append(gross_notional(client, keepers, block, index))
+        # the backstop vault's: its positions and its equity as the engine reads them
+        assert row["backstop_exposure_usd"] == gross_notional(client, [backstop], block, index)
+        exposures.append(gross_notional(client, [backstop], block, index))
+        assert (
+            row["backstop_equity_usd"]
+            == client.engine.functions.margin_summary(backstop).call(block_identifier=block)[0] / WAD
         )
-        assert row["keeper_inventory_usd"] == notional / WAD
-        inventories.append(notional / WAD)
         below = [s.equity < s.maintenance_margin for s in client.margin_summaries(users, block)]
         assert row["below_mm"] == sum(below)
-    assert r["keeper_max_inventory_usd"] == max(inventories) > 0
+    # every liquidation went to the vault: the keeper took nothing
+    assert r["routed_liquidations"] == r["liquidations"] and r["keeper_max_inventory_usd"] == max(inventories) == 0
     assert r["keeper_inventory_end_usd"] == inventories[-1]
+    assert r["backstop_max_exposure_usd"] == max(exposures) > 0
+    assert r["backstop_pnl_usd"] == timeline[-1]["backstop_equity_usd"] - r["backstop_seed_usd"]
     assert any(row["below_mm"] for row in timeline)
+
+
+def gross_notional(client, accounts: list[str], block: int, index) -> float:
+    """USD: sum of |size| x the underlying's index at `block` over `accounts`' positions, as the
+    lens reads them at that block."""
+    underlying = client.market_states(block)
+    price_id = client.risk_params(block).price_id
+    total = sum(
+        abs(p.size) * index[price_id[underlying[p.market].underlying]] // WAD
+        for state in client.account_states(accounts, block)
+        for p in state.positions
+    )
+    return total / WAD
 
 
 def impersonate(w3, account: str) -> str:
