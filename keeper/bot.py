@@ -7,7 +7,15 @@ against the current gas price (sent only if the reward exceeds gas x (1 + gas_ma
 min_profit_usd; default: never at a loss), send through the transaction manager, and judge by
 the receipt.
 
-Success is a receipt with status 1 **and** a Liquidation event for the account. Nothing stops the
+With a backstop vault in the deployment and `route` "backstop" (the default; settings
+`liquidation.route`), a perpetual or futures liquidation is first simulated through
+`BackstopVault.liquidate`, whose return value is the keeper's fee (settlement-token units): the
+reward of the profit rule; the vault takes the positions, so the keeper needs no inventory. If
+that simulation reverts (the vault is full, lacks equity or cash) the keeper liquidates directly
+through `MarginEngine.liquidate` and logs why once per account and episode.
+
+Success is a receipt with status 1 **and** a Liquidation event for the account, logged by the
+engine (whoever called it: the keeper, or the vault on its behalf). Nothing stops the
 loop: a reverted simulation or transaction (another liquidator was first, the price moved) is
 logged and counted; whatever one account's simulation, estimate or send raises (RPC error,
 timeout, unexpected revert, bug) is logged, counted by reason, and that account backs off
@@ -716,14 +724,18 @@ class Liquidator:
             extra={"account": account, "reason": reason},
         )  # fmt: skip
 
-    def _would_liquidate(self, account: str, call, notional: int, reward: int, profit: int, gas: int) -> None:
-        """Dry run: what `_liquidate` would send, logged and counted instead."""
+    def _would_liquidate(
+        self, account: str, call, notional: int, reward: int, profit: int, gas: int, route: str = "direct"
+    ) -> None:
+        """Dry run: what `_liquidate` would send, logged and counted instead (WAD USD amounts;
+        a routed liquidation's notional is not simulated: 0)."""
         self.stats.would_liquidate += 1
         self.metrics.dry_run_liquidations.inc()
+        via = " through the backstop vault" if route == "backstop" else ""
         log.info(
-            "dry-run: would liquidate %s with %s (simulated at the latest block from %s: notional %.2f USD; expected reward %.2f USD, expected profit %.2f USD, gas estimate %d); not sent",
-            account, call.fn_name, self.address, notional / WAD, reward / WAD, profit / WAD, gas,
-            extra={"account": account, "dry_run": True, "function": call.fn_name, "notional_usd": notional / WAD,
+            "dry-run: would liquidate %s with %s%s (simulated at the latest block from %s: notional %.2f USD; expected reward %.2f USD, expected profit %.2f USD, gas estimate %d); not sent",
+            account, call.fn_name, via, self.address, notional / WAD, reward / WAD, profit / WAD, gas,
+            extra={"account": account, "dry_run": True, "function": call.fn_name, "route": route, "notional_usd": notional / WAD,
                    "reward_usd": reward / WAD, "profit_usd": profit / WAD, "gas": gas},
         )  # fmt: skip
 
@@ -773,7 +785,7 @@ class Liquidator:
             )  # fmt: skip
             return
         if self.dry_run:
-            self._would_liquidate(account, call, notional, reward, profit, gas)
+            self._would_liquidate(account, call, notional, reward, profit, gas, route)
             return
         try:
             tx_hash = self.tx.send(call, gas, liquidation_key(account))
