@@ -681,3 +681,25 @@ def test_a_block_of_two_reports_waits_for_both(tmp_path):
     code, _, err = run(root)
     assert code == 0 and "reports/options-2021.json is missing: kept block(s) 'replay-options'" in err
     assert "old" in (root / "docs" / "replay.md").read_text()
+
+
+def test_gas_report_has_no_baseline_for_the_vault_and_only_updates_what_it_measured():
+    """benchmarks.gas: the backstop vault's scenarios are measured on this tree only (the baseline
+    revision has no vault), and `--only` replaces just their figures in reports/gas.json."""
+    from benchmarks import gas
+
+    def txs(execution: int) -> list[dict]:
+        return [{"label": "x", "gas": execution + 21_000, "intrinsic": 21_000, "execution": execution, "refund": 0}]
+
+    current = {"scenarios": {name: txs(100_000 + i) for i, name in enumerate(gas.ALL_SCENARIOS)}}
+    baseline = {"scenarios": {name: txs(200_000) for name in gas.SCENARIOS}}
+    out = gas.report(current, baseline, "abc1234")
+    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind"}
+    assert all(name in out and name in out["receipt_gas"] for name in gas.ALL_SCENARIOS)
+    assert not set(gas.CURRENT_ONLY) & set(out["baseline"])
+    assert figures.render_gas(out).count("| - |") >= 2  # the vault's rows: no "before"
+    updated = gas.update_report(out, {"scenarios": {"unwind": txs(7)}})
+    assert updated["unwind"] == 7 and updated["receipt_gas"]["unwind"] == 21_007
+    assert {k: v for k, v in updated.items() if k not in ("unwind", "receipt_gas")} == {
+        k: v for k, v in out.items() if k not in ("unwind", "receipt_gas")
+    }
