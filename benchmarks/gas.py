@@ -690,7 +690,9 @@ class BaselineRun:
             (self.tree / ".venv").symlink_to(venv.resolve())
         env = dict(os.environ, PYTHONPATH=str(self.tree))
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker"],
+            # -P: the script's folder is not put first on sys.path, where benchmarks/keeper.py
+            # would shadow the baseline tree's keeper package (PYTHONPATH)
+            [sys.executable, "-P", str(Path(__file__).resolve()), "--worker"],
             cwd=self.tree,
             env=env,
             stdout=subprocess.PIPE,
@@ -932,7 +934,7 @@ def main() -> None:
         ap.error(f"--baseline: {args.baseline!r} is not a commit of {ROOT}")
     baseline_run = BaselineRun(args.baseline)
     try:
-        current = run_scenarios(ROOT)
+        current = run_scenarios(ROOT, ALL_SCENARIOS)  # the baseline worker runs SCENARIOS only
         baseline = baseline_run.result()
     except BaseException:
         baseline_run.kill()
