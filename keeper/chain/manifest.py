@@ -139,7 +139,6 @@ class _Manifest(BaseModel):
     health_attestor: Address = ""
     backstop_vault: Address = ""
     option_series: Ids = {}
-    backstop_vault: Address = ""
     abis: dict[str, Annotated[StrictStr, AfterValidator(_relative_path)]] = {}
     # passed through unchecked, as before
     matching: Any = ""
