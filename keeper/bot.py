@@ -699,8 +699,28 @@ class Liquidator:
                 if OPENED_THIS_BLOCK in reason:
                     raise  # transient: the engine would refuse the direct call too
                 self._log_fallback(account, reason)
+        return self._direct_call(account)
+
+    def _direct_call(self, account: str):
+        """(`MarginEngine.liquidate(account)`, its simulated closed notional in WAD USD, "direct")."""
         call = self.client.engine.functions.liquidate(account)
         return call, call.call({"from": self.address}, block_identifier="latest"), "direct"
+
+    def _routed_shortfall(self, fee: int, gas: int, base_fee: int, eth_price: int) -> str | None:
+        """Why a routed liquidation whose simulation pays `fee` (settlement-token units) should
+        go direct instead, or None to send it. A fee of 0 means the vault gains nothing: the
+        account has no equity left to pay a penalty, the takeover is on the edge of the vault's
+        "takeover at a loss" refusal (another liquidation mined before it in the same block
+        tips it over), and a direct liquidator still earns any collateral discount. A fee that
+        does not pass the profit rule: the direct liquidation's reward is larger (the whole
+        liquidator share, not `caller_fee_share` of it) and is judged by the same rule."""
+        if fee == 0:
+            return "the vault would gain nothing: fee 0"
+        reward = fee * 10 ** (18 - self.client.deployment.settlement_decimals)
+        threshold = self._threshold(gas, base_fee, eth_price)
+        if threshold is not None and reward <= threshold:
+            return f"its fee {reward / WAD:.2f} USD does not exceed gas x (1 + gas_margin) + min profit = {threshold / WAD:.2f} USD"
+        return None
 
     def _log_fallback(self, account: str, reason: str) -> None:
         """One INFO line per account and liquidatable episode: the backstop vault cannot take
@@ -754,6 +774,12 @@ class Liquidator:
         try:
             call, value, route = self._liquidation_call(account)
             gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
+            if route == "backstop":
+                why = self._routed_shortfall(int(value), gas, head.base_fee, eth_price)
+                if why is not None:
+                    self._log_fallback(account, why)
+                    call, value, route = self._direct_call(account)
+                    gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
         except ContractLogicError as e:
             reason = str(e.message or e)
             if OPENED_THIS_BLOCK in reason:  # expected: the account traded this block; next block

@@ -108,15 +108,32 @@ def test_routed_through_the_vault_when_it_can_take_it():
     b, tx = bot(direct_call(), Call("BackstopVault.liquidate", 150 * 10**6))
     b._liquidate("0xA", 50_000 * WAD, HEAD, ETH)
     assert tx.sent == [("BackstopVault.liquidate", liquidation_key("0xA"))]
+    # a keeper that liquidates all sends any positive fee through the vault
+    b, tx = bot(direct_call(), Call("BackstopVault.liquidate", 1), min_profit_usd=None)
+    b._liquidate("0xA", 50_000 * WAD, HEAD, ETH)
+    assert tx.sent == [("BackstopVault.liquidate", liquidation_key("0xA"))]
 
 
-def test_a_fee_below_the_gas_is_not_sent(caplog):
-    # $2 fee < gas 400k x 3 gwei x $2,000 = $2.40
+def test_a_fee_below_the_gas_goes_direct_and_is_judged_there(caplog):
+    # $2 fee < gas 400k x 3 gwei x $2,000 x 1.25 = $3.00: the direct reward ($1,000) pays it
     b, tx = bot(direct_call(), Call("BackstopVault.liquidate", 2 * 10**6))
     with caplog.at_level(logging.INFO, logger="keeper.bot"):
         b._liquidate("0xA", 50_000 * WAD, HEAD, ETH)
+    assert tx.sent == [("MarginEngine.liquidate", "liquidate:0xA")]
+    assert "backstop vault cannot take 0xA (its fee 2.00 USD does not exceed gas" in caplog.text
+    # neither pays: skipped as unprofitable, by the direct reward ($100 closed: $1)
+    b, tx = bot(direct_call(100), Call("BackstopVault.liquidate", 2 * 10**6))
+    b._liquidate("0xA", 50_000 * WAD, HEAD, ETH)
     assert tx.sent == [] and b.metrics.value("keeper_liquidations_skipped_total", reason="unprofitable") == 1
-    assert "reward 2.00 USD <= gas 2.40 USD" in caplog.text
+
+
+def test_a_vault_that_would_gain_nothing_leaves_it_to_a_direct_liquidation(caplog):
+    # an account with no equity left: the vault's fee is 0, even for a keeper that liquidates all
+    b, tx = bot(direct_call(), Call("BackstopVault.liquidate", 0), min_profit_usd=None)
+    with caplog.at_level(logging.INFO, logger="keeper.bot"):
+        b._liquidate("0xA", -5 * WAD, HEAD, ETH)
+    assert tx.sent == [("MarginEngine.liquidate", "liquidate:0xA")]
+    assert "(the vault would gain nothing: fee 0)" in caplog.text
 
 
 @pytest.mark.parametrize("reason", ["backstop: full", "engine: liquidator below IM"])
