@@ -77,6 +77,15 @@ holds cash. Each measured account was set up in earlier transactions
     vols published before each call, until the account is no longer liquidatable. The figure
     is the largest call of both; the second table lists each call.
 
+  - liquidate_routed: the `liquidate` account and fall through `BackstopVault.liquidate`, called
+    by a keeper with nothing deposited: the vault (config/local.yaml's `backstop_vault:`, seeded with
+    1,000,000 USDC through request_deposit, a day, claim_deposit) takes the positions, having
+    liquidated a like account earlier (it already holds the market), and pays the keeper its
+    fee. Not on the baseline (no vault there).
+  - unwind: one `BackstopVault.unwind` half an auction after a routed liquidation: a taker with
+    cash buys half of the long the vault took over at the auction price (a signed order,
+    matched against the vault's own order). Not on the baseline.
+
 The tokens and price feeds are config/local.yaml's mocks (MockERC20, MockAggregator): mainnet
 USDC (a proxy with a blacklist) and Chainlink feeds (proxy, then aggregator) cost a few thousand
 gas more per transfer and per feed read.
@@ -119,6 +128,9 @@ SCENARIOS = (
     "margin_check_16_options",
     "max_liquidation_call",
 )
+# scenarios of contracts the baseline does not have (BackstopVault): measured on this tree only
+CURRENT_ONLY = ("liquidate_routed", "unwind")
+ALL_SCENARIOS = SCENARIOS + CURRENT_ONLY
 # the contract-core issue's targets, on execution gas; the first-time variants have none
 TARGETS = {
     "match_orders": 250_000,
@@ -129,6 +141,8 @@ TARGETS = {
     "deposit_usdc": None,
     "margin_check_16_options": 420_000,
     "max_liquidation_call": 3_000_000,
+    "liquidate_routed": None,
+    "unwind": None,
 }
 
 WAD = 10**18
@@ -428,6 +442,80 @@ def scenario_liquidate_first(b: Bench, measure: bool = True) -> list[Tx]:
     return [tx]
 
 
+def _seed_backstop(b: Bench, usd: int = 1_000_000) -> None:
+    """Deposit `usd` in the backstop vault as a depositor does: request, a day, claim (the
+    feeds re-posted so that nothing is stale)."""
+    from tests.boa_protocol import republish
+
+    p = b.p
+    lp = p.new_user()
+    units = usd * 10**p.config.settlement_decimals
+    p.usdc.mint(lp.address, units)
+    with b.boa.env.prank(lp.address):
+        p.usdc.approve(p.backstop.address, units)
+        p.backstop.request_deposit(units)
+    b.tick(p.backstop.request_delay() + 1)
+    for feed in p.feeds.values():
+        republish(feed.address)
+    with b.boa.env.prank(lp.address):
+        p.backstop.claim_deposit()
+    b.tick()
+
+
+def _routed(b: Bench, measure: bool = True) -> list[Tx]:
+    """The `liquidate_first` account and fall, liquidated through the backstop vault by a keeper
+    with nothing deposited (the vault pays its fee to its wallet)."""
+    p = b.p
+    victim = b.funded(10_000)
+    p.trade(victim, b.makers[0], "ETH-PERP", 20 * WAD, b.price("ETH-PERP"))
+    p.trade(victim, b.makers[0], "BTC-PERP", 3 * WAD // 2, b.price("BTC-PERP"))
+    b.tick()
+    for symbol in ("ETH", "BTC"):
+        p.set_price(symbol, b.usd(symbol) * 0.92)
+    assert b.liquidatable(victim), "liquidate_routed: the account should be liquidatable"
+    b.tick()
+    keeper = p.new_user()  # nothing deposited: it takes no position
+    if not measure:
+        with b.boa.env.prank(keeper.address):
+            p.backstop.liquidate(victim.address)
+        return []
+    tx = b.meter.send("BackstopVault.liquidate", p.backstop, "liquidate", victim.address, sender=keeper.address)
+    assert len(p.engine.open_markets(victim.address)) == 2, "liquidate_routed: expected a partial liquidation"
+    assert p.usdc.balanceOf(keeper.address) > 0, "liquidate_routed: the keeper should be paid a fee"
+    return [tx]
+
+
+def scenario_liquidate_routed(b: Bench) -> list[Tx]:
+    p = b.p
+    _seed_backstop(b)
+    _routed(b, measure=False)
+    for symbol in ("ETH", "BTC"):
+        p.set_price(symbol, b.usd(symbol) / 0.92)
+    b.tick()
+    return _routed(b)
+
+
+def scenario_unwind(b: Bench) -> list[Tx]:
+    p = b.p
+    _seed_backstop(b)
+    _routed(b, measure=False)
+    market = p.engine.open_markets(p.backstop.address)[0]  # the partial liquidation's market
+    b.tick(p.backstop.auction_time() // 2)
+    for symbol in ("ETH", "BTC", "USDC"):
+        p.set_price(symbol, b.usd(symbol))
+    b.tick()
+    inventory = p.engine.positions(p.backstop.address, market).size
+    assert inventory > 0, "unwind: the vault should hold the long it took over"
+    half = inventory // 2
+    price, discount, _ = p.backstop.unwind_price(market, half)
+    assert discount > 0, "unwind: half an auction in, the price should be below the index"
+    taker = b.funded(1_000_000)
+    order, signature = p.order(taker, market, half, price)
+    tx = b.meter.send("BackstopVault.unwind", p.backstop, "unwind", order, signature, sender=taker.address)
+    assert p.engine.positions(taker.address, market).size == half, "unwind: the taker should hold what it bought"
+    return [tx]
+
+
 def _vols(b: Bench, kit, price_ids, expiries) -> None:
     for price_id in price_ids:
         for expiry in expiries:
@@ -537,7 +625,7 @@ def scenario_max_liquidation_call(b: Bench, fall: float) -> list[Tx]:
 
 
 # scenario -> [(variant label, function of a fresh Bench)]; the figure is the largest call of all
-SCENARIO_RUNS = {name: [("", globals()[f"scenario_{name}"])] for name in SCENARIOS}
+SCENARIO_RUNS = {name: [("", globals()[f"scenario_{name}"])] for name in ALL_SCENARIOS}
 SCENARIO_RUNS["max_liquidation_call"] = [
     (f"-{fall:.0%}", functools.partial(scenario_max_liquidation_call, fall=fall)) for fall in MAX_ACCOUNT_FALLS
 ]
@@ -602,7 +690,9 @@ class BaselineRun:
             (self.tree / ".venv").symlink_to(venv.resolve())
         env = dict(os.environ, PYTHONPATH=str(self.tree))
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker"],
+            # -P: the script's folder is not put first on sys.path, where benchmarks/keeper.py
+            # would shadow the baseline tree's keeper package (PYTHONPATH)
+            [sys.executable, "-P", str(Path(__file__).resolve()), "--worker"],
             cwd=self.tree,
             env=env,
             stdout=subprocess.PIPE,
@@ -651,9 +741,9 @@ def print_table(console, current: dict, baseline: dict, rev: str) -> None:
     table = Table(title=f"Gas per operation (titanoboa; execution gas) - baseline {rev}")
     for col in ("scenario", "baseline", "current", "change", "target", "meets", "receipt gas now"):
         table.add_column(col, justify="left" if col == "scenario" else "right")
-    for name in SCENARIOS:
+    for name in [n for n in ALL_SCENARIOS if n in current["scenarios"]]:
         now = figure(current["scenarios"][name])
-        base = figure(baseline["scenarios"][name]) if baseline else None
+        base = figure(baseline["scenarios"][name]) if baseline and name in baseline["scenarios"] else None
         target = TARGETS[name]
         table.add_row(
             name,
@@ -669,7 +759,7 @@ def print_table(console, current: dict, baseline: dict, rev: str) -> None:
     calls = Table(title="max_liquidation_call: each call a liquidator needs (execution gas)")
     for col in ("#", "baseline call", "baseline", "current call", "current"):
         calls.add_column(col, justify="right" if col in ("#", "baseline", "current") else "left")
-    now = current["scenarios"]["max_liquidation_call"]
+    now = current["scenarios"].get("max_liquidation_call", [])
     base = baseline["scenarios"]["max_liquidation_call"] if baseline else []
     for i in range(max(len(now), len(base))):
         b = base[i] if i < len(base) else None
@@ -681,12 +771,13 @@ def print_table(console, current: dict, baseline: dict, rev: str) -> None:
             c["label"] if c else "",
             f"{c['execution']:,}" if c else "",
         )
-    console.print(calls)
+    if now or base:
+        console.print(calls)
 
     parts = Table(title="current tree: intrinsic + execution - refund = gas")
     for col in ("scenario", "call", "intrinsic", "execution", "refund", "gas"):
         parts.add_column(col, justify="left" if col in ("scenario", "call") else "right")
-    for name in SCENARIOS:
+    for name in [n for n in ALL_SCENARIOS if n in current["scenarios"]]:
         for tx in current["scenarios"][name]:
             parts.add_row(
                 name, tx["label"], f"{tx['intrinsic']:,}", f"{tx['execution']:,}", f"{tx['refund']:,}", f"{tx['gas']:,}"
@@ -695,16 +786,29 @@ def print_table(console, current: dict, baseline: dict, rev: str) -> None:
 
 
 def report(current: dict, baseline: dict, rev: str) -> dict:
-    out: dict = {name: figure(current["scenarios"][name]) for name in SCENARIOS}
+    """The figures of reports/gas.json: every scenario on this tree; the baseline's of those it
+    has (not `CURRENT_ONLY`)."""
+    out: dict = {name: figure(current["scenarios"][name]) for name in ALL_SCENARIOS}
     out["baseline"] = {name: figure(baseline["scenarios"][name]) for name in SCENARIOS}
     out["baseline_rev"] = rev
     out["targets"] = {name: TARGETS[name] for name in SCENARIOS if TARGETS[name] is not None}
-    out["receipt_gas"] = {name: figure(current["scenarios"][name], "gas") for name in SCENARIOS}
+    out["receipt_gas"] = {name: figure(current["scenarios"][name], "gas") for name in ALL_SCENARIOS}
     out["baseline_receipt_gas"] = {name: figure(baseline["scenarios"][name], "gas") for name in SCENARIOS}
     out["max_liquidation_calls"] = {
         "current": [[tx["label"], tx["execution"]] for tx in current["scenarios"]["max_liquidation_call"]],
         "baseline": [[tx["label"], tx["execution"]] for tx in baseline["scenarios"]["max_liquidation_call"]],
     }
+    return out
+
+
+def update_report(old: dict, current: dict) -> dict:
+    """`old` (a reports/gas.json) with the figures of the scenarios in `current` (this tree's
+    `run_scenarios` of some of them) replaced; the baseline's stay."""
+    out = dict(old)
+    out["receipt_gas"] = dict(old.get("receipt_gas") or {})
+    for name, txs in current["scenarios"].items():
+        out[name] = figure(txs)
+        out["receipt_gas"][name] = figure(txs, "gas")
     return out
 
 
@@ -781,7 +885,13 @@ def main() -> None:
         "--baseline", default=DEFAULT_BASELINE, help=f"git revision to compare with (default {DEFAULT_BASELINE})"
     )
     ap.add_argument(
-        "--profile", metavar="NAME", choices=SCENARIOS, help="print the gas profile of one scenario on this tree"
+        "--profile", metavar="NAME", choices=ALL_SCENARIOS, help="print the gas profile of one scenario on this tree"
+    )
+    ap.add_argument(
+        "--only",
+        metavar="NAME[,NAME]",
+        help="measure only these scenarios, on this tree (no baseline: seconds, not minutes), and update their "
+        f"figures in an existing {REPORT.relative_to(ROOT)}; the other figures stay as they are",
     )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -803,13 +913,28 @@ def main() -> None:
         print_profile(console, current["trees"])
         return
 
+    if args.only:
+        names = tuple(n.strip() for n in args.only.split(",") if n.strip())
+        unknown = [n for n in names if n not in ALL_SCENARIOS]
+        if unknown or not names:
+            ap.error(f"--only: unknown scenario {', '.join(unknown) or '(none)'} (known: {', '.join(ALL_SCENARIOS)})")
+        if not REPORT.exists():
+            ap.error(f"--only updates {REPORT.relative_to(ROOT)}: run without --only first to write it")
+        current = run_scenarios(ROOT, names)
+        print_table(console, current, {}, args.baseline)
+        out = update_report(json.loads(REPORT.read_text()), current)
+        REPORT.write_text(json.dumps(out, indent=2) + "\n")
+        if args.json:
+            print(json.dumps(out))
+        return
+
     try:
         resolve(args.baseline)
     except subprocess.CalledProcessError:
         ap.error(f"--baseline: {args.baseline!r} is not a commit of {ROOT}")
     baseline_run = BaselineRun(args.baseline)
     try:
-        current = run_scenarios(ROOT)
+        current = run_scenarios(ROOT, ALL_SCENARIOS)  # the baseline worker runs SCENARIOS only
         baseline = baseline_run.result()
     except BaseException:
         baseline_run.kill()

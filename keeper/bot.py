@@ -7,7 +7,15 @@ against the current gas price (sent only if the reward exceeds gas x (1 + gas_ma
 min_profit_usd; default: never at a loss), send through the transaction manager, and judge by
 the receipt.
 
-Success is a receipt with status 1 **and** a Liquidation event for the account. Nothing stops the
+With a backstop vault in the deployment and `route` "backstop" (the default; settings
+`liquidation.route`), a perpetual or futures liquidation is first simulated through
+`BackstopVault.liquidate`, whose return value is the keeper's fee (settlement-token units): the
+reward of the profit rule; the vault takes the positions, so the keeper needs no inventory. If
+that simulation reverts (the vault is full, lacks equity or cash) the keeper liquidates directly
+through `MarginEngine.liquidate` and logs why once per account and episode.
+
+Success is a receipt with status 1 **and** a Liquidation event for the account, logged by the
+engine (whoever called it: the keeper, or the vault on its behalf). Nothing stops the
 loop: a reverted simulation or transaction (another liquidator was first, the price moved) is
 logged and counted; whatever one account's simulation, estimate or send raises (RPC error,
 timeout, unexpected revert, bug) is logged, counted by reason, and that account backs off
@@ -236,6 +244,7 @@ class BotStats:
     exact_confirmed: int = 0  # of those, confirmed with the exact mirror after the float screen
     accounts_read: int = 0  # accounts whose raw state was read from the chain at the last block
     full_reads: int = 0  # blocks at which every account was read (all of them without the state cache)
+    routed: int = 0  # of `succeeded`, liquidations through the backstop vault (the vault took the positions)
 
 
 @dataclass
@@ -302,6 +311,12 @@ class Liquidator:
     # raw account states kept between blocks (keeper.chain.state_cache); None = read every
     # account every block
     state_cache: AccountStateCache | None = None
+    # "backstop": perpetual and futures liquidations go through the deployment's backstop vault
+    # when it can take them (the keeper needs no inventory), else direct; "direct": always the
+    # engine (settings `liquidation.route`)
+    route: str = "backstop"
+    # accounts whose fallback from the vault to a direct liquidation was logged this episode
+    _fallback_logged: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.stats.dry_run = self.dry_run
@@ -607,6 +622,7 @@ class Liquidator:
         for account in list(self.first_seen):
             if account not in now:  # recovered (price) or liquidated
                 del self.first_seen[account]
+                self._fallback_logged.discard(account)
                 self.missed_counted.discard(account)
                 self.backoff.pop(account, None)
         for account in liquidatable:
@@ -654,8 +670,11 @@ class Liquidator:
             start = end + 1
 
     def _liquidation_call(self, account: str):
-        """(call, value moved or notional) of the liquidation to send, options first; raises
-        ContractLogicError when neither simulates."""
+        """(call, simulated return value, route) of the liquidation to send, options first;
+        raises ContractLogicError when none simulates. Route "options": `liquidate_options`,
+        the value the amount moved; "backstop": `BackstopVault.liquidate` (with `route`
+        backstop and a vault in the deployment), the value the caller's fee in settlement-token
+        units; "direct": `MarginEngine.liquidate`, the value the closed notional, WAD USD."""
         options = getattr(self.client, "options", None)
         if (
             options is not None
@@ -664,14 +683,55 @@ class Liquidator:
         ):
             call = options.functions.liquidate_options(account)
             try:
-                return call, call.call({"from": self.address}, block_identifier="latest")
+                return call, call.call({"from": self.address}, block_identifier="latest"), "options"
             except ContractLogicError as e:
                 if OPENED_THIS_BLOCK in str(e.message or e):
                     raise  # transient: the whole account waits for the next block
                 # worthless or settled options only: the engine's liquidation handles the rest
                 log.debug("liquidate_options(%s) would revert (%s); trying the engine", account, e.message or e)
+        backstop = getattr(self.client, "backstop", None) if self.route == "backstop" else None
+        if backstop is not None and account != backstop.address:
+            call = backstop.functions.liquidate(account)
+            try:
+                return call, call.call({"from": self.address}, block_identifier="latest"), "backstop"
+            except ContractLogicError as e:
+                reason = str(e.message or e)
+                if OPENED_THIS_BLOCK in reason:
+                    raise  # transient: the engine would refuse the direct call too
+                self._log_fallback(account, reason)
+        return self._direct_call(account)
+
+    def _direct_call(self, account: str):
+        """(`MarginEngine.liquidate(account)`, its simulated closed notional in WAD USD, "direct")."""
         call = self.client.engine.functions.liquidate(account)
-        return call, call.call({"from": self.address}, block_identifier="latest")
+        return call, call.call({"from": self.address}, block_identifier="latest"), "direct"
+
+    def _routed_shortfall(self, fee: int, gas: int, base_fee: int, eth_price: int) -> str | None:
+        """Why a routed liquidation whose simulation pays `fee` (settlement-token units) should
+        go direct instead, or None to send it. A fee of 0 means the vault gains nothing: the
+        account has no equity left to pay a penalty, the takeover is on the edge of the vault's
+        "takeover at a loss" refusal (another liquidation mined before it in the same block
+        tips it over), and a direct liquidator still earns any collateral discount. A fee that
+        does not pass the profit rule: the direct liquidation's reward is larger (the whole
+        liquidator share, not `caller_fee_share` of it) and is judged by the same rule."""
+        if fee == 0:
+            return "the vault would gain nothing: fee 0"
+        reward = fee * 10 ** (18 - self.client.deployment.settlement_decimals)
+        threshold = self._threshold(gas, base_fee, eth_price)
+        if threshold is not None and reward <= threshold:
+            return f"its fee {reward / WAD:.2f} USD does not exceed gas x (1 + gas_margin) + min profit = {threshold / WAD:.2f} USD"
+        return None
+
+    def _log_fallback(self, account: str, reason: str) -> None:
+        """One INFO line per account and liquidatable episode: the backstop vault cannot take
+        the account's liquidation (full, without equity or cash, ...), the keeper goes direct."""
+        if account in self._fallback_logged:
+            return
+        self._fallback_logged.add(account)
+        log.info(
+            "backstop vault cannot take %s (%s); liquidating it directly (the keeper takes the positions)",
+            account, reason[:200], extra={"account": account, "reason": reason[:200]},
+        )  # fmt: skip
 
     def _max_fee(self, base_fee: int) -> int:
         return min(base_fee * self.base_fee_multiplier + self.priority_fee, self.max_fee_per_gas)
@@ -684,14 +744,18 @@ class Liquidator:
             extra={"account": account, "reason": reason},
         )  # fmt: skip
 
-    def _would_liquidate(self, account: str, call, notional: int, reward: int, profit: int, gas: int) -> None:
-        """Dry run: what `_liquidate` would send, logged and counted instead."""
+    def _would_liquidate(
+        self, account: str, call, notional: int, reward: int, profit: int, gas: int, route: str = "direct"
+    ) -> None:
+        """Dry run: what `_liquidate` would send, logged and counted instead (WAD USD amounts;
+        a routed liquidation's notional is not simulated: 0)."""
         self.stats.would_liquidate += 1
         self.metrics.dry_run_liquidations.inc()
+        via = " through the backstop vault" if route == "backstop" else ""
         log.info(
-            "dry-run: would liquidate %s with %s (simulated at the latest block from %s: notional %.2f USD; expected reward %.2f USD, expected profit %.2f USD, gas estimate %d); not sent",
-            account, call.fn_name, self.address, notional / WAD, reward / WAD, profit / WAD, gas,
-            extra={"account": account, "dry_run": True, "function": call.fn_name, "notional_usd": notional / WAD,
+            "dry-run: would liquidate %s with %s%s (simulated at the latest block from %s: notional %.2f USD; expected reward %.2f USD, expected profit %.2f USD, gas estimate %d); not sent",
+            account, call.fn_name, via, self.address, notional / WAD, reward / WAD, profit / WAD, gas,
+            extra={"account": account, "dry_run": True, "function": call.fn_name, "route": route, "notional_usd": notional / WAD,
                    "reward_usd": reward / WAD, "profit_usd": profit / WAD, "gas": gas},
         )  # fmt: skip
 
@@ -708,8 +772,14 @@ class Liquidator:
             )
             return
         try:
-            call, notional = self._liquidation_call(account)
+            call, value, route = self._liquidation_call(account)
             gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
+            if route == "backstop":
+                why = self._routed_shortfall(int(value), gas, head.base_fee, eth_price)
+                if why is not None:
+                    self._log_fallback(account, why)
+                    call, value, route = self._direct_call(account)
+                    gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
         except ContractLogicError as e:
             reason = str(e.message or e)
             if OPENED_THIS_BLOCK in reason:  # expected: the account traded this block; next block
@@ -720,12 +790,17 @@ class Liquidator:
             self._skip(account, "unsafe", f"simulation reverted ({reason})")
             self._back_off(account, head.number)
             return
-        terms = self._terms
-        flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
-        reward = (
-            expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
-            + collateral_gain
-        )
+        if route == "backstop":
+            # the vault's return value is the fee it pays the caller: the whole reward
+            notional, reward = 0, int(value) * 10 ** (18 - self.client.deployment.settlement_decimals)
+        else:
+            notional = int(value)
+            terms = self._terms
+            flagged = self.client.liquidatable_since(account, "latest") if terms.max_penalty > terms.penalty else 0
+            reward = (
+                expected_reward(notional, equity, terms.penalty_rate(flagged, head.timestamp), terms.liquidator_share)
+                + collateral_gain
+            )
         cost = gas_cost_usd(gas, self._max_fee(head.base_fee), eth_price)
         profit = reward - cost
         threshold = self._threshold(gas, head.base_fee, eth_price)
@@ -736,7 +811,7 @@ class Liquidator:
             )  # fmt: skip
             return
         if self.dry_run:
-            self._would_liquidate(account, call, notional, reward, profit, gas)
+            self._would_liquidate(account, call, notional, reward, profit, gas, route)
             return
         try:
             tx_hash = self.tx.send(call, gas, liquidation_key(account))
@@ -750,9 +825,16 @@ class Liquidator:
             return
         self.stats.sent += 1
         self.metrics.sent.inc()
+        if route == "backstop":
+            log.info(
+                "liquidate %s: sent %s through the backstop vault (fee %.2f USD, expected profit %.2f USD, gas %d)",
+                account, tx_hash, reward / WAD, profit / WAD, gas,
+                extra={"account": account, "tx": tx_hash, "route": route, "fee_usd": reward / WAD, "profit_usd": profit / WAD, "gas": gas},
+            )  # fmt: skip
+            return
         log.info(
             "liquidate %s: sent %s (notional %.2f USD, expected profit %.2f USD, gas %d)", account, tx_hash, notional / WAD, profit / WAD, gas,
-            extra={"account": account, "tx": tx_hash, "notional_usd": notional / WAD, "profit_usd": profit / WAD, "gas": gas},
+            extra={"account": account, "tx": tx_hash, "route": route, "notional_usd": notional / WAD, "profit_usd": profit / WAD, "gas": gas},
         )  # fmt: skip
 
     def _handle_outcomes(self, outcomes, block: int) -> None:
@@ -778,6 +860,10 @@ class Liquidator:
             if o.status == "mined" and receipt is not None and self._liquidated(receipt, account):
                 self.stats.succeeded += 1
                 self.metrics.succeeded.inc()
+                route = self._route_of(receipt)
+                self.metrics.by_route.labels(route=route).inc()
+                if route == "backstop":
+                    self.stats.routed += 1
                 mined = receipt["blockNumber"]
                 # usually the index saw this liquidation's event first and already counted it;
                 # an options liquidation (OptionsLiquidation, not indexed) is counted here
@@ -799,13 +885,38 @@ class Liquidator:
                 )  # fmt: skip
 
     def _liquidated(self, receipt, account: str) -> bool:
+        """Whether `receipt` (status 1) holds a liquidation of `account`: the engine's
+        Liquidation event, logged by the engine's address whoever called it (the keeper
+        directly, or the backstop vault, whose `liquidate` calls the engine with the vault as
+        the liquidator), or the option market's OptionsLiquidation."""
         if receipt.get("status") != 1:
             return False
-        events = list(self.client.engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD))
+        engine = self.client.engine
+        events = [
+            ev
+            for ev in engine.events.Liquidation().process_receipt(receipt, errors=_DISCARD)
+            if str(ev["address"]).lower() == engine.address.lower()
+        ]
         options = getattr(self.client, "options", None)
         if options is not None:  # liquidate_options logs OptionsLiquidation instead
-            events += options.events.OptionsLiquidation().process_receipt(receipt, errors=_DISCARD)
+            events += [
+                ev
+                for ev in options.events.OptionsLiquidation().process_receipt(receipt, errors=_DISCARD)
+                if str(ev["address"]).lower() == options.address.lower()
+            ]
         return any(ev["args"]["account"] == account for ev in events)
+
+    def _route_of(self, receipt) -> str:
+        """The route of a mined liquidation, from the contract its transaction called (so a
+        transaction sent before a restart is counted right): backstop, options or direct."""
+        to = str(receipt.get("to") or "").lower()
+        backstop = getattr(self.client, "backstop", None)
+        options = getattr(self.client, "options", None)
+        if backstop is not None and to == backstop.address.lower():
+            return "backstop"
+        if options is not None and to == options.address.lower():
+            return "options"
+        return "direct"
 
     def _set_stale(self, update: HeadUpdate) -> None:
         self.stats.stale = update.is_stale

@@ -281,7 +281,7 @@ def run(
         max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei,
         base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file, dry_run=dry_run,
-        shard=settings.shard, takeover_blocks=settings.takeover_blocks,
+        shard=settings.shard, takeover_blocks=settings.takeover_blocks, route=settings.liquidation.route,
     )  # fmt: skip
     if settings.scoring.event_driven:
         from keeper.scoring import RescoreIndex
@@ -315,6 +315,14 @@ def run(
         bot.settlement = SettlementJob(
             client, tx, metrics, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei
         )
+    log.info(
+        "liquidation route: %s",
+        "direct (liquidation.route): the keeper takes the positions"
+        if settings.liquidation.route == "direct"
+        else f"through the backstop vault {client.backstop.address}, direct when it cannot take them"
+        if client.backstop is not None
+        else "direct: the deployment has no backstop vault",
+    )
     log.info(
         "settlement of expired futures and option series %s",
         "on" if settings.settle_expired else "off (settle_expired)",
@@ -881,6 +889,14 @@ def _attestation_service(client, tx, settings, metrics):
     help="USD the insurance fund starts with, instead of the config's backstop.insurance_fund_usd (0: none, so deficits become bad debt).",
 )
 @click.option(
+    "--backstop",
+    "backstop",
+    default=None,
+    callback=lambda ctx, param, value: _whole_usd("--backstop", value),
+    metavar="USD",
+    help="USD deposited in the backstop vault before the crash (request, wait its request_delay, claim), so that the keeper routes liquidations to it [default: 2000000, twice config/local.yaml's insurance fund: enough margin for every liquidation of the 100-account Black Thursday replay]; 0: none, the keeper liquidates directly. Ignored without a backstop_vault section in the config.",
+)
+@click.option(
     "--plot",
     "plot_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -909,6 +925,7 @@ def replay(
     with_options,
     vol_data,
     insurance_fund,
+    backstop,
     plot_path,
     no_plot,
 ) -> None:
@@ -924,7 +941,7 @@ def replay(
         if keepers < 2:
             raise click.ClickException("--stop-keeper needs --keepers 2 or more: another keeper must take over")
         stop = (int(which), int(at))
-    from keeper.replay.driver import Replay, ReplayError, ReplayOptions
+    from keeper.replay.driver import BACKSTOP_USD, Replay, ReplayError, ReplayOptions
 
     if config_path is None:
         config_path = resources.config_file("options.yaml") if with_options else DEFAULT_CONFIG
@@ -957,7 +974,8 @@ def replay(
     opts = ReplayOptions(path=path, accounts=accounts, seed=seed, block_seconds=block_seconds, rpc=rpc,
                          keeper_timeout=keeper_timeout, config=config, options=with_options,
                          vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop,
-                         insurance_fund_usd=insurance_fund, block_gas_limit=block_gas_limit)  # fmt: skip
+                         insurance_fund_usd=insurance_fund, block_gas_limit=block_gas_limit,
+                         backstop_usd=BACKSTOP_USD if backstop is None else backstop)  # fmt: skip
     with Progress(
         TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -1017,6 +1035,11 @@ def _print_report(d: dict) -> None:
         ("accounts", f"{d['accounts']}"),
         ("blocks", f"{d['blocks']}"),
         ("liquidations", f"{d['liquidations']} ({d['liquidated_accounts']} accounts)"),
+        *(
+            [("routed to the backstop vault / direct", f"{d['routed_liquidations']} / {d['direct_liquidations']}")]
+            if "routed_liquidations" in d
+            else []
+        ),
         ("liquidated notional", f"${d['liquidated_notional_usd']:,.0f}"),
         ("bad debt", f"${d['bad_debt_usd']:,.2f}"),
         *(
@@ -1070,7 +1093,9 @@ def _risk_transfer_rows(d: dict) -> list[tuple[str, str]]:
 
     def usd(key: str) -> str:
         value = d.get(key)
-        return "n/a: " + d.get("not_yet", {}).get(key, "not measured") if value is None else f"${value:,.2f}"
+        if value is None:
+            return "n/a: " + d.get("not_yet", {}).get(key, "not measured")
+        return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
 
     def pair(count_or_usd: str, usd_key: str) -> str:
         first = d.get(count_or_usd)
@@ -1086,6 +1111,7 @@ def _risk_transfer_rows(d: dict) -> list[tuple[str, str]]:
         ("keeper max inventory", usd("keeper_max_inventory_usd")),
         ("keeper inventory (end)", usd("keeper_inventory_end_usd")),
         ("ADL events / notional", pair("adl_events", "adl_notional_usd")),
+        *([("backstop vault seed", usd("backstop_seed_usd"))] if "backstop_seed_usd" in d else []),
         ("backstop P&L / max exposure", pair("backstop_pnl_usd", "backstop_max_exposure_usd")),
     ]
 

@@ -193,6 +193,21 @@ class ScoringSettings(BaseModel):
     headroom_fraction: Float = Field(0.5, gt=0.0, le=0.9)
 
 
+class LiquidationSettings(BaseModel):
+    """How `keeper run` liquidates perpetuals and futures (docs/keeper.md).
+
+    `route` backstop (the default): when the deployment has a backstop vault, each liquidation
+    is first simulated through `BackstopVault.liquidate`, which gives the positions to the vault
+    and pays the keeper a fee; the keeper needs no inventory. When that simulation reverts (the
+    vault is full, lacks equity or cash, or there is no vault) the keeper liquidates directly
+    through `MarginEngine.liquidate` and takes the positions itself. `direct`: always the
+    engine, as an operator that wants the positions. Options liquidations are unchanged."""
+
+    model_config = _MODEL
+
+    route: Annotated[str, AfterValidator(str.lower), Field(pattern="^(backstop|direct)$")] = "backstop"
+
+
 class KeeperSettings(BaseModel):
     """Everything `keeper run` needs besides the key.
 
@@ -234,6 +249,7 @@ class KeeperSettings(BaseModel):
     takeover_blocks: Int = Field(2, ge=1, le=100_000)  # a stopped shard's accounts wait this x ring distance
     attestation: AttestationSettings = AttestationSettings()
     scoring: ScoringSettings = ScoringSettings()
+    liquidation: LiquidationSettings = LiquidationSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -247,11 +263,13 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "gas": GasSettings,
     "attestation": AttestationSettings,
     "scoring": ScoringSettings,
+    "liquidation": LiquidationSettings,
 }
 _TOP = set(KeeperSettings.model_fields) - set(_SECTIONS)
 _GAS = set(GasSettings.model_fields)
 _ATT = set(AttestationSettings.model_fields)
 _SCORING = set(ScoringSettings.model_fields)
+_LIQUIDATION = set(LiquidationSettings.model_fields)
 
 # the wording for any bad value of these fields: "<where>: <wording>, got <value>"
 _WORDING = {
@@ -268,6 +286,7 @@ _WORDING = {
     "settle_expired": "must be true or false",
     "signer_key_envs": "must list environment variable names",
     "accounts": "must be all or a list of addresses",
+    "route": "must be backstop or direct",
 }
 
 
@@ -353,6 +372,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         ("gas", _GAS, "KEEPER_GAS_"),
         ("attestation", _ATT, "KEEPER_ATTESTATION_"),
         ("scoring", _SCORING, "KEEPER_SCORING_"),
+        ("liquidation", _LIQUIDATION, "KEEPER_LIQUIDATION_"),
     ):
         for name in sorted(names):
             var = f"{prefix}{name.upper()}"

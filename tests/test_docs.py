@@ -71,10 +71,13 @@ GAS = {
     "deposit_usdc": 60_000,
     "margin_check_16_options": 400_000,
     "max_liquidation_call": 3_000_000,
+    "liquidate_routed": 420_000,
+    "unwind": 330_000,
 }
+CURRENT_ONLY = ("liquidate_routed", "unwind")  # BackstopVault: no baseline figure
 GAS_REPORT = {
     **GAS,
-    "baseline": {**{k: 2 * v for k, v in GAS.items()}, "deposit_usdc": 50_000},
+    "baseline": {**{k: 2 * v for k, v in GAS.items() if k not in CURRENT_ONLY}, "deposit_usdc": 50_000},
     "baseline_rev": "abc1234",
     "targets": {"match_orders": 250_000, "withdraw_usdc": 140_000},
     "receipt_gas": {k: v + 30_000 for k, v in GAS.items()},
@@ -121,6 +124,9 @@ def test_gas_table():
     assert got[desc["deposit_usdc"]] == ["50,000", "60,000", "+20.0%", "-", "90,000"]
     assert got[desc["withdraw_usdc"]][3] == "<= 140,000"
     assert got[desc["liquidate_first"]][3] == "-"
+    # the backstop vault's operations have no baseline: "-" before and for the change
+    assert got[desc["liquidate_routed"]] == ["-", "420,000", "-", "-", "450,000"]
+    assert got[desc["unwind"]] == ["-", "330,000", "-", "-", "360,000"]
 
 
 def test_gas_table_without_a_baseline_figure_or_receipt():
@@ -488,7 +494,17 @@ RISK_FIGURES = {
 
 
 def test_replay_runs_table():
-    default = {**REPLAY_REPORT, **RISK_FIGURES}
+    default = {
+        **REPLAY_REPORT,
+        **RISK_FIGURES,
+        "keeper_max_inventory_usd": 0.0,
+        "keeper_inventory_end_usd": 0.0,
+        "backstop_seed_usd": 2_000_000.0,
+        "backstop_pnl_usd": -129_549.7,
+        "backstop_max_exposure_usd": 1_573_986.9,
+        "routed_liquidations": 68,
+        "direct_liquidations": 0,
+    }
     no_fund = {
         **default,
         "insurance_fund_start_usd": 0.0,
@@ -498,19 +514,41 @@ def test_replay_runs_table():
         "adl_events": 3,
         "adl_notional_usd": 5_000.0,
     }
-    table = figures.render_replay_runs(default, no_fund)
-    assert table.splitlines()[0] == "| 100 accounts | as configured | `--insurance-fund 0` |"
+    no_backstop = {
+        **default,
+        "keeper_max_inventory_usd": 1_573_986.9,
+        "keeper_inventory_end_usd": 1_500_000.2,
+        "backstop_seed_usd": 0.0,
+        "backstop_pnl_usd": 0.0,
+        "backstop_max_exposure_usd": 0.0,
+        "routed_liquidations": 0,
+        "direct_liquidations": 68,
+    }
+    table = figures.render_replay_runs(default, no_fund, no_backstop)
+    assert table.splitlines()[0] == (
+        "| 100 accounts | as configured (seeded backstop vault) | `--insurance-fund 0` | `--backstop 0` |"
+    )
+    assert table.splitlines()[1] == "|---|---|---|---|"
     got = rows(table)
-    assert got["insurance fund at the start / end"] == ["$1,000,000 / $878,412", "$0 / $0"]
-    assert got["liquidations (accounts)"] == ["68 (48)", "68 (48)"]
-    assert got["bad debt at the end (outstanding)"] == ["$0", "$121,589"]
-    assert got["flat-account losses"] == ["$0", "$0"]
-    assert got["bad debt flat accounts would bear if they withdrew"] == ["$0", "$12"]
-    assert got["keeper's largest inventory (gross notional)"] == ["$1,573,987", "$1,573,987"]
-    # the later contracts' figures: said to be missing, or shown once they exist
-    assert got["ADL events / notional"] == ["n/a (not in this version)", "3 / 5,000"]
-    assert got["backstop vault P&L / largest exposure"] == ["n/a (not in this version)"] * 2
-    older = dict(default)
+    assert got["insurance fund at the start / end"][:2] == ["$1,000,000 / $878,412", "$0 / $0"]
+    assert got["backstop vault seeded before the crash"] == ["$2,000,000", "$2,000,000", "$0"]
+    assert got["liquidations (accounts)"] == ["68 (48)"] * 3
+    assert got["liquidations routed to the backstop vault / direct"] == ["68 / 0", "68 / 0", "0 / 68"]
+    assert got["bad debt at the end (outstanding)"] == ["$0", "$121,589", "$0"]
+    assert got["flat-account losses"] == ["$0"] * 3
+    assert got["bad debt flat accounts would bear if they withdrew"] == ["$0", "$12", "$0"]
+    inventory = got["keeper's largest inventory / at the end (gross notional)"]
+    assert inventory == ["$0 / $0", "$0 / $0", "$1,573,987 / $1,500,000"]
+    vault = got["backstop vault P&L / largest exposure (gross notional)"]
+    assert vault == ["-$129,550 / $1,573,987", "-$129,550 / $1,573,987", "$0 / $0"]
+    # auto-deleveraging: said to be missing, or shown once it exists
+    assert got["ADL events / notional"] == ["n/a (not in this version)", "3 / 5,000", "n/a (not in this version)"]
+    # a report of a deployment without a vault says so; one written before routing shows "-"
+    older = {**RISK_FIGURES, **REPLAY_REPORT}
+    older_rows = rows(figures.render_replay_runs(older, older))
+    assert older_rows["backstop vault P&L / largest exposure (gross notional)"] == ["n/a (no backstop vault)"] * 2
+    assert older_rows["liquidations routed to the backstop vault / direct"] == ["-", "-"]
+    assert older_rows["backstop vault seeded before the crash"] == ["-", "-"]
     del older["flat_account_losses_usd"]
     with pytest.raises(figures.ReportError, match="flat_account_losses_usd"):
         figures.render_replay_runs(older, no_fund)
@@ -552,6 +590,7 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "gas.json": GAS_REPORT,
         "black-thursday.json": {**REPLAY_REPORT, **RISK_FIGURES},
         "black-thursday-no-insurance-fund.json": {**REPLAY_REPORT, **RISK_FIGURES, "insurance_fund_start_usd": 0.0},
+        "black-thursday-no-backstop.json": {**REPLAY_REPORT, **RISK_FIGURES},
         "black76-gas.json": BLACK76_REPORT,
         "option-margin-gas.json": OPTION_MARGIN_REPORT,
         "portfolio-risk.json": PORTFOLIO_REPORT,
@@ -642,3 +681,25 @@ def test_a_block_of_two_reports_waits_for_both(tmp_path):
     code, _, err = run(root)
     assert code == 0 and "reports/options-2021.json is missing: kept block(s) 'replay-options'" in err
     assert "old" in (root / "docs" / "replay.md").read_text()
+
+
+def test_gas_report_has_no_baseline_for_the_vault_and_only_updates_what_it_measured():
+    """benchmarks.gas: the backstop vault's scenarios are measured on this tree only (the baseline
+    revision has no vault), and `--only` replaces just their figures in reports/gas.json."""
+    from benchmarks import gas
+
+    def txs(execution: int) -> list[dict]:
+        return [{"label": "x", "gas": execution + 21_000, "intrinsic": 21_000, "execution": execution, "refund": 0}]
+
+    current = {"scenarios": {name: txs(100_000 + i) for i, name in enumerate(gas.ALL_SCENARIOS)}}
+    baseline = {"scenarios": {name: txs(200_000) for name in gas.SCENARIOS}}
+    out = gas.report(current, baseline, "abc1234")
+    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind"}
+    assert all(name in out and name in out["receipt_gas"] for name in gas.ALL_SCENARIOS)
+    assert not set(gas.CURRENT_ONLY) & set(out["baseline"])
+    assert figures.render_gas(out).count("| - |") >= 2  # the vault's rows: no "before"
+    updated = gas.update_report(out, {"scenarios": {"unwind": txs(7)}})
+    assert updated["unwind"] == 7 and updated["receipt_gas"]["unwind"] == 21_007
+    assert {k: v for k, v in updated.items() if k not in ("unwind", "receipt_gas")} == {
+        k: v for k, v in out.items() if k not in ("unwind", "receipt_gas")
+    }

@@ -45,6 +45,9 @@ GAS_OPERATIONS = {
     "deposit_usdc": "USDC deposit",
     "margin_check_16_options": "one margin check of an account short 16 options (`margin_summary`, a view)",
     "max_liquidation_call": "largest call to liquidate a maximal account (8 markets, 32 series, all collateral)",
+    "liquidate_routed": "vault-routed liquidation: the partial liquidation above through `BackstopVault.liquidate`, "
+    "the vault taking the positions and paying the caller its fee (no vault before)",
+    "unwind": "one `BackstopVault.unwind`: a taker buys half the position the vault took over, at the auction price",
 }
 
 # the Black Thursday replay of docs/replay.md (its data files are looked up in FIGURES_DATA)
@@ -54,7 +57,10 @@ BLACK_THURSDAY = ("--start", "2020-03-11T00:00:00Z", "--end", "2020-03-14T00:00:
 BLACK_THURSDAY_RUNS = {
     "black-thursday.json": ((), "black-thursday.png"),
     "black-thursday-no-insurance-fund.json": (("--insurance-fund", "0"), "black-thursday-no-insurance-fund.png"),
+    "black-thursday-no-backstop.json": (("--backstop", "0"), "black-thursday-no-backstop.png"),
 }
+# the column heads of those runs, in the same order
+BLACK_THURSDAY_COLUMNS = ("as configured (seeded backstop vault)", "`--insurance-fund 0`", "`--backstop 0`")
 PRICE_FILES = {"ETH": "eth_usdt_1h_binance_2018-01_2021-08.csv", "BTC": "btc_usdt_1h_binance_2018-01_2021-08.csv"}
 DEFAULT_DATA = "../shared/data"
 OPTION_REPLAY_POPULATION = ("--accounts", "100", "--seed", "7")
@@ -222,6 +228,17 @@ def render_replay(report: dict) -> str:
             f"({_int(report['liquidated_accounts'], 'liquidated_accounts'):,} accounts)",
         ),
         ("liquidations by book kind", by_kind),
+        *(
+            [
+                (
+                    "routed to the backstop vault / direct",
+                    f"{_int(report['routed_liquidations'], 'routed_liquidations'):,} / "
+                    f"{_int(report['direct_liquidations'], 'direct_liquidations'):,}",
+                )
+            ]
+            if "routed_liquidations" in report
+            else []
+        ),
         ("liquidated notional", usd("liquidated_notional_usd")),
         ("bad debt", usd("bad_debt_usd", 2)),
         ("insurance fund at the end", usd("insurance_fund_usd")),
@@ -483,20 +500,39 @@ def render_replay_runs(*reports: dict) -> str:
         )
 
     def usd(report: dict, key: str) -> str:
-        return f"${_num(report[key], key):,.0f}"
+        value = _num(report[key], key)
+        return f"-${-value:,.0f}" if round(value) < 0 else f"${value:,.0f}"
 
     def later(report: dict, *keys: str) -> str:
         if all(report[k] is None for k in keys):
             return "n/a (not in this version)"
         return " / ".join("-" if report[k] is None else f"{_num(report[k], k):,.0f}" for k in keys)
 
+    def backstop(report: dict) -> str:
+        if report["backstop_pnl_usd"] is None:
+            return "n/a (no backstop vault)"
+        return f"{usd(report, 'backstop_pnl_usd')} / {usd(report, 'backstop_max_exposure_usd')}"
+
+    def routes(report: dict) -> str:
+        if "routed_liquidations" not in report:
+            return "-"
+        return (
+            f"{_int(report['routed_liquidations'], 'routed_liquidations'):,} / "
+            f"{_int(report['direct_liquidations'], 'direct_liquidations'):,}"
+        )
+
+    def seed(report: dict) -> str:
+        return usd(report, "backstop_seed_usd") if report.get("backstop_seed_usd") is not None else "-"
+
     cells = {
         "insurance fund at the start / end": lambda r: (
             f"{usd(r, 'insurance_fund_start_usd')} / {usd(r, 'insurance_fund_usd')}"
         ),
+        "backstop vault seeded before the crash": seed,
         "liquidations (accounts)": lambda r: (
             f"{_int(r['liquidations'], 'liquidations'):,} ({_int(r['liquidated_accounts'], 'liquidated_accounts'):,})"
         ),
+        "liquidations routed to the backstop vault / direct": routes,
         "missed liquidations / max blocks to liquidate": lambda r: (
             f"{_int(r['missed_liquidations'], 'missed_liquidations')} / {r['max_blocks_to_liquidate']}"
         ),
@@ -506,15 +542,19 @@ def render_replay_runs(*reports: dict) -> str:
         "bad debt flat accounts would bear if they withdrew": lambda r: usd(
             r, "flat_account_socialization_exposure_usd"
         ),
-        "keeper's largest inventory (gross notional)": lambda r: usd(r, "keeper_max_inventory_usd"),
+        "keeper's largest inventory / at the end (gross notional)": lambda r: (
+            f"{usd(r, 'keeper_max_inventory_usd')} / "
+            + (usd(r, "keeper_inventory_end_usd") if r.get("keeper_inventory_end_usd") is not None else "-")
+        ),
+        "backstop vault P&L / largest exposure (gross notional)": backstop,
         "ADL events / notional": lambda r: later(r, "adl_events", "adl_notional_usd"),
-        "backstop vault P&L / largest exposure": lambda r: later(r, "backstop_pnl_usd", "backstop_max_exposure_usd"),
     }
     first = reports[0]
     header = f"{_int(first['accounts'], 'accounts'):,} accounts"
+    columns = BLACK_THURSDAY_COLUMNS[: len(reports)]
     lines = [
-        f"| {header} | as configured | `--insurance-fund 0` |",
-        "|---|---|---|",
+        f"| {header} | {' | '.join(columns)} |",
+        "|---|" + "---|" * len(reports),
     ]
     lines += [f"| {name} | {' | '.join(cell(r) for r in reports)} |" for name, cell in cells.items()]
     return "\n".join(lines)

@@ -363,6 +363,15 @@ class ProtocolClient:
         return self._module("option_market", "option_market", "OptionMarket")
 
     @functools.cached_property
+    def backstop(self):
+        """The BackstopVault contract of the manifest (`backstop_vault`), or None when the
+        deployment has none."""
+        address = getattr(self.deployment, "backstop_vault", "") or ""
+        if not address or int(address, 16) == 0:
+            return None
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact("BackstopVault").abi)
+
+    @functools.cached_property
     def attestor(self):
         """The HealthAttestor contract (None when the engine has none wired)."""
         return self._module("health_attestor", "health_attestor", "HealthAttestor")

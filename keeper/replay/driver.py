@@ -63,6 +63,14 @@ ACCOUNTS_PER_MAKER = 20
 KEEPER_DEPOSIT_USD = 500_000_000
 KEEPER_GAS_ETH = 100  # each keeper beyond Anvil's account 1 (`--keepers`) gets this much ETH for gas
 INSURANCE_USD = 1_000_000  # when the config states no backstop.insurance_fund_usd
+# USD deposited in the backstop vault before the crash (`--backstop`): twice the insurance fund
+# of config/local.yaml. With max_margin_usage 0.5 it carries the initial margin of several times
+# the liquidated notional of the 100-account Black Thursday replay ($1.7M), so the default run
+# shows every liquidation routed and a keeper with no inventory; its max_exposure (scaled to the
+# path's start prices as the markets' caps are) stays the per-market limit
+BACKSTOP_USD = 2_000_000
+# Anvil's account 2 deposits the seed in the backstop vault (account 0 deploys, 1 is the keeper)
+BACKSTOP_SEEDER = 2
 # set-up sends its transactions in batches of this many (explicit nonces, automine off), then
 # mines blocks until the batch is in: thousands of accounts never queue thousands of transactions
 SETUP_BATCH = 250
@@ -105,7 +113,17 @@ def at_start_prices(config: ProtocolConfig, start: dict[str, float]) -> Protocol
         else m
         for m in config.markets
     )
-    return dataclasses.replace(config, price_ids=tuple(price_ids), underlyings=tuple(underlyings), markets=markets)
+    backstop = config.backstop_vault
+    if backstop is not None and backstop.max_exposure:
+        underlying_of = {m.name: m.underlying for m in config.markets}
+        exposure = tuple(
+            (name, int(size * scale[underlying_of[name]]) if underlying_of.get(name) in scale else size)
+            for name, size in backstop.max_exposure
+        )
+        backstop = dataclasses.replace(backstop, max_exposure=exposure)
+    return dataclasses.replace(
+        config, price_ids=tuple(price_ids), underlyings=tuple(underlyings), markets=markets, backstop_vault=backstop
+    )
 
 
 def population_caps_problem(config: ProtocolConfig, specs: list[AccountSpec], makers: int) -> str | None:
@@ -169,6 +187,9 @@ class ReplayOptions:
     # the gas limit of every block of the Anvil the replay starts (not of a chain given with rpc):
     # a step's liquidations are mined in the block after it, so the block must hold them all
     block_gas_limit: int = 100_000_000
+    # USD deposited in the backstop vault before the crash (0: none; the keepers then liquidate
+    # directly); ignored when the config deploys no backstop vault
+    backstop_usd: int = BACKSTOP_USD
 
 
 @dataclass
@@ -750,7 +771,9 @@ class Replay:
         if len(seen) < running:
             log.warning("a keeper did not report block %d within %.0f s", block, self.opts.keeper_timeout)
             return {}
-        total = {k: sum(s.get(k, 0) for s in seen.values()) for k in ("sent", "succeeded", "failed", "rpc_errors")}
+        total = {
+            k: sum(s.get(k, 0) for s in seen.values()) for k in ("sent", "succeeded", "failed", "rpc_errors", "routed")
+        }
         return {
             **total,
             "processing_ms": max(s["processing_ms"] for s in seen.values()),
@@ -794,9 +817,47 @@ class Replay:
             self._end_batches()
         finally:
             self._nonce = None
+        self._seed_backstop()
         self.setup_seconds = time.monotonic() - started
         log.info("set-up: %d accounts opened in %.1f s", len(users), self.setup_seconds)
         return users
+
+    def backstop_seed_usd(self) -> int:
+        """USD the replay deposits in the backstop vault (0 without one in the deployment)."""
+        return self.opts.backstop_usd if self.deployment.backstop_vault else 0
+
+    def _seed_backstop(self) -> None:
+        """Deposit `backstop_usd` in the backstop vault as its depositors would: Anvil's account
+        `BACKSTOP_SEEDER` mints the mock settlement token and requests the deposit; the chain's
+        clock moves on by the vault's `request_delay` + 1 s (evm_increaseTime, evm_mine); the
+        feeds are posted again (the path's first prices), so that nothing is stale; the seeder
+        claims the deposit, which the vault credits to its margin account. Automine is on (after
+        set-up's batches). A revert is one line naming the step."""
+        usd = self.backstop_seed_usd()
+        if not usd:
+            return
+        self._stage = "backstop seed"
+        seeder = DEV_ACCOUNTS[BACKSTOP_SEEDER][0]
+        vault = self.client.backstop
+        token = self.tokens[self.opts.config.settlement_symbol]
+        units = usd * 10 ** self.decimals[self.opts.config.settlement_symbol]
+
+        def send(call, what: str, sender: str = seeder) -> None:
+            tx_hash = call.transact({"from": sender, "gas": SETUP_GAS, **self._fees()})
+            confirm(self.w3, [tx_hash], what)
+
+        send(token.functions.mint(seeder, units), "backstop seed: mint", self.admin)
+        send(token.functions.approve(vault.address, units), "backstop seed: approve")
+        send(vault.functions.request_deposit(units), "backstop seed: request_deposit")
+        delay = int(vault.functions.request_delay().call())
+        self._rpc("evm_increaseTime", [delay + 1])
+        self._rpc("evm_mine", [])
+        self._confirm(self._publish(0), "backstop seed: price update")
+        if self.opts.options:  # the signed vols too, stamped at the new head's time
+            self._confirm(self._post_vols(0, self.w3.eth.get_block("latest")["timestamp"]), "backstop seed: vol update")
+        send(vault.functions.claim_deposit(), "backstop seed: claim_deposit")
+        self._update_fees()
+        log.info("backstop vault %s seeded with $%s after %d s", vault.address, f"{usd:,}", delay + 1)
 
     def run(self) -> ReplayReport:
         """Set up, replay every step with the keeper running, and build the report."""
@@ -858,6 +919,7 @@ class Replay:
                 timeline=timeline,
                 keepers=tuple(address for address, _ in self.keeper_keys),
                 insurance_fund_start=float(self.insurance_fund_usd()),
+                backstop_seed=float(self.backstop_seed_usd()),
             )
             # the chain's block gas limit (None on a chain given with rpc: the user's)
             report.data["block_gas_limit"] = None if self.opts.rpc else self.opts.block_gas_limit

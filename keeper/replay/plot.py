@@ -5,10 +5,11 @@
 2. accounts below maintenance margin at the end of each block;
 3. liquidations per block (auto-deleveraging events: none in this protocol version, said in
    the legend);
-4. the insurance fund and outstanding bad debt, USD (the backstop vault's equity: none in this
-   protocol version, said in the legend);
+4. the insurance fund, outstanding bad debt and the backstop vault's equity, USD (a deployment
+   without a vault says so in the legend);
 5. the keeper's inventory: gross notional of the positions its liquidations left on its own
-   account, USD at each block's index.
+   account, and the backstop vault's exposure (the gross notional of the positions it took
+   over), USD at each block's index.
 
 Drawn with matplotlib's non-interactive Agg backend; nothing is shown on screen.
 """
@@ -84,14 +85,33 @@ def plot_report(report: dict[str, Any], path: str | Path, *, dpi: int = 100) -> 
         label="bad debt (outstanding)",
         color="tab:red",
     )
-    money_ax.plot([], [], " ", label="backstop vault equity: no vault in this protocol version")
+    equity = [r.get("backstop_equity_usd") for r in timeline]
+    if any(e is not None for e in equity):
+        money_ax.step(
+            times,
+            [float(e or 0.0) for e in equity],
+            where="post",
+            label="backstop vault equity",
+            color="tab:orange",
+        )
+    else:
+        money_ax.plot([], [], " ", label="backstop vault equity: no vault in this deployment")
     money_ax.set_ylabel("USD")
     money_ax.legend(loc="upper left", fontsize=9, ncol=2)
 
     inventory = [float(r.get("keeper_inventory_usd") or 0.0) for r in timeline]
     inventory_ax.step(times, inventory, where="post", color="tab:blue", label="keeper inventory (gross notional)")
-    inventory_ax.set_ylabel("keeper\ninventory")
-    inventory_ax.legend(loc="upper left", fontsize=9)
+    exposure = [r.get("backstop_exposure_usd") for r in timeline]
+    if any(e is not None for e in exposure):
+        inventory_ax.step(
+            times,
+            [float(e or 0.0) for e in exposure],
+            where="post",
+            color="tab:orange",
+            label="backstop vault exposure (gross notional)",
+        )
+    inventory_ax.set_ylabel("inventory")
+    inventory_ax.legend(loc="upper left", fontsize=9, ncol=2)
     for ax in (money_ax, inventory_ax):
         ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _text(_usd(v))))
     for ax in (liq_ax, money_ax, inventory_ax):  # room above the data for the legend
@@ -103,7 +123,7 @@ def plot_report(report: dict[str, Any], path: str | Path, *, dpi: int = 100) -> 
     fig.autofmt_xdate()
     fig.suptitle(_text(_title(report)), fontsize=12)
     fig.text(0.5, 0.005, _text(_summary(report)), ha="center", va="bottom", fontsize=9)
-    fig.tight_layout(rect=(0, 0.025, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +147,8 @@ def _text(text: str) -> str:
 
 
 def _usd(value: float, _position: object = None) -> str:
+    if value < 0:
+        return "-" + _usd(-value)
     for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= limit:
             return f"${value / limit:,.{1 if abs(value) < 10 * limit else 0}f}{suffix}"
@@ -152,4 +174,10 @@ def _summary(report: dict[str, Any]) -> str:
         f"max blocks to liquidate {report.get('max_blocks_to_liquidate', '-')}; bad debt at the end {money('bad_debt_usd')}, "
         f"socialized {money('socialized_loss_usd')}, flat-account losses {money('flat_account_losses_usd')}; "
         f"keeper max inventory {money('keeper_max_inventory_usd')}"
+        + (
+            f"\nbackstop vault: P&L {money('backstop_pnl_usd')}, largest exposure {money('backstop_max_exposure_usd')}; "
+            f"liquidations routed to it {report.get('routed_liquidations', '-')}, direct {report.get('direct_liquidations', '-')}"
+            if report.get("backstop_pnl_usd") is not None
+            else ""
+        )
     )

@@ -69,15 +69,18 @@ def account_latencies(
     return latencies, set(open_since)
 
 
-def liquidation_sends(w3, engine, options, start_block: int, end_block: int) -> list[dict]:
-    """Every `MarginEngine.liquidate` and `OptionMarket.liquidate_options` transaction mined in
-    [start_block, end_block], oldest first: {"block", "index" (position in the block), "sender",
-    "account", "status", "liquidated" (the receipt has the engine's Liquidation or the option
-    market's OptionsLiquidation event for that account)}. One block read with its transactions
-    per block, one receipt per liquidation transaction."""
+def liquidation_sends(w3, engine, options, start_block: int, end_block: int, backstop=None) -> list[dict]:
+    """Every `MarginEngine.liquidate`, `OptionMarket.liquidate_options` and (with `backstop`,
+    the BackstopVault contract) `BackstopVault.liquidate` transaction mined in [start_block,
+    end_block], oldest first: {"block", "index" (position in the block), "sender", "account",
+    "status", "liquidated" (the receipt has the engine's Liquidation or the option market's
+    OptionsLiquidation event for that account)}. One block read with its transactions per
+    block, one receipt per liquidation transaction."""
     targets = {engine.address.lower(): (engine, "liquidate")}
     if options is not None:
         targets[options.address.lower()] = (options, "liquidate_options")
+    if backstop is not None:
+        targets[backstop.address.lower()] = (backstop, "liquidate")
     out: list[dict] = []
     for number in range(start_block, end_block + 1):
         for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
@@ -109,6 +112,15 @@ def liquidation_sends(w3, engine, options, start_block: int, end_block: int) -> 
     return out
 
 
+def route_counts(liquidations: list[dict], backstop: str | None) -> tuple[int, int]:
+    """(routed, direct): of `liquidations` (Liquidation events as dicts; option liquidations,
+    which name no liquidator, count as direct), those whose liquidator is the backstop vault at
+    address `backstop` (None: no vault, all direct) and the others."""
+    vault = (backstop or "").lower()
+    routed = sum(1 for ev in liquidations if vault and str(ev.get("liquidator", "")).lower() == vault)
+    return routed, len(liquidations) - routed
+
+
 def duplicate_sends(sends: list[dict]) -> int:
     """Liquidation transactions sent for an account whose liquidation another transaction (by
     another keeper, or the same one) had already taken: a send is a duplicate when an earlier
@@ -132,6 +144,7 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
                  cross_margin, isolated_margin, keeper_stats, processing_ms, path, workdir,
                  options: dict | None = None, setup_seconds: float | None = None,
                  timeline=None, keepers: tuple[str, ...] = (), insurance_fund_start: float | None = None,
+                 backstop_seed: float = 0.0,
                  ) -> ReplayReport:  # fmt: skip
     """Assemble the report from chain state at `end_block` and what the driver observed.
 
@@ -143,13 +156,24 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
     figures (`socialized_loss_usd`, `flat_account_losses_usd`, `keeper_max_inventory_usd` of the
     `keepers` addresses, the later contracts' keys as None; see keeper.replay.timeline.risk_figures)
     and a `timeline` of one entry per recorded block. `insurance_fund_start`: USD the replay
-    funded the insurance fund with."""
+    funded the insurance fund with. `backstop_seed`: USD the replay deposited in the backstop
+    vault before the crash. `routed_liquidations` / `direct_liquidations`: the engine's
+    Liquidation events whose liquidator is the backstop vault / anyone else (option
+    liquidations count as direct)."""
     liquidations = client.liquidations(start_block + 1, end_block)
     if options is not None:
         liquidations = sorted(liquidations + options["option_liquidations"], key=lambda ev: ev["block"])
     episodes, missed = account_latencies(liquidatable_at, liquidations)
     latencies = [latency for _, latency in episodes]
-    sends = liquidation_sends(client.w3, client.engine, getattr(client, "options", None), start_block + 1, end_block)
+    backstop = getattr(client, "backstop", None)
+    sends = liquidation_sends(
+        client.w3, client.engine, getattr(client, "options", None), start_block + 1, end_block, backstop
+    )
+    routed = sum(
+        1
+        for ev in liquidations
+        if backstop is not None and str(ev.get("liquidator", "")).lower() == backstop.address.lower()
+    )
     vault = client.vault.functions
     kinds = {u.address: u.spec.kind for u in users}
     dep = client.deployment
@@ -187,13 +211,15 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
         from keeper.replay.timeline import risk_figures
 
         risk, rows = risk_figures(
-            client, timeline, liquidations, keepers, holders, start_block, end_block, dep.deploy_block
+            client, timeline, liquidations, keepers, holders, start_block, end_block, dep.deploy_block, backstop_seed
         )
     data = {
         "accounts": len(users),
         "blocks": len(liquidatable_at),
         "liquidations": len(liquidations),
         "liquidated_accounts": len({ev["account"] for ev in liquidations}),
+        "routed_liquidations": routed,
+        "direct_liquidations": len(liquidations) - routed,
         "liquidated_notional_usd": sum(ev["notional"] for ev in liquidations) / WAD,
         "penalties_usd": sum(ev["penalty"] for ev in liquidations) / WAD,
         "bad_debt_usd": bad_debt / WAD,

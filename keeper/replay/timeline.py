@@ -5,13 +5,14 @@ debt took from withdrawals, and what of that fell on accounts holding no positio
 Per block the driver already knows the accounts below maintenance margin (it reads every
 account's margin summary to time liquidations); `TimelineRecorder.record` adds one JSON-RPC batch
 of three `eth_call`s pinned to the block (the oracle's index prices, the vault's insurance fund
-and bad debt), whose cost does not depend on the number of accounts. Liquidations per block and
-the keeper's inventory come after the replay from event logs (one `eth_getLogs` per event kind),
-so the replay's blocks carry no extra work for them.
+and bad debt), plus a fourth with a backstop vault (the engine's margin summary of the backstop
+vault: its equity), whose cost does not depend on the number of accounts. Liquidations per
+block, the keeper's inventory and the backstop vault's exposure come after the replay from event
+logs (one `eth_getLogs` per event kind), so the replay's blocks carry no extra work for them.
 
-Figures that need contracts this protocol version does not have (a backstop vault,
-auto-deleveraging) are present as None with the reason in `NOT_YET`, so that readers of the
-report can rely on the keys.
+Figures that need contracts this protocol version does not have (auto-deleveraging), or that
+the deployment lacks (a backstop vault), are present as None with the reason in `not_yet`, so
+that readers of the report can rely on the keys.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ Change = tuple[int, int, str, tuple[str, int], int]
 NOT_YET = {
     "adl_events": "auto-deleveraging is not in this protocol version",
     "adl_notional_usd": "auto-deleveraging is not in this protocol version",
-    "backstop_pnl_usd": "the backstop vault is not in this protocol version",
-    "backstop_max_exposure_usd": "the backstop vault is not in this protocol version",
+}
+# the backstop vault's keys when the deployment has none (config without `backstop_vault:`)
+NO_BACKSTOP = {
+    "backstop_pnl_usd": "the deployment has no backstop vault",
+    "backstop_max_exposure_usd": "the deployment has no backstop vault",
 }
 
 
@@ -45,8 +49,10 @@ class TimelineRow:
     published (the tail blocks after the last step: that step's time plus the chain time since).
     `prices`: USD per unit by symbol, the oracle's index at the block. `below_mm`: accounts of
     the population with equity < maintenance margin at the end of the block. `insurance_fund_usd`,
-    `bad_debt_usd`: the vault's at the end of the block. `prices_wad`: the oracle's index prices
-    by price id (WAD), for valuing positions; not in the report."""
+    `bad_debt_usd`: the vault's at the end of the block. `backstop_equity_usd`: the backstop
+    vault's equity (`MarginEngine.margin_summary(vault).equity`), None without a vault.
+    `prices_wad`: the oracle's index prices by price id (WAD), for valuing positions; not in
+    the report."""
 
     block: int
     timestamp: int
@@ -55,8 +61,13 @@ class TimelineRow:
     insurance_fund_usd: float
     bad_debt_usd: float
     prices_wad: tuple[int, ...] = field(default=(), repr=False)
+    backstop_equity_usd: float | None = None
 
-    def as_dict(self, liquidations: int, keeper_inventory_usd: float) -> dict[str, Any]:
+    def as_dict(
+        self, liquidations: int, keeper_inventory_usd: float, backstop_exposure_usd: float | None = None
+    ) -> dict[str, Any]:
+        """The report's timeline entry; `backstop_exposure_usd`: the vault's gross position
+        notional at the block's index (None without a vault)."""
         return {
             "block": self.block,
             "timestamp": self.timestamp,
@@ -66,6 +77,8 @@ class TimelineRow:
             "insurance_fund_usd": self.insurance_fund_usd,
             "bad_debt_usd": self.bad_debt_usd,
             "keeper_inventory_usd": keeper_inventory_usd,
+            "backstop_equity_usd": self.backstop_equity_usd,
+            "backstop_exposure_usd": backstop_exposure_usd,
         }
 
 
@@ -74,6 +87,8 @@ class TimelineRecorder:
     and the wall time each record took (`record_ms`, milliseconds)."""
 
     def __init__(self, client: Any, symbols: Sequence[str]):
+        """`client`: a ProtocolClient; with a backstop vault (`client.backstop`) each record
+        also reads its equity."""
         self.client = client
         self.w3 = client.w3
         ids = client.deployment.price_ids
@@ -83,13 +98,18 @@ class TimelineRecorder:
             (client.vault.address, client.vault.functions.insurance_fund()._encode_transaction_data(), "uint256"),
             (client.vault.address, client.vault.functions.bad_debt()._encode_transaction_data(), "uint256"),
         ]
+        backstop = getattr(client, "backstop", None)
+        self.backstop: str | None = None if backstop is None else backstop.address
+        if self.backstop is not None:
+            summary = client.engine.functions.margin_summary(self.backstop)._encode_transaction_data()
+            self._calls.append((client.engine.address, summary, "(int256,uint256,uint256,uint256)"))
         self.rows: list[TimelineRow] = []
         self.record_ms: list[float] = []
         self.after_ms: float | None = None  # the figures measured after the replay (risk_figures)
 
-    def read(self, block: int) -> tuple[tuple[int, ...], int, int]:
-        """(index prices by price id, insurance fund, bad debt), WAD, at `block`: one JSON-RPC
-        batch. Raises RuntimeError naming the call that failed."""
+    def read(self, block: int) -> tuple[tuple[int, ...], int, int, int | None]:
+        """(index prices by price id, insurance fund, bad debt, backstop vault equity or None),
+        WAD, at `block`: one JSON-RPC batch. Raises RuntimeError naming the call that failed."""
         requests = [("eth_call", [{"to": to, "data": data}, hex(block)]) for to, data, _ in self._calls]
         answers = self.w3.provider.make_batch_request(requests)
         if not isinstance(answers, list) or len(answers) != len(requests):
@@ -100,12 +120,13 @@ class TimelineRecorder:
                 raise RuntimeError(f"eth_call at block {block} failed: {answer.get('error', answer)!r:.200}")
             raw = answer["result"]
             values.append(decode([kind], bytes.fromhex(raw[2:] if raw.startswith("0x") else raw))[0])
-        prices, insurance, bad_debt = values
-        return tuple(int(p) for p in prices), int(insurance), int(bad_debt)
+        prices, insurance, bad_debt = values[:3]
+        equity = int(values[3][0]) if len(values) > 3 else None
+        return tuple(int(p) for p in prices), int(insurance), int(bad_debt), equity
 
     def record(self, block: int, timestamp: int, below_mm: int) -> TimelineRow:
         started = time.perf_counter()
-        prices, insurance, bad_debt = self.read(block)
+        prices, insurance, bad_debt, equity = self.read(block)
         row = TimelineRow(
             block=block,
             timestamp=int(timestamp),
@@ -114,6 +135,7 @@ class TimelineRecorder:
             insurance_fund_usd=insurance / WAD,
             bad_debt_usd=bad_debt / WAD,
             prices_wad=prices,
+            backstop_equity_usd=None if equity is None else equity / WAD,
         )
         self.rows.append(row)
         self.record_ms.append((time.perf_counter() - started) * 1000)
@@ -265,6 +287,20 @@ def flat_account_exposure(client: Any, holders: Sequence[str], block: int) -> fl
     return float(int(bad_debt) * flat_cash // int(positive) / WAD)
 
 
+def backstop_figures(equity_end: int, seed_usd: float, exposure: Sequence[float | None]) -> dict[str, Any]:
+    """The report's backstop vault figures: `backstop_seed_usd` (USD the replay deposited),
+    `backstop_equity_end_usd` (its equity at the end, `equity_end` WAD USD), `backstop_pnl_usd`
+    (that equity minus the seed: the liquidation gains it kept less what the positions it took
+    over lost, USD) and `backstop_max_exposure_usd` (the largest of `exposure`, the gross
+    notional of its positions at each block's index, USD; 0 when it took none)."""
+    return {
+        "backstop_seed_usd": float(seed_usd),
+        "backstop_pnl_usd": equity_end / WAD - float(seed_usd),
+        "backstop_max_exposure_usd": max((e for e in exposure if e is not None), default=0.0),
+        "backstop_equity_end_usd": equity_end / WAD,
+    }
+
+
 def risk_figures(
     client: Any,
     recorder: TimelineRecorder,
@@ -274,6 +310,7 @@ def risk_figures(
     start_block: int,
     end_block: int,
     first_block: int,
+    backstop_seed_usd: float = 0.0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The report's risk-transfer figures and its `timeline` (one dict per recorded block, with
     the liquidations mined in that block and the keepers' inventory at its end).
@@ -281,24 +318,38 @@ def risk_figures(
     Figures: `socialized_loss_usd`, `flat_account_losses_usd`, `socialized_withdrawals` (see
     `socialization`), `flat_account_socialization_exposure_usd` (see `flat_account_exposure`,
     at `end_block`), `keeper_max_inventory_usd` (largest gross notional of the keeper accounts'
-    own positions at the end of any recorded block, USD at that block's index), and the keys of
-    `NOT_YET` as None with `not_yet` giving why. `first_block`: where position events start
-    (the deployment's first block)."""
+    own positions at the end of any recorded block, USD at that block's index), with a backstop
+    vault `backstop_seed_usd` (what the replay deposited in it), `backstop_pnl_usd` (its equity
+    at `end_block` minus the seed) and `backstop_max_exposure_usd` (the largest gross notional
+    of its positions at the end of any recorded block, at that block's index; as the keeper's
+    inventory), and the keys of `NOT_YET` (and of `NO_BACKSTOP` without a vault) as None with
+    `not_yet` giving why. `first_block`: where position events start (the deployment's first
+    block)."""
     started = time.perf_counter()
     rows = recorder.rows
     per_block: dict[int, int] = defaultdict(int)
     for ev in liquidations:
         per_block[int(ev["block"])] += 1
+    instruments = price_ids(client, end_block)
     changes = position_logs(client, list(keepers), first_block, end_block)
-    inventory = inventory_by_block(changes, rows, price_ids(client, end_block)) if rows else []
+    inventory = inventory_by_block(changes, rows, instruments) if rows else []
+    vault = recorder.backstop
+    not_yet = dict(NOT_YET) if vault is not None else {**NOT_YET, **NO_BACKSTOP}
+    exposure: list[float | None] = [None] * len(rows)
+    backstop: dict[str, Any] = {key: None for key in NO_BACKSTOP}
+    if vault is not None:
+        exposure = list(inventory_by_block(position_logs(client, [vault], first_block, end_block), rows, instruments))
+        equity = client.engine.functions.margin_summary(vault).call(block_identifier=end_block)[0]
+        backstop = backstop_figures(int(equity), backstop_seed_usd, exposure)
     figures: dict[str, Any] = {
         **socialization(client, start_block + 1, end_block, first_block),
         "flat_account_socialization_exposure_usd": flat_account_exposure(client, holders, end_block),
         "keeper_max_inventory_usd": max(inventory, default=0.0),
         "keeper_inventory_end_usd": inventory[-1] if inventory else 0.0,
+        **backstop,
         **{key: None for key in NOT_YET},
-        "not_yet": dict(NOT_YET),
+        "not_yet": not_yet,
     }
-    timeline = [row.as_dict(per_block.get(row.block, 0), inv) for row, inv in zip(rows, inventory)]
+    timeline = [row.as_dict(per_block.get(row.block, 0), inv, exp) for row, inv, exp in zip(rows, inventory, exposure)]
     recorder.after_ms = (time.perf_counter() - started) * 1000
     return figures, timeline

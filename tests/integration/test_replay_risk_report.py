@@ -28,10 +28,18 @@ def chain():
 
 @pytest.fixture(scope="module")
 def replayed(chain, tmp_path_factory):
-    """The steepest hours of 2020-03-12 (ETH 174 -> 97), 40 accounts, no insurance fund."""
+    """The steepest hours of 2020-03-12 (ETH 174 -> 97), 40 accounts, no insurance fund, and no
+    backstop vault seeded (it would pay the deficits: tests/integration/test_backstop_replay.py
+    covers the vault), so the deficits stay as bad debt and the keeper takes the positions."""
     path = black_thursday("2020-03-12T06:00:00Z", "2020-03-13T04:00:00Z")
     opts = ReplayOptions(
-        path=path, accounts=40, seed=7, rpc=chain, insurance_fund_usd=0, workdir=tmp_path_factory.mktemp("replay")
+        path=path,
+        accounts=40,
+        seed=7,
+        rpc=chain,
+        insurance_fund_usd=0,
+        backstop_usd=0,
+        workdir=tmp_path_factory.mktemp("replay"),
     )
     replay = Replay(opts)
     report = replay.run().data
@@ -65,9 +73,10 @@ def test_figures_and_timeline_equal_the_chain(replayed):
     events = client.liquidations(timeline[0]["block"], end)
     keepers = [address for address, _ in replay.keeper_keys]
     makers = {m.address for m in replay.market_makers}
-    users = sorted(client.discover_accounts(0, end) - makers - set(keepers))  # the population
+    backstop = client.backstop.address  # deployed, not seeded: it takes nothing
+    users = sorted(client.discover_accounts(0, end) - makers - set(keepers) - {backstop})  # the population
     assert len(users) == r["accounts"]
-    inventories = []
+    inventories, exposures = [], []
     for row in timeline:
         block = row["block"]
         assert row["liquidations"] == sum(ev["block"] == block for ev in events)
@@ -77,20 +86,36 @@ def test_figures_and_timeline_equal_the_chain(replayed):
         ids = client.deployment.price_ids
         assert row["prices"] == {s: index[ids[s]] / WAD for s in ("ETH", "BTC")}
         # the keeper's positions as the lens reads them at that block, at that block's index
-        underlying = client.market_states(block)
-        price_id = client.risk_params(block).price_id
-        notional = sum(
-            abs(p.size) * index[price_id[underlying[p.market].underlying]] // WAD
-            for state in client.account_states(keepers, block)
-            for p in state.positions
+        assert row["keeper_inventory_usd"] == gross_notional(client, keepers, block, index)
+        inventories.append(gross_notional(client, keepers, block, index))
+        # the backstop vault's: its positions and its equity as the engine reads them
+        assert row["backstop_exposure_usd"] == gross_notional(client, [backstop], block, index)
+        exposures.append(gross_notional(client, [backstop], block, index))
+        assert (
+            row["backstop_equity_usd"]
+            == client.engine.functions.margin_summary(backstop).call(block_identifier=block)[0] / WAD
         )
-        assert row["keeper_inventory_usd"] == notional / WAD
-        inventories.append(notional / WAD)
         below = [s.equity < s.maintenance_margin for s in client.margin_summaries(users, block)]
         assert row["below_mm"] == sum(below)
-    assert r["keeper_max_inventory_usd"] == max(inventories) > 0
+    # the empty vault took nothing: the keeper holds every position it liquidated
+    assert r["routed_liquidations"] == 0 and r["keeper_max_inventory_usd"] == max(inventories) > 0
     assert r["keeper_inventory_end_usd"] == inventories[-1]
+    assert r["backstop_max_exposure_usd"] == max(exposures) == 0
+    assert r["backstop_pnl_usd"] == timeline[-1]["backstop_equity_usd"] - r["backstop_seed_usd"] == 0
     assert any(row["below_mm"] for row in timeline)
+
+
+def gross_notional(client, accounts: list[str], block: int, index) -> float:
+    """USD: sum of |size| x the underlying's index at `block` over `accounts`' positions, as the
+    lens reads them at that block."""
+    underlying = client.market_states(block)
+    price_id = client.risk_params(block).price_id
+    total = sum(
+        abs(p.size) * index[price_id[underlying[p.market].underlying]] // WAD
+        for state in client.account_states(accounts, block)
+        for p in state.positions
+    )
+    return total / WAD
 
 
 def impersonate(w3, account: str) -> str:

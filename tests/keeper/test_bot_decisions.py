@@ -215,6 +215,7 @@ class LatencyClient(FakeClient):
         super().__init__(FakeCall(0, 0))
         liquidation = type("L", (), {"process_receipt": lambda _self, receipt, errors=None: receipt["events"]})
         self.engine.events = type("Ev", (), {"Liquidation": liquidation})()
+        self.engine.address = ENGINE
 
     def risk_params(self, block):
         return None
@@ -223,13 +224,16 @@ class LatencyClient(FakeClient):
         return LiquidationTerms(2 * 10**16, 2 * 10**16, 3600, WAD // 2)
 
 
+ENGINE = "0x" + "e0" * 20
+
+
 def our_liquidation(account: str, mined: int) -> Outcome:
     receipt = {
         "status": 1,
         "blockNumber": mined,
         "gasUsed": 0,
         "effectiveGasPrice": 0,
-        "events": [{"args": {"account": account}}],
+        "events": [{"address": ENGINE, "args": {"account": account}}],
     }
     return Outcome(liquidation_key(account), "0x" + "cd" * 32, "mined", receipt)
 

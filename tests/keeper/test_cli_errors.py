@@ -191,6 +191,8 @@ def test_replay_rejects_zero_accounts():
 def test_replay_insurance_fund_is_whole_usd(value):
     out = keeper("replay", "--insurance-fund", value)
     assert_one_line_error(out, "--insurance-fund is whole USD", repr(value))
+    out = keeper("replay", "--backstop", value)
+    assert_one_line_error(out, "--backstop is whole USD", repr(value))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from keeper.replay.plot import PlotError, plot_report
-from keeper.replay.timeline import NOT_YET, TimelineRow, flat_before, inventory_by_block
+from keeper.replay.timeline import NOT_YET, TimelineRow, backstop_figures, flat_before, inventory_by_block
 from keeper.units import WAD
 
 ETH, BTC = 0, 1  # price ids
@@ -102,3 +102,27 @@ def test_an_unwritable_picture_is_one_line(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(PlotError, match="cannot write"):
         plot_report(report(), tmp_path / "file" / "x.png")
+
+
+def test_backstop_figures_are_equity_minus_seed_and_the_largest_exposure():
+    got = backstop_figures(1_956_730 * WAD + WAD // 4, 2_000_000, [None, 0.0, 250_000.5, 199_000.0])
+    assert got == {
+        "backstop_seed_usd": 2_000_000.0,
+        "backstop_pnl_usd": -43_269.75,
+        "backstop_max_exposure_usd": 250_000.5,
+        "backstop_equity_end_usd": 1_956_730.25,
+    }
+    # seeded but never used: no P&L, no exposure
+    assert backstop_figures(5 * WAD, 5, [0.0, 0.0])["backstop_pnl_usd"] == 0.0
+    assert backstop_figures(0, 0, [])["backstop_max_exposure_usd"] == 0.0
+
+
+def test_the_picture_draws_the_backstop_vault(tmp_path):
+    r = report()
+    for i, entry in enumerate(r["timeline"]):
+        entry["backstop_equity_usd"] = 2_000_000.0 - 1_000 * i
+        entry["backstop_exposure_usd"] = 40_000.0 * min(i, 14)
+        entry["keeper_inventory_usd"] = 0.0
+    r.update(backstop_pnl_usd=-29_000.0, backstop_max_exposure_usd=560_000.0, routed_liquidations=6)
+    out = plot_report(r, tmp_path / "vault.png")
+    assert png_size(out) == (1100, 1200)

@@ -42,3 +42,18 @@ def test_duplicate_sends_count_a_second_send_for_the_same_liquidation():
     ]
     assert duplicate_sends(sends) == 3
     assert duplicate_sends([]) == 0
+
+
+def test_route_counts_split_liquidations_by_liquidator():
+    from keeper.replay.report import route_counts
+
+    vault = "0x68B1D87F95878fE05B998F19b66F4baba5De1aed"
+    events = [
+        {"account": "0xa", "liquidator": vault},
+        {"account": "0xb", "liquidator": vault.lower()},  # addresses compare without case
+        {"account": "0xc", "liquidator": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"},  # the keeper, direct
+        {"account": "0xd", "amount": 5},  # an option liquidation names no liquidator: direct
+    ]
+    assert route_counts(events, vault) == (2, 2)
+    assert route_counts(events, None) == (0, 4)  # no vault: all direct
+    assert route_counts([], vault) == (0, 0)
