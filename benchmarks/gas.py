@@ -458,7 +458,7 @@ def _seed_backstop(b: Bench, usd: int = 1_000_000) -> None:
     for feed in p.feeds.values():
         republish(feed.address)
     with b.boa.env.prank(lp.address):
-        p.backstop.claim_deposit()
+        p.backstop.claim_deposit(lp.address)
     b.tick()
 
 

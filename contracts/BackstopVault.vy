@@ -445,7 +445,7 @@ def request_deposit(assets: uint256) -> uint256:
 
 @external
 @nonreentrant
-def claim_deposit(owner: address = msg.sender) -> uint256:
+def claim_deposit(owner: address) -> uint256:
     """
     @notice Complete `owner`'s deposit request (anyone may, once it is ready: a matured
             request is no option its owner can hold for a moment of its choosing): its tokens
@@ -494,7 +494,7 @@ def request_redeem(amount: uint256) -> uint256:
 
 @external
 @nonreentrant
-def claim_redeem(owner: address = msg.sender) -> uint256:
+def claim_redeem(owner: address) -> uint256:
     """
     @notice Complete `owner`'s redemption (anyone may, once it is ready): burn its locked
             shares and pay `owner` min(value quoted at the request, value at today's price)

@@ -708,14 +708,11 @@ class Liquidator:
 
     def _routed_shortfall(self, fee: int, gas: int, base_fee: int, eth_price: int) -> str | None:
         """Why a routed liquidation whose simulation pays `fee` (settlement-token units) should
-        go direct instead, or None to send it. A fee of 0 means the vault gains nothing: the
-        account has no equity left to pay a penalty, the takeover is on the edge of the vault's
-        "takeover at a loss" refusal (another liquidation mined before it in the same block
-        tips it over), and a direct liquidator still earns any collateral discount. A fee that
-        does not pass the profit rule: the direct liquidation's reward is larger (the whole
-        liquidator share, not `caller_fee_share` of it) and is judged by the same rule."""
-        if fee == 0:
-            return "the vault would gain nothing: fee 0"
+        go direct instead, or None to send it: a fee that does not pass the profit rule (the
+        direct liquidation's reward is larger, the whole liquidator share rather than
+        `caller_fee_share` of it, and is judged by the same rule). With no profit rule (every
+        liquidation is sent) a routed one always goes, fee 0 included: a bankrupt account pays
+        no penalty either way, and through the vault the keeper takes no positions."""
         reward = fee * 10 ** (18 - self.client.deployment.settlement_decimals)
         threshold = self._threshold(gas, base_fee, eth_price)
         if threshold is not None and reward <= threshold:

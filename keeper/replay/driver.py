@@ -855,7 +855,7 @@ class Replay:
         self._confirm(self._publish(0), "backstop seed: price update")
         if self.opts.options:  # the signed vols too, stamped at the new head's time
             self._confirm(self._post_vols(0, self.w3.eth.get_block("latest")["timestamp"]), "backstop seed: vol update")
-        send(vault.functions.claim_deposit(), "backstop seed: claim_deposit")
+        send(vault.functions.claim_deposit(seeder), "backstop seed: claim_deposit")
         self._update_fees()
         log.info("backstop vault %s seeded with $%s after %d s", vault.address, f"{usd:,}", delay + 1)
 

@@ -35,7 +35,7 @@ def request_deposit(p, user, dollars: int) -> int:
 
 def claim_deposit(p, user) -> int:
     with boa.env.prank(user.address):
-        return p.backstop.claim_deposit()
+        return p.backstop.claim_deposit(user.address)
 
 
 def seed(p, dollars: int = 1_000_000):
@@ -106,11 +106,11 @@ def test_redeem_by_hand(p):
     assert quoted == (shares // 4) * (1000 * 10**6 + 1) // (shares + VIRTUAL)
     assert p.backstop.balanceOf(p.backstop.address) == shares // 4  # locked, still in supply
     with boa.env.prank(lp.address), boa.reverts("backstop: request not ready"):
-        p.backstop.claim_redeem()
+        p.backstop.claim_redeem(lp.address)
     wait(p, DAY)
     before = p.usdc.balanceOf(lp.address)
     with boa.env.prank(lp.address):
-        assert p.backstop.claim_redeem() == quoted
+        assert p.backstop.claim_redeem(lp.address) == quoted
     assert p.usdc.balanceOf(lp.address) - before == quoted
     assert p.backstop.totalSupply() == shares - shares // 4
 
@@ -121,9 +121,9 @@ def test_bad_input(p):
         with boa.reverts("backstop: zero amount"):
             p.backstop.request_deposit(0)
         with boa.reverts("backstop: no request"):
-            p.backstop.claim_deposit()
+            p.backstop.claim_deposit(lp.address)
         with boa.reverts("backstop: no request"):
-            p.backstop.claim_redeem()
+            p.backstop.claim_redeem(lp.address)
         with boa.reverts("shares: insufficient balance"):
             p.backstop.request_redeem(1)
 
@@ -271,7 +271,7 @@ def test_redeem_before_a_known_loss_still_bears_it(p):
     p.set_price("ETH", 1700)  # the vault is long: the loss the redeemer saw coming
     wait(p, DAY)
     with boa.env.prank(lp.address):
-        paid = p.backstop.claim_redeem()
+        paid = p.backstop.claim_redeem(lp.address)
     assert paid < quoted
 
 
@@ -365,7 +365,7 @@ def test_a_matured_request_cannot_be_kept_for_later(p):
     wait(p, DAY + 3601)
     with boa.env.prank(lp.address):
         with boa.reverts("backstop: request expired"):
-            p.backstop.claim_redeem()
+            p.backstop.claim_redeem(lp.address)
         assert p.backstop.cancel_redeem() == shares
     assert p.backstop.balanceOf(lp.address) == shares
     # a deposit likewise; cancelling gives the tokens back and changes nothing else

@@ -1743,7 +1743,7 @@ class BackstopWorld(World):
         self.wait(self.delay)
         for u, _ in investors:
             with boa.env.prank(u.address):
-                bv.claim_deposit()
+                bv.claim_deposit(u.address)
         # requests open at the start of every example: a coalition deposit, an honest and a
         # coalition redemption (the machine's time jumps can land in or past their window)
         self.pending0, self.locked0 = Counter(), Counter()
@@ -1958,7 +1958,7 @@ class BackstopCoalitionMachine(CoalitionMachine):
             req = bv.deposit_requests(a)
             ta, supply = self._vault_assets()
             bound = (req, min(req.quoted, req.amount * (supply + VIRTUAL_SHARES) // (ta + 1)))
-            fn = bv.claim_deposit
+            fn = lambda: bv.claim_deposit(a)  # noqa: E731
         elif op == 2:
             fn = bv.cancel_deposit
         elif op == 3:
@@ -1968,7 +1968,7 @@ class BackstopCoalitionMachine(CoalitionMachine):
             req = bv.redeem_requests(a)
             ta, supply = self._vault_assets()
             bound = (req, min(req.quoted, req.amount * (ta + 1) // (supply + VIRTUAL_SHARES)))
-            fn = bv.claim_redeem
+            fn = lambda: bv.claim_redeem(a)  # noqa: E731
         else:
             fn = bv.cancel_redeem
         out = []

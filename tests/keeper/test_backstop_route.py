@@ -127,13 +127,12 @@ def test_a_fee_below_the_gas_goes_direct_and_is_judged_there(caplog):
     assert tx.sent == [] and b.metrics.value("keeper_liquidations_skipped_total", reason="unprofitable") == 1
 
 
-def test_a_vault_that_would_gain_nothing_leaves_it_to_a_direct_liquidation(caplog):
-    # an account with no equity left: the vault's fee is 0, even for a keeper that liquidates all
+def test_a_bankrupt_account_is_still_routed_when_every_liquidation_is_sent():
+    # no equity left: the vault's fee is 0 and so is a direct liquidator's penalty share; a keeper
+    # that liquidates all routes it, and takes no positions
     b, tx = bot(direct_call(), Call("BackstopVault.liquidate", 0), min_profit_usd=None)
-    with caplog.at_level(logging.INFO, logger="keeper.bot"):
-        b._liquidate("0xA", -5 * WAD, HEAD, ETH)
-    assert tx.sent == [("MarginEngine.liquidate", "liquidate:0xA")]
-    assert "(the vault would gain nothing: fee 0)" in caplog.text
+    b._liquidate("0xA", -5 * WAD, HEAD, ETH)
+    assert tx.sent == [("BackstopVault.liquidate", "liquidate:0xA")]
 
 
 @pytest.mark.parametrize("reason", ["backstop: full", "engine: liquidator below IM"])
