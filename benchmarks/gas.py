@@ -423,7 +423,8 @@ def scenario_liquidate(b: Bench) -> list[Tx]:
     return scenario_liquidate_first(b)
 
 
-def scenario_liquidate_first(b: Bench, measure: bool = True) -> list[Tx]:
+def _two_market_victim(b: Bench, scenario: str):
+    """An account long ETH-PERP and BTC-PERP on $10,000, made liquidatable by an 8% fall."""
     p = b.p
     victim = b.funded(10_000)
     p.trade(victim, b.makers[0], "ETH-PERP", 20 * WAD, b.price("ETH-PERP"))
@@ -431,8 +432,14 @@ def scenario_liquidate_first(b: Bench, measure: bool = True) -> list[Tx]:
     b.tick()
     for symbol in ("ETH", "BTC"):
         p.set_price(symbol, b.usd(symbol) * 0.92)
-    assert b.liquidatable(victim), "liquidate: the account should be liquidatable"
+    assert b.liquidatable(victim), f"{scenario}: the account should be liquidatable"
     b.tick()
+    return victim
+
+
+def scenario_liquidate_first(b: Bench, measure: bool = True) -> list[Tx]:
+    p = b.p
+    victim = _two_market_victim(b, "liquidate")
     if not measure:
         with b.boa.env.prank(b.liquidator.address):
             p.engine.liquidate(victim.address)
@@ -466,14 +473,7 @@ def _routed(b: Bench, measure: bool = True) -> list[Tx]:
     """The `liquidate_first` account and fall, liquidated through the backstop vault by a keeper
     with nothing deposited (the vault pays its fee to its wallet)."""
     p = b.p
-    victim = b.funded(10_000)
-    p.trade(victim, b.makers[0], "ETH-PERP", 20 * WAD, b.price("ETH-PERP"))
-    p.trade(victim, b.makers[0], "BTC-PERP", 3 * WAD // 2, b.price("BTC-PERP"))
-    b.tick()
-    for symbol in ("ETH", "BTC"):
-        p.set_price(symbol, b.usd(symbol) * 0.92)
-    assert b.liquidatable(victim), "liquidate_routed: the account should be liquidatable"
-    b.tick()
+    victim = _two_market_victim(b, "liquidate_routed")
     keeper = p.new_user()  # nothing deposited: it takes no position
     if not measure:
         with b.boa.env.prank(keeper.address):
