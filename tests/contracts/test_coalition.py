@@ -2315,11 +2315,13 @@ class BackstopCoalitionMachine(CoalitionMachine):
 
 BackstopCoalitionMachine.TestCase.settings = BACKSTOP_SETTINGS
 
-# what the fixed sequence must reach, so that the machine cannot silently test nothing
+# what the fixed sequence must reach, so that the machine cannot silently test nothing (an
+# honest account routed into the vault is tried by `honest_routed` and the honest keeper, but
+# whether the vault has room then depends on the sequence, which hypothesis derives from this
+# file's source: test_backstop_vault.py routes honest accounts deterministically)
 BACKSTOP_REACHED = (
     "backstop: routed liquidations",
     "backstop: routed liquidations of coalition accounts",
-    "backstop: routed liquidations of honest accounts",
     "backstop: unwinds with a discount",
     "backstop: unwinds with a discount by the coalition",
     "backstop: deficits covered",
