@@ -14,10 +14,12 @@
           "backstop: full": liquidators then take positions themselves.
         - `liquidate(account)`: anyone triggers a liquidation routed to the vault. The vault
           takes the positions; the caller receives `caller_fee_share` of what the vault gained
-          in equity from the call (its penalty share and any collateral discount), so a keeper
-          needs no inventory and little capital. The caller is paid from the gain, never
-          from depositors, and a takeover that would lower the vault's equity reverts: a
-          liquidation never lowers the share price.
+          from the call (its penalty share and any collateral discount: the equity change plus
+          any deficit of the account the waterfall took from the vault in the call, which it
+          would have paid whoever liquidated), so a keeper needs no inventory and little
+          capital. The caller is paid from the gain, never from depositors, and a takeover
+          that would lower the vault's equity by more than that deficit reverts: a routed
+          liquidation lowers the share price by no more than the deficit it covered.
         - `unwind`: anyone takes the vault's positions off at the index price less a discount
           (a Dutch auction, as Derive auctions a portfolio): it grows linearly from 0 to
           min(`auction_discount`, the engine's `max_price_deviation`) over `auction_time` from
