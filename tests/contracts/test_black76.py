@@ -375,4 +375,6 @@ def test_black76_call_decreasing_in_strike(b76, forward, log_moneyness, step, si
     k2 = int(k1 * (1 + step))
     c1, p1 = b76.black76(forward, k1, sigma, tau)
     c2, p2 = b76.black76(forward, k2, sigma, tau)
-    assert c1 >= c2 and p1 <= p2
+    # monotone up to the last wei of fixed-point rounding: a deep out-of-the-money call worth a few
+    # wei (forward 1.5e27, ln(K/F) = 3.04, sigma 15%) came out 6 then 7 wei for a 0.01% higher strike
+    assert c1 + 1 >= c2 and p1 <= p2 + 1
