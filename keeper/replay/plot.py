@@ -85,31 +85,14 @@ def plot_report(report: dict[str, Any], path: str | Path, *, dpi: int = 100) -> 
         label="bad debt (outstanding)",
         color="tab:red",
     )
-    equity = [r.get("backstop_equity_usd") for r in timeline]
-    if any(e is not None for e in equity):
-        money_ax.step(
-            times,
-            [float(e or 0.0) for e in equity],
-            where="post",
-            label="backstop vault equity",
-            color="tab:orange",
-        )
-    else:
+    if not _vault_step(money_ax, times, timeline, "backstop_equity_usd", "backstop vault equity"):
         money_ax.plot([], [], " ", label="backstop vault equity: no vault in this deployment")
     money_ax.set_ylabel("USD")
     money_ax.legend(loc="upper left", fontsize=9, ncol=2)
 
     inventory = [float(r.get("keeper_inventory_usd") or 0.0) for r in timeline]
     inventory_ax.step(times, inventory, where="post", color="tab:blue", label="keeper inventory (gross notional)")
-    exposure = [r.get("backstop_exposure_usd") for r in timeline]
-    if any(e is not None for e in exposure):
-        inventory_ax.step(
-            times,
-            [float(e or 0.0) for e in exposure],
-            where="post",
-            color="tab:orange",
-            label="backstop vault exposure (gross notional)",
-        )
+    _vault_step(inventory_ax, times, timeline, "backstop_exposure_usd", "backstop vault exposure (gross notional)")
     inventory_ax.set_ylabel("inventory")
     inventory_ax.legend(loc="upper left", fontsize=9, ncol=2)
     for ax in (money_ax, inventory_ax):
@@ -181,3 +164,13 @@ def _summary(report: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def _vault_step(ax: Any, times: list[datetime], timeline: list[dict[str, Any]], key: str, label: str) -> bool:
+    """Draw the backstop vault's series `key` of the timeline on `ax` (orange steps); False,
+    drawing nothing, when the deployment has no vault (every value None)."""
+    values = [r.get(key) for r in timeline]
+    if all(v is None for v in values):
+        return False
+    ax.step(times, [float(v or 0.0) for v in values], where="post", color="tab:orange", label=label)
+    return True
