@@ -667,9 +667,7 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
             continue
         asset: Asset = self.assets[asset_id]
         unit: uint256 = 10 ** asset.decimals
-        # payment per whole token after the discount, WAD USD
-        haircut: uint256 = self._haircut_now(asset_id, asset.haircut)
-        price: uint256 = prices[asset.price_id] * (constants.WAD - min(penalty, (constants.WAD - haircut) // 2)) // constants.WAD
+        price: uint256 = self._sale_price(asset_id, asset, prices, penalty)
         if settlement != 0 and settlement < constants.WAD:
             price = price * constants.WAD // settlement
         if price == 0:
@@ -687,6 +685,42 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
         log CashSettled(account=account, delta=convert(payment, int256))
         log CollateralLiquidated(account=account, liquidator=liquidator, asset_id=asset_id, amount=amount, payment=payment)
     return sold
+
+
+@internal
+@view
+def _sale_price(asset_id: uint256, asset: Asset, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> uint256:
+    """
+    @dev What a liquidation sale pays per whole token, WAD USD: the index price less
+         min(penalty, (1 - haircut) / 2), rounded down.
+    """
+    haircut: uint256 = self._haircut_now(asset_id, asset.haircut)
+    return prices[asset.price_id] * (constants.WAD - min(penalty, (constants.WAD - haircut) // 2)) // constants.WAD
+
+
+@external
+@view
+def deficit_cover(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> (uint256, uint256):
+    """
+    @notice What stands between an account's negative equity and bad debt, before
+            auto-deleveraging (`MarginEngine.deleverage`) may touch anyone's position.
+    @param prices WAD index prices by price id (every price the account's collateral needs).
+    @param penalty The engine's liquidation penalty rate, WAD.
+    @return (what the insurance fund and the backstop vault could pay towards the account's
+            deficit now, WAD; how much more than its haircut value a liquidation sale of all the
+            account's collateral would raise, WAD USD, rounded down).
+    """
+    capacity: uint256 = self.insurance_fund
+    backstop: address = self.backstop
+    if backstop != empty(address) and backstop != account:
+        capacity += self._backstop_capacity(backstop)
+    sale: uint256 = 0
+    held: uint256 = self._held_assets(account)
+    for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
+        if held & (1 << asset_id) != 0:
+            asset: Asset = self.assets[asset_id]
+            sale += self.balances[account][asset_id] * self._sale_price(asset_id, asset, prices, penalty) // 10**asset.decimals
+    return capacity, sale - min(sale, self._collateral_value(account, prices))
 
 
 @external

@@ -26,6 +26,7 @@ exports: (
     core.ORACLE,
     core.liquidate,
     core.flag_liquidatable,
+    core.deleverage,
     core.set_liquidation_params,
     core.set_penalty_ramp,
 )

@@ -8,7 +8,7 @@
         summary every other contract asks for, and the entry points for trades (from the
         matching contract) and liquidation. The rules are in `lib/engine_core.vy`, whose notice
         states every formula.
-@dev `liquidate`, `flag_liquidatable` and the liquidation parameter setters run the code of
+@dev `liquidate`, `deleverage`, `flag_liquidatable` and the liquidation parameter setters run the code of
      the `EngineLiquidation` deployable in this contract's storage (delegatecall). Both deployables
      lay out their storage through the one module `lib/engine_core.vy`, so the layouts cannot
      diverge (a test compares them); liquidation keeps the engine's address, so the vault's
@@ -115,6 +115,18 @@ def liquidate(account: address) -> uint256:
          block", "engine: liquidator below IM", or an oracle error.
     @param account The account to liquidate.
     @return The notional closed, WAD USD.
+    """
+    response: Bytes[32] = raw_call(LIQUIDATION, msg.data, max_outsize=32, is_delegate_call=True)
+    return convert(response, uint256)
+
+
+@external
+@nonreentrant
+def deleverage(account: address, market_id: uint256, counterparties: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]) -> uint256:
+    """
+    @notice Auto-deleveraging of a bankrupt account the insurance fund and the backstop vault
+            cannot cover (`engine_core.deleverage` states the rule and its reverts).
+    @return The size closed, WAD units of the underlying.
     """
     response: Bytes[32] = raw_call(LIQUIDATION, msg.data, max_outsize=32, is_delegate_call=True)
     return convert(response, uint256)

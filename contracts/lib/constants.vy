@@ -32,6 +32,8 @@ MAX_ACCOUNT_SERIES: constant(uint256) = 32
 #      protocol's rule, `options_core._liquidation_subset`), so that the largest call needed to
 #      liquidate a maximal account stays within a block's reach (docs/benchmarks.md).
 MAX_LIQUIDATION_SERIES: constant(uint256) = 8
+# @dev Auto-deleveraging: counterparties one `deleverage` call closes against at most.
+MAX_ADL_COUNTERPARTIES: constant(uint256) = 8
 
 # @dev Option series and vol points expire at most two years ahead.
 MAX_EXPIRY_HORIZON: constant(uint256) = 2 * 365 * 86400

@@ -84,6 +84,7 @@ interface IVault:
     def settle_cash(account: address, delta: int256): nonpayable
     def charge_penalty(account: address, liquidator: address, penalty: uint256, liquidator_share: uint256): nonpayable
     def cover_deficit(account: address) -> (uint256, uint256): nonpayable
+    def deficit_cover(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> (uint256, uint256): view
     def liquidate_collateral(account: address, liquidator: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> bool: nonpayable
 
 
@@ -294,6 +295,15 @@ event PositionLiquidated:
     market: indexed(uint256)
     size: int256
     price: uint256
+
+
+event Deleveraged:
+    account: indexed(address)
+    counterparty: indexed(address)
+    market: indexed(uint256)
+    size: int256
+    price: uint256
+    score: uint256
 
 
 event PortfolioModulesSet:
@@ -1502,6 +1512,106 @@ def liquidate(account: address) -> uint256:
         health_after=after.health_factor,
     )
     return notional
+
+
+# ---------------------------------------------------------------- auto-deleveraging
+
+
+@internal
+@view
+def _adl_score(counterparty: address, position: types.Position, price: uint256) -> uint256:
+    """
+    @dev The auto-deleveraging rank of a position opposite a bankrupt one (Hyperliquid: profit
+         times leverage), WAD: profit fraction since entry times the position's leverage,
+             score = floor(floor(|P - entry| * 1e18 / entry) * floor(|size| * P / 1e18) / equity)
+         at index price P and the counterparty's equity. Reverts "engine: counterparty not in
+         profit" unless the position gained since its entry and the account's equity is positive.
+    """
+    profit: uint256 = 0
+    if position.size > 0 and price > position.entry_price:
+        profit = price - position.entry_price
+    elif position.size < 0 and price < position.entry_price:
+        profit = position.entry_price - price
+    equity: int256 = self._summary_now(counterparty).equity
+    assert profit != 0 and equity > 0, "engine: counterparty not in profit"
+    notional: uint256 = convert(abs(position.size), uint256) * price // constants.WAD
+    return profit * constants.WAD // position.entry_price * notional // convert(equity, uint256)
+
+
+@external
+def deleverage(account: address, market_id: uint256, counterparties: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]) -> uint256:
+    """
+    @notice Auto-deleveraging, after the insurance fund and the backstop vault: close a
+            bankrupt account's position in `market_id` against opposite positions in profit, in
+            the order the caller proposes, which must be by non-increasing `_adl_score`
+            (profit times leverage). Permissionless; the caller gains nothing.
+    @dev The account qualifies while U = -(equity + sale gain + cover) > 0: its equity, what
+         selling its collateral would raise above the haircut value, and what the insurance
+         fund and the backstop vault could pay (`CollateralVault.deficit_cover`). Each unit
+         closes at the bankruptcy price
+             P +- min(ceil(P * U / G), profit per unit of the counterparty)
+         (+ when the account is long), with G the account's gross notional at index prices:
+         closing every position so recovers U, and no counterparty gives back more than its
+         profit since entry. Reverts "engine: liquidate options first", "engine: deficit
+         covered", "engine: no position to deleverage", "engine: counterparty on the same side",
+         "engine: counterparty not in profit", "engine: counterparties out of order", "engine:
+         no counterparty".
+    @param counterparties Accounts holding the other side, highest score first.
+    @return The size closed, WAD units of the underlying.
+    """
+    held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = self._holdings(account)
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(account, held))
+    if self._settle_expired(account, held):
+        held = self._holdings(account)
+    module: address = self._option_market()
+    assert module == empty(address) or not staticcall IOptions(module).has_positions(account), "engine: liquidate options first"
+    cover: uint256 = 0
+    sale_gain: uint256 = 0
+    cover, sale_gain = staticcall IVault(VAULT).deficit_cover(account, prices, self._liquidation_params().penalty)
+    uncovered: int256 = -(self._summary(account, held, prices).equity + convert(sale_gain + cover, int256))
+    assert uncovered > 0, "engine: deficit covered"
+    gross: uint256 = 0
+    size: int256 = 0
+    price: uint256 = 0
+    for holding: Holding in held:
+        market: types.Market = holding.market
+        if market.settlement_price != 0 or (not market.is_perpetual and block.timestamp >= market.expiry):
+            continue
+        p: uint256 = prices[self._price_id(market.underlying)]
+        gross += convert(abs(holding.position.size), uint256) * p // constants.WAD
+        if holding.market_id == market_id:
+            size = holding.position.size
+            price = p
+    assert size != 0, "engine: no position to deleverage"
+    discount: uint256 = wad._mul_div_up(price, convert(uncovered, uint256), gross)
+    funding_index: int256 = self._accrue_funding(market_id, price)
+    remaining: uint256 = convert(abs(size), uint256)
+    last: uint256 = max_value(uint256)
+    for counterparty: address in counterparties:
+        if remaining == 0:
+            break
+        position: types.Position = self._position(counterparty, market_id)
+        assert position.size != 0 and (position.size > 0) != (size > 0), "engine: counterparty on the same side"
+        score: uint256 = self._adl_score(counterparty, position, price)
+        assert score <= last, "engine: counterparties out of order"
+        last = score
+        amount: uint256 = min(remaining, convert(abs(position.size), uint256))
+        fill: uint256 = 0
+        if size > 0:
+            fill = price + min(discount, position.entry_price - price)
+        else:
+            fill = price - min(discount, price - position.entry_price)
+        moved: int256 = convert(amount, int256)
+        if size < 0:
+            moved = -moved
+        oi_delta: int256 = self._apply_fill(account, market_id, -moved, fill, funding_index)
+        oi_delta += self._apply_fill(counterparty, market_id, moved, fill, funding_index)
+        self._add_open_interest(market_id, oi_delta)
+        remaining -= amount
+        log Deleveraged(account=account, counterparty=counterparty, market=market_id, size=moved, price=fill, score=score)
+    closed: uint256 = convert(abs(size), uint256) - remaining
+    assert closed != 0, "engine: no counterparty"
+    return closed
 
 
 # ---------------------------------------------------------------- views

@@ -1,0 +1,192 @@
+"""Auto-deleveraging (`MarginEngine.deleverage`): a bankrupt account the insurance fund and the
+backstop vault cannot cover is closed against opposite positions in profit, at the bankruptcy
+price, by non-increasing profit times leverage. By hand, against the keeper's mirror
+(`keeper.risk.adl`), and against what a coalition would try: deleverage an account the fund
+could cover, skip the order, name an account in loss or on the same side, take more than a
+counterparty's profit, and charge an account with no positions."""
+
+from __future__ import annotations
+
+import boa
+import pytest
+
+from keeper.risk import adl
+from tests.boa_protocol import WAD, funded, liquidate, named, tx_logs
+
+ETH_PERP = 0
+SCALE = 10**12  # USDC units -> WAD
+
+
+@pytest.fixture
+def p(protocol):
+    assert protocol.vault.insurance_fund() == 0 and protocol.vault.cash(protocol.backstop.address) == 0
+    return protocol
+
+
+def bankrupt(p):
+    """A long 40 ETH-PERP (20 from `b` at $2,000, 20 from `c` at $1,900) on $10,000 of cash,
+    with ETH at $1,650: equity about -$2,000. Returns (account, b, c)."""
+    a, b, c = funded(p, 10_000), funded(p, 1_000_000), funded(p, 100_000)
+    p.trade(a, b, ETH_PERP, 20 * WAD, 2000 * WAD)
+    p.set_price("ETH", 1900)
+    p.trade(a, c, ETH_PERP, 20 * WAD, 1900 * WAD)
+    p.set_price("ETH", 1650)
+    assert p.equity(a.address) < 0
+    return a, b, c
+
+
+def deleverage(p, caller, account, counterparties, market=ETH_PERP) -> tuple[int, list]:
+    with boa.env.prank(caller.address):
+        closed = p.engine.deleverage(account.address, market, [c.address for c in counterparties])
+    return closed, named(tx_logs(p.engine), "Deleveraged")
+
+
+def mirror(p, account, counterparties, market=ETH_PERP) -> list[tuple[str, int, int, int]]:
+    """What `keeper.risk.adl` says the call does: (counterparty, size, price, score) per fill."""
+    price = p.oracle.index_prices()[0]
+    size = p.engine.positions(account.address, market).size
+    penalty = p.engine.liquidation_penalty()
+    cover, sale_gain = p.vault.deficit_cover(account.address, p.oracle.index_prices(), penalty)
+    u = adl.uncovered(p.equity(account.address), sale_gain, cover)
+    gross = sum(
+        abs(p.engine.positions(account.address, m).size) * price // WAD for m in p.engine.open_markets(account.address)
+    )
+    d = adl.bankruptcy_discount(price, u, gross)
+    out, remaining = [], abs(size)
+    for c in counterparties:
+        pos = p.engine.positions(c.address, market)
+        f = adl.fill(size, remaining, pos.size, pos.entry_price, price, d)
+        out.append((c.address, f.size, f.price, adl.score(pos.size, pos.entry_price, price, p.equity(c.address))))
+        remaining -= abs(f.size)
+    return out
+
+
+def test_deleverage_by_hand(p):
+    a, b, c = bankrupt(p)
+    keeper, flat = p.new_user(), funded(p, 50_000)
+    equity = p.equity(a.address)
+    # U = -equity (no fund, empty vault, no collateral); G = 40 * 1650; d = ceil(1650 * U / G)
+    d = -(-1650 * WAD * -equity // (40 * 1650 * WAD))
+    assert abs(d - 50 * WAD) < 10**15  # ~$50 a unit: $2,000 over 40 units
+    # C (short from $1,900, $100k) ranks above B (short from $2,000, $1M): more leverage
+    score_b = 350 * WAD * WAD // (2000 * WAD) * (20 * 1650 * WAD) // p.equity(b.address)
+    score_c = 250 * WAD * WAD // (1900 * WAD) * (20 * 1650 * WAD) // p.equity(c.address)
+    assert score_c > score_b
+    expected = mirror(p, a, [c, b])
+    cash_b, cash_c = p.vault.cash(b.address), p.vault.cash(c.address)
+    oi = p.engine.open_interest(ETH_PERP)
+    closed, logs = deleverage(p, keeper, a, [c, b])
+    assert closed == 40 * WAD
+    assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
+    assert [log.price for log in logs] == [1650 * WAD + d] * 2
+    assert [log.score for log in logs] == [score_c, score_b]
+    # each short bought back 20 at 1650 + d: realized (entry - fill) * 20, funding aside
+    assert abs(p.vault.cash(c.address) - cash_c - 20 * (1900 * WAD - 1650 * WAD - d)) < 10**16
+    assert abs(p.vault.cash(b.address) - cash_b - 20 * (2000 * WAD - 1650 * WAD - d)) < 10**16
+    # the account is flat at equity 0 (the discount rounds up: a few wei over, never under)
+    assert p.engine.open_markets(a.address) == []
+    assert 0 <= p.equity(a.address) < 40 * WAD // 10**15
+    assert p.engine.open_interest(ETH_PERP) == oi - 40 * WAD
+    assert p.vault.cash(flat.address) == 50_000 * 10**6 * SCALE
+    assert p.vault.bad_debt() == 0
+
+
+def test_partial_cover_deleverages_only_the_rest(p):
+    a, b, c = bankrupt(p)
+    deficit = -p.equity(a.address)
+    p.fund_insurance(1000)
+    expected = mirror(p, a, [c, b])
+    _, logs = deleverage(p, p.new_user(), a, [c, b])
+    # the fund covers $1,000 of it: d = ceil(1650 * (deficit - 1000) / 66000)
+    d = -(-1650 * WAD * (deficit - 1000 * WAD) // (40 * 1650 * WAD))
+    assert [log.price for log in logs] == [1650 * WAD + d] * 2
+    assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
+    # what is left is the fund's to pay, and it can: no bad debt
+    assert abs(p.equity(a.address) + 1000 * WAD) < 10**15
+    liquidate(p, funded(p, 100_000), a)
+    assert p.vault.bad_debt() == 0 and p.vault.insurance_fund() < 10**15
+
+
+def test_deficit_the_fund_covers_is_not_deleveraged(p):
+    a, b, c = bankrupt(p)
+    p.fund_insurance(-p.equity(a.address) // WAD + 1)
+    with boa.reverts("engine: deficit covered"):
+        deleverage(p, p.new_user(), a, [c, b])
+    # nor a healthy account
+    with boa.reverts("engine: deficit covered"):
+        deleverage(p, p.new_user(), c, [a])
+
+
+def test_order_side_and_profit_are_checked(p):
+    a, b, c = bankrupt(p)
+    keeper = p.new_user()
+    with boa.reverts("engine: counterparties out of order"):
+        deleverage(p, keeper, a, [b, c])
+    # a long, like the account, is not a counterparty; nor the account itself
+    long_one = funded(p, 100_000)
+    p.trade(long_one, funded(p, 100_000), ETH_PERP, 5 * WAD, 1650 * WAD)
+    for wrong in (long_one, a, p.new_user()):
+        with boa.reverts("engine: counterparty on the same side"):
+            deleverage(p, keeper, a, [wrong])
+    # a short opened at $1,600 is in loss at $1,650: not eligible
+    loser = funded(p, 100_000)
+    p.set_price("ETH", 1600)
+    p.trade(funded(p, 100_000), loser, ETH_PERP, 5 * WAD, 1600 * WAD)
+    p.set_price("ETH", 1650)
+    with boa.reverts("engine: counterparty not in profit"):
+        deleverage(p, keeper, a, [loser])
+    with boa.reverts("engine: no counterparty"):
+        deleverage(p, keeper, a, [])
+    with boa.reverts("engine: no position to deleverage"):
+        deleverage(p, keeper, a, [c], market=1)
+
+
+def test_counterparty_never_gives_back_more_than_its_profit(p):
+    # a short opened at $1,660 has $10 a unit of profit at $1,650, less than the ~$50 discount
+    a, b, c = bankrupt(p)
+    thin = funded(p, 1_700)
+    p.set_price("ETH", 1660)
+    p.trade(funded(p, 100_000), thin, ETH_PERP, 10 * WAD, 1660 * WAD)
+    p.set_price("ETH", 1650)
+    cash = p.vault.cash(thin.address)
+    expected = mirror(p, a, [thin, c, b])
+    assert expected[0][3] > expected[1][3]  # most leveraged first
+    _, logs = deleverage(p, p.new_user(), a, [thin, c, b])
+    assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
+    assert logs[0].price == 1660 * WAD  # its entry: it gives back its profit, no more
+    assert p.vault.cash(thin.address) >= cash - 10**16  # funding aside, no loss
+    assert p.engine.open_markets(thin.address) == []
+
+
+def test_collateral_sale_gain_counts_before_anyone_is_deleveraged(p):
+    # a WETH deposit is valued at its haircut; a liquidation sale would raise more than that
+    a, b = p.new_user(), funded(p, 1_000_000)
+    p.deposit_usd(a, 2_000)
+    p.deposit(a, "WETH", 4 * WAD)  # $8,000 at $2,000
+    p.trade(a, b, ETH_PERP, 30 * WAD, 2000 * WAD)
+    p.set_price("ETH", 1700)
+    cover, sale_gain = p.vault.deficit_cover(a.address, p.oracle.index_prices(), p.engine.liquidation_penalty())
+    assert cover == 0 and sale_gain > 0
+    equity = p.equity(a.address)
+    assert equity < 0
+    expected = mirror(p, a, [b])
+    _, logs = deleverage(p, p.new_user(), a, [b])
+    assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
+    # afterwards the sale covers what is left: liquidation leaves no bad debt
+    assert abs(p.equity(a.address) + sale_gain) < 10**15
+    liquidate(p, funded(p, 100_000), a)
+    assert p.vault.bad_debt() == 0 and p.vault.cash(a.address) >= 0
+
+
+def test_liquidation_after_adl_leaves_no_bad_debt_and_flat_accounts_whole(p):
+    a, b, c = bankrupt(p)
+    flat = funded(p, 50_000)
+    deleverage(p, p.new_user(), a, [c, b])
+    assert p.vault.bad_debt() == 0
+    # without ADL the same crash is bad debt, charged to cash holders like `flat` on withdrawal
+    p.set_price("ETH", 2000)
+    a2, _, _ = bankrupt(p)
+    assert p.equity(a2.address) < 0
+    liquidate(p, funded(p, 500_000), a2)
+    assert p.vault.bad_debt() > 0
+    assert p.vault.cash(flat.address) == 50_000 * 10**6 * SCALE
