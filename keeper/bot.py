@@ -56,6 +56,7 @@ from keeper.chain.event_index import EventIndex, write_json_atomic
 from keeper.chain.follower import ChainFollower, HeadUpdate
 from keeper.chain.state_cache import AccountStateCache
 from keeper.metrics import KeeperMetrics
+from keeper.risk import adl
 from keeper.risk.margin import margin
 from keeper.scoring import RescoreIndex, score_rows
 from keeper.sharding import Shard
@@ -69,10 +70,17 @@ MAX_BACKOFF_BLOCKS = 64  # an account failing every attempt is tried at least th
 # the engine (and the option market) refuse to liquidate an account in the block it grew a
 # position: a transient, expected condition, retried next block without a warning
 OPENED_THIS_BLOCK = "position opened this block"
+MAX_ACCOUNT_MARKETS = 8  # constants.MAX_ACCOUNT_MARKETS: markets one account may hold
 
 
 def liquidation_key(account: str) -> str:
     return f"liquidate:{account}"
+
+
+def deleverage_key(account: str, market: int | None) -> str:
+    """The transaction manager's key of an auto-deleveraging call of `account` in `market`
+    (None: the prefix every market's key of the account starts with)."""
+    return f"deleverage:{account}:" + ("" if market is None else str(market))
 
 
 def expected_reward(notional: int, equity: int, penalty_rate: int, liquidator_share: int) -> int:
@@ -245,6 +253,70 @@ class BotStats:
     accounts_read: int = 0  # accounts whose raw state was read from the chain at the last block
     full_reads: int = 0  # blocks at which every account was read (all of them without the state cache)
     routed: int = 0  # of `succeeded`, liquidations through the backstop vault (the vault took the positions)
+    deleverages_sent: int = 0  # auto-deleveraging calls sent (`MarginEngine.deleverage`)
+    deleverages_succeeded: int = 0  # of those, mined with Deleveraged events
+
+
+class _AdlBlock:
+    """One block's auto-deleveraging plans over the snapshot `snap`: per market the accounts'
+    sizes and entry prices, and every account's equity (set by the caller when first needed),
+    changed by each plan as the contract will change them."""
+
+    def __init__(self, snap, params, prices: list[int], now: int):
+        self.snap, self.params, self.prices, self.now = snap, params, prices, now
+        self.equity: list[int] | None = None
+        self._columns: dict[int, tuple[list[int], list[int]]] = {}
+        self._uncovered: dict[int, int] = {}
+
+    def _column(self, m: int) -> tuple[list[int], list[int]]:
+        if m not in self._columns:
+            book = self.snap.book
+            self._columns[m] = ([int(x) for x in book.size[:, m]], [int(x) for x in book.entry_price[:, m]])
+        return self._columns[m]
+
+    def _price(self, m: int) -> int:
+        return self.prices[int(self.params.price_id[int(self.snap.markets.underlying[m])])]
+
+    def holds_collateral(self, i: int) -> bool:
+        """Whether account row `i` holds collateral (left for a liquidation sale once flat)."""
+        return any(int(x) != 0 for x in self.snap.book.collateral[i])
+
+    def live_markets(self, i: int) -> dict[int, int]:
+        """Account row `i`'s live positions in the block's view: market -> notional (WAD USD,
+        floor(|size| x index), as the contract sums its gross notional)."""
+        markets = self.snap.markets
+        live: dict[int, int] = {}
+        for m in range(len(markets.underlying)):
+            size = self._column(m)[0][i] if m in self._columns else int(self.snap.book.size[i][m])
+            expiry = 0 if markets.expiry is None else int(markets.expiry[m])
+            if size == 0 or int(markets.settlement_price[m]) != 0 or (expiry != 0 and self.now >= expiry):
+                continue
+            live[m] = abs(size) * self._price(m) // WAD
+        return live
+
+    def plan(self, i: int, uncovered: int) -> tuple[int | None, list[int]]:
+        """(market, counterparty rows) of account row `i`'s next `deleverage`: its live
+        position of largest notional (None: it has none), against `adl.rank_counterparties`
+        (empty: nobody is eligible). `uncovered`: its uncovered deficit before this block's
+        plans (later plans of the account use what the earlier ones leave). Applies the plan's
+        fills to the block's view."""
+        assert self.equity is not None
+        live = self.live_markets(i)
+        if not live:
+            return None, []
+        market = max(live, key=lambda m: (live[m], -m))
+        sizes, entries = self._column(market)
+        price = self._price(market)
+        chosen = adl.rank_counterparties(i, sizes, entries, self.equity, price)
+        if not chosen:
+            return market, []
+        left = self._uncovered.setdefault(i, uncovered)
+        before = self.equity[i]
+        adl.apply_fills(
+            i, sizes, entries, self.equity, price, adl.market_need(left, live[market], sum(live.values())), chosen
+        )
+        self._uncovered[i] = left - (self.equity[i] - before)
+        return market, chosen
 
 
 @dataclass
@@ -317,6 +389,10 @@ class Liquidator:
     route: str = "backstop"
     # accounts whose fallback from the vault to a direct liquidation was logged this episode
     _fallback_logged: set[str] = field(default_factory=set)
+    # auto-deleveraging duty (settings `liquidation.deleverage`): a bankrupt account whose
+    # deficit the collateral sale, the insurance fund and the backstop vault cannot cover is
+    # deleveraged against the opposite positions in profit before it is liquidated
+    deleverage: bool = True
 
     def __post_init__(self) -> None:
         self.stats.dry_run = self.dry_run
@@ -498,7 +574,11 @@ class Liquidator:
         return equity, health, liquidatable
 
     def _liquidate_all(self, accounts, order, equity, health, onchain, snap, head) -> None:
-        """Screen, rank and try the liquidatable accounts `order` (indices into `accounts`)."""
+        """Screen, rank and try the liquidatable accounts `order` (indices into `accounts`);
+        bankrupt accounts beyond the fund and the vault are deleveraged first (`_deleverage_bankrupt`)."""
+        if order:
+            deleveraging = self._deleverage_bankrupt(accounts, order, equity, set(onchain), snap, head)
+            order = [i for i in order if i not in deleveraging]
         if not order:
             self._skip_below_gas([], [], None, head.number)
             return
@@ -538,6 +618,141 @@ class Liquidator:
                 )
             )
             self._attempt(account, equity[i], head, eth_price, extra)
+
+    def _deleverage_bankrupt(self, accounts, order, equity, onchain: set[int], snap, head) -> set[int]:
+        """The auto-deleveraging duty: each liquidatable account of `order` with negative equity
+        whose deficit the collateral sale, the insurance fund and the backstop vault cannot
+        cover (`CollateralVault.deficit_cover`, `keeper.risk.adl.uncovered`) has its positions
+        closed against the opposite positions in profit, ranked by profit times leverage
+        (`adl.rank_counterparties`): one `deleverage` per market, largest first, each simulated
+        and sent under "deleverage:<account>:<market>"; once the plans leave it flat, its
+        liquidation (the collateral sale and the waterfall) is sent right behind them, so that
+        no price step falls between the two. The block's later plans see the earlier ones'
+        fills (`adl.apply_fills`), so two bankrupt accounts do not name the same counterparty
+        in an order the first call changed. Returns the accounts handled this block (sent, in
+        flight or failed): the liquidation loop leaves them alone. Accounts valued by the lens
+        (options, attestations) are left to the liquidation: the engine deleverages only an
+        account without options."""
+        if not self.deleverage or self._terms is None:
+            return set()
+        bankrupt = sorted((i for i in order if equity[i] < 0 and i not in onchain), key=lambda i: equity[i])
+        if not bankrupt:
+            return set()
+        handled: set[int] = set()
+        pending = self.tx.pending_keys()
+        plans = _AdlBlock(snap, self._params, [int(x) for x in snap.prices], head.timestamp)
+        shortfalls: list[tuple[int, int, int]] = []  # (deficit after the collateral sale, row, cover)
+        for i in bankrupt:
+            account = accounts[i]
+            if any(k.startswith(deleverage_key(account, None)) for k in pending):
+                handled.add(i)
+                continue
+            if not sharding.mine(account, self.shard, self.first_seen.get(account), head.number, self.takeover_blocks):
+                continue
+            try:
+                cover, sale_gain = self.client.vault.functions.deficit_cover(
+                    account, plans.prices, self._terms.penalty
+                ).call(block_identifier=snap.block)
+                shortfalls.append((adl.shortfall(equity[i], int(sale_gain)), i, int(cover)))
+            except Exception as e:  # noqa: BLE001 - not knowing whether to deleverage, liquidate as before
+                log.warning(
+                    "cannot read what covers the deficit of %s (%s: %s); liquidating it without deleveraging",
+                    account, e.__class__.__name__, str(e)[:160], extra={"account": account},
+                )  # fmt: skip
+        # the fund and the vault pay whole deficits, smallest first, as far as they reach this
+        # block; one they could pay alone but not after the others waits a block, when it is
+        # beyond what is left of them and is deleveraged
+        promised = 0
+        for need, i, cover in sorted(shortfalls):
+            account = accounts[i]
+            if need <= 0:
+                continue  # the collateral sale covers it
+            if need <= cover - promised:
+                promised += need
+                continue
+            if need <= cover:
+                handled.add(i)
+                log.info(
+                    "deleverage %s next block: its deficit %.2f USD is within the insurance fund and backstop vault (%.2f USD), but what they hold is promised to smaller deficits this block",
+                    account, need / WAD, cover / WAD, extra={"account": account, "deficit_usd": need / WAD},
+                )  # fmt: skip
+                continue
+            try:
+                if plans.equity is None:
+                    plans.equity = self._equity_of_all(accounts, snap, onchain)
+                if self._deleverage_account(i, account, need, plans, accounts, head):
+                    handled.add(i)
+            except Exception as e:  # noqa: BLE001 - one account must never stop the others or the loop
+                handled.add(i)
+                self._failed(account, head.number, failure_reason(e), e)
+        return handled
+
+    def _deleverage_account(self, i: int, account: str, uncovered: int, plans: "_AdlBlock", accounts, head) -> bool:
+        """Plan, simulate and send `deleverage` of account row `i` market by market while the
+        plans find counterparties, then its liquidation when they leave it flat. Returns
+        whether anything was sent (or would be, in a dry run)."""
+        sent = False
+        for _ in range(MAX_ACCOUNT_MARKETS):
+            market, chosen = plans.plan(i, uncovered)
+            if not chosen:
+                if not sent:
+                    why = "no live position" if market is None else f"no opposite position in profit in market {market}"
+                    log.info(
+                        "cannot deleverage %s: %s (uncovered deficit %.2f USD); liquidating it, the rest is bad debt",
+                        account, why, uncovered / WAD, extra={"account": account, "uncovered_usd": uncovered / WAD},
+                    )  # fmt: skip
+                break
+            assert market is not None
+            call = self.client.engine.functions.deleverage(account, market, [accounts[j] for j in chosen])
+            try:
+                closed = call.call({"from": self.address}, block_identifier="latest")
+                gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
+            except ContractLogicError as e:
+                self.metrics.deleverages.labels(outcome="unsafe").inc()
+                log.info(
+                    "deleverage %s in market %d: simulation reverted (%s); retrying next block",
+                    account, market, str(e.message or e)[:200], extra={"account": account, "reason": "unsafe"},
+                )  # fmt: skip
+                return True
+            sent = True
+            if self.dry_run:
+                log.info(
+                    "dry-run: would deleverage %s in market %d against %d counterparties (size %.6f, uncovered %.2f USD, gas %d); not sent",
+                    account, market, len(chosen), closed / WAD, uncovered / WAD, gas, extra={"account": account, "dry_run": True},
+                )  # fmt: skip
+                continue
+            tx_hash = self.tx.send(call, gas, deleverage_key(account, market))
+            if tx_hash is None:
+                return True
+            self.stats.deleverages_sent += 1
+            self.metrics.deleverages.labels(outcome="sent").inc()
+            log.info(
+                "deleverage %s: sent %s (market %d, size %.6f against %d counterparties; uncovered deficit %.2f USD, gas %d)",
+                account, tx_hash, market, closed / WAD, len(chosen), uncovered / WAD, gas,
+                extra={"account": account, "tx": tx_hash, "market": market, "uncovered_usd": uncovered / WAD, "gas": gas},
+            )  # fmt: skip
+        if sent and not self.dry_run and not plans.live_markets(i) and plans.holds_collateral(i):
+            # what is left (collateral, debt) goes to the sale and the waterfall now, not a step later
+            call = self.client.engine.functions.liquidate(account)
+            gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
+            tx_hash = self.tx.send(call, gas, liquidation_key(account))
+            if tx_hash is not None:
+                self.stats.sent += 1
+                self.metrics.sent.inc()
+                log.info(
+                    "liquidate %s: sent %s behind its deleveraging (collateral sale and waterfall; gas %d)", account, tx_hash, gas,
+                    extra={"account": account, "tx": tx_hash, "route": "direct", "gas": gas},
+                )  # fmt: skip
+        return sent
+
+    def _equity_of_all(self, accounts, snap, onchain: set[int]) -> list[int]:
+        """Every account's exact equity (WAD): the mirror's, the lens's for `onchain` accounts."""
+        equity = [int(x) for x in margin(snap.book, snap.markets, self._params, snap.prices).equity]
+        rows = sorted(onchain)
+        if rows:
+            for j, summary in zip(rows, self.client.margin_summaries([accounts[j] for j in rows], snap.block)):
+                equity[j] = summary.equity
+        return equity
 
     def _settle_expired(self, head, markets, stale: bool) -> None:
         """The settlement job for this block; nothing it raises (revert, RPC error, timeout)
@@ -848,6 +1063,9 @@ class Liquidator:
                         self.settlement.failed,
                     )
                 continue
+            if kind == "deleverage":
+                self._deleverage_outcome(o, account.partition(":")[0])
+                continue
             if kind != "liquidate":
                 continue
             receipt = o.receipt
@@ -880,6 +1098,34 @@ class Liquidator:
                     "liquidation of %s %s %s: another liquidator first, the price moved, or the tx was dropped", account, o.status, where,
                     extra={"account": account, "tx": o.tx_hash, "status": o.status},
                 )  # fmt: skip
+
+    def _deleverage_outcome(self, o, account: str) -> None:
+        receipt = o.receipt
+        if receipt is not None:
+            self.metrics.gas_spent_eth.inc(receipt.get("gasUsed", 0) * (receipt.get("effectiveGasPrice") or 0) / WAD)
+        engine = self.client.engine
+        fills = (
+            [
+                ev
+                for ev in engine.events.Deleveraged().process_receipt(receipt, errors=_DISCARD)
+                if str(ev["address"]).lower() == engine.address.lower()
+            ]
+            if o.status == "mined" and receipt is not None and receipt.get("status") == 1
+            else []
+        )
+        if fills:
+            self.stats.deleverages_succeeded += 1
+            self.metrics.deleverages.labels(outcome="succeeded").inc()
+            log.info(
+                "deleveraged %s in block %d against %d counterparties (tx %s)", account, receipt["blockNumber"], len(fills), o.tx_hash,
+                extra={"account": account, "tx": o.tx_hash},
+            )  # fmt: skip
+            return
+        self.metrics.deleverages.labels(outcome="failed").inc()
+        log.warning(
+            "deleverage of %s %s: reverted or dropped (the account changed, or a counterparty did)", account, o.status,
+            extra={"account": account, "tx": o.tx_hash, "status": o.status},
+        )  # fmt: skip
 
     def _liquidated(self, receipt, account: str) -> bool:
         """Whether `receipt` (status 1) holds a liquidation of `account`: the engine's

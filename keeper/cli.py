@@ -282,6 +282,7 @@ def run(
         base_fee_multiplier=gas.base_fee_multiplier, low_balance_eth=settings.low_balance_eth,
         missed_after_blocks=settings.missed_after_blocks, status_file=status_file, dry_run=dry_run,
         shard=settings.shard, takeover_blocks=settings.takeover_blocks, route=settings.liquidation.route,
+        deleverage=settings.liquidation.deleverage,
     )  # fmt: skip
     if settings.scoring.event_driven:
         from keeper.scoring import RescoreIndex
@@ -897,6 +898,13 @@ def _attestation_service(client, tx, settings, metrics):
     help="USD deposited in the backstop vault before the crash (request, wait its request_delay, claim), so that the keeper routes liquidations to it [default: 2000000, twice config/local.yaml's insurance fund: enough margin for every liquidation of the 100-account Black Thursday replay]; 0: none, the keeper liquidates directly. Ignored without a backstop_vault section in the config.",
 )
 @click.option(
+    "--adl/--no-adl",
+    "deleverage",
+    default=True,
+    show_default=True,
+    help="The keeper auto-deleverages a bankrupt account whose deficit the insurance fund and the backstop vault cannot pay whole; --no-adl: such deficits become bad debt (to compare).",
+)
+@click.option(
     "--plot",
     "plot_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -926,6 +934,7 @@ def replay(
     vol_data,
     insurance_fund,
     backstop,
+    deleverage,
     plot_path,
     no_plot,
 ) -> None:
@@ -975,7 +984,7 @@ def replay(
                          keeper_timeout=keeper_timeout, config=config, options=with_options,
                          vol_data_dir=vol_data, keepers=keepers, stop_keeper=stop,
                          insurance_fund_usd=insurance_fund, block_gas_limit=block_gas_limit,
-                         backstop_usd=BACKSTOP_USD if backstop is None else backstop)  # fmt: skip
+                         backstop_usd=BACKSTOP_USD if backstop is None else backstop, deleverage=deleverage)  # fmt: skip
     with Progress(
         TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:

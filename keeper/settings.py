@@ -201,11 +201,17 @@ class LiquidationSettings(BaseModel):
     and pays the keeper a fee; the keeper needs no inventory. When that simulation reverts (the
     vault is full, lacks equity or cash, or there is no vault) the keeper liquidates directly
     through `MarginEngine.liquidate` and takes the positions itself. `direct`: always the
-    engine, as an operator that wants the positions. Options liquidations are unchanged."""
+    engine, as an operator that wants the positions. Options liquidations are unchanged.
+
+    `deleverage` (on by default): a bankrupt account whose deficit the collateral sale, the
+    insurance fund and the backstop vault cannot cover is first auto-deleveraged
+    (`MarginEngine.deleverage`) against the opposite positions in profit, ranked by profit times
+    leverage; off: such deficits become bad debt when the account is liquidated."""
 
     model_config = _MODEL
 
     route: Annotated[str, AfterValidator(str.lower), Field(pattern="^(backstop|direct)$")] = "backstop"
+    deleverage: bool = True
 
 
 class KeeperSettings(BaseModel):

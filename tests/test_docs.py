@@ -486,8 +486,8 @@ RISK_FIGURES = {
     "flat_account_losses_usd": 0.0,
     "flat_account_socialization_exposure_usd": 0.0,
     "keeper_max_inventory_usd": 1_573_986.9,
-    "adl_events": None,
-    "adl_notional_usd": None,
+    "adl_events": 0,
+    "adl_notional_usd": 0.0,
     "backstop_pnl_usd": None,
     "backstop_max_exposure_usd": None,
 }
@@ -524,25 +524,37 @@ def test_replay_runs_table():
         "routed_liquidations": 0,
         "direct_liquidations": 68,
     }
-    table = figures.render_replay_runs(default, no_fund, no_backstop)
+    adl_only = {
+        **no_backstop,
+        "insurance_fund_start_usd": 0.0,
+        "insurance_fund_usd": 36.6,
+        "adl_events": 40,
+        "adl_notional_usd": 999_122.6,
+    }
+    table = figures.render_replay_runs(default, no_fund, no_backstop, adl_only)
     assert table.splitlines()[0] == (
-        "| 100 accounts | as configured (seeded backstop vault) | `--insurance-fund 0` | `--backstop 0` |"
+        "| 100 accounts | as configured (seeded backstop vault) | `--insurance-fund 0` | `--backstop 0` "
+        "| `--insurance-fund 0 --backstop 0` (ADL alone) |"
     )
-    assert table.splitlines()[1] == "|---|---|---|---|"
+    assert table.splitlines()[1] == "|---|---|---|---|---|"
     got = rows(table)
-    assert got["insurance fund at the start / end"][:2] == ["$1,000,000 / $878,412", "$0 / $0"]
-    assert got["backstop vault seeded before the crash"] == ["$2,000,000", "$2,000,000", "$0"]
-    assert got["liquidations (accounts)"] == ["68 (48)"] * 3
-    assert got["liquidations routed to the backstop vault / direct"] == ["68 / 0", "68 / 0", "0 / 68"]
-    assert got["bad debt at the end (outstanding)"] == ["$0", "$121,589", "$0"]
-    assert got["flat-account losses"] == ["$0"] * 3
-    assert got["bad debt flat accounts would bear if they withdrew"] == ["$0", "$12", "$0"]
+    assert got["insurance fund at the start / end"] == [
+        "$1,000,000 / $878,412",
+        "$0 / $0",
+        "$1,000,000 / $878,412",
+        "$0 / $37",
+    ]
+    assert got["backstop vault seeded before the crash"] == ["$2,000,000", "$2,000,000", "$0", "$0"]
+    assert got["liquidations (accounts)"] == ["68 (48)"] * 4
+    assert got["liquidations routed to the backstop vault / direct"] == ["68 / 0", "68 / 0", "0 / 68", "0 / 68"]
+    assert got["bad debt at the end (outstanding)"] == ["$0", "$121,589", "$0", "$0"]
+    assert got["flat-account losses"] == ["$0"] * 4
+    assert got["bad debt flat accounts would bear if they withdrew"] == ["$0", "$12", "$0", "$0"]
     inventory = got["keeper's largest inventory / at the end (gross notional)"]
-    assert inventory == ["$0 / $0", "$0 / $0", "$1,573,987 / $1,500,000"]
+    assert inventory == ["$0 / $0", "$0 / $0", "$1,573,987 / $1,500,000", "$1,573,987 / $1,500,000"]
     vault = got["backstop vault P&L / largest exposure (gross notional)"]
-    assert vault == ["-$129,550 / $1,573,987", "-$129,550 / $1,573,987", "$0 / $0"]
-    # auto-deleveraging: said to be missing, or shown once it exists
-    assert got["ADL events / notional"] == ["n/a (not in this version)", "3 / 5,000", "n/a (not in this version)"]
+    assert vault == ["-$129,550 / $1,573,987", "-$129,550 / $1,573,987", "$0 / $0", "$0 / $0"]
+    assert got["ADL events / notional"] == ["0 / $0", "3 / $5,000", "0 / $0", "40 / $999,123"]
     # a report of a deployment without a vault says so; one written before routing shows "-"
     older = {**RISK_FIGURES, **REPLAY_REPORT}
     older_rows = rows(figures.render_replay_runs(older, older))
@@ -591,6 +603,7 @@ def test_update_renders_every_block_then_check_passes(tmp_path):
         "black-thursday.json": {**REPLAY_REPORT, **RISK_FIGURES},
         "black-thursday-no-insurance-fund.json": {**REPLAY_REPORT, **RISK_FIGURES, "insurance_fund_start_usd": 0.0},
         "black-thursday-no-backstop.json": {**REPLAY_REPORT, **RISK_FIGURES},
+        "black-thursday-adl-only.json": {**REPLAY_REPORT, **RISK_FIGURES, "insurance_fund_start_usd": 0.0},
         "black76-gas.json": BLACK76_REPORT,
         "option-margin-gas.json": OPTION_MARGIN_REPORT,
         "portfolio-risk.json": PORTFOLIO_REPORT,

@@ -58,9 +58,15 @@ BLACK_THURSDAY_RUNS = {
     "black-thursday.json": ((), "black-thursday.png"),
     "black-thursday-no-insurance-fund.json": (("--insurance-fund", "0"), "black-thursday-no-insurance-fund.png"),
     "black-thursday-no-backstop.json": (("--backstop", "0"), "black-thursday-no-backstop.png"),
+    "black-thursday-adl-only.json": (("--insurance-fund", "0", "--backstop", "0"), "black-thursday-adl-only.png"),
 }
 # the column heads of those runs, in the same order
-BLACK_THURSDAY_COLUMNS = ("as configured (seeded backstop vault)", "`--insurance-fund 0`", "`--backstop 0`")
+BLACK_THURSDAY_COLUMNS = (
+    "as configured (seeded backstop vault)",
+    "`--insurance-fund 0`",
+    "`--backstop 0`",
+    "`--insurance-fund 0 --backstop 0` (ADL alone)",
+)
 PRICE_FILES = {"ETH": "eth_usdt_1h_binance_2018-01_2021-08.csv", "BTC": "btc_usdt_1h_binance_2018-01_2021-08.csv"}
 DEFAULT_DATA = "../shared/data"
 OPTION_REPLAY_POPULATION = ("--accounts", "100", "--seed", "7")
@@ -503,10 +509,8 @@ def render_replay_runs(*reports: dict) -> str:
         value = _num(report[key], key)
         return f"-${-value:,.0f}" if round(value) < 0 else f"${value:,.0f}"
 
-    def later(report: dict, *keys: str) -> str:
-        if all(report[k] is None for k in keys):
-            return "n/a (not in this version)"
-        return " / ".join("-" if report[k] is None else f"{_num(report[k], k):,.0f}" for k in keys)
+    def adl(report: dict) -> str:
+        return f"{_int(report['adl_events'], 'adl_events'):,} / {usd(report, 'adl_notional_usd')}"
 
     def backstop(report: dict) -> str:
         if report["backstop_pnl_usd"] is None:
@@ -547,7 +551,7 @@ def render_replay_runs(*reports: dict) -> str:
             + (usd(r, "keeper_inventory_end_usd") if r.get("keeper_inventory_end_usd") is not None else "-")
         ),
         "backstop vault P&L / largest exposure (gross notional)": backstop,
-        "ADL events / notional": lambda r: later(r, "adl_events", "adl_notional_usd"),
+        "ADL events / notional": adl,
     }
     first = reports[0]
     header = f"{_int(first['accounts'], 'accounts'):,} accounts"

@@ -1538,6 +1538,35 @@ def _adl_score(counterparty: address, position: types.Position, price: uint256) 
     return profit * constants.WAD // position.entry_price * notional // convert(equity, uint256)
 
 
+@internal
+def _reduce_keeping_entry(account: address, market_id: uint256, delta: int256, price: uint256, funding_index: int256) -> int256:
+    """
+    @dev Reduce a position by `delta` (the opposite sign, |delta| <= |size|) at `price`:
+         realize the closed part's PnL and the whole position's funding, and keep the entry
+         price of what is left, so that its profit since entry, which ranks it for the next
+         auto-deleveraging and caps what it gives back, is not reset by being deleveraged.
+         Returns the change of open interest (as `_apply_fill`).
+    """
+    position: types.Position = self._position(account, market_id)
+    self._bump_version(account)
+    new_size: int256 = position.size + delta
+    part: types.Position = position
+    part.size = -delta
+    realized: int256 = self._position_value(part, price, funding_index)
+    if new_size != 0:
+        rest: types.Position = position
+        rest.size = new_size
+        # valued at its own entry: only the funding it owes
+        realized += self._position_value(rest, position.entry_price, funding_index)
+    self._store_position(account, market_id, new_size, position.entry_price, funding_index)
+    if new_size == 0:
+        self._remove_market(account, market_id)
+    if realized != 0:
+        extcall IVault(VAULT).settle_cash(account, realized)
+    log PositionChanged(account=account, market=market_id, size=new_size, entry_price=position.entry_price, realized_pnl=realized)
+    return max(new_size, 0) - max(position.size, 0)
+
+
 @external
 def deleverage(account: address, market_id: uint256, counterparties: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]) -> uint256:
     """
@@ -1545,14 +1574,20 @@ def deleverage(account: address, market_id: uint256, counterparties: DynArray[ad
             bankrupt account's position in `market_id` against opposite positions in profit, in
             the order the caller proposes, which must be by non-increasing `_adl_score`
             (profit times leverage). Permissionless; the caller gains nothing.
-    @dev The account qualifies while U = -(equity + sale gain + cover) > 0: its equity, what
-         selling its collateral would raise above the haircut value, and what the insurance
-         fund and the backstop vault could pay (`CollateralVault.deficit_cover`). Each unit
-         closes at the bankruptcy price
-             P +- min(ceil(P * U / G), profit per unit of the counterparty)
-         (+ when the account is long), with G the account's gross notional at index prices:
-         closing every position so recovers U, and no counterparty gives back more than its
-         profit since entry. Reverts "engine: liquidate options first", "engine: deficit
+    @dev The account qualifies while the deficit a sale of its collateral would leave,
+         U = -(equity + sale gain), exceeds what the insurance fund and the backstop vault could
+         pay (`CollateralVault.deficit_cover`): they pay only deficits they can pay whole, so
+         that one account does not drain them for the next one's (several bankrupt accounts
+         each within the fund would otherwise all count on it); a deficit beyond them is
+         recovered whole here, and the fund stays for the next. The market's
+         share of it, need = ceil(U * N / G) (N its position's notional, G the account's gross
+         notional, at index prices), is recovered from the counterparties in turn: each closes
+         min(remaining, |its size|) at
+             P +- min(ceil(need left * 1e18 / size left), its profit per unit since entry)
+         (+ when the account is long), so closing every position recovers U, what one
+         counterparty's profit cannot pay falls to the next, and none gives back more than its
+         profit. A counterparty keeps the entry price of what it still holds
+         (`_reduce_keeping_entry`). Reverts "engine: liquidate options first", "engine: deficit
          covered", "engine: no position to deleverage", "engine: counterparty on the same side",
          "engine: counterparty not in profit", "engine: counterparties out of order", "engine:
          no counterparty".
@@ -1568,8 +1603,9 @@ def deleverage(account: address, market_id: uint256, counterparties: DynArray[ad
     cover: uint256 = 0
     sale_gain: uint256 = 0
     cover, sale_gain = staticcall IVault(VAULT).deficit_cover(account, prices, self._liquidation_params().penalty)
-    uncovered: int256 = -(self._summary(account, held, prices).equity + convert(sale_gain + cover, int256))
-    assert uncovered > 0, "engine: deficit covered"
+    # what the collateral sale leaves; deleveraged whole when the fund and the vault cannot pay it whole
+    uncovered: int256 = -(self._summary(account, held, prices).equity + convert(sale_gain, int256))
+    assert uncovered > convert(cover, int256), "engine: deficit covered"
     gross: uint256 = 0
     size: int256 = 0
     price: uint256 = 0
@@ -1583,7 +1619,8 @@ def deleverage(account: address, market_id: uint256, counterparties: DynArray[ad
             size = holding.position.size
             price = p
     assert size != 0, "engine: no position to deleverage"
-    discount: uint256 = wad._mul_div_up(price, convert(uncovered, uint256), gross)
+    # this market's share of U, to recover from the counterparties below
+    need: uint256 = wad._mul_div_up(convert(uncovered, uint256), convert(abs(size), uint256) * price // constants.WAD, gross)
     funding_index: int256 = self._accrue_funding(market_id, price)
     remaining: uint256 = convert(abs(size), uint256)
     last: uint256 = max_value(uint256)
@@ -1596,16 +1633,21 @@ def deleverage(account: address, market_id: uint256, counterparties: DynArray[ad
         assert score <= last, "engine: counterparties out of order"
         last = score
         amount: uint256 = min(remaining, convert(abs(position.size), uint256))
+        # what is still needed, spread over what is still to close, capped at its profit per unit
+        concession: uint256 = wad._mul_div_up(need, constants.WAD, remaining)
         fill: uint256 = 0
         if size > 0:
-            fill = price + min(discount, position.entry_price - price)
+            concession = min(concession, position.entry_price - price)
+            fill = price + concession
         else:
-            fill = price - min(discount, price - position.entry_price)
+            concession = min(concession, price - position.entry_price)
+            fill = price - concession
+        need -= min(need, concession * amount // constants.WAD)
         moved: int256 = convert(amount, int256)
         if size < 0:
             moved = -moved
         oi_delta: int256 = self._apply_fill(account, market_id, -moved, fill, funding_index)
-        oi_delta += self._apply_fill(counterparty, market_id, moved, fill, funding_index)
+        oi_delta += self._reduce_keeping_entry(counterparty, market_id, moved, fill, funding_index)
         self._add_open_interest(market_id, oi_delta)
         remaining -= amount
         log Deleveraged(account=account, counterparty=counterparty, market=market_id, size=moved, price=fill, score=score)

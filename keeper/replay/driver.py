@@ -190,6 +190,9 @@ class ReplayOptions:
     # USD deposited in the backstop vault before the crash (0: none; the keepers then liquidate
     # directly); ignored when the config deploys no backstop vault
     backstop_usd: int = BACKSTOP_USD
+    # the keepers' auto-deleveraging duty (settings `liquidation.deleverage`); off: a deficit
+    # beyond the insurance fund and the backstop vault becomes bad debt
+    deleverage: bool = True
 
 
 @dataclass
@@ -718,6 +721,7 @@ class Replay:
             # the replay's chain keeps its own clock (block_seconds a step, however long a step
             # takes on this machine): a head is never stale against the wall clock here
             "KEEPER_STALE_AFTER_SECONDS": str(REPLAY_STALE_AFTER_SECONDS),
+            "KEEPER_LIQUIDATION_DELEVERAGE": "1" if self.opts.deleverage else "0",
             **getattr(self, "keeper_env", {}),
         }
         cmd = [

@@ -67,7 +67,12 @@ def plot_report(report: dict[str, Any], path: str | Path, *, dpi: int = 100) -> 
 
     width = _bar_width(times)
     liq_ax.bar(times, [int(r["liquidations"]) for r in timeline], width=width, color="tab:purple", label="liquidations")
-    liq_ax.plot([], [], " ", label="ADL events: none (no auto-deleveraging in this protocol version)")
+    adl_counts = [int(r.get("adl_events") or 0) for r in timeline]
+    if any(adl_counts):
+        liq_ax.bar(times, adl_counts, width=width, bottom=[int(r["liquidations"]) for r in timeline],
+                   color="tab:orange", label="ADL events (counterparties deleveraged)")  # fmt: skip
+    else:
+        liq_ax.plot([], [], " ", label="ADL events: none")
     liq_ax.set_ylabel("per block")
     liq_ax.legend(loc="upper left", fontsize=9, ncol=2)
 
@@ -156,7 +161,8 @@ def _summary(report: dict[str, Any]) -> str:
         f"liquidations {report.get('liquidations', '-')}, missed {report.get('missed_liquidations', '-')}, "
         f"max blocks to liquidate {report.get('max_blocks_to_liquidate', '-')}; bad debt at the end {money('bad_debt_usd')}, "
         f"socialized {money('socialized_loss_usd')}, flat-account losses {money('flat_account_losses_usd')}; "
-        f"keeper max inventory {money('keeper_max_inventory_usd')}"
+        f"keeper max inventory {money('keeper_max_inventory_usd')}; "
+        f"ADL events {report.get('adl_events', '-')} ({money('adl_notional_usd')})"
         + (
             f"\nbackstop vault: P&L {money('backstop_pnl_usd')}, largest exposure {money('backstop_max_exposure_usd')}; "
             f"liquidations routed to it {report.get('routed_liquidations', '-')}, direct {report.get('direct_liquidations', '-')}"

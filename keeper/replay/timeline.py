@@ -10,9 +10,8 @@ vault: its equity), whose cost does not depend on the number of accounts. Liquid
 block, the keeper's inventory and the backstop vault's exposure come after the replay from event
 logs (one `eth_getLogs` per event kind), so the replay's blocks carry no extra work for them.
 
-Figures that need contracts this protocol version does not have (auto-deleveraging), or that
-the deployment lacks (a backstop vault), are present as None with the reason in `not_yet`, so
-that readers of the report can rely on the keys.
+Figures that need a contract the deployment lacks (a backstop vault) are present as None with
+the reason in `not_yet`, so that readers of the report can rely on the keys.
 """
 
 from __future__ import annotations
@@ -31,11 +30,6 @@ from keeper.units import WAD
 # new signed WAD size)
 Change = tuple[int, int, str, tuple[str, int], int]
 
-# report keys whose contracts come later: the value is None and this is why
-NOT_YET = {
-    "adl_events": "auto-deleveraging is not in this protocol version",
-    "adl_notional_usd": "auto-deleveraging is not in this protocol version",
-}
 # the backstop vault's keys when the deployment has none (config without `backstop_vault:`)
 NO_BACKSTOP = {
     "backstop_pnl_usd": "the deployment has no backstop vault",
@@ -64,16 +58,22 @@ class TimelineRow:
     backstop_equity_usd: float | None = None
 
     def as_dict(
-        self, liquidations: int, keeper_inventory_usd: float, backstop_exposure_usd: float | None = None
+        self,
+        liquidations: int,
+        keeper_inventory_usd: float,
+        backstop_exposure_usd: float | None = None,
+        adl_events: int = 0,
     ) -> dict[str, Any]:
         """The report's timeline entry; `backstop_exposure_usd`: the vault's gross position
-        notional at the block's index (None without a vault)."""
+        notional at the block's index (None without a vault); `adl_events`: Deleveraged events
+        (one per counterparty) mined in the block."""
         return {
             "block": self.block,
             "timestamp": self.timestamp,
             "prices": self.prices,
             "below_mm": self.below_mm,
             "liquidations": liquidations,
+            "adl_events": adl_events,
             "insurance_fund_usd": self.insurance_fund_usd,
             "bad_debt_usd": self.bad_debt_usd,
             "keeper_inventory_usd": keeper_inventory_usd,
@@ -184,6 +184,21 @@ def position_logs(client: Any, accounts: Sequence[str], from_block: int, to_bloc
             for log in _logs(client.options.events.OptionPositionChanged, from_block, to_block, accounts)
         ]  # fmt: skip
     return sorted(out, key=lambda c: (c[0], c[1]))
+
+
+def deleverage_logs(client: Any, from_block: int, to_block: int) -> list[Any]:
+    """The engine's Deleveraged events in [from_block, to_block], in chain order (one per
+    counterparty a `deleverage` closed against)."""
+    return _logs(client.engine.events.Deleveraged, from_block, to_block)
+
+
+def adl_figures(logs: Sequence[Any]) -> dict[str, Any]:
+    """`adl_events` (Deleveraged events: one per counterparty closed against) and
+    `adl_notional_usd` (sum of |size| x price over them, USD)."""
+    return {
+        "adl_events": len(logs),
+        "adl_notional_usd": sum(abs(int(log["args"]["size"])) * int(log["args"]["price"]) // WAD for log in logs) / WAD,
+    }
 
 
 def price_ids(client: Any, block: int) -> dict[tuple[str, int], int]:
@@ -322,8 +337,8 @@ def risk_figures(
     vault `backstop_seed_usd` (what the replay deposited in it), `backstop_pnl_usd` (its equity
     at `end_block` minus the seed) and `backstop_max_exposure_usd` (the largest gross notional
     of its positions at the end of any recorded block, at that block's index; as the keeper's
-    inventory), and the keys of `NOT_YET` (and of `NO_BACKSTOP` without a vault) as None with
-    `not_yet` giving why. `first_block`: where position events start (the deployment's first
+    inventory), `adl_events` and `adl_notional_usd` (`adl_figures`), and without a vault the keys of
+    `NO_BACKSTOP` as None with `not_yet` giving why. `first_block`: where position events start (the deployment's first
     block)."""
     started = time.perf_counter()
     rows = recorder.rows
@@ -333,8 +348,12 @@ def risk_figures(
     instruments = price_ids(client, end_block)
     changes = position_logs(client, list(keepers), first_block, end_block)
     inventory = inventory_by_block(changes, rows, instruments) if rows else []
+    adl_logs = deleverage_logs(client, start_block + 1, end_block)
+    adl_per_block: dict[int, int] = defaultdict(int)
+    for log in adl_logs:
+        adl_per_block[int(log["blockNumber"])] += 1
     vault = recorder.backstop
-    not_yet = dict(NOT_YET) if vault is not None else {**NOT_YET, **NO_BACKSTOP}
+    not_yet = {} if vault is not None else dict(NO_BACKSTOP)
     exposure: list[float | None] = [None] * len(rows)
     backstop: dict[str, Any] = {key: None for key in NO_BACKSTOP}
     if vault is not None:
@@ -347,9 +366,12 @@ def risk_figures(
         "keeper_max_inventory_usd": max(inventory, default=0.0),
         "keeper_inventory_end_usd": inventory[-1] if inventory else 0.0,
         **backstop,
-        **{key: None for key in NOT_YET},
+        **adl_figures(adl_logs),
         "not_yet": not_yet,
     }
-    timeline = [row.as_dict(per_block.get(row.block, 0), inv, exp) for row, inv, exp in zip(rows, inventory, exposure)]
+    timeline = [
+        row.as_dict(per_block.get(row.block, 0), inv, exp, adl_per_block.get(row.block, 0))
+        for row, inv, exp in zip(rows, inventory, exposure)
+    ]
     recorder.after_ms = (time.perf_counter() - started) * 1000
     return figures, timeline

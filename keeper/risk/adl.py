@@ -4,18 +4,20 @@
 All functions take and return Python ints: sizes in WAD units of the underlying (signed: long
 > 0), prices and USD amounts in WAD.
 
-- an account qualifies while its uncovered deficit is positive:
-      U = -(equity + sale gain + cover)
-  (sale gain: what selling its collateral would raise above the haircut value; cover: what the
-  insurance fund and the backstop vault could pay, `CollateralVault.deficit_cover`)
-- the bankruptcy discount per unit, with G the account's gross notional at index prices:
-      d = ceil(P * U / G)
-  so closing every position at P +- d recovers U
+- an account qualifies while the deficit a sale of its collateral would leave,
+      U = -(equity + sale gain)
+  (sale gain: what selling its collateral would raise above the haircut value) exceeds what the
+  insurance fund and the backstop vault could pay (`CollateralVault.deficit_cover`); U is then
+  recovered whole (they pay only deficits they can pay whole)
+- the market's share of U, with N the position's notional and G the account's gross notional
+  at index prices: need = ceil(U * N / G), so closing every position recovers U
 - a counterparty (opposite side, in profit since its entry e, positive equity E) is ranked by
   profit times leverage (Hyperliquid's ADL queue):
       score = floor(floor(|P - e| * 1e18 / e) * floor(|size| * P / 1e18) / E)
-  and closes min(remaining, |its size|) at P + min(d, e - P) against a bankrupt long (it is
-  short), P - min(d, P - e) against a bankrupt short: it never gives back more than its profit
+  and, in turn, closes min(remaining, |its size|) at P + c against a bankrupt long (it is short),
+  P - c against a bankrupt short, with c = min(ceil(need left * 1e18 / remaining), its profit
+  per unit): what one cannot pay falls to the next, none gives back more than its profit, and
+  what it still holds keeps its entry e
 """
 
 from __future__ import annotations
@@ -25,15 +27,21 @@ from typing import NamedTuple
 WAD = 10**18
 
 
+def shortfall(equity: int, sale_gain: int) -> int:
+    """The deficit a liquidation sale of the collateral would leave, WAD USD (<= 0: none)."""
+    return -(equity + sale_gain)
+
+
 def uncovered(equity: int, sale_gain: int, cover: int) -> int:
-    """The deficit neither the collateral sale nor the fund and the vault cover (WAD USD; > 0
-    means `deleverage` may run)."""
-    return -(equity + sale_gain + cover)
+    """What `deleverage` recovers: the whole `shortfall` when the fund and the vault (`cover`)
+    cannot pay it whole, else 0 (`deleverage` reverts "engine: deficit covered")."""
+    need = shortfall(equity, sale_gain)
+    return need if need > cover else 0
 
 
-def bankruptcy_discount(price: int, uncovered_usd: int, gross_notional: int) -> int:
-    """d = ceil(P * U / G), WAD USD per unit."""
-    return -(-price * uncovered_usd // gross_notional)
+def market_need(uncovered_usd: int, notional: int, gross_notional: int) -> int:
+    """The share of U one market's position recovers: ceil(U * N / G), WAD USD."""
+    return -(-uncovered_usd * notional // gross_notional)
 
 
 def profit_per_unit(size: int, entry_price: int, price: int) -> int:
@@ -55,13 +63,61 @@ class Fill(NamedTuple):
     price: int  # WAD USD per unit
 
 
-def fill(
-    account_size: int, remaining: int, counterparty_size: int, entry_price: int, price: int, discount: int
-) -> Fill:
-    """The close one counterparty takes: min(remaining, |its size|) at the bankruptcy price,
-    capped at its entry."""
-    amount = min(remaining, abs(counterparty_size))
-    concession = min(discount, profit_per_unit(counterparty_size, entry_price, price))
-    if account_size > 0:
-        return Fill(amount, price + concession)
-    return Fill(-amount, price - concession)
+def fills(account_size: int, price: int, need: int, counterparties: list[tuple[int, int]]) -> list[Fill]:
+    """The closes a `deleverage` makes of a position of `account_size` against `counterparties`
+    ((size, entry price) each, in order) recovering `need`: each takes min(remaining, |its size|)
+    at P +- min(ceil(need left * 1e18 / remaining), its profit per unit)."""
+    out, remaining = [], abs(account_size)
+    for size, entry in counterparties:
+        if remaining == 0:
+            break
+        amount = min(remaining, abs(size))
+        concession = min(-(-need * WAD // remaining), profit_per_unit(size, entry, price))
+        need -= min(need, concession * amount // WAD)
+        out.append(Fill(amount, price + concession) if account_size > 0 else Fill(-amount, price - concession))
+        remaining -= amount
+    return out
+
+
+MAX_COUNTERPARTIES = 8  # constants.MAX_ADL_COUNTERPARTIES
+
+
+def rank_counterparties(
+    account: int, sizes: list[int], entry_prices: list[int], equity: list[int], price: int
+) -> list[int]:
+    """The accounts (indices) a `deleverage` of account `account` in one market proposes: every
+    eligible opposite position by score, highest first (ties by index, the contract accepts
+    either order), as many as close the account's position, at most MAX_COUNTERPARTIES.
+    `sizes`, `entry_prices`, `equity` are per account in that market (WAD)."""
+    size = sizes[account]
+    scored = [
+        (score(s, entry_prices[j], price, equity[j]), j)
+        for j, s in enumerate(sizes)
+        if j != account and s != 0 and (s > 0) != (size > 0)
+    ]
+    ranked = sorted(((sc, j) for sc, j in scored if sc > 0), key=lambda t: (-t[0], t[1]))
+    chosen: list[int] = []
+    covered = 0
+    for _, j in ranked:
+        if covered >= abs(size) or len(chosen) == MAX_COUNTERPARTIES:
+            break
+        chosen.append(j)
+        covered += abs(sizes[j])
+    return chosen
+
+
+def apply_fills(
+    account: int, sizes: list[int], entry_prices: list[int], equity: list[int], price: int, need: int, chosen: list[int]
+) -> None:
+    """Change `sizes` and `equity` (one market, per account) as a `deleverage` of account
+    `account` against `chosen` would: each counterparty's position shrinks at its entry price
+    and its equity falls by the concession it made; the account's position shrinks and its
+    equity rises by as much. The keeper plans a block's later calls on the result (funding and
+    wei rounding of the contract's valuation aside)."""
+    done = fills(sizes[account], price, need, [(sizes[j], entry_prices[j]) for j in chosen])
+    for j, f in zip(chosen, done):
+        concession = abs(f.price - price) * abs(f.size) // WAD
+        sizes[j] += f.size  # its entry price stays (`_reduce_keeping_entry`)
+        equity[j] -= concession
+        equity[account] += concession
+        sizes[account] -= f.size

@@ -51,14 +51,13 @@ def mirror(p, account, counterparties, market=ETH_PERP) -> list[tuple[str, int, 
     gross = sum(
         abs(p.engine.positions(account.address, m).size) * price // WAD for m in p.engine.open_markets(account.address)
     )
-    d = adl.bankruptcy_discount(price, u, gross)
-    out, remaining = [], abs(size)
-    for c in counterparties:
-        pos = p.engine.positions(c.address, market)
-        f = adl.fill(size, remaining, pos.size, pos.entry_price, price, d)
-        out.append((c.address, f.size, f.price, adl.score(pos.size, pos.entry_price, price, p.equity(c.address))))
-        remaining -= abs(f.size)
-    return out
+    need = adl.market_need(u, abs(size) * price // WAD, gross)
+    positions = [p.engine.positions(c.address, market) for c in counterparties]
+    done = adl.fills(size, price, need, [(pos.size, pos.entry_price) for pos in positions])
+    return [
+        (c.address, f.size, f.price, adl.score(pos.size, pos.entry_price, price, p.equity(c.address)))
+        for c, pos, f in zip(counterparties, positions, done)
+    ]
 
 
 def test_deleverage_by_hand(p):
@@ -91,20 +90,19 @@ def test_deleverage_by_hand(p):
     assert p.vault.bad_debt() == 0
 
 
-def test_partial_cover_deleverages_only_the_rest(p):
+def test_deficit_beyond_the_fund_is_deleveraged_whole_and_the_fund_kept(p):
+    # the fund holds $1,000 of a ~$2,000 deficit: it pays only deficits it can pay whole, so a
+    # second bankrupt account in the same crash still finds it
     a, b, c = bankrupt(p)
     deficit = -p.equity(a.address)
     p.fund_insurance(1000)
     expected = mirror(p, a, [c, b])
     _, logs = deleverage(p, p.new_user(), a, [c, b])
-    # the fund covers $1,000 of it: d = ceil(1650 * (deficit - 1000) / 66000)
-    d = -(-1650 * WAD * (deficit - 1000 * WAD) // (40 * 1650 * WAD))
-    assert [log.price for log in logs] == [1650 * WAD + d] * 2
+    d = -(-deficit * WAD // (40 * WAD))  # need = U (one market): ceil(U / 40) a unit
+    assert logs[0].price == 1650 * WAD + d
     assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
-    # what is left is the fund's to pay, and it can: no bad debt
-    assert abs(p.equity(a.address) + 1000 * WAD) < 10**15
-    liquidate(p, funded(p, 100_000), a)
-    assert p.vault.bad_debt() == 0 and p.vault.insurance_fund() < 10**15
+    assert 0 <= p.equity(a.address) < 10**6
+    assert p.vault.insurance_fund() == 1000 * WAD and p.vault.bad_debt() == 0
 
 
 def test_deficit_the_fund_covers_is_not_deleveraged(p):
@@ -156,6 +154,9 @@ def test_counterparty_never_gives_back_more_than_its_profit(p):
     assert logs[0].price == 1660 * WAD  # its entry: it gives back its profit, no more
     assert p.vault.cash(thin.address) >= cash - 10**16  # funding aside, no loss
     assert p.engine.open_markets(thin.address) == []
+    # B gave 10 of its 20: the rest keeps its entry, so its profit still ranks it next time
+    rest = p.engine.positions(b.address, ETH_PERP)
+    assert rest.size == -10 * WAD and rest.entry_price == 2000 * WAD
 
 
 def test_collateral_sale_gain_counts_before_anyone_is_deleveraged(p):

@@ -13,7 +13,7 @@ import pytest
 
 from keeper.chain.anvil import Anvil
 from keeper.replay.driver import Replay, ReplayOptions
-from keeper.replay.timeline import NOT_YET, flat_account_exposure, socialization
+from keeper.replay.timeline import flat_account_exposure, socialization
 from keeper.units import WAD
 from tests.integration.test_replay_anvil import black_thursday
 
@@ -28,9 +28,10 @@ def chain():
 
 @pytest.fixture(scope="module")
 def replayed(chain, tmp_path_factory):
-    """The steepest hours of 2020-03-12 (ETH 174 -> 97), 40 accounts, no insurance fund, and no
+    """The steepest hours of 2020-03-12 (ETH 174 -> 97), 40 accounts, no insurance fund, no
     backstop vault seeded (it would pay the deficits: tests/integration/test_backstop_replay.py
-    covers the vault), so the deficits stay as bad debt and the keeper takes the positions."""
+    covers the vault) and no auto-deleveraging, so the deficits stay as bad debt and the keeper
+    takes the positions."""
     path = black_thursday("2020-03-12T06:00:00Z", "2020-03-13T04:00:00Z")
     opts = ReplayOptions(
         path=path,
@@ -39,6 +40,7 @@ def replayed(chain, tmp_path_factory):
         rpc=chain,
         insurance_fund_usd=0,
         backstop_usd=0,
+        deleverage=False,  # no auto-deleveraging either (tests/integration/test_adl_replay.py has it)
         workdir=tmp_path_factory.mktemp("replay"),
     )
     replay = Replay(opts)
@@ -54,8 +56,7 @@ def test_no_insurance_fund_leaves_bad_debt_that_no_flat_account_has_paid(replaye
     # nobody withdrew during the replay: nothing was socialized yet, nothing taken from flat accounts
     assert r["socialized_loss_usd"] == 0 and r["socialized_withdrawals"] == 0
     assert r["flat_account_losses_usd"] == 0
-    for key, why in NOT_YET.items():
-        assert key in r and r[key] is None and r["not_yet"][key] == why
+    assert r["adl_events"] == 0 and r["adl_notional_usd"] == 0 and r["not_yet"] == {}
     assert r["vault_balances_reconcile"], r["reconciliation"]
 
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from keeper.replay.plot import PlotError, plot_report
-from keeper.replay.timeline import NOT_YET, TimelineRow, backstop_figures, flat_before, inventory_by_block
+from keeper.replay.timeline import TimelineRow, backstop_figures, flat_before, inventory_by_block
 from keeper.units import WAD
 
 ETH, BTC = 0, 1  # price ids
@@ -72,7 +72,8 @@ def report(blocks: int = 30) -> dict:
         "socialized_loss_usd": 0.0,
         "flat_account_losses_usd": 0.0,
         "keeper_max_inventory_usd": 700_000.0,
-        **{key: None for key in NOT_YET},
+        "adl_events": 0,
+        "adl_notional_usd": 0.0,
         "price_path": {"start": "2020-03-11T00:00:00Z", "end": "2020-03-12T05:00:00Z"},
         "timeline": timeline,
     }
