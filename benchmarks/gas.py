@@ -85,6 +85,10 @@ holds cash. Each measured account was set up in earlier transactions
   - unwind: one `BackstopVault.unwind` half an auction after a routed liquidation: a taker with
     cash buys half of the long the vault took over at the auction price (a signed order,
     matched against the vault's own order). Not on the baseline.
+  - deleverage: one auto-deleveraging step, `MarginEngine.deleverage`: an account long 20
+    ETH-PERP on $10,000 (10 from each of two shorts, on $1,000,000 and $50,000), bankrupt after
+    a 40% fall with an empty insurance fund and no backstop vault deposit, closed against both
+    shorts (the more leveraged first). Not on the baseline.
 
 The tokens and price feeds are config/local.yaml's mocks (MockERC20, MockAggregator): mainnet
 USDC (a proxy with a blacklist) and Chainlink feeds (proxy, then aggregator) cost a few thousand
@@ -129,7 +133,7 @@ SCENARIOS = (
     "max_liquidation_call",
 )
 # scenarios of contracts the baseline does not have (BackstopVault): measured on this tree only
-CURRENT_ONLY = ("liquidate_routed", "unwind")
+CURRENT_ONLY = ("liquidate_routed", "unwind", "deleverage")
 ALL_SCENARIOS = SCENARIOS + CURRENT_ONLY
 # the contract-core issue's targets, on execution gas; the first-time variants have none
 TARGETS = {
@@ -143,7 +147,10 @@ TARGETS = {
     "max_liquidation_call": 3_000_000,
     "liquidate_routed": None,
     "unwind": None,
+    "deleverage": None,
 }
+# scenarios that need an empty insurance fund (every other one runs with the config's fund)
+NO_FUND = ("deleverage",)
 
 WAD = 10**18
 DAY = 86400
@@ -292,7 +299,7 @@ def detect_adapter(tree: Path) -> Adapter:
 class Bench:
     """A fresh default deployment, warmed up (see the module docstring)."""
 
-    def __init__(self, tree: Path, adapter: Adapter, meter: Meter, seed: str):
+    def __init__(self, tree: Path, adapter: Adapter, meter: Meter, seed: str, fund: bool = True):
         import boa
 
         from keeper.config import load_config
@@ -318,11 +325,12 @@ class Bench:
         for symbol in ("ETH", "BTC", "USDC"):
             p.set_price(symbol, self.usd(symbol))
         # the insurance fund the caps are sized against (config backstop), as `keeper replay` funds it
-        fund = (getattr(p.config, "insurance_fund_usd", 0) or 1_000_000) * 10**p.config.settlement_decimals
-        p.usdc.mint(p.admin, fund)
-        with boa.env.prank(p.admin):
-            p.usdc.approve(p.vault.address, fund)
-            p.vault.fund_insurance(fund)
+        if fund:
+            units = (getattr(p.config, "insurance_fund_usd", 0) or 1_000_000) * 10**p.config.settlement_decimals
+            p.usdc.mint(p.admin, units)
+            with boa.env.prank(p.admin):
+                p.usdc.approve(p.vault.address, units)
+                p.vault.fund_insurance(units)
         self.liquidator = p.new_user()
         p.deposit_usd(self.liquidator, 2_000_000)
         self.tick()
@@ -516,6 +524,25 @@ def scenario_unwind(b: Bench) -> list[Tx]:
     return [tx]
 
 
+def scenario_deleverage(b: Bench) -> list[Tx]:
+    p = b.p
+    market = p.deployment.markets["ETH-PERP"]
+    victim = b.funded(10_000)
+    deep, thin = b.funded(1_000_000), b.funded(50_000)
+    for short in (deep, thin):
+        p.trade(victim, short, "ETH-PERP", 10 * WAD, b.price("ETH-PERP"))
+    b.tick()
+    p.set_price("ETH", b.usd("ETH") * 0.6)
+    b.tick()
+    assert p.engine.margin_summary(victim.address)[0] < 0, "deleverage: the account should be bankrupt"
+    tx = b.meter.send(
+        "MarginEngine.deleverage", p.engine, "deleverage", victim.address, market, [thin.address, deep.address],
+        sender=b.liquidator.address,
+    )  # fmt: skip
+    assert p.engine.open_markets(victim.address) == [], "deleverage: both shorts should take the whole long"
+    return [tx]
+
+
 def _vols(b: Bench, kit, price_ids, expiries) -> None:
     for price_id in price_ids:
         for expiry in expiries:
@@ -640,7 +667,7 @@ def run_scenarios(tree: Path, names=SCENARIOS, profile: bool = False) -> dict:
         out[name] = []
         for variant, run in SCENARIO_RUNS[name]:
             meter = Meter(profile=profile)
-            for tx in run(Bench(tree, adapter, meter, seed=f"{name} {variant}")):
+            for tx in run(Bench(tree, adapter, meter, seed=f"{name} {variant}", fund=name not in NO_FUND)):
                 tx.label = f"{variant} {tx.label}".strip()
                 out[name].append(asdict(tx))
             trees += [(f"{variant} {label}".strip(), rows) for label, rows in meter.trees]

@@ -707,7 +707,7 @@ def test_gas_report_has_no_baseline_for_the_vault_and_only_updates_what_it_measu
     current = {"scenarios": {name: txs(100_000 + i) for i, name in enumerate(gas.ALL_SCENARIOS)}}
     baseline = {"scenarios": {name: txs(200_000) for name in gas.SCENARIOS}}
     out = gas.report(current, baseline, "abc1234")
-    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind"}
+    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind", "deleverage"}
     assert all(name in out and name in out["receipt_gas"] for name in gas.ALL_SCENARIOS)
     assert not set(gas.CURRENT_ONLY) & set(out["baseline"])
     assert figures.render_gas(out).count("| - |") >= 2  # the vault's rows: no "before"

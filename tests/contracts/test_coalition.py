@@ -2464,7 +2464,7 @@ TAGS["adl-gain"] = "ADL: the bankrupt account gained more than its uncovered def
 TAGS["adl-flat"] = "ADL: a flat account, the caller or a bystander saw its cash move, or the fund or bad debt moved"
 
 ADL_SETTINGS = profiles.machine_settings(
-    {"ci": (18, 22), "dev": (18, 22), "deep": (200, 50)},
+    {"ci": (18, 20), "dev": (18, 20), "deep": (200, 50)},
     verbosity=Verbosity.normal,
     report_multiple_bugs=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if profiles.current() == "deep" else []),
@@ -2767,7 +2767,7 @@ class AdlCoalitionMachine(CoalitionMachine):
         v=st.integers(0, COALITION_N + HONEST_N - 1),
         cp=st.integers(0, COALITION_N + HONEST_N),
         pid=st.integers(0, 1),
-        x=st.sampled_from([600, 900, 1000, 1000]),
+        x=st.sampled_from([900, 1000]),
         bp=st.sampled_from([-5000, -3000, -2000, -1500, -1500, -1200]),
         long_=st.booleans(),
         split=st.booleans(),
@@ -2779,23 +2779,27 @@ class AdlCoalitionMachine(CoalitionMachine):
         top_up=st.sampled_from([10_000, 10_000, 100_000]),
     )
     def gap_then_deleverage(self, v, cp, pid, x, bp, long_, split, next_block, caller, mode, picks, market, top_up):
-        """V (a coalition or an honest account) opens x per mille of its maximum size against
+        """V (a coalition or an honest account; first topped up to `top_up` dollars of free
+        margin: earlier gaps leave accounts empty) opens x per mille of its maximum size against
         another account at the index, or half against it and half against the next one
-        (`split`: then no single counterparty closes V whole, and the list's order is
-        checked); each first tops its capital up to `top_up` dollars of free margin (earlier
-        gaps leave accounts empty). The feed gaps against V by bp and (in the same block or the
-        next) the keeper or the coalition deleverages V in its market (or `market`); then the
+        (`split`: then no single counterparty closes V whole, and the list's order is checked);
+        each taker first tops up to carry its part. The feed gaps against V by bp (V is then
+        bankrupt, by more than the fund unless the fund grew) and, in the same block or the
+        next, the keeper or the coalition deleverages V in its market (or `market`); then the
         keeper (ADL first)."""
         self._step()
         w = self.w
+        unit = USDC * w.scale
         uv = (w.coal + w.honest)[v]
         others = [u for u in w.coal + [w.cliq] + w.honest if u is not uv]
         takers = [others[(cp + k) % len(others)] for k in range(2 if split else 1)]
-        for u in [uv, *takers]:
-            self._deposit(u, top_up - self._free(u.address) // (USDC * w.scale))
+        self._deposit(uv, top_up - self._free(uv.address) // unit)
+        part = self._free(uv.address) // unit // len(takers) + 1_000
+        for u in takers:
+            self._deposit(u, part - self._free(u.address) // unit)
         m = w.perps[pid]
         index = self._prices()[pid]
-        size = max(1, min(self._max_size([u.address], m) for u in [uv, *takers]) * x // 1000 // len(takers))
+        size = max(1, self._max_size([uv.address], m) * x // 1000 // len(takers))
         for uc in takers:
             buyer, seller = (uv, uc) if long_ else (uc, uv)
             self._trade(buyer, seller, m, size, index, "adl open")
