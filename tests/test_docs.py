@@ -73,8 +73,9 @@ GAS = {
     "max_liquidation_call": 3_000_000,
     "liquidate_routed": 420_000,
     "unwind": 330_000,
+    "deleverage": 255_000,
 }
-CURRENT_ONLY = ("liquidate_routed", "unwind")  # BackstopVault: no baseline figure
+CURRENT_ONLY = ("liquidate_routed", "unwind", "deleverage")  # no baseline figure
 GAS_REPORT = {
     **GAS,
     "baseline": {**{k: 2 * v for k, v in GAS.items() if k not in CURRENT_ONLY}, "deposit_usdc": 50_000},
@@ -127,6 +128,7 @@ def test_gas_table():
     # the backstop vault's operations have no baseline: "-" before and for the change
     assert got[desc["liquidate_routed"]] == ["-", "420,000", "-", "-", "450,000"]
     assert got[desc["unwind"]] == ["-", "330,000", "-", "-", "360,000"]
+    assert got[desc["deleverage"]] == ["-", "255,000", "-", "-", "285,000"]
 
 
 def test_gas_table_without_a_baseline_figure_or_receipt():
