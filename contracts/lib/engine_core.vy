@@ -1576,10 +1576,10 @@ def deleverage(account: address, market_id: uint256, counterparties: DynArray[ad
             (profit times leverage). Permissionless; the caller gains nothing.
     @dev The account qualifies while the deficit a sale of its collateral would leave,
          U = -(equity + sale gain), exceeds what the insurance fund and the backstop vault could
-         pay (`CollateralVault.deficit_cover`): they pay only deficits they can pay whole, so
-         that one account does not drain them for the next one's (several bankrupt accounts
-         each within the fund would otherwise all count on it); a deficit beyond them is
-         recovered whole here, and the fund stays for the next. The market's
+         pay (`CollateralVault.deficit_cover`), and is then recovered whole here, which leaves
+         the fund and the vault for the next bankrupt account: recovering only the part beyond
+         them would have each of several bankrupt accounts of one crash count on the whole fund,
+         and all but the first end in bad debt. The market's
          share of it, need = ceil(U * N / G) (N its position's notional, G the account's gross
          notional, at index prices), is recovered from the counterparties in turn: each closes
          min(remaining, |its size|) at

@@ -8,7 +8,7 @@ All functions take and return Python ints: sizes in WAD units of the underlying 
       U = -(equity + sale gain)
   (sale gain: what selling its collateral would raise above the haircut value) exceeds what the
   insurance fund and the backstop vault could pay (`CollateralVault.deficit_cover`); U is then
-  recovered whole (they pay only deficits they can pay whole)
+  recovered whole, which leaves them for the next bankrupt account
 - the market's share of U, with N the position's notional and G the account's gross notional
   at index prices: need = ceil(U * N / G), so closing every position recovers U
 - a counterparty (opposite side, in profit since its entry e, positive equity E) is ranked by
