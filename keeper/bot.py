@@ -257,68 +257,6 @@ class BotStats:
     deleverages_succeeded: int = 0  # of those, mined with Deleveraged events
 
 
-class _AdlBlock:
-    """One block's auto-deleveraging plans over the snapshot `snap`: per market the accounts'
-    sizes and entry prices, and every account's equity (set by the caller when first needed),
-    changed by each plan as the contract will change them."""
-
-    def __init__(self, snap, params, prices: list[int], now: int):
-        self.snap, self.params, self.prices, self.now = snap, params, prices, now
-        self.equity: list[int] | None = None
-        self._columns: dict[int, tuple[list[int], list[int]]] = {}
-        self._uncovered: dict[int, int] = {}
-
-    def _column(self, m: int) -> tuple[list[int], list[int]]:
-        if m not in self._columns:
-            book = self.snap.book
-            self._columns[m] = ([int(x) for x in book.size[:, m]], [int(x) for x in book.entry_price[:, m]])
-        return self._columns[m]
-
-    def _price(self, m: int) -> int:
-        return self.prices[int(self.params.price_id[int(self.snap.markets.underlying[m])])]
-
-    def holds_collateral(self, i: int) -> bool:
-        """Whether account row `i` holds collateral (left for a liquidation sale once flat)."""
-        return any(int(x) != 0 for x in self.snap.book.collateral[i])
-
-    def live_markets(self, i: int) -> dict[int, int]:
-        """Account row `i`'s live positions in the block's view: market -> notional (WAD USD,
-        floor(|size| x index), as the contract sums its gross notional)."""
-        markets = self.snap.markets
-        live: dict[int, int] = {}
-        for m in range(len(markets.underlying)):
-            size = self._column(m)[0][i] if m in self._columns else int(self.snap.book.size[i][m])
-            expiry = 0 if markets.expiry is None else int(markets.expiry[m])
-            if size == 0 or int(markets.settlement_price[m]) != 0 or (expiry != 0 and self.now >= expiry):
-                continue
-            live[m] = abs(size) * self._price(m) // WAD
-        return live
-
-    def plan(self, i: int, uncovered: int) -> tuple[int | None, list[int]]:
-        """(market, counterparty rows) of account row `i`'s next `deleverage`: its live
-        position of largest notional (None: it has none), against `adl.rank_counterparties`
-        (empty: nobody is eligible). `uncovered`: its uncovered deficit before this block's
-        plans (later plans of the account use what the earlier ones leave). Applies the plan's
-        fills to the block's view."""
-        assert self.equity is not None
-        live = self.live_markets(i)
-        if not live:
-            return None, []
-        market = max(live, key=lambda m: (live[m], -m))
-        sizes, entries = self._column(market)
-        price = self._price(market)
-        chosen = adl.rank_counterparties(i, sizes, entries, self.equity, price)
-        if not chosen:
-            return market, []
-        left = self._uncovered.setdefault(i, uncovered)
-        before = self.equity[i]
-        adl.apply_fills(
-            i, sizes, entries, self.equity, price, adl.market_need(left, live[market], sum(live.values())), chosen
-        )
-        self._uncovered[i] = left - (self.equity[i] - before)
-        return market, chosen
-
-
 @dataclass
 class Liquidator:
     """The bot. `tx` is a keeper.txmanager.TxManager (keyed sends, poll, reconcile, balance).
@@ -640,7 +578,9 @@ class Liquidator:
             return set()
         handled: set[int] = set()
         pending = self.tx.pending_keys()
-        plans = _AdlBlock(snap, self._params, [int(x) for x in snap.prices], head.timestamp)
+        plans = adl.BlockPlans(
+            snap.book, snap.markets, self._params.price_id, [int(x) for x in snap.prices], head.timestamp
+        )
         shortfalls: list[tuple[int, int, int]] = []  # (deficit after the collateral sale, row, cover)
         for i in bankrupt:
             account = accounts[i]
@@ -687,7 +627,7 @@ class Liquidator:
                 self._failed(account, head.number, failure_reason(e), e)
         return handled
 
-    def _deleverage_account(self, i: int, account: str, uncovered: int, plans: "_AdlBlock", accounts, head) -> bool:
+    def _deleverage_account(self, i: int, account: str, uncovered: int, plans: adl.BlockPlans, accounts, head) -> bool:
         """Plan, simulate and send `deleverage` of account row `i` market by market while the
         plans find counterparties, then its liquidation when they leave it flat. Returns
         whether anything was sent (or would be, in a dry run)."""

@@ -22,7 +22,12 @@ All functions take and return Python ints: sizes in WAD units of the underlying 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from keeper.risk.margin import AccountBook, MarketTable
 
 WAD = 10**18
 
@@ -121,3 +126,64 @@ def apply_fills(
         equity[j] -= concession
         equity[account] += concession
         sizes[account] -= f.size
+
+
+class BlockPlans:
+    """One block's auto-deleveraging plans over a snapshot: per market the accounts' sizes and
+    entry prices, and every account's equity (`equity`, set by the caller when first needed),
+    changed by each plan as the contract will change them, so that the block's later plans see
+    the earlier ones' fills. `book` a keeper.risk.margin.AccountBook, `markets` its MarketTable,
+    `price_id` the oracle price id of each underlying, `prices` WAD index prices by price id,
+    `now` the block's timestamp."""
+
+    def __init__(self, book: "AccountBook", markets: "MarketTable", price_id: np.ndarray, prices: list[int], now: int):
+        self.book, self.markets, self.price_id, self.prices, self.now = book, markets, price_id, prices, now
+        self.equity: list[int] | None = None
+        self._columns: dict[int, tuple[list[int], list[int]]] = {}
+        self._uncovered: dict[int, int] = {}
+
+    def _column(self, m: int) -> tuple[list[int], list[int]]:
+        if m not in self._columns:
+            self._columns[m] = ([int(x) for x in self.book.size[:, m]], [int(x) for x in self.book.entry_price[:, m]])
+        return self._columns[m]
+
+    def _price(self, m: int) -> int:
+        return self.prices[int(self.price_id[int(self.markets.underlying[m])])]
+
+    def holds_collateral(self, i: int) -> bool:
+        """Whether account row `i` holds collateral (left for a liquidation sale once flat)."""
+        return any(int(x) != 0 for x in self.book.collateral[i])
+
+    def live_markets(self, i: int) -> dict[int, int]:
+        """Account row `i`'s live positions in the block's view: market -> notional (WAD USD,
+        floor(|size| x index), as the contract sums its gross notional)."""
+        markets = self.markets
+        live: dict[int, int] = {}
+        for m in range(len(markets.underlying)):
+            size = self._column(m)[0][i] if m in self._columns else int(self.book.size[i][m])
+            expiry = 0 if markets.expiry is None else int(markets.expiry[m])
+            if size == 0 or int(markets.settlement_price[m]) != 0 or (expiry != 0 and self.now >= expiry):
+                continue
+            live[m] = abs(size) * self._price(m) // WAD
+        return live
+
+    def plan(self, i: int, uncovered: int) -> tuple[int | None, list[int]]:
+        """(market, counterparty rows) of account row `i`'s next `deleverage`: its live
+        position of largest notional (None: it has none), against `rank_counterparties`
+        (empty: nobody is eligible). `uncovered`: what it needs recovered before this block's
+        plans (its later plans use what the earlier ones leave). Applies the plan's fills."""
+        assert self.equity is not None, "set equity first"
+        live = self.live_markets(i)
+        if not live:
+            return None, []
+        market = max(live, key=lambda m: (live[m], -m))
+        sizes, entries = self._column(market)
+        price = self._price(market)
+        chosen = rank_counterparties(i, sizes, entries, self.equity, price)
+        if not chosen:
+            return market, []
+        left = self._uncovered.setdefault(i, uncovered)
+        before = self.equity[i]
+        apply_fills(i, sizes, entries, self.equity, price, market_need(left, live[market], sum(live.values())), chosen)
+        self._uncovered[i] = left - (self.equity[i] - before)
+        return market, chosen
