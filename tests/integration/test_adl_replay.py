@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from keeper.chain.anvil import Anvil
 from keeper.replay.driver import Replay, ReplayOptions
 from keeper.units import WAD
 from tests.integration.test_replay_anvil import black_thursday
@@ -16,18 +15,11 @@ pytestmark = pytest.mark.anvil
 
 
 @pytest.fixture(scope="module")
-def chain():
-    """An Anvil that outlives the replay, so that the tests can read its events."""
-    with Anvil(extra_args=("--base-fee", "0")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def replayed(chain, tmp_path_factory):
+def replayed(replay_chain, tmp_path_factory):
     path = black_thursday("2020-03-12T06:00:00Z", "2020-03-13T04:00:00Z")
     workdir = tmp_path_factory.mktemp("adl")
     opts = ReplayOptions(
-        path=path, accounts=40, seed=7, rpc=chain, insurance_fund_usd=0, backstop_usd=0, workdir=workdir
+        path=path, accounts=40, seed=7, rpc=replay_chain, insurance_fund_usd=0, backstop_usd=0, workdir=workdir
     )
     replay = Replay(opts)
     return replay, replay.run().data, (workdir / "keeper.log").read_text()

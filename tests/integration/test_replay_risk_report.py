@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from keeper.chain.anvil import Anvil
 from keeper.replay.driver import Replay, ReplayOptions
 from keeper.replay.timeline import flat_account_exposure, socialization
 from keeper.units import WAD
@@ -21,13 +20,7 @@ pytestmark = pytest.mark.anvil
 
 
 @pytest.fixture(scope="module")
-def chain():
-    with Anvil(extra_args=("--base-fee", "0")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def replayed(chain, tmp_path_factory):
+def replayed(replay_chain, tmp_path_factory):
     """The steepest hours of 2020-03-12 (ETH 174 -> 97), 40 accounts, no insurance fund, no
     backstop vault seeded (it would pay the deficits: tests/integration/test_backstop_replay.py
     covers the vault) and no auto-deleveraging, so the deficits stay as bad debt and the keeper
@@ -37,7 +30,7 @@ def replayed(chain, tmp_path_factory):
         path=path,
         accounts=40,
         seed=7,
-        rpc=chain,
+        rpc=replay_chain,
         insurance_fund_usd=0,
         backstop_usd=0,
         deleverage=False,  # no auto-deleveraging either (tests/integration/test_adl_replay.py has it)
@@ -173,10 +166,10 @@ def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_cli_draws_the_picture_beside_the_report(chain, tmp_path):
+def test_cli_draws_the_picture_beside_the_report(replay_chain, tmp_path):
     report = tmp_path / "out" / "crash.json"
     out = subprocess.run(
-        [sys.executable, "-m", "keeper", "replay", "--rpc", chain, "--steps", "6", "--accounts", "6",
+        [sys.executable, "-m", "keeper", "replay", "--rpc", replay_chain, "--steps", "6", "--accounts", "6",
          "--insurance-fund", "250000", "--report", str(report)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
