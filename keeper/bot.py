@@ -70,7 +70,6 @@ MAX_BACKOFF_BLOCKS = 64  # an account failing every attempt is tried at least th
 # the engine (and the option market) refuse to liquidate an account in the block it grew a
 # position: a transient, expected condition, retried next block without a warning
 OPENED_THIS_BLOCK = "position opened this block"
-MAX_ACCOUNT_MARKETS = 8  # constants.MAX_ACCOUNT_MARKETS: markets one account may hold
 
 
 def liquidation_key(account: str) -> str:
@@ -632,7 +631,7 @@ class Liquidator:
         plans find counterparties, then its liquidation when they leave it flat. Returns
         whether anything was sent (or would be, in a dry run)."""
         sent = False
-        for _ in range(MAX_ACCOUNT_MARKETS):
+        for _ in range(len(plans.markets.underlying)):  # each plan closes a market, or stops
             market, chosen = plans.plan(i, uncovered)
             if not chosen:
                 if not sent:

@@ -5,6 +5,9 @@ agrees to the wei (tests/contracts/test_adl.py)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +87,9 @@ def test_block_view_conserves_equity_and_never_takes_more_than_profit(shorts, lo
     # the account gains at most what it needs, plus the rounding up of each per-unit concession
     rounding = sum(-(-(sizes[j] - before_sizes[j]) // WAD) for j in chosen)
     assert equity[0] - before_equity[0] <= need + rounding
+
+
+def test_counterparty_bound_is_the_contracts():
+    constants = (Path(__file__).resolve().parents[2] / "contracts" / "lib" / "constants.vy").read_text()
+    found = re.search(r"MAX_ADL_COUNTERPARTIES: constant\(uint256\) = (\d+)", constants)
+    assert found and int(found.group(1)) == adl.MAX_COUNTERPARTIES
