@@ -6,9 +6,10 @@
 @notice A vault in the settlement asset whose depositors earn the liquidation penalties it
         collects and carry the risk of the positions it takes over (Hyperliquid's liquidator
         vault, Drift's liquidator that inherits positions then de-risks them).
-        - The vault is an account like any other: its equity is `MarginEngine.margin_summary`
-          of this contract (cash, collateral, unrealized PnL at mark); it must meet initial
-          margin after every takeover, and, stricter, its initial margin may use at most
+        - The vault is an account like any other: its margin is `MarginEngine.margin_summary`
+          of this contract (cash, collateral at its haircut value, unrealized PnL at mark); it
+          must meet initial margin after every takeover, and, stricter, its initial margin may
+          use at most
           `max_margin_usage` of its equity, and its position in a market at most
           `max_exposure[market]` (0 = no cap of its own). A takeover beyond either reverts
           "backstop: full": liquidators then take positions themselves.
@@ -20,6 +21,11 @@
           capital. The caller is paid from the gain, never from depositors, and a takeover
           that would lower the vault's equity by more than that deficit reverts: a routed
           liquidation lowers the share price by no more than the deficit it covered.
+        - Collateral a liquidation sells to the vault (a bankrupt account's, at the index less
+          min(penalty, (1 - haircut) / 2)) counts at that sale price, not at its haircut value:
+          buying it neither raises nor lowers the share price, so such a liquidation routes too.
+          `buy_collateral` sells it in a Dutch auction from the index down to the sale price
+          over `auction_time`, never below the price it is counted at.
         - `unwind`: anyone takes the vault's positions off at the index price less a discount
           (a Dutch auction, as Derive auctions a portfolio): it grows linearly from 0 to
           min(`auction_discount`, the engine's `max_price_deviation`) over `auction_time` from
@@ -32,6 +38,8 @@
           liquidation paid the vault, plus the share of older units' budget its units dilute
           (docs/threat-model.md, "Backstop vault").
         - Shares (ERC-20, ERC-4626 accounting): totalAssets = max(equity, 0) in token units,
+          equity being the margin equity plus the collateral's markup to its sale price
+          (`CollateralVault.sale_markup`),
           rounded down; convertToShares(a) = a * (supply + 10**6) / (totalAssets + 1) and
           convertToAssets(s) = s * (totalAssets + 1) / (supply + 10**6), both rounded down
           (OpenZeppelin ERC4626 virtual shares: a donation cannot inflate the share price
@@ -51,7 +59,8 @@
 @custom:security Trusts the engine, collateral vault, oracle and matching contract it is
      deployed with. Guarantees: shares are minted and burned only at the worse of two prices
      one `request_delay` apart; the caller fee is at most half of the vault's gain on the
-     call; auction discounts in a market never exceed the gains kept there; the risk admin's
+     call; auction discounts in a market never exceed the gains kept there; collateral is
+     never sold below the price it is counted at; the risk admin's
      parameters are bounded on-chain.
 @license MIT
 """
@@ -102,6 +111,11 @@ interface IEngine:
 
 interface IVault:
     def backstop_paid() -> uint256: view
+    def sale_markup(account: address) -> uint256: view
+    def sale_price(asset_id: uint256) -> (uint256, uint256): view
+    def collateral_balances(account: address) -> DynArray[uint256, constants.MAX_ASSETS]: view
+    def balances(account: address, asset_id: uint256) -> uint256: view
+    def assets(asset_id: uint256) -> (address, uint256, uint256, uint256, uint256, uint256): view
     def deposit(token: address, amount: uint256): nonpayable
     def withdraw_to(token: address, amount: uint256, receiver: address): nonpayable
     def SETTLEMENT_TOKEN() -> address: view
@@ -162,6 +176,9 @@ discount_budget: public(HashMap[uint256, uint256])
 #      as last recorded (WAD units, signed).
 auction_start: public(HashMap[uint256, uint256])
 recorded_position: public(HashMap[uint256, int256])
+# @dev Per collateral asset: when the vault's balance of it last grew (the collateral auction
+#      clock, moved as `auction_start` is).
+collateral_start: public(HashMap[uint256, uint256])
 # @dev Token units of requested deposits held idle here.
 pending_deposits: public(uint256)
 deposit_requests: public(HashMap[address, Request])
@@ -225,6 +242,14 @@ event BackstopLiquidation:
     notional: uint256
     gain: int256
     fee: uint256
+
+
+event CollateralSold:
+    asset_id: indexed(uint256)
+    buyer: indexed(address)
+    amount: uint256
+    price: uint256
+    payment: uint256
 
 
 event Unwound:
@@ -306,10 +331,21 @@ def set_max_exposure(market_id: uint256, size: uint256):
 @internal
 @view
 def _total_assets() -> uint256:
-    equity: int256 = (staticcall IEngine(ENGINE).margin_summary(self)).equity
+    equity: int256 = self._equity(staticcall IEngine(ENGINE).margin_summary(self))
     if equity <= 0:
         return 0
     return convert(equity, uint256) // SCALE
+
+
+@internal
+@view
+def _equity(summary: types.MarginSummary) -> int256:
+    """
+    @dev The depositors' equity, WAD USD: the engine's (collateral at its haircut value) plus
+         the collateral's markup to the liquidation sale price (`CollateralVault.sale_markup`),
+         the price the vault paid for it and never sells it below (`buy_collateral`).
+    """
+    return summary.equity + convert(staticcall IVault(COLLATERAL_VAULT).sale_markup(self), int256)
 
 
 @internal
@@ -532,25 +568,26 @@ def liquidate(account: address) -> uint256:
             change plus any deficit of the account it covered in the call (the waterfall would
             have taken that from it whoever liquidated).
     @dev Reverts "backstop: full" (beyond `max_margin_usage` or a market's `max_exposure`),
-         "backstop: takeover at a loss" (the call would lower the vault's equity by more than
-         the deficit it covered: a collateral sale whose discount is below the collateral's
-         haircut), and the engine's reverts ("engine: account not liquidatable", "engine: liquidator below
+         "backstop: takeover at a loss" (the call would lower the vault's equity, collateral
+         at its sale price, by more than the deficit it covered: e.g. a sale paid in a
+         depegged settlement token), and the engine's reverts ("engine: account not liquidatable", "engine: liquidator below
          IM", ...). The gain not paid out joins the discount budgets of the markets whose
          position grew, in proportion to the notional each grew by (`_record_inventory`).
     @param account The account to liquidate.
     @return The caller's fee, token units.
     """
-    before: int256 = (staticcall IEngine(ENGINE).margin_summary(self)).equity
+    before: int256 = self._equity(staticcall IEngine(ENGINE).margin_summary(self))
     paid_before: uint256 = staticcall IVault(COLLATERAL_VAULT).backstop_paid()
     held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = staticcall IEngine(ENGINE).open_markets(self)
+    collateral_before: DynArray[uint256, constants.MAX_ASSETS] = staticcall IVault(COLLATERAL_VAULT).collateral_balances(self)
     notional: uint256 = extcall IEngine(ENGINE).liquidate(account)
     after: types.MarginSummary = staticcall IEngine(ENGINE).margin_summary(self)
     assert after.equity > 0, "backstop: full"
     assert after.initial_margin * constants.WAD <= self.max_margin_usage * convert(after.equity, uint256), "backstop: full"
     # a deficit the vault covered in this call (the waterfall) it would have paid whoever
     # liquidated: it is not the takeover's loss
-    gain: int256 = after.equity - before + convert(staticcall IVault(COLLATERAL_VAULT).backstop_paid() - paid_before, int256)
-    # e.g. collateral bought at a discount smaller than its haircut: the depositors would pay
+    gain: int256 = self._equity(after) - before + convert(staticcall IVault(COLLATERAL_VAULT).backstop_paid() - paid_before, int256)
+    # the depositors would pay for the takeover
     assert gain >= 0, "backstop: takeover at a loss"
     fee: uint256 = 0
     kept: uint256 = 0
@@ -558,6 +595,7 @@ def liquidate(account: address) -> uint256:
         fee = convert(gain, uint256) * self.caller_fee_share // constants.WAD // SCALE
         kept = convert(gain, uint256) - fee * SCALE
     self._record_inventory(held_before, kept)
+    self._record_collateral(collateral_before)
     if fee != 0:
         extcall IVault(COLLATERAL_VAULT).withdraw_to(ASSET, fee, msg.sender)
     log BackstopLiquidation(account=account, caller=msg.sender, notional=notional, gain=gain, fee=fee)
@@ -569,8 +607,8 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
     """
     @dev After a takeover: check the exposure caps and bring each market's recorded position,
          auction clock and discount budget up to date. A position that shrank keeps the budget
-         share of the units left; one that closed or changed side keeps none and starts its
-         clock again; one that grew by g units from o moves its start s to
+         share of the units left; one that closed (in this call or before it) or changed side
+         keeps none and starts its clock again; one that grew by g units from o moves its start s to
          now - (now - s) * o / (o + g), and receives a share of `kept` (WAD USD) in proportion
          to the notional it grew by at the index. Reverts "backstop: full".
     """
@@ -587,8 +625,10 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
         cap: uint256 = self.max_exposure[market_id]
         assert cap == 0 or convert(abs(size), uint256) <= cap, "backstop: full"
         recorded: int256 = self.recorded_position[market_id]
-        if recorded != 0 and (recorded > 0) != (size > 0):
-            # the old units are gone: none of their budget stays
+        if recorded != 0 and ((recorded > 0) != (size > 0) or market_id not in held_before):
+            # the old units are gone (the position changed side, or it had closed before this
+            # takeover other than by `unwind`: the vault was liquidated or deleveraged): none of
+            # their budget stays
             self.discount_budget[market_id] = 0
             recorded = 0
         growth: uint256 = 0
@@ -611,6 +651,22 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
         return
     for i: uint256 in range(len(grown), bound=constants.MAX_ACCOUNT_MARKETS):
         self.discount_budget[grown[i]] += kept * weights[i] // total_weight
+
+
+@internal
+def _record_collateral(before: DynArray[uint256, constants.MAX_ASSETS]):
+    """
+    @dev After a takeover that bought collateral: the asset's auction clock moves from s to
+         now - (now - s) * o / (o + g) for a balance grown by g from o (as `_record_inventory`).
+    """
+    balances: DynArray[uint256, constants.MAX_ASSETS] = staticcall IVault(COLLATERAL_VAULT).collateral_balances(self)
+    for asset_id: uint256 in range(len(balances), bound=constants.MAX_ASSETS):
+        old: uint256 = 0
+        if asset_id < len(before):
+            old = before[asset_id]
+        if balances[asset_id] > old:
+            start: uint256 = self.collateral_start[asset_id]
+            self.collateral_start[asset_id] = block.timestamp - (block.timestamp - start) * old // balances[asset_id]
 
 
 @internal
@@ -727,3 +783,73 @@ def unwind(taker: types.Order, taker_signature: Bytes[constants.MAX_SIGNATURE_LE
     extcall IMatching(staticcall IEngine(ENGINE).matching()).match_orders(maker, b"", taker, taker_signature)
     log Unwound(market=market_id, taker=taker.account, size=taker.size, price=price, index_price=index, discount=discount)
     return price
+
+
+@internal
+@view
+def _collateral_price(asset_id: uint256) -> uint256:
+    """
+    @dev The collateral auction's price per whole token, WAD settlement-token units: from the
+         index i down to the liquidation sale price s (`CollateralVault.sale_price`) over
+         `auction_time` since the vault's balance last grew,
+             price = i - floor((i - s) * min(elapsed, auction_time) / auction_time)
+         so never below s, the price the vault values it at.
+    """
+    index: uint256 = 0
+    sale: uint256 = 0
+    index, sale = staticcall IVault(COLLATERAL_VAULT).sale_price(asset_id)
+    duration: uint256 = self.auction_time
+    elapsed: uint256 = min(block.timestamp - self.collateral_start[asset_id], duration)
+    return index - (index - sale) * elapsed // duration
+
+
+@external
+@view
+def collateral_price(asset_id: uint256) -> uint256:
+    """
+    @notice What `buy_collateral` charges now per whole token of collateral asset `asset_id`,
+            WAD settlement-token units: a Dutch auction from the index price down to the
+            liquidation sale price over `auction_time`.
+    @dev Reverts "backstop: no inventory" when the vault holds none of it.
+    """
+    assert staticcall IVault(COLLATERAL_VAULT).balances(self, asset_id) != 0, "backstop: no inventory"
+    return self._collateral_price(asset_id)
+
+
+@external
+@nonreentrant
+def buy_collateral(asset_id: uint256, amount: uint256, max_price: uint256) -> uint256:
+    """
+    @notice Buy `amount` token units of the collateral the vault bought in liquidations, at
+            the auction price (`collateral_price`), paying in the settlement token (the caller
+            approves this contract). The vault's share price never falls from it: the vault
+            values the collateral at the liquidation sale price, and sells at or above it.
+    @dev Payment = ceil(amount * price / 10**decimals / SCALE) token units. Reverts "backstop:
+         zero amount", "backstop: no inventory", "backstop: more than the inventory",
+         "backstop: price above limit" (the auction price is above `max_price`), "backstop:
+         transfer failed", and the collateral vault's reverts.
+    @param asset_id The collateral vault's asset id.
+    @param amount Token units of the asset.
+    @param max_price The most the caller pays per whole token, WAD settlement-token units.
+    @return The payment, settlement-token units.
+    """
+    assert amount != 0, "backstop: zero amount"
+    held: uint256 = staticcall IVault(COLLATERAL_VAULT).balances(self, asset_id)
+    assert held != 0, "backstop: no inventory"
+    assert amount <= held, "backstop: more than the inventory"
+    price: uint256 = self._collateral_price(asset_id)
+    assert price <= max_price, "backstop: price above limit"
+    token: address = empty(address)
+    decimals: uint256 = 0
+    price_id: uint256 = 0
+    haircut: uint256 = 0
+    cap: uint256 = 0
+    total: uint256 = 0
+    token, decimals, price_id, haircut, cap, total = staticcall IVault(COLLATERAL_VAULT).assets(asset_id)
+    payment: uint256 = wad._mul_div_up(amount, price, 10**decimals * SCALE)
+    assert extcall IERC20(ASSET).transferFrom(msg.sender, self, payment, default_return_value=True), "backstop: transfer failed"
+    assert extcall IERC20(ASSET).approve(COLLATERAL_VAULT, payment, default_return_value=True), "backstop: approve failed"
+    extcall IVault(COLLATERAL_VAULT).deposit(ASSET, payment)
+    extcall IVault(COLLATERAL_VAULT).withdraw_to(token, amount, msg.sender)
+    log CollateralSold(asset_id=asset_id, buyer=msg.sender, amount=amount, price=price, payment=payment)
+    return payment

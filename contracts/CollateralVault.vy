@@ -57,6 +57,7 @@ exports: (
 interface IOracle:
     def index_price(price_id: uint256) -> uint256: view
     def index_prices() -> DynArray[uint256, constants.MAX_PRICE_IDS]: view
+    def index_prices_of(mask: uint256) -> DynArray[uint256, constants.MAX_PRICE_IDS]: view
 
 
 interface IERC20Decimals:
@@ -66,6 +67,7 @@ interface IERC20Decimals:
 interface IMarginEngine:
     def margin_summary(account: address) -> types.MarginSummary: view
     def health_attestor() -> address: view
+    def liquidation_penalty() -> uint256: view
 
 
 interface IOptionMarket:
@@ -714,13 +716,67 @@ def deficit_cover(account: address, prices: DynArray[uint256, constants.MAX_PRIC
     backstop: address = self.backstop
     if backstop != empty(address) and backstop != account:
         capacity += self._backstop_capacity(backstop)
+    return capacity, self._sale_markup(account, prices, penalty)
+
+
+@internal
+@view
+def _sale_markup(account: address, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> uint256:
+    """
+    @dev How much more than its haircut value a liquidation sale of all `account`'s collateral
+         would raise, WAD USD: sum over assets of floor(balance * sale price / 10**decimals),
+         less the haircut value, 0 when below it.
+    """
     sale: uint256 = 0
     held: uint256 = self._held_assets(account)
     for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
         if held & (1 << asset_id) != 0:
             asset: Asset = self.assets[asset_id]
             sale += self.balances[account][asset_id] * self._sale_price(asset_id, asset, prices, penalty) // 10**asset.decimals
-    return capacity, sale - min(sale, self._collateral_value(account, prices))
+    return sale - min(sale, self._collateral_value(account, prices))
+
+
+@external
+@view
+def sale_markup(account: address) -> uint256:
+    """
+    @notice How much more than its haircut value `account`'s collateral is worth at the
+            liquidation sale price (`sale_price`), WAD USD, rounded down, at current index
+            prices and the engine's liquidation penalty. The backstop vault counts the
+            collateral it bought in liquidations at that price (`BackstopVault.totalAssets`).
+    @dev Reverts "vault: no valid price" when a held asset has no price.
+    """
+    held: uint256 = self._held_assets(account)
+    if held == 0:
+        return 0
+    # only the prices of what it holds (`OracleRouter.index_prices_of`)
+    mask: uint256 = 0
+    for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
+        if held & (1 << asset_id) != 0:
+            mask |= 1 << self.assets[asset_id].price_id
+    return self._sale_markup(account, staticcall IOracle(ORACLE).index_prices_of(mask), staticcall IMarginEngine(self.engine).liquidation_penalty())
+
+
+@external
+@view
+def sale_price(asset_id: uint256) -> (uint256, uint256):
+    """
+    @notice (index price, liquidation sale price) of one whole token of `asset_id`, WAD, in
+            settlement-token units as `liquidate_collateral` pays: the sale price is the index
+            less min(liquidation penalty, (1 - haircut) / 2), rounded down, and both are
+            divided by the settlement price when it is below 1 (rounded down).
+    @dev Reverts "vault: unknown asset", "vault: no valid price".
+    """
+    assert asset_id < self._settings_now().asset_count, "vault: unknown asset"
+    asset: Asset = self.assets[asset_id]
+    prices: DynArray[uint256, constants.MAX_PRICE_IDS] = staticcall IOracle(ORACLE).index_prices()
+    index: uint256 = prices[asset.price_id]
+    assert index != 0, "vault: no valid price"
+    sale: uint256 = self._sale_price(asset_id, asset, prices, staticcall IMarginEngine(self.engine).liquidation_penalty())
+    settlement: uint256 = self._settlement_price(prices)
+    if settlement != 0 and settlement < constants.WAD:
+        return index * constants.WAD // settlement, sale * constants.WAD // settlement
+    return index, sale
 
 
 @external

@@ -44,7 +44,9 @@ class TimelineRow:
     `prices`: USD per unit by symbol, the oracle's index at the block. `below_mm`: accounts of
     the population with equity < maintenance margin at the end of the block. `insurance_fund_usd`,
     `bad_debt_usd`: the vault's at the end of the block. `backstop_equity_usd`: the backstop
-    vault's equity (`MarginEngine.margin_summary(vault).equity`), None without a vault.
+    vault's equity as its depositors own it (`MarginEngine.margin_summary(vault).equity` plus
+    `CollateralVault.sale_markup(vault)`: what `BackstopVault.totalAssets` counts), None without
+    a vault.
     `prices_wad`: the oracle's index prices by price id (WAD), for valuing positions; not in
     the report."""
 
@@ -103,6 +105,8 @@ class TimelineRecorder:
         if self.backstop is not None:
             summary = client.engine.functions.margin_summary(self.backstop)._encode_transaction_data()
             self._calls.append((client.engine.address, summary, "(int256,uint256,uint256,uint256)"))
+            markup = client.vault.functions.sale_markup(self.backstop)._encode_transaction_data()
+            self._calls.append((client.vault.address, markup, "uint256"))
         self.rows: list[TimelineRow] = []
         self.record_ms: list[float] = []
         self.after_ms: float | None = None  # the figures measured after the replay (risk_figures)
@@ -121,7 +125,8 @@ class TimelineRecorder:
             raw = answer["result"]
             values.append(decode([kind], bytes.fromhex(raw[2:] if raw.startswith("0x") else raw))[0])
         prices, insurance, bad_debt = values[:3]
-        equity = int(values[3][0]) if len(values) > 3 else None
+        # the depositors' equity (`BackstopVault.totalAssets` before rounding to token units)
+        equity = int(values[3][0]) + int(values[4]) if len(values) > 3 else None
         return tuple(int(p) for p in prices), int(insurance), int(bad_debt), equity
 
     def record(self, block: int, timestamp: int, below_mm: int) -> TimelineRow:
@@ -304,7 +309,8 @@ def flat_account_exposure(client: Any, holders: Sequence[str], block: int) -> fl
 
 def backstop_figures(equity_end: int, seed_usd: float, exposure: Sequence[float | None]) -> dict[str, Any]:
     """The report's backstop vault figures: `backstop_seed_usd` (USD the replay deposited),
-    `backstop_equity_end_usd` (its equity at the end, `equity_end` WAD USD), `backstop_pnl_usd`
+    `backstop_equity_end_usd` (its depositors' equity at the end, `equity_end` WAD USD: the
+    collateral it bought at its sale price), `backstop_pnl_usd`
     (that equity minus the seed: the liquidation gains it kept less what the positions it took
     over lost, USD) and `backstop_max_exposure_usd` (the largest of `exposure`, the gross
     notional of its positions at each block's index, USD; 0 when it took none)."""
@@ -359,6 +365,7 @@ def risk_figures(
     if vault is not None:
         exposure = list(inventory_by_block(position_logs(client, [vault], first_block, end_block), rows, instruments))
         equity = client.engine.functions.margin_summary(vault).call(block_identifier=end_block)[0]
+        equity += client.vault.functions.sale_markup(vault).call(block_identifier=end_block)
         backstop = backstop_figures(int(equity), backstop_seed_usd, exposure)
     figures: dict[str, Any] = {
         **socialization(client, start_block + 1, end_block, first_block),

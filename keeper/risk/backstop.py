@@ -6,7 +6,9 @@ the vault's share units (token decimals + 6), everything else WAD (1e18) USD or 
 
 - shares and assets (OpenZeppelin ERC4626 virtual shares, `_decimalsOffset` = 6), rounded down:
       to_shares(a) = floor(a * (supply + 1e6) / (total + 1)),  to_assets(s) = floor(s * (total + 1) / (supply + 1e6))
-  with total = `total_assets(equity)` = floor(max(equity, 0) / scale), scale = 10**(18 - token decimals)
+  with total = `total_assets(equity, markup)` = floor(max(equity + markup, 0) / scale), scale =
+  10**(18 - token decimals), where `markup` (`CollateralVault.sale_markup`) lifts the collateral the
+  vault bought in liquidations from its haircut value to its liquidation sale price
 - caller fee of a routed liquidation whose gain is `gain` (the vault's equity change plus any
   deficit of the account the waterfall took from the vault in the call):
       fee = floor(floor(gain * caller_fee_share / 1e18) / scale) token units; the rest, gain - fee * scale, is kept
@@ -17,6 +19,9 @@ the vault's share units (token decimals + 6), everything else WAD (1e18) USD or 
       d = min(floor(index * rate / 1e18), floor(carried * 1e18 / size))
   the price is index - d for the vault's long, index + d for its short, and the discount charged
   is ceil(d * size / 1e18)
+- liquidation sale price of a whole token: s = floor(index * (1e18 - min(penalty, floor((1e18 - haircut) / 2))) / 1e18)
+- collateral auction: price = index - floor((index - s) * min(elapsed, T) / T) per whole token; a
+  buyer of `amount` token units pays ceil(amount * price / (10**decimals * scale)) token units
 - deficit waterfall: the insurance fund first, then the backstop's cash up to its equity above its
   initial margin, the rest bad debt
 """
@@ -29,9 +34,25 @@ WAD = 10**18
 VIRTUAL_SHARES = 10**6
 
 
-def total_assets(equity: int, scale: int) -> int:
-    """`BackstopVault.totalAssets` from the vault's equity (WAD USD, may be negative)."""
-    return max(equity, 0) // scale
+def total_assets(equity: int, markup: int, scale: int) -> int:
+    """`BackstopVault.totalAssets` from the vault's equity and its collateral's sale markup (WAD USD)."""
+    return max(equity + markup, 0) // scale
+
+
+def sale_price(index: int, haircut: int, penalty: int) -> int:
+    """`CollateralVault.sale_price`: what a liquidation sale pays per whole token (WAD USD, settlement at par)."""
+    return index * (WAD - min(penalty, (WAD - haircut) // 2)) // WAD
+
+
+def collateral_price(index: int, sale: int, elapsed: int, auction_time: int) -> int:
+    """`BackstopVault.collateral_price`: the collateral auction's price per whole token (WAD)."""
+    return index - (index - sale) * min(elapsed, auction_time) // auction_time
+
+
+def collateral_payment(amount: int, price: int, decimals: int, scale: int) -> int:
+    """Token units `BackstopVault.buy_collateral` charges for `amount` token units at `price`."""
+    unit = int(10**decimals)
+    return -(-amount * price // (unit * scale))
 
 
 def to_shares(assets: int, total: int, supply: int) -> int:

@@ -13,6 +13,7 @@ import pytest
 from tests.boa_protocol import WAD, funded, liquidate, republish
 
 ETH_PERP, BTC_PERP = 0, 2
+WETH = 0  # the collateral vault's asset id of WETH (config/local.yaml lists it first)
 SCALE = 10**12  # USDC units -> WAD
 VIRTUAL = 10**6
 DAY = 86400
@@ -484,20 +485,138 @@ def test_only_the_admin_names_the_backstop(p):
     assert p.vault.backstop() == "0x0000000000000000000000000000000000000000"
 
 
-def test_a_takeover_at_a_loss_is_refused(p):
-    """Collateral bought at a discount smaller than its haircut lowers the buyer's equity: the
-    vault refuses (its share price never falls from a routed liquidation); a direct liquidator
-    can still do it."""
-    seed(p)
+def collateral_account(p, weth: int = WAD):
+    """An account with $1,500 of cash and `weth` of WETH, long 10 ETH-PERP at $2,000, which a
+    liquidation at $1,700 leaves with negative cash and its WETH to sell."""
     a, b = p.new_user(), funded(p, 1_000_000)
     p.deposit_usd(a, 1500)
-    p.deposit(a, "WETH", WAD)
+    p.deposit(a, "WETH", weth)
     p.trade(a, b, ETH_PERP, 10 * WAD, 2000 * WAD)
     p.set_price("ETH", 1700)
-    with boa.reverts("backstop: takeover at a loss"):
-        via_backstop(p, p.new_user(), a)
-    notional, _ = liquidate(p, funded(p, 1_000_000), a)
-    assert notional == 17_000 * WAD
+    return a
+
+
+def test_collateral_bought_in_a_routed_liquidation_is_valued_at_its_sale_price(p):
+    """The vault buys a liquidated account's collateral at the liquidation sale price, index
+    less min(penalty, (1 - haircut) / 2), and counts it at that price, not at its haircut value:
+    the purchase neither raises nor lowers the share price, so such a liquidation routes (the
+    keeper keeps no inventory). By hand: ETH at $1,700, penalty 2%, haircut 0.85. Collateral is
+    sold only by an account the close left with negative equity, which pays no penalty: the
+    vault's gain is exactly 0."""
+    seed(p)
+    b = p.backstop
+    a = collateral_account(p)
+    sale = 1700 * WAD * 98 // 100  # min(2%, 7.5%) off the index
+    assert p.vault.sale_price(WETH) == (1700 * WAD, sale)
+    equity_before = p.equity(b.address)
+    price_before = share_price(p)
+    keeper = p.new_user()
+    with boa.env.prank(keeper.address):
+        fee = b.liquidate(a.address)
+        (event,) = [lg for lg in b.get_logs(strict=False) if type(lg).__name__ == "BackstopLiquidation"]
+    held = p.vault.collateral_balances(b.address)[WETH]
+    assert 0 < held <= WAD
+    # a's $1,500 debt after the close, bought with WETH at the sale price, rounded up
+    assert held == -(-1500 * WAD * WAD // sale)
+    haircut_value = held * 1700 * WAD * 85 // 100 // WAD
+    assert p.vault.sale_markup(b.address) == held * sale // WAD - haircut_value
+    assert b.totalAssets() == (p.equity(b.address) + held * sale // WAD - haircut_value) // SCALE
+    assert event.gain == p.equity(b.address) + p.vault.sale_markup(b.address) - equity_before == 0
+    assert fee == 0
+    after = share_price(p)
+    assert after[0] * price_before[1] == price_before[0] * after[1]
+    assert p.engine.open_markets(keeper.address) == [] and p.vault.collateral_balances(keeper.address)[WETH] == 0
+
+
+def buy(p, buyer, asset_id: int, amount: int, max_price: int) -> int:
+    units = 10**12
+    p.usdc.mint(buyer.address, units)
+    with boa.env.prank(buyer.address):
+        p.usdc.approve(p.backstop.address, units)
+        return p.backstop.buy_collateral(asset_id, amount, max_price)
+
+
+def test_collateral_auction_by_hand(p):
+    """The collateral the vault bought is sold in a Dutch auction from the index price down to
+    the sale price over `auction_time`; the buyer pays ceil(amount * price / 1e18) in cash and
+    receives the tokens, and the share price never falls from a sale."""
+    seed(p)
+    a = collateral_account(p)
+    b = p.backstop
+    via_backstop(p, p.new_user(), a)
+    held = p.vault.collateral_balances(b.address)[WETH]
+    start = b.collateral_start(WETH)
+    assert start == boa.env.evm.patch.timestamp
+    duration = b.auction_time()
+    sale = 1700 * WAD * 98 // 100
+    assert b.collateral_price(WETH) == 1700 * WAD
+    wait(p, duration // 3)
+    elapsed = boa.env.evm.patch.timestamp - start
+    expected = 1700 * WAD - (1700 * WAD - sale) * elapsed // duration
+    assert b.collateral_price(WETH) == expected
+    buyer = p.new_user()
+    price_before = share_price(p)
+    part = held // 3 + 7
+    payment = buy(p, buyer, WETH, part, expected)
+    assert payment == -(-part * expected // (WAD * SCALE))
+    assert p.token("WETH").balanceOf(buyer.address) == part
+    after = share_price(p)
+    assert after[0] * price_before[1] >= price_before[0] * after[1]
+    wait(p, duration)
+    assert b.collateral_price(WETH) == sale
+    price_before = share_price(p)
+    buy(p, buyer, WETH, held - part, sale)
+    after = share_price(p)
+    assert after[0] * price_before[1] >= price_before[0] * after[1]
+    assert p.vault.collateral_balances(b.address)[WETH] == 0
+    # bad input: a clear reason, nothing moves
+    with boa.reverts("backstop: no inventory"):
+        b.collateral_price(WETH)
+    with boa.reverts("backstop: no inventory"):
+        buy(p, buyer, WETH, 1, sale)
+    with boa.reverts("backstop: zero amount"):
+        buy(p, buyer, WETH, 0, sale)
+
+
+def test_collateral_auction_refuses_bad_orders(p):
+    seed(p)
+    via_backstop(p, p.new_user(), collateral_account(p))
+    held = p.vault.collateral_balances(p.backstop.address)[WETH]
+    buyer = p.new_user()
+    with boa.reverts("backstop: more than the inventory"):
+        buy(p, buyer, WETH, held + 1, 10**30)
+    with boa.reverts("backstop: price above limit"):
+        buy(p, buyer, WETH, held, 1700 * WAD - 1)
+    assert p.vault.collateral_balances(p.backstop.address)[WETH] == held
+
+
+def value_of(p, account: str, index: int) -> int:
+    """An account of `collateral_account`: cash + WETH at `index` + its long's PnL, WAD USD."""
+    size = p.engine.positions(account, ETH_PERP).size
+    weth = p.vault.collateral_balances(account)[WETH]
+    return p.vault.cash(account) + weth * index // WAD + size * (index - 2000 * WAD) // WAD
+
+
+def test_coalition_cannot_buy_back_its_collateral_at_a_profit(p):
+    """A coalition lets its account with collateral be liquidated into the vault, then buys the
+    collateral back, at once or at the end of the auction. Valued at the index, the coalition
+    ends with at most what it had: it was paid the sale price and pays at least the sale price
+    (rounded against it), and a bankrupt account pays no penalty from which a fee could come."""
+    index = 1700 * WAD
+    for delay in (0, 2 * 3600):
+        seed(p)
+        a = collateral_account(p)
+        keeper, buyer = p.new_user(), p.new_user()
+
+        before = value_of(p, a.address, index)
+        fee = via_backstop(p, keeper, a)
+        bought = p.vault.collateral_balances(p.backstop.address)[WETH]
+        wait(p, delay)
+        price = p.backstop.collateral_price(WETH)
+        payment = buy(p, buyer, WETH, bought, price)
+        gain = value_of(p, a.address, index) - before + fee * SCALE + bought * index // WAD - payment * SCALE
+        assert gain <= 0, (delay, gain)
+        p.set_price("ETH", 2000)
 
 
 # ---------------------------------------------------------------- the keeper's mirror
@@ -520,7 +639,7 @@ def test_keeper_mirror_equals_the_contract(p):
     gain = p.equity(b.address) + fee * SCALE - equity_before
     assert (fee, b.discount_budget(ETH_PERP)) == mirror.caller_fee(gain, b.caller_fee_share(), SCALE)
     total, supply = b.totalAssets(), b.totalSupply()
-    assert total == mirror.total_assets(p.equity(b.address), SCALE)
+    assert total == mirror.total_assets(p.equity(b.address), p.vault.sale_markup(b.address), SCALE)
     for x in [1, 999, *(int(v) for v in rng.integers(1, 10**15, 20))]:
         assert b.convertToShares(x) == mirror.to_shares(x, total, supply)
         assert b.convertToAssets(x * 10**6) == mirror.to_assets(x * 10**6, total, supply)
@@ -549,6 +668,21 @@ def test_keeper_mirror_equals_the_contract(p):
             b.unwind(*take_order(p, taker, sold, 1820 * WAD))
             position -= sold
             assert b.discount_budget(ETH_PERP) == budget - terms.carried
+    # the collateral auction: bought in a routed liquidation, sold down to the sale price
+    p.set_price("ETH", 2000)
+    via_backstop(p, p.new_user(), collateral_account(p))
+    asset = p.vault.assets(WETH)
+    sale = mirror.sale_price(1700 * WAD, asset.haircut, p.engine.liquidation_penalty())
+    assert p.vault.sale_price(WETH) == (1700 * WAD, sale)
+    assert b.totalAssets() == mirror.total_assets(p.equity(b.address), p.vault.sale_markup(b.address), SCALE)
+    started = b.collateral_start(WETH)
+    buyer = p.new_user()
+    for _ in range(4):
+        wait(p, int(rng.integers(60, 2000)))
+        price = mirror.collateral_price(1700 * WAD, sale, boa.env.evm.patch.timestamp - started, b.auction_time())
+        assert b.collateral_price(WETH) == price
+        amount = int(rng.integers(1, p.vault.collateral_balances(b.address)[WETH] // 4))
+        assert buy(p, buyer, WETH, amount, price) == mirror.collateral_payment(amount, price, asset.decimals, SCALE)
     # the waterfall: a bankrupt account with a little insurance fund
     p.fund_insurance(300)
     p.set_price("ETH", 2000)
