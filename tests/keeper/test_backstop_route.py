@@ -43,9 +43,11 @@ class Tx:
 
     def __init__(self):
         self.sent = []
+        self.gas = []
 
     def send(self, call, gas, key):
         self.sent.append((call.fn_name, key))
+        self.gas.append(gas)
         return "0x" + "ab" * 32
 
 
@@ -159,6 +161,23 @@ def test_direct_route_and_no_vault_never_ask_the_vault():
     for b, tx in (bot(direct_call(), routed, route="direct"), bot(direct_call(), None)):
         b._liquidate("0xA", 50_000 * WAD, HEAD, ETH)
         assert tx.sent == [("MarginEngine.liquidate", "liquidate:0xA")]
+
+
+def test_later_routed_sends_of_a_block_get_more_gas():
+    """Each routed liquidation sent earlier in the block may grow the vault's book that a later
+    one reads: the k-th of a block is sent with k x ROUTED_GAS_STEP above its estimate; a direct
+    one and the first of the next block are not."""
+    from keeper.bot import ROUTED_GAS_STEP
+
+    b, tx = bot(direct_call(), Call("BackstopVault.liquidate", 150 * 10**6, gas=340_000))
+    for account in ("0xA", "0xB", "0xC"):
+        b._liquidate(account, 50_000 * WAD, HEAD, ETH)
+    b._liquidate("0xD", 50_000 * WAD, BlockRef(11, "0x02", "0x01", 1012, base_fee=GWEI), ETH)
+    assert tx.gas == [340_000, 340_000 + ROUTED_GAS_STEP, 340_000 + 2 * ROUTED_GAS_STEP, 340_000]
+    b, tx = bot(direct_call(), None)
+    for account in ("0xA", "0xB"):
+        b._liquidate(account, 50_000 * WAD, HEAD, ETH)
+    assert tx.gas == [400_000, 400_000]
 
 
 def test_position_opened_this_block_waits_instead_of_falling_back():
