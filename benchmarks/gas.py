@@ -85,6 +85,10 @@ holds cash. Each measured account was set up in earlier transactions
   - unwind: one `BackstopVault.unwind` half an auction after a routed liquidation: a taker with
     cash buys half of the long the vault took over at the auction price (a signed order,
     matched against the vault's own order). Not on the baseline.
+  - buy_collateral: one `BackstopVault.buy_collateral` half an auction after a routed
+    liquidation that sold the vault a bankrupt account's WETH (long 10 ETH-PERP on 0.75 ETH of
+    cash and 1 WETH, after a 15% fall): a buyer pays USDC for half of it at the auction price.
+    Not on the baseline.
   - deleverage: one auto-deleveraging step, `MarginEngine.deleverage`: an account long 20
     ETH-PERP on $10,000 (10 from each of two shorts, on $1,000,000 and $50,000), bankrupt after
     a 40% fall with an empty insurance fund and no backstop vault deposit, closed against both
@@ -133,7 +137,7 @@ SCENARIOS = (
     "max_liquidation_call",
 )
 # scenarios of contracts the baseline does not have (BackstopVault): measured on this tree only
-CURRENT_ONLY = ("liquidate_routed", "unwind", "deleverage")
+CURRENT_ONLY = ("liquidate_routed", "unwind", "buy_collateral", "deleverage")
 ALL_SCENARIOS = SCENARIOS + CURRENT_ONLY
 # the contract-core issue's targets, on execution gas; the first-time variants have none
 TARGETS = {
@@ -147,6 +151,7 @@ TARGETS = {
     "max_liquidation_call": 3_000_000,
     "liquidate_routed": None,
     "unwind": None,
+    "buy_collateral": None,
     "deleverage": None,
 }
 # scenarios that need an empty insurance fund (every other one runs with the config's fund)
@@ -521,6 +526,38 @@ def scenario_unwind(b: Bench) -> list[Tx]:
     order, signature = p.order(taker, market, half, price)
     tx = b.meter.send("BackstopVault.unwind", p.backstop, "unwind", order, signature, sender=taker.address)
     assert p.engine.positions(taker.address, market).size == half, "unwind: the taker should hold what it bought"
+    return [tx]
+
+
+def scenario_buy_collateral(b: Bench) -> list[Tx]:
+    p = b.p
+    _seed_backstop(b)
+    weth = p.deployment.asset_ids["WETH"]
+    victim = b.funded(int(b.usd("ETH") * 0.75))
+    p.deposit(victim, "WETH", WAD)
+    p.trade(victim, b.makers[0], "ETH-PERP", 10 * WAD, b.price("ETH-PERP"))
+    b.tick()
+    p.set_price("ETH", b.usd("ETH") * 0.85)
+    b.tick()
+    with b.boa.env.prank(p.new_user().address):
+        p.backstop.liquidate(victim.address)
+    held = p.vault.collateral_balances(p.backstop.address)[weth]
+    assert held > 0, "buy_collateral: the routed liquidation should sell the vault the account's WETH"
+    b.tick(p.backstop.auction_time() // 2)
+    for symbol in ("ETH", "BTC", "USDC"):
+        p.set_price(symbol, b.usd(symbol))
+    b.tick()
+    price = p.backstop.collateral_price(weth)
+    assert price < b.price("ETH-PERP"), "buy_collateral: half an auction in, the price should be below the index"
+    buyer = p.new_user()
+    units = 10**12
+    p.usdc.mint(buyer.address, units)
+    with b.boa.env.prank(buyer.address):
+        p.usdc.approve(p.backstop.address, units)
+    tx = b.meter.send(
+        "BackstopVault.buy_collateral", p.backstop, "buy_collateral", weth, held // 2, price, sender=buyer.address
+    )
+    assert p.token("WETH").balanceOf(buyer.address) == held // 2, "buy_collateral: the buyer should hold its WETH"
     return [tx]
 
 

@@ -73,9 +73,10 @@ GAS = {
     "max_liquidation_call": 3_000_000,
     "liquidate_routed": 420_000,
     "unwind": 330_000,
+    "buy_collateral": 300_000,
     "deleverage": 255_000,
 }
-CURRENT_ONLY = ("liquidate_routed", "unwind", "deleverage")  # no baseline figure
+CURRENT_ONLY = ("liquidate_routed", "unwind", "buy_collateral", "deleverage")  # no baseline figure
 GAS_REPORT = {
     **GAS,
     "baseline": {**{k: 2 * v for k, v in GAS.items() if k not in CURRENT_ONLY}, "deposit_usdc": 50_000},
@@ -128,6 +129,7 @@ def test_gas_table():
     # the backstop vault's operations have no baseline: "-" before and for the change
     assert got[desc["liquidate_routed"]] == ["-", "420,000", "-", "-", "450,000"]
     assert got[desc["unwind"]] == ["-", "330,000", "-", "-", "360,000"]
+    assert got[desc["buy_collateral"]] == ["-", "300,000", "-", "-", "330,000"]
     assert got[desc["deleverage"]] == ["-", "255,000", "-", "-", "285,000"]
 
 
@@ -709,7 +711,7 @@ def test_gas_report_has_no_baseline_for_the_vault_and_only_updates_what_it_measu
     current = {"scenarios": {name: txs(100_000 + i) for i, name in enumerate(gas.ALL_SCENARIOS)}}
     baseline = {"scenarios": {name: txs(200_000) for name in gas.SCENARIOS}}
     out = gas.report(current, baseline, "abc1234")
-    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind", "deleverage"}
+    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind", "buy_collateral", "deleverage"}
     assert all(name in out and name in out["receipt_gas"] for name in gas.ALL_SCENARIOS)
     assert not set(gas.CURRENT_ONLY) & set(out["baseline"])
     assert figures.render_gas(out).count("| - |") >= 2  # the vault's rows: no "before"

@@ -48,6 +48,8 @@ GAS_OPERATIONS = {
     "liquidate_routed": "vault-routed liquidation: the partial liquidation above through `BackstopVault.liquidate`, "
     "the vault taking the positions and paying the caller its fee (no vault before)",
     "unwind": "one `BackstopVault.unwind`: a taker buys half the position the vault took over, at the auction price",
+    "buy_collateral": "one `BackstopVault.buy_collateral`: a buyer pays cash for half the WETH the vault bought "
+    "from a bankrupt account, at the auction price",
     "deleverage": "one auto-deleveraging step, `MarginEngine.deleverage`: a bankrupt long closed against two "
     "shorts in profit at its bankruptcy price (no fund, no vault before)",
 }
