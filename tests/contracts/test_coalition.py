@@ -156,6 +156,7 @@ MEASURED ON THE UNFIXED CONTRACTS (this tree, 2-core machine):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -1326,21 +1327,29 @@ class CoalitionMachine(RuleBasedStateMachine):
 CoalitionMachine.TestCase.settings = SETTINGS
 
 
-def run_machine(deployed, world_cls, machine_cls, machine_settings) -> None:
-    """Run a coalition machine on a fresh world over the session's deployment, print its
-    statistics with COALITION_STATS=1, and fail with the first example of each invariant class
-    it broke."""
+@contextlib.contextmanager
+def fresh_world(deployed, world_cls):
+    """A seeded `world_cls` over the session's deployment (shared with other tests: undone on
+    exit) as the machines' `_WORLD`, with the statistics cleared. The machine moves
+    block.number itself, one block per rule (`_step`), so that a rule's trade, price update and
+    liquidation can share a block."""
     global _WORLD
     STATS.clear()
     FOUND.clear()
     FIRST.clear()
+    with boa.env.anchor(), same_block():
+        _WORLD = world_cls(deployed)
+        _WORLD.seed()
+        yield _WORLD
+
+
+def run_machine(deployed, world_cls, machine_cls, machine_settings) -> None:
+    """Run a coalition machine on a fresh world over the session's deployment, print its
+    statistics with COALITION_STATS=1, and fail with the first example of each invariant class
+    it broke."""
     t0 = time.time()
     try:
-        # the machine moves block.number itself, one block per rule (`_step`), so that a
-        # rule's trade, price update and liquidation can share a block
-        with boa.env.anchor(), same_block():  # the session's deployment is shared with other tests
-            _WORLD = world_cls(deployed)
-            _WORLD.seed()
+        with fresh_world(deployed, world_cls):
             run_state_machine_as_test(machine_cls, settings=machine_settings)
     finally:
         if os.environ.get("COALITION_STATS"):
@@ -2481,13 +2490,7 @@ def test_backstop_round_trips(_deployed):
     once or after the auction by the coalition, honest accounts or the keeper; coalition and
     honest accounts liquidated into the vault with a penalty and bought back at a discount by
     the coalition (`self_liquidation`, `honest_routed`); the honest keeper routing or not."""
-    global _WORLD
-    STATS.clear()
-    FOUND.clear()
-    FIRST.clear()
-    with boa.env.anchor(), same_block():
-        _WORLD = BackstopWorld(_deployed)
-        _WORLD.seed()
+    with fresh_world(_deployed, BackstopWorld):
         positions = [
             (
                 "self_liquidation",
@@ -2526,14 +2529,8 @@ def test_backstop_budget_does_not_survive_the_vaults_liquidation(_deployed):
     maintenance margin and the honest keeper liquidates its whole ETH-PERP position; the discount
     budget that position carried must not pass to the units of the next takeover there (the
     machine's budget check: a liquidation added budget it had not kept)."""
-    global _WORLD
-    STATS.clear()
-    FOUND.clear()
-    FIRST.clear()
-    with boa.env.anchor(), same_block():
-        _WORLD = BackstopWorld(_deployed)
-        _WORLD.seed()
-        bv, engine = _WORLD.bv, _WORLD.p.engine
+    with fresh_world(_deployed, BackstopWorld) as world:
+        bv, engine = world.bv, world.p.engine
         state = BackstopCoalitionMachine()
         state.backstop_setup(keeper_routes=True)
         state.same_block_gap(v=2, pid=0, x=500, bp=-1200, long_=True, dump=False, top_up=10000)
