@@ -115,7 +115,7 @@ interface IVault:
     def sale_price(asset_id: uint256) -> (uint256, uint256): view
     def collateral_balances(account: address) -> DynArray[uint256, constants.MAX_ASSETS]: view
     def balances(account: address, asset_id: uint256) -> uint256: view
-    def assets(asset_id: uint256) -> (address, uint256, uint256, uint256, uint256, uint256): view
+    def assets(asset_id: uint256) -> types.Asset: view
     def deposit(token: address, amount: uint256): nonpayable
     def withdraw_to(token: address, amount: uint256, receiver: address): nonpayable
     def SETTLEMENT_TOKEN() -> address: view
@@ -839,17 +839,11 @@ def buy_collateral(asset_id: uint256, amount: uint256, max_price: uint256) -> ui
     assert amount <= held, "backstop: more than the inventory"
     price: uint256 = self._collateral_price(asset_id)
     assert price <= max_price, "backstop: price above limit"
-    token: address = empty(address)
-    decimals: uint256 = 0
-    price_id: uint256 = 0
-    haircut: uint256 = 0
-    cap: uint256 = 0
-    total: uint256 = 0
-    token, decimals, price_id, haircut, cap, total = staticcall IVault(COLLATERAL_VAULT).assets(asset_id)
-    payment: uint256 = wad._mul_div_up(amount, price, 10**decimals * SCALE)
+    asset: types.Asset = staticcall IVault(COLLATERAL_VAULT).assets(asset_id)
+    payment: uint256 = wad._mul_div_up(amount, price, 10**asset.decimals * SCALE)
     assert extcall IERC20(ASSET).transferFrom(msg.sender, self, payment, default_return_value=True), "backstop: transfer failed"
     assert extcall IERC20(ASSET).approve(COLLATERAL_VAULT, payment, default_return_value=True), "backstop: approve failed"
     extcall IVault(COLLATERAL_VAULT).deposit(ASSET, payment)
-    extcall IVault(COLLATERAL_VAULT).withdraw_to(token, amount, msg.sender)
+    extcall IVault(COLLATERAL_VAULT).withdraw_to(asset.token, amount, msg.sender)
     log CollateralSold(asset_id=asset_id, buyer=msg.sender, amount=amount, price=price, payment=payment)
     return payment

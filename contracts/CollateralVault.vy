@@ -89,15 +89,6 @@ MIN_SETTLEMENT_PRICE: constant(uint256) = 5 * 10**17
 MAX_SETTLEMENT_PRICE: constant(uint256) = 2 * 10**18
 
 
-struct Asset:
-    token: address
-    decimals: uint256
-    price_id: uint256
-    haircut: uint256
-    deposit_cap: uint256
-    total: uint256
-
-
 # The settings stored in `_settings`.
 struct Settings:
     asset_count: uint256
@@ -118,7 +109,7 @@ engine: public(address)
 #      the depeg threshold in bits 64-127 and factor in bits 128-191 (each far inside its
 #      field by its setter's bounds: < MAX_ASSETS, < MAX_PRICE_IDS, <= 1e18, <= 3e18).
 _settings: uint256
-assets: public(HashMap[uint256, Asset])
+assets: public(HashMap[uint256, types.Asset])
 # @dev token -> asset id + 1 (0 = not listed).
 _asset_slot: HashMap[address, uint256]
 # @dev Each account's cash and which assets it holds, one word (`cash`, `_held_assets`): cash
@@ -319,7 +310,7 @@ def list_asset(token: address, price_id: uint256, haircut: uint256, deposit_cap:
     decimals: uint256 = convert(staticcall IERC20Decimals(token).decimals(), uint256)
     assert decimals <= 18, "vault: decimals above 18"
     assert staticcall IOracle(ORACLE).index_price(price_id) > 0, "vault: no price"
-    self.assets[asset_id] = Asset(
+    self.assets[asset_id] = types.Asset(
         token=token, decimals=decimals, price_id=price_id, haircut=haircut, deposit_cap=deposit_cap, total=0
     )
     self._asset_slot[token] = asset_id + 1
@@ -667,7 +658,7 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
             break
         if balance == 0:
             continue
-        asset: Asset = self.assets[asset_id]
+        asset: types.Asset = self.assets[asset_id]
         unit: uint256 = 10 ** asset.decimals
         price: uint256 = self._sale_price(asset_id, asset, prices, penalty)
         if settlement != 0 and settlement < constants.WAD:
@@ -691,7 +682,7 @@ def liquidate_collateral(account: address, liquidator: address, prices: DynArray
 
 @internal
 @view
-def _sale_price(asset_id: uint256, asset: Asset, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> uint256:
+def _sale_price(asset_id: uint256, asset: types.Asset, prices: DynArray[uint256, constants.MAX_PRICE_IDS], penalty: uint256) -> uint256:
     """
     @dev What a liquidation sale pays per whole token, WAD USD: the index price less
          min(penalty, (1 - haircut) / 2), rounded down.
@@ -731,7 +722,7 @@ def _sale_markup(account: address, prices: DynArray[uint256, constants.MAX_PRICE
     held: uint256 = self._held_assets(account)
     for asset_id: uint256 in range(self._settings_now().asset_count, bound=constants.MAX_ASSETS):
         if held & (1 << asset_id) != 0:
-            asset: Asset = self.assets[asset_id]
+            asset: types.Asset = self.assets[asset_id]
             sale += self.balances[account][asset_id] * self._sale_price(asset_id, asset, prices, penalty) // 10**asset.decimals
     return sale - min(sale, self._collateral_value(account, prices))
 
@@ -768,7 +759,7 @@ def sale_price(asset_id: uint256) -> (uint256, uint256):
     @dev Reverts "vault: unknown asset", "vault: no valid price".
     """
     assert asset_id < self._settings_now().asset_count, "vault: unknown asset"
-    asset: Asset = self.assets[asset_id]
+    asset: types.Asset = self.assets[asset_id]
     prices: DynArray[uint256, constants.MAX_PRICE_IDS] = staticcall IOracle(ORACLE).index_prices()
     index: uint256 = prices[asset.price_id]
     assert index != 0, "vault: no valid price"
@@ -862,7 +853,7 @@ def _collateral_value(account: address, prices: DynArray[uint256, constants.MAX_
         if held & (1 << asset_id) == 0:
             continue
         amount: uint256 = self.balances[account][asset_id]
-        asset: Asset = self.assets[asset_id]
+        asset: types.Asset = self.assets[asset_id]
         price: uint256 = prices[asset.price_id]
         assert price != 0, "vault: no valid price"
         value += amount * price * self._haircut_now(asset_id, asset.haircut) // (10 ** asset.decimals * constants.WAD)

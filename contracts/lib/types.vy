@@ -39,6 +39,18 @@ struct Market:
     funding_time: uint256
 
 
+# @dev A collateral asset listed in the vault (`CollateralVault.assets`): its token and decimals,
+#      the oracle price id that values it, its haircut (WAD fraction of its value counted), its
+#      deposit cap and the total deposited (token units).
+struct Asset:
+    token: address
+    decimals: uint256
+    price_id: uint256
+    haircut: uint256
+    deposit_cap: uint256
+    total: uint256
+
+
 struct Position:
     size: int256
     entry_price: uint256
