@@ -517,6 +517,11 @@ class Liquidator:
         except BaseException:
             self.rescore.reset()  # half-recorded budgets are not trusted: resync next time
             raise
+        if any(int(p) == 0 for p in snap.prices):
+            # a price was unavailable (a stale feed: after a long gap, before its next answer):
+            # budgets recorded against it are no base for re-scoring, so the next block values
+            # every account again
+            self.rescore.reset()
         for j in scored.rows[scored.liquidatable].tolist():
             equity[j], health[j], liquidatable[j] = scored.equity[j], scored.exact_health[j], True
         self.stats.rescored, self.stats.exact_confirmed = len(plan.rows), scored.confirmed
