@@ -92,7 +92,10 @@ holds cash. Each measured account was set up in earlier transactions
   - deleverage: one auto-deleveraging step, `MarginEngine.deleverage`: an account long 20
     ETH-PERP on $10,000 (10 from each of two shorts, on $1,000,000 and $50,000), bankrupt after
     a 40% fall with an empty insurance fund and no backstop vault deposit, closed against both
-    shorts (the more leveraged first). Not on the baseline.
+    shorts (the more leveraged first), nominated in its round and after the round's notice.
+    Not on the baseline.
+  - nominate: the `MarginEngine.nominate` that opens that round with both shorts. Not on the
+    baseline.
 
 The tokens and price feeds are config/local.yaml's mocks (MockERC20, MockAggregator): mainnet
 USDC (a proxy with a blacklist) and Chainlink feeds (proxy, then aggregator) cost a few thousand
@@ -137,7 +140,7 @@ SCENARIOS = (
     "max_liquidation_call",
 )
 # scenarios of contracts the baseline does not have (BackstopVault): measured on this tree only
-CURRENT_ONLY = ("liquidate_routed", "unwind", "buy_collateral", "deleverage")
+CURRENT_ONLY = ("liquidate_routed", "unwind", "buy_collateral", "deleverage", "nominate")
 ALL_SCENARIOS = SCENARIOS + CURRENT_ONLY
 # the contract-core issue's targets, on execution gas; the first-time variants have none
 TARGETS = {
@@ -153,9 +156,10 @@ TARGETS = {
     "unwind": None,
     "buy_collateral": None,
     "deleverage": None,
+    "nominate": None,
 }
 # scenarios that need an empty insurance fund (every other one runs with the config's fund)
-NO_FUND = ("deleverage",)
+NO_FUND = ("deleverage", "nominate")
 
 WAD = 10**18
 DAY = 86400
@@ -561,9 +565,10 @@ def scenario_buy_collateral(b: Bench) -> list[Tx]:
     return [tx]
 
 
-def scenario_deleverage(b: Bench) -> list[Tx]:
+def _bankrupt_long(b: Bench):
+    """An account long 20 ETH-PERP on $10,000 against two shorts ($1,000,000 and $50,000 of
+    cash), bankrupt after a 40% fall. Returns (account, deep short, thin short, market id)."""
     p = b.p
-    market = p.deployment.markets["ETH-PERP"]
     victim = b.funded(10_000)
     deep, thin = b.funded(1_000_000), b.funded(50_000)
     for short in (deep, thin):
@@ -571,11 +576,30 @@ def scenario_deleverage(b: Bench) -> list[Tx]:
     b.tick()
     p.set_price("ETH", b.usd("ETH") * 0.6)
     b.tick()
-    assert p.engine.margin_summary(victim.address)[0] < 0, "deleverage: the account should be bankrupt"
+    assert p.engine.margin_summary(victim.address)[0] < 0, "the account should be bankrupt"
+    return victim, deep, thin, p.deployment.markets["ETH-PERP"]
+
+
+def scenario_nominate(b: Bench) -> list[Tx]:
+    victim, deep, thin, market = _bankrupt_long(b)
     tx = b.meter.send(
-        "MarginEngine.deleverage", p.engine, "deleverage", victim.address, market, [thin.address, deep.address],
+        "MarginEngine.nominate", b.p.engine, "nominate", victim.address, market, [deep.address, thin.address],
         sender=b.liquidator.address,
     )  # fmt: skip
+    return [tx]
+
+
+def scenario_deleverage(b: Bench) -> list[Tx]:
+    from keeper.risk.adl import NOTICE
+
+    p = b.p
+    victim, deep, thin, market = _bankrupt_long(b)
+    with b.boa.env.prank(b.liquidator.address):
+        p.engine.nominate(victim.address, market, [deep.address, thin.address])
+    b.tick(NOTICE)
+    tx = b.meter.send(
+        "MarginEngine.deleverage", p.engine, "deleverage", victim.address, market, sender=b.liquidator.address
+    )
     assert p.engine.open_markets(victim.address) == [], "deleverage: both shorts should take the whole long"
     return [tx]
 

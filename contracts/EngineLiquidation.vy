@@ -4,10 +4,11 @@
 # pragma nonreentrancy off
 """
 @title Engine liquidation: the code `MarginEngine.liquidate` runs
-@notice Partial liquidation of perpetual and future positions, the penalty ramp and the
-        liquidation parameters (`lib/engine_core.vy` `liquidate`, `flag_liquidatable`,
-        `set_liquidation_params`, `set_penalty_ramp`), deployed apart from the engine
-        so that each stays well under the EIP-170 code size limit.
+@notice Partial liquidation of perpetual and future positions, the penalty ramp, the
+        liquidation and trade parameters (`lib/engine_core.vy` `liquidate`,
+        `flag_liquidatable`, `set_liquidation_params`, `set_penalty_ramp`,
+        `set_trade_params`), deployed apart from the engine so that each stays well under
+        the EIP-170 code size limit.
 @dev Meant to be reached only by the engine's delegatecall, in the engine's storage. Called
      directly it acts on its own, empty storage: it holds no funds and no role, and the vault
      refuses its calls (not the engine), so it can do nothing.
@@ -26,9 +27,9 @@ exports: (
     core.ORACLE,
     core.liquidate,
     core.flag_liquidatable,
-    core.deleverage,
     core.set_liquidation_params,
     core.set_penalty_ramp,
+    core.set_trade_params,
 )
 
 

@@ -8,11 +8,12 @@
         summary every other contract asks for, and the entry points for trades (from the
         matching contract) and liquidation. The rules are in `lib/engine_core.vy`, whose notice
         states every formula.
-@dev `liquidate`, `deleverage`, `flag_liquidatable` and the liquidation parameter setters run the code of
-     the `EngineLiquidation` deployable in this contract's storage (delegatecall). Both deployables
-     lay out their storage through the one module `lib/engine_core.vy`, so the layouts cannot
-     diverge (a test compares them); liquidation keeps the engine's address, so the vault's
-     and option market's checks of `msg.sender == engine` apply unchanged.
+@dev `liquidate`, `flag_liquidatable`, the liquidation and trade parameter setters run the code
+     of the `EngineLiquidation` deployable, `nominate` and `deleverage` that of the
+     `EngineDeleveraging` deployable, in this contract's storage (delegatecall). The three
+     deployables lay out their storage through the one module `lib/engine_core.vy`, so the
+     layouts cannot diverge (a test compares them); liquidation keeps the engine's address, so
+     the vault's and option market's checks of `msg.sender == engine` apply unchanged.
 @custom:security Trusts the vault, the oracle and the liquidation code fixed at deployment
      (immutable), the matching contract set once by the admin, and the option market and
      health attestor the admin wires. Guarantees: a trade reaches positions only through the
@@ -64,7 +65,6 @@ exports: (
     core.set_underlying_params,
     core.list_market,
     core.set_position_caps,
-    core.set_trade_params,
     core.set_portfolio_modules,
     core.set_matching,
     core.settle_market,
@@ -86,21 +86,26 @@ interface ILiquidation:
 
 
 # @dev The EngineLiquidation deployable whose code `liquidate`, `flag_liquidatable` and the
-#      liquidation parameter setters run.
+#      liquidation and trade parameter setters run.
 LIQUIDATION: public(immutable(address))
+# @dev The EngineDeleveraging deployable whose code `nominate` and `deleverage` run.
+DELEVERAGING: public(immutable(address))
 
 
 @deploy
-def __init__(admin_: address, vault: address, oracle: address, liquidation: address):
+def __init__(admin_: address, vault: address, oracle: address, liquidation: address, deleveraging: address):
     """
     @param admin_ Admin and initial risk admin (see lib/roles.vy).
     @param vault The CollateralVault.
     @param oracle The OracleRouter.
     @param liquidation The EngineLiquidation deployed with the same vault and oracle.
+    @param deleveraging The EngineDeleveraging deployed with the same vault and oracle.
     """
     core.__init__(admin_, vault, oracle)
-    assert staticcall ILiquidation(liquidation).VAULT() == vault and staticcall ILiquidation(liquidation).ORACLE() == oracle, "engine: liquidation mismatch"
+    for code: address in [liquidation, deleveraging]:
+        assert staticcall ILiquidation(code).VAULT() == vault and staticcall ILiquidation(code).ORACLE() == oracle, "engine: liquidation mismatch"
     LIQUIDATION = liquidation
+    DELEVERAGING = deleveraging
 
 
 @external
@@ -112,7 +117,8 @@ def liquidate(account: address) -> uint256:
             over the closed positions at mark and must meet its own initial margin afterwards.
     @dev Reverts as `engine_core.liquidate`: "engine: account not liquidatable", "engine:
          nothing to liquidate", "engine: self liquidation", "engine: position opened this
-         block", "engine: liquidator below IM", or an oracle error.
+         block", "engine: deleverage first", "engine: liquidator below IM", or an oracle
+         error.
     @param account The account to liquidate.
     @return The notional closed, WAD USD.
     """
@@ -122,14 +128,38 @@ def liquidate(account: address) -> uint256:
 
 @external
 @nonreentrant
-def deleverage(account: address, market_id: uint256, counterparties: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]) -> uint256:
+def nominate(account: address, market_id: uint256, counterparties: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]):
+    """
+    @notice Nominate counterparties for the auto-deleveraging of a bankrupt account
+            (`engine_core.nominate` states the round and its reverts).
+    """
+    raw_call(DELEVERAGING, msg.data, is_delegate_call=True)
+
+
+@external
+@nonreentrant
+def deleverage(account: address, market_id: uint256) -> uint256:
     """
     @notice Auto-deleveraging of a bankrupt account the insurance fund and the backstop vault
-            cannot cover (`engine_core.deleverage` states the rule and its reverts).
+            cannot cover, against its round's nominees (`engine_core.deleverage` states the
+            rule and its reverts).
     @return The size closed, WAD units of the underlying.
     """
-    response: Bytes[32] = raw_call(LIQUIDATION, msg.data, max_outsize=32, is_delegate_call=True)
+    response: Bytes[32] = raw_call(DELEVERAGING, msg.data, max_outsize=32, is_delegate_call=True)
     return convert(response, uint256)
+
+
+@external
+@view
+def adl_round(account: address, market_id: uint256) -> (uint256, DynArray[address, constants.MAX_ADL_COUNTERPARTIES]):
+    """
+    @notice The auto-deleveraging round of `account` in `market_id` (`engine_core.nominate`):
+            when it opened (unix s; 0 when none was opened since the last `deleverage`) and
+            its nominees in nomination order. A round past opened_at + ADL_NOTICE +
+            ADL_ROUND_TIME has lapsed.
+    """
+    adl_round: core.AdlRound = core._adl_rounds[account][market_id]
+    return adl_round.opened_at, adl_round.nominees
 
 
 @external
@@ -155,5 +185,14 @@ def set_penalty_ramp(max_penalty: uint256, ramp_time: uint256):
     """
     @notice How far the liquidation penalty grows while a flagged account is not liquidated
             (risk admin; `engine_core.set_penalty_ramp` states the bounds).
+    """
+    raw_call(LIQUIDATION, msg.data, is_delegate_call=True)
+
+
+@external
+def set_trade_params(max_price_deviation: uint256, max_funding_rate: uint256, funding_smoothing: uint256, min_position_notional: uint256):
+    """
+    @notice Change trading parameters (risk admin; `engine_core.set_trade_params` states the
+            bounds).
     """
     raw_call(LIQUIDATION, msg.data, is_delegate_call=True)

@@ -76,10 +76,11 @@ def liquidation_key(account: str) -> str:
     return f"liquidate:{account}"
 
 
-def deleverage_key(account: str, market: int | None) -> str:
-    """The transaction manager's key of an auto-deleveraging call of `account` in `market`
-    (None: the prefix every market's key of the account starts with)."""
-    return f"deleverage:{account}:" + ("" if market is None else str(market))
+def deleverage_key(account: str, market: int | None, kind: str = "deleverage") -> str:
+    """The transaction manager's key of an auto-deleveraging call (`kind` "deleverage" or
+    "nominate") of `account` in `market` (None: the prefix every market's key of the account
+    starts with)."""
+    return f"{kind}:{account}:" + ("" if market is None else str(market))
 
 
 def expected_reward(notional: int, equity: int, penalty_rate: int, liquidator_share: int) -> int:
@@ -262,6 +263,7 @@ class BotStats:
     accounts_read: int = 0  # accounts whose raw state was read from the chain at the last block
     full_reads: int = 0  # blocks at which every account was read (all of them without the state cache)
     routed: int = 0  # of `succeeded`, liquidations through the backstop vault (the vault took the positions)
+    nominations_sent: int = 0  # auto-deleveraging nominations sent (`MarginEngine.nominate`)
     deleverages_sent: int = 0  # auto-deleveraging calls sent (`MarginEngine.deleverage`)
     deleverages_succeeded: int = 0  # of those, mined with Deleveraged events
 
@@ -577,16 +579,12 @@ class Liquidator:
         """The auto-deleveraging duty: each liquidatable account of `order` with negative equity
         whose deficit the collateral sale, the insurance fund and the backstop vault cannot
         cover (`CollateralVault.deficit_cover`, `keeper.risk.adl.uncovered`) has its positions
-        closed against the opposite positions in profit, ranked by profit times leverage
-        (`adl.rank_counterparties`): one `deleverage` per market, largest first, each simulated
-        and sent under "deleverage:<account>:<market>"; once the plans leave it flat, its
-        liquidation (the collateral sale and the waterfall) is sent right behind them, so that
-        no price step falls between the two. The block's later plans see the earlier ones'
-        fills (`adl.apply_fills`), so two bankrupt accounts do not name the same counterparty
-        in an order the first call changed. Returns the accounts handled this block (sent, in
-        flight or failed): the liquidation loop leaves them alone. Accounts valued by the lens
-        (options, attestations) are left to the liquidation: the engine deleverages only an
-        account without options."""
+        closed against the opposite positions in profit, ranked by profit times leverage, in
+        rounds (`_deleverage_account`). The block's later plans see the earlier ones' fills
+        (`adl.apply_fills`). Returns the accounts handled this block (sent, waiting on a round's
+        notice, in flight or failed): the liquidation loop leaves them alone. Accounts valued by
+        the lens (options, attestations) are left to the liquidation: the engine deleverages
+        only an account without options."""
         if not self.deleverage or self._terms is None:
             return set()
         bankrupt = sorted((i for i in order if equity[i] < 0 and i not in onchain), key=lambda i: equity[i])
@@ -600,7 +598,10 @@ class Liquidator:
         shortfalls: list[tuple[int, int, int]] = []  # (deficit after the collateral sale, row, cover)
         for i in bankrupt:
             account = accounts[i]
-            if any(k.startswith(deleverage_key(account, None)) for k in pending):
+            if any(
+                k.startswith(deleverage_key(account, None)) or k.startswith(deleverage_key(account, None, "nominate"))
+                for k in pending
+            ):
                 handled.add(i)
                 continue
             if not sharding.mine(account, self.shard, self.first_seen.get(account), head.number, self.takeover_blocks):
@@ -644,22 +645,45 @@ class Liquidator:
         return handled
 
     def _deleverage_account(self, i: int, account: str, uncovered: int, plans: adl.BlockPlans, accounts, head) -> bool:
-        """Plan, simulate and send `deleverage` of account row `i` market by market while the
-        plans find counterparties, then its liquidation when they leave it flat. Returns
-        whether anything was sent (or would be, in a dry run)."""
-        sent = False
-        for _ in range(len(plans.markets.underlying)):  # each plan closes a market, or stops
-            market, chosen = plans.plan(i, uncovered)
+        """Auto-deleverage account row `i` market by market, largest notional first, in rounds
+        (`MarginEngine.nominate`, `deleverage`; `adl.round_state`): where the keeper's ranking
+        (`plans.nominees`) would add to the round (open one, or a new one), send `nominate`
+        under "nominate:<account>:<market>"; else, where the round has passed its notice,
+        simulate and send `deleverage` under "deleverage:<account>:<market>", planned against
+        the round's nominees in turn (`plans.deleverage`). Once the plans leave it flat, its
+        liquidation (the collateral sale and the waterfall) goes right behind, so that no price
+        step falls between the two. Returns whether the account is in hand (sent, or waiting
+        for a round's notice): False when nobody in any market is eligible, and the liquidation
+        takes it (what is left is bad debt)."""
+        engine = self.client.engine
+        rows = {a.lower(): j for j, a in enumerate(accounts)}
+        live = plans.live_markets(i)
+        in_hand = deleveraged = False
+        for market in sorted(live, key=lambda m: (-live[m], m)):
+            opened_at, nominees = engine.functions.adl_round(account, market).call(block_identifier="latest")
+            state = adl.round_state(int(opened_at), head.timestamp)
+            current = [] if state == "none" else [rows.get(str(a).lower(), -1) for a in nominees]
+            # what the keeper's ranking adds, by the contract's admission rule (an account it
+            # does not index counts as unbeatable)
+            after = list(current)
+            for j in plans.nominees(i, market):
+                scores = [2**256 if r < 0 else plans.scores(i, market, [r])[0] for r in after]
+                after = adl.admit(after, scores, j, plans.scores(i, market, [j])[0])
+            added = [j for j in after if j not in current]
+            if added:
+                in_hand = True
+                self._nominate(account, market, [accounts[j] for j in added], state, uncovered)
+                continue
+            if state == "notice":
+                in_hand = True
+                continue
+            if state == "none":
+                continue  # nobody to nominate
+            chosen = plans.deleverage(i, uncovered, market, [r for r in current if r >= 0])
             if not chosen:
-                if not sent:
-                    why = "no live position" if market is None else f"no opposite position in profit in market {market}"
-                    log.info(
-                        "cannot deleverage %s: %s (uncovered deficit %.2f USD); liquidating it, the rest is bad debt",
-                        account, why, uncovered / WAD, extra={"account": account, "uncovered_usd": uncovered / WAD},
-                    )  # fmt: skip
-                break
-            assert market is not None
-            call = self.client.engine.functions.deleverage(account, market, [accounts[j] for j in chosen])
+                continue
+            in_hand = True
+            call = engine.functions.deleverage(account, market)
             try:
                 closed = call.call({"from": self.address}, block_identifier="latest")
                 gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
@@ -670,26 +694,31 @@ class Liquidator:
                     account, market, str(e.message or e)[:200], extra={"account": account, "reason": "unsafe"},
                 )  # fmt: skip
                 return True
-            sent = True
             if self.dry_run:
                 log.info(
-                    "dry-run: would deleverage %s in market %d against %d counterparties (size %.6f, uncovered %.2f USD, gas %d); not sent",
+                    "dry-run: would deleverage %s in market %d with %d eligible nominees (size %.6f, uncovered %.2f USD, gas %d); not sent",
                     account, market, len(chosen), closed / WAD, uncovered / WAD, gas, extra={"account": account, "dry_run": True},
                 )  # fmt: skip
                 continue
             tx_hash = self.tx.send(call, gas, deleverage_key(account, market))
             if tx_hash is None:
                 return True
+            deleveraged = True
             self.stats.deleverages_sent += 1
             self.metrics.deleverages.labels(outcome="sent").inc()
             log.info(
-                "deleverage %s: sent %s (market %d, size %.6f against %d counterparties; uncovered deficit %.2f USD, gas %d)",
+                "deleverage %s: sent %s (market %d, size %.6f, %d eligible nominees; uncovered deficit %.2f USD, gas %d)",
                 account, tx_hash, market, closed / WAD, len(chosen), uncovered / WAD, gas,
                 extra={"account": account, "tx": tx_hash, "market": market, "uncovered_usd": uncovered / WAD, "gas": gas},
             )  # fmt: skip
-        if sent and not self.dry_run and not plans.live_markets(i) and plans.holds_collateral(i):
+        if not in_hand:
+            log.info(
+                "cannot deleverage %s: no opposite position in profit (uncovered deficit %.2f USD); liquidating it, the rest is bad debt",
+                account, uncovered / WAD, extra={"account": account, "uncovered_usd": uncovered / WAD},
+            )  # fmt: skip
+        if deleveraged and not plans.live_markets(i) and plans.holds_collateral(i):
             # what is left (collateral, debt) goes to the sale and the waterfall now, not a step later
-            call = self.client.engine.functions.liquidate(account)
+            call = engine.functions.liquidate(account)
             gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
             tx_hash = self.tx.send(call, gas, liquidation_key(account))
             if tx_hash is not None:
@@ -699,7 +728,37 @@ class Liquidator:
                     "liquidate %s: sent %s behind its deleveraging (collateral sale and waterfall; gas %d)", account, tx_hash, gas,
                     extra={"account": account, "tx": tx_hash, "route": "direct", "gas": gas},
                 )  # fmt: skip
-        return sent
+        return in_hand
+
+    def _nominate(self, account: str, market: int, nominees: list[str], state: str, uncovered: int) -> None:
+        """Send `nominate(account, market, nominees)` (simulated first; logged in a dry run)."""
+        call = self.client.engine.functions.nominate(account, market, nominees)
+        what = "open its round" if state == "none" else "add to its round"
+        try:
+            gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
+        except ContractLogicError as e:
+            self.metrics.deleverages.labels(outcome="unsafe").inc()
+            log.info(
+                "nominate for %s in market %d: simulation reverted (%s); retrying next block",
+                account, market, str(e.message or e)[:200], extra={"account": account, "reason": "unsafe"},
+            )  # fmt: skip
+            return
+        if self.dry_run:
+            log.info(
+                "dry-run: would nominate %d counterparties for %s in market %d to %s (uncovered %.2f USD); not sent",
+                len(nominees), account, market, what, uncovered / WAD, extra={"account": account, "dry_run": True},
+            )  # fmt: skip
+            return
+        tx_hash = self.tx.send(call, gas, deleverage_key(account, market, "nominate"))
+        if tx_hash is None:
+            return
+        self.stats.nominations_sent += 1
+        self.metrics.deleverages.labels(outcome="nominated").inc()
+        log.info(
+            "nominate %d counterparties for %s: sent %s to %s in market %d (uncovered deficit %.2f USD, gas %d)",
+            len(nominees), account, tx_hash, what, market, uncovered / WAD, gas,
+            extra={"account": account, "tx": tx_hash, "market": market, "uncovered_usd": uncovered / WAD, "gas": gas},
+        )  # fmt: skip
 
     def _equity_of_all(self, accounts, snap, onchain: set[int]) -> list[int]:
         """Every account's exact equity (WAD): the mirror's, the lens's for `onchain` accounts."""
@@ -1026,6 +1085,12 @@ class Liquidator:
                 continue
             if kind == "deleverage":
                 self._deleverage_outcome(o, account.partition(":")[0])
+                continue
+            if kind == "nominate" and o.receipt is not None:
+                receipt = o.receipt
+                self.metrics.gas_spent_eth.inc(
+                    receipt.get("gasUsed", 0) * (receipt.get("effectiveGasPrice") or 0) / WAD
+                )
                 continue
             if kind != "liquidate":
                 continue

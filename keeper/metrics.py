@@ -11,7 +11,7 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_liquidations_sent_total | counter | liquidation transactions sent |
 | keeper_liquidations_succeeded_total | counter | mined with status 1 and a Liquidation event for the account |
 | keeper_liquidations_by_route_total{route} | counter | liquidations confirmed (as keeper_liquidations_succeeded_total), by the contract the transaction called: backstop (`BackstopVault.liquidate`: the vault took the positions), direct (`MarginEngine.liquidate`: the keeper took them), options (`OptionMarket.liquidate_options`) |
-| keeper_deleverages_total{outcome} | counter | auto-deleveraging calls (`MarginEngine.deleverage`) of bankrupt accounts the collateral sale, insurance fund and backstop vault cannot cover: sent, succeeded (mined with Deleveraged events), failed (reverted or dropped), unsafe (simulation reverted) |
+| keeper_deleverages_total{outcome} | counter | auto-deleveraging calls (`MarginEngine.deleverage`) of bankrupt accounts the collateral sale, insurance fund and backstop vault cannot cover: nominated (a `MarginEngine.nominate` sent, opening or filling the account's round), sent, succeeded (mined with Deleveraged events), failed (reverted or dropped), unsafe (simulation reverted) |
 | keeper_liquidations_failed_total | counter | mined but reverted or without the event, or dropped |
 | keeper_liquidations_skipped_total{reason} | counter | not sent: below_gas (reward upper bound from the snapshot cannot pay a liquidation's gas: never simulated), unprofitable (simulated reward does not exceed gas x (1 + gas_margin) + min_profit_usd), unsafe (simulation reverted; the account backs off), opened_this_block (the engine refuses: position grown this block; retried next block), backoff (skipped after a failure), fee_cap, stale_node |
 | keeper_liquidation_errors_total{reason} | counter | one account's liquidation attempt failed: rpc_error, timeout, revert (an unexpected revert outside the simulation), unexpected (any other exception); the account backs off 1, 2, 4 ... 64 blocks, the others go on |
@@ -51,7 +51,7 @@ ERROR_REASONS = ("rpc_error", "timeout", "revert", "unexpected")
 ATTESTATION_SKIP_REASONS = ("not_lower", "stale_vol", "scenario_params")
 LIQUIDATION_ROUTES = ("backstop", "direct", "options")
 SETTLEMENT_KINDS = ("market", "series")
-DELEVERAGE_OUTCOMES = ("sent", "succeeded", "failed", "unsafe")
+DELEVERAGE_OUTCOMES = ("nominated", "sent", "succeeded", "failed", "unsafe")
 SETTLEMENT_SKIP_REASONS = ("price_not_published", "reverted", "fee_cap", "stale_node")
 
 
@@ -82,7 +82,7 @@ class KeeperMetrics:
             self.by_route.labels(route=route)
         self.deleverages = Counter(
             "keeper_deleverages",
-            "Auto-deleveraging calls of bankrupt accounts: sent, succeeded, failed, unsafe (simulation reverted)",
+            "Auto-deleveraging calls of bankrupt accounts: nominated, sent, succeeded, failed, unsafe (simulation reverted)",
             ["outcome"],
             registry=r,
         )

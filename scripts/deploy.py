@@ -307,6 +307,7 @@ def main(config_path: str | Path | None = None, manifest_path: str | Path | None
         ("CollateralVault", deployment.vault),
         ("MarginEngine", deployment.engine),
         ("EngineLiquidation", deployment.engine_liquidation),
+        ("EngineDeleveraging", deployment.engine_deleveraging),
         ("Matching", deployment.matching),
         ("MarginLens", deployment.lens),
         (f"settlement {config.settlement_symbol}", deployment.settlement_token),

@@ -163,7 +163,9 @@ class BoaProtocol:
             oracle=at("OracleRouter", dep.oracle),
             vault=at("CollateralVault", dep.vault),
             engine=with_delegate_events(
-                at("MarginEngine", dep.engine), at("EngineLiquidation", dep.engine_liquidation)
+                at("MarginEngine", dep.engine),
+                at("EngineLiquidation", dep.engine_liquidation),
+                at("EngineDeleveraging", dep.engine_deleveraging),
             ),
             lens=at("MarginLens", dep.lens),
             matching=at("Matching", dep.matching),
@@ -257,11 +259,12 @@ def tx_logs(contract) -> list:
     return contract.get_logs(computation=_block_state.get("last"), strict=False)
 
 
-def with_delegate_events(contract, code) -> object:
-    """`contract` (the engine or the option market), able to decode the events its liquidation
-    `code` emits from its address by delegatecall (as `keeper.chain.artifacts.DELEGATES` does
-    for the keeper's ABIs)."""
-    contract.event_abi_for.update(code.event_abi_for)
+def with_delegate_events(contract, *codes) -> object:
+    """`contract` (the engine or the option market), able to decode the events its delegate
+    `codes` (liquidation, deleveraging) emit from its address by delegatecall (as
+    `keeper.chain.artifacts.DELEGATES` does for the keeper's ABIs)."""
+    for code in codes:
+        contract.event_abi_for.update(code.event_abi_for)
     return contract
 
 

@@ -50,8 +50,9 @@ GAS_OPERATIONS = {
     "unwind": "one `BackstopVault.unwind`: a taker buys half the position the vault took over, at the auction price",
     "buy_collateral": "one `BackstopVault.buy_collateral`: a buyer pays cash for half the WETH the vault bought "
     "from a bankrupt account, at the auction price",
-    "deleverage": "one auto-deleveraging step, `MarginEngine.deleverage`: a bankrupt long closed against two "
-    "shorts in profit at its bankruptcy price (no fund, no vault before)",
+    "deleverage": "one auto-deleveraging step, `MarginEngine.deleverage`: a bankrupt long closed against the two "
+    "shorts in profit nominated in its round, at its bankruptcy price (no fund, no vault before)",
+    "nominate": "the `MarginEngine.nominate` that opens that round with both shorts (no round before)",
 }
 
 # the Black Thursday replay of docs/replay.md (its data files are looked up in FIGURES_DATA)

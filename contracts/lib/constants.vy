@@ -32,8 +32,14 @@ MAX_ACCOUNT_SERIES: constant(uint256) = 32
 #      protocol's rule, `options_core._liquidation_subset`), so that the largest call needed to
 #      liquidate a maximal account stays within a block's reach (docs/benchmarks.md).
 MAX_LIQUIDATION_SERIES: constant(uint256) = 8
-# @dev Auto-deleveraging: counterparties one `deleverage` call closes against at most.
+# @dev Auto-deleveraging: counterparties one round nominates, and one `deleverage` call closes
+#      against, at most.
 MAX_ADL_COUNTERPARTIES: constant(uint256) = 8
+# @dev Auto-deleveraging round (`engine_core.nominate`): nominations stay open this long (s)
+#      before the round may be deleveraged, so that anyone can name an account a caller would
+#      rather leave out; the round lapses this long (s) after its notice ends.
+ADL_NOTICE: constant(uint256) = 24
+ADL_ROUND_TIME: constant(uint256) = 600
 
 # @dev Option series and vol points expire at most two years ahead.
 MAX_EXPIRY_HORIZON: constant(uint256) = 2 * 365 * 86400

@@ -153,6 +153,13 @@ struct LiquidationParams:
     target: uint256
 
 
+# An auto-deleveraging round (`nominate`): when it opened (unix s) and its nominees, in
+# nomination order.
+struct AdlRound:
+    opened_at: uint256
+    nominees: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]
+
+
 # An account's open market, the market and the account's position in it: what valuing the
 # account reads from storage (`_holdings`), read once per margin check.
 struct Holding:
@@ -219,6 +226,9 @@ matching: public(address)
 #      wired (nothing to void without one); `position_version` adds the vault's and the option
 #      market's counters.
 _fill_count: HashMap[address, uint256]
+# @dev The auto-deleveraging round of each bankrupt account and market (`nominate`,
+#      `deleverage`): when it opened and the counterparties nominated in it.
+_adl_rounds: HashMap[address, HashMap[uint256, AdlRound]]
 
 
 event UnderlyingAdded:
@@ -304,6 +314,14 @@ event Deleveraged:
     size: int256
     price: uint256
     score: uint256
+
+
+event Nominated:
+    account: indexed(address)
+    counterparty: indexed(address)
+    market: indexed(uint256)
+    score: uint256
+    opened_at: uint256
 
 
 event PortfolioModulesSet:
@@ -1446,8 +1464,9 @@ def liquidate(account: address) -> uint256:
     @dev Reverts "engine: account not liquidatable", "engine: nothing to liquidate" (e.g. only a
          future past expiry awaiting settlement), "engine: self liquidation", "engine: position
          opened this block" (the account grew a position in this block: retry in the next),
-         "engine: liquidator below IM", or an oracle error. Never lowers the
-         account's health factor unless it closes the account's positions completely.
+         "engine: deleverage first" (`_adl_pending`), "engine: liquidator below IM", or an
+         oracle error. Never lowers the account's health factor unless it closes the account's
+         positions completely.
     @param account The account to liquidate.
     @return The notional closed, WAD USD.
     """
@@ -1462,6 +1481,12 @@ def liquidate(account: address) -> uint256:
         held = self._holdings(account)
     before: types.MarginSummary = self._summary(account, held, prices)
     assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
+    if before.equity < 0 and self._adl_pending(account, held):
+        # while its round runs, a deficit only ADL can pay is not turned into bad debt instead
+        cover: uint256 = 0
+        sale_gain: uint256 = 0
+        cover, sale_gain = staticcall IVault(VAULT).deficit_cover(account, prices, self._liquidation_params().penalty)
+        assert before.equity + convert(sale_gain, int256) + convert(cover, int256) >= 0, "engine: deleverage first"
     # an attestation decides whether to liquidate; how much is judged on the standard margin
     self._bump_version(account)
 
@@ -1519,23 +1544,57 @@ def liquidate(account: address) -> uint256:
 
 @internal
 @view
-def _adl_score(counterparty: address, position: types.Position, price: uint256) -> uint256:
+def _adl_score(counterparty: address, market_id: uint256, size: int256, price: uint256) -> uint256:
     """
-    @dev The auto-deleveraging rank of a position opposite a bankrupt one (Hyperliquid: profit
-         times leverage), WAD: profit fraction since entry times the position's leverage,
+    @dev The auto-deleveraging rank of `counterparty`'s position in `market_id` against a
+         bankrupt position of `size` (Hyperliquid: profit times leverage), WAD: profit fraction
+         since entry times the position's leverage,
              score = floor(floor(|P - entry| * 1e18 / entry) * floor(|size| * P / 1e18) / equity)
-         at index price P and the counterparty's equity. Reverts "engine: counterparty not in
-         profit" unless the position gained since its entry and the account's equity is positive.
+         at index price P and the counterparty's equity; 0, not eligible, unless the position
+         is on the other side, gained since its entry and the account's equity is positive (or
+         when the product rounds to 0).
     """
+    position: types.Position = self._position(counterparty, market_id)
     profit: uint256 = 0
-    if position.size > 0 and price > position.entry_price:
+    if position.size > 0 and size < 0 and price > position.entry_price:
         profit = price - position.entry_price
-    elif position.size < 0 and price < position.entry_price:
+    elif position.size < 0 and size > 0 and price < position.entry_price:
         profit = position.entry_price - price
+    if profit == 0:
+        return 0
     equity: int256 = self._summary_now(counterparty).equity
-    assert profit != 0 and equity > 0, "engine: counterparty not in profit"
+    if equity <= 0:
+        return 0
     notional: uint256 = convert(abs(position.size), uint256) * price // constants.WAD
     return profit * constants.WAD // position.entry_price * notional // convert(equity, uint256)
+
+
+@internal
+@view
+def _adl_pending(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS]) -> bool:
+    """
+    @dev Whether one of the account's markets has an auto-deleveraging round open (not
+         deleveraged, not lapsed) with a nominee: `liquidate` then refuses the account while the
+         deficit its collateral sale would leave is more than the insurance fund and the
+         backstop vault could pay (what qualifies it for `deleverage`), so that nobody can turn
+         what the round's counterparties would pay into bad debt on everyone's cash by
+         liquidating first.
+    """
+    for holding: Holding in held:
+        adl_round: AdlRound = self._adl_rounds[account][holding.market_id]
+        if len(adl_round.nominees) != 0 and block.timestamp <= adl_round.opened_at + constants.ADL_NOTICE + constants.ADL_ROUND_TIME:
+            return True
+    return False
+
+
+@internal
+@view
+def _market_price(market_id: uint256) -> uint256:
+    """
+    @dev The index price of `market_id`'s underlying (WAD USD).
+    """
+    pid: uint256 = self._price_id(self._market(market_id).underlying)
+    return self._prices(1 << pid)[pid]
 
 
 @internal
@@ -1568,12 +1627,63 @@ def _reduce_keeping_entry(account: address, market_id: uint256, delta: int256, p
 
 
 @external
-def deleverage(account: address, market_id: uint256, counterparties: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]) -> uint256:
+def nominate(account: address, market_id: uint256, counterparties: DynArray[address, constants.MAX_ADL_COUNTERPARTIES]):
+    """
+    @notice Nominate counterparties for the auto-deleveraging of a bankrupt account's position
+            in `market_id`: opposite positions in profit, which `deleverage` will close against
+            in the order of their `_adl_score` (profit times leverage) when it runs.
+            Permissionless; the caller gains nothing.
+    @dev The first nomination opens a round, which needs the account bankrupt (equity < 0);
+         `deleverage` may run from `ADL_NOTICE` seconds after it opened (so that anyone can
+         name an account a caller would rather leave out) until the round lapses,
+         `ADL_ROUND_TIME` seconds later, or is deleveraged. A round holds at most
+         `MAX_ADL_COUNTERPARTIES` nominees: when it is full, a nominee takes the place of the
+         lowest-ranked one now (a nominee no longer eligible first) if it ranks above it, and is
+         passed over otherwise; one already nominated is passed over. Adding a nominee never
+         moves one that ranks above it, so a late nomination cannot push a higher-ranked
+         account out of its turn. Reverts "engine: no position to deleverage", "engine: account
+         not bankrupt" (opening a round), "engine: counterparty not in profit" (not opposite,
+         no profit since entry or equity not positive), or an oracle error. Logs `Nominated`
+         for each nominee added.
+    @param counterparties Accounts holding the other side, in any order.
+    """
+    size: int256 = self._position(account, market_id).size
+    assert size != 0, "engine: no position to deleverage"
+    adl_round: AdlRound = self._adl_rounds[account][market_id]
+    if adl_round.opened_at == 0 or block.timestamp > adl_round.opened_at + constants.ADL_NOTICE + constants.ADL_ROUND_TIME:
+        assert self._summary_now(account).equity < 0, "engine: account not bankrupt"
+        adl_round = AdlRound(opened_at=block.timestamp, nominees=[])
+    price: uint256 = self._market_price(market_id)
+    for counterparty: address in counterparties:
+        if counterparty in adl_round.nominees:
+            continue
+        score: uint256 = self._adl_score(counterparty, market_id, size, price)
+        assert score != 0, "engine: counterparty not in profit"
+        if len(adl_round.nominees) < constants.MAX_ADL_COUNTERPARTIES:
+            adl_round.nominees.append(counterparty)
+        else:
+            lowest: uint256 = max_value(uint256)
+            slot: uint256 = 0
+            for i: uint256 in range(constants.MAX_ADL_COUNTERPARTIES):
+                other: uint256 = self._adl_score(adl_round.nominees[i], market_id, size, price)
+                if other < lowest:
+                    lowest = other
+                    slot = i
+            if score <= lowest:
+                continue
+            adl_round.nominees[slot] = counterparty
+        log Nominated(account=account, counterparty=counterparty, market=market_id, score=score, opened_at=adl_round.opened_at)
+    self._adl_rounds[account][market_id] = adl_round
+
+
+@external
+def deleverage(account: address, market_id: uint256) -> uint256:
     """
     @notice Auto-deleveraging, after the insurance fund and the backstop vault: close a
-            bankrupt account's position in `market_id` against opposite positions in profit, in
-            the order the caller proposes, which must be by non-increasing `_adl_score`
-            (profit times leverage). Permissionless; the caller gains nothing.
+            bankrupt account's position in `market_id` against the round's nominees
+            (`nominate`) that are still eligible, highest `_adl_score` (profit times leverage)
+            first, the first nominated first on a tie. Permissionless; the caller gains
+            nothing and chooses nobody.
     @dev The account qualifies while the deficit a sale of its collateral would leave,
          U = -(equity + sale gain), exceeds what the insurance fund and the backstop vault could
          pay (`CollateralVault.deficit_cover`), and is then recovered whole here, which leaves
@@ -1587,13 +1697,17 @@ def deleverage(account: address, market_id: uint256, counterparties: DynArray[ad
          (+ when the account is long), so closing every position recovers U, what one
          counterparty's profit cannot pay falls to the next, and none gives back more than its
          profit. A counterparty keeps the entry price of what it still holds
-         (`_reduce_keeping_entry`). Reverts "engine: liquidate options first", "engine: deficit
-         covered", "engine: no position to deleverage", "engine: counterparty on the same side",
-         "engine: counterparty not in profit", "engine: counterparties out of order", "engine:
-         no counterparty".
-    @param counterparties Accounts holding the other side, highest score first.
+         (`_reduce_keeping_entry`). The round closes: what is left of the position needs a new
+         round. Reverts "engine: no deleveraging round" (none open, or lapsed), "engine:
+         nominations still open" (before `ADL_NOTICE` has passed), "engine: liquidate options
+         first", "engine: deficit covered", "engine: no position to deleverage", "engine: no
+         counterparty" (no nominee eligible).
     @return The size closed, WAD units of the underlying.
     """
+    adl_round: AdlRound = self._adl_rounds[account][market_id]
+    assert adl_round.opened_at != 0 and block.timestamp <= adl_round.opened_at + constants.ADL_NOTICE + constants.ADL_ROUND_TIME, "engine: no deleveraging round"
+    assert block.timestamp >= adl_round.opened_at + constants.ADL_NOTICE, "engine: nominations still open"
+    self._adl_rounds[account][market_id] = empty(AdlRound)
     held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS] = self._holdings(account)
     prices: DynArray[uint256, constants.MAX_PRICE_IDS] = self._prices(self._price_mask(account, held))
     if self._settle_expired(account, held):
@@ -1622,16 +1736,23 @@ def deleverage(account: address, market_id: uint256, counterparties: DynArray[ad
     # this market's share of U, to recover from the counterparties below
     need: uint256 = wad._mul_div_up(convert(uncovered, uint256), convert(abs(size), uint256) * price // constants.WAD, gross)
     funding_index: int256 = self._accrue_funding(market_id, price)
+    scores: DynArray[uint256, constants.MAX_ADL_COUNTERPARTIES] = []
+    for counterparty: address in adl_round.nominees:
+        scores.append(self._adl_score(counterparty, market_id, size, price))
     remaining: uint256 = convert(abs(size), uint256)
-    last: uint256 = max_value(uint256)
-    for counterparty: address in counterparties:
-        if remaining == 0:
+    for _: uint256 in range(constants.MAX_ADL_COUNTERPARTIES):
+        # the highest score left, the first nominated on a tie
+        score: uint256 = 0
+        turn: uint256 = 0
+        for i: uint256 in range(len(scores), bound=constants.MAX_ADL_COUNTERPARTIES):
+            if scores[i] > score:
+                score = scores[i]
+                turn = i
+        if score == 0 or remaining == 0:
             break
+        scores[turn] = 0
+        counterparty: address = adl_round.nominees[turn]
         position: types.Position = self._position(counterparty, market_id)
-        assert position.size != 0 and (position.size > 0) != (size > 0), "engine: counterparty on the same side"
-        score: uint256 = self._adl_score(counterparty, position, price)
-        assert score <= last, "engine: counterparties out of order"
-        last = score
         amount: uint256 = min(remaining, convert(abs(position.size), uint256))
         # what is still needed, spread over what is still to close, capped at its profit per unit
         concession: uint256 = wad._mul_div_up(need, constants.WAD, remaining)

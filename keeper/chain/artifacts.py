@@ -24,6 +24,7 @@ NAMES = {
     "CollateralVault": "CollateralVault.vy",
     "MarginEngine": "MarginEngine.vy",
     "EngineLiquidation": "EngineLiquidation.vy",
+    "EngineDeleveraging": "EngineDeleveraging.vy",
     "Matching": "Matching.vy",
     "MarginLens": "MarginLens.vy",
     "Timelock": "Timelock.vy",
@@ -41,7 +42,7 @@ NAMES = {
 
 # A deployable that runs another's code by delegatecall emits that code's events from its own
 # address: its ABI lists them too (MarginEngine.liquidate logs EngineLiquidation's `Liquidation`).
-DELEGATES = {"MarginEngine": "EngineLiquidation", "OptionMarket": "OptionLiquidation"}
+DELEGATES = {"MarginEngine": ("EngineLiquidation", "EngineDeleveraging"), "OptionMarket": ("OptionLiquidation",)}
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,11 @@ def load_artifact(name: str) -> Artifact:
     artifact = _compiled(name)
     if name not in DELEGATES:
         return artifact
-    own = {e["name"] for e in artifact.abi if e["type"] == "event"}
-    borrowed = [e for e in _compiled(DELEGATES[name]).abi if e["type"] == "event" and e["name"] not in own]
-    return Artifact(name, artifact.abi + borrowed, artifact.bytecode)
+    abi = list(artifact.abi)
+    for delegate in DELEGATES[name]:
+        own = {e["name"] for e in abi if e["type"] == "event"}
+        abi += [e for e in _compiled(delegate).abi if e["type"] == "event" and e["name"] not in own]
+    return Artifact(name, abi, artifact.bytecode)
 
 
 def _compiled(name: str) -> Artifact:

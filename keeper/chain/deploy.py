@@ -268,7 +268,17 @@ def deploy_protocol(
     dep.vault = vault.address
     engine_liquidation = run.contract("engine_liquidation", "EngineLiquidation", vault.address, oracle.address)
     dep.engine_liquidation = engine_liquidation.address
-    engine = run.contract("engine", "MarginEngine", admin, vault.address, oracle.address, engine_liquidation.address)
+    engine_deleveraging = run.contract("engine_deleveraging", "EngineDeleveraging", vault.address, oracle.address)
+    dep.engine_deleveraging = engine_deleveraging.address
+    engine = run.contract(
+        "engine",
+        "MarginEngine",
+        admin,
+        vault.address,
+        oracle.address,
+        engine_liquidation.address,
+        engine_deleveraging.address,
+    )
     dep.engine = engine.address
     matching = run.contract("matching", "Matching", engine.address)
     dep.matching = matching.address

@@ -56,6 +56,7 @@ class Deployment:
     lens: str = ""  # MarginLens: batched views for keepers
     matching: str = ""  # Matching: signed orders for every instrument
     engine_liquidation: str = ""  # EngineLiquidation: the code MarginEngine.liquidate runs
+    engine_deleveraging: str = ""  # EngineDeleveraging: the code MarginEngine.deleverage runs
     deploy_block: int = 0
     compiler: str = ""
     timelock: str = ""  # holds admin + risk_admin when the config has `governance`

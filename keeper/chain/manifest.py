@@ -143,6 +143,7 @@ class _Manifest(BaseModel):
     # passed through unchecked, as before
     matching: Any = ""
     engine_liquidation: Any = ""
+    engine_deleveraging: Any = ""
     option_liquidation: Any = ""
 
 

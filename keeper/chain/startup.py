@@ -42,6 +42,7 @@ CONTRACT_FIELDS = (
     "lens",
     "matching",
     "engine_liquidation",
+    "engine_deleveraging",
     "timelock",
     "option_market",
     "vol_feed",

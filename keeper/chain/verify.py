@@ -193,6 +193,7 @@ def verify_deployment(
     add("MarginEngine", "VAULT", d.vault, read(engine, "VAULT"))
     add("MarginEngine", "ORACLE", d.oracle, read(engine, "ORACLE"))
     add("MarginEngine", "LIQUIDATION", d.engine_liquidation, read(engine, "LIQUIDATION"))
+    add("MarginEngine", "DELEVERAGING", d.engine_deleveraging, read(engine, "DELEVERAGING"))
     add("MarginEngine", "matching", d.matching, read(engine, "matching"))
     add("Matching", "ENGINE", d.engine, read(at("Matching", d.matching), "ENGINE") if d.matching else "(none)")
     for fn, expected in (

@@ -1,5 +1,6 @@
-"""The keeper's mirror of auto-deleveraging (`MarginEngine.deleverage`, rule in
-`contracts/lib/engine_core.vy`), to the wei, and the ranking it proposes counterparties by.
+"""The keeper's mirror of auto-deleveraging (`MarginEngine.nominate` and
+`MarginEngine.deleverage`, rule in `contracts/lib/engine_core.vy`), to the wei, and the ranking it
+nominates counterparties by.
 
 All functions take and return Python ints: sizes in WAD units of the underlying (signed: long
 > 0), prices and USD amounts in WAD.
@@ -18,11 +19,16 @@ All functions take and return Python ints: sizes in WAD units of the underlying 
   P - c against a bankrupt short, with c = min(ceil(need left * 1e18 / remaining), its profit
   per unit): what one cannot pay falls to the next, none gives back more than its profit, and
   what it still holds keeps its entry e
+- the counterparties are a round's nominees (`nominate`), taken highest score first (the first
+  nominated on a tie, `turn_order`): a round opens with the first nomination of a bankrupt
+  account's market, may be deleveraged from ADL_NOTICE seconds after and lapses ADL_ROUND_TIME
+  seconds later; a full round admits a nominee only in place of a lower-ranked one
+  (`admit`)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from keeper.risk.margin import AccountBook, MarketTable
 
 WAD = 10**18
+T = TypeVar("T")  # a nominee: an account's address or its row
 
 
 def shortfall(equity: int, sale_gain: int) -> int:
@@ -84,31 +91,72 @@ def fills(account_size: int, price: int, need: int, counterparties: list[tuple[i
     return out
 
 
-MAX_COUNTERPARTIES = 8  # constants.MAX_ADL_COUNTERPARTIES
+# contracts/lib/constants.vy (tests/keeper/test_adl_plan.py reads them from there)
+MAX_COUNTERPARTIES = 8  # MAX_ADL_COUNTERPARTIES
+NOTICE = 24  # ADL_NOTICE, seconds
+ROUND_TIME = 600  # ADL_ROUND_TIME, seconds
+
+
+def round_state(opened_at: int, now: int) -> str:
+    """A round's state at block time `now`: "none" (never opened, deleveraged, or lapsed: the
+    next nomination opens a new one), "notice" (nominations only) or "ready" (`deleverage` may
+    run)."""
+    if opened_at == 0 or now > opened_at + NOTICE + ROUND_TIME:
+        return "none"
+    return "ready" if now >= opened_at + NOTICE else "notice"
+
+
+def eligible_score(size: int, entry_price: int, price: int, equity: int, account_size: int) -> int:
+    """`score` of a position against a bankrupt one of `account_size`, 0 when it is on the
+    same side (or flat): the contract's `_adl_score`."""
+    if size == 0 or (size > 0) == (account_size > 0):
+        return 0
+    return score(size, entry_price, price, equity)
+
+
+def turn_order(scores: list[int]) -> list[int]:
+    """The order (indices into a round's nominees) `deleverage` takes the nominees with these
+    current scores in: highest first, the first nominated on a tie, 0 (not eligible) never."""
+    return sorted((k for k, s in enumerate(scores) if s > 0), key=lambda k: (-scores[k], k))
+
+
+def admit(nominees: list[T], scores_now: list[int], candidate: T, candidate_score: int) -> list[T]:
+    """The nominees after `nominate` adds `candidate` (scoring `candidate_score` > 0 now) to a
+    round holding `nominees` (their scores now: `scores_now`): appended while the round has
+    room; when full, in place of the lowest-ranked one (the first of equals) if it ranks
+    above it; unchanged when already nominated or not above."""
+    if candidate in nominees:
+        return list(nominees)
+    if len(nominees) < MAX_COUNTERPARTIES:
+        return [*nominees, candidate]
+    slot = min(range(len(scores_now)), key=lambda k: (scores_now[k], k))
+    if candidate_score <= scores_now[slot]:
+        return list(nominees)
+    return [*nominees[:slot], candidate, *nominees[slot + 1 :]]
 
 
 def rank_counterparties(
     account: int, sizes: list[int], entry_prices: list[int], equity: list[int], price: int
 ) -> list[int]:
-    """The accounts (indices) a `deleverage` of account `account` in one market proposes: every
-    eligible opposite position by score, highest first (ties by index, the contract accepts
-    either order), as many as close the account's position, at most MAX_COUNTERPARTIES.
-    `sizes`, `entry_prices`, `equity` are per account in that market (WAD)."""
+    """The accounts (indices) the keeper nominates for a `deleverage` of account `account` in
+    one market: every eligible opposite position by score, highest first (ties by index), at
+    most MAX_COUNTERPARTIES. `sizes`, `entry_prices`, `equity` are per account in that market
+    (WAD)."""
     size = sizes[account]
     scored = [
-        (score(s, entry_prices[j], price, equity[j]), j)
-        for j, s in enumerate(sizes)
-        if j != account and s != 0 and (s > 0) != (size > 0)
+        (eligible_score(s, entry_prices[j], price, equity[j], size), j) for j, s in enumerate(sizes) if j != account
     ]
     ranked = sorted(((sc, j) for sc, j in scored if sc > 0), key=lambda t: (-t[0], t[1]))
-    chosen: list[int] = []
-    covered = 0
-    for _, j in ranked:
-        if covered >= abs(size) or len(chosen) == MAX_COUNTERPARTIES:
-            break
-        chosen.append(j)
-        covered += abs(sizes[j])
-    return chosen
+    return [j for _, j in ranked[:MAX_COUNTERPARTIES]]
+
+
+def in_turn(
+    account: int, sizes: list[int], entry_prices: list[int], equity: list[int], price: int, nominees: list[int]
+) -> list[int]:
+    """A round's nominees (indices) in the order `deleverage` closes against them
+    (`turn_order` of their scores now), the ineligible left out."""
+    scores = [eligible_score(sizes[j], entry_prices[j], price, equity[j], sizes[account]) for j in nominees]
+    return [nominees[k] for k in turn_order(scores)]
 
 
 def apply_fills(
@@ -167,23 +215,37 @@ class BlockPlans:
             live[m] = abs(size) * self._price(m) // WAD
         return live
 
-    def plan(self, i: int, uncovered: int) -> tuple[int | None, list[int]]:
-        """(market, counterparty rows) of account row `i`'s next `deleverage`: its live
-        position of largest notional (None: it has none), against `rank_counterparties`
-        (empty: nobody is eligible). `uncovered`: what it needs recovered before this block's
-        plans (its later plans use what the earlier ones leave). Applies the plan's fills."""
+    def nominees(self, i: int, market: int) -> list[int]:
+        """The rows the keeper nominates for account row `i` in `market` in the block's view
+        (`rank_counterparties`; empty: nobody is eligible)."""
         assert self.equity is not None, "set equity first"
-        live = self.live_markets(i)
-        if not live:
-            return None, []
-        market = max(live, key=lambda m: (live[m], -m))
+        sizes, entries = self._column(market)
+        return rank_counterparties(i, sizes, entries, self.equity, self._price(market))
+
+    def scores(self, i: int, market: int, rows: list[int]) -> list[int]:
+        """The `eligible_score` of each of `rows` against account row `i` in `market`, in the
+        block's view."""
+        assert self.equity is not None, "set equity first"
         sizes, entries = self._column(market)
         price = self._price(market)
-        chosen = rank_counterparties(i, sizes, entries, self.equity, price)
+        return [eligible_score(sizes[j], entries[j], price, self.equity[j], sizes[i]) for j in rows]
+
+    def deleverage(self, i: int, uncovered: int, market: int, nominees: list[int]) -> list[int]:
+        """The rows a `deleverage` of account row `i` in `market` closes against, in turn,
+        from its round's `nominees` (`in_turn`; empty: none is eligible), and applies the
+        fills. `uncovered`: what it needs recovered before this block's plans (its later plans
+        use what the earlier ones leave)."""
+        assert self.equity is not None, "set equity first"
+        live = self.live_markets(i)
+        if market not in live:
+            return []
+        sizes, entries = self._column(market)
+        price = self._price(market)
+        chosen = in_turn(i, sizes, entries, self.equity, price, nominees)
         if not chosen:
-            return market, []
+            return []
         left = self._uncovered.setdefault(i, uncovered)
         before = self.equity[i]
         apply_fills(i, sizes, entries, self.equity, price, market_need(left, live[market], sum(live.values())), chosen)
         self._uncovered[i] = left - (self.equity[i] - before)
-        return market, chosen
+        return chosen

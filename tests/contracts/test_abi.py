@@ -214,7 +214,7 @@ CALLEES: dict[str, tuple[str, ...]] = {
     "IVolFeed": ("VolFeed",),
     "IMatching": ("Matching",),
     # the deployables whose code the engine and the option market run by delegatecall
-    "MarginEngine.vy:ILiquidation": ("EngineLiquidation",),
+    "MarginEngine.vy:ILiquidation": ("EngineLiquidation", "EngineDeleveraging"),
     "OptionMarket.vy:ILiquidation": ("OptionLiquidation",),
     # Timelock.accept_admin_of: every contract whose roles the timelock takes over
     "IRoles": tuple(name for _, name in GOVERNED),

@@ -1,9 +1,10 @@
-"""Auto-deleveraging (`MarginEngine.deleverage`): a bankrupt account the insurance fund and the
-backstop vault cannot cover is closed against opposite positions in profit, at the bankruptcy
-price, by non-increasing profit times leverage. By hand, against the keeper's mirror
-(`keeper.risk.adl`), and against what a coalition would try: deleverage an account the fund
-could cover, skip the order, name an account in loss or on the same side, take more than a
-counterparty's profit, and charge an account with no positions."""
+"""Auto-deleveraging (`MarginEngine.nominate`, `MarginEngine.deleverage`): a bankrupt account the
+insurance fund and the backstop vault cannot cover is closed against the opposite positions in
+profit nominated in its round, at the bankruptcy price, by non-increasing profit times leverage.
+By hand, against the keeper's mirror (`keeper.risk.adl`), and against what a coalition would try:
+deleverage an account the fund could cover, nominate an account in loss or on the same side,
+leave its own account out of the round or deleverage before anyone else could nominate it, take
+more than a counterparty's profit, and charge an account with no positions."""
 
 from __future__ import annotations
 
@@ -35,14 +36,28 @@ def bankrupt(p):
     return a, b, c
 
 
-def deleverage(p, caller, account, counterparties, market=ETH_PERP) -> tuple[int, list]:
+def nominate(p, caller, account, counterparties, market=ETH_PERP) -> list:
+    """`nominate` sent by `caller`; its `Nominated` events."""
     with boa.env.prank(caller.address):
-        closed = p.engine.deleverage(account.address, market, [c.address for c in counterparties])
+        p.engine.nominate(account.address, market, [c.address for c in counterparties])
+    return named(tx_logs(p.engine), "Nominated")
+
+
+def nominated(p, caller, account, counterparties, market=ETH_PERP) -> None:
+    """Open the account's round with `counterparties` and let its notice pass."""
+    nominate(p, caller, account, counterparties, market)
+    boa.env.time_travel(seconds=adl.NOTICE)
+
+
+def deleverage(p, caller, account, market=ETH_PERP) -> tuple[int, list]:
+    with boa.env.prank(caller.address):
+        closed = p.engine.deleverage(account.address, market)
     return closed, named(tx_logs(p.engine), "Deleveraged")
 
 
-def mirror(p, account, counterparties, market=ETH_PERP) -> list[tuple[str, int, int, int]]:
-    """What `keeper.risk.adl` says the call does: (counterparty, size, price, score) per fill."""
+def mirror(p, account, market=ETH_PERP) -> list[tuple[str, int, int, int]]:
+    """What `keeper.risk.adl` says `deleverage` does now: (counterparty, size, price, score) per
+    fill, the round's nominees in turn."""
     price = p.oracle.index_prices()[0]
     size = p.engine.positions(account.address, market).size
     penalty = p.engine.liquidation_penalty()
@@ -52,17 +67,18 @@ def mirror(p, account, counterparties, market=ETH_PERP) -> list[tuple[str, int, 
         abs(p.engine.positions(account.address, m).size) * price // WAD for m in p.engine.open_markets(account.address)
     )
     need = adl.market_need(u, abs(size) * price // WAD, gross)
-    positions = [p.engine.positions(c.address, market) for c in counterparties]
-    done = adl.fills(size, price, need, [(pos.size, pos.entry_price) for pos in positions])
-    return [
-        (c.address, f.size, f.price, adl.score(pos.size, pos.entry_price, price, p.equity(c.address)))
-        for c, pos, f in zip(counterparties, positions, done)
-    ]
+    nominees = [str(c) for c in p.engine.adl_round(account.address, market)[1]]
+    positions = [p.engine.positions(c, market) for c in nominees]
+    scores = [adl.eligible_score(q.size, q.entry_price, price, p.equity(c), size) for c, q in zip(nominees, positions)]
+    turn = adl.turn_order(scores)
+    done = adl.fills(size, price, need, [(positions[k].size, positions[k].entry_price) for k in turn])
+    return [(nominees[k], f.size, f.price, scores[k]) for k, f in zip(turn, done)]
 
 
 def test_deleverage_by_hand(p):
     a, b, c = bankrupt(p)
     keeper, flat = p.new_user(), funded(p, 50_000)
+    nominated(p, keeper, a, [b, c])  # in any order: the contract ranks them
     equity = p.equity(a.address)
     # U = -equity (no fund, empty vault, no collateral); G = 40 * 1650; d = ceil(1650 * U / G)
     d = -(-1650 * WAD * -equity // (40 * 1650 * WAD))
@@ -71,10 +87,10 @@ def test_deleverage_by_hand(p):
     score_b = 350 * WAD * WAD // (2000 * WAD) * (20 * 1650 * WAD) // p.equity(b.address)
     score_c = 250 * WAD * WAD // (1900 * WAD) * (20 * 1650 * WAD) // p.equity(c.address)
     assert score_c > score_b
-    expected = mirror(p, a, [c, b])
+    expected = mirror(p, a)
     cash_b, cash_c = p.vault.cash(b.address), p.vault.cash(c.address)
     oi = p.engine.open_interest(ETH_PERP)
-    closed, logs = deleverage(p, keeper, a, [c, b])
+    closed, logs = deleverage(p, keeper, a)
     assert closed == 40 * WAD
     assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
     assert [log.price for log in logs] == [1650 * WAD + d] * 2
@@ -94,10 +110,11 @@ def test_deficit_beyond_the_fund_is_deleveraged_whole_and_the_fund_kept(p):
     # the fund holds $1,000 of a ~$2,000 deficit: it pays only deficits it can pay whole, so a
     # second bankrupt account in the same crash still finds it
     a, b, c = bankrupt(p)
-    deficit = -p.equity(a.address)
     p.fund_insurance(1000)
-    expected = mirror(p, a, [c, b])
-    _, logs = deleverage(p, p.new_user(), a, [c, b])
+    nominated(p, p.new_user(), a, [c, b])
+    deficit = -p.equity(a.address)
+    expected = mirror(p, a)
+    _, logs = deleverage(p, p.new_user(), a)
     d = -(-deficit * WAD // (40 * WAD))  # need = U (one market): ceil(U / 40) a unit
     assert logs[0].price == 1650 * WAD + d
     assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
@@ -107,36 +124,102 @@ def test_deficit_beyond_the_fund_is_deleveraged_whole_and_the_fund_kept(p):
 
 def test_deficit_the_fund_covers_is_not_deleveraged(p):
     a, b, c = bankrupt(p)
-    p.fund_insurance(-p.equity(a.address) // WAD + 1)
+    p.fund_insurance(-p.equity(a.address) // WAD + 2)
+    nominated(p, p.new_user(), a, [c, b])
     with boa.reverts("engine: deficit covered"):
-        deleverage(p, p.new_user(), a, [c, b])
-    # nor a healthy account
-    with boa.reverts("engine: deficit covered"):
-        deleverage(p, p.new_user(), c, [a])
+        deleverage(p, p.new_user(), a)
+    # a healthy account has no round to open
+    with boa.reverts("engine: account not bankrupt"):
+        nominate(p, p.new_user(), c, [a])
 
 
-def test_order_side_and_profit_are_checked(p):
+def test_nominations_and_rounds_are_checked(p):
     a, b, c = bankrupt(p)
     keeper = p.new_user()
-    with boa.reverts("engine: counterparties out of order"):
-        deleverage(p, keeper, a, [b, c])
-    # a long, like the account, is not a counterparty; nor the account itself
+    with boa.reverts("engine: no deleveraging round"):
+        deleverage(p, keeper, a)
+    # a long, like the account, is not a counterparty; nor the account itself, nor a flat one
     long_one = funded(p, 100_000)
     p.trade(long_one, funded(p, 100_000), ETH_PERP, 5 * WAD, 1650 * WAD)
     for wrong in (long_one, a, p.new_user()):
-        with boa.reverts("engine: counterparty on the same side"):
-            deleverage(p, keeper, a, [wrong])
+        with boa.reverts("engine: counterparty not in profit"):
+            nominate(p, keeper, a, [wrong])
     # a short opened at $1,600 is in loss at $1,650: not eligible
     loser = funded(p, 100_000)
     p.set_price("ETH", 1600)
     p.trade(funded(p, 100_000), loser, ETH_PERP, 5 * WAD, 1600 * WAD)
     p.set_price("ETH", 1650)
     with boa.reverts("engine: counterparty not in profit"):
-        deleverage(p, keeper, a, [loser])
-    with boa.reverts("engine: no counterparty"):
-        deleverage(p, keeper, a, [])
+        nominate(p, keeper, a, [c, loser])
     with boa.reverts("engine: no position to deleverage"):
-        deleverage(p, keeper, a, [c], market=1)
+        nominate(p, keeper, a, [c], market=1)
+    # an empty nomination opens the round; nobody can deleverage before its notice has passed
+    assert nominate(p, keeper, a, []) == []
+    opened = p.engine.adl_round(a.address, ETH_PERP)[0]
+    assert opened == boa.env.evm.patch.timestamp
+    boa.env.time_travel(seconds=adl.NOTICE - 1)
+    with boa.reverts("engine: nominations still open"):
+        deleverage(p, keeper, a)
+    boa.env.time_travel(seconds=1)
+    with boa.reverts("engine: no counterparty"):
+        deleverage(p, keeper, a)
+    # after the round lapses, the next nomination opens a new one, with a new notice
+    boa.env.time_travel(seconds=adl.ROUND_TIME + 1)
+    with boa.reverts("engine: no deleveraging round"):
+        deleverage(p, keeper, a)
+    (log,) = nominate(p, keeper, a, [b])
+    assert log.opened_at == boa.env.evm.patch.timestamp > opened and log.counterparty == b.address
+    with boa.reverts("engine: nominations still open"):
+        deleverage(p, keeper, a)
+    # a deleveraged round is closed: what is left needs a new round
+    boa.env.time_travel(seconds=adl.NOTICE)
+    closed, _ = deleverage(p, keeper, a)
+    assert closed == 20 * WAD and p.engine.adl_round(a.address, ETH_PERP)[0] == 0
+    with boa.reverts("engine: no deleveraging round"):
+        deleverage(p, keeper, a)
+
+
+def test_the_coalition_cannot_leave_its_own_account_out(p):
+    """C (most leveraged short, the coalition's) would rather B paid: the coalition opens the round
+    naming B alone and calls as soon as it may. An honest keeper's nomination during the notice
+    puts C in the round, and `deleverage` takes C first whoever calls."""
+    a, b, c = bankrupt(p)
+    coalition, keeper = p.new_user(), p.new_user()
+    nominate(p, coalition, a, [b])
+    with boa.reverts("engine: nominations still open"):
+        deleverage(p, coalition, a)
+    (log,) = nominate(p, keeper, a, [c, b])  # B already nominated: passed over
+    assert log.counterparty == c.address
+    boa.env.time_travel(seconds=adl.NOTICE)
+    expected = mirror(p, a)
+    _, logs = deleverage(p, coalition, a)
+    assert [log.counterparty for log in logs] == [c.address, b.address]
+    assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
+
+
+def test_a_full_round_admits_only_a_higher_rank(p):
+    """Eight small shorts fill the round; a ninth with more leverage takes the place of the
+    lowest-ranked, one with less is passed over, and `deleverage` runs in score order."""
+    whale = funded(p, 10_000_000)
+    shorts = []
+    for k in range(10):
+        u = funded(p, 2_000 + 1_000 * k)  # more cash, less leverage: lower score
+        p.trade(whale, u, ETH_PERP, WAD, 2000 * WAD)
+        shorts.append(u)
+    a, b, c = bankrupt(p)
+    keeper = p.new_user()
+    nominate(p, keeper, a, shorts[1:9])  # ranks 1..8
+    assert nominate(p, keeper, a, [shorts[9]]) == []  # below all eight: passed over
+    (log,) = nominate(p, keeper, a, [shorts[0]])  # above all: replaces the lowest, shorts[8]
+    assert log.counterparty == shorts[0].address
+    nominees = [str(x) for x in p.engine.adl_round(a.address, ETH_PERP)[1]]
+    assert nominees == [u.address for u in shorts[1:8]] + [shorts[0].address]
+    boa.env.time_travel(seconds=adl.NOTICE)
+    expected = mirror(p, a)
+    _, logs = deleverage(p, keeper, a)
+    assert [log.counterparty for log in logs] == [u.address for u in shorts[:8]]
+    assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
+    assert all(x.score > y.score for x, y in zip(logs, logs[1:]))
 
 
 def test_counterparty_never_gives_back_more_than_its_profit(p):
@@ -146,10 +229,11 @@ def test_counterparty_never_gives_back_more_than_its_profit(p):
     p.set_price("ETH", 1660)
     p.trade(funded(p, 100_000), thin, ETH_PERP, 10 * WAD, 1660 * WAD)
     p.set_price("ETH", 1650)
+    nominated(p, p.new_user(), a, [b, c, thin])
     cash = p.vault.cash(thin.address)
-    expected = mirror(p, a, [thin, c, b])
-    assert expected[0][3] > expected[1][3]  # most leveraged first
-    _, logs = deleverage(p, p.new_user(), a, [thin, c, b])
+    expected = mirror(p, a)
+    assert expected[0][0] == thin.address and expected[0][3] > expected[1][3]  # most leveraged first
+    _, logs = deleverage(p, p.new_user(), a)
     assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
     assert logs[0].price == 1660 * WAD  # its entry: it gives back its profit, no more
     assert p.vault.cash(thin.address) >= cash - 10**16  # funding aside, no loss
@@ -170,8 +254,9 @@ def test_collateral_sale_gain_counts_before_anyone_is_deleveraged(p):
     assert cover == 0 and sale_gain > 0
     equity = p.equity(a.address)
     assert equity < 0
-    expected = mirror(p, a, [b])
-    _, logs = deleverage(p, p.new_user(), a, [b])
+    nominated(p, p.new_user(), a, [b])
+    expected = mirror(p, a)
+    _, logs = deleverage(p, p.new_user(), a)
     assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
     # afterwards the sale covers what is left: liquidation leaves no bad debt
     assert abs(p.equity(a.address) + sale_gain) < 10**15
@@ -182,7 +267,8 @@ def test_collateral_sale_gain_counts_before_anyone_is_deleveraged(p):
 def test_liquidation_after_adl_leaves_no_bad_debt_and_flat_accounts_whole(p):
     a, b, c = bankrupt(p)
     flat = funded(p, 50_000)
-    deleverage(p, p.new_user(), a, [c, b])
+    nominated(p, p.new_user(), a, [c, b])
+    deleverage(p, p.new_user(), a)
     assert p.vault.bad_debt() == 0
     # without ADL the same crash is bad debt, charged to cash holders like `flat` on withdrawal
     p.set_price("ETH", 2000)
@@ -191,3 +277,29 @@ def test_liquidation_after_adl_leaves_no_bad_debt_and_flat_accounts_whole(p):
     liquidate(p, funded(p, 500_000), a2)
     assert p.vault.bad_debt() > 0
     assert p.vault.cash(flat.address) == 50_000 * 10**6 * SCALE
+
+
+def test_nobody_liquidates_into_bad_debt_while_the_round_runs(p):
+    """Liquidating first would turn what the round's counterparties pay into bad debt on
+    everyone's cash: refused while the round has a nominee and only ADL can pay the deficit;
+    allowed once the fund could pay it, once the round is deleveraged, or once it lapses."""
+    a, b, c = bankrupt(p)
+    liquidator = funded(p, 1_000_000)
+    nominate(p, p.new_user(), a, [])  # an empty round holds nothing up
+    with boa.env.anchor():
+        liquidate(p, liquidator, a)
+        assert p.vault.bad_debt() > 0
+    nominate(p, p.new_user(), a, [c])
+    with boa.reverts("engine: deleverage first"):
+        liquidate(p, liquidator, a)
+    with boa.env.anchor():  # the fund can pay it now: nothing for ADL to do
+        p.fund_insurance(-p.equity(a.address) // WAD + 2)
+        liquidate(p, liquidator, a)
+        assert p.vault.bad_debt() == 0
+    with boa.env.anchor():  # lapsed: the last resort
+        boa.env.time_travel(seconds=adl.NOTICE + adl.ROUND_TIME + 1)
+        liquidate(p, liquidator, a)
+    boa.env.time_travel(seconds=adl.NOTICE)
+    deleverage(p, p.new_user(), a)  # c closes 20 of the 40; the round is closed
+    liquidate(p, liquidator, a)
+    assert p.vault.bad_debt() > 0  # what c's profit could not pay: the rest of the position

@@ -29,7 +29,12 @@ def _layout(source: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("owner", "code"), [("MarginEngine.vy", "EngineLiquidation.vy"), ("OptionMarket.vy", "OptionLiquidation.vy")]
+    ("owner", "code"),
+    [
+        ("MarginEngine.vy", "EngineLiquidation.vy"),
+        ("MarginEngine.vy", "EngineDeleveraging.vy"),
+        ("OptionMarket.vy", "OptionLiquidation.vy"),
+    ],
 )
 def test_liquidation_code_shares_its_owners_storage_layout(owner, code):
     """Delegatecall is safe only if both deployables see the same slots: both lay out their storage
@@ -38,11 +43,16 @@ def test_liquidation_code_shares_its_owners_storage_layout(owner, code):
     assert _layout(owner)["storage"]  # not vacuous
 
 
-def test_engine_refuses_liquidation_code_for_another_vault(protocol):
+@pytest.mark.parametrize("which", ["liquidation", "deleveraging"])
+def test_engine_refuses_liquidation_code_for_another_vault(protocol, which):
     p = protocol
-    other = deploy_unique(source_deployer("EngineLiquidation.vy"), p.engine.address, p.oracle.address)
+    codes = {"liquidation": p.engine.LIQUIDATION(), "deleveraging": p.engine.DELEVERAGING()}
+    name = {"liquidation": "EngineLiquidation.vy", "deleveraging": "EngineDeleveraging.vy"}[which]
+    codes[which] = deploy_unique(source_deployer(name), p.engine.address, p.oracle.address).address
     with boa.reverts("engine: liquidation mismatch"):
-        source_deployer("MarginEngine.vy").deploy(p.admin, p.vault.address, p.oracle.address, other.address)
+        source_deployer("MarginEngine.vy").deploy(
+            p.admin, p.vault.address, p.oracle.address, codes["liquidation"], codes["deleveraging"]
+        )
 
 
 def test_liquidation_code_called_directly_touches_nothing(protocol):

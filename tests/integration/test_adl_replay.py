@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from keeper.replay.driver import Replay, ReplayOptions
+from keeper.risk import adl
 from keeper.units import WAD
 from tests.integration.test_replay_anvil import black_thursday
 
@@ -57,3 +58,28 @@ def test_every_fill_is_within_the_counterpartys_profit_and_the_report_equals_the
         assert a["score"] >= 0
         notional += abs(size) * a["price"] // WAD
     assert r["adl_notional_usd"] == pytest.approx(notional / WAD)
+
+
+def test_every_fill_was_nominated_and_came_after_the_notice_in_score_order(replayed):
+    """The keeper deleverages in rounds: each counterparty was nominated for that account and
+    market, the call came at least `ADL_NOTICE` after the round opened, and each call's fills
+    are by non-increasing score."""
+    replay, _, log = replayed
+    engine = replay.client.engine
+    w3 = replay.client.w3
+    nominated = {}
+    for ev in engine.events.Nominated.get_logs(from_block=0, to_block="latest"):
+        a = ev["args"]
+        nominated.setdefault((a["account"], a["market"], a["counterparty"]), []).append(a["opened_at"])
+    assert nominated and "nominate " in log
+    calls: dict[str, list] = {}
+    for ev in engine.events.Deleveraged.get_logs(from_block=0, to_block="latest"):
+        calls.setdefault(ev["transactionHash"], []).append(ev)
+    for evs in calls.values():
+        a = evs[0]["args"]
+        when = w3.eth.get_block(evs[0]["blockNumber"])["timestamp"]
+        for ev in evs:
+            opened = nominated[(ev["args"]["account"], ev["args"]["market"], ev["args"]["counterparty"])]
+            assert any(o + adl.NOTICE <= when <= o + adl.NOTICE + adl.ROUND_TIME for o in opened), (a, when, opened)
+        scores = [ev["args"]["score"] for ev in evs]
+        assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)

@@ -257,6 +257,7 @@ def test_manifest_names_each_contracts_abi(tmp_path):
         "timelock": "Timelock",
         "matching": "Matching",
         "engine_liquidation": "EngineLiquidation",
+        "engine_deleveraging": "EngineDeleveraging",
         "option_liquidation": "OptionLiquidation",
         "backstop_vault": "BackstopVault",
     }

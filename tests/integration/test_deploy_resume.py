@@ -23,11 +23,11 @@ pytestmark = pytest.mark.anvil
 
 ADMIN, OTHER = DEV_ACCOUNTS[0][0], DEV_ACCOUNTS[1][0]
 CONFIG = load_config()
-# transactions of a clean deployment of config/local.yaml: 12 contracts (USDC, 3 feeds (ETH, BTC,
-# USDC / USD), oracle, vault, engine liquidation code, engine, matching, lens, WETH, WBTC) and 25
-# calls (3 x add_price_id + set_feeds, set_matching, set_engine, the depeg rule + settlement price
+# transactions of a clean deployment of config/local.yaml: 13 contracts (USDC, 3 feeds (ETH, BTC,
+# USDC / USD), oracle, vault, engine liquidation and deleveraging code, engine, matching, lens,
+# WETH, WBTC) and 25 calls (3 x add_price_id + set_feeds, set_matching, set_engine, the depeg rule + settlement price
 # id, 2 list_asset, liquidation + trade params, 2 add_underlying, penalty ramp, 4 x list_market + caps)
-CLEAN_TXS = 12 + 31
+CLEAN_TXS = 13 + 31
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,7 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
         "feeds.USDC",
         "vault",
         "engine_liquidation",
+        "engine_deleveraging",
         "engine",
         "matching",
         "lens",
@@ -139,14 +140,14 @@ def test_clean_deployment_writes_full_manifest_and_passes_check(w3, tmp_path):
         (1, "oracle", False),
         (1, "oracle", True),
         (3, "add_price_id ETH", True),
-        (15, "set_matching", True),
-        (16, "set_engine", True),
-        (19, "set_backstop", True),
-        (20, "set_max_exposure ETH-PERP", False),
-        (24, "set_depeg_params", True),
-        (25, "set_settlement_price_id", True),
-        (27, "list_asset WETH", False),
-        (37, "list_market ETH-FUT", True),
+        (16, "set_matching", True),
+        (17, "set_engine", True),
+        (20, "set_backstop", True),
+        (21, "set_max_exposure ETH-PERP", False),
+        (25, "set_depeg_params", True),
+        (26, "set_settlement_price_id", True),
+        (28, "list_asset WETH", False),
+        (38, "list_market ETH-FUT", True),
     ],
     ids=lambda v: {False: "before-send", True: "after-mined"}.get(v, str(v)) if isinstance(v, bool) else str(v),
 )
@@ -254,6 +255,7 @@ def test_existing_tokens_and_feeds_no_mocks_on_non_development_chain(w3, tmp_pat
         "oracle",
         "vault",
         "engine_liquidation",
+        "engine_deleveraging",
         "engine",
         "matching",
         "lens",
@@ -347,7 +349,7 @@ def test_dry_run_forks_the_target_and_never_writes_the_real_manifest(w3, tmp_pat
     out = capsys.readouterr().out
     assert "Gas per deployment step" in out and "total" in out and "checks OK" in out
     total = sum(r["gas"] for r in dep.steps.values())
-    assert f"{total:,}" in out and 10_000_000 < total < 30_000_000
+    assert f"{total:,}" in out and 10_000_000 < total < 40_000_000
 
 
 def test_deployer_key_is_required_off_development(monkeypatch):

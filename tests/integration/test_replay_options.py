@@ -118,12 +118,12 @@ def test_options_deploy_resumes_wires_verifies_and_posts_vols(tmp_path):
     with Anvil() as url:
         w3 = connect(url)
         manifest = tmp_path / "dev.json"
-        # 43 protocol transactions (config/local.yaml), then the vol feed, bounds, heartbeat, the option
+        # 44 protocol transactions (config/local.yaml), then the vol feed, bounds, heartbeat, the option
         # liquidation code, market, risk params, attestor, 3 attestor params, then listings: crash after the 3rd
         # listing was mined
         with pytest.raises(RuntimeError):
             deploy_to_manifest(
-                _Failing(w3, 43 + 10 + 2), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True
+                _Failing(w3, 44 + 10 + 2), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True
             )
         dep = deploy_to_manifest(
             Web3Backend(w3, ADMIN), config, manifest, admin=ADMIN, chain_id=w3.eth.chain_id, development=True

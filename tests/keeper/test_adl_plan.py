@@ -50,17 +50,38 @@ def test_what_one_counterparty_cannot_pay_falls_to_the_next():
     assert adl.fills(-5 * WAD, 100 * WAD, 50 * WAD, [(8 * WAD, 90 * WAD)]) == [adl.Fill(-5 * WAD, 90 * WAD)]
 
 
-def test_ranking_covers_the_position_highest_score_first():
+def test_ranking_nominates_the_eligible_highest_score_first():
     price = 1650 * WAD
     sizes = [40 * WAD, -20 * WAD, -20 * WAD, 5 * WAD, -10 * WAD, -30 * WAD]
     entries = [1900 * WAD, 2000 * WAD, 1900 * WAD, 1000 * WAD, 1600 * WAD, 1700 * WAD]
     equity = [-2000 * WAD, 1_007_000 * WAD, 105_000 * WAD, 10**22, 10**22, 10**24]
-    # row 3 is long (same side), row 4 in loss; row 2 outranks row 1 (more leverage); rows 2 and 1
-    # cover the 40, so row 5 is not needed
-    assert adl.rank_counterparties(0, sizes, entries, equity, price) == [2, 1]
+    # row 3 is long (same side), row 4 in loss; row 2 outranks row 1 (more leverage), and row 5
+    # (profit $50 a unit on $1e6 of equity) comes last
+    assert adl.rank_counterparties(0, sizes, entries, equity, price) == [2, 1, 5]
+    assert adl.in_turn(0, sizes, entries, equity, price, [5, 3, 4, 1, 2]) == [2, 1, 5]
     many = [40 * WAD] + [-WAD] * 12
     chosen = adl.rank_counterparties(0, many, [0] + [2000 * WAD] * 12, [0] + [10**22] * 12, price)
-    assert len(chosen) == adl.MAX_COUNTERPARTIES
+    assert chosen == list(range(1, adl.MAX_COUNTERPARTIES + 1))  # equal scores: by index
+
+
+def test_turn_order_and_admission_by_hand():
+    assert adl.turn_order([5, 0, 9, 5, 1]) == [2, 0, 3, 4]  # ties: the first nominated first
+    full = list("abcdefgh")
+    scores = [8, 7, 3, 6, 3, 5, 4, 2]
+    assert adl.admit(full[:3], scores[:3], "z", 1) == ["a", "b", "c", "z"]  # room: appended
+    assert adl.admit(full, scores, "z", 2) == full  # not above the lowest (h, 2)
+    assert adl.admit(full, scores, "z", 3) == [*full[:7], "z"]
+    assert adl.admit(full, [8, 7, 0, 6, 0, 5, 4, 2], "z", 1) == ["a", "b", "z", *full[3:]]  # first ineligible
+    assert adl.admit(full, scores, "c", 99) == full  # already nominated
+
+
+def test_round_states_by_hand():
+    opened = 1_000
+    assert adl.round_state(0, 5_000) == "none"
+    assert adl.round_state(opened, opened + adl.NOTICE - 1) == "notice"
+    assert adl.round_state(opened, opened + adl.NOTICE) == "ready"
+    assert adl.round_state(opened, opened + adl.NOTICE + adl.ROUND_TIME) == "ready"
+    assert adl.round_state(opened, opened + adl.NOTICE + adl.ROUND_TIME + 1) == "none"
 
 
 @settings(max_examples=200, deadline=None)
@@ -89,7 +110,12 @@ def test_block_view_conserves_equity_and_never_takes_more_than_profit(shorts, lo
     assert equity[0] - before_equity[0] <= need + rounding
 
 
-def test_counterparty_bound_is_the_contracts():
+def test_round_constants_are_the_contracts():
     constants = (Path(__file__).resolve().parents[2] / "contracts" / "lib" / "constants.vy").read_text()
-    found = re.search(r"MAX_ADL_COUNTERPARTIES: constant\(uint256\) = (\d+)", constants)
-    assert found and int(found.group(1)) == adl.MAX_COUNTERPARTIES
+    for name, value in (
+        ("MAX_ADL_COUNTERPARTIES", adl.MAX_COUNTERPARTIES),
+        ("ADL_NOTICE", adl.NOTICE),
+        ("ADL_ROUND_TIME", adl.ROUND_TIME),
+    ):
+        found = re.search(rf"{name}: constant\(uint256\) = (\d+)", constants)
+        assert found and int(found.group(1)) == value, name
