@@ -110,6 +110,16 @@ def gas_cost_usd(gas: int, max_fee_per_gas: int, eth_price: int) -> int:
 # fund: a routed liquidation estimated at 340,753 gas at the start of its block needed 599,174
 # once the block's other routed liquidations had landed. Unused gas is refunded.
 ROUTED_GAS_STEP = 40_000
+# Gas of a `deleverage` sent behind the keeper's own `nominate` in the same block, per nominee
+# that nomination adds: the estimate, made before either lands, does not score it (a score
+# values the nominee's account; on the Black Thursday replay without fund or vault, nominating 8
+# counterparties was estimated at 800,087 gas, about 100,000 each).
+ADL_NOMINEE_GAS = 100_000
+# Gas of the liquidation sent behind a deleveraging that leaves the account flat: it cannot be
+# estimated before the deleveraging lands (the engine refuses it while the round runs, "engine:
+# deleverage first"); on that replay a flat account's collateral sale and waterfall were
+# estimated at 271,894 gas.
+LIQUIDATION_BEHIND_DELEVERAGE_GAS = 600_000
 
 
 def with_margin(cost: int, gas_margin: float) -> int:
@@ -303,6 +313,8 @@ class Liquidator:
     # account -> first block of the current liquidatable episode (None once counted missed)
     first_seen: dict[str, int] = field(default_factory=dict)
     missed_counted: set[str] = field(default_factory=set)
+    # accounts the auto-deleveraging duty held back last block (waiting on a round): not missed
+    deleveraging: set[str] = field(default_factory=set)
     # account -> block of its last liquidation counted for detection latency (no double count)
     _ended_at: dict[str, int] = field(default_factory=dict)
     _params = None
@@ -534,6 +546,7 @@ class Liquidator:
         bankrupt accounts beyond the fund and the vault are deleveraged first (`_deleverage_bankrupt`)."""
         if order:
             deleveraging = self._deleverage_bankrupt(accounts, order, equity, set(onchain), snap, head)
+            self.deleveraging = {accounts[i] for i in deleveraging}
             order = [i for i in order if i not in deleveraging]
         if not order:
             self._skip_below_gas([], [], None, head.number)
@@ -620,6 +633,7 @@ class Liquidator:
         # block; one they could pay alone but not after the others waits a block, when it is
         # beyond what is left of them and is deleveraged
         promised = 0
+        rows: dict[str, int] | None = None  # account row by lowercase address, when first needed
         for need, i, cover in sorted(shortfalls):
             account = accounts[i]
             if need <= 0:
@@ -637,26 +651,30 @@ class Liquidator:
             try:
                 if plans.equity is None:
                     plans.equity = self._equity_of_all(accounts, snap, onchain)
-                if self._deleverage_account(i, account, need, plans, accounts, head):
+                if rows is None:
+                    rows = {a.lower(): j for j, a in enumerate(accounts)}
+                if self._deleverage_account(i, account, need, plans, accounts, rows, head):
                     handled.add(i)
             except Exception as e:  # noqa: BLE001 - one account must never stop the others or the loop
                 handled.add(i)
                 self._failed(account, head.number, failure_reason(e), e)
         return handled
 
-    def _deleverage_account(self, i: int, account: str, uncovered: int, plans: adl.BlockPlans, accounts, head) -> bool:
+    def _deleverage_account(
+        self, i: int, account: str, uncovered: int, plans: adl.BlockPlans, accounts, rows: dict[str, int], head
+    ) -> bool:
         """Auto-deleverage account row `i` market by market, largest notional first, in rounds
         (`MarginEngine.nominate`, `deleverage`; `adl.round_state`): where the keeper's ranking
         (`plans.nominees`) would add to the round (open one, or a new one), send `nominate`
-        under "nominate:<account>:<market>"; else, where the round has passed its notice,
-        simulate and send `deleverage` under "deleverage:<account>:<market>", planned against
-        the round's nominees in turn (`plans.deleverage`). Once the plans leave it flat, its
-        liquidation (the collateral sale and the waterfall) goes right behind, so that no price
-        step falls between the two. Returns whether the account is in hand (sent, or waiting
-        for a round's notice): False when nobody in any market is eligible, and the liquidation
-        takes it (what is left is bad debt)."""
+        under "nominate:<account>:<market>"; where the round has passed its notice, simulate
+        and send `deleverage` under "deleverage:<account>:<market>" (behind that nomination,
+        if any), planned against the round's nominees in turn (`plans.deleverage`). Once the
+        plans leave it flat, its liquidation (the collateral sale and the waterfall) goes right
+        behind, so that no price step falls between the two. Returns whether the account is in
+        hand (sent, or waiting for a round's notice): False when nobody in any market is
+        eligible, and the liquidation takes it (what is left is bad debt). `rows`: account row
+        by lowercase address."""
         engine = self.client.engine
-        rows = {a.lower(): j for j, a in enumerate(accounts)}
         live = plans.live_markets(i)
         in_hand = deleveraged = False
         for market in sorted(live, key=lambda m: (-live[m], m)):
@@ -673,13 +691,13 @@ class Liquidator:
             if added:
                 in_hand = True
                 self._nominate(account, market, [accounts[j] for j in added], state, uncovered)
-                continue
-            if state == "notice":
+            if state == "notice" or (added and state == "none"):
                 in_hand = True
                 continue
             if state == "none":
                 continue  # nobody to nominate
-            chosen = plans.deleverage(i, uncovered, market, [r for r in current if r >= 0])
+            # ready: the deleveraging goes behind the nomination, against what it leaves
+            chosen = plans.deleverage(i, uncovered, market, [r for r in after if r >= 0])
             if not chosen:
                 continue
             in_hand = True
@@ -687,12 +705,9 @@ class Liquidator:
             try:
                 closed = call.call({"from": self.address}, block_identifier="latest")
                 gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
+                gas += ADL_NOMINEE_GAS * len(added)
             except ContractLogicError as e:
-                self.metrics.deleverages.labels(outcome="unsafe").inc()
-                log.info(
-                    "deleverage %s in market %d: simulation reverted (%s); retrying next block",
-                    account, market, str(e.message or e)[:200], extra={"account": account, "reason": "unsafe"},
-                )  # fmt: skip
+                self._adl_unsafe("deleverage", account, market, e)
                 return True
             if self.dry_run:
                 log.info(
@@ -719,16 +734,24 @@ class Liquidator:
         if deleveraged and not plans.live_markets(i) and plans.holds_collateral(i):
             # what is left (collateral, debt) goes to the sale and the waterfall now, not a step later
             call = engine.functions.liquidate(account)
-            gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
-            tx_hash = self.tx.send(call, gas, liquidation_key(account))
+            tx_hash = self.tx.send(call, LIQUIDATION_BEHIND_DELEVERAGE_GAS, liquidation_key(account))
             if tx_hash is not None:
                 self.stats.sent += 1
                 self.metrics.sent.inc()
                 log.info(
-                    "liquidate %s: sent %s behind its deleveraging (collateral sale and waterfall; gas %d)", account, tx_hash, gas,
-                    extra={"account": account, "tx": tx_hash, "route": "direct", "gas": gas},
+                    "liquidate %s: sent %s behind its deleveraging (collateral sale and waterfall; gas limit %d)",
+                    account, tx_hash, LIQUIDATION_BEHIND_DELEVERAGE_GAS,
+                    extra={"account": account, "tx": tx_hash, "route": "direct", "gas": LIQUIDATION_BEHIND_DELEVERAGE_GAS},
                 )  # fmt: skip
         return in_hand
+
+    def _adl_unsafe(self, what: str, account: str, market: int, e: ContractLogicError) -> None:
+        """Count and log an auto-deleveraging call whose simulation reverted (tried next block)."""
+        self.metrics.deleverages.labels(outcome="unsafe").inc()
+        log.info(
+            "%s %s in market %d: simulation reverted (%s); retrying next block",
+            what, account, market, str(e.message or e)[:200], extra={"account": account, "reason": "unsafe"},
+        )  # fmt: skip
 
     def _nominate(self, account: str, market: int, nominees: list[str], state: str, uncovered: int) -> None:
         """Send `nominate(account, market, nominees)` (simulated first; logged in a dry run)."""
@@ -737,11 +760,7 @@ class Liquidator:
         try:
             gas = call.estimate_gas({"from": self.address}, block_identifier="latest")
         except ContractLogicError as e:
-            self.metrics.deleverages.labels(outcome="unsafe").inc()
-            log.info(
-                "nominate for %s in market %d: simulation reverted (%s); retrying next block",
-                account, market, str(e.message or e)[:200], extra={"account": account, "reason": "unsafe"},
-            )  # fmt: skip
+            self._adl_unsafe("nominate for", account, market, e)
             return
         if self.dry_run:
             log.info(
@@ -857,7 +876,7 @@ class Liquidator:
                 self.backoff.pop(account, None)
         for account in liquidatable:
             since = self.first_seen.setdefault(account, block)
-            if block - since > self.missed_after_blocks and account not in self.missed_counted:
+            if block - since > self.missed_after_blocks and account not in self.missed_counted | self.deleveraging:
                 self.missed_counted.add(account)
                 self.stats.missed += 1
                 self.metrics.missed.inc()

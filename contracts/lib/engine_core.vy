@@ -1581,9 +1581,10 @@ def _adl_pending(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT
          liquidating first.
     """
     for holding: Holding in held:
-        adl_round: AdlRound = self._adl_rounds[account][holding.market_id]
-        if len(adl_round.nominees) != 0 and block.timestamp <= adl_round.opened_at + constants.ADL_NOTICE + constants.ADL_ROUND_TIME:
-            return True
+        # the nominees' length first: one slot per market when no round is open
+        if len(self._adl_rounds[account][holding.market_id].nominees) != 0:
+            if block.timestamp <= self._adl_rounds[account][holding.market_id].opened_at + constants.ADL_NOTICE + constants.ADL_ROUND_TIME:
+                return True
     return False
 
 

@@ -56,8 +56,8 @@ def test_engine_refuses_liquidation_code_for_another_vault(protocol, which):
 
 
 def test_liquidation_code_called_directly_touches_nothing(protocol):
-    """EngineLiquidation holds no positions and no role: called directly it finds nothing to do,
-    and the vault would refuse it anyway."""
+    """EngineLiquidation and EngineDeleveraging hold no positions and no role: called directly they
+    find nothing to do, and the vault would refuse them anyway."""
     p = protocol
     a, b = p.new_user(), p.new_user()
     p.deposit_usd(a, 1_000)
@@ -68,6 +68,12 @@ def test_liquidation_code_called_directly_touches_nothing(protocol):
     code = source_deployer("EngineLiquidation.vy").at(p.engine.LIQUIDATION())
     with boa.env.prank(b.address), boa.reverts("engine: account not liquidatable"):
         code.liquidate(a.address)
+    # nor does the deleveraging code: it holds no positions and no rounds
+    adl_code = source_deployer("EngineDeleveraging.vy").at(p.engine.DELEVERAGING())
+    with boa.env.prank(b.address), boa.reverts("engine: no position to deleverage"):
+        adl_code.nominate(a.address, 0, [b.address])
+    with boa.env.prank(b.address), boa.reverts("engine: no deleveraging round"):
+        adl_code.deleverage(a.address, 0)
     assert p.engine.positions(a.address, 0).size == 4 * WAD
 
 

@@ -109,10 +109,11 @@ def test_constructors_reject_zero_admin_and_log_roles(protocol):
         deploy_unique(deployer("OracleRouter"), ZERO)
     with boa.reverts("roles: zero admin"):
         deploy_unique(deployer("CollateralVault"), ZERO, p.usdc.address, p.oracle.address)
+    engine_args = (p.vault.address, p.oracle.address, p.engine.LIQUIDATION(), p.engine.DELEVERAGING())
     with boa.reverts("roles: zero admin"):
-        deploy_unique(deployer("MarginEngine"), ZERO, p.vault.address, p.oracle.address, p.engine.LIQUIDATION())
+        deploy_unique(deployer("MarginEngine"), ZERO, *engine_args)
     admin = addr(p)
-    engine = deploy_unique(deployer("MarginEngine"), admin, p.vault.address, p.oracle.address, p.engine.LIQUIDATION())
+    engine = deploy_unique(deployer("MarginEngine"), admin, *engine_args)
     logs = engine.get_logs()
     names = [type(x).__name__ for x in logs]
     assert names == ["AdminAccepted", "RiskAdminSet", "LiquidationParamsSet", "TradeParamsSet"]
