@@ -75,8 +75,9 @@ GAS = {
     "unwind": 330_000,
     "buy_collateral": 300_000,
     "deleverage": 255_000,
+    "nominate": 250_000,
 }
-CURRENT_ONLY = ("liquidate_routed", "unwind", "buy_collateral", "deleverage")  # no baseline figure
+CURRENT_ONLY = ("liquidate_routed", "unwind", "buy_collateral", "deleverage", "nominate")  # no baseline figure
 GAS_REPORT = {
     **GAS,
     "baseline": {**{k: 2 * v for k, v in GAS.items() if k not in CURRENT_ONLY}, "deposit_usdc": 50_000},
@@ -131,6 +132,7 @@ def test_gas_table():
     assert got[desc["unwind"]] == ["-", "330,000", "-", "-", "360,000"]
     assert got[desc["buy_collateral"]] == ["-", "300,000", "-", "-", "330,000"]
     assert got[desc["deleverage"]] == ["-", "255,000", "-", "-", "285,000"]
+    assert got[desc["nominate"]] == ["-", "250,000", "-", "-", "280,000"]
 
 
 def test_gas_table_without_a_baseline_figure_or_receipt():
@@ -711,7 +713,7 @@ def test_gas_report_has_no_baseline_for_the_vault_and_only_updates_what_it_measu
     current = {"scenarios": {name: txs(100_000 + i) for i, name in enumerate(gas.ALL_SCENARIOS)}}
     baseline = {"scenarios": {name: txs(200_000) for name in gas.SCENARIOS}}
     out = gas.report(current, baseline, "abc1234")
-    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind", "buy_collateral", "deleverage"}
+    assert set(gas.CURRENT_ONLY) == {"liquidate_routed", "unwind", "buy_collateral", "deleverage", "nominate"}
     assert all(name in out and name in out["receipt_gas"] for name in gas.ALL_SCENARIOS)
     assert not set(gas.CURRENT_ONLY) & set(out["baseline"])
     assert figures.render_gas(out).count("| - |") >= 2  # the vault's rows: no "before"
