@@ -1655,6 +1655,9 @@ def nominate(account: address, market_id: uint256, counterparties: DynArray[addr
         assert self._summary_now(account).equity < 0, "engine: account not bankrupt"
         adl_round = AdlRound(opened_at=block.timestamp, nominees=[])
     price: uint256 = self._market_price(market_id)
+    # the nominees' scores now, valued once when the round is first found full (nothing this
+    # call does moves them)
+    scores: DynArray[uint256, constants.MAX_ADL_COUNTERPARTIES] = []
     for counterparty: address in counterparties:
         if counterparty in adl_round.nominees:
             continue
@@ -1663,16 +1666,19 @@ def nominate(account: address, market_id: uint256, counterparties: DynArray[addr
         if len(adl_round.nominees) < constants.MAX_ADL_COUNTERPARTIES:
             adl_round.nominees.append(counterparty)
         else:
+            if len(scores) == 0:
+                for nominee: address in adl_round.nominees:
+                    scores.append(self._adl_score(nominee, market_id, size, price))
             lowest: uint256 = max_value(uint256)
             slot: uint256 = 0
             for i: uint256 in range(constants.MAX_ADL_COUNTERPARTIES):
-                other: uint256 = self._adl_score(adl_round.nominees[i], market_id, size, price)
-                if other < lowest:
-                    lowest = other
+                if scores[i] < lowest:
+                    lowest = scores[i]
                     slot = i
             if score <= lowest:
                 continue
             adl_round.nominees[slot] = counterparty
+            scores[slot] = score
         log Nominated(account=account, counterparty=counterparty, market=market_id, score=score, opened_at=adl_round.opened_at)
     self._adl_rounds[account][market_id] = adl_round
 
