@@ -209,6 +209,12 @@ def test_a_full_round_admits_only_a_higher_rank(p):
     a, b, c = bankrupt(p)
     keeper = p.new_user()
     nominate(p, keeper, a, shorts[1:9])  # ranks 1..8
+    with boa.env.anchor():  # one call with both: the same as one after the other
+        logs = nominate(p, keeper, a, [shorts[9], shorts[0]])
+        assert [log.counterparty for log in logs] == [shorts[0].address]
+        assert [str(x) for x in p.engine.adl_round(a.address, ETH_PERP)[1]] == [u.address for u in shorts[1:8]] + [
+            shorts[0].address
+        ]
     assert nominate(p, keeper, a, [shorts[9]]) == []  # below all eight: passed over
     (log,) = nominate(p, keeper, a, [shorts[0]])  # above all: replaces the lowest, shorts[8]
     assert log.counterparty == shorts[0].address
@@ -303,3 +309,40 @@ def test_nobody_liquidates_into_bad_debt_while_the_round_runs(p):
     deleverage(p, p.new_user(), a)  # c closes 20 of the 40; the round is closed
     liquidate(p, liquidator, a)
     assert p.vault.bad_debt() > 0  # what c's profit could not pay: the rest of the position
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: a liquidation between two rounds is not refused (docs/threat-model.md, auto-deleveraging)",
+)
+def test_dust_nominees_cannot_open_the_way_to_a_liquidation_first(p):
+    """The attack the rounds leave open. Eight small, highly leveraged coalition shorts outrank
+    the coalition's large short C, so any honest ranking nominates them; the round closes only
+    their few units, and in the same transaction as its `deleverage` the coalition liquidates the
+    bankrupt account, whose remaining deficit becomes bad debt on everyone's cash while C keeps
+    its profit. Wanted: that liquidation refused while only ADL can pay the deficit."""
+    whale = funded(p, 10_000_000)
+    dust = []
+    for _ in range(adl.MAX_COUNTERPARTIES):
+        u = funded(p, 300)
+        p.trade(whale, u, ETH_PERP, WAD // 2, 2000 * WAD)
+        dust.append(u)
+    a, b, c = bankrupt(p)
+    ranked = mirror_rank(p, a, [*dust, b, c])
+    assert set(ranked[: adl.MAX_COUNTERPARTIES]) == {u.address for u in dust}  # they outrank C and B
+    nominated(p, p.new_user(), a, dust)
+    closed, _ = deleverage(p, p.new_user(), a)
+    assert closed == adl.MAX_COUNTERPARTIES * WAD // 2  # 4 of the 40 units
+    with boa.reverts("engine: deleverage first"):
+        liquidate(p, funded(p, 1_000_000), a)
+
+
+def mirror_rank(p, account, counterparties, market=ETH_PERP) -> list[str]:
+    """`counterparties` by `keeper.risk.adl.eligible_score` against the account now, highest first."""
+    price = p.oracle.index_prices()[0]
+    size = p.engine.positions(account.address, market).size
+    scored = []
+    for u in counterparties:
+        q = p.engine.positions(u.address, market)
+        scored.append((adl.eligible_score(q.size, q.entry_price, price, p.equity(u.address), size), u.address))
+    return [x for _, x in sorted(scored, reverse=True)]
