@@ -163,6 +163,17 @@ def adl_round(account: address, market_id: uint256) -> (uint256, DynArray[addres
 
 
 @external
+@view
+def deleveraged_at(account: address) -> uint256:
+    """
+    @notice When `account` was last auto-deleveraged (unix s, 0 never): `liquidate` refuses it
+            ("engine: deleverage first") until ADL_NOTICE seconds later while only ADL can pay
+            its deficit and it holds a position, so that a next round can open.
+    """
+    return core._deleveraged_at[account]
+
+
+@external
 def flag_liquidatable(account: address):
     """
     @notice Start the penalty ramp of a liquidatable account (`engine_core.flag_liquidatable`).

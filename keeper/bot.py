@@ -671,9 +671,10 @@ class Liquidator:
         if any), planned against the round's nominees in turn (`plans.deleverage`). Once the
         plans leave it flat, its liquidation (the collateral sale and the waterfall) goes right
         behind, so that no price step falls between the two. Returns whether the account is in
-        hand (sent, or waiting for a round's notice): False when nobody in any market is
-        eligible, and the liquidation takes it (what is left is bad debt). `rows`: account row
-        by lowercase address."""
+        hand (sent, waiting for a round's notice, or in the ADL_NOTICE after its last
+        deleveraging, when the engine refuses its liquidation): False when nobody in any market
+        is eligible, and the liquidation takes it (what is left is bad debt). `rows`: account
+        row by lowercase address."""
         engine = self.client.engine
         live = plans.live_markets(i)
         in_hand = deleveraged = False
@@ -692,7 +693,9 @@ class Liquidator:
                 in_hand = True
                 self._nominate(account, market, [accounts[j] for j in added], state, uncovered)
             if state == "notice" or (added and state == "none"):
-                in_hand = True
+                # a round whose nominees are all no longer eligible holds nothing up (an
+                # account it does not index counts as eligible)
+                in_hand = in_hand or any(r < 0 or plans.scores(i, market, [r])[0] > 0 for r in after)
                 continue
             if state == "none":
                 continue  # nobody to nominate
@@ -726,6 +729,17 @@ class Liquidator:
                 account, tx_hash, market, closed / WAD, len(chosen), uncovered / WAD, gas,
                 extra={"account": account, "tx": tx_hash, "market": market, "uncovered_usd": uncovered / WAD, "gas": gas},
             )  # fmt: skip
+        if not in_hand and live:
+            # the engine refuses its liquidation for ADL_NOTICE after a deleveraging, in case a
+            # next round opens (`adl.holds_liquidation`)
+            since = int(engine.functions.deleveraged_at(account).call(block_identifier="latest"))
+            # its rounds hold nothing (checked above)
+            if adl.holds_liquidation(head.timestamp, since, [(0, []) for _ in live]):
+                log.info(
+                    "liquidate %s after %d: deleveraged at %d, nobody in profit to nominate for a next round (uncovered deficit %.2f USD)",
+                    account, since + adl.NOTICE, since, uncovered / WAD, extra={"account": account, "uncovered_usd": uncovered / WAD},
+                )  # fmt: skip
+                return True
         if not in_hand:
             log.info(
                 "cannot deleverage %s: no opposite position in profit (uncovered deficit %.2f USD); liquidating it, the rest is bad debt",

@@ -229,6 +229,9 @@ _fill_count: HashMap[address, uint256]
 # @dev The auto-deleveraging round of each bankrupt account and market (`nominate`,
 #      `deleverage`): when it opened and the counterparties nominated in it.
 _adl_rounds: HashMap[address, HashMap[uint256, AdlRound]]
+# @dev When each account was last deleveraged (unix s): `liquidate` waits `ADL_NOTICE` after it
+#      for a next round (`_adl_pending`).
+_deleveraged_at: HashMap[address, uint256]
 
 
 event UnderlyingAdded:
@@ -1481,7 +1484,7 @@ def liquidate(account: address) -> uint256:
         held = self._holdings(account)
     before: types.MarginSummary = self._summary(account, held, prices)
     assert before.equity < convert(before.maintenance_margin, int256), "engine: account not liquidatable"
-    if before.equity < 0 and self._adl_pending(account, held):
+    if before.equity < 0 and self._adl_pending(account, held, prices):
         # while its round runs, a deficit only ADL can pay is not turned into bad debt instead
         cover: uint256 = 0
         sale_gain: uint256 = 0
@@ -1571,19 +1574,35 @@ def _adl_score(counterparty: address, market_id: uint256, size: int256, price: u
 
 @internal
 @view
-def _adl_pending(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS]) -> bool:
+def _adl_pending(account: address, held: DynArray[Holding, constants.MAX_ACCOUNT_MARKETS], prices: DynArray[uint256, constants.MAX_PRICE_IDS]) -> bool:
     """
-    @dev Whether one of the account's markets has an auto-deleveraging round open (not
-         deleveraged, not lapsed) with a nominee: `liquidate` then refuses the account while the
-         deficit its collateral sale would leave is more than the insurance fund and the
-         backstop vault could pay (what qualifies it for `deleverage`), so that nobody can turn
-         what the round's counterparties would pay into bad debt on everyone's cash by
-         liquidating first.
+    @dev Whether auto-deleveraging may still pay the account's deficit: it holds a position
+         and either was deleveraged at most `ADL_NOTICE` seconds ago (a next round may open:
+         a round of a few small, highly leveraged nominees must not open the way to
+         liquidating it right behind their `deleverage`) or one of its markets has a round
+         open (not deleveraged, not lapsed) with a nominee still eligible (`_adl_score` at
+         index prices `prices`; a round whose nominees all left holds nothing). `liquidate`
+         then refuses the account while the deficit its collateral sale would leave is more
+         than the insurance fund and the backstop vault could pay (what qualifies it for
+         `deleverage`), so that nobody can turn what the counterparties would pay into bad
+         debt on everyone's cash by liquidating first. Each hold ends: the window after a
+         deleveraging by `ADL_NOTICE`, which only a `deleverage` that closed something
+         renews, a round by lapsing or by its nominees leaving.
     """
+    if len(held) == 0:
+        return False
+    if block.timestamp <= self._deleveraged_at[account] + constants.ADL_NOTICE:
+        return True
     for holding: Holding in held:
         # the nominees' length first: one slot per market when no round is open
-        if len(self._adl_rounds[account][holding.market_id].nominees) != 0:
-            if block.timestamp <= self._adl_rounds[account][holding.market_id].opened_at + constants.ADL_NOTICE + constants.ADL_ROUND_TIME:
+        if len(self._adl_rounds[account][holding.market_id].nominees) == 0 or holding.market.settlement_price != 0:
+            continue
+        adl_round: AdlRound = self._adl_rounds[account][holding.market_id]
+        if block.timestamp > adl_round.opened_at + constants.ADL_NOTICE + constants.ADL_ROUND_TIME:
+            continue
+        price: uint256 = prices[self._price_id(holding.market.underlying)]
+        for nominee: address in adl_round.nominees:
+            if self._adl_score(nominee, holding.market_id, holding.position.size, price) != 0:
                 return True
     return False
 
@@ -1705,7 +1724,7 @@ def deleverage(account: address, market_id: uint256) -> uint256:
          counterparty's profit cannot pay falls to the next, and none gives back more than its
          profit. A counterparty keeps the entry price of what it still holds
          (`_reduce_keeping_entry`). The round closes: what is left of the position needs a new
-         round. Reverts "engine: no deleveraging round" (none open, or lapsed), "engine:
+         round, which `liquidate` waits `ADL_NOTICE` for (`_adl_pending`). Reverts "engine: no deleveraging round" (none open, or lapsed), "engine:
          nominations still open" (before `ADL_NOTICE` has passed), "engine: liquidate options
          first", "engine: deficit covered", "engine: no position to deleverage", "engine: no
          counterparty" (no nominee eligible).
@@ -1781,6 +1800,7 @@ def deleverage(account: address, market_id: uint256) -> uint256:
         log Deleveraged(account=account, counterparty=counterparty, market=market_id, size=moved, price=fill, score=score)
     closed: uint256 = convert(abs(size), uint256) - remaining
     assert closed != 0, "engine: no counterparty"
+    self._deleveraged_at[account] = block.timestamp
     return closed
 
 

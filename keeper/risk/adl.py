@@ -24,6 +24,8 @@ All functions take and return Python ints: sizes in WAD units of the underlying 
   account's market, may be deleveraged from ADL_NOTICE seconds after and lapses ADL_ROUND_TIME
   seconds later; a full round admits a nominee only in place of a lower-ranked one
   (`admit`)
+- while the account's rounds may still pay (`holds_liquidation`), nobody liquidates it into bad
+  debt first
 """
 
 from __future__ import annotations
@@ -104,6 +106,21 @@ def round_state(opened_at: int, now: int) -> str:
     if opened_at == 0 or now > opened_at + NOTICE + ROUND_TIME:
         return "none"
     return "ready" if now >= opened_at + NOTICE else "notice"
+
+
+def holds_liquidation(now: int, deleveraged_at: int, rounds: list[tuple[int, list[int]]]) -> bool:
+    """Whether an account's auto-deleveraging may still pay its deficit, so that `liquidate`
+    refuses it ("engine: deleverage first") while the collateral sale, the insurance fund and
+    the backstop vault cannot (`uncovered` > 0): the contract's `_adl_pending`. `rounds`: for
+    each market it holds a position in (empty: flat, never held), the round's opening time and
+    its nominees' `eligible_score` now. Held up to NOTICE seconds after its last deleveraging
+    (`MarginEngine.deleveraged_at`; a next round may open) and while a round that has not
+    lapsed has a nominee still eligible."""
+    if not rounds:
+        return False
+    if now <= deleveraged_at + NOTICE:
+        return True
+    return any(round_state(opened_at, now) != "none" and any(s > 0 for s in scores) for opened_at, scores in rounds)
 
 
 def eligible_score(size: int, entry_price: int, price: int, equity: int, account_size: int) -> int:

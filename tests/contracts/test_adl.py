@@ -307,20 +307,40 @@ def test_nobody_liquidates_into_bad_debt_while_the_round_runs(p):
         liquidate(p, liquidator, a)
     boa.env.time_travel(seconds=adl.NOTICE)
     deleverage(p, p.new_user(), a)  # c closes 20 of the 40; the round is closed
+    # a next round may open (b is eligible) for ADL_NOTICE: nobody liquidates meanwhile
+    assert p.engine.deleveraged_at(a.address) == boa.env.evm.patch.timestamp
+    boa.env.time_travel(seconds=adl.NOTICE)
+    with boa.reverts("engine: deleverage first"):
+        liquidate(p, liquidator, a)
+    boa.env.time_travel(seconds=1)  # nobody nominated: the last resort
     liquidate(p, liquidator, a)
     assert p.vault.bad_debt() > 0  # what c's profit could not pay: the rest of the position
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a liquidation between two rounds is not refused (docs/threat-model.md, auto-deleveraging)",
-)
+def test_a_round_whose_nominees_left_holds_nothing(p):
+    """A round holds the liquidation only while a nominee could still pay: once its only nominee
+    has bought back its short during the notice, the account is liquidated at once, not after
+    the round lapses."""
+    a, b, c = bankrupt(p)
+    liquidator = funded(p, 1_000_000)
+    nominate(p, p.new_user(), a, [c])
+    with boa.reverts("engine: deleverage first"):
+        liquidate(p, liquidator, a)
+    p.trade(c, funded(p, 1_000_000), ETH_PERP, 20 * WAD, 1650 * WAD)
+    opened, nominees = p.engine.adl_round(a.address, ETH_PERP)
+    assert [str(x) for x in nominees] == [c.address] and p.engine.positions(c.address, ETH_PERP).size == 0
+    now = boa.env.evm.patch.timestamp
+    assert not adl.holds_liquidation(now, p.engine.deleveraged_at(a.address), [(opened, [0])])
+    liquidate(p, liquidator, a)
+    assert p.vault.bad_debt() > 0
+
+
 def test_dust_nominees_cannot_open_the_way_to_a_liquidation_first(p):
-    """The attack the rounds leave open. Eight small, highly leveraged coalition shorts outrank
-    the coalition's large short C, so any honest ranking nominates them; the round closes only
-    their few units, and in the same transaction as its `deleverage` the coalition liquidates the
-    bankrupt account, whose remaining deficit becomes bad debt on everyone's cash while C keeps
-    its profit. Wanted: that liquidation refused while only ADL can pay the deficit."""
+    """Eight small, highly leveraged coalition shorts outrank the coalition's large short C, so
+    any honest ranking nominates them, and the round closes only their few units. Right behind
+    its `deleverage` the coalition liquidates the bankrupt account: its remaining deficit would
+    become bad debt on everyone's cash while C kept its profit. Refused for ADL_NOTICE after a
+    deleveraging while only ADL can pay: the keeper opens the next round, and C pays."""
     whale = funded(p, 10_000_000)
     dust = []
     for _ in range(adl.MAX_COUNTERPARTIES):
@@ -333,8 +353,25 @@ def test_dust_nominees_cannot_open_the_way_to_a_liquidation_first(p):
     nominated(p, p.new_user(), a, dust)
     closed, _ = deleverage(p, p.new_user(), a)
     assert closed == adl.MAX_COUNTERPARTIES * WAD // 2  # 4 of the 40 units
+    liquidator = funded(p, 1_000_000)
     with boa.reverts("engine: deleverage first"):
-        liquidate(p, funded(p, 1_000_000), a)
+        liquidate(p, liquidator, a)
+    boa.env.time_travel(seconds=adl.NOTICE - 1)
+    keeper = p.new_user()
+    assert all(p.engine.positions(u.address, ETH_PERP).size == 0 for u in dust)
+    assert mirror_rank(p, a, [b, c]) == [c.address, b.address]
+    nominate(p, keeper, a, [b, c])
+    boa.env.time_travel(seconds=1)  # past the window after the deleveraging: the round holds it
+    with boa.reverts("engine: deleverage first"):
+        liquidate(p, liquidator, a)
+    boa.env.time_travel(seconds=adl.NOTICE)
+    expected = mirror(p, a)
+    equity_c = p.equity(c.address)
+    _, logs = deleverage(p, keeper, a)
+    assert [(log.counterparty, log.size, log.price, log.score) for log in logs] == expected
+    assert logs[0].counterparty == c.address and p.equity(c.address) < equity_c
+    assert p.engine.positions(a.address, ETH_PERP).size == 0
+    assert p.equity(a.address) >= 0 and p.vault.bad_debt() == 0
 
 
 def mirror_rank(p, account, counterparties, market=ETH_PERP) -> list[str]:

@@ -2661,8 +2661,10 @@ def test_backstop_unwind_front_run_of_an_index_update_is_the_index_latency_class
 #   adl-flat: no account without positions, nor any other account that no fill touched (the
 #     caller included), sees its cash move, and the insurance fund and bad debt do not move (a
 #     nomination moves no cash);
-#   adl-liquidate: while a round with a nominee runs, an account only ADL can pay is not
-#     liquidated (into bad debt), and a liquidation is refused for that reason only then.
+#   adl-liquidate: while a round with an eligible nominee runs, or for ADL_NOTICE after a
+#     deleveraging (the coalition liquidates right behind its own), an account only ADL can pay
+#     is not liquidated (into bad debt), and a liquidation is refused for that reason only then
+#     (`keeper.risk.adl.holds_liquidation`).
 # ADL moves value from counterparties in profit to the bankrupt account, both counted in (a);
 # nothing of it is exogenous. The test asserts that the fixed sequence reaches each of
 # ADL_REACHED, and `test_adl_rounds_on_a_fixed_grid` that six fixed bankruptcies reach
@@ -2745,6 +2747,7 @@ class AdlCoalitionMachine(CoalitionMachine):
         super().__init__()
         self.coalition_first = None  # what the coalition nominates, and deleverages with, before the keeper
         self.keeper_queue: dict = {}  # (account, market, opened_at) -> the keeper's queue nominated in that round
+        self.deleveraged_at: dict = {}  # account -> block time of its last deleveraging
 
     # ------------------------------------------------------------ reads and helpers
 
@@ -2925,6 +2928,7 @@ class AdlCoalitionMachine(CoalitionMachine):
             self._fail("adl-revert", f"{label}: accepted, keeper.risk.adl predicts a refusal ({want})")
             return None
         STATS[f"adl: deleveraged by the {'keeper' if who == 'keeper' else 'coalition'}"] += 1
+        self.deleveraged_at[target] = now()
         STATS["adl: fills"] += len(fills)
         if [c for c, _, _, _ in plan["fills"]] != [c for c in plan["nominees"] if c in touched]:
             STATS["adl: fills out of nomination order"] += 1
@@ -2936,6 +2940,7 @@ class AdlCoalitionMachine(CoalitionMachine):
             or closed != sum(abs(s) for _, s, _, _ in got)
             or e.open_interest(market) != oi0 - closed
             or e.adl_round(target, market)[0] != 0
+            or e.deleveraged_at(target) != now()
         ):
             self._fail(
                 "adl-mirror",
@@ -3048,6 +3053,7 @@ class AdlCoalitionMachine(CoalitionMachine):
         for a, m in rounds:
             if self.coalition_first is not None:
                 self._deleverage(w.cliq, a, m, f"coalition:{self.coalition_first}")
+                self._liquidate_first(a)
             if self._round(a, m)[0] == "ready":
                 self._deleverage(w.keeper, a, m, "keeper")
 
@@ -3073,17 +3079,27 @@ class AdlCoalitionMachine(CoalitionMachine):
             self._nominate(w.keeper, target, market, sorted(self._adl_queue(target, market)), "keeper")
             self._liquidate_first(target)
             self._wait_notice()
-        return self._deleverage(user, target, market, who)
+        r = self._deleverage(user, target, market, who)
+        if not honest:
+            self._liquidate_first(target)  # right behind its deleveraging
+        return r
 
     def _liquidate_first(self, target: str):
-        """The coalition's liquidator liquidates `target` while its round runs: refused ("engine:
-        deleverage first") while a round of it has a nominee and only ADL can pay its deficit
-        (adl-liquidate)."""
+        """The coalition's liquidator liquidates `target` while its round runs or right behind a
+        deleveraging: refused ("engine: deleverage first") exactly while only ADL can pay its
+        deficit and `keeper.risk.adl.holds_liquidation` (adl-liquidate)."""
         w = self.w
         p = w.p
         s = self._summaries([target])[target]
-        cover, sale = p.vault.deficit_cover(target, self._prices(), p.engine.liquidation_penalty())
-        pending = any(self._round(target, m)[0] != "none" and self._round(target, m)[2] for m in self.pos[target])
+        prices = self._prices()
+        cover, sale = p.vault.deficit_cover(target, prices, p.engine.liquidation_penalty())
+        rounds = []
+        for m, size in self.pos[target].items():
+            if size == 0 or p.engine.markets(m).settlement_price != 0:
+                continue
+            _, opened, nominees = self._round(target, m)
+            rounds.append((opened, [self._score(c, m, size, prices[w.pid[m]]) for c in nominees]))
+        pending = adl.holds_liquidation(now(), self.deleveraged_at.get(target, 0), rounds)
         held = s.equity < 0 and pending and adl.uncovered(s.equity, sale, cover) > 0
         r = self._liquidate(w.cliq, target)
         if held and r is None:
@@ -3092,7 +3108,8 @@ class AdlCoalitionMachine(CoalitionMachine):
                 f"{target[:8]} liquidated while its round runs (uncovered {adl.uncovered(s.equity, sale, cover) / WAD})",
             )
         elif r == "engine: deleverage first":
-            STATS["adl: liquidation during the round refused"] += 1
+            behind = now() <= self.deleveraged_at.get(target, 0) + adl.NOTICE
+            STATS[f"adl: liquidation {'behind a deleveraging' if behind else 'during the round'} refused"] += 1
             if not held:
                 self._fail(
                     "adl-liquidate", f"{target[:8]}: refused 'deleverage first', keeper.risk.adl sees nothing pending"
@@ -3197,6 +3214,7 @@ ADL_GRID_REACHED = (
     "adl: nominated by the coalition",
     "adl: coalition deleverage during the notice refused",
     "adl: liquidation during the round refused",
+    "adl: liquidation behind a deleveraging refused",
     "adl: fills capped at the counterparty's entry",
     "adl: fills out of nomination order",
 )

@@ -84,6 +84,16 @@ def test_round_states_by_hand():
     assert adl.round_state(opened, opened + adl.NOTICE + adl.ROUND_TIME + 1) == "none"
 
 
+def test_what_holds_a_liquidation_by_hand():
+    t = 10_000
+    assert not adl.holds_liquidation(t, t, [])  # flat: nothing for ADL to close
+    assert adl.holds_liquidation(t + adl.NOTICE, t, [(0, [])])  # a next round may open
+    assert not adl.holds_liquidation(t + adl.NOTICE + 1, t, [(0, [])])
+    assert adl.holds_liquidation(t, 0, [(0, []), (t - adl.NOTICE, [0, 7])])  # an eligible nominee
+    assert not adl.holds_liquidation(t, 0, [(t - adl.NOTICE, [0, 0])])  # its nominees left
+    assert not adl.holds_liquidation(t, 0, [(t - adl.NOTICE - adl.ROUND_TIME - 1, [7])])  # lapsed
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(1, 10**21), st.integers(1, 10**21), st.integers(1, 10**24)), min_size=1, max_size=8),
