@@ -34,6 +34,10 @@ left to move there) `MarginEngine.liquidate` closes its perpetuals and futures. 
 "liquidate:<account>", so at most one liquidation of an account is in flight. With an
 AttestationService (keeper.attest) the loop also keeps health attestations fresh.
 
+With an InventoryJob (keeper.unwind; `keeper run` always starts one) each block also reports what
+direct liquidations left on the keeper's own account and, given makers' quotes
+(`liquidation.unwind_quotes`), closes it against them within a slippage bound.
+
 With a SettlementJob (keeper.settle; `keeper run` starts one unless `settle_expired` is off)
 each block, after the liquidations, also settles every expired dated future and option series
 that has no settlement price yet ("settle_market:<id>" / "settle_series:<id>"), reusing the
@@ -276,6 +280,10 @@ class BotStats:
     nominations_sent: int = 0  # auto-deleveraging nominations sent (`MarginEngine.nominate`)
     deleverages_sent: int = 0  # auto-deleveraging calls sent (`MarginEngine.deleverage`)
     deleverages_succeeded: int = 0  # of those, mined with Deleveraged events
+    inventory_usd: float = 0.0  # gross notional of the keeper's own positions (keeper.unwind)
+    inventory_age_blocks: int = 0  # blocks since it took the oldest part it still holds
+    unwinds_sent: int = 0  # trades against makers' quotes closing it
+    unwinds_succeeded: int = 0  # of those, mined
 
 
 @dataclass
@@ -325,6 +333,7 @@ class Liquidator:
     _reconciled: bool = False
     attestation: object | None = None  # keeper.attest.AttestationService
     settlement: object | None = None  # keeper.settle.SettlementJob
+    inventory: object | None = None  # keeper.unwind.InventoryJob
     # accounts valued by the lens (options or attestations seen), and how far logs were scanned
     portfolio_accounts: set[str] = field(default_factory=set)
     _portfolio_scanned_to: int | None = None
@@ -494,6 +503,8 @@ class Liquidator:
         self.metrics.accounts_liquidatable.set(len(order))
         if self.settlement is not None:
             self._settle_expired(head, None if snap is None else snap.markets, update.is_stale)
+        if self.inventory is not None:
+            self._track_inventory(head, snap, update.is_stale)
         self._check_balance(block)
         self.stats.block = block
         self.stats.pending = len(self.tx.pending_keys())
@@ -820,6 +831,21 @@ class Liquidator:
         self.stats.settlements_sent, self.stats.settlements_succeeded = job.sent, job.succeeded
         self.stats.settlements_failed, self.stats.settlement_errors = job.failed, job.errors
 
+    def _track_inventory(self, head, snap, stale: bool) -> None:
+        """The inventory job for this block (keeper.unwind); nothing it raises reaches the loop:
+        it is logged, and the job runs again next block."""
+        job = self.inventory
+        try:
+            inputs = snap if snap is not None else self.client.block_inputs(head.number)
+            job.step(head, inputs.markets, self._params, inputs.prices, stale)
+        except Exception as e:  # noqa: BLE001 - unwinding must never stop liquidations or the loop
+            log.warning(
+                "inventory job failed at block %d (%s: %s); liquidations go on, retrying next block",
+                head.number, e.__class__.__name__, str(e)[:200],
+            )  # fmt: skip
+        self.stats.inventory_usd, self.stats.inventory_age_blocks = job.inventory_usd, job.age_blocks
+        self.stats.unwinds_sent, self.stats.unwinds_succeeded = job.sent, job.succeeded
+
     def _threshold(self, gas: int, base_fee: int, eth_price: int) -> int | None:
         """The reward (WAD USD) a liquidation using `gas` must exceed; None = liquidate all."""
         if self.min_profit_usd is None:
@@ -1118,6 +1144,15 @@ class Liquidator:
                 continue
             if kind == "deleverage":
                 self._deleverage_outcome(o, account.partition(":")[0])
+                continue
+            if kind == "unwind":
+                if o.receipt is not None:
+                    self.metrics.gas_spent_eth.inc(
+                        o.receipt.get("gasUsed", 0) * (o.receipt.get("effectiveGasPrice") or 0) / WAD
+                    )
+                if self.inventory is not None:
+                    self.inventory.handle_outcome(o)
+                    self.stats.unwinds_succeeded = self.inventory.succeeded
                 continue
             if kind == "nominate" and o.receipt is not None:
                 receipt = o.receipt

@@ -316,6 +316,21 @@ def run(
         bot.settlement = SettlementJob(
             client, tx, metrics, max_fee_per_gas=gas.max_fee_wei, priority_fee=gas.priority_fee_wei
         )
+    from keeper.unwind import InventoryJob
+
+    lq = settings.liquidation
+    bot.inventory = InventoryJob(
+        client, tx, metrics, quotes_file=lq.unwind_quotes, slippage_bps=lq.unwind_slippage_bps,
+        max_blocks=lq.unwind_blocks, dry_run=bot.dry_run,
+    )  # fmt: skip
+    log.info(
+        "inventory: %s",
+        f"unwound against the quotes in {lq.unwind_quotes} within {lq.unwind_slippage_bps} bps of the index"
+        if lq.unwind_quotes is not None and client.matching is not None
+        else "reported, not unwound (liquidation.unwind_quotes)"
+        if client.matching is not None
+        else "reported, not unwound: the deployment has no matching contract",
+    )
     log.info(
         "liquidation route: %s",
         "direct (liquidation.route): the keeper takes the positions"
@@ -1119,6 +1134,11 @@ def _risk_transfer_rows(d: dict) -> list[tuple[str, str]]:
         ("bad debt flat accounts would bear", usd("flat_account_socialization_exposure_usd")),
         ("keeper max inventory", usd("keeper_max_inventory_usd")),
         ("keeper inventory (end)", usd("keeper_inventory_end_usd")),
+        *(
+            [("longest the keeper held inventory", f"{d['keeper_max_inventory_age_blocks']} blocks")]
+            if "keeper_max_inventory_age_blocks" in d
+            else []
+        ),
         ("ADL events / notional", pair("adl_events", "adl_notional_usd")),
         *([("backstop vault seed", usd("backstop_seed_usd"))] if "backstop_seed_usd" in d else []),
         ("backstop P&L / max exposure", pair("backstop_pnl_usd", "backstop_max_exposure_usd")),

@@ -12,6 +12,9 @@ KeeperMetrics has its own registry, so several keepers (or tests) in one process
 | keeper_liquidations_succeeded_total | counter | mined with status 1 and a Liquidation event for the account |
 | keeper_liquidations_by_route_total{route} | counter | liquidations confirmed (as keeper_liquidations_succeeded_total), by the contract the transaction called: backstop (`BackstopVault.liquidate`: the vault took the positions), direct (`MarginEngine.liquidate`: the keeper took them), options (`OptionMarket.liquidate_options`) |
 | keeper_deleverages_total{outcome} | counter | auto-deleveraging calls (`MarginEngine.deleverage`) of bankrupt accounts the collateral sale, insurance fund and backstop vault cannot cover: nominated (a `MarginEngine.nominate` sent, opening or filling the account's round), sent, succeeded (mined with Deleveraged events), failed (reverted or dropped), unsafe (simulation reverted) |
+| keeper_inventory_usd | gauge | gross notional of the keeper's own perpetual and futures positions (what direct liquidations left it) at the head's index prices, USD |
+| keeper_inventory_age_blocks | gauge | blocks the oldest part of the keeper's inventory it has not unwound has been held at the end of (first in, first out; 1: taken in the last block; 0 when flat or dust, `keeper.risk.unwind.age`) |
+| keeper_unwinds_total{outcome} | counter | `Matching.match_orders` against a maker's quote to close inventory (`liquidation.unwind_quotes`): sent, succeeded (mined, status 1), failed (reverted or dropped: the quote was taken first, or the price moved), unsafe (simulation reverted) |
 | keeper_liquidations_failed_total | counter | mined but reverted or without the event, or dropped |
 | keeper_liquidations_skipped_total{reason} | counter | not sent: below_gas (reward upper bound from the snapshot cannot pay a liquidation's gas: never simulated), unprofitable (simulated reward does not exceed gas x (1 + gas_margin) + min_profit_usd), unsafe (simulation reverted; the account backs off), opened_this_block (the engine refuses: position grown this block; retried next block), backoff (skipped after a failure), fee_cap, stale_node |
 | keeper_liquidation_errors_total{reason} | counter | one account's liquidation attempt failed: rpc_error, timeout, revert (an unexpected revert outside the simulation), unexpected (any other exception); the account backs off 1, 2, 4 ... 64 blocks, the others go on |
@@ -52,7 +55,16 @@ ATTESTATION_SKIP_REASONS = ("not_lower", "stale_vol", "scenario_params")
 LIQUIDATION_ROUTES = ("backstop", "direct", "options")
 SETTLEMENT_KINDS = ("market", "series")
 DELEVERAGE_OUTCOMES = ("nominated", "sent", "succeeded", "failed", "unsafe")
+UNWIND_OUTCOMES = ("sent", "succeeded", "failed", "unsafe")
 SETTLEMENT_SKIP_REASONS = ("price_not_published", "reverted", "fee_cap", "stale_node")
+
+
+def _labelled(registry: CollectorRegistry, name: str, doc: str, label: str, values: tuple[str, ...]) -> Counter:
+    """A counter with one label, every value of which is exported from the start (at 0)."""
+    counter = Counter(name, doc, [label], registry=registry)
+    for value in values:
+        counter.labels(**{label: value})
+    return counter
 
 
 class KeeperMetrics:
@@ -72,22 +84,35 @@ class KeeperMetrics:
         self.succeeded = Counter(
             "keeper_liquidations_succeeded", "Liquidations mined with status 1 and a Liquidation event", registry=r
         )
-        self.by_route = Counter(
+        self.by_route = _labelled(
+            r,
             "keeper_liquidations_by_route",
             "Liquidations confirmed, by route: backstop (the vault took the positions), direct, options",
-            ["route"],
-            registry=r,
+            "route",
+            LIQUIDATION_ROUTES,
         )
-        for route in LIQUIDATION_ROUTES:
-            self.by_route.labels(route=route)
-        self.deleverages = Counter(
+        self.deleverages = _labelled(
+            r,
             "keeper_deleverages",
             "Auto-deleveraging calls of bankrupt accounts: nominated, sent, succeeded, failed, unsafe (simulation reverted)",
-            ["outcome"],
+            "outcome",
+            DELEVERAGE_OUTCOMES,
+        )
+        self.inventory_usd = Gauge(
+            "keeper_inventory_usd", "Gross notional of the keeper's own positions at index prices, USD", registry=r
+        )
+        self.inventory_age = Gauge(
+            "keeper_inventory_age_blocks",
+            "Blocks the oldest inventory the keeper still holds has been held at the end of",
             registry=r,
         )
-        for outcome in DELEVERAGE_OUTCOMES:
-            self.deleverages.labels(outcome=outcome)
+        self.unwinds = _labelled(
+            r,
+            "keeper_unwinds",
+            "Trades against maker quotes closing the keeper's inventory: sent, succeeded, failed, unsafe",
+            "outcome",
+            UNWIND_OUTCOMES,
+        )
         self.failed = Counter(
             "keeper_liquidations_failed", "Liquidations reverted, without the event, or dropped", registry=r
         )

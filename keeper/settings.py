@@ -206,12 +206,21 @@ class LiquidationSettings(BaseModel):
     `deleverage` (on by default): a bankrupt account whose deficit the collateral sale, the
     insurance fund and the backstop vault cannot cover is first auto-deleveraged
     (`MarginEngine.deleverage`) against the opposite positions in profit, ranked by profit times
-    leverage; off: such deficits become bad debt when the account is liquidated."""
+    leverage; off: such deficits become bad debt when the account is liquidated.
+
+    The positions a direct liquidation leaves the keeper (its inventory) are reported every
+    block (keeper.unwind). `unwind_quotes`: a JSON file of makers' signed orders, read every
+    block, that the keeper closes its inventory against, at prices within `unwind_slippage_bps`
+    of the index (None: report only); an inventory older than `unwind_blocks` blocks is logged
+    at WARNING."""
 
     model_config = _MODEL
 
     route: Annotated[str, AfterValidator(str.lower), Field(pattern="^(backstop|direct)$")] = "backstop"
     deleverage: bool = True
+    unwind_quotes: OptPath = None
+    unwind_slippage_bps: Int = Field(50, ge=0, le=5_000)
+    unwind_blocks: Int = Field(10, ge=1, le=1_000_000)
 
 
 class KeeperSettings(BaseModel):
@@ -293,6 +302,7 @@ _WORDING = {
     "signer_key_envs": "must list environment variable names",
     "accounts": "must be all or a list of addresses",
     "route": "must be backstop or direct",
+    "unwind_quotes": "must be a path",
 }
 
 

@@ -555,6 +555,11 @@ def render_replay_runs(*reports: dict) -> str:
             f"{usd(r, 'keeper_max_inventory_usd')} / "
             + (usd(r, "keeper_inventory_end_usd") if r.get("keeper_inventory_end_usd") is not None else "-")
         ),
+        "longest the keeper held inventory (blocks)": lambda r: (
+            str(_int(r["keeper_max_inventory_age_blocks"], "keeper_max_inventory_age_blocks"))
+            if r.get("keeper_max_inventory_age_blocks") is not None
+            else "-"
+        ),
         "backstop vault P&L / largest exposure (gross notional)": backstop,
         "ADL events / notional": adl,
     }

@@ -10,11 +10,15 @@ replay is fast; a test checks it against eth-account's `encode_typed_data` and t
 
 from __future__ import annotations
 
+import json
 from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Annotated
 
 from eth_abi import encode
 from eth_keys import keys
 from eth_utils import keccak, to_canonical_address
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 ORDER_TYPE = "Order(address account,uint256 market,int256 size,uint256 limit_price,uint256 nonce,uint256 deadline)"
 DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -101,6 +105,67 @@ def typed_data(order: Order, chain_id: int, matching: str) -> dict:
             "deadline": order.deadline,
         },
     }
+
+
+# ---------------------------------------------------------------- quotes
+
+
+class _QuoteModel(BaseModel):
+    """One entry of a quotes file, as written: addresses and signatures hex, numbers as JSON
+    integers (or decimal strings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account: Annotated[str, Field(pattern="^0x[0-9a-fA-F]{40}$")]
+    market: Annotated[int, Field(ge=0)]
+    size: int
+    limit_price: Annotated[int, Field(gt=0)]
+    nonce: Annotated[int, Field(ge=0)]
+    deadline: Annotated[int, Field(ge=0)]
+    signature: Annotated[str, Field(pattern="^0x([0-9a-fA-F]{2})*$")]
+
+
+_QUOTES = TypeAdapter(list[_QuoteModel])
+ORDER_FIELDS = ("account", "market", "size", "limit_price", "nonce", "deadline")
+
+
+@dataclass(frozen=True)
+class Quote(Order):
+    """A maker's signed `Order` that anyone may fill whole through `Matching.match_orders`
+    (the maker's side), with its `signature`."""
+
+    signature: bytes = b""
+
+    def as_tuple(self) -> tuple:
+        """The order alone, as `Matching.match_orders` takes it."""
+        return (self.account, self.market, self.size, self.limit_price, self.nonce, self.deadline)
+
+    def as_json(self) -> dict:
+        return {**{k: v for k, v in zip(ORDER_FIELDS, self.as_tuple())}, "signature": "0x" + self.signature.hex()}
+
+
+def load_quotes(path: Path) -> list[Quote]:
+    """The quotes in the JSON file at `path` (a list of `Quote.as_json` objects). Raises
+    ValueError with one line naming the file and the first problem."""
+    try:
+        entries = _QUOTES.validate_json(path.read_bytes())
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the quotes file ({e.strerror or e})") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "file"
+        raise ValueError(f"{path}: {where}: {err['msg']}") from None
+    return [
+        Quote(q.account, q.market, q.size, q.limit_price, q.nonce, q.deadline, bytes.fromhex(q.signature[2:]))
+        for q in entries
+    ]
+
+
+def write_quotes(path: Path, quotes: list[Quote]) -> None:
+    """Write `quotes` to `path` atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps([q.as_json() for q in quotes]))
+    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- option orders

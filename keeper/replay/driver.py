@@ -39,13 +39,13 @@ from keeper.chain.client import ProtocolClient, connect
 from keeper.chain.deploy import Web3Backend, deploy_protocol
 from keeper.chain.deployment import Deployment
 from keeper.chain.manifest import save_manifest
-from keeper.chain.orders import Order, sign_order
+from keeper.chain.orders import Order, sign_order, write_quotes
 from keeper.chain.state_cache import AccountStateCache
 from keeper.config import ProtocolConfig, load_config
 from keeper.errors import KeeperError
 from keeper.marketdata.prices import PricePath
 from keeper.params.rehearsal import revert_message
-from keeper.replay import option_books
+from keeper.replay import option_books, quotes
 from keeper.replay.population import AccountSpec, make_population, trade_size
 from keeper.replay.report import ReplayReport, build_report
 from keeper.replay.timeline import TimelineRecorder
@@ -207,9 +207,12 @@ class User:
 
     def order(self, market: int, size: int, price: int, chain_id: int, matching: str) -> tuple[tuple, bytes]:
         """The next order (as the tuple `Matching.match_orders` takes) and its EIP-712 signature."""
-        self.nonce += 1
-        order = Order(self.address, market, size, price, self.nonce, 2**63)
+        order = Order(self.address, market, size, price, self.next_nonce(), 2**63)
         return order.as_tuple(), sign_order(order, self.key, chain_id, matching)
+
+    def next_nonce(self) -> int:
+        self.nonce += 1
+        return self.nonce
 
 
 # send(contract_call, gas) -> transaction hash, without waiting for the receipt
@@ -722,6 +725,9 @@ class Replay:
             # takes on this machine): a head is never stale against the wall clock here
             "KEEPER_STALE_AFTER_SECONDS": str(REPLAY_STALE_AFTER_SECONDS),
             "KEEPER_LIQUIDATION_DELEVERAGE": "1" if self.opts.deleverage else "0",
+            # the market makers' quotes (keeper.replay.quotes), which a keeper that took
+            # positions itself closes them against
+            "KEEPER_LIQUIDATION_UNWIND_QUOTES": str(self.quotes_file),
             **getattr(self, "keeper_env", {}),
         }
         cmd = [
@@ -776,7 +782,8 @@ class Replay:
             log.warning("a keeper did not report block %d within %.0f s", block, self.opts.keeper_timeout)
             return {}
         total = {
-            k: sum(s.get(k, 0) for s in seen.values()) for k in ("sent", "succeeded", "failed", "rpc_errors", "routed")
+            k: sum(s.get(k, 0) for s in seen.values())
+            for k in ("sent", "succeeded", "failed", "rpc_errors", "routed", "unwinds_sent", "unwinds_succeeded")
         }
         return {
             **total,
@@ -877,6 +884,7 @@ class Replay:
             if self.opts.options:
                 self.regimes.observe(setup_block, self.client.margin_summaries(addresses, setup_block))
             self._update_fees()
+            self._post_quotes(0)
             self._mine_by_hand()
             statuses = self._start_keepers(self.deployment.deploy_block)
             self._mine()
@@ -892,6 +900,7 @@ class Replay:
                     self._stop_keeper(self.opts.stop_keeper[0])
                 if step < steps:
                     self._publish(step)
+                    self._post_quotes(step)
                     if self.opts.options:
                         self._post_vols(step, self.w3.eth.get_block("latest")["timestamp"] + self.opts.block_seconds)
                 block = self._mine()
@@ -930,6 +939,24 @@ class Replay:
             return report
         finally:
             self.close()
+
+    @property
+    def quotes_file(self) -> Path:
+        return self.workdir / "quotes.json"
+
+    def _post_quotes(self, step: int) -> None:
+        """One market maker's quotes at `step`'s prices, in turn (keeper.replay.quotes), valid
+        for `quotes.LIFETIME_STEPS` blocks from the next one."""
+        maker = self.market_makers[step % len(self.market_makers)]
+        dep = self.deployment
+        deadline = int(self.w3.eth.get_block("latest")["timestamp"]) + quotes.LIFETIME_STEPS * self.opts.block_seconds
+        write_quotes(
+            self.quotes_file,
+            quotes.ladder(
+                maker.address, dict(dep.markets), self.opts.path.as_wad(min(step, self.opts.path.steps - 1)),
+                deadline, maker.next_nonce, lambda order: sign_order(order, maker.key, dep.chain_id, dep.matching),
+            ),
+        )  # fmt: skip
 
     def _start_timeline(self, addresses: list[str]) -> TimelineRecorder:
         """The per-block recorder (the report's `timeline`), with the block the keepers started on

@@ -244,6 +244,9 @@ def build_report(*, client, users, tokens, settlement_symbol, start_block, end_b
             "succeeded": keeper_stats.get("succeeded", 0),
             "failed": keeper_stats.get("failed", 0),
             "rpc_errors": keeper_stats.get("rpc_errors", 0),
+            # trades against the market makers' quotes closing the keepers' inventory (keeper.unwind)
+            "unwinds_sent": keeper_stats.get("unwinds_sent", 0),
+            "unwinds_succeeded": keeper_stats.get("unwinds_succeeded", 0),
             "processing_ms_median": float(np.median(processing_ms)) if processing_ms else None,
             "processing_ms_max": float(np.max(processing_ms)) if processing_ms else None,
             "processing_ms_mean": float(np.mean(processing_ms)) if processing_ms else None,

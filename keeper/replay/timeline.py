@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 
 from eth_abi.abi import decode
 
+from keeper.risk import unwind
 from keeper.units import WAD
 
 # one position change: (block, log index, account, ("engine" | "option", market or series id),
@@ -240,6 +241,32 @@ def inventory_by_block(
     return out
 
 
+def inventory_age_by_block(
+    changes: Iterable[Change], rows: Sequence[TimelineRow], instrument_price: dict[tuple[str, int], int]
+) -> list[int]:
+    """At the end of each row's block, how many blocks the oldest part of the positions
+    `changes` build that is still held has been held at the end of (first in, first out:
+    `keeper.risk.unwind.update_lots`, `keeper.risk.unwind.age` at that block's index; 1: taken
+    in that block, 0: flat or dust)."""
+    pending = sorted(changes, key=lambda c: (c[0], c[1]))
+    lots: dict[tuple[str, tuple[str, int]], list[unwind.Lot]] = {}
+    out: list[int] = []
+    i = 0
+    for row in rows:
+        while i < len(pending) and pending[i][0] <= row.block:
+            block, _, account, instrument, size = pending[i]
+            key = (account, instrument)
+            lots[key] = unwind.update_lots(lots.get(key, []), int(size), block)
+            i += 1
+        ages = [
+            unwind.age(held, row.block, row.prices_wad[instrument_price[instrument]])
+            for (_, instrument), held in lots.items()
+            if instrument_price.get(instrument, len(row.prices_wad)) < len(row.prices_wad)
+        ]
+        out.append(max(ages, default=0))
+    return out
+
+
 def flat_before(changes: Sequence[Change], account: str, block: int, log_index: int) -> bool:
     """Whether `account` held no position just before the log at (`block`, `log_index`), from
     its position changes (`position_logs`, which must cover the account from its first one)."""
@@ -339,7 +366,9 @@ def risk_figures(
     Figures: `socialized_loss_usd`, `flat_account_losses_usd`, `socialized_withdrawals` (see
     `socialization`), `flat_account_socialization_exposure_usd` (see `flat_account_exposure`,
     at `end_block`), `keeper_max_inventory_usd` (largest gross notional of the keeper accounts'
-    own positions at the end of any recorded block, USD at that block's index), with a backstop
+    own positions at the end of any recorded block, USD at that block's index),
+    `keeper_max_inventory_age_blocks` (the longest the keepers held a part of it, first in first
+    out: `inventory_age_by_block`), with a backstop
     vault `backstop_seed_usd` (what the replay deposited in it), `backstop_pnl_usd` (its equity
     at `end_block` minus the seed) and `backstop_max_exposure_usd` (the largest gross notional
     of its positions at the end of any recorded block, at that block's index; as the keeper's
@@ -372,6 +401,7 @@ def risk_figures(
         "flat_account_socialization_exposure_usd": flat_account_exposure(client, holders, end_block),
         "keeper_max_inventory_usd": max(inventory, default=0.0),
         "keeper_inventory_end_usd": inventory[-1] if inventory else 0.0,
+        "keeper_max_inventory_age_blocks": max(inventory_age_by_block(changes, rows, instruments), default=0),
         **backstop,
         **adl_figures(adl_logs),
         "not_yet": not_yet,

@@ -2,7 +2,8 @@
 (ETH and BTC about -30% over 14 blocks) liquidates accounts while they still have equity. Seeded,
 the vault takes every liquidation, those that sell collateral included, and the keeper ends with
 no inventory; unseeded (`--backstop 0`), the vault can take none (no equity) and the
-keeper liquidates everything directly. Latency is the same both ways."""
+keeper liquidates everything directly and unwinds what it takes against the market makers'
+quotes (keeper.unwind). Latency is the same both ways."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import re
 import pytest
 
 from keeper.marketdata.prices import synthetic_path
+from keeper.replay import quotes
 from keeper.replay.driver import Replay, ReplayOptions
+from keeper.risk import unwind
 
 pytestmark = pytest.mark.anvil
 
+UNWOUND = re.compile(r"unwind: (sell|buy) [0-9.]+ of market \d+ at ([0-9.]+) \(index ([0-9.]+)\)")
 FALLBACK = re.compile(r"backstop vault cannot take (0x[0-9a-fA-F]{40}) \((.*)\); liquidating it directly")
 
 
@@ -68,3 +72,22 @@ def test_an_empty_vault_leaves_the_liquidations_to_the_keeper(runs):
     # once per account (and liquidatable episode), never once per attempt
     assert {account for account, _ in named} and len(named) <= report["liquidations"]
     assert all("liquidator below IM" in why or "backstop: full" in why for _, why in named), named
+
+
+def test_the_keeper_unwinds_what_it_takes_within_the_bound(runs):
+    """Without the vault the keeper takes every liquidation itself; against the market makers'
+    quotes it closes each position in the next block, within the slippage bound (the default
+    50 bps; the makers quote 10 bps off the index), down to less than one quote lot a market."""
+    report, log = runs[0]
+    assert report["keeper_max_inventory_usd"] > 10_000
+    assert report["keeper"]["unwinds_succeeded"] == report["keeper"]["unwinds_sent"] > 0
+    # taken in block N, closed in N + 1: held at the end of one block
+    assert report["keeper_max_inventory_age_blocks"] == 1
+    assert report["keeper_inventory_end_usd"] <= 4 * unwind.DUST_USD
+    fills = [m.groups() for line in log if (m := UNWOUND.search(line))]
+    assert len(fills) == report["keeper"]["unwinds_sent"]
+    for side, price, index in fills:
+        worse = (float(index) - float(price)) if side == "sell" else (float(price) - float(index))
+        assert 0 <= worse <= float(index) * (quotes.SPREAD_BPS + 1) / 10_000, (side, price, index)
+    seeded, _ = runs[2_000_000]
+    assert seeded["keeper"]["unwinds_sent"] == 0
