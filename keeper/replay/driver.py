@@ -945,18 +945,27 @@ class Replay:
         return self.workdir / "quotes.json"
 
     def _post_quotes(self, step: int) -> None:
-        """One market maker's quotes at `step`'s prices, in turn (keeper.replay.quotes), valid
-        for `quotes.LIFETIME_STEPS` blocks from the next one."""
-        maker = self.market_makers[step % len(self.market_makers)]
+        """The market makers' quotes at `step`'s prices (keeper.replay.quotes), sized on their
+        positions once the transactions waiting for the next block are in, valid for
+        `quotes.LIFETIME_STEPS` blocks from the next one."""
         dep = self.deployment
         deadline = int(self.w3.eth.get_block("latest")["timestamp"]) + quotes.LIFETIME_STEPS * self.opts.block_seconds
-        write_quotes(
-            self.quotes_file,
-            quotes.ladder(
-                maker.address, dict(dep.markets), self.opts.path.as_wad(min(step, self.opts.path.steps - 1)),
-                deadline, maker.next_nonce, lambda order: sign_order(order, maker.key, dep.chain_id, dep.matching),
-            ),
-        )  # fmt: skip
+        index = self.opts.path.as_wad(min(step, self.opts.path.steps - 1))
+        # "pending": after the keepers' trades waiting for the next block, so that a maker's room
+        # does not count what it already sold or bought
+        states = self.client.account_states([mm.address for mm in self.market_makers], "pending")
+        if not hasattr(self, "position_caps"):
+            self.position_caps = {
+                m: int(self.client.engine.functions.max_position(m).call()) for m in dep.markets.values()
+            }
+        out = []
+        for maker, state in zip(self.market_makers, states):
+            held = {p.market: p.size for p in state.positions}
+            out += quotes.ladder(
+                maker.address, held, self.position_caps, dict(dep.markets), index, deadline, maker.next_nonce,
+                lambda order, key=maker.key: sign_order(order, key, dep.chain_id, dep.matching),
+            )  # fmt: skip
+        write_quotes(self.quotes_file, out)
 
     def _start_timeline(self, addresses: list[str]) -> TimelineRecorder:
         """The per-block recorder (the report's `timeline`), with the block the keepers started on

@@ -124,8 +124,10 @@ def usdc_withdrawal(replay, account: str, amount: int) -> int:
     w3, usdc = replay.w3, replay.tokens[replay.opts.config.settlement_symbol]
     impersonate(w3, account)
     before = usdc.functions.balanceOf(account).call()
-    replay.client.vault.functions.withdraw(usdc.address, amount).transact({"from": account, "gas": 1_000_000})
-    return usdc.functions.balanceOf(account).call() - before
+    tx = replay.client.vault.functions.withdraw(usdc.address, amount).transact({"from": account, "gas": 1_000_000})
+    # read the balance once the withdrawal is in a block (under load the read can come first)
+    block = w3.eth.wait_for_transaction_receipt(tx, timeout=60)["blockNumber"]
+    return usdc.functions.balanceOf(account).call(block_identifier=block) - before
 
 
 def test_socialization_of_withdrawals_is_measured_and_attributed(replayed):
