@@ -608,8 +608,8 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
     @dev After a takeover: check the exposure caps and bring each market's recorded position,
          auction clock and discount budget up to date. A position that shrank keeps the budget
          share of the units left; one that closed (in this call or before it) or changed side
-         keeps none and starts its clock again; one that grew by g units from o moves its start s to
-         now - (now - s) * o / (o + g), and receives a share of `kept` (WAD USD) in proportion
+         keeps none and starts its clock again; one that grew moves its clock towards now
+         (`_clock_after_growth`), and receives a share of `kept` (WAD USD) in proportion
          to the notional it grew by at the index. Reverts "backstop: full".
     """
     held: DynArray[uint256, constants.MAX_ACCOUNT_MARKETS] = staticcall IEngine(ENGINE).open_markets(self)
@@ -638,11 +638,8 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
             self.discount_budget[market_id] = self.discount_budget[market_id] * convert(abs(size), uint256) // convert(abs(recorded), uint256)
         self.recorded_position[market_id] = size
         if growth != 0:
-            # the clock moves towards now by the share of the position that is new (rounded
-            # up): a dust takeover cannot hold back the discount on a large older position
             old: uint256 = convert(abs(recorded), uint256)
-            start: uint256 = self.auction_start[market_id]
-            self.auction_start[market_id] = block.timestamp - (block.timestamp - start) * old // (old + growth)
+            self.auction_start[market_id] = self._clock_after_growth(self.auction_start[market_id], old, old + growth)
             weight: uint256 = growth * self._index_price(market_id) // constants.WAD
             grown.append(market_id)
             weights.append(weight)
@@ -656,8 +653,8 @@ def _record_inventory(held_before: DynArray[uint256, constants.MAX_ACCOUNT_MARKE
 @internal
 def _record_collateral(before: DynArray[uint256, constants.MAX_ASSETS]):
     """
-    @dev After a takeover that bought collateral: the asset's auction clock moves from s to
-         now - (now - s) * o / (o + g) for a balance grown by g from o (as `_record_inventory`).
+    @dev After a takeover that bought collateral: the asset's auction clock moves as a
+         position's does (`_clock_after_growth`) when its balance grew.
     """
     balances: DynArray[uint256, constants.MAX_ASSETS] = staticcall IVault(COLLATERAL_VAULT).collateral_balances(self)
     for asset_id: uint256 in range(len(balances), bound=constants.MAX_ASSETS):
@@ -665,8 +662,19 @@ def _record_collateral(before: DynArray[uint256, constants.MAX_ASSETS]):
         if asset_id < len(before):
             old = before[asset_id]
         if balances[asset_id] > old:
-            start: uint256 = self.collateral_start[asset_id]
-            self.collateral_start[asset_id] = block.timestamp - (block.timestamp - start) * old // balances[asset_id]
+            self.collateral_start[asset_id] = self._clock_after_growth(self.collateral_start[asset_id], old, balances[asset_id])
+
+
+@internal
+@view
+def _clock_after_growth(start: uint256, old: uint256, new: uint256) -> uint256:
+    """
+    @dev An auction clock started at `start` for `old` units, once they grew to `new` > `old`:
+         now - (now - start) * old / new, rounded towards now, so that the clock moves towards
+         now by the share of the inventory that is new and a dust takeover cannot hold back
+         the discount on a large older inventory.
+    """
+    return block.timestamp - (block.timestamp - start) * old // new
 
 
 @internal
