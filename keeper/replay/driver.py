@@ -49,6 +49,7 @@ from keeper.replay import option_books, quotes
 from keeper.replay.population import AccountSpec, make_population, trade_size
 from keeper.replay.report import ReplayReport, build_report
 from keeper.replay.timeline import TimelineRecorder
+from keeper.risk import unwind
 from keeper.risk.margin import isolated_initial_margin, margin
 from keeper.units import WAD
 
@@ -945,24 +946,33 @@ class Replay:
         return self.workdir / "quotes.json"
 
     def _post_quotes(self, step: int) -> None:
-        """The market makers' quotes at `step`'s prices (keeper.replay.quotes), sized on their
-        positions once the transactions waiting for the next block are in, valid for
-        `quotes.LIFETIME_STEPS` blocks from the next one."""
+        """The market makers' quotes at `step`'s prices (keeper.replay.quotes) in the markets a
+        keeper holds more than dust in, as a request-for-quote venue answers (none while the
+        keepers are flat: signing a ladder costs), sized on the positions once the transactions waiting
+        for the next block are in, valid for `quotes.LIFETIME_STEPS` blocks from the next one."""
         dep = self.deployment
         deadline = int(self.w3.eth.get_block("latest")["timestamp"]) + quotes.LIFETIME_STEPS * self.opts.block_seconds
         index = self.opts.path.as_wad(min(step, self.opts.path.steps - 1))
+        makers = [mm.address for mm in self.market_makers]
         # "pending": after the keepers' trades waiting for the next block, so that a maker's room
-        # does not count what it already sold or bought
-        states = self.client.account_states([mm.address for mm in self.market_makers], "pending")
+        # does not count what it already sold or bought, and a keeper's new inventory is quoted
+        states = self.client.account_states(makers + [a for a, _ in self.keeper_keys], "pending")
+        held = {(p.market, abs(p.size)) for state in states[len(makers) :] for p in state.positions if p.size}
+        markets = {
+            name: m
+            for name, m in dep.markets.items()
+            # more than the dust a keeper cannot close with whole quotes (keeper.risk.unwind)
+            if any(size * index[name.split("-")[0]] // WAD > unwind.DUST_USD * WAD for k, size in held if k == m)
+        }
         if not hasattr(self, "position_caps"):
             self.position_caps = {
                 m: int(self.client.engine.functions.max_position(m).call()) for m in dep.markets.values()
             }
         out = []
-        for maker, state in zip(self.market_makers, states):
+        for maker, state in zip(self.market_makers, states if markets else []):
             held = {p.market: p.size for p in state.positions}
             out += quotes.ladder(
-                maker.address, held, self.position_caps, dict(dep.markets), index, deadline, maker.next_nonce,
+                maker.address, held, self.position_caps, markets, index, deadline, maker.next_nonce,
                 lambda order, key=maker.key: sign_order(order, key, dep.chain_id, dep.matching),
             )  # fmt: skip
         write_quotes(self.quotes_file, out)

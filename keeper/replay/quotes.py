@@ -1,7 +1,8 @@
 """The replay's market makers quote the keepers: signed orders that a keeper that took
 positions itself closes them against (`liquidation.unwind_quotes`, keeper.unwind).
 
-Each step every market maker quotes every market it may trade, `SPREAD_BPS` off the step's
+Each step every market maker quotes every market a keeper holds more than dust in (as a
+request-for-quote venue answers; the driver, `Replay._post_quotes`, decides), `SPREAD_BPS` off the step's
 index (bids below, asks above), in a ladder of sizes LOT_USD x 2^k at the index (k < LEVELS).
 On the side that reduces its position the ladder adds up to at most that position; on the side
 that grows it, to at most what the market's position cap leaves (`MarginEngine.max_position`).
