@@ -281,7 +281,7 @@ class BotStats:
     deleverages_sent: int = 0  # auto-deleveraging calls sent (`MarginEngine.deleverage`)
     deleverages_succeeded: int = 0  # of those, mined with Deleveraged events
     inventory_usd: float = 0.0  # gross notional of the keeper's own positions (keeper.unwind)
-    inventory_age_blocks: int = 0  # blocks since it took the oldest part it still holds
+    inventory_age_blocks: int = 0  # blocks the oldest part it still holds has been held (keeper.risk.unwind.age)
     unwinds_sent: int = 0  # trades against makers' quotes closing it
     unwinds_succeeded: int = 0  # of those, mined
 
