@@ -17,6 +17,7 @@ what stalled. The report gives the set-up time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -945,6 +946,11 @@ class Replay:
     def quotes_file(self) -> Path:
         return self.workdir / "quotes.json"
 
+    @functools.cached_property
+    def position_caps(self) -> dict[int, int]:
+        """Each market's position cap (`MarginEngine.max_position`, WAD units, 0 none), read once."""
+        return {m: int(self.client.engine.functions.max_position(m).call()) for m in self.deployment.markets.values()}
+
     def _post_quotes(self, step: int) -> None:
         """The market makers' quotes at `step`'s prices (keeper.replay.quotes) in the markets a
         keeper holds more than dust in, as a request-for-quote venue answers (none while the
@@ -964,10 +970,6 @@ class Replay:
             # more than the dust a keeper cannot close with whole quotes (keeper.risk.unwind)
             if any(size * index[name.split("-")[0]] // WAD > unwind.DUST_USD * WAD for k, size in held if k == m)
         }
-        if not hasattr(self, "position_caps"):
-            self.position_caps = {
-                m: int(self.client.engine.functions.max_position(m).call()) for m in dep.markets.values()
-            }
         out = []
         for maker, state in zip(self.market_makers, states if markets else []):
             held = {p.market: p.size for p in state.positions}
